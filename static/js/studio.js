@@ -1,0 +1,336 @@
+// OnAir studio: pick devices, preview, go live over WebRTC, switch sources with
+// replaceTrack (viewers never renegotiate), watch live stats, record locally.
+"use strict";
+import { SignalingClient, formatBitrate, formatDuration, trickle } from "./signaling.js";
+
+const config = JSON.parse(document.getElementById("onair-config").textContent);
+const $ = (id) => document.getElementById(id);
+
+const RESOLUTIONS = { "360p": [640, 360], "720p": [1280, 720], "1080p": [1920, 1080] };
+
+const state = {
+  camera: null,        // MediaStream from getUserMedia
+  screen: null,        // MediaStream from getDisplayMedia, while sharing
+  source: "camera",
+  pc: null,
+  live: false,
+  startedAt: null,
+  lastStats: null,
+  recorder: null,
+  recordedChunks: [],
+};
+
+function showError(text) {
+  const box = $("studio-error");
+  box.textContent = text;
+  box.hidden = !text;
+}
+
+function setText(id, text) {
+  const el = $(id);
+  if (el) el.textContent = text;
+}
+
+function constraints() {
+  const [width, height] = RESOLUTIONS[$("resolution").value] || RESOLUTIONS["720p"];
+  const frameRate = Number($("framerate").value) || 30;
+  const cameraId = $("camera").value;
+  const micId = $("microphone").value;
+  return {
+    video: {
+      deviceId: cameraId ? { exact: cameraId } : undefined,
+      width: { ideal: width },
+      height: { ideal: height },
+      frameRate: { ideal: frameRate },
+    },
+    audio: {
+      deviceId: micId ? { exact: micId } : undefined,
+      echoCancellation: $("echo-cancellation").checked,
+      noiseSuppression: $("noise-suppression").checked,
+      autoGainControl: true,
+    },
+  };
+}
+
+async function listDevices() {
+  const devices = await navigator.mediaDevices.enumerateDevices();
+  for (const [selectId, kind] of [["camera", "videoinput"], ["microphone", "audioinput"]]) {
+    const select = $(selectId);
+    const previous = select.value;
+    select.replaceChildren();
+    devices.filter((d) => d.kind === kind).forEach((device, index) => {
+      const option = new Option(device.label || `${kind} ${index + 1}`, device.deviceId);
+      select.add(option);
+    });
+    if ([...select.options].some((o) => o.value === previous)) select.value = previous;
+  }
+  const outputs = devices.filter((d) => d.kind === "audiooutput").length;
+  setText("device-summary", `${$("camera").options.length} camera(s), ` +
+    `${$("microphone").options.length} microphone(s), ${outputs} output(s)`);
+}
+
+function currentVideoTrack() {
+  const stream = state.source === "screen" && state.screen ? state.screen : state.camera;
+  return stream ? stream.getVideoTracks()[0] || null : null;
+}
+
+function currentAudioTrack() {
+  return state.camera ? state.camera.getAudioTracks()[0] || null : null;
+}
+
+function showPreview() {
+  const preview = $("preview");
+  const tracks = [currentVideoTrack(), currentAudioTrack()].filter(Boolean);
+  preview.srcObject = new MediaStream(tracks);
+  const video = currentVideoTrack();
+  if (video) {
+    const s = video.getSettings();
+    setText("capture-settings", `${s.width || "?"}×${s.height || "?"} @ ${Math.round(s.frameRate || 0)} fps`);
+  }
+}
+
+async function openCamera() {
+  showError("");
+  const previous = state.camera;
+  try {
+    state.camera = await navigator.mediaDevices.getUserMedia(constraints());
+  } catch (error) {
+    showError(`Could not open camera/microphone: ${error.name}: ${error.message}`);
+    return;
+  }
+  if (previous) previous.getTracks().forEach((t) => t.stop());
+  applyMutes();
+  await listDevices(); // labels are only visible after permission
+  showPreview();
+  await replaceOutgoingTracks();
+}
+
+async function replaceOutgoingTracks() {
+  if (!state.pc) return;
+  for (const transceiver of state.pc.getTransceivers()) {
+    const kind = transceiver.sender.track?.kind || transceiver.receiver.track?.kind;
+    const track = kind === "video" ? currentVideoTrack() : currentAudioTrack();
+    if (track && transceiver.sender.track !== track) await transceiver.sender.replaceTrack(track);
+  }
+}
+
+async function shareScreen() {
+  showError("");
+  try {
+    state.screen = await navigator.mediaDevices.getDisplayMedia({ video: { frameRate: 30 }, audio: false });
+  } catch (error) {
+    showError(`Screen sharing was not started: ${error.name}: ${error.message}`);
+    return;
+  }
+  const track = state.screen.getVideoTracks()[0];
+  track.addEventListener("ended", () => useCamera());
+  state.source = "screen";
+  updateSourceButtons();
+  showPreview();
+  await replaceOutgoingTracks();
+}
+
+async function useCamera() {
+  if (state.screen) state.screen.getTracks().forEach((t) => t.stop());
+  state.screen = null;
+  state.source = "camera";
+  updateSourceButtons();
+  showPreview();
+  await replaceOutgoingTracks();
+}
+
+function updateSourceButtons() {
+  $("source-camera").classList.toggle("active", state.source === "camera");
+  $("source-screen").classList.toggle("active", state.source === "screen");
+  setText("source-label", state.source === "screen" ? "Screen" : "Camera");
+}
+
+function applyMutes() {
+  const micMuted = $("mute-mic").getAttribute("aria-pressed") === "true";
+  const camMuted = $("mute-camera").getAttribute("aria-pressed") === "true";
+  state.camera?.getAudioTracks().forEach((t) => { t.enabled = !micMuted; });
+  state.camera?.getVideoTracks().forEach((t) => { t.enabled = !camMuted; });
+}
+
+function toggle(button) {
+  const pressed = button.getAttribute("aria-pressed") === "true";
+  button.setAttribute("aria-pressed", String(!pressed));
+  button.textContent = button.dataset[pressed ? "off" : "on"];
+  applyMutes();
+}
+
+// --- Going live ---------------------------------------------------------
+
+const signaling = new SignalingClient(config.ws_path);
+
+async function goLive() {
+  showError("");
+  if (!state.camera) await openCamera();
+  if (!state.camera) return;
+  $("go-live").disabled = true;
+  setStatus("connecting");
+  const pc = new RTCPeerConnection({
+    iceServers: config.ice_servers,
+    iceTransportPolicy: config.ice_transport_policy || "all",
+  });
+  state.pc = pc;
+  trickle(pc, signaling);
+  pc.addEventListener("connectionstatechange", () => {
+    setStatus(pc.connectionState);
+    if (pc.connectionState === "failed" && state.live) {
+      showError("The connection to the server failed; reconnecting…");
+      restartPublishing();
+    }
+  });
+  pc.addEventListener("iceconnectionstatechange", () => setText("ice-state", pc.iceConnectionState));
+  for (const track of [currentVideoTrack(), currentAudioTrack()]) {
+    if (track) pc.addTransceiver(track, { direction: "sendonly", streams: [new MediaStream([track])] });
+  }
+  const offer = await pc.createOffer();
+  await pc.setLocalDescription(offer);
+  signaling.send("offer", { sdp: pc.localDescription.sdp });
+}
+
+function restartPublishing() {
+  closePeer();
+  if (state.live) goLive();
+}
+
+function closePeer() {
+  if (state.pc) state.pc.close();
+  state.pc = null;
+}
+
+function endBroadcast() {
+  if (!confirm("End the broadcast for every viewer?")) return;
+  signaling.send("end");
+  state.live = false;
+  closePeer();
+  setStatus("ended");
+}
+
+function setStatus(status) {
+  setText("connection-state", status);
+  document.body.dataset.connection = status;
+}
+
+signaling.on("welcome", (msg) => {
+  renderStream(msg.stream);
+  // After a signaling reconnect while live, publish again: the SFU keeps viewers
+  // attached for a grace period, so they resume without renegotiating.
+  if (state.live && state.pc === null) goLive();
+});
+signaling.on("answer", async (msg) => {
+  if (!state.pc) return;
+  await state.pc.setRemoteDescription({ type: "answer", sdp: msg.sdp });
+  state.live = true;
+  state.startedAt ??= Date.now();
+  $("end-broadcast").disabled = false;
+});
+signaling.on("state", (msg) => renderStream(msg.stream));
+signaling.on("viewers", (msg) => setText("viewer-count", String(msg.count)));
+signaling.on("error", (msg) => {
+  showError(`${msg.message} (${msg.code})`);
+  if (["not_live", "forbidden", "stream_ended", "bad_sdp", "sfu_error"].includes(msg.code) && !state.live) {
+    closePeer();
+    $("go-live").disabled = false;
+    setStatus("idle");
+  }
+});
+signaling.addEventListener("close", () => setStatus(state.live ? "reconnecting" : "offline"));
+signaling.addEventListener("close", () => { if (state.live) closePeer(); });
+
+function renderStream(stream) {
+  if (!stream) return;
+  setText("stream-state", stream.state);
+  setText("viewer-count", String(stream.viewers));
+  setText("peak-viewers", String(stream.peak_viewers));
+  document.body.dataset.streamState = stream.state;
+  if (stream.state === "live" && stream.started_at) state.startedAt = Date.parse(stream.started_at);
+  if (stream.state === "ended") {
+    state.live = false;
+    $("go-live").disabled = false;
+    $("end-broadcast").disabled = true;
+  }
+}
+
+// --- Live stats -----------------------------------------------------------
+
+async function pollStats() {
+  if (state.startedAt && state.live) setText("elapsed", formatDuration((Date.now() - state.startedAt) / 1000));
+  if (!state.pc) return;
+  const report = await state.pc.getStats();
+  let video = null;
+  let transport = null;
+  report.forEach((s) => {
+    if (s.type === "outbound-rtp" && s.kind === "video") video = s;
+    if (s.type === "candidate-pair" && s.nominated && s.state === "succeeded") transport = s;
+  });
+  if (video) {
+    const now = video.timestamp;
+    if (state.lastStats) {
+      const seconds = (now - state.lastStats.timestamp) / 1000;
+      const bits = (video.bytesSent - state.lastStats.bytesSent) * 8;
+      setText("out-bitrate", formatBitrate(bits / seconds));
+    }
+    state.lastStats = { timestamp: now, bytesSent: video.bytesSent };
+    setText("out-fps", video.framesPerSecond ? String(Math.round(video.framesPerSecond)) : "–");
+    setText("out-resolution", video.frameWidth ? `${video.frameWidth}×${video.frameHeight}` : "–");
+    setText("frames-sent", String(video.framesEncoded ?? 0));
+  }
+  if (transport) {
+    const local = report.get(transport.localCandidateId);
+    setText("candidate-type", local ? local.candidateType : "–");
+    setText("rtt", transport.currentRoundTripTime ? `${Math.round(transport.currentRoundTripTime * 1000)} ms` : "–");
+  }
+}
+
+// --- Local recording (MediaRecorder) ----------------------------------------
+
+function startRecording() {
+  const stream = new MediaStream([currentVideoTrack(), currentAudioTrack()].filter(Boolean));
+  const mimeType = ["video/webm;codecs=vp8,opus", "video/webm"].find((t) => MediaRecorder.isTypeSupported(t));
+  state.recordedChunks = [];
+  state.recorder = new MediaRecorder(stream, mimeType ? { mimeType } : {});
+  state.recorder.addEventListener("dataavailable", (e) => { if (e.data.size) state.recordedChunks.push(e.data); });
+  state.recorder.addEventListener("stop", () => {
+    const blob = new Blob(state.recordedChunks, { type: state.recorder.mimeType || "video/webm" });
+    const link = $("recording-download");
+    if (link.href) URL.revokeObjectURL(link.href);
+    link.href = URL.createObjectURL(blob);
+    link.download = `${config.slug}-${new Date().toISOString().replace(/[:.]/g, "-")}.webm`;
+    link.hidden = false;
+    setText("recording-state", `recorded ${(blob.size / 1e6).toFixed(2)} MB`);
+  });
+  state.recorder.start(1000);
+  $("record-start").disabled = true;
+  $("record-stop").disabled = false;
+  setText("recording-state", `recording ${state.source}…`);
+}
+
+function stopRecording() {
+  state.recorder?.stop();
+  $("record-start").disabled = false;
+  $("record-stop").disabled = true;
+}
+
+// --- Wiring -----------------------------------------------------------------
+
+for (const id of ["camera", "microphone", "resolution", "framerate", "echo-cancellation", "noise-suppression"]) {
+  $(id).addEventListener("change", openCamera);
+}
+$("source-camera").addEventListener("click", useCamera);
+$("source-screen").addEventListener("click", shareScreen);
+$("mute-mic").addEventListener("click", (e) => toggle(e.currentTarget));
+$("mute-camera").addEventListener("click", (e) => toggle(e.currentTarget));
+$("go-live").addEventListener("click", goLive);
+$("end-broadcast").addEventListener("click", endBroadcast);
+$("record-start").addEventListener("click", startRecording);
+$("record-stop").addEventListener("click", stopRecording);
+navigator.mediaDevices.addEventListener("devicechange", listDevices);
+setInterval(pollStats, 1000);
+
+signaling.connect();
+listDevices().then(openCamera);
+
+window.onairStudio = { state, signaling }; // for debugging and the browser tests

@@ -1,0 +1,154 @@
+// OnAir watch page: plays a broadcast from the SFU. The server offers (it knows the
+// tracks), the page answers; it starts by itself when the broadcast goes live, resumes
+// after reconnects and shows when the broadcast has ended.
+"use strict";
+import { SignalingClient, formatBitrate, trickle } from "./signaling.js";
+
+const config = JSON.parse(document.getElementById("onair-config").textContent);
+const $ = (id) => document.getElementById(id);
+const video = $("player");
+
+const state = { pc: null, streamState: config.stream_state, lastStats: null, makingAnswer: false };
+
+function setText(id, text) {
+  const el = $(id);
+  if (el) el.textContent = text;
+}
+
+function showStatus(kind, text) {
+  document.body.dataset.playback = kind;
+  setText("playback-status", text);
+  $("playback-overlay").hidden = kind === "playing";
+}
+
+function renderStream(stream) {
+  if (!stream) return;
+  state.streamState = stream.state;
+  setText("viewer-count", String(stream.viewers));
+  setText("stream-title", stream.title);
+  $("live-badge").hidden = stream.state !== "live";
+  document.body.dataset.streamState = stream.state;
+  if (stream.state === "idle") showStatus("offline", "Offline — the broadcast starts soon. This page will start playing by itself.");
+  if (stream.state === "ended") {
+    closePeer();
+    showStatus("ended", "The broadcast has ended. Thanks for watching!");
+  }
+}
+
+function closePeer() {
+  if (state.pc) state.pc.close();
+  state.pc = null;
+}
+
+function newPeer() {
+  closePeer();
+  const pc = new RTCPeerConnection({
+    iceServers: config.ice_servers,
+    iceTransportPolicy: config.ice_transport_policy || "all",
+  });
+  state.pc = pc;
+  trickle(pc, signaling);
+  pc.addEventListener("track", (event) => {
+    const stream = event.streams[0] || new MediaStream([event.track]);
+    if (video.srcObject !== stream) {
+      const current = video.srcObject instanceof MediaStream ? video.srcObject : new MediaStream();
+      current.addTrack(event.track);
+      video.srcObject = current;
+    }
+    play();
+  });
+  pc.addEventListener("connectionstatechange", () => {
+    setText("connection-state", pc.connectionState);
+    if (pc.connectionState === "failed" && state.pc === pc) {
+      showStatus("reconnecting", "Connection lost — reconnecting…");
+      signaling.send("restart");
+    }
+  });
+  return pc;
+}
+
+async function play() {
+  video.muted = $("unmute").hidden === false; // stay muted until the viewer unmutes
+  try {
+    await video.play();
+  } catch (error) {
+    showStatus("blocked", "Click to start playback.");
+    return;
+  }
+  if (state.streamState === "live") showStatus("playing", "");
+}
+
+const signaling = new SignalingClient(config.ws_path);
+
+signaling.on("welcome", (msg) => {
+  renderStream(msg.stream);
+  if (msg.stream.state === "live") showStatus("starting", "Connecting to the broadcast…");
+});
+signaling.on("state", (msg) => renderStream(msg.stream));
+signaling.on("viewers", (msg) => setText("viewer-count", String(msg.count)));
+signaling.on("offer", async (msg) => {
+  // Perfect negotiation: the page is the polite side. A fresh offer with a new
+  // session replaces the peer connection; an offer on the current one renegotiates.
+  const pc = msg.renegotiate && state.pc ? state.pc : newPeer();
+  state.makingAnswer = true;
+  try {
+    await pc.setRemoteDescription({ type: "offer", sdp: msg.sdp });
+    await pc.setLocalDescription(await pc.createAnswer());
+    signaling.send("answer", { sdp: pc.localDescription.sdp });
+  } finally {
+    state.makingAnswer = false;
+  }
+  showStatus("starting", "Starting video…");
+});
+signaling.on("publisher", (msg) => {
+  if (msg.status === "reconnecting") showStatus("reconnecting", "The broadcaster is reconnecting…");
+  if (msg.status === "connected" && video.srcObject) play();
+});
+signaling.on("error", (msg) => {
+  setText("error-detail", `${msg.message} (${msg.code})`);
+  if (msg.code === "forbidden" || msg.code === "not_found") showStatus("error", msg.message);
+});
+signaling.addEventListener("close", (event) => {
+  if (event.detail.code >= 4000 && event.detail.code < 4100) return;
+  if (state.streamState !== "ended") showStatus("reconnecting", "Reconnecting…");
+});
+
+video.addEventListener("playing", () => { if (state.streamState === "live") showStatus("playing", ""); });
+$("playback-overlay").addEventListener("click", play);
+$("unmute").addEventListener("click", () => {
+  video.muted = false;
+  $("unmute").hidden = true;
+  video.play();
+});
+$("stats-toggle").addEventListener("click", () => { $("stats").hidden = !$("stats").hidden; });
+
+async function pollStats() {
+  if (!state.pc) return;
+  const report = await state.pc.getStats();
+  report.forEach((s) => {
+    if (s.type !== "inbound-rtp" || s.kind !== "video") return;
+    if (state.lastStats) {
+      const seconds = (s.timestamp - state.lastStats.timestamp) / 1000;
+      setText("in-bitrate", formatBitrate(((s.bytesReceived - state.lastStats.bytesReceived) * 8) / seconds));
+    }
+    state.lastStats = { timestamp: s.timestamp, bytesReceived: s.bytesReceived };
+    setText("frames-decoded", String(s.framesDecoded ?? 0));
+    setText("in-resolution", s.frameWidth ? `${s.frameWidth}×${s.frameHeight}` : "–");
+    setText("in-fps", s.framesPerSecond ? String(Math.round(s.framesPerSecond)) : "–");
+    setText("packets-lost", String(s.packetsLost ?? 0));
+    // Playout delay: time a frame waits in the jitter buffer before it is shown.
+    if (s.jitterBufferEmittedCount) {
+      setText("latency", `${Math.round((s.jitterBufferDelay / s.jitterBufferEmittedCount) * 1000)} ms buffer`);
+    }
+  });
+  report.forEach((s) => {
+    if (s.type === "candidate-pair" && s.nominated && s.state === "succeeded" && s.currentRoundTripTime) {
+      setText("rtt", `${Math.round(s.currentRoundTripTime * 1000)} ms`);
+    }
+  });
+}
+setInterval(pollStats, 1000);
+
+renderStream({ state: config.stream_state, viewers: config.viewers, title: config.title });
+signaling.connect();
+window.onairWatch = { state, signaling }; // for debugging and the browser tests
