@@ -1,0 +1,146 @@
+"""The WebSocket message schema (docs/SIGNALING.md): parse and validate incoming frames.
+
+Every frame is a JSON object with a string ``type``. ``parse_message`` turns a raw frame
+into one typed message or raises ``MessageError`` carrying the ``error`` code and the
+sentence the client is sent; nothing here touches the connection or the SFU.
+"""
+
+from __future__ import annotations
+
+import json
+from dataclasses import dataclass
+from typing import Any, Final
+
+MAX_FRAME_BYTES: Final = 64 * 1024
+MAX_SDP_CHARS: Final = 32 * 1024
+
+
+class MessageError(Exception):
+    """A frame that cannot be accepted; ``code`` is the `error` message's code."""
+
+    def __init__(self, code: str, message: str) -> None:
+        super().__init__(message)
+        self.code = code
+        self.message = message
+
+
+@dataclass(frozen=True, slots=True)
+class Offer:
+    sdp: str
+
+
+@dataclass(frozen=True, slots=True)
+class Answer:
+    sdp: str
+
+
+@dataclass(frozen=True, slots=True)
+class Candidate:
+    """A trickled candidate; ``candidate`` is empty at the end of candidates."""
+
+    candidate: str
+    sdp_mid: str | None
+    sdp_mline_index: int | None
+
+
+@dataclass(frozen=True, slots=True)
+class Auth:
+    key: str
+
+
+@dataclass(frozen=True, slots=True)
+class End:
+    pass
+
+
+@dataclass(frozen=True, slots=True)
+class Restart:
+    pass
+
+
+@dataclass(frozen=True, slots=True)
+class Ping:
+    pass
+
+
+Message = Offer | Answer | Candidate | Auth | End | Restart | Ping
+
+STUDIO_TYPES: Final = frozenset({"auth", "offer", "candidate", "end", "ping"})
+WATCH_TYPES: Final = frozenset({"answer", "candidate", "restart", "ping"})
+
+
+def parse_message(
+    text: str | None, bytes_data: bytes | None, *, allowed: frozenset[str]
+) -> Message:
+    """Validate one WebSocket frame against the schema of the endpoint (``allowed`` types)."""
+    if bytes_data is not None:
+        raise MessageError("bad_json", "Binary frames are not accepted; send JSON text.")
+    if text is None:
+        raise MessageError("bad_json", "Empty frame.")
+    if len(text.encode("utf-8", errors="replace")) > MAX_FRAME_BYTES:
+        raise MessageError(
+            "too_large",
+            f"Frames are limited to {MAX_FRAME_BYTES // 1024} KiB; this one was larger.",
+        )
+    try:
+        data = json.loads(text)
+    except ValueError:
+        raise MessageError("bad_json", "The frame is not valid JSON.") from None
+    if not isinstance(data, dict) or not isinstance(data.get("type"), str):
+        raise MessageError("bad_message", 'A message is a JSON object with a string "type".')
+    kind = data["type"]
+    if kind not in allowed:
+        raise MessageError(
+            "unknown_type",
+            f"Unknown message type {kind[:40]!r}; expected one of: {', '.join(sorted(allowed))}.",
+        )
+    return _PARSERS[kind](data)
+
+
+def _sdp(data: dict[str, Any]) -> str:
+    sdp = data.get("sdp")
+    if not isinstance(sdp, str) or not sdp.strip():
+        raise MessageError("bad_message", f'"{data["type"]}" needs a non-empty string "sdp".')
+    if len(sdp) > MAX_SDP_CHARS:
+        raise MessageError("too_large", "The SDP is too large.")
+    return sdp
+
+
+def _candidate(data: dict[str, Any]) -> Candidate:
+    value = data.get("candidate")
+    if value is None:
+        return Candidate(candidate="", sdp_mid=None, sdp_mline_index=None)
+    if not isinstance(value, dict):
+        raise MessageError(
+            "bad_message", '"candidate" is an RTCIceCandidateInit object, or null at the end.'
+        )
+    line = value.get("candidate", "")
+    mid = value.get("sdpMid")
+    index = value.get("sdpMLineIndex")
+    if not isinstance(line, str) or len(line) > 1024:
+        raise MessageError("bad_message", '"candidate.candidate" must be a string.')
+    if mid is not None and not isinstance(mid, str):
+        raise MessageError("bad_message", '"candidate.sdpMid" must be a string or null.')
+    if index is not None and (not isinstance(index, int) or isinstance(index, bool) or index < 0):
+        raise MessageError("bad_message", '"candidate.sdpMLineIndex" must be a number or null.')
+    if line and mid is None and index is None:
+        raise MessageError("bad_message", "A candidate needs sdpMid or sdpMLineIndex.")
+    return Candidate(candidate=line, sdp_mid=mid, sdp_mline_index=index)
+
+
+def _auth(data: dict[str, Any]) -> Auth:
+    key = data.get("key")
+    if not isinstance(key, str) or not key or len(key) > 256:
+        raise MessageError("bad_message", '"auth" needs the stream key as a string "key".')
+    return Auth(key=key)
+
+
+_PARSERS: Final = {
+    "offer": lambda data: Offer(sdp=_sdp(data)),
+    "answer": lambda data: Answer(sdp=_sdp(data)),
+    "candidate": _candidate,
+    "auth": _auth,
+    "end": lambda data: End(),
+    "restart": lambda data: Restart(),
+    "ping": lambda data: Ping(),
+}

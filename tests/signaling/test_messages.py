@@ -1,0 +1,81 @@
+import json
+
+import pytest
+
+from signaling.messages import (
+    MAX_FRAME_BYTES,
+    STUDIO_TYPES,
+    WATCH_TYPES,
+    Answer,
+    Auth,
+    Candidate,
+    End,
+    MessageError,
+    Offer,
+    parse_message,
+)
+
+
+def parse(payload: object, allowed: frozenset[str] = STUDIO_TYPES):
+    return parse_message(json.dumps(payload), None, allowed=allowed)
+
+
+def error_code(text: str | None, bytes_data: bytes | None = None) -> str:
+    with pytest.raises(MessageError) as caught:
+        parse_message(text, bytes_data, allowed=STUDIO_TYPES)
+    assert caught.value.message  # every refusal carries a sentence for people
+    return caught.value.code
+
+
+def test_valid_studio_messages() -> None:
+    assert parse({"type": "offer", "sdp": "v=0\r\n"}) == Offer(sdp="v=0\r\n")
+    assert parse({"type": "auth", "key": "sk_live_abc"}) == Auth(key="sk_live_abc")
+    assert parse({"type": "end"}) == End()
+    assert parse(
+        {
+            "type": "candidate",
+            "candidate": {"candidate": "candidate:1 1 udp 1 1.2.3.4 5 typ host", "sdpMid": "0"},
+        }
+    ) == Candidate(
+        candidate="candidate:1 1 udp 1 1.2.3.4 5 typ host", sdp_mid="0", sdp_mline_index=None
+    )
+
+
+def test_end_of_candidates_is_null() -> None:
+    assert parse({"type": "candidate", "candidate": None}) == Candidate("", None, None)
+
+
+def test_watch_accepts_answer_but_not_offer() -> None:
+    assert parse({"type": "answer", "sdp": "v=0"}, WATCH_TYPES) == Answer(sdp="v=0")
+    with pytest.raises(MessageError) as caught:
+        parse({"type": "offer", "sdp": "v=0"}, WATCH_TYPES)
+    assert caught.value.code == "unknown_type"
+
+
+@pytest.mark.parametrize(
+    ("text", "code"),
+    [
+        ("not json", "bad_json"),
+        ("[1, 2]", "bad_message"),
+        ('{"sdp": "x"}', "bad_message"),
+        ('{"type": 5}', "bad_message"),
+        ('{"type": "launch_missiles"}', "unknown_type"),
+        ('{"type": "offer"}', "bad_message"),
+        ('{"type": "offer", "sdp": ""}', "bad_message"),
+        ('{"type": "auth", "key": 12}', "bad_message"),
+        ('{"type": "candidate", "candidate": "x"}', "bad_message"),
+        (
+            '{"type": "candidate", "candidate": {"candidate": "a", "sdpMLineIndex": -1}}',
+            "bad_message",
+        ),
+        ('{"type": "candidate", "candidate": {"candidate": "a"}}', "bad_message"),
+    ],
+)
+def test_invalid_frames_get_a_code(text: str, code: str) -> None:
+    assert error_code(text) == code
+
+
+def test_oversized_and_binary_frames_are_refused() -> None:
+    huge = json.dumps({"type": "offer", "sdp": "a" * MAX_FRAME_BYTES})
+    assert error_code(huge) == "too_large"
+    assert error_code(None, b"\x00\x01") == "bad_json"
