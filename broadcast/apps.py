@@ -1,0 +1,6 @@
+from django.apps import AppConfig
+
+
+class BroadcastConfig(AppConfig):
+    name = "broadcast"
+    verbose_name = "Broadcast"

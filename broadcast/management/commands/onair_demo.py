@@ -1,0 +1,48 @@
+"""``manage.py onair_demo --host H --port P``: set up the demo account and stream (idempotent)
+and print where everything is.
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+from django.core.management.base import BaseCommand, CommandParser
+
+from broadcast.demo import DEMO_PASSWORD, DEMO_USERNAME, demo_ensure
+
+
+class Command(BaseCommand):
+    help = "Create the demo staff user and demo stream if missing, and print URLs and credentials."
+
+    def add_arguments(self, parser: CommandParser) -> None:
+        parser.add_argument("--host", default="127.0.0.1")
+        parser.add_argument("--port", type=int, default=8000)
+        parser.add_argument("--username", default=DEMO_USERNAME)
+        parser.add_argument("--password", default=DEMO_PASSWORD)
+
+    def handle(
+        self, *args: Any, host: str, port: int, username: str, password: str, **options: Any
+    ) -> None:
+        demo = demo_ensure(username=username, password=password)
+        shown_host = "127.0.0.1" if host in {"0.0.0.0", "::"} else host
+        base = f"http://{shown_host}:{port}"
+        style = self.style
+        lines = [
+            "",
+            style.SUCCESS(f"OnAir — serving on {base}/"),
+            f"  Live streams   {base}/",
+            f"  My streams     {base}/streams/",
+            f"  Admin          {base}/admin/",
+            f"  API docs       {base}/api/docs/   (schema: {base}/api/schema/)",
+            f"  REST API       {base}/api/v1/",
+            "",
+            f"  Demo login     {username} / {password}  (staff: can use the admin)"
+            if demo.password_works
+            else f"  Demo login     {username} (its password was changed; not shown)",
+            f"  Demo stream    “{demo.stream.title}”  slug: {demo.stream.slug}",
+            f"  Stream key     {demo.stream_key}"
+            if demo.stream_key
+            else "  Stream key     (rotated since the demo set it up: issue one on My streams)",
+            "",
+        ]
+        self.stdout.write("\n".join(lines))

@@ -1,0 +1,97 @@
+"""Streams and the keys broadcasters publish with."""
+
+from __future__ import annotations
+
+import hashlib
+
+from django.conf import settings
+from django.db import models
+from django.db.models import Q
+
+
+class Stream(models.Model):
+    """A broadcaster's channel: one live broadcast at a time (idle → live → ended)."""
+
+    class Visibility(models.TextChoices):
+        PUBLIC = "public", "Public"
+        UNLISTED = "unlisted", "Unlisted"
+        PRIVATE = "private", "Private"
+
+    class State(models.TextChoices):
+        IDLE = "idle", "Idle"
+        LIVE = "live", "Live"
+        ENDED = "ended", "Ended"
+
+    owner = models.ForeignKey(
+        settings.AUTH_USER_MODEL, on_delete=models.CASCADE, related_name="streams"
+    )
+    title = models.CharField(max_length=140)
+    description = models.TextField(blank=True, max_length=5000)
+    slug = models.SlugField(max_length=64, unique=True)
+    visibility = models.CharField(
+        max_length=16, choices=Visibility.choices, default=Visibility.PUBLIC
+    )
+    state = models.CharField(max_length=16, choices=State.choices, default=State.IDLE)
+    created_at = models.DateTimeField(auto_now_add=True)
+    updated_at = models.DateTimeField(auto_now=True)
+    started_at = models.DateTimeField(null=True, blank=True)
+    ended_at = models.DateTimeField(null=True, blank=True)
+    viewer_count = models.PositiveIntegerField(default=0)
+    peak_viewer_count = models.PositiveIntegerField(default=0)
+
+    class Meta:
+        ordering = ["-created_at", "-id"]
+        indexes = [models.Index(fields=["state", "visibility"])]
+        constraints = [
+            models.CheckConstraint(
+                condition=Q(peak_viewer_count__gte=models.F("viewer_count")),
+                name="stream_peak_at_least_current",
+            ),
+        ]
+
+    def __str__(self) -> str:
+        return self.title
+
+    @property
+    def is_live(self) -> bool:
+        return self.state == self.State.LIVE
+
+
+class StreamKey(models.Model):
+    """A secret that lets its holder publish to a stream (OBS, WHIP, the studio).
+
+    Only a SHA-256 digest of the secret is stored, plus a short prefix so people can
+    tell keys apart. At most one key per stream is active (not revoked).
+    """
+
+    stream = models.ForeignKey(Stream, on_delete=models.CASCADE, related_name="keys")
+    digest = models.CharField(max_length=64, unique=True)
+    prefix = models.CharField(max_length=16)
+    created_at = models.DateTimeField(auto_now_add=True)
+    revoked_at = models.DateTimeField(null=True, blank=True)
+
+    class Meta:
+        ordering = ["-created_at", "-id"]
+        constraints = [
+            models.UniqueConstraint(
+                fields=["stream"],
+                condition=Q(revoked_at__isnull=True),
+                name="stream_key_one_active_per_stream",
+            ),
+        ]
+
+    def __str__(self) -> str:
+        return self.masked
+
+    @staticmethod
+    def digest_of(secret: str) -> str:
+        """SHA-256 is enough: secrets are random 256-bit tokens, not passwords."""
+        return hashlib.sha256(secret.encode()).hexdigest()
+
+    @property
+    def masked(self) -> str:
+        return f"{self.prefix}…"
+
+    @property
+    def is_active(self) -> bool:
+        return self.revoked_at is None

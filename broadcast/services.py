@@ -1,0 +1,231 @@
+"""Writes to streams and stream keys. Views, admin, commands and consumers call these."""
+
+from __future__ import annotations
+
+import hmac
+import secrets
+from dataclasses import dataclass
+
+from django.contrib.auth.models import User
+from django.db import IntegrityError, transaction
+from django.db.models import F, Value
+from django.db.models.functions import Greatest
+from django.utils import timezone
+from django.utils.text import slugify
+
+from broadcast.models import Stream, StreamKey
+from broadcast.signals import stream_state_changed
+from onair.exceptions import ConflictError, InvalidInputError
+
+KEY_SECRET_PREFIX = "sk_"
+KEY_SECRET_MIN_LENGTH = 32
+_KEY_DISPLAY_LENGTH = 8
+_SLUG_MAX_LENGTH = 50
+
+
+@dataclass(frozen=True)
+class IssuedKey:
+    """A new key and its secret. The secret exists only here: show it once, then drop it."""
+
+    key: StreamKey
+    secret: str
+
+
+def _slug_available(slug: str) -> bool:
+    return not Stream.objects.filter(slug=slug).exists()
+
+
+def _slug_for_title(title: str) -> str:
+    base = slugify(title)[:_SLUG_MAX_LENGTH].strip("-") or "stream"
+    slug = base
+    while not _slug_available(slug):
+        slug = f"{base}-{secrets.token_hex(3)}"
+    return slug
+
+
+def _key_issue(*, stream: Stream, secret: str | None = None) -> IssuedKey:
+    secret = secret or f"{KEY_SECRET_PREFIX}{secrets.token_urlsafe(32)}"
+    if len(secret) < KEY_SECRET_MIN_LENGTH:
+        raise InvalidInputError(
+            "A stream key must be long enough to be unguessable.",
+            fields={"secret": [f"Use at least {KEY_SECRET_MIN_LENGTH} characters."]},
+        )
+    key = StreamKey.objects.create(
+        stream=stream, digest=StreamKey.digest_of(secret), prefix=secret[:_KEY_DISPLAY_LENGTH]
+    )
+    return IssuedKey(key=key, secret=secret)
+
+
+def _stream_locked(stream: Stream) -> Stream:
+    """The stream's row, locked until the end of the current transaction."""
+    return Stream.objects.select_for_update().get(pk=stream.pk)
+
+
+def _stream_set_state(*, stream: Stream, locked: Stream, previous: str) -> Stream:
+    locked.save()
+    stream_state_changed.send(sender=Stream, stream=locked, previous=previous)
+    stream.refresh_from_db()
+    return stream
+
+
+@transaction.atomic
+def stream_create(
+    *,
+    owner: User,
+    title: str,
+    description: str = "",
+    visibility: str = Stream.Visibility.PUBLIC,
+    slug: str | None = None,
+    key_secret: str | None = None,
+) -> tuple[Stream, IssuedKey]:
+    """A new idle stream and its first key (whose secret is returned only now).
+
+    ``key_secret`` as for ``stream_key_rotate``.
+    """
+    if slug is not None and not _slug_available(slug):
+        raise InvalidInputError(
+            "That address is taken.", fields={"slug": ["A stream with this slug already exists."]}
+        )
+    try:
+        with transaction.atomic():
+            stream = Stream.objects.create(
+                owner=owner,
+                title=title,
+                description=description,
+                visibility=visibility,
+                slug=slug or _slug_for_title(title),
+            )
+    except IntegrityError as error:  # lost a race for the same slug
+        raise InvalidInputError(
+            "That address is taken.", fields={"slug": ["A stream with this slug already exists."]}
+        ) from error
+    return stream, _key_issue(stream=stream, secret=key_secret)
+
+
+def stream_update(
+    *,
+    stream: Stream,
+    title: str | None = None,
+    description: str | None = None,
+    visibility: str | None = None,
+) -> Stream:
+    """Change the given fields; ``None`` leaves a field as it is."""
+    changes = {
+        name: value
+        for name, value in (
+            ("title", title),
+            ("description", description),
+            ("visibility", visibility),
+        )
+        if value is not None
+    }
+    if not changes:
+        return stream
+    for name, value in changes.items():
+        setattr(stream, name, value)
+    stream.save(update_fields=[*changes, "updated_at"])
+    return stream
+
+
+@transaction.atomic
+def stream_delete(*, stream: Stream) -> None:
+    """Delete a stream that is not on air, with its keys and viewer history."""
+    if _stream_locked(stream).is_live:
+        raise ConflictError(
+            "This stream is live: end the broadcast before deleting it.", code="stream_live"
+        )
+    stream.delete()
+
+
+@transaction.atomic
+def stream_go_live(*, stream: Stream) -> Stream:
+    """idle → live."""
+    locked = _stream_locked(stream)
+    if locked.state == Stream.State.LIVE:
+        raise ConflictError("The stream is already live.", code="already_live")
+    if locked.state == Stream.State.ENDED:
+        raise ConflictError(
+            "The broadcast has ended; restart the stream to go live again.", code="stream_ended"
+        )
+    locked.state = Stream.State.LIVE
+    locked.started_at = timezone.now()
+    locked.ended_at = None
+    return _stream_set_state(stream=stream, locked=locked, previous=Stream.State.IDLE)
+
+
+@transaction.atomic
+def stream_end(*, stream: Stream) -> Stream:
+    """live → ended. Viewers are dropped; the peak viewer count stays."""
+    locked = _stream_locked(stream)
+    if locked.state != Stream.State.LIVE:
+        raise ConflictError(
+            f"Only a live stream can end; this one is {locked.state}.", code="not_live"
+        )
+    locked.state = Stream.State.ENDED
+    locked.ended_at = timezone.now()
+    locked.viewer_count = 0
+    return _stream_set_state(stream=stream, locked=locked, previous=Stream.State.LIVE)
+
+
+@transaction.atomic
+def stream_restart(*, stream: Stream) -> Stream:
+    """ended → idle: ready for a new broadcast with the same address and key."""
+    locked = _stream_locked(stream)
+    if locked.state != Stream.State.ENDED:
+        raise ConflictError(
+            f"Only an ended stream can be restarted; this one is {locked.state}.",
+            code="not_ended",
+        )
+    locked.state = Stream.State.IDLE
+    locked.started_at = None
+    locked.ended_at = None
+    locked.viewer_count = 0
+    locked.peak_viewer_count = 0
+    return _stream_set_state(stream=stream, locked=locked, previous=Stream.State.ENDED)
+
+
+@transaction.atomic
+def stream_key_rotate(*, stream: Stream, secret: str | None = None) -> IssuedKey:
+    """Revoke the active key (if any) and issue a new one.
+
+    ``secret`` supplies the new key's secret instead of a random one (the demo command
+    uses a key derived from ``SECRET_KEY``); it must be at least 32 characters.
+    """
+    _stream_locked(stream)
+    StreamKey.objects.filter(stream=stream, revoked_at__isnull=True).update(
+        revoked_at=timezone.now()
+    )
+    return _key_issue(stream=stream, secret=secret)
+
+
+@transaction.atomic
+def stream_key_revoke(*, stream: Stream) -> StreamKey:
+    """Revoke the active key: nobody can publish until a new key is issued."""
+    _stream_locked(stream)
+    key = StreamKey.objects.filter(stream=stream, revoked_at__isnull=True).first()
+    if key is None:
+        raise ConflictError("This stream has no active key to revoke.", code="no_active_key")
+    key.revoked_at = timezone.now()
+    key.save(update_fields=["revoked_at"])
+    return key
+
+
+def stream_key_verify(*, stream: Stream, secret: str) -> bool:
+    """Whether ``secret`` is the stream's active key (constant-time comparison)."""
+    digests = StreamKey.objects.filter(stream=stream, revoked_at__isnull=True).values_list(
+        "digest", flat=True
+    )
+    candidate = StreamKey.digest_of(secret)
+    return any(hmac.compare_digest(candidate, digest) for digest in digests)
+
+
+def stream_viewer_count_change(*, stream: Stream, delta: int) -> Stream:
+    """Add ``delta`` (may be negative) to the current viewers, never below zero, and raise
+    the peak with it, in one UPDATE, so concurrent joins and leaves never lose a count.
+    """
+    current = Greatest(F("viewer_count") + delta, Value(0))
+    Stream.objects.filter(pk=stream.pk).update(
+        viewer_count=current, peak_viewer_count=Greatest(F("peak_viewer_count"), current)
+    )
+    stream.refresh_from_db(fields=["viewer_count", "peak_viewer_count"])
+    return stream

@@ -1,0 +1,125 @@
+"""HTML pages: the live list and "My streams". Thin, like the API: services do the work."""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+
+from django.contrib import messages
+from django.contrib.auth.decorators import login_required
+from django.http import HttpRequest, HttpResponse
+from django.shortcuts import redirect, render
+from django.views.decorators.http import require_POST
+
+from broadcast import selectors, services
+from broadcast.forms import StreamCreateForm
+from broadcast.models import Stream
+from broadcast.services import IssuedKey
+from onair.auth import authenticated_user
+from onair.exceptions import ApplicationError
+
+# The session entry that carries a new key's secret to the next page view, once.
+_NEW_KEY_SESSION = "onair_new_key"
+
+
+def _remember_new_key(request: HttpRequest, *, stream: Stream, issued: IssuedKey) -> None:
+    request.session[_NEW_KEY_SESSION] = {
+        "slug": stream.slug,
+        "title": stream.title,
+        "secret": issued.secret,
+    }
+
+
+def home(request: HttpRequest) -> HttpResponse:
+    streams = selectors.stream_list_live(user=request.user)[:48]
+    return render(request, "broadcast/home.html", {"streams": streams})
+
+
+@login_required
+def my_streams(request: HttpRequest) -> HttpResponse:
+    form = StreamCreateForm(request.POST or None)
+    if request.method == "POST" and form.is_valid():
+        try:
+            stream, issued = services.stream_create(
+                owner=authenticated_user(request), **form.cleaned_data
+            )
+        except ApplicationError as error:
+            form.add_error(None, error.message)
+        else:
+            _remember_new_key(request, stream=stream, issued=issued)
+            messages.success(request, f"“{stream.title}” is ready.")
+            return redirect("broadcast:my-streams")
+    # Staff see their own streams here too; the admin lists everyone's.
+    streams = selectors.stream_list(user=request.user, owned_only=True)
+    return render(
+        request,
+        "broadcast/my_streams.html",
+        {
+            "form": form,
+            "streams": streams,
+            "new_key": request.session.pop(_NEW_KEY_SESSION, None),
+            "states": Stream.State,
+        },
+        status=400 if form.errors else 200,
+    )
+
+
+def _stream_action(
+    request: HttpRequest, slug: str, action: Callable[[Stream], str]
+) -> HttpResponse:
+    """Run ``action`` on one of the user's streams; its result or refusal becomes a message."""
+    try:
+        stream = selectors.stream_get_managed(slug=slug, user=request.user)
+        messages.success(request, action(stream))
+    except ApplicationError as error:
+        messages.error(request, error.message)
+    return redirect("broadcast:my-streams")
+
+
+@login_required
+@require_POST
+def stream_key_rotate(request: HttpRequest, slug: str) -> HttpResponse:
+    def rotate(stream: Stream) -> str:
+        _remember_new_key(request, stream=stream, issued=services.stream_key_rotate(stream=stream))
+        return f"New key issued for “{stream.title}”; the old one no longer works."
+
+    return _stream_action(request, slug, rotate)
+
+
+@login_required
+@require_POST
+def stream_key_revoke(request: HttpRequest, slug: str) -> HttpResponse:
+    def revoke(stream: Stream) -> str:
+        services.stream_key_revoke(stream=stream)
+        return f"Key revoked: nobody can publish to “{stream.title}” until you issue a new key."
+
+    return _stream_action(request, slug, revoke)
+
+
+@login_required
+@require_POST
+def stream_end(request: HttpRequest, slug: str) -> HttpResponse:
+    def end(stream: Stream) -> str:
+        services.stream_end(stream=stream)
+        return f"“{stream.title}” has ended."
+
+    return _stream_action(request, slug, end)
+
+
+@login_required
+@require_POST
+def stream_restart(request: HttpRequest, slug: str) -> HttpResponse:
+    def restart(stream: Stream) -> str:
+        services.stream_restart(stream=stream)
+        return f"“{stream.title}” is ready for a new broadcast."
+
+    return _stream_action(request, slug, restart)
+
+
+@login_required
+@require_POST
+def stream_delete(request: HttpRequest, slug: str) -> HttpResponse:
+    def delete(stream: Stream) -> str:
+        services.stream_delete(stream=stream)
+        return f"“{stream.title}” was deleted."
+
+    return _stream_action(request, slug, delete)

@@ -1,0 +1,31 @@
+"""The ASGI application daphne serves: HTTP to Django, WebSockets to Channels consumers."""
+
+from __future__ import annotations
+
+import os
+
+os.environ.setdefault("DJANGO_SETTINGS_MODULE", "onair.settings.local")
+
+from django.core.asgi import get_asgi_application
+
+# Set up Django (apps, models) before anything imports models.
+django_asgi_app = get_asgi_application()
+
+from channels.auth import AuthMiddlewareStack  # noqa: E402
+from channels.routing import ProtocolTypeRouter, URLRouter  # noqa: E402
+from channels.security.websocket import AllowedHostsOriginValidator  # noqa: E402
+from django.contrib.staticfiles.handlers import ASGIStaticFilesHandler  # noqa: E402
+
+from onair.conf import onair_settings  # noqa: E402
+from signaling.routing import websocket_urlpatterns  # noqa: E402
+
+http_app = ASGIStaticFilesHandler(django_asgi_app) if onair_settings().serve_static else None
+
+application = ProtocolTypeRouter(
+    {
+        "http": http_app or django_asgi_app,
+        "websocket": AllowedHostsOriginValidator(
+            AuthMiddlewareStack(URLRouter(websocket_urlpatterns))
+        ),
+    }
+)

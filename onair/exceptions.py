@@ -1,0 +1,44 @@
+"""OnAir's one exception hierarchy. Services raise these; ``onair.exception_handler`` maps
+them to HTTP responses, and the signaling consumers map them to ``error`` messages.
+"""
+
+from __future__ import annotations
+
+
+class ApplicationError(Exception):
+    """A request the application refuses, with a stable machine-readable ``code``."""
+
+    code = "error"
+
+    def __init__(
+        self, message: str, *, code: str | None = None, fields: dict[str, list[str]] | None = None
+    ) -> None:
+        super().__init__(message)
+        self.message = message
+        if code is not None:
+            self.code = code
+        self.fields = fields or {}
+
+
+class InvalidInputError(ApplicationError):
+    """The input is malformed or breaks a rule about its values (HTTP 400)."""
+
+    code = "invalid"
+
+
+class PermissionDeniedError(ApplicationError):
+    """The caller is known but may not do this (HTTP 403)."""
+
+    code = "permission_denied"
+
+
+class NotFoundError(ApplicationError):
+    """No such object, or one the caller may not know about (HTTP 404)."""
+
+    code = "not_found"
+
+
+class ConflictError(ApplicationError):
+    """The object's current state forbids the request, e.g. ending an idle stream (HTTP 409)."""
+
+    code = "conflict"

@@ -1,0 +1,12 @@
+"""pytest: fast hashing, in-memory SQLite unless DATABASE_URL points elsewhere."""
+
+from onair.settings.base import *  # noqa: F403
+from onair.settings.base import ONAIR
+from onair.settings.env import database_from_url, env_str
+
+SECRET_KEY = "onair-test-key"
+DEBUG = False
+DATABASES = {"default": database_from_url(env_str("DATABASE_URL", "sqlite://:memory:"))}
+CHANNEL_LAYERS = {"default": {"BACKEND": "channels.layers.InMemoryChannelLayer"}}
+PASSWORD_HASHERS = ["django.contrib.auth.hashers.MD5PasswordHasher"]
+ONAIR = {**ONAIR, "ALLOW_SIGNUP": True, "SERVE_STATIC": True}

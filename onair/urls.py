@@ -1,0 +1,29 @@
+"""Site URLs. Pages at the top, the REST API under /api/v1/, its schema and docs under /api/.
+
+The studio (/studio/<slug>/) and watch (/watch/<slug>/) pages and the WHIP/WHEP endpoints
+get their own prefixes when they arrive; WebSockets are routed in ``onair.asgi``.
+"""
+
+from django.contrib import admin
+from django.contrib.auth import views as auth_views
+from django.urls import include, path
+from drf_spectacular.views import SpectacularAPIView, SpectacularSwaggerView
+from rest_framework.authtoken.views import obtain_auth_token
+
+from onair import views
+
+handler404 = "onair.exception_handler.page_not_found"
+handler500 = "onair.exception_handler.server_error"
+
+urlpatterns = [
+    path("", include("broadcast.urls")),
+    path("accounts/login/", auth_views.LoginView.as_view(), name="login"),
+    path("accounts/logout/", auth_views.LogoutView.as_view(), name="logout"),
+    path("accounts/signup/", views.signup, name="signup"),
+    path("admin/", admin.site.urls),
+    path("api/v1/", include("broadcast.api_urls")),
+    path("api/v1/auth/token/", obtain_auth_token, name="api-token"),
+    path("api/schema/", SpectacularAPIView.as_view(), name="api-schema"),
+    path("api/docs/", SpectacularSwaggerView.as_view(url_name="api-schema"), name="api-docs"),
+    path("healthz", views.health, name="health"),
+]

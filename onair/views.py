@@ -1,0 +1,36 @@
+"""Site-wide pages that belong to no single app: sign-up and the health check."""
+
+from __future__ import annotations
+
+from django.contrib.auth import login
+from django.contrib.auth.forms import UserCreationForm
+from django.contrib.auth.models import User
+from django.db import connection
+from django.http import Http404, HttpRequest, HttpResponse, JsonResponse
+from django.shortcuts import redirect, render
+from django.views.decorators.cache import never_cache
+
+from onair.conf import onair_settings
+
+
+def signup(request: HttpRequest) -> HttpResponse:
+    if not onair_settings().allow_signup:
+        raise Http404("Sign-up is closed.")
+    if request.user.is_authenticated:
+        return redirect("broadcast:my-streams")
+    form: UserCreationForm[User] = UserCreationForm(request.POST or None)
+    if request.method == "POST" and form.is_valid():
+        user = form.save()
+        login(request, user, backend="django.contrib.auth.backends.ModelBackend")
+        return redirect("broadcast:my-streams")
+    return render(
+        request, "registration/signup.html", {"form": form}, status=400 if form.errors else 200
+    )
+
+
+@never_cache
+def health(request: HttpRequest) -> JsonResponse:
+    """For load balancers: 200 when the database answers."""
+    with connection.cursor() as cursor:
+        cursor.execute("SELECT 1")
+    return JsonResponse({"status": "ok"})

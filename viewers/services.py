@@ -1,0 +1,51 @@
+"""Viewers joining and leaving broadcasts. Each keeps the stream's counters in step."""
+
+from __future__ import annotations
+
+from django.contrib.auth.models import AnonymousUser, User
+from django.db import transaction
+from django.utils import timezone
+
+from broadcast.models import Stream
+from broadcast.services import stream_viewer_count_change
+from onair.exceptions import ConflictError
+from viewers.models import ViewerSession
+
+
+@transaction.atomic
+def viewer_join(
+    *,
+    stream: Stream,
+    kind: str = ViewerSession.Kind.WEB,
+    user: User | AnonymousUser | None = None,
+) -> ViewerSession:
+    """Start a viewer session on a live stream and count the viewer."""
+    # Locking the stream row orders joins against stream_end: nobody joins an ended stream.
+    locked = Stream.objects.select_for_update().get(pk=stream.pk)
+    if not locked.is_live:
+        raise ConflictError("This stream is not live.", code="not_live")
+    session = ViewerSession.objects.create(
+        stream=locked,
+        kind=kind,
+        user=user if user is not None and user.is_authenticated else None,
+    )
+    stream_viewer_count_change(stream=stream, delta=1)
+    return session
+
+
+@transaction.atomic
+def viewer_leave(*, session: ViewerSession) -> ViewerSession:
+    """End a viewer session. Safe to call twice: only the first call uncounts the viewer."""
+    now = timezone.now()
+    closed = ViewerSession.objects.filter(pk=session.pk, ended_at__isnull=True).update(ended_at=now)
+    if closed:
+        stream_viewer_count_change(stream=session.stream, delta=-1)
+    session.refresh_from_db(fields=["ended_at"])
+    return session
+
+
+def viewer_sessions_end(*, stream: Stream) -> int:
+    """End every open session of ``stream`` (the broadcast ended); returns how many."""
+    return ViewerSession.objects.filter(stream=stream, ended_at__isnull=True).update(
+        ended_at=timezone.now()
+    )
