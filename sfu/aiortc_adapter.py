@@ -1,0 +1,207 @@
+"""Every use of aiortc's private API lives here.
+
+aiortc has no public hooks for packet-level forwarding, so the SFU reaches into
+``RTCRtpReceiver``, ``RTCRtpSender`` and ``RTCDtlsTransport`` internals. Keeping
+all of those touches in this one module makes an aiortc upgrade a matter of
+re-running ``tests/sfu/test_aiortc_adapter.py``, which fails loudly when any of
+the internals used below moves. aiortc is pinned in requirements.txt.
+"""
+
+from __future__ import annotations
+
+import sys
+import threading
+from collections.abc import Awaitable, Callable, Iterator
+from contextlib import contextmanager
+from typing import Any
+
+import aiortc.rtcrtpreceiver as _receiver_module
+import aiortc.rtcrtpsender as _sender_module
+from aiortc import (
+    RTCDtlsTransport,
+    RTCRtpCodecParameters,
+    RTCRtpReceiver,
+    RTCRtpSender,
+)
+from aiortc.rtcrtpparameters import RTCRtpSendParameters
+from aiortc.rtp import AnyRtcpPacket, RtpPacket
+
+PacketHandler = Callable[[RtpPacket], Awaitable[None]]
+RtcpHandler = Callable[[AnyRtcpPacket], Awaitable[bool]]
+SendRtp = Callable[[bytes], Awaitable[None]]
+
+_JITTER_BUFFER_ATTR = "_RTCRtpReceiver__jitter_buffer"
+_DECODER_THREAD_ATTR = "_RTCRtpReceiver__decoder_thread"
+
+
+class _PacketTap:
+    """Stands in for a receiver's jitter buffer and keeps the packets handed to it.
+
+    aiortc calls ``add`` after SRTP decryption, statistics, NACK generation and
+    RTX unwrapping, so the packets collected here are the original stream in
+    arrival order. Without an ``inner`` buffer no frame is ever assembled and the
+    receiver's decoder thread stays idle on its queue.
+    """
+
+    __slots__ = ("_inner", "pending")
+
+    def __init__(self, inner: Any | None) -> None:
+        self._inner = inner
+        self.pending: list[RtpPacket] = []
+
+    @property
+    def capacity(self) -> int:
+        return int(self._inner.capacity) if self._inner is not None else 0
+
+    def add(self, packet: RtpPacket) -> tuple[bool, Any]:
+        self.pending.append(packet)
+        if self._inner is None:
+            return False, None
+        return self._inner.add(packet)
+
+
+def tap_receiver(receiver: RTCRtpReceiver, on_packet: PacketHandler, *, decode: bool) -> None:
+    """Call ``on_packet`` with each RTP packet the receiver accepts.
+
+    With ``decode=False`` frames are never assembled, so nothing is ever decoded;
+    with ``decode=True`` the receiver keeps decoding as usual (used by test viewers
+    that observe sequence numbers). The receiver's own ``_handle_rtp_packet`` is
+    wrapped, not replaced: it also keeps receiver statistics, sends NACKs and REMB
+    upstream and unwraps RTX.
+    """
+    inner = getattr(receiver, _JITTER_BUFFER_ATTR)
+    tap = _PacketTap(inner if decode else None)
+    setattr(receiver, _JITTER_BUFFER_ATTR, tap)
+    original = receiver._handle_rtp_packet
+
+    async def handle_rtp_packet(packet: RtpPacket, arrival_time_ms: int) -> None:
+        await original(packet, arrival_time_ms)
+        if tap.pending:
+            packets = tap.pending
+            tap.pending = []
+            for accepted in packets:
+                await on_packet(accepted)
+
+    receiver._handle_rtp_packet = handle_rtp_packet  # type: ignore[method-assign]
+
+
+async def send_pli(receiver: RTCRtpReceiver, media_ssrc: int) -> None:
+    """Ask the remote sender of ``media_ssrc`` for a keyframe (RTCP PLI)."""
+    await receiver._send_rtcp_pli(media_ssrc)
+
+
+def on_sender_started(
+    sender: RTCRtpSender, callback: Callable[[RTCRtpSendParameters], Awaitable[None]]
+) -> None:
+    """Call ``callback`` with the negotiated parameters once DTLS is up and the
+    sender has started (aiortc calls ``send`` at that moment)."""
+    original = sender.send
+
+    async def send(parameters: RTCRtpSendParameters) -> None:
+        await original(parameters)
+        await callback(parameters)
+
+    sender.send = send  # type: ignore[method-assign]
+
+
+def intercept_sender_rtcp(sender: RTCRtpSender, handler: RtcpHandler) -> None:
+    """Route RTCP feedback addressed to ``sender`` through ``handler`` first.
+
+    ``handler`` returns True when it consumed the packet; anything else (receiver
+    reports, REMB) goes on to aiortc for RTT and statistics.
+    """
+    original = sender._handle_rtcp_packet
+
+    async def handle_rtcp_packet(packet: AnyRtcpPacket) -> None:
+        if not await handler(packet):
+            await original(packet)
+
+    sender._handle_rtcp_packet = handle_rtcp_packet  # type: ignore[method-assign]
+
+
+def sender_ssrcs(sender: RTCRtpSender) -> tuple[int, int]:
+    """The sender's media SSRC and RTX SSRC, as announced in its SDP."""
+    return sender._ssrc, sender._rtx_ssrc
+
+
+def rtp_send_function(sender: RTCRtpSender) -> SendRtp:
+    """The coroutine function that SRTP-protects and sends one serialized RTP or
+    RTCP packet on the sender's transport; it raises ``ConnectionError`` when the
+    transport is not connected."""
+    transport: RTCDtlsTransport = sender.transport
+    return transport._send_rtp
+
+
+def record_sent_packet(
+    sender: RTCRtpSender, ntp_time: int, rtp_timestamp: int, octets: int
+) -> None:
+    """Account one forwarded packet in the sender's RTCP sender-report state.
+
+    aiortc's ``_run_rtcp`` reports these counters and this NTP/RTP timestamp pair,
+    but only its own ``_run_rtp`` (idle here) updates them.
+    """
+    sender._RTCRtpSender__ntp_timestamp = ntp_time  # type: ignore[attr-defined]
+    sender._RTCRtpSender__rtp_timestamp = rtp_timestamp  # type: ignore[attr-defined]
+    sender._RTCRtpSender__octet_count += octets  # type: ignore[attr-defined]
+    sender._RTCRtpSender__packet_count += 1  # type: ignore[attr-defined]
+
+
+def sender_report_state(sender: RTCRtpSender) -> tuple[int, int, int, int]:
+    """(ntp_timestamp, rtp_timestamp, octet_count, packet_count) of the next SR."""
+    return (
+        sender._RTCRtpSender__ntp_timestamp,  # type: ignore[attr-defined]
+        sender._RTCRtpSender__rtp_timestamp,  # type: ignore[attr-defined]
+        sender._RTCRtpSender__octet_count,  # type: ignore[attr-defined]
+        sender._RTCRtpSender__packet_count,  # type: ignore[attr-defined]
+    )
+
+
+def decoder_thread(receiver: RTCRtpReceiver) -> threading.Thread | None:
+    """The receiver's decoder thread, started by ``receive()``."""
+    thread: threading.Thread | None = getattr(receiver, _DECODER_THREAD_ATTR)
+    return thread
+
+
+@contextmanager
+def spy_codec_factories(
+    on_decoder: Callable[[RTCRtpCodecParameters, threading.Thread], None],
+    on_encoder: Callable[[RTCRtpCodecParameters, RTCRtpSender | None], None],
+) -> Iterator[None]:
+    """Report every decoder and encoder aiortc creates while the context is open.
+
+    ``on_decoder`` gets the decoder thread that asked for it (see
+    ``decoder_thread``); ``on_encoder`` gets the ``RTCRtpSender`` that asked.
+    """
+    get_decoder = _receiver_module.get_decoder
+    get_encoder = _sender_module.get_encoder
+
+    def spying_get_decoder(codec: RTCRtpCodecParameters) -> Any:
+        on_decoder(codec, threading.current_thread())
+        return get_decoder(codec)
+
+    def spying_get_encoder(codec: RTCRtpCodecParameters) -> Any:
+        caller = sys._getframe(1).f_locals.get("self")
+        on_encoder(codec, caller if isinstance(caller, RTCRtpSender) else None)
+        return get_encoder(codec)
+
+    _receiver_module.get_decoder = spying_get_decoder
+    _sender_module.get_encoder = spying_get_encoder
+    try:
+        yield
+    finally:
+        _receiver_module.get_decoder = get_decoder
+        _sender_module.get_encoder = get_encoder
+
+
+def filter_incoming_rtp(transport: RTCDtlsTransport, keep: Callable[[bytes], bool]) -> None:
+    """Drop decrypted incoming RTP packets for which ``keep`` returns False.
+
+    Used to emulate a lossy downlink in tests and benchmarks.
+    """
+    original = transport._handle_rtp_data
+
+    async def handle_rtp_data(data: bytes, arrival_time_ms: int) -> None:
+        if keep(data):
+            await original(data, arrival_time_ms)
+
+    transport._handle_rtp_data = handle_rtp_data  # type: ignore[method-assign]

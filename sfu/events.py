@@ -1,0 +1,173 @@
+"""What a router reports to the outside world.
+
+Each event is a small frozen dataclass, so a gateway can forward it as
+``{"type": event.type, **dataclasses.asdict(event)}`` without knowing the SFU's
+objects. Subscribers register per event class, or for every event.
+"""
+
+from __future__ import annotations
+
+import logging
+from collections.abc import Callable
+from dataclasses import dataclass
+from typing import Any, ClassVar, TypeVar
+
+logger = logging.getLogger(__name__)
+
+
+@dataclass(frozen=True)
+class SfuEvent:
+    type: ClassVar[str] = "event"
+    router_id: str
+
+
+@dataclass(frozen=True)
+class PublisherConnected(SfuEvent):
+    type: ClassVar[str] = "publisher_connected"
+    publisher_id: str
+
+
+@dataclass(frozen=True)
+class PublisherDisconnected(SfuEvent):
+    """The publisher's connection was lost; its producers wait for a new
+    ``publish()`` during ``grace_seconds`` before closing."""
+
+    type: ClassVar[str] = "publisher_disconnected"
+    publisher_id: str
+    grace_seconds: float
+
+
+@dataclass(frozen=True)
+class PublisherClosed(SfuEvent):
+    """``reason``: ``"closed"`` (asked to), ``"replaced"`` (a new publish took
+    over) or ``"timeout"`` (disconnected for longer than the grace period)."""
+
+    type: ClassVar[str] = "publisher_closed"
+    publisher_id: str
+    reason: str
+
+
+@dataclass(frozen=True)
+class ProducerAdded(SfuEvent):
+    type: ClassVar[str] = "producer_added"
+    producer_id: str
+    publisher_id: str
+    kind: str
+    mime_type: str
+
+
+@dataclass(frozen=True)
+class ProducerClosed(SfuEvent):
+    type: ClassVar[str] = "producer_closed"
+    producer_id: str
+    kind: str
+    reason: str
+
+
+@dataclass(frozen=True)
+class ConsumerAdded(SfuEvent):
+    type: ClassVar[str] = "consumer_added"
+    consumer_id: str
+    viewer_id: str
+    producer_id: str
+    kind: str
+
+
+@dataclass(frozen=True)
+class ConsumerClosed(SfuEvent):
+    type: ClassVar[str] = "consumer_closed"
+    consumer_id: str
+    viewer_id: str
+    kind: str
+    reason: str
+
+
+@dataclass(frozen=True)
+class ViewerJoined(SfuEvent):
+    type: ClassVar[str] = "viewer_joined"
+    viewer_id: str
+
+
+@dataclass(frozen=True)
+class ViewerLeft(SfuEvent):
+    """``reason``: ``"closed"`` (asked to), ``"disconnected"`` or
+    ``"router_closed"``."""
+
+    type: ClassVar[str] = "viewer_left"
+    viewer_id: str
+    reason: str
+
+
+@dataclass(frozen=True)
+class ProducerStats:
+    producer_id: str
+    kind: str
+    mime_type: str
+    packets_received: int
+    bytes_received: int
+    keyframes_received: int
+    keyframe_requests: int
+    keyframe_requests_sent: int
+
+
+@dataclass(frozen=True)
+class ConsumerStats:
+    consumer_id: str
+    viewer_id: str
+    kind: str
+    packets_sent: int
+    bytes_sent: int
+    nacks_received: int
+    retransmitted_packets: int
+    nack_misses: int
+    keyframe_requests_received: int
+    packets_dropped_waiting_keyframe: int
+
+
+@dataclass(frozen=True)
+class RouterStats(SfuEvent):
+    type: ClassVar[str] = "stats"
+    viewers: int
+    producers: tuple[ProducerStats, ...]
+    consumers: tuple[ConsumerStats, ...]
+
+
+@dataclass(frozen=True)
+class RouterClosed(SfuEvent):
+    type: ClassVar[str] = "router_closed"
+
+
+E = TypeVar("E", bound=SfuEvent)
+
+
+class EventEmitter:
+    """Synchronous observer list. A failing handler is logged and never breaks
+    the media path or the other handlers."""
+
+    def __init__(self) -> None:
+        self._handlers: dict[type[SfuEvent], list[Callable[[Any], None]]] = {}
+        self._any: list[Callable[[SfuEvent], None]] = []
+
+    def on(self, event_type: type[E], handler: Callable[[E], None]) -> None:
+        self._handlers.setdefault(event_type, []).append(handler)
+
+    def on_any(self, handler: Callable[[SfuEvent], None]) -> None:
+        self._any.append(handler)
+
+    def off(self, handler: Callable[[Any], None]) -> None:
+        for handlers in self._handlers.values():
+            while handler in handlers:
+                handlers.remove(handler)
+        while handler in self._any:
+            self._any.remove(handler)
+
+    def emit(self, event: SfuEvent) -> None:
+        for handler in (*self._handlers.get(type(event), ()), *self._any):
+            try:
+                handler(event)
+            except Exception:
+                logger.exception("sfu event handler failed", extra={"event": event.type})
+
+    def clear(self) -> None:
+        self._handlers.clear()
+        self._any.clear()

@@ -1,0 +1,117 @@
+"""Keyframe detection in RTP payloads and throttled keyframe requests."""
+
+from __future__ import annotations
+
+import asyncio
+import time
+from collections.abc import Awaitable, Callable
+
+_H264_NAL_IDR = 5
+_H264_NAL_SPS = 7
+_H264_STAP_A = 24
+_H264_FU_A = 28
+_H264_KEY_NALS = (_H264_NAL_IDR, _H264_NAL_SPS)
+
+
+def is_vp8_keyframe_start(payload: bytes) -> bool:
+    """True for the first packet of a VP8 keyframe (RFC 7741).
+
+    The payload descriptor must have S=1 and PID=0, and the first byte of the
+    VP8 payload header has the inverse key frame flag P (bit 0) clear.
+    """
+    size = len(payload)
+    if size < 2:
+        return False
+    first = payload[0]
+    if first & 0x17 != 0x10:  # S=1, PID=0
+        return False
+    pos = 1
+    if first & 0x80:  # X: extension octet follows
+        ext = payload[1]
+        pos = 2
+        if ext & 0x80 and pos < size:  # I: PictureID, 7 or 15 bits
+            pos += 2 if payload[pos] & 0x80 else 1
+        if ext & 0x40:  # L: TL0PICIDX
+            pos += 1
+        if ext & 0x30:  # T or K: TID/KEYIDX octet
+            pos += 1
+    return pos < size and payload[pos] & 0x01 == 0
+
+
+def is_h264_keyframe_start(payload: bytes) -> bool:
+    """True for a packet that starts an H.264 keyframe: an SPS or the start of an
+    IDR slice, alone, inside a STAP-A aggregate or as the first FU-A fragment
+    (RFC 6184)."""
+    size = len(payload)
+    if size < 1:
+        return False
+    nal_type = payload[0] & 0x1F
+    if nal_type in _H264_KEY_NALS:
+        return True
+    if nal_type == _H264_FU_A:
+        return size > 1 and payload[1] & 0x80 != 0 and payload[1] & 0x1F in _H264_KEY_NALS
+    if nal_type == _H264_STAP_A:
+        pos = 1
+        while pos + 2 < size:
+            length = (payload[pos] << 8) | payload[pos + 1]
+            if payload[pos + 2] & 0x1F in _H264_KEY_NALS:
+                return True
+            pos += 2 + length
+    return False
+
+
+KeyframeDetector = Callable[[bytes], bool]
+
+KEYFRAME_DETECTORS: dict[str, KeyframeDetector] = {
+    "video/vp8": is_vp8_keyframe_start,
+    "video/h264": is_h264_keyframe_start,
+}
+
+
+class KeyframeRequester:
+    """Coalesces keyframe requests into at most one upstream request per interval.
+
+    A request inside the interval is deferred to its end; any number of requests
+    in the meantime share that one deferred request, and a keyframe arriving
+    first cancels it (like Pion's PLI interceptors and mediasoup's key frame
+    request manager).
+    """
+
+    def __init__(self, send: Callable[[], Awaitable[bool]], min_interval: float) -> None:
+        self._send = send
+        self._min_interval = min_interval
+        self._last_sent = -min_interval
+        self._deferred: asyncio.TimerHandle | None = None
+        self._task: asyncio.Task[None] | None = None
+        self.requests = 0
+        self.sent = 0
+
+    async def request(self) -> None:
+        self.requests += 1
+        if self._deferred is not None:
+            return
+        wait = self._last_sent + self._min_interval - time.monotonic()
+        if wait <= 0:
+            await self._send_now()
+        else:
+            self._deferred = asyncio.get_running_loop().call_later(wait, self._fire)
+
+    def keyframe_received(self) -> None:
+        if self._deferred is not None:
+            self._deferred.cancel()
+            self._deferred = None
+
+    def close(self) -> None:
+        self.keyframe_received()
+        if self._task is not None:
+            self._task.cancel()
+            self._task = None
+
+    def _fire(self) -> None:
+        self._deferred = None
+        self._task = asyncio.ensure_future(self._send_now())
+
+    async def _send_now(self) -> None:
+        if await self._send():
+            self._last_sent = time.monotonic()
+            self.sent += 1

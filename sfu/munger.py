@@ -1,0 +1,92 @@
+"""Per-consumer rewriting of RTP sequence numbers and timestamps."""
+
+from __future__ import annotations
+
+import random
+
+_SEQ_MASK = 0xFFFF
+_TS_MASK = 0xFFFFFFFF
+_SEQ_HALF = 0x8000
+
+
+class RtpMunger:
+    """Maps one or more incoming RTP streams onto one continuous outgoing stream.
+
+    Within a source the mapping is a fixed offset, so reordered and retransmitted
+    packets keep their place. When the source changes (a publisher reconnects and
+    its new stream has another SSRC, sequence space and clock origin), the next
+    packet is re-based right after the last one sent: the sequence number
+    continues by one and the timestamp advances by the wall-clock time elapsed,
+    so the viewer's decoder sees one stream (as LiveKit's RTPMunger does).
+    """
+
+    __slots__ = (
+        "_clock_rate",
+        "_first_in_seq",
+        "_last_out_seq",
+        "_last_out_time",
+        "_last_out_ts",
+        "_rebase",
+        "_seq_offset",
+        "_ts_offset",
+    )
+
+    def __init__(self, clock_rate: int) -> None:
+        self._clock_rate = clock_rate
+        self._rebase = True
+        self._first_in_seq = 0
+        self._seq_offset = 0
+        self._ts_offset = 0
+        # a random origin, as a fresh RTP stream would have (lower half of the
+        # sequence space, to stay away from an early wrap)
+        self._last_out_seq = random.randrange(_SEQ_HALF)
+        self._last_out_ts = random.getrandbits(32)
+        self._last_out_time: float | None = None
+
+    @property
+    def started(self) -> bool:
+        return self._last_out_time is not None
+
+    def switch_source(self) -> None:
+        """The next packet comes from a new stream: re-base on it."""
+        self._rebase = True
+
+    def map(self, sequence_number: int, timestamp: int, now: float) -> tuple[int, int] | None:
+        """Outgoing (sequence number, timestamp) of a packet that arrived at ``now``
+        (``time.monotonic()``), or None for a packet older than the current
+        source's first forwarded packet."""
+        if self._rebase:
+            self._rebase = False
+            if self._last_out_time is None:
+                step = 0
+            else:
+                step = max(1, int((now - self._last_out_time) * self._clock_rate))
+            out_seq = (self._last_out_seq + 1) & _SEQ_MASK
+            out_ts = (self._last_out_ts + step) & _TS_MASK
+            self._first_in_seq = sequence_number
+            self._seq_offset = (out_seq - sequence_number) & _SEQ_MASK
+            self._ts_offset = (out_ts - timestamp) & _TS_MASK
+            self._last_out_seq = out_seq
+            self._last_out_ts = out_ts
+            self._last_out_time = now
+            return out_seq, out_ts
+
+        if (sequence_number - self._first_in_seq) & _SEQ_MASK >= _SEQ_HALF:
+            return None
+        out_seq = (sequence_number + self._seq_offset) & _SEQ_MASK
+        out_ts = (timestamp + self._ts_offset) & _TS_MASK
+        if (out_seq - self._last_out_seq) & _SEQ_MASK < _SEQ_HALF:
+            self._last_out_seq = out_seq
+            self._last_out_ts = out_ts
+            self._last_out_time = now
+        return out_seq, out_ts
+
+    def incoming_sequence_number(self, out_sequence_number: int) -> int | None:
+        """Inverse mapping, from a viewer's NACK to the producer's packet; None if
+        that packet is not from the current source."""
+        if self._rebase:
+            return None
+        sequence_number = (out_sequence_number - self._seq_offset) & _SEQ_MASK
+        if (sequence_number - self._first_in_seq) & _SEQ_MASK >= _SEQ_HALF:
+            return None
+        return sequence_number

@@ -1,0 +1,198 @@
+"""A producer: one incoming track of the publisher, fanned out to consumers."""
+
+from __future__ import annotations
+
+import time
+import uuid
+from collections.abc import Callable
+from typing import TYPE_CHECKING
+
+from aiortc import RTCRtpCodecParameters, RTCRtpReceiver, clock
+from aiortc.rtp import HeaderExtensions, HeaderExtensionsMap, RtpPacket
+
+from sfu import aiortc_adapter
+from sfu.events import ProducerClosed, ProducerStats, SfuEvent
+from sfu.keyframe import KEYFRAME_DETECTORS, KeyframeRequester
+from sfu.packet_cache import PacketCache
+
+if TYPE_CHECKING:
+    from sfu.consumer import Consumer
+
+
+class ForwardGroup:
+    """Consumers whose outgoing packets differ only in SSRC, sequence number and
+    timestamp: same payload type, mid and header-extension ids. Each incoming
+    packet is serialized once per group into a template the consumers patch."""
+
+    __slots__ = ("consumers", "extensions_map", "key", "mid", "payload_type")
+
+    def __init__(
+        self,
+        key: tuple[object, ...],
+        payload_type: int,
+        mid: str | None,
+        extensions_map: HeaderExtensionsMap,
+    ) -> None:
+        self.key = key
+        self.payload_type = payload_type
+        self.mid = mid
+        self.extensions_map = extensions_map
+        self.consumers: tuple[Consumer, ...] = ()
+
+    def render(self, packet: RtpPacket, abs_send_time: int) -> bytes:
+        """The packet serialized for this group, with zero SSRC, sequence number
+        and timestamp for the consumer to fill in."""
+        out = RtpPacket(
+            payload_type=self.payload_type,
+            marker=packet.marker,
+            payload=packet.payload,
+        )
+        out.extensions = HeaderExtensions(
+            mid=self.mid,
+            abs_send_time=abs_send_time,
+            audio_level=packet.extensions.audio_level,
+        )
+        return out.serialize(self.extensions_map)
+
+
+class Producer:
+    """One incoming track. Owns its consumers: closing it closes them."""
+
+    def __init__(
+        self,
+        *,
+        router_id: str,
+        publisher_id: str,
+        kind: str,
+        codec: RTCRtpCodecParameters,
+        receiver: RTCRtpReceiver,
+        cache_size: int,
+        keyframe_request_interval: float,
+        emit: Callable[[SfuEvent], None],
+    ) -> None:
+        self.id = str(uuid.uuid4())
+        self.router_id = router_id
+        self.publisher_id = publisher_id
+        self.kind = kind
+        self.codec = codec
+        self.closed = False
+        self._receiver = receiver
+        self._emit = emit
+        self._ssrc: int | None = None
+        self._cache = PacketCache(cache_size)
+        self._detect_keyframe = KEYFRAME_DETECTORS.get(codec.mimeType.lower())
+        self._keyframes = KeyframeRequester(self._send_keyframe_request, keyframe_request_interval)
+        self._consumers: set[Consumer] = set()
+        self._groups: list[ForwardGroup] = []
+        self.packets_received = 0
+        self.bytes_received = 0
+        self.keyframes_received = 0
+        aiortc_adapter.tap_receiver(receiver, self._on_rtp, decode=False)
+
+    @property
+    def mime_type(self) -> str:
+        return self.codec.mimeType
+
+    @property
+    def receiver(self) -> RTCRtpReceiver:
+        return self._receiver
+
+    @property
+    def consumers(self) -> frozenset[Consumer]:
+        return frozenset(self._consumers)
+
+    @property
+    def needs_keyframes(self) -> bool:
+        return self._detect_keyframe is not None
+
+    def cached_packet(self, sequence_number: int) -> RtpPacket | None:
+        return self._cache.get(sequence_number)
+
+    async def request_keyframe(self) -> None:
+        """Ask the publisher for a keyframe, throttled per producer."""
+        if self._detect_keyframe is not None and not self.closed:
+            await self._keyframes.request()
+
+    def stats(self) -> ProducerStats:
+        return ProducerStats(
+            producer_id=self.id,
+            kind=self.kind,
+            mime_type=self.mime_type,
+            packets_received=self.packets_received,
+            bytes_received=self.bytes_received,
+            keyframes_received=self.keyframes_received,
+            keyframe_requests=self._keyframes.requests,
+            keyframe_requests_sent=self._keyframes.sent,
+        )
+
+    def close(self, reason: str) -> None:
+        if self.closed:
+            return
+        self.closed = True
+        self._keyframes.close()
+        for consumer in list(self._consumers):
+            consumer.close("producer_closed")
+        self._cache.clear()
+        self._emit(
+            ProducerClosed(
+                router_id=self.router_id, producer_id=self.id, kind=self.kind, reason=reason
+            )
+        )
+
+    def _add_consumer(self, consumer: Consumer) -> None:
+        self._consumers.add(consumer)
+
+    def _remove_consumer(self, consumer: Consumer) -> None:
+        self._consumers.discard(consumer)
+        self._stop_forwarding(consumer)
+
+    def _start_forwarding(
+        self,
+        consumer: Consumer,
+        key: tuple[object, ...],
+        payload_type: int,
+        mid: str | None,
+        extensions_map: HeaderExtensionsMap,
+    ) -> ForwardGroup:
+        group = next((g for g in self._groups if g.key == key), None)
+        if group is None:
+            group = ForwardGroup(key, payload_type, mid, extensions_map)
+            self._groups.append(group)
+        group.consumers = (*group.consumers, consumer)
+        return group
+
+    def _stop_forwarding(self, consumer: Consumer) -> None:
+        for group in self._groups:
+            if consumer in group.consumers:
+                group.consumers = tuple(c for c in group.consumers if c is not consumer)
+        self._groups = [g for g in self._groups if g.consumers]
+
+    async def _send_keyframe_request(self) -> bool:
+        if self._ssrc is None or self.closed:
+            return False
+        await aiortc_adapter.send_pli(self._receiver, self._ssrc)
+        return True
+
+    async def _on_rtp(self, packet: RtpPacket) -> None:
+        # The hot path: keep it free of logging, allocations and per-consumer tasks.
+        payload = packet.payload
+        if not payload or self.closed:
+            return  # padding-only probes carry nothing to forward
+        self._ssrc = packet.ssrc
+        self.packets_received += 1
+        self.bytes_received += len(payload)
+        self._cache.put(packet)
+        keyframe = False
+        if self._detect_keyframe is not None and self._detect_keyframe(payload):
+            keyframe = True
+            self.keyframes_received += 1
+            self._keyframes.keyframe_received()
+        if not self._groups:
+            return
+        now = time.monotonic()
+        ntp = clock.current_ntp_time()
+        abs_send_time = (ntp >> 14) & 0x00FFFFFF
+        for group in self._groups:
+            template = group.render(packet, abs_send_time)
+            for consumer in group.consumers:
+                await consumer.forward(template, packet, keyframe, now, ntp)

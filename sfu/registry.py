@@ -1,0 +1,56 @@
+"""Routers by broadcast id: the one object a process-wide gateway holds."""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+
+from sfu.events import RouterClosed, SfuEvent
+from sfu.router import Router, RouterOptions
+
+
+class RouterRegistry:
+    """Creates, finds and closes the routers of one process.
+
+    ``on_event``, if given, is subscribed to every event of every router it
+    creates, which is how a gateway relays them.
+    """
+
+    def __init__(
+        self,
+        options: RouterOptions | None = None,
+        on_event: Callable[[SfuEvent], None] | None = None,
+    ) -> None:
+        self.options = options or RouterOptions()
+        self._on_event = on_event
+        self._routers: dict[str, Router] = {}
+
+    def __len__(self) -> int:
+        return len(self._routers)
+
+    def __contains__(self, broadcast_id: object) -> bool:
+        return broadcast_id in self._routers
+
+    def get(self, broadcast_id: str) -> Router | None:
+        return self._routers.get(broadcast_id)
+
+    def get_or_create(self, broadcast_id: str) -> Router:
+        router = self._routers.get(broadcast_id)
+        if router is None:
+            router = Router(self.options, router_id=broadcast_id)
+            if self._on_event is not None:
+                router.events.on_any(self._on_event)
+            router.events.on(RouterClosed, self._forget)
+            self._routers[broadcast_id] = router
+        return router
+
+    def _forget(self, event: RouterClosed) -> None:
+        self._routers.pop(event.router_id, None)
+
+    async def close(self, broadcast_id: str) -> None:
+        router = self._routers.pop(broadcast_id, None)
+        if router is not None:
+            await router.close()
+
+    async def close_all(self) -> None:
+        for broadcast_id in list(self._routers):
+            await self.close(broadcast_id)

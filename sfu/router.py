@@ -1,0 +1,271 @@
+"""The router: one live broadcast, owning its publisher, producers and viewers."""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import uuid
+from collections.abc import Coroutine
+from dataclasses import dataclass
+from typing import Any
+
+from sfu.consumer import Consumer
+from sfu.errors import RouterClosedError
+from sfu.events import (
+    ConsumerAdded,
+    EventEmitter,
+    ProducerAdded,
+    PublisherDisconnected,
+    RouterClosed,
+    RouterStats,
+    ViewerJoined,
+)
+from sfu.ice import IceServer, rtc_configuration
+from sfu.negotiation import CodecLike
+from sfu.producer import Producer
+from sfu.publisher import PublisherSession
+from sfu.session import PeerSession
+from sfu.viewer import ViewerSession
+
+logger = logging.getLogger(__name__)
+
+
+@dataclass(frozen=True)
+class RouterOptions:
+    """Settings shared by a router's peer connections.
+
+    ``ice_servers`` empty means host candidates only (never aiortc's default
+    public STUN server). ``stats_interval_seconds`` 0 disables periodic
+    ``RouterStats`` events.
+    """
+
+    ice_servers: tuple[IceServer, ...] = ()
+    publisher_grace_seconds: float = 10.0
+    keyframe_request_interval: float = 1.0
+    packet_cache_size: int = 1024
+    stats_interval_seconds: float = 5.0
+
+
+class Router:
+    """One broadcast. Closing it closes everything it owns.
+
+    The tree is Router → PublisherSession → Producer → Consumer ← ViewerSession:
+    a producer closing closes its consumers; a viewer closing closes its own.
+    A new ``publish()`` replaces the current publisher and moves every consumer
+    to the new producer of the same kind, so viewers keep their connection.
+    """
+
+    def __init__(self, options: RouterOptions | None = None, router_id: str | None = None) -> None:
+        self.id = router_id or str(uuid.uuid4())
+        self.options = options or RouterOptions()
+        self.events = EventEmitter()
+        self.closed = False
+        self._configuration = rtc_configuration(self.options.ice_servers)
+        self._publisher: PublisherSession | None = None
+        self._viewers: dict[str, ViewerSession] = {}
+        self._publish_lock = asyncio.Lock()
+        self._grace: asyncio.TimerHandle | None = None
+        self._tasks: set[asyncio.Task[None]] = set()
+        self._stats_task: asyncio.Task[None] | None = None
+        if self.options.stats_interval_seconds > 0:
+            self._stats_task = asyncio.ensure_future(self._report_stats())
+
+    @property
+    def publisher(self) -> PublisherSession | None:
+        return self._publisher
+
+    @property
+    def producers(self) -> tuple[Producer, ...]:
+        return self._publisher.producers if self._publisher is not None else ()
+
+    @property
+    def viewers(self) -> tuple[ViewerSession, ...]:
+        return tuple(self._viewers.values())
+
+    def get_viewer(self, viewer_id: str) -> ViewerSession | None:
+        return self._viewers.get(viewer_id)
+
+    async def publish(self, offer_sdp: str) -> PublisherSession:
+        """Answer a publisher's offer (WHIP-style, sendonly audio and/or video).
+
+        If a publisher is already there, live or within its grace period, it is
+        replaced: consumers move to the new producers and continue seamlessly.
+        Raises NegotiationError for an unusable offer.
+        """
+        self._check_open()
+        async with self._publish_lock:
+            session = PublisherSession(
+                router_id=self.id,
+                configuration=self._configuration,
+                cache_size=self.options.packet_cache_size,
+                keyframe_request_interval=self.options.keyframe_request_interval,
+                emit=self.events.emit,
+                on_lost=self._publisher_lost,
+                on_closed=self._publisher_closed,
+            )
+            try:
+                await session._negotiate(offer_sdp)
+            except BaseException:
+                await session._close_peer_connection()
+                raise
+            self._check_open()
+            previous, self._publisher = self._publisher, session
+            self._cancel_grace()
+            for producer in session.producers:
+                self.events.emit(
+                    ProducerAdded(
+                        router_id=self.id,
+                        producer_id=producer.id,
+                        publisher_id=session.id,
+                        kind=producer.kind,
+                        mime_type=producer.mime_type,
+                    )
+                )
+            if previous is not None:
+                await self._move_consumers(previous.producers, session.producers)
+                await previous._close("replaced")
+            for viewer in self.viewers:
+                for producer in session.producers:
+                    await self._consume(viewer, producer)
+            logger.info(
+                "publisher joined", extra={"router_id": self.id, "publisher_id": session.id}
+            )
+            return session
+
+    async def subscribe(self, offer_sdp: str | None = None) -> ViewerSession:
+        """Add a viewer.
+
+        With the viewer's offer (WHEP-style, recvonly), ``answer_sdp`` of the
+        result is the answer. Without one, ``offer_sdp`` of the result is the
+        server's offer: pass the viewer's answer to ``accept_answer``. Raises
+        NegotiationError for an unusable offer.
+        """
+        self._check_open()
+        viewer = ViewerSession(
+            router_id=self.id,
+            configuration=self._configuration,
+            emit=self.events.emit,
+            on_lost=self._viewer_lost,
+            on_closed=self._viewer_closed,
+        )
+        codecs: dict[str, CodecLike] = {}
+        for producer in reversed(self.producers):
+            codecs[producer.kind] = producer.codec
+        try:
+            await viewer._negotiate(offer_sdp, codecs)
+        except BaseException:
+            await viewer._close_peer_connection()
+            raise
+        self._check_open()
+        self._viewers[viewer.id] = viewer
+        self.events.emit(ViewerJoined(router_id=self.id, viewer_id=viewer.id))
+        for producer in self.producers:
+            await self._consume(viewer, producer)
+        return viewer
+
+    def stats(self) -> RouterStats:
+        return RouterStats(
+            router_id=self.id,
+            viewers=len(self._viewers),
+            producers=tuple(p.stats() for p in self.producers),
+            consumers=tuple(c.stats() for v in self._viewers.values() for c in v.consumers),
+        )
+
+    async def close(self) -> None:
+        """Close the publisher, every viewer and every pending timer or task."""
+        if self.closed:
+            return
+        self.closed = True
+        self._cancel_grace()
+        if self._stats_task is not None:
+            self._stats_task.cancel()
+            self._stats_task = None
+        for viewer in self.viewers:
+            await viewer._close("router_closed")
+        if self._publisher is not None:
+            await self._publisher._close("closed")
+        if self._tasks:
+            await asyncio.gather(*self._tasks, return_exceptions=True)
+        self.events.emit(RouterClosed(router_id=self.id))
+        self.events.clear()
+        logger.info("router closed", extra={"router_id": self.id})
+
+    def _check_open(self) -> None:
+        if self.closed:
+            raise RouterClosedError(f"router {self.id} is closed")
+
+    async def _consume(self, viewer: ViewerSession, producer: Producer) -> None:
+        slot = viewer.free_slot(producer.kind)
+        if slot is None or viewer.closed or producer.closed:
+            return
+        consumer = Consumer(
+            router_id=self.id,
+            viewer_id=viewer.id,
+            producer=producer,
+            sender=slot.sender,
+            emit=self.events.emit,
+            on_close=slot.detach,
+        )
+        self.events.emit(
+            ConsumerAdded(
+                router_id=self.id,
+                consumer_id=consumer.id,
+                viewer_id=viewer.id,
+                producer_id=producer.id,
+                kind=consumer.kind,
+            )
+        )
+        await slot.attach(consumer)
+
+    async def _move_consumers(self, old: tuple[Producer, ...], new: tuple[Producer, ...]) -> None:
+        replacements = list(new)
+        for producer in old:
+            replacement = next((p for p in replacements if p.kind == producer.kind), None)
+            if replacement is None:
+                continue
+            replacements.remove(replacement)
+            for consumer in list(producer.consumers):
+                await consumer.switch_producer(replacement)
+
+    def _publisher_lost(self, session: PeerSession) -> None:
+        assert isinstance(session, PublisherSession)
+        if session is not self._publisher or self.closed:
+            self._spawn(session._close("closed"))
+            return
+        grace = self.options.publisher_grace_seconds
+        logger.info("publisher lost", extra={"router_id": self.id, "publisher_id": session.id})
+        self.events.emit(
+            PublisherDisconnected(router_id=self.id, publisher_id=session.id, grace_seconds=grace)
+        )
+        self._spawn(session._close_peer_connection())
+        self._cancel_grace()
+        self._grace = asyncio.get_running_loop().call_later(
+            grace, lambda: self._spawn(session._close("timeout"))
+        )
+
+    async def _publisher_closed(self, session: PublisherSession) -> None:
+        if session is self._publisher:
+            self._publisher = None
+            self._cancel_grace()
+
+    def _viewer_lost(self, session: PeerSession) -> None:
+        assert isinstance(session, ViewerSession)
+        self._spawn(session._close("disconnected"))
+
+    def _viewer_closed(self, viewer: ViewerSession) -> None:
+        self._viewers.pop(viewer.id, None)
+
+    def _cancel_grace(self) -> None:
+        if self._grace is not None:
+            self._grace.cancel()
+            self._grace = None
+
+    def _spawn(self, coroutine: Coroutine[Any, Any, None]) -> None:
+        task = asyncio.ensure_future(coroutine)
+        self._tasks.add(task)
+        task.add_done_callback(self._tasks.discard)
+
+    async def _report_stats(self) -> None:
+        while True:
+            await asyncio.sleep(self.options.stats_interval_seconds)
+            self.events.emit(self.stats())

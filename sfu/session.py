@@ -1,0 +1,81 @@
+"""What publisher and viewer sessions share: one server-side peer connection."""
+
+from __future__ import annotations
+
+import asyncio
+import uuid
+from collections.abc import Callable
+
+from aiortc import RTCConfiguration, RTCPeerConnection, RTCSessionDescription
+from aiortc.exceptions import (
+    InternalError,
+    InvalidAccessError,
+    InvalidStateError,
+    OperationError,
+)
+
+from sfu.errors import NegotiationError
+from sfu.ice import IceCandidate, parse_ice_candidate
+
+_LOST_STATES = ("failed", "closed")
+
+
+class PeerSession:
+    """A server-side ``RTCPeerConnection`` and the signaling calls on it.
+
+    ``on_lost`` runs once when the connection fails or the remote end closes it,
+    but not after ``_close_peer_connection`` was asked for.
+    """
+
+    def __init__(
+        self, configuration: RTCConfiguration, on_lost: Callable[[PeerSession], None]
+    ) -> None:
+        self.id = str(uuid.uuid4())
+        self._pc = RTCPeerConnection(configuration)
+        self._on_lost = on_lost
+        self._closing = False
+        self.connected = asyncio.Event()
+        self._pc.on("connectionstatechange", self._on_connection_state_change)
+
+    @property
+    def connection_state(self) -> str:
+        return self._pc.connectionState
+
+    @property
+    def peer_connection(self) -> RTCPeerConnection:
+        return self._pc
+
+    async def add_ice_candidate(self, candidate: IceCandidate) -> None:
+        """Add a candidate trickled by the remote peer (aiortc itself gathers
+        all its candidates before answering and never trickles). Raises
+        NegotiationError for a malformed candidate."""
+        await self._pc.addIceCandidate(parse_ice_candidate(candidate))
+
+    async def _apply_remote_description(self, sdp: str, sdp_type: str) -> None:
+        try:
+            await self._pc.setRemoteDescription(RTCSessionDescription(sdp=sdp, type=sdp_type))
+        except (
+            ValueError,
+            InternalError,
+            InvalidAccessError,
+            InvalidStateError,
+            OperationError,
+        ) as exc:
+            raise NegotiationError(f"cannot apply the remote {sdp_type}: {exc}") from exc
+
+    async def _answer(self, offer_sdp: str) -> str:
+        await self._apply_remote_description(offer_sdp, "offer")
+        await self._pc.setLocalDescription(await self._pc.createAnswer())
+        return str(self._pc.localDescription.sdp)
+
+    async def _close_peer_connection(self) -> None:
+        self._closing = True
+        await self._pc.close()
+
+    def _on_connection_state_change(self) -> None:
+        state = self._pc.connectionState
+        if state == "connected":
+            self.connected.set()
+        elif state in _LOST_STATES and not self._closing:
+            self._closing = True
+            self._on_lost(self)

@@ -1,0 +1,140 @@
+"""A viewer's side: a peer connection that only sends, one consumer per track."""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+from collections.abc import Callable
+
+from aiortc import MediaStreamTrack, RTCConfiguration, RTCRtpTransceiver
+from aiortc.rtcrtpparameters import RTCRtpSendParameters
+from aiortc.rtp import AnyRtcpPacket
+from av.frame import Frame
+
+from sfu import aiortc_adapter
+from sfu.consumer import Consumer
+from sfu.errors import NegotiationError
+from sfu.events import SfuEvent, ViewerLeft
+from sfu.negotiation import MEDIA_KINDS, CodecLike, codec_preferences, offered_media
+from sfu.session import PeerSession
+
+logger = logging.getLogger(__name__)
+
+_RECEIVING_DIRECTIONS = ("recvonly", "sendrecv")
+
+
+class _IdleTrack(MediaStreamTrack):
+    """Gives a sender a track whose ``recv`` never returns, so aiortc's send
+    loop waits instead of polling (and never creates an encoder); the SFU
+    sends on the sender's transport directly."""
+
+    def __init__(self, kind: str) -> None:
+        super().__init__()
+        self.kind = kind
+
+    async def recv(self) -> Frame:
+        await asyncio.get_running_loop().create_future()
+        raise AssertionError("unreachable")
+
+
+class SendSlot:
+    """One sending transceiver of a viewer, and the consumer feeding it."""
+
+    def __init__(self, transceiver: RTCRtpTransceiver) -> None:
+        self.kind = transceiver.kind
+        self.sender = transceiver.sender
+        self.parameters: RTCRtpSendParameters | None = None
+        self.consumer: Consumer | None = None
+        aiortc_adapter.on_sender_started(self.sender, self._started)
+        aiortc_adapter.intercept_sender_rtcp(self.sender, self._handle_rtcp)
+
+    async def attach(self, consumer: Consumer) -> None:
+        self.consumer = consumer
+        if self.parameters is not None:
+            await consumer.start(self.parameters)
+
+    def detach(self, consumer: Consumer) -> None:
+        if self.consumer is consumer:
+            self.consumer = None
+
+    async def _started(self, parameters: RTCRtpSendParameters) -> None:
+        self.parameters = parameters
+        if self.consumer is not None:
+            await self.consumer.start(parameters)
+
+    async def _handle_rtcp(self, packet: AnyRtcpPacket) -> bool:
+        consumer = self.consumer
+        return consumer is not None and await consumer.handle_rtcp(packet)
+
+
+class ViewerSession(PeerSession):
+    """One viewer's connection. Created by ``Router.subscribe``."""
+
+    def __init__(
+        self,
+        *,
+        router_id: str,
+        configuration: RTCConfiguration,
+        emit: Callable[[SfuEvent], None],
+        on_lost: Callable[[PeerSession], None],
+        on_closed: Callable[[ViewerSession], None],
+    ) -> None:
+        super().__init__(configuration, on_lost)
+        self.router_id = router_id
+        self.answer_sdp: str | None = None
+        self.offer_sdp: str | None = None
+        self.closed = False
+        self.slots: list[SendSlot] = []
+        self._emit = emit
+        self._on_closed = on_closed
+
+    @property
+    def consumers(self) -> tuple[Consumer, ...]:
+        return tuple(slot.consumer for slot in self.slots if slot.consumer is not None)
+
+    def free_slot(self, kind: str) -> SendSlot | None:
+        return next((s for s in self.slots if s.kind == kind and s.consumer is None), None)
+
+    async def accept_answer(self, answer_sdp: str) -> None:
+        """Complete a server-offered session with the viewer's answer."""
+        await self._apply_remote_description(answer_sdp, "answer")
+
+    async def close(self) -> None:
+        await self._close("closed")
+
+    async def _negotiate(self, offer_sdp: str | None, codecs: dict[str, CodecLike]) -> None:
+        """Answer a viewer's (WHEP-style) offer, or create the server's offer.
+
+        ``codecs`` holds the current producers' codecs by kind; each transceiver
+        is restricted to its producer's codec before the offer is applied or
+        created, so the viewer's codec is the publisher's.
+        """
+        if offer_sdp is None:
+            kinds = list(MEDIA_KINDS)
+        else:
+            kinds = [
+                m.kind for m in offered_media(offer_sdp) if m.direction in _RECEIVING_DIRECTIONS
+            ]
+            if not kinds:
+                raise NegotiationError("viewer offers to receive neither audio nor video")
+        for kind in kinds:
+            transceiver = self._pc.addTransceiver(_IdleTrack(kind), direction="sendonly")
+            transceiver.setCodecPreferences(codec_preferences(kind, codecs.get(kind)))
+            self.slots.append(SendSlot(transceiver))
+        if offer_sdp is None:
+            await self._pc.setLocalDescription(await self._pc.createOffer())
+            self.offer_sdp = str(self._pc.localDescription.sdp)
+        else:
+            self.answer_sdp = await self._answer(offer_sdp)
+
+    async def _close(self, reason: str) -> None:
+        if self.closed:
+            return
+        self.closed = True
+        for consumer in self.consumers:
+            consumer.close("viewer_closed")
+        await self._close_peer_connection()
+        self.slots.clear()
+        logger.debug("viewer closed", extra={"viewer_id": self.id, "reason": reason})
+        self._emit(ViewerLeft(router_id=self.router_id, viewer_id=self.id, reason=reason))
+        self._on_closed(self)

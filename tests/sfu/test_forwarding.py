@@ -1,0 +1,51 @@
+"""Real aiortc peers over the machine's own address: forwarding without codecs."""
+
+import asyncio
+
+import pytest
+
+from sfu import Router
+from sfu.aiortc_adapter import decoder_thread
+from sfu.keyframe import KEYFRAME_DETECTORS
+from sfu.testing import CodecSpy, DecodeErrorCounter, TestClients
+
+VIEWERS = 5
+MIN_FRAMES = 50
+
+
+@pytest.mark.parametrize(("codec", "mime_type"), [("vp8", "video/VP8"), ("h264", "video/H264")])
+async def test_viewers_decode_forwarded_media_and_the_server_runs_no_codec(
+    router: Router, clients: TestClients, codec: str, mime_type: str
+) -> None:
+    spy = CodecSpy()
+    with spy.installed(), DecodeErrorCounter().installed() as decode_errors:
+        publisher, _ = await clients.publish(router, codec=codec)
+        viewers = [
+            (await clients.subscribe(router, server_offer=i % 2 == 1))[0] for i in range(VIEWERS)
+        ]
+        received = await asyncio.gather(
+            *(v.wait_for_frames(video=MIN_FRAMES, audio=MIN_FRAMES, within=20) for v in viewers)
+        )
+        server_decoder_threads = {decoder_thread(p.receiver) for p in router.producers} - {None}
+        server_senders = {slot.sender for v in router.viewers for slot in v.slots}
+
+    assert all(received), [(v.video.frames, v.audio.frames) for v in viewers]
+    detect = KEYFRAME_DETECTORS[mime_type.lower()]
+    for viewer in viewers:
+        assert viewer.video.frames >= MIN_FRAMES
+        assert viewer.audio.frames >= MIN_FRAMES
+        assert viewer.video.first_payload is not None
+        assert detect(viewer.video.first_payload)
+        assert viewer.video.first_frame_matches_pattern
+    assert decode_errors.errors == 0
+    assert {p.mime_type for p in router.producers} == {"audio/opus", mime_type}
+
+    # The spy saw the clients' codecs, and none of the server's.
+    assert len(server_decoder_threads) == 2
+    assert len(server_senders) == 2 * VIEWERS
+    assert sorted(m for m, _ in spy.encoders) == sorted(["audio/opus", mime_type])
+    assert sorted(m for m, _ in spy.decoders) == sorted(["audio/opus", mime_type] * VIEWERS)
+    assert not [owner for _, owner in spy.decoders if owner in server_decoder_threads]
+    assert not [owner for _, owner in spy.encoders if owner in server_senders]
+    encoder_owners = {owner for _, owner in spy.encoders}
+    assert encoder_owners == {t.sender for t in publisher.pc.getTransceivers()}
