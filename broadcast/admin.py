@@ -84,7 +84,7 @@ class StreamAdmin(admin.ModelAdmin):
         obj.refresh_from_db()
         self._show_secret(request, stream=stream, secret=issued.secret)
 
-    @admin.action(description="End broadcast")
+    @admin.action(description="End broadcast", permissions=["change"])
     def end_broadcast(self, request: HttpRequest, queryset: QuerySet[Stream]) -> None:
         ended, refused = 0, []
         for stream in queryset:
@@ -101,7 +101,7 @@ class StreamAdmin(admin.ModelAdmin):
                 request, f"Not live, left as they were: {', '.join(refused)}.", messages.WARNING
             )
 
-    @admin.action(description="Rotate key")
+    @admin.action(description="Rotate key", permissions=["change"])
     def rotate_key(self, request: HttpRequest, queryset: QuerySet[Stream]) -> None:
         for stream in queryset:
             issued = services.stream_key_rotate(stream=stream)

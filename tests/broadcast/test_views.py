@@ -1,0 +1,168 @@
+"""The HTML pages: live list, My streams (create, key shown once, key and state actions)."""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+
+import pytest
+from django.contrib.auth.models import User
+from django.test import Client
+
+from broadcast.models import Stream
+from broadcast.services import stream_go_live, stream_key_verify
+
+pytestmark = pytest.mark.django_db
+
+
+@pytest.fixture
+def alice(user: User) -> Client:
+    client = Client()
+    client.force_login(user)
+    return client
+
+
+def _secret_on(html: str) -> str:
+    return html.split('id="new-key-secret">')[1].split("<")[0]
+
+
+def test_home_lists_public_live_streams(client: Client, make_stream: Callable) -> None:
+    live, _ = make_stream(title="Now playing")
+    stream_go_live(stream=live)
+    make_stream(title="Not yet")
+    hidden, _ = make_stream(title="Secret show", visibility=Stream.Visibility.PRIVATE)
+    stream_go_live(stream=hidden)
+
+    html = client.get("/").content.decode()
+
+    assert "Now playing" in html
+    assert "Not yet" not in html
+    assert "Secret show" not in html
+
+
+def test_home_says_when_nobody_is_live(client: Client, db: None) -> None:
+    assert "Nobody is live right now." in client.get("/").content.decode()
+
+
+def test_my_streams_needs_login(client: Client, db: None) -> None:
+    response = client.get("/streams/")
+    assert response.status_code == 302
+    assert response["Location"].startswith("/accounts/login/?next=/streams/")
+
+
+def test_create_shows_the_key_once(alice: Client, user: User) -> None:
+    response = alice.post(
+        "/streams/", {"title": "Page stream", "visibility": "public"}, follow=True
+    )
+
+    html = response.content.decode()
+    stream = Stream.objects.get(title="Page stream")
+    secret = _secret_on(html)
+    assert stream_key_verify(stream=stream, secret=secret)
+    assert "only time it is shown" in html
+    again = alice.get("/streams/").content.decode()
+    assert secret not in again
+    assert "Page stream" in again
+    assert stream.keys.get().masked in again
+
+
+def test_create_with_invalid_input_shows_errors(alice: Client) -> None:
+    response = alice.post("/streams/", {"title": "", "visibility": "nope"})
+
+    assert response.status_code == 400
+    assert "This field is required." in response.content.decode()
+    assert not Stream.objects.exists()
+
+
+def test_rotate_shows_the_new_key_once(alice: Client, make_stream: Callable) -> None:
+    stream, old = make_stream()
+
+    html = alice.post(f"/streams/{stream.slug}/key/rotate/", follow=True).content.decode()
+
+    secret = _secret_on(html)
+    assert secret != old.secret
+    assert stream_key_verify(stream=stream, secret=secret)
+    assert secret not in alice.get("/streams/").content.decode()
+
+
+def test_revoke_end_restart_delete(alice: Client, make_stream: Callable) -> None:
+    stream, issued = make_stream(title="Busy")
+    stream_go_live(stream=stream)
+
+    html = alice.post(f"/streams/{stream.slug}/key/revoke/", follow=True).content.decode()
+    assert "Key revoked" in html
+    assert not stream_key_verify(stream=stream, secret=issued.secret)
+
+    html = alice.post(f"/streams/{stream.slug}/delete/", follow=True).content.decode()
+    assert "end the broadcast before deleting it" in html
+    assert Stream.objects.filter(pk=stream.pk).exists()
+
+    alice.post(f"/streams/{stream.slug}/end/")
+    stream.refresh_from_db()
+    assert stream.state == Stream.State.ENDED
+
+    alice.post(f"/streams/{stream.slug}/restart/")
+    stream.refresh_from_db()
+    assert stream.state == Stream.State.IDLE
+
+    html = alice.post(f"/streams/{stream.slug}/delete/", follow=True).content.decode()
+    assert "“Busy” was deleted." in html
+    assert not Stream.objects.exists()
+
+
+def test_actions_refuse_other_peoples_streams(
+    alice: Client, make_stream: Callable, other_user: User
+) -> None:
+    stream, issued = make_stream(owner=other_user)
+
+    html = alice.post(f"/streams/{stream.slug}/key/rotate/", follow=True).content.decode()
+
+    assert "No such stream." in html
+    assert stream_key_verify(stream=stream, secret=issued.secret)
+
+
+def test_actions_need_post(alice: Client, make_stream: Callable) -> None:
+    stream, _ = make_stream()
+    assert alice.get(f"/streams/{stream.slug}/end/").status_code == 405
+
+
+def test_login_and_logout(client: Client, user: User) -> None:
+    assert client.get("/accounts/login/").status_code == 200
+    response = client.post(
+        "/accounts/login/", {"username": "alice", "password": "correct-horse-battery"}
+    )
+    assert response.status_code == 302
+    assert response["Location"] == "/streams/"
+    assert client.get("/streams/").status_code == 200
+
+    assert client.post("/accounts/logout/").status_code == 302
+    assert client.get("/streams/").status_code == 302
+
+
+def test_signup_creates_an_account_and_logs_in(client: Client, db: None) -> None:
+    response = client.post(
+        "/accounts/signup/",
+        {
+            "username": "newbie",
+            "password1": "a-long-pass-phrase",
+            "password2": "a-long-pass-phrase",
+        },
+    )
+    assert response.status_code == 302
+    assert User.objects.filter(username="newbie").exists()
+    assert client.get("/streams/").status_code == 200
+
+
+def test_signup_can_be_closed(client: Client, db: None, settings: object) -> None:
+    settings.ONAIR = {"ALLOW_SIGNUP": False}  # type: ignore[attr-defined]
+    assert client.get("/accounts/signup/").status_code == 404
+    assert "Sign up" not in client.get("/accounts/login/").content.decode()
+
+
+def test_unknown_page_is_an_html_404(client: Client, db: None) -> None:
+    response = client.get("/no-such-page/")
+    assert response.status_code == 404
+    assert "This page does not exist." in response.content.decode()
+
+
+def test_health(client: Client, db: None) -> None:
+    assert client.get("/healthz").json() == {"status": "ok"}
