@@ -1,6 +1,7 @@
 """Real aiortc peers over the machine's own address: forwarding without codecs."""
 
 import asyncio
+import time
 
 import pytest
 
@@ -49,3 +50,26 @@ async def test_viewers_decode_forwarded_media_and_the_server_runs_no_codec(
     assert not [owner for _, owner in spy.encoders if owner in server_senders]
     encoder_owners = {owner for _, owner in spy.encoders}
     assert encoder_owners == {t.sender for t in publisher.pc.getTransceivers()}
+
+
+async def test_late_viewer_starts_on_a_requested_keyframe_within_a_second(
+    router: Router, clients: TestClients
+) -> None:
+    with DecodeErrorCounter().installed() as decode_errors:
+        started = time.monotonic()
+        await clients.publish(router)
+        early, _ = await clients.subscribe(router)
+        assert await early.wait_for_frames(video=30)
+        await asyncio.sleep(started + 3.0 - time.monotonic())
+
+        late, _ = await clients.subscribe(router)
+        assert await late.wait_for_frames(video=10, within=5)
+
+    assert late.video.first_frame_at is not None
+    first_frame_after = late.video.first_frame_at - late.created_at
+    print(f"late join: first decoded frame after {first_frame_after * 1000:.0f} ms")
+    assert first_frame_after < 1.0
+    assert late.video.first_payload is not None
+    assert KEYFRAME_DETECTORS["video/vp8"](late.video.first_payload)
+    assert late.video.first_frame_matches_pattern
+    assert decode_errors.errors == 0
