@@ -1,0 +1,190 @@
+"""Where the SFU's ICE sockets live: a UDP port range and a public address behind a 1:1 NAT.
+
+aioice 0.13 has no option for either: ``Connection.get_component_candidates`` binds every
+host socket to port 0 and only knows the addresses of local interfaces. So, per peer
+connection and before it gathers, this module replaces that method on each aioice
+``Connection`` with one that
+
+* binds the host sockets inside ``port_range`` (a firewall then opens only that range), and
+* adds, for each IPv4 host candidate, a server-reflexive candidate with the public address
+  and the same port: a 1:1 NAT (a cloud VM's "elastic" address) maps ``public:port`` to
+  ``private:port``, so remote peers reach the socket there. This is what other SFUs call
+  "NAT 1:1 IPs" (Pion, mediasoup's ``announcedAddress``); it needs no STUN server.
+
+Every touch of aiortc/aioice private state is in this file; ``tests/nat/test_ice_config.py``
+fails loudly when an upgrade moves it.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import ipaddress
+import random
+import socket
+from collections.abc import Callable, Coroutine, Iterator
+from dataclasses import dataclass
+from typing import Any
+
+from aioice import Candidate, Connection
+from aioice.candidate import candidate_foundation, candidate_priority
+from aioice.ice import StunProtocol, server_reflexive_candidate
+from aioice.turn import UDP_SOCKET_BUFFER_SIZE
+from aiortc import RTCPeerConnection
+
+_Gather = Callable[[int, list[str], int], Coroutine[Any, Any, list[Candidate]]]
+
+
+@dataclass(frozen=True)
+class HostNetwork:
+    """``public_ip``: ``"203.0.113.7"``, or ``"203.0.113.7/10.0.0.5"`` to map only the
+    private address ``10.0.0.5``. ``port_range``: inclusive ``(low, high)``."""
+
+    public_ip: str = ""
+    port_range: tuple[int, int] | None = None
+
+    def __post_init__(self) -> None:
+        if self.public_ip:
+            for address in self.public_ip.split("/"):
+                ipaddress.IPv4Address(address)
+        if self.port_range is not None:
+            low, high = self.port_range
+            if not 1 <= low <= high <= 65535:
+                raise ValueError(f"invalid UDP port range {self.port_range}")
+
+    @property
+    def is_default(self) -> bool:
+        return not self.public_ip and self.port_range is None
+
+
+def configure_ice(pc: RTCPeerConnection, network: HostNetwork) -> None:
+    """Apply ``network`` to every ICE transport of ``pc`` that has not gathered yet.
+
+    Call it after ``setRemoteDescription`` (answerer) or ``addTransceiver`` (offerer) and
+    before ``setLocalDescription``, which is when aiortc gathers candidates.
+    """
+    if network.is_default:
+        return
+    for connection in _pending_connections(pc):
+        connection.get_component_candidates = _gatherer(  # type: ignore[method-assign,assignment]
+            connection, connection.get_component_candidates, network
+        )
+
+
+def _pending_connections(pc: RTCPeerConnection) -> Iterator[Connection]:
+    ice_transports = [t.sender.transport.transport for t in pc.getTransceivers()]
+    if pc.sctp is not None:
+        ice_transports.append(pc.sctp.transport.transport)
+    seen: set[int] = set()
+    for ice_transport in ice_transports:
+        gatherer = ice_transport.iceGatherer
+        connection: Connection = gatherer._connection
+        if gatherer.state == "new" and id(connection) not in seen:
+            seen.add(id(connection))
+            yield connection
+
+
+def _gatherer(connection: Connection, original: _Gather, network: HostNetwork) -> _Gather:
+    async def get_component_candidates(
+        component: int,
+        addresses: list[str],
+        timeout: int = 5,  # noqa: ASYNC109 - aioice's signature
+    ) -> list[Candidate]:
+        if network.port_range is None:
+            candidates = await original(component, addresses, timeout)
+        else:
+            candidates = await _gather_in_range(
+                connection, original, component, addresses, timeout, network.port_range
+            )
+        return candidates + _public_candidates(candidates, network.public_ip)
+
+    return get_component_candidates
+
+
+async def _gather_in_range(
+    connection: Connection,
+    original: _Gather,
+    component: int,
+    addresses: list[str],
+    timeout: int,  # noqa: ASYNC109 - passed on to aioice
+    port_range: tuple[int, int],
+) -> list[Candidate]:
+    loop = asyncio.get_running_loop()
+    protocols: list[StunProtocol] = []
+    for address in addresses:
+        sock = _bind_in_range(address, port_range)
+        if sock is None:
+            continue
+        _, protocol = await loop.create_datagram_endpoint(
+            lambda: StunProtocol(connection), sock=sock
+        )
+        host, port = protocol.transport.get_extra_info("sockname")[:2]
+        protocol.local_candidate = Candidate(
+            foundation=candidate_foundation("host", "udp", host),
+            component=component,
+            transport="udp",
+            priority=candidate_priority(component, "host"),
+            host=host,
+            port=port,
+            type="host",
+        )
+        protocols.append(protocol)
+    connection._protocols += protocols
+    candidates = [protocol.local_candidate for protocol in protocols]
+
+    # Without addresses aioice only asks the TURN server; STUN is asked here, per socket.
+    lookups = [
+        server_reflexive_candidate(protocol, connection.stun_server)
+        for protocol in protocols
+        if connection.stun_server is not None
+        and ipaddress.ip_address(protocol.local_candidate.host).version == 4
+    ]
+    relayed, reflexive = await asyncio.gather(
+        original(component, [], timeout),
+        asyncio.gather(
+            *(asyncio.wait_for(lookup, timeout) for lookup in lookups), return_exceptions=True
+        ),
+    )
+    candidates += [result[0] for result in reflexive if isinstance(result, tuple)]
+    return candidates + relayed
+
+
+def _bind_in_range(address: str, port_range: tuple[int, int]) -> socket.socket | None:
+    """A UDP socket on ``address`` at a free port of the range, tried from a random start."""
+    family = socket.AF_INET6 if ipaddress.ip_address(address).version == 6 else socket.AF_INET
+    low, high = port_range
+    start = random.randint(low, high)
+    for offset in range(high - low + 1):
+        port = low + (start - low + offset) % (high - low + 1)
+        sock = socket.socket(family, socket.SOCK_DGRAM)
+        try:
+            sock.bind((address, port))
+        except OSError:
+            sock.close()
+            continue
+        sock.setsockopt(socket.SOL_SOCKET, socket.SO_RCVBUF, UDP_SOCKET_BUFFER_SIZE)
+        sock.setblocking(False)
+        return sock
+    return None
+
+
+def _public_candidates(candidates: list[Candidate], public_ip: str) -> list[Candidate]:
+    if not public_ip:
+        return []
+    public, _, private = public_ip.partition("/")
+    return [
+        Candidate(
+            foundation=candidate_foundation("srflx", "udp", host.host),
+            component=host.component,
+            transport="udp",
+            priority=candidate_priority(host.component, "srflx"),
+            host=public,
+            port=host.port,
+            type="srflx",
+            related_address=host.host,
+            related_port=host.port,
+        )
+        for host in candidates
+        if host.type == "host"
+        and ipaddress.ip_address(host.host).version == 4
+        and (not private or host.host == private)
+    ]
