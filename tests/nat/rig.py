@@ -6,7 +6,7 @@
 
 Layout (every address exists only inside namespaces created here)::
 
-    "internet": bridge in <run>-inet, 100.64.0.0/24
+    "internet": bridge in <run>-inet, 100.64.0.0/24, drops what is not for 100.64.0.0/24
       ├── turn        100.64.0.3   coturn, use-auth-secret, UDP+TCP 3478
       ├── none        100.64.0.50  a client with a public address
       ├── r-cone      100.64.0.11 ─ 10.201.11.0/24 ─ cone   10.201.11.2
@@ -51,6 +51,7 @@ TURN_IP = "100.64.0.3"
 TURN_PORT = 3478
 TURN_REALM = "onair.test"
 PUBLIC_NET = "100.64.0"
+INTERNET_GATEWAY = f"{PUBLIC_NET}.1"
 _PACKAGES = {"turnserver": "coturn", "iptables": "iptables"}
 
 
@@ -186,6 +187,12 @@ class Rig:
         self._add_namespace("inet")
         self._ip("inet", "link", "add", "br0", "type", "bridge")
         self._ip("inet", "link", "set", "br0", "up")
+        # The "internet" routes nothing anywhere: packets to other (private) networks are
+        # dropped silently, as on the real one. Without a route, senders got an error instead,
+        # and coturn closes an allocation when relaying to a peer's private host candidate fails.
+        self._ip("inet", "addr", "add", f"{INTERNET_GATEWAY}/24", "dev", "br0")
+        self._ip("inet", "route", "add", "blackhole", "default")
+        _run(self.exec_argv("inet", ["sysctl", "-q", "-w", "net.ipv4.ip_forward=1"]))
         for site in (TURN_SITE, *CLIENT_SITES, *SERVER_SITES):
             self._add_site(site)
         self._start_coturn()
@@ -216,6 +223,7 @@ class Rig:
         self._add_namespace(outside)
         self._plug(outside, "wan", f"{site.wan_ip}/24", peer="inet", peer_device=f"v-{outside}")
         self._ip("inet", "link", "set", f"v-{outside}", "master", "br0")
+        self._ip(outside, "route", "add", "default", "via", INTERNET_GATEWAY)
         if site.nat is Nat.NONE:
             return
         self._add_namespace(site.name)
