@@ -12,6 +12,10 @@ from rest_framework.authtoken.views import obtain_auth_token
 
 from onair import views
 
+admin.site.site_header = "OnAir administration"
+admin.site.site_title = "OnAir admin"
+admin.site.index_title = "Streams, viewers and accounts"
+
 handler404 = "onair.exception_handler.page_not_found"
 handler500 = "onair.exception_handler.server_error"
 
