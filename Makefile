@@ -5,7 +5,7 @@ BIN := $(VENV)/bin
 HOST ?= 127.0.0.1
 PORT ?= 8000
 
-.PHONY: run test lint format typecheck pytest browser clean
+.PHONY: run test lint format typecheck pytest pytest-postgres browser clean
 
 $(BIN)/python:
 	$(PYTHON) -m venv $(VENV)
@@ -42,6 +42,12 @@ format: $(VENV)/.dev
 
 pytest: $(VENV)/.dev browser
 	$(BIN)/python -m pytest $(PYTEST_ARGS)
+	$(MAKE) --no-print-directory pytest-postgres
+
+## pytest-postgres: the model/API suite again on the real PostgreSQL (skipped, saying why, if it is down)
+TEST_DATABASE_URL ?= postgres://postgres@127.0.0.1:5432/test
+pytest-postgres: $(VENV)/.dev
+	DATABASE_URL=$(TEST_DATABASE_URL) $(BIN)/python -m pytest -p no:cacheprovider tests/broadcast tests/viewers
 
 ## test: everything CI runs
 test: lint typecheck pytest
