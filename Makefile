@@ -5,7 +5,7 @@ BIN := $(VENV)/bin
 HOST ?= 127.0.0.1
 PORT ?= 8000
 
-.PHONY: run test lint format typecheck pytest pytest-postgres browser clean
+.PHONY: run test lint format typecheck pytest pytest-postgres browser bench clean
 
 $(BIN)/python:
 	$(PYTHON) -m venv $(VENV)
@@ -51,6 +51,14 @@ pytest-postgres: $(VENV)/.dev
 
 ## test: everything CI runs
 test: lint typecheck pytest
+
+$(VENV)/.bench: requirements.txt requirements-dev.txt requirements-bench.txt | $(BIN)/python
+	$(BIN)/pip install --quiet -r requirements-bench.txt
+	touch $@ $(VENV)/.dev $(VENV)/.runtime
+
+## bench: viewers/core of OnAir, Janus and MediaRelay → docs/BENCHMARKS.md (QUICK=1: ≈ 2 min)
+bench: $(VENV)/.bench
+	$(BIN)/python -m bench $(if $(QUICK),--quick)
 
 clean:
 	rm -rf $(VENV) .pytest_cache .mypy_cache .ruff_cache

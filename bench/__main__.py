@@ -1,0 +1,108 @@
+"""``python -m bench``: viewers per core of OnAir, Janus and aiortc MediaRelay, side by side.
+
+python -m bench                 # full run (≈ 12 minutes on 2 cores), updates docs/
+python -m bench --quick         # ≈ 2 minutes, same report with fewer, shorter points
+"""
+
+from __future__ import annotations
+
+import argparse
+import datetime
+import importlib.util
+import sys
+import time
+from pathlib import Path
+
+import aiortc
+
+from bench import janus, runner, source
+from bench.measure import ServerResult
+
+SERVERS = ("onair", "janus", "mediarelay")
+FULL = {
+    "onair": runner.Plan(viewers=[0, 20, 40, 60, 80], window=15.0),
+    "janus": runner.Plan(viewers=[0, 20, 40, 60, 80], window=15.0),
+    "mediarelay": runner.Plan(viewers=[0, 1, 2, 3, 4], window=15.0),
+}
+QUICK = {
+    "onair": runner.Plan(viewers=[0, 10, 20], window=4.0),
+    "janus": runner.Plan(viewers=[0, 10, 20], window=4.0),
+    "mediarelay": runner.Plan(viewers=[0, 1, 2], window=4.0),
+}
+
+
+def _progress(message: str) -> None:
+    print(message, file=sys.stderr, flush=True)
+
+
+def _onair_version() -> str | None:
+    """OnAir's SFU, or None while ``sfu.Router`` does not exist yet."""
+    if importlib.util.find_spec("sfu") is None:
+        return None
+    import sfu
+
+    return "OnAir sfu (this tree)" if hasattr(sfu, "Router") else None
+
+
+def _version(name: str) -> str | None:
+    if name == "janus":
+        try:
+            return janus.ensure_installed()
+        except janus.JanusUnavailable as exc:
+            _progress(f"[janus] skipped: {exc}")
+            return None
+    if name == "mediarelay":
+        return f"aiortc {aiortc.__version__} MediaRelay"
+    return _onair_version()
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(prog="python -m bench", description=__doc__.splitlines()[0])
+    parser.add_argument("--quick", action="store_true", help="fewer and shorter points")
+    parser.add_argument("--servers", default=",".join(SERVERS), help="comma-separated subset")
+    parser.add_argument("--viewers", help="override the audience sizes, e.g. 0,2")
+    parser.add_argument("--window", type=float, help="override the steady window (seconds)")
+    parser.add_argument(
+        "--json", type=Path, help="results file (default bench/results/<time>.json)"
+    )
+    parser.add_argument(
+        "--no-report", action="store_true", help="skip docs/BENCHMARKS.md and plots"
+    )
+    args = parser.parse_args(argv)
+
+    plans = QUICK if args.quick else FULL
+    spec = source.SourceSpec()
+    started = time.monotonic()
+    _progress(f"source: {spec.describe()}")
+    source.encoded_file(spec)
+
+    results: list[ServerResult] = []
+    for name in args.servers.split(","):
+        version = _version(name)
+        if version is None:
+            results.append(ServerResult(name=name, version="", error="not available"))
+            _progress(f"[{name}] not available: skipped")
+            continue
+        plan = plans[name]
+        if args.viewers:
+            plan = runner.Plan([int(n) for n in args.viewers.split(",")], plan.window)
+        if args.window:
+            plan = runner.Plan(plan.viewers, args.window)
+        _progress(f"[{name}] {version}: N = {plan.viewers}, {plan.window:.0f} s windows")
+        results.append(runner.run_server(name, version, plan, spec, _progress))
+
+    from bench import report
+
+    when = datetime.datetime.now(datetime.UTC)
+    command = "python -m bench " + " ".join(argv if argv is not None else sys.argv[1:])
+    path = report.write_json(results, spec, when, command, args.json)
+    _progress(f"results: {path}")
+    if not args.no_report:
+        for written in report.write_docs(results, spec, when, command.strip()):
+            _progress(f"wrote {written}")
+    _progress(f"done in {time.monotonic() - started:.0f} s")
+    return 0 if all(r.error in (None, "not available") for r in results) else 1
+
+
+if __name__ == "__main__":
+    sys.exit(main())

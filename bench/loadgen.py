@@ -1,0 +1,132 @@
+"""The load generator process: N non-decoding viewers of one server, driven over stdin.
+
+Commands and replies are JSON lines. ``{"op": "grow", "n": N}`` adds viewers until there
+are N (joining a few at a time) and reports who connected and how fast;
+``{"op": "snapshot"}`` returns every viewer's packet and byte counters, from which the
+runner computes rates over its steady window; ``{"op": "quit"}`` closes everything.
+
+    python -m bench.loadgen --target whep --url http://127.0.0.1:PORT
+    python -m bench.loadgen --target janus --url http://127.0.0.1:PORT/janus
+"""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import json
+import logging
+import sys
+import time
+from typing import Any
+
+from bench import http
+from bench.janus import JanusClient
+from bench.viewer import Viewer, wait_connected
+
+JOIN_CONCURRENCY = 8
+JOIN_TIMEOUT = 15.0
+
+
+class LoadGenerator:
+    def __init__(self, target: str, url: str) -> None:
+        self._target = target
+        self._url = url
+        self._janus = JanusClient(url) if target == "janus" else None
+        self.viewers: list[Viewer] = []
+
+    async def start(self) -> None:
+        if self._janus is not None:
+            await self._janus.connect()
+
+    async def _join(self, viewer: Viewer) -> dict[str, Any]:
+        try:
+            if self._janus is not None:
+                await self._janus.watch(viewer.answer, viewer.add_remote_candidate)
+            else:
+                await viewer.watch_by_offer(self._whep)
+            connected = await wait_connected(viewer, JOIN_TIMEOUT)
+        except Exception as exc:
+            viewer.error = repr(exc)
+            connected = False
+        first = viewer.counters.first_packet_at
+        join_ms = (first - viewer.started_at) * 1000 if connected and first else None
+        return {"index": viewer.index, "connected": connected, "join_ms": join_ms}
+
+    async def _whep(self, offer: str) -> str:
+        response = await http.request(
+            "POST", f"{self._url}/whep", offer.encode(), content_type="application/sdp"
+        )
+        if response.status != 201:
+            raise RuntimeError(f"WHEP: HTTP {response.status}: {response.body[:200]!r}")
+        return response.body.decode()
+
+    async def grow(self, n: int) -> dict[str, Any]:
+        gate = asyncio.Semaphore(JOIN_CONCURRENCY)
+
+        async def join_one(index: int) -> dict[str, Any]:
+            async with gate:
+                viewer = Viewer(index)
+                self.viewers.append(viewer)
+                return await self._join(viewer)
+
+        joins = await asyncio.gather(*(join_one(i) for i in range(len(self.viewers), n)))
+        return {
+            "viewers": len(self.viewers),
+            "joins": joins,
+            "errors": sorted({v.error for v in self.viewers if v.error}),
+        }
+
+    def snapshot(self) -> dict[str, Any]:
+        return {
+            "at": time.monotonic(),
+            "viewers": [[v.counters.packets, v.counters.bytes, v.connected] for v in self.viewers],
+        }
+
+    async def close(self) -> None:
+        await asyncio.gather(*(v.close() for v in self.viewers), return_exceptions=True)
+        if self._janus is not None:
+            await self._janus.close()
+
+
+async def serve(target: str, url: str) -> None:
+    load = LoadGenerator(target, url)
+    await load.start()
+    reader = asyncio.StreamReader()
+    loop = asyncio.get_running_loop()
+    await loop.connect_read_pipe(lambda: asyncio.StreamReaderProtocol(reader), sys.stdin)
+
+    def reply(message: dict[str, Any]) -> None:
+        sys.stdout.write(json.dumps(message) + "\n")
+        sys.stdout.flush()
+
+    reply({"ready": True})
+    while line := await reader.readline():
+        command = json.loads(line)
+        if command["op"] == "grow":
+            reply(await load.grow(command["n"]))
+        elif command["op"] == "snapshot":
+            reply(load.snapshot())
+        elif command["op"] == "quit":
+            break
+    await load.close()
+    reply({"closed": True})
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--target", choices=["janus", "whep"], required=True)
+    parser.add_argument("--url", required=True)
+    args = parser.parse_args()
+    logging.basicConfig(level=logging.WARNING)
+    # uvloop roughly halves the viewers' per-datagram cost, which keeps the load core
+    # unsaturated; without requirements-bench.txt (the smoke test) asyncio's loop will do.
+    try:
+        import uvloop
+
+        uvloop.run(serve(args.target, args.url))
+    except ImportError:
+        asyncio.run(serve(args.target, args.url))
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,126 @@
+"""Results of a run and the arithmetic on them: linear fits, rates, percentiles."""
+
+from __future__ import annotations
+
+import math
+from dataclasses import dataclass, field
+from typing import Any
+
+
+@dataclass(frozen=True)
+class Fit:
+    """y = slope · x + intercept, least squares, with the coefficient of determination."""
+
+    slope: float
+    intercept: float
+    r2: float
+
+
+def linear_fit(xs: list[float], ys: list[float]) -> Fit:
+    n = len(xs)
+    if n < 2:
+        raise ValueError("a fit needs at least two points")
+    mean_x, mean_y = sum(xs) / n, sum(ys) / n
+    sxx = sum((x - mean_x) ** 2 for x in xs)
+    sxy = sum((x - mean_x) * (y - mean_y) for x, y in zip(xs, ys, strict=True))
+    slope = sxy / sxx
+    intercept = mean_y - slope * mean_x
+    ss_res = sum((y - (slope * x + intercept)) ** 2 for x, y in zip(xs, ys, strict=True))
+    ss_tot = sum((y - mean_y) ** 2 for y in ys)
+    return Fit(slope, intercept, 1.0 - ss_res / ss_tot if ss_tot else 1.0)
+
+
+def percentile(values: list[float], q: float) -> float | None:
+    """Nearest-rank percentile (q in 0..100)."""
+    if not values:
+        return None
+    ordered = sorted(values)
+    return ordered[max(0, math.ceil(q / 100 * len(ordered)) - 1)]
+
+
+# Above this share of its core, a process queues work instead of doing it: the point says
+# nothing more about cost per viewer, so it is reported but left out of the fits.
+SATURATED = 0.9
+
+
+@dataclass
+class Point:
+    """One steady window with ``viewers`` viewers watching."""
+
+    viewers: int
+    connected: int
+    never_connected: int
+    seconds: float
+    server_cpu: float  # share of one core
+    server_rss_mb: float
+    load_cpu: float  # the load generator's share of its core: near 1.0 means it saturated
+    viewer_kbps: list[float] = field(default_factory=list)
+    viewer_pps: list[float] = field(default_factory=list)
+    join_ms: list[float] = field(default_factory=list)
+
+    @property
+    def saturated(self) -> bool:
+        return self.server_cpu > SATURATED or self.load_cpu > SATURATED
+
+    @property
+    def median_kbps(self) -> float | None:
+        return percentile(self.viewer_kbps, 50)
+
+    @property
+    def median_pps(self) -> float | None:
+        return percentile(self.viewer_pps, 50)
+
+    @property
+    def min_kbps(self) -> float | None:
+        return min(self.viewer_kbps) if self.viewer_kbps else None
+
+
+@dataclass
+class ServerResult:
+    name: str
+    version: str
+    points: list[Point] = field(default_factory=list)
+    error: str | None = None
+
+    @property
+    def fitted(self) -> list[Point]:
+        return [p for p in self.points if not p.saturated]
+
+    @property
+    def cpu_fit(self) -> Fit | None:
+        if len(self.fitted) < 2:
+            return None
+        return linear_fit([p.viewers for p in self.fitted], [p.server_cpu for p in self.fitted])
+
+    @property
+    def rss_fit(self) -> Fit | None:
+        if len(self.fitted) < 2:
+            return None
+        return linear_fit([p.viewers for p in self.fitted], [p.server_rss_mb for p in self.fitted])
+
+    @property
+    def viewers_per_core(self) -> float | None:
+        fit = self.cpu_fit
+        return 1.0 / fit.slope if fit and fit.slope > 0 else None
+
+    @property
+    def never_connected(self) -> int:
+        return max((p.never_connected for p in self.points), default=0)
+
+    @property
+    def join_ms(self) -> list[float]:
+        return [ms for p in self.points for ms in p.join_ms]
+
+    def summary(self) -> dict[str, Any]:
+        cpu, rss = self.cpu_fit, self.rss_fit
+        return {
+            "cpu_per_viewer": cpu.slope if cpu else None,
+            "cpu_intercept": cpu.intercept if cpu else None,
+            "cpu_r2": cpu.r2 if cpu else None,
+            "viewers_per_core": self.viewers_per_core,
+            "rss_kb_per_viewer": rss.slope * 1024 if rss else None,
+            "rss_r2": rss.r2 if rss else None,
+            "never_connected": self.never_connected,
+            "join_ms_p50": percentile(self.join_ms, 50),
+            "join_ms_p95": percentile(self.join_ms, 95),
+        }

@@ -1,0 +1,250 @@
+"""One server under test, end to end: start it, feed it the source, grow the audience, measure.
+
+The server runs pinned to one core; the source (FFmpeg replay, plus the bench publisher for
+WebRTC-ingesting servers) and the load generator share the other. For each audience size N
+the runner lets things settle, then samples the server's CPU time and RSS from /proc and
+every viewer's counters over a steady window.
+"""
+
+from __future__ import annotations
+
+import json
+import selectors
+import socket
+import subprocess
+import sys
+import tempfile
+import time
+from collections.abc import Callable
+from contextlib import ExitStack
+from dataclasses import dataclass
+from functools import partial
+from pathlib import Path
+from typing import IO, Any
+
+from bench import host, janus, source
+from bench.measure import Point, ServerResult
+
+REPO = Path(__file__).resolve().parent.parent
+SETTLE_SECONDS = 2.0
+SOURCE_WARMUP_SECONDS = 2.0
+
+
+@dataclass(frozen=True)
+class Plan:
+    viewers: list[int]
+    window: float
+
+
+Progress = Callable[[str], None]
+
+
+def free_port(kind: int = socket.SOCK_STREAM) -> int:
+    with socket.socket(socket.AF_INET, kind) as probe:
+        probe.bind(("127.0.0.1", 0))
+        return int(probe.getsockname()[1])
+
+
+def _read_line(stream: IO[str], timeout: float) -> str:
+    with selectors.DefaultSelector() as selector:
+        selector.register(stream, selectors.EVENT_READ)
+        if not selector.select(timeout):
+            raise TimeoutError(f"no answer within {timeout:.0f} s")
+    line = stream.readline()
+    if not line:
+        raise RuntimeError("the process exited")
+    return line
+
+
+class _Processes:
+    """Child processes started by one run, stopped in reverse order."""
+
+    def __init__(self, logs: Path) -> None:
+        self._logs = logs
+        self._started: list[subprocess.Popen[str]] = []
+
+    def start(
+        self, name: str, command: list[str], core: int, pipes: bool = False
+    ) -> subprocess.Popen[str]:
+        log = open(self._logs / f"{name}.log", "w")  # noqa: SIM115 - closed with the process
+        process = subprocess.Popen(
+            command,
+            cwd=REPO,
+            stdin=subprocess.PIPE if pipes else subprocess.DEVNULL,
+            stdout=subprocess.PIPE if pipes else log,
+            stderr=log,
+            text=True,
+            preexec_fn=partial(host.pin, core),
+        )
+        self._started.append(process)
+        return process
+
+    def stop(self) -> None:
+        for process in reversed(self._started):
+            process.terminate()
+        for process in reversed(self._started):
+            try:
+                process.wait(5)
+            except subprocess.TimeoutExpired:
+                process.kill()
+                process.wait()
+
+
+class _LoadGenerator:
+    def __init__(self, process: subprocess.Popen[str]) -> None:
+        self._process = process
+        self.pid = process.pid
+        self._ask(None, timeout=30)
+
+    def _ask(self, command: dict[str, Any] | None, timeout: float) -> Any:
+        assert self._process.stdin is not None
+        assert self._process.stdout is not None
+        if command is not None:
+            self._process.stdin.write(json.dumps(command) + "\n")
+            self._process.stdin.flush()
+        return json.loads(_read_line(self._process.stdout, timeout))
+
+    def grow(self, n: int) -> Any:
+        return self._ask({"op": "grow", "n": n}, timeout=60 + n)
+
+    def snapshot(self) -> Any:
+        return self._ask({"op": "snapshot"}, timeout=30)
+
+    def quit(self) -> None:
+        self._ask({"op": "quit"}, timeout=30)
+
+
+def _python(module: str, *args: str) -> list[str]:
+    return [sys.executable, "-m", module, *args]
+
+
+def _wait_for_port(port: int, timeout: float) -> None:
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        with socket.socket() as probe:
+            if probe.connect_ex(("127.0.0.1", port)) == 0:
+                return
+        time.sleep(0.1)
+    raise TimeoutError(f"nothing listens on port {port}")
+
+
+def _start_janus(
+    processes: _Processes, folder: Path, spec: source.SourceSpec, core: int, load_core: int
+) -> tuple[int, str]:
+    config = janus.JanusConfig(
+        http_port=free_port(),
+        video_port=free_port(socket.SOCK_DGRAM),
+        audio_port=free_port(socket.SOCK_DGRAM),
+        ice_address=host.host_address(),
+    )
+    janus.write_config(folder, config)
+    server = processes.start("janus", janus.command(folder), core)
+    _wait_for_port(config.http_port, 20)
+    processes.start(
+        "ffmpeg",
+        source.replay_command(source.encoded_file(spec), config.video_port, config.audio_port),
+        load_core,
+    )
+    return server.pid, f"http://127.0.0.1:{config.http_port}/janus"
+
+
+def _start_whip_server(
+    processes: _Processes, backend: str, spec: source.SourceSpec, core: int, load_core: int
+) -> tuple[int, str]:
+    port = free_port()
+    server = processes.start(
+        backend, _python("bench.server", "--backend", backend, "--port", str(port)), core, True
+    )
+    assert server.stdout is not None
+    _read_line(server.stdout, 30)
+    url = f"http://127.0.0.1:{port}"
+    publisher = processes.start(
+        "publisher", _python("bench.publisher", "--url", url), load_core, True
+    )
+    assert publisher.stdout is not None
+    ports = json.loads(_read_line(publisher.stdout, 30))
+    processes.start(
+        "ffmpeg",
+        source.replay_command(source.encoded_file(spec), ports["video_port"], ports["audio_port"]),
+        load_core,
+    )
+    return server.pid, url
+
+
+def _point(
+    n: int, server_pid: int, load: _LoadGenerator, plan: Plan, joins: list[dict[str, Any]]
+) -> Point:
+    time.sleep(SETTLE_SECONDS)
+    server0, load0, snap0 = host.sample(server_pid), host.sample(load.pid), load.snapshot()
+    time.sleep(plan.window)
+    server1, load1, snap1 = host.sample(server_pid), host.sample(load.pid), load.snapshot()
+    seconds = snap1["at"] - snap0["at"]
+    kbps, pps = [], []
+    for (packets0, bytes0, _), (packets1, bytes1, connected) in zip(
+        snap0["viewers"], snap1["viewers"], strict=True
+    ):
+        if connected and packets1 > 0:
+            kbps.append((bytes1 - bytes0) * 8 / 1000 / seconds)
+            pps.append((packets1 - packets0) / seconds)
+    return Point(
+        viewers=n,
+        connected=sum(1 for *_, connected in snap1["viewers"] if connected),
+        never_connected=sum(1 for packets, *_ in snap1["viewers"] if packets == 0),
+        seconds=seconds,
+        server_cpu=host.cpu_fraction(server0, server1),
+        server_rss_mb=server1.rss_bytes / 2**20,
+        load_cpu=host.cpu_fraction(load0, load1),
+        viewer_kbps=kbps,
+        viewer_pps=pps,
+        join_ms=[j["join_ms"] for j in joins if j["join_ms"] is not None],
+    )
+
+
+def run_server(
+    name: str, version: str, plan: Plan, spec: source.SourceSpec, progress: Progress
+) -> ServerResult:
+    result = ServerResult(name=name, version=version)
+    server_core, load_core = host.cores()
+    with ExitStack() as stack:
+        folder = Path(stack.enter_context(tempfile.TemporaryDirectory(prefix=f"bench-{name}-")))
+        processes = _Processes(folder)
+        stack.callback(processes.stop)
+        try:
+            if name == "janus":
+                server_pid, url = _start_janus(processes, folder, spec, server_core, load_core)
+                target = "janus"
+            else:
+                server_pid, url = _start_whip_server(processes, name, spec, server_core, load_core)
+                target = "whep"
+            time.sleep(SOURCE_WARMUP_SECONDS)
+            load = _LoadGenerator(
+                processes.start(
+                    "loadgen",
+                    _python("bench.loadgen", "--target", target, "--url", url),
+                    load_core,
+                    True,
+                )
+            )
+            for step, n in enumerate(plan.viewers, 1):
+                grown = load.grow(n)
+                point = _point(n, server_pid, load, plan, grown["joins"])
+                result.points.append(point)
+                progress(
+                    f"[{name} {step}/{len(plan.viewers)}] N={n:>3}: "
+                    f"{point.connected}/{n} connected, server {point.server_cpu:6.1%} CPU, "
+                    f"{point.server_rss_mb:6.1f} MB, viewer median "
+                    f"{point.median_kbps or 0:5.0f} kbit/s {point.median_pps or 0:4.0f} pkt/s, "
+                    f"load core {point.load_cpu:5.1%}"
+                )
+                if grown["errors"]:
+                    progress(f"[{name}] join errors: {'; '.join(grown['errors'])[:300]}")
+                if point.saturated:
+                    progress(f"[{name}] saturated at N={n}: larger audiences skipped")
+                    break
+            load.quit()
+        except Exception as exc:
+            result.error = f"{type(exc).__name__}: {exc}"
+            progress(f"[{name}] failed: {result.error}")
+            for log in sorted(folder.glob("*.log")):
+                progress(f"--- {log.name} (last lines)\n{log.read_text()[-1500:]}")
+    return result

@@ -1,0 +1,123 @@
+"""Servers under test that speak the bench's WHIP/WHEP-shaped signaling.
+
+``POST /whip`` (publisher's SDP offer) and ``POST /whep`` (a viewer's recvonly offer)
+each return ``201`` with the SDP answer. Backends:
+
+- ``mediarelay``: the naive aiortc SFU: the publisher's tracks are decoded once, and
+  ``MediaRelay`` hands the frames to one encoder per viewer.
+- ``onair``: OnAir's forwarding SFU (``sfu.Router``), packets forwarded without decoding.
+
+    python -m bench.server --backend mediarelay --port PORT
+"""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import logging
+import sys
+from typing import Protocol
+
+from aiortc import MediaStreamTrack, RTCSessionDescription
+from aiortc.contrib.media import MediaBlackhole, MediaRelay
+
+from bench import http
+from bench.viewer import new_peer_connection
+
+
+class Backend(Protocol):
+    async def publish(self, offer: str) -> str: ...
+
+    async def subscribe(self, offer: str) -> str: ...
+
+
+class MediaRelayBackend:
+    def __init__(self) -> None:
+        self._relay = MediaRelay()
+        self._tracks: dict[str, MediaStreamTrack] = {}
+        # Drains the decoded frames while no viewer does, so N = 0 already pays for decoding.
+        self._sink = MediaBlackhole()
+        self._peers: list[object] = []
+
+    async def publish(self, offer: str) -> str:
+        pc = new_peer_connection()
+        self._peers.append(pc)
+
+        @pc.on("track")
+        def on_track(track: MediaStreamTrack) -> None:
+            self._tracks[track.kind] = track
+            self._sink.addTrack(self._relay.subscribe(track, buffered=False))
+
+        await pc.setRemoteDescription(RTCSessionDescription(sdp=offer, type="offer"))
+        await pc.setLocalDescription(await pc.createAnswer())
+        await self._sink.start()
+        return str(pc.localDescription.sdp)
+
+    async def subscribe(self, offer: str) -> str:
+        pc = new_peer_connection()
+        self._peers.append(pc)
+        await pc.setRemoteDescription(RTCSessionDescription(sdp=offer, type="offer"))
+        for kind in ("video", "audio"):
+            if kind in self._tracks:
+                pc.addTrack(self._relay.subscribe(self._tracks[kind], buffered=False))
+        await pc.setLocalDescription(await pc.createAnswer())
+        return str(pc.localDescription.sdp)
+
+
+class OnAirBackend:
+    """OnAir's SFU as the gateway drives it: one router, WHIP-style publisher, WHEP viewers."""
+
+    def __init__(self) -> None:
+        import sfu
+
+        self._router = sfu.Router(sfu.RouterOptions())
+
+    async def publish(self, offer: str) -> str:
+        session = await self._router.publish(offer)
+        return session.answer_sdp
+
+    async def subscribe(self, offer: str) -> str:
+        viewer = await self._router.subscribe(offer)
+        if viewer.answer_sdp is None:
+            raise RuntimeError("the router did not answer the viewer's offer")
+        return viewer.answer_sdp
+
+
+def make_backend(name: str) -> Backend:
+    if name == "mediarelay":
+        return MediaRelayBackend()
+    if name == "onair":
+        return OnAirBackend()
+    raise ValueError(f"unknown backend {name!r}")
+
+
+async def serve(backend_name: str, port: int) -> None:
+    backend = make_backend(backend_name)
+
+    async def handle(path: str, body: bytes) -> http.Response:
+        if path == "/whip":
+            answer = await backend.publish(body.decode())
+        elif path == "/whep":
+            answer = await backend.subscribe(body.decode())
+        else:
+            return http.Response(404, b"")
+        return http.Response(201, answer.encode(), {"Content-Type": "application/sdp"})
+
+    server = await http.serve("127.0.0.1", port, handle)
+    sys.stdout.write("ready\n")
+    sys.stdout.flush()
+    async with server:
+        await server.serve_forever()
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--backend", choices=["mediarelay", "onair"], required=True)
+    parser.add_argument("--port", type=int, required=True)
+    args = parser.parse_args()
+    logging.basicConfig(level=logging.WARNING)
+    asyncio.run(serve(args.backend, args.port))
+
+
+if __name__ == "__main__":
+    main()

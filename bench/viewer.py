@@ -1,0 +1,135 @@
+"""The non-decoding viewer: a recvonly aiortc peer that decrypts and counts RTP, nothing more.
+
+Every aiortc/aioice touch of the bench's viewer lives here. The load generator must stay far
+below one core with a hundred viewers, and aiortc's receive path (a queue hop per packet,
+packet parsing, the receiver's statistics and bitrate estimator, depacketizing) costs about
+1-2 % of a core per viewer. So once DTLS is up, each SRTP packet is taken from the ICE
+connection as it arrives, decrypted with the viewer's own SRTP session (proof that the
+server sent this viewer valid media) and counted. aiortc's receivers never see RTP, so
+nothing is ever decoded; DTLS, ICE consent freshness and RTCP still run through aiortc.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import time
+from collections.abc import Awaitable, Callable
+from dataclasses import dataclass, field
+from typing import Any
+
+import pylibsrtp
+from aiortc import (
+    RTCBundlePolicy,
+    RTCConfiguration,
+    RTCDtlsTransport,
+    RTCPeerConnection,
+    RTCSessionDescription,
+)
+from aiortc.sdp import candidate_from_sdp
+
+
+@dataclass
+class Counters:
+    packets: int = 0
+    bytes: int = 0
+    srtp_errors: int = 0
+    first_packet_at: float | None = None
+
+
+def _is_rtp(data: bytes) -> bool:
+    # RFC 7983 demultiplexing, then RFC 5761: RTCP packet types are 192-223.
+    return len(data) > 12 and 127 < data[0] < 192 and not 192 <= data[1] <= 223
+
+
+def _count_at_socket(dtls: RTCDtlsTransport, counters: Counters) -> None:
+    """Count SRTP as each datagram arrives, before aioice tries to parse it as STUN."""
+    for protocol in dtls.transport._connection._protocols:
+        forward = protocol.datagram_received
+
+        def datagram_received(
+            data: bytes, addr: tuple[Any, ...], forward: Callable[..., None] = forward
+        ) -> None:
+            srtp = dtls._rx_srtp
+            if srtp is None or not _is_rtp(data):
+                forward(data, addr)
+                return
+            try:
+                packet = srtp.unprotect(data)
+            except pylibsrtp.Error:
+                counters.srtp_errors += 1
+                return
+            if counters.first_packet_at is None:
+                counters.first_packet_at = time.monotonic()
+            counters.packets += 1
+            counters.bytes += len(packet)
+
+        protocol.datagram_received = datagram_received  # type: ignore[method-assign,assignment]
+
+
+def new_peer_connection() -> RTCPeerConnection:
+    # No ICE servers at all: aiortc's default would ask a public STUN server.
+    return RTCPeerConnection(
+        RTCConfiguration(iceServers=[], bundlePolicy=RTCBundlePolicy.MAX_BUNDLE)
+    )
+
+
+# Sends an SDP offer to the server and returns its answer.
+OfferExchange = Callable[[str], Awaitable[str]]
+
+
+@dataclass
+class Viewer:
+    index: int
+    pc: RTCPeerConnection = field(default_factory=new_peer_connection)
+    counters: Counters = field(default_factory=Counters)
+    started_at: float = field(default_factory=time.monotonic)
+    error: str | None = None
+
+    @property
+    def connected(self) -> bool:
+        return self.pc.connectionState == "connected"
+
+    def _count(self) -> None:
+        transports = {
+            id(t.receiver.transport): t.receiver.transport for t in self.pc.getTransceivers()
+        }
+        for transport in transports.values():
+            _count_at_socket(transport, self.counters)
+
+    async def watch_by_offer(self, exchange: OfferExchange) -> None:
+        """WHEP-style: the viewer offers recvonly audio and video, the server answers."""
+        self.pc.addTransceiver("video", direction="recvonly")
+        self.pc.addTransceiver("audio", direction="recvonly")
+        await self.pc.setLocalDescription(await self.pc.createOffer())
+        self._count()
+        answer = await exchange(self.pc.localDescription.sdp)
+        await self.pc.setRemoteDescription(RTCSessionDescription(sdp=answer, type="answer"))
+
+    async def answer(self, offer: str) -> str:
+        """Janus-style: the server offers, the viewer answers."""
+        await self.pc.setRemoteDescription(RTCSessionDescription(sdp=offer, type="offer"))
+        await self.pc.setLocalDescription(await self.pc.createAnswer())
+        self._count()
+        return str(self.pc.localDescription.sdp)
+
+    async def add_remote_candidate(self, candidate: dict[str, Any]) -> None:
+        if candidate.get("completed") or not candidate.get("candidate"):
+            return
+        parsed = candidate_from_sdp(candidate["candidate"].removeprefix("candidate:"))
+        parsed.sdpMid = candidate.get("sdpMid")
+        parsed.sdpMLineIndex = candidate.get("sdpMLineIndex")
+        await self.pc.addIceCandidate(parsed)
+
+    async def close(self) -> None:
+        await self.pc.close()
+
+
+async def wait_connected(viewer: Viewer, within: float) -> bool:
+    deadline = time.monotonic() + within
+    while time.monotonic() < deadline:
+        if viewer.pc.connectionState == "connected" and viewer.counters.packets:
+            return True
+        if viewer.pc.connectionState in ("failed", "closed"):
+            return False
+        await asyncio.sleep(0.05)
+    return False
