@@ -33,9 +33,10 @@ from dataclasses import dataclass
 from enum import StrEnum
 from typing import Any
 
-from aiortc import RTCConfiguration, RTCIceServer
-from aiortc.rtcconfiguration import RTCIceTransportPolicy
 from django.conf import settings
+
+# The media engine's own value type, so the list goes to ``RouterOptions`` unchanged.
+from sfu.ice import IceServer
 
 DEFAULT_TURN_TTL_SECONDS = 24 * 3600
 
@@ -77,15 +78,6 @@ class TurnCredential:
     username: str
     password: str
     expires_at: int
-
-
-@dataclass(frozen=True)
-class IceServer:
-    """One entry of an ``RTCConfiguration.iceServers`` list (W3C ``RTCIceServer``)."""
-
-    urls: tuple[str, ...]
-    username: str | None = None
-    credential: str | None = None
 
 
 def parse_port_range(value: str) -> tuple[int, int] | None:
@@ -140,7 +132,7 @@ def turn_credential(
 
 def ice_servers(
     *, user: str, config: IceSettings | None = None, now: float | None = None
-) -> list[IceServer]:
+) -> tuple[IceServer, ...]:
     """The ICE servers of one session: STUN as configured, TURN with a fresh credential."""
     config = ice_settings() if config is None else config
     servers: list[IceServer] = []
@@ -157,7 +149,7 @@ def ice_servers(
                 credential=credential.password,
             )
         )
-    return servers
+    return tuple(servers)
 
 
 def ice_transport_policy(role: PeerRole, config: IceSettings | None = None) -> IcePolicy:
@@ -177,25 +169,6 @@ def browser_configuration(
         ],
         "iceTransportPolicy": ice_transport_policy(role, config).value,
     }
-
-
-def aiortc_configuration(
-    servers: Sequence[IceServer], policy: IcePolicy = IcePolicy.ALL
-) -> RTCConfiguration:
-    """An aiortc configuration that uses exactly ``servers``.
-
-    aiortc falls back to a public Google STUN server when ``iceServers`` is ``None``; an
-    explicit (possibly empty) list keeps every packet on the machines we configured.
-    """
-    return RTCConfiguration(
-        iceServers=[
-            RTCIceServer(
-                urls=list(server.urls), username=server.username, credential=server.credential
-            )
-            for server in servers
-        ],
-        iceTransportPolicy=RTCIceTransportPolicy(policy.value),
-    )
 
 
 def link_header_values(servers: Sequence[IceServer]) -> list[str]:

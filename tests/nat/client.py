@@ -1,7 +1,7 @@
 """An aiortc broadcaster and/or viewer, run inside a rig namespace by the NAT matrix.
 
     ip netns exec <ns> .venv/bin/python -m tests.nat.client --ice-servers JSON \\
-        [--publish STREAM] [--view STREAM ...] [--probe-turn]
+        [--policy all|relay] [--publish STREAM] [--view STREAM ...]
 
 Signaling is JSON lines: offers go out on stdout (``{"type": "offer", "id", "role",
 "stream", "sdp"}``), answers come back on stdin (``{"type": "answer", "id", "sdp"}``).
@@ -27,9 +27,11 @@ from aioice.stun import TransactionFailed
 from aioice.turn import create_turn_endpoint
 from aiortc import MediaStreamTrack, RTCPeerConnection, RTCSessionDescription
 from aiortc.mediastreams import MediaStreamError
+from aiortc.rtcconfiguration import RTCIceTransportPolicy
 from aiortc.rtcicetransport import parse_stun_turn_uri
 
-from signaling.ice import IcePolicy, IceServer, aiortc_configuration
+from sfu.ice import IceServer, rtc_configuration
+from signaling.ice import IcePolicy
 
 WIDTH, HEIGHT, FPS = 160, 120, 15
 CONNECT_TIMEOUT = 15.0
@@ -109,7 +111,9 @@ class Client:
         await pc.setRemoteDescription(RTCSessionDescription(sdp=sdp, type="answer"))
 
     def _peer(self) -> RTCPeerConnection:
-        pc = RTCPeerConnection(aiortc_configuration(self._servers, self._policy))
+        configuration = rtc_configuration(tuple(self._servers))
+        configuration.iceTransportPolicy = RTCIceTransportPolicy(self._policy.value)
+        pc = RTCPeerConnection(configuration)
         self._peers.append(pc)
         return pc
 
@@ -122,7 +126,7 @@ class Client:
             await self._negotiate(pc, result.id, "publish", stream)
             await _connected(pc)
         except Exception as exc:
-            result.error = _describe(exc)
+            result.error = _describe(exc) + await self._turn_diagnosis()
         self.emit(_result(pc, result))
 
     async def view(self, stream: str) -> None:
@@ -143,21 +147,25 @@ class Client:
                     result.first_frame_ms = round((time.monotonic() - started) * 1000)
                 result.frames += 1
         except Exception as exc:
-            result.error = _describe(exc)
+            result.error = _describe(exc) + await self._turn_diagnosis()
         self.emit(_result(pc, result))
 
-    async def probe_turn(self) -> None:
-        """Allocate on each TURN server as aioice would, and say why it was refused."""
-        for server in self._servers:
-            for url in server.urls:
-                if not url.startswith("turn"):
-                    continue
-                self.emit({"type": "turn", "url": url, "error": await _allocate(server, url)})
+    async def _turn_diagnosis(self) -> str:
+        """Why the TURN servers gave no relay candidate, if they did not.
 
-    async def run(self, publish: str | None, views: list[str], probe_turn: bool) -> None:
+        aioice drops a failed allocation silently (a browser fires ``icecandidateerror``),
+        so after a failure the client allocates once more itself to name the cause.
+        """
+        reasons = [
+            f"; {url}: {reason}"
+            for server in self._servers
+            for url in server.urls
+            if url.startswith("turn") and (reason := await _allocate(server, url))
+        ]
+        return "".join(reasons)
+
+    async def run(self, publish: str | None, views: list[str]) -> None:
         stdin = asyncio.create_task(self.read_stdin())
-        if probe_turn:
-            await self.probe_turn()
         tasks = [self.view(stream) for stream in views]
         if publish:
             tasks.insert(0, self.publish(publish))
@@ -209,9 +217,9 @@ async def _allocate(server: IceServer, url: str) -> str:
         )
     except TransactionFailed as exc:
         code, reason = exc.response.attributes["ERROR-CODE"]
-        return f"TURN server refused the allocation: {code} {reason}"
+        return f"the TURN server refused the allocation: {code} {reason}"
     except (OSError, TimeoutError) as exc:
-        return f"TURN server unreachable: {_describe(exc)}"
+        return f"the TURN server is unreachable: {_describe(exc)}"
     transport.close()
     return ""
 
@@ -226,14 +234,13 @@ def main() -> None:
     parser.add_argument("--policy", default="all", choices=[p.value for p in IcePolicy])
     parser.add_argument("--publish")
     parser.add_argument("--view", action="append", default=[])
-    parser.add_argument("--probe-turn", action="store_true")
     args = parser.parse_args()
     servers = [
         IceServer(urls=tuple(s["urls"]), username=s.get("username"), credential=s.get("credential"))
         for s in json.loads(args.ice_servers)
     ]
     client = Client(servers, IcePolicy(args.policy))
-    asyncio.run(client.run(args.publish, args.view, args.probe_turn))
+    asyncio.run(client.run(args.publish, args.view))
 
 
 if __name__ == "__main__":

@@ -11,7 +11,8 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-from signaling.ice import IceServer, IceSettings, ice_servers
+from sfu.ice import IceServer
+from signaling.ice import IcePolicy, IceSettings, ice_servers
 from tests.nat.rig import CLIENT_SITES, SERVER_SITES, TURN_IP, TURN_PORT, Rig, Site
 
 SESSION_TIMEOUT = 120.0
@@ -43,17 +44,15 @@ class ClientSpec:
     servers: tuple[IceServer, ...]
     publish: str | None = None
     views: tuple[str, ...] = ()
-    probe_turn: bool = False
+    policy: IcePolicy = IcePolicy.ALL
 
     def argv(self) -> list[str]:
         argv = [sys.executable, "-m", "tests.nat.client", "--ice-servers",
-                servers_json(self.servers)]  # fmt: skip
+                servers_json(self.servers), "--policy", self.policy.value]  # fmt: skip
         if self.publish:
             argv += ["--publish", self.publish]
         for stream in self.views:
             argv += ["--view", stream]
-        if self.probe_turn:
-            argv.append("--probe-turn")
         return argv
 
 
@@ -90,7 +89,6 @@ async def _spawn(rig: Rig, node: str, argv: list[str]) -> _Process:
 @dataclass
 class SessionResult:
     peers: dict[tuple[str, str], dict[str, Any]] = field(default_factory=dict)
-    turn_probes: dict[str, list[dict[str, Any]]] = field(default_factory=dict)
     seconds: float = 0.0
 
 
@@ -104,6 +102,23 @@ def matrix_clients(rig: Rig) -> list[ClientSpec]:
             servers = ice_servers(user=key.replace("/", "-"), config=turn_settings(rig))
             specs.append(ClientSpec(key, site, server.name, tuple(servers), key, streams))
     return specs
+
+
+def relay_only_viewer(rig: Rig) -> ClientSpec:
+    """A viewer in relay-only mode (``ICE_TRANSPORT_POLICY = "relay"``) behind a plain NAT."""
+    site = next(site for site in CLIENT_SITES if site.name == "prc")
+    servers = ice_servers(user="relay-only", config=turn_settings(rig))
+    return ClientSpec("cloud/prc-relay-only", site, "cloud", servers, None, ("cloud/none",),
+                      policy=IcePolicy.RELAY)  # fmt: skip
+
+
+def expired_credential_viewer(rig: Rig) -> ClientSpec:
+    """A relay-only viewer whose TURN credential expired an hour ago: it cannot connect."""
+    site = next(site for site in CLIENT_SITES if site.name == "sym")
+    settings = turn_settings(rig, ttl_seconds=600)
+    servers = ice_servers(user="expired", config=settings, now=time.time() - 3600)
+    return ClientSpec("cloud/sym-expired", site, "cloud", servers, None, ("cloud/none",),
+                      policy=IcePolicy.RELAY)  # fmt: skip
 
 
 async def run_session(rig: Rig, clients: Sequence[ClientSpec]) -> SessionResult:
@@ -129,8 +144,6 @@ async def run_session(rig: Rig, clients: Sequence[ClientSpec]) -> SessionResult:
                 )
             elif message["type"] == "result":
                 result.peers[(spec.key, message["id"])] = message
-            elif message["type"] == "turn":
-                result.turn_probes.setdefault(spec.key, []).append(message)
             elif message["type"] == "done":
                 done.add(spec.key)
                 if len(done) == len(clients):

@@ -1,10 +1,11 @@
-"""The media server side of the NAT matrix, run inside a rig namespace.
+"""The OnAir SFU on the server side of the NAT matrix, run inside a rig namespace.
 
     ip netns exec <ns> .venv/bin/python -m tests.nat.server --ice-servers JSON \\
         [--public-ip IP] [--port-range LOW-HIGH]
 
 JSON lines on stdin: ``{"type": "publish"|"view", "id", "stream", "sdp"}``; on stdout:
-``{"type": "answer", "id", "sdp"}`` or ``{"type": "reject", "id", "reason"}``.
+``{"type": "answer", "id", "sdp"}`` or ``{"type": "reject", "id", "reason"}``. One
+``sfu.Router`` per stream; a viewer is answered once its stream has a publisher.
 """
 
 from __future__ import annotations
@@ -13,62 +14,58 @@ import argparse
 import asyncio
 import json
 import sys
+from collections import defaultdict
 from typing import Any
 
-from aiortc import MediaStreamTrack, RTCPeerConnection, RTCSessionDescription
-from aiortc.contrib.media import MediaRelay
-
+from sfu import Router, RouterOptions
+from sfu.ice import IceServer
 from sfu.ice_config import HostNetwork, configure_ice
-from signaling.ice import IceServer, aiortc_configuration, parse_port_range
+from sfu.session import PeerSession
+from signaling.ice import parse_port_range
 
 VIEW_WAIT_SECONDS = 20.0
 
 
-class RelayServer:
-    """An aiortc peer per client; viewers get the broadcaster's track through MediaRelay."""
+def apply_host_network(network: HostNetwork) -> None:
+    """Make every SFU peer connection of this process gather as ``network`` says.
 
-    def __init__(self, servers: list[IceServer], network: HostNetwork) -> None:
-        self._servers = servers
-        self._network = network
-        self._relay = MediaRelay()
-        self._tracks: dict[str, asyncio.Future[MediaStreamTrack]] = {}
-        self._peers: list[RTCPeerConnection] = []
+    A stand-in until ``RouterOptions`` carries a ``HostNetwork`` and ``PeerSession`` calls
+    ``configure_ice`` itself: it runs right after the remote offer is applied, before the
+    answer gathers candidates.
+    """
+    apply_remote = PeerSession._apply_remote_description
 
-    def _track(self, stream: str) -> asyncio.Future[MediaStreamTrack]:
-        return self._tracks.setdefault(stream, asyncio.get_running_loop().create_future())
+    async def apply_then_configure(session: PeerSession, sdp: str, sdp_type: str) -> None:
+        await apply_remote(session, sdp, sdp_type)
+        configure_ice(session.peer_connection, network)
+
+    PeerSession._apply_remote_description = apply_then_configure  # type: ignore[method-assign,assignment]
+
+
+class SfuServer:
+    def __init__(self, servers: tuple[IceServer, ...]) -> None:
+        self._options = RouterOptions(ice_servers=servers, stats_interval_seconds=0)
+        self._routers: dict[str, Router] = {}
+        self._live: defaultdict[str, asyncio.Event] = defaultdict(asyncio.Event)
+
+    def _router(self, stream: str) -> Router:
+        if stream not in self._routers:
+            self._routers[stream] = Router(self._options, router_id=stream)
+        return self._routers[stream]
 
     async def publish(self, stream: str, offer_sdp: str) -> str:
-        pc = self._peer()
-        track = self._track(stream)
-
-        @pc.on("track")
-        def on_track(received: MediaStreamTrack) -> None:
-            if not track.done():
-                track.set_result(received)
-
-        return await self._answer(pc, offer_sdp)
+        session = await self._router(stream).publish(offer_sdp)
+        self._live[stream].set()
+        return session.answer_sdp
 
     async def subscribe(self, stream: str, offer_sdp: str) -> str:
-        source = await asyncio.wait_for(self._track(stream), VIEW_WAIT_SECONDS)
-        pc = self._peer()
-        await pc.setRemoteDescription(RTCSessionDescription(sdp=offer_sdp, type="offer"))
-        pc.addTrack(self._relay.subscribe(source))
-        return await self._answer(pc, None)
-
-    def _peer(self) -> RTCPeerConnection:
-        pc = RTCPeerConnection(aiortc_configuration(self._servers))
-        self._peers.append(pc)
-        return pc
-
-    async def _answer(self, pc: RTCPeerConnection, offer_sdp: str | None) -> str:
-        if offer_sdp is not None:
-            await pc.setRemoteDescription(RTCSessionDescription(sdp=offer_sdp, type="offer"))
-        configure_ice(pc, self._network)
-        await pc.setLocalDescription(await pc.createAnswer())
-        return str(pc.localDescription.sdp)
+        await asyncio.wait_for(self._live[stream].wait(), VIEW_WAIT_SECONDS)
+        viewer = await self._router(stream).subscribe(offer_sdp)
+        assert viewer.answer_sdp is not None
+        return viewer.answer_sdp
 
     async def close(self) -> None:
-        await asyncio.gather(*(pc.close() for pc in self._peers))
+        await asyncio.gather(*(router.close() for router in self._routers.values()))
 
 
 def _emit(message: dict[str, Any]) -> None:
@@ -76,7 +73,7 @@ def _emit(message: dict[str, Any]) -> None:
     sys.stdout.flush()
 
 
-async def _handle(server: RelayServer, message: dict[str, Any]) -> None:
+async def _handle(server: SfuServer, message: dict[str, Any]) -> None:
     try:
         if message["type"] == "publish":
             sdp = await server.publish(message["stream"], message["sdp"])
@@ -88,7 +85,7 @@ async def _handle(server: RelayServer, message: dict[str, Any]) -> None:
     _emit({"type": "answer", "id": message["id"], "sdp": sdp})
 
 
-async def serve(server: RelayServer) -> None:
+async def serve(server: SfuServer) -> None:
     loop = asyncio.get_running_loop()
     reader = asyncio.StreamReader()
     await loop.connect_read_pipe(lambda: asyncio.StreamReaderProtocol(reader), sys.stdin)
@@ -106,12 +103,14 @@ def main() -> None:
     parser.add_argument("--public-ip", default="")
     parser.add_argument("--port-range", default="")
     args = parser.parse_args()
-    servers = [
+    servers = tuple(
         IceServer(urls=tuple(s["urls"]), username=s.get("username"), credential=s.get("credential"))
         for s in json.loads(args.ice_servers)
-    ]
-    network = HostNetwork(public_ip=args.public_ip, port_range=parse_port_range(args.port_range))
-    asyncio.run(serve(RelayServer(servers, network)))
+    )
+    apply_host_network(
+        HostNetwork(public_ip=args.public_ip, port_range=parse_port_range(args.port_range))
+    )
+    asyncio.run(serve(SfuServer(servers)))
 
 
 if __name__ == "__main__":
