@@ -134,4 +134,15 @@ ONAIR: dict[str, Any] = {
     "ALLOW_SIGNUP": env_bool("ONAIR_ALLOW_SIGNUP", default=True),
     # Serve /static/ from daphne itself (no proxy in front). Production sets it off.
     "SERVE_STATIC": env_bool("ONAIR_SERVE_STATIC", default=True),
+    # ICE (signaling/ice.py, docs/NAT.md). Empty by default: no traffic leaves the machine.
+    "STUN_URLS": env_list("ONAIR_STUN_URLS", []),
+    "TURN_URLS": env_list("ONAIR_TURN_URLS", []),
+    # coturn's static-auth-secret: credentials are derived from it, it is never sent out.
+    "TURN_SECRET": env_str("ONAIR_TURN_SECRET"),
+    "TURN_TTL_SECONDS": int(env_str("ONAIR_TURN_TTL_SECONDS", "86400")),
+    # "relay": viewers connect through TURN only, hiding their address.
+    "ICE_TRANSPORT_POLICY": env_str("ONAIR_ICE_TRANSPORT_POLICY", "all"),
+    # The SFU behind a 1:1 NAT (cloud VM): its public address, and its ICE UDP ports.
+    "PUBLIC_IP": env_str("ONAIR_PUBLIC_IP"),
+    "UDP_PORT_RANGE": env_str("ONAIR_UDP_PORT_RANGE"),
 }
