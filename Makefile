@@ -29,6 +29,11 @@ run: $(VENV)/.runtime
 browser:
 	@test -x /usr/bin/chromium || (apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq chromium)
 
+## nat-deps: coturn and iptables for the NAT rig (tests/nat); needs root, as CI has
+nat-deps:
+	@command -v turnserver >/dev/null && command -v iptables >/dev/null || [ "$$(id -u)" != 0 ] || \
+		(apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq coturn iptables)
+
 lint: $(VENV)/.dev
 	$(BIN)/ruff check .
 	$(BIN)/ruff format --check .
@@ -40,7 +45,7 @@ format: $(VENV)/.dev
 	$(BIN)/ruff format .
 	$(BIN)/ruff check --fix .
 
-pytest: $(VENV)/.dev browser
+pytest: $(VENV)/.dev browser nat-deps
 	$(BIN)/python -m pytest $(PYTEST_ARGS)
 	$(MAKE) --no-print-directory pytest-postgres
 
