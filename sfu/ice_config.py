@@ -19,6 +19,7 @@ from __future__ import annotations
 
 import asyncio
 import ipaddress
+import logging
 import random
 import socket
 from collections.abc import Callable, Coroutine, Iterator
@@ -30,6 +31,8 @@ from aioice.candidate import candidate_foundation, candidate_priority
 from aioice.ice import StunProtocol, server_reflexive_candidate
 from aioice.turn import UDP_SOCKET_BUFFER_SIZE
 from aiortc import RTCPeerConnection
+
+logger = logging.getLogger(__name__)
 
 _Gather = Callable[[int, list[str], int], Coroutine[Any, Any, list[Candidate]]]
 
@@ -44,8 +47,13 @@ class HostNetwork:
 
     def __post_init__(self) -> None:
         if self.public_ip:
-            for address in self.public_ip.split("/"):
-                ipaddress.IPv4Address(address)
+            try:
+                for address in self.public_ip.split("/", 1):
+                    ipaddress.IPv4Address(address)
+            except ValueError as exc:
+                raise ValueError(
+                    f"public IP {self.public_ip!r} is not an IPv4 address or public/private pair"
+                ) from exc
         if self.port_range is not None:
             low, high = self.port_range
             if not 1 <= low <= high <= 65535:
@@ -113,6 +121,7 @@ async def _gather_in_range(
     for address in addresses:
         sock = _bind_in_range(address, port_range)
         if sock is None:
+            logger.warning("no free UDP port in %d-%d on %s", *port_range, address)
             continue
         _, protocol = await loop.create_datagram_endpoint(
             lambda: StunProtocol(connection), sock=sock
