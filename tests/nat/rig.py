@@ -276,8 +276,8 @@ class Rig:
                     "no-software-attribute",
                     f"pidfile={self.workdir / 'turnserver.pid'}",
                     f"log-file={self.workdir / 'turnserver.log'}",
+                    f"userdb={self.workdir / 'turndb'}",
                     "simple-log",
-                    "verbose",
                     "",
                 ]
             )
