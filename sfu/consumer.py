@@ -34,7 +34,9 @@ _HEADER = struct.Struct("!HII")  # sequence number, timestamp, SSRC at offset 2
 class Consumer:
     """Sends one producer's packets to one viewer.
 
-    It idles until the viewer's sender has started (DTLS up), then waits for a
+    The munger belongs to the viewer's outgoing stream and outlives consumers,
+    so a later consumer on the same sender continues its sequence numbers and
+    timestamps. It idles until the viewer's sender has started (DTLS up), then waits for a
     keyframe (video), asking the producer for one, and from there forwards every
     packet with the viewer's SSRC, payload type and a continuous sequence number
     and timestamp space, even when the producer is replaced by a reconnecting
@@ -49,6 +51,7 @@ class Consumer:
         viewer_id: str,
         producer: Producer,
         sender: RTCRtpSender,
+        munger: RtpMunger,
         emit: Callable[[SfuEvent], None],
         on_close: Callable[[Consumer], None],
     ) -> None:
@@ -63,7 +66,8 @@ class Consumer:
         self._on_close = on_close
         self._parameters: RTCRtpSendParameters | None = None
         self._group: ForwardGroup | None = None
-        self._munger = RtpMunger(producer.codec.clockRate)
+        self._munger = munger
+        munger.switch_source()
         self._ssrc, self._rtx_ssrc = aiortc_adapter.sender_ssrcs(sender)
         self._rtx_payload_type: int | None = None
         self._rtx_sequence_number = 0

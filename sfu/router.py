@@ -203,6 +203,7 @@ class Router:
             viewer_id=viewer.id,
             producer=producer,
             sender=slot.sender,
+            munger=slot.munger(producer.codec.clockRate),
             emit=self.events.emit,
             on_close=slot.detach,
         )

@@ -14,7 +14,7 @@ import logging
 import math
 import random
 import time
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from contextlib import contextmanager
 from dataclasses import dataclass, field
 
@@ -273,12 +273,9 @@ class TestViewer:
 
     async def wait_for_frames(self, video: int, audio: int = 0, within: float = 10.0) -> bool:
         """Wait until this many frames arrived; False after ``within`` seconds."""
-        deadline = time.monotonic() + within
-        while self.video.frames < video or self.audio.frames < audio:
-            if time.monotonic() > deadline:
-                return False
-            await asyncio.sleep(0.05)
-        return True
+        return await wait_until(
+            lambda: self.video.frames >= video and self.audio.frames >= audio, within
+        )
 
     async def close(self) -> None:
         for task in self._tasks:
@@ -328,6 +325,16 @@ class TestViewer:
                 record.frames += 1
         except MediaStreamError:
             return
+
+
+async def wait_until(condition: Callable[[], bool], within: float = 10.0) -> bool:
+    """Poll ``condition`` until it holds; False after ``within`` seconds."""
+    deadline = time.monotonic() + within
+    while not condition():
+        if time.monotonic() > deadline:
+            return False
+        await asyncio.sleep(0.05)
+    return True
 
 
 class TestClients:

@@ -15,6 +15,7 @@ from sfu import aiortc_adapter
 from sfu.consumer import Consumer
 from sfu.errors import NegotiationError
 from sfu.events import SfuEvent, ViewerLeft
+from sfu.munger import RtpMunger
 from sfu.negotiation import MEDIA_KINDS, CodecLike, codec_preferences, offered_media
 from sfu.session import PeerSession
 
@@ -45,8 +46,15 @@ class SendSlot:
         self.sender = transceiver.sender
         self.parameters: RTCRtpSendParameters | None = None
         self.consumer: Consumer | None = None
+        self._munger: RtpMunger | None = None
         aiortc_adapter.on_sender_started(self.sender, self._started)
         aiortc_adapter.intercept_sender_rtcp(self.sender, self._handle_rtcp)
+
+    def munger(self, clock_rate: int) -> RtpMunger:
+        """The sequence-number and timestamp state of this outgoing stream."""
+        if self._munger is None:
+            self._munger = RtpMunger(clock_rate)
+        return self._munger
 
     async def attach(self, consumer: Consumer) -> None:
         self.consumer = consumer

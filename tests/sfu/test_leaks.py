@@ -8,7 +8,7 @@ import threading
 from aiortc import RTCPeerConnection
 
 from sfu import Consumer, Router, ViewerLeft
-from sfu.testing import TestClients
+from sfu.testing import TestClients, wait_until
 
 VIEWERS = 50
 BATCH = 10
@@ -40,9 +40,7 @@ async def _join_and_leave(router: Router, count: int) -> None:
         if index % 2 == 0:
             await session.close()
     await clients.close()
-    async with asyncio.timeout(10):
-        while router.viewers:
-            await asyncio.sleep(0.05)
+    assert await wait_until(lambda: not router.viewers)
 
 
 async def test_fifty_viewers_joining_and_leaving_leak_nothing(

@@ -1,6 +1,7 @@
 """A publisher that drops and comes back: viewers stay attached and continue."""
 
 import asyncio
+import itertools
 
 from sfu import (
     ConsumerClosed,
@@ -10,11 +11,11 @@ from sfu import (
     RouterOptions,
     SfuEvent,
 )
-from sfu.testing import TestClients, TestViewer
+from sfu.testing import TestClients, TestViewer, wait_until
 
 
 def _forward_steps(values: list[int], modulus: int) -> list[int]:
-    return [(b - a) % modulus for a, b in zip(values, values[1:], strict=False)]
+    return [(b - a) % modulus for a, b in itertools.pairwise(values)]
 
 
 def _assert_monotonic(viewer: TestViewer) -> None:
@@ -22,12 +23,6 @@ def _assert_monotonic(viewer: TestViewer) -> None:
     timestamp_steps = _forward_steps(viewer.video.timestamps, 1 << 32)
     assert all(0 < step < 1 << 15 for step in sequence_steps)
     assert all(step < 1 << 31 for step in timestamp_steps)
-
-
-async def _until(condition: object, within: float = 5.0) -> None:
-    async with asyncio.timeout(within):
-        while not condition():  # type: ignore[operator]
-            await asyncio.sleep(0.05)
 
 
 async def test_viewers_resume_after_the_publisher_reconnects_within_the_grace_period(
@@ -45,7 +40,7 @@ async def test_viewers_resume_after_the_publisher_reconnects_within_the_grace_pe
     consumers = {c.id for v in router.viewers for c in v.consumers}
 
     await first.close()  # the broadcaster's network drops
-    await _until(lambda: any(isinstance(e, PublisherDisconnected) for e in events))
+    assert await wait_until(lambda: any(isinstance(e, PublisherDisconnected) for e in events))
     frames_at_drop = [v.video.frames for v in viewers]
     await asyncio.sleep(1.0)
 
@@ -84,8 +79,8 @@ async def test_after_the_grace_period_consumers_close_and_a_new_publisher_reatta
         assert await viewer.wait_for_frames(video=15)
 
         await first.close()
-        await _until(lambda: any(isinstance(e, PublisherClosed) for e in events))
-        await _until(lambda: not session.consumers)
+        assert await wait_until(lambda: any(isinstance(e, PublisherClosed) for e in events))
+        assert await wait_until(lambda: not session.consumers)
         assert [e.reason for e in events if isinstance(e, PublisherClosed)] == ["timeout"]
         assert {e.reason for e in events if isinstance(e, ConsumerClosed)} == {"producer_closed"}
         assert router.publisher is None
