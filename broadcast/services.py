@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import hmac
+import logging
 import secrets
 from dataclasses import dataclass
 
@@ -16,6 +17,8 @@ from django.utils.text import slugify
 from broadcast.models import Stream, StreamKey
 from broadcast.signals import stream_state_changed
 from onair.exceptions import ConflictError, InvalidInputError
+
+logger = logging.getLogger("onair.broadcast")
 
 KEY_SECRET_PREFIX = "sk_"
 KEY_SECRET_MIN_LENGTH = 32
@@ -63,6 +66,7 @@ def _stream_locked(stream: Stream) -> Stream:
 
 def _stream_set_state(*, stream: Stream, locked: Stream, previous: str) -> Stream:
     locked.save()
+    logger.info("stream_state slug=%s from=%s to=%s", locked.slug, previous, locked.state)
     stream_state_changed.send(sender=Stream, stream=locked, previous=previous)
     stream.refresh_from_db()
     return stream

@@ -39,6 +39,7 @@ CHROMIUM_ARGS = [
     "--disable-sync",
     "--no-first-run",
 ]
+ASGI_APP = "onair.asgi:application"
 ARTIFACTS = ROOT / "test-artifacts" / "e2e"
 
 os.environ.setdefault("PLAYWRIGHT_SKIP_BROWSER_DOWNLOAD", "1")
@@ -142,8 +143,7 @@ def onair_server(tmp_path_factory: pytest.TempPathFactory) -> Iterator[OnAirServ
     log_path = workdir / "daphne.log"
     with log_path.open("wb") as log:
         process = subprocess.Popen(
-            [sys.executable, "-m", "daphne", "-b", "127.0.0.1", "-p", str(port)]
-            + ["onair.asgi:application"],
+            [sys.executable, "-m", "daphne", "-b", "127.0.0.1", "-p", str(port), ASGI_APP],
             cwd=ROOT,
             env=env,
             stdout=log,
@@ -164,7 +164,8 @@ def onair_server(tmp_path_factory: pytest.TempPathFactory) -> Iterator[OnAirServ
         login = re.search(r"Demo login\s+(\S+) / (\S+)", demo)
         slug = re.search(r"slug: (\S+)", demo)
         key = re.search(r"Stream key\s+(sk_\S+)", demo)
-        assert login and slug and key, demo
+        if not (login and slug and key):
+            raise RuntimeError(f"unexpected onair_demo output:\n{demo}")
         server.demo_username, server.demo_password = login.groups()
         server.demo_slug, server.demo_stream_key = slug[1], key[1]
         _wait_until_serving(server, process)
@@ -178,8 +179,11 @@ def onair_server(tmp_path_factory: pytest.TempPathFactory) -> Iterator[OnAirServ
             process.wait()
 
 
-@pytest.fixture(scope="session")
+@pytest.fixture(scope="module")
 def browser() -> Iterator[Browser]:
+    """Chromium for one test module. Not session-wide: Playwright's sync API keeps an event
+    loop marked as running while it is open, which would break every asyncio test after it.
+    """
     if not os.access(CHROMIUM, os.X_OK):
         pytest.skip(f"{CHROMIUM} is not installed (make browser installs it)")
     with sync_playwright() as playwright:
