@@ -63,7 +63,7 @@ def parse_ice_candidate(candidate: IceCandidate) -> RTCIceCandidate | None:
         line = line[len("candidate:") :]
     try:
         parsed = candidate_from_sdp(line)
-    except (IndexError, ValueError) as exc:
+    except (AssertionError, IndexError, ValueError) as exc:  # aiortc asserts on short lines
         raise NegotiationError(f"malformed ICE candidate: {candidate.candidate!r}") from exc
     parsed.sdpMid = candidate.sdp_mid
     parsed.sdpMLineIndex = candidate.sdp_mline_index

@@ -8,6 +8,7 @@ sentence the client is sent; nothing here touches the connection or the SFU.
 from __future__ import annotations
 
 import json
+from collections.abc import Callable
 from dataclasses import dataclass
 from typing import Any, Final
 
@@ -135,7 +136,7 @@ def _auth(data: dict[str, Any]) -> Auth:
     return Auth(key=key)
 
 
-_PARSERS: Final = {
+_PARSERS: Final[dict[str, Callable[[dict[str, Any]], Message]]] = {
     "offer": lambda data: Offer(sdp=_sdp(data)),
     "answer": lambda data: Answer(sdp=_sdp(data)),
     "candidate": _candidate,

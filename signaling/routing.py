@@ -1,11 +1,13 @@
-"""WebSocket routes, mounted by ``onair.asgi`` behind origin and auth middleware.
-
-The studio and watch consumers (``/ws/studio/<slug>/``, ``/ws/watch/<slug>/``, see
-docs/SIGNALING.md) are added here.
-"""
+"""WebSocket routes, mounted by ``onair.asgi`` behind origin and auth middleware
+(docs/SIGNALING.md)."""
 
 from __future__ import annotations
 
-from django.urls import URLPattern, URLResolver
+from django.urls import URLPattern, URLResolver, path
 
-websocket_urlpatterns: list[URLPattern | URLResolver] = []
+from signaling.consumers import StudioConsumer, WatchConsumer
+
+websocket_urlpatterns: list[URLPattern | URLResolver] = [
+    path("ws/studio/<slug:slug>/", StudioConsumer.as_asgi()),
+    path("ws/watch/<slug:slug>/", WatchConsumer.as_asgi()),
+]

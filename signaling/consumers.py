@@ -1,0 +1,371 @@
+"""WebSocket consumers: the studio (broadcaster) and the watch page (viewers).
+
+Thin by design: a frame is parsed by ``signaling.messages``, state changes go through
+``broadcast``/``viewers`` services, media goes through ``signaling.sfu_gateway``. Every
+refusal is an ``error`` message with a code (docs/SIGNALING.md); only "no such stream" and
+"not allowed to watch" close the socket. One client's bad input never reaches the SFU's
+other sessions.
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+import time
+import uuid
+from typing import Any
+
+from channels.db import database_sync_to_async
+from channels.generic.websocket import AsyncWebsocketConsumer
+from django.contrib.auth.models import AnonymousUser, User
+
+from broadcast.models import Stream
+from broadcast.selectors import stream_get_visible
+from broadcast.services import stream_end, stream_go_live, stream_key_verify
+from onair.exceptions import ApplicationError, NotFoundError
+from sfu import IceCandidate
+from signaling.ice import PeerRole, browser_configuration
+from signaling.messages import (
+    STUDIO_TYPES,
+    WATCH_TYPES,
+    Answer,
+    Auth,
+    Candidate,
+    End,
+    Message,
+    MessageError,
+    Offer,
+    Ping,
+    Restart,
+    parse_message,
+)
+from signaling.notify import announce_viewers, stream_payload
+from signaling.sfu_gateway import gateway, stream_group
+from viewers.models import ViewerSession
+from viewers.services import viewer_join, viewer_leave
+
+logger = logging.getLogger(__name__)
+
+CLOSE_NOT_FOUND = 4404
+CLOSE_FORBIDDEN = 4403
+_RATE_PER_SECOND = 20.0
+_RATE_BURST = 60.0
+
+
+class _TokenBucket:
+    """At most ``burst`` messages at once, refilled at ``rate`` per second."""
+
+    def __init__(self, rate: float, burst: float) -> None:
+        self.rate = rate
+        self.burst = burst
+        self.tokens = burst
+        self.updated = time.monotonic()
+
+    def take(self) -> bool:
+        now = time.monotonic()
+        self.tokens = min(self.burst, self.tokens + (now - self.updated) * self.rate)
+        self.updated = now
+        if self.tokens < 1:
+            return False
+        self.tokens -= 1
+        return True
+
+
+class _StreamConsumer(AsyncWebsocketConsumer):
+    """What both endpoints share: the stream, its group, framing, errors, rate limit."""
+
+    role: PeerRole
+    allowed_types: frozenset[str]
+    stream: Stream | None = None
+
+    async def connect(self) -> None:
+        self.group = ""
+        self.session_tag = uuid.uuid4().hex
+        self.bucket = _TokenBucket(_RATE_PER_SECOND, _RATE_BURST)
+        slug = self.scope["url_route"]["kwargs"]["slug"]
+        await self.accept()
+        try:
+            self.stream = await self.load_stream(slug)
+        except ApplicationError as exc:
+            await self.send_error(exc.code, exc.message)
+            await self.close(code=CLOSE_NOT_FOUND)
+            return
+        self.group = stream_group(self.stream.pk)
+        await self.channel_layer.group_add(self.group, self.channel_name)
+        await self.send_json(
+            "welcome",
+            role=self.role.value,
+            stream=self.visible_payload(),
+            polite=True,
+            **self.ice_fields(),
+            **self.welcome_fields(),
+        )
+        await self.after_welcome()
+
+    async def disconnect(self, code: int) -> None:
+        if self.group:
+            await self.channel_layer.group_discard(self.group, self.channel_name)
+
+    async def receive(self, text_data: str | None = None, bytes_data: bytes | None = None) -> None:
+        if self.stream is None:
+            return
+        if not self.bucket.take():
+            await self.send_error("rate_limited", "Too many messages; slow down.")
+            return
+        try:
+            message = parse_message(text_data, bytes_data, allowed=self.allowed_types)
+            if isinstance(message, Ping):
+                await self.send_json("pong")
+            else:
+                await self.handle(message)
+        except MessageError as exc:
+            await self.send_error(exc.code, exc.message)
+        except ApplicationError as exc:
+            await self.send_error(exc.code, exc.message)
+
+    # --- for subclasses ------------------------------------------------------------
+
+    async def load_stream(self, slug: str) -> Stream:
+        raise NotImplementedError
+
+    def welcome_fields(self) -> dict[str, Any]:
+        return {}
+
+    def visible_payload(self) -> dict[str, Any]:
+        assert self.stream is not None
+        return stream_payload(self.stream)
+
+    async def after_welcome(self) -> None:
+        pass
+
+    async def handle(self, message: Message) -> None:
+        raise NotImplementedError
+
+    # --- helpers -------------------------------------------------------------------
+
+    def ice_fields(self) -> dict[str, Any]:
+        config = browser_configuration(user=self.session_tag, role=self.role)
+        return {
+            "ice_servers": config["iceServers"],
+            "ice_transport_policy": config["iceTransportPolicy"],
+        }
+
+    @property
+    def user(self) -> User | AnonymousUser:
+        user = self.scope.get("user")
+        return user if user is not None else AnonymousUser()
+
+    async def send_json(self, kind: str, **fields: Any) -> None:
+        await self.send(text_data=json.dumps({"type": kind, **fields}))
+
+    async def send_error(self, code: str, message: str) -> None:
+        await self.send_json("error", code=code, message=message)
+
+    async def refresh_stream(self) -> Stream:
+        assert self.stream is not None
+        await database_sync_to_async(self.stream.refresh_from_db)()
+        return self.stream
+
+    @staticmethod
+    def ice_candidate(message: Candidate) -> IceCandidate:
+        return IceCandidate(
+            candidate=message.candidate,
+            sdp_mid=message.sdp_mid,
+            sdp_mline_index=message.sdp_mline_index,
+        )
+
+    # --- group messages (channel layer) ----------------------------------------------
+
+    def may_follow(self) -> bool:
+        return True
+
+    async def stream_state(self, event: dict[str, Any]) -> None:
+        if self.may_follow():
+            await self.send_json("state", stream=event["stream"])
+
+    async def stream_viewers(self, event: dict[str, Any]) -> None:
+        if self.may_follow():
+            await self.send_json("viewers", count=event["count"], peak=event["peak"])
+
+    async def publisher_status(self, event: dict[str, Any]) -> None:
+        pass
+
+
+class StudioConsumer(_StreamConsumer):
+    """``/ws/studio/<slug>/``: the broadcaster. The owner (or staff) is authorized by
+    their session; anyone else must send the stream key in an ``auth`` message."""
+
+    role = PeerRole.PUBLISHER
+    allowed_types = STUDIO_TYPES
+
+    async def load_stream(self, slug: str) -> Stream:
+        stream, self.authorized = await _studio_stream(slug=slug, user=self.user)
+        self.publisher_session_id: str | None = None
+        return stream
+
+    def welcome_fields(self) -> dict[str, Any]:
+        return {"authorized": self.authorized}
+
+    def may_follow(self) -> bool:
+        return self.authorized
+
+    def visible_payload(self) -> dict[str, Any]:
+        # Until they prove they hold the key, strangers learn nothing about the stream.
+        assert self.stream is not None
+        return super().visible_payload() if self.authorized else {"slug": self.stream.slug}
+
+    async def handle(self, message: Message) -> None:
+        assert self.stream is not None
+        if isinstance(message, Auth):
+            self.authorized = await database_sync_to_async(stream_key_verify)(
+                stream=self.stream, secret=message.key
+            )
+            if not self.authorized:
+                await self.send_error("forbidden", "That stream key is wrong or was revoked.")
+            else:
+                await self.send_json("state", stream=stream_payload(self.stream))
+            return
+        if not self.authorized:
+            await self.send_error(
+                "forbidden", "Only the stream's owner, or someone with its key, can broadcast."
+            )
+            return
+        if isinstance(message, Offer):
+            await self.publish(message.sdp)
+        elif isinstance(message, Candidate):
+            if self.publisher_session_id is not None:
+                await gateway.publisher_candidate(
+                    stream=self.stream,
+                    session_id=self.publisher_session_id,
+                    candidate=self.ice_candidate(message),
+                )
+        elif isinstance(message, End):
+            await self.end()
+
+    async def publish(self, offer_sdp: str) -> None:
+        stream = await self.refresh_stream()
+        if stream.state == Stream.State.ENDED:
+            await self.send_error(
+                "stream_ended",
+                "This broadcast has ended. Restart the stream from “My streams” to go live again.",
+            )
+            return
+        result = await gateway.publish(stream=stream, offer_sdp=offer_sdp)
+        self.publisher_session_id = result.session_id
+        await self.send_json("answer", sdp=result.answer_sdp)
+        if stream.state == Stream.State.IDLE:
+            await database_sync_to_async(stream_go_live)(stream=stream)
+
+    async def end(self) -> None:
+        stream = await self.refresh_stream()
+        if stream.state != Stream.State.LIVE:
+            await self.send_error("not_live", "The stream is not live, so there is nothing to end.")
+            return
+        await database_sync_to_async(stream_end)(stream=stream)
+        # The receiver of stream_state_changed closes the router and tells every viewer.
+        self.publisher_session_id = None
+
+
+class WatchConsumer(_StreamConsumer):
+    """``/ws/watch/<slug>/``: a viewer. The server offers the broadcast's tracks whenever
+    the stream is live; the page answers."""
+
+    role = PeerRole.VIEWER
+    allowed_types = WATCH_TYPES
+
+    async def load_stream(self, slug: str) -> Stream:
+        self.viewer_id: str | None = None
+        self.viewer_record: ViewerSession | None = None
+        return await database_sync_to_async(stream_get_visible)(slug=slug, user=self.user)
+
+    async def after_welcome(self) -> None:
+        assert self.stream is not None
+        if self.stream.state == Stream.State.LIVE:
+            await self.start_viewing()
+
+    async def disconnect(self, code: int) -> None:
+        await self.stop_viewing()
+        await super().disconnect(code)
+
+    async def handle(self, message: Message) -> None:
+        assert self.stream is not None
+        if isinstance(message, Answer):
+            if self.viewer_id is None:
+                await self.send_error("no_session", "There is no offer to answer.")
+                return
+            await gateway.viewer_answer(
+                stream=self.stream, viewer_id=self.viewer_id, answer_sdp=message.sdp
+            )
+        elif isinstance(message, Candidate):
+            if self.viewer_id is not None:
+                await gateway.viewer_candidate(
+                    stream=self.stream,
+                    viewer_id=self.viewer_id,
+                    candidate=self.ice_candidate(message),
+                )
+        elif isinstance(message, Restart):
+            await self.restart_viewing()
+
+    async def start_viewing(self) -> None:
+        assert self.stream is not None
+        if self.viewer_record is None:
+            try:
+                self.viewer_record = await database_sync_to_async(viewer_join)(
+                    stream=self.stream, kind=ViewerSession.Kind.WEB, user=self.user
+                )
+            except ApplicationError as exc:
+                await self.send_error(exc.code, exc.message)
+                return
+            await announce_viewers(await self.refresh_stream())
+        result = await gateway.subscribe(stream=self.stream)
+        self.viewer_id = result.viewer_id
+        await self.send_json("offer", sdp=result.sdp, renegotiate=False)
+
+    async def restart_viewing(self) -> None:
+        stream = await self.refresh_stream()
+        if stream.state != Stream.State.LIVE:
+            await self.send_error("not_live", "The broadcast is not live right now.")
+            return
+        await self.close_viewer()
+        await self.start_viewing()
+
+    async def close_viewer(self) -> None:
+        if self.viewer_id is not None and self.stream is not None:
+            viewer_id, self.viewer_id = self.viewer_id, None
+            await gateway.viewer_close(stream=self.stream, viewer_id=viewer_id)
+
+    async def stop_viewing(self) -> None:
+        await self.close_viewer()
+        record, self.viewer_record = self.viewer_record, None
+        if record is not None:
+            await database_sync_to_async(viewer_leave)(session=record)
+            await announce_viewers(await self.refresh_stream())
+
+    async def stream_state(self, event: dict[str, Any]) -> None:
+        await super().stream_state(event)
+        state = event["stream"]["state"]
+        if state == Stream.State.LIVE and self.viewer_id is None:
+            await self.refresh_stream()
+            await self.start_viewing()
+        elif state == Stream.State.ENDED:
+            # The router is closed with the broadcast; the session record was ended by the
+            # viewers app. Forget both without counting the viewer out a second time.
+            self.viewer_id = None
+            self.viewer_record = None
+
+    async def publisher_status(self, event: dict[str, Any]) -> None:
+        await self.send_json("publisher", status=event["status"])
+
+
+@database_sync_to_async
+def _studio_stream(*, slug: str, user: User | AnonymousUser) -> tuple[Stream, bool]:
+    """The stream, and whether ``user`` may broadcast on it by session (owner or staff).
+
+    Anyone may connect (a key holder authenticates with ``auth``), but a private stream is
+    only revealed to its owner and staff.
+    """
+    stream = Stream.objects.select_related("owner").filter(slug=slug).first()
+    if stream is None:
+        raise NotFoundError("No such stream.")
+    authorized = bool(user.is_authenticated and (user.is_staff or stream.owner_id == user.pk))
+    return stream, authorized

@@ -1,0 +1,249 @@
+"""The one module that talks to the media engine (``sfu/``).
+
+Consumers and WHIP/WHEP views call the functions below with a stream and SDP; the gateway
+owns the process's ``RouterRegistry`` (one router per live stream, keyed by the stream's
+primary key) and relays what the SFU reports back into Django: publisher status goes to
+the stream's channel-layer group, and a publisher that stays away past its grace period
+ends the broadcast through ``broadcast.services``.
+
+The SFU runs on the event loop of the process that serves the signaling (daphne).
+Synchronous code (the REST API, the admin) reaches it through ``close_router_soon``.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import logging
+from dataclasses import dataclass
+from typing import Any
+
+from channels.db import database_sync_to_async
+from channels.layers import get_channel_layer
+from django.conf import settings
+
+from broadcast.models import Stream
+from onair.exceptions import ApplicationError, ConflictError, InvalidInputError
+from sfu import (
+    IceCandidate,
+    NegotiationError,
+    PublisherClosed,
+    PublisherConnected,
+    PublisherDisconnected,
+    PublisherSession,
+    Router,
+    RouterClosedError,
+    RouterOptions,
+    RouterRegistry,
+    SfuEvent,
+    ViewerSession,
+)
+from signaling.ice import PeerRole, ice_servers
+
+logger = logging.getLogger(__name__)
+
+DEFAULT_GRACE_SECONDS = 10.0
+
+
+def stream_group(stream_id: int | str) -> str:
+    """The channel-layer group of everyone connected to one stream."""
+    return f"stream.{stream_id}"
+
+
+class SfuGatewayError(ApplicationError):
+    """The media engine refused a request (surfaced as ``sfu_error``)."""
+
+    code = "sfu_error"
+
+
+@dataclass(frozen=True)
+class PublishResult:
+    session_id: str
+    answer_sdp: str
+
+
+@dataclass(frozen=True)
+class ViewResult:
+    viewer_id: str
+    sdp: str
+
+
+class SfuGateway:
+    """The process's routers and the bridge from SFU events to Django."""
+
+    def __init__(self) -> None:
+        self._registry: RouterRegistry | None = None
+        self._loop: asyncio.AbstractEventLoop | None = None
+        self._tasks: set[asyncio.Task[Any]] = set()
+
+    # --- lifecycle ---------------------------------------------------------------------
+
+    def _routers(self) -> RouterRegistry:
+        loop = asyncio.get_running_loop()
+        if self._registry is None or self._loop is not loop:
+            # A new event loop (tests, a restarted server) starts with no routers: the old
+            # loop's peer connections cannot be driven from this one.
+            self._registry = RouterRegistry(self._router_options(), on_event=self._on_event)
+            self._loop = loop
+        return self._registry
+
+    @staticmethod
+    def _router_options() -> RouterOptions:
+        raw = getattr(settings, "ONAIR", {})
+        return RouterOptions(
+            ice_servers=ice_servers(user=PeerRole.SFU.value),
+            publisher_grace_seconds=float(
+                raw.get("PUBLISHER_GRACE_SECONDS", DEFAULT_GRACE_SECONDS)
+            ),
+        )
+
+    def router(self, stream: Stream) -> Router | None:
+        return self._routers().get(str(stream.pk))
+
+    async def close_all(self) -> None:
+        if self._registry is not None:
+            await self._registry.close_all()
+
+    # --- publishers --------------------------------------------------------------------
+
+    async def publish(self, *, stream: Stream, offer_sdp: str) -> PublishResult:
+        """Answer a broadcaster's offer. A publisher already there is replaced and every
+        viewer moves to the new tracks without renegotiating."""
+        router = self._routers().get_or_create(str(stream.pk))
+        try:
+            session = await router.publish(offer_sdp)
+        except NegotiationError as exc:
+            raise InvalidInputError(f"The offer cannot be used: {exc}", code="bad_sdp") from exc
+        except RouterClosedError as exc:
+            raise ConflictError("The broadcast is closing; try again.", code="closing") from exc
+        return PublishResult(session_id=session.id, answer_sdp=session.answer_sdp)
+
+    def has_publisher(self, stream: Stream) -> bool:
+        router = self.router(stream)
+        return router is not None and router.publisher is not None
+
+    def publisher_session(self, stream: Stream, session_id: str) -> PublisherSession | None:
+        router = self.router(stream)
+        publisher = router.publisher if router is not None else None
+        return publisher if publisher is not None and publisher.id == session_id else None
+
+    async def publisher_candidate(
+        self, *, stream: Stream, session_id: str, candidate: IceCandidate
+    ) -> None:
+        publisher = self.publisher_session(stream, session_id)
+        if publisher is None:
+            return  # a late candidate for a replaced session: harmless
+        await _add_candidate(publisher.add_ice_candidate, candidate)
+
+    async def close_router(self, *, stream_id: int | str) -> None:
+        """End the broadcast in the SFU: the publisher and every viewer are closed."""
+        await self._routers().close(str(stream_id))
+
+    def close_router_soon(self, *, stream_id: int | str) -> None:
+        """``close_router`` from synchronous code (REST API, admin), on the SFU's loop."""
+        loop = self._loop
+        if loop is None or loop.is_closed():
+            return
+        try:
+            running = asyncio.get_running_loop()
+        except RuntimeError:
+            running = None
+        if running is loop:
+            self._spawn(self.close_router(stream_id=stream_id))
+        else:
+            loop.call_soon_threadsafe(self._spawn, self.close_router(stream_id=stream_id))
+
+    # --- viewers -----------------------------------------------------------------------
+
+    async def subscribe(self, *, stream: Stream, offer_sdp: str | None = None) -> ViewResult:
+        """Add a viewer. Without ``offer_sdp`` the result holds the server's offer (the
+        watch page answers it); with one (WHEP), it holds the answer."""
+        router = self._routers().get_or_create(str(stream.pk))
+        try:
+            viewer = await router.subscribe(offer_sdp)
+        except NegotiationError as exc:
+            raise InvalidInputError(f"The offer cannot be used: {exc}", code="bad_sdp") from exc
+        except RouterClosedError as exc:
+            raise ConflictError("The broadcast is closing; try again.", code="closing") from exc
+        sdp = viewer.answer_sdp if offer_sdp is not None else viewer.offer_sdp
+        assert sdp is not None
+        return ViewResult(viewer_id=viewer.id, sdp=sdp)
+
+    def viewer_session(self, stream: Stream, viewer_id: str) -> ViewerSession | None:
+        router = self.router(stream)
+        return router.get_viewer(viewer_id) if router is not None else None
+
+    async def viewer_answer(self, *, stream: Stream, viewer_id: str, answer_sdp: str) -> None:
+        viewer = self.viewer_session(stream, viewer_id)
+        if viewer is None:
+            raise ConflictError(
+                "This viewing session is over; ask for a new one.", code="no_session"
+            )
+        try:
+            await viewer.accept_answer(answer_sdp)
+        except (NegotiationError, ValueError) as exc:
+            raise InvalidInputError(f"The answer cannot be used: {exc}", code="bad_sdp") from exc
+
+    async def viewer_candidate(
+        self, *, stream: Stream, viewer_id: str, candidate: IceCandidate
+    ) -> None:
+        viewer = self.viewer_session(stream, viewer_id)
+        if viewer is not None:
+            await _add_candidate(viewer.add_ice_candidate, candidate)
+
+    async def viewer_close(self, *, stream: Stream, viewer_id: str) -> None:
+        viewer = self.viewer_session(stream, viewer_id)
+        if viewer is not None:
+            await viewer.close()
+
+    # --- events from the SFU -----------------------------------------------------------
+
+    def _on_event(self, event: SfuEvent) -> None:
+        if isinstance(event, PublisherConnected):
+            self._spawn(_group_send(event.router_id, "publisher.status", status="connected"))
+        elif isinstance(event, PublisherDisconnected):
+            self._spawn(_group_send(event.router_id, "publisher.status", status="reconnecting"))
+        elif isinstance(event, PublisherClosed) and event.reason == "timeout":
+            # The broadcaster did not come back within the grace period: the broadcast is over.
+            self._spawn(_end_abandoned_broadcast(event.router_id))
+
+    def _spawn(self, coroutine: Any) -> None:
+        task = asyncio.ensure_future(coroutine)
+        self._tasks.add(task)
+        task.add_done_callback(self._task_done)
+
+    def _task_done(self, task: asyncio.Task[Any]) -> None:
+        self._tasks.discard(task)
+        if not task.cancelled() and task.exception() is not None:
+            logger.error("sfu gateway task failed", exc_info=task.exception())
+
+
+async def _add_candidate(add: Any, candidate: IceCandidate) -> None:
+    try:
+        await add(candidate)
+    except (NegotiationError, ValueError) as exc:
+        raise InvalidInputError(str(exc), code="bad_message") from exc
+
+
+async def _group_send(stream_id: str, kind: str, **fields: Any) -> None:
+    layer = get_channel_layer()
+    if layer is not None:
+        await layer.group_send(stream_group(stream_id), {"type": kind, **fields})
+
+
+@database_sync_to_async
+def _end_stream(stream_id: str) -> None:
+    from broadcast.services import stream_end
+
+    stream = Stream.objects.filter(pk=stream_id).first()
+    if stream is not None and stream.is_live:
+        with contextlib.suppress(ConflictError):  # ended meanwhile by its owner
+            stream_end(stream=stream)
+
+
+async def _end_abandoned_broadcast(stream_id: str) -> None:
+    logger.info("publisher did not return; ending the broadcast", extra={"stream_id": stream_id})
+    await _end_stream(stream_id)
+
+
+gateway = SfuGateway()

@@ -1,0 +1,301 @@
+"""The studio and watch consumers against the real ASGI app, the real SFU and real aiortc
+peers: signaling, state and viewer counts through the services, and every error path."""
+
+from __future__ import annotations
+
+import asyncio
+import json
+from collections.abc import AsyncIterator
+from typing import Any
+
+import pytest
+from channels.db import database_sync_to_async
+from channels.testing import WebsocketCommunicator
+from django.contrib.auth.models import AnonymousUser, User
+
+from broadcast.models import Stream
+from broadcast.services import IssuedKey, stream_create
+from onair.asgi import application
+from signaling.messages import MAX_FRAME_BYTES
+from signaling.sfu_gateway import gateway
+from sfu.testing import TestPublisher, TestViewer, wait_until
+from viewers.models import ViewerSession
+
+pytestmark = [pytest.mark.django_db(transaction=True), pytest.mark.timeout(120)]
+
+ORIGIN = (b"origin", b"http://localhost")
+
+
+@pytest.fixture
+async def owner() -> User:
+    return await database_sync_to_async(User.objects.create_user)("owner", password="pw")
+
+
+@pytest.fixture
+async def live_stream_parts(owner: User) -> tuple[Stream, IssuedKey]:
+    return await database_sync_to_async(stream_create)(owner=owner, title="Launch")
+
+
+@pytest.fixture
+async def sfu_cleanup() -> AsyncIterator[None]:
+    yield
+    await gateway.close_all()
+
+
+class Socket:
+    """A WebSocket client on the full ASGI app (origin check, auth middleware, router)."""
+
+    def __init__(self, path: str, user: User | None = None) -> None:
+        self.comm = WebsocketCommunicator(application, path, headers=[ORIGIN])
+        if user is not None:
+            self.comm.scope["user"] = user
+        self.inbox: list[dict[str, Any]] = []
+
+    async def open(self) -> dict[str, Any]:
+        connected, _ = await self.comm.connect(timeout=10)
+        assert connected
+        return await self.next()
+
+    async def next(self, timeout: float = 10) -> dict[str, Any]:
+        return json.loads(await self.comm.receive_from(timeout=timeout))
+
+    async def expect(self, kind: str, timeout: float = 15) -> dict[str, Any]:
+        """The next message of ``kind``, skipping others (state/viewer pushes interleave)."""
+        deadline = asyncio.get_running_loop().time() + timeout
+        while True:
+            remaining = deadline - asyncio.get_running_loop().time()
+            message = await self.next(timeout=max(remaining, 0.1))
+            if message["type"] == kind:
+                return message
+            self.inbox.append(message)
+
+    async def expect_count(self, count: int) -> None:
+        """Wait for a ``viewers`` push announcing ``count``."""
+        if any(m["type"] == "viewers" and m["count"] == count for m in self.inbox):
+            return
+        while (await self.expect("viewers"))["count"] != count:
+            pass
+
+    async def send(self, message: dict[str, Any]) -> None:
+        await self.comm.send_to(text_data=json.dumps(message))
+
+    async def close(self) -> None:
+        await self.comm.disconnect()
+
+
+async def refreshed(stream: Stream) -> Stream:
+    await database_sync_to_async(stream.refresh_from_db)()
+    return stream
+
+
+async def go_live(stream: Stream, owner: User) -> tuple[Socket, TestPublisher]:
+    studio = Socket(f"/ws/studio/{stream.slug}/", owner)
+    welcome = await studio.open()
+    assert welcome["type"] == "welcome"
+    assert welcome["authorized"] is True
+    assert welcome["ice_servers"] == []  # default config: nothing leaves the machine
+    publisher = TestPublisher()
+    await studio.send({"type": "offer", "sdp": await publisher.create_offer()})
+    answer = await studio.expect("answer")
+    await publisher.accept_answer(answer["sdp"])
+    return studio, publisher
+
+
+async def watch(stream: Stream) -> tuple[Socket, TestViewer]:
+    socket = Socket(f"/ws/watch/{stream.slug}/", None)
+    socket.comm.scope["user"] = AnonymousUser()
+    welcome = await socket.open()
+    assert welcome["type"] == "welcome"
+    assert welcome["role"] == "viewer"
+    viewer = TestViewer()
+    offer = await socket.expect("offer")
+    await socket.send({"type": "answer", "sdp": await viewer.answer(offer["sdp"])})
+    return socket, viewer
+
+
+async def test_broadcast_reaches_viewers_and_state_follows(
+    owner: User, live_stream_parts: tuple[Stream, IssuedKey], sfu_cleanup: None
+) -> None:
+    stream, _ = live_stream_parts
+    studio, publisher = await go_live(stream, owner)
+    live = await studio.expect("state")
+    assert live["stream"]["state"] == "live"
+    assert (await refreshed(stream)).state == Stream.State.LIVE
+
+    sockets, viewers = zip(*[await watch(stream) for _ in range(2)], strict=True)
+    for viewer in viewers:
+        assert await viewer.wait_for_frames(video=20, audio=5, within=20)
+    # Counted through the services, pushed to the studio.
+    assert (await refreshed(stream)).viewer_count == 2
+    await studio.expect_count(2)
+
+    # A viewer leaving is uncounted; the others keep playing.
+    await sockets[1].close()
+    await viewers[1].close()
+    await studio.expect_count(1)
+    assert (await refreshed(stream)).viewer_count == 1
+    before = viewers[0].video.frames
+    assert await wait_until(lambda: viewers[0].video.frames > before + 10, 10)
+
+    # Ending from the studio: viewers are told, the router closes, the state is saved.
+    await studio.send({"type": "end"})
+    ended = await sockets[0].expect("state")
+    assert ended["stream"]["state"] == "ended"
+    stream = await refreshed(stream)
+    assert stream.state == Stream.State.ENDED
+    assert stream.viewer_count == 0
+    assert stream.peak_viewer_count == 2
+    assert await wait_until(lambda: gateway.router(stream) is None, 5)
+    active = await database_sync_to_async(
+        ViewerSession.objects.filter(stream=stream, ended_at__isnull=True).count
+    )()
+    assert active == 0
+    for closeable in (*sockets[:1], studio):
+        await closeable.close()
+    for peer in (publisher, viewers[0]):
+        await peer.close()
+
+
+async def test_viewer_waiting_for_broadcast_starts_by_itself(
+    owner: User, live_stream_parts: tuple[Stream, IssuedKey], sfu_cleanup: None
+) -> None:
+    stream, _ = live_stream_parts
+    waiting = Socket(f"/ws/watch/{stream.slug}/")
+    waiting.comm.scope["user"] = AnonymousUser()
+    welcome = await waiting.open()
+    assert welcome["stream"]["state"] == "idle"
+
+    studio, publisher = await go_live(stream, owner)
+    offer = await waiting.expect("offer", timeout=20)
+    viewer = TestViewer()
+    await waiting.send({"type": "answer", "sdp": await viewer.answer(offer["sdp"])})
+    assert await viewer.wait_for_frames(video=10, within=20)
+    for closeable in (waiting, studio):
+        await closeable.close()
+    for peer in (publisher, viewer):
+        await peer.close()
+
+
+async def test_stream_key_authorizes_a_stranger(
+    live_stream_parts: tuple[Stream, IssuedKey], sfu_cleanup: None
+) -> None:
+    stream, issued = live_stream_parts
+    studio = Socket(f"/ws/studio/{stream.slug}/")
+    studio.comm.scope["user"] = AnonymousUser()
+    welcome = await studio.open()
+    assert welcome["authorized"] is False
+    assert welcome["stream"] == {"slug": stream.slug}  # nothing revealed before the key
+
+    await studio.send({"type": "offer", "sdp": "v=0"})
+    assert (await studio.next())["code"] == "forbidden"
+    await studio.send({"type": "auth", "key": "sk_wrong" + "x" * 40})
+    assert (await studio.next())["code"] == "forbidden"
+    await studio.send({"type": "auth", "key": issued.secret})
+    state = await studio.next()
+    assert state["type"] == "state"
+    assert state["stream"]["title"] == "Launch"
+
+    publisher = TestPublisher()
+    await studio.send({"type": "offer", "sdp": await publisher.create_offer()})
+    await publisher.accept_answer((await studio.expect("answer"))["sdp"])
+    assert (await refreshed(stream)).state == Stream.State.LIVE
+    await studio.close()
+    await publisher.close()
+
+
+@pytest.mark.parametrize(
+    ("frame", "code"),
+    [
+        ("{not json", "bad_json"),
+        ('{"type": "teleport"}', "unknown_type"),
+        ('{"type": "offer"}', "bad_message"),
+        ('{"type": "offer", "sdp": "this is not sdp"}', "bad_sdp"),
+        (json.dumps({"type": "offer", "sdp": "v" * (MAX_FRAME_BYTES + 1)}), "too_large"),
+    ],
+)
+async def test_bad_studio_frames_get_errors_and_keep_the_socket(
+    owner: User,
+    live_stream_parts: tuple[Stream, IssuedKey],
+    sfu_cleanup: None,
+    frame: str,
+    code: str,
+) -> None:
+    stream, _ = live_stream_parts
+    studio = Socket(f"/ws/studio/{stream.slug}/", owner)
+    await studio.open()
+    await studio.comm.send_to(text_data=frame)
+    error = await studio.next()
+    assert error["type"] == "error"
+    assert error["code"] == code
+    assert error["message"]
+    await studio.send({"type": "ping"})
+    assert (await studio.next())["type"] == "pong"
+    assert (await refreshed(stream)).state == Stream.State.IDLE
+    await studio.close()
+
+
+async def test_binary_frames_and_floods_are_refused(
+    owner: User, live_stream_parts: tuple[Stream, IssuedKey]
+) -> None:
+    stream, _ = live_stream_parts
+    studio = Socket(f"/ws/studio/{stream.slug}/", owner)
+    await studio.open()
+    await studio.comm.send_to(bytes_data=b"\x00\xff")
+    assert (await studio.next())["code"] == "bad_json"
+    for _ in range(100):
+        await studio.send({"type": "ping"})
+    replies = [await studio.next() for _ in range(100)]
+    assert any(r.get("code") == "rate_limited" for r in replies)
+    await studio.close()
+
+
+async def test_unknown_stream_closes_with_not_found() -> None:
+    socket = Socket("/ws/watch/no-such-stream/")
+    socket.comm.scope["user"] = AnonymousUser()
+    error = await socket.open()
+    assert error == {"type": "error", "code": "not_found", "message": "No such stream."}
+    assert (await socket.comm.receive_output(timeout=5))["code"] == 4404
+
+
+async def test_private_stream_is_not_found_for_strangers(owner: User) -> None:
+    stream, _ = await database_sync_to_async(stream_create)(
+        owner=owner, title="Secret", visibility=Stream.Visibility.PRIVATE
+    )
+    socket = Socket(f"/ws/watch/{stream.slug}/")
+    socket.comm.scope["user"] = AnonymousUser()
+    assert (await socket.open())["code"] == "not_found"
+
+    allowed = Socket(f"/ws/watch/{stream.slug}/", owner)
+    assert (await allowed.open())["type"] == "welcome"
+    await allowed.close()
+
+
+async def test_watch_errors_do_not_disturb_other_viewers(
+    owner: User, live_stream_parts: tuple[Stream, IssuedKey], sfu_cleanup: None
+) -> None:
+    stream, _ = live_stream_parts
+    studio, publisher = await go_live(stream, owner)
+    good_socket, good_viewer = await watch(stream)
+    assert await good_viewer.wait_for_frames(video=10, within=20)
+
+    rude = Socket(f"/ws/watch/{stream.slug}/")
+    rude.comm.scope["user"] = AnonymousUser()
+    await rude.open()
+    await rude.expect("offer")
+    for frame, code in [
+        ('{"type": "answer", "sdp": "garbage"}', "bad_sdp"),
+        ('{"type": "offer", "sdp": "v=0"}', "unknown_type"),
+        ('{"type": "candidate", "candidate": {"candidate": "nonsense", "sdpMid": "0"}}', None),
+    ]:
+        await rude.comm.send_to(text_data=frame)
+        if code is not None:
+            assert (await rude.expect("error"))["code"] == code
+    await rude.close()  # vanishes mid-negotiation
+
+    before = good_viewer.video.frames
+    assert await wait_until(lambda: good_viewer.video.frames > before + 20, 10)
+    assert (await refreshed(stream)).state == Stream.State.LIVE
+    for closeable in (good_socket, studio):
+        await closeable.close()
+    for peer in (publisher, good_viewer):
+        await peer.close()
