@@ -16,9 +16,9 @@ from django.contrib.auth.models import AnonymousUser, User
 from broadcast.models import Stream
 from broadcast.services import IssuedKey, stream_create
 from onair.asgi import application
+from sfu.testing import TestPublisher, TestViewer, wait_until
 from signaling.messages import MAX_FRAME_BYTES
 from signaling.sfu_gateway import gateway
-from sfu.testing import TestPublisher, TestViewer, wait_until
 from viewers.models import ViewerSession
 
 pytestmark = [pytest.mark.django_db(transaction=True), pytest.mark.timeout(120)]
@@ -56,15 +56,15 @@ class Socket:
         assert connected
         return await self.next()
 
-    async def next(self, timeout: float = 10) -> dict[str, Any]:
-        return json.loads(await self.comm.receive_from(timeout=timeout))
+    async def next(self, within: float = 10) -> dict[str, Any]:
+        return json.loads(await self.comm.receive_from(timeout=within))
 
-    async def expect(self, kind: str, timeout: float = 15) -> dict[str, Any]:
+    async def expect(self, kind: str, within: float = 15) -> dict[str, Any]:
         """The next message of ``kind``, skipping others (state/viewer pushes interleave)."""
-        deadline = asyncio.get_running_loop().time() + timeout
+        deadline = asyncio.get_running_loop().time() + within
         while True:
             remaining = deadline - asyncio.get_running_loop().time()
-            message = await self.next(timeout=max(remaining, 0.1))
+            message = await self.next(within=max(remaining, 0.1))
             if message["type"] == kind:
                 return message
             self.inbox.append(message)
@@ -166,7 +166,7 @@ async def test_viewer_waiting_for_broadcast_starts_by_itself(
     assert welcome["stream"]["state"] == "idle"
 
     studio, publisher = await go_live(stream, owner)
-    offer = await waiting.expect("offer", timeout=20)
+    offer = await waiting.expect("offer", within=20)
     viewer = TestViewer()
     await waiting.send({"type": "answer", "sdp": await viewer.answer(offer["sdp"])})
     assert await viewer.wait_for_frames(video=10, within=20)
