@@ -5,7 +5,9 @@ from django import forms
 from broadcast.models import Stream
 
 
-class StreamCreateForm(forms.Form):
+class StreamForm(forms.Form):
+    """Title, description and visibility: for creating a stream and for editing it."""
+
     title = forms.CharField(
         max_length=140, widget=forms.TextInput(attrs={"placeholder": "Friday night live coding"})
     )

@@ -6,12 +6,12 @@ from collections.abc import Callable
 
 from django.contrib import messages
 from django.contrib.auth.decorators import login_required
-from django.http import HttpRequest, HttpResponse
+from django.http import Http404, HttpRequest, HttpResponse
 from django.shortcuts import redirect, render
 from django.views.decorators.http import require_POST
 
 from broadcast import selectors, services
-from broadcast.forms import StreamCreateForm
+from broadcast.forms import StreamForm
 from broadcast.models import Stream
 from broadcast.services import IssuedKey
 from onair.auth import authenticated_user
@@ -36,7 +36,7 @@ def home(request: HttpRequest) -> HttpResponse:
 
 @login_required
 def my_streams(request: HttpRequest) -> HttpResponse:
-    form = StreamCreateForm(request.POST or None)
+    form = StreamForm(request.POST or None)
     if request.method == "POST" and form.is_valid():
         try:
             stream, issued = services.stream_create(
@@ -59,6 +59,30 @@ def my_streams(request: HttpRequest) -> HttpResponse:
             "new_key": request.session.pop(_NEW_KEY_SESSION, None),
             "states": Stream.State,
         },
+        status=400 if form.errors else 200,
+    )
+
+
+@login_required
+def stream_edit(request: HttpRequest, slug: str) -> HttpResponse:
+    try:
+        stream = selectors.stream_get_managed(slug=slug, user=request.user)
+    except ApplicationError as error:
+        raise Http404(error.message) from error
+    initial = {
+        "title": stream.title,
+        "description": stream.description,
+        "visibility": stream.visibility,
+    }
+    form = StreamForm(request.POST or None, initial=initial)
+    if request.method == "POST" and form.is_valid():
+        services.stream_update(stream=stream, **form.cleaned_data)
+        messages.success(request, f"“{stream.title}” was saved.")
+        return redirect("broadcast:my-streams")
+    return render(
+        request,
+        "broadcast/stream_edit.html",
+        {"form": form, "stream": stream},
         status=400 if form.errors else 200,
     )
 

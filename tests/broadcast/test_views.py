@@ -166,3 +166,38 @@ def test_unknown_page_is_an_html_404(client: Client, db: None) -> None:
 
 def test_health(client: Client, db: None) -> None:
     assert client.get("/healthz").json() == {"status": "ok"}
+
+
+def test_edit_changes_title_description_and_visibility(
+    alice: Client, make_stream: Callable
+) -> None:
+    stream, _ = make_stream(title="Before")
+    page = alice.get(f"/streams/{stream.slug}/edit/")
+    assert page.status_code == 200
+    assert 'value="Before"' in page.content.decode()
+
+    response = alice.post(
+        f"/streams/{stream.slug}/edit/",
+        {"title": "After", "description": "New words", "visibility": "unlisted"},
+    )
+
+    assert response.status_code == 302
+    stream.refresh_from_db()
+    assert (stream.title, stream.description, stream.visibility) == (
+        "After",
+        "New words",
+        "unlisted",
+    )
+
+
+def test_edit_rejects_invalid_input_and_other_peoples_streams(
+    alice: Client, make_stream: Callable, other_user: User
+) -> None:
+    stream, _ = make_stream(title="Mine")
+    invalid = alice.post(f"/streams/{stream.slug}/edit/", {"title": "", "visibility": "public"})
+    assert invalid.status_code == 400
+    stream.refresh_from_db()
+    assert stream.title == "Mine"
+
+    theirs, _ = make_stream(owner=other_user)
+    assert alice.get(f"/streams/{theirs.slug}/edit/").status_code == 404
