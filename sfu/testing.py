@@ -181,7 +181,7 @@ class TestPublisher:
         self.codec = codec
         self.video = PatternVideoTrack(width, height, fps)
         self.audio = ToneAudioTrack()
-        self.keyframe_requests = 0
+        self.keyframe_requests: list[float] = []  # when each PLI/FIR arrived
         self._capability = video_capability(codec)
 
     async def create_offer(self) -> str:
@@ -200,7 +200,7 @@ class TestPublisher:
 
     async def _count_keyframe_requests(self, packet: AnyRtcpPacket) -> bool:
         if isinstance(packet, RtcpPsfbPacket) and packet.fmt in (RTCP_PSFB_PLI, RTCP_PSFB_FIR):
-            self.keyframe_requests += 1
+            self.keyframe_requests.append(time.monotonic())
         return False  # aiortc still handles it and encodes a keyframe
 
 

@@ -6,7 +6,7 @@ import time
 import pytest
 
 from sfu import Router
-from sfu.aiortc_adapter import decoder_thread
+from sfu.aiortc_adapter import decoder_thread, sender_report_state
 from sfu.keyframe import KEYFRAME_DETECTORS
 from sfu.testing import CodecSpy, DecodeErrorCounter, TestClients
 
@@ -27,6 +27,20 @@ async def test_viewers_decode_forwarded_media_and_the_server_runs_no_codec(
         received = await asyncio.gather(
             *(v.wait_for_frames(video=MIN_FRAMES, audio=MIN_FRAMES, within=20) for v in viewers)
         )
+        # Sender reports carry the forwarded counts (A/V sync and stats need them).
+        for consumer in (c for v in router.viewers for c in v.consumers):
+            ntp, _, octets, packets = sender_report_state(consumer.sender)
+            assert octets > 0
+            assert ntp > 0
+            assert packets == consumer.packets_sent
+        remote_outbound = [
+            s
+            for v in viewers
+            for s in (await v.pc.getStats()).values()
+            if s.type == "remote-outbound-rtp" and s.kind == "video"
+        ]
+        assert len(remote_outbound) == VIEWERS
+        assert all(s.packetsSent > 0 for s in remote_outbound)
         server_decoder_threads = {decoder_thread(p.receiver) for p in router.producers} - {None}
         server_senders = {slot.sender for v in router.viewers for slot in v.slots}
 

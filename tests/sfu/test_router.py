@@ -1,0 +1,98 @@
+"""The router's signaling-facing API, without running media."""
+
+import pytest
+from aiortc import RTCPeerConnection
+
+from sfu import (
+    IceCandidate,
+    NegotiationError,
+    Router,
+    RouterClosed,
+    RouterClosedError,
+    RouterOptions,
+    RouterRegistry,
+    SfuEvent,
+    ViewerJoined,
+    ViewerLeft,
+)
+from sfu.events import EventEmitter
+from sfu.testing import TestClients, TestViewer, client_configuration, video_capability
+
+
+async def test_unusable_offers_are_negotiation_errors(router: Router, clients: TestClients) -> None:
+    with pytest.raises(NegotiationError):
+        await router.publish("not sdp")
+    viewer = TestViewer()
+    clients.viewers.append(viewer)
+    offer = await viewer.create_offer()
+    with pytest.raises(NegotiationError):
+        await router.publish(offer)  # recvonly: nothing to publish
+    assert router.publisher is None
+
+    await clients.publish(router, codec="vp8")
+    h264_only = RTCPeerConnection(client_configuration())
+    try:
+        h264_only.addTransceiver("video", direction="recvonly").setCodecPreferences(
+            [video_capability("h264")]
+        )
+        await h264_only.setLocalDescription(await h264_only.createOffer())
+        with pytest.raises(NegotiationError):
+            await router.subscribe(h264_only.localDescription.sdp)
+    finally:
+        await h264_only.close()
+    assert router.viewers == ()
+
+
+async def test_trickled_candidates_are_accepted_and_malformed_ones_refused(
+    router: Router, clients: TestClients
+) -> None:
+    viewer = TestViewer()
+    clients.viewers.append(viewer)
+    session = await router.subscribe(await viewer.create_offer())
+    await session.add_ice_candidate(
+        IceCandidate("candidate:1 1 udp 2130706431 192.0.2.99 50000 typ host", sdp_mid="0")
+    )
+    await session.add_ice_candidate(IceCandidate("", sdp_mid="0"))  # end of candidates
+    with pytest.raises(NegotiationError):
+        await session.add_ice_candidate(IceCandidate("candidate:nonsense", sdp_mid="0"))
+    await session.close()
+
+
+async def test_registry_creates_finds_and_closes_routers() -> None:
+    events: list[SfuEvent] = []
+    registry = RouterRegistry(RouterOptions(stats_interval_seconds=0), on_event=events.append)
+    router = registry.get_or_create("broadcast-1")
+    assert registry.get_or_create("broadcast-1") is router
+    assert "broadcast-1" in registry
+    assert len(registry) == 1
+    session = await router.subscribe()
+    assert session.offer_sdp is not None
+    assert "m=audio" in session.offer_sdp
+    assert "m=video" in session.offer_sdp
+
+    await registry.close_all()
+    assert registry.get("broadcast-1") is None
+    assert [type(e) for e in events] == [ViewerJoined, ViewerLeft, RouterClosed]
+    assert events[1] == ViewerLeft(
+        router_id="broadcast-1", viewer_id=session.id, reason="router_closed"
+    )
+    with pytest.raises(RouterClosedError):
+        await router.subscribe()
+
+
+def test_a_failing_event_handler_does_not_stop_the_others() -> None:
+    emitter = EventEmitter()
+    seen: list[SfuEvent] = []
+
+    def broken(_: SfuEvent) -> None:
+        raise RuntimeError("handler bug")
+
+    emitter.on(ViewerJoined, broken)
+    emitter.on(ViewerJoined, seen.append)
+    emitter.on_any(seen.append)
+    event = ViewerJoined(router_id="r", viewer_id="v")
+    emitter.emit(event)
+    assert seen == [event, event]
+    emitter.off(seen.append)
+    emitter.emit(event)
+    assert seen == [event, event]
