@@ -7,6 +7,7 @@ python -m bench --quick         # ≈ 2 minutes, same report with fewer, shorter
 from __future__ import annotations
 
 import argparse
+import dataclasses
 import datetime
 import importlib.util
 import sys
@@ -20,13 +21,13 @@ from bench.measure import ServerResult
 
 SERVERS = ("onair", "janus", "mediarelay")
 FULL = {
-    "onair": runner.Plan(viewers=[0, 20, 40, 60, 80], window=15.0),
-    "janus": runner.Plan(viewers=[0, 20, 40, 60, 80], window=15.0),
+    "onair": runner.Plan(viewers=[0, 20, 40, 60, 80], window=15.0, latency_at=(1, 100)),
+    "janus": runner.Plan(viewers=[0, 20, 40, 60, 80], window=15.0, latency_at=(1, 100)),
     "mediarelay": runner.Plan(viewers=[0, 1, 2, 3, 4], window=15.0),
 }
 QUICK = {
-    "onair": runner.Plan(viewers=[0, 10, 20], window=4.0),
-    "janus": runner.Plan(viewers=[0, 10, 20], window=4.0),
+    "onair": runner.Plan(viewers=[0, 10, 20], window=4.0, latency_at=(1, 20), trace_seconds=2.0),
+    "janus": runner.Plan(viewers=[0, 10, 20], window=4.0, latency_at=(1, 20), trace_seconds=2.0),
     "mediarelay": runner.Plan(viewers=[0, 1, 2], window=4.0),
 }
 
@@ -85,9 +86,11 @@ def main(argv: list[str] | None = None) -> int:
             continue
         plan = plans[name]
         if args.viewers:
-            plan = runner.Plan([int(n) for n in args.viewers.split(",")], plan.window)
+            viewers = [int(n) for n in args.viewers.split(",")]
+            latency_at = (max(viewers),) if plan.latency_at else ()
+            plan = dataclasses.replace(plan, viewers=viewers, latency_at=latency_at)
         if args.window:
-            plan = runner.Plan(plan.viewers, args.window)
+            plan = dataclasses.replace(plan, window=args.window)
         _progress(f"[{name}] {version}: N = {plan.viewers}, {plan.window:.0f} s windows")
         results.append(runner.run_server(name, version, plan, spec, _progress))
 

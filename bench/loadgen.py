@@ -2,6 +2,7 @@
 
 Commands and replies are JSON lines. ``{"op": "grow", "n": N}`` adds viewers until there
 are N (joining a few at a time) and reports who connected and how fast;
+``{"op": "trace", "seconds": S}`` returns every viewer's packet arrival times for S seconds;
 ``{"op": "snapshot"}`` returns every viewer's packet and byte counters, from which the
 runner computes rates over its steady window; ``{"op": "quit"}`` closes everything.
 
@@ -76,10 +77,21 @@ class LoadGenerator:
             "errors": sorted({v.error for v in self.viewers if v.error}),
         }
 
+    async def trace(self, seconds: float) -> dict[str, Any]:
+        """Every viewer's arrival time of every packet for ``seconds``."""
+        for viewer in self.viewers:
+            viewer.counters.arrivals = {}
+        await asyncio.sleep(seconds)
+        arrivals = []
+        for viewer in self.viewers:
+            arrivals.append({key.hex(): at for key, at in (viewer.counters.arrivals or {}).items()})
+            viewer.counters.arrivals = None
+        return {"arrivals": arrivals}
+
     def snapshot(self) -> dict[str, Any]:
         return {
             "at": time.monotonic(),
-            "viewers": [[v.counters.packets, v.counters.bytes, v.connected] for v in self.viewers],
+            "viewers": [[v.counters.packets, v.counters.octets, v.connected] for v in self.viewers],
         }
 
     async def close(self) -> None:
@@ -104,6 +116,8 @@ async def serve(target: str, url: str) -> None:
         command = json.loads(line)
         if command["op"] == "grow":
             reply(await load.grow(command["n"]))
+        elif command["op"] == "trace":
+            reply(await load.trace(command["seconds"]))
         elif command["op"] == "snapshot":
             reply(load.snapshot())
         elif command["op"] == "quit":

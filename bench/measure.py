@@ -57,10 +57,13 @@ class Point:
     viewer_kbps: list[float] = field(default_factory=list)
     viewer_pps: list[float] = field(default_factory=list)
     join_ms: list[float] = field(default_factory=list)
+    # A forwarder that delivers fewer packets than it did with fewer viewers is short of CPU
+    # (on a shared machine, other processes can take the pinned core): not a cost measurement.
+    starved: bool = False
 
     @property
     def saturated(self) -> bool:
-        return self.server_cpu > SATURATED or self.load_cpu > SATURATED
+        return self.server_cpu > SATURATED or self.load_cpu > SATURATED or self.starved
 
     @property
     def median_kbps(self) -> float | None:
@@ -76,10 +79,32 @@ class Point:
 
 
 @dataclass
+class Latency:
+    """Publisher sends a packet → a viewer receives the same packet, over all viewers."""
+
+    viewers: int
+    samples: int
+    p50_ms: float | None
+    p95_ms: float | None
+    p99_ms: float | None
+
+    @classmethod
+    def of(cls, viewers: int, delays_ms: list[float]) -> Latency:
+        return cls(
+            viewers=viewers,
+            samples=len(delays_ms),
+            p50_ms=percentile(delays_ms, 50),
+            p95_ms=percentile(delays_ms, 95),
+            p99_ms=percentile(delays_ms, 99),
+        )
+
+
+@dataclass
 class ServerResult:
     name: str
     version: str
     points: list[Point] = field(default_factory=list)
+    latency: list[Latency] = field(default_factory=list)
     error: str | None = None
 
     @property

@@ -1,11 +1,17 @@
-"""The bench's WebRTC publisher: forwards the FFmpeg source's RTP, already encoded, over aiortc.
+"""The bench's publisher: passes the FFmpeg source's RTP, already encoded, on to the server.
 
 FFmpeg's WHIP muxer sends H.264 only, so for the VP8 + Opus source the bench publishes
-through aiortc instead: a sendonly peer whose tracks never produce frames (nothing is
-encoded here) and whose DTLS transport carries FFmpeg's packets, with the SSRC and payload
-type rewritten to what was negotiated. These touches of aiortc's private API are bench-only.
+through aiortc instead (``--url``): a sendonly peer whose tracks never produce frames
+(nothing is encoded here) and whose DTLS transport carries FFmpeg's packets, with the SSRC
+and payload type rewritten to what was negotiated. These touches of aiortc's private API
+are bench-only. For Janus (``--rtp-to``) the packets go on as plain RTP to its mountpoint.
 
-    python -m bench.publisher --url http://127.0.0.1:PORT   # prints the RTP ports as JSON
+Either way every packet passes here, and its send time is logged by the packet's last
+bytes, which no forwarder changes: the other end of the forwarding-latency measurement.
+Prints the ports to send RTP to as JSON, then answers ``{"op": "sent"}`` on stdin.
+
+    python -m bench.publisher --url http://127.0.0.1:PORT
+    python -m bench.publisher --rtp-to VIDEO_PORT,AUDIO_PORT
 """
 
 from __future__ import annotations
@@ -17,14 +23,16 @@ import json
 import logging
 import struct
 import sys
+import time
+from collections import OrderedDict
 from functools import partial
-from typing import Any
+from typing import Any, cast
 
 from aiortc import MediaStreamTrack, RTCRtpSender, RTCRtpTransceiver, RTCSessionDescription
 from aiortc.sdp import SessionDescription
 
 from bench import http
-from bench.viewer import new_peer_connection
+from bench.viewer import new_peer_connection, trace_key
 
 
 class _IdleTrack(MediaStreamTrack):
@@ -38,11 +46,36 @@ class _IdleTrack(MediaStreamTrack):
         await asyncio.Future()
 
 
-class _RtpForwarder(asyncio.DatagramProtocol):
-    def __init__(self, sender: RTCRtpSender, payload_type: int) -> None:
+SEND_LOG_SIZE = 4096  # ≈ 20 s of the source
+
+
+class SendLog:
+    """When each of the last packets was sent, by ``trace_key``."""
+
+    def __init__(self) -> None:
+        self._sent: OrderedDict[bytes, float] = OrderedDict()
+        self._ambiguous: set[bytes] = set()
+
+    def add(self, packet: bytes) -> None:
+        key = trace_key(packet)
+        if key is None:
+            return
+        if key in self._sent:
+            self._ambiguous.add(key)
+        self._sent[key] = time.monotonic()
+        if len(self._sent) > SEND_LOG_SIZE:
+            self._sent.popitem(last=False)
+
+    def dump(self) -> list[tuple[str, float]]:
+        return [(k.hex(), at) for k, at in self._sent.items() if k not in self._ambiguous]
+
+
+class _WebRtcForwarder(asyncio.DatagramProtocol):
+    def __init__(self, sender: RTCRtpSender, payload_type: int, log: SendLog) -> None:
         self._sender = sender
         self._payload_type = payload_type
         self._ssrc: int = sender._ssrc
+        self._log = log
         self._sending: set[asyncio.Future[None]] = set()
 
     def datagram_received(self, data: bytes, addr: tuple[str | Any, int]) -> None:
@@ -54,8 +87,24 @@ class _RtpForwarder(asyncio.DatagramProtocol):
         task.add_done_callback(self._sending.discard)
 
     async def _send(self, packet: bytes) -> None:
+        self._log.add(packet)
         with contextlib.suppress(ConnectionError):
             await self._sender.transport._send_rtp(packet)
+
+
+class _RtpRelay(asyncio.DatagramProtocol):
+    def __init__(self, port: int, log: SendLog) -> None:
+        self._to = ("127.0.0.1", port)
+        self._log = log
+        self._transport: asyncio.DatagramTransport | None = None
+
+    def connection_made(self, transport: asyncio.BaseTransport) -> None:
+        self._transport = cast(asyncio.DatagramTransport, transport)
+
+    def datagram_received(self, data: bytes, addr: tuple[str | Any, int]) -> None:
+        assert self._transport is not None
+        self._log.add(data)
+        self._transport.sendto(data, self._to)
 
 
 def _prefer(transceiver: RTCRtpTransceiver, mime_type: str) -> None:
@@ -63,7 +112,34 @@ def _prefer(transceiver: RTCRtpTransceiver, mime_type: str) -> None:
     transceiver.setCodecPreferences([c for c in codecs if c.mimeType == mime_type])
 
 
+async def _serve_commands(log: SendLog, ports: dict[str, int]) -> None:
+    reader = asyncio.StreamReader()
+    loop = asyncio.get_running_loop()
+    await loop.connect_read_pipe(lambda: asyncio.StreamReaderProtocol(reader), sys.stdin)
+    sys.stdout.write(
+        json.dumps({"video_port": ports["video"], "audio_port": ports["audio"]}) + "\n"
+    )
+    sys.stdout.flush()
+    while line := await reader.readline():
+        if json.loads(line)["op"] == "sent":
+            sys.stdout.write(json.dumps({"sent": log.dump()}) + "\n")
+            sys.stdout.flush()
+
+
+async def relay(video_port: int, audio_port: int) -> None:
+    log = SendLog()
+    loop = asyncio.get_running_loop()
+    ports = {}
+    for kind, port in (("video", video_port), ("audio", audio_port)):
+        socket_transport, _ = await loop.create_datagram_endpoint(
+            partial(_RtpRelay, port, log), local_addr=("127.0.0.1", 0)
+        )
+        ports[kind] = socket_transport.get_extra_info("sockname")[1]
+    await _serve_commands(log, ports)
+
+
 async def publish(url: str) -> None:
+    log = SendLog()
     pc = new_peer_connection()
     video = pc.addTransceiver(_IdleTrack("video"), direction="sendonly")
     audio = pc.addTransceiver(_IdleTrack("audio"), direction="sendonly")
@@ -88,25 +164,28 @@ async def publish(url: str) -> None:
         payload_type = media.rtp.codecs[0].payloadType
         assert payload_type is not None
         socket_transport, _ = await loop.create_datagram_endpoint(
-            partial(_RtpForwarder, transceiver.sender, payload_type), local_addr=("127.0.0.1", 0)
+            partial(_WebRtcForwarder, transceiver.sender, payload_type, log),
+            local_addr=("127.0.0.1", 0),
         )
         ports[transceiver.kind] = socket_transport.get_extra_info("sockname")[1]
-    sys.stdout.write(
-        json.dumps({"video_port": ports["video"], "audio_port": ports["audio"]}) + "\n"
-    )
-    sys.stdout.flush()
     try:
-        await asyncio.Future()
+        await _serve_commands(log, ports)
     finally:
         await pc.close()
 
 
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("--url", required=True)
+    target = parser.add_mutually_exclusive_group(required=True)
+    target.add_argument("--url", help="publish by WHIP-style signaling to this server")
+    target.add_argument("--rtp-to", help="relay plain RTP to 127.0.0.1: VIDEO_PORT,AUDIO_PORT")
     args = parser.parse_args()
     logging.basicConfig(level=logging.WARNING)
-    asyncio.run(publish(args.url))
+    if args.url:
+        asyncio.run(publish(args.url))
+    else:
+        video_port, audio_port = (int(port) for port in args.rtp_to.split(","))
+        asyncio.run(relay(video_port, audio_port))
 
 
 if __name__ == "__main__":

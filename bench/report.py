@@ -187,7 +187,30 @@ def render(results: list[ServerResult], environment: dict[str, Any]) -> str:
                 f"| {LABELS[result.name]} | {p.viewers} | {p.connected} | {p.server_cpu:.1%} "
                 f"| {p.server_rss_mb:.1f} MB | {_number(p.median_kbps, '.0f')} "
                 f"({_number(p.min_kbps, '.0f')}) | {_number(p.median_pps, '.0f')} "
-                f"| {p.load_cpu:.1%} |" + (" saturated: not fitted" if p.saturated else "")
+                f"| {p.load_cpu:.1%} |"
+                + (
+                    " starved: not fitted"
+                    if p.starved
+                    else " saturated: not fitted"
+                    if p.saturated
+                    else ""
+                )
+            )
+    latencies = [(result, latency) for result in results for latency in result.latency]
+    if latencies:
+        lines += [
+            "",
+            "Forwarding latency: the publisher sends a packet → a viewer has received and "
+            "decrypted the same packet, over every viewer and packet of a few seconds.",
+            "",
+            "| server | viewers | packets | p50 | p95 | p99 |",
+            "|---|---:|---:|---:|---:|---:|",
+        ]
+        for result, latency in latencies:
+            lines.append(
+                f"| {LABELS[result.name]} | {latency.viewers} | {latency.samples} "
+                f"| {_number(latency.p50_ms, '.2f')} ms | {_number(latency.p95_ms, '.2f')} ms "
+                f"| {_number(latency.p99_ms, '.2f')} ms |"
             )
     lines += [
         "",

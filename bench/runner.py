@@ -23,17 +23,22 @@ from pathlib import Path
 from typing import IO, Any
 
 from bench import host, janus, source
-from bench.measure import Point, ServerResult
+from bench.measure import Latency, Point, ServerResult
 
 REPO = Path(__file__).resolve().parent.parent
 SETTLE_SECONDS = 2.0
 SOURCE_WARMUP_SECONDS = 2.0
+# A forwarder's viewers should all get every packet: below this share of the best rate seen
+# in the run, the server was short of CPU for that point.
+STARVED = 0.95
 
 
 @dataclass(frozen=True)
 class Plan:
     viewers: list[int]
     window: float
+    latency_at: tuple[int, ...] = ()
+    trace_seconds: float = 3.0
 
 
 Progress = Callable[[str], None]
@@ -107,11 +112,31 @@ class _LoadGenerator:
     def grow(self, n: int) -> Any:
         return self._ask({"op": "grow", "n": n}, timeout=60 + n)
 
+    def trace(self, seconds: float) -> list[dict[str, float]]:
+        reply = self._ask({"op": "trace", "seconds": seconds}, timeout=30 + seconds)
+        return list(reply["arrivals"])
+
     def snapshot(self) -> Any:
         return self._ask({"op": "snapshot"}, timeout=30)
 
     def quit(self) -> None:
         self._ask({"op": "quit"}, timeout=30)
+
+
+class _Publisher:
+    def __init__(self, process: subprocess.Popen[str]) -> None:
+        self._process = process
+        assert process.stdout is not None
+        ports = json.loads(_read_line(process.stdout, 30))
+        self.video_port: int = ports["video_port"]
+        self.audio_port: int = ports["audio_port"]
+
+    def sent(self) -> dict[str, float]:
+        assert self._process.stdin is not None
+        assert self._process.stdout is not None
+        self._process.stdin.write(json.dumps({"op": "sent"}) + "\n")
+        self._process.stdin.flush()
+        return dict(json.loads(_read_line(self._process.stdout, 30))["sent"])
 
 
 def _python(module: str, *args: str) -> list[str]:
@@ -128,9 +153,25 @@ def _wait_for_port(port: int, timeout: float) -> None:
     raise TimeoutError(f"nothing listens on port {port}")
 
 
+def _start_source(
+    processes: _Processes, spec: source.SourceSpec, load_core: int, *publisher_args: str
+) -> _Publisher:
+    publisher = _Publisher(
+        processes.start("publisher", _python("bench.publisher", *publisher_args), load_core, True)
+    )
+    processes.start(
+        "ffmpeg",
+        source.replay_command(
+            source.encoded_file(spec), publisher.video_port, publisher.audio_port
+        ),
+        load_core,
+    )
+    return publisher
+
+
 def _start_janus(
     processes: _Processes, folder: Path, spec: source.SourceSpec, core: int, load_core: int
-) -> tuple[int, str]:
+) -> tuple[int, str, _Publisher]:
     config = janus.JanusConfig(
         http_port=free_port(),
         video_port=free_port(socket.SOCK_DGRAM),
@@ -140,17 +181,15 @@ def _start_janus(
     janus.write_config(folder, config)
     server = processes.start("janus", janus.command(folder), core)
     _wait_for_port(config.http_port, 20)
-    processes.start(
-        "ffmpeg",
-        source.replay_command(source.encoded_file(spec), config.video_port, config.audio_port),
-        load_core,
+    publisher = _start_source(
+        processes, spec, load_core, "--rtp-to", f"{config.video_port},{config.audio_port}"
     )
-    return server.pid, f"http://127.0.0.1:{config.http_port}/janus"
+    return server.pid, f"http://127.0.0.1:{config.http_port}/janus", publisher
 
 
 def _start_whip_server(
     processes: _Processes, backend: str, spec: source.SourceSpec, core: int, load_core: int
-) -> tuple[int, str]:
+) -> tuple[int, str, _Publisher]:
     port = free_port()
     server = processes.start(
         backend, _python("bench.server", "--backend", backend, "--port", str(port)), core, True
@@ -158,17 +197,7 @@ def _start_whip_server(
     assert server.stdout is not None
     _read_line(server.stdout, 30)
     url = f"http://127.0.0.1:{port}"
-    publisher = processes.start(
-        "publisher", _python("bench.publisher", "--url", url), load_core, True
-    )
-    assert publisher.stdout is not None
-    ports = json.loads(_read_line(publisher.stdout, 30))
-    processes.start(
-        "ffmpeg",
-        source.replay_command(source.encoded_file(spec), ports["video_port"], ports["audio_port"]),
-        load_core,
-    )
-    return server.pid, url
+    return server.pid, url, _start_source(processes, spec, load_core, "--url", url)
 
 
 def _point(
@@ -200,6 +229,16 @@ def _point(
     )
 
 
+def _latency(n: int, load: _LoadGenerator, publisher: _Publisher, seconds: float) -> Latency:
+    time.sleep(SETTLE_SECONDS)
+    arrivals = load.trace(seconds)
+    sent = publisher.sent()
+    delays_ms = [
+        (at - sent[key]) * 1000 for viewer in arrivals for key, at in viewer.items() if key in sent
+    ]
+    return Latency.of(n, delays_ms)
+
+
 def run_server(
     name: str, version: str, plan: Plan, spec: source.SourceSpec, progress: Progress
 ) -> ServerResult:
@@ -211,10 +250,14 @@ def run_server(
         stack.callback(processes.stop)
         try:
             if name == "janus":
-                server_pid, url = _start_janus(processes, folder, spec, server_core, load_core)
+                server_pid, url, publisher = _start_janus(
+                    processes, folder, spec, server_core, load_core
+                )
                 target = "janus"
             else:
-                server_pid, url = _start_whip_server(processes, name, spec, server_core, load_core)
+                server_pid, url, publisher = _start_whip_server(
+                    processes, name, spec, server_core, load_core
+                )
                 target = "whep"
             time.sleep(SOURCE_WARMUP_SECONDS)
             load = _LoadGenerator(
@@ -225,12 +268,26 @@ def run_server(
                     True,
                 )
             )
-            for step, n in enumerate(plan.viewers, 1):
+            audiences = sorted({*plan.viewers, *plan.latency_at})
+            for step, n in enumerate(audiences, 1):
                 grown = load.grow(n)
+                if n in plan.latency_at:
+                    latency = _latency(n, load, publisher, plan.trace_seconds)
+                    result.latency.append(latency)
+                    progress(
+                        f"[{name} {step}/{len(audiences)}] N={n:>3}: forwarding latency "
+                        f"p50 {latency.p50_ms or 0:.2f} ms, p95 {latency.p95_ms or 0:.2f} ms, "
+                        f"p99 {latency.p99_ms or 0:.2f} ms ({latency.samples} packets)"
+                    )
+                if n not in plan.viewers:
+                    continue
                 point = _point(n, server_pid, load, plan, grown["joins"])
+                delivered = [p.median_pps or 0.0 for p in result.points]
+                if name != "mediarelay" and point.viewers and delivered:
+                    point.starved = (point.median_pps or 0.0) < STARVED * max(delivered)
                 result.points.append(point)
                 progress(
-                    f"[{name} {step}/{len(plan.viewers)}] N={n:>3}: "
+                    f"[{name} {step}/{len(audiences)}] N={n:>3}: "
                     f"{point.connected}/{n} connected, server {point.server_cpu:6.1%} CPU, "
                     f"{point.server_rss_mb:6.1f} MB, viewer median "
                     f"{point.median_kbps or 0:5.0f} kbit/s {point.median_pps or 0:4.0f} pkt/s, "
@@ -239,7 +296,7 @@ def run_server(
                 if grown["errors"]:
                     progress(f"[{name}] join errors: {'; '.join(grown['errors'])[:300]}")
                 if point.saturated:
-                    progress(f"[{name}] saturated at N={n}: larger audiences skipped")
+                    progress(f"[{name}] saturated or starved at N={n}: larger audiences skipped")
                     break
             load.quit()
         except Exception as exc:

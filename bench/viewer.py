@@ -27,13 +27,24 @@ from aiortc import (
 )
 from aiortc.sdp import candidate_from_sdp
 
+TRACE_KEY_BYTES = 8
+# Only video packets this large are traced: the Opus sine repeats itself byte for byte.
+TRACE_MIN_BYTES = 500
+
+
+def trace_key(packet: bytes) -> bytes | None:
+    """A packet's identity across a forwarder: its last payload bytes, which none rewrites."""
+    return packet[-TRACE_KEY_BYTES:] if len(packet) >= TRACE_MIN_BYTES else None
+
 
 @dataclass
 class Counters:
     packets: int = 0
-    bytes: int = 0
+    octets: int = 0
     srtp_errors: int = 0
     first_packet_at: float | None = None
+    # While tracing: arrival time by trace_key, for the forwarding-latency measurement.
+    arrivals: dict[bytes, float] | None = None
 
 
 def _is_rtp(data: bytes) -> bool:
@@ -53,15 +64,18 @@ def _count_at_socket(dtls: RTCDtlsTransport, counters: Counters) -> None:
             if srtp is None or not _is_rtp(data):
                 forward(data, addr)
                 return
+            arrived = time.monotonic()
             try:
                 packet = srtp.unprotect(data)
             except pylibsrtp.Error:
                 counters.srtp_errors += 1
                 return
             if counters.first_packet_at is None:
-                counters.first_packet_at = time.monotonic()
+                counters.first_packet_at = arrived
             counters.packets += 1
-            counters.bytes += len(packet)
+            counters.octets += len(packet)
+            if counters.arrivals is not None and (key := trace_key(packet)) is not None:
+                counters.arrivals[key] = arrived
 
         protocol.datagram_received = datagram_received  # type: ignore[method-assign,assignment]
 

@@ -55,3 +55,6 @@ def test_quick_point_measures_every_available_server(tmp_path: Path) -> None:
         assert last["never_connected"] == 0
         assert min(last["viewer_pps"]) > 100, last
         assert server["summary"]["cpu_per_viewer"] is not None
+        (latency,) = server["latency"]
+        assert latency["samples"] > 100, latency
+        assert 0 < latency["p50_ms"] < 1000, latency
