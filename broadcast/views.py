@@ -16,6 +16,7 @@ from broadcast.models import Stream
 from broadcast.services import IssuedKey
 from onair.auth import authenticated_user
 from onair.exceptions import ApplicationError
+from signaling.ice import PeerRole, browser_configuration
 
 # The session entry that carries a new key's secret to the next page view, once.
 _NEW_KEY_SESSION = "onair_new_key"
@@ -147,3 +148,23 @@ def stream_delete(request: HttpRequest, slug: str) -> HttpResponse:
         return f"“{stream.title}” was deleted."
 
     return _stream_action(request, slug, delete)
+
+
+@login_required
+def studio(request: HttpRequest, slug: str) -> HttpResponse:
+    """The broadcaster's page: devices, preview, go live, live stats, local recording."""
+    try:
+        stream = selectors.stream_get_managed(slug=slug, user=request.user)
+    except ApplicationError as exc:
+        raise Http404(exc.message) from exc
+    ice = browser_configuration(user=f"studio-{stream.pk}", role=PeerRole.PUBLISHER)
+    client_config = {
+        "slug": stream.slug,
+        "ws_path": f"/ws/studio/{stream.slug}/",
+        "stream_state": stream.state,
+        "ice_servers": ice["iceServers"],
+        "ice_transport_policy": ice["iceTransportPolicy"],
+    }
+    return render(
+        request, "broadcast/studio.html", {"stream": stream, "client_config": client_config}
+    )

@@ -21,6 +21,7 @@ handler500 = "onair.exception_handler.server_error"
 
 urlpatterns = [
     path("", include("broadcast.urls")),
+    path("", include("viewers.urls")),
     path("accounts/login/", auth_views.LoginView.as_view(), name="login"),
     path("accounts/logout/", auth_views.LogoutView.as_view(), name="logout"),
     path("accounts/signup/", views.signup, name="signup"),

@@ -215,6 +215,9 @@ function setStatus(status) {
 }
 
 signaling.on("welcome", (msg) => {
+  // Fresh per-session ICE servers (short-lived TURN credentials) replace the page's.
+  config.ice_servers = msg.ice_servers;
+  config.ice_transport_policy = msg.ice_transport_policy;
   renderStream(msg.stream);
   // After a signaling reconnect while live, publish again: the SFU keeps viewers
   // attached for a grace period, so they resume without renegotiating.
@@ -228,7 +231,10 @@ signaling.on("answer", async (msg) => {
   $("end-broadcast").disabled = false;
 });
 signaling.on("state", (msg) => renderStream(msg.stream));
-signaling.on("viewers", (msg) => setText("viewer-count", String(msg.count)));
+signaling.on("viewers", (msg) => {
+  setText("viewer-count", String(msg.count));
+  setText("peak-viewers", String(msg.peak));
+});
 signaling.on("error", (msg) => {
   showError(`${msg.message} (${msg.code})`);
   if (["not_live", "forbidden", "stream_ended", "bad_sdp", "sfu_error"].includes(msg.code) && !state.live) {

@@ -81,6 +81,9 @@ async function play() {
 const signaling = new SignalingClient(config.ws_path);
 
 signaling.on("welcome", (msg) => {
+  // Fresh per-session ICE servers (short-lived TURN credentials) replace the page's.
+  config.ice_servers = msg.ice_servers;
+  config.ice_transport_policy = msg.ice_transport_policy;
   renderStream(msg.stream);
   if (msg.stream.state === "live") showStatus("starting", "Connecting to the broadcast…");
 });

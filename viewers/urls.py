@@ -1,0 +1,9 @@
+from django.urls import path
+
+from viewers import views
+
+app_name = "viewers"
+
+urlpatterns = [
+    path("watch/<slug:slug>/", views.watch, name="watch"),
+]
