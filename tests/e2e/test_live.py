@@ -88,12 +88,10 @@ def test_go_live_watch_switch_source_and_end(
     assert viewer.evaluate("document.getElementById('player').muted") is False
     viewer.click("#stats-toggle")
     expect(viewer.locator("#frames-decoded")).not_to_have_text("0")
-    expect(studio.locator("#out-bitrate")).not_to_have_text("–")
+    expect(studio.locator("#out-bitrate")).to_contain_text("bps")
 
     # Switching to the screen replaces the track: the viewer keeps decoding, no new offer.
-    offers_before = viewer.evaluate("window.onairWatch.state.pc !== null")
-    pc_before = viewer.evaluate("(() => { window.__pc = window.onairWatch.state.pc; return 1; })()")
-    assert offers_before and pc_before
+    assert viewer.evaluate("(window.__pc = window.onairWatch.state.pc) !== null")
     studio.click("#source-screen")
     expect(studio.locator("#source-label")).to_have_text("Screen")
     frames = _wait_for_frames(viewer, more_than=frames + 20)
