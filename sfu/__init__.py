@@ -1,7 +1,35 @@
 """OnAir's media engine: a forwarding SFU on aiortc.
 
-Pure asyncio and aiortc, no web framework. A gateway drives it through
-``RouterRegistry`` / ``Router`` and listens to ``Router.events``.
+Pure asyncio and aiortc, no web framework. Packets are forwarded, never decoded
+or re-encoded. A gateway drives it like this::
+
+    registry = RouterRegistry(RouterOptions(ice_servers=(IceServer(("stun:...",)),)),
+                              on_event=relay)            # every router's events
+    router = registry.get_or_create(broadcast_id)
+
+    publisher = await router.publish(offer_sdp)          # WHIP-style offer
+    publisher.answer_sdp                                 # -> the SDP answer
+    await publisher.add_ice_candidate(IceCandidate(line, sdp_mid="0"))
+    await publisher.close()                              # ends it, no grace period
+
+    viewer = await router.subscribe(offer_sdp)           # WHEP-style recvonly offer
+    viewer.answer_sdp
+    viewer = await router.subscribe()                    # or the server offers
+    viewer.offer_sdp
+    await viewer.accept_answer(answer_sdp)
+    await viewer.add_ice_candidate(IceCandidate(line, sdp_mid="1"))
+    await viewer.close()
+
+    await registry.close(broadcast_id)                   # closes everything in it
+
+A new ``publish()`` on a router replaces its publisher and moves viewers to the
+new tracks without renegotiation; a publisher whose connection is lost keeps
+its viewers attached for ``publisher_grace_seconds``. Offers the SFU cannot use
+raise ``NegotiationError``; a closed router raises ``RouterClosedError``.
+
+Codecs: VP8, H.264 constrained baseline with packetization-mode=1, Opus; each
+viewer gets the publisher's codec. H.264 from OBS/FFmpeg must be sent without
+B-frames (``-bf 0``), which browsers never produce.
 """
 
 from sfu.consumer import Consumer

@@ -90,10 +90,6 @@ class Consumer:
     def sender(self) -> RTCRtpSender:
         return self._sender
 
-    @property
-    def active(self) -> bool:
-        return self._group is not None
-
     async def start(self, parameters: RTCRtpSendParameters) -> None:
         """Begin forwarding with the viewer's negotiated send parameters."""
         self._parameters = parameters

@@ -43,10 +43,6 @@ class RtpMunger:
         self._last_out_ts = random.getrandbits(32)
         self._last_out_time: float | None = None
 
-    @property
-    def started(self) -> bool:
-        return self._last_out_time is not None
-
     def switch_source(self) -> None:
         """The next packet comes from a new stream: re-base on it."""
         self._rebase = True

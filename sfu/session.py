@@ -41,10 +41,6 @@ class PeerSession:
     def connection_state(self) -> str:
         return self._pc.connectionState
 
-    @property
-    def peer_connection(self) -> RTCPeerConnection:
-        return self._pc
-
     async def add_ice_candidate(self, candidate: IceCandidate) -> None:
         """Add a candidate trickled by the remote peer (aiortc itself gathers
         all its candidates before answering and never trickles). Raises

@@ -69,7 +69,9 @@ class _Pacer:
         return self.index
 
 
-def _pattern_luma(width: int, height: int, box_x: int) -> bytes:
+def _pattern_luma(width: int, height: int, box_x: int, noise_seed: int | None = None) -> bytes:
+    """Bars on top; below, a moving box and (with a seed) a strip of noise that
+    keeps the encoder at its bitrate, so frames span several packets."""
     bar_width = max(1, width // len(_BARS))
     row = bytes(_BARS[min(x // bar_width, len(_BARS) - 1)] for x in range(width))
     bar_rows = int(height * _BAR_ROWS)
@@ -79,6 +81,11 @@ def _pattern_luma(width: int, height: int, box_x: int) -> bytes:
     for y in range(top, top + box):
         start = y * width + box_x
         plane[start : start + box] = bytes([235]) * min(box, width - box_x)
+    if noise_seed is not None:
+        noise_rows = (height - bar_rows - box) // 2
+        plane[width * (height - noise_rows) :] = random.Random(noise_seed).randbytes(
+            width * noise_rows
+        )
     return bytes(plane)
 
 
@@ -108,7 +115,7 @@ class PatternVideoTrack(MediaStreamTrack):
         steps = fps
         chroma = bytes([128]) * ((width // 2) * (height // 2))
         self._planes = [
-            (_pattern_luma(width, height, (i * (width - width // 8)) // steps), chroma)
+            (_pattern_luma(width, height, (i * (width - width // 8)) // steps, i), chroma)
             for i in range(steps)
         ]
         self._pacer = _Pacer(fps)
