@@ -275,6 +275,7 @@ class WatchConsumer(_StreamConsumer):
 
     async def load_stream(self, slug: str) -> Stream:
         self.viewer_id: str | None = None
+        self.offer_pending = False
         self.viewer_record: ViewerSession | None = None
         return await database_sync_to_async(stream_get_visible)(slug=slug, user=self.user)
 
@@ -289,13 +290,16 @@ class WatchConsumer(_StreamConsumer):
 
     async def handle(self, message: Message) -> None:
         assert self.stream is not None
-        if isinstance(message, Answer):
-            if self.viewer_id is None:
+        if isinstance(message, Offer):
+            await self.viewer_offer(message.sdp)
+        elif isinstance(message, Answer):
+            if self.viewer_id is None or not self.offer_pending:
                 await self.send_error("no_session", "There is no offer to answer.")
                 return
             await gateway.viewer_answer(
                 stream=self.stream, viewer_id=self.viewer_id, answer_sdp=message.sdp
             )
+            self.offer_pending = False
         elif isinstance(message, Candidate):
             if self.viewer_id is not None:
                 await gateway.viewer_candidate(
@@ -306,20 +310,43 @@ class WatchConsumer(_StreamConsumer):
         elif isinstance(message, Restart):
             await self.restart_viewing()
 
-    async def start_viewing(self) -> None:
+    async def join_count(self) -> None:
+        """Count this viewer in (once per connection), through the viewers service."""
         assert self.stream is not None
         if self.viewer_record is None:
-            try:
-                self.viewer_record = await database_sync_to_async(viewer_join)(
-                    stream=self.stream, kind=ViewerSession.Kind.WEB, user=self.user
-                )
-            except ApplicationError as exc:
-                await self.send_error(exc.code, exc.message)
-                return
+            self.viewer_record = await database_sync_to_async(viewer_join)(
+                stream=self.stream, kind=ViewerSession.Kind.WEB, user=self.user
+            )
             await announce_viewers(await self.refresh_stream())
+
+    async def start_viewing(self) -> None:
+        assert self.stream is not None
+        try:
+            await self.join_count()
+        except ApplicationError as exc:
+            await self.send_error(exc.code, exc.message)
+            return
         result = await gateway.subscribe(stream=self.stream)
         self.viewer_id = result.viewer_id
+        self.offer_pending = True
         await self.send_json("offer", sdp=result.sdp, renegotiate=False)
+
+    async def viewer_offer(self, offer_sdp: str) -> None:
+        """The page offers (e.g. to restart its connection). Perfect negotiation: the server
+        is the impolite peer, so an offer colliding with the server's own is ignored and the
+        page, polite, answers the server's offer instead."""
+        stream = await self.refresh_stream()
+        if self.offer_pending:
+            await self.send_error("glare", "Offers collided; the server's offer stands: answer it.")
+            return
+        if stream.state != Stream.State.LIVE:
+            await self.send_error("not_live", "The broadcast is not live right now.")
+            return
+        await self.close_viewer()
+        await self.join_count()
+        result = await gateway.subscribe(stream=stream, offer_sdp=offer_sdp)
+        self.viewer_id = result.viewer_id
+        await self.send_json("answer", sdp=result.sdp)
 
     async def restart_viewing(self) -> None:
         stream = await self.refresh_stream()
@@ -330,6 +357,7 @@ class WatchConsumer(_StreamConsumer):
         await self.start_viewing()
 
     async def close_viewer(self) -> None:
+        self.offer_pending = False
         if self.viewer_id is not None and self.stream is not None:
             viewer_id, self.viewer_id = self.viewer_id, None
             await gateway.viewer_close(stream=self.stream, viewer_id=viewer_id)
@@ -351,6 +379,7 @@ class WatchConsumer(_StreamConsumer):
             # The router is closed with the broadcast; the session record was ended by the
             # viewers app. Forget both without counting the viewer out a second time.
             self.viewer_id = None
+            self.offer_pending = False
             self.viewer_record = None
 
     async def publisher_status(self, event: dict[str, Any]) -> None:

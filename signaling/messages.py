@@ -67,7 +67,7 @@ class Ping:
 Message = Offer | Answer | Candidate | Auth | End | Restart | Ping
 
 STUDIO_TYPES: Final = frozenset({"auth", "offer", "candidate", "end", "ping"})
-WATCH_TYPES: Final = frozenset({"answer", "candidate", "restart", "ping"})
+WATCH_TYPES: Final = frozenset({"offer", "answer", "candidate", "restart", "ping"})
 
 
 def parse_message(

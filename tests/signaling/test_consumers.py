@@ -284,7 +284,8 @@ async def test_watch_errors_do_not_disturb_other_viewers(
     await rude.expect("offer")
     for frame, code in [
         ('{"type": "answer", "sdp": "garbage"}', "bad_sdp"),
-        ('{"type": "offer", "sdp": "v=0"}', "unknown_type"),
+        ('{"type": "offer", "sdp": "v=0"}', "glare"),
+        ('{"type": "end"}', "unknown_type"),
         ('{"type": "candidate", "candidate": {"candidate": "nonsense", "sdpMid": "0"}}', None),
     ]:
         await rude.comm.send_to(text_data=frame)
@@ -299,3 +300,96 @@ async def test_watch_errors_do_not_disturb_other_viewers(
         await closeable.close()
     for peer in (publisher, good_viewer):
         await peer.close()
+
+
+async def test_glare_server_offer_stands_then_viewer_offer_is_answered(
+    owner: User, live_stream_parts: tuple[Stream, IssuedKey], sfu_cleanup: None
+) -> None:
+    stream, _ = live_stream_parts
+    studio, publisher = await go_live(stream, owner)
+    socket = Socket(f"/ws/watch/{stream.slug}/")
+    socket.comm.scope["user"] = AnonymousUser()
+    await socket.open()
+    server_offer = await socket.expect("offer")
+
+    # Both sides offer at once: the impolite server keeps its offer.
+    polite = TestViewer()
+    await socket.send({"type": "offer", "sdp": await polite.create_offer()})
+    glare = await socket.expect("error")
+    assert glare["code"] == "glare"
+    # The polite page drops its own offer and answers the server's.
+    await polite.close()
+    viewer = TestViewer()
+    await socket.send({"type": "answer", "sdp": await viewer.answer(server_offer["sdp"])})
+    await socket.send({"type": "candidate", "candidate": None})  # end of candidates
+    assert await viewer.wait_for_frames(video=10, within=20)
+
+    # Once stable, the page may offer (WHEP-style) and gets an answer on a new session.
+    second = TestViewer()
+    await socket.send({"type": "offer", "sdp": await second.create_offer()})
+    await second.accept_answer((await socket.expect("answer"))["sdp"])
+    assert await second.wait_for_frames(video=10, within=20)
+    # The replaced session is closed; the viewer is still counted once.
+    assert (await refreshed(stream)).viewer_count == 1
+    # An answer nobody asked for is refused.
+    await socket.send({"type": "answer", "sdp": "v=0"})
+    assert (await socket.expect("error"))["code"] == "no_session"
+
+    # restart: a fresh server offer on a fresh session.
+    await socket.send({"type": "restart"})
+    third = TestViewer()
+    restart_offer = await socket.expect("offer")
+    await socket.send({"type": "answer", "sdp": await third.answer(restart_offer["sdp"])})
+    assert await third.wait_for_frames(video=10, within=20)
+    for closeable in (socket, studio):
+        await closeable.close()
+    for peer in (publisher, viewer, second, third):
+        await peer.close()
+
+
+async def test_publisher_reconnect_keeps_viewers_playing(
+    owner: User, live_stream_parts: tuple[Stream, IssuedKey], sfu_cleanup: None
+) -> None:
+    stream, _ = live_stream_parts
+    studio, publisher = await go_live(stream, owner)
+    socket, viewer = await watch(stream)
+    assert await viewer.wait_for_frames(video=10, within=20)
+    viewer_pc = viewer.pc
+
+    # The broadcaster's browser drops (socket and peer connection) and comes back.
+    await studio.close()
+    await publisher.close()
+    while (await socket.expect("publisher"))["status"] != "reconnecting":
+        pass  # "connected" from the first connection may come first
+    studio, publisher = await go_live(stream, owner)
+    before = viewer.video.frames
+    assert await wait_until(lambda: viewer.video.frames > before + 20, 20)
+    assert viewer.pc is viewer_pc  # same viewer connection, no renegotiation
+    assert (await refreshed(stream)).state == Stream.State.LIVE
+    for closeable in (socket, studio):
+        await closeable.close()
+    for peer in (publisher, viewer):
+        await peer.close()
+
+
+async def test_ending_an_idle_stream_and_publishing_to_an_ended_one_are_refused(
+    owner: User, live_stream_parts: tuple[Stream, IssuedKey], sfu_cleanup: None
+) -> None:
+    stream, _ = live_stream_parts
+    studio = Socket(f"/ws/studio/{stream.slug}/", owner)
+    await studio.open()
+    await studio.send({"type": "end"})
+    assert (await studio.expect("error"))["code"] == "not_live"
+    await studio.close()
+
+    studio, publisher = await go_live(stream, owner)
+    await studio.send({"type": "end"})
+    while (await studio.expect("state"))["stream"]["state"] != "ended":
+        pass  # "live" from going live may come first
+    assert (await refreshed(stream)).state == Stream.State.ENDED
+    await publisher.close()
+    again = TestPublisher()
+    await studio.send({"type": "offer", "sdp": await again.create_offer()})
+    assert (await studio.expect("error"))["code"] == "stream_ended"
+    await studio.close()
+    await again.close()

@@ -45,11 +45,13 @@ def test_end_of_candidates_is_null() -> None:
     assert parse({"type": "candidate", "candidate": None}) == Candidate("", None, None)
 
 
-def test_watch_accepts_answer_but_not_offer() -> None:
+def test_watch_accepts_answers_and_offers_but_not_studio_commands() -> None:
     assert parse({"type": "answer", "sdp": "v=0"}, WATCH_TYPES) == Answer(sdp="v=0")
-    with pytest.raises(MessageError) as caught:
-        parse({"type": "offer", "sdp": "v=0"}, WATCH_TYPES)
-    assert caught.value.code == "unknown_type"
+    assert parse({"type": "offer", "sdp": "v=0"}, WATCH_TYPES) == Offer(sdp="v=0")
+    for studio_only in ("end", "auth"):
+        with pytest.raises(MessageError) as caught:
+            parse({"type": studio_only, "key": "k" * 40}, WATCH_TYPES)
+        assert caught.value.code == "unknown_type"
 
 
 @pytest.mark.parametrize(
