@@ -31,7 +31,8 @@ def test_home_page(onair_server: object, page: Page) -> None:
     errors = _no_console_errors(page)
     response = page.goto("/")
 
-    assert response is not None and response.ok
+    assert response is not None
+    assert response.ok
     expect(page).to_have_title("Live now · OnAir")
     expect(page.get_by_role("heading", name="Live now")).to_be_visible()
     expect(page.get_by_text("Nobody is live right now.")).to_be_visible()
