@@ -152,11 +152,20 @@ def stream_delete(request: HttpRequest, slug: str) -> HttpResponse:
 
 @login_required
 def studio(request: HttpRequest, slug: str) -> HttpResponse:
-    """The broadcaster's page: devices, preview, go live, live stats, local recording."""
+    """The broadcaster's page: devices, preview, go live, live stats, local recording.
+
+    The owner (and staff) broadcast by their login; anyone else who can see the stream gets
+    the page with a stream-key field, and the signaling refuses them until the key is right.
+    """
     try:
         stream = selectors.stream_get_managed(slug=slug, user=request.user)
-    except ApplicationError as exc:
-        raise Http404(exc.message) from exc
+        owner = True
+    except ApplicationError:
+        try:
+            stream = selectors.stream_get_visible(slug=slug, user=request.user)
+        except ApplicationError as exc:
+            raise Http404(exc.message) from exc
+        owner = False
     ice = browser_configuration(user=f"studio-{stream.pk}", role=PeerRole.PUBLISHER)
     client_config = {
         "slug": stream.slug,
@@ -166,5 +175,7 @@ def studio(request: HttpRequest, slug: str) -> HttpResponse:
         "ice_transport_policy": ice["iceTransportPolicy"],
     }
     return render(
-        request, "broadcast/studio.html", {"stream": stream, "client_config": client_config}
+        request,
+        "broadcast/studio.html",
+        {"stream": stream, "owner": owner, "client_config": client_config},
     )

@@ -18,6 +18,7 @@ const state = {
   lastStats: null,
   recorder: null,
   recordedChunks: [],
+  key: "",             // a stream key typed by a non-owner, re-sent after reconnects
 };
 
 function showError(text) {
@@ -215,6 +216,8 @@ function setStatus(status) {
 }
 
 signaling.on("welcome", (msg) => {
+  $("key-form").hidden = msg.authorized;
+  if (!msg.authorized && state.key) signaling.send("auth", { key: state.key });
   // Fresh per-session ICE servers (short-lived TURN credentials) replace the page's.
   config.ice_servers = msg.ice_servers;
   config.ice_transport_policy = msg.ice_transport_policy;
@@ -230,13 +233,17 @@ signaling.on("answer", async (msg) => {
   state.startedAt ??= Date.now();
   $("end-broadcast").disabled = false;
 });
-signaling.on("state", (msg) => renderStream(msg.stream));
+signaling.on("state", (msg) => {
+  if (state.key) $("key-form").hidden = true; // the key was accepted
+  renderStream(msg.stream);
+});
 signaling.on("viewers", (msg) => {
   setText("viewer-count", String(msg.count));
   setText("peak-viewers", String(msg.peak));
 });
 signaling.on("error", (msg) => {
   showError(`${msg.message} (${msg.code})`);
+  if (msg.code === "forbidden") state.key = "";
   if (["not_live", "forbidden", "stream_ended", "bad_sdp", "sfu_error"].includes(msg.code) && !state.live) {
     closePeer();
     $("go-live").disabled = false;
@@ -333,6 +340,12 @@ $("go-live").addEventListener("click", goLive);
 $("end-broadcast").addEventListener("click", endBroadcast);
 $("record-start").addEventListener("click", startRecording);
 $("record-stop").addEventListener("click", stopRecording);
+$("key-form").addEventListener("submit", (event) => {
+  event.preventDefault();
+  showError("");
+  state.key = $("stream-key").value.trim();
+  signaling.send("auth", { key: state.key });
+});
 navigator.mediaDevices.addEventListener("devicechange", listDevices);
 setInterval(pollStats, 1000);
 

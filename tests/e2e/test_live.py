@@ -4,47 +4,66 @@ the real daphne server, Channels signaling and the in-process SFU.
 
 from __future__ import annotations
 
+import base64
 import re
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
 from pathlib import Path
 
+import av
+import pytest
 from playwright.sync_api import Browser, BrowserContext, Page, expect
 
 from tests.e2e.conftest import OnAirServer
 
 SHOTS = Path(__file__).resolve().parents[2] / "test-artifacts" / "e2e"
 
-FRAMES_DECODED = """async () => {
+INBOUND_VIDEO = """async () => {
   const pc = window.onairWatch.state.pc;
-  if (!pc) return 0;
-  let frames = 0;
+  const result = {frames: 0, width: 0};
+  if (!pc) return result;
   (await pc.getStats()).forEach((s) => {
-    if (s.type === "inbound-rtp" && s.kind === "video") frames = s.framesDecoded || 0;
+    if (s.type === "inbound-rtp" && s.kind === "video") {
+      result.frames = s.framesDecoded || 0;
+      result.width = s.frameWidth || 0;
+    }
   });
-  return frames;
+  return result;
+}"""
+
+RECORDING_BASE64 = """async () => {
+  const blob = await (await fetch(document.getElementById("recording-download").href)).blob();
+  const bytes = new Uint8Array(await blob.arrayBuffer());
+  let binary = "";
+  for (let i = 0; i < bytes.length; i += 0x8000) {
+    binary += String.fromCharCode(...bytes.subarray(i, i + 0x8000));
+  }
+  return btoa(binary);
 }"""
 
 
 def _frames(page: Page) -> int:
-    return int(page.evaluate(FRAMES_DECODED))
+    return int(page.evaluate(INBOUND_VIDEO)["frames"])
 
 
 def _wait_for_frames(page: Page, more_than: int, within: float = 20.0) -> int:
     deadline = time.monotonic() + within
     frames = _frames(page)
     while frames <= more_than and time.monotonic() < deadline:
-        page.wait_for_timeout(250)
+        page.wait_for_timeout(100)
         frames = _frames(page)
     assert frames > more_than, f"framesDecoded stayed at {frames}"
     return frames
 
 
-def _viewer(browser: Browser, server: OnAirServer) -> tuple[BrowserContext, Page]:
-    context = browser.new_context(base_url=server.base_url)
-    context.set_default_timeout(15_000)
-    page = context.new_page()
-    return context, page
+def _wait_for_width(page: Page, other_than: int, within: float = 20.0) -> int:
+    deadline = time.monotonic() + within
+    width = int(page.evaluate(INBOUND_VIDEO)["width"])
+    while width in (0, other_than) and time.monotonic() < deadline:
+        page.wait_for_timeout(200)
+        width = int(page.evaluate(INBOUND_VIDEO)["width"])
+    assert width not in (0, other_than), f"frameWidth stayed at {width}"
+    return width
 
 
 def _shot(page: Page, name: str) -> None:
@@ -52,74 +71,176 @@ def _shot(page: Page, name: str) -> None:
     page.screenshot(path=str(SHOTS / f"{name}.png"), full_page=True)
 
 
-def test_go_live_watch_switch_source_and_end(
+@pytest.fixture
+def contexts(browser: Browser, onair_server: OnAirServer) -> Iterator[list[BrowserContext]]:
+    """Extra browser contexts (separate cookies, like separate people); closed afterwards."""
+    opened: list[BrowserContext] = []
+    yield opened
+    for context in opened:
+        context.close()
+
+
+def _new_page(browser: Browser, server: OnAirServer, opened: list[BrowserContext]) -> Page:
+    context = browser.new_context(base_url=server.base_url)
+    context.set_default_timeout(15_000)
+    opened.append(context)
+    return context.new_page()
+
+
+def _restart_demo_stream(server: OnAirServer) -> None:
+    """Put the demo stream back to idle, whatever an earlier test did."""
+    server.manage(
+        "shell",
+        "-c",
+        "from broadcast.models import Stream; "
+        "from broadcast.services import stream_end, stream_restart; "
+        f"s = Stream.objects.get(slug={server.demo_slug!r}); "
+        "s = stream_end(stream=s) if s.state == 'live' else s; "
+        "s = stream_restart(stream=s) if s.state == 'ended' else s",
+    )
+
+
+def test_broadcast_to_three_viewers(
     browser: Browser,
     onair_server: OnAirServer,
     page: Page,
+    contexts: list[BrowserContext],
     login: Callable[[Page, str, str], None],
+    tmp_path: Path,
 ) -> None:
     server = onair_server
-    server.manage("shell", "-c", _restart_demo_stream(server.demo_slug))
+    _restart_demo_stream(server)
     login(page, server.demo_username, server.demo_password)
+    watch_url = f"/watch/{server.demo_slug}/"
 
     # A viewer who arrives before the broadcast sees "offline" and waits.
-    viewer_context, viewer = _viewer(browser, server)
-    viewer.goto(f"/watch/{server.demo_slug}/")
-    expect(viewer.locator("#playback-status")).to_contain_text("Offline")
+    early = _new_page(browser, server, contexts)
+    early.goto(watch_url)
+    expect(early.locator("#playback-status")).to_contain_text("Offline")
 
     studio = page
     studio.goto(f"/studio/{server.demo_slug}/")
+    expect(studio.locator("#key-form")).to_be_hidden()  # the owner needs no key
     expect(studio.locator("#camera option").first).to_be_attached()
-    studio.click("#go-live")
-    expect(studio.locator("#connection-state")).to_have_text("connected", timeout=20_000)
-    expect(studio.locator("#stream-state")).to_have_text("live")
+    studio.select_option("#resolution", "360p")
+    expect(studio.locator("#capture-settings")).to_contain_text("640\u00d7360")
+    expect(studio.locator("#viewer-count")).to_have_text("0")
 
-    # The waiting viewer starts by itself.
-    frames = _wait_for_frames(viewer, more_than=10)
-    expect(viewer.locator("#live-badge")).to_be_visible()
-    expect(viewer.locator("#viewer-count")).to_have_text("1")
-    expect(studio.locator("#viewer-count")).to_have_text("1")
-    expect(studio.locator("#peak-viewers")).to_have_text("1")
-    expect(viewer.locator("#playback-overlay")).to_be_hidden()
-    expect(viewer.locator("#stats")).to_be_hidden()
-    # Muted autoplay, with a control to unmute.
-    assert viewer.evaluate("document.getElementById('player').muted") is True
-    viewer.click("#unmute")
-    assert viewer.evaluate("document.getElementById('player').muted") is False
-    viewer.click("#stats-toggle")
-    expect(viewer.locator("#frames-decoded")).not_to_have_text("0")
+    # Go live: the waiting viewer plays within 3 s, without a reload.
+    clicked = time.monotonic()
+    studio.click("#go-live")
+    _wait_for_frames(early, more_than=0, within=3.0)
+    first_frame_after = time.monotonic() - clicked
+    expect(studio.locator("#connection-state")).to_have_text("connected")
+    expect(studio.locator("#stream-state")).to_have_text("live")
+    expect(early.locator("#live-badge")).to_be_visible()
+    expect(early.locator("#playback-overlay")).to_be_hidden()
+
+    # Two more viewers: the studio counts 3.
+    viewers = [early, _new_page(browser, server, contexts), _new_page(browser, server, contexts)]
+    for viewer in viewers[1:]:
+        viewer.goto(watch_url)
+    expect(studio.locator("#viewer-count")).to_have_text("3")
+    expect(studio.locator("#peak-viewers")).to_have_text("3")
+    camera_frames = []
+    for index, viewer in enumerate(viewers):
+        frames = _wait_for_frames(viewer, more_than=10)
+        camera_frames.append(_wait_for_frames(viewer, more_than=frames))  # still rising
+        assert viewer.evaluate("document.getElementById('player').videoWidth") > 0
+        expect(viewer.locator("#viewer-count")).to_have_text("3")
+        _shot(viewer, f"watch-viewer-{index + 1}")
+    camera_width = int(early.evaluate(INBOUND_VIDEO)["width"])
+    assert camera_width == 640
+
+    # Muted autoplay, a clear unmute control, stats in a toggleable overlay.
+    assert early.evaluate("document.getElementById('player').muted") is True
+    early.click("#unmute")
+    assert early.evaluate("document.getElementById('player').muted") is False
+    expect(early.locator("#stats")).to_be_hidden()
+    early.click("#stats-toggle")
+    expect(early.locator("#frames-decoded")).not_to_have_text("0")
+    expect(early.locator("#in-bitrate")).to_contain_text("bps")
     expect(studio.locator("#out-bitrate")).to_contain_text("bps")
 
-    # Switching to the screen replaces the track: the viewer keeps decoding, no new offer.
-    assert viewer.evaluate("(window.__pc = window.onairWatch.state.pc) !== null")
+    # Screen share while live: viewers get the screen's resolution on the same connection.
+    for viewer in viewers:
+        viewer.evaluate("window.__pc = window.onairWatch.state.pc")
     studio.click("#source-screen")
     expect(studio.locator("#source-label")).to_have_text("Screen")
-    frames = _wait_for_frames(viewer, more_than=frames + 20)
-    assert viewer.evaluate("window.__pc === window.onairWatch.state.pc")
+    for viewer in viewers:
+        _wait_for_width(viewer, other_than=camera_width)
+        assert viewer.evaluate("window.__pc === window.onairWatch.state.pc")
     _shot(studio, "studio-live")
-    _shot(viewer, "watch-live")
+    _shot(early, "watch-screen-share")
 
-    # Local recording of what is broadcast.
+    # One viewer leaves: 2.
+    contexts[-1].close()
+    contexts.pop()
+    expect(studio.locator("#viewer-count")).to_have_text("2")
+
+    # Local recording of what is broadcast: a playable WebM.
     studio.click("#record-start")
-    studio.wait_for_timeout(1500)
+    studio.wait_for_timeout(2500)
     studio.click("#record-stop")
     expect(studio.locator("#recording-download")).to_be_visible()
     expect(studio.locator("#recording-state")).to_contain_text(re.compile(r"recorded \d"))
+    recording = tmp_path / "recording.webm"
+    recording.write_bytes(base64.b64decode(studio.evaluate(RECORDING_BASE64)))
+    with av.open(str(recording)) as container:
+        video = container.streams.video[0]
+        decoded = [frame for _, frame in zip(range(10), container.decode(video), strict=False)]
+    assert len(decoded) == 10
+    assert decoded[-1].time is not None
+    assert decoded[-1].time > 0
+    assert decoded[0].width > 0
+
+    # The broadcaster's page reloads and goes live again: viewers resume on the same
+    # connection.
+    frames = _frames(early)
+    studio.reload()
+    expect(early.locator("#playback-status")).to_contain_text("reconnecting")
+    studio.click("#go-live")
+    _wait_for_frames(early, more_than=frames + 10)
+    assert early.evaluate("window.__pc === window.onairWatch.state.pc")
 
     # Ending: the studio confirms, every viewer sees "ended".
     studio.once("dialog", lambda dialog: dialog.accept())
     studio.click("#end-broadcast")
-    expect(viewer.locator("#playback-status")).to_contain_text("ended")
+    for viewer in viewers[:2]:
+        expect(viewer.locator("#playback-status")).to_contain_text("ended")
     expect(studio.locator("#stream-state")).to_have_text("ended")
-    viewer_context.close()
+    print(f"first frame {first_frame_after:.2f} s after Go live")
 
 
-def _restart_demo_stream(slug: str) -> str:
-    """Shell code putting the demo stream back to idle, whatever an earlier test did."""
-    return (
+def test_strangers_cannot_publish(
+    browser: Browser,
+    onair_server: OnAirServer,
+    page: Page,
+    contexts: list[BrowserContext],
+    login: Callable[[Page, str, str], None],
+) -> None:
+    server = onair_server
+    _restart_demo_stream(server)
+    server.create_user("mallory", "mallory-password")
+    login(page, "mallory", "mallory-password")
+    page.goto(f"/studio/{server.demo_slug}/")
+    expect(page.locator("#key-form")).to_be_visible()
+
+    page.click("#go-live")
+    expect(page.locator("#studio-error")).to_contain_text("Only the stream's owner")
+    page.fill("#stream-key", "sk_" + "x" * 43)
+    page.click("#key-form button")
+    expect(page.locator("#studio-error")).to_contain_text("wrong or was revoked")
+    _shot(page, "studio-stranger")
+    state = server.manage(
+        "shell",
+        "-c",
         "from broadcast.models import Stream; "
-        "from broadcast.services import stream_end, stream_restart; "
-        f"s = Stream.objects.get(slug={slug!r}); "
-        "s = stream_end(stream=s) if s.state == 'live' else s; "
-        "s = stream_restart(stream=s) if s.state == 'ended' else s"
+        f"print(Stream.objects.get(slug={server.demo_slug!r}).state)",
     )
+    assert state.strip().splitlines()[-1] == "idle"
+
+    # Without an account the studio asks to log in.
+    anonymous = _new_page(browser, server, contexts)
+    anonymous.goto(f"/studio/{server.demo_slug}/")
+    expect(anonymous).to_have_url(re.compile(r"/accounts/login/"))
