@@ -254,7 +254,7 @@ signaling.addEventListener("close", () => setStatus(state.live ? "reconnecting" 
 signaling.addEventListener("close", () => { if (state.live) closePeer(); });
 
 function renderStream(stream) {
-  if (!stream) return;
+  if (!stream || !stream.state) return; // strangers learn nothing before their key is accepted
   setText("stream-state", stream.state);
   setText("viewer-count", String(stream.viewers));
   setText("peak-viewers", String(stream.peak_viewers));
