@@ -78,7 +78,7 @@ class KeyframeRequester:
     """
 
     def __init__(self, send: Callable[[], Awaitable[bool]], min_interval: float) -> None:
-        self._send = send
+        self._send_request = send
         self._min_interval = min_interval
         self._last_sent = -min_interval
         self._deferred: asyncio.TimerHandle | None = None
@@ -92,7 +92,7 @@ class KeyframeRequester:
             return
         wait = self._last_sent + self._min_interval - time.monotonic()
         if wait <= 0:
-            await self._send_now()
+            await self._send(self._claim())
         else:
             self._deferred = asyncio.get_running_loop().call_later(wait, self._fire)
 
@@ -109,9 +109,16 @@ class KeyframeRequester:
 
     def _fire(self) -> None:
         self._deferred = None
-        self._task = asyncio.ensure_future(self._send_now())
+        self._task = asyncio.ensure_future(self._send(self._claim()))
 
-    async def _send_now(self) -> None:
-        if await self._send():
-            self._last_sent = time.monotonic()
+    def _claim(self) -> float:
+        """Take the interval's slot now, before any await, so that requests
+        arriving while the request is being sent are deferred."""
+        previous, self._last_sent = self._last_sent, time.monotonic()
+        return previous
+
+    async def _send(self, previous: float) -> None:
+        if await self._send_request():
             self.sent += 1
+        else:
+            self._last_sent = previous

@@ -9,6 +9,7 @@ from aiortc import RTCConfiguration
 
 from sfu.errors import NegotiationError
 from sfu.events import PublisherClosed, PublisherConnected, SfuEvent
+from sfu.ice_config import HostNetwork
 from sfu.negotiation import codec_preferences, offered_media, select_publish_codec
 from sfu.producer import Producer
 from sfu.session import PeerSession
@@ -26,13 +27,14 @@ class PublisherSession(PeerSession):
         *,
         router_id: str,
         configuration: RTCConfiguration,
+        network: HostNetwork,
         cache_size: int,
         keyframe_request_interval: float,
         emit: Callable[[SfuEvent], None],
         on_lost: Callable[[PeerSession], None],
         on_closed: Callable[[PublisherSession], Awaitable[None]],
     ) -> None:
-        super().__init__(configuration, on_lost)
+        super().__init__(configuration, network, on_lost)
         self.router_id = router_id
         self.answer_sdp = ""
         self.producers: tuple[Producer, ...] = ()

@@ -6,7 +6,7 @@ import asyncio
 import logging
 import uuid
 from collections.abc import Coroutine
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from typing import Any
 
 from sfu.consumer import Consumer
@@ -21,6 +21,7 @@ from sfu.events import (
     ViewerJoined,
 )
 from sfu.ice import IceServer, rtc_configuration
+from sfu.ice_config import HostNetwork
 from sfu.negotiation import CodecLike
 from sfu.producer import Producer
 from sfu.publisher import PublisherSession
@@ -35,11 +36,13 @@ class RouterOptions:
     """Settings shared by a router's peer connections.
 
     ``ice_servers`` empty means host candidates only (never aiortc's default
-    public STUN server). ``stats_interval_seconds`` 0 disables periodic
-    ``RouterStats`` events.
+    public STUN server). ``host_network`` binds the SFU's ICE sockets to a UDP
+    port range and announces a 1:1 NAT public address (see ``sfu.ice_config``).
+    ``stats_interval_seconds`` 0 disables periodic ``RouterStats`` events.
     """
 
     ice_servers: tuple[IceServer, ...] = ()
+    host_network: HostNetwork = field(default_factory=HostNetwork)
     publisher_grace_seconds: float = 10.0
     keyframe_request_interval: float = 1.0
     packet_cache_size: int = 1024
@@ -97,6 +100,7 @@ class Router:
             session = PublisherSession(
                 router_id=self.id,
                 configuration=self._configuration,
+                network=self.options.host_network,
                 cache_size=self.options.packet_cache_size,
                 keyframe_request_interval=self.options.keyframe_request_interval,
                 emit=self.events.emit,
@@ -144,6 +148,7 @@ class Router:
         viewer = ViewerSession(
             router_id=self.id,
             configuration=self._configuration,
+            network=self.options.host_network,
             emit=self.events.emit,
             on_lost=self._viewer_lost,
             on_closed=self._viewer_closed,

@@ -16,6 +16,7 @@ from aiortc.exceptions import (
 
 from sfu.errors import NegotiationError
 from sfu.ice import IceCandidate, parse_ice_candidate
+from sfu.ice_config import HostNetwork, configure_ice
 
 _LOST_STATES = ("failed", "closed")
 
@@ -28,10 +29,14 @@ class PeerSession:
     """
 
     def __init__(
-        self, configuration: RTCConfiguration, on_lost: Callable[[PeerSession], None]
+        self,
+        configuration: RTCConfiguration,
+        network: HostNetwork,
+        on_lost: Callable[[PeerSession], None],
     ) -> None:
         self.id = str(uuid.uuid4())
         self._pc = RTCPeerConnection(configuration)
+        self._network = network
         self._on_lost = on_lost
         self._closing = False
         self.connected = asyncio.Event()
@@ -40,6 +45,10 @@ class PeerSession:
     @property
     def connection_state(self) -> str:
         return self._pc.connectionState
+
+    @property
+    def peer_connection(self) -> RTCPeerConnection:
+        return self._pc
 
     async def add_ice_candidate(self, candidate: IceCandidate) -> None:
         """Add a candidate trickled by the remote peer (aiortc itself gathers
@@ -61,8 +70,13 @@ class PeerSession:
 
     async def _answer(self, offer_sdp: str) -> str:
         await self._apply_remote_description(offer_sdp, "offer")
-        await self._pc.setLocalDescription(await self._pc.createAnswer())
+        await self._set_local_description(await self._pc.createAnswer())
         return str(self._pc.localDescription.sdp)
+
+    async def _set_local_description(self, description: RTCSessionDescription) -> None:
+        # aiortc gathers candidates here: bind them as the host network says first
+        configure_ice(self._pc, self._network)
+        await self._pc.setLocalDescription(description)
 
     async def _close_peer_connection(self) -> None:
         self._closing = True

@@ -15,6 +15,7 @@ from sfu import aiortc_adapter
 from sfu.consumer import Consumer
 from sfu.errors import NegotiationError
 from sfu.events import SfuEvent, ViewerLeft
+from sfu.ice_config import HostNetwork
 from sfu.munger import RtpMunger
 from sfu.negotiation import MEDIA_KINDS, CodecLike, codec_preferences, offered_media
 from sfu.session import PeerSession
@@ -83,11 +84,12 @@ class ViewerSession(PeerSession):
         *,
         router_id: str,
         configuration: RTCConfiguration,
+        network: HostNetwork,
         emit: Callable[[SfuEvent], None],
         on_lost: Callable[[PeerSession], None],
         on_closed: Callable[[ViewerSession], None],
     ) -> None:
-        super().__init__(configuration, on_lost)
+        super().__init__(configuration, network, on_lost)
         self.router_id = router_id
         self.answer_sdp: str | None = None
         self.offer_sdp: str | None = None
@@ -130,7 +132,7 @@ class ViewerSession(PeerSession):
             transceiver.setCodecPreferences(codec_preferences(kind, codecs.get(kind)))
             self.slots.append(SendSlot(transceiver))
         if offer_sdp is None:
-            await self._pc.setLocalDescription(await self._pc.createOffer())
+            await self._set_local_description(await self._pc.createOffer())
             self.offer_sdp = str(self._pc.localDescription.sdp)
         else:
             self.answer_sdp = await self._answer(offer_sdp)

@@ -70,3 +70,22 @@ async def test_a_keyframe_cancels_the_deferred_request() -> None:
     await asyncio.sleep(0.3)
     assert sent == [1]
     assert requester.sent == 1
+
+
+async def test_a_request_during_a_slow_send_is_deferred_not_doubled() -> None:
+    sent: list[float] = []
+
+    async def slow_send() -> bool:
+        sent.append(asyncio.get_running_loop().time())
+        await asyncio.sleep(0.05)
+        return True
+
+    requester = KeyframeRequester(slow_send, min_interval=0.2)
+    first = asyncio.ensure_future(requester.request())
+    await asyncio.sleep(0.01)
+    await requester.request()  # while the first is still being sent
+    await first
+    await asyncio.sleep(0.3)
+    requester.close()
+    assert len(sent) == 2
+    assert sent[1] - sent[0] >= 0.19

@@ -16,6 +16,7 @@ from sfu import (
     ViewerLeft,
 )
 from sfu.events import EventEmitter
+from sfu.ice_config import HostNetwork
 from sfu.testing import TestClients, TestViewer, client_configuration, video_capability
 
 
@@ -78,6 +79,29 @@ async def test_registry_creates_finds_and_closes_routers() -> None:
     )
     with pytest.raises(RouterClosedError):
         await router.subscribe()
+
+
+@pytest.mark.parametrize("server_offer", [False, True])
+async def test_the_host_network_option_binds_candidates_in_the_port_range(
+    clients: TestClients, server_offer: bool
+) -> None:
+    network = HostNetwork(port_range=(47000, 47099))
+    router = Router(RouterOptions(stats_interval_seconds=0, host_network=network))
+    try:
+        if server_offer:
+            sdp = (await router.subscribe()).offer_sdp
+        else:
+            viewer = TestViewer()
+            clients.viewers.append(viewer)
+            sdp = (await router.subscribe(await viewer.create_offer())).answer_sdp
+        assert sdp is not None
+        ports = [
+            int(line.split()[5]) for line in sdp.splitlines() if line.startswith("a=candidate:")
+        ]
+        assert ports
+        assert all(47000 <= port <= 47099 for port in ports)
+    finally:
+        await router.close()
 
 
 def test_a_failing_event_handler_does_not_stop_the_others() -> None:
