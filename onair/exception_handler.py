@@ -24,15 +24,23 @@ from onair.exceptions import (
     ApplicationError,
     ConflictError,
     InvalidInputError,
+    NotAuthenticatedError,
     NotFoundError,
     PermissionDeniedError,
+    PreconditionFailedError,
+    UnprocessableError,
+    UnsupportedMediaTypeError,
 )
 
 HTTP_STATUS: dict[type[ApplicationError], int] = {
     InvalidInputError: status.HTTP_400_BAD_REQUEST,
+    NotAuthenticatedError: status.HTTP_401_UNAUTHORIZED,
     PermissionDeniedError: status.HTTP_403_FORBIDDEN,
     NotFoundError: status.HTTP_404_NOT_FOUND,
     ConflictError: status.HTTP_409_CONFLICT,
+    PreconditionFailedError: status.HTTP_412_PRECONDITION_FAILED,
+    UnsupportedMediaTypeError: status.HTTP_415_UNSUPPORTED_MEDIA_TYPE,
+    UnprocessableError: status.HTTP_422_UNPROCESSABLE_ENTITY,
 }
 
 API_PREFIX = "/api/"
@@ -51,6 +59,15 @@ def application_error_status(exc: ApplicationError) -> int:
         if cls in HTTP_STATUS:
             return HTTP_STATUS[cls]
     return status.HTTP_400_BAD_REQUEST
+
+
+def application_error_response(exc: ApplicationError) -> JsonResponse:
+    """An application error as a plain Django response (views outside DRF: WHIP/WHEP)."""
+    status_code = application_error_status(exc)
+    return JsonResponse(
+        error_body(status_code=status_code, code=exc.code, message=exc.message, fields=exc.fields),
+        status=status_code,
+    )
 
 
 def _field_messages(detail: Any) -> dict[str, list[str]]:

@@ -20,6 +20,12 @@ class ApplicationError(Exception):
         self.fields = fields or {}
 
 
+class NotAuthenticatedError(ApplicationError):
+    """The request carries no credentials, or wrong ones (HTTP 401)."""
+
+    code = "not_authenticated"
+
+
 class InvalidInputError(ApplicationError):
     """The input is malformed or breaks a rule about its values (HTTP 400)."""
 
@@ -42,3 +48,21 @@ class ConflictError(ApplicationError):
     """The object's current state forbids the request, e.g. ending an idle stream (HTTP 409)."""
 
     code = "conflict"
+
+
+class PreconditionFailedError(ApplicationError):
+    """A conditional request (``If-Match``) names a version that is not current (HTTP 412)."""
+
+    code = "precondition_failed"
+
+
+class UnsupportedMediaTypeError(ApplicationError):
+    """The request body has a content type the endpoint does not take (HTTP 415)."""
+
+    code = "unsupported_media_type"
+
+
+class UnprocessableError(ApplicationError):
+    """The request is well-formed but asks for something this resource cannot do (HTTP 422)."""
+
+    code = "unprocessable"

@@ -15,9 +15,12 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import logging
+import secrets
+from collections.abc import Callable
 from dataclasses import dataclass
 from typing import Any
 
+from aiortc import RTCPeerConnection
 from channels.db import database_sync_to_async
 from channels.layers import get_channel_layer
 from django.conf import settings
@@ -68,6 +71,14 @@ class ViewResult:
     sdp: str
 
 
+@dataclass(frozen=True)
+class IceCredentials:
+    """An ICE agent's ``ice-ufrag`` and ``ice-pwd``."""
+
+    ufrag: str
+    pwd: str
+
+
 class SfuGateway:
     """The process's routers and the bridge from SFU events to Django."""
 
@@ -75,6 +86,7 @@ class SfuGateway:
         self._registry: RouterRegistry | None = None
         self._loop: asyncio.AbstractEventLoop | None = None
         self._tasks: set[asyncio.Task[Any]] = set()
+        self._listeners: list[Callable[[SfuEvent], None]] = []
 
     # --- lifecycle ---------------------------------------------------------------------
 
@@ -100,6 +112,10 @@ class SfuGateway:
     def router(self, stream: Stream) -> Router | None:
         return self._routers().get(str(stream.pk))
 
+    def add_listener(self, handler: Callable[[SfuEvent], None]) -> None:
+        """Also pass every SFU event to ``handler`` (e.g. WHIP/WHEP sessions ending)."""
+        self._listeners.append(handler)
+
     async def close_all(self) -> None:
         if self._registry is not None:
             await self._registry.close_all()
@@ -122,6 +138,13 @@ class SfuGateway:
         router = self.router(stream)
         return router is not None and router.publisher is not None
 
+    def has_active_publisher(self, stream: Stream) -> bool:
+        """A publisher that is connected or still connecting. One whose connection was lost
+        (waiting out its grace period) does not count: a new publish may replace it."""
+        router = self.router(stream)
+        publisher = router.publisher if router is not None else None
+        return publisher is not None and publisher.connection_state not in _LOST_STATES
+
     def publisher_session(self, stream: Stream, session_id: str) -> PublisherSession | None:
         router = self.router(stream)
         publisher = router.publisher if router is not None else None
@@ -134,6 +157,15 @@ class SfuGateway:
         if publisher is None:
             return  # a late candidate for a replaced session: harmless
         await _add_candidate(publisher.add_ice_candidate, candidate)
+
+    def publisher_restart_ice(
+        self, *, stream: Stream, session_id: str, remote: IceCredentials
+    ) -> IceCredentials:
+        """ICE restart of a publisher (WHIP ``PATCH`` with ``If-Match: "*"``)."""
+        publisher = self.publisher_session(stream, session_id)
+        if publisher is None:
+            raise ConflictError("This publishing session is over.", code="no_session")
+        return _restart_ice(publisher.peer_connection, remote)
 
     async def close_router(self, *, stream_id: int | str) -> None:
         """End the broadcast in the SFU: the publisher and every viewer are closed."""
@@ -191,6 +223,15 @@ class SfuGateway:
         if viewer is not None:
             await _add_candidate(viewer.add_ice_candidate, candidate)
 
+    def viewer_restart_ice(
+        self, *, stream: Stream, viewer_id: str, remote: IceCredentials
+    ) -> IceCredentials:
+        """ICE restart of a viewer (WHEP ``PATCH`` with ``If-Match: "*"``)."""
+        viewer = self.viewer_session(stream, viewer_id)
+        if viewer is None:
+            raise ConflictError("This viewing session is over.", code="no_session")
+        return _restart_ice(viewer.peer_connection, remote)
+
     async def viewer_close(self, *, stream: Stream, viewer_id: str) -> None:
         viewer = self.viewer_session(stream, viewer_id)
         if viewer is not None:
@@ -199,6 +240,11 @@ class SfuGateway:
     # --- events from the SFU -----------------------------------------------------------
 
     def _on_event(self, event: SfuEvent) -> None:
+        for listener in self._listeners:
+            try:
+                listener(event)
+            except Exception:
+                logger.exception("sfu event listener failed", extra={"event": event.type})
         if isinstance(event, PublisherConnected):
             self._spawn(_group_send(event.router_id, "publisher.status", status="connected"))
         elif isinstance(event, PublisherDisconnected):
@@ -216,6 +262,41 @@ class SfuGateway:
         self._tasks.discard(task)
         if not task.cancelled() and task.exception() is not None:
             logger.error("sfu gateway task failed", exc_info=task.exception())
+
+
+_LOST_STATES = ("failed", "closed")
+
+
+def _restart_ice(pc: RTCPeerConnection, remote: IceCredentials) -> IceCredentials:
+    """Restart ICE on the SFU's side of ``pc`` with the peer's new credentials; returns ours.
+
+    aiortc has no ICE restart. The SFU's peer connections are always the answerer, hence
+    the ICE-controlled agent, so the peer drives the new checks: what the SFU must do is
+    take the peer's new ``ice-ufrag``/``ice-pwd``, issue new ones of its own (so checks
+    and consent with the old ones fail from now on), and accept new remote candidates
+    again. aioice keeps answering checks after connecting, learns a new path as a
+    peer-reflexive candidate and moves the selected pair when the controlling peer
+    nominates it, while DTLS and SRTP carry on over the same association (RFC 8445 §9:
+    media keeps flowing on the old pair meanwhile). Local candidates are kept.
+
+    These are aiortc/aioice private attributes (``RTCIceTransport._connection``, aioice's
+    ``_local_username``/``_local_password``/``_remote_candidates_end``, the gatherer's
+    ``_remote_candidates_end``), pinned by ``tests/signaling/test_ice_restart.py``. They
+    belong in ``sfu/aiortc_adapter.py`` with the SFU's other private touches.
+    """
+    ufrag, pwd = secrets.token_hex(8), secrets.token_hex(16)
+    transports = {transceiver.receiver.transport.transport for transceiver in pc.getTransceivers()}
+    if not transports:
+        raise ConflictError("This session has no ICE transport to restart.", code="no_session")
+    for transport in transports:
+        connection = transport._connection
+        connection._local_username = ufrag
+        connection._local_password = pwd
+        connection.remote_username = remote.ufrag
+        connection.remote_password = remote.pwd
+        connection._remote_candidates_end = False
+        transport.iceGatherer._remote_candidates_end = False
+    return IceCredentials(ufrag=ufrag, pwd=pwd)
 
 
 async def _add_candidate(add: Any, candidate: IceCandidate) -> None:
