@@ -41,7 +41,8 @@ from sfu import (
     SfuEvent,
     ViewerSession,
 )
-from signaling.ice import PeerRole, ice_servers
+from sfu.ice_config import HostNetwork
+from signaling.ice import PeerRole, ice_servers, ice_settings
 
 logger = logging.getLogger(__name__)
 
@@ -102,8 +103,12 @@ class SfuGateway:
     @staticmethod
     def _router_options() -> RouterOptions:
         raw = getattr(settings, "ONAIR", {})
+        network = ice_settings()
         return RouterOptions(
             ice_servers=ice_servers(user=PeerRole.SFU.value),
+            host_network=HostNetwork(
+                public_ip=network.public_ip, port_range=network.udp_port_range
+            ),
             publisher_grace_seconds=float(
                 raw.get("PUBLISHER_GRACE_SECONDS", DEFAULT_GRACE_SECONDS)
             ),
