@@ -1,0 +1,505 @@
+"""Router-to-router pipes: one broadcast copied from its origin router to an edge router.
+
+Like mediasoup's ``pipeToRouter`` and LiveKit's relay: when one worker process has no room
+left for viewers, another worker's ``EdgeRouter`` receives the broadcast's packets from the
+origin once, over plain RTP/RTCP on UDP (loopback or the cluster network, never the
+internet), and fans them out to its own viewers like a publisher's producers would::
+
+    edge_pipe = await EdgePipe.open(host="127.0.0.1")            # on the edge worker
+    edge = EdgeRouter(options, router_id=broadcast_id, pipe=edge_pipe)
+    origin_pipe = await OriginPipe.open(origin_router, remote=edge_pipe.address,
+                                        host="127.0.0.1", on_tracks=tell_the_edge)
+    edge_pipe.connect(origin_pipe.address)
+    await edge.set_tracks(origin_pipe.tracks())                   # and on every on_tracks
+
+The origin's end forwards each producer through a keyframe gate and a munger, so the pipe
+carries one continuous stream per kind even when the publisher reconnects. The edge's end
+feeds one ``Producer`` per kind; its consumers' keyframe requests (PLI) go back upstream
+as RTCP, and so do NACKs for pipe packets that went missing. Nothing here knows about
+worker processes or how the two ends learned each other's address: the gateway does.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import random
+import struct
+import time
+from collections.abc import Callable, Coroutine
+from dataclasses import dataclass
+from typing import Any, cast
+
+from aiortc import RTCRtpCodecParameters, RTCRtpReceiver
+from aiortc.rtp import (
+    RTCP_PSFB_PLI,
+    RTCP_RTPFB_NACK,
+    HeaderExtensionsMap,
+    RtcpPacket,
+    RtcpPsfbPacket,
+    RtcpRtpfbPacket,
+    RtpPacket,
+    is_rtcp,
+)
+
+from sfu import aiortc_adapter
+from sfu.consumer import Consumer
+from sfu.events import ProducerAdded, RouterClosed
+from sfu.munger import RtpMunger
+from sfu.producer import Producer
+from sfu.router import Router, RouterOptions
+
+logger = logging.getLogger(__name__)
+
+Address = tuple[str, int]
+
+_HEADER = struct.Struct("!HII")  # sequence number, timestamp, SSRC at offset 2
+_SEQ_MASK = 0xFFFF
+_MAX_NACK_GAP = 64  # a longer gap is a restart or a stall, not loss worth repairing
+_PIPE_GROUP_KEY = ("pipe",)
+
+
+@dataclass(frozen=True)
+class PipeTrack:
+    """What an edge needs to produce one kind: the pipe SSRC and the publisher's codec."""
+
+    kind: str
+    ssrc: int
+    codec: RTCRtpCodecParameters
+
+
+@dataclass(frozen=True)
+class PipeStats:
+    """Packets through one end of a pipe. ``packets`` counts each packet once (first
+    sends at the origin, first arrivals at the edge); repairs and repeats are apart."""
+
+    packets: int
+    retransmitted: int
+    duplicates: int
+    keyframe_requests: int
+    nacks: int
+
+
+class _Datagrams(asyncio.DatagramProtocol):
+    """Hands every datagram to ``on_datagram``; ICMP errors (an edge gone) are ignored."""
+
+    def __init__(self, on_datagram: Callable[[bytes], None]) -> None:
+        self._on_datagram = on_datagram
+
+    def datagram_received(self, data: bytes, addr: Address) -> None:
+        self._on_datagram(data)
+
+    def error_received(self, exc: Exception) -> None:
+        pass
+
+
+async def _bind(host: str, on_datagram: Callable[[bytes], None]) -> asyncio.DatagramTransport:
+    transport, _ = await asyncio.get_running_loop().create_datagram_endpoint(
+        lambda: _Datagrams(on_datagram), local_addr=(host, 0)
+    )
+    return transport
+
+
+def _pli(ssrc: int) -> bytes:
+    return bytes(RtcpPsfbPacket(fmt=RTCP_PSFB_PLI, ssrc=0, media_ssrc=ssrc))
+
+
+def _nack(ssrc: int, lost: list[int]) -> bytes:
+    return bytes(RtcpRtpfbPacket(fmt=RTCP_RTPFB_NACK, ssrc=0, media_ssrc=ssrc, lost=lost))
+
+
+# --- the origin's end --------------------------------------------------------------------
+
+
+class _PipeForwarder:
+    """One kind of the origin router, forwarded into the pipe: a consumer without a viewer.
+
+    It joins its producer's forward group like a viewer's consumer, so the pipe costs one
+    serialization per packet however many edges there are, then gates on a keyframe and
+    re-bases sequence numbers and timestamps when the publisher is replaced.
+    """
+
+    def __init__(self, pipe: OriginPipe, producer: Producer) -> None:
+        self.kind = producer.kind
+        self.ssrc = random.getrandbits(32)
+        self.producer = producer
+        self.packets = 0
+        self.retransmitted = 0
+        self.keyframe_requests = 0
+        self._pipe = pipe
+        self._munger = RtpMunger(producer.codec.clockRate)
+        self._waiting_keyframe = False
+        self._attach(producer)
+
+    @property
+    def track(self) -> PipeTrack:
+        return PipeTrack(kind=self.kind, ssrc=self.ssrc, codec=self.producer.codec)
+
+    def switch_producer(self, producer: Producer) -> None:
+        self._detach()
+        self._attach(producer)
+
+    def close(self) -> None:
+        self._detach()
+
+    def _attach(self, producer: Producer) -> None:
+        self.producer = producer
+        self._munger.switch_source()
+        self._waiting_keyframe = producer.needs_keyframes
+        producer._start_forwarding(
+            cast(Consumer, self),
+            key=_PIPE_GROUP_KEY,
+            payload_type=producer.codec.payloadType or 0,
+            mid=None,
+            extensions_map=HeaderExtensionsMap(),
+        )
+        if self._waiting_keyframe:
+            self._pipe._spawn(producer.request_keyframe())
+
+    def _detach(self) -> None:
+        self.producer._stop_forwarding(cast(Consumer, self))
+
+    async def forward(
+        self, template: bytes, packet: RtpPacket, keyframe: bool, now: float, ntp: int
+    ) -> None:
+        """Called by the producer for each packet, with the group's serialized template."""
+        if self._waiting_keyframe:
+            if not keyframe:
+                return
+            self._waiting_keyframe = False
+        mapped = self._munger.map(packet.sequence_number, packet.timestamp, now)
+        if mapped is None:
+            return
+        data = bytearray(template)
+        _HEADER.pack_into(data, 2, mapped[0], mapped[1], self.ssrc)
+        self._pipe._send(data)
+        self.packets += 1
+
+    async def keyframe_requested(self) -> None:
+        self.keyframe_requests += 1
+        await self.producer.request_keyframe()
+
+    def retransmit(self, pipe_sequence_number: int) -> None:
+        sequence_number = self._munger.incoming_sequence_number(pipe_sequence_number)
+        cached = None if sequence_number is None else self.producer.cached_packet(sequence_number)
+        if cached is None:
+            return
+        mapped = self._munger.map(cached.sequence_number, cached.timestamp, time.monotonic())
+        if mapped is None:
+            return
+        repair = RtpPacket(
+            payload_type=self.producer.codec.payloadType or 0,
+            marker=cached.marker,
+            sequence_number=mapped[0],
+            timestamp=mapped[1],
+            ssrc=self.ssrc,
+            payload=cached.payload,
+        )
+        self._pipe._send(repair.serialize())
+        self.retransmitted += 1
+
+
+class OriginPipe:
+    """The origin router's end of a pipe to one edge.
+
+    It follows the router: a new publisher's producers take over the pipe's tracks, and
+    ``on_tracks`` is called when the set of kinds or a codec changes, for the edge to
+    learn it. Closing the router closes the pipe.
+    """
+
+    def __init__(
+        self,
+        router: Router,
+        transport: asyncio.DatagramTransport,
+        remote: Address,
+        on_tracks: Callable[[tuple[PipeTrack, ...]], None],
+    ) -> None:
+        self.router = router
+        self.closed = False
+        self._transport = transport
+        self._remote = remote
+        self._on_tracks = on_tracks
+        self._forwarders: dict[str, _PipeForwarder] = {}
+        self._tasks: set[asyncio.Task[None]] = set()
+        for producer in router.producers:
+            self._forwarders[producer.kind] = _PipeForwarder(self, producer)
+        router.events.on(ProducerAdded, self._producer_added)
+        router.events.on(RouterClosed, lambda _: self.close())
+
+    @classmethod
+    async def open(
+        cls,
+        router: Router,
+        *,
+        remote: Address,
+        host: str,
+        on_tracks: Callable[[tuple[PipeTrack, ...]], None],
+    ) -> OriginPipe:
+        pipe: OriginPipe | None = None
+
+        def on_datagram(data: bytes) -> None:
+            if pipe is not None:
+                pipe._feedback(data)
+
+        transport = await _bind(host, on_datagram)
+        pipe = cls(router, transport, remote, on_tracks)
+        return pipe
+
+    @property
+    def address(self) -> Address:
+        host, port = self._transport.get_extra_info("sockname")[:2]
+        return str(host), int(port)
+
+    @property
+    def remote(self) -> Address:
+        return self._remote
+
+    def tracks(self) -> tuple[PipeTrack, ...]:
+        return tuple(forwarder.track for forwarder in self._forwarders.values())
+
+    def stats(self) -> PipeStats:
+        forwarders = self._forwarders.values()
+        return PipeStats(
+            packets=sum(f.packets for f in forwarders),
+            retransmitted=sum(f.retransmitted for f in forwarders),
+            duplicates=0,
+            keyframe_requests=sum(f.keyframe_requests for f in forwarders),
+            nacks=0,
+        )
+
+    def close(self) -> None:
+        if self.closed:
+            return
+        self.closed = True
+        self.router.events.off(self._producer_added)
+        for forwarder in self._forwarders.values():
+            forwarder.close()
+        self._forwarders.clear()
+        for task in self._tasks:
+            task.cancel()
+        self._transport.close()
+
+    def _producer_added(self, event: ProducerAdded) -> None:
+        producer = next((p for p in self.router.producers if p.id == event.producer_id), None)
+        if producer is None or self.closed:
+            return
+        before = self.tracks()
+        forwarder = self._forwarders.get(producer.kind)
+        if forwarder is None:
+            self._forwarders[producer.kind] = _PipeForwarder(self, producer)
+        else:
+            forwarder.switch_producer(producer)
+        if self.tracks() != before:
+            self._on_tracks(self.tracks())
+
+    def _send(self, data: bytes | bytearray) -> None:
+        if not self.closed:
+            self._transport.sendto(data, self._remote)
+
+    def _feedback(self, data: bytes) -> None:
+        if not is_rtcp(data):
+            return
+        try:
+            packets = RtcpPacket.parse(data)
+        except ValueError:
+            return
+        by_ssrc = {f.ssrc: f for f in self._forwarders.values()}
+        for packet in packets:
+            if isinstance(packet, RtcpPsfbPacket) and packet.fmt == RTCP_PSFB_PLI:
+                forwarder = by_ssrc.get(packet.media_ssrc)
+                if forwarder is not None:
+                    self._spawn(forwarder.keyframe_requested())
+            elif isinstance(packet, RtcpRtpfbPacket) and packet.fmt == RTCP_RTPFB_NACK:
+                forwarder = by_ssrc.get(packet.media_ssrc)
+                if forwarder is not None:
+                    for sequence_number in packet.lost:
+                        forwarder.retransmit(sequence_number)
+
+    def _spawn(self, coroutine: Coroutine[Any, Any, None]) -> None:
+        task = asyncio.ensure_future(coroutine)
+        self._tasks.add(task)
+        task.add_done_callback(self._tasks.discard)
+
+
+# --- the edge's end ----------------------------------------------------------------------
+
+
+class _PipeSource:
+    """Stands in for the ``RTCRtpReceiver`` a ``Producer`` taps: packets come from the
+    pipe, and a keyframe request goes back up it as an RTCP PLI.
+
+    It offers exactly what ``aiortc_adapter.tap_receiver`` and ``send_pli`` use of a
+    receiver: a jitter buffer slot, ``_handle_rtp_packet`` and ``_send_rtcp_pli``.
+    """
+
+    def __init__(self, send_upstream: Callable[[bytes], None]) -> None:
+        setattr(self, aiortc_adapter._JITTER_BUFFER_ATTR, None)
+        self._send_upstream = send_upstream
+
+    async def _handle_rtp_packet(self, packet: RtpPacket, arrival_time_ms: int) -> None:
+        getattr(self, aiortc_adapter._JITTER_BUFFER_ATTR).add(packet)
+
+    async def _send_rtcp_pli(self, media_ssrc: int) -> None:
+        self._send_upstream(_pli(media_ssrc))
+
+
+class _PipeInput:
+    """One kind arriving on the edge: its producer and its sequence bookkeeping."""
+
+    def __init__(self, track: PipeTrack, producer: Producer, source: _PipeSource) -> None:
+        self.track = track
+        self.producer = producer
+        self.source = source
+        self.highest: int | None = None
+
+
+class EdgePipe:
+    """The edge's end of a pipe: a UDP socket whose packets feed one producer per kind."""
+
+    def __init__(self, transport: asyncio.DatagramTransport, queue: asyncio.Queue[bytes]) -> None:
+        self.closed = False
+        self.packets = 0
+        self.duplicates = 0
+        self.nacks = 0
+        self.keyframe_requests = 0
+        self._transport = transport
+        self._queue = queue
+        self._origin: Address | None = None
+        self._inputs: dict[int, _PipeInput] = {}
+        self._router: Router | None = None
+        self._pump = asyncio.ensure_future(self._run())
+
+    @classmethod
+    async def open(cls, *, host: str) -> EdgePipe:
+        queue: asyncio.Queue[bytes] = asyncio.Queue()
+        transport = await _bind(host, queue.put_nowait)
+        return cls(transport, queue)
+
+    @property
+    def address(self) -> Address:
+        host, port = self._transport.get_extra_info("sockname")[:2]
+        return str(host), int(port)
+
+    @property
+    def producers(self) -> tuple[Producer, ...]:
+        return tuple(i.producer for i in self._inputs.values() if not i.producer.closed)
+
+    def connect(self, origin: Address) -> None:
+        """Where keyframe requests and NACKs go: the origin's end."""
+        self._origin = origin
+
+    def stats(self) -> PipeStats:
+        return PipeStats(
+            packets=self.packets,
+            retransmitted=0,
+            duplicates=self.duplicates,
+            keyframe_requests=self.keyframe_requests,
+            nacks=self.nacks,
+        )
+
+    def _set_tracks(
+        self, router: Router, tracks: tuple[PipeTrack, ...]
+    ) -> list[tuple[Producer | None, Producer]]:
+        """Producers for ``tracks``; returns (replaced producer or None, new producer) for
+        each track that was not already flowing."""
+        self._router = router
+        changes: list[tuple[Producer | None, Producer]] = []
+        by_kind = {i.track.kind: i for i in self._inputs.values()}
+        for track in tracks:
+            current = by_kind.get(track.kind)
+            if current is not None and current.track == track:
+                continue
+            source = _PipeSource(self._send_upstream)
+            producer = Producer(
+                router_id=router.id,
+                publisher_id="pipe",
+                kind=track.kind,
+                codec=track.codec,
+                receiver=cast(RTCRtpReceiver, source),
+                cache_size=router.options.packet_cache_size,
+                keyframe_request_interval=router.options.keyframe_request_interval,
+                emit=router.events.emit,
+            )
+            if current is not None:
+                del self._inputs[current.track.ssrc]
+            self._inputs[track.ssrc] = _PipeInput(track, producer, source)
+            changes.append((current.producer if current is not None else None, producer))
+        return changes
+
+    def close(self) -> None:
+        if self.closed:
+            return
+        self.closed = True
+        self._pump.cancel()
+        self._transport.close()
+        for pipe_input in self._inputs.values():
+            pipe_input.producer.close("pipe_closed")
+        self._inputs.clear()
+
+    def _send_upstream(self, data: bytes) -> None:
+        if self._origin is None or self.closed:
+            return
+        if data[1] == 206:  # payload-specific feedback: a PLI
+            self.keyframe_requests += 1
+        self._transport.sendto(data, self._origin)
+
+    async def _run(self) -> None:
+        while True:
+            data = await self._queue.get()
+            if is_rtcp(data):
+                continue
+            try:
+                packet = RtpPacket.parse(data)
+            except ValueError:
+                continue
+            pipe_input = self._inputs.get(packet.ssrc)
+            if pipe_input is None:
+                continue
+            await self._receive(pipe_input, packet)
+
+    async def _receive(self, pipe_input: _PipeInput, packet: RtpPacket) -> None:
+        sequence_number = packet.sequence_number
+        if pipe_input.producer.cached_packet(sequence_number) is not None:
+            self.duplicates += 1
+            return
+        highest = pipe_input.highest
+        if highest is None:
+            pipe_input.highest = sequence_number
+        elif (sequence_number - highest) & _SEQ_MASK < 0x8000:
+            gap = (sequence_number - highest - 1) & _SEQ_MASK
+            if 0 < gap <= _MAX_NACK_GAP:
+                self.nacks += 1
+                lost = [(highest + 1 + i) & _SEQ_MASK for i in range(gap)]
+                self._send_upstream(_nack(pipe_input.track.ssrc, lost))
+            pipe_input.highest = sequence_number
+        self.packets += 1
+        await pipe_input.source._handle_rtp_packet(packet, int(time.time() * 1000))
+
+
+class EdgeRouter(Router):
+    """A router on an edge worker: its producers come from an ``EdgePipe`` instead of a
+    publisher. Viewers subscribe to it exactly as to an origin router."""
+
+    def __init__(self, options: RouterOptions, router_id: str, pipe: EdgePipe) -> None:
+        super().__init__(options, router_id=router_id)
+        self.pipe = pipe
+
+    @property
+    def producers(self) -> tuple[Producer, ...]:
+        return self.pipe.producers
+
+    async def set_tracks(self, tracks: tuple[PipeTrack, ...]) -> None:
+        """Follow the origin's tracks: a new kind is consumed by every viewer, a changed
+        one takes over its predecessor's consumers (as a reconnecting publisher would)."""
+        if self.closed:
+            return
+        for replaced, producer in self.pipe._set_tracks(self, tracks):
+            if replaced is not None:
+                await self._move_consumers((replaced,), (producer,))
+                replaced.close("replaced")
+            for viewer in self.viewers:
+                await self._consume(viewer, producer)
+
+    async def close(self) -> None:
+        await super().close()
+        self.pipe.close()
