@@ -27,10 +27,11 @@ async def piped(router: Router) -> AsyncIterator[_Pipe]:
     edge_pipe = await EdgePipe.open(host="127.0.0.1")
     edge = EdgeRouter(OPTIONS, router_id=router.id, pipe=edge_pipe)
     announced: list[tuple[PipeTrack, ...]] = []
+    updates: list[asyncio.Task[None]] = []
 
     def on_tracks(tracks: tuple[PipeTrack, ...]) -> None:
         announced.append(tracks)
-        asyncio.ensure_future(edge.set_tracks(tracks))
+        updates.append(asyncio.ensure_future(edge.set_tracks(tracks)))
 
     origin_pipe = await OriginPipe.open(
         router, remote=edge_pipe.address, host="127.0.0.1", on_tracks=on_tracks
