@@ -33,15 +33,25 @@ class RouterRegistry:
     def get(self, broadcast_id: str) -> Router | None:
         return self._routers.get(broadcast_id)
 
+    @property
+    def routers(self) -> tuple[Router, ...]:
+        return tuple(self._routers.values())
+
     def get_or_create(self, broadcast_id: str) -> Router:
         router = self._routers.get(broadcast_id)
         if router is None:
             router = Router(self.options, router_id=broadcast_id)
-            if self._on_event is not None:
-                router.events.on_any(self._on_event)
-            router.events.on(RouterClosed, self._forget)
-            self._routers[broadcast_id] = router
+            self.add(router)
         return router
+
+    def add(self, router: Router) -> None:
+        """Keep a router made elsewhere (an edge router of ``sfu.pipe``) under its id."""
+        if router.id in self._routers:
+            raise ValueError(f"a router for {router.id} exists already")
+        if self._on_event is not None:
+            router.events.on_any(self._on_event)
+        router.events.on(RouterClosed, self._forget)
+        self._routers[router.id] = router
 
     def _forget(self, event: RouterClosed) -> None:
         self._routers.pop(event.router_id, None)
