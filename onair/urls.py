@@ -1,7 +1,7 @@
 """Site URLs. Pages at the top, the REST API under /api/v1/, its schema and docs under /api/.
 
-The studio (/studio/<slug>/) and watch (/watch/<slug>/) pages and the WHIP/WHEP endpoints
-get their own prefixes when they arrive; WebSockets are routed in ``onair.asgi``.
+The studio (/studio/<slug>/) and watch (/watch/<slug>/) pages have their own prefixes, as
+do WHIP (/whip/<slug>) and WHEP (/whep/<slug>); WebSockets are routed in ``onair.asgi``.
 """
 
 from django.contrib import admin
@@ -22,6 +22,7 @@ handler500 = "onair.exception_handler.server_error"
 urlpatterns = [
     path("", include("broadcast.urls")),
     path("", include("viewers.urls")),
+    path("", include("signaling.urls")),
     path("accounts/login/", auth_views.LoginView.as_view(), name="login"),
     path("accounts/logout/", auth_views.LogoutView.as_view(), name="logout"),
     path("accounts/signup/", views.signup, name="signup"),

@@ -1,0 +1,374 @@
+"""WHIP (RFC 9725) and WHEP sessions: who may publish or watch, and the session resources.
+
+A session is what a ``201 Created`` points to: ``/whip/<slug>/<token>`` or
+``/whep/<slug>/<token>``. The token (``secrets.token_urlsafe(32)``, 256 bits) is the
+capability to trickle candidates to it, restart its ICE and delete it; it is only valid
+under its own stream's slug and its own protocol.
+
+Sessions live in this process, in ``_sessions``: a session is only meaningful to the
+process whose SFU holds its peer connection (the embedded default runs one). The
+durable state stays in the database as everywhere else: the stream's state through
+``broadcast.services``, each WHEP viewer as a ``ViewerSession`` counted through
+``viewers.services``. A session is forgotten when its SFU peer goes away for any reason
+(``DELETE``, replaced by another publisher, grace period over, viewer vanished, broadcast
+ended), which the gateway reports as SFU events.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import logging
+import re
+import secrets
+from collections.abc import Coroutine
+from dataclasses import dataclass
+from enum import StrEnum
+from typing import Any
+
+from channels.db import database_sync_to_async
+from django.contrib.auth.models import AnonymousUser, User
+from rest_framework.authtoken.models import Token
+
+from broadcast.models import Stream
+from broadcast.services import stream_end, stream_go_live, stream_key_verify
+from onair.exceptions import (
+    ConflictError,
+    InvalidInputError,
+    NotAuthenticatedError,
+    NotFoundError,
+    PreconditionFailedError,
+    UnprocessableError,
+)
+from sfu import (
+    IceCandidate,
+    PublisherClosed,
+    PublisherSession,
+    SfuEvent,
+    ViewerLeft,
+    ViewerSession,
+)
+from signaling.notify import announce_viewers
+from signaling.sdpfrag import SdpFragment, restart_fragment
+from signaling.sfu_gateway import IceCredentials, gateway
+from viewers.models import ViewerSession as ViewerRecord
+from viewers.services import viewer_join, viewer_leave
+
+logger = logging.getLogger(__name__)
+
+TOKEN_BYTES = 32
+_ICE_UFRAG = re.compile(r"^a=ice-ufrag:(\S+)", re.MULTILINE)
+_LOST_STATES = ("failed", "closed")
+
+
+class SessionKind(StrEnum):
+    WHIP = "whip"
+    WHEP = "whep"
+
+
+@dataclass
+class HttpSession:
+    """One WHIP publisher or WHEP viewer, as its session resource knows it."""
+
+    token: str
+    kind: SessionKind
+    stream: Stream
+    sfu_id: str  # the SFU's publisher session id or viewer id
+    answer_sdp: str
+    etag: str
+    remote_ufrag: str | None
+    viewer_record: ViewerRecord | None = None
+
+    @property
+    def path(self) -> str:
+        return f"/{self.kind.value}/{self.stream.slug}/{self.token}"
+
+
+_sessions: dict[str, HttpSession] = {}
+_tokens_by_peer: dict[tuple[SessionKind, str], str] = {}
+_starting: set[int] = set()  # streams with a WHIP publish under way
+_tasks: set[asyncio.Task[None]] = set()
+
+
+# --- who may publish or watch ---------------------------------------------------------------
+
+
+@database_sync_to_async
+def whip_stream_get(*, slug: str, bearer: str | None) -> Stream:
+    """The stream ``bearer`` (its stream key) may publish to."""
+    stream = Stream.objects.filter(slug=slug).first()
+    if stream is None:
+        raise NotFoundError("No such stream.")
+    if not bearer or not stream_key_verify(stream=stream, secret=bearer):
+        raise NotAuthenticatedError(
+            "Send this stream's key as a bearer token: Authorization: Bearer <stream key>.",
+            code="bad_stream_key",
+        )
+    return stream
+
+
+@database_sync_to_async
+def whep_stream_get(*, slug: str, user: User | AnonymousUser, bearer: str | None) -> Stream:
+    """The stream a WHEP player may watch. Public and unlisted streams are open to anyone;
+    a private one needs its owner's (or staff's) login session or API token, or the
+    stream key, as a bearer token."""
+    stream = Stream.objects.select_related("owner").filter(slug=slug).first()
+    if stream is None:
+        raise NotFoundError("No such stream.")
+    if stream.visibility != Stream.Visibility.PRIVATE or _may_manage(user, stream):
+        return stream
+    if bearer:
+        if stream_key_verify(stream=stream, secret=bearer):
+            return stream
+        token = Token.objects.select_related("user").filter(key=bearer).first()
+        if token is not None and _may_manage(token.user, stream):
+            return stream
+    raise NotAuthenticatedError(
+        "This stream is private: send its owner's API token or the stream key as a bearer token.",
+        code="private_stream",
+    )
+
+
+def _may_manage(user: User | AnonymousUser, stream: Stream) -> bool:
+    return bool(user.is_authenticated and (user.is_staff or user.pk == stream.owner_id))
+
+
+# --- creating sessions -----------------------------------------------------------------------
+
+
+async def whip_session_start(*, stream: Stream, offer_sdp: str) -> HttpSession:
+    """Publish the offer into the stream's router and go live, as the studio does.
+
+    Refused while another publisher (WHIP or studio) is connected or connecting; one that
+    lost its connection and waits out its grace period is replaced, so a client that
+    reconnects with a new ``POST`` carries on the broadcast.
+    """
+    await database_sync_to_async(stream.refresh_from_db)()
+    if stream.state == Stream.State.ENDED:
+        raise ConflictError(
+            "This broadcast has ended. Restart the stream from “My streams” to go live again.",
+            code="stream_ended",
+        )
+    if stream.pk in _starting or gateway.has_active_publisher(stream):
+        raise ConflictError(
+            "Someone is already publishing to this stream. Stop that broadcast first.",
+            code="already_publishing",
+        )
+    _starting.add(stream.pk)
+    try:
+        result = await gateway.publish(stream=stream, offer_sdp=offer_sdp)
+    finally:
+        _starting.discard(stream.pk)
+    session = _register(
+        SessionKind.WHIP,
+        stream,
+        sfu_id=result.session_id,
+        answer_sdp=result.answer_sdp,
+        offer_sdp=offer_sdp,
+    )
+    if stream.state == Stream.State.IDLE:
+        with contextlib.suppress(ConflictError):  # went live meanwhile (a studio publish)
+            await database_sync_to_async(stream_go_live)(stream=stream)
+    return session
+
+
+async def whep_session_start(
+    *, stream: Stream, offer_sdp: str, user: User | AnonymousUser
+) -> HttpSession:
+    """Add a viewer to a live stream: counted like a watch page, as a WHEP viewer."""
+    await database_sync_to_async(stream.refresh_from_db)()
+    if not stream.is_live:
+        raise ConflictError("The broadcast is not live right now.", code="not_live")
+    # Negotiate before counting, so an offer the SFU refuses never counts (nor raises the peak).
+    result = await gateway.subscribe(stream=stream, offer_sdp=offer_sdp)
+    try:
+        record = await database_sync_to_async(viewer_join)(
+            stream=stream, kind=ViewerRecord.Kind.WHEP, user=user
+        )
+    except BaseException:
+        await gateway.viewer_close(stream=stream, viewer_id=result.viewer_id)
+        raise
+    session = _register(
+        SessionKind.WHEP,
+        stream,
+        sfu_id=result.viewer_id,
+        answer_sdp=result.sdp,
+        offer_sdp=offer_sdp,
+    )
+    session.viewer_record = record
+    await _announce_viewers(stream)
+    return session
+
+
+def _register(
+    kind: SessionKind, stream: Stream, *, sfu_id: str, answer_sdp: str, offer_sdp: str
+) -> HttpSession:
+    session = HttpSession(
+        token=secrets.token_urlsafe(TOKEN_BYTES),
+        kind=kind,
+        stream=stream,
+        sfu_id=sfu_id,
+        answer_sdp=answer_sdp,
+        etag=_new_etag(),
+        remote_ufrag=_ice_ufrag(offer_sdp),
+    )
+    _sessions[session.token] = session
+    _tokens_by_peer[kind, sfu_id] = session.token
+    logger.info("%s session started", kind.value, extra={"stream": stream.slug})
+    return session
+
+
+# --- session resources -----------------------------------------------------------------------
+
+
+def http_session_get(*, kind: SessionKind, slug: str, token: str) -> HttpSession:
+    """The session behind a session URL; "not found" unless the URL's protocol and stream
+    are the session's own."""
+    session = _sessions.get(token)
+    if session is None or session.kind is not kind or session.stream.slug != slug:
+        raise NotFoundError("No such session: it ended, or never existed.")
+    return session
+
+
+async def http_session_patch(
+    *, session: HttpSession, fragment: SdpFragment, if_match: str | None
+) -> str | None:
+    """Trickle candidates (returns ``None``) or, with ``If-Match: "*"``, restart ICE
+    (returns the SFU's new fragment; the session gets a new ETag)."""
+    _check_connected(session)
+    body: str | None = None
+    if if_match is not None and if_match.strip() in ("*", '"*"'):
+        body = _restart_ice(session, fragment)
+    else:
+        if if_match is not None and session.etag not in _entity_tags(if_match):
+            raise PreconditionFailedError(
+                "If-Match does not name this session's current ICE session (see its ETag).",
+            )
+        if fragment.ice_ufrag is not None and fragment.ice_ufrag != session.remote_ufrag:
+            raise UnprocessableError(
+                "The fragment's ice-ufrag is not this session's: an ICE restart needs "
+                'If-Match: "*".',
+                code="ice_ufrag_mismatch",
+            )
+    for candidate in fragment.candidates:
+        await _add_candidate(
+            session,
+            IceCandidate(
+                candidate=candidate.line,
+                sdp_mid=candidate.mid,
+                sdp_mline_index=candidate.mline_index,
+            ),
+        )
+    if fragment.end_of_candidates:
+        await _add_candidate(session, IceCandidate(candidate="", sdp_mline_index=0))
+    return body
+
+
+async def http_session_end(*, session: HttpSession) -> None:
+    """``DELETE``: a WHIP session ends the broadcast; a WHEP session stops one viewer."""
+    _forget(session.kind, session.sfu_id)
+    stream = session.stream
+    if session.kind is SessionKind.WHIP:
+        await database_sync_to_async(stream.refresh_from_db)()
+        if stream.is_live:
+            with contextlib.suppress(ConflictError):  # ended meanwhile
+                await database_sync_to_async(stream_end)(stream=stream)
+        # stream_end's receiver closes the router too; close it now so the answer to
+        # DELETE means the media has stopped.
+        await gateway.close_router(stream_id=stream.pk)
+    else:
+        await gateway.viewer_close(stream=stream, viewer_id=session.sfu_id)
+        await _leave(session)
+
+
+def _restart_ice(session: HttpSession, fragment: SdpFragment) -> str:
+    if not fragment.ice_ufrag or not fragment.ice_pwd:
+        raise InvalidInputError(
+            "An ICE restart fragment needs the new a=ice-ufrag and a=ice-pwd.",
+            code="bad_sdpfrag",
+        )
+    remote = IceCredentials(ufrag=fragment.ice_ufrag, pwd=fragment.ice_pwd)
+    if session.kind is SessionKind.WHIP:
+        local = gateway.publisher_restart_ice(
+            stream=session.stream, session_id=session.sfu_id, remote=remote
+        )
+    else:
+        local = gateway.viewer_restart_ice(
+            stream=session.stream, viewer_id=session.sfu_id, remote=remote
+        )
+    session.remote_ufrag = remote.ufrag
+    session.etag = _new_etag()
+    return restart_fragment(answer_sdp=session.answer_sdp, ufrag=local.ufrag, pwd=local.pwd)
+
+
+def _check_connected(session: HttpSession) -> None:
+    peer: PublisherSession | ViewerSession | None
+    if session.kind is SessionKind.WHIP:
+        peer = gateway.publisher_session(session.stream, session.sfu_id)
+    else:
+        peer = gateway.viewer_session(session.stream, session.sfu_id)
+    if peer is None or peer.connection_state in _LOST_STATES:
+        raise ConflictError(
+            "This session's connection is lost; start a new one with POST.",
+            code="connection_lost",
+        )
+
+
+async def _add_candidate(session: HttpSession, candidate: IceCandidate) -> None:
+    if session.kind is SessionKind.WHIP:
+        await gateway.publisher_candidate(
+            stream=session.stream, session_id=session.sfu_id, candidate=candidate
+        )
+    else:
+        await gateway.viewer_candidate(
+            stream=session.stream, viewer_id=session.sfu_id, candidate=candidate
+        )
+
+
+async def _leave(session: HttpSession) -> None:
+    record, session.viewer_record = session.viewer_record, None
+    if record is not None:
+        await database_sync_to_async(viewer_leave)(session=record)
+        await _announce_viewers(session.stream)
+
+
+async def _announce_viewers(stream: Stream) -> None:
+    await database_sync_to_async(stream.refresh_from_db)()
+    await announce_viewers(stream)
+
+
+def _new_etag() -> str:
+    return f'"{secrets.token_hex(8)}"'
+
+
+def _entity_tags(if_match: str) -> set[str]:
+    return {tag.strip().removeprefix("W/") for tag in if_match.split(",")}
+
+
+def _ice_ufrag(sdp: str) -> str | None:
+    match = _ICE_UFRAG.search(sdp)
+    return match.group(1).strip() if match else None
+
+
+# --- the SFU's side ------------------------------------------------------------------------
+
+
+def on_sfu_event(event: SfuEvent) -> None:
+    """Forget sessions whose SFU peer is gone; a WHEP viewer who vanished is uncounted."""
+    if isinstance(event, PublisherClosed):
+        _forget(SessionKind.WHIP, event.publisher_id)
+    elif isinstance(event, ViewerLeft):
+        session = _forget(SessionKind.WHEP, event.viewer_id)
+        if session is not None and session.viewer_record is not None:
+            _spawn(_leave(session))
+
+
+def _forget(kind: SessionKind, sfu_id: str) -> HttpSession | None:
+    token = _tokens_by_peer.pop((kind, sfu_id), None)
+    return _sessions.pop(token, None) if token is not None else None
+
+
+def _spawn(coroutine: Coroutine[Any, Any, None]) -> None:
+    task = asyncio.ensure_future(coroutine)
+    _tasks.add(task)
+    task.add_done_callback(_tasks.discard)

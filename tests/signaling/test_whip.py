@@ -1,0 +1,485 @@
+"""WHIP (RFC 9725) against the real ASGI app, the in-process SFU and real aiortc peers:
+publishing goes live and reaches viewers, every status code, trickle ICE, ICE restart,
+DELETE, and which session URLs and keys touch which stream."""
+
+from __future__ import annotations
+
+import re
+from collections.abc import AsyncIterator
+
+import pytest
+from aioice import stun
+from channels.db import database_sync_to_async
+from django.contrib.auth.models import User
+from django.test import AsyncClient, override_settings
+
+from broadcast.models import Stream
+from broadcast.services import IssuedKey, stream_create, stream_end, stream_go_live
+from sfu.testing import TestViewer, wait_until
+from signaling.sfu_gateway import gateway
+from tests.signaling.http_clients import (
+    SDP,
+    SDPFRAG,
+    WhepClient,
+    WhipClient,
+    host_candidates,
+    ice_connection,
+    ice_credentials,
+    stun_check,
+    without_candidates,
+)
+
+pytestmark = [pytest.mark.django_db(transaction=True), pytest.mark.timeout(60)]
+
+TOKEN_PATH = re.compile(r"^/whip/(?P<slug>[-\w]+)/(?P<token>[A-Za-z0-9_-]{43})$")
+
+
+@pytest.fixture
+async def owner() -> User:
+    return await database_sync_to_async(User.objects.create_user)("owner", password="pw")
+
+
+@pytest.fixture
+async def stream_parts(owner: User) -> tuple[Stream, IssuedKey]:
+    return await database_sync_to_async(stream_create)(owner=owner, title="Launch")
+
+
+@pytest.fixture
+async def other_parts(owner: User) -> tuple[Stream, IssuedKey]:
+    return await database_sync_to_async(stream_create)(owner=owner, title="Other")
+
+
+@pytest.fixture
+async def peers() -> AsyncIterator[list[WhipClient | WhepClient]]:
+    """Clients to close after the test, then every router."""
+    opened: list[WhipClient | WhepClient] = []
+    yield opened
+    for peer in opened:
+        await peer.close()
+    await gateway.close_all()
+
+
+@pytest.fixture
+def http() -> AsyncClient:
+    return AsyncClient()
+
+
+async def refreshed(stream: Stream) -> Stream:
+    await database_sync_to_async(stream.refresh_from_db)()
+    return stream
+
+
+async def whip(
+    http: AsyncClient,
+    peers: list[WhipClient | WhepClient],
+    stream: Stream,
+    key: str | None,
+    codec: str = "vp8",
+) -> WhipClient:
+    client = WhipClient(http, stream.slug, key, codec=codec)
+    peers.append(client)
+    return client
+
+
+async def view_in_sfu(stream: Stream) -> TestViewer:
+    """A viewer attached to the stream's router directly, to see what the SFU forwards."""
+    viewer = TestViewer()
+    result = await gateway.subscribe(stream=stream, offer_sdp=await viewer.create_offer())
+    await viewer.accept_answer(result.sdp)
+    return viewer
+
+
+@pytest.mark.parametrize("codec", ["vp8", "h264"])
+async def test_publish_goes_live_reaches_viewers_and_delete_ends(
+    codec: str,
+    http: AsyncClient,
+    peers: list[WhipClient | WhepClient],
+    stream_parts: tuple[Stream, IssuedKey],
+) -> None:
+    stream, key = stream_parts
+    client = await whip(http, peers, stream, key.secret, codec=codec)
+    response = await client.publish()
+
+    assert response.status_code == 201
+    assert response["Content-Type"] == SDP
+    assert response.content.decode().startswith("v=0")
+    match = TOKEN_PATH.match(response["Location"])
+    assert match
+    assert match["slug"] == stream.slug
+    assert re.fullmatch(r'"[0-9a-f]{16}"', response["ETag"])
+    assert response["Accept-Patch"] == SDPFRAG
+    assert response["Access-Control-Allow-Origin"] == "*"
+    assert "Location" in response["Access-Control-Expose-Headers"]
+    assert "Link" not in response  # no ICE servers configured: nothing leaves the machine
+    assert (await refreshed(stream)).state == Stream.State.LIVE
+
+    viewer = await view_in_sfu(stream)
+    try:
+        assert await viewer.wait_for_frames(video=15, audio=5, within=20)
+        assert viewer.video.first_frame_matches_pattern
+
+        response = await client.delete()
+        assert response.status_code == 200
+        assert (await refreshed(stream)).state == Stream.State.ENDED
+        assert gateway.router(stream) is None
+        assert (await client.delete()).status_code == 404  # gone with the broadcast
+    finally:
+        await viewer.close()
+
+
+async def test_tokens_are_unguessable_and_per_session(
+    http: AsyncClient,
+    peers: list[WhipClient | WhepClient],
+    stream_parts: tuple[Stream, IssuedKey],
+) -> None:
+    stream, key = stream_parts
+    locations = []
+    for _ in range(2):
+        client = await whip(http, peers, stream, key.secret)
+        assert (await client.publish()).status_code == 201
+        assert client.session is not None
+        locations.append(client.session.location)
+        assert (await client.delete()).status_code == 200
+        await database_sync_to_async(_restart)(stream)
+    tokens = [location.rsplit("/", 1)[1] for location in locations]
+    assert tokens[0] != tokens[1]
+    # token_urlsafe(32): 43 characters of base64url, 256 random bits (>= 128 required)
+    assert all(len(token) == 43 and re.fullmatch(r"[A-Za-z0-9_-]+", token) for token in tokens)
+
+
+def _restart(stream: Stream) -> None:
+    from broadcast.services import stream_restart
+
+    stream_restart(stream=stream)
+
+
+@pytest.mark.parametrize(
+    "authorization",
+    [None, "Bearer ", "Bearer sk_wrong_key_that_is_long_enough_000000", "Basic dXNlcjpwdw=="],
+)
+async def test_401_without_the_stream_key(
+    authorization: str | None, http: AsyncClient, stream_parts: tuple[Stream, IssuedKey]
+) -> None:
+    stream, _ = stream_parts
+    headers = {"Authorization": authorization} if authorization else {}
+    response = await http.post(
+        f"/whip/{stream.slug}", data="v=0\r\n", content_type=SDP, headers=headers
+    )
+    assert response.status_code == 401
+    assert response["WWW-Authenticate"].startswith("Bearer")
+    assert response.json()["error"]["code"] == "bad_stream_key"
+    assert (await refreshed(stream)).state == Stream.State.IDLE
+
+
+async def test_a_key_publishes_only_to_its_own_stream(
+    http: AsyncClient,
+    peers: list[WhipClient | WhepClient],
+    stream_parts: tuple[Stream, IssuedKey],
+    other_parts: tuple[Stream, IssuedKey],
+) -> None:
+    stream, _ = stream_parts
+    _, other_key = other_parts
+    client = await whip(http, peers, stream, other_key.secret)
+    response = await client.publish()
+    assert response.status_code == 401
+    assert gateway.router(stream) is None
+
+
+async def test_404_unknown_stream(http: AsyncClient) -> None:
+    response = await http.post(
+        "/whip/no-such-stream", data="v=0\r\n", content_type=SDP, headers={"Authorization": "x"}
+    )
+    assert response.status_code == 404
+    assert response.json()["error"] == {
+        "status": 404,
+        "code": "not_found",
+        "message": "No such stream.",
+        "fields": {},
+    }
+
+
+async def test_415_wrong_content_type(
+    http: AsyncClient, stream_parts: tuple[Stream, IssuedKey]
+) -> None:
+    stream, key = stream_parts
+    response = await http.post(
+        f"/whip/{stream.slug}",
+        data='{"sdp": "v=0"}',
+        content_type="application/json",
+        headers={"Authorization": f"Bearer {key.secret}"},
+    )
+    assert response.status_code == 415
+    assert "application/sdp" in response.json()["error"]["message"]
+
+
+@pytest.mark.parametrize(
+    ("body", "code"),
+    [
+        ("\r\n", "empty_body"),
+        ("this is not SDP", "bad_sdp"),
+        ("v=0\r\no=- 1 1 IN IP4 0.0.0.0\r\ns=-\r\nt=0 0\r\nm=audio 9 FOO 0\r\n", "bad_sdp"),
+    ],
+)
+async def test_400_unusable_offer_with_a_reason(
+    body: str,
+    code: str,
+    http: AsyncClient,
+    stream_parts: tuple[Stream, IssuedKey],
+    peers: list[WhipClient | WhepClient],
+) -> None:
+    stream, key = stream_parts
+    response = await http.post(
+        f"/whip/{stream.slug}",
+        data=body,
+        content_type=SDP,
+        headers={"Authorization": f"Bearer {key.secret}"},
+    )
+    assert response.status_code == 400
+    error = response.json()["error"]
+    assert error["code"] == code
+    assert len(error["message"]) > 10
+    assert (await refreshed(stream)).state == Stream.State.IDLE
+
+
+async def test_409_while_another_publisher_is_live(
+    http: AsyncClient,
+    peers: list[WhipClient | WhepClient],
+    stream_parts: tuple[Stream, IssuedKey],
+) -> None:
+    stream, key = stream_parts
+    first = await whip(http, peers, stream, key.secret)
+    assert (await first.publish()).status_code == 201
+    second = await whip(http, peers, stream, key.secret)
+    response = await second.publish()
+    assert response.status_code == 409
+    assert response.json()["error"]["code"] == "already_publishing"
+    # The first broadcast is untouched.
+    assert first.session is not None
+    assert gateway.publisher_session(stream, _sfu_id(stream)) is not None
+
+
+def _sfu_id(stream: Stream) -> str:
+    router = gateway.router(stream)
+    assert router is not None
+    assert router.publisher is not None
+    return router.publisher.id
+
+
+async def test_409_once_the_broadcast_has_ended(
+    http: AsyncClient,
+    peers: list[WhipClient | WhepClient],
+    stream_parts: tuple[Stream, IssuedKey],
+) -> None:
+    stream, key = stream_parts
+    await database_sync_to_async(stream_go_live)(stream=stream)
+    await database_sync_to_async(stream_end)(stream=stream)
+    client = await whip(http, peers, stream, key.secret)
+    response = await client.publish()
+    assert response.status_code == 409
+    assert response.json()["error"]["code"] == "stream_ended"
+
+
+async def test_trickle_adds_candidates_and_if_match_must_be_current(
+    http: AsyncClient,
+    peers: list[WhipClient | WhepClient],
+    stream_parts: tuple[Stream, IssuedKey],
+) -> None:
+    stream, key = stream_parts
+    client = await whip(http, peers, stream, key.secret)
+    offer, candidates = without_candidates(await client.publisher.create_offer())
+    assert candidates
+    response = await client.post(offer)
+    assert response.status_code == 201
+    assert client.session is not None
+    await client.publisher.accept_answer(client.session.answer)
+
+    response = await client.trickle(candidates)
+    assert response.status_code == 204
+    peer = gateway.publisher_session(stream, _sfu_id(stream))
+    assert peer is not None
+    transport = peer.peer_connection.getTransceivers()[0].receiver.transport.transport
+    trickled = {(c.ip, c.port) for c in transport.getRemoteCandidates()}
+    assert set(host_candidates("\n".join(candidates))) <= trickled
+    assert await wait_until(lambda: peer.connection_state == "connected", 10)
+
+    end = "a=end-of-candidates\r\n"
+    assert (await client.patch(end, if_match=client.session.etag)).status_code == 204
+    assert (await client.patch(end)).status_code == 204  # If-Match is optional for trickle
+    stale = await client.patch(end, if_match='"0000000000000000"')
+    assert stale.status_code == 412
+    assert stale.json()["error"]["code"] == "precondition_failed"
+    wrong_type = await client.patch(end, content_type="text/plain")
+    assert wrong_type.status_code == 415
+    bad = await client.patch("a=candidate:1 1 udp\r\n")
+    assert bad.status_code == 400
+    assert bad.json()["error"]["code"] == "bad_sdpfrag"
+    foreign = await client.patch("a=ice-ufrag:zzzz\r\na=ice-pwd:yyyyyyyyyyyyyyyyyyyyyy\r\n")
+    assert foreign.status_code == 422
+
+
+async def test_ice_restart_new_credentials_and_etag(
+    http: AsyncClient,
+    peers: list[WhipClient | WhepClient],
+    stream_parts: tuple[Stream, IssuedKey],
+) -> None:
+    stream, key = stream_parts
+    client = await whip(http, peers, stream, key.secret)
+    assert (await client.publish()).status_code == 201
+    assert client.session is not None
+    old_etag, answer = client.session.etag, client.session.answer
+    old_ufrag, old_pwd = ice_credentials(answer)
+    old_client_ufrag, _ = ice_credentials(client.offer_sdp())
+    viewer = await view_in_sfu(stream)
+    try:
+        assert await viewer.wait_for_frames(video=10, within=20)
+
+        response = await client.restart_ice()
+        assert response.status_code == 200
+        assert response["Content-Type"] == SDPFRAG
+        fragment = response.content.decode()
+        new_ufrag, new_pwd = ice_credentials(fragment)
+        assert (new_ufrag, new_pwd) != (old_ufrag, old_pwd)
+        assert response["ETag"] != old_etag
+        assert "a=end-of-candidates" in fragment
+        address = host_candidates(fragment)[0]
+        assert address in host_candidates(answer)  # the SFU keeps its candidates
+
+        # The SFU now answers checks with the new credentials only.
+        connection = ice_connection(client.pc())
+        ok = await stun_check(
+            address,
+            remote_ufrag=new_ufrag,
+            remote_pwd=new_pwd,
+            local_ufrag=connection.local_username,
+        )
+        assert ok.message_class == stun.Class.RESPONSE
+        refused = await stun_check(
+            address, remote_ufrag=old_ufrag, remote_pwd=old_pwd, local_ufrag=old_client_ufrag
+        )
+        assert refused.message_class == stun.Class.ERROR
+        assert refused.attributes["ERROR-CODE"][0] == 401
+
+        # The client's checks on its path, with the new credentials, succeed, and the
+        # media never stopped.
+        pair = next(iter(connection._nominated.values()))
+        await connection.check_start(pair)
+        assert pair.state.name == "SUCCEEDED"
+        before = viewer.video.frames
+        assert await wait_until(lambda: viewer.video.frames > before + 15, 10)
+
+        # The old ETag is stale now; the new one trickles.
+        end = "a=end-of-candidates\r\n"
+        assert (await client.patch(end, if_match=old_etag)).status_code == 412
+        assert (await client.patch(end, if_match=response["ETag"])).status_code == 204
+    finally:
+        await viewer.close()
+
+
+async def test_ice_restart_needs_credentials(
+    http: AsyncClient,
+    peers: list[WhipClient | WhepClient],
+    stream_parts: tuple[Stream, IssuedKey],
+) -> None:
+    stream, key = stream_parts
+    client = await whip(http, peers, stream, key.secret)
+    assert (await client.publish()).status_code == 201
+    response = await client.patch("a=end-of-candidates\r\n", if_match="*")
+    assert response.status_code == 400
+    assert "ice-ufrag" in response.json()["error"]["message"]
+
+
+async def test_session_urls_do_not_cross_streams_or_protocols(
+    http: AsyncClient,
+    peers: list[WhipClient | WhepClient],
+    stream_parts: tuple[Stream, IssuedKey],
+    other_parts: tuple[Stream, IssuedKey],
+) -> None:
+    stream, key = stream_parts
+    other, _ = other_parts
+    client = await whip(http, peers, stream, key.secret)
+    assert (await client.publish()).status_code == 201
+    assert client.session is not None
+    token = client.session.location.rsplit("/", 1)[1]
+    for path in (f"/whip/{other.slug}/{token}", f"/whep/{stream.slug}/{token}"):
+        assert (await http.delete(path)).status_code == 404
+        patched = await http.patch(path, data="a=end-of-candidates\r\n", content_type=SDPFRAG)
+        assert patched.status_code == 404
+    guessed = "A" * 43
+    assert (await http.delete(f"/whip/{stream.slug}/{guessed}")).status_code == 404
+    assert (await refreshed(stream)).state == Stream.State.LIVE
+    assert gateway.has_active_publisher(stream)
+
+
+async def test_options_and_cors(http: AsyncClient, stream_parts: tuple[Stream, IssuedKey]) -> None:
+    stream, _ = stream_parts
+    response = await http.options(
+        f"/whip/{stream.slug}",
+        headers={"Origin": "https://obs.example", "Access-Control-Request-Method": "POST"},
+    )
+    assert response.status_code == 204
+    assert response["Access-Control-Allow-Origin"] == "*"
+    assert "POST" in response["Access-Control-Allow-Methods"]
+    allowed = {h.strip().lower() for h in response["Access-Control-Allow-Headers"].split(",")}
+    assert {"authorization", "content-type", "if-match"} <= allowed
+    exposed = {h.strip() for h in response["Access-Control-Expose-Headers"].split(",")}
+    assert {"Location", "ETag", "Link", "Accept-Patch"} <= exposed
+    assert response["Accept-Post"] == SDP
+
+    session = await http.options(f"/whip/{stream.slug}/{'A' * 43}")
+    assert session.status_code == 204
+    assert session["Accept-Patch"] == SDPFRAG
+    assert {"PATCH", "DELETE"} <= {m.strip() for m in session["Allow"].split(",")}
+
+
+async def test_405_for_other_methods(
+    http: AsyncClient, stream_parts: tuple[Stream, IssuedKey]
+) -> None:
+    stream, _ = stream_parts
+    response = await http.get(f"/whip/{stream.slug}")
+    assert response.status_code == 405
+    assert response["Allow"] == "POST, OPTIONS"
+    assert response.json()["error"]["code"] == "method_not_allowed"
+
+
+async def test_link_headers_carry_stun_and_turn(
+    http: AsyncClient,
+    peers: list[WhipClient | WhepClient],
+    stream_parts: tuple[Stream, IssuedKey],
+) -> None:
+    stream, key = stream_parts
+    gateway.router(stream)  # the SFU's routers start before the override: no STUN for it
+    ice = {
+        "STUN_URLS": ["stun:turn.example.org:3478"],
+        "TURN_URLS": ["turn:turn.example.org:3478?transport=udp"],
+        "TURN_SECRET": "s3cret",
+    }
+    client = await whip(http, peers, stream, key.secret)
+    offer = await client.publisher.create_offer()
+    with override_settings(ONAIR=ice):
+        response = await client.post(offer)
+    assert response.status_code == 201
+    links = response["Link"]
+    assert '<stun:turn.example.org:3478>; rel="ice-server"' in links
+    turn = re.search(
+        r'<turn:turn\.example\.org:3478\?transport=udp>; rel="ice-server"; '
+        r'username="(\d+:\w+)"; credential="([^"]+)"; credential-type="password"',
+        links,
+    )
+    assert turn, links
+
+
+async def test_a_studio_publish_replaces_a_whip_publisher(
+    http: AsyncClient,
+    peers: list[WhipClient | WhepClient],
+    stream_parts: tuple[Stream, IssuedKey],
+) -> None:
+    """The owner takes over from the studio; the WHIP session is then over (404)."""
+    stream, key = stream_parts
+    client = await whip(http, peers, stream, key.secret)
+    assert (await client.publish()).status_code == 201
+    studio = WhipClient(http, stream.slug, None)
+    peers.append(studio)
+    result = await gateway.publish(stream=stream, offer_sdp=await studio.publisher.create_offer())
+    await studio.publisher.accept_answer(result.answer_sdp)
+    assert (await client.delete()).status_code == 404
+    assert (await refreshed(stream)).state == Stream.State.LIVE
