@@ -1,0 +1,190 @@
+"""WHEP against the real ASGI app and SFU: a studio-published broadcast plays in an aiortc
+WHEP client, which is counted as a viewer until it deletes its session or vanishes;
+private streams need a bearer token."""
+
+from __future__ import annotations
+
+import asyncio
+from collections.abc import AsyncIterator
+
+import pytest
+from channels.db import database_sync_to_async
+from django.contrib.auth.models import User
+from django.test import AsyncClient
+from rest_framework.authtoken.models import Token
+
+from broadcast.models import Stream
+from broadcast.services import IssuedKey, stream_create, stream_go_live, stream_update
+from sfu.testing import TestPublisher, wait_until
+from signaling.sfu_gateway import gateway
+from tests.signaling.http_clients import SDP, SDPFRAG, WhepClient, ice_credentials
+from tests.signaling.test_consumers import Socket, go_live
+from viewers.models import ViewerSession
+
+pytestmark = [pytest.mark.django_db(transaction=True), pytest.mark.timeout(60)]
+
+
+@pytest.fixture
+async def owner() -> User:
+    return await database_sync_to_async(User.objects.create_user)("owner", password="pw")
+
+
+@pytest.fixture
+async def stream_parts(owner: User) -> tuple[Stream, IssuedKey]:
+    return await database_sync_to_async(stream_create)(owner=owner, title="Launch")
+
+
+@pytest.fixture
+async def cleanup() -> AsyncIterator[list[WhepClient | TestPublisher | Socket]]:
+    opened: list[WhepClient | TestPublisher | Socket] = []
+    yield opened
+    for thing in opened:
+        await thing.close()
+    await gateway.close_all()
+
+
+async def counts(stream: Stream) -> tuple[int, int]:
+    """(the stream's viewer count, open WHEP viewer sessions)."""
+    await database_sync_to_async(stream.refresh_from_db)()
+    whep = await database_sync_to_async(
+        ViewerSession.objects.filter(
+            stream=stream, kind=ViewerSession.Kind.WHEP, ended_at__isnull=True
+        ).count
+    )()
+    return stream.viewer_count, whep
+
+
+async def test_studio_broadcast_plays_in_a_whep_client_counted_as_a_viewer(
+    owner: User,
+    stream_parts: tuple[Stream, IssuedKey],
+    cleanup: list[WhepClient | TestPublisher | Socket],
+) -> None:
+    stream, _ = stream_parts
+    studio, publisher = await go_live(stream, owner)
+    cleanup += [studio, publisher]
+    await studio.expect("state")
+
+    client = WhepClient(AsyncClient(), stream.slug)
+    cleanup.append(client)
+    response = await client.watch()
+    assert response.status_code == 201
+    assert response["Location"].startswith(f"/whep/{stream.slug}/")
+    assert response["Accept-Patch"] == SDPFRAG
+    assert response["ETag"]
+    assert await client.viewer.wait_for_frames(video=20, audio=5, within=20)
+    assert client.viewer.video.first_frame_matches_pattern
+    assert await counts(stream) == (1, 1)
+    await studio.expect_count(1)
+
+    assert (await client.delete()).status_code == 200
+    assert await counts(stream) == (0, 0)
+    await studio.expect_count(0)
+    assert (await client.delete()).status_code == 404
+
+
+async def test_a_vanished_whep_viewer_is_uncounted(
+    stream_parts: tuple[Stream, IssuedKey],
+    cleanup: list[WhepClient | TestPublisher | Socket],
+) -> None:
+    stream, _ = stream_parts
+    await _publish(stream, cleanup)
+    client = WhepClient(AsyncClient(), stream.slug)
+    assert (await client.watch()).status_code == 201
+    assert await client.viewer.wait_for_frames(video=5, within=20)
+    assert (await counts(stream))[1] == 1
+
+    await client.close()  # no DELETE: the peer just goes away
+
+    async def uncounted() -> bool:
+        return await counts(stream) == (0, 0)
+
+    for _ in range(100):
+        if await uncounted():
+            break
+        await asyncio.sleep(0.1)
+    assert await uncounted()
+    assert (await client.delete()).status_code == 404
+
+
+async def test_private_streams_need_a_bearer_token(
+    owner: User,
+    stream_parts: tuple[Stream, IssuedKey],
+    cleanup: list[WhepClient | TestPublisher | Socket],
+) -> None:
+    stream, key = stream_parts
+    await database_sync_to_async(stream_update)(stream=stream, visibility=Stream.Visibility.PRIVATE)
+    await _publish(stream, cleanup)
+    stranger = await database_sync_to_async(User.objects.create_user)("eve", password="pw")
+    owner_token = await database_sync_to_async(Token.objects.create)(user=owner)
+    stranger_token = await database_sync_to_async(Token.objects.create)(user=stranger)
+
+    for token in (None, stranger_token.key, "not-a-token"):
+        client = WhepClient(AsyncClient(), stream.slug, token)
+        cleanup.append(client)
+        response = await client.watch()
+        assert response.status_code == 401
+        assert response["WWW-Authenticate"].startswith("Bearer")
+        assert response.json()["error"]["code"] == "private_stream"
+
+    for token in (key.secret, owner_token.key):
+        client = WhepClient(AsyncClient(), stream.slug, token)
+        cleanup.append(client)
+        assert (await client.watch()).status_code == 201
+        assert await client.viewer.wait_for_frames(video=5, within=20)
+
+
+async def test_refusals(
+    stream_parts: tuple[Stream, IssuedKey],
+    cleanup: list[WhepClient | TestPublisher | Socket],
+) -> None:
+    stream, _ = stream_parts
+    http = AsyncClient()
+    assert (await http.post("/whep/nope", data="v=0", content_type=SDP)).status_code == 404
+
+    idle = WhepClient(http, stream.slug)
+    cleanup.append(idle)
+    response = await idle.watch()
+    assert response.status_code == 409
+    assert response.json()["error"]["code"] == "not_live"
+
+    await _publish(stream, cleanup)
+    wrong_type = await http.post(f"/whep/{stream.slug}", data="v=0", content_type="text/plain")
+    assert wrong_type.status_code == 415
+    # A publisher's (sendonly) offer cannot watch; it is not counted either.
+    sender = TestPublisher()
+    cleanup.append(sender)
+    response = await http.post(
+        f"/whep/{stream.slug}", data=await sender.create_offer(), content_type=SDP
+    )
+    assert response.status_code == 400
+    assert response.json()["error"]["code"] == "bad_sdp"
+    await database_sync_to_async(stream.refresh_from_db)()
+    assert (stream.viewer_count, stream.peak_viewer_count) == (0, 0)
+
+
+async def test_whep_trickle_and_ice_restart(
+    stream_parts: tuple[Stream, IssuedKey],
+    cleanup: list[WhepClient | TestPublisher | Socket],
+) -> None:
+    stream, _ = stream_parts
+    await _publish(stream, cleanup)
+    client = WhepClient(AsyncClient(), stream.slug)
+    cleanup.append(client)
+    assert (await client.watch()).status_code == 201
+    assert client.session is not None
+    old_etag = client.session.etag
+    assert (await client.patch("a=end-of-candidates\r\n", if_match=old_etag)).status_code == 204
+    response = await client.restart_ice()
+    assert response.status_code == 200
+    assert ice_credentials(response.content.decode()) != ice_credentials(client.session.answer)
+    assert response["ETag"] != old_etag
+    before = client.viewer.video.frames
+    assert await wait_until(lambda: client.viewer.video.frames > before + 15, 10)
+
+
+async def _publish(stream: Stream, cleanup: list[WhepClient | TestPublisher | Socket]) -> None:
+    publisher = TestPublisher()
+    cleanup.append(publisher)
+    result = await gateway.publish(stream=stream, offer_sdp=await publisher.create_offer())
+    await publisher.accept_answer(result.answer_sdp)
+    await database_sync_to_async(stream_go_live)(stream=stream)
