@@ -57,7 +57,9 @@ class Point:
     viewer_kbps: list[float] = field(default_factory=list)
     viewer_pps: list[float] = field(default_factory=list)
     join_ms: list[float] = field(default_factory=list)
-    # A forwarder that delivers fewer packets than it did with fewer viewers is short of CPU
+    # Packets per second the publisher sent to the server in the same window.
+    source_pps: float | None = None
+    # A forwarder whose viewers get fewer packets than the publisher sent is short of CPU
     # (on a shared machine, other processes can take the pinned core): not a cost measurement.
     starved: bool = False
 

@@ -8,7 +8,9 @@ are bench-only. For Janus (``--rtp-to``) the packets go on as plain RTP to its m
 
 Either way every packet passes here, and its send time is logged by the packet's last
 bytes, which no forwarder changes: the other end of the forwarding-latency measurement.
-Prints the ports to send RTP to as JSON, then answers ``{"op": "sent"}`` on stdin.
+Prints the ports to send RTP to as JSON, then answers ``{"op": "sent"}`` (the send log) and
+``{"op": "count"}`` (packets sent so far: the rate the viewers' rates are compared with) on
+stdin.
 
     python -m bench.publisher --url http://127.0.0.1:PORT
     python -m bench.publisher --rtp-to VIDEO_PORT,AUDIO_PORT
@@ -55,8 +57,10 @@ class SendLog:
     def __init__(self) -> None:
         self._sent: OrderedDict[bytes, float] = OrderedDict()
         self._ambiguous: set[bytes] = set()
+        self.packets = 0
 
     def add(self, packet: bytes) -> None:
+        self.packets += 1
         key = trace_key(packet)
         if key is None:
             return
@@ -121,9 +125,12 @@ async def _serve_commands(log: SendLog, ports: dict[str, int]) -> None:
     )
     sys.stdout.flush()
     while line := await reader.readline():
-        if json.loads(line)["op"] == "sent":
+        op = json.loads(line)["op"]
+        if op == "sent":
             sys.stdout.write(json.dumps({"sent": log.dump()}) + "\n")
-            sys.stdout.flush()
+        elif op == "count":
+            sys.stdout.write(json.dumps({"at": time.monotonic(), "packets": log.packets}) + "\n")
+        sys.stdout.flush()
 
 
 async def relay(video_port: int, audio_port: int) -> None:

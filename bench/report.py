@@ -178,8 +178,8 @@ def render(results: list[ServerResult], environment: dict[str, Any]) -> str:
         f"Janus ÷ MediaRelay = {_ratio(results, 'janus', 'mediarelay')}.",
         "",
         "| server | N | connected | server CPU | server RSS | viewer kbit/s median (min) "
-        "| viewer pkt/s median | load core CPU |",
-        "|---|---:|---:|---:|---:|---:|---:|---:|",
+        "| viewer pkt/s median | source pkt/s | load core CPU |",
+        "|---|---:|---:|---:|---:|---:|---:|---:|---:|",
     ]
     for result in results:
         for p in result.points:
@@ -187,7 +187,7 @@ def render(results: list[ServerResult], environment: dict[str, Any]) -> str:
                 f"| {LABELS[result.name]} | {p.viewers} | {p.connected} | {p.server_cpu:.1%} "
                 f"| {p.server_rss_mb:.1f} MB | {_number(p.median_kbps, '.0f')} "
                 f"({_number(p.min_kbps, '.0f')}) | {_number(p.median_pps, '.0f')} "
-                f"| {p.load_cpu:.1%} |"
+                f"| {_number(p.source_pps, '.0f')} | {p.load_cpu:.1%} |"
                 + (
                     " starved: not fitted"
                     if p.starved
