@@ -1,0 +1,139 @@
+// A minimal WHEP player: recvonly offer by POST, trickle ICE by PATCH, ICE restart by
+// PATCH with If-Match: "*", DELETE on stop or when the page goes away.
+const config = JSON.parse(document.getElementById("whep-config").textContent);
+const video = document.getElementById("player");
+const status = document.getElementById("whep-status");
+const tokenInput = document.getElementById("whep-token");
+const playButton = document.getElementById("whep-play");
+const stopButton = document.getElementById("whep-stop");
+const SDPFRAG = "application/trickle-ice-sdpfrag";
+
+const state = { pc: null, location: null, etag: null, token: "", pending: [], answer: null };
+window.onairWhep = { state, play, stop, restartIce };
+
+function show(text) {
+  status.textContent = text;
+}
+
+function headers(extra = {}) {
+  return state.token ? { ...extra, Authorization: `Bearer ${state.token}` } : extra;
+}
+
+async function errorText(response) {
+  try {
+    return (await response.json()).error.message;
+  } catch {
+    return response.statusText;
+  }
+}
+
+function fragment(candidates, { ufrag, pwd, end = false }) {
+  const lines = [`a=ice-ufrag:${ufrag}`, `a=ice-pwd:${pwd}`];
+  const mid = state.pc.getTransceivers()[0].mid ?? "0";
+  lines.push("m=audio 9 UDP/TLS/RTP/SAVPF 0", `a=mid:${mid}`);
+  for (const candidate of candidates) lines.push(`a=${candidate.candidate}`);
+  if (end) lines.push("a=end-of-candidates");
+  return lines.join("\r\n") + "\r\n";
+}
+
+function localCredentials() {
+  const sdp = state.pc.localDescription.sdp;
+  return {
+    ufrag: sdp.match(/a=ice-ufrag:(\S+)/)[1],
+    pwd: sdp.match(/a=ice-pwd:(\S+)/)[1],
+  };
+}
+
+async function trickle(candidates, end) {
+  if (!state.location || (!candidates.length && !end)) return;
+  const response = await fetch(state.location, {
+    method: "PATCH",
+    headers: headers({ "Content-Type": SDPFRAG, "If-Match": state.etag }),
+    body: fragment(candidates, { ...localCredentials(), end }),
+  });
+  if (!response.ok && response.status !== 204) console.warn("trickle", response.status);
+}
+
+async function play() {
+  await stop();
+  state.token = tokenInput.value.trim();
+  const pc = new RTCPeerConnection({
+    iceServers: config.ice_servers,
+    iceTransportPolicy: config.ice_transport_policy,
+  });
+  state.pc = pc;
+  pc.addTransceiver("audio", { direction: "recvonly" });
+  pc.addTransceiver("video", { direction: "recvonly" });
+  const stream = new MediaStream();
+  video.srcObject = stream;
+  pc.addEventListener("track", ({ track }) => stream.addTrack(track));
+  pc.addEventListener("connectionstatechange", () => show(pc.connectionState));
+  pc.addEventListener("icecandidate", ({ candidate }) => {
+    if (state.location) trickle(candidate ? [candidate] : [], !candidate);
+    else if (candidate) state.pending.push(candidate);
+  });
+  await pc.setLocalDescription(await pc.createOffer());
+  show("connecting");
+  const response = await fetch(config.endpoint, {
+    method: "POST",
+    headers: headers({ "Content-Type": "application/sdp" }),
+    body: pc.localDescription.sdp,
+  });
+  if (response.status !== 201) {
+    show(`refused (${response.status}): ${await errorText(response)}`);
+    pc.close();
+    state.pc = null;
+    return;
+  }
+  state.location = new URL(response.headers.get("Location"), location.href).href;
+  state.etag = response.headers.get("ETag");
+  state.answer = await response.text();
+  await pc.setRemoteDescription({ type: "answer", sdp: state.answer });
+  const pending = state.pending.splice(0);
+  await trickle(pending, pc.iceGatheringState === "complete");
+  stopButton.disabled = false;
+}
+
+// RFC 9725 §4.3.2: new local credentials go out in a PATCH with If-Match: "*"; the
+// session's new credentials come back and replace those of the answer.
+async function restartIce() {
+  const pc = state.pc;
+  if (!pc || !state.location) return 0;
+  pc.restartIce();
+  await pc.setLocalDescription(await pc.createOffer());
+  const response = await fetch(state.location, {
+    method: "PATCH",
+    headers: headers({ "Content-Type": SDPFRAG, "If-Match": "*" }),
+    body: fragment([], localCredentials()),
+  });
+  if (response.status !== 200) return response.status;
+  state.etag = response.headers.get("ETag");
+  const remote = await response.text();
+  const ufrag = remote.match(/a=ice-ufrag:(\S+)/)[1];
+  const pwd = remote.match(/a=ice-pwd:(\S+)/)[1];
+  state.answer = state.answer
+    .replace(/a=ice-ufrag:\S+/g, `a=ice-ufrag:${ufrag}`)
+    .replace(/a=ice-pwd:\S+/g, `a=ice-pwd:${pwd}`);
+  await pc.setRemoteDescription({ type: "answer", sdp: state.answer });
+  return response.status;
+}
+
+async function stop() {
+  const { pc, location: session } = state;
+  state.pc = null;
+  state.location = null;
+  state.pending = [];
+  if (pc) pc.close();
+  if (session) await fetch(session, { method: "DELETE", headers: headers() });
+  stopButton.disabled = true;
+  show("stopped");
+}
+
+document.getElementById("whep-form").addEventListener("submit", (event) => {
+  event.preventDefault();
+  play();
+});
+stopButton.addEventListener("click", () => stop());
+window.addEventListener("pagehide", () => {
+  if (state.location) fetch(state.location, { method: "DELETE", headers: headers(), keepalive: true });
+});
