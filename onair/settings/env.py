@@ -41,13 +41,21 @@ def database_from_url(url: str) -> dict[str, Any]:
     return dict(dj_database_url.parse(url, conn_max_age=0))
 
 
+REDIS_SOCKET_TIMEOUT = 30.0
+
+
 def channel_layers(redis_url: str | None) -> dict[str, Any]:
     """channels-redis when a Redis URL is given, else the in-process layer."""
     if redis_url:
         return {
             "default": {
                 "BACKEND": "channels_redis.core.RedisChannelLayer",
-                "CONFIG": {"hosts": [redis_url], "prefix": "onair"},
+                # redis-py's default 5 s socket timeout equals channels-redis's 5 s blocking
+                # receive: an idle consumer's read times out and its socket closes.
+                "CONFIG": {
+                    "hosts": [{"address": redis_url, "socket_timeout": REDIS_SOCKET_TIMEOUT}],
+                    "prefix": "onair",
+                },
             }
         }
     return {"default": {"BACKEND": "channels.layers.InMemoryChannelLayer"}}

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import asyncio
 import os
 import socket
 import uuid
@@ -58,3 +59,18 @@ async def test_group_send_reaches_every_member(layer: RedisChannelLayer) -> None
     await layer.group_discard(group, second)
     await layer.group_send(group, {"type": "viewers", "count": 1})
     assert await layer.receive(first) == {"type": "viewers", "count": 1}
+
+
+@pytest.mark.slow
+async def test_a_receive_waits_past_the_blocking_read_timeout(layer: RedisChannelLayer) -> None:
+    # channels-redis blocks 5 s per read; redis-py's default 5 s socket timeout used to cut
+    # that read, crashing every consumer idle for 5 s.
+    channel = await layer.new_channel()
+
+    async def send_later() -> None:
+        await asyncio.sleep(6)
+        await layer.send(channel, {"type": "late"})
+
+    sender = asyncio.ensure_future(send_later())
+    assert await asyncio.wait_for(layer.receive(channel), 10) == {"type": "late"}
+    await sender

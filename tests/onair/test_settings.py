@@ -102,5 +102,5 @@ def test_env_helpers(monkeypatch: pytest.MonkeyPatch) -> None:
         env_bool("FLAG", default=False)
     assert channel_layers(None)["default"]["BACKEND"].endswith("InMemoryChannelLayer")
     redis = channel_layers("redis://h:6379/1")["default"]
-    assert redis["CONFIG"]["hosts"] == ["redis://h:6379/1"]
+    assert redis["CONFIG"]["hosts"] == [{"address": "redis://h:6379/1", "socket_timeout": 30.0}]
     assert database_from_url("sqlite:////tmp/x.db")["NAME"] == "/tmp/x.db"
