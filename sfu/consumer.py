@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import struct
 import time
 import uuid
 from collections.abc import Callable
@@ -27,8 +26,6 @@ from sfu.events import ConsumerClosed, ConsumerStats, SfuEvent
 from sfu.munger import RtpMunger
 from sfu.negotiation import negotiated_codec
 from sfu.producer import ForwardGroup, Producer
-
-_HEADER = struct.Struct("!HII")  # sequence number, timestamp, SSRC at offset 2
 
 
 class Consumer:
@@ -71,7 +68,7 @@ class Consumer:
         self._ssrc, self._rtx_ssrc = aiortc_adapter.sender_ssrcs(sender)
         self._rtx_payload_type: int | None = None
         self._rtx_sequence_number = 0
-        self._send_rtp: aiortc_adapter.SendRtp | None = None
+        self._rtp: aiortc_adapter.DirectRtpSender | None = None
         self._waiting_keyframe = producer.needs_keyframes
         self.packets_sent = 0
         self.bytes_sent = 0
@@ -93,7 +90,7 @@ class Consumer:
     async def start(self, parameters: RTCRtpSendParameters) -> None:
         """Begin forwarding with the viewer's negotiated send parameters."""
         self._parameters = parameters
-        self._send_rtp = aiortc_adapter.rtp_send_function(self._sender)
+        self._rtp = aiortc_adapter.DirectRtpSender(self._sender)
         await self._bind()
 
     async def switch_producer(self, producer: Producer) -> None:
@@ -126,7 +123,7 @@ class Consumer:
             return
         self.closed = True
         self._group = None
-        self._send_rtp = None
+        self._rtp = None
         self._producer._remove_consumer(self)
         self._on_close(self)
         self._emit(
@@ -159,7 +156,7 @@ class Consumer:
         if self._waiting_keyframe:
             await self._producer.request_keyframe()
 
-    async def forward(
+    def forward(
         self, template: bytes, packet: RtpPacket, keyframe: bool, now: float, ntp: int
     ) -> None:
         """Send one producer packet, serialized for this consumer's group."""
@@ -169,23 +166,19 @@ class Consumer:
                 return
             self._waiting_keyframe = False
         mapped = self._munger.map(packet.sequence_number, packet.timestamp, now)
-        if mapped is None or self._send_rtp is None:
+        if mapped is None or self._rtp is None:
             return
-        data = bytearray(template)
-        _HEADER.pack_into(data, 2, mapped[0], mapped[1], self._ssrc)
-        try:
-            await self._send_rtp(bytes(data))
-        except ConnectionError:
-            return
-        aiortc_adapter.record_sent_packet(self._sender, ntp, mapped[1], len(packet.payload))
-        self.packets_sent += 1
-        self.bytes_sent += len(data)
+        sent = self._rtp.send(template, mapped[0], mapped[1], self._ssrc)
+        if sent:
+            aiortc_adapter.record_sent_packet(self._sender, ntp, mapped[1], len(packet.payload))
+            self.packets_sent += 1
+            self.bytes_sent += len(template)
 
     async def handle_rtcp(self, packet: AnyRtcpPacket) -> bool:
         """Feedback from the viewer; True when consumed here."""
         if isinstance(packet, RtcpRtpfbPacket) and packet.fmt == RTCP_RTPFB_NACK:
             for sequence_number in packet.lost:
-                await self._retransmit(sequence_number)
+                self._retransmit(sequence_number)
             return True
         if isinstance(packet, RtcpPsfbPacket) and packet.fmt in (RTCP_PSFB_PLI, RTCP_PSFB_FIR):
             self.keyframe_requests_received += 1
@@ -193,12 +186,12 @@ class Consumer:
             return True
         return False
 
-    async def _retransmit(self, out_sequence_number: int) -> None:
+    def _retransmit(self, out_sequence_number: int) -> None:
         self.nacks_received += 1
         group = self._group
         sequence_number = self._munger.incoming_sequence_number(out_sequence_number)
         cached = None if sequence_number is None else self._producer.cached_packet(sequence_number)
-        if cached is None or group is None or self._send_rtp is None:
+        if cached is None or group is None or self._rtp is None:
             # Not forwarded yet: upstream loss that aiortc is already recovering
             # from the publisher with its own NACK; the repair is forwarded as
             # soon as it arrives, so answering here would only duplicate it.
@@ -229,8 +222,5 @@ class Consumer:
             abs_send_time=(clock.current_ntp_time() >> 14) & 0x00FFFFFF,
             audio_level=cached.extensions.audio_level,
         )
-        try:
-            await self._send_rtp(packet.serialize(group.extensions_map))
-        except ConnectionError:
-            return
-        self.retransmitted_packets += 1
+        if self._rtp.send_packet(packet.serialize(group.extensions_map)):
+            self.retransmitted_packets += 1

@@ -159,7 +159,7 @@ class _PipeForwarder:
     def _detach(self) -> None:
         self.producer._stop_forwarding(cast(Consumer, self))
 
-    async def forward(
+    def forward(
         self, template: bytes, packet: RtpPacket, keyframe: bool, now: float, ntp: int
     ) -> None:
         """Called by the producer for each packet, with the group's serialized template."""

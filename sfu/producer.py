@@ -195,4 +195,4 @@ class Producer:
         for group in self._groups:
             template = group.render(packet, abs_send_time)
             for consumer in group.consumers:
-                await consumer.forward(template, packet, keyframe, now, ntp)
+                consumer.forward(template, packet, keyframe, now, ntp)

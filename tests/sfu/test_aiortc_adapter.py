@@ -144,7 +144,6 @@ async def test_on_sender_started_reports_the_negotiated_parameters(
     await sender.send(parameters)
     await sender.stop()
     assert started == [parameters]
-    assert aiortc_adapter.rtp_send_function(sender) == sender.transport._send_rtp
 
 
 async def test_spy_codec_factories_sees_decoders_and_encoders() -> None:
@@ -177,3 +176,83 @@ async def test_filter_incoming_rtp_drops_what_it_is_told(pc: RTCPeerConnection) 
     await transport._handle_rtp_data(b"keep", 0)
     await transport._handle_rtp_data(b"drop", 0)
     assert delivered == [b"keep"]
+
+
+def test_the_members_the_direct_sender_uses_exist(pc: RTCPeerConnection) -> None:
+    import pylibsrtp
+    from aioice.ice import CandidatePair
+    from aiortc.rtcdtlstransport import State
+    from pylibsrtp._binding import lib
+
+    sender = pc.addTransceiver("video").sender
+    dtls = sender.transport
+    assert dtls._state is State.NEW
+    assert dtls._tx_srtp is None
+    assert dtls._RTCDtlsTransport__tx_bytes == 0
+    assert dtls._RTCDtlsTransport__tx_packets == 0
+    assert dtls.transport._connection._nominated == {}
+    assert list(inspect.signature(CandidatePair).parameters) == ["protocol", "remote_candidate"]
+    assert isinstance(CandidatePair.remote_addr, property)
+    session = pylibsrtp.Session(
+        pylibsrtp.Policy(
+            key=bytes(30),
+            ssrc_type=pylibsrtp.Policy.SSRC_ANY_OUTBOUND,
+            srtp_profile=pylibsrtp.Policy.SRTP_PROFILE_AES128_CM_SHA1_80,
+        )
+    )
+    assert session._srtp[0] is not None
+    assert callable(lib.srtp_protect)
+    assert aiortc_adapter.DirectRtpSender(sender).send(bytes(100), 1, 2, 3) == 0
+
+
+async def _connect(sending: RTCPeerConnection, receiving: RTCPeerConnection) -> None:
+    await sending.setLocalDescription(await sending.createOffer())
+    await receiving.setRemoteDescription(sending.localDescription)
+    await receiving.setLocalDescription(await receiving.createAnswer())
+    await sending.setRemoteDescription(receiving.localDescription)
+    for _ in range(200):
+        if sending.connectionState == receiving.connectionState == "connected":
+            return
+        await asyncio.sleep(0.025)
+    raise AssertionError("the peers did not connect")
+
+
+async def test_direct_sender_delivers_protected_rtp_with_the_given_header(
+    pc: RTCPeerConnection,
+) -> None:
+    from sfu.viewer import _IdleTrack
+
+    sender = pc.addTransceiver(_IdleTrack("video"), direction="sendonly").sender
+    remote = RTCPeerConnection(client_configuration())
+    try:
+        remote.addTransceiver("video", direction="recvonly")
+        arrived: list[bytes] = []
+
+        def keep(data: bytes) -> bool:
+            arrived.append(data)
+            return False
+
+        await _connect(pc, remote)
+        aiortc_adapter.filter_incoming_rtp(remote.getTransceivers()[0].receiver.transport, keep)
+        direct = aiortc_adapter.DirectRtpSender(sender)
+        template = RtpPacket(payload_type=VP8.payloadType, payload=b"\x10" + bytes(999))
+        serialized = template.serialize()
+        sent = [direct.send(serialized, 7 + i, 90000 * i, sender._ssrc) for i in range(3)]
+        assert all(size > len(serialized) for size in sent)  # with the SRTP tag
+        for _ in range(100):
+            if len(arrived) == 3:
+                break
+            await asyncio.sleep(0.01)
+        packets = [RtpPacket.parse(data) for data in arrived]
+        assert [(p.sequence_number, p.timestamp, p.ssrc) for p in packets] == [
+            (7 + i, 90000 * i, sender._ssrc) for i in range(3)
+        ]
+        assert all(p.payload == template.payload for p in packets)
+        stats = await pc.getStats()
+        transport_stats = next(s for s in stats.values() if s.type == "transport")
+        assert transport_stats.packetsSent >= 3
+        assert direct.send_packet(packets[0].serialize()) > 0
+        await pc.close()
+        assert direct.send(serialized, 10, 0, sender._ssrc) == 0
+    finally:
+        await remote.close()
