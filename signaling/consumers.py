@@ -40,6 +40,7 @@ from signaling.messages import (
     parse_message,
 )
 from signaling.notify import announce_viewers, stream_payload
+from signaling.sfu_cluster import session_worker
 from signaling.sfu_gateway import gateway, stream_group
 from viewers.models import ViewerSession
 from viewers.services import viewer_join, viewer_leave
@@ -188,6 +189,9 @@ class _StreamConsumer(AsyncWebsocketConsumer):
             await self.send_json("viewers", count=event["count"], peak=event["peak"])
 
     async def publisher_status(self, event: dict[str, Any]) -> None:
+        pass
+
+    async def sfu_worker_gone(self, event: dict[str, Any]) -> None:
         pass
 
 
@@ -384,6 +388,21 @@ class WatchConsumer(_StreamConsumer):
 
     async def publisher_status(self, event: dict[str, Any]) -> None:
         await self.send_json("publisher", status=event["status"])
+
+    async def sfu_worker_gone(self, event: dict[str, Any]) -> None:
+        """Cluster mode: an SFU worker process died. A viewer whose session was on it (or
+        every viewer, when it held the publisher) gets a fresh offer from a live worker;
+        the page takes a new offer by building a new peer connection."""
+        lost = self.viewer_id is not None and (
+            event["origin"] or session_worker(self.viewer_id) == event["worker"]
+        )
+        if not lost:
+            return
+        self.viewer_id = None
+        self.offer_pending = False
+        stream = await self.refresh_stream()
+        if stream.state == Stream.State.LIVE:
+            await self.start_viewing()
 
 
 @database_sync_to_async

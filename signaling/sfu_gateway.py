@@ -7,7 +7,9 @@ the stream's channel-layer group, and a publisher that stays away past its grace
 ends the broadcast through ``broadcast.services``.
 
 The SFU runs on the event loop of the process that serves the signaling (daphne).
-Synchronous code (the REST API, the admin) reaches it through ``close_router_soon``.
+Synchronous code (the REST API, the admin) reaches it through ``close_router_soon``. In
+cluster mode (``ONAIR_SFU_MODE=cluster``) ``gateway`` is ``sfu_cluster.ClusterGateway``:
+the same calls, served by ``manage.py runsfu`` workers over the Redis channel layer.
 """
 
 from __future__ import annotations
@@ -113,6 +115,10 @@ class SfuGateway:
                 raw.get("PUBLISHER_GRACE_SECONDS", DEFAULT_GRACE_SECONDS)
             ),
         )
+
+    def routers(self) -> RouterRegistry:
+        """This process's routers (a cluster worker adds its edge routers to them)."""
+        return self._routers()
 
     def router(self, stream: Stream) -> Router | None:
         return self._routers().get(str(stream.pk))
@@ -332,4 +338,11 @@ async def _end_abandoned_broadcast(stream_id: str) -> None:
     await _end_stream(stream_id)
 
 
-gateway = SfuGateway()
+def _process_gateway() -> SfuGateway:
+    """In-process SFU by default; ``ONAIR_SFU_MODE=cluster``: the runsfu workers."""
+    from signaling.sfu_cluster import ClusterGateway, cluster_mode  # it builds on this module
+
+    return ClusterGateway() if cluster_mode() else SfuGateway()
+
+
+gateway = _process_gateway()

@@ -145,4 +145,11 @@ ONAIR: dict[str, Any] = {
     # The SFU behind a 1:1 NAT (cloud VM): its public address, and its ICE UDP ports.
     "PUBLIC_IP": env_str("ONAIR_PUBLIC_IP"),
     "UDP_PORT_RANGE": env_str("ONAIR_UDP_PORT_RANGE"),
+    # Scale-out (docs/SCALING.md): "embedded" runs the SFU inside each daphne process;
+    # "cluster" sends media to `manage.py runsfu` workers over the Redis channel layer.
+    "SFU_MODE": env_str("ONAIR_SFU_MODE", "embedded"),
+    # A worker takes no more viewers than this while another worker has room (edges).
+    "SFU_MAX_VIEWERS_PER_WORKER": int(env_str("ONAIR_SFU_MAX_VIEWERS_PER_WORKER", "300")),
+    # Where workers bind their origin→edge pipes: loopback, or the cluster network.
+    "SFU_PIPE_HOST": env_str("ONAIR_SFU_PIPE_HOST", "127.0.0.1"),
 }

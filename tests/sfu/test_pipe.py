@@ -111,5 +111,3 @@ async def test_lost_pipe_packets_are_nacked_and_repaired(
 async def test_closing_the_edge_router_closes_its_pipe(router: Router, piped: _Pipe) -> None:
     await piped.router.close()
     assert piped.edge.closed
-    await asyncio.sleep(0)
-

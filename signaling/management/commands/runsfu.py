@@ -1,0 +1,93 @@
+"""``manage.py runsfu [--workers N]``: SFU worker processes for cluster mode.
+
+One worker uses one core; run one per core. With ``--workers N`` this process supervises N
+worker processes and starts a new one when one exits; stop it with SIGTERM or Ctrl-C.
+Needs ``ONAIR_SFU_MODE=cluster`` and ``REDIS_URL`` (and ``DATABASE_URL`` shared with daphne).
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import signal
+import subprocess
+import sys
+import time
+from typing import Any
+
+from django.conf import settings
+from django.core.management.base import BaseCommand, CommandError, CommandParser
+
+from signaling.sfu_cluster import cluster_mode
+from signaling.sfu_registry import WorkerInfo
+from signaling.sfu_worker import SfuWorker
+
+_RESTART_DELAY_SECONDS = 1.0
+
+
+class Command(BaseCommand):
+    help = "Run SFU worker processes (cluster mode: ONAIR_SFU_MODE=cluster, REDIS_URL)."
+
+    def add_arguments(self, parser: CommandParser) -> None:
+        parser.add_argument("--workers", type=int, default=1, help="worker processes (one/core)")
+
+    def handle(self, *args: Any, workers: int, **options: Any) -> None:
+        if not cluster_mode():
+            raise CommandError("runsfu serves cluster mode only: set ONAIR_SFU_MODE=cluster.")
+        if "redis" not in settings.CHANNEL_LAYERS["default"]["BACKEND"].lower():
+            raise CommandError("runsfu needs the Redis channel layer: set REDIS_URL.")
+        if workers < 1:
+            raise CommandError("--workers must be at least 1.")
+        if workers == 1:
+            self._run_worker()
+        else:
+            self._supervise(workers)
+
+    def _run_worker(self) -> None:
+        host = str(settings.ONAIR.get("SFU_PIPE_HOST", "127.0.0.1"))
+        worker = SfuWorker(host=host)
+
+        def ready(info: WorkerInfo) -> None:
+            self.stdout.write(
+                f"sfu worker {info.id} ready (pid {info.pid}, pipes on {info.host}, "
+                f"up to {worker.max_viewers} viewers before edges)",
+            )
+            self.stdout.flush()
+
+        async def main() -> None:
+            task = asyncio.ensure_future(worker.run(ready))
+            loop = asyncio.get_running_loop()
+            for signum in (signal.SIGTERM, signal.SIGINT):
+                loop.add_signal_handler(signum, task.cancel)
+            with contextlib.suppress(asyncio.CancelledError):
+                await task
+
+        asyncio.run(main())
+        self.stdout.write(f"sfu worker {worker.id} stopped")
+
+    def _supervise(self, count: int) -> None:
+        command = [sys.executable, sys.argv[0], "runsfu", "--workers", "1"]
+        children = [subprocess.Popen(command) for _ in range(count)]
+        self.stdout.write(f"runsfu: supervising {count} workers (pids {[c.pid for c in children]})")
+        stopping = False
+
+        def stop(signum: int, frame: object) -> None:
+            nonlocal stopping
+            stopping = True
+
+        signal.signal(signal.SIGTERM, stop)
+        signal.signal(signal.SIGINT, stop)
+        while not stopping:
+            time.sleep(0.2)
+            for index, child in enumerate(children):
+                if child.poll() is not None and not stopping:
+                    self.stderr.write(f"runsfu: worker pid {child.pid} exited; starting another")
+                    time.sleep(_RESTART_DELAY_SECONDS)
+                    children[index] = subprocess.Popen(command)
+        for child in children:
+            child.terminate()
+        for child in children:
+            try:
+                child.wait(timeout=10)
+            except subprocess.TimeoutExpired:
+                child.kill()

@@ -1,0 +1,182 @@
+"""Cluster mode's shared state in Redis: which SFU workers are alive, their load, and
+where each broadcast's origin is.
+
+Keys (all under ``onair:sfu:``)::
+
+    workers                 set     every worker id ever heard from and not yet forgotten
+    worker:<id>             string  the worker's record (JSON), expiring WORKER_TTL_SECONDS
+                                    after its last heartbeat: a missing record = a dead worker
+    worker:<id>:streams     set     ids of the streams it has routers for (origin or edge)
+    origin:<stream id>      string  the id of the worker holding the stream's publisher
+    gone:<id>               string  claimed by the one worker that announces <id>'s death
+
+Stream state and viewer counts are not here: they are in the database.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import json
+import weakref
+from dataclasses import asdict, dataclass, field
+from typing import Any
+
+from django.conf import settings
+from redis.asyncio import Redis
+
+HEARTBEAT_SECONDS = 0.5
+WORKER_TTL_SECONDS = 2.0
+_PREFIX = "onair:sfu:"
+_GONE_CLAIM_SECONDS = 60
+_COMPARE_AND_SET = """
+local current = redis.call('GET', KEYS[1])
+if current == false or current == ARGV[2] then
+    redis.call('SET', KEYS[1], ARGV[1])
+    return ARGV[1]
+end
+return current
+"""
+
+
+@dataclass(frozen=True)
+class WorkerInfo:
+    """One worker's heartbeat: where to reach it and how loaded it is.
+
+    ``pipes_in``: stream id → the edge end's counters and the origin's id;
+    ``pipes_out``: stream id → edge id → the origin end's counters;
+    ``producers``: stream id → packets received from the publisher.
+    """
+
+    id: str
+    channel: str
+    host: str
+    pid: int
+    viewers: int = 0
+    publishers: int = 0
+    routers: int = 0
+    packets_per_second: float = 0.0
+    cpu_percent: float = 0.0
+    pipes_in: dict[str, dict[str, Any]] = field(default_factory=dict)
+    pipes_out: dict[str, dict[str, dict[str, Any]]] = field(default_factory=dict)
+    producers: dict[str, int] = field(default_factory=dict)
+
+    def to_json(self) -> str:
+        return json.dumps(asdict(self))
+
+    @classmethod
+    def from_json(cls, raw: str | bytes) -> WorkerInfo:
+        return cls(**json.loads(raw))
+
+
+class SfuRegistry:
+    """The keys above, for one Redis connection pool per event loop."""
+
+    def __init__(self, url: str) -> None:
+        self._url = url
+        self._clients: weakref.WeakKeyDictionary[asyncio.AbstractEventLoop, Redis] = (
+            weakref.WeakKeyDictionary()
+        )
+
+    @classmethod
+    def from_settings(cls) -> SfuRegistry:
+        """The Redis of the channel layer: one service for both."""
+        hosts = settings.CHANNEL_LAYERS["default"].get("CONFIG", {}).get("hosts", [])
+        if not hosts:
+            raise RuntimeError("cluster mode needs the Redis channel layer: set REDIS_URL")
+        host = hosts[0]
+        return cls(str(host["address"] if isinstance(host, dict) else host))
+
+    @property
+    def _redis(self) -> Redis:
+        loop = asyncio.get_running_loop()
+        client = self._clients.get(loop)
+        if client is None:
+            client = Redis.from_url(self._url, decode_responses=True)
+            self._clients[loop] = client
+        return client
+
+    async def close(self) -> None:
+        client = self._clients.pop(asyncio.get_running_loop(), None)
+        if client is not None:
+            await client.aclose()
+
+    # --- workers -----------------------------------------------------------------------
+
+    async def heartbeat(self, info: WorkerInfo) -> None:
+        async with self._redis.pipeline(transaction=False) as pipe:
+            pipe.set(
+                f"{_PREFIX}worker:{info.id}", info.to_json(), px=int(WORKER_TTL_SECONDS * 1000)
+            )
+            pipe.sadd(f"{_PREFIX}workers", info.id)
+            await pipe.execute()
+
+    async def deregister(self, worker_id: str) -> None:
+        """A worker stopping: its record goes now, so the others announce it at once."""
+        await self._redis.delete(f"{_PREFIX}worker:{worker_id}")
+
+    async def _members(self, key: str) -> list[str]:
+        return sorted(str(m) for m in await self._redis.smembers(key))
+
+    async def workers(self) -> list[WorkerInfo]:
+        """The live workers, by id."""
+        ids = await self._members(f"{_PREFIX}workers")
+        if not ids:
+            return []
+        records = await self._redis.mget([f"{_PREFIX}worker:{i}" for i in ids])
+        return [WorkerInfo.from_json(r) for r in records if r is not None]
+
+    async def worker(self, worker_id: str) -> WorkerInfo | None:
+        record = await self._redis.get(f"{_PREFIX}worker:{worker_id}")
+        return WorkerInfo.from_json(record) if record is not None else None
+
+    async def gone_workers(self) -> list[str]:
+        """Workers still listed whose record expired."""
+        ids = await self._members(f"{_PREFIX}workers")
+        if not ids:
+            return []
+        records = await self._redis.mget([f"{_PREFIX}worker:{i}" for i in ids])
+        return [i for i, r in zip(ids, records, strict=True) if r is None]
+
+    async def claim_gone(self, worker_id: str) -> bool:
+        """True for exactly one caller per dead worker: the one that announces it."""
+        claimed = await self._redis.set(
+            f"{_PREFIX}gone:{worker_id}", "1", nx=True, ex=_GONE_CLAIM_SECONDS
+        )
+        return bool(claimed)
+
+    async def forget(self, worker_id: str) -> list[str]:
+        """Drop a dead worker; returns the streams it had routers for."""
+        key = f"{_PREFIX}worker:{worker_id}:streams"
+        streams = await self._members(key)
+        async with self._redis.pipeline(transaction=False) as pipe:
+            pipe.delete(key)
+            pipe.srem(f"{_PREFIX}workers", worker_id)
+            await pipe.execute()
+        return streams
+
+    async def add_stream(self, worker_id: str, stream_id: str) -> None:
+        await self._redis.sadd(f"{_PREFIX}worker:{worker_id}:streams", stream_id)
+
+    async def remove_stream(self, worker_id: str, stream_id: str) -> None:
+        await self._redis.srem(f"{_PREFIX}worker:{worker_id}:streams", stream_id)
+
+    # --- placement ---------------------------------------------------------------------
+
+    async def origin(self, stream_id: str) -> str | None:
+        value = await self._redis.get(f"{_PREFIX}origin:{stream_id}")
+        return str(value) if value is not None else None
+
+    async def set_origin(self, stream_id: str, worker_id: str, *, replacing: str | None) -> str:
+        """Make ``worker_id`` the stream's origin if the stored one is still ``replacing``
+        (None: no origin yet); otherwise another process chose first. Returns the origin
+        that stands."""
+        chosen = await self._redis.eval(
+            _COMPARE_AND_SET, 1, f"{_PREFIX}origin:{stream_id}", worker_id, replacing or ""
+        )
+        return str(chosen)
+
+    async def clear_origin(self, stream_id: str, *, worker_id: str | None = None) -> None:
+        """Forget the stream's origin (only if it is ``worker_id``, when given)."""
+        key = f"{_PREFIX}origin:{stream_id}"
+        if worker_id is None or await self._redis.get(key) == worker_id:
+            await self._redis.delete(key)

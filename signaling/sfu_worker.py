@@ -1,0 +1,387 @@
+"""One SFU worker process of cluster mode (``manage.py runsfu``).
+
+It listens on a channel of the Redis channel layer for the requests of
+``signaling.sfu_cluster`` and serves them with the in-process gateway's code on its own
+event loop, so SFU events reach Django as in embedded mode: channel-layer groups for the
+pages, ``broadcast.services`` for the database. Every ``HEARTBEAT_SECONDS`` it writes its
+record and load to the registry (``signaling.sfu_registry``) and looks for workers whose
+record expired: it closes its own pipes and edges that depended on them, and one worker
+announces each death to the affected streams' groups (``sfu.worker_gone``), whose watch
+pages then get a fresh offer on a live worker.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import os
+import secrets
+import time
+from collections.abc import Awaitable, Callable, Coroutine
+from typing import Any
+
+from aiortc import RTCRtpCodecParameters
+from channels.layers import BaseChannelLayer, get_channel_layer
+
+from broadcast.models import Stream
+from onair.exceptions import ApplicationError
+from sfu import IceCandidate
+from sfu.pipe import EdgePipe, EdgeRouter, OriginPipe, PipeTrack
+from signaling.sfu_cluster import (
+    SfuUnavailableError,
+    call,
+    encode_error,
+    max_viewers_per_worker,
+    tell,
+)
+from signaling.sfu_gateway import SfuGateway, stream_group
+from signaling.sfu_registry import HEARTBEAT_SECONDS, SfuRegistry, WorkerInfo
+
+logger = logging.getLogger(__name__)
+
+Handler = Callable[..., Awaitable[dict[str, Any]]]
+
+
+def _stream(stream_id: str) -> Stream:
+    """The gateway's calls only need a stream's primary key."""
+    return Stream(pk=int(stream_id))
+
+
+def encode_tracks(tracks: tuple[PipeTrack, ...]) -> list[dict[str, Any]]:
+    return [
+        {
+            "kind": t.kind,
+            "ssrc": t.ssrc,
+            "codec": {
+                "mimeType": t.codec.mimeType,
+                "clockRate": t.codec.clockRate,
+                "channels": t.codec.channels,
+                "payloadType": t.codec.payloadType,
+                "parameters": dict(t.codec.parameters),
+            },
+        }
+        for t in tracks
+    ]
+
+
+def decode_tracks(tracks: list[dict[str, Any]]) -> tuple[PipeTrack, ...]:
+    return tuple(
+        PipeTrack(kind=t["kind"], ssrc=t["ssrc"], codec=RTCRtpCodecParameters(**t["codec"]))
+        for t in tracks
+    )
+
+
+class SfuWorker:
+    """Serves cluster requests until cancelled; see the module docstring."""
+
+    def __init__(self, *, host: str, max_viewers: int | None = None) -> None:
+        self.id = f"w{secrets.token_hex(4)}"
+        self.host = host
+        self.channel = ""
+        self.max_viewers = max_viewers if max_viewers is not None else max_viewers_per_worker()
+        self.local = SfuGateway()
+        self.registry = SfuRegistry.from_settings()
+        self._layer: BaseChannelLayer | None = None
+        self._pending_viewers = 0
+        self._pipes_out: dict[tuple[str, str], OriginPipe] = {}
+        self._edge_origins: dict[str, str] = {}
+        self._edge_locks: dict[str, asyncio.Lock] = {}
+        self._tasks: set[asyncio.Task[Any]] = set()
+        self._load_sample = (time.monotonic(), time.process_time(), 0)
+        self._handlers: dict[str, Handler] = {
+            "publish": self._publish,
+            "publisher_candidate": self._publisher_candidate,
+            "subscribe": self._subscribe,
+            "viewer_answer": self._viewer_answer,
+            "viewer_candidate": self._viewer_candidate,
+            "viewer_close": self._viewer_close,
+            "close_router": self._close_router,
+            "pipe_open": self._pipe_open,
+            "pipe_close": self._pipe_close,
+            "pipe_tracks": self._pipe_tracks,
+        }
+
+    @property
+    def layer(self) -> BaseChannelLayer:
+        assert self._layer is not None
+        return self._layer
+
+    async def run(self, ready: Callable[[WorkerInfo], None] | None = None) -> None:
+        """Serve until cancelled; on the way out the worker leaves the registry at once."""
+        layer = get_channel_layer()
+        if layer is None:
+            raise SfuUnavailableError("Cluster mode needs the Redis channel layer.")
+        self._layer = layer
+        self.channel = await layer.new_channel()
+        await self.registry.heartbeat(self.info())
+        if ready is not None:
+            ready(self.info())
+        heartbeat = asyncio.ensure_future(self._heartbeat())
+        try:
+            while True:
+                message = await layer.receive(self.channel)
+                self._spawn(self._serve(message))
+        finally:
+            heartbeat.cancel()
+            await self.registry.deregister(self.id)
+            await self.local.close_all()
+            await self.registry.close()
+
+    # --- load and liveness ---------------------------------------------------------------
+
+    def viewer_count(self) -> int:
+        return sum(len(router.viewers) for router in self.local.routers().routers)
+
+    def info(self) -> WorkerInfo:
+        routers = self.local.routers().routers
+        producers = {
+            r.id: sum(p.packets_received for p in r.producers)
+            for r in routers
+            if not isinstance(r, EdgeRouter)
+        }
+        packets = sum(producers.values()) + sum(
+            r.pipe.packets for r in routers if isinstance(r, EdgeRouter)
+        )
+        now, cpu = time.monotonic(), time.process_time()
+        then, cpu_then, packets_then = self._load_sample
+        elapsed = max(now - then, 1e-3)
+        self._load_sample = (now, cpu, packets)
+        pipes_out: dict[str, dict[str, dict[str, Any]]] = {}
+        for (stream_id, edge_id), pipe in self._pipes_out.items():
+            stats = pipe.stats()
+            pipes_out.setdefault(stream_id, {})[edge_id] = {
+                "packets": stats.packets,
+                "retransmitted": stats.retransmitted,
+                "keyframe_requests": stats.keyframe_requests,
+            }
+        pipes_in = {
+            r.id: {"origin": self._edge_origins.get(r.id, ""), **_counters(r.pipe)}
+            for r in routers
+            if isinstance(r, EdgeRouter)
+        }
+        return WorkerInfo(
+            id=self.id,
+            channel=self.channel,
+            host=self.host,
+            pid=os.getpid(),
+            viewers=self.viewer_count() + self._pending_viewers,
+            publishers=sum(1 for r in routers if r.publisher is not None),
+            routers=len(routers),
+            packets_per_second=round(max(packets - packets_then, 0) / elapsed, 1),
+            cpu_percent=round(100 * (cpu - cpu_then) / elapsed, 1),
+            pipes_in=pipes_in,
+            pipes_out=pipes_out,
+            producers=producers,
+        )
+
+    async def _heartbeat(self) -> None:
+        while True:
+            await asyncio.sleep(HEARTBEAT_SECONDS)
+            try:
+                await self.registry.heartbeat(self.info())
+                for worker_id in await self.registry.gone_workers():
+                    await self._peer_gone(worker_id)
+            except Exception:
+                logger.exception("sfu worker heartbeat failed", extra={"worker": self.id})
+
+    async def _peer_gone(self, worker_id: str) -> None:
+        """Drop what depended on a dead worker; one worker tells the pages."""
+        for (stream_id, edge_id), pipe in list(self._pipes_out.items()):
+            if edge_id == worker_id:
+                pipe.close()
+                del self._pipes_out[(stream_id, edge_id)]
+        for stream_id, origin_id in list(self._edge_origins.items()):
+            if origin_id == worker_id:
+                await self._close_router(stream_id=stream_id)
+        if not await self.registry.claim_gone(worker_id):
+            return
+        streams = await self.registry.forget(worker_id)
+        logger.warning(
+            "sfu worker gone", extra={"worker": worker_id, "streams": streams, "by": self.id}
+        )
+        for stream_id in streams:
+            origin_lost = await self.registry.origin(stream_id) == worker_id
+            group = stream_group(stream_id)
+            if origin_lost:
+                await self.registry.clear_origin(stream_id, worker_id=worker_id)
+                await self.layer.group_send(
+                    group, {"type": "publisher.status", "status": "reconnecting"}
+                )
+            await self.layer.group_send(
+                group, {"type": "sfu.worker_gone", "worker": worker_id, "origin": origin_lost}
+            )
+
+    # --- requests --------------------------------------------------------------------------
+
+    async def _serve(self, message: dict[str, Any]) -> None:
+        handler = self._handlers.get(message.get("method", ""))
+        reply_to = message.get("reply_to")
+        response: dict[str, Any]
+        try:
+            if handler is None:
+                raise SfuUnavailableError(f"unknown request {message.get('method')!r}")
+            response = {"result": await handler(**message.get("params", {}))}
+        except ApplicationError as exc:
+            response = {"error": encode_error(exc)}
+        except Exception:
+            logger.exception("sfu worker request failed", extra={"method": message.get("method")})
+            response = {"error": encode_error(SfuUnavailableError("The media server failed."))}
+        if reply_to:
+            await self.layer.send(reply_to, response)
+
+    async def _publish(self, *, stream_id: str, offer_sdp: str) -> dict[str, Any]:
+        await self._become_origin(stream_id)
+        result = await self.local.publish(stream=_stream(stream_id), offer_sdp=offer_sdp)
+        return {"session_id": result.session_id, "answer_sdp": result.answer_sdp}
+
+    async def _publisher_candidate(
+        self, *, stream_id: str, session_id: str, candidate: dict[str, Any]
+    ) -> dict[str, Any]:
+        await self.local.publisher_candidate(
+            stream=_stream(stream_id), session_id=session_id, candidate=IceCandidate(**candidate)
+        )
+        return {}
+
+    async def _subscribe(
+        self, *, stream_id: str, offer_sdp: str | None, origin: str, capped: bool
+    ) -> dict[str, Any]:
+        if capped and self.viewer_count() + self._pending_viewers >= self.max_viewers:
+            return {"full": True}
+        self._pending_viewers += 1
+        try:
+            if origin == self.id:
+                await self._become_origin(stream_id)
+            else:
+                await self._become_edge(stream_id, origin)
+            result = await self.local.subscribe(stream=_stream(stream_id), offer_sdp=offer_sdp)
+        finally:
+            self._pending_viewers -= 1
+        return {"viewer_id": result.viewer_id, "sdp": result.sdp}
+
+    async def _viewer_answer(
+        self, *, stream_id: str, viewer_id: str, answer_sdp: str
+    ) -> dict[str, Any]:
+        await self.local.viewer_answer(
+            stream=_stream(stream_id), viewer_id=viewer_id, answer_sdp=answer_sdp
+        )
+        return {}
+
+    async def _viewer_candidate(
+        self, *, stream_id: str, viewer_id: str, candidate: dict[str, Any]
+    ) -> dict[str, Any]:
+        await self.local.viewer_candidate(
+            stream=_stream(stream_id), viewer_id=viewer_id, candidate=IceCandidate(**candidate)
+        )
+        return {}
+
+    async def _viewer_close(self, *, stream_id: str, viewer_id: str) -> dict[str, Any]:
+        await self.local.viewer_close(stream=_stream(stream_id), viewer_id=viewer_id)
+        return {}
+
+    async def _close_router(self, *, stream_id: str) -> dict[str, Any]:
+        self._edge_origins.pop(stream_id, None)
+        for key in [k for k in self._pipes_out if k[0] == stream_id]:
+            self._pipes_out.pop(key).close()
+        await self.local.close_router(stream_id=stream_id)
+        await self.registry.remove_stream(self.id, stream_id)
+        return {}
+
+    # --- origin and edges ------------------------------------------------------------------
+
+    async def _become_origin(self, stream_id: str) -> None:
+        """This worker holds the stream's publisher: an edge router left from an earlier
+        origin gives way to a plain one."""
+        if isinstance(self.local.routers().get(stream_id), EdgeRouter):
+            await self._close_router(stream_id=stream_id)
+        await self.registry.add_stream(self.id, stream_id)
+
+    async def _become_edge(self, stream_id: str, origin_id: str) -> None:
+        """Make sure this worker has an edge router for the stream, piped from the origin."""
+        lock = self._edge_locks.setdefault(stream_id, asyncio.Lock())
+        async with lock:
+            router = self.local.routers().get(stream_id)
+            if isinstance(router, EdgeRouter) and self._edge_origins.get(stream_id) == origin_id:
+                return
+            if router is not None:
+                await self._close_router(stream_id=stream_id)
+            origin = await self.registry.worker(origin_id)
+            if origin is None:
+                raise SfuUnavailableError("The broadcast's media server is gone; try again.")
+            pipe = await EdgePipe.open(host=self.host)
+            edge = EdgeRouter(self.local.routers().options, router_id=stream_id, pipe=pipe)
+            self.local.routers().add(edge)
+            self._edge_origins[stream_id] = origin_id
+            await self.registry.add_stream(self.id, stream_id)
+            try:
+                opened = await call(
+                    self.layer,
+                    origin.channel,
+                    "pipe_open",
+                    stream_id=stream_id,
+                    edge=self.id,
+                    edge_channel=self.channel,
+                    address=list(pipe.address),
+                )
+            except BaseException:
+                await self._close_router(stream_id=stream_id)
+                raise
+            host, port = opened["address"]
+            pipe.connect((host, port))
+            await edge.set_tracks(decode_tracks(opened["tracks"]))
+            logger.info("edge router piped", extra={"stream_id": stream_id, "origin": origin_id})
+
+    async def _pipe_open(
+        self, *, stream_id: str, edge: str, edge_channel: str, address: list[Any]
+    ) -> dict[str, Any]:
+        """On the origin: pipe the stream to an edge worker."""
+        await self._become_origin(stream_id)
+        router = self.local.routers().get_or_create(stream_id)
+        previous = self._pipes_out.pop((stream_id, edge), None)
+        if previous is not None:
+            previous.close()
+
+        def on_tracks(tracks: tuple[PipeTrack, ...]) -> None:
+            self._spawn(
+                tell(
+                    self.layer,
+                    edge_channel,
+                    "pipe_tracks",
+                    stream_id=stream_id,
+                    tracks=encode_tracks(tracks),
+                )
+            )
+
+        host, port = address
+        pipe = await OriginPipe.open(
+            router, remote=(str(host), int(port)), host=self.host, on_tracks=on_tracks
+        )
+        self._pipes_out[(stream_id, edge)] = pipe
+        return {"address": list(pipe.address), "tracks": encode_tracks(pipe.tracks())}
+
+    async def _pipe_close(self, *, stream_id: str, edge: str) -> dict[str, Any]:
+        pipe = self._pipes_out.pop((stream_id, edge), None)
+        if pipe is not None:
+            pipe.close()
+        return {}
+
+    async def _pipe_tracks(self, *, stream_id: str, tracks: list[dict[str, Any]]) -> dict[str, Any]:
+        """On an edge: the origin's publisher changed its tracks."""
+        router = self.local.routers().get(stream_id)
+        if isinstance(router, EdgeRouter):
+            await router.set_tracks(decode_tracks(tracks))
+        return {}
+
+    def _spawn(self, coroutine: Coroutine[Any, Any, Any]) -> None:
+        task = asyncio.ensure_future(coroutine)
+        self._tasks.add(task)
+        task.add_done_callback(self._tasks.discard)
+
+
+def _counters(pipe: EdgePipe) -> dict[str, int]:
+    stats = pipe.stats()
+    return {
+        "packets": stats.packets,
+        "duplicates": stats.duplicates,
+        "nacks": stats.nacks,
+        "keyframe_requests": stats.keyframe_requests,
+    }

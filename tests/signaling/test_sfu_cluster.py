@@ -1,0 +1,411 @@
+"""Cluster mode end to end, with real processes: two daphne and two ``runsfu`` workers on
+PostgreSQL (127.0.0.1:5432) and Redis (127.0.0.1:6379), driven over WebSockets by aiortc
+peers that decode what they get. The per-worker viewer cap is 2, so four viewers need an
+edge worker piped from the origin.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import json
+import os
+import secrets
+import signal
+import socket
+import subprocess
+import sys
+import time
+import urllib.request
+from collections.abc import Iterator
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import psycopg
+import pytest
+import redis
+import websockets
+
+from sfu.testing import TestPublisher, TestViewer, wait_until
+from signaling.sfu_registry import WorkerInfo
+
+ROOT = Path(__file__).resolve().parents[2]
+POSTGRES_URL = os.environ.get("TEST_POSTGRES_URL", "postgres://postgres@127.0.0.1:5432/postgres")
+REDIS_URL = os.environ.get("TEST_CLUSTER_REDIS_URL", "redis://127.0.0.1:6379/9")
+MAX_VIEWERS_PER_WORKER = 2
+STARTUP_SECONDS = 30
+
+
+def _unreachable() -> str | None:
+    for name, address in (("PostgreSQL", ("127.0.0.1", 5432)), ("Redis", ("127.0.0.1", 6379))):
+        try:
+            socket.create_connection(address, timeout=2).close()
+        except OSError as error:
+            return f"{name} at {address[0]}:{address[1]} is unreachable: {error}"
+    return None
+
+
+pytestmark = [
+    pytest.mark.postgres,
+    pytest.mark.redis,
+    pytest.mark.slow,
+    pytest.mark.skipif(_unreachable() is not None, reason=str(_unreachable())),
+]
+
+
+def _free_port() -> int:
+    with socket.socket() as sock:
+        sock.bind(("127.0.0.1", 0))
+        return int(sock.getsockname()[1])
+
+
+@dataclass
+class Cluster:
+    env: dict[str, str]
+    workdir: Path
+    daphne: list[str] = field(default_factory=list)  # base URLs: A, B
+    processes: list[subprocess.Popen[bytes]] = field(default_factory=list)
+    redis: redis.Redis = field(default_factory=lambda: redis.Redis.from_url(REDIS_URL))
+
+    def manage(self, *args: str) -> str:
+        result = subprocess.run(
+            [sys.executable, "manage.py", *args],
+            cwd=ROOT,
+            env=self.env,
+            capture_output=True,
+            text=True,
+            timeout=120,
+        )
+        assert result.returncode == 0, result.stderr
+        return result.stdout
+
+    def spawn(self, name: str, *command: str) -> subprocess.Popen[bytes]:
+        log = (self.workdir / f"{name}.log").open("ab")
+        process = subprocess.Popen(
+            [sys.executable, *command], cwd=ROOT, env=self.env, stdout=log, stderr=subprocess.STDOUT
+        )
+        self.processes.append(process)
+        return process
+
+    def start_daphne(self) -> None:
+        port = _free_port()
+        self.spawn(
+            f"daphne-{port}",
+            "-m",
+            "daphne",
+            "-b",
+            "127.0.0.1",
+            "-p",
+            str(port),
+            "onair.asgi:application",
+        )
+        url = f"http://127.0.0.1:{port}"
+        deadline = time.monotonic() + STARTUP_SECONDS
+        while True:
+            try:
+                with urllib.request.urlopen(f"{url}/healthz", timeout=2):
+                    break
+            except OSError:
+                assert time.monotonic() < deadline, self.logs()
+                time.sleep(0.1)
+        self.daphne.append(url)
+
+    def start_worker(self) -> None:
+        before = len(self.workers())
+        self.spawn(f"runsfu-{len(self.processes)}", "manage.py", "runsfu")
+        deadline = time.monotonic() + STARTUP_SECONDS
+        while len(self.workers()) <= before:
+            assert time.monotonic() < deadline, self.logs()
+            time.sleep(0.1)
+
+    def workers(self) -> list[WorkerInfo]:
+        ids = sorted(m.decode() for m in self.redis.smembers("onair:sfu:workers"))
+        records = self.redis.mget([f"onair:sfu:worker:{i}" for i in ids]) if ids else []
+        return [WorkerInfo.from_json(r) for r in records if r is not None]
+
+    def new_stream(self, title: str) -> tuple[str, str, str]:
+        """A public stream of a new user: (slug, id, stream key)."""
+        code = (
+            "from django.contrib.auth.models import User; "
+            "from broadcast.services import stream_create; "
+            f"owner = User.objects.create_user({secrets.token_hex(6)!r}); "
+            f"stream, key = stream_create(owner=owner, title={title!r}); "
+            "print(stream.slug, stream.pk, key.secret)"
+        )
+        slug, stream_id, key = self.manage("shell", "-c", code).splitlines()[-1].split()
+        return slug, stream_id, key
+
+    def logs(self) -> str:
+        return "\n".join(
+            f"--- {path.name}\n{path.read_text(errors='replace')[-3000:]}"
+            for path in sorted(self.workdir.glob("*.log"))
+        )
+
+
+@pytest.fixture(scope="module")
+def cluster(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Cluster]:
+    database = f"onair_cluster_{secrets.token_hex(4)}"
+    with psycopg.connect(POSTGRES_URL, autocommit=True) as connection:
+        connection.execute(f'CREATE DATABASE "{database}"')
+    env = {
+        key: value
+        for key, value in os.environ.items()
+        if key not in {"DATABASE_URL", "REDIS_URL", "DJANGO_SETTINGS_MODULE"}
+    }
+    env.update(
+        DJANGO_SETTINGS_MODULE="onair.settings.local",
+        DATABASE_URL=POSTGRES_URL.rsplit("/", 1)[0] + f"/{database}",
+        REDIS_URL=REDIS_URL,
+        ONAIR_SFU_MODE="cluster",
+        ONAIR_SFU_MAX_VIEWERS_PER_WORKER=str(MAX_VIEWERS_PER_WORKER),
+        DJANGO_SECRET_KEY=secrets.token_urlsafe(40),
+        DJANGO_DEBUG="0",
+        PYTHONUNBUFFERED="1",
+    )
+    cluster = Cluster(env=env, workdir=tmp_path_factory.mktemp("cluster"))
+    cluster.redis.flushdb()
+    try:
+        cluster.manage("migrate", "--noinput", "-v0")
+        cluster.start_worker()
+        cluster.start_worker()
+        cluster.start_daphne()
+        cluster.start_daphne()
+        yield cluster
+    finally:
+        for process in cluster.processes:
+            process.terminate()
+        for process in cluster.processes:
+            try:
+                process.wait(timeout=10)
+            except subprocess.TimeoutExpired:
+                process.kill()
+                process.wait()
+        cluster.redis.flushdb()
+        with psycopg.connect(POSTGRES_URL, autocommit=True) as connection:
+            connection.execute(f'DROP DATABASE IF EXISTS "{database}" WITH (FORCE)')
+
+
+# --- WebSocket clients that behave like the studio and watch pages -------------------------
+
+
+class _Page:
+    def __init__(self, base_url: str, path: str) -> None:
+        self.url = base_url.replace("http://", "ws://") + path
+        self.origin = base_url
+        self.messages: asyncio.Queue[dict[str, Any]] = asyncio.Queue()
+        self.ws: Any = None
+        self._reader: asyncio.Task[None] | None = None
+
+    async def open(self) -> None:
+        self.ws = await websockets.connect(self.url, origin=self.origin)  # type: ignore[arg-type]
+        self._reader = asyncio.ensure_future(self._read())
+
+    async def send(self, kind: str, **fields: Any) -> None:
+        await self.ws.send(json.dumps({"type": kind, **fields}))
+
+    async def expect(self, kind: str, within: float = 10.0) -> dict[str, Any]:
+        deadline = time.monotonic() + within
+        seen = []
+        while True:
+            try:
+                message = await asyncio.wait_for(self.messages.get(), deadline - time.monotonic())
+            except TimeoutError:
+                raise AssertionError(f"no {kind!r} from {self.url}; got {seen}") from None
+            if message["type"] == kind:
+                return message
+            assert message["type"] != "error", message
+            seen.append(message["type"])
+
+    async def close(self) -> None:
+        if self._reader is not None:
+            self._reader.cancel()
+        if self.ws is not None:
+            await self.ws.close()
+
+    async def _read(self) -> None:
+        async for raw in self.ws:
+            await self.handle(json.loads(raw))
+
+    async def handle(self, message: dict[str, Any]) -> None:
+        await self.messages.put(message)
+
+
+class Studio(_Page):
+    def __init__(self, base_url: str, slug: str) -> None:
+        super().__init__(base_url, f"/ws/studio/{slug}/")
+        self.publisher = TestPublisher()
+
+    async def go_live(self, key: str) -> None:
+        await self.open()
+        await self.expect("welcome")
+        await self.send("auth", key=key)
+        await self.expect("state")
+        await self.send("offer", sdp=await self.publisher.create_offer())
+        answer = await self.expect("answer")
+        await self.publisher.accept_answer(answer["sdp"])
+
+    async def close(self) -> None:
+        await super().close()
+        await self.publisher.close()
+
+
+class Watcher(_Page):
+    """The watch page: answers every offer with a new peer connection, as watch.js does."""
+
+    def __init__(self, base_url: str, slug: str) -> None:
+        super().__init__(base_url, f"/ws/watch/{slug}/")
+        self.viewer: TestViewer | None = None
+        self.offers: list[float] = []
+        self.counts: list[int] = []
+        self.publisher_statuses: list[str] = []
+        self._frames_before = 0
+
+    @property
+    def frames(self) -> int:
+        return self._frames_before + (self.viewer.video.frames if self.viewer else 0)
+
+    async def handle(self, message: dict[str, Any]) -> None:
+        kind = message["type"]
+        if kind == "offer":
+            self.offers.append(time.monotonic())
+            previous, self.viewer = self.viewer, TestViewer()
+            await self.send("answer", sdp=await self.viewer.answer(message["sdp"]))
+            if previous is not None:
+                self._frames_before += previous.video.frames
+                await previous.close()
+        elif kind == "viewers":
+            self.counts.append(message["count"])
+        elif kind == "publisher":
+            self.publisher_statuses.append(message["status"])
+        await super().handle(message)
+
+    async def close(self) -> None:
+        await super().close()
+        if self.viewer is not None:
+            await self.viewer.close()
+
+
+async def _watchers(base_urls: list[str], slug: str) -> list[Watcher]:
+    watchers = []
+    for base_url in base_urls:
+        watcher = Watcher(base_url, slug)
+        await watcher.open()
+        await watcher.expect("offer")
+        watchers.append(watcher)
+    return watchers
+
+
+async def _welcome(base_url: str, slug: str) -> dict[str, Any]:
+    """What a watch page connecting now to ``base_url`` is told about the stream."""
+    async with websockets.connect(
+        base_url.replace("http://", "ws://") + f"/ws/watch/{slug}/",
+        origin=base_url,  # type: ignore[arg-type]
+    ) as ws:
+        welcome = json.loads(await ws.recv())
+    return welcome
+
+
+def _placement(cluster: Cluster, stream_id: str) -> tuple[WorkerInfo, WorkerInfo]:
+    """(origin, edge) of a stream."""
+    workers = cluster.workers()
+    origin = next(w for w in workers if stream_id in w.producers)
+    edge = next(w for w in workers if stream_id in w.pipes_in)
+    return origin, edge
+
+
+async def test_viewers_fill_both_workers_and_the_edge_gets_each_packet_once(
+    cluster: Cluster,
+) -> None:
+    daphne_a, daphne_b = cluster.daphne
+    slug, stream_id, key = cluster.new_stream("Cluster one")
+    studio = Studio(daphne_a, slug)
+    watchers: list[Watcher] = []
+    try:
+        await studio.go_live(key)
+        watchers = await _watchers([daphne_b] * 4, slug)
+        decoded = await asyncio.gather(
+            *(w.viewer.wait_for_frames(video=30, within=15) for w in watchers if w.viewer)
+        )
+        assert all(decoded), [w.frames for w in watchers]
+        assert await wait_until(lambda: sum(w.viewers for w in cluster.workers()) == 4, 3)
+        origin, edge = _placement(cluster, stream_id)
+        assert (origin.viewers, edge.viewers) == (MAX_VIEWERS_PER_WORKER, MAX_VIEWERS_PER_WORKER)
+        assert list(origin.pipes_out[stream_id]) == [edge.id]  # one pipe for both edge viewers
+
+        await asyncio.sleep(2)
+        await studio.publisher.close()  # the flow stops: the counters settle
+        await asyncio.sleep(1.5)
+        origin, edge = _placement(cluster, stream_id)
+        sent = origin.pipes_out[stream_id][edge.id]
+        received = edge.pipes_in[stream_id]
+        print(
+            f"\norigin received {origin.producers[stream_id]} packets from the publisher, "
+            f"piped {sent['packets']} (+{sent['retransmitted']} repairs) to the edge; "
+            f"edge received {received['packets']}, duplicates {received['duplicates']}"
+        )
+        assert received["packets"] == sent["packets"] > 200
+        assert received["duplicates"] == 0
+        assert sent["packets"] <= origin.producers[stream_id]
+    finally:
+        for watcher in watchers:
+            await watcher.close()
+        await studio.close()
+
+
+async def test_killing_the_edge_moves_its_viewers_and_counts_stay_right(
+    cluster: Cluster,
+) -> None:
+    daphne_a, daphne_b = cluster.daphne
+    slug, stream_id, key = cluster.new_stream("Cluster two")
+    studio = Studio(daphne_a, slug)
+    watchers: list[Watcher] = []
+    try:
+        await studio.go_live(key)
+        watchers = await _watchers([daphne_a, daphne_b, daphne_b, daphne_a], slug)
+        assert all(
+            await asyncio.gather(
+                *(w.viewer.wait_for_frames(video=30, within=15) for w in watchers if w.viewer)
+            )
+        )
+        assert await wait_until(lambda: sum(w.viewers for w in cluster.workers()) == 4, 3)
+        _, edge = _placement(cluster, stream_id)
+        assert await wait_until(lambda: all(w.counts[-1:] == [4] for w in watchers), 5)
+
+        frames_at_kill = [w.frames for w in watchers]
+        killed_at = time.monotonic()
+        os.kill(edge.pid, signal.SIGKILL)
+        samples: list[list[int]] = []
+        while time.monotonic() < killed_at + 6:
+            samples.append([w.frames for w in watchers])
+            await asyncio.sleep(0.2)
+
+        moved = [w for w in watchers if w.offers[-1] > killed_at]
+        stayed = [w for w in watchers if w.offers[-1] < killed_at]
+        assert len(moved) == MAX_VIEWERS_PER_WORKER, [w.offers for w in watchers]
+        for watcher in moved:
+            assert watcher.viewer is not None
+            first = watcher.viewer.video.first_frame_at
+            assert first is not None, "a moved viewer never decoded again"
+            print(f"\nedge killed: viewer watching again after {first - killed_at:.2f} s")
+            assert first - killed_at < 5.0
+        for index, watcher in enumerate(watchers):
+            if watcher in stayed:
+                # never stalled: frames kept coming in every 1 s window after the kill
+                counts = [sample[index] for sample in samples]
+                assert all(
+                    later > earlier for earlier, later in zip(counts, counts[5:], strict=False)
+                ), counts
+                assert counts[-1] > frames_at_kill[index]
+
+        # The viewers moved, none left: every process says so. (Each probe is counted in
+        # while connected, and out again before the next.)
+        assert all(w.counts[-1] == 4 for w in watchers), [w.counts for w in watchers]
+        for base_url in (daphne_a, daphne_b):
+            welcome = await _welcome(base_url, slug)
+            assert welcome["stream"]["state"] == "live"
+            assert welcome["stream"]["viewers"] == 4
+            assert await wait_until(lambda: all(w.counts[-2:] == [5, 4] for w in watchers), 5)
+    finally:
+        for watcher in watchers:
+            await watcher.close()
+        await studio.close()
