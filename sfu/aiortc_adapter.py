@@ -9,6 +9,8 @@ the internals used below moves. aiortc is pinned in requirements.txt.
 
 from __future__ import annotations
 
+import asyncio.selector_events
+import socket
 import struct
 import sys
 import threading
@@ -129,6 +131,7 @@ def sender_ssrcs(sender: RTCRtpSender) -> tuple[int, int]:
     return sender._ssrc, sender._rtx_ssrc
 
 
+_ASYNCIO_DATAGRAM_TRANSPORT: Any = asyncio.selector_events._SelectorDatagramTransport  # type: ignore[attr-defined]
 _RTP_COMPONENT = 1
 _DTLS_CONNECTED = _DtlsState.CONNECTED
 _HEADER = struct.Struct("!HII")  # sequence number, timestamp, SSRC at offset 2
@@ -159,7 +162,9 @@ class DirectRtpSender:
         "_length",
         "_nominated",
         "_pair",
+        "_sender",
         "_session",
+        "_socket",
         "_srtp",
         "_transport",
     )
@@ -167,19 +172,33 @@ class DirectRtpSender:
     def __init__(self, sender: RTCRtpSender) -> None:
         dtls: RTCDtlsTransport = sender.transport
         self._dtls = dtls
+        self._sender = sender
+        self._socket: socket.socket | None = None
         self._nominated: dict[int, CandidatePair] = dtls.transport._connection._nominated
         self._pair: CandidatePair | None = None
         self._session: Session | None = None
         self._srtp: Any = None
         self._transport: Any = None
-        self._addr: tuple[str, int] | None = None
+        self._addr: tuple[str, int] = ("", 0)
         self._cdata = _srtp_ffi.new("char[]", _SRTP_BUFFER_SIZE)
         self._buffer = _srtp_ffi.buffer(self._cdata)
         self._length = _srtp_ffi.new("int *")
 
-    def send(self, template: bytes, sequence_number: int, timestamp: int, ssrc: int) -> int:
+    def send(
+        self,
+        template: bytes,
+        sequence_number: int,
+        timestamp: int,
+        ssrc: int,
+        ntp_time: int,
+        payload_size: int,
+    ) -> int:
         """Send ``template`` (a serialized RTP packet) with its sequence number,
-        timestamp and SSRC replaced; the number of bytes sent, 0 if nothing was."""
+        timestamp and SSRC replaced, and account it in the next RTCP sender report
+        (``ntp_time`` being when it was sent); the number of bytes sent, 0 if nothing was.
+
+        aiortc's ``_run_rtcp`` reports the sender's counters and NTP/RTP timestamp
+        pair, but only its own ``_run_rtp`` (idle here) updates them."""
         dtls = self._dtls
         if dtls._state is not _DTLS_CONNECTED:
             return 0
@@ -198,17 +217,40 @@ class DirectRtpSender:
         length[0] = size
         if _srtp_protect(self._srtp, self._cdata, length):
             return 0
-        size = length[0]
-        # a copy: a queued datagram must not see the buffer's next packet
-        self._transport.sendto(buffer[0:size], self._addr)
-        dtls._RTCDtlsTransport__tx_bytes += size  # type: ignore[attr-defined]
+        protected = buffer[0 : length[0]]  # a copy: a queued datagram keeps its bytes
+        sock = self._socket
+        if sock is None or self._transport._buffer:
+            self._transport.sendto(protected, self._addr)
+        else:
+            try:
+                sock.sendto(protected, self._addr)
+            except (BlockingIOError, InterruptedError):
+                self._transport.sendto(protected, self._addr)  # queues it, in order
+            except OSError:
+                return 0
+        dtls._RTCDtlsTransport__tx_bytes += length[0]  # type: ignore[attr-defined]
         dtls._RTCDtlsTransport__tx_packets += 1  # type: ignore[attr-defined]
+        sender = self._sender
+        sender._RTCRtpSender__ntp_timestamp = ntp_time  # type: ignore[attr-defined]
+        sender._RTCRtpSender__rtp_timestamp = timestamp  # type: ignore[attr-defined]
+        sender._RTCRtpSender__octet_count += payload_size  # type: ignore[attr-defined]
+        sender._RTCRtpSender__packet_count += 1  # type: ignore[attr-defined]
         return size
 
     def send_packet(self, data: bytes) -> int:
-        """Send one serialized RTP packet as it is (a retransmission)."""
-        sequence_number, timestamp, ssrc = _HEADER.unpack_from(data, 2)
-        return self.send(data, sequence_number, timestamp, ssrc)
+        """Send one serialized RTP packet as it is (a retransmission: not counted in
+        sender reports, as aiortc does not count its own)."""
+        dtls = self._dtls
+        if dtls._state is not _DTLS_CONNECTED or dtls._tx_srtp is None:
+            return 0
+        pair = self._nominated.get(_RTP_COMPONENT)
+        if pair is None:
+            return 0
+        protected = dtls._tx_srtp.protect(data)
+        pair.protocol.transport.sendto(protected, pair.remote_addr)
+        dtls._RTCDtlsTransport__tx_bytes += len(protected)  # type: ignore[attr-defined]
+        dtls._RTCDtlsTransport__tx_packets += 1  # type: ignore[attr-defined]
+        return len(protected)
 
     def _bind(self) -> bool:
         pair = self._nominated.get(_RTP_COMPONENT)
@@ -217,24 +259,17 @@ class DirectRtpSender:
             return False
         self._pair = pair
         self._transport = pair.protocol.transport
+        # asyncio's own datagram transport: send on its socket and leave the transport
+        # only what it would queue (uvloop's and aioice's TURN transports: sendto as is)
+        self._socket = (
+            self._transport._sock
+            if isinstance(self._transport, _ASYNCIO_DATAGRAM_TRANSPORT)
+            else None
+        )
         self._addr = pair.remote_addr
         self._session = session
         self._srtp = session._srtp[0]
         return True
-
-
-def record_sent_packet(
-    sender: RTCRtpSender, ntp_time: int, rtp_timestamp: int, octets: int
-) -> None:
-    """Account one forwarded packet in the sender's RTCP sender-report state.
-
-    aiortc's ``_run_rtcp`` reports these counters and this NTP/RTP timestamp pair,
-    but only its own ``_run_rtp`` (idle here) updates them.
-    """
-    sender._RTCRtpSender__ntp_timestamp = ntp_time  # type: ignore[attr-defined]
-    sender._RTCRtpSender__rtp_timestamp = rtp_timestamp  # type: ignore[attr-defined]
-    sender._RTCRtpSender__octet_count += octets  # type: ignore[attr-defined]
-    sender._RTCRtpSender__packet_count += 1  # type: ignore[attr-defined]
 
 
 def sender_report_state(sender: RTCRtpSender) -> tuple[int, int, int, int]:

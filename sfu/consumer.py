@@ -168,9 +168,7 @@ class Consumer:
         mapped = self._munger.map(packet.sequence_number, packet.timestamp, now)
         if mapped is None or self._rtp is None:
             return
-        sent = self._rtp.send(template, mapped[0], mapped[1], self._ssrc)
-        if sent:
-            aiortc_adapter.record_sent_packet(self._sender, ntp, mapped[1], len(packet.payload))
+        if self._rtp.send(template, mapped[0], mapped[1], self._ssrc, ntp, len(packet.payload)):
             self.packets_sent += 1
             self.bytes_sent += len(template)
 

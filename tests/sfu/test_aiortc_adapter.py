@@ -53,7 +53,6 @@ def test_the_private_members_used_exist(pc: RTCPeerConnection) -> None:
     assert isinstance(sender._rtx_ssrc, int)
     assert aiortc_adapter.sender_report_state(sender) == (0, 0, 0, 0)
     transport = sender.transport
-    assert list(inspect.signature(transport._send_rtp).parameters) == ["data"]
     assert list(inspect.signature(transport._handle_rtp_data).parameters) == [
         "data",
         "arrival_time_ms",
@@ -121,13 +120,6 @@ async def test_intercept_sender_rtcp_sees_feedback_and_passes_the_rest(
         RtcpPsfbPacket(fmt=RTCP_PSFB_PLI, ssrc=1, media_ssrc=sender._ssrc)
     )
     assert [type(p) for p in seen] == [RtcpRtpfbPacket, RtcpRrPacket, RtcpPsfbPacket]
-
-
-def test_record_sent_packet_feeds_the_next_sender_report(pc: RTCPeerConnection) -> None:
-    sender = pc.addTransceiver("video").sender
-    aiortc_adapter.record_sent_packet(sender, ntp_time=7 << 32, rtp_timestamp=90000, octets=1000)
-    aiortc_adapter.record_sent_packet(sender, ntp_time=8 << 32, rtp_timestamp=93000, octets=500)
-    assert aiortc_adapter.sender_report_state(sender) == (8 << 32, 93000, 1500, 2)
 
 
 async def test_on_sender_started_reports_the_negotiated_parameters(
@@ -202,7 +194,8 @@ def test_the_members_the_direct_sender_uses_exist(pc: RTCPeerConnection) -> None
     )
     assert session._srtp[0] is not None
     assert callable(lib.srtp_protect)
-    assert aiortc_adapter.DirectRtpSender(sender).send(bytes(100), 1, 2, 3) == 0
+    assert aiortc_adapter.DirectRtpSender(sender).send(bytes(100), 1, 2, 3, 4, 88) == 0
+    assert aiortc_adapter.sender_report_state(sender) == (0, 0, 0, 0)
 
 
 async def _connect(sending: RTCPeerConnection, receiving: RTCPeerConnection) -> None:
@@ -237,8 +230,14 @@ async def test_direct_sender_delivers_protected_rtp_with_the_given_header(
         direct = aiortc_adapter.DirectRtpSender(sender)
         template = RtpPacket(payload_type=VP8.payloadType, payload=b"\x10" + bytes(999))
         serialized = template.serialize()
-        sent = [direct.send(serialized, 7 + i, 90000 * i, sender._ssrc) for i in range(3)]
-        assert all(size > len(serialized) for size in sent)  # with the SRTP tag
+        sent = [
+            direct.send(serialized, 7 + i, 90000 * i, sender._ssrc, (5 + i) << 32, 1000)
+            for i in range(3)
+        ]
+        assert sent == [len(serialized)] * 3
+        assert direct._socket is not None  # asyncio's transport: straight to its socket
+        # the next sender report carries the last packet's NTP/RTP pair and the counts
+        assert aiortc_adapter.sender_report_state(sender) == (7 << 32, 180000, 3000, 3)
         for _ in range(100):
             if len(arrived) == 3:
                 break
@@ -253,6 +252,6 @@ async def test_direct_sender_delivers_protected_rtp_with_the_given_header(
         assert transport_stats.packetsSent >= 3
         assert direct.send_packet(packets[0].serialize()) > 0
         await pc.close()
-        assert direct.send(serialized, 10, 0, sender._ssrc) == 0
+        assert direct.send(serialized, 10, 0, sender._ssrc, 8 << 32, 1000) == 0
     finally:
         await remote.close()
