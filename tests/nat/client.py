@@ -17,20 +17,17 @@ import json
 import sys
 import time
 from dataclasses import asdict, dataclass
-from fractions import Fraction
 from typing import Any
 
-import av
-import numpy as np
 from aioice import Connection
 from aioice.stun import TransactionFailed
 from aioice.turn import create_turn_endpoint
 from aiortc import MediaStreamTrack, RTCPeerConnection, RTCSessionDescription
-from aiortc.mediastreams import MediaStreamError
 from aiortc.rtcconfiguration import RTCIceTransportPolicy
 from aiortc.rtcicetransport import parse_stun_turn_uri
 
 from sfu.ice import IceServer, rtc_configuration
+from sfu.testing import PatternVideoTrack
 from signaling.ice import IcePolicy
 
 WIDTH, HEIGHT, FPS = 160, 120, 15
@@ -49,29 +46,6 @@ class PeerResult:
     frames: int = 0
     first_frame_ms: float | None = None
     error: str = ""
-
-
-class TestPattern(MediaStreamTrack):
-    """Small moving frames: cheap to encode, and a decoder that shows them really decoded."""
-
-    kind = "video"
-
-    def __init__(self) -> None:
-        super().__init__()
-        self._count = 0
-        self._start = time.monotonic()
-
-    async def recv(self) -> av.VideoFrame:
-        if self.readyState != "live":
-            raise MediaStreamError
-        self._count += 1
-        await asyncio.sleep(max(0.0, self._start + self._count / FPS - time.monotonic()))
-        image = np.zeros((HEIGHT, WIDTH, 3), dtype=np.uint8)
-        image[:, (self._count * 4) % WIDTH] = 255
-        frame = av.VideoFrame.from_ndarray(image, format="rgb24")
-        frame.pts = self._count * 90000 // FPS
-        frame.time_base = Fraction(1, 90000)
-        return frame
 
 
 class Client:
@@ -119,7 +93,7 @@ class Client:
 
     async def publish(self, stream: str) -> None:
         pc = self._peer()
-        pc.addTransceiver(TestPattern(), direction="sendonly")
+        pc.addTransceiver(PatternVideoTrack(WIDTH, HEIGHT, FPS), direction="sendonly")
         result = PeerResult(id=f"pub:{stream}", role="publish", stream=stream,
                             connected=False, ice_state="new")  # fmt: skip
         try:
