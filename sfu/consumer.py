@@ -154,7 +154,7 @@ class Consumer:
             extensions_map=extensions_map,
         )
         if self._waiting_keyframe:
-            await self._producer.request_keyframe()
+            await self._producer.request_keyframe(join=True)
 
     def forward(
         self, template: bytes, packet: RtpPacket, keyframe: bool, now: float, ntp: int

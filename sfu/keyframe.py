@@ -68,33 +68,54 @@ KEYFRAME_DETECTORS: dict[str, KeyframeDetector] = {
 }
 
 
+# Viewers who join within this window of the last request share its keyframe, or the next
+# one: a join storm makes at most one request per window instead of waiting out the
+# per-producer interval, which is there for viewers' PLI/FIR.
+JOIN_REQUEST_WINDOW = 0.15
+
+
 class KeyframeRequester:
     """Coalesces keyframe requests into at most one upstream request per interval.
 
     A request inside the interval is deferred to its end; any number of requests
     in the meantime share that one deferred request, and a keyframe arriving
     first cancels it (like Pion's PLI interceptors and mediasoup's key frame
-    request manager).
+    request manager). A joining viewer's request (``join=True``) waits only for
+    the shorter ``join_window``, so a viewer who joins right after another gets
+    its first frame in a fraction of a second, and a crowd joining at once still
+    makes only a few requests per second.
     """
 
-    def __init__(self, send: Callable[[], Awaitable[bool]], min_interval: float) -> None:
+    def __init__(
+        self,
+        send: Callable[[], Awaitable[bool]],
+        min_interval: float,
+        join_window: float = JOIN_REQUEST_WINDOW,
+    ) -> None:
         self._send_request = send
         self._min_interval = min_interval
+        self._join_window = min(join_window, min_interval)
         self._last_sent = -min_interval
         self._deferred: asyncio.TimerHandle | None = None
+        self._deferred_due = 0.0
         self._task: asyncio.Task[None] | None = None
         self.requests = 0
         self.sent = 0
 
-    async def request(self) -> None:
+    async def request(self, *, join: bool = False) -> None:
         self.requests += 1
+        due = self._last_sent + (self._join_window if join else self._min_interval)
         if self._deferred is not None:
-            return
-        wait = self._last_sent + self._min_interval - time.monotonic()
+            if self._deferred_due <= due:
+                return
+            self._deferred.cancel()  # a join moves the deferred request earlier
+            self._deferred = None
+        wait = due - time.monotonic()
         if wait <= 0:
             await self._send(self._claim())
         else:
             self._deferred = asyncio.get_running_loop().call_later(wait, self._fire)
+            self._deferred_due = due
 
     def keyframe_received(self) -> None:
         if self._deferred is not None:

@@ -108,10 +108,11 @@ class Producer:
     def cached_packet(self, sequence_number: int) -> RtpPacket | None:
         return self._cache.get(sequence_number)
 
-    async def request_keyframe(self) -> None:
-        """Ask the publisher for a keyframe, throttled per producer."""
+    async def request_keyframe(self, *, join: bool = False) -> None:
+        """Ask the publisher for a keyframe, throttled per producer; a joining
+        viewer's request (``join``) waits for a shorter window (see ``KeyframeRequester``)."""
         if self._detect_keyframe is not None and not self.closed:
-            await self._keyframes.request()
+            await self._keyframes.request(join=join)
 
     def stats(self) -> ProducerStats:
         return ProducerStats(

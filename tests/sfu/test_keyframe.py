@@ -89,3 +89,28 @@ async def test_a_request_during_a_slow_send_is_deferred_not_doubled() -> None:
     requester.close()
     assert len(sent) == 2
     assert sent[1] - sent[0] >= 0.19
+
+
+async def test_a_join_waits_for_the_join_window_not_the_interval() -> None:
+    sent: list[float] = []
+
+    async def send() -> bool:
+        sent.append(asyncio.get_running_loop().time())
+        return True
+
+    requester = KeyframeRequester(send, min_interval=1.0, join_window=0.1)
+    await requester.request()  # a viewer's PLI
+    await requester.request()  # deferred by the interval...
+    for _ in range(5):  # ...until viewers join: they move it to the join window
+        await requester.request(join=True)
+    await asyncio.sleep(0.2)
+    assert len(sent) == 2
+    assert 0.09 <= sent[1] - sent[0] < 0.5
+    for _ in range(5):  # a crowd joining within 50 ms: one request now, one deferred
+        await requester.request(join=True)
+        await asyncio.sleep(0.01)
+    await asyncio.sleep(0.2)
+    requester.close()
+    assert len(sent) == 4
+    assert all(b - a >= 0.09 for a, b in itertools.pairwise(sent))
+    assert requester.requests == 12
