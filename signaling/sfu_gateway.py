@@ -262,7 +262,7 @@ class SfuGateway:
             self._spawn(_group_send(event.router_id, "publisher.status", status="reconnecting"))
         elif isinstance(event, PublisherClosed) and event.reason == "timeout":
             # The broadcaster did not come back within the grace period: the broadcast is over.
-            self._spawn(_end_abandoned_broadcast(event.router_id))
+            self._spawn(end_abandoned_broadcast(event.router_id))
 
     def _spawn(self, coroutine: Any) -> None:
         task = asyncio.ensure_future(coroutine)
@@ -333,7 +333,7 @@ def _end_stream(stream_id: str) -> None:
             stream_end(stream=stream)
 
 
-async def _end_abandoned_broadcast(stream_id: str) -> None:
+async def end_abandoned_broadcast(stream_id: str) -> None:
     logger.info("publisher did not return; ending the broadcast", extra={"stream_id": stream_id})
     await _end_stream(stream_id)
 

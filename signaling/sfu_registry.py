@@ -44,7 +44,8 @@ class WorkerInfo:
 
     ``pipes_in``: stream id → the edge end's counters and the origin's id;
     ``pipes_out``: stream id → edge id → the origin end's counters;
-    ``producers``: stream id → packets received from the publisher.
+    ``producers``: stream id → packets received from the publisher (origin routers);
+    ``publishing``: ids of the streams whose publisher is here, connected or in its grace.
     """
 
     id: str
@@ -59,6 +60,7 @@ class WorkerInfo:
     pipes_in: dict[str, dict[str, Any]] = field(default_factory=dict)
     pipes_out: dict[str, dict[str, dict[str, Any]]] = field(default_factory=dict)
     producers: dict[str, int] = field(default_factory=dict)
+    publishing: list[str] = field(default_factory=list)
 
     def to_json(self) -> str:
         return json.dumps(asdict(self))

@@ -34,12 +34,14 @@ from signaling.sfu_cluster import (
     max_viewers_per_worker,
     tell,
 )
-from signaling.sfu_gateway import SfuGateway, stream_group
+from signaling.sfu_gateway import SfuGateway, end_abandoned_broadcast, stream_group
 from signaling.sfu_registry import HEARTBEAT_SECONDS, SfuRegistry, WorkerInfo
 
 logger = logging.getLogger(__name__)
 
 Handler = Callable[..., Awaitable[dict[str, Any]]]
+
+EDGE_IDLE_SECONDS = 10.0
 
 
 def _stream(stream_id: str) -> Stream:
@@ -86,6 +88,7 @@ class SfuWorker:
         self._pipes_out: dict[tuple[str, str], OriginPipe] = {}
         self._edge_origins: dict[str, str] = {}
         self._edge_locks: dict[str, asyncio.Lock] = {}
+        self._edge_idle_since: dict[str, float] = {}
         self._tasks: set[asyncio.Task[Any]] = set()
         self._load_sample = (time.monotonic(), time.process_time(), 0)
         self._handlers: dict[str, Handler] = {
@@ -172,6 +175,7 @@ class SfuWorker:
             pipes_in=pipes_in,
             pipes_out=pipes_out,
             producers=producers,
+            publishing=[r.id for r in routers if r.publisher is not None],
         )
 
     async def _heartbeat(self) -> None:
@@ -181,6 +185,7 @@ class SfuWorker:
                 await self.registry.heartbeat(self.info())
                 for worker_id in await self.registry.gone_workers():
                     await self._peer_gone(worker_id)
+                await self._close_idle_edges()
             except Exception:
                 logger.exception("sfu worker heartbeat failed", extra={"worker": self.id})
 
@@ -207,9 +212,34 @@ class SfuWorker:
                 await self.layer.group_send(
                     group, {"type": "publisher.status", "status": "reconnecting"}
                 )
+                self._spawn(self._end_unless_republished(stream_id))
             await self.layer.group_send(
                 group, {"type": "sfu.worker_gone", "worker": worker_id, "origin": origin_lost}
             )
+
+    async def _end_unless_republished(self, stream_id: str) -> None:
+        """The grace period the dead origin was keeping for its publisher, kept here: a
+        broadcast whose publisher is back nowhere by then is over."""
+        await asyncio.sleep(self.local.routers().options.publisher_grace_seconds)
+        if not any(stream_id in w.publishing for w in await self.registry.workers()):
+            await end_abandoned_broadcast(stream_id)
+
+    async def _close_idle_edges(self) -> None:
+        """An edge router without viewers for EDGE_IDLE_SECONDS stops its pipe."""
+        now = time.monotonic()
+        for router in self.local.routers().routers:
+            if not isinstance(router, EdgeRouter) or router.viewers:
+                self._edge_idle_since.pop(router.id, None)
+                continue
+            since = self._edge_idle_since.setdefault(router.id, now)
+            if now - since < EDGE_IDLE_SECONDS:
+                continue
+            origin = await self.registry.worker(self._edge_origins.get(router.id, ""))
+            await self._close_router(stream_id=router.id)
+            if origin is not None:
+                await tell(
+                    self.layer, origin.channel, "pipe_close", stream_id=router.id, edge=self.id
+                )
 
     # --- requests --------------------------------------------------------------------------
 
@@ -280,6 +310,7 @@ class SfuWorker:
 
     async def _close_router(self, *, stream_id: str) -> dict[str, Any]:
         self._edge_origins.pop(stream_id, None)
+        self._edge_idle_since.pop(stream_id, None)
         for key in [k for k in self._pipes_out if k[0] == stream_id]:
             self._pipes_out.pop(key).close()
         await self.local.close_router(stream_id=stream_id)

@@ -409,3 +409,58 @@ async def test_killing_the_edge_moves_its_viewers_and_counts_stay_right(
         for watcher in watchers:
             await watcher.close()
         await studio.close()
+
+
+async def test_killing_the_origin_shows_reconnecting_and_viewers_resume_with_the_publisher(
+    cluster: Cluster,
+) -> None:
+    while len(cluster.workers()) < 2:
+        cluster.start_worker()
+    daphne_a, daphne_b = cluster.daphne
+    slug, stream_id, key = cluster.new_stream("Cluster three")
+    studio = Studio(daphne_a, slug)
+    watchers: list[Watcher] = []
+    try:
+        await studio.go_live(key)
+        watchers = await _watchers([daphne_b, daphne_a, daphne_b], slug)
+        assert all(
+            await asyncio.gather(
+                *(w.viewer.wait_for_frames(video=20, within=15) for w in watchers if w.viewer)
+            )
+        )
+        assert await wait_until(lambda: sum(w.viewers for w in cluster.workers()) == 3, 3)
+        origin, _ = _placement(cluster, stream_id)
+
+        killed_at = time.monotonic()
+        os.kill(origin.pid, signal.SIGKILL)
+        assert await wait_until(
+            lambda: all("reconnecting" in w.publisher_statuses for w in watchers), 5
+        ), [w.publisher_statuses for w in watchers]
+        told = time.monotonic() - killed_at
+        print(f"\norigin killed: viewers told 'reconnecting' after {told:.2f} s")
+        assert await wait_until(lambda: all(w.offers[-1] > killed_at for w in watchers), 5)
+
+        # The studio page reconnects (as it does when its connection fails): media resumes.
+        await studio.publisher.close()
+        studio.publisher = TestPublisher()
+        republished_at = time.monotonic()
+        await studio.send("offer", sdp=await studio.publisher.create_offer())
+        answer = await studio.expect("answer")
+        await studio.publisher.accept_answer(answer["sdp"])
+        assert all(
+            await asyncio.gather(
+                *(w.viewer.wait_for_frames(video=20, within=10) for w in watchers if w.viewer)
+            )
+        ), [w.frames for w in watchers]
+        resumed = max(w.viewer.video.first_frame_at or 0 for w in watchers if w.viewer)
+        print(f"publisher back: every viewer decoding after {resumed - republished_at:.2f} s")
+        assert await wait_until(
+            lambda: all(w.publisher_statuses[-1] == "connected" for w in watchers), 5
+        )
+        welcome = await _welcome(daphne_b, slug)
+        assert welcome["stream"]["state"] == "live"
+        assert welcome["stream"]["viewers"] == 3
+    finally:
+        for watcher in watchers:
+            await watcher.close()
+        await studio.close()
