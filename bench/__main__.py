@@ -21,14 +21,22 @@ from bench.measure import ServerResult
 
 SERVERS = ("onair", "janus", "mediarelay")
 FULL = {
-    "onair": runner.Plan(viewers=[0, 20, 40, 60, 80], window=15.0, latency_at=(1, 100)),
-    "janus": runner.Plan(viewers=[0, 20, 40, 60, 80], window=15.0, latency_at=(1, 100)),
-    "mediarelay": runner.Plan(viewers=[0, 1, 2, 3, 4], window=15.0),
+    "onair": runner.Plan(
+        viewers=[0, 20, 40, 60, 80], window=15.0, latency_at=(1, 100), decoded_joins=12
+    ),
+    "janus": runner.Plan(
+        viewers=[0, 20, 40, 60, 80], window=15.0, latency_at=(1, 100), decoded_joins=12
+    ),
+    "mediarelay": runner.Plan(viewers=[0, 1, 2, 3, 4], window=15.0, decoded_joins=4),
 }
 QUICK = {
-    "onair": runner.Plan(viewers=[0, 10, 20], window=4.0, latency_at=(1, 20), trace_seconds=2.0),
-    "janus": runner.Plan(viewers=[0, 10, 20], window=4.0, latency_at=(1, 20), trace_seconds=2.0),
-    "mediarelay": runner.Plan(viewers=[0, 1, 2], window=4.0),
+    "onair": runner.Plan(
+        viewers=[0, 10, 20], window=4.0, latency_at=(1, 20), trace_seconds=2.0, decoded_joins=3
+    ),
+    "janus": runner.Plan(
+        viewers=[0, 10, 20], window=4.0, latency_at=(1, 20), trace_seconds=2.0, decoded_joins=3
+    ),
+    "mediarelay": runner.Plan(viewers=[0, 1, 2], window=4.0, decoded_joins=2),
 }
 
 

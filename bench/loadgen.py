@@ -3,6 +3,9 @@
 Commands and replies are JSON lines. ``{"op": "grow", "n": N}`` adds viewers until there
 are N (joining a few at a time) and reports who connected and how fast;
 ``{"op": "trace", "seconds": S}`` returns every viewer's packet arrival times for S seconds;
+``{"op": "join_decoded", "count": K, "spacing": S}`` has K decoding viewers join one after
+another, a random 0-S seconds apart, and returns each one's time from its start to its first decoded
+frame (it then leaves);
 ``{"op": "snapshot"}`` returns every viewer's packet and byte counters, from which the
 runner computes rates over its steady window; ``{"op": "quit"}`` closes everything.
 
@@ -16,6 +19,7 @@ import argparse
 import asyncio
 import json
 import logging
+import random
 import sys
 import time
 from typing import Any
@@ -77,6 +81,26 @@ class LoadGenerator:
             "errors": sorted({v.error for v in self.viewers if v.error}),
         }
 
+    async def join_decoded(self, count: int, spacing: float) -> dict[str, Any]:
+        """Join → first decoded frame of ``count`` decoding viewers, one at a time."""
+        join_ms: list[float | None] = []
+        for index in range(count):
+            viewer = Viewer(-1 - index, decode=True)
+            try:
+                if self._janus is not None:
+                    await self._janus.watch(viewer.answer, viewer.add_remote_candidate)
+                else:
+                    await viewer.watch_by_offer(self._whep)
+                assert viewer.first_frame_at is not None
+                decoded_at = await asyncio.wait_for(viewer.first_frame_at, JOIN_TIMEOUT)
+                join_ms.append((decoded_at - viewer.started_at) * 1000)
+            except Exception:
+                join_ms.append(None)
+            await viewer.close()
+            # random, so that joins do not lock onto one phase of the source's keyframes
+            await asyncio.sleep(random.uniform(0, spacing))
+        return {"join_ms": join_ms}
+
     async def trace(self, seconds: float) -> dict[str, Any]:
         """Every viewer's arrival time of every packet for ``seconds``."""
         for viewer in self.viewers:
@@ -116,6 +140,8 @@ async def serve(target: str, url: str) -> None:
         command = json.loads(line)
         if command["op"] == "grow":
             reply(await load.grow(command["n"]))
+        elif command["op"] == "join_decoded":
+            reply(await load.join_decoded(command["count"], command["spacing"]))
         elif command["op"] == "trace":
             reply(await load.trace(command["seconds"]))
         elif command["op"] == "snapshot":

@@ -107,6 +107,8 @@ class ServerResult:
     version: str
     points: list[Point] = field(default_factory=list)
     latency: list[Latency] = field(default_factory=list)
+    # Join → first decoded frame of decoding viewers joining one at a time (None: none came).
+    decoded_join_ms: list[float | None] = field(default_factory=list)
     error: str | None = None
 
     @property
@@ -138,6 +140,10 @@ class ServerResult:
     def join_ms(self) -> list[float]:
         return [ms for p in self.points for ms in p.join_ms]
 
+    @property
+    def _decoded_joins(self) -> list[float]:
+        return [ms for ms in self.decoded_join_ms if ms is not None]
+
     def summary(self) -> dict[str, Any]:
         cpu, rss = self.cpu_fit, self.rss_fit
         return {
@@ -150,4 +156,7 @@ class ServerResult:
             "never_connected": self.never_connected,
             "join_ms_p50": percentile(self.join_ms, 50),
             "join_ms_p95": percentile(self.join_ms, 95),
+            "decoded_join_ms_p50": percentile(self._decoded_joins, 50),
+            "decoded_join_ms_p95": percentile(self._decoded_joins, 95),
+            "decoded_joins_failed": sum(1 for ms in self.decoded_join_ms if ms is None),
         }

@@ -151,13 +151,14 @@ def render(results: list[ServerResult], environment: dict[str, Any]) -> str:
         f"Source: {environment['source']}.",
         "",
         "| server | version | viewers/core | CPU per viewer | r² | CPU at N=0 | RSS per viewer "
-        "| never connected | join → first packet p50 / p95 |",
-        "|---|---|---:|---:|---:|---:|---:|---:|---:|",
+        "| never connected | join → first packet p50 / p95 "
+        "| join → first decoded frame p50 / p95 |",
+        "|---|---|---:|---:|---:|---:|---:|---:|---:|---:|",
     ]
     for result in results:
         if result.error:
             lines.append(f"| {LABELS[result.name]} | {result.version or '—'} | {result.error} "
-                         "| | | | | | |")  # fmt: skip
+                         "| | | | | | | |")  # fmt: skip
             continue
         s = result.summary()
         lines.append(
@@ -168,7 +169,11 @@ def render(results: list[ServerResult], environment: dict[str, Any]) -> str:
             f"| {_number(s['cpu_intercept'] and s['cpu_intercept'] * 100, '.1f')} % "
             f"| {_number(s['rss_kb_per_viewer'], ',.0f')} KB "
             f"| {s['never_connected']} "
-            f"| {_number(s['join_ms_p50'], '.0f')} / {_number(s['join_ms_p95'], '.0f')} ms |"
+            f"| {_number(s['join_ms_p50'], '.0f')} / {_number(s['join_ms_p95'], '.0f')} ms "
+            f"| {_number(s['decoded_join_ms_p50'], '.0f')} / "
+            f"{_number(s['decoded_join_ms_p95'], '.0f')} ms"
+            + (f" ({s['decoded_joins_failed']} got none)" if s["decoded_joins_failed"] else "")
+            + " |"
         )
     lines += [
         "",

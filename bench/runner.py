@@ -23,7 +23,7 @@ from pathlib import Path
 from typing import IO, Any
 
 from bench import host, janus, source
-from bench.measure import Latency, Point, ServerResult
+from bench.measure import Latency, Point, ServerResult, percentile
 
 REPO = Path(__file__).resolve().parent.parent
 SETTLE_SECONDS = 2.0
@@ -40,6 +40,10 @@ class Plan:
     window: float
     latency_at: tuple[int, ...] = ()
     trace_seconds: float = 3.0
+    # Decoding viewers joining one at a time (after the N = 0 point), a random 0 to
+    # ``decoded_join_spacing`` seconds apart (the source's keyframe interval).
+    decoded_joins: int = 0
+    decoded_join_spacing: float = 2.0
 
 
 Progress = Callable[[str], None]
@@ -116,6 +120,13 @@ class _LoadGenerator:
     def trace(self, seconds: float) -> list[dict[str, float]]:
         reply = self._ask({"op": "trace", "seconds": seconds}, timeout=30 + seconds)
         return list(reply["arrivals"])
+
+    def join_decoded(self, count: int, spacing: float) -> list[float | None]:
+        reply = self._ask(
+            {"op": "join_decoded", "count": count, "spacing": spacing},
+            timeout=30 + count * (spacing + 20),
+        )
+        return list(reply["join_ms"])
 
     def snapshot(self) -> Any:
         return self._ask({"op": "snapshot"}, timeout=30)
@@ -303,6 +314,16 @@ def run_server(
                 if name != "mediarelay" and point.viewers and point.source_pps:
                     point.starved = (point.median_pps or 0.0) < STARVED * point.source_pps
                 result.points.append(point)
+                if n == 0 and plan.decoded_joins:
+                    result.decoded_join_ms = load.join_decoded(
+                        plan.decoded_joins, plan.decoded_join_spacing
+                    )
+                    decoded = [ms for ms in result.decoded_join_ms if ms is not None]
+                    progress(
+                        f"[{name}] join → first decoded frame: {len(decoded)}/"
+                        f"{plan.decoded_joins} viewers, p50 {percentile(decoded, 50) or 0:.0f} ms,"
+                        f" p95 {percentile(decoded, 95) or 0:.0f} ms"
+                    )
                 progress(
                     f"[{name} {step}/{len(audiences)}] N={n:>3}: "
                     f"{point.connected}/{n} connected, server {point.server_cpu:6.1%} CPU, "

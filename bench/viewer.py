@@ -19,6 +19,7 @@ from typing import Any
 
 import pylibsrtp
 from aiortc import (
+    MediaStreamTrack,
     RTCBundlePolicy,
     RTCConfiguration,
     RTCDtlsTransport,
@@ -98,12 +99,33 @@ class Viewer:
     counters: Counters = field(default_factory=Counters)
     started_at: float = field(default_factory=time.monotonic)
     error: str | None = None
+    # A decoding viewer leaves RTP to aiortc, which decodes it: for join → first decoded frame.
+    decode: bool = False
+    first_frame_at: asyncio.Future[float] | None = None
+
+    def __post_init__(self) -> None:
+        if not self.decode:
+            return
+        self.first_frame_at = asyncio.get_running_loop().create_future()
+
+        @self.pc.on("track")
+        def on_track(track: MediaStreamTrack) -> None:
+            if track.kind == "video":
+                self._decoding = asyncio.ensure_future(self._first_frame(track))
+
+    async def _first_frame(self, track: MediaStreamTrack) -> None:
+        await track.recv()
+        assert self.first_frame_at is not None
+        if not self.first_frame_at.done():
+            self.first_frame_at.set_result(time.monotonic())
 
     @property
     def connected(self) -> bool:
         return self.pc.connectionState == "connected"
 
     def _count(self) -> None:
+        if self.decode:
+            return
         transports = {
             id(t.receiver.transport): t.receiver.transport for t in self.pc.getTransceivers()
         }
