@@ -5,7 +5,7 @@ BIN := $(VENV)/bin
 HOST ?= 127.0.0.1
 PORT ?= 8000
 
-.PHONY: run test lint format typecheck pytest pytest-postgres browser bench clean
+.PHONY: run run-cluster test lint format typecheck pytest pytest-postgres browser bench clean
 
 $(BIN)/python:
 	$(PYTHON) -m venv $(VENV)
@@ -24,6 +24,25 @@ run: $(VENV)/.runtime
 	$(BIN)/python manage.py migrate --noinput
 	$(BIN)/python manage.py onair_demo --host $(HOST) --port $(PORT)
 	$(BIN)/daphne -b $(HOST) -p $(PORT) onair.asgi:application
+
+## run-cluster: cluster mode on this machine (docs/SCALING.md): PostgreSQL and Redis (started
+## if installed and down), `runsfu --workers 2`, daphne on PORT and PORT+1. Ctrl-C stops all.
+CLUSTER_DATABASE ?= onair
+CLUSTER_ENV := DATABASE_URL=postgres://postgres@127.0.0.1:5432/$(CLUSTER_DATABASE) \
+	REDIS_URL=redis://127.0.0.1:6379/0 ONAIR_SFU_MODE=cluster
+run-cluster: $(VENV)/.runtime
+	@bash .ci/services
+	@psql -h 127.0.0.1 -U postgres -tAc "SELECT 1 FROM pg_database WHERE datname = '$(CLUSTER_DATABASE)'" \
+		| grep -q 1 || createdb -h 127.0.0.1 -U postgres $(CLUSTER_DATABASE)
+	$(CLUSTER_ENV) $(BIN)/python manage.py migrate --noinput
+	$(CLUSTER_ENV) $(BIN)/python manage.py onair_demo --host $(HOST) --port $(PORT)
+	@export $(CLUSTER_ENV); pids=""; \
+	trap 'kill $$pids 2>/dev/null; wait' EXIT INT TERM; \
+	$(BIN)/python manage.py runsfu --workers 2 & pids="$$pids $$!"; \
+	$(BIN)/daphne -b $(HOST) -p $$(($(PORT) + 1)) onair.asgi:application & pids="$$pids $$!"; \
+	$(BIN)/daphne -b $(HOST) -p $(PORT) onair.asgi:application & pids="$$pids $$!"; \
+	echo "cluster: daphne on :$(PORT) and :$$(($(PORT) + 1)), 2 SFU workers; Ctrl-C stops"; \
+	wait
 
 ## browser: Debian's Chromium for the browser tests (Playwright never downloads its own)
 browser:
