@@ -1,4 +1,5 @@
-"""Where the SFU's ICE sockets live: a UDP port range and a public address behind a 1:1 NAT.
+"""Where the SFU's ICE sockets live (a UDP port range, a public address behind a 1:1 NAT),
+and how long a silent peer keeps its consent.
 
 aioice 0.13 has no option for either: ``Connection.get_component_candidates`` binds every
 host socket to port 0 and only knows the addresses of local interfaces. So, per peer
@@ -22,6 +23,7 @@ import ipaddress
 import logging
 import random
 import socket
+import time
 from collections.abc import Callable, Coroutine, Iterator
 from dataclasses import dataclass
 from typing import Any
@@ -29,10 +31,17 @@ from typing import Any
 from aioice import Candidate, Connection
 from aioice.candidate import candidate_foundation, candidate_priority
 from aioice.ice import StunProtocol, server_reflexive_candidate
+from aioice.stun import TransactionError
 from aioice.turn import UDP_SOCKET_BUFFER_SIZE
 from aiortc import RTCPeerConnection
 
 logger = logging.getLogger(__name__)
+
+# aioice's own numbers: a check every 5 s (± 20 %), expiry after 6 unanswered ones.
+CONSENT_INTERVAL_SECONDS = 5.0
+CONSENT_FAILURES = 6
+# Silence after which a peer that does not answer consent checks is dropped.
+CONSENT_IDLE_SECONDS = 30.0
 
 _Gather = Callable[[int, list[str], int], Coroutine[Any, Any, list[Candidate]]]
 
@@ -70,12 +79,63 @@ def configure_ice(pc: RTCPeerConnection, network: HostNetwork) -> None:
     Call it after ``setRemoteDescription`` (answerer) or ``addTransceiver`` (offerer) and
     before ``setLocalDescription``, which is when aiortc gathers candidates.
     """
-    if network.is_default:
-        return
     for connection in _pending_connections(pc):
-        connection.get_component_candidates = _gatherer(  # type: ignore[method-assign,assignment]
-            connection, connection.get_component_candidates, network
-        )
+        _keep_consent_while_heard(connection)
+        if not network.is_default:
+            connection.get_component_candidates = _gatherer(  # type: ignore[method-assign,assignment]
+                connection, connection.get_component_candidates, network
+            )
+
+
+def _keep_consent_while_heard(connection: Connection) -> None:
+    """Consent freshness (RFC 7675) as an SFU needs it: keep sending consent checks, but
+    close only when the peer has also gone silent for ``CONSENT_IDLE_SECONDS``.
+
+    aioice closes a connection after 6 unanswered checks (≈ 30 s). Some ingest clients
+    never answer them — FFmpeg's WHIP muxer is one — although they keep sending media, so
+    a broadcast from them would drop after 30 s. ICE-lite servers (mediasoup, Janus) send
+    no checks at all and time out on silence; this does the same for silent peers while
+    still probing the ones that answer.
+    """
+    heard = [time.monotonic()]
+    deliver = connection.data_received
+    answer = connection.request_received
+
+    def data_received(data: bytes, component: int) -> None:
+        heard[0] = time.monotonic()
+        deliver(data, component)
+
+    def request_received(*args: Any, **kwargs: Any) -> None:
+        heard[0] = time.monotonic()
+        answer(*args, **kwargs)
+
+    async def query_consent() -> None:
+        assert connection.remote_password is not None
+        failures = 0
+        while True:
+            await asyncio.sleep(CONSENT_INTERVAL_SECONDS * (0.8 + 0.4 * random.random()))
+            for pair in list(connection._nominated.values()):
+                request = connection.build_request(pair, nominate=False)
+                try:
+                    await pair.protocol.request(
+                        request,
+                        pair.remote_addr,
+                        integrity_key=connection.remote_password.encode("utf8"),
+                        retransmissions=0,
+                    )
+                    failures = 0
+                except TransactionError:
+                    failures += 1
+            silent_for = time.monotonic() - heard[0]
+            if failures >= CONSENT_FAILURES and silent_for > CONSENT_IDLE_SECONDS:
+                logger.info("ice consent expired", extra={"silent_seconds": round(silent_for)})
+                connection._query_consent_task = None
+                await connection.close()
+                return
+
+    connection.data_received = data_received  # type: ignore[method-assign]
+    connection.request_received = request_received  # type: ignore[method-assign]
+    connection.query_consent = query_consent  # type: ignore[method-assign]
 
 
 def _pending_connections(pc: RTCPeerConnection) -> Iterator[Connection]:

@@ -3,8 +3,8 @@ B-frames and Opus to a real daphne server for a minute, while an aiortc WHEP cli
 decoding: the client DESIGN.md asks to test for minutes (clients differ in how they keep
 ICE alive).
 
-Expected to fail until the SFU keeps FFmpeg's connection past consent expiry: strict, so
-the fix shows up as an unexpected pass."""
+FFmpeg's muxer never answers the SFU's ICE consent checks; the SFU keeps a peer that still
+sends media (sfu/ice_config.py), so the broadcast outlives aioice's 30 s consent expiry."""
 
 from __future__ import annotations
 
@@ -42,12 +42,6 @@ def ffmpeg_whip_command(url: str, key: str, seconds: int) -> list[str]:
 
 
 @pytest.mark.slow
-@pytest.mark.xfail(
-    strict=True,
-    reason="FFmpeg 9.0.2's WHIP muxer loses its connection after ~30 s: the SFU's ICE consent "
-    "freshness (aioice: 6 checks 5 s apart) expires and closes the socket (ECONNREFUSED in "
-    "FFmpeg). Needs a fix in sfu/ (see docs/WHIP_WHEP.md).",
-)
 def test_ffmpeg_publishes_for_a_minute_while_a_whep_client_decodes(
     onair_server: OnAirServer,
 ) -> None:
