@@ -1,5 +1,5 @@
 """Where the SFU's ICE sockets live (a UDP port range, a public address behind a 1:1 NAT),
-and how long a silent peer keeps its consent.
+how long a silent peer keeps its consent, and ICE restart.
 
 aioice 0.13 has no option for either: ``Connection.get_component_candidates`` binds every
 host socket to port 0 and only knows the addresses of local interfaces. So, per peer
@@ -22,6 +22,7 @@ import asyncio
 import ipaddress
 import logging
 import random
+import secrets
 import socket
 import time
 from collections.abc import Callable, Coroutine, Iterator
@@ -34,6 +35,8 @@ from aioice.ice import StunProtocol, server_reflexive_candidate
 from aioice.stun import TransactionError
 from aioice.turn import UDP_SOCKET_BUFFER_SIZE
 from aiortc import RTCPeerConnection
+
+from sfu.errors import NegotiationError
 
 logger = logging.getLogger(__name__)
 
@@ -257,3 +260,31 @@ def _public_candidates(candidates: list[Candidate], public_ip: str) -> list[Cand
         and ipaddress.ip_address(host.host).version == 4
         and (not private or host.host == private)
     ]
+
+
+def restart_ice(pc: RTCPeerConnection, *, remote_ufrag: str, remote_pwd: str) -> tuple[str, str]:
+    """Restart ICE on the SFU's side of ``pc`` with the peer's new credentials; returns the
+    SFU's new ``(ice-ufrag, ice-pwd)``. Raises NegotiationError if ``pc`` has no transport.
+
+    aiortc has no ICE restart. The SFU's peer connections are always the answerer, hence
+    the ICE-controlled agent, so the peer drives the new checks: the SFU takes the peer's
+    new credentials, issues new ones of its own (checks and consent with the old ones fail
+    from now on) and accepts new remote candidates again. aioice keeps answering checks
+    after connecting, learns a new path as a peer-reflexive candidate and moves the
+    selected pair when the controlling peer nominates it, while DTLS and SRTP carry on over
+    the same association (RFC 8445 §9: media keeps flowing on the old pair meanwhile).
+    Local candidates are kept.
+    """
+    ufrag, pwd = secrets.token_hex(8), secrets.token_hex(16)
+    transports = {t.receiver.transport.transport for t in pc.getTransceivers()}
+    if not transports:
+        raise NegotiationError("this session has no ICE transport to restart")
+    for transport in transports:
+        connection = transport._connection
+        connection._local_username = ufrag
+        connection._local_password = pwd
+        connection.remote_username = remote_ufrag
+        connection.remote_password = remote_pwd
+        connection._remote_candidates_end = False
+        transport.iceGatherer._remote_candidates_end = False
+    return ufrag, pwd

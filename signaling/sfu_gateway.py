@@ -17,7 +17,6 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import logging
-import secrets
 from collections.abc import Callable
 from dataclasses import dataclass
 from typing import Any
@@ -43,7 +42,7 @@ from sfu import (
     SfuEvent,
     ViewerSession,
 )
-from sfu.ice_config import HostNetwork
+from sfu.ice_config import HostNetwork, restart_ice
 from signaling.ice import PeerRole, ice_servers, ice_settings
 
 logger = logging.getLogger(__name__)
@@ -279,34 +278,11 @@ _LOST_STATES = ("failed", "closed")
 
 
 def _restart_ice(pc: RTCPeerConnection, remote: IceCredentials) -> IceCredentials:
-    """Restart ICE on the SFU's side of ``pc`` with the peer's new credentials; returns ours.
-
-    aiortc has no ICE restart. The SFU's peer connections are always the answerer, hence
-    the ICE-controlled agent, so the peer drives the new checks: what the SFU must do is
-    take the peer's new ``ice-ufrag``/``ice-pwd``, issue new ones of its own (so checks
-    and consent with the old ones fail from now on), and accept new remote candidates
-    again. aioice keeps answering checks after connecting, learns a new path as a
-    peer-reflexive candidate and moves the selected pair when the controlling peer
-    nominates it, while DTLS and SRTP carry on over the same association (RFC 8445 §9:
-    media keeps flowing on the old pair meanwhile). Local candidates are kept.
-
-    These are aiortc/aioice private attributes (``RTCIceTransport._connection``, aioice's
-    ``_local_username``/``_local_password``/``_remote_candidates_end``, the gatherer's
-    ``_remote_candidates_end``), pinned by ``tests/signaling/test_ice_restart.py``. They
-    belong in ``sfu/aiortc_adapter.py`` with the SFU's other private touches.
-    """
-    ufrag, pwd = secrets.token_hex(8), secrets.token_hex(16)
-    transports = {transceiver.receiver.transport.transport for transceiver in pc.getTransceivers()}
-    if not transports:
-        raise ConflictError("This session has no ICE transport to restart.", code="no_session")
-    for transport in transports:
-        connection = transport._connection
-        connection._local_username = ufrag
-        connection._local_password = pwd
-        connection.remote_username = remote.ufrag
-        connection.remote_password = remote.pwd
-        connection._remote_candidates_end = False
-        transport.iceGatherer._remote_candidates_end = False
+    """ICE restart of the SFU's side of ``pc`` (see ``sfu.ice_config.restart_ice``)."""
+    try:
+        ufrag, pwd = restart_ice(pc, remote_ufrag=remote.ufrag, remote_pwd=remote.pwd)
+    except NegotiationError as exc:
+        raise ConflictError(str(exc), code="no_session") from exc
     return IceCredentials(ufrag=ufrag, pwd=pwd)
 
 

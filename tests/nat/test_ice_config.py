@@ -13,8 +13,9 @@ import pytest
 from aioice import Candidate, Connection
 from aiortc import RTCPeerConnection
 
+from sfu.errors import NegotiationError
 from sfu.ice import rtc_configuration
-from sfu.ice_config import HostNetwork, configure_ice
+from sfu.ice_config import HostNetwork, configure_ice, restart_ice
 
 
 @pytest.fixture
@@ -111,3 +112,22 @@ async def test_a_gathered_connection_is_left_alone(pc: RTCPeerConnection) -> Non
 def test_host_network_validation(public_ip: str, port_range: tuple[int, int] | None) -> None:
     with pytest.raises(ValueError, match=r"IPv4|port range"):
         HostNetwork(public_ip=public_ip, port_range=port_range)
+
+
+async def test_ice_restart_swaps_both_sides_credentials(pc: RTCPeerConnection) -> None:
+    await pc.setLocalDescription(await pc.createOffer())
+    connection = _connection(pc)
+    old_ufrag = connection.local_username
+    ufrag, pwd = restart_ice(pc, remote_ufrag="peerufrag", remote_pwd="peerpassword" * 2)
+    assert (connection.local_username, connection.local_password) == (ufrag, pwd)
+    assert ufrag != old_ufrag
+    assert len(pwd) >= 22  # RFC 8445: at least 128 bits
+    assert connection.remote_username == "peerufrag"
+    assert connection.remote_password == "peerpassword" * 2
+
+
+async def test_ice_restart_needs_a_transport() -> None:
+    empty = RTCPeerConnection(rtc_configuration(()))
+    with pytest.raises(NegotiationError):
+        restart_ice(empty, remote_ufrag="a", remote_pwd="b")
+    await empty.close()
