@@ -346,6 +346,18 @@ async def test_viewers_fill_both_workers_and_the_edge_gets_each_packet_once(
         assert received["packets"] == sent["packets"] > 200
         assert received["duplicates"] == 0
         assert sent["packets"] <= origin.producers[stream_id]
+
+        # Ending the broadcast through daphne A closes its routers on both workers.
+        await studio.send("end")
+        assert (await watchers[0].expect("state"))["stream"]["state"] == "ended"
+        assert await wait_until(
+            lambda: (
+                not any(
+                    stream_id in w.producers or stream_id in w.pipes_in for w in cluster.workers()
+                )
+            ),
+            3,
+        )
     finally:
         for watcher in watchers:
             await watcher.close()
