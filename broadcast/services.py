@@ -189,6 +189,18 @@ def stream_restart(*, stream: Stream) -> Stream:
 
 
 @transaction.atomic
+def stream_begin(*, stream: Stream) -> Stream:
+    """A publisher started sending: idle → live, or ended → live as a new broadcast (what a
+    broadcaster pressing "Start streaming" in OBS again expects). Already live: unchanged."""
+    locked = _stream_locked(stream)
+    if locked.state == Stream.State.LIVE:
+        return stream
+    if locked.state == Stream.State.ENDED:
+        stream_restart(stream=stream)
+    return stream_go_live(stream=stream)
+
+
+@transaction.atomic
 def stream_key_rotate(*, stream: Stream, secret: str | None = None) -> IssuedKey:
     """Revoke the active key (if any) and issue a new one.
 

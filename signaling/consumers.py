@@ -21,7 +21,7 @@ from django.contrib.auth.models import AnonymousUser, User
 
 from broadcast.models import Stream
 from broadcast.selectors import stream_get_visible
-from broadcast.services import stream_end, stream_go_live, stream_key_verify
+from broadcast.services import stream_begin, stream_end, stream_key_verify
 from onair.exceptions import ApplicationError, NotFoundError
 from sfu import IceCandidate
 from signaling.ice import PeerRole, browser_configuration
@@ -248,17 +248,11 @@ class StudioConsumer(_StreamConsumer):
 
     async def publish(self, offer_sdp: str) -> None:
         stream = await self.refresh_stream()
-        if stream.state == Stream.State.ENDED:
-            await self.send_error(
-                "stream_ended",
-                "This broadcast has ended. Restart the stream from “My streams” to go live again.",
-            )
-            return
         result = await gateway.publish(stream=stream, offer_sdp=offer_sdp)
         self.publisher_session_id = result.session_id
         await self.send_json("answer", sdp=result.answer_sdp)
-        if stream.state == Stream.State.IDLE:
-            await database_sync_to_async(stream_go_live)(stream=stream)
+        # Going live again after an end starts a new broadcast.
+        await database_sync_to_async(stream_begin)(stream=stream)
 
     async def end(self) -> None:
         stream = await self.refresh_stream()

@@ -31,7 +31,7 @@ from django.contrib.auth.models import AnonymousUser, User
 from rest_framework.authtoken.models import Token
 
 from broadcast.models import Stream
-from broadcast.services import stream_end, stream_go_live, stream_key_verify
+from broadcast.services import stream_begin, stream_end, stream_key_verify
 from onair.exceptions import (
     ConflictError,
     InvalidInputError,
@@ -137,18 +137,14 @@ def _may_manage(user: User | AnonymousUser, stream: Stream) -> bool:
 
 
 async def whip_session_start(*, stream: Stream, offer_sdp: str) -> HttpSession:
-    """Publish the offer into the stream's router and go live, as the studio does.
+    """Publish the offer into the stream's router and go live, as the studio does (an ended
+    stream starts a new broadcast).
 
     Refused while another publisher (WHIP or studio) is connected or connecting; one that
     lost its connection and waits out its grace period is replaced, so a client that
     reconnects with a new ``POST`` carries on the broadcast.
     """
     await database_sync_to_async(stream.refresh_from_db)()
-    if stream.state == Stream.State.ENDED:
-        raise ConflictError(
-            "This broadcast has ended. Restart the stream from “My streams” to go live again.",
-            code="stream_ended",
-        )
     if stream.pk in _starting or gateway.has_active_publisher(stream):
         raise ConflictError(
             "Someone is already publishing to this stream. Stop that broadcast first.",
@@ -166,9 +162,7 @@ async def whip_session_start(*, stream: Stream, offer_sdp: str) -> HttpSession:
         answer_sdp=result.answer_sdp,
         offer_sdp=offer_sdp,
     )
-    if stream.state == Stream.State.IDLE:
-        with contextlib.suppress(ConflictError):  # went live meanwhile (a studio publish)
-            await database_sync_to_async(stream_go_live)(stream=stream)
+    await database_sync_to_async(stream_begin)(stream=stream)
     return session
 
 

@@ -244,7 +244,7 @@ signaling.on("viewers", (msg) => {
 signaling.on("error", (msg) => {
   showError(`${msg.message} (${msg.code})`);
   if (msg.code === "forbidden") state.key = "";
-  if (["not_live", "forbidden", "stream_ended", "bad_sdp", "sfu_error"].includes(msg.code) && !state.live) {
+  if (["not_live", "forbidden", "bad_sdp", "sfu_error", "closing"].includes(msg.code) && !state.live) {
     closePeer();
     $("go-live").disabled = false;
     setStatus("idle");

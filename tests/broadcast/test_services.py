@@ -5,6 +5,7 @@ from django.contrib.auth.models import User
 
 from broadcast.models import Stream, StreamKey
 from broadcast.services import (
+    stream_begin,
     stream_create,
     stream_delete,
     stream_end,
@@ -214,3 +215,14 @@ def test_rotate_accepts_a_chosen_secret_only_if_long_enough(user: User) -> None:
     chosen = "x" * 40
     stream_key_rotate(stream=stream, secret=chosen)
     assert stream_key_verify(stream=stream, secret=chosen)
+
+
+def test_begin_goes_live_and_starts_anew_after_an_end(user: User) -> None:
+    stream, _ = stream_create(owner=user, title="Again")
+    assert stream_begin(stream=stream).state == Stream.State.LIVE
+    assert stream_begin(stream=stream).state == Stream.State.LIVE  # already live: unchanged
+    stream_end(stream=stream)
+    again = stream_begin(stream=stream)
+    assert again.state == Stream.State.LIVE
+    assert again.ended_at is None
+    assert again.started_at is not None

@@ -265,7 +265,7 @@ def _sfu_id(stream: Stream) -> str:
     return router.publisher.id
 
 
-async def test_409_once_the_broadcast_has_ended(
+async def test_publishing_after_the_end_starts_a_new_broadcast(
     http: AsyncClient,
     peers: list[WhipClient | WhepClient],
     stream_parts: tuple[Stream, IssuedKey],
@@ -275,8 +275,10 @@ async def test_409_once_the_broadcast_has_ended(
     await database_sync_to_async(stream_end)(stream=stream)
     client = await whip(http, peers, stream, key.secret)
     response = await client.publish()
-    assert response.status_code == 409
-    assert response.json()["error"]["code"] == "stream_ended"
+    assert response.status_code == 201
+    await database_sync_to_async(stream.refresh_from_db)()
+    assert stream.state == Stream.State.LIVE
+    assert stream.ended_at is None
 
 
 async def test_trickle_adds_candidates_and_if_match_must_be_current(
