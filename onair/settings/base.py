@@ -145,6 +145,8 @@ ONAIR: dict[str, Any] = {
     # The SFU behind a 1:1 NAT (cloud VM): its public address, and its ICE UDP ports.
     "PUBLIC_IP": env_str("ONAIR_PUBLIC_IP"),
     "UDP_PORT_RANGE": env_str("ONAIR_UDP_PORT_RANGE"),
+    # How long viewers stay attached, waiting, when the broadcaster's connection drops.
+    "PUBLISHER_GRACE_SECONDS": float(env_str("ONAIR_PUBLISHER_GRACE_SECONDS", "10")),
     # Scale-out (docs/SCALING.md): "embedded" runs the SFU inside each daphne process;
     # "cluster" sends media to `manage.py runsfu` workers over the Redis channel layer.
     "SFU_MODE": env_str("ONAIR_SFU_MODE", "embedded"),
