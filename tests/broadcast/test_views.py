@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 from collections.abc import Callable
+from typing import Any
 
 import pytest
 from django.contrib.auth.models import User
@@ -201,3 +202,20 @@ def test_edit_rejects_invalid_input_and_other_peoples_streams(
 
     theirs, _ = make_stream(owner=other_user)
     assert alice.get(f"/streams/{theirs.slug}/edit/").status_code == 404
+
+
+def test_studio_and_watch_pages_carry_the_ice_servers(
+    client: Client, user: User, make_stream: Any, settings: Any
+) -> None:
+    settings.ONAIR = {
+        **settings.ONAIR,
+        "TURN_URLS": ["turn:turn.example.org:3478"],
+        "TURN_SECRET": "coturn-static-auth-secret",
+    }
+    stream, _ = make_stream()
+    client.force_login(user)
+    for url in (f"/studio/{stream.slug}/", f"/watch/{stream.slug}/"):
+        page = client.get(url).content.decode()
+        assert "turn:turn.example.org:3478" in page
+        assert '"credential": "' in page
+        assert "coturn-static-auth-secret" not in page

@@ -396,3 +396,36 @@ async def test_ending_an_idle_stream_is_refused_and_publishing_again_starts_anew
     assert (await refreshed(stream)).state == Stream.State.LIVE
     await studio.close()
     await again.close()
+
+
+TURN_SETTINGS = {
+    "STUN_URLS": ["stun:stun.example.org:3478"],
+    "TURN_URLS": ["turn:turn.example.org:3478?transport=udp"],
+    "TURN_SECRET": "coturn-static-auth-secret",
+    "ICE_TRANSPORT_POLICY": "relay",
+}
+
+
+async def test_configured_ice_servers_reach_both_pages_with_fresh_turn_credentials(
+    owner: User, live_stream_parts: tuple[Stream, IssuedKey], settings: Any
+) -> None:
+    stream, _ = live_stream_parts
+    settings.ONAIR = {**settings.ONAIR, **TURN_SETTINGS}
+    studio = Socket(f"/ws/studio/{stream.slug}/", owner)
+    watcher = Socket(f"/ws/watch/{stream.slug}/")
+    watcher.comm.scope["user"] = AnonymousUser()
+    welcomes = [await studio.open(), await watcher.open()]
+    for welcome in welcomes:
+        stun, turn = welcome["ice_servers"]
+        assert stun == {"urls": ["stun:stun.example.org:3478"]}
+        assert turn["urls"] == ["turn:turn.example.org:3478?transport=udp"]
+        assert turn["username"].split(":")[0].isdigit()  # "<expiry>:<user>"
+        assert turn["credential"]
+        assert "coturn-static-auth-secret" not in json.dumps(welcome)
+    # Relay-only is for viewers; the broadcaster gathers every candidate.
+    assert welcomes[0]["ice_transport_policy"] == "all"
+    assert welcomes[1]["ice_transport_policy"] == "relay"
+    # Each session gets its own credential.
+    assert welcomes[0]["ice_servers"][1]["username"] != welcomes[1]["ice_servers"][1]["username"]
+    await studio.close()
+    await watcher.close()
