@@ -93,11 +93,19 @@ function showPreview() {
 async function openCamera() {
   showError("");
   const previous = state.camera;
+  const wanted = constraints();
   try {
-    state.camera = await navigator.mediaDevices.getUserMedia(constraints());
+    state.camera = await navigator.mediaDevices.getUserMedia(wanted);
   } catch (error) {
-    showError(`Could not open camera/microphone: ${error.name}: ${error.message}`);
-    return;
+    // No camera, or no microphone: broadcast what there is, and say what is missing.
+    const videoOnly = await navigator.mediaDevices.getUserMedia({ video: wanted.video }).catch(() => null);
+    const fallback = videoOnly || await navigator.mediaDevices.getUserMedia({ audio: wanted.audio }).catch(() => null);
+    if (!fallback) {
+      showError(`Could not open camera/microphone: ${error.name}: ${error.message}`);
+      return;
+    }
+    state.camera = fallback;
+    showError(`Broadcasting ${videoOnly ? "without sound" : "sound only"}: ${error.name}: ${error.message}`);
   }
   if (previous) previous.getTracks().forEach((t) => t.stop());
   applyMutes();
@@ -108,6 +116,14 @@ async function openCamera() {
 
 async function replaceOutgoingTracks() {
   if (!state.pc) return;
+  const sending = state.pc.getTransceivers().map((t) => t.sender.track?.kind || t.receiver.track?.kind);
+  const added = [currentVideoTrack(), currentAudioTrack()].some((t) => t && !sending.includes(t.kind));
+  if (added) {
+    // A new kind of track (e.g. a microphone plugged in): publish again on a new peer
+    // connection. The SFU moves every viewer to it without renegotiating them.
+    restartPublishing();
+    return;
+  }
   for (const transceiver of state.pc.getTransceivers()) {
     const kind = transceiver.sender.track?.kind || transceiver.receiver.track?.kind;
     const track = kind === "video" ? currentVideoTrack() : currentAudioTrack();
