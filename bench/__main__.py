@@ -77,6 +77,9 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument(
         "--no-report", action="store_true", help="skip docs/BENCHMARKS.md and plots"
     )
+    parser.add_argument(
+        "--no-signaling", action="store_true", help="skip the daphne signaling-rate measurement"
+    )
     args = parser.parse_args(argv)
 
     plans = QUICK if args.quick else FULL
@@ -102,14 +105,28 @@ def main(argv: list[str] | None = None) -> int:
         _progress(f"[{name}] {version}: N = {plan.viewers}, {plan.window:.0f} s windows")
         results.append(runner.run_server(name, version, plan, spec, _progress))
 
+    rate = None
+    if not args.no_signaling:
+        from bench import signaling
+
+        clients, seconds = (4, 4.0) if args.quick else (8, 15.0)
+        try:
+            rate = signaling.measure(clients, seconds, _progress)
+            _progress(
+                f"[signaling] {rate.joins_per_second:.1f} joins/s with {rate.failures} failures, "
+                f"daphne {rate.server_cpu:.0%} CPU, join p50 {rate.join_ms_p50 or 0:.0f} ms"
+            )
+        except Exception as exc:
+            _progress(f"[signaling] failed: {type(exc).__name__}: {exc}")
+
     from bench import report
 
     when = datetime.datetime.now(datetime.UTC)
     command = "python -m bench " + " ".join(argv if argv is not None else sys.argv[1:])
-    path = report.write_json(results, spec, when, command, args.json)
+    path = report.write_json(results, spec, when, command, args.json, rate)
     _progress(f"results: {path}")
     if not args.no_report:
-        for written in report.write_docs(results, spec, when, command.strip()):
+        for written in report.write_docs(results, spec, when, command.strip(), rate):
             _progress(f"wrote {written}")
     _progress(f"done in {time.monotonic() - started:.0f} s")
     return 0 if all(r.error in (None, "not available") for r in results) else 1

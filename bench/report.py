@@ -12,7 +12,7 @@ from typing import Any
 import aiortc
 
 from bench import host, source
-from bench.measure import ServerResult
+from bench.measure import ServerResult, SignalingResult
 
 REPO = Path(__file__).resolve().parent.parent
 RESULTS = REPO / "bench" / "results"
@@ -40,6 +40,7 @@ def write_json(
     when: datetime.datetime,
     command: str,
     path: Path | None = None,
+    signaling: SignalingResult | None = None,
 ) -> Path:
     path = path or RESULTS / f"{when:%Y%m%dT%H%M%SZ}.json"
     path.parent.mkdir(parents=True, exist_ok=True)
@@ -48,6 +49,13 @@ def write_json(
         "servers": [
             {**dataclasses.asdict(result), "summary": result.summary()} for result in results
         ],
+        "signaling": None
+        if signaling is None
+        else {
+            **dataclasses.asdict(signaling),
+            "joins_per_second": signaling.joins_per_second,
+            "joins_per_core_second": signaling.joins_per_core_second,
+        },
     }
     path.write_text(json.dumps(document, indent=1) + "\n")
     return path
@@ -141,7 +149,11 @@ def _ratio(results: list[ServerResult], top: str, bottom: str) -> str:
     return f"{a / b:.2f}\N{MULTIPLICATION SIGN}" if a and b else "—"
 
 
-def render(results: list[ServerResult], environment: dict[str, Any]) -> str:
+def render(
+    results: list[ServerResult],
+    environment: dict[str, Any],
+    signaling: SignalingResult | None = None,
+) -> str:
     machine = environment["machine"]
     lines = [
         f"Run {environment['date']} · `{environment['command']}` · {machine['cpu_model']}, "
@@ -217,6 +229,18 @@ def render(results: list[ServerResult], environment: dict[str, Any]) -> str:
                 f"| {_number(latency.p50_ms, '.2f')} ms | {_number(latency.p95_ms, '.2f')} ms "
                 f"| {_number(latency.p99_ms, '.2f')} ms |"
             )
+    if signaling is not None:
+        per_core = signaling.joins_per_core_second
+        lines += [
+            "",
+            f"Signaling: one daphne process sustained **{signaling.joins_per_second:.1f} "
+            f"WebSocket connect + join per second** ({signaling.clients} clients joining in a "
+            f"loop for {signaling.seconds:.0f} s, {signaling.joins} joins, "
+            f"{signaling.failures} failed) at {signaling.server_cpu:.0%} of its core"
+            + (f" (≈ {per_core:.0f} per core-second)" if per_core else "")
+            + f"; join → server's offer p50 {_number(signaling.join_ms_p50, '.0f')} ms, "
+            f"p95 {_number(signaling.join_ms_p95, '.0f')} ms.",
+        ]
     lines += [
         "",
         "![Server CPU against viewers](img/bench-cpu.png)",
@@ -229,7 +253,11 @@ def render(results: list[ServerResult], environment: dict[str, Any]) -> str:
 
 
 def write_docs(
-    results: list[ServerResult], spec: source.SourceSpec, when: datetime.datetime, command: str
+    results: list[ServerResult],
+    spec: source.SourceSpec,
+    when: datetime.datetime,
+    command: str,
+    signaling: SignalingResult | None = None,
 ) -> list[Path]:
     measured = _measured(results)
     IMAGES.mkdir(parents=True, exist_ok=True)
@@ -240,7 +268,7 @@ def write_docs(
         _plot_viewers_per_core(measured, IMAGES / "bench-viewers-per-core.png")
         written += [IMAGES / name for name in ("bench-cpu.png", "bench-rss.png")]
         written.append(IMAGES / "bench-viewers-per-core.png")
-    table = render(results, _environment(spec, when, command))
+    table = render(results, _environment(spec, when, command), signaling)
     text = DOC.read_text() if DOC.exists() else f"# Benchmarks\n\n{START}\n{END}\n"
     head, _, rest = text.partition(START)
     _, _, tail = rest.partition(END)
