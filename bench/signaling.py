@@ -67,10 +67,11 @@ def _manage(env: dict[str, str], *args: str) -> None:
 
 async def _join(url: str) -> float:
     import websockets
+    from websockets.typing import Origin
 
     started = time.monotonic()
     # Channels checks the Origin of a browser's WebSocket against ALLOWED_HOSTS.
-    origin = url.replace("ws://", "http://", 1).split("/ws/", 1)[0]
+    origin = Origin(url.replace("ws://", "http://", 1).split("/ws/", 1)[0])
     async with websockets.connect(url, origin=origin, open_timeout=20, close_timeout=2) as socket:
         while True:
             message = json.loads(await asyncio.wait_for(socket.recv(), 20))
