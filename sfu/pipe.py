@@ -56,6 +56,7 @@ Address = tuple[str, int]
 _HEADER = struct.Struct("!HII")  # sequence number, timestamp, SSRC at offset 2
 _SEQ_MASK = 0xFFFF
 _MAX_NACK_GAP = 64  # a longer gap is a restart or a stall, not loss worth repairing
+_EARLY_PACKETS = 256
 _PIPE_GROUP_KEY = ("pipe",)
 
 
@@ -366,7 +367,7 @@ class EdgePipe:
         self._queue = queue
         self._origin: Address | None = None
         self._inputs: dict[int, _PipeInput] = {}
-        self._router: Router | None = None
+        self._early: list[RtpPacket] = []
         self._pump = asyncio.ensure_future(self._run())
 
     @classmethod
@@ -402,7 +403,6 @@ class EdgePipe:
     ) -> list[tuple[Producer | None, Producer]]:
         """Producers for ``tracks``; returns (replaced producer or None, new producer) for
         each track that was not already flowing."""
-        self._router = router
         changes: list[tuple[Producer | None, Producer]] = []
         by_kind = {i.track.kind: i for i in self._inputs.values()}
         for track in tracks:
@@ -454,8 +454,19 @@ class EdgePipe:
                 continue
             pipe_input = self._inputs.get(packet.ssrc)
             if pipe_input is None:
+                # The origin may send before its answer telling the tracks arrived here.
+                if len(self._early) < _EARLY_PACKETS:
+                    self._early.append(packet)
                 continue
             await self._receive(pipe_input, packet)
+
+    async def _receive_early(self) -> None:
+        """Packets that came before their track was known, now that it is."""
+        early, self._early = self._early, []
+        for packet in early:
+            pipe_input = self._inputs.get(packet.ssrc)
+            if pipe_input is not None:
+                await self._receive(pipe_input, packet)
 
     async def _receive(self, pipe_input: _PipeInput, packet: RtpPacket) -> None:
         sequence_number = packet.sequence_number
@@ -499,6 +510,7 @@ class EdgeRouter(Router):
                 replaced.close("replaced")
             for viewer in self.viewers:
                 await self._consume(viewer, producer)
+        await self.pipe._receive_early()
 
     async def close(self) -> None:
         await super().close()

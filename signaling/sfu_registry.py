@@ -1,7 +1,7 @@
 """Cluster mode's shared state in Redis: which SFU workers are alive, their load, and
 where each broadcast's origin is.
 
-Keys (all under ``onair:sfu:``)::
+Keys (all under ``<prefix>:sfu:``, the channel layer's prefix, ``onair`` by default)::
 
     workers                 set     every worker id ever heard from and not yet forgotten
     worker:<id>             string  the worker's record (JSON), expiring WORKER_TTL_SECONDS
@@ -26,7 +26,6 @@ from redis.asyncio import Redis
 
 HEARTBEAT_SECONDS = 0.5
 WORKER_TTL_SECONDS = 2.0
-_PREFIX = "onair:sfu:"
 _GONE_CLAIM_SECONDS = 60
 _COMPARE_AND_SET = """
 local current = redis.call('GET', KEYS[1])
@@ -73,8 +72,9 @@ class WorkerInfo:
 class SfuRegistry:
     """The keys above, for one Redis connection pool per event loop."""
 
-    def __init__(self, url: str) -> None:
+    def __init__(self, url: str, *, prefix: str = "onair") -> None:
         self._url = url
+        self._prefix = f"{prefix}:sfu:"
         self._clients: weakref.WeakKeyDictionary[asyncio.AbstractEventLoop, Redis] = (
             weakref.WeakKeyDictionary()
         )
@@ -82,11 +82,13 @@ class SfuRegistry:
     @classmethod
     def from_settings(cls) -> SfuRegistry:
         """The Redis of the channel layer: one service for both."""
-        hosts = settings.CHANNEL_LAYERS["default"].get("CONFIG", {}).get("hosts", [])
+        config = settings.CHANNEL_LAYERS["default"].get("CONFIG", {})
+        hosts = config.get("hosts", [])
         if not hosts:
             raise RuntimeError("cluster mode needs the Redis channel layer: set REDIS_URL")
         host = hosts[0]
-        return cls(str(host["address"] if isinstance(host, dict) else host))
+        url = str(host["address"] if isinstance(host, dict) else host)
+        return cls(url, prefix=str(config.get("prefix", "onair")))
 
     @property
     def _redis(self) -> Redis:
@@ -107,65 +109,65 @@ class SfuRegistry:
     async def heartbeat(self, info: WorkerInfo) -> None:
         async with self._redis.pipeline(transaction=False) as pipe:
             pipe.set(
-                f"{_PREFIX}worker:{info.id}", info.to_json(), px=int(WORKER_TTL_SECONDS * 1000)
+                f"{self._prefix}worker:{info.id}", info.to_json(), px=int(WORKER_TTL_SECONDS * 1000)
             )
-            pipe.sadd(f"{_PREFIX}workers", info.id)
+            pipe.sadd(f"{self._prefix}workers", info.id)
             await pipe.execute()
 
     async def deregister(self, worker_id: str) -> None:
         """A worker stopping: its record goes now, so the others announce it at once."""
-        await self._redis.delete(f"{_PREFIX}worker:{worker_id}")
+        await self._redis.delete(f"{self._prefix}worker:{worker_id}")
 
     async def _members(self, key: str) -> list[str]:
         return sorted(str(m) for m in await self._redis.smembers(key))
 
     async def workers(self) -> list[WorkerInfo]:
         """The live workers, by id."""
-        ids = await self._members(f"{_PREFIX}workers")
+        ids = await self._members(f"{self._prefix}workers")
         if not ids:
             return []
-        records = await self._redis.mget([f"{_PREFIX}worker:{i}" for i in ids])
+        records = await self._redis.mget([f"{self._prefix}worker:{i}" for i in ids])
         return [WorkerInfo.from_json(r) for r in records if r is not None]
 
     async def worker(self, worker_id: str) -> WorkerInfo | None:
-        record = await self._redis.get(f"{_PREFIX}worker:{worker_id}")
+        record = await self._redis.get(f"{self._prefix}worker:{worker_id}")
         return WorkerInfo.from_json(record) if record is not None else None
 
     async def gone_workers(self) -> list[str]:
         """Workers still listed whose record expired."""
-        ids = await self._members(f"{_PREFIX}workers")
+        ids = await self._members(f"{self._prefix}workers")
         if not ids:
             return []
-        records = await self._redis.mget([f"{_PREFIX}worker:{i}" for i in ids])
+        records = await self._redis.mget([f"{self._prefix}worker:{i}" for i in ids])
         return [i for i, r in zip(ids, records, strict=True) if r is None]
 
     async def claim_gone(self, worker_id: str) -> bool:
         """True for exactly one caller per dead worker: the one that announces it."""
         claimed = await self._redis.set(
-            f"{_PREFIX}gone:{worker_id}", "1", nx=True, ex=_GONE_CLAIM_SECONDS
+            f"{self._prefix}gone:{worker_id}", "1", nx=True, ex=_GONE_CLAIM_SECONDS
         )
         return bool(claimed)
 
     async def forget(self, worker_id: str) -> list[str]:
         """Drop a dead worker; returns the streams it had routers for."""
-        key = f"{_PREFIX}worker:{worker_id}:streams"
+        key = f"{self._prefix}worker:{worker_id}:streams"
         streams = await self._members(key)
         async with self._redis.pipeline(transaction=False) as pipe:
             pipe.delete(key)
-            pipe.srem(f"{_PREFIX}workers", worker_id)
+            pipe.srem(f"{self._prefix}workers", worker_id)
             await pipe.execute()
         return streams
 
     async def add_stream(self, worker_id: str, stream_id: str) -> None:
-        await self._redis.sadd(f"{_PREFIX}worker:{worker_id}:streams", stream_id)
+        await self._redis.sadd(f"{self._prefix}worker:{worker_id}:streams", stream_id)
 
     async def remove_stream(self, worker_id: str, stream_id: str) -> None:
-        await self._redis.srem(f"{_PREFIX}worker:{worker_id}:streams", stream_id)
+        await self._redis.srem(f"{self._prefix}worker:{worker_id}:streams", stream_id)
 
     # --- placement ---------------------------------------------------------------------
 
     async def origin(self, stream_id: str) -> str | None:
-        value = await self._redis.get(f"{_PREFIX}origin:{stream_id}")
+        value = await self._redis.get(f"{self._prefix}origin:{stream_id}")
         return str(value) if value is not None else None
 
     async def set_origin(self, stream_id: str, worker_id: str, *, replacing: str | None) -> str:
@@ -173,12 +175,12 @@ class SfuRegistry:
         (None: no origin yet); otherwise another process chose first. Returns the origin
         that stands."""
         chosen = await self._redis.eval(
-            _COMPARE_AND_SET, 1, f"{_PREFIX}origin:{stream_id}", worker_id, replacing or ""
+            _COMPARE_AND_SET, 1, f"{self._prefix}origin:{stream_id}", worker_id, replacing or ""
         )
         return str(chosen)
 
     async def clear_origin(self, stream_id: str, *, worker_id: str | None = None) -> None:
         """Forget the stream's origin (only if it is ``worker_id``, when given)."""
-        key = f"{_PREFIX}origin:{stream_id}"
+        key = f"{self._prefix}origin:{stream_id}"
         if worker_id is None or await self._redis.get(key) == worker_id:
             await self._redis.delete(key)

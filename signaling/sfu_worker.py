@@ -42,6 +42,7 @@ logger = logging.getLogger(__name__)
 Handler = Callable[..., Awaitable[dict[str, Any]]]
 
 EDGE_IDLE_SECONDS = 10.0
+SLOW_REQUEST_SECONDS = 2.0
 
 
 def _stream(stream_id: str) -> Stream:
@@ -202,7 +203,7 @@ class SfuWorker:
             return
         streams = await self.registry.forget(worker_id)
         logger.warning(
-            "sfu worker gone", extra={"worker": worker_id, "streams": streams, "by": self.id}
+            "sfu worker %s gone (streams %s); announced by %s", worker_id, streams, self.id
         )
         for stream_id in streams:
             origin_lost = await self.registry.origin(stream_id) == worker_id
@@ -247,6 +248,7 @@ class SfuWorker:
         handler = self._handlers.get(message.get("method", ""))
         reply_to = message.get("reply_to")
         response: dict[str, Any]
+        started = time.monotonic()
         try:
             if handler is None:
                 raise SfuUnavailableError(f"unknown request {message.get('method')!r}")
@@ -256,6 +258,9 @@ class SfuWorker:
         except Exception:
             logger.exception("sfu worker request failed", extra={"method": message.get("method")})
             response = {"error": encode_error(SfuUnavailableError("The media server failed."))}
+        elapsed = time.monotonic() - started
+        if elapsed > SLOW_REQUEST_SECONDS:
+            logger.warning("slow sfu request %s: %.2f s", message.get("method"), elapsed)
         if reply_to:
             await self.layer.send(reply_to, response)
 

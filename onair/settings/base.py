@@ -68,8 +68,11 @@ DATABASES = {
 }
 DEFAULT_AUTO_FIELD = "django.db.models.BigAutoField"
 
-# Embedded default: the in-process layer. REDIS_URL switches to channels-redis.
-CHANNEL_LAYERS = channel_layers(env_str("REDIS_URL") or None)
+# Embedded default: the in-process layer. REDIS_URL switches to channels-redis;
+# ONAIR_REDIS_PREFIX starts every OnAir key there (channel layer and SFU cluster registry).
+CHANNEL_LAYERS = channel_layers(
+    env_str("REDIS_URL") or None, prefix=env_str("ONAIR_REDIS_PREFIX", "onair")
+)
 
 AUTH_PASSWORD_VALIDATORS = [
     {"NAME": "django.contrib.auth.password_validation.UserAttributeSimilarityValidator"},

@@ -44,8 +44,9 @@ def database_from_url(url: str) -> dict[str, Any]:
 REDIS_SOCKET_TIMEOUT = 30.0
 
 
-def channel_layers(redis_url: str | None) -> dict[str, Any]:
-    """channels-redis when a Redis URL is given, else the in-process layer."""
+def channel_layers(redis_url: str | None, *, prefix: str = "onair") -> dict[str, Any]:
+    """channels-redis when a Redis URL is given, else the in-process layer. ``prefix``
+    starts every key OnAir writes to Redis, so deployments can share one server."""
     if redis_url:
         return {
             "default": {
@@ -54,7 +55,7 @@ def channel_layers(redis_url: str | None) -> dict[str, Any]:
                 # receive: an idle consumer's read times out and its socket closes.
                 "CONFIG": {
                     "hosts": [{"address": redis_url, "socket_timeout": REDIS_SOCKET_TIMEOUT}],
-                    "prefix": "onair",
+                    "prefix": prefix,
                 },
             }
         }

@@ -64,6 +64,7 @@ class Cluster:
     env: dict[str, str]
     workdir: Path
     daphne: list[str] = field(default_factory=list)  # base URLs: A, B
+    prefix: str = field(default_factory=lambda: f"onair-test-{secrets.token_hex(4)}")
     processes: list[subprocess.Popen[bytes]] = field(default_factory=list)
     redis: redis.Redis = field(default_factory=lambda: redis.Redis.from_url(REDIS_URL))
 
@@ -119,8 +120,9 @@ class Cluster:
             time.sleep(0.1)
 
     def workers(self) -> list[WorkerInfo]:
-        ids = sorted(m.decode() for m in self.redis.smembers("onair:sfu:workers"))
-        records = self.redis.mget([f"onair:sfu:worker:{i}" for i in ids]) if ids else []
+        keys = f"{self.prefix}:sfu:worker"
+        ids = sorted(m.decode() for m in self.redis.smembers(f"{keys}s"))
+        records = self.redis.mget([f"{keys}:{i}" for i in ids]) if ids else []
         return [WorkerInfo.from_json(r) for r in records if r is not None]
 
     def new_stream(self, title: str) -> tuple[str, str, str]:
@@ -163,7 +165,7 @@ def cluster(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Cluster]:
         PYTHONUNBUFFERED="1",
     )
     cluster = Cluster(env=env, workdir=tmp_path_factory.mktemp("cluster"))
-    cluster.redis.flushdb()
+    env["ONAIR_REDIS_PREFIX"] = cluster.prefix  # this run's keys only: others may share Redis
     try:
         cluster.manage("migrate", "--noinput", "-v0")
         cluster.start_worker()
@@ -180,7 +182,8 @@ def cluster(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Cluster]:
             except subprocess.TimeoutExpired:
                 process.kill()
                 process.wait()
-        cluster.redis.flushdb()
+        for key in cluster.redis.scan_iter(f"{cluster.prefix}*"):
+            cluster.redis.delete(key)
         with psycopg.connect(POSTGRES_URL, autocommit=True) as connection:
             connection.execute(f'DROP DATABASE IF EXISTS "{database}" WITH (FORCE)')
 
@@ -393,7 +396,13 @@ async def test_killing_the_edge_moves_its_viewers_and_counts_stay_right(
 
         moved = [w for w in watchers if w.offers[-1] > killed_at]
         stayed = [w for w in watchers if w.offers[-1] < killed_at]
-        assert len(moved) == MAX_VIEWERS_PER_WORKER, [w.offers for w in watchers]
+        assert len(moved) == MAX_VIEWERS_PER_WORKER, (
+            [w.offers for w in watchers],
+            killed_at,
+            edge,
+            cluster.workers(),
+            cluster.logs(),
+        )
         for watcher in moved:
             assert watcher.viewer is not None
             first = watcher.viewer.video.first_frame_at
