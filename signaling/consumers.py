@@ -254,6 +254,14 @@ class StudioConsumer(_StreamConsumer):
         # Going live again after an end starts a new broadcast.
         await database_sync_to_async(stream_begin)(stream=stream)
 
+    async def sfu_worker_gone(self, event: dict[str, Any]) -> None:
+        """Cluster mode: the SFU worker holding this publisher died. The page publishes
+        again at once instead of waiting for its peer connection to fail."""
+        session = self.publisher_session_id
+        if self.authorized and session is not None and session_worker(session) == event["worker"]:
+            self.publisher_session_id = None
+            await self.send_json("restart")
+
     async def end(self) -> None:
         stream = await self.refresh_stream()
         if stream.state != Stream.State.LIVE:

@@ -249,6 +249,10 @@ signaling.on("answer", async (msg) => {
   state.startedAt ??= Date.now();
   $("end-broadcast").disabled = false;
 });
+// Cluster mode: the media server holding this broadcast died; publish again on another.
+signaling.on("restart", () => {
+  if (state.live) restartPublishing();
+});
 signaling.on("state", (msg) => {
   if (state.key) $("key-form").hidden = true; // the key was accepted
   renderStream(msg.stream);

@@ -461,7 +461,8 @@ async def test_killing_the_origin_shows_reconnecting_and_viewers_resume_with_the
         print(f"\norigin killed: viewers told 'reconnecting' after {told:.2f} s")
         assert await wait_until(lambda: all(w.offers[-1] > killed_at for w in watchers), 5)
 
-        # The studio page reconnects (as it does when its connection fails): media resumes.
+        # The studio page is asked to publish again, and does: media resumes.
+        await studio.expect("restart", within=5)
         await studio.publisher.close()
         studio.publisher = TestPublisher()
         republished_at = time.monotonic()
