@@ -25,7 +25,7 @@ from django.conf import settings
 from redis.asyncio import Redis
 
 HEARTBEAT_SECONDS = 0.5
-WORKER_TTL_SECONDS = 2.0
+WORKER_TTL_SECONDS = 2.5
 _GONE_CLAIM_SECONDS = 60
 _COMPARE_AND_SET = """
 local current = redis.call('GET', KEYS[1])
@@ -106,13 +106,17 @@ class SfuRegistry:
 
     # --- workers -----------------------------------------------------------------------
 
-    async def heartbeat(self, info: WorkerInfo) -> None:
+    async def heartbeat(self, info: WorkerInfo) -> bool:
+        """Refresh the worker's record. True if it had been declared dead meanwhile (its
+        loop stalled past the TTL): its sessions were moved elsewhere."""
         async with self._redis.pipeline(transaction=False) as pipe:
             pipe.set(
                 f"{self._prefix}worker:{info.id}", info.to_json(), px=int(WORKER_TTL_SECONDS * 1000)
             )
             pipe.sadd(f"{self._prefix}workers", info.id)
-            await pipe.execute()
+            pipe.getdel(f"{self._prefix}gone:{info.id}")
+            *_, declared_gone = await pipe.execute()
+        return declared_gone is not None
 
     async def deregister(self, worker_id: str) -> None:
         """A worker stopping: its record goes now, so the others announce it at once."""

@@ -183,12 +183,24 @@ class SfuWorker:
         while True:
             await asyncio.sleep(HEARTBEAT_SECONDS)
             try:
-                await self.registry.heartbeat(self.info())
+                if await self.registry.heartbeat(self.info()):
+                    await self._start_over()
                 for worker_id in await self.registry.gone_workers():
                     await self._peer_gone(worker_id)
                 await self._close_idle_edges()
             except Exception:
                 logger.exception("sfu worker heartbeat failed", extra={"worker": self.id})
+
+    async def _start_over(self) -> None:
+        """Declared dead after a stall: its viewers and publishers were given sessions
+        elsewhere, so what is left here is stale (and a stale publisher's grace timeout
+        must not end a broadcast that goes on elsewhere)."""
+        logger.warning("sfu worker %s was declared dead; closing its sessions", self.id)
+        for pipe in self._pipes_out.values():
+            pipe.close()
+        self._pipes_out.clear()
+        self._edge_origins.clear()
+        await self.local.close_all()
 
     async def _peer_gone(self, worker_id: str) -> None:
         """Drop what depended on a dead worker; one worker tells the pages."""

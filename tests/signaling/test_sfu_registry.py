@@ -64,6 +64,11 @@ async def test_a_worker_without_heartbeats_is_gone_within_the_ttl(registry: SfuR
     assert await registry.forget(worker.id) == ["7"]
     assert worker.id not in await registry.gone_workers()
 
+    # Only stalled, not dead: its next heartbeat says it was declared gone, once.
+    assert await registry.heartbeat(worker)
+    assert not await registry.heartbeat(worker)
+    assert worker.id in [w.id for w in await registry.workers()]
+
 
 async def test_the_first_origin_stands_and_a_dead_one_is_replaced(registry: SfuRegistry) -> None:
     stream_id = uuid.uuid4().hex
