@@ -213,14 +213,19 @@ class ClusterGateway(SfuGateway):
             (w for w in await self._workers() if w.id != origin.id), key=lambda w: w.viewers
         )
         for worker in (origin, *others):
-            result = await self._call(
-                worker,
-                "subscribe",
-                stream_id=stream_id,
-                offer_sdp=offer_sdp,
-                origin=origin.id,
-                capped=True,
-            )
+            try:
+                result = await self._call(
+                    worker,
+                    "subscribe",
+                    stream_id=stream_id,
+                    offer_sdp=offer_sdp,
+                    origin=origin.id,
+                    capped=True,
+                )
+            except SfuUnavailableError:
+                if worker is origin:
+                    raise
+                continue  # an edge candidate just died: the next one
             if not result.get("full"):
                 return ViewResult(
                     viewer_id=session_id(worker.id, result["viewer_id"]), sdp=result["sdp"]
