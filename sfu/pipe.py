@@ -43,7 +43,6 @@ from aiortc.rtp import (
 )
 
 from sfu import aiortc_adapter
-from sfu.consumer import Consumer
 from sfu.events import ProducerAdded, RouterClosed
 from sfu.munger import RtpMunger
 from sfu.producer import Producer
@@ -148,17 +147,17 @@ class _PipeForwarder:
         self._munger.switch_source()
         self._waiting_keyframe = producer.needs_keyframes
         producer._start_forwarding(
-            cast(Consumer, self),
+            self,
             key=_PIPE_GROUP_KEY,
             payload_type=producer.codec.payloadType or 0,
             mid=None,
             extensions_map=HeaderExtensionsMap(),
         )
         if self._waiting_keyframe:
-            self._pipe._spawn(producer.request_keyframe())
+            self._pipe._spawn(producer.request_keyframe(join=True))
 
     def _detach(self) -> None:
-        self.producer._stop_forwarding(cast(Consumer, self))
+        self.producer._stop_forwarding(self)
 
     def forward(
         self, template: bytes, packet: RtpPacket, keyframe: bool, now: float, ntp: int

@@ -5,7 +5,7 @@ from __future__ import annotations
 import time
 import uuid
 from collections.abc import Callable
-from typing import TYPE_CHECKING
+from typing import TYPE_CHECKING, Protocol
 
 from aiortc import RTCRtpCodecParameters, RTCRtpReceiver, clock
 from aiortc.rtp import HeaderExtensions, HeaderExtensionsMap, RtpPacket
@@ -17,6 +17,15 @@ from sfu.packet_cache import PacketCache
 
 if TYPE_CHECKING:
     from sfu.consumer import Consumer
+
+
+class Forwarder(Protocol):
+    """Where a forward group sends each packet: a viewer's ``Consumer``, or a pipe to an
+    edge router (``sfu.pipe``)."""
+
+    def forward(
+        self, template: bytes, packet: RtpPacket, keyframe: bool, now: float, ntp: int
+    ) -> None: ...
 
 
 class ForwardGroup:
@@ -37,7 +46,7 @@ class ForwardGroup:
         self.payload_type = payload_type
         self.mid = mid
         self.extensions_map = extensions_map
-        self.consumers: tuple[Consumer, ...] = ()
+        self.consumers: tuple[Forwarder, ...] = ()
 
     def render(self, packet: RtpPacket, abs_send_time: int) -> bytes:
         """The packet serialized for this group, with zero SSRC, sequence number
@@ -149,7 +158,7 @@ class Producer:
 
     def _start_forwarding(
         self,
-        consumer: Consumer,
+        consumer: Forwarder,
         key: tuple[object, ...],
         payload_type: int,
         mid: str | None,
@@ -162,7 +171,7 @@ class Producer:
         group.consumers = (*group.consumers, consumer)
         return group
 
-    def _stop_forwarding(self, consumer: Consumer) -> None:
+    def _stop_forwarding(self, consumer: Forwarder) -> None:
         for group in self._groups:
             if consumer in group.consumers:
                 group.consumers = tuple(c for c in group.consumers if c is not consumer)
