@@ -1,0 +1,175 @@
+"""Cluster mode with real processes: ``cluster`` starts two ``runsfu`` workers and two
+daphne processes on a fresh PostgreSQL database and its own Redis key prefix; import it
+(``cluster_fixture``, and ``CLUSTER_SKIP``) into a test module to use it."""
+
+from __future__ import annotations
+
+import os
+import secrets
+import socket
+import subprocess
+import sys
+import time
+import urllib.request
+from collections.abc import Iterator
+from dataclasses import dataclass, field
+from pathlib import Path
+
+import psycopg
+import pytest
+import redis
+
+from signaling.sfu_registry import WorkerInfo
+
+ROOT = Path(__file__).resolve().parents[1]
+POSTGRES_URL = os.environ.get("TEST_POSTGRES_URL", "postgres://postgres@127.0.0.1:5432/postgres")
+REDIS_URL = os.environ.get("TEST_CLUSTER_REDIS_URL", "redis://127.0.0.1:6379/9")
+MAX_VIEWERS_PER_WORKER = 2
+STARTUP_SECONDS = 30
+
+
+def _unreachable() -> str | None:
+    for name, address in (("PostgreSQL", ("127.0.0.1", 5432)), ("Redis", ("127.0.0.1", 6379))):
+        try:
+            socket.create_connection(address, timeout=2).close()
+        except OSError as error:
+            return f"{name} at {address[0]}:{address[1]} is unreachable: {error}"
+    return None
+
+
+CLUSTER_SKIP = pytest.mark.skipif(_unreachable() is not None, reason=str(_unreachable()))
+
+
+def _free_port() -> int:
+    with socket.socket() as sock:
+        sock.bind(("127.0.0.1", 0))
+        return int(sock.getsockname()[1])
+
+
+@dataclass
+class Cluster:
+    env: dict[str, str]
+    workdir: Path
+    daphne: list[str] = field(default_factory=list)  # base URLs: A, B
+    prefix: str = field(default_factory=lambda: f"onair-test-{secrets.token_hex(4)}")
+    processes: list[subprocess.Popen[bytes]] = field(default_factory=list)
+    redis: redis.Redis = field(default_factory=lambda: redis.Redis.from_url(REDIS_URL))
+
+    def manage(self, *args: str) -> str:
+        result = subprocess.run(
+            [sys.executable, "manage.py", *args],
+            cwd=ROOT,
+            env=self.env,
+            capture_output=True,
+            text=True,
+            timeout=120,
+        )
+        assert result.returncode == 0, result.stderr
+        return result.stdout
+
+    def spawn(self, name: str, *command: str) -> subprocess.Popen[bytes]:
+        log = (self.workdir / f"{name}.log").open("ab")
+        process = subprocess.Popen(
+            [sys.executable, *command], cwd=ROOT, env=self.env, stdout=log, stderr=subprocess.STDOUT
+        )
+        self.processes.append(process)
+        return process
+
+    def start_daphne(self) -> None:
+        port = _free_port()
+        self.spawn(
+            f"daphne-{port}",
+            "-m",
+            "daphne",
+            "-b",
+            "127.0.0.1",
+            "-p",
+            str(port),
+            "onair.asgi:application",
+        )
+        url = f"http://127.0.0.1:{port}"
+        deadline = time.monotonic() + STARTUP_SECONDS
+        while True:
+            try:
+                with urllib.request.urlopen(f"{url}/healthz", timeout=2):
+                    break
+            except OSError:
+                assert time.monotonic() < deadline, self.logs()
+                time.sleep(0.1)
+        self.daphne.append(url)
+
+    def start_worker(self) -> None:
+        before = len(self.workers())
+        self.spawn(f"runsfu-{len(self.processes)}", "manage.py", "runsfu")
+        deadline = time.monotonic() + STARTUP_SECONDS
+        while len(self.workers()) <= before:
+            assert time.monotonic() < deadline, self.logs()
+            time.sleep(0.1)
+
+    def workers(self) -> list[WorkerInfo]:
+        keys = f"{self.prefix}:sfu:worker"
+        ids = sorted(m.decode() for m in self.redis.smembers(f"{keys}s"))
+        records = self.redis.mget([f"{keys}:{i}" for i in ids]) if ids else []
+        return [WorkerInfo.from_json(r) for r in records if r is not None]
+
+    def new_stream(self, title: str) -> tuple[str, str, str]:
+        """A public stream of a new user: (slug, id, stream key)."""
+        code = (
+            "from django.contrib.auth.models import User; "
+            "from broadcast.services import stream_create; "
+            f"owner = User.objects.create_user({secrets.token_hex(6)!r}); "
+            f"stream, key = stream_create(owner=owner, title={title!r}); "
+            "print(stream.slug, stream.pk, key.secret)"
+        )
+        slug, stream_id, key = self.manage("shell", "-c", code).splitlines()[-1].split()
+        return slug, stream_id, key
+
+    def logs(self) -> str:
+        return "\n".join(
+            f"--- {path.name}\n{path.read_text(errors='replace')[-3000:]}"
+            for path in sorted(self.workdir.glob("*.log"))
+        )
+
+
+@pytest.fixture(scope="module", name="cluster")
+def cluster_fixture(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Cluster]:
+    database = f"onair_cluster_{secrets.token_hex(4)}"
+    with psycopg.connect(POSTGRES_URL, autocommit=True) as connection:
+        connection.execute(f'CREATE DATABASE "{database}"')
+    env = {
+        key: value
+        for key, value in os.environ.items()
+        if key not in {"DATABASE_URL", "REDIS_URL", "DJANGO_SETTINGS_MODULE"}
+    }
+    env.update(
+        DJANGO_SETTINGS_MODULE="onair.settings.local",
+        DATABASE_URL=POSTGRES_URL.rsplit("/", 1)[0] + f"/{database}",
+        REDIS_URL=REDIS_URL,
+        ONAIR_SFU_MODE="cluster",
+        ONAIR_SFU_MAX_VIEWERS_PER_WORKER=str(MAX_VIEWERS_PER_WORKER),
+        DJANGO_SECRET_KEY=secrets.token_urlsafe(40),
+        DJANGO_DEBUG="0",
+        PYTHONUNBUFFERED="1",
+    )
+    cluster = Cluster(env=env, workdir=tmp_path_factory.mktemp("cluster"))
+    env["ONAIR_REDIS_PREFIX"] = cluster.prefix  # this run's keys only: others may share Redis
+    try:
+        cluster.manage("migrate", "--noinput", "-v0")
+        cluster.start_worker()
+        cluster.start_worker()
+        cluster.start_daphne()
+        cluster.start_daphne()
+        yield cluster
+    finally:
+        for process in cluster.processes:
+            process.terminate()
+        for process in cluster.processes:
+            try:
+                process.wait(timeout=10)
+            except subprocess.TimeoutExpired:
+                process.kill()
+                process.wait()
+        for key in cluster.redis.scan_iter(f"{cluster.prefix}*"):
+            cluster.redis.delete(key)
+        with psycopg.connect(POSTGRES_URL, autocommit=True) as connection:
+            connection.execute(f'DROP DATABASE IF EXISTS "{database}" WITH (FORCE)')
