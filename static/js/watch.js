@@ -49,12 +49,14 @@ function newPeer() {
   state.pc = pc;
   trickle(pc, signaling);
   pc.addEventListener("track", (event) => {
-    const stream = event.streams[0] || new MediaStream([event.track]);
-    if (video.srcObject !== stream) {
-      const current = video.srcObject instanceof MediaStream ? video.srcObject : new MediaStream();
-      current.addTrack(event.track);
-      video.srcObject = current;
-    }
+    // The player's stream keeps the live tracks of the other kind; this track replaces any
+    // of its own kind (a new session after a reconnect: the old one ended, and a <video>
+    // given an ended and a live video track stays frozen on the ended one).
+    const kept = video.srcObject instanceof MediaStream
+      ? video.srcObject.getTracks().filter(
+        (track) => track.kind !== event.track.kind && track.readyState === "live")
+      : [];
+    video.srcObject = new MediaStream([...kept, event.track]);
     play();
   });
   pc.addEventListener("connectionstatechange", () => {
