@@ -10,6 +10,7 @@ the internals used below moves. aiortc is pinned in requirements.txt.
 from __future__ import annotations
 
 import asyncio.selector_events
+import contextlib
 import socket
 import struct
 import sys
@@ -35,6 +36,9 @@ from pylibsrtp._binding import ffi as _srtp_ffi
 from pylibsrtp._binding import lib as _srtp_lib
 
 PacketHandler = Callable[[RtpPacket], Awaitable[None]]
+
+# ≈ 2 s of a 1.5 Mbit/s publisher, in the kernel's accounting (about twice the payload)
+INGEST_RECEIVE_BUFFER = 2**21
 RtcpHandler = Callable[[AnyRtcpPacket], Awaitable[bool]]
 
 _JITTER_BUFFER_ATTR = "_RTCRtpReceiver__jitter_buffer"
@@ -80,8 +84,15 @@ def tap_receiver(receiver: RTCRtpReceiver, on_packet: PacketHandler, *, decode: 
     tap = _PacketTap(inner if decode else None)
     setattr(receiver, _JITTER_BUFFER_ATTR, tap)
     original = receiver._handle_rtp_packet
+    # sfu.pipe's edge hands over a receiver-like source without a DTLS transport
+    dtls = getattr(receiver, "transport", None)
+    unsized: RTCDtlsTransport | None = dtls if isinstance(dtls, RTCDtlsTransport) else None
 
     async def handle_rtp_packet(packet: RtpPacket, arrival_time_ms: int) -> None:
+        nonlocal unsized
+        if unsized is not None:  # the ICE sockets exist once packets arrive
+            enlarge_receive_buffers(unsized, INGEST_RECEIVE_BUFFER)
+            unsized = None
         await original(packet, arrival_time_ms)
         if tap.pending:
             packets = tap.pending
@@ -90,6 +101,23 @@ def tap_receiver(receiver: RTCRtpReceiver, on_packet: PacketHandler, *, decode: 
                 await on_packet(accepted)
 
     receiver._handle_rtp_packet = handle_rtp_packet  # type: ignore[method-assign]
+
+
+def enlarge_receive_buffers(transport: RTCDtlsTransport, size: int) -> None:
+    """Ask the kernel to hold up to ``size`` bytes of incoming datagrams on each of the
+    transport's ICE sockets (Linux caps it at ``net.core.rmem_max``).
+
+    A publisher's packets are every viewer's packets: while the event loop is busy fanning
+    out a keyframe to a large audience, or the process waits for a core on a busy machine,
+    the default buffer (≈ 90 datagrams of 1.2 KB) overflows and every viewer loses the same
+    packets.
+    """
+    for protocol in transport.transport._connection._protocols:
+        datagrams = getattr(protocol, "transport", None)  # set once the socket is open
+        sock = datagrams.get_extra_info("socket") if datagrams is not None else None
+        if sock is not None:
+            with contextlib.suppress(OSError):
+                sock.setsockopt(socket.SOL_SOCKET, socket.SO_RCVBUF, size)
 
 
 async def send_pli(receiver: RTCRtpReceiver, media_ssrc: int) -> None:

@@ -4,8 +4,10 @@ first, and name what moved."""
 import asyncio
 import importlib.metadata
 import inspect
+import socket
 import threading
 from collections.abc import AsyncIterator
+from pathlib import Path
 
 import pytest
 from aiortc import RTCPeerConnection, RTCRtpReceiver, RTCRtpSender
@@ -25,6 +27,7 @@ from sfu import aiortc_adapter
 from sfu.testing import client_configuration
 
 VP8 = next(c for c in CODECS["video"] if c.mimeType == "video/VP8")
+RMEM_MAX = int(Path("/proc/sys/net/core/rmem_max").read_text())
 
 
 def test_aiortc_is_the_pinned_version() -> None:
@@ -251,6 +254,13 @@ async def test_direct_sender_delivers_protected_rtp_with_the_given_header(
         transport_stats = next(s for s in stats.values() if s.type == "transport")
         assert transport_stats.packetsSent >= 3
         assert direct.send_packet(packets[0].serialize()) > 0
+        receiving = remote.getTransceivers()[0].receiver.transport
+        aiortc_adapter.enlarge_receive_buffers(receiving, 2**20)
+        rmem_max = RMEM_MAX
+        for protocol in receiving.transport._connection._protocols:
+            sock = protocol.transport.get_extra_info("socket")
+            # Linux doubles the request for its bookkeeping, and caps it at rmem_max
+            assert sock.getsockopt(socket.SOL_SOCKET, socket.SO_RCVBUF) >= min(2**20, rmem_max)
         await pc.close()
         assert direct.send(serialized, 10, 0, sender._ssrc, 8 << 32, 1000) == 0
     finally:

@@ -1,16 +1,19 @@
 """Real aiortc peers over the machine's own address: forwarding without codecs."""
 
 import asyncio
+import socket
 import time
+from pathlib import Path
 
 import pytest
 
 from sfu import Router
-from sfu.aiortc_adapter import decoder_thread, sender_report_state
+from sfu.aiortc_adapter import INGEST_RECEIVE_BUFFER, decoder_thread, sender_report_state
 from sfu.keyframe import KEYFRAME_DETECTORS
 from sfu.testing import CodecSpy, DecodeErrorCounter, TestClients
 
 VIEWERS = 5
+RMEM_MAX = int(Path("/proc/sys/net/core/rmem_max").read_text())
 MIN_FRAMES = 50
 
 
@@ -42,6 +45,13 @@ async def test_viewers_decode_forwarded_media_and_the_server_runs_no_codec(
         assert len(remote_outbound) == VIEWERS
         assert all(s.packetsSent > 0 for s in remote_outbound)
         server_decoder_threads = {decoder_thread(p.receiver) for p in router.producers} - {None}
+        # The publisher's ICE sockets hold ≈ 2 s of its packets while the loop is busy.
+        for producer in router.producers:
+            for protocol in producer.receiver.transport.transport._connection._protocols:
+                sock = protocol.transport.get_extra_info("socket")
+                assert sock.getsockopt(socket.SOL_SOCKET, socket.SO_RCVBUF) >= min(
+                    INGEST_RECEIVE_BUFFER, RMEM_MAX
+                )
         server_senders = {slot.sender for v in router.viewers for slot in v.slots}
 
     assert all(received), [(v.video.frames, v.audio.frames) for v in viewers]
