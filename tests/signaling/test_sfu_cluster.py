@@ -169,7 +169,7 @@ async def test_viewers_fill_both_workers_and_the_edge_gets_each_packet_once(
         decoded = await asyncio.gather(
             *(w.viewer.wait_for_frames(video=30, within=15) for w in watchers if w.viewer)
         )
-        assert all(decoded), [w.frames for w in watchers]
+        assert all(decoded), ([w.frames for w in watchers], cluster.workers())
         assert await wait_until(lambda: sum(w.viewers for w in cluster.workers()) == 4, 3)
         origin, edge = _placement(cluster, stream_id)
         assert (origin.viewers, edge.viewers) == (MAX_VIEWERS_PER_WORKER, MAX_VIEWERS_PER_WORKER)
