@@ -240,6 +240,8 @@ class SfuWorker:
 
     async def _close_idle_edges(self) -> None:
         """An edge router without viewers for EDGE_IDLE_SECONDS stops its pipe."""
+        if self._pending_viewers:
+            return  # a viewer on its way may be for an idle edge
         now = time.monotonic()
         for router in self.local.routers().routers:
             if not isinstance(router, EdgeRouter) or router.viewers:
