@@ -119,10 +119,12 @@ class _StreamConsumer(AsyncWebsocketConsumer):
                 await self.send_json("pong")
             else:
                 await self.handle(message)
-        except MessageError as exc:
+        except (MessageError, ApplicationError) as exc:
             await self.send_error(exc.code, exc.message)
-        except ApplicationError as exc:
-            await self.send_error(exc.code, exc.message)
+        except Exception:
+            # The boundary: a bug must cost this client one request, not its connection.
+            logger.exception("signaling request failed", extra={"slug": self.stream.slug})
+            await self.send_error("internal", "The server could not handle that; try again.")
 
     # --- for subclasses ------------------------------------------------------------
 

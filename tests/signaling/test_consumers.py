@@ -429,3 +429,23 @@ async def test_configured_ice_servers_reach_both_pages_with_fresh_turn_credentia
     assert welcomes[0]["ice_servers"][1]["username"] != welcomes[1]["ice_servers"][1]["username"]
     await studio.close()
     await watcher.close()
+
+
+async def test_an_unexpected_failure_costs_one_request_not_the_connection(
+    owner: User, live_stream_parts: tuple[Stream, IssuedKey], monkeypatch: pytest.MonkeyPatch
+) -> None:
+    stream, _ = live_stream_parts
+
+    async def broken_publish(**kwargs: object) -> None:
+        raise RuntimeError("a bug")
+
+    monkeypatch.setattr(gateway, "publish", broken_publish)
+    studio = Socket(f"/ws/studio/{stream.slug}/", owner)
+    await studio.open()
+    await studio.send({"type": "offer", "sdp": "v=0"})
+    error = await studio.expect("error")
+    assert error["code"] == "internal"
+    await studio.send({"type": "ping"})
+    assert (await studio.next())["type"] == "pong"
+    assert (await refreshed(stream)).state == Stream.State.IDLE
+    await studio.close()
