@@ -2,6 +2,7 @@
 
 python -m bench                 # full run (≈ 12 minutes on 2 cores), updates docs/
 python -m bench --quick         # ≈ 2 minutes, same report with fewer, shorter points
+python -m bench --cluster       # the multi-core sweep instead: 1 vs 2 SFU workers (bench.cluster)
 """
 
 from __future__ import annotations
@@ -80,7 +81,21 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument(
         "--no-signaling", action="store_true", help="skip the daphne signaling-rate measurement"
     )
+    parser.add_argument(
+        "--cluster", action="store_true", help="the 1 vs 2 SFU workers sweep (bench.cluster)"
+    )
     args = parser.parse_args(argv)
+    if args.cluster:
+        from bench import cluster
+
+        return cluster.main(
+            args.quick,
+            _progress,
+            "python -m bench " + " ".join(argv if argv is not None else sys.argv[1:]),
+            report=not args.no_report,
+            viewers=[int(n) for n in args.viewers.split(",")] if args.viewers else None,
+            window=args.window,
+        )
 
     plans = QUICK if args.quick else FULL
     spec = source.SourceSpec()
