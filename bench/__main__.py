@@ -95,6 +95,7 @@ def main(argv: list[str] | None = None) -> int:
             report=not args.no_report,
             viewers=[int(n) for n in args.viewers.split(",")] if args.viewers else None,
             window=args.window,
+            json_path=args.json,
         )
 
     plans = QUICK if args.quick else FULL

@@ -299,9 +299,12 @@ def run(plan: ClusterPlan, spec: source.SourceSpec, progress: Progress) -> Clust
 # --- the report ---------------------------------------------------------------------------
 
 
-def write_json(result: ClusterResult, when: datetime.datetime, command: str) -> Path:
-    RESULTS.mkdir(parents=True, exist_ok=True)
-    path = RESULTS / f"cluster-{when:%Y%m%dT%H%M%SZ}.json"
+def write_json(
+    result: ClusterResult, when: datetime.datetime, command: str, path: Path | None = None
+) -> Path:
+    if path is None:
+        RESULTS.mkdir(parents=True, exist_ok=True)
+        path = RESULTS / f"cluster-{when:%Y%m%dT%H%M%SZ}.json"
     document = {
         "command": command,
         "date": when.isoformat(),
@@ -428,6 +431,7 @@ def main(
     report: bool = True,
     viewers: list[int] | None = None,
     window: float | None = None,
+    json_path: Path | None = None,
 ) -> int:
     plan = QUICK if quick else FULL
     if viewers:
@@ -440,7 +444,7 @@ def main(
     source.encoded_file(spec)
     result = run(plan, spec, progress)
     when = datetime.datetime.now(datetime.UTC)
-    progress(f"results: {write_json(result, when, command)}")
+    progress(f"results: {write_json(result, when, command, json_path)}")
     s = result.summary()
     progress(
         f"[cluster] per viewer: 1 worker {_number(s['cpu_per_viewer_1_worker'], '.5f')} "
