@@ -104,6 +104,15 @@ class ClusterResult:
             return None
         return linear_fit([p.viewers for p in points], [p.workers_cpu for p in points])
 
+    def worker_fit(self, role: str) -> Fit | None:
+        """One worker of the pair alone: its CPU over the viewers placed on it."""
+        points = self.fitted(2)
+        placed = [p.on_origin if role == "origin" else p.on_edge for p in points]
+        if len(set(placed)) < 2:
+            return None
+        cpu = [p.origin_cpu if role == "origin" else p.edge_cpu for p in points]
+        return linear_fit([float(n) for n in placed], cpu)
+
     def idle_cpu(self, workers: int) -> float | None:
         idle = [p.workers_cpu for p in self.points if p.workers == workers and p.viewers == 0]
         return statistics.mean(idle) if idle else None
@@ -114,11 +123,16 @@ class ClusterResult:
         efficiency = one.slope / two.slope if one and two and two.slope > 0 else None
         per_core = 1.0 / one.slope if one and one.slope > 0 else None
         cores = os.cpu_count() or 1
+        origin, edge = self.worker_fit("origin"), self.worker_fit("edge")
         return {
             "cpu_per_viewer_1_worker": one.slope if one else None,
             "r2_1_worker": one.r2 if one else None,
             "cpu_per_viewer_2_workers": two.slope if two else None,
             "r2_2_workers": two.r2 if two else None,
+            "cpu_per_origin_viewer": origin.slope if origin else None,
+            "r2_origin": origin.r2 if origin else None,
+            "cpu_per_edge_viewer": edge.slope if edge else None,
+            "r2_edge": edge.r2 if edge else None,
             "efficiency": efficiency,
             "viewers_per_core": per_core,
             "pipe_fixed_cpu": idle_two - idle_one
@@ -354,6 +368,36 @@ def _plot(result: ClusterResult) -> Path:
     return PLOT
 
 
+_METHOD = (
+    "**How.** Each sweep starts its own processes: the same FFmpeg replay and bench publisher "
+    "as above (WHIP into the origin), one `bench.cluster_worker --role origin` (an "
+    "`sfu.Router`, server core) and, for 2 workers, one `--role edge` (an `EdgeRouter` fed "
+    "by `sfu.pipe`'s `OriginPipe` → `EdgePipe` over UDP on loopback, pinned to the load "
+    "core). The same non-decoding load generator joins N viewers through the origin, which "
+    "places each on the worker holding fewer (what `ONAIR_SFU_MAX_VIEWERS_PER_WORKER` = N/2 "
+    "does). Each point is a steady window after 2 s of settling; *workers' CPU* sums the "
+    "workers' user + system time from `/proc/<pid>/stat`; *cores busy* is every core's busy "
+    "share from `/proc/stat` (all processes, including anything else on the machine); *pipe "
+    "pkt/s* is the edge's first copies of the origin's packets (it should equal the source's "
+    "rate: each packet crosses the pipe once). Points where a viewer's median packet rate fell "
+    "below 95 % of the source's, or the origin (or the edge plus the load generator) used "
+    "more than 90 % of its core, are shown but not fitted. Sweeps "
+    "alternate 1, 2, 1, 2 workers.",
+    "",
+    "**Not measured, and why.** (1) Viewers per machine by saturating both cores: on 2 cores "
+    "the load generator needs one of them (≈ 0.4 to 0.8 % of a core per viewer), so the figure "
+    "above is a projection from measured slopes, not a measured maximum. (2) `manage.py "
+    "runsfu` itself: the workers here are the same `sfu.Router`/`sfu.pipe` objects without "
+    "its Django, Redis registry heartbeat and PostgreSQL writes, which are off the packet "
+    "path (cluster behaviour is covered by `tests/cluster.py`'s tests on real PostgreSQL and "
+    "Redis). (3) The edge shares the load core with the load generator: its CPU time is "
+    "counted exactly, but its caches and wake-ups are contended, which can move its cost "
+    "either way (cache misses make it dearer; late wake-ups batch more packets per wake-up "
+    "and make it cheaper). (4) A pipe between machines, more than one edge, and edges of "
+    "edges.",
+)
+
+
 def _number(value: float | None, form: str) -> str:
     return "—" if value is None else format(value, form)
 
@@ -388,6 +432,10 @@ def markdown(result: ClusterResult, when: datetime.datetime, command: str) -> st
         f"| CPU-seconds per viewer-second (slope) | {_number(one, '.5f')} | "
         f"{_number(two, '.5f')} |",
         f"| r² | {_number(s['r2_1_worker'], '.3f')} | {_number(s['r2_2_workers'], '.3f')} |",
+        f"| of which origin alone, per viewer placed on it (r²) | | "
+        f"{_number(s['cpu_per_origin_viewer'], '.5f')} ({_number(s['r2_origin'], '.3f')}) |",
+        f"| of which edge alone, per viewer placed on it (r²) | | "
+        f"{_number(s['cpu_per_edge_viewer'], '.5f')} ({_number(s['r2_edge'], '.3f')}) |",
         f"| workers' CPU with no viewer | {_number(result.idle_cpu(1), '.1%')} | "
         f"{_number(result.idle_cpu(2), '.1%')} |",
         "",
@@ -405,6 +453,8 @@ def markdown(result: ClusterResult, when: datetime.datetime, command: str) -> st
         *rows,
         "",
         f"![SFU workers' CPU against viewers, 1 and 2 workers](img/{PLOT.name})",
+        "",
+        *_METHOD,
         "",
         *(f"- Error: {error}" for error in result.errors),
         END,
