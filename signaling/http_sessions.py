@@ -5,13 +5,14 @@ A session is what a ``201 Created`` points to: ``/whip/<slug>/<token>`` or
 capability to trickle candidates to it, restart its ICE and delete it; it is only valid
 under its own stream's slug and its own protocol.
 
-Sessions live in this process, in ``_sessions``: a session is only meaningful to the
-process whose SFU holds its peer connection (the embedded default runs one). The
-durable state stays in the database as everywhere else: the stream's state through
-``broadcast.services``, each WHEP viewer as a ``ViewerSession`` counted through
-``viewers.services``. A session is forgotten when its SFU peer goes away for any reason
-(``DELETE``, replaced by another publisher, grace period over, viewer vanished, broadcast
-ended), which the gateway reports as SFU events.
+Sessions are kept in ``signaling.http_session_store``: in this process's memory in the
+embedded default, in Redis in cluster mode (any daphne process serves any session; the
+gateway sends its requests to the worker holding the peer). The durable state stays in
+the database as everywhere else: the stream's state through ``broadcast.services``, each
+WHEP viewer as a ``ViewerSession`` counted through ``viewers.services``. A session is
+forgotten when its SFU peer goes away for any reason (``DELETE``, replaced by another
+publisher, grace period over, viewer vanished, broadcast ended), which the SFU reports as
+events: to the gateway's listeners here, to the worker's own in cluster mode.
 """
 
 from __future__ import annotations
@@ -22,8 +23,6 @@ import logging
 import re
 import secrets
 from collections.abc import Coroutine
-from dataclasses import dataclass
-from enum import StrEnum
 from typing import Any
 
 from channels.db import database_sync_to_async
@@ -40,16 +39,11 @@ from onair.exceptions import (
     PreconditionFailedError,
     UnprocessableError,
 )
-from sfu import (
-    IceCandidate,
-    PublisherClosed,
-    PublisherSession,
-    SfuEvent,
-    ViewerLeft,
-    ViewerSession,
-)
+from sfu import IceCandidate, PublisherClosed, SfuEvent, ViewerLeft
+from signaling.http_session_store import HttpSession, SessionKind, session_store
 from signaling.notify import announce_viewers
 from signaling.sdpfrag import SdpFragment, restart_fragment
+from signaling.sfu_cluster import session_id
 from signaling.sfu_gateway import IceCredentials, gateway
 from viewers.models import ViewerSession as ViewerRecord
 from viewers.services import viewer_join, viewer_leave
@@ -61,31 +55,6 @@ _ICE_UFRAG = re.compile(r"^a=ice-ufrag:(\S+)", re.MULTILINE)
 _LOST_STATES = ("failed", "closed")
 
 
-class SessionKind(StrEnum):
-    WHIP = "whip"
-    WHEP = "whep"
-
-
-@dataclass
-class HttpSession:
-    """One WHIP publisher or WHEP viewer, as its session resource knows it."""
-
-    token: str
-    kind: SessionKind
-    stream: Stream
-    sfu_id: str  # the SFU's publisher session id or viewer id
-    answer_sdp: str
-    etag: str
-    remote_ufrag: str | None
-    viewer_record: ViewerRecord | None = None
-
-    @property
-    def path(self) -> str:
-        return f"/{self.kind.value}/{self.stream.slug}/{self.token}"
-
-
-_sessions: dict[str, HttpSession] = {}
-_tokens_by_peer: dict[tuple[SessionKind, str], str] = {}
 _starting: set[int] = set()  # streams with a WHIP publish under way
 _tasks: set[asyncio.Task[None]] = set()
 
@@ -145,7 +114,7 @@ async def whip_session_start(*, stream: Stream, offer_sdp: str) -> HttpSession:
     reconnects with a new ``POST`` carries on the broadcast.
     """
     await database_sync_to_async(stream.refresh_from_db)()
-    if stream.pk in _starting or gateway.has_active_publisher(stream):
+    if stream.pk in _starting or await gateway.publisher_active(stream=stream):
         raise ConflictError(
             "Someone is already publishing to this stream. Stop that broadcast first.",
             code="already_publishing",
@@ -155,7 +124,7 @@ async def whip_session_start(*, stream: Stream, offer_sdp: str) -> HttpSession:
         result = await gateway.publish(stream=stream, offer_sdp=offer_sdp)
     finally:
         _starting.discard(stream.pk)
-    session = _register(
+    session = await _register(
         SessionKind.WHIP,
         stream,
         sfu_id=result.session_id,
@@ -182,32 +151,39 @@ async def whep_session_start(
     except BaseException:
         await gateway.viewer_close(stream=stream, viewer_id=result.viewer_id)
         raise
-    session = _register(
+    session = await _register(
         SessionKind.WHEP,
         stream,
         sfu_id=result.viewer_id,
         answer_sdp=result.sdp,
         offer_sdp=offer_sdp,
+        viewer_record_id=record.pk,
     )
-    session.viewer_record = record
     await _announce_viewers(stream)
     return session
 
 
-def _register(
-    kind: SessionKind, stream: Stream, *, sfu_id: str, answer_sdp: str, offer_sdp: str
+async def _register(
+    kind: SessionKind,
+    stream: Stream,
+    *,
+    sfu_id: str,
+    answer_sdp: str,
+    offer_sdp: str,
+    viewer_record_id: int | None = None,
 ) -> HttpSession:
     session = HttpSession(
         token=secrets.token_urlsafe(TOKEN_BYTES),
         kind=kind,
-        stream=stream,
+        stream_id=stream.pk,
+        slug=stream.slug,
         sfu_id=sfu_id,
         answer_sdp=answer_sdp,
         etag=_new_etag(),
         remote_ufrag=_ice_ufrag(offer_sdp),
+        viewer_record_id=viewer_record_id,
     )
-    _sessions[session.token] = session
-    _tokens_by_peer[kind, sfu_id] = session.token
+    await session_store.put(session)
     logger.info("%s session started", kind.value, extra={"stream": stream.slug})
     return session
 
@@ -215,11 +191,11 @@ def _register(
 # --- session resources -----------------------------------------------------------------------
 
 
-def http_session_get(*, kind: SessionKind, slug: str, token: str) -> HttpSession:
+async def http_session_get(*, kind: SessionKind, slug: str, token: str) -> HttpSession:
     """The session behind a session URL; "not found" unless the URL's protocol and stream
     are the session's own."""
-    session = _sessions.get(token)
-    if session is None or session.kind is not kind or session.stream.slug != slug:
+    session = await session_store.get(token)
+    if session is None or session.kind is not kind or session.slug != slug:
         raise NotFoundError("No such session: it ended, or never existed.")
     return session
 
@@ -229,10 +205,11 @@ async def http_session_patch(
 ) -> str | None:
     """Trickle candidates (returns ``None``) or, with ``If-Match: "*"``, restart ICE
     (returns the SFU's new fragment; the session gets a new ETag)."""
-    _check_connected(session)
+    await _check_connected(session)
     body: str | None = None
     if if_match is not None and if_match.strip() in ("*", '"*"'):
-        body = _restart_ice(session, fragment)
+        body = await _restart_ice(session, fragment)
+        await session_store.put(session)
     else:
         if if_match is not None and session.etag not in _entity_tags(if_match):
             raise PreconditionFailedError(
@@ -260,7 +237,7 @@ async def http_session_patch(
 
 async def http_session_end(*, session: HttpSession) -> None:
     """``DELETE``: a WHIP session ends the broadcast; a WHEP session stops one viewer."""
-    _forget(session.kind, session.sfu_id)
+    removed = await session_store.pop(kind=session.kind, sfu_id=session.sfu_id)
     stream = session.stream
     if session.kind is SessionKind.WHIP:
         await database_sync_to_async(stream.refresh_from_db)()
@@ -272,10 +249,11 @@ async def http_session_end(*, session: HttpSession) -> None:
         await gateway.close_router(stream_id=stream.pk)
     else:
         await gateway.viewer_close(stream=stream, viewer_id=session.sfu_id)
-        await _leave(session)
+        if removed is not None:  # else the viewer's departure was handled meanwhile
+            await _leave(removed)
 
 
-def _restart_ice(session: HttpSession, fragment: SdpFragment) -> str:
+async def _restart_ice(session: HttpSession, fragment: SdpFragment) -> str:
     if not fragment.ice_ufrag or not fragment.ice_pwd:
         raise InvalidInputError(
             "An ICE restart fragment needs the new a=ice-ufrag and a=ice-pwd.",
@@ -283,11 +261,11 @@ def _restart_ice(session: HttpSession, fragment: SdpFragment) -> str:
         )
     remote = IceCredentials(ufrag=fragment.ice_ufrag, pwd=fragment.ice_pwd)
     if session.kind is SessionKind.WHIP:
-        local = gateway.publisher_restart_ice(
+        local = await gateway.publisher_restart_ice(
             stream=session.stream, session_id=session.sfu_id, remote=remote
         )
     else:
-        local = gateway.viewer_restart_ice(
+        local = await gateway.viewer_restart_ice(
             stream=session.stream, viewer_id=session.sfu_id, remote=remote
         )
     session.remote_ufrag = remote.ufrag
@@ -295,13 +273,16 @@ def _restart_ice(session: HttpSession, fragment: SdpFragment) -> str:
     return restart_fragment(answer_sdp=session.answer_sdp, ufrag=local.ufrag, pwd=local.pwd)
 
 
-def _check_connected(session: HttpSession) -> None:
-    peer: PublisherSession | ViewerSession | None
+async def _check_connected(session: HttpSession) -> None:
     if session.kind is SessionKind.WHIP:
-        peer = gateway.publisher_session(session.stream, session.sfu_id)
+        state = await gateway.publisher_connection_state(
+            stream=session.stream, session_id=session.sfu_id
+        )
     else:
-        peer = gateway.viewer_session(session.stream, session.sfu_id)
-    if peer is None or peer.connection_state in _LOST_STATES:
+        state = await gateway.viewer_connection_state(
+            stream=session.stream, viewer_id=session.sfu_id
+        )
+    if state is None or state in _LOST_STATES:
         raise ConflictError(
             "This session's connection is lost; start a new one with POST.",
             code="connection_lost",
@@ -320,10 +301,15 @@ async def _add_candidate(session: HttpSession, candidate: IceCandidate) -> None:
 
 
 async def _leave(session: HttpSession) -> None:
-    record, session.viewer_record = session.viewer_record, None
-    if record is not None:
-        await database_sync_to_async(viewer_leave)(session=record)
+    if session.viewer_record_id is not None:
+        await database_sync_to_async(_viewer_leave)(record_id=session.viewer_record_id)
         await _announce_viewers(session.stream)
+
+
+def _viewer_leave(*, record_id: int) -> None:
+    record = ViewerRecord.objects.filter(pk=record_id).first()
+    if record is not None:
+        viewer_leave(session=record)
 
 
 async def _announce_viewers(stream: Stream) -> None:
@@ -347,19 +333,24 @@ def _ice_ufrag(sdp: str) -> str | None:
 # --- the SFU's side ------------------------------------------------------------------------
 
 
-def on_sfu_event(event: SfuEvent) -> None:
-    """Forget sessions whose SFU peer is gone; a WHEP viewer who vanished is uncounted."""
+def on_sfu_event(event: SfuEvent, *, worker_id: str | None = None) -> None:
+    """Forget sessions whose SFU peer is gone; a WHEP viewer who vanished is uncounted.
+
+    ``worker_id``: the cluster worker whose SFU reports (its sessions' ids carry it)."""
     if isinstance(event, PublisherClosed):
-        _forget(SessionKind.WHIP, event.publisher_id)
+        kind, local_id = SessionKind.WHIP, event.publisher_id
     elif isinstance(event, ViewerLeft):
-        session = _forget(SessionKind.WHEP, event.viewer_id)
-        if session is not None and session.viewer_record is not None:
-            _spawn(_leave(session))
+        kind, local_id = SessionKind.WHEP, event.viewer_id
+    else:
+        return
+    sfu_id = session_id(worker_id, local_id) if worker_id is not None else local_id
+    _spawn(_peer_gone(kind=kind, sfu_id=sfu_id))
 
 
-def _forget(kind: SessionKind, sfu_id: str) -> HttpSession | None:
-    token = _tokens_by_peer.pop((kind, sfu_id), None)
-    return _sessions.pop(token, None) if token is not None else None
+async def _peer_gone(*, kind: SessionKind, sfu_id: str) -> None:
+    session = await session_store.pop(kind=kind, sfu_id=sfu_id)
+    if session is not None:
+        await _leave(session)
 
 
 def _spawn(coroutine: Coroutine[Any, Any, None]) -> None:

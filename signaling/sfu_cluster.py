@@ -28,7 +28,13 @@ from django.conf import settings
 from broadcast.models import Stream
 from onair.exceptions import ApplicationError, ConflictError, InvalidInputError
 from sfu import IceCandidate, Router
-from signaling.sfu_gateway import PublishResult, SfuGateway, SfuGatewayError, ViewResult
+from signaling.sfu_gateway import (
+    IceCredentials,
+    PublishResult,
+    SfuGateway,
+    SfuGatewayError,
+    ViewResult,
+)
 from signaling.sfu_registry import SfuRegistry, WorkerInfo
 
 logger = logging.getLogger(__name__)
@@ -123,8 +129,10 @@ async def tell(
 class ClusterGateway(SfuGateway):
     """The gateway of a daphne process in cluster mode: same calls, media elsewhere.
 
-    The in-process inspection calls (``router``, ``has_publisher``, sessions' ICE
-    restart) have no meaning here: they raise ``SfuGatewayError``.
+    The in-process inspection calls (``router``, ``has_publisher``, ``publisher_session``,
+    ``viewer_session``) have no meaning here: they raise ``SfuGatewayError``; their async
+    counterparts (``publisher_active``, ``*_connection_state``, ``*_restart_ice``) ask the
+    worker concerned.
     """
 
     def __init__(self) -> None:
@@ -175,6 +183,43 @@ class ClusterGateway(SfuGateway):
             session_id=session_id(origin.id, result["session_id"]),
             answer_sdp=result["answer_sdp"],
         )
+
+    async def publisher_active(self, *, stream: Stream) -> bool:
+        stream_id = str(stream.pk)
+        origin = await self.registry.origin(stream_id)
+        worker = await self.registry.worker(origin) if origin is not None else None
+        if worker is None:
+            return False
+        result = await self._call(worker, "publisher_active", stream_id=stream_id)
+        return bool(result["active"])
+
+    async def publisher_connection_state(self, *, stream: Stream, session_id: str) -> str | None:
+        worker = await self._session_worker(session_id)
+        if worker is None:
+            return None
+        result = await self._call(
+            worker,
+            "publisher_connection_state",
+            stream_id=str(stream.pk),
+            session_id=_local_id(session_id),
+        )
+        state: str | None = result["state"]
+        return state
+
+    async def publisher_restart_ice(
+        self, *, stream: Stream, session_id: str, remote: IceCredentials
+    ) -> IceCredentials:
+        worker = await self._session_worker(session_id)
+        if worker is None:
+            raise ConflictError("This publishing session is over.", code="no_session")
+        result = await self._call(
+            worker,
+            "publisher_restart_ice",
+            stream_id=str(stream.pk),
+            session_id=_local_id(session_id),
+            remote=dataclasses.asdict(remote),
+        )
+        return IceCredentials(**result)
 
     async def publisher_candidate(
         self, *, stream: Stream, session_id: str, candidate: IceCandidate
@@ -241,6 +286,34 @@ class ClusterGateway(SfuGateway):
             capped=False,
         )
         return ViewResult(viewer_id=session_id(worker.id, result["viewer_id"]), sdp=result["sdp"])
+
+    async def viewer_connection_state(self, *, stream: Stream, viewer_id: str) -> str | None:
+        worker = await self._session_worker(viewer_id)
+        if worker is None:
+            return None
+        result = await self._call(
+            worker,
+            "viewer_connection_state",
+            stream_id=str(stream.pk),
+            viewer_id=_local_id(viewer_id),
+        )
+        state: str | None = result["state"]
+        return state
+
+    async def viewer_restart_ice(
+        self, *, stream: Stream, viewer_id: str, remote: IceCredentials
+    ) -> IceCredentials:
+        worker = await self._session_worker(viewer_id)
+        if worker is None:
+            raise ConflictError("This viewing session is over.", code="no_session")
+        result = await self._call(
+            worker,
+            "viewer_restart_ice",
+            stream_id=str(stream.pk),
+            viewer_id=_local_id(viewer_id),
+            remote=dataclasses.asdict(remote),
+        )
+        return IceCredentials(**result)
 
     async def viewer_answer(self, *, stream: Stream, viewer_id: str, answer_sdp: str) -> None:
         worker = await self._session_worker(viewer_id)

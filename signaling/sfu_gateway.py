@@ -148,7 +148,7 @@ class SfuGateway:
         router = self.router(stream)
         return router is not None and router.publisher is not None
 
-    def has_active_publisher(self, stream: Stream) -> bool:
+    async def publisher_active(self, *, stream: Stream) -> bool:
         """A publisher that is connected or still connecting. One whose connection was lost
         (waiting out its grace period) does not count: a new publish may replace it."""
         router = self.router(stream)
@@ -160,6 +160,11 @@ class SfuGateway:
         publisher = router.publisher if router is not None else None
         return publisher if publisher is not None and publisher.id == session_id else None
 
+    async def publisher_connection_state(self, *, stream: Stream, session_id: str) -> str | None:
+        """The publisher session's connection state; ``None`` once it is over."""
+        publisher = self.publisher_session(stream, session_id)
+        return publisher.connection_state if publisher is not None else None
+
     async def publisher_candidate(
         self, *, stream: Stream, session_id: str, candidate: IceCandidate
     ) -> None:
@@ -168,7 +173,7 @@ class SfuGateway:
             return  # a late candidate for a replaced session: harmless
         await _add_candidate(publisher.add_ice_candidate, candidate)
 
-    def publisher_restart_ice(
+    async def publisher_restart_ice(
         self, *, stream: Stream, session_id: str, remote: IceCredentials
     ) -> IceCredentials:
         """ICE restart of a publisher (WHIP ``PATCH`` with ``If-Match: "*"``)."""
@@ -215,6 +220,11 @@ class SfuGateway:
         router = self.router(stream)
         return router.get_viewer(viewer_id) if router is not None else None
 
+    async def viewer_connection_state(self, *, stream: Stream, viewer_id: str) -> str | None:
+        """The viewer's connection state; ``None`` once it is over."""
+        viewer = self.viewer_session(stream, viewer_id)
+        return viewer.connection_state if viewer is not None else None
+
     async def viewer_answer(self, *, stream: Stream, viewer_id: str, answer_sdp: str) -> None:
         viewer = self.viewer_session(stream, viewer_id)
         if viewer is None:
@@ -233,7 +243,7 @@ class SfuGateway:
         if viewer is not None:
             await _add_candidate(viewer.add_ice_candidate, candidate)
 
-    def viewer_restart_ice(
+    async def viewer_restart_ice(
         self, *, stream: Stream, viewer_id: str, remote: IceCredentials
     ) -> IceCredentials:
         """ICE restart of a viewer (WHEP ``PATCH`` with ``If-Match: "*"``)."""

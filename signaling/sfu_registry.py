@@ -9,6 +9,10 @@ Keys (all under ``<prefix>:sfu:``, the channel layer's prefix, ``onair`` by defa
     worker:<id>:streams     set     ids of the streams it has routers for (origin or edge)
     origin:<stream id>      string  the id of the worker holding the stream's publisher
     gone:<id>               string  claimed by the one worker that announces <id>'s death
+    http:<token>            string  a WHIP/WHEP session resource (JSON), expiring
+                                    SESSION_TTL_SECONDS after its worker last saw its peer
+    http-peer:<kind>:<sfu id>
+                            string  the token of the session of that SFU peer (same TTL)
 
 Stream state and viewer counts are not here: they are in the database.
 """
@@ -27,6 +31,17 @@ from redis.asyncio import Redis
 HEARTBEAT_SECONDS = 0.5
 WORKER_TTL_SECONDS = 2.5
 _GONE_CLAIM_SECONDS = 60
+SESSION_TTL_SECONDS = 60
+_REFRESH_SESSIONS = """
+for _, peer in ipairs(KEYS) do
+    local token = redis.call('GET', peer)
+    if token then
+        redis.call('EXPIRE', peer, ARGV[1])
+        redis.call('EXPIRE', ARGV[2] .. token, ARGV[1])
+    end
+end
+return 0
+"""
 _COMPARE_AND_SET = """
 local current = redis.call('GET', KEYS[1])
 if current == false or current == ARGV[2] then
@@ -188,3 +203,36 @@ class SfuRegistry:
         key = f"{self._prefix}origin:{stream_id}"
         if worker_id is None or await self._redis.get(key) == worker_id:
             await self._redis.delete(key)
+
+    # --- WHIP/WHEP session resources -----------------------------------------------------
+
+    async def session_put(self, *, token: str, peer: str, record: str) -> None:
+        """Store a session's ``record`` under its token, and its token under ``peer``
+        (``<kind>:<sfu id>``)."""
+        async with self._redis.pipeline(transaction=True) as pipe:
+            pipe.set(f"{self._prefix}http:{token}", record, ex=SESSION_TTL_SECONDS)
+            pipe.set(f"{self._prefix}http-peer:{peer}", token, ex=SESSION_TTL_SECONDS)
+            await pipe.execute()
+
+    async def session_get(self, token: str) -> str | None:
+        record = await self._redis.get(f"{self._prefix}http:{token}")
+        return str(record) if record is not None else None
+
+    async def session_pop(self, peer: str) -> str | None:
+        """Remove the session of ``peer``; its record, for exactly one caller."""
+        token = await self._redis.getdel(f"{self._prefix}http-peer:{peer}")
+        if token is None:
+            return None
+        record = await self._redis.getdel(f"{self._prefix}http:{token!s}")
+        return str(record) if record is not None else None
+
+    async def sessions_refresh(self, peers: list[str]) -> None:
+        """Another SESSION_TTL_SECONDS for the sessions of these live peers."""
+        if peers:
+            await self._redis.eval(
+                _REFRESH_SESSIONS,
+                len(peers),
+                *[f"{self._prefix}http-peer:{peer}" for peer in peers],
+                SESSION_TTL_SECONDS,
+                f"{self._prefix}http:",
+            )

@@ -13,6 +13,8 @@ pages then get a fresh offer on a live worker.
 from __future__ import annotations
 
 import asyncio
+import dataclasses
+import functools
 import logging
 import os
 import secrets
@@ -27,15 +29,28 @@ from broadcast.models import Stream
 from onair.exceptions import ApplicationError
 from sfu import IceCandidate
 from sfu.pipe import EdgePipe, EdgeRouter, OriginPipe, PipeTrack
+from signaling.http_session_store import SessionKind, peer_key
+from signaling.http_sessions import on_sfu_event
 from signaling.sfu_cluster import (
     SfuUnavailableError,
     call,
     encode_error,
     max_viewers_per_worker,
+    session_id,
     tell,
 )
-from signaling.sfu_gateway import SfuGateway, end_abandoned_broadcast, stream_group
-from signaling.sfu_registry import HEARTBEAT_SECONDS, SfuRegistry, WorkerInfo
+from signaling.sfu_gateway import (
+    IceCredentials,
+    SfuGateway,
+    end_abandoned_broadcast,
+    stream_group,
+)
+from signaling.sfu_registry import (
+    HEARTBEAT_SECONDS,
+    SESSION_TTL_SECONDS,
+    SfuRegistry,
+    WorkerInfo,
+)
 
 logger = logging.getLogger(__name__)
 
@@ -44,6 +59,7 @@ Handler = Callable[..., Awaitable[dict[str, Any]]]
 EDGE_IDLE_SECONDS = 10.0
 SLOW_REQUEST_SECONDS = 2.0
 UNANSWERED_OFFER_SECONDS = 30.0
+SESSION_REFRESH_SECONDS = SESSION_TTL_SECONDS / 3
 
 
 def _stream(stream_id: str) -> Stream:
@@ -84,6 +100,8 @@ class SfuWorker:
         self.channel = ""
         self.max_viewers = max_viewers if max_viewers is not None else max_viewers_per_worker()
         self.local = SfuGateway()
+        # WHIP/WHEP sessions of this worker's peers end with them, as in embedded mode.
+        self.local.add_listener(functools.partial(on_sfu_event, worker_id=self.id))
         self.registry = SfuRegistry.from_settings()
         self._layer: BaseChannelLayer | None = None
         self._pending_viewers = 0
@@ -93,12 +111,18 @@ class SfuWorker:
         self._edge_idle_since: dict[str, float] = {}
         self._tasks: set[asyncio.Task[Any]] = set()
         self._load_sample = (time.monotonic(), time.process_time(), 0)
+        self._sessions_refreshed = 0.0
         self._handlers: dict[str, Handler] = {
             "publish": self._publish,
+            "publisher_active": self._publisher_active,
+            "publisher_connection_state": self._publisher_connection_state,
             "publisher_candidate": self._publisher_candidate,
+            "publisher_restart_ice": self._publisher_restart_ice,
             "subscribe": self._subscribe,
             "viewer_answer": self._viewer_answer,
+            "viewer_connection_state": self._viewer_connection_state,
             "viewer_candidate": self._viewer_candidate,
+            "viewer_restart_ice": self._viewer_restart_ice,
             "viewer_close": self._viewer_close,
             "close_router": self._close_router,
             "pipe_open": self._pipe_open,
@@ -189,8 +213,25 @@ class SfuWorker:
                 for worker_id in await self.registry.gone_workers():
                     await self._peer_gone(worker_id)
                 await self._close_idle_edges()
+                await self._refresh_sessions()
             except Exception:
                 logger.exception("sfu worker heartbeat failed", extra={"worker": self.id})
+
+    async def _refresh_sessions(self) -> None:
+        """Keep the WHIP/WHEP session resources of this worker's live peers from expiring."""
+        now = time.monotonic()
+        if now - self._sessions_refreshed < SESSION_REFRESH_SECONDS:
+            return
+        self._sessions_refreshed = now
+        peers: list[str] = []
+        for router in self.local.routers().routers:
+            if router.publisher is not None:
+                peers.append(peer_key(SessionKind.WHIP, session_id(self.id, router.publisher.id)))
+            peers.extend(
+                peer_key(SessionKind.WHEP, session_id(self.id, viewer.id))
+                for viewer in router.viewers
+            )
+        await self.registry.sessions_refresh(peers)
 
     async def _start_over(self) -> None:
         """Declared dead after a stall: its viewers and publishers were given sessions
@@ -292,6 +333,25 @@ class SfuWorker:
         )
         return {}
 
+    async def _publisher_active(self, *, stream_id: str) -> dict[str, Any]:
+        return {"active": await self.local.publisher_active(stream=_stream(stream_id))}
+
+    async def _publisher_connection_state(
+        self, *, stream_id: str, session_id: str
+    ) -> dict[str, Any]:
+        state = await self.local.publisher_connection_state(
+            stream=_stream(stream_id), session_id=session_id
+        )
+        return {"state": state}
+
+    async def _publisher_restart_ice(
+        self, *, stream_id: str, session_id: str, remote: dict[str, str]
+    ) -> dict[str, Any]:
+        local = await self.local.publisher_restart_ice(
+            stream=_stream(stream_id), session_id=session_id, remote=IceCredentials(**remote)
+        )
+        return dataclasses.asdict(local)
+
     async def _subscribe(
         self, *, stream_id: str, offer_sdp: str | None, origin: str, capped: bool
     ) -> dict[str, Any]:
@@ -333,6 +393,20 @@ class SfuWorker:
             stream=_stream(stream_id), viewer_id=viewer_id, candidate=IceCandidate(**candidate)
         )
         return {}
+
+    async def _viewer_connection_state(self, *, stream_id: str, viewer_id: str) -> dict[str, Any]:
+        state = await self.local.viewer_connection_state(
+            stream=_stream(stream_id), viewer_id=viewer_id
+        )
+        return {"state": state}
+
+    async def _viewer_restart_ice(
+        self, *, stream_id: str, viewer_id: str, remote: dict[str, str]
+    ) -> dict[str, Any]:
+        local = await self.local.viewer_restart_ice(
+            stream=_stream(stream_id), viewer_id=viewer_id, remote=IceCredentials(**remote)
+        )
+        return dataclasses.asdict(local)
 
     async def _viewer_close(self, *, stream_id: str, viewer_id: str) -> dict[str, Any]:
         await self.local.viewer_close(stream=_stream(stream_id), viewer_id=viewer_id)

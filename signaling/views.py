@@ -24,9 +24,8 @@ from onair.exceptions import (
     NotAuthenticatedError,
     UnsupportedMediaTypeError,
 )
+from signaling.http_session_store import HttpSession, SessionKind
 from signaling.http_sessions import (
-    HttpSession,
-    SessionKind,
     http_session_end,
     http_session_get,
     http_session_patch,
@@ -101,7 +100,7 @@ def whep_player(request: HttpRequest, slug: str) -> HttpResponse:
 
 async def _session(request: HttpRequest, kind: SessionKind, slug: str, token: str) -> HttpResponse:
     async def patch() -> HttpResponse:
-        session = http_session_get(kind=kind, slug=slug, token=token)
+        session = await http_session_get(kind=kind, slug=slug, token=token)
         fragment = parse_fragment(_body(request, SDPFRAG))
         restart = await http_session_patch(
             session=session, fragment=fragment, if_match=request.headers.get("If-Match")
@@ -113,7 +112,8 @@ async def _session(request: HttpRequest, kind: SessionKind, slug: str, token: st
         return response
 
     async def delete() -> HttpResponse:
-        await http_session_end(session=http_session_get(kind=kind, slug=slug, token=token))
+        session = await http_session_get(kind=kind, slug=slug, token=token)
+        await http_session_end(session=session)
         return HttpResponse(status=200)
 
     return await _dispatch(request, SESSION_METHODS, {"PATCH": patch, "DELETE": delete})

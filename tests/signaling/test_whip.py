@@ -409,7 +409,7 @@ async def test_session_urls_do_not_cross_streams_or_protocols(
     guessed = "A" * 43
     assert (await http.delete(f"/whip/{stream.slug}/{guessed}")).status_code == 404
     assert (await refreshed(stream)).state == Stream.State.LIVE
-    assert gateway.has_active_publisher(stream)
+    assert await gateway.publisher_active(stream=stream)
 
 
 async def test_options_and_cors(http: AsyncClient, stream_parts: tuple[Stream, IssuedKey]) -> None:

@@ -1,0 +1,123 @@
+"""WHIP and WHEP in cluster mode, with real processes (``tests.cluster``): a session
+created through one daphne process is served by the other, and its SFU peer's end drops it
+everywhere."""
+
+from __future__ import annotations
+
+import asyncio
+import json
+import re
+import urllib.error
+import urllib.request
+from dataclasses import dataclass
+
+import pytest
+
+from sfu.testing import TestPublisher, TestViewer, wait_until
+from tests.cluster import (
+    CLUSTER_SKIP,
+    Cluster,
+    cluster_fixture,  # noqa: F401 (provides the "cluster" fixture)
+)
+from tests.signaling.http_clients import SDP, SDPFRAG, ice_credentials
+
+pytestmark = [pytest.mark.postgres, pytest.mark.redis, pytest.mark.slow, CLUSTER_SKIP]
+
+
+@dataclass
+class Response:
+    status: int
+    headers: dict[str, str]
+    body: str
+
+
+def _send(method: str, url: str, body: str, headers: dict[str, str]) -> Response:
+    request = urllib.request.Request(url, data=body.encode() or None, method=method)
+    for name, value in headers.items():
+        request.add_header(name, value)
+    try:
+        with urllib.request.urlopen(request, timeout=20) as response:
+            return Response(response.status, dict(response.headers), response.read().decode())
+    except urllib.error.HTTPError as error:
+        return Response(error.code, dict(error.headers), error.read().decode())
+
+
+async def http(
+    method: str, url: str, body: str = "", headers: dict[str, str] | None = None
+) -> Response:
+    return await asyncio.to_thread(_send, method, url, body, headers or {})
+
+
+def _owner_token(cluster: Cluster, slug: str) -> str:
+    code = (
+        "from rest_framework.authtoken.models import Token; "
+        "from broadcast.models import Stream; "
+        f"print(Token.objects.create(user=Stream.objects.get(slug={slug!r}).owner).key)"
+    )
+    return cluster.manage("shell", "-c", code).splitlines()[-1]
+
+
+def _session_keys(cluster: Cluster) -> list[bytes]:
+    return list(cluster.redis.scan_iter(f"{cluster.prefix}:sfu:http*"))
+
+
+async def test_sessions_are_served_by_any_daphne_and_end_with_their_peer(
+    cluster: Cluster,
+) -> None:
+    daphne_a, daphne_b = cluster.daphne
+    slug, _, key = cluster.new_stream("WHIP in a cluster")
+    owner = {"Authorization": f"Token {_owner_token(cluster, slug)}"}
+    publisher, viewer = TestPublisher(), TestViewer()
+    try:
+        offer = await publisher.create_offer()
+        publishing = {"Authorization": f"Bearer {key}", "Content-Type": SDP}
+        published = await http("POST", f"{daphne_a}/whip/{slug}", offer, publishing)
+        assert published.status == 201, (published, cluster.logs())
+        await publisher.accept_answer(published.body)
+        whip_session = published.headers["Location"]
+
+        watched = await http(
+            "POST", f"{daphne_b}/whep/{slug}", await viewer.create_offer(), {"Content-Type": SDP}
+        )
+        assert watched.status == 201, (watched, cluster.logs())
+        await viewer.accept_answer(watched.body)
+        assert await viewer.wait_for_frames(video=20, within=15), cluster.logs()
+
+        # A second publisher is refused while the first is connected, whichever daphne asks.
+        second = TestPublisher()
+        refused = await http(
+            "POST", f"{daphne_b}/whip/{slug}", await second.create_offer(), publishing
+        )
+        await second.close()
+        assert refused.status == 409, refused
+
+        # Trickle on the WHIP session through the other daphne process.
+        ufrag, pwd = ice_credentials(offer)
+        candidate = re.search(r"^a=candidate:.*$", offer, re.MULTILINE)
+        assert candidate is not None
+        fragment = (
+            f"a=ice-ufrag:{ufrag}\r\na=ice-pwd:{pwd}\r\nm=audio 9 UDP/TLS/RTP/SAVPF 0\r\n"
+            f"a=mid:0\r\n{candidate[0].strip()}\r\n"
+        )
+        trickled = await http(
+            "PATCH",
+            daphne_b + whip_session,
+            fragment,
+            {"Content-Type": SDPFRAG, "If-Match": published.headers["ETag"]},
+        )
+        assert trickled.status == 204, trickled
+        assert len(_session_keys(cluster)) == 4  # two sessions, each by token and by peer
+
+        # DELETE through daphne B ends the broadcast; daphne A's API says so.
+        deleted = await http("DELETE", daphne_b + whip_session)
+        assert deleted.status == 200, deleted
+        detail = await http("GET", f"{daphne_a}/api/v1/streams/{slug}/", headers=owner)
+        assert json.loads(detail.body)["state"] == "ended", detail
+        assert (await http("DELETE", daphne_a + whip_session)).status == 404
+        # The broadcast's end closed the WHEP viewer on its worker, which drops its session.
+        assert await wait_until(lambda: not _session_keys(cluster), 5), _session_keys(cluster)
+        gone = await http("DELETE", daphne_a + watched.headers["Location"])
+        assert gone.status == 404, gone
+    finally:
+        await viewer.close()
+        await publisher.close()
