@@ -88,8 +88,8 @@ class MemorySessionStore:
 
 
 class RedisSessionStore:
-    def __init__(self) -> None:
-        self._registry = SfuRegistry.from_settings()
+    def __init__(self, registry: SfuRegistry) -> None:
+        self._registry = registry
 
     async def put(self, session: HttpSession) -> None:
         await self._registry.session_put(
@@ -108,7 +108,9 @@ class RedisSessionStore:
 
 
 def _process_store() -> SessionStore:
-    return RedisSessionStore() if cluster_mode() else MemorySessionStore()
+    return (
+        RedisSessionStore(SfuRegistry.from_settings()) if cluster_mode() else MemorySessionStore()
+    )
 
 
 session_store = _process_store()

@@ -120,7 +120,7 @@ class HttpPeer:
         response = await self.patch(fragment, if_match="*")
         if response.status_code == 200:
             remote_ufrag, remote_pwd = ice_credentials(response.content.decode())
-            _rotate_ice(self.pc(), ufrag, pwd, remote_ufrag, remote_pwd)
+            rotate_ice(self.pc(), ufrag, pwd, remote_ufrag, remote_pwd)
             self.session.etag = response["ETag"]
         return response
 
@@ -173,7 +173,7 @@ class WhepClient(HttpPeer):
         await self.viewer.close()
 
 
-def _rotate_ice(
+def rotate_ice(
     pc: RTCPeerConnection, ufrag: str, pwd: str, remote_ufrag: str, remote_pwd: str
 ) -> None:
     """The client's half of an ICE restart (aiortc has none): take new credentials."""

@@ -7,6 +7,7 @@ from __future__ import annotations
 import asyncio
 import json
 import re
+import secrets
 import urllib.error
 import urllib.request
 from dataclasses import dataclass
@@ -19,7 +20,7 @@ from tests.cluster import (
     Cluster,
     cluster_fixture,  # noqa: F401 (provides the "cluster" fixture)
 )
-from tests.signaling.http_clients import SDP, SDPFRAG, ice_credentials
+from tests.signaling.http_clients import SDP, SDPFRAG, ice_credentials, rotate_ice
 
 pytestmark = [pytest.mark.postgres, pytest.mark.redis, pytest.mark.slow, CLUSTER_SKIP]
 
@@ -107,6 +108,23 @@ async def test_sessions_are_served_by_any_daphne_and_end_with_their_peer(
         )
         assert trickled.status == 204, trickled
         assert len(_session_keys(cluster)) == 4  # two sessions, each by token and by peer
+
+        # ICE restart of the WHEP session through daphne A: the media carries on.
+        ufrag, pwd = secrets.token_hex(4), secrets.token_hex(12)
+        restarted = await http(
+            "PATCH",
+            daphne_a + watched.headers["Location"],
+            f"a=ice-ufrag:{ufrag}\r\na=ice-pwd:{pwd}\r\nm=audio 9 UDP/TLS/RTP/SAVPF 0\r\n"
+            "a=mid:0\r\n",
+            {"Content-Type": SDPFRAG, "If-Match": "*"},
+        )
+        assert restarted.status == 200, restarted
+        assert restarted.headers["ETag"] != watched.headers["ETag"]
+        remote_ufrag, remote_pwd = ice_credentials(restarted.body)
+        assert (remote_ufrag, remote_pwd) != ice_credentials(watched.body)
+        rotate_ice(viewer.pc, ufrag, pwd, remote_ufrag, remote_pwd)
+        before = viewer.video.frames
+        assert await wait_until(lambda: viewer.video.frames > before + 15, 10)
 
         # DELETE through daphne B ends the broadcast; daphne A's API says so.
         deleted = await http("DELETE", daphne_b + whip_session)
