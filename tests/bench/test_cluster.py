@@ -56,3 +56,12 @@ def test_a_starved_point_is_left_out_of_the_fit() -> None:
     assert fit is not None
     assert fit.slope == pytest.approx(0.005)
     assert result.fit(2) is None
+
+
+def test_a_window_on_a_crowded_machine_is_left_out_of_the_fit() -> None:
+    crowded = _point(1, 60, 0.34)
+    crowded.core_busy = [0.99, 0.97]
+
+    assert crowded.contended
+    assert crowded.saturated
+    assert crowded.verdict == "no: machine busy"
