@@ -379,9 +379,14 @@ def _plot(result: ClusterResult) -> Path:
     for workers, color in ((1, "tab:blue"), (2, "tab:orange")):
         points = [p for p in result.points if p.workers == workers]
         label = "1 worker" if workers == 1 else "2 workers (origin + edge, pipe)"
-        axes.scatter(
-            [p.viewers for p in points], [p.workers_cpu * 100 for p in points], color=color
-        )
+        for fitted in (True, False):
+            shown = [p for p in points if p.saturated != fitted]
+            axes.scatter(
+                [p.viewers for p in shown],
+                [p.workers_cpu * 100 for p in shown],
+                color=color,
+                facecolors=color if fitted else "none",
+            )
         fit = result.fit(workers)
         if fit and points:
             top = max(p.viewers for p in points)
@@ -393,7 +398,7 @@ def _plot(result: ClusterResult) -> Path:
             )
     axes.set_xlabel("viewers of one broadcast")
     axes.set_ylabel("SFU workers' CPU (% of one core, summed)")
-    axes.set_title("OnAir: cost per viewer with 1 and 2 SFU workers")
+    axes.set_title("OnAir: cost per viewer with 1 and 2 SFU workers (hollow: not fitted)")
     axes.legend(loc="upper left")
     axes.grid(alpha=0.3)
     PLOT.parent.mkdir(parents=True, exist_ok=True)
