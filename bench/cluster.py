@@ -1,6 +1,6 @@
 """The multi-core sweep: one broadcast's SFU cost with one worker, and with two piped workers.
 
-    python -m bench --cluster            # ≈ 7 minutes on 2 cores, updates docs/
+    python -m bench --cluster            # ≈ 5 minutes on 2 cores, updates docs/
     python -m bench --cluster --quick    # ≈ 1 minute
 
 A machine's viewers per broadcast grow with its cores only if a second worker (an edge
