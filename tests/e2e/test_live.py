@@ -5,10 +5,14 @@ the real daphne server, Channels signaling and the in-process SFU.
 from __future__ import annotations
 
 import base64
+import json
 import re
 import time
+import urllib.parse
+import urllib.request
 from collections.abc import Callable, Iterator
 from pathlib import Path
+from typing import Any
 
 import av
 import pytest
@@ -56,14 +60,14 @@ def _wait_for_frames(page: Page, more_than: int, within: float = 20.0) -> int:
     return frames
 
 
-def _wait_for_width(page: Page, other_than: int, within: float = 20.0) -> int:
+def _wait_for_width_above(page: Page, width: int, within: float = 20.0) -> int:
     deadline = time.monotonic() + within
-    width = int(page.evaluate(INBOUND_VIDEO)["width"])
-    while width in (0, other_than) and time.monotonic() < deadline:
+    seen = int(page.evaluate(INBOUND_VIDEO)["width"])
+    while seen <= width and time.monotonic() < deadline:
         page.wait_for_timeout(200)
-        width = int(page.evaluate(INBOUND_VIDEO)["width"])
-    assert width not in (0, other_than), f"frameWidth stayed at {width}"
-    return width
+        seen = int(page.evaluate(INBOUND_VIDEO)["width"])
+    assert seen > width, f"frameWidth stayed at {seen}"
+    return seen
 
 
 def _shot(page: Page, name: str) -> None:
@@ -88,16 +92,29 @@ def _new_page(browser: Browser, server: OnAirServer, opened: list[BrowserContext
 
 
 def _restart_demo_stream(server: OnAirServer) -> None:
-    """Put the demo stream back to idle, whatever an earlier test did."""
-    server.manage(
-        "shell",
-        "-c",
-        "from broadcast.models import Stream; "
-        "from broadcast.services import stream_end, stream_restart; "
-        f"s = Stream.objects.get(slug={server.demo_slug!r}); "
-        "s = stream_end(stream=s) if s.state == 'live' else s; "
-        "s = stream_restart(stream=s) if s.state == 'ended' else s",
-    )
+    """Put the demo stream back to idle, whatever an earlier test did, through the REST API:
+    the daphne process that holds the stream's SFU router must see the end (a state change
+    written by another process would leave the router, and its publisher, running)."""
+
+    def call(method: str, path: str, token: str | None = None, **form: str) -> dict[str, Any]:
+        headers = {"Authorization": f"Token {token}"} if token else {}
+        data = urllib.parse.urlencode(form).encode() if form else None
+        request = urllib.request.Request(server.url(path), data, headers, method=method)
+        with urllib.request.urlopen(request, timeout=10) as response:
+            body: dict[str, Any] = json.load(response)
+            return body
+
+    token = call(
+        "POST",
+        "/api/v1/auth/token/",
+        username=server.demo_username,
+        password=server.demo_password,
+    )["token"]
+    stream = f"/api/v1/streams/{server.demo_slug}/"
+    if call("GET", stream, token)["state"] == "live":
+        call("POST", stream + "end/", token)
+    if call("GET", stream, token)["state"] == "ended":
+        call("POST", stream + "restart/", token)
 
 
 def test_broadcast_to_three_viewers(
@@ -149,8 +166,8 @@ def test_broadcast_to_three_viewers(
         assert viewer.evaluate("document.getElementById('player').videoWidth") > 0
         expect(viewer.locator("#viewer-count")).to_have_text("3")
         _shot(viewer, f"watch-viewer-{index + 1}")
-    camera_width = int(early.evaluate(INBOUND_VIDEO)["width"])
-    assert camera_width == 640
+    # The 360p camera: at most 640 wide (Chrome scales a camera down when its CPU is busy).
+    assert 0 < int(early.evaluate(INBOUND_VIDEO)["width"]) <= 640
 
     # Muted autoplay, a clear unmute control, stats in a toggleable overlay.
     assert early.evaluate("document.getElementById('player').muted") is True
@@ -167,8 +184,9 @@ def test_broadcast_to_three_viewers(
         viewer.evaluate("window.__pc = window.onairWatch.state.pc")
     studio.click("#source-screen")
     expect(studio.locator("#source-label")).to_have_text("Screen")
+    # The screen is 1280 wide, and Chrome keeps a screen's resolution under load.
     for viewer in viewers:
-        _wait_for_width(viewer, other_than=camera_width)
+        _wait_for_width_above(viewer, 640)
         assert viewer.evaluate("window.__pc === window.onairWatch.state.pc")
     _shot(studio, "studio-live")
     _shot(early, "watch-screen-share")
