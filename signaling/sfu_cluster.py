@@ -163,6 +163,29 @@ class ClusterGateway(SfuGateway):
     async def _session_worker(self, session: str) -> WorkerInfo | None:
         return await self.registry.worker(session_worker(session))
 
+    async def _session_call(
+        self,
+        method: str,
+        *,
+        stream: Stream,
+        session: tuple[str, str],
+        gone: str | None = None,
+        **params: Any,
+    ) -> dict[str, Any] | None:
+        """Call ``method`` on the worker holding ``session`` (``(field, "<worker>.<id>")``).
+
+        If that worker is gone: ``ConflictError(gone)`` when ``gone`` is given, else None.
+        """
+        field, session_id = session
+        worker = await self._session_worker(session_id)
+        if worker is None:
+            if gone is not None:
+                raise ConflictError(gone, code="no_session")
+            return None
+        return await self._call(
+            worker, method, stream_id=str(stream.pk), **{field: _local_id(session_id)}, **params
+        )
+
     async def origin(self, stream_id: str) -> WorkerInfo:
         """The live worker holding (or to hold) the stream's publisher."""
         workers = await self._workers()
@@ -194,45 +217,33 @@ class ClusterGateway(SfuGateway):
         return bool(result["active"])
 
     async def publisher_connection_state(self, *, stream: Stream, session_id: str) -> str | None:
-        worker = await self._session_worker(session_id)
-        if worker is None:
-            return None
-        result = await self._call(
-            worker,
-            "publisher_connection_state",
-            stream_id=str(stream.pk),
-            session_id=_local_id(session_id),
+        result = await self._session_call(
+            "publisher_connection_state", stream=stream, session=("session_id", session_id)
         )
-        state: str | None = result["state"]
-        return state
+        return None if result is None else result["state"]
 
     async def publisher_restart_ice(
         self, *, stream: Stream, session_id: str, remote: IceCredentials
     ) -> IceCredentials:
-        worker = await self._session_worker(session_id)
-        if worker is None:
-            raise ConflictError("This publishing session is over.", code="no_session")
-        result = await self._call(
-            worker,
+        result = await self._session_call(
             "publisher_restart_ice",
-            stream_id=str(stream.pk),
-            session_id=_local_id(session_id),
+            stream=stream,
+            session=("session_id", session_id),
+            gone="This publishing session is over.",
             remote=dataclasses.asdict(remote),
         )
+        assert result is not None  # a gone worker raised
         return IceCredentials(**result)
 
     async def publisher_candidate(
         self, *, stream: Stream, session_id: str, candidate: IceCandidate
     ) -> None:
-        worker = await self._session_worker(session_id)
-        if worker is not None:
-            await self._call(
-                worker,
-                "publisher_candidate",
-                stream_id=str(stream.pk),
-                session_id=_local_id(session_id),
-                candidate=dataclasses.asdict(candidate),
-            )
+        await self._session_call(
+            "publisher_candidate",
+            stream=stream,
+            session=("session_id", session_id),
+            candidate=dataclasses.asdict(candidate),
+        )
 
     async def close_router(self, *, stream_id: int | str) -> None:
         """End the broadcast on every worker (its origin and its edges)."""
@@ -288,59 +299,42 @@ class ClusterGateway(SfuGateway):
         return ViewResult(viewer_id=session_id(worker.id, result["viewer_id"]), sdp=result["sdp"])
 
     async def viewer_connection_state(self, *, stream: Stream, viewer_id: str) -> str | None:
-        worker = await self._session_worker(viewer_id)
-        if worker is None:
-            return None
-        result = await self._call(
-            worker,
-            "viewer_connection_state",
-            stream_id=str(stream.pk),
-            viewer_id=_local_id(viewer_id),
+        result = await self._session_call(
+            "viewer_connection_state", stream=stream, session=("viewer_id", viewer_id)
         )
-        state: str | None = result["state"]
-        return state
+        return None if result is None else result["state"]
 
     async def viewer_restart_ice(
         self, *, stream: Stream, viewer_id: str, remote: IceCredentials
     ) -> IceCredentials:
-        worker = await self._session_worker(viewer_id)
-        if worker is None:
-            raise ConflictError("This viewing session is over.", code="no_session")
-        result = await self._call(
-            worker,
+        result = await self._session_call(
             "viewer_restart_ice",
-            stream_id=str(stream.pk),
-            viewer_id=_local_id(viewer_id),
+            stream=stream,
+            session=("viewer_id", viewer_id),
+            gone="This viewing session is over.",
             remote=dataclasses.asdict(remote),
         )
+        assert result is not None  # a gone worker raised
         return IceCredentials(**result)
 
     async def viewer_answer(self, *, stream: Stream, viewer_id: str, answer_sdp: str) -> None:
-        worker = await self._session_worker(viewer_id)
-        if worker is None:
-            raise ConflictError(
-                "This viewing session is over; ask for a new one.", code="no_session"
-            )
-        await self._call(
-            worker,
+        await self._session_call(
             "viewer_answer",
-            stream_id=str(stream.pk),
-            viewer_id=_local_id(viewer_id),
+            stream=stream,
+            session=("viewer_id", viewer_id),
+            gone="This viewing session is over; ask for a new one.",
             answer_sdp=answer_sdp,
         )
 
     async def viewer_candidate(
         self, *, stream: Stream, viewer_id: str, candidate: IceCandidate
     ) -> None:
-        worker = await self._session_worker(viewer_id)
-        if worker is not None:
-            await self._call(
-                worker,
-                "viewer_candidate",
-                stream_id=str(stream.pk),
-                viewer_id=_local_id(viewer_id),
-                candidate=dataclasses.asdict(candidate),
-            )
+        await self._session_call(
+            "viewer_candidate",
+            stream=stream,
+            session=("viewer_id", viewer_id),
+            candidate=dataclasses.asdict(candidate),
+        )
 
     async def viewer_close(self, *, stream: Stream, viewer_id: str) -> None:
         worker = await self._session_worker(viewer_id)
