@@ -27,39 +27,19 @@ import logging
 import sys
 from typing import Any
 
-from aiortc import RTCRtpCodecParameters
-
 import sfu
 from bench import http
-from sfu.pipe import EdgePipe, EdgeRouter, OriginPipe, PipeTrack
+from sfu.pipe import (
+    EdgePipe,
+    EdgeRouter,
+    OriginPipe,
+    PipeTrack,
+    decode_tracks,
+    encode_tracks,
+)
 
 PIPE_HOST = "127.0.0.1"
 ROUTER_ID = "bench"
-
-
-def _encode_tracks(tracks: tuple[PipeTrack, ...]) -> list[dict[str, Any]]:
-    # signaling.sfu_worker.encode_tracks says the same, but importing it needs Django.
-    return [
-        {
-            "kind": t.kind,
-            "ssrc": t.ssrc,
-            "codec": {
-                "mimeType": t.codec.mimeType,
-                "clockRate": t.codec.clockRate,
-                "channels": t.codec.channels,
-                "payloadType": t.codec.payloadType,
-                "parameters": dict(t.codec.parameters),
-            },
-        }
-        for t in tracks
-    ]
-
-
-def _decode_tracks(tracks: list[dict[str, Any]]) -> tuple[PipeTrack, ...]:
-    return tuple(
-        PipeTrack(kind=t["kind"], ssrc=t["ssrc"], codec=RTCRtpCodecParameters(**t["codec"]))
-        for t in tracks
-    )
 
 
 def _sdp(answer: str | None) -> http.Response:
@@ -83,7 +63,7 @@ class _Edge:
         if path == "/pipe":
             message = json.loads(body)
             self.pipe.connect((message["origin"][0], int(message["origin"][1])))
-            await self.router.set_tracks(_decode_tracks(message["tracks"]))
+            await self.router.set_tracks(decode_tracks(message["tracks"]))
             return _json({})
         if path == "/stats":
             stats = self.pipe.stats()
@@ -115,7 +95,7 @@ class _Origin:
     def _tell_edge(self, tracks: tuple[PipeTrack, ...]) -> None:
         assert self.pipe is not None
         assert self.edge_url is not None
-        message = {"origin": list(self.pipe.address), "tracks": _encode_tracks(tracks)}
+        message = {"origin": list(self.pipe.address), "tracks": encode_tracks(tracks)}
         task = asyncio.ensure_future(http.post_json(f"{self.edge_url}/pipe", message))
         self._tasks.add(task)
         task.add_done_callback(self._tasks.discard)

@@ -68,6 +68,31 @@ class PipeTrack:
     codec: RTCRtpCodecParameters
 
 
+def encode_tracks(tracks: tuple[PipeTrack, ...]) -> list[dict[str, Any]]:
+    """Pipe tracks as JSON-able dicts, for whatever carries them to the edge."""
+    return [
+        {
+            "kind": t.kind,
+            "ssrc": t.ssrc,
+            "codec": {
+                "mimeType": t.codec.mimeType,
+                "clockRate": t.codec.clockRate,
+                "channels": t.codec.channels,
+                "payloadType": t.codec.payloadType,
+                "parameters": dict(t.codec.parameters),
+            },
+        }
+        for t in tracks
+    ]
+
+
+def decode_tracks(tracks: list[dict[str, Any]]) -> tuple[PipeTrack, ...]:
+    return tuple(
+        PipeTrack(kind=t["kind"], ssrc=t["ssrc"], codec=RTCRtpCodecParameters(**t["codec"]))
+        for t in tracks
+    )
+
+
 @dataclass(frozen=True)
 class PipeStats:
     """Packets through one end of a pipe. ``packets`` counts each packet once (first

@@ -22,13 +22,19 @@ import time
 from collections.abc import Awaitable, Callable, Coroutine
 from typing import Any
 
-from aiortc import RTCRtpCodecParameters
 from channels.layers import BaseChannelLayer, get_channel_layer
 
 from broadcast.models import Stream
 from onair.exceptions import ApplicationError
 from sfu import IceCandidate
-from sfu.pipe import EdgePipe, EdgeRouter, OriginPipe, PipeTrack
+from sfu.pipe import (
+    EdgePipe,
+    EdgeRouter,
+    OriginPipe,
+    PipeTrack,
+    decode_tracks,
+    encode_tracks,
+)
 from signaling.http_session_store import SessionKind, peer_key
 from signaling.http_sessions import on_sfu_event
 from signaling.sfu_cluster import (
@@ -65,30 +71,6 @@ SESSION_REFRESH_SECONDS = SESSION_TTL_SECONDS / 3
 def _stream(stream_id: str) -> Stream:
     """The gateway's calls only need a stream's primary key."""
     return Stream(pk=int(stream_id))
-
-
-def encode_tracks(tracks: tuple[PipeTrack, ...]) -> list[dict[str, Any]]:
-    return [
-        {
-            "kind": t.kind,
-            "ssrc": t.ssrc,
-            "codec": {
-                "mimeType": t.codec.mimeType,
-                "clockRate": t.codec.clockRate,
-                "channels": t.codec.channels,
-                "payloadType": t.codec.payloadType,
-                "parameters": dict(t.codec.parameters),
-            },
-        }
-        for t in tracks
-    ]
-
-
-def decode_tracks(tracks: list[dict[str, Any]]) -> tuple[PipeTrack, ...]:
-    return tuple(
-        PipeTrack(kind=t["kind"], ssrc=t["ssrc"], codec=RTCRtpCodecParameters(**t["codec"]))
-        for t in tracks
-    )
 
 
 class SfuWorker:
