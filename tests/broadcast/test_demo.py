@@ -36,6 +36,9 @@ def test_creates_user_and_stream_once_and_prints_them() -> None:
         "http://127.0.0.1:8123/",
         "http://127.0.0.1:8123/admin/",
         "http://127.0.0.1:8123/api/docs/",
+        "http://127.0.0.1:8123/studio/demo/",
+        "http://127.0.0.1:8123/watch/demo/",
+        "http://127.0.0.1:8123/whip/demo",
         f"demo / {DEMO_PASSWORD}",
         demo_key_secret(),
     ):

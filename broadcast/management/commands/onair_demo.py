@@ -43,6 +43,10 @@ class Command(BaseCommand):
             f"  Stream key     {demo.stream_key}"
             if demo.stream_key
             else "  Stream key     (rotated since the demo set it up: issue one on My streams)",
+            f"  Go live        {base}/studio/{demo.stream.slug}/   (log in first)",
+            f"  Watch          {base}/watch/{demo.stream.slug}/",
+            f"  WHIP (OBS)     {base}/whip/{demo.stream.slug}   (bearer token: the stream key)",
+            f"  WHEP           {base}/whep/{demo.stream.slug}",
             "",
         ]
         self.stdout.write("\n".join(lines))
