@@ -16,7 +16,7 @@ from broadcast.models import Stream
 from broadcast.services import IssuedKey
 from onair.auth import authenticated_user
 from onair.exceptions import ApplicationError
-from signaling.ice import PeerRole, browser_configuration
+from signaling.ice import PeerRole, client_ice_fields
 
 # The session entry that carries a new key's secret to the next page view, once.
 _NEW_KEY_SESSION = "onair_new_key"
@@ -166,13 +166,11 @@ def studio(request: HttpRequest, slug: str) -> HttpResponse:
         except ApplicationError as exc:
             raise Http404(exc.message) from exc
         owner = False
-    ice = browser_configuration(user=f"studio-{stream.pk}", role=PeerRole.PUBLISHER)
     client_config = {
         "slug": stream.slug,
         "ws_path": f"/ws/studio/{stream.slug}/",
         "stream_state": stream.state,
-        "ice_servers": ice["iceServers"],
-        "ice_transport_policy": ice["iceTransportPolicy"],
+        **client_ice_fields(user=f"studio-{stream.pk}", role=PeerRole.PUBLISHER),
     }
     return render(
         request,

@@ -24,7 +24,7 @@ from broadcast.selectors import stream_get_visible
 from broadcast.services import stream_begin, stream_end, stream_key_verify
 from onair.exceptions import ApplicationError, NotFoundError
 from sfu import IceCandidate
-from signaling.ice import PeerRole, browser_configuration
+from signaling.ice import PeerRole, client_ice_fields
 from signaling.messages import (
     STUDIO_TYPES,
     WATCH_TYPES,
@@ -98,7 +98,7 @@ class _StreamConsumer(AsyncWebsocketConsumer):
             role=self.role.value,
             stream=self.visible_payload(),
             polite=True,
-            **self.ice_fields(),
+            **client_ice_fields(user=self.session_tag, role=self.role),
             **self.welcome_fields(),
         )
         await self.after_welcome()
@@ -145,13 +145,6 @@ class _StreamConsumer(AsyncWebsocketConsumer):
         raise NotImplementedError
 
     # --- helpers -------------------------------------------------------------------
-
-    def ice_fields(self) -> dict[str, Any]:
-        config = browser_configuration(user=self.session_tag, role=self.role)
-        return {
-            "ice_servers": config["iceServers"],
-            "ice_transport_policy": config["iceTransportPolicy"],
-        }
 
     @property
     def user(self) -> User | AnonymousUser:

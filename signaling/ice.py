@@ -171,6 +171,18 @@ def browser_configuration(
     }
 
 
+def client_ice_fields(
+    *, user: str, role: PeerRole, config: IceSettings | None = None
+) -> dict[str, Any]:
+    """``browser_configuration`` as the pages' config and the ``welcome`` message carry it:
+    ``{"ice_servers": [...], "ice_transport_policy": "all" | "relay"}``."""
+    browser = browser_configuration(user=user, role=role, config=config)
+    return {
+        "ice_servers": browser["iceServers"],
+        "ice_transport_policy": browser["iceTransportPolicy"],
+    }
+
+
 def link_header_values(servers: Sequence[IceServer]) -> list[str]:
     """``Link`` values advertising ``servers`` to WHIP/WHEP clients (RFC 9725 §4.6).
 

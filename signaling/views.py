@@ -34,7 +34,7 @@ from signaling.http_sessions import (
     whip_session_start,
     whip_stream_get,
 )
-from signaling.ice import PeerRole, browser_configuration, ice_servers, link_header
+from signaling.ice import PeerRole, client_ice_fields, ice_servers, link_header
 from signaling.sdpfrag import MEDIA_TYPE as SDPFRAG
 from signaling.sdpfrag import parse_fragment
 
@@ -89,11 +89,9 @@ async def whep_session(request: HttpRequest, slug: str, token: str) -> HttpRespo
 
 def whep_player(request: HttpRequest, slug: str) -> HttpResponse:
     """A minimal WHEP player for ``/whep/<slug>``; a private stream asks for a token."""
-    ice = browser_configuration(user=uuid.uuid4().hex, role=PeerRole.VIEWER)
     config = {
         "endpoint": f"/whep/{slug}",
-        "ice_servers": ice["iceServers"],
-        "ice_transport_policy": ice["iceTransportPolicy"],
+        **client_ice_fields(user=uuid.uuid4().hex, role=PeerRole.VIEWER),
     }
     return render(request, "signaling/whep_player.html", {"slug": slug, "player_config": config})
 

@@ -9,7 +9,7 @@ from django.shortcuts import render
 
 from broadcast.selectors import stream_get_visible
 from onair.exceptions import NotFoundError
-from signaling.ice import PeerRole, browser_configuration
+from signaling.ice import PeerRole, client_ice_fields
 
 
 def watch(request: HttpRequest, slug: str) -> HttpResponse:
@@ -17,14 +17,12 @@ def watch(request: HttpRequest, slug: str) -> HttpResponse:
         stream = stream_get_visible(slug=slug, user=request.user)
     except NotFoundError as exc:
         raise Http404(exc.message) from exc
-    ice = browser_configuration(user=uuid.uuid4().hex, role=PeerRole.VIEWER)
     client_config = {
         "slug": stream.slug,
         "title": stream.title,
         "ws_path": f"/ws/watch/{stream.slug}/",
         "stream_state": stream.state,
         "viewers": stream.viewer_count,
-        "ice_servers": ice["iceServers"],
-        "ice_transport_policy": ice["iceTransportPolicy"],
+        **client_ice_fields(user=uuid.uuid4().hex, role=PeerRole.VIEWER),
     }
     return render(request, "viewers/watch.html", {"stream": stream, "client_config": client_config})
