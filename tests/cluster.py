@@ -20,6 +20,7 @@ import pytest
 import redis
 
 from signaling.sfu_registry import WorkerInfo
+from tests.environment import app_environment
 
 ROOT = Path(__file__).resolve().parents[1]
 POSTGRES_URL = os.environ.get("TEST_POSTGRES_URL", "postgres://postgres@127.0.0.1:5432/postgres")
@@ -136,20 +137,11 @@ def cluster_fixture(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Cluste
     database = f"onair_cluster_{secrets.token_hex(4)}"
     with psycopg.connect(POSTGRES_URL, autocommit=True) as connection:
         connection.execute(f'CREATE DATABASE "{database}"')
-    env = {
-        key: value
-        for key, value in os.environ.items()
-        if key not in {"DATABASE_URL", "REDIS_URL", "DJANGO_SETTINGS_MODULE"}
-    }
-    env.update(
-        DJANGO_SETTINGS_MODULE="onair.settings.local",
-        DATABASE_URL=POSTGRES_URL.rsplit("/", 1)[0] + f"/{database}",
+    env = app_environment(
+        database_url=POSTGRES_URL.rsplit("/", 1)[0] + f"/{database}",
         REDIS_URL=REDIS_URL,
         ONAIR_SFU_MODE="cluster",
         ONAIR_SFU_MAX_VIEWERS_PER_WORKER=str(MAX_VIEWERS_PER_WORKER),
-        DJANGO_SECRET_KEY=secrets.token_urlsafe(40),
-        DJANGO_DEBUG="0",
-        PYTHONUNBUFFERED="1",
     )
     cluster = Cluster(env=env, workdir=tmp_path_factory.mktemp("cluster"))
     env["ONAIR_REDIS_PREFIX"] = cluster.prefix  # this run's keys only: others may share Redis

@@ -12,7 +12,6 @@ from __future__ import annotations
 import json
 import os
 import re
-import secrets
 import socket
 import subprocess
 import sys
@@ -24,6 +23,8 @@ from pathlib import Path
 
 import pytest
 from playwright.sync_api import Browser, BrowserContext, Page, sync_playwright
+
+from tests.environment import app_environment
 
 ROOT = Path(__file__).resolve().parents[2]
 CHROMIUM = "/usr/bin/chromium"
@@ -119,18 +120,7 @@ def onair_server(tmp_path_factory: pytest.TempPathFactory) -> Iterator[OnAirServ
     """
     workdir = tmp_path_factory.mktemp("onair-server")
     port = _free_port()
-    env = {
-        key: value
-        for key, value in os.environ.items()
-        if key not in {"DATABASE_URL", "REDIS_URL", "DJANGO_SETTINGS_MODULE"}
-    }
-    env.update(
-        DJANGO_SETTINGS_MODULE="onair.settings.local",
-        DATABASE_URL=f"sqlite:///{workdir / 'db.sqlite3'}",
-        DJANGO_SECRET_KEY=secrets.token_urlsafe(40),
-        DJANGO_DEBUG="0",
-        PYTHONUNBUFFERED="1",
-    )
+    env = app_environment(database_url=f"sqlite:///{workdir / 'db.sqlite3'}")
     bootstrap = subprocess.run(
         [sys.executable, "manage.py", "migrate", "--noinput", "-v0"],
         cwd=ROOT,

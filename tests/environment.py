@@ -1,0 +1,24 @@
+"""The environment of an OnAir process a test starts (daphne, runsfu, manage.py)."""
+
+from __future__ import annotations
+
+import os
+import secrets
+
+# Inherited values that would point a child at the developer's own database or settings.
+_NOT_INHERITED = frozenset({"DATABASE_URL", "REDIS_URL", "DJANGO_SETTINGS_MODULE"})
+
+
+def app_environment(*, database_url: str, **settings: str) -> dict[str, str]:
+    """This process's environment without its database, Redis and settings choice, with
+    local settings on ``database_url``, a fresh secret key and ``settings`` on top."""
+    env = {key: value for key, value in os.environ.items() if key not in _NOT_INHERITED}
+    env.update(
+        DJANGO_SETTINGS_MODULE="onair.settings.local",
+        DATABASE_URL=database_url,
+        DJANGO_SECRET_KEY=secrets.token_urlsafe(40),
+        DJANGO_DEBUG="0",
+        PYTHONUNBUFFERED="1",
+        **settings,
+    )
+    return env
