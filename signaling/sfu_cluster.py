@@ -129,10 +129,10 @@ async def tell(
 class ClusterGateway(SfuGateway):
     """The gateway of a daphne process in cluster mode: same calls, media elsewhere.
 
-    The in-process inspection calls (``router``, ``has_publisher``, ``publisher_session``,
-    ``viewer_session``) have no meaning here: they raise ``SfuGatewayError``; their async
-    counterparts (``publisher_active``, ``*_connection_state``, ``*_restart_ice``) ask the
-    worker concerned.
+    The in-process inspection calls (``router``, ``publisher_session``, ``viewer_session``)
+    have no meaning here: they raise ``SfuGatewayError``; their async counterparts
+    (``publisher_active``, ``*_connection_state``, ``*_restart_ice``) ask the worker
+    concerned.
     """
 
     def __init__(self) -> None:

@@ -144,10 +144,6 @@ class SfuGateway:
             raise ConflictError("The broadcast is closing; try again.", code="closing") from exc
         return PublishResult(session_id=session.id, answer_sdp=session.answer_sdp)
 
-    def has_publisher(self, stream: Stream) -> bool:
-        router = self.router(stream)
-        return router is not None and router.publisher is not None
-
     async def publisher_active(self, *, stream: Stream) -> bool:
         """A publisher that is connected or still connecting. One whose connection was lost
         (waiting out its grace period) does not count: a new publish may replace it."""
