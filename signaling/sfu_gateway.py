@@ -27,6 +27,7 @@ from channels.layers import get_channel_layer
 from django.conf import settings
 
 from broadcast.models import Stream
+from broadcast.services import stream_end
 from onair.exceptions import ApplicationError, ConflictError, InvalidInputError
 from sfu import (
     IceCandidate,
@@ -307,8 +308,6 @@ async def _group_send(stream_id: str, kind: str, **fields: Any) -> None:
 
 @database_sync_to_async
 def _end_stream(stream_id: str) -> None:
-    from broadcast.services import stream_end
-
     stream = Stream.objects.filter(pk=stream_id).first()
     if stream is not None and stream.is_live:
         with contextlib.suppress(ConflictError):  # ended meanwhile by its owner
