@@ -41,6 +41,8 @@ PacketHandler = Callable[[RtpPacket], Awaitable[None]]
 INGEST_RECEIVE_BUFFER = 2**21
 RtcpHandler = Callable[[AnyRtcpPacket], Awaitable[bool]]
 
+_ASYNCIO_DATAGRAM_TRANSPORT: Any = asyncio.selector_events._SelectorDatagramTransport  # type: ignore[attr-defined]
+_MAX_DATAGRAM = 65536
 _JITTER_BUFFER_ATTR = "_RTCRtpReceiver__jitter_buffer"
 _DECODER_THREAD_ATTR = "_RTCRtpReceiver__decoder_thread"
 
@@ -92,6 +94,7 @@ def tap_receiver(receiver: RTCRtpReceiver, on_packet: PacketHandler, *, decode: 
         nonlocal unsized
         if unsized is not None:  # the ICE sockets exist once packets arrive
             enlarge_receive_buffers(unsized, INGEST_RECEIVE_BUFFER)
+            drain_datagrams(unsized)
             unsized = None
         await original(packet, arrival_time_ms)
         if tap.pending:
@@ -118,6 +121,40 @@ def enlarge_receive_buffers(transport: RTCDtlsTransport, size: int) -> None:
         if sock is not None:
             with contextlib.suppress(OSError):
                 sock.setsockopt(socket.SOL_SOCKET, socket.SO_RCVBUF, size)
+
+
+# datagrams read per readiness of an ingest socket, the first included (uvloop reads 32)
+INGEST_READ_BATCH = 32
+
+
+def drain_datagrams(transport: RTCDtlsTransport, limit: int = INGEST_READ_BATCH) -> None:
+    """Read up to ``limit`` datagrams each time one of the transport's ICE sockets is
+    readable, instead of asyncio's one.
+
+    A video frame arrives as several packets sent back to back. Handed over together, they
+    are fanned out together, and each viewer's share of the frame leaves in one system
+    call (see ``DirectRtpSender``); read one per turn of the event loop, each would be
+    sent on its own. uvloop reads in batches already; its sockets are left alone.
+    """
+    for protocol in transport.transport._connection._protocols:
+        datagrams = getattr(protocol, "transport", None)
+        if isinstance(datagrams, _ASYNCIO_DATAGRAM_TRANSPORT):
+            _read_in_batches(protocol, datagrams._sock, limit)
+
+
+def _read_in_batches(protocol: Any, sock: socket.socket, limit: int) -> None:
+    received = protocol.datagram_received
+
+    def datagram_received(data: bytes, addr: tuple[Any, ...]) -> None:
+        received(data, addr)
+        for _ in range(limit - 1):
+            try:
+                data, addr = sock.recvfrom(_MAX_DATAGRAM)
+            except OSError:  # nothing more to read (or the socket is closing)
+                return
+            received(data, addr)
+
+    protocol.datagram_received = datagram_received
 
 
 async def send_pli(receiver: RTCRtpReceiver, media_ssrc: int) -> None:
@@ -159,24 +196,87 @@ def sender_ssrcs(sender: RTCRtpSender) -> tuple[int, int]:
     return sender._ssrc, sender._rtx_ssrc
 
 
-_ASYNCIO_DATAGRAM_TRANSPORT: Any = asyncio.selector_events._SelectorDatagramTransport  # type: ignore[attr-defined]
 _RTP_COMPONENT = 1
 _DTLS_CONNECTED = _DtlsState.CONNECTED
 _HEADER = struct.Struct("!HII")  # sequence number, timestamp, SSRC at offset 2
-_SRTP_BUFFER_SIZE = 2048
 _srtp_protect = _srtp_lib.srtp_protect
+# Protected packets waiting for the end of the event loop's current batch of callbacks,
+# per sender: ≈ 25 packets of 1.2 KB, below the 64 KB a UDP send may carry.
+_BATCH_BYTES = 32768
+_MAX_PACKET = 2048 - SRTP_MAX_TRAILER_LEN
+_UDP_SEGMENT = getattr(socket, "UDP_SEGMENT", 103)  # Linux ≥ 4.18, <netinet/udp.h>
+_MAX_SEGMENTS = 64  # the kernel's UDP_MAX_SEGMENTS
+_SEGMENT_SIZES: dict[int, list[tuple[int, int, bytes]]] = {}
+
+
+def _segment_size(size: int) -> list[tuple[int, int, bytes]]:
+    """The ancillary data of a UDP GSO send cutting its buffer into ``size``-byte datagrams."""
+    cmsg = _SEGMENT_SIZES.get(size)
+    if cmsg is None:
+        cmsg = _SEGMENT_SIZES[size] = [(socket.SOL_UDP, _UDP_SEGMENT, struct.pack("=H", size))]
+    return cmsg
+
+
+class _SendBatch:
+    """The senders holding protected packets, flushed once the event loop has run the
+    callbacks it was running when the first packet was queued.
+
+    A publisher's packets arrive in bursts (a video frame is several packets sent back to
+    back; ``drain_datagrams`` hands them over in one go), and the fan-out of a burst queues
+    each viewer's share of it before anything is sent, so that one system call carries a
+    viewer's whole share (see ``DirectRtpSender``). Flushing with ``call_soon`` runs before
+    the loop polls its sockets again: nothing waits for new input.
+    """
+
+    __slots__ = ("_loop", "_senders")
+
+    def __init__(self) -> None:
+        self._senders: list[DirectRtpSender] = []
+        self._loop: asyncio.AbstractEventLoop | None = None
+
+    def add(self, sender: DirectRtpSender) -> None:
+        loop = asyncio.get_running_loop()
+        if loop is not self._loop:  # a batch of a loop that is gone never flushes
+            for stale in self._senders:
+                stale._discard()
+            self._senders = []
+            self._loop = loop
+        if not self._senders:
+            loop.call_soon(self.flush)
+        self._senders.append(sender)
+
+    def flush(self) -> None:
+        senders = self._senders
+        self._senders = []
+        for sender in senders:
+            sender._flush()
+
+
+_BATCH = _SendBatch()
+
+
+def flush_sends() -> None:
+    """Send every queued packet now (the event loop would at its next turn)."""
+    _BATCH.flush()
 
 
 class DirectRtpSender:
-    """Sends a viewer's RTP without awaiting anything: SRTP-protects each packet in a
-    preallocated buffer with the viewer's own libsrtp session, and hands it to the
-    datagram transport of the ICE pair aiortc nominated.
+    """Sends a viewer's RTP without awaiting anything: SRTP-protects each packet with the
+    viewer's own libsrtp session into a per-sender buffer, and sends the buffer on the
+    socket of the ICE pair aiortc nominated when the event loop finishes its current
+    batch of callbacks.
 
     This skips what ``RTCDtlsTransport._send_rtp`` adds per packet (a coroutine, the
     ``bytes`` checks and copies of ``pylibsrtp.Session.protect``, aioice's two send
-    coroutines, the candidate pair's address property), which was half the cost of a
-    forwarded packet. The transport's ``sendto`` is asyncio's (or uvloop's, or aioice's
-    TURN transport for relayed pairs): it sends at once and queues on ``EAGAIN``, so the
+    coroutines, the candidate pair's address property). The batch goes out with UDP
+    generic segmentation offload (``UDP_SEGMENT``): one ``sendmsg`` for each run of
+    same-size packets (a frame's packets, but its last), which the kernel cuts into the
+    same datagrams it would have sent one by one, at a third of the cost per datagram.
+    Where GSO is refused (an old kernel, a device without checksum offload), each packet
+    is sent on its own. Only asyncio's own datagram transport exposes its socket; with
+    uvloop's, or aioice's TURN transport for relayed pairs, each packet goes through the
+    transport's ``sendto``. The transport also takes what the kernel refuses with
+    ``EAGAIN``, and everything after it while it holds a queue, so order is kept and the
     event loop never blocks. The DTLS state and the nominated pair are checked on every
     packet, so nothing is sent before DTLS is up or after ICE consent is lost and the
     connection closed; the DTLS transport's byte and packet counters stay right.
@@ -187,14 +287,18 @@ class DirectRtpSender:
         "_buffer",
         "_cdata",
         "_dtls",
+        "_gso",
         "_length",
         "_nominated",
+        "_offset",
         "_pair",
         "_sender",
         "_session",
+        "_sizes",
         "_socket",
         "_srtp",
         "_transport",
+        "_view",
     )
 
     def __init__(self, sender: RTCRtpSender) -> None:
@@ -208,9 +312,13 @@ class DirectRtpSender:
         self._srtp: Any = None
         self._transport: Any = None
         self._addr: tuple[str, int] = ("", 0)
-        self._cdata = _srtp_ffi.new("char[]", _SRTP_BUFFER_SIZE)
+        self._gso = True
+        self._cdata = _srtp_ffi.new("char[]", _BATCH_BYTES + SRTP_MAX_TRAILER_LEN)
         self._buffer = _srtp_ffi.buffer(self._cdata)
+        self._view = memoryview(self._buffer)
         self._length = _srtp_ffi.new("int *")
+        self._offset = 0  # bytes queued in the buffer
+        self._sizes: list[int] = []  # their datagrams' sizes
 
     def send(
         self,
@@ -221,9 +329,9 @@ class DirectRtpSender:
         ntp_time: int,
         payload_size: int,
     ) -> int:
-        """Send ``template`` (a serialized RTP packet) with its sequence number,
+        """Queue ``template`` (a serialized RTP packet) with its sequence number,
         timestamp and SSRC replaced, and account it in the next RTCP sender report
-        (``ntp_time`` being when it was sent); the number of bytes sent, 0 if nothing was.
+        (``ntp_time`` being when it was sent); the number of bytes queued, 0 if nothing was.
 
         aiortc's ``_run_rtcp`` reports the sender's counters and NTP/RTP timestamp
         pair, but only its own ``_run_rtp`` (idle here) updates them."""
@@ -236,27 +344,25 @@ class DirectRtpSender:
         ) and not self._bind():
             return 0
         size = len(template)
-        if size > _SRTP_BUFFER_SIZE - SRTP_MAX_TRAILER_LEN:
+        if size > _MAX_PACKET:
             return 0
+        offset = self._offset
+        if offset + size > _BATCH_BYTES:
+            self._flush()
+            offset = 0
+        elif not offset:
+            _BATCH.add(self)
         buffer = self._buffer
-        buffer[0:size] = template
-        _HEADER.pack_into(buffer, 2, sequence_number, timestamp, ssrc)
+        buffer[offset : offset + size] = template
+        _HEADER.pack_into(buffer, offset + 2, sequence_number, timestamp, ssrc)
         length = self._length
         length[0] = size
-        if _srtp_protect(self._srtp, self._cdata, length):
+        if _srtp_protect(self._srtp, self._cdata + offset, length):
             return 0
-        protected = buffer[0 : length[0]]  # a copy: a queued datagram keeps its bytes
-        sock = self._socket
-        if sock is None or self._transport._buffer:
-            self._transport.sendto(protected, self._addr)
-        else:
-            try:
-                sock.sendto(protected, self._addr)
-            except (BlockingIOError, InterruptedError):
-                self._transport.sendto(protected, self._addr)  # queues it, in order
-            except OSError:
-                return 0
-        dtls._RTCDtlsTransport__tx_bytes += length[0]  # type: ignore[attr-defined]
+        protected = length[0]
+        self._offset = offset + protected
+        self._sizes.append(protected)
+        dtls._RTCDtlsTransport__tx_bytes += protected  # type: ignore[attr-defined]
         dtls._RTCDtlsTransport__tx_packets += 1  # type: ignore[attr-defined]
         sender = self._sender
         sender._RTCRtpSender__ntp_timestamp = ntp_time  # type: ignore[attr-defined]
@@ -280,11 +386,68 @@ class DirectRtpSender:
         dtls._RTCDtlsTransport__tx_packets += 1  # type: ignore[attr-defined]
         return len(protected)
 
+    def _flush(self) -> None:
+        """Send the queued packets: a ``sendmsg`` per run of same-size datagrams (the
+        last of a run may be shorter, as GSO allows), in order."""
+        sizes = self._sizes
+        count = len(sizes)
+        if not count:
+            return
+        self._sizes = []
+        self._offset = 0
+        view = self._view
+        addr = self._addr
+        sock = self._socket
+        if sock is None or self._transport._buffer:
+            self._queue(sizes, 0, 0)
+            return
+        segments = _MAX_SEGMENTS if self._gso else 1
+        offset = index = 0
+        while index < count:
+            size = sizes[index]
+            end = offset + size
+            last = min(count, index + segments)
+            run = index + 1
+            while run < last and sizes[run] == size:
+                end += size
+                run += 1
+            if run < last and sizes[run] < size:
+                end += sizes[run]
+                run += 1
+            try:
+                if run - index == 1:
+                    sock.sendto(view[offset:end], addr)
+                else:
+                    sock.sendmsg((view[offset:end],), _segment_size(size), 0, addr)
+            except (BlockingIOError, InterruptedError):
+                self._queue(sizes, index, offset)  # the transport sends it when it can
+                return
+            except OSError:
+                if run - index > 1:  # GSO refused: from here on, one datagram at a time
+                    self._gso = False
+                    segments = 1
+                    continue
+                # the socket is gone (the viewer left): what is queued is moot
+            offset = end
+            index = run
+
+    def _queue(self, sizes: list[int], index: int, offset: int) -> None:
+        view = self._view
+        transport = self._transport
+        for size in sizes[index:]:
+            transport.sendto(bytes(view[offset : offset + size]), self._addr)
+            offset += size
+
+    def _discard(self) -> None:
+        self._sizes = []
+        self._offset = 0
+
     def _bind(self) -> bool:
         pair = self._nominated.get(_RTP_COMPONENT)
         session = self._dtls._tx_srtp
         if pair is None or session is None:
             return False
+        self._flush()  # what is queued was protected for the previous pair and session
         self._pair = pair
         self._transport = pair.protocol.transport
         # asyncio's own datagram transport: send on its socket and leave the transport
