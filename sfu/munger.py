@@ -7,6 +7,8 @@ import random
 _SEQ_MASK = 0xFFFF
 _TS_MASK = 0xFFFFFFFF
 _SEQ_HALF = 0x8000
+# how far behind the newest packet a late (reordered, retransmitted) packet is still mapped
+_SEQ_WINDOW = 0x4000
 
 
 class RtpMunger:
@@ -50,7 +52,7 @@ class RtpMunger:
     def map(self, sequence_number: int, timestamp: int, now: float) -> tuple[int, int] | None:
         """Outgoing (sequence number, timestamp) of a packet that arrived at ``now``
         (``time.monotonic()``), or None for a packet older than the current
-        source's first forwarded packet."""
+        source's first forwarded packet (or than 16384 packets before its newest)."""
         if self._rebase:
             self._rebase = False
             if self._last_out_time is None:
@@ -67,8 +69,11 @@ class RtpMunger:
             self._last_out_time = now
             return out_seq, out_ts
 
-        if (sequence_number - self._first_in_seq) & _SEQ_MASK >= _SEQ_HALF:
+        since_first = (sequence_number - self._first_in_seq) & _SEQ_MASK
+        if since_first >= _SEQ_HALF:
             return None
+        if since_first > _SEQ_WINDOW:  # the window follows the stream round its 16 bits
+            self._first_in_seq = (sequence_number - _SEQ_WINDOW) & _SEQ_MASK
         out_seq = (sequence_number + self._seq_offset) & _SEQ_MASK
         out_ts = (timestamp + self._ts_offset) & _TS_MASK
         if (out_seq - self._last_out_seq) & _SEQ_MASK < _SEQ_HALF:

@@ -18,6 +18,20 @@ def test_offsets_are_kept_within_a_source() -> None:
     assert munger.incoming_sequence_number((seq - 5) & 0xFFFF) is None
 
 
+def test_a_long_source_keeps_mapping_round_the_sequence_space() -> None:
+    """Hours of one broadcast: the 16-bit sequence number wraps many times."""
+    munger = RtpMunger(90000)
+    first = munger.map(1000, 0, now=0.0)
+    assert first is not None
+    for i in range(1, 3 * 65536):
+        mapped = munger.map((1000 + i) & 0xFFFF, (i * 3000) & 0xFFFFFFFF, now=i / 160)
+        assert mapped == ((first[0] + i) & 0xFFFF, (first[1] + i * 3000) & 0xFFFFFFFF), i
+    newest = (1000 + 3 * 65536 - 1) & 0xFFFF
+    assert munger.map((newest - 100) & 0xFFFF, 0, now=0.0) is not None  # reordered: kept
+    assert munger.map((newest - 20000) & 0xFFFF, 0, now=0.0) is None  # ancient: dropped
+    assert munger.incoming_sequence_number((first[0] + 3 * 65536 - 5) & 0xFFFF) == (newest - 4)
+
+
 def test_a_new_source_continues_the_sequence_and_advances_time() -> None:
     munger = RtpMunger(90000)
     seq, ts = munger.map(65535, 4294967000, now=0.0) or (0, 0)
