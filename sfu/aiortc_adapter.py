@@ -15,6 +15,7 @@ import socket
 import struct
 import sys
 import threading
+import weakref
 from collections.abc import Awaitable, Callable, Iterator
 from contextlib import contextmanager
 from typing import Any
@@ -86,16 +87,17 @@ def tap_receiver(receiver: RTCRtpReceiver, on_packet: PacketHandler, *, decode: 
     tap = _PacketTap(inner if decode else None)
     setattr(receiver, _JITTER_BUFFER_ATTR, tap)
     original = receiver._handle_rtp_packet
-    # sfu.pipe's edge hands over a receiver-like source without a DTLS transport
-    dtls = getattr(receiver, "transport", None)
-    unsized: RTCDtlsTransport | None = dtls if isinstance(dtls, RTCDtlsTransport) else None
+    first = True
 
     async def handle_rtp_packet(packet: RtpPacket, arrival_time_ms: int) -> None:
-        nonlocal unsized
-        if unsized is not None:  # the ICE sockets exist once packets arrive
-            enlarge_receive_buffers(unsized, INGEST_RECEIVE_BUFFER)
-            drain_datagrams(unsized)
-            unsized = None
+        nonlocal first
+        if first:  # the ICE sockets exist once packets arrive, on the transport BUNDLE kept
+            first = False
+            # sfu.pipe's edge hands over a receiver-like source without a DTLS transport
+            dtls = getattr(receiver, "transport", None)
+            if isinstance(dtls, RTCDtlsTransport):
+                enlarge_receive_buffers(dtls, INGEST_RECEIVE_BUFFER)
+                drain_datagrams(dtls)
         await original(packet, arrival_time_ms)
         if tap.pending:
             packets = tap.pending
@@ -134,12 +136,17 @@ def drain_datagrams(transport: RTCDtlsTransport, limit: int = INGEST_READ_BATCH)
     A video frame arrives as several packets sent back to back. Handed over together, they
     are fanned out together, and each viewer's share of the frame leaves in one system
     call (see ``DirectRtpSender``); read one per turn of the event loop, each would be
-    sent on its own. uvloop reads in batches already; its sockets are left alone.
+    sent on its own. uvloop reads in batches already; its sockets are left alone. Applying
+    it again to the same sockets (bundled receivers share them) changes nothing.
     """
     for protocol in transport.transport._connection._protocols:
         datagrams = getattr(protocol, "transport", None)
-        if isinstance(datagrams, _ASYNCIO_DATAGRAM_TRANSPORT):
+        if isinstance(datagrams, _ASYNCIO_DATAGRAM_TRANSPORT) and protocol not in _DRAINED:
+            _DRAINED.add(protocol)
             _read_in_batches(protocol, datagrams._sock, limit)
+
+
+_DRAINED: weakref.WeakSet[Any] = weakref.WeakSet()
 
 
 def _read_in_batches(protocol: Any, sock: socket.socket, limit: int) -> None:
@@ -217,47 +224,78 @@ def _segment_size(size: int) -> list[tuple[int, int, bytes]]:
     return cmsg
 
 
-class _SendBatch:
-    """The senders holding protected packets, flushed once the event loop has run the
-    callbacks it was running when the first packet was queued.
+# How long the first packets of a video frame may wait for its last (the one with the
+# marker bit): no longer than a frame's interval at 60 fps. Waiting costs no latency, as a
+# frame cannot be decoded before its last packet arrives, which is sent at once.
+FRAME_HOLD_SECONDS = 0.015
 
-    A publisher's packets arrive in bursts (a video frame is several packets sent back to
-    back; ``drain_datagrams`` hands them over in one go), and the fan-out of a burst queues
-    each viewer's share of it before anything is sent, so that one system call carries a
-    viewer's whole share (see ``DirectRtpSender``). Flushing with ``call_soon`` runs before
-    the loop polls its sockets again: nothing waits for new input.
+
+class _SendBatch:
+    """The senders holding protected packets, and when to send them.
+
+    A publisher's packets arrive in bursts: a video frame is several packets, sent back to
+    back by an encoder (``drain_datagrams`` hands over what has arrived together) or spread
+    over a few milliseconds by a browser's pacer. Each viewer's share of a burst is queued
+    and sent in one system call (see ``DirectRtpSender``): a sender that has queued the end
+    of a frame (or any audio packet) is *ready* and sends once the event loop has run the
+    callbacks it is running (``call_soon``: before it polls its sockets again, so nothing
+    waits for new input); one holding only the start of a frame is *held* until its last
+    packet comes, or ``FRAME_HOLD_SECONDS`` at most.
     """
 
-    __slots__ = ("_loop", "_senders")
+    __slots__ = ("_held", "_loop", "_ready", "_timer")
 
     def __init__(self) -> None:
-        self._senders: list[DirectRtpSender] = []
+        self._ready: list[DirectRtpSender] = []
+        self._held: list[DirectRtpSender] = []
         self._loop: asyncio.AbstractEventLoop | None = None
+        self._timer: asyncio.TimerHandle | None = None
 
-    def add(self, sender: DirectRtpSender) -> None:
-        loop = asyncio.get_running_loop()
-        if loop is not self._loop:  # a batch of a loop that is gone never flushes
-            for stale in self._senders:
-                stale._discard()
-            self._senders = []
-            self._loop = loop
-        if not self._senders:
-            loop.call_soon(self.flush)
-        self._senders.append(sender)
+    def ready(self, sender: DirectRtpSender) -> None:
+        loop = self._running_loop()
+        if not self._ready:
+            loop.call_soon(self.flush_ready)
+        self._ready.append(sender)
 
-    def flush(self) -> None:
-        senders = self._senders
-        self._senders = []
+    def hold(self, sender: DirectRtpSender) -> None:
+        loop = self._running_loop()
+        if self._timer is None:
+            self._timer = loop.call_later(FRAME_HOLD_SECONDS, self.flush_held)
+        self._held.append(sender)
+
+    def flush_ready(self) -> None:
+        senders = self._ready
+        self._ready = []
         for sender in senders:
             sender._flush()
+
+    def flush_held(self) -> None:
+        self._timer = None
+        senders = self._held
+        self._held = []
+        for sender in senders:
+            if sender._holding:  # not sent since (a sender may be listed twice)
+                sender._flush()
+
+    def _running_loop(self) -> asyncio.AbstractEventLoop:
+        loop = asyncio.get_running_loop()
+        if loop is not self._loop:  # what was queued on a loop that is gone never flushes
+            for stale in (*self._ready, *self._held):
+                stale._discard()
+            self._ready = []
+            self._held = []
+            self._timer = None
+            self._loop = loop
+        return loop
 
 
 _BATCH = _SendBatch()
 
 
 def flush_sends() -> None:
-    """Send every queued packet now (the event loop would at its next turn)."""
-    _BATCH.flush()
+    """Send every queued packet now (the event loop would soon)."""
+    _BATCH.flush_ready()
+    _BATCH.flush_held()
 
 
 class DirectRtpSender:
@@ -288,10 +326,12 @@ class DirectRtpSender:
         "_cdata",
         "_dtls",
         "_gso",
+        "_holding",
         "_length",
         "_nominated",
         "_offset",
         "_pair",
+        "_ready",
         "_sender",
         "_session",
         "_sizes",
@@ -319,6 +359,8 @@ class DirectRtpSender:
         self._length = _srtp_ffi.new("int *")
         self._offset = 0  # bytes queued in the buffer
         self._sizes: list[int] = []  # their datagrams' sizes
+        self._ready = False  # listed to send at the end of the loop's turn
+        self._holding = False  # listed to send when the frame's last packet is queued
 
     def send(
         self,
@@ -328,10 +370,13 @@ class DirectRtpSender:
         ssrc: int,
         ntp_time: int,
         payload_size: int,
+        frame_end: int = True,
     ) -> int:
         """Queue ``template`` (a serialized RTP packet) with its sequence number,
         timestamp and SSRC replaced, and account it in the next RTCP sender report
         (``ntp_time`` being when it was sent); the number of bytes queued, 0 if nothing was.
+        Unless the packet ends a frame (``frame_end``: the marker bit of video), it may
+        wait for the packets that follow (see ``_SendBatch``).
 
         aiortc's ``_run_rtcp`` reports the sender's counters and NTP/RTP timestamp
         pair, but only its own ``_run_rtp`` (idle here) updates them."""
@@ -350,8 +395,6 @@ class DirectRtpSender:
         if offset + size > _BATCH_BYTES:
             self._flush()
             offset = 0
-        elif not offset:
-            _BATCH.add(self)
         buffer = self._buffer
         buffer[offset : offset + size] = template
         _HEADER.pack_into(buffer, offset + 2, sequence_number, timestamp, ssrc)
@@ -362,6 +405,13 @@ class DirectRtpSender:
         protected = length[0]
         self._offset = offset + protected
         self._sizes.append(protected)
+        if frame_end:
+            if not self._ready:
+                self._ready = True
+                _BATCH.ready(self)
+        elif not (self._ready or self._holding):
+            self._holding = True
+            _BATCH.hold(self)
         dtls._RTCDtlsTransport__tx_bytes += protected  # type: ignore[attr-defined]
         dtls._RTCDtlsTransport__tx_packets += 1  # type: ignore[attr-defined]
         sender = self._sender
@@ -389,6 +439,7 @@ class DirectRtpSender:
     def _flush(self) -> None:
         """Send the queued packets: a ``sendmsg`` per run of same-size datagrams (the
         last of a run may be shorter, as GSO allows), in order."""
+        self._ready = self._holding = False
         sizes = self._sizes
         count = len(sizes)
         if not count:
@@ -439,6 +490,7 @@ class DirectRtpSender:
             offset += size
 
     def _discard(self) -> None:
+        self._ready = self._holding = False
         self._sizes = []
         self._offset = 0
 

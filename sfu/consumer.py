@@ -70,6 +70,8 @@ class Consumer:
         self._rtx_sequence_number = 0
         self._rtp: aiortc_adapter.DirectRtpSender | None = None
         self._waiting_keyframe = producer.needs_keyframes
+        # every audio packet is a frame; video frames end with the marker bit
+        self._frame_per_packet = producer.kind != "video"
         self.packets_sent = 0
         self.bytes_sent = 0
         self.nacks_received = 0
@@ -168,7 +170,15 @@ class Consumer:
         mapped = self._munger.map(packet.sequence_number, packet.timestamp, now)
         if mapped is None or self._rtp is None:
             return
-        if self._rtp.send(template, mapped[0], mapped[1], self._ssrc, ntp, len(packet.payload)):
+        if self._rtp.send(
+            template,
+            mapped[0],
+            mapped[1],
+            self._ssrc,
+            ntp,
+            len(packet.payload),
+            packet.marker or self._frame_per_packet,
+        ):
             self.packets_sent += 1
             self.bytes_sent += len(template)
 

@@ -798,12 +798,6 @@ async def test_a_burst_sent_with_gso_is_read_in_one_readiness(link: _Link) -> No
     assert [len(batch) for batch in batches if batch] == [len(burst)]
 
 
-@pytest.mark.xfail(
-    strict=True,
-    reason="drain_datagrams wraps the protocol again each time it is applied to one transport "
-    "(tap_receiver on two bundled receivers, as sfu.testing.TestViewer does): 32 x 32 "
-    "datagrams per readiness",
-)
 async def test_receivers_tapped_after_bundling_still_read_32_datagrams_per_readiness(
     link: _Link,
 ) -> None:
@@ -834,12 +828,6 @@ async def test_receivers_tapped_after_bundling_still_read_32_datagrams_per_readi
     assert max(batches) <= aiortc_adapter.INGEST_READ_BATCH
 
 
-@pytest.mark.xfail(
-    strict=True,
-    reason="tap_receiver keeps the transport a receiver has when tapped; BUNDLE then gives a "
-    "later receiver the first one's, so only the first m-line's first packet sizes and drains "
-    "the ICE sockets",
-)
 async def test_a_publishers_sockets_are_drained_and_sized_when_only_its_second_media_flows(
     pc: RTCPeerConnection,
 ) -> None:
