@@ -10,6 +10,7 @@ import socket
 import struct
 import threading
 from collections.abc import AsyncIterator, Callable, Sequence
+from contextlib import asynccontextmanager
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -36,6 +37,10 @@ from aiortc.rtp import (
 from pylibsrtp import SRTP_MAX_TRAILER_LEN
 
 from sfu import aiortc_adapter
+from sfu import producer as producer_module
+from sfu.consumer import Consumer
+from sfu.munger import RtpMunger
+from sfu.producer import Producer
 from sfu.testing import client_configuration
 
 VP8 = next(c for c in CODECS["video"] if c.mimeType == "video/VP8")
@@ -209,7 +214,7 @@ def test_the_members_the_direct_sender_uses_exist(pc: RTCPeerConnection) -> None
     )
     assert session._srtp[0] is not None
     assert callable(lib.srtp_protect)
-    assert aiortc_adapter.DirectRtpSender(sender).send(bytes(100), 1, 2, 3, 4, 88) == 0
+    assert aiortc_adapter.DirectRtpSender(sender).send([bytes(100)], [(1, 2)], 3, 4, 88) == 0
     assert aiortc_adapter.sender_report_state(sender) == (0, 0, 0, 0)
 
 
@@ -223,6 +228,15 @@ async def _connect(sending: RTCPeerConnection, receiving: RTCPeerConnection) -> 
             return
         await asyncio.sleep(0.025)
     raise AssertionError("the peers did not connect")
+
+
+async def _until(condition: Callable[[], bool]) -> bool:
+    """Whether ``condition`` holds within 3 s (polled every 10 ms)."""
+    for _ in range(300):
+        if condition():
+            return True
+        await asyncio.sleep(0.01)
+    return condition()
 
 
 async def test_direct_sender_delivers_protected_rtp_with_the_given_header(
@@ -245,18 +259,24 @@ async def test_direct_sender_delivers_protected_rtp_with_the_given_header(
         direct = aiortc_adapter.DirectRtpSender(sender)
         template = RtpPacket(payload_type=VP8.payloadType, payload=b"\x10" + bytes(999))
         serialized = template.serialize()
-        sent = [
-            direct.send(serialized, 7 + i, 90000 * i, sender._ssrc, (5 + i) << 32, 1000)
-            for i in range(3)
-        ]
-        assert sent == [len(serialized)] * 3
+        dtls = sender.transport
+        packets_before = dtls._RTCDtlsTransport__tx_packets
+        sent = direct.send(
+            [serialized] * 3,
+            [(7 + i, 90000 * i) for i in range(3)],
+            sender._ssrc,
+            7 << 32,
+            3000,
+        )
+        assert sent == 3 * len(serialized)  # the RTP bytes, without SRTP's
+        assert dtls._RTCDtlsTransport__tx_packets == packets_before + 3
         assert direct._socket is not None  # asyncio's transport: straight to its socket
-        # the next sender report carries the last packet's NTP/RTP pair and the counts
+        # the next sender report: the batch's NTP time, its last packet's RTP timestamp,
+        # the payload bytes and the packets
         assert aiortc_adapter.sender_report_state(sender) == (7 << 32, 180000, 3000, 3)
-        for _ in range(100):
-            if len(arrived) == 3:
-                break
-            await asyncio.sleep(0.01)
+        assert direct.send([], [], sender._ssrc, 8 << 32, 0) == 0  # nothing to send
+        assert aiortc_adapter.sender_report_state(sender) == (7 << 32, 180000, 3000, 3)
+        assert await _until(lambda: len(arrived) == 3)
         packets = [RtpPacket.parse(data) for data in arrived]
         assert [(p.sequence_number, p.timestamp, p.ssrc) for p in packets] == [
             (7 + i, 90000 * i, sender._ssrc) for i in range(3)
@@ -274,7 +294,8 @@ async def test_direct_sender_delivers_protected_rtp_with_the_given_header(
             # Linux doubles the request for its bookkeeping, and caps it at rmem_max
             assert sock.getsockopt(socket.SOL_SOCKET, socket.SO_RCVBUF) >= min(2**20, rmem_max)
         await pc.close()
-        assert direct.send(serialized, 10, 0, sender._ssrc, 8 << 32, 1000) == 0
+        assert direct.send([serialized], [(10, 0)], sender._ssrc, 8 << 32, 1000) == 0
+        assert aiortc_adapter.sender_report_state(sender) == (7 << 32, 180000, 3000, 3)
     finally:
         await remote.close()
 
@@ -282,6 +303,7 @@ async def test_direct_sender_delivers_protected_rtp_with_the_given_header(
 # DirectRtpSender's batched sends (UDP GSO) and drain_datagrams, between real peers
 
 UDP_SEGMENT = getattr(socket, "UDP_SEGMENT", 103)
+RTP_HEADER = 12  # the templates here have no header extension
 
 
 @dataclass
@@ -295,19 +317,33 @@ class _Link:
     audio_sender: RTCRtpSender
     video: aiortc_adapter.DirectRtpSender
     audio: aiortc_adapter.DirectRtpSender
+    # the parameters aiortc started each sender with, by kind
+    started: dict[str, RTCRtpSendParameters]
     # the RTP the receiving peer decrypted, in the order it did (SRTP authenticates each
     # datagram: one cut at the wrong place is dropped, not decrypted)
     arrived: list[bytes] = field(default_factory=list)
     # whether the receiving peer's receivers also get them (else only ``arrived`` does)
     deliver: bool = False
+    # the bytes SRTP adds to each packet (its authentication tag)
+    tag: int = 0
 
     @property
     def receiving(self) -> RTCDtlsTransport:
         transport: RTCDtlsTransport = self.remote.getTransceivers()[0].receiver.transport
         return transport
 
+    def sender(self, kind: str) -> RTCRtpSender:
+        return self.video_sender if kind == "video" else self.audio_sender
+
+    def direct(self, kind: str) -> aiortc_adapter.DirectRtpSender:
+        return self.video if kind == "video" else self.audio
+
     def payload_type(self, sender: RTCRtpSender) -> int:
         return _payload_type(next(t for t in self.pc.getTransceivers() if t.sender is sender))
+
+    def protected(self, payload_sizes: Sequence[int]) -> list[int]:
+        """The datagrams' sizes of packets with these payloads: header, payload, SRTP tag."""
+        return [RTP_HEADER + size + self.tag for size in payload_sizes]
 
 
 def _payload_type(transceiver: RTCRtpTransceiver) -> int:
@@ -317,17 +353,26 @@ def _payload_type(transceiver: RTCRtpTransceiver) -> int:
     return payload_type
 
 
-@pytest.fixture
-async def link(pc: RTCPeerConnection) -> AsyncIterator[_Link]:
+@asynccontextmanager
+async def _linked(pc: RTCPeerConnection) -> AsyncIterator[_Link]:
+    """``pc`` sending video and audio to a new receiving peer (closed on exit)."""
     from sfu.viewer import _IdleTrack
 
     video = pc.addTransceiver(_IdleTrack("video"), direction="sendonly").sender
     audio = pc.addTransceiver(_IdleTrack("audio"), direction="sendonly").sender
+    started: dict[str, RTCRtpSendParameters] = {}
+    for kind, sender in (("video", video), ("audio", audio)):
+
+        async def on_started(parameters: RTCRtpSendParameters, kind: str = kind) -> None:
+            started[kind] = parameters
+
+        aiortc_adapter.on_sender_started(sender, on_started)
     remote = RTCPeerConnection(client_configuration())
     try:
         remote.addTransceiver("video", direction="recvonly")
         remote.addTransceiver("audio", direction="recvonly")
         await _connect(pc, remote)
+        assert await _until(lambda: len(started) == 2)
         assert video.transport is audio.transport  # bundled, as browsers and aiortc do
         link = _Link(
             pc,
@@ -336,6 +381,7 @@ async def link(pc: RTCPeerConnection) -> AsyncIterator[_Link]:
             audio,
             aiortc_adapter.DirectRtpSender(video),
             aiortc_adapter.DirectRtpSender(audio),
+            started,
         )
 
         def keep(data: bytes) -> bool:
@@ -348,9 +394,19 @@ async def link(pc: RTCPeerConnection) -> AsyncIterator[_Link]:
             bound = direct._bind()
             assert bound
             assert direct._socket is not None  # asyncio's transport: its socket is used
+        # protected with the transport's session, under an SSRC nobody sends
+        probe = RtpPacket(payload_type=0, ssrc=0x5EED, payload=bytes(100)).serialize()
+        link.tag = len(video.transport._tx_srtp.protect(probe)) - len(probe)
+        assert 0 < link.tag <= SRTP_MAX_TRAILER_LEN
         yield link
     finally:
         await remote.close()
+
+
+@pytest.fixture
+async def link(pc: RTCPeerConnection) -> AsyncIterator[_Link]:
+    async with _linked(pc) as link:
+        yield link
 
 
 @dataclass(frozen=True)
@@ -358,6 +414,7 @@ class _Rtp:
     sequence_number: int
     timestamp: int
     payload: bytes
+    marker: bool = False
 
 
 def _stream(first: int, payload_sizes: Sequence[int]) -> list[_Rtp]:
@@ -371,28 +428,40 @@ def _stream(first: int, payload_sizes: Sequence[int]) -> list[_Rtp]:
 def _send(
     direct: aiortc_adapter.DirectRtpSender, ssrc: int, payload_type: int, packets: list[_Rtp]
 ) -> None:
-    for packet in packets:
-        template = RtpPacket(payload_type=payload_type, payload=packet.payload).serialize()
-        queued = direct.send(
-            template,
-            packet.sequence_number,
-            packet.timestamp,
-            ssrc,
-            packet.sequence_number << 32,
-            len(packet.payload),
-        )
-        assert queued == len(template)
+    """Send ``packets`` in one call, as a consumer sends its share of a producer's batch."""
+    templates = [
+        RtpPacket(payload_type=payload_type, marker=int(p.marker), payload=p.payload).serialize()
+        for p in packets
+    ]
+    sent = direct.send(
+        templates,
+        [(p.sequence_number, p.timestamp) for p in packets],
+        ssrc,
+        packets[-1].sequence_number << 32,
+        sum(len(p.payload) for p in packets),
+    )
+    assert sent == sum(map(len, templates))
+
+
+async def _decrypted(link: _Link, ssrc: int, count: int) -> list[RtpPacket]:
+    """The packets of ``ssrc`` the receiving peer decrypted, once ``count`` are there (or
+    after 3 s)."""
+    packets: list[RtpPacket] = []
+
+    def enough() -> bool:
+        nonlocal packets
+        packets = [p for p in map(RtpPacket.parse, link.arrived) if p.ssrc == ssrc]
+        return len(packets) >= count
+
+    await _until(enough)
+    return packets
 
 
 async def _arrivals(link: _Link, ssrc: int, count: int) -> list[_Rtp]:
-    """The packets of ``ssrc`` the receiving peer decrypted, once ``count`` are there (or
-    after 3 s)."""
-    for _ in range(300):
-        packets = [p for p in map(RtpPacket.parse, link.arrived) if p.ssrc == ssrc]
-        if len(packets) >= count:
-            break
-        await asyncio.sleep(0.01)
-    return [_Rtp(p.sequence_number, p.timestamp, p.payload) for p in packets]
+    return [
+        _Rtp(p.sequence_number, p.timestamp, p.payload, bool(p.marker))
+        for p in await _decrypted(link, ssrc, count)
+    ]
 
 
 def _is_rtp(data: bytes) -> bool:
@@ -488,55 +557,40 @@ async def test_a_burst_leaves_in_one_gso_send_per_run_and_arrives_in_order(
     video_spy, audio_spy = _spy(link.video), _spy(link.audio)
     video = _stream(100, VIDEO_BURST)
     audio = _stream(500, [160])
+    dtls = link.video_sender.transport
+    tx_before = (dtls._RTCDtlsTransport__tx_packets, dtls._RTCDtlsTransport__tx_bytes)
     _send(link.video, link.video_sender._ssrc, link.payload_type(link.video_sender), video)
     _send(link.audio, link.audio_sender._ssrc, link.payload_type(link.audio_sender), audio)
-    queued = list(link.video._sizes)  # protected sizes: the template's and the SRTP tag
-    tag = queued[0] - 12 - VIDEO_BURST[0]
-    assert 0 < tag <= SRTP_MAX_TRAILER_LEN
-    assert queued == [12 + size + tag for size in VIDEO_BURST]
-
-    assert await _arrivals(link, link.video_sender._ssrc, len(video)) == video
-    assert await _arrivals(link, link.audio_sender._ssrc, 1) == audio
-    # one sendmsg per run of same-size datagrams, its last one shorter; a lone one: sendto
+    # sent before ``send`` returned (nothing waits for the event loop), each viewer's
+    # packets from the same scratch buffer: one sendmsg per run of same-size datagrams, its
+    # last one shorter; a lone one: sendto
+    datagrams = link.protected(VIDEO_BURST)
     assert video_spy.sent == [
-        _Sent("sendmsg", tuple(queued[VIDEO_RUNS[0]])),
-        _Sent("sendmsg", tuple(queued[VIDEO_RUNS[1]])),
-        _Sent("sendto", tuple(queued[VIDEO_RUNS[2]])),
+        _Sent("sendmsg", tuple(datagrams[VIDEO_RUNS[0]])),
+        _Sent("sendmsg", tuple(datagrams[VIDEO_RUNS[1]])),
+        _Sent("sendto", tuple(datagrams[VIDEO_RUNS[2]])),
     ]
-    assert audio_spy.sent == [_Sent("sendto", (12 + 160 + tag,))]
+    assert audio_spy.sent == [_Sent("sendto", tuple(link.protected([160])))]
     assert video_spy.refused == audio_spy.refused == []
     assert link.video._gso
     # what aiortc's statistics and sender reports count
-    assert aiortc_adapter.sender_report_state(link.video_sender)[2:] == (
+    assert (dtls._RTCDtlsTransport__tx_packets, dtls._RTCDtlsTransport__tx_bytes) == (
+        tx_before[0] + len(video) + len(audio),
+        tx_before[1] + sum(datagrams) + sum(link.protected([160])),
+    )
+    assert aiortc_adapter.sender_report_state(link.video_sender) == (
+        video[-1].sequence_number << 32,
+        video[-1].timestamp,
         sum(VIDEO_BURST),
         len(VIDEO_BURST),
     )
+    assert aiortc_adapter.sender_report_state(link.audio_sender)[2:] == (160, 1)
+
+    assert await _arrivals(link, link.video_sender._ssrc, len(video)) == video
+    assert await _arrivals(link, link.audio_sender._ssrc, 1) == audio
     stats = await link.pc.getStats()
     transport_stats = next(s for s in stats.values() if s.type == "transport")
     assert transport_stats.packetsSent >= len(video) + len(audio)
-
-
-async def test_packets_leave_when_the_loop_turn_ends_or_on_flush_sends(link: _Link) -> None:
-    spy = _spy(link.video)
-    ssrc, payload_type = link.video_sender._ssrc, link.payload_type(link.video_sender)
-    first, second = _stream(1, [1000] * 4), _stream(5, [1000] * 4)
-
-    _send(link.video, ssrc, payload_type, first)
-    assert spy.sent == []  # nothing yet: the packets wait in the buffer
-    assert len(link.video._sizes) == len(first)
-    aiortc_adapter.flush_sends()  # now
-    assert [sent.call for sent in spy.sent] == ["sendmsg"]
-    assert len(spy.datagrams) == len(first)
-    assert link.video._sizes == []
-
-    _send(link.video, ssrc, payload_type, second)
-    assert len(spy.sent) == 1
-    # the flush was queued (call_soon) before this task's next step: it runs first
-    await asyncio.sleep(0)
-    assert [sent.call for sent in spy.sent] == ["sendmsg", "sendmsg"]
-    assert len(spy.datagrams) == len(first) + len(second)
-    assert await _arrivals(link, ssrc, len(first) + len(second)) == first + second
-    assert len(spy.sent) == 2  # nothing sent twice
 
 
 @pytest.mark.parametrize("gso_sends", [0, 1])
@@ -547,14 +601,14 @@ async def test_where_gso_is_refused_the_packets_go_one_at_a_time(
     ssrc, payload_type = link.video_sender._ssrc, link.payload_type(link.video_sender)
     burst = _stream(100, VIDEO_BURST)
     _send(link.video, ssrc, payload_type, burst)
-    queued = list(link.video._sizes)
+    datagrams = link.protected(VIDEO_BURST)
 
     assert await _arrivals(link, ssrc, len(burst)) == burst
     assert spy.refused == [("sendmsg", errno.EIO)]
     assert not link.video._gso
-    taken = queued[VIDEO_RUNS[0]] if gso_sends else []  # the run GSO took before it failed
+    taken = datagrams[VIDEO_RUNS[0]] if gso_sends else []  # the run GSO took before it failed
     expected = [_Sent("sendmsg", tuple(taken))] if taken else []
-    expected += [_Sent("sendto", (size,)) for size in queued[len(taken) :]]
+    expected += [_Sent("sendto", (size,)) for size in datagrams[len(taken) :]]
     assert spy.sent == expected
 
     # GSO stays off for this sender: the next burst goes one at a time from the start
@@ -583,12 +637,12 @@ async def test_what_the_socket_refuses_with_eagain_goes_through_the_transport_in
     ssrc, payload_type = link.video_sender._ssrc, link.payload_type(link.video_sender)
     burst = _stream(100, VIDEO_BURST)
     _send(link.video, ssrc, payload_type, burst)
-    queued = list(link.video._sizes)
+    datagrams = link.protected(VIDEO_BURST)
 
     assert await _arrivals(link, ssrc, len(burst)) == burst
     assert len(spy.refused) == 1
-    assert spy.datagrams == queued[:taken]
-    assert through_transport == queued[taken:]
+    assert spy.datagrams == datagrams[:taken]
+    assert through_transport == datagrams[taken:]
     assert link.video._gso  # EAGAIN is no reason to give GSO up
 
 
@@ -609,94 +663,98 @@ class _FullOnce:
 async def test_while_the_transport_holds_a_queue_later_packets_queue_behind_it(
     link: _Link,
 ) -> None:
-    spy = _spy(link.video, room=0)
+    video_spy, audio_spy = _spy(link.video, room=0), _spy(link.audio)
     transport = link.video._transport
+    assert link.audio._transport is transport  # bundled: one socket, one queue
     through_transport = _count_rtp_sendto(transport)
     real = transport._sock
     transport._sock = full = _FullOnce(real)
-    ssrc, payload_type = link.video_sender._ssrc, link.payload_type(link.video_sender)
+    video_ssrc, video_type = link.video_sender._ssrc, link.payload_type(link.video_sender)
+    audio_ssrc, audio_type = link.audio_sender._ssrc, link.payload_type(link.audio_sender)
     first, second = _stream(100, VIDEO_BURST), _stream(200, VIDEO_BURST)
+    audio = _stream(500, [160] * 3)
     try:
-        _send(link.video, ssrc, payload_type, first)
-        aiortc_adapter.flush_sends()
-        # the socket refused the first send, so did the transport's: it queued them all
-        assert spy.refused == [("sendmsg", errno.EAGAIN)]
+        _send(link.video, video_ssrc, video_type, first)
+        # the socket refused the first send, so did the transport's: it queued them all,
+        # as copies (the scratch buffer they were protected in is the next send's)
+        assert video_spy.refused == [("sendmsg", errno.EAGAIN)]
         assert full.refused == 1
         assert len(transport._buffer) >= len(first)
-        _send(link.video, ssrc, payload_type, second)
-        aiortc_adapter.flush_sends()
+        _send(link.audio, audio_ssrc, audio_type, audio)
+        _send(link.video, video_ssrc, video_type, second)
         # behind the transport's queue, not on the socket (which would overtake it)
-        assert spy.refused == [("sendmsg", errno.EAGAIN)]
-        assert len(through_transport) == len(first) + len(second)
-        assert await _arrivals(link, ssrc, len(first) + len(second)) == first + second
-        assert spy.sent == []
+        assert video_spy.refused == [("sendmsg", errno.EAGAIN)]
+        assert video_spy.sent == audio_spy.sent == audio_spy.refused == []
+        assert through_transport == link.protected(VIDEO_BURST + [160] * 3 + VIDEO_BURST)
+        assert await _arrivals(link, video_ssrc, len(first) + len(second)) == first + second
+        assert await _arrivals(link, audio_ssrc, len(audio)) == audio
+        # in the order they were sent, across the two senders
+        order = [p.ssrc for p in map(RtpPacket.parse, link.arrived)]
+        assert order == [video_ssrc] * len(first) + [audio_ssrc] * len(audio) + [video_ssrc] * len(
+            second
+        )
     finally:
         transport._sock = real
 
 
-async def test_more_than_a_buffer_in_one_turn_is_sent_as_the_buffer_fills(
-    link: _Link,
+def _filling(tag: int) -> list[int]:
+    """Payload sizes of 1.2 KB packets whose first ones fill the scratch buffer to its last
+    byte: the last of those fits in what ``_BATCH_BYTES`` leaves, and its SRTP tag takes the
+    room left for it. (aiortc's SRTP sessions take at most 1.5 KB packets.)"""
+    full, left = divmod(aiortc_adapter._BATCH_BYTES, 1200 + tag)
+    assert RTP_HEADER < left <= 1200
+    return [1200 - RTP_HEADER] * full + [left - RTP_HEADER] + [1200 - RTP_HEADER] * 5
+
+
+@pytest.mark.parametrize(("fill", "room"), [("1.2KB", None), ("1.2KB", 0), ("exactly", None)])
+async def test_more_than_the_scratch_buffer_in_one_send_leaves_as_it_fills(
+    link: _Link, fill: str, room: int | None
 ) -> None:
-    spy = _spy(link.video)
+    spy = _spy(link.video) if room is None else _spy(link.video, room=room)
+    through_transport = _count_rtp_sendto(link.video._transport)
     ssrc, payload_type = link.video_sender._ssrc, link.payload_type(link.video_sender)
-    burst = _stream(1000, [1200 - 12] * 40)  # 48 KB of 1.2 KB packets
+    # 72 KB of 1.2 KB packets, or a buffer's worth to its last byte and a few more
+    sizes = [1200 - RTP_HEADER] * 60 if fill == "1.2KB" else _filling(link.tag)
+    burst = _stream(1000, sizes)
     _send(link.video, ssrc, payload_type, burst)
-    assert [sent.call for sent in spy.sent] == ["sendmsg"]  # sent when the buffer filled
-    early = len(spy.datagrams)
-    assert 0 < early < len(burst)
-    assert len(link.video._sizes) == len(burst) - early
+    datagrams = link.protected(sizes)
 
     assert await _arrivals(link, ssrc, len(burst)) == burst
+    if room is not None:
+        # refused, the first buffer went through the transport; the second queued behind
+        # it, after it was protected in the same scratch buffer
+        assert spy.sent == []
+        assert spy.refused == [("sendmsg", errno.EAGAIN)] * 2
+        assert through_transport == datagrams
+        return
+    # one GSO send when the buffer was full, one for the rest
     assert [sent.call for sent in spy.sent] == ["sendmsg", "sendmsg"]
-    protected = spy.datagrams[0]
-    assert spy.datagrams == [protected] * len(burst)
-    assert sum(spy.sent[0].sizes) <= aiortc_adapter._BATCH_BYTES + SRTP_MAX_TRAILER_LEN
+    assert spy.datagrams == datagrams
+    assert through_transport == []
+    early = len(spy.sent[0].sizes)
+    held = sum(spy.sent[0].sizes)
+    # the buffer was full: the next template did not fit in _BATCH_BYTES
+    assert held - link.tag <= aiortc_adapter._BATCH_BYTES < held + RTP_HEADER + sizes[early]
+    # the scratch buffer holds it, and so does one UDP send
+    assert held <= aiortc_adapter._BATCH_BYTES + SRTP_MAX_TRAILER_LEN
+    assert held <= 65507
+    if fill == "exactly":
+        assert held == aiortc_adapter._BATCH_BYTES + link.tag
+        assert early == len(sizes) - 5
 
 
-def _send_on_a_loop_that_closes(send: Callable[[], None]) -> None:
-    """Call ``send`` in an event loop that stops and closes before its next turn (as
-    pytest-asyncio's loop does when a test ends right after sending): what it queued for
-    that turn is never sent. The calling thread waits: nothing runs meanwhile."""
-
-    failed: list[BaseException] = []
-
-    def run() -> None:
-        loop = asyncio.new_event_loop()
-
-        async def sending() -> None:
-            try:
-                send()
-            finally:
-                loop.stop()  # the current turn is the last
-
-        try:
-            loop.run_until_complete(sending())
-        except BaseException as exc:
-            failed.append(exc)
-        finally:
-            loop.close()
-
-    thread = threading.Thread(target=run)
-    thread.start()
-    thread.join()
-    if failed:
-        raise failed[0]
-
-
-async def test_a_batch_left_on_a_closed_loop_does_not_hold_up_the_next(link: _Link) -> None:
-    video_ssrc, video_type = link.video_sender._ssrc, link.payload_type(link.video_sender)
-    audio_ssrc, audio_type = link.audio_sender._ssrc, link.payload_type(link.audio_sender)
-    stale = _stream(100, [1000] * 3)
-    _send_on_a_loop_that_closes(lambda: _send(link.video, video_ssrc, video_type, stale))
-    assert len(link.video._sizes) == len(stale)  # queued, and its flush will never run
-
-    audio = _stream(500, [160] * 2)
-    _send(link.audio, audio_ssrc, audio_type, audio)
-    assert await _arrivals(link, audio_ssrc, len(audio)) == audio
-    assert link.video._sizes == []  # what was queued for the closed loop is dropped
-    video = _stream(103, [1000] * 3)
-    _send(link.video, video_ssrc, video_type, video)  # and the sender sends on this loop
-    assert await _arrivals(link, video_ssrc, len(video)) == video
+async def test_a_template_larger_than_the_scratch_buffer_is_left_out(link: _Link) -> None:
+    spy = _spy(link.video)
+    ssrc, payload_type = link.video_sender._ssrc, link.payload_type(link.video_sender)
+    burst = _stream(100, [1000, aiortc_adapter._BATCH_BYTES, 1000])
+    templates = [RtpPacket(payload_type=payload_type, payload=p.payload).serialize() for p in burst]
+    sent = link.video.send(
+        templates, [(p.sequence_number, p.timestamp) for p in burst], ssrc, 1 << 32, 2000
+    )
+    assert sent == len(templates[0]) + len(templates[2])
+    assert spy.sent == [_Sent("sendmsg", tuple(link.protected([1000, 1000])))]
+    assert await _arrivals(link, ssrc, 2) == [burst[0], burst[2]]
+    assert aiortc_adapter.sender_report_state(link.video_sender)[2:] == (2000, 2)
 
 
 class _Readiness:
@@ -755,10 +813,7 @@ async def _send_junk(protocol: Any, count: int) -> list[bytes]:
 async def _read_junk_in_batches(protocol: Any, readiness: _Readiness, count: int) -> list[int]:
     """How many of ``count`` junk datagrams queued together ``protocol`` got per readiness."""
     junk = await _send_junk(protocol, count)
-    for _ in range(300):
-        if sum(map(len, readiness.of(junk))) == len(junk):
-            break
-        await asyncio.sleep(0.01)
+    await _until(lambda: sum(map(len, readiness.of(junk))) == len(junk))
     batches = readiness.of(junk)
     assert [d for batch in batches for d in batch] == junk  # all, in order
     return [len(batch) for batch in batches]
@@ -786,7 +841,6 @@ async def test_a_burst_sent_with_gso_is_read_in_one_readiness(link: _Link) -> No
     burst = _stream(100, [1000] * 10)
     protocol.transport.pause_reading()
     _send(link.video, ssrc, payload_type, burst)
-    aiortc_adapter.flush_sends()
     assert [sent.call for sent in spy.sent] == ["sendmsg"]
     await asyncio.sleep(0.05)  # loopback delivers at once; this leaves the kernel leeway
     protocol.transport.resume_reading()
@@ -817,10 +871,7 @@ async def test_receivers_tapped_after_bundling_still_read_32_datagrams_per_readi
     # a first packet for each receiver: each tap then drains the transport's sockets
     for sender, direct in ((link.video_sender, link.video), (link.audio_sender, link.audio)):
         _send(direct, sender._ssrc, link.payload_type(sender), _stream(1, [100]))
-    for _ in range(300):
-        if len(set(tapped)) == 2:
-            break
-        await asyncio.sleep(0.01)
+    assert await _until(lambda: len(set(tapped)) == 2)
     assert set(tapped) == {link.video_sender._ssrc, link.audio_sender._ssrc}
     readiness.above(protocol)
 
@@ -856,10 +907,7 @@ async def test_a_publishers_sockets_are_drained_and_sized_when_only_its_second_m
         direct = aiortc_adapter.DirectRtpSender(video.sender)
         packets = _stream(1, [1000] * 3)
         _send(direct, video.sender._ssrc, _payload_type(video), packets)
-        for _ in range(300):
-            if len(tapped) == len(packets):
-                break
-            await asyncio.sleep(0.01)
+        assert await _until(lambda: len(tapped) == len(packets))
         assert tapped == [video.sender._ssrc] * len(packets)
         readiness.above(protocol)
 
@@ -870,3 +918,211 @@ async def test_a_publishers_sockets_are_drained_and_sized_when_only_its_second_m
         )
     finally:
         await remote.close()
+
+
+# When a Producer forwards: its batches, between real peers (publisher → SFU → viewer)
+
+VP8_KEYFRAME_START = b"\x10\x00\x9d\x01\x2a"  # descriptor S=1, PID 0; payload header P=0
+
+
+@dataclass
+class _Relay:
+    """A publisher's packets reach the SFU's peer (``ingest``), where a ``Producer`` per
+    kind taps the receiver; a ``Consumer`` per kind forwards them on the SFU's senders to
+    a viewer (``egress``), each through a ``DirectRtpSender`` whose socket ``spies``
+    watch."""
+
+    ingest: _Link
+    egress: _Link
+    producers: dict[str, Producer]
+    consumers: dict[str, Consumer]
+    spies: dict[str, _SocketSpy] = field(default_factory=dict)
+    next_sequence_number: dict[str, int] = field(default_factory=lambda: {"video": 1, "audio": 1})
+
+    def packets(
+        self, kind: str, payload_sizes: Sequence[int], *, keyframe: bool = False, marker: bool
+    ) -> list[_Rtp]:
+        """The publisher's next packets of ``kind``; video ones are a frame (one
+        timestamp), its first a keyframe's if ``keyframe``, its last with the marker bit
+        if ``marker``."""
+        first = self.next_sequence_number[kind]
+        self.next_sequence_number[kind] += len(payload_sizes)
+        packets = []
+        for i, size in enumerate(payload_sizes):
+            number = first + i
+            if kind == "video":
+                head = VP8_KEYFRAME_START if keyframe and i == 0 else b"\x00"
+                payload = head + bytes([number % 251]) * (size - len(head))
+                timestamp = 3000 * first
+            else:
+                payload = bytes([number % 251]) * size
+                timestamp = 960 * number
+            last = i == len(payload_sizes) - 1
+            packets.append(_Rtp(number, timestamp, payload, marker and last))
+        return packets
+
+    def publish(self, kind: str, packets: list[_Rtp]) -> None:
+        sender = self.ingest.sender(kind)
+        _send(self.ingest.direct(kind), sender._ssrc, self.ingest.payload_type(sender), packets)
+
+    async def forwarded(self, kind: str, count: int) -> list[RtpPacket]:
+        """What the viewer decrypted of ``kind``, once ``count`` packets are there (or
+        after 3 s)."""
+        return await _decrypted(self.egress, self.egress.sender(kind)._ssrc, count)
+
+    def close(self) -> None:
+        for kind in ("video", "audio"):
+            self.consumers[kind].close("test_ended")
+            self.producers[kind].close("test_ended")
+
+
+async def _start_relay(ingest: _Link, egress: _Link) -> _Relay:
+    ingest.deliver = True  # the SFU's receivers get the publisher's packets
+    producers: dict[str, Producer] = {}
+    consumers: dict[str, Consumer] = {}
+    for transceiver in ingest.remote.getTransceivers():
+        kind = transceiver.kind
+        codec = transceiver._codecs[0]
+        assert codec.mimeType in ("video/VP8", "audio/opus")  # what the packets here are
+        producers[kind] = Producer(
+            router_id="relay",
+            publisher_id="publisher",
+            kind=kind,
+            codec=codec,
+            receiver=transceiver.receiver,
+            cache_size=64,
+            keyframe_request_interval=1.0,
+            emit=lambda event: None,
+        )
+        consumers[kind] = Consumer(
+            router_id="relay",
+            viewer_id="viewer",
+            producer=producers[kind],
+            sender=egress.sender(kind),
+            munger=RtpMunger(codec.clockRate),
+            emit=lambda event: None,
+            on_close=lambda consumer: None,
+        )
+        await consumers[kind].start(egress.started[kind])
+    relay = _Relay(ingest, egress, producers, consumers)
+    # a first packet of each kind: the video consumer starts on a keyframe, the SFU's
+    # socket is drained from now on, and each consumer's DirectRtpSender binds
+    relay.publish("video", relay.packets("video", [100], keyframe=True, marker=True))
+    relay.publish("audio", relay.packets("audio", [100], marker=False))
+    for kind in ("video", "audio"):
+        assert len(await relay.forwarded(kind, 1)) == 1
+        direct = consumers[kind]._rtp
+        assert direct is not None
+        assert direct._socket is not None
+        relay.spies[kind] = _spy(direct)
+    return relay
+
+
+@pytest.fixture
+async def relay() -> AsyncIterator[_Relay]:
+    publisher = RTCPeerConnection(client_configuration())
+    server = RTCPeerConnection(client_configuration())
+    try:
+        async with _linked(publisher) as ingest, _linked(server) as egress:
+            relay = await _start_relay(ingest, egress)
+            try:
+                yield relay
+            finally:
+                relay.close()
+    finally:
+        await server.close()
+        await publisher.close()
+
+
+async def _handed_over_together(relay: _Relay, kind: str, packets: list[_Rtp]) -> None:
+    """Publish ``packets`` so that the SFU reads them in one readiness of its socket (it
+    drains up to 32), and so hands them to the producer in one turn of the event loop."""
+    reading = _nominated_protocol(relay.ingest.receiving).transport
+    received = relay.producers[kind].packets_received
+    reading.pause_reading()
+    try:
+        relay.publish(kind, packets)
+        await asyncio.sleep(0.05)  # loopback delivers at once; this leaves the kernel leeway
+    finally:
+        reading.resume_reading()
+    assert await _until(lambda: relay.producers[kind].packets_received == received + len(packets))
+
+
+def _continuous(packets: list[RtpPacket]) -> bool:
+    """One outgoing stream: consecutive sequence numbers."""
+    first = packets[0].sequence_number
+    return [(p.sequence_number - first) & 0xFFFF for p in packets] == list(range(len(packets)))
+
+
+async def test_a_video_frame_waits_for_its_last_packet_and_leaves_with_it_in_one_send(
+    relay: _Relay, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    monkeypatch.setattr(producer_module, "FRAME_HOLD_SECONDS", 10.0)  # no timer interferes
+    producer, spy = relay.producers["video"], relay.spies["video"]
+    frame = relay.packets("video", [1000] * 3 + [437], marker=True)
+    received = producer.packets_received
+
+    relay.publish("video", frame[:3])
+    assert await _until(lambda: producer.packets_received == received + 3)
+    await asyncio.sleep(0.05)  # turns of the event loop go by: the frame's start waits
+    assert spy.sent == []
+    assert len(await relay.forwarded("video", 1)) == 1  # the first packet only
+
+    relay.publish("video", frame[3:])
+    forwarded = await relay.forwarded("video", 1 + len(frame))
+    assert [(p.payload, bool(p.marker)) for p in forwarded[1:]] == [
+        (p.payload, p.marker) for p in frame
+    ]
+    assert _continuous(forwarded)
+    assert len({p.timestamp for p in forwarded[1:]}) == 1  # one frame
+    # the whole frame in one GSO send: its first packets, and its shorter last
+    assert [sent.call for sent in spy.sent] == ["sendmsg"]
+    sizes = spy.datagrams
+    assert len(sizes) == len(frame)
+    assert sizes[:3] == [sizes[0]] * 3
+    assert sizes[3] < sizes[0]
+    assert relay.consumers["video"].packets_sent == 1 + len(frame)
+    assert producer._hold_timer is None
+
+
+async def test_a_frame_whose_last_packet_never_comes_leaves_after_frame_hold_seconds(
+    relay: _Relay,
+) -> None:
+    assert producer_module.FRAME_HOLD_SECONDS <= 0.1
+    producer, spy = relay.producers["video"], relay.spies["video"]
+    start = relay.packets("video", [1000] * 3, marker=False)  # its marker is lost
+
+    await _handed_over_together(relay, "video", start)
+    forwarded = await relay.forwarded("video", 1 + len(start))
+    assert [(p.payload, bool(p.marker)) for p in forwarded[1:]] == [
+        (p.payload, False) for p in start
+    ]
+    # held together until the timer, then sent together
+    assert [sent.call for sent in spy.sent] == ["sendmsg"]
+    assert len(spy.datagrams) == len(start)
+    assert producer._hold_timer is None
+
+    # the next frame is forwarded as usual
+    frame = relay.packets("video", [1000, 500], marker=True)
+    relay.publish("video", frame)
+    forwarded = await relay.forwarded("video", 1 + len(start) + len(frame))
+    assert [p.payload for p in forwarded[1 + len(start) :]] == [p.payload for p in frame]
+    assert _continuous(forwarded)
+    assert len(spy.datagrams) == len(start) + len(frame)
+
+
+async def test_audio_handed_over_together_leaves_together_when_the_loop_turn_ends(
+    relay: _Relay, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    monkeypatch.setattr(producer_module, "FRAME_HOLD_SECONDS", 10.0)  # audio never waits
+    spy = relay.spies["audio"]
+    packets = relay.packets("audio", [160] * 4, marker=False)
+
+    await _handed_over_together(relay, "audio", packets)
+    forwarded = await relay.forwarded("audio", 1 + len(packets))
+    assert [p.payload for p in forwarded[1:]] == [p.payload for p in packets]
+    assert _continuous(forwarded)
+    assert [sent.call for sent in spy.sent] == ["sendmsg"]
+    assert len(spy.datagrams) == len(packets)
+    assert relay.producers["audio"]._hold_timer is None
+    assert relay.consumers["audio"].packets_sent == 1 + len(packets)
