@@ -26,7 +26,6 @@ from aiortc.rtcdtlstransport import State
 from aiortc.rtcrtpparameters import RTCRtpSendParameters
 from aiortc.rtp import RtpPacket
 
-from sfu import aiortc_adapter
 from sfu.consumer import Consumer
 from sfu.munger import RtpMunger
 from sfu.producer import Producer
@@ -128,16 +127,16 @@ async def measure(viewers: int, packets: int) -> float:
         for i in range(packets)
     ]
     await producer._on_rtp(stream[0])  # binds each sender to its ICE pair
-    aiortc_adapter.flush_sends()
+    producer.flush()
     for consumer in consumers:
         assert consumer._rtp is not None
         consumer._rtp._socket = _DroppingSocket()  # type: ignore[assignment]
     started = time.process_time()
-    for index, packet in enumerate(stream[1:], 1):
+    for packet in stream[1:]:
         await producer._on_rtp(packet)
-        if index % FRAME_PACKETS == 0:
-            aiortc_adapter.flush_sends()  # the event loop's turn after a frame
-    aiortc_adapter.flush_sends()
+        if packet.marker:
+            await asyncio.sleep(0)  # the event loop's turn: the producer forwards the frame
+    producer.flush()
     elapsed = time.process_time() - started
     sent = sum(c.packets_sent for c in consumers)
     producer.close("bench")

@@ -207,10 +207,13 @@ _RTP_COMPONENT = 1
 _DTLS_CONNECTED = _DtlsState.CONNECTED
 _HEADER = struct.Struct("!HII")  # sequence number, timestamp, SSRC at offset 2
 _srtp_protect = _srtp_lib.srtp_protect
-# Protected packets waiting for the end of the event loop's current batch of callbacks,
-# per sender: ≈ 25 packets of 1.2 KB, below the 64 KB a UDP send may carry.
-_BATCH_BYTES = 32768
-_MAX_PACKET = 2048 - SRTP_MAX_TRAILER_LEN
+# One viewer's share of a batch is protected here and sent before the next viewer's:
+# ≈ 48 packets of 1.2 KB, below the 64 KB a UDP send may carry.
+_BATCH_BYTES = 60000
+_SCRATCH = _srtp_ffi.new("char[]", _BATCH_BYTES + SRTP_MAX_TRAILER_LEN)
+_SCRATCH_BUFFER = _srtp_ffi.buffer(_SCRATCH)
+_SCRATCH_VIEW = memoryview(_SCRATCH_BUFFER)
+_SCRATCH_LENGTH = _srtp_ffi.new("int *")
 _UDP_SEGMENT = getattr(socket, "UDP_SEGMENT", 103)  # Linux ≥ 4.18, <netinet/udp.h>
 _MAX_SEGMENTS = 64  # the kernel's UDP_MAX_SEGMENTS
 _SEGMENT_SIZES: dict[int, list[tuple[int, int, bytes]]] = {}
@@ -224,121 +227,39 @@ def _segment_size(size: int) -> list[tuple[int, int, bytes]]:
     return cmsg
 
 
-# How long the first packets of a video frame may wait for its last (the one with the
-# marker bit): no longer than a frame's interval at 60 fps. Waiting costs no latency, as a
-# frame cannot be decoded before its last packet arrives, which is sent at once.
-FRAME_HOLD_SECONDS = 0.015
-
-
-class _SendBatch:
-    """The senders holding protected packets, and when to send them.
-
-    A publisher's packets arrive in bursts: a video frame is several packets, sent back to
-    back by an encoder (``drain_datagrams`` hands over what has arrived together) or spread
-    over a few milliseconds by a browser's pacer. Each viewer's share of a burst is queued
-    and sent in one system call (see ``DirectRtpSender``): a sender that has queued the end
-    of a frame (or any audio packet) is *ready* and sends once the event loop has run the
-    callbacks it is running (``call_soon``: before it polls its sockets again, so nothing
-    waits for new input); one holding only the start of a frame is *held* until its last
-    packet comes, or ``FRAME_HOLD_SECONDS`` at most.
-    """
-
-    __slots__ = ("_held", "_loop", "_ready", "_timer")
-
-    def __init__(self) -> None:
-        self._ready: list[DirectRtpSender] = []
-        self._held: list[DirectRtpSender] = []
-        self._loop: asyncio.AbstractEventLoop | None = None
-        self._timer: asyncio.TimerHandle | None = None
-
-    def ready(self, sender: DirectRtpSender) -> None:
-        loop = self._running_loop()
-        if not self._ready:
-            loop.call_soon(self.flush_ready)
-        self._ready.append(sender)
-
-    def hold(self, sender: DirectRtpSender) -> None:
-        loop = self._running_loop()
-        if self._timer is None:
-            self._timer = loop.call_later(FRAME_HOLD_SECONDS, self.flush_held)
-        self._held.append(sender)
-
-    def flush_ready(self) -> None:
-        senders = self._ready
-        self._ready = []
-        for sender in senders:
-            sender._flush()
-
-    def flush_held(self) -> None:
-        self._timer = None
-        senders = self._held
-        self._held = []
-        for sender in senders:
-            if sender._holding:  # not sent since (a sender may be listed twice)
-                sender._flush()
-
-    def _running_loop(self) -> asyncio.AbstractEventLoop:
-        loop = asyncio.get_running_loop()
-        if loop is not self._loop:  # what was queued on a loop that is gone never flushes
-            for stale in (*self._ready, *self._held):
-                stale._discard()
-            self._ready = []
-            self._held = []
-            self._timer = None
-            self._loop = loop
-        return loop
-
-
-_BATCH = _SendBatch()
-
-
-def flush_sends() -> None:
-    """Send every queued packet now (the event loop would soon)."""
-    _BATCH.flush_ready()
-    _BATCH.flush_held()
-
-
 class DirectRtpSender:
-    """Sends a viewer's RTP without awaiting anything: SRTP-protects each packet with the
-    viewer's own libsrtp session into a per-sender buffer, and sends the buffer on the
-    socket of the ICE pair aiortc nominated when the event loop finishes its current
-    batch of callbacks.
+    """Sends a viewer's RTP without awaiting anything: SRTP-protects a batch of packets
+    with the viewer's own libsrtp session into one buffer, and sends it on the socket of
+    the ICE pair aiortc nominated.
 
     This skips what ``RTCDtlsTransport._send_rtp`` adds per packet (a coroutine, the
     ``bytes`` checks and copies of ``pylibsrtp.Session.protect``, aioice's two send
     coroutines, the candidate pair's address property). The batch goes out with UDP
     generic segmentation offload (``UDP_SEGMENT``): one ``sendmsg`` for each run of
-    same-size packets (a frame's packets, but its last), which the kernel cuts into the
-    same datagrams it would have sent one by one, at a third of the cost per datagram.
-    Where GSO is refused (an old kernel, a device without checksum offload), each packet
-    is sent on its own. Only asyncio's own datagram transport exposes its socket; with
-    uvloop's, or aioice's TURN transport for relayed pairs, each packet goes through the
-    transport's ``sendto``. The transport also takes what the kernel refuses with
-    ``EAGAIN``, and everything after it while it holds a queue, so order is kept and the
-    event loop never blocks. The DTLS state and the nominated pair are checked on every
-    packet, so nothing is sent before DTLS is up or after ICE consent is lost and the
-    connection closed; the DTLS transport's byte and packet counters stay right.
+    same-size packets (a video frame's packets, but its last, which may end the run),
+    which the kernel cuts into the same datagrams it would have sent one by one, at a
+    third of the cost per datagram. Where GSO is refused (an old kernel, a device without
+    checksum offload), each packet is sent on its own. Only asyncio's own datagram
+    transport exposes its socket; with uvloop's, or aioice's TURN transport for relayed
+    pairs, each packet goes through the transport's ``sendto``. The transport also takes
+    what the kernel refuses with ``EAGAIN``, and everything after it while it holds a
+    queue, so order is kept and the event loop never blocks. The DTLS state and the
+    nominated pair are checked for every batch, so nothing is sent before DTLS is up or
+    after ICE consent is lost and the connection closed; the DTLS transport's byte and
+    packet counters stay right.
     """
 
     __slots__ = (
         "_addr",
-        "_buffer",
-        "_cdata",
         "_dtls",
         "_gso",
-        "_holding",
-        "_length",
         "_nominated",
-        "_offset",
         "_pair",
-        "_ready",
         "_sender",
         "_session",
-        "_sizes",
         "_socket",
         "_srtp",
         "_transport",
-        "_view",
     )
 
     def __init__(self, sender: RTCRtpSender) -> None:
@@ -353,73 +274,65 @@ class DirectRtpSender:
         self._transport: Any = None
         self._addr: tuple[str, int] = ("", 0)
         self._gso = True
-        self._cdata = _srtp_ffi.new("char[]", _BATCH_BYTES + SRTP_MAX_TRAILER_LEN)
-        self._buffer = _srtp_ffi.buffer(self._cdata)
-        self._view = memoryview(self._buffer)
-        self._length = _srtp_ffi.new("int *")
-        self._offset = 0  # bytes queued in the buffer
-        self._sizes: list[int] = []  # their datagrams' sizes
-        self._ready = False  # listed to send at the end of the loop's turn
-        self._holding = False  # listed to send when the frame's last packet is queued
 
     def send(
         self,
-        template: bytes,
-        sequence_number: int,
-        timestamp: int,
+        templates: list[bytes],
+        headers: list[tuple[int, int]],
         ssrc: int,
         ntp_time: int,
-        payload_size: int,
-        frame_end: int = True,
+        payload_bytes: int,
     ) -> int:
-        """Queue ``template`` (a serialized RTP packet) with its sequence number,
-        timestamp and SSRC replaced, and account it in the next RTCP sender report
-        (``ntp_time`` being when it was sent); the number of bytes queued, 0 if nothing was.
-        Unless the packet ends a frame (``frame_end``: the marker bit of video), it may
-        wait for the packets that follow (see ``_SendBatch``).
+        """Send ``templates`` (serialized RTP packets), each with the sequence number and
+        timestamp of its ``headers`` entry and ``ssrc``, and account them in the next RTCP
+        sender report (``ntp_time`` being when they were sent, ``payload_bytes`` their
+        payloads' size); the RTP bytes sent, 0 if nothing was.
 
         aiortc's ``_run_rtcp`` reports the sender's counters and NTP/RTP timestamp
         pair, but only its own ``_run_rtp`` (idle here) updates them."""
         dtls = self._dtls
-        if dtls._state is not _DTLS_CONNECTED:
+        if dtls._state is not _DTLS_CONNECTED or not templates:
             return 0
         if (
             self._nominated.get(_RTP_COMPONENT) is not self._pair
             or dtls._tx_srtp is not self._session
         ) and not self._bind():
             return 0
-        size = len(template)
-        if size > _MAX_PACKET:
+        srtp = self._srtp
+        buffer = _SCRATCH_BUFFER
+        length = _SCRATCH_LENGTH
+        pack_header = _HEADER.pack_into
+        sizes: list[int] = []
+        offset = sent = protected = packets = 0
+        for template, (sequence_number, timestamp) in zip(templates, headers, strict=True):
+            size = len(template)
+            if offset + size > _BATCH_BYTES:
+                if size > _BATCH_BYTES:
+                    continue
+                self._transmit(sizes)  # the buffer is full: send what it holds
+                sizes = []
+                offset = 0
+            buffer[offset : offset + size] = template
+            pack_header(buffer, offset + 2, sequence_number, timestamp, ssrc)
+            length[0] = size
+            if _srtp_protect(srtp, _SCRATCH + offset, length):
+                continue
+            sizes.append(length[0])
+            offset += length[0]
+            protected += length[0]
+            packets += 1
+            sent += size
+        self._transmit(sizes)
+        if not sent:
             return 0
-        offset = self._offset
-        if offset + size > _BATCH_BYTES:
-            self._flush()
-            offset = 0
-        buffer = self._buffer
-        buffer[offset : offset + size] = template
-        _HEADER.pack_into(buffer, offset + 2, sequence_number, timestamp, ssrc)
-        length = self._length
-        length[0] = size
-        if _srtp_protect(self._srtp, self._cdata + offset, length):
-            return 0
-        protected = length[0]
-        self._offset = offset + protected
-        self._sizes.append(protected)
-        if frame_end:
-            if not self._ready:
-                self._ready = True
-                _BATCH.ready(self)
-        elif not (self._ready or self._holding):
-            self._holding = True
-            _BATCH.hold(self)
         dtls._RTCDtlsTransport__tx_bytes += protected  # type: ignore[attr-defined]
-        dtls._RTCDtlsTransport__tx_packets += 1  # type: ignore[attr-defined]
+        dtls._RTCDtlsTransport__tx_packets += packets  # type: ignore[attr-defined]
         sender = self._sender
         sender._RTCRtpSender__ntp_timestamp = ntp_time  # type: ignore[attr-defined]
-        sender._RTCRtpSender__rtp_timestamp = timestamp  # type: ignore[attr-defined]
-        sender._RTCRtpSender__octet_count += payload_size  # type: ignore[attr-defined]
-        sender._RTCRtpSender__packet_count += 1  # type: ignore[attr-defined]
-        return size
+        sender._RTCRtpSender__rtp_timestamp = headers[-1][1]  # type: ignore[attr-defined]
+        sender._RTCRtpSender__octet_count += payload_bytes  # type: ignore[attr-defined]
+        sender._RTCRtpSender__packet_count += packets  # type: ignore[attr-defined]
+        return sent
 
     def send_packet(self, data: bytes) -> int:
         """Send one serialized RTP packet as it is (a retransmission: not counted in
@@ -436,17 +349,14 @@ class DirectRtpSender:
         dtls._RTCDtlsTransport__tx_packets += 1  # type: ignore[attr-defined]
         return len(protected)
 
-    def _flush(self) -> None:
-        """Send the queued packets: a ``sendmsg`` per run of same-size datagrams (the
-        last of a run may be shorter, as GSO allows), in order."""
-        self._ready = self._holding = False
-        sizes = self._sizes
+    def _transmit(self, sizes: list[int]) -> None:
+        """Send the datagrams of ``sizes`` from the start of the scratch buffer: a
+        ``sendmsg`` per run of same-size datagrams (the last of a run may be shorter, as
+        GSO allows), in order."""
         count = len(sizes)
         if not count:
             return
-        self._sizes = []
-        self._offset = 0
-        view = self._view
+        view = _SCRATCH_VIEW
         addr = self._addr
         sock = self._socket
         if sock is None or self._transport._buffer:
@@ -478,28 +388,22 @@ class DirectRtpSender:
                     self._gso = False
                     segments = 1
                     continue
-                # the socket is gone (the viewer left): what is queued is moot
+                # the socket is gone (the viewer left): what is left is moot
             offset = end
             index = run
 
     def _queue(self, sizes: list[int], index: int, offset: int) -> None:
-        view = self._view
+        view = _SCRATCH_VIEW
         transport = self._transport
         for size in sizes[index:]:
             transport.sendto(bytes(view[offset : offset + size]), self._addr)
             offset += size
-
-    def _discard(self) -> None:
-        self._ready = self._holding = False
-        self._sizes = []
-        self._offset = 0
 
     def _bind(self) -> bool:
         pair = self._nominated.get(_RTP_COMPONENT)
         session = self._dtls._tx_srtp
         if pair is None or session is None:
             return False
-        self._flush()  # what is queued was protected for the previous pair and session
         self._pair = pair
         self._transport = pair.protocol.transport
         # asyncio's own datagram transport: send on its socket and leave the transport

@@ -25,7 +25,7 @@ from sfu import aiortc_adapter
 from sfu.events import ConsumerClosed, ConsumerStats, SfuEvent
 from sfu.munger import RtpMunger
 from sfu.negotiation import negotiated_codec
-from sfu.producer import ForwardGroup, Producer
+from sfu.producer import Batch, ForwardGroup, Producer
 
 
 class Consumer:
@@ -70,8 +70,6 @@ class Consumer:
         self._rtx_sequence_number = 0
         self._rtp: aiortc_adapter.DirectRtpSender | None = None
         self._waiting_keyframe = producer.needs_keyframes
-        # every audio packet is a frame; video frames end with the marker bit
-        self._frame_per_packet = producer.kind != "video"
         self.packets_sent = 0
         self.bytes_sent = 0
         self.nacks_received = 0
@@ -158,29 +156,36 @@ class Consumer:
         if self._waiting_keyframe:
             await self._producer.request_keyframe(join=True)
 
-    def forward(
-        self, template: bytes, packet: RtpPacket, keyframe: bool, now: float, ntp: int
-    ) -> None:
-        """Send one producer packet, serialized for this consumer's group."""
-        if self._waiting_keyframe:
-            if not keyframe:
-                self.packets_dropped_waiting_keyframe += 1
-                return
-            self._waiting_keyframe = False
-        mapped = self._munger.map(packet.sequence_number, packet.timestamp, now)
-        if mapped is None or self._rtp is None:
+    def forward(self, templates: list[bytes], batch: Batch, now: float, ntp: int) -> None:
+        """Send a batch of producer packets, serialized for this consumer's group."""
+        rtp = self._rtp
+        if rtp is None:
             return
-        if self._rtp.send(
-            template,
-            mapped[0],
-            mapped[1],
-            self._ssrc,
-            ntp,
-            len(packet.payload),
-            packet.marker or self._frame_per_packet,
-        ):
-            self.packets_sent += 1
-            self.bytes_sent += len(template)
+        packets = batch.packets
+        first = 0
+        if self._waiting_keyframe:
+            keyframe = batch.first_keyframe()
+            if keyframe is None:
+                self.packets_dropped_waiting_keyframe += len(packets)
+                return
+            first = keyframe
+            self.packets_dropped_waiting_keyframe += first
+            self._waiting_keyframe = False
+        out_templates: list[bytes] = []
+        out_headers: list[tuple[int, int]] = []
+        payload_bytes = 0
+        map_header = self._munger.map
+        for index in range(first, len(packets)):
+            packet = packets[index]
+            mapped = map_header(packet.sequence_number, packet.timestamp, now)
+            if mapped is not None:
+                out_templates.append(templates[index])
+                out_headers.append(mapped)
+                payload_bytes += len(packet.payload)
+        sent = rtp.send(out_templates, out_headers, self._ssrc, ntp, payload_bytes)
+        if sent:
+            self.packets_sent += len(out_templates)
+            self.bytes_sent += sent
 
     async def handle_rtcp(self, packet: AnyRtcpPacket) -> bool:
         """Feedback from the viewer; True when consumed here."""

@@ -45,7 +45,7 @@ from aiortc.rtp import (
 from sfu import aiortc_adapter
 from sfu.events import ProducerAdded, RouterClosed
 from sfu.munger import RtpMunger
-from sfu.producer import Producer
+from sfu.producer import Batch, Producer
 from sfu.router import Router, RouterOptions
 
 logger = logging.getLogger(__name__)
@@ -184,21 +184,25 @@ class _PipeForwarder:
     def _detach(self) -> None:
         self.producer._stop_forwarding(self)
 
-    def forward(
-        self, template: bytes, packet: RtpPacket, keyframe: bool, now: float, ntp: int
-    ) -> None:
-        """Called by the producer for each packet, with the group's serialized template."""
+    def forward(self, templates: list[bytes], batch: Batch, now: float, ntp: int) -> None:
+        """Called by the producer for each batch, with the group's serialized templates."""
+        packets = batch.packets
+        first = 0
         if self._waiting_keyframe:
-            if not keyframe:
+            keyframe = batch.first_keyframe()
+            if keyframe is None:
                 return
+            first = keyframe
             self._waiting_keyframe = False
-        mapped = self._munger.map(packet.sequence_number, packet.timestamp, now)
-        if mapped is None:
-            return
-        data = bytearray(template)
-        _HEADER.pack_into(data, 2, mapped[0], mapped[1], self.ssrc)
-        self._pipe._send(data)
-        self.packets += 1
+        for index in range(first, len(packets)):
+            packet = packets[index]
+            mapped = self._munger.map(packet.sequence_number, packet.timestamp, now)
+            if mapped is None:
+                continue
+            data = bytearray(templates[index])
+            _HEADER.pack_into(data, 2, mapped[0], mapped[1], self.ssrc)
+            self._pipe._send(data)
+            self.packets += 1
 
     async def keyframe_requested(self) -> None:
         self.keyframe_requests += 1

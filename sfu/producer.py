@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import asyncio
 import time
 import uuid
 from collections.abc import Callable
@@ -19,13 +20,31 @@ if TYPE_CHECKING:
     from sfu.consumer import Consumer
 
 
+# How long the first packets of a video frame may wait for its last (the one with the
+# marker bit): no longer than a frame's interval at 60 fps. Waiting costs no latency, as a
+# frame cannot be decoded before its last packet arrives, and that one is sent at once.
+FRAME_HOLD_SECONDS = 0.015
+
+
+class Batch:
+    """The packets a producer forwards together: each with whether it starts a keyframe."""
+
+    __slots__ = ("keyframes", "packets")
+
+    def __init__(self) -> None:
+        self.packets: list[RtpPacket] = []
+        self.keyframes: list[bool] = []
+
+    def first_keyframe(self) -> int | None:
+        """The index of the first packet that starts a keyframe, if any does."""
+        return self.keyframes.index(True) if True in self.keyframes else None
+
+
 class Forwarder(Protocol):
-    """Where a forward group sends each packet: a viewer's ``Consumer``, or a pipe to an
+    """Where a forward group sends packets: a viewer's ``Consumer``, or a pipe to an
     edge router (``sfu.pipe``)."""
 
-    def forward(
-        self, template: bytes, packet: RtpPacket, keyframe: bool, now: float, ntp: int
-    ) -> None: ...
+    def forward(self, templates: list[bytes], batch: Batch, now: float, ntp: int) -> None: ...
 
 
 class ForwardGroup:
@@ -93,6 +112,10 @@ class Producer:
         self._keyframes = KeyframeRequester(self._send_keyframe_request, keyframe_request_interval)
         self._consumers: set[Consumer] = set()
         self._groups: list[ForwardGroup] = []
+        self._batch = Batch()
+        self._flush_soon = False  # a flush is scheduled for the end of the loop's turn
+        self._hold_timer: asyncio.TimerHandle | None = None
+        self._frames_end_on_marker = kind == "video"
         self.packets_received = 0
         self.bytes_received = 0
         self.keyframes_received = 0
@@ -140,6 +163,9 @@ class Producer:
             return
         self.closed = True
         self._keyframes.close()
+        self._batch = Batch()
+        if self._hold_timer is not None:
+            self._hold_timer.cancel()
         for consumer in list(self._consumers):
             consumer.close("producer_closed")
         self._cache.clear()
@@ -199,10 +225,38 @@ class Producer:
             self._keyframes.keyframe_received()
         if not self._groups:
             return
+        batch = self._batch
+        batch.packets.append(packet)
+        batch.keyframes.append(keyframe)
+        if self._flush_soon:
+            return
+        if packet.marker or not self._frames_end_on_marker:
+            self._flush_soon = True
+            asyncio.get_running_loop().call_soon(self.flush)
+        elif self._hold_timer is None:
+            self._hold_timer = asyncio.get_running_loop().call_later(FRAME_HOLD_SECONDS, self.flush)
+
+    def flush(self) -> None:
+        """Forward the packets received since the last flush to every consumer.
+
+        Packets are forwarded in batches, viewer by viewer: each viewer's share of a batch
+        leaves in one system call (see ``aiortc_adapter.DirectRtpSender``), and each
+        viewer's state is touched once per batch, not once per packet. A batch is what
+        arrived while the event loop ran its current callbacks (``aiortc_adapter.
+        drain_datagrams`` hands over what the socket holds together); a video batch also
+        waits for the end of its frame, ``FRAME_HOLD_SECONDS`` at most."""
+        self._flush_soon = False
+        if self._hold_timer is not None:
+            self._hold_timer.cancel()
+            self._hold_timer = None
+        batch = self._batch
+        if not batch.packets:
+            return
+        self._batch = Batch()
         now = time.monotonic()
         ntp = clock.current_ntp_time()
         abs_send_time = (ntp >> 14) & 0x00FFFFFF
         for group in self._groups:
-            template = group.render(packet, abs_send_time)
+            templates = [group.render(packet, abs_send_time) for packet in batch.packets]
             for consumer in group.consumers:
-                consumer.forward(template, packet, keyframe, now, ntp)
+                consumer.forward(templates, batch, now, ntp)
