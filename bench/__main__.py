@@ -23,7 +23,11 @@ from bench.measure import ServerResult
 SERVERS = ("onair", "janus", "mediarelay")
 FULL = {
     "onair": runner.Plan(
-        viewers=[0, 20, 40, 60, 80], window=15.0, latency_at=(1, 100), decoded_joins=12
+        viewers=[0, 20, 40, 60, 80],
+        window=15.0,
+        latency_at=(1, 100),
+        decoded_joins=12,
+        live_joins=12,
     ),
     "janus": runner.Plan(
         viewers=[0, 20, 40, 60, 80], window=15.0, latency_at=(1, 100), decoded_joins=12
@@ -32,7 +36,12 @@ FULL = {
 }
 QUICK = {
     "onair": runner.Plan(
-        viewers=[0, 10, 20], window=4.0, latency_at=(1, 20), trace_seconds=2.0, decoded_joins=3
+        viewers=[0, 10, 20],
+        window=4.0,
+        latency_at=(1, 20),
+        trace_seconds=2.0,
+        decoded_joins=3,
+        live_joins=4,
     ),
     "janus": runner.Plan(
         viewers=[0, 10, 20], window=4.0, latency_at=(1, 20), trace_seconds=2.0, decoded_joins=3

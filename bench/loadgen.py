@@ -85,6 +85,9 @@ class LoadGenerator:
         """Join → first decoded frame of ``count`` decoding viewers, one at a time."""
         join_ms: list[float | None] = []
         for index in range(count):
+            if index:
+                # random, so that joins do not lock onto one phase of the source's keyframes
+                await asyncio.sleep(random.uniform(0, spacing))
             viewer = Viewer(-1 - index, decode=True)
             try:
                 if self._janus is not None:
@@ -97,8 +100,6 @@ class LoadGenerator:
             except Exception:
                 join_ms.append(None)
             await viewer.close()
-            # random, so that joins do not lock onto one phase of the source's keyframes
-            await asyncio.sleep(random.uniform(0, spacing))
         return {"join_ms": join_ms}
 
     async def trace(self, seconds: float) -> dict[str, Any]:

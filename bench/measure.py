@@ -109,6 +109,14 @@ class ServerResult:
     latency: list[Latency] = field(default_factory=list)
     # Join → first decoded frame of decoding viewers joining one at a time (None: none came).
     decoded_join_ms: list[float | None] = field(default_factory=list)
+    # The same, joining a live encoder that answers keyframe requests (OnAir only), and what
+    # that publisher saw: keyframe requests (PLI/FIR) reaching it, keyframes it sent, and for
+    # each answered request the time to its keyframe's first packet leaving.
+    live_join_ms: list[float | None] = field(default_factory=list)
+    live_keyframe_requests: int | None = None
+    live_keyframes_sent: int | None = None
+    live_keyframe_answer_ms: list[float] = field(default_factory=list)
+    live_join_error: str | None = None
     error: str | None = None
 
     @property
@@ -144,6 +152,10 @@ class ServerResult:
     def _decoded_joins(self) -> list[float]:
         return [ms for ms in self.decoded_join_ms if ms is not None]
 
+    @property
+    def _live_joins(self) -> list[float]:
+        return [ms for ms in self.live_join_ms if ms is not None]
+
     def summary(self) -> dict[str, Any]:
         cpu, rss = self.cpu_fit, self.rss_fit
         return {
@@ -159,6 +171,11 @@ class ServerResult:
             "decoded_join_ms_p50": percentile(self._decoded_joins, 50),
             "decoded_join_ms_p95": percentile(self._decoded_joins, 95),
             "decoded_joins_failed": sum(1 for ms in self.decoded_join_ms if ms is None),
+            "live_join_ms_p50": percentile(self._live_joins, 50),
+            "live_join_ms_p95": percentile(self._live_joins, 95),
+            "live_joins": len(self._live_joins),
+            "live_joins_failed": sum(1 for ms in self.live_join_ms if ms is None),
+            "live_keyframe_answer_ms_p50": percentile(self.live_keyframe_answer_ms, 50),
         }
 
 

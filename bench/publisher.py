@@ -1,4 +1,4 @@
-"""The bench's publisher: passes the FFmpeg source's RTP, already encoded, on to the server.
+"""The bench's publishers: the FFmpeg source's RTP passed on as is, or a live VP8 encoder.
 
 FFmpeg's WHIP muxer sends H.264 only, so for the VP8 + Opus source the bench publishes
 through aiortc instead (``--url``): a sendonly peer whose tracks never produce frames
@@ -12,7 +12,16 @@ Prints the ports to send RTP to as JSON, then answers ``{"op": "sent"}`` (the se
 ``{"op": "count"}`` (packets sent so far: the rate the viewers' rates are compared with) on
 stdin.
 
+A replayed file cannot answer a keyframe request, and browsers and OBS do. With ``--live``
+(and ``--url``) the publisher is such a peer instead: a synthetic 640x480 30 fps picture (the
+size of Chromium's fake camera), encoded as it goes by aiortc's own VP8 encoder at its default
+500 kbit/s (REMB is ignored), which makes its next frame a keyframe when a PLI or FIR
+arrives; the audio track stays idle. It prints ``{"ready": true}`` once connected, then
+answers ``{"op": "keyframes"}``: keyframe requests received, keyframes sent, and how long each
+request waited for the next keyframe to leave.
+
     python -m bench.publisher --url http://127.0.0.1:PORT
+    python -m bench.publisher --url http://127.0.0.1:PORT --live
     python -m bench.publisher --rtp-to VIDEO_PORT,AUDIO_PORT
 """
 
@@ -23,15 +32,34 @@ import asyncio
 import contextlib
 import json
 import logging
+import random
 import struct
 import sys
 import time
 from collections import OrderedDict
+from collections.abc import Callable
 from functools import partial
 from typing import Any, cast
 
-from aiortc import MediaStreamTrack, RTCRtpSender, RTCRtpTransceiver, RTCSessionDescription
+from aiortc import (
+    MediaStreamTrack,
+    RTCPeerConnection,
+    RTCRtpSender,
+    RTCRtpTransceiver,
+    RTCSessionDescription,
+    VideoStreamTrack,
+)
+from aiortc.codecs.vpx import VpxPayloadDescriptor
+from aiortc.rtp import (
+    RTCP_PSFB_APP,
+    RTCP_PSFB_FIR,
+    RTCP_PSFB_PLI,
+    AnyRtcpPacket,
+    RtcpPsfbPacket,
+    RtpPacket,
+)
 from aiortc.sdp import SessionDescription
+from av import VideoFrame
 
 from bench import http
 from bench.viewer import new_peer_connection, trace_key
@@ -46,6 +74,80 @@ class _IdleTrack(MediaStreamTrack):
 
     async def recv(self) -> Any:
         await asyncio.Future()
+
+
+class PatternTrack(VideoStreamTrack):
+    """A synthetic camera: colour bars over a fixed texture, and a box moving across them.
+
+    The texture gives keyframes some bulk; the still parts cost the encoder next to nothing
+    in between, so it stays cheap on the load core. Paced at 30 fps by aiortc.
+    """
+
+    def __init__(self, width: int = 640, height: int = 480) -> None:
+        super().__init__()
+        self._width, self._height = width, height
+        bars = (235, 210, 170, 145, 106, 81, 41, 16)
+        row = bytes(bars[x * len(bars) // width] for x in range(width))
+        texture = random.Random(1).randbytes(width * (height // 4))
+        self._luma = row * (height - height // 4) + texture
+        self._chroma = bytes([128]) * ((width // 2) * (height // 2))
+        self._box = width // 8
+        self._frames = 0
+
+    async def recv(self) -> VideoFrame:
+        pts, time_base = await self.next_timestamp()
+        luma = bytearray(self._luma)
+        x = (self._frames * 8) % (self._width - self._box)  # crosses the frame in ≈ 2 s
+        top = (self._height - self._box) // 2
+        for y in range(top, top + self._box):
+            luma[y * self._width + x : y * self._width + x + self._box] = b"\xeb" * self._box
+        self._frames += 1
+        frame = VideoFrame(self._width, self._height, "yuv420p")
+        for plane, data in zip(frame.planes, (luma, self._chroma, self._chroma), strict=True):
+            plane.update(bytes(data))
+        frame.pts, frame.time_base = pts, time_base
+        return frame
+
+
+def _is_vp8_keyframe_start(packet: bytes, ssrc: int) -> bool:
+    """The first RTP packet of a VP8 keyframe (RFC 7741: S = 1, PID = 0, P = 0) of ``ssrc``
+    (not a retransmission, which has its own SSRC)."""
+    if len(packet) < 12 or struct.unpack_from("!I", packet, 8)[0] != ssrc:
+        return False
+    try:
+        descriptor, data = VpxPayloadDescriptor.parse(RtpPacket.parse(packet).payload)
+    except Exception:  # counting must never stop the sender
+        return False
+    return bool(descriptor.partition_start and descriptor.partition_id == 0 and data) and not (
+        data[0] & 1
+    )
+
+
+class KeyframeLog:
+    """Keyframe requests (PLI/FIR) reaching the live publisher, and the keyframes it sends."""
+
+    def __init__(self, ssrc: int) -> None:
+        self._ssrc = ssrc
+        self.requests = 0
+        self.keyframes = 0
+        self._pending: float | None = None  # when the oldest unanswered request arrived
+        self.answer_ms: list[float] = []  # request → the next keyframe's first packet sent
+
+    def request(self) -> None:
+        self.requests += 1
+        if self._pending is None:
+            self._pending = time.monotonic()
+
+    def sent(self, packet: bytes) -> None:
+        if not _is_vp8_keyframe_start(packet, self._ssrc):
+            return
+        self.keyframes += 1
+        if self._pending is not None:
+            self.answer_ms.append((time.monotonic() - self._pending) * 1000)
+            self._pending = None
+
+    def report(self) -> dict[str, Any]:
+        return {"requests": self.requests, "keyframes": self.keyframes, "answer_ms": self.answer_ms}
 
 
 SEND_LOG_SIZE = 4096  # ≈ 20 s of the source
@@ -116,21 +218,28 @@ def _prefer(transceiver: RTCRtpTransceiver, mime_type: str) -> None:
     transceiver.setCodecPreferences([c for c in codecs if c.mimeType == mime_type])
 
 
-async def _serve_commands(log: SendLog, ports: dict[str, int]) -> None:
+async def _serve_commands(
+    hello: dict[str, Any], answers: dict[str, Callable[[], dict[str, Any]]]
+) -> None:
+    """Print ``hello``, then answer each ``{"op": NAME}`` line on stdin with ``answers[NAME]``."""
     reader = asyncio.StreamReader()
     loop = asyncio.get_running_loop()
     await loop.connect_read_pipe(lambda: asyncio.StreamReaderProtocol(reader), sys.stdin)
-    sys.stdout.write(
-        json.dumps({"video_port": ports["video"], "audio_port": ports["audio"]}) + "\n"
-    )
+    sys.stdout.write(json.dumps(hello) + "\n")
     sys.stdout.flush()
     while line := await reader.readline():
-        op = json.loads(line)["op"]
-        if op == "sent":
-            sys.stdout.write(json.dumps({"sent": log.dump()}) + "\n")
-        elif op == "count":
-            sys.stdout.write(json.dumps({"at": time.monotonic(), "packets": log.packets}) + "\n")
+        sys.stdout.write(json.dumps(answers[json.loads(line)["op"]]()) + "\n")
         sys.stdout.flush()
+
+
+async def _serve_send_log(log: SendLog, ports: dict[str, int]) -> None:
+    await _serve_commands(
+        {"video_port": ports["video"], "audio_port": ports["audio"]},
+        {
+            "sent": lambda: {"sent": log.dump()},
+            "count": lambda: {"at": time.monotonic(), "packets": log.packets},
+        },
+    )
 
 
 async def relay(video_port: int, audio_port: int) -> None:
@@ -142,13 +251,15 @@ async def relay(video_port: int, audio_port: int) -> None:
             partial(_RtpRelay, port, log), local_addr=("127.0.0.1", 0)
         )
         ports[kind] = socket_transport.get_extra_info("sockname")[1]
-    await _serve_commands(log, ports)
+    await _serve_send_log(log, ports)
 
 
-async def publish(url: str) -> None:
-    log = SendLog()
+async def _connect(
+    url: str, video_track: MediaStreamTrack
+) -> tuple[RTCPeerConnection, RTCRtpTransceiver, RTCRtpTransceiver]:
+    """Publish VP8 video and idle Opus audio by WHIP-style signaling; return once connected."""
     pc = new_peer_connection()
-    video = pc.addTransceiver(_IdleTrack("video"), direction="sendonly")
+    video = pc.addTransceiver(video_track, direction="sendonly")
     audio = pc.addTransceiver(_IdleTrack("audio"), direction="sendonly")
     _prefer(video, "video/VP8")
     _prefer(audio, "audio/opus")
@@ -163,7 +274,12 @@ async def publish(url: str) -> None:
         if pc.connectionState == "failed":
             raise RuntimeError("publisher: ICE/DTLS failed")
         await asyncio.sleep(0.05)
+    return pc, video, audio
 
+
+async def publish(url: str) -> None:
+    log = SendLog()
+    pc, video, audio = await _connect(url, _IdleTrack("video"))
     answer = SessionDescription.parse(pc.remoteDescription.sdp)
     loop = asyncio.get_running_loop()
     ports = {}
@@ -176,7 +292,38 @@ async def publish(url: str) -> None:
         )
         ports[transceiver.kind] = socket_transport.get_extra_info("sockname")[1]
     try:
-        await _serve_commands(log, ports)
+        await _serve_send_log(log, ports)
+    finally:
+        await pc.close()
+
+
+async def publish_live(url: str) -> None:
+    """Publish ``PatternTrack`` encoded live, logging keyframe requests and keyframes."""
+    pc, video, _ = await _connect(url, PatternTrack())
+    sender, dtls = video.sender, video.sender.transport
+    log = KeyframeLog(sender._ssrc)
+    # Bench-only touches of aiortc's private API, both wrapping aiortc's own handling.
+    handle_rtcp, send_rtp = sender._handle_rtcp_packet, dtls._send_rtp
+
+    async def handle_rtcp_packet(packet: AnyRtcpPacket) -> None:
+        if isinstance(packet, RtcpPsfbPacket):
+            if packet.fmt == RTCP_PSFB_APP:
+                # REMB: aiortc restarts its encoder, with a keyframe, whenever the estimate
+                # moves by 10 % (browsers change their rate without one); at a fixed
+                # bitrate, keyframes answer requests only.
+                return
+            if packet.fmt in (RTCP_PSFB_PLI, RTCP_PSFB_FIR):
+                log.request()  # aiortc makes the next frame a keyframe
+        await handle_rtcp(packet)
+
+    async def send_rtp_packet(data: bytes) -> None:
+        log.sent(data)
+        await send_rtp(data)
+
+    sender._handle_rtcp_packet = handle_rtcp_packet  # type: ignore[method-assign]
+    dtls._send_rtp = send_rtp_packet  # type: ignore[method-assign]
+    try:
+        await _serve_commands({"ready": True}, {"keyframes": log.report})
     finally:
         await pc.close()
 
@@ -186,9 +333,16 @@ def main() -> None:
     target = parser.add_mutually_exclusive_group(required=True)
     target.add_argument("--url", help="publish by WHIP-style signaling to this server")
     target.add_argument("--rtp-to", help="relay plain RTP to 127.0.0.1: VIDEO_PORT,AUDIO_PORT")
+    parser.add_argument(
+        "--live", action="store_true", help="with --url: encode a synthetic picture live instead"
+    )
     args = parser.parse_args()
+    if args.live and not args.url:
+        parser.error("--live needs --url")
     logging.basicConfig(level=logging.WARNING)
-    if args.url:
+    if args.live:
+        asyncio.run(publish_live(args.url))
+    elif args.url:
         asyncio.run(publish(args.url))
     else:
         video_port, audio_port = (int(port) for port in args.rtp_to.split(","))

@@ -149,6 +149,35 @@ def _ratio(results: list[ServerResult], top: str, bottom: str) -> str:
     return f"{a / b:.2f}\N{MULTIPLICATION SIGN}" if a and b else "—"
 
 
+def _live_join_lines(results: list[ServerResult]) -> list[str]:
+    """The sentence on joins to a live encoder that answers keyframe requests (OnAir)."""
+    lines = []
+    for result in results:
+        if result.error or not (result.live_join_ms or result.live_join_error):
+            continue
+        head = (
+            "Join → first decoded frame with a live encoder that answers keyframe requests "
+            f"({LABELS[result.name]})"
+        )
+        if result.live_join_error:
+            lines += ["", f"{head}: failed ({result.live_join_error})."]
+            continue
+        s = result.summary()
+        failed = s["live_joins_failed"]
+        lines += [
+            "",
+            f"{head}: **p50 {_number(s['live_join_ms_p50'], '.0f')} ms, "
+            f"p95 {_number(s['live_join_ms_p95'], '.0f')} ms** ({s['live_joins']} viewers"
+            + (f", {failed} got no frame" if failed else "")
+            + "; the publisher, aiortc's VP8 encoder at 640x480 and 30 fps, got "
+            f"{result.live_keyframe_requests} keyframe requests and sent the next keyframe "
+            f"p50 {_number(s['live_keyframe_answer_ms_p50'], '.0f')} ms after each; "
+            f"{result.live_keyframes_sent} keyframes in all). The table's decoded-frame "
+            "column waits for the replayed file's keyframes instead.",
+        ]
+    return lines
+
+
 def render(
     results: list[ServerResult],
     environment: dict[str, Any],
@@ -193,6 +222,9 @@ def render(
         f"**OnAir ÷ Janus = {_ratio(results, 'onair', 'janus')}**, "
         f"**OnAir ÷ MediaRelay = {_ratio(results, 'onair', 'mediarelay')}**, "
         f"Janus ÷ MediaRelay = {_ratio(results, 'janus', 'mediarelay')}.",
+    ]
+    lines += _live_join_lines(results)
+    lines += [
         "",
         "| server | N | connected | server CPU | server RSS | viewer kbit/s median (min) "
         "| viewer pkt/s median | source pkt/s | load core CPU |",

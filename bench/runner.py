@@ -3,7 +3,8 @@
 The server runs pinned to one core; the source (FFmpeg replay, plus the bench publisher for
 WebRTC-ingesting servers) and the load generator share the other. For each audience size N
 the runner lets things settle, then samples the server's CPU time and RSS from /proc and
-every viewer's counters over a steady window.
+every viewer's counters over a steady window. For OnAir, a last phase with a fresh server
+has decoding viewers join a live publisher that answers keyframe requests (``live_joins``).
 """
 
 from __future__ import annotations
@@ -44,6 +45,9 @@ class Plan:
     # ``decoded_join_spacing`` seconds apart (the source's keyframe interval).
     decoded_joins: int = 0
     decoded_join_spacing: float = 2.0
+    # The same decoding viewers, joining a live VP8 encoder that answers keyframe requests
+    # (``bench.publisher --live``), with a fresh server: OnAir only.
+    live_joins: int = 0
 
 
 Progress = Callable[[str], None]
@@ -100,11 +104,13 @@ class _Processes:
                 process.wait()
 
 
-class _LoadGenerator:
+class _Child:
+    """A child process driven by JSON lines: it says hello first, then answers each command."""
+
     def __init__(self, process: subprocess.Popen[str]) -> None:
         self._process = process
         self.pid = process.pid
-        self._ask(None, timeout=30)
+        self.hello = self._ask(None, timeout=30)
 
     def _ask(self, command: dict[str, Any] | None, timeout: float) -> Any:
         assert self._process.stdin is not None
@@ -114,6 +120,8 @@ class _LoadGenerator:
             self._process.stdin.flush()
         return json.loads(_read_line(self._process.stdout, timeout))
 
+
+class _LoadGenerator(_Child):
     def grow(self, n: int) -> Any:
         return self._ask({"op": "grow", "n": n}, timeout=60 + n)
 
@@ -135,29 +143,26 @@ class _LoadGenerator:
         self._ask({"op": "quit"}, timeout=30)
 
 
-class _Publisher:
+class _Publisher(_Child):
     def __init__(self, process: subprocess.Popen[str]) -> None:
-        self._process = process
-        assert process.stdout is not None
-        ports = json.loads(_read_line(process.stdout, 30))
-        self.video_port: int = ports["video_port"]
-        self.audio_port: int = ports["audio_port"]
+        super().__init__(process)
+        self.video_port: int = self.hello["video_port"]
+        self.audio_port: int = self.hello["audio_port"]
 
     def sent(self) -> dict[str, float]:
-        assert self._process.stdin is not None
-        assert self._process.stdout is not None
-        self._process.stdin.write(json.dumps({"op": "sent"}) + "\n")
-        self._process.stdin.flush()
-        return dict(json.loads(_read_line(self._process.stdout, 30))["sent"])
+        return dict(self._ask({"op": "sent"}, timeout=30)["sent"])
 
     def count(self) -> tuple[float, int]:
         """(monotonic time, packets sent so far)."""
-        assert self._process.stdin is not None
-        assert self._process.stdout is not None
-        self._process.stdin.write(json.dumps({"op": "count"}) + "\n")
-        self._process.stdin.flush()
-        reply = json.loads(_read_line(self._process.stdout, 30))
+        reply = self._ask({"op": "count"}, timeout=30)
         return float(reply["at"]), int(reply["packets"])
+
+
+class _LivePublisher(_Child):
+    """``bench.publisher --live``: says hello once connected to the server."""
+
+    def keyframes(self) -> dict[str, Any]:
+        return dict(self._ask({"op": "keyframes"}, timeout=30))
 
 
 def _python(module: str, *args: str) -> list[str]:
@@ -208,17 +213,82 @@ def _start_janus(
     return server.pid, f"http://127.0.0.1:{config.http_port}/janus", publisher
 
 
-def _start_whip_server(
-    processes: _Processes, backend: str, spec: source.SourceSpec, core: int, load_core: int
-) -> tuple[int, str, _Publisher]:
+def _start_bench_server(processes: _Processes, backend: str, core: int) -> tuple[int, str]:
+    """``bench.server`` with ``backend``, once it listens: (pid, URL)."""
     port = free_port()
     server = processes.start(
         backend, _python("bench.server", "--backend", backend, "--port", str(port)), core, True
     )
     assert server.stdout is not None
     _read_line(server.stdout, 30)
-    url = f"http://127.0.0.1:{port}"
-    return server.pid, url, _start_source(processes, spec, load_core, "--url", url)
+    return server.pid, f"http://127.0.0.1:{port}"
+
+
+def _start_whip_server(
+    processes: _Processes, backend: str, spec: source.SourceSpec, core: int, load_core: int
+) -> tuple[int, str, _Publisher]:
+    pid, url = _start_bench_server(processes, backend, core)
+    return pid, url, _start_source(processes, spec, load_core, "--url", url)
+
+
+def _start_load(processes: _Processes, target: str, url: str, core: int) -> _LoadGenerator:
+    return _LoadGenerator(
+        processes.start(
+            "loadgen", _python("bench.loadgen", "--target", target, "--url", url), core, True
+        )
+    )
+
+
+def _show_logs(folder: Path, progress: Progress) -> None:
+    for log in sorted(folder.glob("*.log")):
+        progress(f"--- {log.name} (last lines)\n{log.read_text()[-1500:]}")
+
+
+def _live_joins(name: str, result: ServerResult, plan: Plan, progress: Progress) -> None:
+    """Decoding viewers join a fresh server fed by a live encoder that answers PLI."""
+    server_core, load_core = host.cores()
+    with ExitStack() as stack:
+        folder = Path(stack.enter_context(tempfile.TemporaryDirectory(prefix=f"bench-{name}-")))
+        processes = _Processes(folder)
+        stack.callback(processes.stop)
+        try:
+            _, url = _start_bench_server(processes, name, server_core)
+            publisher = _LivePublisher(
+                processes.start(
+                    "live-publisher",
+                    _python("bench.publisher", "--url", url, "--live"),
+                    load_core,
+                    True,
+                )
+            )
+            # Viewers join a stream that has been live for a while; the load generator
+            # starts meanwhile.
+            warmed_up = time.monotonic() + SOURCE_WARMUP_SECONDS
+            load = _start_load(processes, "whep", url, load_core)
+            time.sleep(max(0.0, warmed_up - time.monotonic()))
+            result.live_join_ms = load.join_decoded(plan.live_joins, plan.decoded_join_spacing)
+            keyframes = publisher.keyframes()
+            result.live_keyframe_requests = int(keyframes["requests"])
+            result.live_keyframes_sent = int(keyframes["keyframes"])
+            result.live_keyframe_answer_ms = [float(ms) for ms in keyframes["answer_ms"]]
+            load.quit()
+            if None in result.live_join_ms:
+                progress(f"[{name}] a live-encoder join decoded nothing: {keyframes}")
+                _show_logs(folder, progress)
+        except Exception as exc:
+            result.live_join_error = f"{type(exc).__name__}: {exc}"
+            progress(f"[{name}] live-encoder joins failed: {result.live_join_error}")
+            _show_logs(folder, progress)
+            return
+    joined = [ms for ms in result.live_join_ms if ms is not None]
+    answered = result.live_keyframe_answer_ms
+    progress(
+        f"[{name}] join → first decoded frame, live encoder answering keyframe requests: "
+        f"{len(joined)}/{plan.live_joins} viewers, p50 {percentile(joined, 50) or 0:.0f} ms, "
+        f"p95 {percentile(joined, 95) or 0:.0f} ms (publisher: "
+        f"{result.live_keyframe_requests} keyframe requests, {result.live_keyframes_sent} "
+        f"keyframes sent, request → keyframe out p50 {percentile(answered, 50) or 0:.0f} ms)"
+    )
 
 
 def _point(
@@ -289,14 +359,7 @@ def run_server(
                 )
                 target = "whep"
             time.sleep(SOURCE_WARMUP_SECONDS)
-            load = _LoadGenerator(
-                processes.start(
-                    "loadgen",
-                    _python("bench.loadgen", "--target", target, "--url", url),
-                    load_core,
-                    True,
-                )
-            )
+            load = _start_load(processes, target, url, load_core)
             audiences = sorted({*plan.viewers, *plan.latency_at})
             for step, n in enumerate(audiences, 1):
                 grown = load.grow(n)
@@ -341,6 +404,7 @@ def run_server(
         except Exception as exc:
             result.error = f"{type(exc).__name__}: {exc}"
             progress(f"[{name}] failed: {result.error}")
-            for log in sorted(folder.glob("*.log")):
-                progress(f"--- {log.name} (last lines)\n{log.read_text()[-1500:]}")
+            _show_logs(folder, progress)
+    if plan.live_joins and result.error is None:
+        _live_joins(name, result, plan, progress)
     return result

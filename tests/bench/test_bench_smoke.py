@@ -1,7 +1,8 @@
 """The benchmark harness still runs: one very short point per server, as a subprocess.
 
 The bench is never imported here; it runs as ``python -m bench`` exactly as ``make bench``
-does, with two viewers and one-second windows.
+does, with two viewers and one-second windows (and, for OnAir, the quick plan's few decoding
+viewers joining a live encoder).
 """
 
 import json
@@ -58,3 +59,10 @@ def test_quick_point_measures_every_available_server(tmp_path: Path) -> None:
         (latency,) = server["latency"]
         assert latency["samples"] > 100, latency
         assert 0 < latency["p50_ms"] < 1000, latency
+    onair = servers["onair"]
+    if onair["error"] is None:
+        # The live encoder that answers keyframe requests: decoding viewers got a frame.
+        live = {key: value for key, value in onair.items() if key.startswith("live")}
+        assert onair["live_join_error"] is None, (live, done.stderr[-3000:])
+        assert [ms for ms in onair["live_join_ms"] if ms is not None], (live, done.stderr[-3000:])
+        assert onair["live_keyframe_requests"] >= 1, live
