@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import asyncio
+import logging
 import time
 import uuid
 from collections.abc import Callable
@@ -18,6 +19,8 @@ from sfu.packet_cache import PacketCache
 
 if TYPE_CHECKING:
     from sfu.consumer import Consumer
+
+logger = logging.getLogger(__name__)
 
 
 # How long the first packets of a video frame may wait for its last (the one with the
@@ -259,4 +262,9 @@ class Producer:
         for group in self._groups:
             templates = [group.render(packet, abs_send_time) for packet in batch.packets]
             for consumer in group.consumers:
-                consumer.forward(templates, batch, now, ntp)
+                try:
+                    consumer.forward(templates, batch, now, ntp)
+                except Exception:  # one broken viewer must not cost the others this batch
+                    logger.exception(
+                        "forwarding failed", extra={"router_id": self.router_id, "kind": self.kind}
+                    )

@@ -10,7 +10,7 @@ import pytest
 from sfu import Router
 from sfu.aiortc_adapter import INGEST_RECEIVE_BUFFER, decoder_thread, sender_report_state
 from sfu.keyframe import KEYFRAME_DETECTORS
-from sfu.testing import CodecSpy, DecodeErrorCounter, TestClients
+from sfu.testing import CodecSpy, DecodeErrorCounter, TestClients, wait_until
 
 VIEWERS = 5
 RMEM_MAX = int(Path("/proc/sys/net/core/rmem_max").read_text())
@@ -97,3 +97,22 @@ async def test_late_viewer_starts_on_a_requested_keyframe_within_a_second(
     assert KEYFRAME_DETECTORS["video/vp8"](late.video.first_payload)
     assert late.video.first_frame_matches_pattern
     assert decode_errors.errors == 0
+
+
+async def test_a_viewer_whose_forwarding_fails_does_not_cost_the_others_a_packet(
+    router: Router, clients: TestClients, caplog: pytest.LogCaptureFixture
+) -> None:
+    await clients.publish(router)
+    _, broken_session = await clients.subscribe(router, decode=False)
+    healthy, _ = await clients.subscribe(router, decode=False)
+    video = next(p for p in router.producers if p.kind == "video")
+    assert await wait_until(lambda: len(video.consumers) == 2)
+    broken_consumer = next(c for c in video.consumers if c.viewer_id == broken_session.id)
+
+    def fail(*args: object) -> None:
+        raise RuntimeError("a broken viewer")
+
+    broken_consumer.forward = fail  # type: ignore[method-assign]
+    before = healthy.video.packets
+    assert await wait_until(lambda: healthy.video.packets >= before + 100)
+    assert "forwarding failed" in caplog.text
