@@ -264,7 +264,9 @@ class Producer:
             for consumer in group.consumers:
                 try:
                     consumer.forward(templates, batch, now, ntp)
-                except Exception:  # one broken viewer must not cost the others this batch
+                except Exception:  # one broken viewer must not cost the others a packet
                     logger.exception(
-                        "forwarding failed", extra={"router_id": self.router_id, "kind": self.kind}
+                        "forwarding failed: that viewer gets no more of this track",
+                        extra={"router_id": self.router_id, "kind": self.kind},
                     )
+                    self._stop_forwarding(consumer)

@@ -115,4 +115,4 @@ async def test_a_viewer_whose_forwarding_fails_does_not_cost_the_others_a_packet
     broken_consumer.forward = fail  # type: ignore[method-assign]
     before = healthy.video.packets
     assert await wait_until(lambda: healthy.video.packets >= before + 100)
-    assert "forwarding failed" in caplog.text
+    assert caplog.text.count("forwarding failed") == 1  # then it is left out, not retried
