@@ -2,9 +2,10 @@
 
 One ``Producer`` and N ``Consumer``s on real aiortc senders whose DTLS transports are marked
 connected, with real SRTP sessions (AEAD-AES-256-GCM, what aiortc negotiates) and a
-nominated ICE pair whose datagram transport drops what it is given. Synthetic VP8 packets of
-1.2 KB go through ``Producer._on_rtp`` as aiortc's receiver would hand them over. What is
-left is what Python adds per packet and viewer: fan-out, munging, SRTP, bookkeeping.
+nominated ICE pair whose socket is a stand-in that sends nothing. Synthetic VP8 packets of
+1.2 KB, five to a frame, go through ``Producer._on_rtp`` as aiortc's receiver would hand them
+over, and the event loop turns after each frame's last (``Producer.flush`` forwards it). What
+is left is what Python adds per packet and viewer: fan-out, munging, SRTP, bookkeeping.
 
     python -m bench.hotpath [--viewers 50] [--packets 4000]
 """
