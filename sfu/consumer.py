@@ -87,6 +87,11 @@ class Consumer:
     def sender(self) -> RTCRtpSender:
         return self._sender
 
+    @property
+    def waiting_keyframe(self) -> bool:
+        """Forwarding to this viewer waits for the producer's next keyframe."""
+        return self._waiting_keyframe
+
     async def start(self, parameters: RTCRtpSendParameters) -> None:
         """Begin forwarding with the viewer's negotiated send parameters."""
         self._parameters = parameters

@@ -72,6 +72,12 @@ KEYFRAME_DETECTORS: dict[str, KeyframeDetector] = {
 # one: a join storm makes at most one request per window instead of waiting out the
 # per-producer interval, which is there for viewers' PLI/FIR.
 JOIN_REQUEST_WINDOW = 0.15
+# A request that no keyframe answers within this long is made again while someone still
+# waits, then again after twice as long, and so on up to KEYFRAME_RETRY_MAX_SECONDS:
+# browsers ignore a keyframe request within 300 ms of the previous one (libwebrtc's
+# minimum keyframe send interval), and some sources answer none (a file replayed as is).
+KEYFRAME_RETRY_SECONDS = 0.4
+KEYFRAME_RETRY_MAX_SECONDS = 3.2
 
 
 class KeyframeRequester:
@@ -83,7 +89,9 @@ class KeyframeRequester:
     request manager). A joining viewer's request (``join=True``) waits only for
     the shorter ``join_window``, so a viewer who joins right after another gets
     its first frame in a fraction of a second, and a crowd joining at once still
-    makes only a few requests per second.
+    makes only a few requests per second. While ``waiting()`` says someone still waits
+    for a keyframe, a request that none answers is made again (see
+    ``KEYFRAME_RETRY_SECONDS``): a viewer who joined never stays without a picture.
     """
 
     def __init__(
@@ -91,16 +99,21 @@ class KeyframeRequester:
         send: Callable[[], Awaitable[bool]],
         min_interval: float,
         join_window: float = JOIN_REQUEST_WINDOW,
+        waiting: Callable[[], bool] = lambda: False,
     ) -> None:
         self._send_request = send
+        self._waiting = waiting
         self._min_interval = min_interval
         self._join_window = min(join_window, min_interval)
         self._last_sent = -min_interval
         self._deferred: asyncio.TimerHandle | None = None
         self._deferred_due = 0.0
         self._task: asyncio.Task[None] | None = None
+        self._retry: asyncio.TimerHandle | None = None
+        self._retry_after = KEYFRAME_RETRY_SECONDS
         self.requests = 0
         self.sent = 0
+        self.retries = 0
 
     async def request(self, *, join: bool = False) -> None:
         self.requests += 1
@@ -121,12 +134,30 @@ class KeyframeRequester:
         if self._deferred is not None:
             self._deferred.cancel()
             self._deferred = None
+        if self._retry is not None:
+            self._retry.cancel()
+            self._retry = None
+        self._retry_after = KEYFRAME_RETRY_SECONDS
 
     def close(self) -> None:
         self.keyframe_received()
         if self._task is not None:
             self._task.cancel()
             self._task = None
+
+    def _schedule_retry(self) -> None:
+        if self._retry is None:
+            self._retry = asyncio.get_running_loop().call_later(
+                self._retry_after, self._retry_unanswered
+            )
+
+    def _retry_unanswered(self) -> None:
+        self._retry = None
+        if self._deferred is not None or not self._waiting():
+            return  # a request is on its way already, or nobody waits any more
+        self.retries += 1
+        self._retry_after = min(self._retry_after * 2, KEYFRAME_RETRY_MAX_SECONDS)
+        self._task = asyncio.ensure_future(self._send(self._claim()))
 
     def _fire(self) -> None:
         self._deferred = None
@@ -141,5 +172,6 @@ class KeyframeRequester:
     async def _send(self, previous: float) -> None:
         if await self._send_request():
             self.sent += 1
+            self._schedule_retry()
         else:
             self._last_sent = previous

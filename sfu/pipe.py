@@ -157,6 +157,10 @@ class _PipeForwarder:
         self._attach(producer)
 
     @property
+    def waiting_keyframe(self) -> bool:
+        return self._waiting_keyframe
+
+    @property
     def track(self) -> PipeTrack:
         return PipeTrack(kind=self.kind, ssrc=self.ssrc, codec=self.producer.codec)
 

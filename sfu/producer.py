@@ -27,6 +27,9 @@ logger = logging.getLogger(__name__)
 # marker bit): no longer than a frame's interval at 60 fps. Waiting costs no latency, as a
 # frame cannot be decoded before its last packet arrives, and that one is sent at once.
 FRAME_HOLD_SECONDS = 0.015
+# ... and no more of them than this (a keyframe is tens of packets): the first part goes out
+# while the rest arrives
+FRAME_HOLD_PACKETS = 16
 
 
 class Batch:
@@ -46,6 +49,9 @@ class Batch:
 class Forwarder(Protocol):
     """Where a forward group sends packets: a viewer's ``Consumer``, or a pipe to an
     edge router (``sfu.pipe``)."""
+
+    @property
+    def waiting_keyframe(self) -> bool: ...
 
     def forward(self, templates: list[bytes], batch: Batch, now: float, ntp: int) -> None: ...
 
@@ -112,7 +118,9 @@ class Producer:
         self._ssrc: int | None = None
         self._cache = PacketCache(cache_size)
         self._detect_keyframe = KEYFRAME_DETECTORS.get(codec.mimeType.lower())
-        self._keyframes = KeyframeRequester(self._send_keyframe_request, keyframe_request_interval)
+        self._keyframes = KeyframeRequester(
+            self._send_keyframe_request, keyframe_request_interval, waiting=self._awaits_keyframe
+        )
         self._consumers: set[Consumer] = set()
         self._groups: list[ForwardGroup] = []
         self._batch = Batch()
@@ -206,6 +214,10 @@ class Producer:
                 group.consumers = tuple(c for c in group.consumers if c is not consumer)
         self._groups = [g for g in self._groups if g.consumers]
 
+    def _awaits_keyframe(self) -> bool:
+        """Whether a consumer (or pipe) forwarding this producer waits for a keyframe."""
+        return any(f.waiting_keyframe for group in self._groups for f in group.consumers)
+
     async def _send_keyframe_request(self) -> bool:
         if self._ssrc is None or self.closed:
             return False
@@ -233,7 +245,11 @@ class Producer:
         batch.keyframes.append(keyframe)
         if self._flush_soon:
             return
-        if packet.marker or not self._frames_end_on_marker:
+        if (
+            packet.marker
+            or not self._frames_end_on_marker
+            or len(batch.packets) >= FRAME_HOLD_PACKETS
+        ):
             self._flush_soon = True
             asyncio.get_running_loop().call_soon(self.flush)
         elif self._hold_timer is None:
@@ -247,7 +263,8 @@ class Producer:
         viewer's state is touched once per batch, not once per packet. A batch is what
         arrived while the event loop ran its current callbacks (``aiortc_adapter.
         drain_datagrams`` hands over what the socket holds together); a video batch also
-        waits for the end of its frame, ``FRAME_HOLD_SECONDS`` at most."""
+        waits for the end of its frame, ``FRAME_HOLD_SECONDS`` and ``FRAME_HOLD_PACKETS`` at
+        most."""
         self._flush_soon = False
         if self._hold_timer is not None:
             self._hold_timer.cancel()

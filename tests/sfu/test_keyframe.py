@@ -2,6 +2,9 @@ import asyncio
 import itertools
 import struct
 
+import pytest
+
+from sfu import keyframe as keyframe_module
 from sfu.keyframe import KeyframeRequester, is_h264_keyframe_start, is_vp8_keyframe_start
 
 
@@ -114,3 +117,37 @@ async def test_a_join_waits_for_the_join_window_not_the_interval() -> None:
     assert len(sent) == 4
     assert all(b - a >= 0.09 for a, b in itertools.pairwise(sent))
     assert requester.requests == 12
+
+
+async def test_an_unanswered_request_is_made_again_while_someone_waits(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    """A browser ignores a request within 300 ms of its previous one: a viewer who joined
+    then must not wait for a keyframe forever."""
+    monkeypatch.setattr(keyframe_module, "KEYFRAME_RETRY_SECONDS", 0.05)
+    monkeypatch.setattr(keyframe_module, "KEYFRAME_RETRY_MAX_SECONDS", 0.1)
+    sent: list[float] = []
+    waiting = [True]
+
+    async def send() -> bool:
+        sent.append(asyncio.get_running_loop().time())
+        return True
+
+    requester = KeyframeRequester(send, min_interval=1.0, waiting=lambda: waiting[0])
+    await requester.request(join=True)
+    await asyncio.sleep(0.4)  # no keyframe comes: again after 0.05, 0.1, 0.1, ... s
+    assert len(sent) >= 4
+    assert 0.04 <= sent[1] - sent[0] < 0.3
+    assert all(b - a >= 0.09 for a, b in itertools.pairwise(sent[1:]))
+    requester.keyframe_received()  # answered: no more
+    count = len(sent)
+    await asyncio.sleep(0.3)
+    assert len(sent) == count
+    assert requester.retries == count - 1
+
+    waiting[0] = False  # a request nobody waits on (a viewer's PLI) is not repeated
+    await asyncio.sleep(1.0)
+    await requester.request()
+    await asyncio.sleep(0.3)
+    requester.close()
+    assert len(sent) == count + 1
