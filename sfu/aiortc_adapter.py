@@ -300,29 +300,36 @@ class DirectRtpSender:
             return 0
         srtp = self._srtp
         buffer = _SCRATCH_BUFFER
+        scratch = _SCRATCH
+        protect = _srtp_protect
         length = _SCRATCH_LENGTH
         pack_header = _HEADER.pack_into
         sizes: list[int] = []
         offset = sent = protected = packets = 0
         for template, (sequence_number, timestamp) in zip(templates, headers, strict=True):
             size = len(template)
-            if offset + size > _BATCH_BYTES:
+            end = offset + size
+            if end > _BATCH_BYTES:
                 if size > _BATCH_BYTES:
                     continue
                 self._transmit(sizes)  # the buffer is full: send what it holds
+                protected += offset
+                packets += len(sizes)
                 sizes = []
                 offset = 0
-            buffer[offset : offset + size] = template
+                end = size
+            buffer[offset:end] = template
             pack_header(buffer, offset + 2, sequence_number, timestamp, ssrc)
             length[0] = size
-            if _srtp_protect(srtp, _SCRATCH + offset, length):
+            if protect(srtp, scratch + offset, length):
                 continue
-            sizes.append(length[0])
-            offset += length[0]
-            protected += length[0]
-            packets += 1
+            size_out = length[0]
+            sizes.append(size_out)
+            offset += size_out
             sent += size
         self._transmit(sizes)
+        protected += offset
+        packets += len(sizes)
         if not sent:
             return 0
         dtls._RTCDtlsTransport__tx_bytes += protected  # type: ignore[attr-defined]

@@ -1126,3 +1126,25 @@ async def test_audio_handed_over_together_leaves_together_when_the_loop_turn_end
     assert len(spy.datagrams) == len(packets)
     assert relay.producers["audio"]._hold_timer is None
     assert relay.consumers["audio"].packets_sent == 1 + len(packets)
+
+
+async def test_a_long_frame_leaves_in_parts_of_frame_hold_packets_as_it_arrives(
+    relay: _Relay, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    monkeypatch.setattr(producer_module, "FRAME_HOLD_SECONDS", 10.0)  # no timer interferes
+    limit = producer_module.FRAME_HOLD_PACKETS
+    producer, spy = relay.producers["video"], relay.spies["video"]
+    keyframe = relay.packets("video", [1000] * (limit + 3), marker=True)
+    received = producer.packets_received
+
+    relay.publish("video", keyframe[:limit])  # no marker yet, but as many as may wait
+    assert await _until(lambda: producer.packets_received == received + limit)
+    forwarded = await relay.forwarded("video", 1 + limit)
+    assert [p.payload for p in forwarded[1:]] == [p.payload for p in keyframe[:limit]]
+
+    relay.publish("video", keyframe[limit:])
+    forwarded = await relay.forwarded("video", 1 + len(keyframe))
+    assert [p.payload for p in forwarded[1:]] == [p.payload for p in keyframe]
+    assert _continuous(forwarded)
+    assert len(spy.datagrams) == len(keyframe)
+    assert producer._hold_timer is None
