@@ -819,22 +819,24 @@ async def _read_junk_in_batches(protocol: Any, readiness: _Readiness, count: int
     return [len(batch) for batch in batches]
 
 
-async def test_drain_datagrams_reads_up_to_32_datagrams_per_readiness(link: _Link) -> None:
+def _drained(link: _Link) -> tuple[Any, _Readiness]:
+    """The receiving side's ICE protocol, drained, with each readiness's datagrams recorded."""
     protocol = _nominated_protocol(link.receiving)
     readiness = _Readiness()
     readiness.below(protocol)
     aiortc_adapter.drain_datagrams(link.receiving)
     readiness.above(protocol)
+    return protocol, readiness
+
+
+async def test_drain_datagrams_reads_up_to_32_datagrams_per_readiness(link: _Link) -> None:
+    protocol, readiness = _drained(link)
 
     assert await _read_junk_in_batches(protocol, readiness, 40) == [32, 8]
 
 
 async def test_a_burst_sent_with_gso_is_read_in_one_readiness(link: _Link) -> None:
-    protocol = _nominated_protocol(link.receiving)
-    readiness = _Readiness()
-    readiness.below(protocol)
-    aiortc_adapter.drain_datagrams(link.receiving)
-    readiness.above(protocol)
+    protocol, readiness = _drained(link)
     spy = _spy(link.video)
     ssrc, payload_type = link.video_sender._ssrc, link.payload_type(link.video_sender)
 
