@@ -16,8 +16,8 @@ import subprocess
 import sys
 import tempfile
 import time
-from collections.abc import Callable
-from contextlib import ExitStack
+from collections.abc import Callable, Iterator
+from contextlib import contextmanager
 from dataclasses import dataclass
 from functools import partial
 from pathlib import Path
@@ -239,6 +239,18 @@ def _start_load(processes: _Processes, target: str, url: str, core: int) -> _Loa
     )
 
 
+@contextmanager
+def _run_folder(name: str) -> Iterator[tuple[Path, _Processes]]:
+    """A temporary folder for one server's processes and their logs; the processes are
+    stopped when it is left."""
+    with tempfile.TemporaryDirectory(prefix=f"bench-{name}-") as folder:
+        processes = _Processes(Path(folder))
+        try:
+            yield Path(folder), processes
+        finally:
+            processes.stop()
+
+
 def _show_logs(folder: Path, progress: Progress) -> None:
     for log in sorted(folder.glob("*.log")):
         progress(f"--- {log.name} (last lines)\n{log.read_text()[-1500:]}")
@@ -247,10 +259,7 @@ def _show_logs(folder: Path, progress: Progress) -> None:
 def _live_joins(name: str, result: ServerResult, plan: Plan, progress: Progress) -> None:
     """Decoding viewers join a fresh server fed by a live encoder that answers PLI."""
     server_core, load_core = host.cores()
-    with ExitStack() as stack:
-        folder = Path(stack.enter_context(tempfile.TemporaryDirectory(prefix=f"bench-{name}-")))
-        processes = _Processes(folder)
-        stack.callback(processes.stop)
+    with _run_folder(name) as (folder, processes):
         try:
             _, url = _start_bench_server(processes, name, server_core)
             publisher = _LivePublisher(
@@ -343,10 +352,7 @@ def run_server(
 ) -> ServerResult:
     result = ServerResult(name=name, version=version)
     server_core, load_core = host.cores()
-    with ExitStack() as stack:
-        folder = Path(stack.enter_context(tempfile.TemporaryDirectory(prefix=f"bench-{name}-")))
-        processes = _Processes(folder)
-        stack.callback(processes.stop)
+    with _run_folder(name) as (folder, processes):
         try:
             if name == "janus":
                 server_pid, url, publisher = _start_janus(
