@@ -175,7 +175,6 @@ class Consumer:
                 return
             first = keyframe
             self.packets_dropped_waiting_keyframe += first
-            self._waiting_keyframe = False
         out_templates: list[bytes] = []
         out_headers: list[tuple[int, int]] = []
         payload_bytes = 0
@@ -189,6 +188,9 @@ class Consumer:
                 payload_bytes += len(packet.payload)
         sent = rtp.send(out_templates, out_headers, self._ssrc, ntp, payload_bytes)
         if sent:
+            # the viewer has its keyframe (until then, one that could not be sent does not
+            # count: the producer is asked again)
+            self._waiting_keyframe = False
             self.packets_sent += len(out_templates)
             self.bytes_sent += sent
 
