@@ -172,6 +172,6 @@ class KeyframeRequester:
     async def _send(self, previous: float) -> None:
         if await self._send_request():
             self.sent += 1
-            self._schedule_retry()
-        else:
+        else:  # not sent (the publisher has sent nothing yet, say): the slot stays free
             self._last_sent = previous
+        self._schedule_retry()

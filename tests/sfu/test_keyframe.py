@@ -151,3 +151,27 @@ async def test_an_unanswered_request_is_made_again_while_someone_waits(
     await asyncio.sleep(0.3)
     requester.close()
     assert len(sent) == count + 1
+
+
+async def test_a_request_that_could_not_be_sent_is_tried_again_while_someone_waits(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    """A viewer who joins before the publisher's first packet: there is nobody to ask yet."""
+    monkeypatch.setattr(keyframe_module, "KEYFRAME_RETRY_SECONDS", 0.05)
+    ready = [False]
+    sent: list[float] = []
+
+    async def send() -> bool:
+        if ready[0]:
+            sent.append(asyncio.get_running_loop().time())
+        return ready[0]
+
+    requester = KeyframeRequester(send, min_interval=1.0, waiting=lambda: True)
+    await requester.request(join=True)
+    assert sent == []
+    ready[0] = True  # the publisher's first packet arrives
+    await asyncio.sleep(0.3)
+    requester.keyframe_received()
+    requester.close()
+    assert len(sent) >= 1
+    assert requester.sent == len(sent)
