@@ -29,7 +29,14 @@ from aiortc import (
     RTCSessionDescription,
 )
 from aiortc.mediastreams import MediaStreamError
-from aiortc.rtp import RTCP_PSFB_FIR, RTCP_PSFB_PLI, AnyRtcpPacket, RtcpPsfbPacket, RtpPacket
+from aiortc.rtp import (
+    RTCP_PSFB_APP,
+    RTCP_PSFB_FIR,
+    RTCP_PSFB_PLI,
+    AnyRtcpPacket,
+    RtcpPsfbPacket,
+    RtpPacket,
+)
 from av import AudioFrame, VideoFrame
 from av.frame import Frame
 
@@ -182,13 +189,25 @@ class TestPublisher:
     __test__ = False  # not a pytest test class
 
     def __init__(
-        self, *, codec: str = "vp8", width: int = 320, height: int = 240, fps: int = 30
+        self,
+        *,
+        codec: str = "vp8",
+        width: int = 320,
+        height: int = 240,
+        fps: int = 30,
+        min_keyframe_interval: float = 0.0,
     ) -> None:
         self.pc = RTCPeerConnection(client_configuration())
         self.codec = codec
         self.video = PatternVideoTrack(width, height, fps)
         self.audio = ToneAudioTrack()
         self.keyframe_requests: list[float] = []  # when each PLI/FIR arrived
+        self.keyframe_requests_ignored = 0
+        # like a browser: libwebrtc ignores a request within 300 ms of the last it honoured,
+        # and its encoder makes no keyframe of its own when the bitrate estimate (REMB)
+        # moves, which aiortc's does (so with an interval set, REMB is left unheard)
+        self._min_keyframe_interval = min_keyframe_interval
+        self._last_honoured = -math.inf
         self._capability = video_capability(codec)
 
     async def create_offer(self) -> str:
@@ -207,7 +226,18 @@ class TestPublisher:
 
     async def _count_keyframe_requests(self, packet: AnyRtcpPacket) -> bool:
         if isinstance(packet, RtcpPsfbPacket) and packet.fmt in (RTCP_PSFB_PLI, RTCP_PSFB_FIR):
-            self.keyframe_requests.append(time.monotonic())
+            now = time.monotonic()
+            self.keyframe_requests.append(now)
+            if now - self._last_honoured < self._min_keyframe_interval:
+                self.keyframe_requests_ignored += 1
+                return True  # consumed: no keyframe
+            self._last_honoured = now
+        elif (
+            isinstance(packet, RtcpPsfbPacket)
+            and packet.fmt == RTCP_PSFB_APP
+            and self._min_keyframe_interval
+        ):
+            return True
         return False  # aiortc still handles it and encodes a keyframe
 
 
@@ -354,10 +384,15 @@ class TestClients:
         self.viewers: list[TestViewer] = []
 
     async def publish(
-        self, router: Router, *, codec: str = "vp8", fps: int = 30
+        self,
+        router: Router,
+        *,
+        codec: str = "vp8",
+        fps: int = 30,
+        min_keyframe_interval: float = 0.0,
     ) -> tuple[TestPublisher, PublisherSession]:
         """Connect a new ``TestPublisher`` to ``router``."""
-        publisher = TestPublisher(codec=codec, fps=fps)
+        publisher = TestPublisher(codec=codec, fps=fps, min_keyframe_interval=min_keyframe_interval)
         self.publishers.append(publisher)
         session = await router.publish(await publisher.create_offer())
         await publisher.accept_answer(session.answer_sdp)

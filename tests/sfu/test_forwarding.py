@@ -116,3 +116,17 @@ async def test_a_viewer_whose_forwarding_fails_does_not_cost_the_others_a_packet
     before = healthy.video.packets
     assert await wait_until(lambda: healthy.video.packets >= before + 100)
     assert caplog.text.count("forwarding failed") == 1  # then it is left out, not retried
+
+
+async def test_a_viewer_whose_keyframe_request_the_publisher_ignores_still_gets_a_picture(
+    router: Router, clients: TestClients
+) -> None:
+    """A browser honours at most one keyframe request per 300 ms; this publisher, one per
+    second. A viewer joining within that second of another's request is ignored at first,
+    and starts once the SFU asks again."""
+    publisher, _ = await clients.publish(router, min_keyframe_interval=1.0)
+    first, _ = await clients.subscribe(router)
+    assert await first.wait_for_frames(video=1)
+    second, _ = await clients.subscribe(router)  # its request comes within the second
+    assert await second.wait_for_frames(video=10, within=10)
+    assert publisher.keyframe_requests_ignored >= 1
