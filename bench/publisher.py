@@ -49,7 +49,6 @@ from aiortc import (
     RTCSessionDescription,
     VideoStreamTrack,
 )
-from aiortc.codecs.vpx import VpxPayloadDescriptor
 from aiortc.rtp import (
     RTCP_PSFB_APP,
     RTCP_PSFB_FIR,
@@ -63,6 +62,7 @@ from av import VideoFrame
 
 from bench import http
 from bench.viewer import new_peer_connection, trace_key
+from sfu.keyframe import is_vp8_keyframe_start
 
 
 class _IdleTrack(MediaStreamTrack):
@@ -110,17 +110,14 @@ class PatternTrack(VideoStreamTrack):
 
 
 def _is_vp8_keyframe_start(packet: bytes, ssrc: int) -> bool:
-    """The first RTP packet of a VP8 keyframe (RFC 7741: S = 1, PID = 0, P = 0) of ``ssrc``
-    (not a retransmission, which has its own SSRC)."""
+    """The first RTP packet of a VP8 keyframe of ``ssrc`` (not a retransmission, which has
+    its own SSRC), as the SFU tells them."""
     if len(packet) < 12 or struct.unpack_from("!I", packet, 8)[0] != ssrc:
         return False
     try:
-        descriptor, data = VpxPayloadDescriptor.parse(RtpPacket.parse(packet).payload)
+        return is_vp8_keyframe_start(RtpPacket.parse(packet).payload)
     except Exception:  # counting must never stop the sender
         return False
-    return bool(descriptor.partition_start and descriptor.partition_id == 0 and data) and not (
-        data[0] & 1
-    )
 
 
 class KeyframeLog:
