@@ -6,40 +6,30 @@ viewers joining a live encoder).
 """
 
 import json
-import subprocess
-import sys
 from pathlib import Path
 
 import pytest
 
-REPO = Path(__file__).resolve().parents[2]
+from tests.bench.modules import run_module
 
 pytestmark = pytest.mark.slow
 
 
 def test_quick_point_measures_every_available_server(tmp_path: Path) -> None:
     results = tmp_path / "results.json"
-    done = subprocess.run(
-        [
-            sys.executable,
-            "-m",
-            "bench",
-            "--quick",
-            "--servers",
-            "onair,janus",
-            "--viewers",
-            "0,2",
-            "--window",
-            "1",
-            "--no-report",
-            "--json",
-            str(results),
-        ],
-        cwd=REPO,
-        capture_output=True,
-        text=True,
+    done = run_module(
+        "bench",
+        "--quick",
+        "--servers",
+        "onair,janus",
+        "--viewers",
+        "0,2",
+        "--window",
+        "1",
+        "--no-report",
+        "--json",
+        str(results),
         timeout=240,
-        check=False,
     )
     if "[janus] skipped" in done.stderr:
         pytest.skip("janus cannot be installed here")

@@ -4,39 +4,29 @@ Run as ``python -m bench --cluster`` exactly as documented, with one-second wind
 """
 
 import json
-import subprocess
-import sys
 from pathlib import Path
 
 import pytest
 
-REPO = Path(__file__).resolve().parents[2]
+from tests.bench.modules import run_module
 
 pytestmark = pytest.mark.slow
 
 
 def test_quick_cluster_sweep_pipes_the_broadcast_to_the_edge(tmp_path: Path) -> None:
     results = tmp_path / "cluster.json"
-    done = subprocess.run(
-        [
-            sys.executable,
-            "-m",
-            "bench",
-            "--cluster",
-            "--quick",
-            "--viewers",
-            "0,2",
-            "--window",
-            "1",
-            "--no-report",
-            "--json",
-            str(results),
-        ],
-        cwd=REPO,
-        capture_output=True,
-        text=True,
+    done = run_module(
+        "bench",
+        "--cluster",
+        "--quick",
+        "--viewers",
+        "0,2",
+        "--window",
+        "1",
+        "--no-report",
+        "--json",
+        str(results),
         timeout=180,
-        check=False,
     )
     assert done.returncode == 0, done.stderr[-3000:]
 
