@@ -62,6 +62,7 @@ from av import VideoFrame
 
 from bench import http
 from bench.viewer import new_peer_connection, trace_key
+from sfu import aiortc_adapter
 from sfu.keyframe import is_vp8_keyframe_start
 
 
@@ -299,25 +300,27 @@ async def publish_live(url: str) -> None:
     pc, video, _ = await _connect(url, PatternTrack())
     sender, dtls = video.sender, video.sender.transport
     log = KeyframeLog(sender._ssrc)
-    # Bench-only touches of aiortc's private API, both wrapping aiortc's own handling.
-    handle_rtcp, send_rtp = sender._handle_rtcp_packet, dtls._send_rtp
 
-    async def handle_rtcp_packet(packet: AnyRtcpPacket) -> None:
+    async def on_feedback(packet: AnyRtcpPacket) -> bool:
+        """True for feedback aiortc must not see."""
         if isinstance(packet, RtcpPsfbPacket):
             if packet.fmt == RTCP_PSFB_APP:
                 # REMB: aiortc restarts its encoder, with a keyframe, whenever the estimate
                 # moves by 10 % (browsers change their rate without one); at a fixed
                 # bitrate, keyframes answer requests only.
-                return
+                return True
             if packet.fmt in (RTCP_PSFB_PLI, RTCP_PSFB_FIR):
                 log.request()  # aiortc makes the next frame a keyframe
-        await handle_rtcp(packet)
+        return False
+
+    aiortc_adapter.intercept_sender_rtcp(sender, on_feedback)
+    # A bench-only touch of aiortc's private API, wrapping aiortc's own send path.
+    send_rtp = dtls._send_rtp
 
     async def send_rtp_packet(data: bytes) -> None:
         log.sent(data)
         await send_rtp(data)
 
-    sender._handle_rtcp_packet = handle_rtcp_packet  # type: ignore[method-assign]
     dtls._send_rtp = send_rtp_packet  # type: ignore[method-assign]
     try:
         await _serve_commands({"ready": True}, {"keyframes": log.report})

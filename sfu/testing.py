@@ -214,7 +214,7 @@ class TestPublisher:
         self.pc.addTransceiver(self.audio, direction="sendonly")
         video = self.pc.addTransceiver(self.video, direction="sendonly")
         video.setCodecPreferences([self._capability])
-        aiortc_adapter.intercept_sender_rtcp(video.sender, self._count_keyframe_requests)
+        aiortc_adapter.intercept_sender_rtcp(video.sender, self._on_feedback)
         await self.pc.setLocalDescription(await self.pc.createOffer())
         return str(self.pc.localDescription.sdp)
 
@@ -224,7 +224,7 @@ class TestPublisher:
     async def close(self) -> None:
         await self.pc.close()
 
-    async def _count_keyframe_requests(self, packet: AnyRtcpPacket) -> bool:
+    async def _on_feedback(self, packet: AnyRtcpPacket) -> bool:
         if isinstance(packet, RtcpPsfbPacket) and packet.fmt in (RTCP_PSFB_PLI, RTCP_PSFB_FIR):
             now = time.monotonic()
             self.keyframe_requests.append(now)
