@@ -157,7 +157,7 @@ class KeyframeRequester:
             return  # a request is on its way already, or nobody waits any more
         self.retries += 1
         self._retry_after = min(self._retry_after * 2, KEYFRAME_RETRY_MAX_SECONDS)
-        self._task = asyncio.ensure_future(self._send(self._claim()))
+        self._fire()
 
     def _fire(self) -> None:
         self._deferred = None
