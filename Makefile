@@ -5,7 +5,7 @@ BIN := $(VENV)/bin
 HOST ?= 127.0.0.1
 PORT ?= 8000
 
-.PHONY: run run-cluster test lint format typecheck pytest pytest-postgres browser bench clean
+.PHONY: run run-cluster test lint format typecheck pytest pytest-postgres browser bench clean native
 
 $(BIN)/python:
 	$(PYTHON) -m venv $(VENV)
@@ -19,8 +19,13 @@ $(VENV)/.dev: requirements.txt requirements-dev.txt | $(BIN)/python
 	$(BIN)/pip install --quiet -r requirements-dev.txt
 	touch $@ $(VENV)/.runtime
 
+## native: build the C forwarding loop (sfu/native); without a C compiler it says so, and the
+## SFU forwards with its Python loop. Strict under CI, where its tests must not be skipped.
+native: $(VENV)/.runtime
+	$(BIN)/python -m sfu.native.build $(if $(CI),--strict)
+
 ## run: install, migrate, create the demo user and stream, serve with daphne
-run: $(VENV)/.runtime
+run: $(VENV)/.runtime native
 	$(BIN)/python manage.py migrate --noinput
 	$(BIN)/python manage.py onair_demo --host $(HOST) --port $(PORT)
 	$(BIN)/daphne -b $(HOST) -p $(PORT) onair.asgi:application
@@ -30,7 +35,7 @@ run: $(VENV)/.runtime
 CLUSTER_DATABASE ?= onair
 CLUSTER_ENV := DATABASE_URL=postgres://postgres@127.0.0.1:5432/$(CLUSTER_DATABASE) \
 	REDIS_URL=redis://127.0.0.1:6379/0 ONAIR_SFU_MODE=cluster
-run-cluster: $(VENV)/.runtime
+run-cluster: $(VENV)/.runtime native
 	@bash .ci/services
 	@psql -h 127.0.0.1 -U postgres -tAc "SELECT 1 FROM pg_database WHERE datname = '$(CLUSTER_DATABASE)'" \
 		| grep -q 1 || createdb -h 127.0.0.1 -U postgres $(CLUSTER_DATABASE)
@@ -64,8 +69,10 @@ format: $(VENV)/.dev
 	$(BIN)/ruff format .
 	$(BIN)/ruff check --fix .
 
-pytest: $(VENV)/.dev browser nat-deps
+pytest: $(VENV)/.dev native browser nat-deps
 	$(BIN)/python -m pytest $(PYTEST_ARGS)
+	@echo "the SFU's tests again with the C forwarding loop off (the Python loop forwards)"
+	ONAIR_NATIVE_FORWARDING=0 $(BIN)/python -m pytest -p no:cacheprovider tests/sfu
 	$(MAKE) --no-print-directory pytest-postgres
 
 ## pytest-postgres: the model/API suite again on the real PostgreSQL (skipped, saying why, if it is down)
@@ -81,7 +88,7 @@ $(VENV)/.bench: requirements.txt requirements-dev.txt requirements-bench.txt | $
 	touch $@ $(VENV)/.dev $(VENV)/.runtime
 
 ## bench: viewers/core of OnAir, Janus and MediaRelay → docs/BENCHMARKS.md (QUICK=1: ≈ 2 min)
-bench: $(VENV)/.bench
+bench: $(VENV)/.bench native
 	$(BIN)/python -m bench $(if $(QUICK),--quick)
 
 clean:

@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import asyncio.selector_events
 import contextlib
+import os
 import socket
 import struct
 import sys
@@ -35,6 +36,8 @@ from aiortc.rtp import AnyRtcpPacket, RtpPacket
 from pylibsrtp import SRTP_MAX_TRAILER_LEN, Session
 from pylibsrtp._binding import ffi as _srtp_ffi
 from pylibsrtp._binding import lib as _srtp_lib
+
+from sfu import native
 
 PacketHandler = Callable[[RtpPacket], Awaitable[None]]
 
@@ -250,6 +253,7 @@ class DirectRtpSender:
     """
 
     __slots__ = (
+        "__weakref__",
         "_addr",
         "_dtls",
         "_gso",
@@ -259,7 +263,10 @@ class DirectRtpSender:
         "_session",
         "_socket",
         "_srtp",
+        "_target",
+        "_target_fd",
         "_transport",
+        "native_send_hook",
     )
 
     def __init__(self, sender: RTCRtpSender) -> None:
@@ -274,6 +281,11 @@ class DirectRtpSender:
         self._transport: Any = None
         self._addr: tuple[str, int] = ("", 0)
         self._gso = True
+        self._target: Any = None  # the C loop's struct onair_target (sfu.native)
+        self._target_fd: weakref.finalize | None = None
+        # where tests watch the C loop's sends: a cffi callback taking (hook data, data,
+        # length, GSO segment size or 0) and returning the bytes taken or -errno
+        self.native_send_hook: Any = None
 
     def send(
         self,
@@ -340,6 +352,69 @@ class DirectRtpSender:
         sender._RTCRtpSender__octet_count += payload_bytes  # type: ignore[attr-defined]
         sender._RTCRtpSender__packet_count += packets  # type: ignore[attr-defined]
         return sent
+
+    def native_target(self) -> Any:
+        """A ``struct onair_target`` (``sfu.native``) through which the C loop sends this
+        viewer's RTP as ``send`` would, or None where it cannot: no C loop, DTLS not up, no
+        socket of asyncio's (uvloop, TURN), or datagrams queued on the transport.
+
+        The target sends on a duplicate of the socket's descriptor, so a socket closed while
+        the target is in use leaves it writing to a socket no one reads rather than to
+        whatever reuses the number. Its counters are taken with ``take_native_counters``;
+        its munger fields and ``waiting_keyframe`` are the caller's."""
+        if native.lib is None or self._dtls._state is not _DTLS_CONNECTED:
+            return None
+        if not self.native_target_valid() and not self._bind():
+            return None
+        if self._socket is None or self._transport._buffer:
+            return None
+        if self._target is None:
+            self._target = self._new_native_target()
+        return self._target
+
+    def native_target_valid(self) -> bool:
+        """Whether the target ``native_target`` gave still sends where ``send`` would."""
+        dtls = self._dtls
+        return (
+            self._target is not None
+            and dtls._state is _DTLS_CONNECTED
+            and self._nominated.get(_RTP_COMPONENT) is self._pair
+            and dtls._tx_srtp is self._session
+        )
+
+    def take_native_counters(self, target: Any) -> tuple[int, int]:
+        """Account what the C loop sent through ``target`` since the last call in the DTLS
+        transport's counters and the next RTCP sender report, as ``send`` does; (packets,
+        RTP bytes) sent. (Also learns whether the kernel refused GSO there.)"""
+        self._gso = self._gso and bool(target.gso)
+        packets = target.packets_sent
+        if not packets:
+            return 0, 0
+        rtp_bytes = target.rtp_bytes
+        dtls = self._dtls
+        dtls._RTCDtlsTransport__tx_bytes += target.protected_bytes  # type: ignore[attr-defined]
+        dtls._RTCDtlsTransport__tx_packets += packets  # type: ignore[attr-defined]
+        sender = self._sender
+        sender._RTCRtpSender__ntp_timestamp = target.ntp_time  # type: ignore[attr-defined]
+        sender._RTCRtpSender__rtp_timestamp = target.rtp_timestamp  # type: ignore[attr-defined]
+        sender._RTCRtpSender__octet_count += target.payload_bytes  # type: ignore[attr-defined]
+        sender._RTCRtpSender__packet_count += packets  # type: ignore[attr-defined]
+        target.packets_sent = target.rtp_bytes = target.payload_bytes = 0
+        target.protected_bytes = 0
+        return packets, rtp_bytes
+
+    def queue(self, datagrams: list[bytes]) -> None:
+        """Protected datagrams the socket would not take: the transport sends them when
+        it can, ahead of anything sent after them."""
+        for datagram in datagrams:
+            self._transport.sendto(datagram, self._addr)
+
+    def close(self) -> None:
+        """Release the C loop's descriptor (the ICE socket itself is aiortc's)."""
+        self._target = None
+        if self._target_fd is not None:
+            self._target_fd()
+            self._target_fd = None
 
     def send_packet(self, data: bytes) -> int:
         """Send one serialized RTP packet as it is (a retransmission: not counted in
@@ -423,7 +498,56 @@ class DirectRtpSender:
         self._addr = pair.remote_addr
         self._session = session
         self._srtp = session._srtp[0]
+        self.close()  # a target made for the previous pair or session
         return True
+
+    def _new_native_target(self) -> Any:
+        assert self._socket is not None
+        address = _sockaddr(self._socket.family, self._addr)
+        if address is None:
+            return None
+        ffi = native.ffi
+        target = ffi.new("struct onair_target *")
+        descriptor = os.dup(self._socket.fileno())
+        self._target_fd = weakref.finalize(self, os.close, descriptor)
+        target.fd = descriptor
+        target.gso = self._gso
+        target.ssrc = self._sender._ssrc
+        target.session = ffi.cast("void *", int(_srtp_ffi.cast("uintptr_t", self._srtp)))
+        target.protect = ffi.cast("int (*)(void *, void *, int *)", _SRTP_PROTECT_ADDRESS)
+        target.address = address
+        target.address_length = len(address)
+        if self.native_send_hook is not None:
+            target.send_hook = self.native_send_hook
+        return target
+
+
+_SRTP_PROTECT_ADDRESS = int(
+    _srtp_ffi.cast("uintptr_t", _srtp_ffi.addressof(_srtp_lib, "srtp_protect"))
+)
+
+
+def _sockaddr(family: int, addr: tuple[Any, ...]) -> bytes | None:
+    """``addr`` as the kernel's ``struct sockaddr_in`` or ``sockaddr_in6``; None for a
+    scoped IPv6 address, left to the Python loop."""
+    try:
+        if family == socket.AF_INET:
+            return (
+                struct.pack("=H", socket.AF_INET)
+                + struct.pack("!H", addr[1])
+                + socket.inet_pton(socket.AF_INET, addr[0])
+                + bytes(8)
+            )
+        if family == socket.AF_INET6 and "%" not in addr[0]:
+            return (
+                struct.pack("=H", socket.AF_INET6)
+                + struct.pack("!HI", addr[1], 0)
+                + socket.inet_pton(socket.AF_INET6, addr[0])
+                + struct.pack("=I", 0)
+            )
+    except (OSError, IndexError, TypeError, struct.error):
+        pass
+    return None
 
 
 def sender_report_state(sender: RTCRtpSender) -> tuple[int, int, int, int]:

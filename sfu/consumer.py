@@ -5,6 +5,7 @@ from __future__ import annotations
 import time
 import uuid
 from collections.abc import Callable
+from typing import Any
 
 from aiortc import RTCRtpSender, clock
 from aiortc.rtcrtpparameters import RTCRtpSendParameters
@@ -21,7 +22,7 @@ from aiortc.rtp import (
     wrap_rtx,
 )
 
-from sfu import aiortc_adapter
+from sfu import aiortc_adapter, native
 from sfu.events import ConsumerClosed, ConsumerStats, SfuEvent
 from sfu.munger import RtpMunger
 from sfu.negotiation import negotiated_codec
@@ -39,6 +40,13 @@ class Consumer:
     and timestamp space, even when the producer is replaced by a reconnecting
     publisher. It answers the viewer's NACKs from the producer's cache and passes
     its PLI/FIR to the producer's throttled keyframe requester.
+
+    Where ``sfu.native`` is built, the consumer hands its forwarding to the C loop once its
+    stream has started (on a keyframe, for video) and its sender can send through a
+    ``struct onair_target``: the munger's mapping and the counters then live in that struct
+    (``_native``) until the consumer takes them back: when its socket would block
+    (``handed_back``), its connection changes (``native_upkeep``), its producer changes or
+    it closes.
     """
 
     def __init__(
@@ -70,13 +78,14 @@ class Consumer:
         self._rtx_sequence_number = 0
         self._rtp: aiortc_adapter.DirectRtpSender | None = None
         self._waiting_keyframe = producer.needs_keyframes
-        self.packets_sent = 0
-        self.bytes_sent = 0
+        self._native: Any = None  # the C loop's struct onair_target, while it forwards
+        self._packets_sent = 0
+        self._bytes_sent = 0
+        self._packets_dropped_waiting_keyframe = 0
         self.nacks_received = 0
         self.retransmitted_packets = 0
         self.nack_misses = 0
         self.keyframe_requests_received = 0
-        self.packets_dropped_waiting_keyframe = 0
         producer._add_consumer(self)
 
     @property
@@ -86,6 +95,20 @@ class Consumer:
     @property
     def sender(self) -> RTCRtpSender:
         return self._sender
+
+    @property
+    def packets_sent(self) -> int:
+        self._take_native_counters()
+        return self._packets_sent
+
+    @property
+    def bytes_sent(self) -> int:
+        self._take_native_counters()
+        return self._bytes_sent
+
+    @property
+    def packets_dropped_waiting_keyframe(self) -> int:
+        return self._packets_dropped_waiting_keyframe
 
     @property
     def waiting_keyframe(self) -> bool:
@@ -100,6 +123,7 @@ class Consumer:
 
     async def switch_producer(self, producer: Producer) -> None:
         """Continue from another producer of the same kind (publisher restart)."""
+        self._leave_native()
         self._producer._remove_consumer(self)
         self._group = None
         self._producer = producer
@@ -127,7 +151,10 @@ class Consumer:
         if self.closed:
             return
         self.closed = True
+        self._leave_native()
         self._group = None
+        if self._rtp is not None:
+            self._rtp.close()
         self._rtp = None
         self._producer._remove_consumer(self)
         self._on_close(self)
@@ -163,18 +190,53 @@ class Consumer:
 
     def forward(self, templates: list[bytes], batch: Batch, now: float, ntp: int) -> None:
         """Send a batch of producer packets, serialized for this consumer's group."""
-        rtp = self._rtp
-        if rtp is None:
+        if self._rtp is None:
             return
         packets = batch.packets
         first = 0
         if self._waiting_keyframe:
             keyframe = batch.first_keyframe()
             if keyframe is None:
-                self.packets_dropped_waiting_keyframe += len(packets)
+                self._packets_dropped_waiting_keyframe += len(packets)
                 return
             first = keyframe
-            self.packets_dropped_waiting_keyframe += first
+            self._packets_dropped_waiting_keyframe += first
+        self._send(templates, batch, first, now, ntp)
+        group = self._group
+        if (
+            group is not None
+            and group.targets is not None
+            and not self._waiting_keyframe
+            and not self._munger.rebasing
+        ):
+            self._enter_native(group)
+
+    def handed_back(
+        self, handoff: Any, templates: list[bytes], batch: Batch, now: float, ntp: int
+    ) -> None:
+        """The C loop stopped forwarding to this viewer because its socket would block:
+        queue what the socket did not take, and forward the rest of the batch from here
+        (queued behind it), until the transport has drained."""
+        datagrams = native.spilled(handoff)
+        resume = handoff.resume
+        self._leave_native()
+        if self._rtp is not None:
+            self._rtp.queue(datagrams)
+            self._send(templates, batch, resume, now, ntp)
+
+    def native_upkeep(self) -> None:
+        """Take the C loop's counters; take the forwarding back if the connection changed."""
+        target = self._native
+        if target is None:
+            return
+        self._take_native_counters()
+        if self._rtp is None or not self._rtp.native_target_valid():
+            self._leave_native()
+
+    def _send(self, templates: list[bytes], batch: Batch, first: int, now: float, ntp: int) -> None:
+        rtp = self._rtp
+        assert rtp is not None
+        packets = batch.packets
         out_templates: list[bytes] = []
         out_headers: list[tuple[int, int]] = []
         payload_bytes = 0
@@ -191,8 +253,39 @@ class Consumer:
             # the viewer has its keyframe (until then, one that could not be sent does not
             # count: the producer is asked again)
             self._waiting_keyframe = False
-            self.packets_sent += len(out_templates)
-            self.bytes_sent += sent
+            self._packets_sent += len(out_templates)
+            self._bytes_sent += sent
+
+    def _enter_native(self, group: ForwardGroup) -> None:
+        assert self._rtp is not None
+        target = self._rtp.native_target()
+        if target is None:
+            return
+        self._munger.save(target)
+        target.blocked = 0
+        self._native = target
+        group.enter_native(self, target)
+
+    def _leave_native(self) -> None:
+        target = self._native
+        if target is None:
+            return
+        self._take_native_counters()
+        self._native = None
+        if self._group is not None:
+            self._group.leave_native(self)
+        self._munger.load(target)
+
+    def _take_native_counters(self) -> None:
+        """Count what the C loop sent since last asked (see ``DirectRtpSender.
+        take_native_counters``)."""
+        target = self._native
+        if target is None:
+            return
+        if self._rtp is not None:
+            packets, rtp_bytes = self._rtp.take_native_counters(target)
+            self._packets_sent += packets
+            self._bytes_sent += rtp_bytes
 
     async def handle_rtcp(self, packet: AnyRtcpPacket) -> bool:
         """Feedback from the viewer; True when consumed here."""
@@ -208,6 +301,8 @@ class Consumer:
 
     def _retransmit(self, out_sequence_number: int) -> None:
         self.nacks_received += 1
+        if self._native is not None:  # the mapping is the C loop's: take its latest
+            self._munger.load(self._native)
         group = self._group
         sequence_number = self._munger.incoming_sequence_number(out_sequence_number)
         cached = None if sequence_number is None else self._producer.cached_packet(sequence_number)
@@ -218,6 +313,8 @@ class Consumer:
             self.nack_misses += 1
             return
         mapped = self._munger.map(cached.sequence_number, cached.timestamp, time.monotonic())
+        if self._native is not None:
+            self._munger.save(self._native)
         if mapped is None:
             self.nack_misses += 1
             return

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import random
+from typing import Any
 
 _SEQ_MASK = 0xFFFF
 _TS_MASK = 0xFFFFFFFF
@@ -44,6 +45,31 @@ class RtpMunger:
         self._last_out_seq = random.randrange(_SEQ_HALF)
         self._last_out_ts = random.getrandbits(32)
         self._last_out_time: float | None = None
+
+    @property
+    def rebasing(self) -> bool:
+        """The next packet re-bases the mapping (see ``switch_source``)."""
+        return self._rebase
+
+    def save(self, state: Any) -> None:
+        """Copy the mapping into ``state`` (a ``struct onair_target`` of ``sfu.native``),
+        whose C loop maps by the same rules; not while a re-base is pending."""
+        assert not self._rebase
+        state.first_in_seq = self._first_in_seq
+        state.seq_offset = self._seq_offset
+        state.ts_offset = self._ts_offset
+        state.last_out_seq = self._last_out_seq
+        state.last_out_ts = self._last_out_ts
+        state.last_out_time = self._last_out_time
+
+    def load(self, state: Any) -> None:
+        """Take the mapping back from ``state`` after the C loop has used it."""
+        self._first_in_seq = state.first_in_seq
+        self._seq_offset = state.seq_offset
+        self._ts_offset = state.ts_offset
+        self._last_out_seq = state.last_out_seq
+        self._last_out_ts = state.last_out_ts
+        self._last_out_time = state.last_out_time
 
     def switch_source(self) -> None:
         """The next packet comes from a new stream: re-base on it."""

@@ -7,12 +7,12 @@ import logging
 import time
 import uuid
 from collections.abc import Callable
-from typing import TYPE_CHECKING, Protocol
+from typing import TYPE_CHECKING, Any, Protocol
 
 from aiortc import RTCRtpCodecParameters, RTCRtpReceiver, clock
 from aiortc.rtp import HeaderExtensions, HeaderExtensionsMap, RtpPacket
 
-from sfu import aiortc_adapter
+from sfu import aiortc_adapter, native
 from sfu.events import ProducerClosed, ProducerStats, SfuEvent
 from sfu.keyframe import KEYFRAME_DETECTORS, KeyframeRequester
 from sfu.packet_cache import PacketCache
@@ -30,6 +30,9 @@ FRAME_HOLD_SECONDS = 0.015
 # ... and no more of them than this (a keyframe is tens of packets): the first part goes out
 # while the rest arrives
 FRAME_HOLD_PACKETS = 16
+# How often viewers forwarded by the C loop (sfu.native) have their counters taken into the
+# stats and RTCP sender reports, and their connection checked (at most this late).
+NATIVE_UPKEEP_SECONDS = 0.25
 
 
 class Batch:
@@ -59,9 +62,21 @@ class Forwarder(Protocol):
 class ForwardGroup:
     """Consumers whose outgoing packets differ only in SSRC, sequence number and
     timestamp: same payload type, mid and header-extension ids. Each incoming
-    packet is serialized once per group into a template the consumers patch."""
+    packet is serialized once per group into a template the consumers patch.
 
-    __slots__ = ("consumers", "extensions_map", "key", "mid", "payload_type")
+    Where ``sfu.native`` is built, consumers move into ``targets`` once they can (see
+    ``Consumer``), and the C loop forwards to all of them in one call; the others
+    (``python_forwarders``: consumers not there yet, and pipes) forward themselves."""
+
+    __slots__ = (
+        "consumers",
+        "extensions_map",
+        "key",
+        "mid",
+        "payload_type",
+        "python_forwarders",
+        "targets",
+    )
 
     def __init__(
         self,
@@ -75,6 +90,37 @@ class ForwardGroup:
         self.mid = mid
         self.extensions_map = extensions_map
         self.consumers: tuple[Forwarder, ...] = ()
+        self.python_forwarders: tuple[Forwarder, ...] = ()
+        self.targets: native.TargetSet[Consumer] | None = (
+            native.TargetSet() if native.available() else None
+        )
+
+    def add(self, forwarder: Forwarder) -> None:
+        self.consumers = (*self.consumers, forwarder)
+        self._sort()
+
+    def remove(self, forwarder: Forwarder) -> None:
+        self.consumers = tuple(c for c in self.consumers if c is not forwarder)
+        if self.targets is not None:
+            self.targets.discard(forwarder)  # type: ignore[arg-type]
+        self._sort()
+
+    def enter_native(self, consumer: Consumer, target: Any) -> None:
+        """From now on the C loop forwards to ``consumer`` through ``target``."""
+        assert self.targets is not None
+        self.targets.add(consumer, target)
+        self._sort()
+
+    def leave_native(self, consumer: Consumer) -> None:
+        if self.targets is not None:
+            self.targets.discard(consumer)
+        self._sort()
+
+    def _sort(self) -> None:
+        targets = self.targets
+        self.python_forwarders = tuple(
+            c for c in self.consumers if targets is None or c not in targets
+        )
 
     def render(self, packet: RtpPacket, abs_send_time: int) -> bytes:
         """The packet serialized for this group, with zero SSRC, sequence number
@@ -127,6 +173,7 @@ class Producer:
         self._flush_soon = False  # a flush is scheduled for the end of the loop's turn
         self._hold_timer: asyncio.TimerHandle | None = None
         self._frames_end_on_marker = kind == "video"
+        self._native_upkeep_at = 0.0
         self.packets_received = 0
         self.bytes_received = 0
         self.keyframes_received = 0
@@ -205,13 +252,13 @@ class Producer:
         if group is None:
             group = ForwardGroup(key, payload_type, mid, extensions_map)
             self._groups.append(group)
-        group.consumers = (*group.consumers, consumer)
+        group.add(consumer)
         return group
 
     def _stop_forwarding(self, consumer: Forwarder) -> None:
         for group in self._groups:
             if consumer in group.consumers:
-                group.consumers = tuple(c for c in group.consumers if c is not consumer)
+                group.remove(consumer)
         self._groups = [g for g in self._groups if g.consumers]
 
     def _awaits_keyframe(self) -> bool:
@@ -278,12 +325,32 @@ class Producer:
         abs_send_time = (ntp >> 14) & 0x00FFFFFF
         for group in self._groups:
             templates = [group.render(packet, abs_send_time) for packet in batch.packets]
-            for consumer in group.consumers:
-                try:
-                    consumer.forward(templates, batch, now, ntp)
-                except Exception:  # one broken viewer must not cost the others a packet
-                    logger.exception(
-                        "forwarding failed: that viewer gets no more of this track",
-                        extra={"router_id": self.router_id, "kind": self.kind},
+            # taken first: a viewer the C loop hands back joins them for the next batch
+            python_forwarders = group.python_forwarders
+            targets = group.targets
+            if targets:
+                packed = native.PackedBatch(templates, batch.packets)
+                for consumer, handoff in targets.forward(packed, now, ntp):
+                    self._forward_safely(
+                        consumer.handed_back, consumer, handoff, templates, batch, now, ntp
                     )
-                    self._stop_forwarding(consumer)
+            for forwarder in python_forwarders:
+                self._forward_safely(forwarder.forward, forwarder, templates, batch, now, ntp)
+        if now >= self._native_upkeep_at:
+            self._native_upkeep_at = now + NATIVE_UPKEEP_SECONDS
+            for group in self._groups:
+                if group.targets:
+                    for consumer in group.targets.owners:
+                        self._forward_safely(consumer.native_upkeep, consumer)
+
+    def _forward_safely(
+        self, forward: Callable[..., None], forwarder: Forwarder, *args: Any
+    ) -> None:
+        try:
+            forward(*args)
+        except Exception:  # one broken viewer must not cost the others a packet
+            logger.exception(
+                "forwarding failed: that viewer gets no more of this track",
+                extra={"router_id": self.router_id, "kind": self.kind},
+            )
+            self._stop_forwarding(forwarder)

@@ -36,7 +36,7 @@ from aiortc.rtp import (
 )
 from pylibsrtp import SRTP_MAX_TRAILER_LEN
 
-from sfu import aiortc_adapter
+from sfu import aiortc_adapter, native
 from sfu import producer as producer_module
 from sfu.consumer import Consumer
 from sfu.munger import RtpMunger
@@ -490,6 +490,7 @@ class _SocketSpy:
         self._room = room
         self.sent: list[_Sent] = []
         self.refused: list[tuple[str, int]] = []
+        self.native_hook: Any = None
 
     @property
     def datagrams(self) -> list[int]:
@@ -527,8 +528,27 @@ class _SocketSpy:
 
 
 def _spy(direct: aiortc_adapter.DirectRtpSender, **refusals: int) -> _SocketSpy:
+    """Watch what ``direct`` sends, from Python and from the C loop (``sfu.native``)."""
     spy = _SocketSpy(direct._socket, **refusals)
     direct._socket = spy  # type: ignore[assignment]
+    if native.available():
+        address = direct._addr
+
+        def send(hook_data: Any, data: Any, length: int, segment: int) -> int:
+            payload = bytes(native.ffi.buffer(data, length))
+            try:
+                if segment:
+                    cmsg = [(socket.SOL_UDP, UDP_SEGMENT, struct.pack("=H", segment))]
+                    return spy.sendmsg((payload,), cmsg, 0, address)
+                return spy.sendto(payload, address)
+            except OSError as error:
+                return -(error.errno or errno.EIO)
+
+        hook = native.ffi.callback("long(void *, void *, int, int)", send)
+        spy.native_hook = hook  # kept alive with the spy
+        direct.native_send_hook = hook
+        if direct._target is not None:
+            direct._target.send_hook = hook
     return spy
 
 
@@ -1150,3 +1170,132 @@ async def test_a_long_frame_leaves_in_parts_of_frame_hold_packets_as_it_arrives(
     assert _continuous(forwarded)
     assert len(spy.datagrams) == len(keyframe)
     assert producer._hold_timer is None
+
+
+needs_native = pytest.mark.skipif(
+    not native.available(),
+    reason="the C loop is off (ONAIR_NATIVE_FORWARDING=0) or not built (make native)",
+)
+
+
+def _relayed(relay: _Relay, kind: str, payload_sizes: Sequence[int]) -> list[int]:
+    """The sizes of the datagrams the SFU sends the viewer for these payloads: the group's
+    header (with its extensions: mid, abs-send-time), payload, SRTP tag."""
+    group = relay.consumers[kind]._group
+    assert group is not None
+    header = len(group.render(RtpPacket(payload=b"x"), 0)) - 1
+    return [header + size + relay.egress.tag for size in payload_sizes]
+
+
+def _in_c_loop(relay: _Relay, kind: str) -> bool:
+    consumer = relay.consumers[kind]
+    group = consumer._group
+    return (
+        consumer._native is not None
+        and group is not None
+        and group.targets is not None
+        and consumer in group.targets
+        and consumer not in group.python_forwarders
+    )
+
+
+@needs_native
+async def test_the_c_loop_takes_over_once_the_stream_is_based_and_counts_what_it_sent(
+    relay: _Relay,
+) -> None:
+    # the first packet of each kind went through the Python loop (it based the mapping)
+    assert _in_c_loop(relay, "video")
+    assert _in_c_loop(relay, "audio")
+    spy = relay.spies["video"]
+    frame = relay.packets("video", [1000] * 4 + [300], marker=True)
+    relay.publish("video", frame)
+    forwarded = await relay.forwarded("video", 1 + len(frame))
+    assert [p.payload for p in forwarded[1:]] == [p.payload for p in frame]
+    assert _continuous(forwarded)  # one stream across the hand-over
+    assert spy.sent == [_Sent("sendmsg", tuple(_relayed(relay, "video", [1000] * 4 + [300])))]
+    consumer = relay.consumers["video"]
+    assert consumer.packets_sent == 1 + len(frame)
+    datagrams = _relayed(relay, "video", [len(p.payload) for p in forwarded])
+    assert consumer.bytes_sent == sum(datagrams) - relay.egress.tag * len(forwarded)  # RTP
+    # what the C loop sent reaches the next sender report, with its last packet's time pair
+    ntp, rtp_timestamp, octets, packets = aiortc_adapter.sender_report_state(consumer.sender)
+    assert (rtp_timestamp, octets, packets) == (
+        forwarded[-1].timestamp,
+        sum(len(p.payload) for p in forwarded),
+        1 + len(frame),
+    )
+    assert ntp > 0
+
+
+@needs_native
+async def test_where_the_kernel_refuses_gso_the_c_loop_sends_one_datagram_at_a_time(
+    relay: _Relay,
+) -> None:
+    spy = _spy(relay.consumers["video"]._rtp, gso_sends=0)  # type: ignore[arg-type]
+    sizes = [1000] * 3 + [200]
+    for count in (1, 2):
+        frame = relay.packets("video", sizes, marker=True)
+        relay.publish("video", frame)
+        forwarded = await relay.forwarded("video", 1 + count * len(frame))
+        assert [p.payload for p in forwarded[-len(frame) :]] == [p.payload for p in frame]
+    assert _continuous(forwarded)
+    # refused once; from then on one datagram at a time, in the next frame too
+    assert spy.refused == [("sendmsg", errno.EIO)]
+    assert spy.sent == [_Sent("sendto", (size,)) for size in _relayed(relay, "video", sizes * 2)]
+    assert _in_c_loop(relay, "video")
+
+
+@needs_native
+async def test_what_a_socket_refuses_from_the_c_loop_is_queued_and_the_viewer_comes_back(
+    relay: _Relay,
+) -> None:
+    consumer = relay.consumers["video"]
+    direct = consumer._rtp
+    assert direct is not None
+    through_transport = _count_rtp_sendto(direct._transport)
+    spy = _spy(direct, room=2)  # the socket takes 2 datagrams, then would block
+    sizes = [1000] * 2 + [400] + [1000] * 3 + [300]  # a GSO run of 3, then one of 4
+    first = relay.packets("video", sizes[:3], marker=False)
+    rest = relay.packets("video", sizes[3:], marker=True)
+    await _handed_over_together(relay, "video", first + rest)
+    forwarded = await relay.forwarded("video", 1 + len(sizes))
+    # every packet arrived once, in order, in one stream
+    assert [p.payload for p in forwarded[1:]] == [p.payload for p in first + rest]
+    assert _continuous(forwarded)
+    # the C loop's first send (3 datagrams) did not fit: that frame went through the
+    # transport, and the viewer was handed back to the Python loop
+    assert spy.sent == []
+    assert spy.refused == [("sendmsg", errno.EAGAIN)]
+    assert through_transport == _relayed(relay, "video", sizes)
+    assert consumer.packets_sent == 1 + len(sizes)
+    # the transport has drained: with the next frame the C loop takes the viewer back
+    spy._room = None
+    for _ in range(2):
+        frame = relay.packets("video", [500, 200], marker=True)
+        relay.publish("video", frame)
+        forwarded = await relay.forwarded("video", len(forwarded) + len(frame))
+    assert _continuous(forwarded)
+    assert _in_c_loop(relay, "video")
+    assert spy.datagrams == _relayed(relay, "video", [500, 200] * 2)
+
+
+@needs_native
+async def test_the_c_loop_sends_on_its_own_descriptor_closed_with_the_consumer(
+    relay: _Relay,
+) -> None:
+    """A duplicate of the ICE socket's descriptor: if aiortc closes the socket while the C
+    loop still holds the target, the number can be reused by another socket, the duplicate
+    cannot."""
+    consumer = relay.consumers["video"]
+    direct, target = consumer._rtp, consumer._native
+    assert direct is not None
+    assert target is not None
+    sock = direct._transport._sock
+    assert target.fd != sock.fileno()
+    assert os.fstat(target.fd).st_ino == os.fstat(sock.fileno()).st_ino  # the same socket
+    duplicate = target.fd
+    consumer.close("test_ended")
+    assert consumer._native is None
+    assert direct._target is None
+    with pytest.raises(OSError, match="Bad file descriptor"):
+        os.fstat(duplicate)

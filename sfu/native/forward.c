@@ -1,0 +1,234 @@
+/* OnAir's forwarding loop in C: one producer's batch of packets to every viewer of a
+ * forward group, in one call from Python.
+ *
+ * For each viewer (a struct onair_target, set up by sfu.aiortc_adapter.DirectRtpSender, for
+ * a viewer whose stream has started on a keyframe): map each packet's sequence number and
+ * timestamp into the viewer's stream (the rules of sfu.munger.RtpMunger, which keeps the
+ * mapping while the viewer is not forwarded from here); copy the group's serialized packet
+ * into a scratch buffer, patch its header and SRTP-protect it in place with the viewer's
+ * libsrtp session (pylibsrtp's own srtp_protect, passed in as a pointer); send the
+ * datagrams with UDP GSO: one sendmsg per run of same-size datagrams (the last of a run
+ * may be shorter), one datagram at a time where the kernel refuses GSO. Nothing blocks:
+ * when a viewer's socket would block, the datagrams it did not take are copied to a spill
+ * buffer and the viewer is handed back to Python, which queues them on asyncio's transport
+ * and forwards that viewer itself until the transport has drained.
+ */
+#include <errno.h>
+#include <string.h>
+#include <sys/socket.h>
+#include <sys/uio.h>
+#include <netinet/in.h>
+
+#ifndef SOL_UDP
+#define SOL_UDP 17
+#endif
+#ifndef UDP_SEGMENT
+#define UDP_SEGMENT 103
+#endif
+
+#define SEQ_MASK 0xFFFFu
+#define SEQ_HALF 0x8000u
+#define SEQ_WINDOW 0x4000u
+
+static __thread unsigned char scratch[ONAIR_SCRATCH_BYTES + ONAIR_TRAILER_BYTES];
+static __thread unsigned char spill[ONAIR_SPILL_BYTES];
+
+static void put16(unsigned char *p, uint32_t v) {
+    p[0] = (unsigned char)(v >> 8);
+    p[1] = (unsigned char)v;
+}
+
+static void put32(unsigned char *p, uint32_t v) {
+    p[0] = (unsigned char)(v >> 24);
+    p[1] = (unsigned char)(v >> 16);
+    p[2] = (unsigned char)(v >> 8);
+    p[3] = (unsigned char)v;
+}
+
+/* One send: `length` bytes from `data`, cut into `segment`-byte datagrams (0: one
+ * datagram). Returns 0, or the errno of a refusal. */
+static int send_datagrams(struct onair_target *target, unsigned char *data, int length,
+                          int segment) {
+    union {
+        char buffer[CMSG_SPACE(sizeof(uint16_t))];
+        struct cmsghdr align;
+    } control;
+    struct iovec iov;
+    struct msghdr message;
+    if (target->send_hook) {
+        long taken = target->send_hook(target->hook_data, data, length, segment);
+        return taken < 0 ? (int)-taken : 0;
+    }
+    iov.iov_base = data;
+    iov.iov_len = (size_t)length;
+    memset(&message, 0, sizeof message);
+    message.msg_name = target->address;
+    message.msg_namelen = (socklen_t)target->address_length;
+    message.msg_iov = &iov;
+    message.msg_iovlen = 1;
+    if (segment) {
+        struct cmsghdr *cmsg;
+        uint16_t size = (uint16_t)segment;
+        memset(&control, 0, sizeof control);
+        message.msg_control = control.buffer;
+        message.msg_controllen = sizeof control.buffer;
+        cmsg = CMSG_FIRSTHDR(&message);
+        cmsg->cmsg_level = SOL_UDP;
+        cmsg->cmsg_type = UDP_SEGMENT;
+        cmsg->cmsg_len = CMSG_LEN(sizeof size);
+        memcpy(CMSG_DATA(cmsg), &size, sizeof size);
+    }
+    return sendmsg(target->fd, &message, MSG_DONTWAIT) < 0 ? errno : 0;
+}
+
+/* Send the datagrams of sizes[0..count) from the start of the scratch buffer, in order.
+ * Returns the index of the first datagram the socket would not take (EAGAIN), or count;
+ * *offset is where that datagram starts. */
+static int transmit(struct onair_target *target, const int *sizes, int count, int *offset_out) {
+    int index = 0, offset = 0;
+    while (index < count) {
+        int size = sizes[index];
+        int end = offset + size;
+        int segments = target->gso ? ONAIR_MAX_SEGMENTS : 1;
+        int last = index + segments < count ? index + segments : count;
+        int run = index + 1;
+        int error;
+        while (run < last && sizes[run] == size) {
+            end += size;
+            run++;
+        }
+        if (run < last && sizes[run] < size) {
+            end += sizes[run];
+            run++;
+        }
+        error = send_datagrams(target, scratch + offset, end - offset, run - index > 1 ? size : 0);
+        if (error == EAGAIN || error == EWOULDBLOCK || error == EINTR || error == ENOBUFS) {
+            *offset_out = offset;
+            return index;
+        }
+        if (error && run - index > 1) { /* GSO refused: from here on, one datagram at a time */
+            target->gso = 0;
+            continue;
+        }
+        /* sent, or the socket is gone (the viewer left): what is left of the run is moot */
+        offset = end;
+        index = run;
+    }
+    *offset_out = offset;
+    return count;
+}
+
+/* The socket refused sizes[sent..count): spill them and hand the viewer back to Python,
+ * which resumes the batch at `resume`. When the spill buffer is full the datagrams are
+ * dropped, as a full socket buffer would drop them, and counted in spill_dropped. */
+static void hand_back(struct onair_target *target, const int *sizes, int sent, int count,
+                      int offset, int resume, struct onair_handoff *handoff, int *spilled) {
+    int total = 0, i;
+    for (i = sent; i < count; i++)
+        total += sizes[i];
+    handoff->resume = resume;
+    handoff->spill_offset = *spilled;
+    handoff->spill_count = 0;
+    if (*spilled + total <= ONAIR_SPILL_BYTES) {
+        memcpy(spill + *spilled, scratch + offset, (size_t)total);
+        *spilled += total;
+        handoff->spill_count = count - sent;
+        memcpy(handoff->spill_sizes, sizes + sent, sizeof(int) * (size_t)(count - sent));
+    } else {
+        target->spill_dropped += (uint64_t)(count - sent);
+    }
+    target->blocked = 1;
+}
+
+/* What a viewer was sent in a batch makes its next sender report's time pair. */
+static void sent_some(struct onair_target *target, int packets, uint64_t ntp_time,
+                      uint32_t last_sent_ts) {
+    if (packets) {
+        target->ntp_time = ntp_time;
+        target->rtp_timestamp = last_sent_ts;
+    }
+}
+
+/* Forward a batch to one viewer. Returns 1 when the viewer was handed back. */
+static int forward_one(struct onair_target *target, const struct onair_batch *batch, double now, uint64_t ntp_time, struct onair_handoff *handoff,
+                       int *spilled) {
+    int sizes[ONAIR_MAX_SEGMENTS];
+    int count = 0, offset = 0, index, sent, sent_offset, packets = 0;
+    uint32_t last_sent_ts = 0;
+    for (index = 0; index < batch->count; index++) {
+        uint32_t sequence_number = batch->sequence_numbers[index];
+        uint32_t since_first = (sequence_number - target->first_in_seq) & SEQ_MASK;
+        uint32_t out_seq, out_ts;
+        int length = batch->lengths[index], protected_length;
+        unsigned char *packet;
+        if (since_first >= SEQ_HALF)
+            continue; /* older than the current source's first forwarded packet */
+        if (since_first > SEQ_WINDOW) /* the window follows the stream round its 16 bits */
+            target->first_in_seq = (sequence_number - SEQ_WINDOW) & SEQ_MASK;
+        out_seq = (sequence_number + target->seq_offset) & SEQ_MASK;
+        out_ts = batch->timestamps[index] + target->ts_offset;
+        if (((out_seq - target->last_out_seq) & SEQ_MASK) < SEQ_HALF) {
+            target->last_out_seq = out_seq;
+            target->last_out_ts = out_ts;
+            target->last_out_time = now;
+        }
+        if (length > ONAIR_SCRATCH_BYTES || length < 12)
+            continue;
+        if (offset + length > ONAIR_SCRATCH_BYTES || count == ONAIR_MAX_SEGMENTS) {
+            sent = transmit(target, sizes, count, &sent_offset);
+            if (sent < count) {
+                sent_some(target, packets, ntp_time, last_sent_ts);
+                hand_back(target, sizes, sent, count, sent_offset, index, handoff, spilled);
+                return 1;
+            }
+            count = offset = 0;
+        }
+        packet = scratch + offset;
+        memcpy(packet, batch->data + batch->offsets[index], (size_t)length);
+        put16(packet + 2, out_seq);
+        put32(packet + 4, out_ts);
+        put32(packet + 8, target->ssrc);
+        protected_length = length;
+        if (target->protect(target->session, packet, &protected_length) != 0)
+            continue;
+        sizes[count++] = protected_length;
+        offset += protected_length;
+        last_sent_ts = out_ts;
+        packets++;
+        target->packets_sent++;
+        target->rtp_bytes += (uint64_t)length;
+        target->payload_bytes += (uint64_t)batch->payload_lengths[index];
+        target->protected_bytes += (uint64_t)protected_length;
+    }
+    sent_some(target, packets, ntp_time, last_sent_ts);
+    if (count) {
+        sent = transmit(target, sizes, count, &sent_offset);
+        if (sent < count) {
+            hand_back(target, sizes, sent, count, sent_offset, batch->count, handoff, spilled);
+            return 1;
+        }
+    }
+    return 0;
+}
+
+/* Forward a batch to each of targets[0..count). Viewers handed back to Python (their socket
+ * would block) are listed in handoffs; returns how many. */
+int onair_forward(struct onair_target *const *targets, int count, const struct onair_batch *batch,
+                  double now, uint64_t ntp_time, struct onair_handoff *handoffs) {
+    int handed = 0, spilled = 0, i;
+    for (i = 0; i < count; i++) {
+        if (targets[i]->blocked)
+            continue; /* Python forwards it until its transport has drained */
+        if (forward_one(targets[i], batch, now, ntp_time, &handoffs[handed], &spilled)) {
+            handoffs[handed].target = i;
+            handed++;
+        }
+    }
+    return handed;
+}
+
+/* Copy `length` spilled bytes from `offset` (see struct onair_handoff) to `out`. */
+void onair_spilled(int offset, int length, unsigned char *out) {
+    if (offset >= 0 && length >= 0 && offset + length <= ONAIR_SPILL_BYTES)
+        memcpy(out, spill + offset, (size_t)length);
+}
