@@ -1,0 +1,249 @@
+"""The C forwarding loop (sfu/native) on its own: a viewer's target whose sends a test
+hook takes (or refuses, as the kernel would), with real SRTP sessions."""
+
+import copy
+import errno
+import struct
+from collections.abc import Iterator
+from dataclasses import dataclass, field
+from typing import Any
+
+import pylibsrtp
+import pytest
+from aiortc.rtp import RtpPacket
+
+from sfu import aiortc_adapter, native
+from sfu.munger import RtpMunger
+
+pytestmark = pytest.mark.skipif(
+    not native.available(),
+    reason="the C loop is off (ONAIR_NATIVE_FORWARDING=0) or not built (make native)",
+)
+
+KEY = bytes(range(44))  # AEAD-AES-256-GCM: 32 bytes of key, 12 of salt
+SSRC = 0x5EED
+UNPROTECTED_HEADER = 12  # with AES-GCM the header is authenticated, not encrypted
+
+
+def _session(direction: int) -> pylibsrtp.Session:
+    return pylibsrtp.Session(
+        pylibsrtp.Policy(
+            key=KEY,
+            ssrc_type=direction,
+            srtp_profile=pylibsrtp.Policy.SRTP_PROFILE_AEAD_AES_256_GCM,
+        )
+    )
+
+
+@dataclass
+class _Viewer:
+    """A ``struct onair_target`` whose sends the hook records: (GSO segment size or 0,
+    the datagrams), or refuses with ``refuse`` (an errno) once ``room`` datagrams were
+    taken, or GSO sends with ``refuse_gso``."""
+
+    target: Any
+    sends: list[tuple[int, list[bytes]]] = field(default_factory=list)
+    room: int | None = None
+    refuse: int = errno.EAGAIN
+    refuse_gso: int = 0
+    keep: list[Any] = field(default_factory=list)
+
+    @property
+    def datagrams(self) -> list[bytes]:
+        return [d for _, datagrams in self.sends for d in datagrams]
+
+    def headers(self) -> list[tuple[int, int, int]]:
+        """(sequence number, timestamp, SSRC) of each datagram sent."""
+        return [struct.unpack("!HII", d[2:UNPROTECTED_HEADER]) for d in self.datagrams]
+
+
+def _viewer(munger: RtpMunger, **behaviour: Any) -> _Viewer:
+    ffi = native.ffi
+    target = ffi.new("struct onair_target *")
+    viewer = _Viewer(target, **behaviour)
+    session = _session(pylibsrtp.Policy.SSRC_ANY_OUTBOUND)
+
+    def send(hook_data: Any, data: Any, length: int, segment: int) -> int:
+        if segment and viewer.refuse_gso:
+            return -viewer.refuse_gso
+        payload = bytes(ffi.buffer(data, length))
+        datagrams = (
+            [payload[i : i + segment] for i in range(0, length, segment)] if segment else [payload]
+        )
+        if viewer.room is not None:
+            if len(datagrams) > viewer.room:
+                viewer.room = 0
+                return -viewer.refuse
+            viewer.room -= len(datagrams)
+        viewer.sends.append((segment, datagrams))
+        return length
+
+    hook = ffi.callback("long(void *, void *, int, int)", send)
+    viewer.keep += [session, hook]
+    target.fd = -1  # never used: the hook sends
+    target.gso = 1
+    target.ssrc = SSRC
+    target.session = ffi.cast(
+        "void *", int(pylibsrtp._binding.ffi.cast("uintptr_t", session._srtp[0]))
+    )
+    target.protect = ffi.cast(
+        "int (*)(void *, void *, int *)", aiortc_adapter._SRTP_PROTECT_ADDRESS
+    )
+    target.send_hook = hook
+    munger.save(target)
+    return viewer
+
+
+def _packets(numbers: list[int], payload_sizes: list[int] | None = None) -> list[RtpPacket]:
+    sizes = payload_sizes or [1000] * len(numbers)
+    return [
+        RtpPacket(
+            payload_type=96,
+            sequence_number=n & 0xFFFF,
+            timestamp=(n * 3000) & 0xFFFFFFFF,
+            payload=bytes([n % 251]) * size,
+        )
+        for n, size in zip(numbers, sizes, strict=True)
+    ]
+
+
+def _forward(targets: native.TargetSet[str], packets: list[RtpPacket]) -> list[tuple[str, Any]]:
+    templates = [p.serialize() for p in packets]
+    return targets.forward(native.PackedBatch(templates, packets), 0.0, 1 << 32)
+
+
+def _based(first: RtpPacket) -> RtpMunger:
+    munger = RtpMunger(90000)
+    assert munger.map(first.sequence_number, first.timestamp, now=0.0) is not None
+    return munger
+
+
+def _batches(numbers: list[int], size: int) -> Iterator[list[int]]:
+    for start in range(0, len(numbers), size):
+        yield numbers[start : start + size]
+
+
+def test_the_c_loop_maps_sequence_numbers_and_timestamps_as_the_munger_does() -> None:
+    """Hours of a stream (the 16-bit sequence number wraps three times), with reordered
+    packets and packets older than the stream's window, which are left out."""
+    numbers = list(range(1000, 1000 + 3 * 65536))
+    numbers[5000:5003] = [numbers[5002], numbers[5000], numbers[5001]]  # reordered
+    numbers.insert(100_000, numbers[100_000] - 20_000)  # ancient: outside the window
+    numbers.insert(150_000, numbers.pop(149_900))  # 100 late, but inside it: forwarded
+    python = _based(_packets([numbers[0]])[0])
+    c = copy.copy(python)
+    viewer = _viewer(c)
+    targets: native.TargetSet[str] = native.TargetSet()
+    targets.add("viewer", viewer.target)
+    expected = []
+    for batch in _batches(numbers, 40):
+        packets = _packets(batch, [100] * len(batch))
+        expected += [
+            (mapped[0], mapped[1], SSRC)
+            for p in packets
+            if (mapped := python.map(p.sequence_number, p.timestamp, now=0.0)) is not None
+        ]
+        assert _forward(targets, packets) == []
+    assert len(expected) == len(numbers) - 1  # the ancient one
+    assert viewer.headers() == expected
+    # the mapping the C loop leaves is the munger's
+    c.load(viewer.target)
+    assert c.incoming_sequence_number(expected[-1][0]) == numbers[-1] & 0xFFFF
+    assert c.map(numbers[-1] & 0xFFFF, 0, now=0.0) == python.map(numbers[-1] & 0xFFFF, 0, 0.0)
+
+
+def test_each_run_of_same_size_datagrams_leaves_in_one_gso_send_and_decrypts() -> None:
+    packets = _packets(list(range(10, 21)), [1000] * 5 + [300] + [1000] * 3 + [500] + [90])
+    viewer = _viewer(_based(packets[0]))
+    targets: native.TargetSet[str] = native.TargetSet()
+    targets.add("viewer", viewer.target)
+    assert _forward(targets, packets) == []
+    segments = [segment for segment, _ in viewer.sends]
+    counts = [len(datagrams) for _, datagrams in viewer.sends]
+    assert counts == [6, 4, 1]
+    assert segments[:2] == [len(viewer.datagrams[0])] * 2
+    assert segments[2] == 0  # a lone datagram: no GSO
+    receiving = _session(pylibsrtp.Policy.SSRC_ANY_INBOUND)
+    decrypted = [RtpPacket.parse(receiving.unprotect(d)) for d in viewer.datagrams]
+    assert [p.payload for p in decrypted] == [p.payload for p in packets]
+    assert viewer.target.packets_sent == len(packets)
+    assert viewer.target.payload_bytes == sum(len(p.payload) for p in packets)
+    assert viewer.target.protected_bytes == sum(map(len, viewer.datagrams))
+
+
+def test_more_than_the_scratch_buffer_leaves_as_it_fills() -> None:
+    packets = _packets(list(range(60)), [1200] * 60)  # 73 KB
+    viewer = _viewer(_based(packets[0]))
+    targets: native.TargetSet[str] = native.TargetSet()
+    targets.add("viewer", viewer.target)
+    _forward(targets, packets)
+    assert [len(d) for _, d in viewer.sends] == [48, 12]  # 60,000 bytes hold 48 of them
+    assert [h[0] for h in viewer.headers()] == [
+        (viewer.headers()[0][0] + i) & 0xFFFF for i in range(60)
+    ]
+
+
+def test_where_gso_is_refused_the_datagrams_go_one_at_a_time_from_then_on() -> None:
+    packets = _packets(list(range(8)), [1000] * 4 + [200] + [1000] * 2 + [100])
+    viewer = _viewer(_based(packets[0]), refuse_gso=errno.EIO)
+    targets: native.TargetSet[str] = native.TargetSet()
+    targets.add("viewer", viewer.target)
+    _forward(targets, packets[:5])
+    _forward(targets, packets[5:])
+    assert [segment for segment, _ in viewer.sends] == [0] * len(packets)
+    assert viewer.target.gso == 0
+    assert len(viewer.datagrams) == len(packets)
+
+
+@pytest.mark.parametrize("room", [0, 3, 6])
+def test_what_a_socket_refuses_is_spilled_and_the_viewer_handed_back(room: int) -> None:
+    """Two viewers; the first one's socket takes ``room`` datagrams, then would block: what
+    it did not take comes back (in order, protected), the second viewer gets everything."""
+    packets = _packets(list(range(12)), [1000] * 5 + [400] + [1000] * 5 + [300])
+    blocked = _viewer(_based(packets[0]), room=room)
+    fine = _viewer(_based(packets[0]))
+    targets: native.TargetSet[str] = native.TargetSet()
+    targets.add("blocked", blocked.target)
+    targets.add("fine", fine.target)
+    handed = _forward(targets, packets)
+    assert [owner for owner, _ in handed] == ["blocked"]
+    handoff = handed[0][1]
+    taken = {0: 0, 3: 0, 6: 6}[room]  # GSO sends are taken or refused whole
+    spilled = native.spilled(handoff)
+    assert len(blocked.datagrams) == taken
+    assert len(spilled) == len(packets) - taken
+    assert handoff.resume == len(packets)  # the whole batch was protected before sending
+    assert [len(d) for d in blocked.datagrams + spilled] == [len(d) for d in fine.datagrams]
+    receiving = _session(pylibsrtp.Policy.SSRC_ANY_INBOUND)
+    decrypted = [RtpPacket.parse(receiving.unprotect(d)) for d in blocked.datagrams + spilled]
+    assert [p.payload for p in decrypted] == [p.payload for p in packets]
+    assert len(fine.datagrams) == len(packets)
+    # until Python clears it, the blocked viewer is left out
+    assert blocked.target.blocked == 1
+    _forward(targets, _packets([12]))
+    assert len(blocked.datagrams) == taken
+    assert len(fine.datagrams) == len(packets) + 1
+
+
+def test_a_socket_error_other_than_blocking_loses_that_send_only() -> None:
+    """The socket is gone (the viewer left): nothing to queue, nothing handed back."""
+    packets = _packets([1, 2])
+    viewer = _viewer(_based(packets[0]), room=0, refuse=errno.EBADF)
+    targets: native.TargetSet[str] = native.TargetSet()
+    targets.add("viewer", viewer.target)
+    assert _forward(targets, packets[:1]) == []
+    assert viewer.target.blocked == 0
+    viewer.room = None
+    assert _forward(targets, packets[1:]) == []
+    assert len(viewer.datagrams) == 1
+
+
+def test_an_oversize_or_truncated_template_is_left_out() -> None:
+    packets = _packets([1, 2, 3], [1000, 1000, 1000])
+    templates = [packets[0].serialize(), b"\x80" * 8, packets[2].serialize()]
+    viewer = _viewer(_based(packets[0]))
+    targets: native.TargetSet[str] = native.TargetSet()
+    targets.add("viewer", viewer.target)
+    assert targets.forward(native.PackedBatch(templates, packets), 0.0, 1 << 32) == []
+    assert len(viewer.datagrams) == 2
+    assert viewer.target.packets_sent == 2
