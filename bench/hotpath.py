@@ -2,12 +2,13 @@
 
 One ``Producer`` and N ``Consumer``s on real aiortc senders whose DTLS transports are marked
 connected, with real SRTP sessions (AEAD-AES-256-GCM, what aiortc negotiates) and a
-nominated ICE pair whose socket is a stand-in that sends nothing. Synthetic VP8 packets of
-1.2 KB, five to a frame, go through ``Producer._on_rtp`` as aiortc's receiver would hand them
-over, and the event loop turns after each frame's last (``Producer.flush`` forwards it). What
-is left is what Python adds per packet and viewer: fan-out, munging, SRTP, bookkeeping.
+nominated ICE pair whose sends go nowhere: the Python loop's socket is a stand-in, the C
+loop's (``sfu.native``) sends go to a hook that takes them. Synthetic VP8 packets of 1.2 KB,
+five to a frame, go through ``Producer._on_rtp`` as aiortc's receiver would hand them over,
+and the event loop turns after each frame's last (``Producer.flush`` forwards it). What is
+left is what the SFU adds per packet and viewer: fan-out, munging, SRTP, bookkeeping.
 
-    python -m bench.hotpath [--viewers 50] [--packets 4000]
+    python -m bench.hotpath [--viewers 50] [--packets 4000] [--loop python|c|both]
 """
 
 from __future__ import annotations
@@ -15,7 +16,9 @@ from __future__ import annotations
 import argparse
 import asyncio
 import os
+import socket
 import time
+from asyncio.selector_events import _SelectorDatagramTransport  # type: ignore[attr-defined]
 from typing import Any
 
 import pylibsrtp
@@ -27,6 +30,7 @@ from aiortc.rtcdtlstransport import State
 from aiortc.rtcrtpparameters import RTCRtpSendParameters
 from aiortc.rtp import RtpPacket
 
+from sfu import native
 from sfu.consumer import Consumer
 from sfu.munger import RtpMunger
 from sfu.producer import Producer
@@ -37,18 +41,34 @@ PAYLOAD_BYTES = 1150
 FRAME_PACKETS = 5  # a 1.4 Mbit/s 30 fps VP8 frame
 
 
-class _DroppingTransport:
-    """A datagram transport that sends nothing, so that the kernel's cost is left out."""
+class _DroppingTransport(_SelectorDatagramTransport):
+    """asyncio's datagram transport, on a socket it never sends on, that sends nothing."""
 
     _buffer = ()  # nothing queued: the sender may use the socket directly
+    _closing = False
+
+    def __init__(self) -> None:  # not asyncio's: no event loop, no reading
+        self._sock = socket.socket(socket.AF_INET, socket.SOCK_DGRAM)
 
     def sendto(self, data: bytes, addr: Any = None) -> None:
         pass
+
+    def close(self) -> None:
+        self._sock.close()
+        self._sock = None  # type: ignore[assignment]  # closed: nothing for __del__ to warn of
 
 
 class _DroppingSocket:
     """Stands in for the ICE socket: the sender's ``sendto`` and GSO ``sendmsg`` calls
     happen, the system calls do not."""
+
+    family = socket.AF_INET
+
+    def __init__(self, sock: socket.socket) -> None:
+        self._sock = sock
+
+    def fileno(self) -> int:
+        return self._sock.fileno()
 
     def sendto(self, data: Any, addr: Any) -> int:
         return len(data)
@@ -70,7 +90,7 @@ def _connect_for_forwarding(pc: RTCPeerConnection) -> Any:
     )
     connection = dtls.transport._connection
     protocol = StunProtocol(connection)
-    protocol.transport = _DroppingTransport()  # type: ignore[assignment]
+    protocol.transport = _DroppingTransport()
     remote = Candidate(
         foundation="1",
         component=1,
@@ -84,8 +104,18 @@ def _connect_for_forwarding(pc: RTCPeerConnection) -> Any:
     return sender
 
 
-async def measure(viewers: int, packets: int) -> float:
-    """CPU seconds per packet per viewer."""
+async def measure(viewers: int, packets: int, loop: str) -> float:
+    """CPU seconds per packet per viewer, forwarded by the Python or the C ``loop``."""
+    c_loop = native.lib
+    if loop == "python":
+        native.lib = None  # as ONAIR_NATIVE_FORWARDING=0 has it
+    try:
+        return await _measure(viewers, packets)
+    finally:
+        native.lib = c_loop
+
+
+async def _measure(viewers: int, packets: int) -> float:
     peers = [RTCPeerConnection(client_configuration()) for _ in range(viewers + 1)]
     receiver = peers[0].addTransceiver("video", direction="recvonly").receiver
     producer = Producer(
@@ -103,6 +133,7 @@ async def measure(viewers: int, packets: int) -> float:
         muxId="0",
     )
     consumers = []
+    transports = []
     for index, pc in enumerate(peers[1:]):
         consumer = Consumer(
             router_id="bench",
@@ -114,6 +145,13 @@ async def measure(viewers: int, packets: int) -> float:
             on_close=lambda consumer: None,
         )
         await consumer.start(parameters)
+        direct = consumer._rtp
+        assert direct is not None
+        assert direct._bind()
+        transports.append(direct._transport)
+        direct._socket = _DroppingSocket(direct._transport._sock)  # type: ignore[assignment]
+        if native.lib is not None:
+            direct.native_send_hook = native.ffi.addressof(native.lib, "onair_discard")
         consumers.append(consumer)
     payload = b"\x10\x00\x9d\x01\x2a" + os.urandom(PAYLOAD_BYTES - 5)  # a keyframe start
     stream = [
@@ -127,11 +165,8 @@ async def measure(viewers: int, packets: int) -> float:
         )
         for i in range(packets)
     ]
-    await producer._on_rtp(stream[0])  # binds each sender to its ICE pair
+    await producer._on_rtp(stream[0])  # the keyframe each viewer starts on (C loop from here)
     producer.flush()
-    for consumer in consumers:
-        assert consumer._rtp is not None
-        consumer._rtp._socket = _DroppingSocket()  # type: ignore[assignment]
     started = time.process_time()
     for packet in stream[1:]:
         await producer._on_rtp(packet)
@@ -142,6 +177,8 @@ async def measure(viewers: int, packets: int) -> float:
     sent = sum(c.packets_sent for c in consumers)
     producer.close("bench")
     await asyncio.gather(*(pc.close() for pc in peers))
+    for transport in transports:
+        transport.close()
     if sent != packets * viewers:
         raise RuntimeError(f"{sent} of {packets * viewers} packets were forwarded")
     return elapsed / (sent - viewers)
@@ -152,11 +189,19 @@ def main() -> None:
     parser.add_argument("--viewers", type=int, default=50)
     parser.add_argument("--packets", type=int, default=4000)
     parser.add_argument("--repeat", type=int, default=3, help="best of this many runs")
+    parser.add_argument("--loop", choices=["python", "c", "both"], default="both")
     args = parser.parse_args()
-    best = min(asyncio.run(measure(args.viewers, args.packets)) for _ in range(args.repeat))
-    print(
-        f"{best * 1e6:.2f} µs per packet per viewer ({args.viewers} viewers, best of {args.repeat})"
-    )
+    loops = ["python", "c"] if args.loop == "both" else [args.loop]
+    if "c" in loops and native.lib is None:
+        raise SystemExit("the C loop is not built (make native) or is off")
+    for loop in loops:
+        best = min(
+            asyncio.run(measure(args.viewers, args.packets, loop)) for _ in range(args.repeat)
+        )
+        print(
+            f"{loop:>6} loop: {best * 1e6:.2f} µs per packet per viewer "
+            f"({args.viewers} viewers, best of {args.repeat})"
+        )
 
 
 if __name__ == "__main__":

@@ -74,6 +74,7 @@ DECLARATIONS = (
 int onair_forward(struct onair_target *const *targets, int count, const struct onair_batch *batch,
                   double now, uint64_t ntp_time, struct onair_handoff *handoffs);
 void onair_spilled(int offset, int length, unsigned char *out);
+long onair_discard(void *hook_data, void *data, int length, int segment);
 """
 )
 
