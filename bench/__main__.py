@@ -59,8 +59,10 @@ def _onair_version() -> str | None:
     if importlib.util.find_spec("sfu") is None:
         return None
     import sfu
+    from sfu import native
 
-    return "OnAir sfu (this tree)" if hasattr(sfu, "Router") else None
+    loop = "C" if native.available() else "Python"  # the server inherits this environment
+    return f"OnAir sfu (this tree, {loop} forwarding loop)" if hasattr(sfu, "Router") else None
 
 
 def _version(name: str) -> str | None:
