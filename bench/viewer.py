@@ -12,6 +12,9 @@ nothing is ever decoded; DTLS, ICE consent freshness and RTCP still run through 
 from __future__ import annotations
 
 import asyncio
+import fcntl
+import socket
+import struct
 import time
 from collections.abc import Awaitable, Callable
 from dataclasses import dataclass, field
@@ -53,13 +56,38 @@ def _is_rtp(data: bytes) -> bool:
     return len(data) > 12 and 127 < data[0] < 192 and not 192 <= data[1] <= 223
 
 
+# The kernel's receive time of the last datagram read from a socket (struct timespec,
+# CLOCK_REALTIME); <asm-generic/sockios.h>
+_SIOCGSTAMPNS = 0x8907
+_TIMESPEC = struct.Struct("@qq")
+
+
+def _kernel_arrival(sock: socket.socket) -> float | None:
+    """When the kernel queued the datagram just read from ``sock`` for this process, on the
+    ``time.monotonic`` clock: the forwarding latency ends there, not after this process's
+    own queue (one Python process reads every viewer's socket, and a keyframe sent to 100
+    viewers is thousands of datagrams for it to decrypt)."""
+    try:
+        seconds, nanoseconds = _TIMESPEC.unpack(
+            fcntl.ioctl(sock.fileno(), _SIOCGSTAMPNS, bytes(_TIMESPEC.size))
+        )
+    except OSError:
+        return None
+    return seconds + nanoseconds / 1e9 - (time.time() - time.monotonic())
+
+
 def _count_at_socket(dtls: RTCDtlsTransport, counters: Counters) -> None:
     """Count SRTP as each datagram arrives, before aioice tries to parse it as STUN."""
     for protocol in dtls.transport._connection._protocols:
         forward = protocol.datagram_received
+        sock = protocol.transport.get_extra_info("socket")
+        _kernel_arrival(sock)  # the first call has the kernel time-stamp what comes next
 
         def datagram_received(
-            data: bytes, addr: tuple[Any, ...], forward: Callable[..., None] = forward
+            data: bytes,
+            addr: tuple[Any, ...],
+            forward: Callable[..., None] = forward,
+            sock: socket.socket = sock,
         ) -> None:
             srtp = dtls._rx_srtp
             if srtp is None or not _is_rtp(data):
@@ -76,7 +104,7 @@ def _count_at_socket(dtls: RTCDtlsTransport, counters: Counters) -> None:
             counters.packets += 1
             counters.octets += len(packet)
             if counters.arrivals is not None and (key := trace_key(packet)) is not None:
-                counters.arrivals[key] = arrived
+                counters.arrivals[key] = _kernel_arrival(sock) or arrived
 
         protocol.datagram_received = datagram_received  # type: ignore[method-assign,assignment]
 

@@ -362,9 +362,13 @@ class DirectRtpSender:
         the target is in use leaves it writing to a socket no one reads rather than to
         whatever reuses the number. Its counters are taken with ``take_native_counters``;
         its munger fields and ``waiting_keyframe`` are the caller's."""
-        if native.lib is None or self._dtls._state is not _DTLS_CONNECTED:
+        dtls = self._dtls
+        if native.lib is None or dtls._state is not _DTLS_CONNECTED:
             return None
-        if not self.native_target_valid() and not self._bind():
+        if (
+            self._nominated.get(_RTP_COMPONENT) is not self._pair
+            or dtls._tx_srtp is not self._session
+        ) and not self._bind():
             return None
         if self._socket is None or self._transport._buffer:
             return None

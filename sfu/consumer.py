@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import logging
 import time
 import uuid
 from collections.abc import Callable
@@ -27,6 +28,8 @@ from sfu.events import ConsumerClosed, ConsumerStats, SfuEvent
 from sfu.munger import RtpMunger
 from sfu.negotiation import negotiated_codec
 from sfu.producer import Batch, ForwardGroup, Producer
+
+logger = logging.getLogger(__name__)
 
 
 class Consumer:
@@ -219,6 +222,12 @@ class Consumer:
         (queued behind it), until the transport has drained."""
         datagrams = native.spilled(handoff)
         resume = handoff.resume
+        if self._native is not None and self._native.spill_dropped:
+            logger.warning(
+                "a viewer's socket refused more than the SFU holds for it: datagrams lost",
+                extra={"router_id": self.router_id, "viewer_id": self.viewer_id},
+            )
+            self._native.spill_dropped = 0
         self._leave_native()
         if self._rtp is not None:
             self._rtp.queue(datagrams)
