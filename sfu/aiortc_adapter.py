@@ -361,7 +361,7 @@ class DirectRtpSender:
         The target sends on a duplicate of the socket's descriptor, so a socket closed while
         the target is in use leaves it writing to a socket no one reads rather than to
         whatever reuses the number. Its counters are taken with ``take_native_counters``;
-        its munger fields and ``waiting_keyframe`` are the caller's."""
+        its munger fields are the caller's (``RtpMunger.save`` and ``load``)."""
         dtls = self._dtls
         if native.lib is None or dtls._state is not _DTLS_CONNECTED:
             return None

@@ -10,6 +10,15 @@ _TS_MASK = 0xFFFFFFFF
 _SEQ_HALF = 0x8000
 # how far behind the newest packet a late (reordered, retransmitted) packet is still mapped
 _SEQ_WINDOW = 0x4000
+# what the C loop (sfu.native) keeps of a munger while it forwards
+_MAPPING = (
+    "first_in_seq",
+    "seq_offset",
+    "ts_offset",
+    "last_out_seq",
+    "last_out_ts",
+    "last_out_time",
+)
 
 
 class RtpMunger:
@@ -55,21 +64,13 @@ class RtpMunger:
         """Copy the mapping into ``state`` (a ``struct onair_target`` of ``sfu.native``),
         whose C loop maps by the same rules; not while a re-base is pending."""
         assert not self._rebase
-        state.first_in_seq = self._first_in_seq
-        state.seq_offset = self._seq_offset
-        state.ts_offset = self._ts_offset
-        state.last_out_seq = self._last_out_seq
-        state.last_out_ts = self._last_out_ts
-        state.last_out_time = self._last_out_time
+        for name in _MAPPING:
+            setattr(state, name, getattr(self, f"_{name}"))
 
     def load(self, state: Any) -> None:
         """Take the mapping back from ``state`` after the C loop has used it."""
-        self._first_in_seq = state.first_in_seq
-        self._seq_offset = state.seq_offset
-        self._ts_offset = state.ts_offset
-        self._last_out_seq = state.last_out_seq
-        self._last_out_ts = state.last_out_ts
-        self._last_out_time = state.last_out_time
+        for name in _MAPPING:
+            setattr(self, f"_{name}", getattr(state, name))
 
     def switch_source(self) -> None:
         """The next packet comes from a new stream: re-base on it."""

@@ -307,7 +307,9 @@ class Producer:
 
         Packets are forwarded in batches, viewer by viewer: each viewer's share of a batch
         leaves in one system call (see ``aiortc_adapter.DirectRtpSender``), and each
-        viewer's state is touched once per batch, not once per packet. A batch is what
+        viewer's state is touched once per batch, not once per packet. The viewers the C
+        loop has (``sfu.native``) get the batch in one call per forward group; the others
+        forward it themselves. A batch is what
         arrived while the event loop ran its current callbacks (``aiortc_adapter.
         drain_datagrams`` hands over what the socket holds together); a video batch also
         waits for the end of its frame, ``FRAME_HOLD_SECONDS`` and ``FRAME_HOLD_PACKETS`` at
