@@ -150,8 +150,8 @@ static void sent_some(struct onair_target *target, int packets, uint64_t ntp_tim
 }
 
 /* Forward a batch to one viewer. Returns 1 when the viewer was handed back. */
-static int forward_one(struct onair_target *target, const struct onair_batch *batch, double now, uint64_t ntp_time, struct onair_handoff *handoff,
-                       int *spilled) {
+static int forward_one(struct onair_target *target, const struct onair_batch *batch, double now,
+                       uint64_t ntp_time, struct onair_handoff *handoff, int *spilled) {
     int sizes[ONAIR_MAX_SEGMENTS];
     int count = 0, offset = 0, index, sent, sent_offset, packets = 0;
     uint32_t last_sent_ts = 0;
