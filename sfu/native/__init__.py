@@ -8,18 +8,36 @@ DirectRtpSender``), which sends the same packets at more CPU per viewer.
 
 from __future__ import annotations
 
-import contextlib
+import logging
 import os
 from collections.abc import Sequence
 from typing import Any, Generic, TypeVar
 
 from aiortc.rtp import RtpPacket
 
-ffi: Any = None
-lib: Any = None
-if os.environ.get("ONAIR_NATIVE_FORWARDING", "1") != "0":
-    with contextlib.suppress(ImportError):  # not built
-        from sfu.native._forward import ffi, lib  # type: ignore[no-redef]
+logger = logging.getLogger(__name__)
+
+
+def _load() -> tuple[Any, Any]:
+    """(ffi, lib) of the built module, or (None, None): off, not built, or built from
+    another ``forward.c`` than this tree's (``git pull`` without ``make native``)."""
+    if os.environ.get("ONAIR_NATIVE_FORWARDING", "1") == "0":
+        return None, None
+    try:
+        from sfu.native import _forward  # type: ignore[attr-defined]
+    except ImportError:
+        return None, None
+    from sfu.native.source import source_digest
+
+    source = getattr(_forward.lib, "onair_source", None)  # older builds lack it
+    built = _forward.ffi.string(source()).decode() if source is not None else None
+    if built != source_digest():
+        logger.warning("sfu.native was built from another forward.c: run make native")
+        return None, None
+    return _forward.ffi, _forward.lib
+
+
+ffi, lib = _load()
 
 Owner = TypeVar("Owner")
 

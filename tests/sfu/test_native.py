@@ -14,6 +14,7 @@ from aiortc.rtp import RtpPacket
 
 from sfu import aiortc_adapter, native
 from sfu.munger import RtpMunger
+from sfu.native import source
 
 pytestmark = pytest.mark.skipif(
     not native.available(),
@@ -247,3 +248,18 @@ def test_an_oversize_or_truncated_template_is_left_out() -> None:
     assert targets.forward(native.PackedBatch(templates, packets), 0.0, 1 << 32) == []
     assert len(viewer.datagrams) == 2
     assert viewer.target.packets_sent == 2
+
+
+def test_a_module_built_from_another_forward_c_is_not_loaded(
+    monkeypatch: pytest.MonkeyPatch, caplog: pytest.LogCaptureFixture
+) -> None:
+    """``git pull`` without ``make native``: the Python loop forwards until it is rebuilt."""
+    assert native.ffi.string(native.lib.onair_source()).decode() == source.source_digest()
+    assert native._load()[1] is native.lib
+    monkeypatch.setattr(source, "source_digest", lambda: "another forward.c")
+    with caplog.at_level("WARNING", logger="sfu.native"):
+        assert native._load() == (None, None)
+    assert "run make native" in caplog.text
+    monkeypatch.undo()
+    monkeypatch.setenv("ONAIR_NATIVE_FORWARDING", "0")  # turned off
+    assert native._load() == (None, None)
