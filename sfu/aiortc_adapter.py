@@ -305,10 +305,7 @@ class DirectRtpSender:
         dtls = self._dtls
         if dtls._state is not _DTLS_CONNECTED or not templates:
             return 0
-        if (
-            self._nominated.get(_RTP_COMPONENT) is not self._pair
-            or dtls._tx_srtp is not self._session
-        ) and not self._bind():
+        if not self._bound() and not self._bind():
             return 0
         srtp = self._srtp
         buffer = _SCRATCH_BUFFER
@@ -365,10 +362,7 @@ class DirectRtpSender:
         dtls = self._dtls
         if native.lib is None or dtls._state is not _DTLS_CONNECTED:
             return None
-        if (
-            self._nominated.get(_RTP_COMPONENT) is not self._pair
-            or dtls._tx_srtp is not self._session
-        ) and not self._bind():
+        if not self._bound() and not self._bind():
             return None
         if self._socket is None or self._transport._buffer:
             return None
@@ -378,13 +372,7 @@ class DirectRtpSender:
 
     def native_target_valid(self) -> bool:
         """Whether the target ``native_target`` gave still sends where ``send`` would."""
-        dtls = self._dtls
-        return (
-            self._target is not None
-            and dtls._state is _DTLS_CONNECTED
-            and self._nominated.get(_RTP_COMPONENT) is self._pair
-            and dtls._tx_srtp is self._session
-        )
+        return self._target is not None and self._dtls._state is _DTLS_CONNECTED and self._bound()
 
     def take_native_counters(self, target: Any) -> tuple[int, int]:
         """Account what the C loop sent through ``target`` since the last call in the DTLS
@@ -485,6 +473,14 @@ class DirectRtpSender:
             transport.sendto(bytes(view[offset : offset + size]), self._addr)
             offset += size
 
+    def _bound(self) -> bool:
+        """Whether the socket, address and session taken at ``_bind`` are still the
+        nominated pair's and the DTLS transport's."""
+        return (
+            self._nominated.get(_RTP_COMPONENT) is self._pair
+            and self._dtls._tx_srtp is self._session
+        )
+
     def _bind(self) -> bool:
         pair = self._nominated.get(_RTP_COMPONENT)
         session = self._dtls._tx_srtp
@@ -507,6 +503,7 @@ class DirectRtpSender:
 
     def _new_native_target(self) -> Any:
         assert self._socket is not None
+        assert self._session is not None
         address = _sockaddr(self._socket.family, self._addr)
         if address is None:
             return None
@@ -517,8 +514,7 @@ class DirectRtpSender:
         target.fd = descriptor
         target.gso = self._gso
         target.ssrc = self._sender._ssrc
-        target.session = ffi.cast("void *", int(_srtp_ffi.cast("uintptr_t", self._srtp)))
-        target.protect = ffi.cast("int (*)(void *, void *, int *)", _SRTP_PROTECT_ADDRESS)
+        protect_with(target, self._session)
         target.address = address
         target.address_length = len(address)
         if self.native_send_hook is not None:
@@ -529,6 +525,14 @@ class DirectRtpSender:
 _SRTP_PROTECT_ADDRESS = int(
     _srtp_ffi.cast("uintptr_t", _srtp_ffi.addressof(_srtp_lib, "srtp_protect"))
 )
+
+
+def protect_with(target: Any, session: Session) -> None:
+    """Have the C loop protect ``target``'s packets with ``session`` (pylibsrtp's libsrtp,
+    called through its address); the caller keeps ``session`` alive meanwhile."""
+    ffi = native.ffi
+    target.session = ffi.cast("void *", int(_srtp_ffi.cast("uintptr_t", session._srtp[0])))
+    target.protect = ffi.cast("int (*)(void *, void *, int *)", _SRTP_PROTECT_ADDRESS)
 
 
 def _sockaddr(family: int, addr: tuple[Any, ...]) -> bytes | None:

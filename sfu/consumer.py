@@ -84,7 +84,7 @@ class Consumer:
         self._native: Any = None  # the C loop's struct onair_target, while it forwards
         self._packets_sent = 0
         self._bytes_sent = 0
-        self._packets_dropped_waiting_keyframe = 0
+        self.packets_dropped_waiting_keyframe = 0
         self.nacks_received = 0
         self.retransmitted_packets = 0
         self.nack_misses = 0
@@ -108,10 +108,6 @@ class Consumer:
     def bytes_sent(self) -> int:
         self._take_native_counters()
         return self._bytes_sent
-
-    @property
-    def packets_dropped_waiting_keyframe(self) -> int:
-        return self._packets_dropped_waiting_keyframe
 
     @property
     def waiting_keyframe(self) -> bool:
@@ -200,10 +196,10 @@ class Consumer:
         if self._waiting_keyframe:
             keyframe = batch.first_keyframe()
             if keyframe is None:
-                self._packets_dropped_waiting_keyframe += len(packets)
+                self.packets_dropped_waiting_keyframe += len(packets)
                 return
             first = keyframe
-            self._packets_dropped_waiting_keyframe += first
+            self.packets_dropped_waiting_keyframe += first
         self._send(templates, batch, first, now, ntp)
         group = self._group
         if (

@@ -133,8 +133,9 @@ class TargetSet(Generic[Owner]):
 def spilled(handoff: Any) -> list[bytes]:
     """The datagrams a handed-back viewer's socket did not take, in order."""
     sizes = list(handoff.spill_sizes[0 : handoff.spill_count])
-    out = ffi.new("unsigned char[]", max(sum(sizes), 1))
-    lib.onair_spilled(handoff.spill_offset, sum(sizes), out)
+    total = sum(sizes)
+    out = ffi.new("unsigned char[]", max(total, 1))
+    lib.onair_spilled(handoff.spill_offset, total, out)
     data = ffi.buffer(out)
     datagrams = []
     offset = 0

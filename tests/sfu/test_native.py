@@ -84,12 +84,7 @@ def _viewer(munger: RtpMunger, **behaviour: Any) -> _Viewer:
     target.fd = -1  # never used: the hook sends
     target.gso = 1
     target.ssrc = SSRC
-    target.session = ffi.cast(
-        "void *", int(pylibsrtp._binding.ffi.cast("uintptr_t", session._srtp[0]))
-    )
-    target.protect = ffi.cast(
-        "int (*)(void *, void *, int *)", aiortc_adapter._SRTP_PROTECT_ADDRESS
-    )
+    aiortc_adapter.protect_with(target, session)
     target.send_hook = hook
     munger.save(target)
     return viewer
