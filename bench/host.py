@@ -57,7 +57,7 @@ class ProcSample:
 
 
 def _thread_runtimes(pid: int) -> dict[int, int]:
-    runtimes = {}
+    runtimes: dict[int, int] = {}
     try:
         tids = os.listdir(f"/proc/{pid}/task")
     except OSError:
