@@ -17,7 +17,6 @@ events: to the gateway's listeners here, to the worker's own in cluster mode.
 
 from __future__ import annotations
 
-import asyncio
 import contextlib
 import logging
 import re
@@ -56,7 +55,6 @@ _LOST_STATES = ("failed", "closed")
 
 
 _starting: set[int] = set()  # streams with a WHIP publish under way
-_tasks: set[asyncio.Task[None]] = set()
 
 
 # --- who may publish or watch ---------------------------------------------------------------
@@ -333,27 +331,24 @@ def _ice_ufrag(sdp: str) -> str | None:
 # --- the SFU's side ------------------------------------------------------------------------
 
 
-def on_sfu_event(event: SfuEvent, *, worker_id: str | None = None) -> None:
+def on_sfu_event(
+    event: SfuEvent, *, worker_id: str | None = None
+) -> Coroutine[Any, Any, None] | None:
     """Forget sessions whose SFU peer is gone; a WHEP viewer who vanished is uncounted.
 
+    Returns that work for the gateway to run (and to wait for when it closes everything).
     ``worker_id``: the cluster worker whose SFU reports (its sessions' ids carry it)."""
     if isinstance(event, PublisherClosed):
         kind, local_id = SessionKind.WHIP, event.publisher_id
     elif isinstance(event, ViewerLeft):
         kind, local_id = SessionKind.WHEP, event.viewer_id
     else:
-        return
+        return None
     sfu_id = session_id(worker_id, local_id) if worker_id is not None else local_id
-    _spawn(_peer_gone(kind=kind, sfu_id=sfu_id))
+    return _peer_gone(kind=kind, sfu_id=sfu_id)
 
 
 async def _peer_gone(*, kind: SessionKind, sfu_id: str) -> None:
     session = await session_store.pop(kind=kind, sfu_id=sfu_id)
     if session is not None:
         await _leave(session)
-
-
-def _spawn(coroutine: Coroutine[Any, Any, None]) -> None:
-    task = asyncio.ensure_future(coroutine)
-    _tasks.add(task)
-    task.add_done_callback(_tasks.discard)

@@ -17,7 +17,7 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import logging
-from collections.abc import Callable
+from collections.abc import Callable, Coroutine
 from dataclasses import dataclass
 from typing import Any
 
@@ -89,7 +89,7 @@ class SfuGateway:
         self._registry: RouterRegistry | None = None
         self._loop: asyncio.AbstractEventLoop | None = None
         self._tasks: set[asyncio.Task[Any]] = set()
-        self._listeners: list[Callable[[SfuEvent], None]] = []
+        self._listeners: list[Callable[[SfuEvent], Coroutine[Any, Any, None] | None]] = []
 
     # --- lifecycle ---------------------------------------------------------------------
 
@@ -123,13 +123,18 @@ class SfuGateway:
     def router(self, stream: Stream) -> Router | None:
         return self._routers().get(str(stream.pk))
 
-    def add_listener(self, handler: Callable[[SfuEvent], None]) -> None:
-        """Also pass every SFU event to ``handler`` (e.g. WHIP/WHEP sessions ending)."""
+    def add_listener(self, handler: Callable[[SfuEvent], Coroutine[Any, Any, None] | None]) -> None:
+        """Also pass every SFU event to ``handler`` (e.g. WHIP/WHEP sessions ending). What it
+        returns, if anything, runs as one of the gateway's tasks."""
         self._listeners.append(handler)
 
     async def close_all(self) -> None:
+        """Close every router, and wait for what their closing set off (sessions ending in the
+        database, status messages to the studio) to finish."""
         if self._registry is not None:
             await self._registry.close_all()
+        while self._tasks:
+            await asyncio.gather(*self._tasks, return_exceptions=True)
 
     # --- publishers --------------------------------------------------------------------
 
@@ -259,9 +264,12 @@ class SfuGateway:
     def _on_event(self, event: SfuEvent) -> None:
         for listener in self._listeners:
             try:
-                listener(event)
+                work = listener(event)
             except Exception:
                 logger.exception("sfu event listener failed", extra={"event": event.type})
+            else:
+                if work is not None:
+                    self._spawn(work)
         if isinstance(event, PublisherConnected):
             self._spawn(_group_send(event.router_id, "publisher.status", status="connected"))
         elif isinstance(event, PublisherDisconnected):
@@ -270,7 +278,7 @@ class SfuGateway:
             # The broadcaster did not come back within the grace period: the broadcast is over.
             self._spawn(end_abandoned_broadcast(event.router_id))
 
-    def _spawn(self, coroutine: Any) -> None:
+    def _spawn(self, coroutine: Coroutine[Any, Any, None]) -> None:
         task = asyncio.ensure_future(coroutine)
         self._tasks.add(task)
         task.add_done_callback(self._task_done)

@@ -1,11 +1,17 @@
-"""The gateway hands the configured ICE servers, public address and port range to the SFU."""
+"""The gateway hands the configured ICE servers, public address and port range to the SFU,
+and closing it waits for the work its listeners were given."""
 
 from __future__ import annotations
+
+import asyncio
+from collections.abc import Coroutine
+from typing import Any
 
 from django.conf import settings
 from django.test import override_settings
 
 from sfu import IceServer
+from sfu.events import RouterClosed, SfuEvent
 from signaling.sfu_gateway import SfuGateway
 
 
@@ -36,3 +42,22 @@ def test_default_options_keep_traffic_on_this_machine() -> None:
     options = SfuGateway._router_options()
     assert options.ice_servers == ()
     assert options.host_network.is_default
+
+
+async def test_closing_everything_waits_for_what_the_listeners_set_off() -> None:
+    """Sessions end in the database after their peer closes; a test's database teardown (or a
+    server's shutdown) must not run while that work is still under way."""
+    gateway = SfuGateway()
+    finished: list[str] = []
+
+    async def record_later(router_id: str) -> None:
+        await asyncio.sleep(0.05)
+        finished.append(router_id)
+
+    def listener(event: SfuEvent) -> Coroutine[Any, Any, None] | None:
+        return record_later(event.router_id) if isinstance(event, RouterClosed) else None
+
+    gateway.add_listener(listener)
+    gateway.routers().get_or_create("launch")
+    await gateway.close_all()
+    assert finished == ["launch"]
