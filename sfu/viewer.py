@@ -136,6 +136,8 @@ class ViewerSession(PeerSession):
             self.offer_sdp = str(self._pc.localDescription.sdp)
         else:
             self.answer_sdp = await self._answer(offer_sdp)
+        for transceiver in self._pc.getTransceivers():  # the viewer's media is never received
+            aiortc_adapter.drop_bitrate_estimator(transceiver.receiver)
 
     async def _close(self, reason: str) -> None:
         if self.closed:

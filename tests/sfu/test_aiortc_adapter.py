@@ -24,6 +24,7 @@ from aiortc import (
     RTCRtpTransceiver,
 )
 from aiortc.codecs import CODECS
+from aiortc.rate import RemoteBitrateEstimator
 from aiortc.rtcrtpparameters import RTCRtpSendParameters
 from aiortc.rtp import (
     RTCP_PSFB_PLI,
@@ -78,6 +79,9 @@ def test_the_private_members_used_exist(pc: RTCPeerConnection) -> None:
         "arrival_time_ms",
     ]
     assert aiortc_adapter.decoder_thread(receiver) is None
+    assert isinstance(receiver._RTCRtpReceiver__remote_bitrate_estimator, RemoteBitrateEstimator)
+    aiortc_adapter.drop_bitrate_estimator(receiver)
+    assert receiver._RTCRtpReceiver__remote_bitrate_estimator is None
 
 
 async def test_tap_receiver_delivers_packets_and_assembles_no_frame(

@@ -6,6 +6,7 @@ import sys
 import threading
 
 from aiortc import RTCPeerConnection
+from aiortc.rate import RemoteBitrateEstimator
 
 from sfu import Consumer, Router, ViewerLeft
 from sfu.testing import TestClients, wait_until
@@ -90,3 +91,21 @@ async def test_fifty_viewers_joining_and_leaving_leak_nothing(
     # by +20 MiB during the first 40 and +0.1 MiB per 10 viewers after that.
     assert grown_blocks < 20_000
     assert rss_by_round[-1] < 32
+
+
+async def test_the_servers_side_of_a_viewer_keeps_no_bitrate_estimator(
+    router: Router, clients: TestClients
+) -> None:
+    """A full garbage collection walks every tracked object and stops all forwarding while it
+    runs. aiortc gives each video receiver a remote bitrate estimator of 1,000 bucket objects;
+    the server's side of a viewer's connection never receives media, so it keeps none."""
+    await clients.publish(router, fps=15)
+    first = await clients.subscribe(router, decode=False)
+    assert await first[0].wait_for_frames(video=3)
+    estimators = _live(RemoteBitrateEstimator)
+
+    joined = [await clients.subscribe(router, decode=False) for _ in range(BATCH)]
+    assert all(await asyncio.gather(*(v.wait_for_frames(video=3) for v, _ in joined)))
+
+    # one per viewer: the test client's own video receiver, in this process too
+    assert _live(RemoteBitrateEstimator) - estimators == BATCH
