@@ -26,14 +26,13 @@ import os
 import statistics
 import tempfile
 import time
-import urllib.request
 from collections.abc import Callable
 from contextlib import ExitStack
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import Any
 
-from bench import host, runner, source
+from bench import host, http, runner, source
 from bench.measure import SATURATED, Fit, linear_fit, percentile
 
 Progress = Callable[[str], None]
@@ -164,12 +163,6 @@ class ClusterResult:
         }
 
 
-def _post_json(url: str) -> dict[str, Any]:
-    request = urllib.request.Request(url, data=b"{}", method="POST")
-    with urllib.request.urlopen(request, timeout=10) as response:
-        return dict(json.loads(response.read()))
-
-
 def _cores_ticks() -> list[tuple[int, int]]:
     """(busy, total) clock ticks of every core since boot, from /proc/stat."""
     ticks = []
@@ -238,7 +231,9 @@ class _Sweep:
             "cores": _cores_ticks(),
             "viewers": self.load.snapshot(),
             "sent": self.publisher.count(),
-            "edge_stats": _post_json(f"{self.edge_url}/stats") if self.edge_url else None,
+            "edge_stats": http.post_json_blocking(f"{self.edge_url}/stats")
+            if self.edge_url
+            else None,
         }
 
     def point(
@@ -263,7 +258,7 @@ class _Sweep:
         before = self._samples()
         time.sleep(window)
         after = self._samples()
-        placed = _post_json(f"{self.url}/stats")
+        placed = http.post_json_blocking(f"{self.url}/stats")
         sent0, sent1 = before["sent"], after["sent"]
         seconds = after["viewers"]["at"] - before["viewers"]["at"]
         viewers0, viewers1 = before["viewers"]["viewers"], after["viewers"]["viewers"]

@@ -1,12 +1,14 @@
 """Just enough HTTP/1.1 for the bench's signaling, on asyncio streams (no extra dependency).
 
 One request per connection (``Connection: close``); bodies by ``Content-Length``.
+``post_json_blocking`` is the client the orchestrating processes use.
 """
 
 from __future__ import annotations
 
 import asyncio
 import json
+import urllib.request
 from collections.abc import Awaitable, Callable
 from dataclasses import dataclass, field
 from typing import Any
@@ -21,6 +23,13 @@ class Response:
 
     def json(self) -> Any:
         return json.loads(self.body)
+
+
+def post_json_blocking(url: str, payload: dict[str, Any] | None = None) -> Any:
+    """POST ``payload`` as JSON and return the decoded answer (blocking)."""
+    request = urllib.request.Request(url, data=json.dumps(payload or {}).encode(), method="POST")
+    with urllib.request.urlopen(request, timeout=10) as response:
+        return json.loads(response.read())
 
 
 async def _read_head(reader: asyncio.StreamReader) -> tuple[str, dict[str, str]]:

@@ -81,6 +81,32 @@ class Point:
 
 
 @dataclass
+class Fanout:
+    """How long forwarding one batch of a track to every viewer took, while the latency was
+    traced (OnAir only: the server times its ``Producer.flush`` calls)."""
+
+    kind: str
+    batches: int
+    packets_max: int
+    p50_ms: float | None
+    p99_ms: float | None
+    max_ms: float | None
+
+    @classmethod
+    def of(cls, kind: str, flushes: list[tuple[int, float]]) -> Fanout:
+        """``flushes``: (packets, seconds) of each batch."""
+        durations_ms = [seconds * 1000 for _, seconds in flushes]
+        return cls(
+            kind=kind,
+            batches=len(flushes),
+            packets_max=max((packets for packets, _ in flushes), default=0),
+            p50_ms=percentile(durations_ms, 50),
+            p99_ms=percentile(durations_ms, 99),
+            max_ms=max(durations_ms, default=None),
+        )
+
+
+@dataclass
 class Latency:
     """Publisher sends a packet → a viewer receives the same packet, over all viewers."""
 
@@ -89,15 +115,19 @@ class Latency:
     p50_ms: float | None
     p95_ms: float | None
     p99_ms: float | None
+    fanout: list[Fanout] = field(default_factory=list)
 
     @classmethod
-    def of(cls, viewers: int, delays_ms: list[float]) -> Latency:
+    def of(
+        cls, viewers: int, delays_ms: list[float], fanout: list[Fanout] | None = None
+    ) -> Latency:
         return cls(
             viewers=viewers,
             samples=len(delays_ms),
             p50_ms=percentile(delays_ms, 50),
             p95_ms=percentile(delays_ms, 95),
             p99_ms=percentile(delays_ms, 99),
+            fanout=fanout or [],
         )
 
 

@@ -261,6 +261,24 @@ def render(
                 f"| {_number(latency.p50_ms, '.2f')} ms | {_number(latency.p95_ms, '.2f')} ms "
                 f"| {_number(latency.p99_ms, '.2f')} ms |"
             )
+        fanouts = [(r, lat, f) for r, lat in latencies for f in lat.fanout if f.batches]
+        if fanouts:
+            lines += [
+                "",
+                "What the forwarding latency is made of: on one core the viewers of a batch are "
+                "served one after the other, so the last viewer waits for all the others. OnAir's "
+                "server timed each batch forwarded to every viewer while the latency was traced:",
+                "",
+                "| server | viewers | track | batches | packets (max) | p50 | p99 | max |",
+                "|---|---:|---|---:|---:|---:|---:|---:|",
+            ]
+            for result, latency, fanout in fanouts:
+                lines.append(
+                    f"| {LABELS[result.name]} | {latency.viewers} | {fanout.kind} "
+                    f"| {fanout.batches} | {fanout.packets_max} "
+                    f"| {_number(fanout.p50_ms, '.2f')} ms | {_number(fanout.p99_ms, '.2f')} ms "
+                    f"| {_number(fanout.max_ms, '.2f')} ms |"
+                )
     if signaling is not None:
         per_core = signaling.joins_per_core_second
         lines += [

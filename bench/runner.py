@@ -23,8 +23,8 @@ from functools import partial
 from pathlib import Path
 from typing import IO, Any
 
-from bench import host, janus, source
-from bench.measure import Latency, Point, ServerResult, percentile
+from bench import host, http, janus, source
+from bench.measure import Fanout, Latency, Point, ServerResult, percentile
 
 REPO = Path(__file__).resolve().parent.parent
 SETTLE_SECONDS = 2.0
@@ -337,14 +337,26 @@ def _point(
     )
 
 
-def _latency(n: int, load: _LoadGenerator, publisher: _Publisher, seconds: float) -> Latency:
+def _latency(
+    n: int, load: _LoadGenerator, publisher: _Publisher, seconds: float, fanout_url: str | None
+) -> Latency:
     time.sleep(SETTLE_SECONDS)
+    started = time.monotonic()
     arrivals = load.trace(seconds)
     sent = publisher.sent()
     delays_ms = [
         (at - sent[key]) * 1000 for viewer in arrivals for key, at in viewer.items() if key in sent
     ]
-    return Latency.of(n, delays_ms)
+    return Latency.of(n, delays_ms, _fanout(fanout_url, started) if fanout_url else None)
+
+
+def _fanout(url: str, since: float) -> list[Fanout]:
+    """The server's batches forwarded since ``since``, by kind (see ``bench.server.FanoutLog``)."""
+    flushes = http.post_json_blocking(url, {"since": since})
+    return [
+        Fanout.of(kind, [(packets, seconds) for _, k, packets, seconds in flushes if k == kind])
+        for kind in ("audio", "video")
+    ]
 
 
 def run_server(
@@ -370,13 +382,21 @@ def run_server(
             for step, n in enumerate(audiences, 1):
                 grown = load.grow(n)
                 if n in plan.latency_at:
-                    latency = _latency(n, load, publisher, plan.trace_seconds)
+                    fanout_url = f"{url}/fanout" if name == "onair" else None
+                    latency = _latency(n, load, publisher, plan.trace_seconds, fanout_url)
                     result.latency.append(latency)
                     progress(
                         f"[{name} {step}/{len(audiences)}] N={n:>3}: forwarding latency "
                         f"p50 {latency.p50_ms or 0:.2f} ms, p95 {latency.p95_ms or 0:.2f} ms, "
                         f"p99 {latency.p99_ms or 0:.2f} ms ({latency.samples} packets)"
                     )
+                    for fanout in latency.fanout:
+                        progress(
+                            f"[{name}] N={n:>3}: one {fanout.kind} batch to every viewer took "
+                            f"p50 {fanout.p50_ms or 0:.2f} ms, p99 {fanout.p99_ms or 0:.2f} ms, "
+                            f"max {fanout.max_ms or 0:.2f} ms ({fanout.batches} batches of up "
+                            f"to {fanout.packets_max} packets)"
+                        )
                 if n not in plan.viewers:
                     continue
                 point = _point(n, server_pid, load, publisher, plan, grown["joins"])

@@ -51,6 +51,11 @@ def test_quick_point_measures_every_available_server(tmp_path: Path) -> None:
         assert 0 < latency["p50_ms"] < 1000, latency
     onair = servers["onair"]
     if onair["error"] is None:
+        # The server timed its batches forwarded to every viewer while the latency was traced.
+        (latency,) = onair["latency"]
+        fanout = {f["kind"]: f for f in latency["fanout"]}
+        assert set(fanout) == {"audio", "video"}, latency
+        assert all(f["batches"] > 10 and 0 < f["p50_ms"] <= f["max_ms"] for f in fanout.values())
         # The live encoder that answers keyframe requests: decoding viewers got a frame.
         live = {key: value for key, value in onair.items() if key.startswith("live")}
         assert onair["live_join_error"] is None, (live, done.stderr[-3000:])
