@@ -106,6 +106,27 @@ class Fanout:
         )
 
 
+@dataclass(frozen=True)
+class Pauses:
+    """The server's garbage collections while the latency was traced (OnAir only): each stops
+    every viewer's forwarding while it runs."""
+
+    count: int
+    full: int  # of the oldest generation, which walks every object
+    total_ms: float
+    max_ms: float | None
+
+    @classmethod
+    def of(cls, collections: list[tuple[int, float]]) -> Pauses:
+        """``collections``: (generation, seconds) of each."""
+        return cls(
+            count=len(collections),
+            full=sum(1 for generation, _ in collections if generation == 2),
+            total_ms=sum(seconds for _, seconds in collections) * 1000,
+            max_ms=max((seconds * 1000 for _, seconds in collections), default=None),
+        )
+
+
 @dataclass
 class Latency:
     """Publisher sends a packet → a viewer receives the same packet, over all viewers."""
@@ -116,10 +137,15 @@ class Latency:
     p95_ms: float | None
     p99_ms: float | None
     fanout: list[Fanout] = field(default_factory=list)
+    gc: Pauses | None = None
 
     @classmethod
     def of(
-        cls, viewers: int, delays_ms: list[float], fanout: list[Fanout] | None = None
+        cls,
+        viewers: int,
+        delays_ms: list[float],
+        fanout: list[Fanout] | None = None,
+        gc: Pauses | None = None,
     ) -> Latency:
         return cls(
             viewers=viewers,
@@ -128,6 +154,7 @@ class Latency:
             p95_ms=percentile(delays_ms, 95),
             p99_ms=percentile(delays_ms, 99),
             fanout=fanout or [],
+            gc=gc,
         )
 
 

@@ -279,6 +279,15 @@ def render(
                     f"| {_number(fanout.p50_ms, '.2f')} ms | {_number(fanout.p99_ms, '.2f')} ms "
                     f"| {_number(fanout.max_ms, '.2f')} ms |"
                 )
+            for result, latency in latencies:
+                pauses = latency.gc
+                if pauses is not None:
+                    lines.append(
+                        f"\nGarbage collection in {LABELS[result.name]}'s server while the "
+                        f"latency at {latency.viewers} viewers was traced: {pauses.count} "
+                        f"collections ({pauses.full} full), {pauses.total_ms:.1f} ms in all, "
+                        f"the longest {_number(pauses.max_ms, '.2f')} ms."
+                    )
     if signaling is not None:
         per_core = signaling.joins_per_core_second
         lines += [

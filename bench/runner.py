@@ -24,7 +24,7 @@ from pathlib import Path
 from typing import IO, Any
 
 from bench import host, http, janus, source
-from bench.measure import Fanout, Latency, Point, ServerResult, percentile
+from bench.measure import Fanout, Latency, Pauses, Point, ServerResult, percentile
 
 REPO = Path(__file__).resolve().parent.parent
 SETTLE_SECONDS = 2.0
@@ -347,16 +347,17 @@ def _latency(
     delays_ms = [
         (at - sent[key]) * 1000 for viewer in arrivals for key, at in viewer.items() if key in sent
     ]
-    return Latency.of(n, delays_ms, _fanout(fanout_url, started) if fanout_url else None)
-
-
-def _fanout(url: str, since: float) -> list[Fanout]:
-    """The server's batches forwarded since ``since``, by kind (see ``bench.server.FanoutLog``)."""
-    flushes = http.post_json_blocking(url, {"since": since})
-    return [
-        Fanout.of(kind, [(packets, seconds) for _, k, packets, seconds in flushes if k == kind])
+    if fanout_url is None:
+        return Latency.of(n, delays_ms)
+    # the server's batches forwarded and garbage collections since the trace started
+    # (see ``bench.server.FanoutLog``)
+    log = http.post_json_blocking(fanout_url, {"since": started})
+    fanout = [
+        Fanout.of(kind, [(packets, seconds) for _, k, packets, seconds in log if k == kind])
         for kind in ("audio", "video")
     ]
+    pauses = Pauses.of([(generation, seconds) for _, k, generation, seconds in log if k == "gc"])
+    return Latency.of(n, delays_ms, fanout, pauses)
 
 
 def run_server(
@@ -396,6 +397,12 @@ def run_server(
                             f"p50 {fanout.p50_ms or 0:.2f} ms, p99 {fanout.p99_ms or 0:.2f} ms, "
                             f"max {fanout.max_ms or 0:.2f} ms ({fanout.batches} batches of up "
                             f"to {fanout.packets_max} packets)"
+                        )
+                    if latency.gc is not None:
+                        progress(
+                            f"[{name}] N={n:>3}: {latency.gc.count} garbage collections "
+                            f"({latency.gc.full} full), {latency.gc.total_ms:.1f} ms in all, "
+                            f"longest {latency.gc.max_ms or 0:.2f} ms"
                         )
                 if n not in plan.viewers:
                     continue

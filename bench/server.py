@@ -2,7 +2,8 @@
 
 ``POST /whip`` (publisher's SDP offer) and ``POST /whep`` (a viewer's recvonly offer)
 each return ``201`` with the SDP answer; ``POST /fanout`` returns, for OnAir, how long each
-forwarding of a batch to every viewer took (see ``FanoutLog``). Backends:
+forwarding of a batch to every viewer and each garbage collection took (see ``FanoutLog``).
+Backends:
 
 - ``mediarelay``: the naive aiortc SFU: the publisher's tracks are decoded once, and
   ``MediaRelay`` hands the frames to one encoder per viewer.
@@ -16,6 +17,7 @@ from __future__ import annotations
 import argparse
 import asyncio
 import collections
+import gc
 import json
 import logging
 import sys
@@ -65,6 +67,24 @@ class FanoutLog:
 
         return timed_flush
 
+    def watch_gc(self) -> Callable[[str, dict[str, int]], None]:
+        """Also log each garbage collection, as kind ``gc`` with its generation for packets:
+        it stops every viewer's forwarding while it runs. Returns the callback installed in
+        ``gc.callbacks``."""
+        entries = self.entries
+        clock = time.monotonic
+        started = 0.0
+
+        def on_gc(phase: str, info: dict[str, int]) -> None:
+            nonlocal started
+            if phase == "start":
+                started = clock()
+            else:
+                entries.append((started, "gc", info["generation"], clock() - started))
+
+        gc.callbacks.append(on_gc)
+        return on_gc
+
     def since(self, at: float) -> list[tuple[float, str, int, float]]:
         """(start, kind, packets, seconds) of each flush that started at ``at`` or later."""
         return [entry for entry in self.entries if entry[0] >= at]
@@ -113,6 +133,7 @@ class OnAirBackend:
         self._router = sfu.Router(sfu.RouterOptions())
         self.fanout = FanoutLog()
         Producer.flush = self.fanout.wrap(Producer.flush)  # type: ignore[method-assign,assignment]
+        self.fanout.watch_gc()
 
     async def publish(self, offer: str) -> str:
         session = await self._router.publish(offer)
