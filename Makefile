@@ -5,7 +5,7 @@ BIN := $(VENV)/bin
 HOST ?= 127.0.0.1
 PORT ?= 8000
 
-.PHONY: run run-cluster test lint format typecheck pytest pytest-postgres browser bench clean native
+.PHONY: run run-cluster test lint format typecheck pytest pytest-postgres browser bench clean native nat-table nat-deps
 
 $(BIN)/python:
 	$(PYTHON) -m venv $(VENV)
@@ -52,6 +52,10 @@ run-cluster: $(VENV)/.runtime native
 ## browser: Debian's Chromium for the browser tests (Playwright never downloads its own)
 browser:
 	@test -x /usr/bin/chromium || (apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq chromium)
+
+## nat-table: run the NAT matrix (tests/nat) and write its table into docs/NAT.md
+nat-table: $(VENV)/.dev native nat-deps
+	ONAIR_WRITE_NAT_TABLE=1 $(BIN)/python -m pytest tests/nat/test_nat_matrix.py
 
 ## nat-deps: coturn and iptables for the NAT rig (tests/nat); needs root, as CI has
 nat-deps:

@@ -281,13 +281,19 @@ def render(
                 )
             for result, latency in latencies:
                 pauses = latency.gc
-                if pauses is not None:
-                    lines.append(
-                        f"\nGarbage collection in {LABELS[result.name]}'s server while the "
-                        f"latency at {latency.viewers} viewers was traced: {pauses.count} "
-                        f"collections ({pauses.full} full), {pauses.total_ms:.1f} ms in all, "
-                        f"the longest {_number(pauses.max_ms, '.2f')} ms."
-                    )
+                if pauses is None:
+                    continue
+                during = (
+                    f"in {LABELS[result.name]}'s server while the latency at "
+                    f"{latency.viewers} viewer{'' if latency.viewers == 1 else 's'} was traced"
+                )
+                lines.append(
+                    f"\nGarbage collections {during}: {pauses.count} ({pauses.full} full), "
+                    f"{pauses.total_ms:.1f} ms in all, the longest "
+                    f"{_number(pauses.max_ms, '.2f')} ms."
+                    if pauses.count
+                    else f"\nNo garbage collection ran {during}."
+                )
     if signaling is not None:
         per_core = signaling.joins_per_core_second
         lines += [
