@@ -128,12 +128,14 @@ class OnAirBackend:
 
     def __init__(self) -> None:
         import sfu
+        from sfu.heap import freeze_startup_objects
         from sfu.producer import Producer
 
         self._router = sfu.Router(sfu.RouterOptions())
         self.fanout = FanoutLog()
         Producer.flush = self.fanout.wrap(Producer.flush)  # type: ignore[method-assign,assignment]
         self.fanout.watch_gc()
+        freeze_startup_objects()  # as daphne and the SFU workers do once they have loaded
 
     async def publish(self, offer: str) -> str:
         session = await self._router.publish(offer)

@@ -15,8 +15,10 @@ from channels.auth import AuthMiddlewareStack  # noqa: E402
 from channels.routing import ProtocolTypeRouter, URLRouter  # noqa: E402
 from channels.security.websocket import AllowedHostsOriginValidator  # noqa: E402
 from django.contrib.staticfiles.handlers import ASGIStaticFilesHandler  # noqa: E402
+from django.urls import get_resolver  # noqa: E402
 
 from onair.conf import onair_settings  # noqa: E402
+from sfu.heap import freeze_startup_objects  # noqa: E402
 from signaling.routing import websocket_urlpatterns  # noqa: E402
 
 http_app = ASGIStaticFilesHandler(django_asgi_app) if onair_settings().serve_static else None
@@ -29,3 +31,8 @@ application = ProtocolTypeRouter(
         ),
     }
 )
+
+# Load every view now rather than on the first request, then keep what the process holds for
+# its whole life out of the garbage collector's full collections (see sfu.heap).
+get_resolver().url_patterns  # noqa: B018
+freeze_startup_objects()

@@ -18,6 +18,7 @@ from typing import Any
 from django.conf import settings
 from django.core.management.base import BaseCommand, CommandError, CommandParser
 
+from sfu.heap import freeze_startup_objects
 from signaling.sfu_cluster import cluster_mode
 from signaling.sfu_registry import WorkerInfo
 from signaling.sfu_worker import SfuWorker
@@ -46,6 +47,7 @@ class Command(BaseCommand):
     def _run_worker(self) -> None:
         host = str(settings.ONAIR.get("SFU_PIPE_HOST", "127.0.0.1"))
         worker = SfuWorker(host=host)
+        freeze_startup_objects()
 
         def ready(info: WorkerInfo) -> None:
             self.stdout.write(
