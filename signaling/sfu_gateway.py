@@ -48,6 +48,8 @@ from signaling.ice import PeerRole, ice_servers, ice_settings
 
 logger = logging.getLogger(__name__)
 
+CLOSE_WAIT_SECONDS = 10.0  # for close_all: the work the routers' closing set off
+
 DEFAULT_GRACE_SECONDS = 10.0
 
 
@@ -128,13 +130,21 @@ class SfuGateway:
         returns, if anything, runs as one of the gateway's tasks."""
         self._listeners.append(handler)
 
-    async def close_all(self) -> None:
-        """Close every router, and wait for what their closing set off (sessions ending in the
-        database, status messages to the studio) to finish."""
+    async def close_all(self, *, wait_seconds: float = CLOSE_WAIT_SECONDS) -> None:
+        """Close every router, and wait up to ``wait_seconds`` for what their closing set off
+        (sessions ending in the database, status messages to the studio) to finish."""
         if self._registry is not None:
             await self._registry.close_all()
+        loop = asyncio.get_running_loop()
+        deadline = loop.time() + wait_seconds
         while self._tasks:
-            await asyncio.gather(*self._tasks, return_exceptions=True)
+            remaining = deadline - loop.time()
+            if remaining <= 0:
+                logger.warning(
+                    "sfu gateway closed with tasks still running", extra={"tasks": len(self._tasks)}
+                )
+                return
+            await asyncio.wait(set(self._tasks), timeout=remaining)
 
     # --- publishers --------------------------------------------------------------------
 

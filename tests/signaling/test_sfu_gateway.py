@@ -61,3 +61,17 @@ async def test_closing_everything_waits_for_what_the_listeners_set_off() -> None
     gateway.routers().get_or_create("launch")
     await gateway.close_all()
     assert finished == ["launch"]
+
+
+async def test_closing_everything_gives_up_on_work_that_does_not_finish() -> None:
+    gateway = SfuGateway()
+    never = asyncio.Event()
+
+    def listener(event: SfuEvent) -> Coroutine[Any, Any, None] | None:
+        return never.wait() if isinstance(event, RouterClosed) else None  # type: ignore[return-value]
+
+    gateway.add_listener(listener)
+    gateway.routers().get_or_create("launch")
+    await asyncio.wait_for(gateway.close_all(wait_seconds=0.1), timeout=5)
+    never.set()  # let the stuck task end with the test
+    await asyncio.sleep(0)
