@@ -86,7 +86,8 @@ class FanoutLog:
         return on_gc
 
     def since(self, at: float) -> list[tuple[float, str, int, float]]:
-        """(start, kind, packets, seconds) of each flush that started at ``at`` or later."""
+        """(start, kind, packets, seconds) of each flush, and (start, "gc", generation,
+        seconds) of each collection, that started at ``at`` or later."""
         return [entry for entry in self.entries if entry[0] >= at]
 
 
