@@ -39,12 +39,16 @@ QUICK = {
         viewers=[0, 10, 20],
         window=4.0,
         latency_at=(1, 20),
-        trace_seconds=2.0,
+        trace_keyframe_intervals=1,
         decoded_joins=2,
         live_joins=3,
     ),
     "janus": runner.Plan(
-        viewers=[0, 10, 20], window=4.0, latency_at=(1, 20), trace_seconds=2.0, decoded_joins=2
+        viewers=[0, 10, 20],
+        window=4.0,
+        latency_at=(1, 20),
+        trace_keyframe_intervals=1,
+        decoded_joins=2,
     ),
     "mediarelay": runner.Plan(viewers=[0, 1, 2], window=4.0, decoded_joins=2),
 }

@@ -132,6 +132,7 @@ class Latency:
     """Publisher sends a packet → a viewer receives the same packet, over all viewers."""
 
     viewers: int
+    seconds: float  # how long it was traced
     samples: int
     p50_ms: float | None
     p95_ms: float | None
@@ -143,12 +144,14 @@ class Latency:
     def of(
         cls,
         viewers: int,
+        seconds: float,
         delays_ms: list[float],
         fanout: list[Fanout] | None = None,
         gc: Pauses | None = None,
     ) -> Latency:
         return cls(
             viewers=viewers,
+            seconds=seconds,
             samples=len(delays_ms),
             p50_ms=percentile(delays_ms, 50),
             p95_ms=percentile(delays_ms, 95),

@@ -250,14 +250,16 @@ def render(
         lines += [
             "",
             "Forwarding latency: the publisher sends a packet → a viewer has received and "
-            "decrypted the same packet, over every viewer and packet of a few seconds.",
+            "decrypted the same packet, over every viewer and video packet of a trace that "
+            "spans whole keyframe intervals of the source.",
             "",
-            "| server | viewers | packets | p50 | p95 | p99 |",
-            "|---|---:|---:|---:|---:|---:|",
+            "| server | viewers | traced | packets | p50 | p95 | p99 |",
+            "|---|---:|---:|---:|---:|---:|---:|",
         ]
         for result, latency in latencies:
             lines.append(
-                f"| {LABELS[result.name]} | {latency.viewers} | {latency.samples} "
+                f"| {LABELS[result.name]} | {latency.viewers} | {latency.seconds:.0f} s "
+                f"| {latency.samples} "
                 f"| {_number(latency.p50_ms, '.2f')} ms | {_number(latency.p95_ms, '.2f')} ms "
                 f"| {_number(latency.p99_ms, '.2f')} ms |"
             )

@@ -40,7 +40,9 @@ class Plan:
     viewers: list[int]
     window: float
     latency_at: tuple[int, ...] = ()
-    trace_seconds: float = 3.0
+    # The latency is traced over whole keyframe intervals of the source, so that every trace
+    # holds the same number of keyframes (the largest fan-outs, where the p99 lands).
+    trace_keyframe_intervals: int = 3
     # Decoding viewers joining one at a time (after the N = 0 point), a random 0 to
     # ``decoded_join_spacing`` seconds apart (the source's keyframe interval).
     decoded_joins: int = 0
@@ -348,7 +350,7 @@ def _latency(
         (at - sent[key]) * 1000 for viewer in arrivals for key, at in viewer.items() if key in sent
     ]
     if fanout_url is None:
-        return Latency.of(n, delays_ms)
+        return Latency.of(n, seconds, delays_ms)
     # the server's batches forwarded and garbage collections since the trace started
     # (see ``bench.server.FanoutLog``)
     log = http.post_json_blocking(fanout_url, {"since": started})
@@ -357,7 +359,7 @@ def _latency(
         for kind in ("audio", "video")
     ]
     pauses = Pauses.of([(generation, seconds) for _, k, generation, seconds in log if k == "gc"])
-    return Latency.of(n, delays_ms, fanout, pauses)
+    return Latency.of(n, seconds, delays_ms, fanout, pauses)
 
 
 def run_server(
@@ -384,7 +386,8 @@ def run_server(
                 grown = load.grow(n)
                 if n in plan.latency_at:
                     fanout_url = f"{url}/fanout" if name == "onair" else None
-                    latency = _latency(n, load, publisher, plan.trace_seconds, fanout_url)
+                    seconds = plan.trace_keyframe_intervals * spec.keyframe_seconds
+                    latency = _latency(n, load, publisher, seconds, fanout_url)
                     result.latency.append(latency)
                     progress(
                         f"[{name} {step}/{len(audiences)}] N={n:>3}: forwarding latency "
