@@ -126,6 +126,16 @@ class Pauses:
             max_ms=max((seconds * 1000 for _, seconds in collections), default=None),
         )
 
+    def describe(self) -> str:
+        """What ran, in words (the runner's progress lines and the report)."""
+        if not self.count:
+            return "no garbage collection ran"
+        return (
+            f"{self.count} garbage collection{'' if self.count == 1 else 's'} ran "
+            f"({self.full} full), {self.total_ms:.1f} ms in all, the longest "
+            f"{self.max_ms or 0:.2f} ms"
+        )
+
 
 @dataclass
 class Latency:

@@ -285,16 +285,10 @@ def render(
                 pauses = latency.gc
                 if pauses is None:
                     continue
-                during = (
-                    f"in {LABELS[result.name]}'s server while the latency at "
-                    f"{latency.viewers} viewer{'' if latency.viewers == 1 else 's'} was traced"
-                )
                 lines.append(
-                    f"\nGarbage collections {during}: {pauses.count} ({pauses.full} full), "
-                    f"{pauses.total_ms:.1f} ms in all, the longest "
-                    f"{_number(pauses.max_ms, '.2f')} ms."
-                    if pauses.count
-                    else f"\nNo garbage collection ran {during}."
+                    f"\nWhile the latency at {latency.viewers} "
+                    f"viewer{'' if latency.viewers == 1 else 's'} was traced, "
+                    f"{pauses.describe()} in {LABELS[result.name]}'s server."
                 )
     if signaling is not None:
         per_core = signaling.joins_per_core_second

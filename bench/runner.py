@@ -402,11 +402,7 @@ def run_server(
                             f"to {fanout.packets_max} packets)"
                         )
                     if latency.gc is not None:
-                        progress(
-                            f"[{name}] N={n:>3}: {latency.gc.count} garbage collections "
-                            f"({latency.gc.full} full), {latency.gc.total_ms:.1f} ms in all, "
-                            f"longest {latency.gc.max_ms or 0:.2f} ms"
-                        )
+                        progress(f"[{name}] N={n:>3}: {latency.gc.describe()}")
                 if n not in plan.viewers:
                     continue
                 point = _point(n, server_pid, load, publisher, plan, grown["joins"])

@@ -59,7 +59,7 @@ class FanoutLog:
         clock = time.monotonic
 
         def timed_flush(producer: Any) -> None:
-            packets = len(producer._batch.packets)
+            packets = producer.held_packets
             started = clock()
             flush(producer)
             if packets:

@@ -180,6 +180,11 @@ class Producer:
         aiortc_adapter.tap_receiver(receiver, self._on_rtp, decode=False)
 
     @property
+    def held_packets(self) -> int:
+        """How many received packets wait for the next ``flush``."""
+        return len(self._batch.packets)
+
+    @property
     def mime_type(self) -> str:
         return self.codec.mimeType
 

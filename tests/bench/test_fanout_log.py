@@ -3,6 +3,7 @@
 import gc
 from types import SimpleNamespace
 
+from bench.measure import Pauses
 from bench.server import FanoutLog
 
 
@@ -11,11 +12,11 @@ def test_batches_are_timed_with_their_track_and_size_and_empty_flushes_are_left_
     flushed: list[int] = []
 
     def flush(producer: SimpleNamespace) -> None:
-        flushed.append(len(producer._batch.packets))
-        producer._batch.packets.clear()
+        flushed.append(producer.held_packets)
+        producer.held_packets = 0
 
     timed = log.wrap(flush)
-    video = SimpleNamespace(kind="video", _batch=SimpleNamespace(packets=[1, 2, 3]))
+    video = SimpleNamespace(kind="video", held_packets=3)
     timed(video)
     timed(video)  # nothing left to forward
     assert flushed == [3, 0]
@@ -33,3 +34,11 @@ def test_garbage_collections_are_logged_with_their_generation() -> None:
     finally:
         gc.callbacks.remove(callback)
     assert ("gc", 2) in [(kind, generation) for _, kind, generation, _ in log.since(0.0)]
+
+
+def test_garbage_collections_are_described_for_the_progress_and_the_report() -> None:
+    assert Pauses.of([]).describe() == "no garbage collection ran"
+    assert Pauses.of([(2, 0.05), (0, 0.001)]).describe() == (
+        "2 garbage collections ran (1 full), 51.0 ms in all, the longest 50.00 ms"
+    )
+    assert Pauses.of([(0, 0.002)]).describe().startswith("1 garbage collection ran (0 full)")

@@ -1092,6 +1092,7 @@ async def test_a_video_frame_waits_for_its_last_packet_and_leaves_with_it_in_one
     assert await _until(lambda: producer.packets_received == received + 3)
     await asyncio.sleep(0.05)  # turns of the event loop go by: the frame's start waits
     assert spy.sent == []
+    assert producer.held_packets == 3
     assert len(await relay.forwarded("video", 1)) == 1  # the first packet only
 
     relay.publish("video", frame[3:])
@@ -1109,6 +1110,7 @@ async def test_a_video_frame_waits_for_its_last_packet_and_leaves_with_it_in_one
     assert sizes[3] < sizes[0]
     assert relay.consumers["video"].packets_sent == 1 + len(frame)
     assert producer._hold_timer is None
+    assert producer.held_packets == 0
 
 
 async def test_a_frame_whose_last_packet_never_comes_leaves_after_frame_hold_seconds(
