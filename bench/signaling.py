@@ -16,7 +16,6 @@ from __future__ import annotations
 import asyncio
 import json
 import os
-import secrets
 import subprocess
 import sys
 import tempfile
@@ -28,6 +27,7 @@ from typing import Any
 from bench import host
 from bench.measure import SignalingResult, percentile
 from bench.runner import _wait_for_port, free_port
+from onair.environment import app_environment
 
 REPO = Path(__file__).resolve().parent.parent
 SLUG = "demo"
@@ -36,22 +36,6 @@ GO_LIVE = (
     "from broadcast.models import Stream; from broadcast.services import stream_go_live; "
     f"stream_go_live(stream=Stream.objects.get(slug={SLUG!r}))"
 )
-
-
-def _environment(folder: Path) -> dict[str, str]:
-    env = {
-        key: value
-        for key, value in os.environ.items()
-        if key not in {"DATABASE_URL", "REDIS_URL", "DJANGO_SETTINGS_MODULE"}
-    }
-    env.update(
-        DJANGO_SETTINGS_MODULE="onair.settings.local",
-        DATABASE_URL=f"sqlite:///{folder / 'db.sqlite3'}",
-        DJANGO_SECRET_KEY=secrets.token_urlsafe(40),
-        DJANGO_DEBUG="0",
-        PYTHONUNBUFFERED="1",
-    )
-    return env
 
 
 def _manage(env: dict[str, str], *args: str) -> None:
@@ -116,7 +100,7 @@ def measure(clients: int, seconds: float, progress: Callable[[str], None]) -> Si
     server_core, load_core = host.cores()
     with tempfile.TemporaryDirectory(prefix="bench-signaling-") as name:
         folder = Path(name)
-        env = _environment(folder)
+        env = app_environment(database_url=f"sqlite:///{folder / 'db.sqlite3'}")
         _manage(env, "migrate", "--noinput", "-v0")
         _manage(env, "onair_demo")
         _manage(env, "shell", "-c", GO_LIVE)

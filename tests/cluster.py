@@ -19,8 +19,8 @@ import psycopg
 import pytest
 import redis
 
+from onair.environment import app_environment
 from signaling.sfu_registry import WorkerInfo
-from tests.environment import app_environment
 
 ROOT = Path(__file__).resolve().parents[1]
 POSTGRES_URL = os.environ.get("TEST_POSTGRES_URL", "postgres://postgres@127.0.0.1:5432/postgres")

@@ -1,4 +1,5 @@
-"""The environment of an OnAir process a test starts (daphne, runsfu, manage.py)."""
+"""The environment of an OnAir process that tests or the bench start (daphne, runsfu,
+manage.py). Django-free: the bench and the tests import it before any settings exist."""
 
 from __future__ import annotations
 
