@@ -127,11 +127,11 @@ class Pauses:
         )
 
     def describe(self) -> str:
-        """What ran, in words (the runner's progress lines and the report)."""
+        """What the server ran, in words (the runner's progress lines and the report)."""
         if not self.count:
-            return "no garbage collection ran"
+            return "ran no garbage collection"
         return (
-            f"{self.count} garbage collection{'' if self.count == 1 else 's'} ran "
+            f"ran {self.count} garbage collection{'' if self.count == 1 else 's'} "
             f"({self.full} full), {self.total_ms:.1f} ms in all, the longest "
             f"{self.max_ms or 0:.2f} ms"
         )

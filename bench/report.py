@@ -288,7 +288,7 @@ def render(
                 lines.append(
                     f"\nWhile the latency at {latency.viewers} "
                     f"viewer{'' if latency.viewers == 1 else 's'} was traced, "
-                    f"{pauses.describe()} in {LABELS[result.name]}'s server."
+                    f"{LABELS[result.name]}'s server {pauses.describe()}."
                 )
     if signaling is not None:
         per_core = signaling.joins_per_core_second

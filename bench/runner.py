@@ -402,7 +402,7 @@ def run_server(
                             f"to {fanout.packets_max} packets)"
                         )
                     if latency.gc is not None:
-                        progress(f"[{name}] N={n:>3}: {latency.gc.describe()}")
+                        progress(f"[{name}] N={n:>3}: the server {latency.gc.describe()}")
                 if n not in plan.viewers:
                     continue
                 point = _point(n, server_pid, load, publisher, plan, grown["joins"])

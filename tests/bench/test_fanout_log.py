@@ -37,8 +37,8 @@ def test_garbage_collections_are_logged_with_their_generation() -> None:
 
 
 def test_garbage_collections_are_described_for_the_progress_and_the_report() -> None:
-    assert Pauses.of([]).describe() == "no garbage collection ran"
+    assert Pauses.of([]).describe() == "ran no garbage collection"
     assert Pauses.of([(2, 0.05), (0, 0.001)]).describe() == (
-        "2 garbage collections ran (1 full), 51.0 ms in all, the longest 50.00 ms"
+        "ran 2 garbage collections (1 full), 51.0 ms in all, the longest 50.00 ms"
     )
-    assert Pauses.of([(0, 0.002)]).describe().startswith("1 garbage collection ran (0 full)")
+    assert Pauses.of([(0, 0.002)]).describe().startswith("ran 1 garbage collection (0 full)")
