@@ -1,0 +1,83 @@
+"""The upkeep of viewers the C loop forwards (their counters into the sender reports, their
+connection checked) never holds up a batch, nor the packets behind it: it runs after the
+batch that found it due, a slice of viewers per turn of the event loop. Real aiortc peers."""
+
+import asyncio
+from collections import Counter
+
+import pytest
+
+from sfu import Router, native
+from sfu import producer as producer_module
+from sfu.aiortc_adapter import sender_report_state
+from sfu.consumer import Consumer
+from sfu.producer import Producer
+from sfu.testing import TestClients, wait_until
+
+pytestmark = pytest.mark.skipif(
+    not native.available(),
+    reason="the C loop is off (ONAIR_NATIVE_FORWARDING=0) or not built (make native)",
+)
+
+VIEWERS = 5
+SLICE = 2
+
+
+async def test_upkeep_runs_after_the_batch_a_slice_of_viewers_per_turn(
+    router: Router, clients: TestClients, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    monkeypatch.setattr(producer_module, "NATIVE_UPKEEP_SLICE", SLICE)
+    monkeypatch.setattr(producer_module, "NATIVE_UPKEEP_SECONDS", 0.05)
+    loop = asyncio.get_running_loop()
+    turn = 0
+    ticking = True
+    flushing = False
+    upkept: list[tuple[int, str, str, bool]] = []  # turn, kind, consumer, inside a flush
+
+    def tick() -> None:  # one call per turn of the event loop
+        nonlocal turn
+        turn += 1
+        if ticking:
+            loop.call_soon(tick)
+
+    flush = Producer.flush
+
+    def timed_flush(self: Producer) -> None:
+        nonlocal flushing
+        flushing = True
+        try:
+            flush(self)
+        finally:
+            flushing = False
+
+    upkeep = Consumer.native_upkeep
+
+    def recorded_upkeep(self: Consumer) -> None:
+        upkept.append((turn, self.kind, self.id, flushing))
+        upkeep(self)
+
+    monkeypatch.setattr(Producer, "flush", timed_flush)
+    monkeypatch.setattr(Consumer, "native_upkeep", recorded_upkeep)
+
+    await clients.publish(router)
+    for _ in range(VIEWERS):
+        await clients.subscribe(router, decode=False)
+    consumers = [c for v in router.viewers for c in v.consumers]
+    assert len(consumers) == 2 * VIEWERS
+    assert await wait_until(lambda: all(c._native is not None for c in consumers), within=15)
+    upkept.clear()
+    loop.call_soon(tick)
+    await asyncio.sleep(0.5)
+    ticking = False
+
+    assert upkept
+    assert not [u for u in upkept if u[3]], "upkeep ran inside a batch's flush"
+    for kind in ("audio", "video"):
+        ids = {c.id for c in consumers if c.kind == kind}
+        of_kind = [(t, consumer) for t, k, consumer, _ in upkept if k == kind]
+        assert {consumer for _, consumer in of_kind} == ids
+        per_turn = Counter(t for t, _ in of_kind)
+        assert max(per_turn.values()) == SLICE  # never every viewer in one turn
+    # what the C loop sent reached the sender reports through the upkeep (nothing here read
+    # a consumer's counters, which would take them too); the Python loop sent the first only
+    assert min(sender_report_state(c.sender)[3] for c in consumers) >= 10
