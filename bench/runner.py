@@ -355,10 +355,10 @@ def _latency(
     # (see ``bench.server.FanoutLog``)
     log = http.post_json_blocking(fanout_url, {"since": started})
     fanout = [
-        Fanout.of(kind, [(packets, seconds) for _, k, packets, seconds in log if k == kind])
+        Fanout.of(kind, [(packets, took) for _, k, packets, took in log if k == kind])
         for kind in ("audio", "video")
     ]
-    pauses = Pauses.of([(generation, seconds) for _, k, generation, seconds in log if k == "gc"])
+    pauses = Pauses.of([(generation, took) for _, k, generation, took in log if k == "gc"])
     return Latency.of(n, seconds, delays_ms, fanout, pauses)
 
 

@@ -50,6 +50,9 @@ logger = logging.getLogger(__name__)
 
 CLOSE_WAIT_SECONDS = 10.0  # for close_all: the work the routers' closing set off
 
+# A listener of SFU events: what it returns, if anything, runs as one of the gateway's tasks.
+EventListener = Callable[[SfuEvent], Coroutine[Any, Any, None] | None]
+
 DEFAULT_GRACE_SECONDS = 10.0
 
 
@@ -91,7 +94,7 @@ class SfuGateway:
         self._registry: RouterRegistry | None = None
         self._loop: asyncio.AbstractEventLoop | None = None
         self._tasks: set[asyncio.Task[Any]] = set()
-        self._listeners: list[Callable[[SfuEvent], Coroutine[Any, Any, None] | None]] = []
+        self._listeners: list[EventListener] = []
 
     # --- lifecycle ---------------------------------------------------------------------
 
@@ -125,7 +128,7 @@ class SfuGateway:
     def router(self, stream: Stream) -> Router | None:
         return self._routers().get(str(stream.pk))
 
-    def add_listener(self, handler: Callable[[SfuEvent], Coroutine[Any, Any, None] | None]) -> None:
+    def add_listener(self, handler: EventListener) -> None:
         """Also pass every SFU event to ``handler`` (e.g. WHIP/WHEP sessions ending). What it
         returns, if anything, runs as one of the gateway's tasks."""
         self._listeners.append(handler)
