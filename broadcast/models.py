@@ -38,6 +38,11 @@ class Stream(models.Model):
     ended_at = models.DateTimeField(null=True, blank=True)
     viewer_count = models.PositiveIntegerField(default=0)
     peak_viewer_count = models.PositiveIntegerField(default=0)
+    # The key the current broadcast's publisher was let in with; null when the owner's
+    # login did (or nobody publishes). Revoking that key ends the broadcast.
+    publisher_key = models.ForeignKey(
+        "StreamKey", null=True, blank=True, on_delete=models.SET_NULL, related_name="+"
+    )
 
     class Meta:
         ordering = ["-created_at", "-id"]

@@ -85,3 +85,7 @@ def stream_get_by_key(*, secret: str) -> Stream:
 
 def stream_key_active(*, stream: Stream) -> StreamKey | None:
     return StreamKey.objects.filter(stream=stream, revoked_at__isnull=True).first()
+
+
+def stream_key_is_active(*, key_id: int) -> bool:
+    return StreamKey.objects.filter(pk=key_id, revoked_at__isnull=True).exists()

@@ -15,8 +15,8 @@ from django.utils import timezone
 from django.utils.text import slugify
 
 from broadcast.models import Stream, StreamKey
-from broadcast.signals import stream_state_changed
-from onair.exceptions import ConflictError, InvalidInputError
+from broadcast.signals import stream_key_revoked, stream_state_changed
+from onair.exceptions import ConflictError, InvalidInputError, NotAuthenticatedError
 
 logger = logging.getLogger("onair.broadcast")
 
@@ -24,6 +24,7 @@ KEY_SECRET_PREFIX = "sk_"
 KEY_SECRET_MIN_LENGTH = 32
 _KEY_DISPLAY_LENGTH = 8
 _SLUG_MAX_LENGTH = 50
+_KEY_REVOKED_MESSAGE = "The stream key was revoked or replaced; publish with the new key."
 
 
 @dataclass(frozen=True)
@@ -168,6 +169,7 @@ def stream_end(*, stream: Stream) -> Stream:
     locked.state = Stream.State.ENDED
     locked.ended_at = timezone.now()
     locked.viewer_count = 0
+    locked.publisher_key = None
     return _stream_set_state(stream=stream, locked=locked, previous=Stream.State.LIVE)
 
 
@@ -189,10 +191,21 @@ def stream_restart(*, stream: Stream) -> Stream:
 
 
 @transaction.atomic
-def stream_begin(*, stream: Stream) -> Stream:
+def stream_begin(*, stream: Stream, key_id: int | None = None) -> Stream:
     """A publisher started sending: idle → live, or ended → live as a new broadcast (what a
-    broadcaster pressing "Start streaming" in OBS again expects). Already live: unchanged."""
+    broadcaster pressing "Start streaming" in OBS again expects). Already live: unchanged.
+
+    ``key_id``: the key that let the publisher in (``None``: the owner's login). Revoking
+    that key ends the broadcast; a key revoked meanwhile is refused (``key_revoked``).
+    """
     locked = _stream_locked(stream)
+    if (
+        key_id is not None
+        and not StreamKey.objects.filter(pk=key_id, stream=stream, revoked_at__isnull=True).exists()
+    ):
+        raise NotAuthenticatedError(_KEY_REVOKED_MESSAGE, code="key_revoked")
+    Stream.objects.filter(pk=stream.pk).update(publisher_key_id=key_id)
+    stream.publisher_key_id = key_id
     if locked.state == Stream.State.LIVE:
         return stream
     if locked.state == Stream.State.ENDED:
@@ -200,39 +213,61 @@ def stream_begin(*, stream: Stream) -> Stream:
     return stream_go_live(stream=stream)
 
 
+def _keys_revoke(*, stream: Stream, keys: list[StreamKey]) -> None:
+    """Revoke ``keys`` (the stream is locked): every session they authorized ends. A
+    broadcast whose publisher came in with one of them ends here; studios and WHIP sessions
+    hear it through ``stream_key_revoked`` once the transaction commits."""
+    now = timezone.now()
+    for key in keys:
+        key.revoked_at = now
+        key.save(update_fields=["revoked_at"])
+        stream_key_revoked.send(sender=StreamKey, stream=stream, key=key)
+    locked = Stream.objects.get(pk=stream.pk)
+    if locked.is_live and locked.publisher_key_id in {key.pk for key in keys}:
+        logger.info("stream_key_revoked slug=%s: ending its broadcast", stream.slug)
+        stream_end(stream=stream)
+
+
 @transaction.atomic
 def stream_key_rotate(*, stream: Stream, secret: str | None = None) -> IssuedKey:
-    """Revoke the active key (if any) and issue a new one.
+    """Revoke the active key (if any), ending the sessions it authorized, and issue a new
+    one.
 
     ``secret`` supplies the new key's secret instead of a random one (the demo command
     uses a key derived from ``SECRET_KEY``); it must be at least 32 characters.
     """
     _stream_locked(stream)
-    StreamKey.objects.filter(stream=stream, revoked_at__isnull=True).update(
-        revoked_at=timezone.now()
+    _keys_revoke(
+        stream=stream,
+        keys=list(StreamKey.objects.filter(stream=stream, revoked_at__isnull=True)),
     )
     return _key_issue(stream=stream, secret=secret)
 
 
 @transaction.atomic
 def stream_key_revoke(*, stream: Stream) -> StreamKey:
-    """Revoke the active key: nobody can publish until a new key is issued."""
+    """Revoke the active key: nobody can publish until a new key is issued, and every
+    session it authorized ends."""
     _stream_locked(stream)
     key = StreamKey.objects.filter(stream=stream, revoked_at__isnull=True).first()
     if key is None:
         raise ConflictError("This stream has no active key to revoke.", code="no_active_key")
-    key.revoked_at = timezone.now()
-    key.save(update_fields=["revoked_at"])
+    _keys_revoke(stream=stream, keys=[key])
     return key
+
+
+def stream_key_match(*, stream: Stream, secret: str) -> StreamKey | None:
+    """The stream's active key whose secret is ``secret`` (constant-time comparison)."""
+    candidate = StreamKey.digest_of(secret)
+    for key in StreamKey.objects.filter(stream=stream, revoked_at__isnull=True):
+        if hmac.compare_digest(candidate, key.digest):
+            return key
+    return None
 
 
 def stream_key_verify(*, stream: Stream, secret: str) -> bool:
     """Whether ``secret`` is the stream's active key (constant-time comparison)."""
-    digests = StreamKey.objects.filter(stream=stream, revoked_at__isnull=True).values_list(
-        "digest", flat=True
-    )
-    candidate = StreamKey.digest_of(secret)
-    return any(hmac.compare_digest(candidate, digest) for digest in digests)
+    return stream_key_match(stream=stream, secret=secret) is not None
 
 
 def stream_viewer_count_change(*, stream: Stream, delta: int) -> Stream:

@@ -4,3 +4,7 @@ from django.dispatch import Signal
 
 # Sent inside the transaction that changed ``stream.state``; kwargs: ``stream``, ``previous``.
 stream_state_changed = Signal()
+
+# Sent inside the transaction that revoked ``key`` (revoke, or rotate); kwargs: ``stream``,
+# ``key``. Receivers end every session the key authorized (studios, WHIP), on commit.
+stream_key_revoked = Signal()

@@ -9,6 +9,7 @@ other sessions.
 
 from __future__ import annotations
 
+import contextlib
 import json
 import logging
 import time
@@ -21,8 +22,8 @@ from django.contrib.auth.models import AnonymousUser, User
 
 from broadcast.models import Stream
 from broadcast.selectors import stream_get_visible
-from broadcast.services import stream_begin, stream_end, stream_key_verify
-from onair.exceptions import ApplicationError, NotFoundError
+from broadcast.services import stream_begin, stream_end, stream_key_match
+from onair.exceptions import ApplicationError, ConflictError, NotFoundError
 from sfu import IceCandidate
 from signaling.ice import PeerRole, client_ice_fields
 from signaling.messages import (
@@ -49,6 +50,7 @@ logger = logging.getLogger(__name__)
 
 CLOSE_NOT_FOUND = 4404
 CLOSE_FORBIDDEN = 4403
+CLOSE_KEY_REVOKED = 4001  # 4000-4099: the page does not reconnect (the key will not work)
 _RATE_PER_SECOND = 20.0
 _RATE_BURST = 60.0
 
@@ -189,6 +191,9 @@ class _StreamConsumer(AsyncWebsocketConsumer):
     async def sfu_worker_gone(self, event: dict[str, Any]) -> None:
         pass
 
+    async def stream_key_revoked(self, event: dict[str, Any]) -> None:
+        pass
+
 
 class StudioConsumer(_StreamConsumer):
     """``/ws/studio/<slug>/``: the broadcaster. The owner (or staff) is authorized by
@@ -198,7 +203,11 @@ class StudioConsumer(_StreamConsumer):
     allowed_types = STUDIO_TYPES
 
     async def load_stream(self, slug: str) -> Stream:
-        stream, self.authorized = await _studio_stream(slug=slug, user=self.user)
+        stream, self.by_login = await _studio_stream(slug=slug, user=self.user)
+        self.authorized = self.by_login
+        # The key that let this client in; ``None`` for the owner's (or staff's) login, which
+        # a key's revocation does not end.
+        self.key_id: int | None = None
         self.publisher_session_id: str | None = None
         return stream
 
@@ -216,10 +225,12 @@ class StudioConsumer(_StreamConsumer):
     async def handle(self, message: Message) -> None:
         assert self.stream is not None
         if isinstance(message, Auth):
-            self.authorized = await database_sync_to_async(stream_key_verify)(
+            key = await database_sync_to_async(stream_key_match)(
                 stream=self.stream, secret=message.key
             )
-            if not self.authorized:
+            self.key_id = key.pk if key is not None else None
+            self.authorized = self.by_login or key is not None
+            if key is None:
                 await self.send_error("forbidden", "That stream key is wrong or was revoked.")
             else:
                 await self.send_json("state", stream=stream_payload(self.stream))
@@ -245,9 +256,37 @@ class StudioConsumer(_StreamConsumer):
         stream = await self.refresh_stream()
         result = await gateway.publish(stream=stream, offer_sdp=offer_sdp)
         self.publisher_session_id = result.session_id
+        try:
+            # Going live again after an end starts a new broadcast.
+            await database_sync_to_async(stream_begin)(
+                stream=stream, key_id=None if self.by_login else self.key_id
+            )
+        except ApplicationError:
+            # The key was revoked while the offer was being answered: no broadcast with it.
+            await self.stop_publishing()
+            raise
         await self.send_json("answer", sdp=result.answer_sdp)
-        # Going live again after an end starts a new broadcast.
-        await database_sync_to_async(stream_begin)(stream=stream)
+
+    async def stop_publishing(self) -> None:
+        """End this client's broadcast: the SFU's publisher and viewers, and the state."""
+        assert self.stream is not None
+        self.publisher_session_id = None
+        await gateway.close_router(stream_id=self.stream.pk)
+        stream = await self.refresh_stream()
+        if stream.is_live:
+            with contextlib.suppress(ConflictError):  # ended meanwhile
+                await database_sync_to_async(stream_end)(stream=stream)
+
+    async def stream_key_revoked(self, event: dict[str, Any]) -> None:
+        """A key was revoked or replaced: a client it let in is let go, at once. (The
+        broadcast it published was ended by the service that revoked the key.)"""
+        if self.by_login or self.key_id is None or self.key_id != event["key_id"]:
+            return
+        self.authorized = False
+        self.key_id = None
+        self.publisher_session_id = None
+        await self.send_error("key_revoked", "The stream key was revoked or replaced.")
+        await self.close(code=CLOSE_KEY_REVOKED)
 
     async def sfu_worker_gone(self, event: dict[str, Any]) -> None:
         """Cluster mode: the SFU worker holding this publisher died. The page publishes

@@ -37,6 +37,7 @@ class HttpSession:
     etag: str
     remote_ufrag: str | None
     viewer_record_id: int | None = None  # a WHEP viewer's ViewerSession, while counted
+    key_id: int | None = None  # the stream key a WHIP publisher was let in with
 
     @property
     def path(self) -> str:

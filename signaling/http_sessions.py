@@ -29,8 +29,10 @@ from django.contrib.auth.models import AnonymousUser, User
 from rest_framework.authtoken.models import Token
 
 from broadcast.models import Stream
-from broadcast.services import stream_begin, stream_end, stream_key_verify
+from broadcast.selectors import stream_key_is_active
+from broadcast.services import stream_begin, stream_end, stream_key_match, stream_key_verify
 from onair.exceptions import (
+    ApplicationError,
     ConflictError,
     InvalidInputError,
     NotAuthenticatedError,
@@ -61,17 +63,18 @@ _starting: set[int] = set()  # streams with a WHIP publish under way
 
 
 @database_sync_to_async
-def whip_stream_get(*, slug: str, bearer: str | None) -> Stream:
-    """The stream ``bearer`` (its stream key) may publish to."""
+def whip_stream_get(*, slug: str, bearer: str | None) -> tuple[Stream, int]:
+    """The stream ``bearer`` (its stream key) may publish to, and that key's id."""
     stream = Stream.objects.filter(slug=slug).first()
     if stream is None:
         raise NotFoundError("No such stream.")
-    if not bearer or not stream_key_verify(stream=stream, secret=bearer):
+    key = stream_key_match(stream=stream, secret=bearer) if bearer else None
+    if key is None:
         raise NotAuthenticatedError(
             "Send this stream's key as a bearer token: Authorization: Bearer <stream key>.",
             code="bad_stream_key",
         )
-    return stream
+    return stream, key.pk
 
 
 @database_sync_to_async
@@ -103,9 +106,10 @@ def _may_manage(user: User | AnonymousUser, stream: Stream) -> bool:
 # --- creating sessions -----------------------------------------------------------------------
 
 
-async def whip_session_start(*, stream: Stream, offer_sdp: str) -> HttpSession:
+async def whip_session_start(*, stream: Stream, offer_sdp: str, key_id: int) -> HttpSession:
     """Publish the offer into the stream's router and go live, as the studio does (an ended
-    stream starts a new broadcast).
+    stream starts a new broadcast). ``key_id``: the key that let the client in; revoking it
+    ends the session.
 
     Refused while another publisher (WHIP or studio) is connected or connecting; one that
     lost its connection and waits out its grace period is replaced, so a client that
@@ -128,8 +132,14 @@ async def whip_session_start(*, stream: Stream, offer_sdp: str) -> HttpSession:
         sfu_id=result.session_id,
         answer_sdp=result.answer_sdp,
         offer_sdp=offer_sdp,
+        key_id=key_id,
     )
-    await database_sync_to_async(stream_begin)(stream=stream)
+    try:
+        await database_sync_to_async(stream_begin)(stream=stream, key_id=key_id)
+    except ApplicationError:
+        # The key was revoked while the offer was being answered: no broadcast with it.
+        await http_session_end(session=session)
+        raise
     return session
 
 
@@ -169,6 +179,7 @@ async def _register(
     answer_sdp: str,
     offer_sdp: str,
     viewer_record_id: int | None = None,
+    key_id: int | None = None,
 ) -> HttpSession:
     session = HttpSession(
         token=secrets.token_urlsafe(TOKEN_BYTES),
@@ -180,6 +191,7 @@ async def _register(
         etag=_new_etag(),
         remote_ufrag=_ice_ufrag(offer_sdp),
         viewer_record_id=viewer_record_id,
+        key_id=key_id,
     )
     await session_store.put(session)
     logger.info("%s session started", kind.value, extra={"stream": stream.slug})
@@ -195,6 +207,14 @@ async def http_session_get(*, kind: SessionKind, slug: str, token: str) -> HttpS
     session = await session_store.get(token)
     if session is None or session.kind is not kind or session.slug != slug:
         raise NotFoundError("No such session: it ended, or never existed.")
+    if session.key_id is not None and not await database_sync_to_async(stream_key_is_active)(
+        key_id=session.key_id
+    ):
+        # Its broadcast was ended with the key; the record may not be forgotten yet.
+        raise NotAuthenticatedError(
+            "The stream key this session was started with was revoked; it is over.",
+            code="key_revoked",
+        )
     return session
 
 

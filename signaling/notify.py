@@ -14,8 +14,8 @@ from channels.layers import get_channel_layer
 from django.db import transaction
 from django.dispatch import receiver
 
-from broadcast.models import Stream
-from broadcast.signals import stream_state_changed
+from broadcast.models import Stream, StreamKey
+from broadcast.signals import stream_key_revoked, stream_state_changed
 from signaling.sfu_gateway import gateway, stream_group
 
 
@@ -63,3 +63,12 @@ def _after_state_commit(stream_id: int) -> None:
         # Ended from anywhere (studio, REST API, admin, grace timeout): stop the media too.
         gateway.close_router_soon(stream_id=stream_id)
     async_to_sync(announce_state)(stream)
+
+
+@receiver(stream_key_revoked, sender=StreamKey, dispatch_uid="signaling-key-revoked")
+def _key_revoked(sender: type[StreamKey], stream: Stream, key: StreamKey, **kwargs: Any) -> None:
+    # Every studio the key let in, in any process, closes (the broadcast itself, if the key
+    # let its publisher in, was ended by the service; WHIP sessions check their key).
+    message = {"type": "stream.key_revoked", "key_id": key.pk}
+    stream_id = stream.pk
+    transaction.on_commit(lambda: async_to_sync(_send)(stream_id, message))

@@ -58,8 +58,10 @@ Handler = Callable[[], Awaitable[HttpResponse]]
 @csrf_exempt
 async def whip_endpoint(request: HttpRequest, slug: str) -> HttpResponse:
     async def post() -> HttpResponse:
-        stream = await whip_stream_get(slug=slug, bearer=_bearer(request))
-        session = await whip_session_start(stream=stream, offer_sdp=_body(request, SDP))
+        stream, key_id = await whip_stream_get(slug=slug, bearer=_bearer(request))
+        session = await whip_session_start(
+            stream=stream, offer_sdp=_body(request, SDP), key_id=key_id
+        )
         return _created(session)
 
     return await _dispatch(request, ENDPOINT_METHODS, {"POST": post}, accept_post=True)

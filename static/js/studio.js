@@ -263,7 +263,13 @@ signaling.on("viewers", (msg) => {
 });
 signaling.on("error", (msg) => {
   showError(`${msg.message} (${msg.code})`);
-  if (msg.code === "forbidden") state.key = "";
+  if (msg.code === "forbidden" || msg.code === "key_revoked") state.key = "";
+  if (msg.code === "key_revoked") {
+    // The key was revoked or replaced: the server ended this broadcast and closes the socket.
+    state.live = false;
+    closePeer();
+    $("key-form").hidden = false;
+  }
   if (["not_live", "forbidden", "bad_sdp", "sfu_error", "closing"].includes(msg.code) && !state.live) {
     closePeer();
     $("go-live").disabled = false;
@@ -364,7 +370,8 @@ $("key-form").addEventListener("submit", (event) => {
   event.preventDefault();
   showError("");
   state.key = $("stream-key").value.trim();
-  signaling.send("auth", { key: state.key });
+  // Closed after a revoked key: reconnect; the welcome sends the new key.
+  if (!signaling.send("auth", { key: state.key })) signaling.connect();
 });
 navigator.mediaDevices.addEventListener("devicechange", listDevices);
 setInterval(pollStats, 1000);

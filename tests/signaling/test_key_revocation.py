@@ -1,0 +1,171 @@
+"""Revoking or rotating a stream key ends every session it let in, at once: a studio
+WebSocket (publishing or not) and a WHIP session, with real aiortc peers on the real ASGI
+app. Sessions of the owner's login, and of the new key, carry on."""
+
+from __future__ import annotations
+
+from collections.abc import AsyncIterator
+
+import pytest
+from channels.db import database_sync_to_async
+from django.contrib.auth.models import AnonymousUser, User
+from django.test import AsyncClient
+
+from broadcast.models import Stream
+from broadcast.services import IssuedKey, stream_create, stream_key_revoke, stream_key_rotate
+from sfu.testing import TestPublisher, wait_until
+from signaling.consumers import CLOSE_KEY_REVOKED
+from signaling.sfu_gateway import gateway
+from tests.signaling.http_clients import WhipClient
+from tests.signaling.test_consumers import Socket, refreshed
+
+pytestmark = [pytest.mark.django_db(transaction=True), pytest.mark.timeout(120)]
+
+
+@pytest.fixture
+async def owner() -> User:
+    return await database_sync_to_async(User.objects.create_user)("owner", password="pw")
+
+
+@pytest.fixture
+async def parts(owner: User) -> tuple[Stream, IssuedKey]:
+    return await database_sync_to_async(stream_create)(owner=owner, title="Launch")
+
+
+@pytest.fixture
+async def peers() -> AsyncIterator[list[TestPublisher]]:
+    opened: list[TestPublisher] = []
+    yield opened
+    for peer in opened:
+        await peer.close()
+    await gateway.close_all()
+
+
+async def studio_with_key(stream: Stream, secret: str) -> Socket:
+    studio = Socket(f"/ws/studio/{stream.slug}/")
+    studio.comm.scope["user"] = AnonymousUser()
+    assert (await studio.open())["authorized"] is False
+    await studio.send({"type": "auth", "key": secret})
+    assert (await studio.expect("state"))["stream"]["slug"] == stream.slug
+    return studio
+
+
+async def publish(studio: Socket, peers: list[TestPublisher]) -> TestPublisher:
+    publisher = TestPublisher()
+    peers.append(publisher)
+    await studio.send({"type": "offer", "sdp": await publisher.create_offer()})
+    await publisher.accept_answer((await studio.expect("answer"))["sdp"])
+    return publisher
+
+
+async def expect_key_revoked_close(studio: Socket) -> None:
+    error = await studio.expect("error")
+    assert error["code"] == "key_revoked"
+    assert error["message"]
+    assert (await studio.comm.receive_output(timeout=10)) == {
+        "type": "websocket.close",
+        "code": CLOSE_KEY_REVOKED,
+    }
+
+
+@pytest.mark.parametrize("action", ["rotate", "revoke"])
+async def test_a_revoked_key_ends_the_studio_broadcast_it_let_in(
+    action: str, parts: tuple[Stream, IssuedKey], peers: list[TestPublisher]
+) -> None:
+    stream, issued = parts
+    studio = await studio_with_key(stream, issued.secret)
+    publisher = await publish(studio, peers)
+    assert await wait_until(lambda: publisher.pc.connectionState == "connected", 20)
+    assert (await refreshed(stream)).state == Stream.State.LIVE
+
+    revoke = stream_key_rotate if action == "rotate" else stream_key_revoke
+    await database_sync_to_async(revoke)(stream=stream)
+
+    await expect_key_revoked_close(studio)
+    assert (await refreshed(stream)).state == Stream.State.ENDED
+    # The publisher's peer is closed in the SFU: no router left for the stream.
+    assert await wait_until(lambda: gateway.router(stream) is None, 10)
+    assert await wait_until(lambda: publisher.pc.connectionState in ("failed", "closed"), 40)
+
+
+async def test_a_revoked_key_closes_a_studio_that_only_authenticated(
+    parts: tuple[Stream, IssuedKey],
+) -> None:
+    stream, issued = parts
+    studio = await studio_with_key(stream, issued.secret)
+    await database_sync_to_async(stream_key_rotate)(stream=stream)
+    await expect_key_revoked_close(studio)
+
+
+async def test_rotation_spares_the_owner_login_and_the_new_key(
+    owner: User, parts: tuple[Stream, IssuedKey], peers: list[TestPublisher]
+) -> None:
+    stream, _ = parts
+    second = await database_sync_to_async(stream_key_rotate)(stream=stream)
+    with_new_key = await studio_with_key(stream, second.secret)
+
+    by_login = Socket(f"/ws/studio/{stream.slug}/", owner)
+    assert (await by_login.open())["authorized"] is True
+    await publish(by_login, peers)
+    assert (await refreshed(stream)).state == Stream.State.LIVE
+
+    # Rotating again revokes the second key: the studio it let in goes; the owner's stays live.
+    await database_sync_to_async(stream_key_rotate)(stream=stream)
+    await expect_key_revoked_close(with_new_key)
+    assert (await refreshed(stream)).state == Stream.State.LIVE
+    await by_login.send({"type": "ping"})
+    assert (await by_login.expect("pong"))["type"] == "pong"
+    assert gateway.router(stream) is not None
+    await by_login.close()
+
+
+async def test_a_key_already_replaced_cannot_go_live(
+    parts: tuple[Stream, IssuedKey], peers: list[TestPublisher]
+) -> None:
+    stream, issued = parts
+    studio = await studio_with_key(stream, issued.secret)
+    await database_sync_to_async(stream_key_rotate)(stream=stream)
+    await expect_key_revoked_close(studio)
+    # The stale key no longer authenticates a fresh studio either.
+    again = Socket(f"/ws/studio/{stream.slug}/")
+    again.comm.scope["user"] = AnonymousUser()
+    await again.open()
+    await again.send({"type": "auth", "key": issued.secret})
+    assert (await again.next())["code"] == "forbidden"
+    assert (await refreshed(stream)).state == Stream.State.IDLE
+    await again.close()
+
+
+async def test_a_revoked_key_ends_its_whip_session(
+    owner: User, parts: tuple[Stream, IssuedKey]
+) -> None:
+    stream, issued = parts
+    http = AsyncClient()
+    client = WhipClient(http, stream.slug, issued.secret)
+    try:
+        assert (await client.publish()).status_code == 201
+        assert await wait_until(lambda: client.publisher.pc.connectionState == "connected", 20)
+        assert (await refreshed(stream)).state == Stream.State.LIVE
+
+        # The owner rotates the key through the REST API (a sync view, as in production).
+        api = AsyncClient()
+        await api.aforce_login(owner)
+        rotated = await api.post(f"/api/v1/streams/{stream.slug}/key/rotate/")
+        assert rotated.status_code == 201
+
+        assert (await refreshed(stream)).state == Stream.State.ENDED
+        assert await wait_until(lambda: gateway.router(stream) is None, 10)
+        # The client's next request is refused.
+        response = await client.trickle([])
+        assert response.status_code in (401, 404), response.content
+        assert response.json()["error"]["code"] in ("key_revoked", "not_found")
+        assert (await client.delete()).status_code in (401, 404)
+        # And the old key does not publish again.
+        again = WhipClient(http, stream.slug, issued.secret)
+        try:
+            assert (await again.publish()).status_code == 401
+        finally:
+            await again.close()
+    finally:
+        await client.close()
+        await gateway.close_all()
