@@ -211,13 +211,16 @@ class Consumer:
             self._enter_native(group)
 
     def handed_back(
-        self, handoff: Any, templates: list[bytes], batch: Batch, now: float, ntp: int
+        self,
+        handoff: native.Handoff[Consumer],
+        templates: list[bytes],
+        batch: Batch,
+        now: float,
+        ntp: int,
     ) -> None:
         """The C loop stopped forwarding to this viewer because its socket would block:
         queue what the socket did not take, and forward the rest of the batch from here
         (queued behind it), until the transport has drained."""
-        datagrams = native.spilled(handoff)
-        resume = handoff.resume
         if self._native is not None and self._native.spill_dropped:
             logger.warning(
                 "a viewer's socket refused more than the SFU holds for it: datagrams lost",
@@ -226,8 +229,8 @@ class Consumer:
             self._native.spill_dropped = 0
         self._leave_native()
         if self._rtp is not None:
-            self._rtp.queue(datagrams)
-            self._send(templates, batch, resume, now, ntp)
+            self._rtp.queue(handoff.datagrams)
+            self._send(templates, batch, handoff.resume, now, ntp)
 
     def native_upkeep(self) -> None:
         """Take the C loop's counters; take the forwarding back if the connection changed."""

@@ -341,7 +341,8 @@ class Producer:
             targets = group.targets
             if targets:
                 packed = native.PackedBatch(templates, batch.packets)
-                for consumer, handoff in targets.forward(packed, now, ntp):
+                for handoff in targets.forward(packed, now, ntp):
+                    consumer = handoff.owner
                     self._forward_safely(
                         consumer.handed_back, consumer, handoff, templates, batch, now, ntp
                     )

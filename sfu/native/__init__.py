@@ -11,7 +11,7 @@ from __future__ import annotations
 import logging
 import os
 from collections.abc import Sequence
-from typing import Any, Generic, TypeVar
+from typing import Any, Generic, NamedTuple, TypeVar
 
 from aiortc.rtp import RtpPacket
 
@@ -82,27 +82,40 @@ class PackedBatch:
         self.struct = struct
 
 
+class Handoff(NamedTuple, Generic[Owner]):
+    """A viewer the C loop handed back (its socket would block): what the socket did not
+    take, in order, and the index in the batch from which Python forwards it."""
+
+    owner: Owner
+    resume: int
+    datagrams: list[bytes]
+
+
 class TargetSet(Generic[Owner]):
     """The viewers of a forward group that the C loop forwards: each an owner (its
-    ``Consumer``) and its ``struct onair_target``."""
+    ``Consumer``) and its ``struct onair_target``.
 
-    __slots__ = ("_array", "_handoffs", "_members", "_owners")
+    What one ``forward`` hands C (the owners, the targets, the array of their pointers, the
+    array C fills with hand-backs) is replaced whole when a viewer is added or discarded,
+    and ``forward`` holds it until C returns; what C handed back is copied into Python
+    objects before ``forward`` returns, as each owner's callback may change the set."""
+
+    __slots__ = ("_call", "_members")
 
     def __init__(self) -> None:
         self._members: dict[Owner, Any] = {}
-        self._owners: tuple[Owner, ...] = ()
-        self._array: Any = None
-        self._handoffs: Any = None
+        # owners, targets, struct onair_target *[], struct onair_handoff[]
+        self._call: tuple[tuple[Owner, ...], tuple[Any, ...], Any, Any] = ((), (), None, None)
 
     def __contains__(self, owner: object) -> bool:
         return owner in self._members
 
     def __len__(self) -> int:
-        return len(self._owners)
+        return len(self._call[0])
 
     @property
     def owners(self) -> tuple[Owner, ...]:
-        return self._owners
+        return self._call[0]
 
     def add(self, owner: Owner, target: Any) -> None:
         self._members[owner] = target
@@ -112,34 +125,34 @@ class TargetSet(Generic[Owner]):
         if self._members.pop(owner, None) is not None:
             self._rebuild()
 
-    def forward(self, batch: PackedBatch, now: float, ntp_time: int) -> list[tuple[Owner, Any]]:
-        """Forward ``batch`` to every target; the owners handed back, with their ``struct
-        onair_handoff`` (valid until the next call)."""
-        handed = lib.onair_forward(
-            self._array, len(self._owners), batch.struct, now, ntp_time, self._handoffs
-        )
-        if not handed:
-            return []
-        handoffs = self._handoffs
-        return [(self._owners[handoffs[i].target], handoffs[i]) for i in range(handed)]
+    def forward(self, batch: PackedBatch, now: float, ntp_time: int) -> list[Handoff[Owner]]:
+        """Forward ``batch`` to every target; the owners handed back."""
+        owners, _targets, array, handoffs = self._call  # alive until C returns
+        handed = lib.onair_forward(array, len(owners), batch.struct, now, ntp_time, handoffs)
+        return [_copied(owners, handoffs[i]) for i in range(handed)]
 
     def _rebuild(self) -> None:
-        self._owners = tuple(self._members)
-        count = len(self._owners)
-        self._array = ffi.new("struct onair_target *[]", [self._members[o] for o in self._owners])
-        self._handoffs = ffi.new("struct onair_handoff[]", max(count, 1))
+        owners = tuple(self._members)
+        targets = tuple(self._members[o] for o in owners)
+        self._call = (
+            owners,
+            targets,
+            ffi.new("struct onair_target *[]", targets),
+            ffi.new("struct onair_handoff[]", max(len(owners), 1)),
+        )
 
 
-def spilled(handoff: Any) -> list[bytes]:
-    """The datagrams a handed-back viewer's socket did not take, in order."""
+def _copied(owners: tuple[Owner, ...], handoff: Any) -> Handoff[Owner]:
+    """``handoff`` (a ``struct onair_handoff`` and the spill buffer it points into, valid
+    until the next ``onair_forward``) as Python objects."""
     sizes = list(handoff.spill_sizes[0 : handoff.spill_count])
     total = sum(sizes)
     out = ffi.new("unsigned char[]", max(total, 1))
     lib.onair_spilled(handoff.spill_offset, total, out)
-    data = ffi.buffer(out)
+    data = ffi.buffer(out, total)[:]
     datagrams = []
     offset = 0
     for size in sizes:
-        datagrams.append(bytes(data[offset : offset + size]))
+        datagrams.append(data[offset : offset + size])
         offset += size
-    return datagrams
+    return Handoff(owners[handoff.target], handoff.resume, datagrams)

@@ -103,7 +103,7 @@ def _packets(numbers: list[int], payload_sizes: list[int] | None = None) -> list
     ]
 
 
-def _forward(targets: native.TargetSet[str], packets: list[RtpPacket]) -> list[tuple[str, Any]]:
+def _forward(targets: native.TargetSet[str], packets: list[RtpPacket]) -> list[native.Handoff[str]]:
     templates = [p.serialize() for p in packets]
     return targets.forward(native.PackedBatch(templates, packets), 0.0, 1 << 32)
 
@@ -202,10 +202,10 @@ def test_what_a_socket_refuses_is_spilled_and_the_viewer_handed_back(room: int) 
     targets.add("blocked", blocked.target)
     targets.add("fine", fine.target)
     handed = _forward(targets, packets)
-    assert [owner for owner, _ in handed] == ["blocked"]
-    handoff = handed[0][1]
+    assert [handoff.owner for handoff in handed] == ["blocked"]
+    handoff = handed[0]
     taken = {0: 0, 3: 0, 6: 6}[room]  # GSO sends are taken or refused whole
-    spilled = native.spilled(handoff)
+    spilled = handoff.datagrams
     assert len(blocked.datagrams) == taken
     assert len(spilled) == len(packets) - taken
     assert handoff.resume == len(packets)  # the whole batch was protected before sending
