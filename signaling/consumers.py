@@ -445,11 +445,16 @@ class WatchConsumer(_StreamConsumer):
 def _studio_stream(*, slug: str, user: User | AnonymousUser) -> tuple[Stream, bool]:
     """The stream, and whether ``user`` may broadcast on it by session (owner or staff).
 
-    Anyone may connect (a key holder authenticates with ``auth``), but a private stream is
-    only revealed to its owner and staff.
+    Anyone may connect to a public or unlisted stream's studio (a key holder authenticates
+    with ``auth``); a private one is "not found" to anyone but its owner and staff, exactly
+    as a missing one (its key holders publish with WHIP).
     """
     stream = Stream.objects.select_related("owner").filter(slug=slug).first()
-    if stream is None:
+    authorized = bool(
+        stream is not None
+        and user.is_authenticated
+        and (user.is_staff or stream.owner_id == user.pk)
+    )
+    if stream is None or (stream.visibility == Stream.Visibility.PRIVATE and not authorized):
         raise NotFoundError("No such stream.")
-    authorized = bool(user.is_authenticated and (user.is_staff or stream.owner_id == user.pk))
     return stream, authorized

@@ -64,11 +64,15 @@ _starting: set[int] = set()  # streams with a WHIP publish under way
 
 @database_sync_to_async
 def whip_stream_get(*, slug: str, bearer: str | None) -> tuple[Stream, int]:
-    """The stream ``bearer`` (its stream key) may publish to, and that key's id."""
+    """The stream ``bearer`` (its stream key) may publish to, and that key's id. A wrong key
+    is ``401`` on a public or unlisted stream, and "not found" on a private one, as for a
+    missing stream."""
     stream = Stream.objects.filter(slug=slug).first()
     if stream is None:
         raise NotFoundError("No such stream.")
     key = stream_key_match(stream=stream, secret=bearer) if bearer else None
+    if key is None and stream.visibility == Stream.Visibility.PRIVATE:
+        raise NotFoundError("No such stream.")  # a private stream is not revealed
     if key is None:
         raise NotAuthenticatedError(
             "Send this stream's key as a bearer token: Authorization: Bearer <stream key>.",
@@ -81,7 +85,7 @@ def whip_stream_get(*, slug: str, bearer: str | None) -> tuple[Stream, int]:
 def whep_stream_get(*, slug: str, user: User | AnonymousUser, bearer: str | None) -> Stream:
     """The stream a WHEP player may watch. Public and unlisted streams are open to anyone;
     a private one needs its owner's (or staff's) login session or API token, or the
-    stream key, as a bearer token."""
+    stream key, as a bearer token; without one it is "not found", as a missing one."""
     stream = Stream.objects.select_related("owner").filter(slug=slug).first()
     if stream is None:
         raise NotFoundError("No such stream.")
@@ -93,10 +97,7 @@ def whep_stream_get(*, slug: str, user: User | AnonymousUser, bearer: str | None
         token = Token.objects.select_related("user").filter(key=bearer).first()
         if token is not None and _may_manage(token.user, stream):
             return stream
-    raise NotAuthenticatedError(
-        "This stream is private: send its owner's API token or the stream key as a bearer token.",
-        code="private_stream",
-    )
+    raise NotFoundError("No such stream.")
 
 
 def _may_manage(user: User | AnonymousUser, stream: Stream) -> bool:
