@@ -26,6 +26,14 @@
 #define UDP_SEGMENT 103
 #endif
 
+/* Bounds are written `length <= CAPACITY - offset` (offsets are never negative, nor near
+ * INT_MAX), never `offset + length <= CAPACITY`, which can overflow a signed int. */
+
+/* a hand-back lists what one transmit refused: at most a run of ONAIR_MAX_SEGMENTS */
+_Static_assert(sizeof(((struct onair_handoff *)0)->spill_sizes) ==
+                   sizeof(int) * ONAIR_MAX_SEGMENTS,
+               "spill_sizes holds ONAIR_MAX_SEGMENTS sizes");
+
 #define SEQ_MASK 0xFFFFu
 #define SEQ_HALF 0x8000u
 #define SEQ_WINDOW 0x4000u
@@ -55,6 +63,9 @@ static int send_datagrams(struct onair_target *target, unsigned char *data, int 
     } control;
     struct iovec iov;
     struct msghdr message;
+    if (target->address_length < 0 ||
+        (size_t)target->address_length > sizeof target->address)
+        return EINVAL;
     if (target->send_hook) {
         long taken = target->send_hook(target->hook_data, data, length, segment);
         return taken < 0 ? (int)-taken : 0;
@@ -129,7 +140,7 @@ static void hand_back(struct onair_target *target, const int *sizes, int sent, i
     handoff->resume = resume;
     handoff->spill_offset = *spilled;
     handoff->spill_count = 0;
-    if (*spilled + total <= ONAIR_SPILL_BYTES) {
+    if (total <= ONAIR_SPILL_BYTES - *spilled) {
         memcpy(spill + *spilled, scratch + offset, (size_t)total);
         *spilled += total;
         handoff->spill_count = count - sent;
@@ -174,7 +185,8 @@ static int forward_one(struct onair_target *target, const struct onair_batch *ba
         }
         if (length > ONAIR_SCRATCH_BYTES || length < 12)
             continue;
-        if (offset + length > ONAIR_SCRATCH_BYTES || count == ONAIR_MAX_SEGMENTS) {
+        /* offset may exceed the scratch by the last packet's SRTP trailer (its room) */
+        if (length > ONAIR_SCRATCH_BYTES - offset || count == ONAIR_MAX_SEGMENTS) {
             sent = transmit(target, sizes, count, &sent_offset);
             if (sent < count) {
                 sent_some(target, packets, ntp_time, last_sent_ts);
@@ -189,7 +201,8 @@ static int forward_one(struct onair_target *target, const struct onair_batch *ba
         put32(packet + 4, out_ts);
         put32(packet + 8, target->ssrc);
         protected_length = length;
-        if (target->protect(target->session, packet, &protected_length) != 0)
+        if (target->protect(target->session, packet, &protected_length) != 0 ||
+            protected_length < length || protected_length - length > ONAIR_TRAILER_BYTES)
             continue;
         sizes[count++] = protected_length;
         offset += protected_length;
@@ -229,7 +242,8 @@ int onair_forward(struct onair_target *const *targets, int count, const struct o
 
 /* Copy `length` spilled bytes from `offset` (see struct onair_handoff) to `out`. */
 void onair_spilled(int offset, int length, unsigned char *out) {
-    if (offset >= 0 && length >= 0 && offset + length <= ONAIR_SPILL_BYTES)
+    if (offset >= 0 && length >= 0 && offset <= ONAIR_SPILL_BYTES &&
+        length <= ONAIR_SPILL_BYTES - offset)
         memcpy(out, spill + offset, (size_t)length);
 }
 

@@ -8,6 +8,12 @@ from pathlib import Path
 
 HERE = Path(__file__).resolve().parent
 
+SCRATCH_BYTES = 60000
+TRAILER_BYTES = 144  # libsrtp's SRTP_MAX_TRAILER_LEN
+MAX_SEGMENTS = 64  # the kernel's UDP_MAX_SEGMENTS
+# what the sockets of one batch's viewers refused (EAGAIN), kept for Python to queue
+SPILL_BYTES = 2**20
+
 # Shared by the C source and cffi's declarations.
 STRUCTS = """
 struct onair_target {
@@ -45,14 +51,15 @@ struct onair_batch {
     const uint32_t *sequence_numbers;
     const uint32_t *timestamps;
 };
-
-struct onair_handoff {
+"""
+STRUCTS += f"""
+struct onair_handoff {{
     int target;
     int resume;
     int spill_offset;
     int spill_count;
-    int spill_sizes[64];
-};
+    int spill_sizes[{MAX_SEGMENTS}];
+}};
 """
 
 DECLARATIONS = (
@@ -64,12 +71,6 @@ void onair_spilled(int offset, int length, unsigned char *out);
 long onair_discard(void *hook_data, void *data, int length, int segment);
 """
 )
-
-SCRATCH_BYTES = 60000
-TRAILER_BYTES = 144  # libsrtp's SRTP_MAX_TRAILER_LEN
-MAX_SEGMENTS = 64  # the kernel's UDP_MAX_SEGMENTS
-# what the sockets of one batch's viewers refused (EAGAIN), kept for Python to queue
-SPILL_BYTES = 2**20
 
 
 def source_digest() -> str:

@@ -3,7 +3,10 @@ hook takes (or refuses, as the kernel would), with real SRTP sessions."""
 
 import copy
 import errno
+import socket
 import struct
+import subprocess
+import sys
 from collections.abc import Iterator
 from dataclasses import dataclass, field
 from typing import Any
@@ -258,3 +261,69 @@ def test_a_module_built_from_another_forward_c_is_not_loaded(
     monkeypatch.undo()
     monkeypatch.setenv("ONAIR_NATIVE_FORWARDING", "0")  # turned off
     assert native._load() == (None, None)
+
+
+@pytest.mark.parametrize(
+    ("offset", "length"),
+    [(2**31 - 8, 16), (source.SPILL_BYTES, 1), (source.SPILL_BYTES - 8, 16), (-1, 4), (0, -1)],
+)
+def test_a_spill_range_outside_the_spill_buffer_copies_nothing(offset: int, length: int) -> None:
+    """``offset + length`` overflows a signed int for the first: the bound must not be
+    checked that way. In a subprocess, as a bad read may crash the process."""
+    script = (
+        "from sfu.native import ffi, lib\n"
+        "out = ffi.new('unsigned char[]', b'\\xab' * 16)\n"
+        f"lib.onair_spilled({offset}, {length}, out)\n"
+        "print(ffi.buffer(out, 16)[:].hex())\n"
+    )
+    run = subprocess.run(
+        [sys.executable, "-c", script], capture_output=True, text=True, timeout=60, check=False
+    )
+    assert run.returncode == 0, run.stderr
+    assert run.stdout.strip() == "ab" * 16
+
+
+def test_a_protected_length_beyond_the_trailer_room_is_left_out() -> None:
+    """What the protect function reports is checked before the loop sends or moves past it:
+    the packet grows by at most libsrtp's trailer, and never shrinks."""
+    packets = _packets([1, 2, 3], [1000] * 3)
+    viewer = _viewer(_based(packets[0]))
+    growth = iter([16, source.TRAILER_BYTES + 1, -1])
+
+    def protect(session: Any, packet: Any, length: Any) -> int:
+        length[0] += next(growth)
+        return 0
+
+    callback = native.ffi.callback("int(void *, void *, int *)", protect)
+    viewer.target.protect = callback
+    targets: native.TargetSet[str] = native.TargetSet()
+    targets.add("viewer", viewer.target)
+    assert _forward(targets, packets) == []
+    assert [len(d) for d in viewer.datagrams] == [len(packets[0].serialize()) + 16]
+    assert viewer.target.packets_sent == 1
+
+
+def test_a_target_whose_address_length_exceeds_its_address_sends_nothing() -> None:
+    """The kernel would read the address past the struct's field (what follows it)."""
+    with (
+        socket.socket(socket.AF_INET, socket.SOCK_DGRAM) as receiving,
+        socket.socket(socket.AF_INET, socket.SOCK_DGRAM) as sending,
+    ):
+        receiving.bind(("127.0.0.1", 0))
+        receiving.setblocking(False)
+        packets = _packets([1, 2], [100, 100])
+        viewer = _viewer(_based(packets[0]))
+        address = aiortc_adapter._sockaddr(socket.AF_INET, receiving.getsockname())
+        assert address is not None
+        viewer.target.send_hook = native.ffi.NULL
+        viewer.target.fd = sending.fileno()
+        viewer.target.address = address
+        targets: native.TargetSet[str] = native.TargetSet()
+        targets.add("viewer", viewer.target)
+        viewer.target.address_length = len(address)
+        _forward(targets, packets[:1])
+        assert len(receiving.recv(2048)) > len(packets[0].payload)  # this one is sent
+        viewer.target.address_length = native.ffi.sizeof(viewer.target.address) + 1
+        _forward(targets, packets[1:])
+        with pytest.raises(BlockingIOError):
+            receiving.recv(2048)
