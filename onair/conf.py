@@ -12,6 +12,10 @@ class OnAirSettings:
     site_name: str = "OnAir"
     allow_signup: bool = True
     serve_static: bool = True
+    connect_timeout_seconds: float = 20.0
+    max_sessions_per_address: int = 50
+    max_viewers_per_stream: int = 0
+    max_sessions: int = 0
 
 
 def onair_settings() -> OnAirSettings:
@@ -21,4 +25,14 @@ def onair_settings() -> OnAirSettings:
         site_name=str(raw.get("SITE_NAME", OnAirSettings.site_name)),
         allow_signup=bool(raw.get("ALLOW_SIGNUP", OnAirSettings.allow_signup)),
         serve_static=bool(raw.get("SERVE_STATIC", OnAirSettings.serve_static)),
+        connect_timeout_seconds=float(
+            raw.get("CONNECT_TIMEOUT_SECONDS", OnAirSettings.connect_timeout_seconds)
+        ),
+        max_sessions_per_address=int(
+            raw.get("MAX_SESSIONS_PER_ADDRESS", OnAirSettings.max_sessions_per_address)
+        ),
+        max_viewers_per_stream=int(
+            raw.get("MAX_VIEWERS_PER_STREAM", OnAirSettings.max_viewers_per_stream)
+        ),
+        max_sessions=int(raw.get("MAX_SESSIONS", OnAirSettings.max_sessions)),
     )

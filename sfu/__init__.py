@@ -48,6 +48,7 @@ from sfu.events import (
     RouterClosed,
     RouterStats,
     SfuEvent,
+    ViewerConnected,
     ViewerJoined,
     ViewerLeft,
 )
@@ -83,6 +84,7 @@ __all__ = [
     "RouterStats",
     "SfuError",
     "SfuEvent",
+    "ViewerConnected",
     "ViewerJoined",
     "ViewerLeft",
     "ViewerSession",

@@ -29,12 +29,14 @@ class PublisherConnected(SfuEvent):
 
 @dataclass(frozen=True)
 class PublisherDisconnected(SfuEvent):
-    """The publisher's connection was lost; its producers wait for a new
-    ``publish()`` during ``grace_seconds`` before closing."""
+    """The publisher's connection was lost (``reason`` ``"disconnected"``), or never
+    came up before its connect deadline (``"connect_timeout"``); its producers wait
+    for a new ``publish()`` during ``grace_seconds`` before closing."""
 
     type: ClassVar[str] = "publisher_disconnected"
     publisher_id: str
     grace_seconds: float
+    reason: str = "disconnected"
 
 
 @dataclass(frozen=True)
@@ -89,9 +91,17 @@ class ViewerJoined(SfuEvent):
 
 
 @dataclass(frozen=True)
+class ViewerConnected(SfuEvent):
+    """The viewer's connection is up (ICE and DTLS): from now on it can be counted."""
+
+    type: ClassVar[str] = "viewer_connected"
+    viewer_id: str
+
+
+@dataclass(frozen=True)
 class ViewerLeft(SfuEvent):
-    """``reason``: ``"closed"`` (asked to), ``"disconnected"`` or
-    ``"router_closed"``."""
+    """``reason``: ``"closed"`` (asked to), ``"disconnected"``, ``"connect_timeout"``
+    (not connected by its connect deadline) or ``"router_closed"``."""
 
     type: ClassVar[str] = "viewer_left"
     viewer_id: str

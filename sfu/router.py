@@ -39,6 +39,8 @@ class RouterOptions:
     public STUN server). ``host_network`` binds the SFU's ICE sockets to a UDP
     port range and announces a 1:1 NAT public address (see ``sfu.ice_config``).
     ``stats_interval_seconds`` 0 disables periodic ``RouterStats`` events.
+    ``connect_timeout_seconds``: a publisher or viewer not connected this long after
+    its offer/answer is lost (reason ``"connect_timeout"``); 0 waits forever.
     """
 
     ice_servers: tuple[IceServer, ...] = ()
@@ -47,6 +49,7 @@ class RouterOptions:
     keyframe_request_interval: float = 1.0
     packet_cache_size: int = 1024
     stats_interval_seconds: float = 5.0
+    connect_timeout_seconds: float = 20.0
 
 
 class Router:
@@ -113,6 +116,7 @@ class Router:
                 await session._close_peer_connection()
                 raise
             self._check_open()
+            session._arm_connect_deadline(self.options.connect_timeout_seconds)
             previous, self._publisher = self._publisher, session
             self._cancel_grace()
             for producer in session.producers:
@@ -162,6 +166,7 @@ class Router:
             await viewer._close_peer_connection()
             raise
         self._check_open()
+        viewer._arm_connect_deadline(self.options.connect_timeout_seconds)
         self._viewers[viewer.id] = viewer
         self.events.emit(ViewerJoined(router_id=self.id, viewer_id=viewer.id))
         for producer in self.producers:
@@ -239,9 +244,17 @@ class Router:
             self._spawn(session._close("closed"))
             return
         grace = self.options.publisher_grace_seconds
-        logger.info("publisher lost", extra={"router_id": self.id, "publisher_id": session.id})
+        logger.info(
+            "publisher lost",
+            extra={"router_id": self.id, "publisher_id": session.id, "reason": session.lost_reason},
+        )
         self.events.emit(
-            PublisherDisconnected(router_id=self.id, publisher_id=session.id, grace_seconds=grace)
+            PublisherDisconnected(
+                router_id=self.id,
+                publisher_id=session.id,
+                grace_seconds=grace,
+                reason=session.lost_reason,
+            )
         )
         self._spawn(session._close_peer_connection())
         self._cancel_grace()
@@ -256,7 +269,7 @@ class Router:
 
     def _viewer_lost(self, session: PeerSession) -> None:
         assert isinstance(session, ViewerSession)
-        self._spawn(session._close("disconnected"))
+        self._spawn(session._close(session.lost_reason))
 
     def _viewer_closed(self, viewer: ViewerSession) -> None:
         self._viewers.pop(viewer.id, None)

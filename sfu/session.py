@@ -24,8 +24,9 @@ _LOST_STATES = ("failed", "closed")
 class PeerSession:
     """A server-side ``RTCPeerConnection`` and the signaling calls on it.
 
-    ``on_lost`` runs once when the connection fails or the remote end closes it,
-    but not after ``_close_peer_connection`` was asked for.
+    ``on_lost`` runs once when the connection fails, the remote end closes it or
+    it is not connected by its connect deadline (``lost_reason`` says which), but
+    not after ``_close_peer_connection`` was asked for.
     """
 
     def __init__(
@@ -39,6 +40,8 @@ class PeerSession:
         self._network = network
         self._on_lost = on_lost
         self._closing = False
+        self._deadline: asyncio.TimerHandle | None = None
+        self.lost_reason = "disconnected"
         self.connected = asyncio.Event()
         self._pc.on("connectionstatechange", self._on_connection_state_change)
 
@@ -78,14 +81,39 @@ class PeerSession:
         configure_ice(self._pc, self._network)
         await self._pc.setLocalDescription(description)
 
+    def _arm_connect_deadline(self, seconds: float) -> None:
+        """Lose the session unless it connects within ``seconds``: a client that never
+        does ICE (or never answers) must not hold a peer connection and its sockets."""
+        if seconds > 0 and not self.connected.is_set() and not self._closing:
+            self._deadline = asyncio.get_running_loop().call_later(
+                seconds, self._connect_deadline_passed
+            )
+
+    def _connect_deadline_passed(self) -> None:
+        self._deadline = None
+        if not self.connected.is_set() and not self._closing:
+            self._lose("connect_timeout")
+
+    def _cancel_deadline(self) -> None:
+        if self._deadline is not None:
+            self._deadline.cancel()
+            self._deadline = None
+
     async def _close_peer_connection(self) -> None:
         self._closing = True
+        self._cancel_deadline()
         await self._pc.close()
+
+    def _lose(self, reason: str) -> None:
+        self._closing = True
+        self._cancel_deadline()
+        self.lost_reason = reason
+        self._on_lost(self)
 
     def _on_connection_state_change(self) -> None:
         state = self._pc.connectionState
         if state == "connected":
+            self._cancel_deadline()
             self.connected.set()
         elif state in _LOST_STATES and not self._closing:
-            self._closing = True
-            self._on_lost(self)
+            self._lose("disconnected")

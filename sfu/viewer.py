@@ -14,7 +14,7 @@ from av.frame import Frame
 from sfu import aiortc_adapter
 from sfu.consumer import Consumer
 from sfu.errors import NegotiationError
-from sfu.events import SfuEvent, ViewerLeft
+from sfu.events import SfuEvent, ViewerConnected, ViewerLeft
 from sfu.ice_config import HostNetwork
 from sfu.munger import RtpMunger
 from sfu.negotiation import MEDIA_KINDS, CodecLike, codec_preferences, offered_media
@@ -150,3 +150,9 @@ class ViewerSession(PeerSession):
         logger.debug("viewer closed", extra={"viewer_id": self.id, "reason": reason})
         self._emit(ViewerLeft(router_id=self.router_id, viewer_id=self.id, reason=reason))
         self._on_closed(self)
+
+    def _on_connection_state_change(self) -> None:
+        already_connected = self.connected.is_set()
+        super()._on_connection_state_change()
+        if self.connected.is_set() and not already_connected and not self.closed:
+            self._emit(ViewerConnected(router_id=self.router_id, viewer_id=self.id))

@@ -28,6 +28,7 @@ from django.conf import settings
 
 from broadcast.models import Stream
 from broadcast.services import stream_end
+from onair.conf import onair_settings
 from onair.exceptions import ApplicationError, ConflictError, InvalidInputError
 from sfu import (
     IceCandidate,
@@ -119,6 +120,7 @@ class SfuGateway:
             publisher_grace_seconds=float(
                 raw.get("PUBLISHER_GRACE_SECONDS", DEFAULT_GRACE_SECONDS)
             ),
+            connect_timeout_seconds=onair_settings().connect_timeout_seconds,
         )
 
     def routers(self) -> RouterRegistry:

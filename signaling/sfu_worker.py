@@ -64,7 +64,6 @@ Handler = Callable[..., Awaitable[dict[str, Any]]]
 
 EDGE_IDLE_SECONDS = 10.0
 SLOW_REQUEST_SECONDS = 2.0
-UNANSWERED_OFFER_SECONDS = 30.0
 SESSION_REFRESH_SECONDS = SESSION_TTL_SECONDS / 3
 
 
@@ -348,17 +347,7 @@ class SfuWorker:
             result = await self.local.subscribe(stream=_stream(stream_id), offer_sdp=offer_sdp)
         finally:
             self._pending_viewers -= 1
-        if offer_sdp is None:
-            self._spawn(self._close_if_unanswered(stream_id, result.viewer_id))
         return {"viewer_id": result.viewer_id, "sdp": result.sdp}
-
-    async def _close_if_unanswered(self, stream_id: str, viewer_id: str) -> None:
-        """A server offer whose page never answered (its request timed out on the way back,
-        or the page vanished) holds a seat: free it."""
-        await asyncio.sleep(UNANSWERED_OFFER_SECONDS)
-        viewer = self.local.viewer_session(_stream(stream_id), viewer_id)
-        if viewer is not None and viewer.connection_state == "new":
-            await viewer.close()
 
     async def _viewer_answer(
         self, *, stream_id: str, viewer_id: str, answer_sdp: str

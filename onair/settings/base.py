@@ -155,6 +155,15 @@ ONAIR: dict[str, Any] = {
     "UDP_PORT_RANGE": env_str("ONAIR_UDP_PORT_RANGE"),
     # How long viewers stay attached, waiting, when the broadcaster's connection drops.
     "PUBLISHER_GRACE_SECONDS": float(env_str("ONAIR_PUBLISHER_GRACE_SECONDS", "10")),
+    # Sessions (docs/SECURITY.md): an SFU peer (WHIP, WHEP, studio, watch page) not connected
+    # this long after its offer is closed; 0 never closes it.
+    "CONNECT_TIMEOUT_SECONDS": float(env_str("ONAIR_CONNECT_TIMEOUT_SECONDS", "20")),
+    # Concurrent sessions from one client address (each of: peers, WebSockets); 0: no cap.
+    "MAX_SESSIONS_PER_ADDRESS": int(env_str("ONAIR_MAX_SESSIONS_PER_ADDRESS", "50")),
+    # Viewers of one stream, connected or connecting; 0: only MAX_SESSIONS applies.
+    "MAX_VIEWERS_PER_STREAM": int(env_str("ONAIR_MAX_VIEWERS_PER_STREAM", "0")),
+    # SFU peers in one process; 0: as many as its file-descriptor limit allows.
+    "MAX_SESSIONS": int(env_str("ONAIR_MAX_SESSIONS", "0")),
     # Scale-out (docs/SCALING.md): "embedded" runs the SFU inside each daphne process;
     # "cluster" sends media to `manage.py runsfu` workers over the Redis channel layer.
     "SFU_MODE": env_str("ONAIR_SFU_MODE", "embedded"),
