@@ -56,6 +56,7 @@ from sfu.ice import IceCandidate, IceServer
 from sfu.producer import Producer
 from sfu.publisher import PublisherSession
 from sfu.registry import RouterRegistry
+from sfu.retransmission import RetransmissionLimits
 from sfu.router import Router, RouterOptions
 from sfu.viewer import ViewerSession
 
@@ -76,6 +77,7 @@ __all__ = [
     "PublisherConnected",
     "PublisherDisconnected",
     "PublisherSession",
+    "RetransmissionLimits",
     "Router",
     "RouterClosed",
     "RouterClosedError",

@@ -173,6 +173,18 @@ async def send_pli(receiver: RTCRtpReceiver, media_ssrc: int) -> None:
     await receiver._send_rtcp_pli(media_ssrc)
 
 
+async def send_nack(receiver: RTCRtpReceiver, media_ssrc: int, lost: list[int]) -> None:
+    """Ask the remote sender of ``media_ssrc`` to resend ``lost`` (RTCP generic NACK)."""
+    await receiver._send_rtcp_nack(media_ssrc, lost)
+
+
+def sender_rtt(sender: RTCRtpSender) -> float | None:
+    """The round-trip time to the sender's remote peer in seconds, as aiortc estimates it
+    from the receiver reports answering its sender reports; None before the first."""
+    rtt: float | None = sender._RTCRtpSender__rtt  # type: ignore[attr-defined]
+    return rtt
+
+
 def on_sender_started(
     sender: RTCRtpSender, callback: Callable[[RTCRtpSendParameters], Awaitable[None]]
 ) -> None:

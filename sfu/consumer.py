@@ -28,6 +28,7 @@ from sfu.events import ConsumerClosed, ConsumerStats, SfuEvent
 from sfu.munger import RtpMunger
 from sfu.negotiation import negotiated_codec
 from sfu.producer import Batch, ForwardGroup, Producer
+from sfu.retransmission import RetransmissionBudget, RetransmissionLimits
 
 logger = logging.getLogger(__name__)
 
@@ -41,8 +42,9 @@ class Consumer:
     keyframe (video), asking the producer for one, and from there forwards every
     packet with the viewer's SSRC, payload type and a continuous sequence number
     and timestamp space, even when the producer is replaced by a reconnecting
-    publisher. It answers the viewer's NACKs from the producer's cache and passes
-    its PLI/FIR to the producer's throttled keyframe requester.
+    publisher. It answers the viewer's NACKs from the producer's cache, within the
+    viewer's retransmission budget (``sfu.retransmission``), and passes its PLI/FIR to
+    the producer's throttled keyframe requester.
 
     Where ``sfu.native`` is built, the consumer hands its forwarding to the C loop once its
     stream has started (on a keyframe, for video) and its sender can send through a
@@ -62,6 +64,7 @@ class Consumer:
         munger: RtpMunger,
         emit: Callable[[SfuEvent], None],
         on_close: Callable[[Consumer], None],
+        retransmission: RetransmissionLimits | None = None,
     ) -> None:
         self.id = str(uuid.uuid4())
         self.router_id = router_id
@@ -88,6 +91,9 @@ class Consumer:
         self.nacks_received = 0
         self.retransmitted_packets = 0
         self.nack_misses = 0
+        self._budget = RetransmissionBudget(
+            retransmission or RetransmissionLimits(), time.monotonic()
+        )
         self.keyframe_requests_received = 0
         producer._add_consumer(self)
 
@@ -142,6 +148,7 @@ class Consumer:
             nacks_received=self.nacks_received,
             retransmitted_packets=self.retransmitted_packets,
             nack_misses=self.nack_misses,
+            nacks_refused=self._budget.refused,
             keyframe_requests_received=self.keyframe_requests_received,
             packets_dropped_waiting_keyframe=self.packets_dropped_waiting_keyframe,
         )
@@ -298,8 +305,7 @@ class Consumer:
     async def handle_rtcp(self, packet: AnyRtcpPacket) -> bool:
         """Feedback from the viewer; True when consumed here."""
         if isinstance(packet, RtcpRtpfbPacket) and packet.fmt == RTCP_RTPFB_NACK:
-            for sequence_number in packet.lost:
-                self._retransmit(sequence_number)
+            self._answer_nack(packet.lost)
             return True
         if isinstance(packet, RtcpPsfbPacket) and packet.fmt in (RTCP_PSFB_PLI, RTCP_PSFB_FIR):
             self.keyframe_requests_received += 1
@@ -307,25 +313,51 @@ class Consumer:
             return True
         return False
 
-    def _retransmit(self, out_sequence_number: int) -> None:
-        self.nacks_received += 1
-        if self._native is not None:  # the mapping is the C loop's: take its latest
-            self._munger.load(self._native)
+    def _answer_nack(self, lost: list[int]) -> None:
+        self.nacks_received += len(lost)
+        if self._group is None or self._rtp is None:
+            self.nack_misses += len(lost)
+            return
+        target = self._native
+        if target is not None:  # the mapping is the C loop's: take its latest
+            self._munger.load(target)
+            self._take_native_counters()
+        now = time.monotonic()
+        budget = self._budget
+        for sequence_number in budget.admit(
+            lost,
+            now=now,
+            forwarded_packets=self._packets_sent,
+            forwarded_bytes=self._bytes_sent,
+            rtt=aiortc_adapter.sender_rtt(self._sender),
+        ):
+            size = self._retransmit(sequence_number, now)
+            if size:
+                budget.resent(sequence_number, size, now)
+        if target is not None:
+            self._munger.save(target)
+
+    def _retransmit(self, out_sequence_number: int, now: float) -> int:
+        """Resend one packet; the bytes sent (0 if it was not)."""
         group = self._group
+        rtp = self._rtp
+        assert group is not None
+        assert rtp is not None
         sequence_number = self._munger.incoming_sequence_number(out_sequence_number)
         cached = None if sequence_number is None else self._producer.cached_packet(sequence_number)
-        if cached is None or group is None or self._rtp is None:
+        if cached is None:
             # Not forwarded yet: upstream loss that aiortc is already recovering
             # from the publisher with its own NACK; the repair is forwarded as
             # soon as it arrives, so answering here would only duplicate it.
             self.nack_misses += 1
-            return
-        mapped = self._munger.map(cached.sequence_number, cached.timestamp, time.monotonic())
-        if self._native is not None:
-            self._munger.save(self._native)
-        if mapped is None:
+            return 0
+        mapped = self._munger.map(cached.sequence_number, cached.timestamp, now)
+        if (
+            mapped is None
+            or self._munger.seconds_behind(mapped[1]) > self._budget.limits.max_age_seconds
+        ):
             self.nack_misses += 1
-            return
+            return 0
         packet = RtpPacket(
             payload_type=group.payload_type,
             marker=cached.marker,
@@ -347,5 +379,7 @@ class Consumer:
             abs_send_time=(clock.current_ntp_time() >> 14) & 0x00FFFFFF,
             audio_level=cached.extensions.audio_level,
         )
-        if self._rtp.send_packet(packet.serialize(group.extensions_map)):
+        sent = rtp.send_packet(packet.serialize(group.extensions_map))
+        if sent:
             self.retransmitted_packets += 1
+        return sent

@@ -122,6 +122,12 @@ class ProducerStats:
 
 @dataclass(frozen=True)
 class ConsumerStats:
+    """One viewer track's counters. ``nacks_received`` counts the sequence numbers the
+    viewer NACKed: each was resent (``retransmitted_packets``), could not be
+    (``nack_misses``: not forwarded yet, or older than the retransmission age limit) or
+    was refused by its retransmission budget (``nacks_refused``, see
+    ``sfu.retransmission``)."""
+
     consumer_id: str
     viewer_id: str
     kind: str
@@ -130,6 +136,7 @@ class ConsumerStats:
     nacks_received: int
     retransmitted_packets: int
     nack_misses: int
+    nacks_refused: int
     keyframe_requests_received: int
     packets_dropped_waiting_keyframe: int
 

@@ -8,6 +8,7 @@ from typing import Any
 _SEQ_MASK = 0xFFFF
 _TS_MASK = 0xFFFFFFFF
 _SEQ_HALF = 0x8000
+_TS_HALF = 0x80000000
 # how far behind the newest packet a late (reordered, retransmitted) packet is still mapped
 _SEQ_WINDOW = 0x4000
 # what the C loop (sfu.native) keeps of a munger while it forwards
@@ -108,6 +109,12 @@ class RtpMunger:
             self._last_out_ts = out_ts
             self._last_out_time = now
         return out_seq, out_ts
+
+    def seconds_behind(self, out_timestamp: int) -> float:
+        """How far a packet mapped to ``out_timestamp`` is behind the newest packet
+        forwarded, in seconds of the stream's clock (0 for a newer one)."""
+        behind = (self._last_out_ts - out_timestamp) & _TS_MASK
+        return 0.0 if behind >= _TS_HALF else behind / self._clock_rate
 
     def incoming_sequence_number(self, out_sequence_number: int) -> int | None:
         """Inverse mapping, from a viewer's NACK to the producer's packet; None if

@@ -25,6 +25,7 @@ from sfu.ice_config import HostNetwork
 from sfu.negotiation import CodecLike
 from sfu.producer import Producer
 from sfu.publisher import PublisherSession
+from sfu.retransmission import RetransmissionLimits
 from sfu.session import PeerSession
 from sfu.viewer import ViewerSession
 
@@ -41,6 +42,7 @@ class RouterOptions:
     ``stats_interval_seconds`` 0 disables periodic ``RouterStats`` events.
     ``connect_timeout_seconds``: a publisher or viewer not connected this long after
     its offer/answer is lost (reason ``"connect_timeout"``); 0 waits forever.
+    ``retransmission`` is each viewer track's NACK budget (see ``sfu.retransmission``).
     """
 
     ice_servers: tuple[IceServer, ...] = ()
@@ -50,6 +52,7 @@ class RouterOptions:
     packet_cache_size: int = 1024
     stats_interval_seconds: float = 5.0
     connect_timeout_seconds: float = 20.0
+    retransmission: RetransmissionLimits = field(default_factory=RetransmissionLimits)
 
 
 class Router:
@@ -216,6 +219,7 @@ class Router:
             munger=slot.munger(producer.codec.clockRate),
             emit=self.events.emit,
             on_close=slot.detach,
+            retransmission=self.options.retransmission,
         )
         self.events.emit(
             ConsumerAdded(

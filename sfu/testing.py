@@ -308,6 +308,14 @@ class TestViewer:
         await aiortc_adapter.send_pli(self._video_receiver, self.video.ssrc)
         return True
 
+    async def send_nack(self, lost: list[int]) -> bool:
+        """Ask the SFU to resend the video packets ``lost`` (outgoing sequence numbers), as
+        a browser does for packets it missed, or as a hostile viewer does for any."""
+        if self._video_receiver is None or self.video.ssrc is None:
+            return False
+        await aiortc_adapter.send_nack(self._video_receiver, self.video.ssrc, lost)
+        return True
+
     async def wait_for_frames(self, video: int, audio: int = 0, within: float = 10.0) -> bool:
         """Wait until this many frames arrived; False after ``within`` seconds."""
         return await wait_until(

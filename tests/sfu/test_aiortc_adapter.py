@@ -9,6 +9,7 @@ import os
 import socket
 import struct
 import threading
+import time
 from collections.abc import AsyncIterator, Callable, Sequence
 from contextlib import asynccontextmanager
 from dataclasses import dataclass, field
@@ -30,7 +31,9 @@ from aiortc.rtp import (
     RTCP_PSFB_PLI,
     RTCP_RTPFB_NACK,
     AnyRtcpPacket,
+    RtcpPacket,
     RtcpPsfbPacket,
+    RtcpReceiverInfo,
     RtcpRrPacket,
     RtcpRtpfbPacket,
     RtpPacket,
@@ -69,6 +72,8 @@ def test_the_private_members_used_exist(pc: RTCPeerConnection) -> None:
         "arrival_time_ms",
     ]
     assert list(inspect.signature(receiver._send_rtcp_pli).parameters) == ["media_ssrc"]
+    assert list(inspect.signature(receiver._send_rtcp_nack).parameters) == ["media_ssrc", "lost"]
+    assert aiortc_adapter.sender_rtt(sender) is None  # none measured yet
     assert list(inspect.signature(sender._handle_rtcp_packet).parameters) == ["packet"]
     assert isinstance(sender._ssrc, int)
     assert isinstance(sender._rtx_ssrc, int)
@@ -123,6 +128,42 @@ async def test_send_pli_uses_the_receivers_rtcp_path(pc: RTCPeerConnection) -> N
     assert len(sent) == 1
     assert sent[0][1] == 206  # RTCP payload-specific feedback
     assert sent[0][0] & 0x1F == RTCP_PSFB_PLI
+
+
+async def test_send_nack_uses_the_receivers_rtcp_path(pc: RTCPeerConnection) -> None:
+    receiver = pc.addTransceiver("video").receiver
+    sent: list[bytes] = []
+
+    async def send_rtp(data: bytes) -> None:
+        sent.append(data)
+
+    receiver.transport._send_rtp = send_rtp  # type: ignore[method-assign]
+    await aiortc_adapter.send_nack(receiver, 4321, [7, 9, 40])
+    (packet,) = RtcpPacket.parse(sent[0])
+    assert isinstance(packet, RtcpRtpfbPacket)
+    assert (packet.fmt, packet.media_ssrc, packet.lost) == (RTCP_RTPFB_NACK, 4321, [7, 9, 40])
+
+
+async def test_sender_rtt_is_what_a_receiver_report_answering_a_sender_report_gives(
+    pc: RTCPeerConnection,
+) -> None:
+    sender: RTCRtpSender = pc.addTransceiver("video").sender
+    # as if aiortc had sent a sender report 0.3 s ago that the peer held for 0.1 s
+    sender._RTCRtpSender__lsr = 0x12345678  # type: ignore[attr-defined]
+    sender._RTCRtpSender__lsr_time = time.time() - 0.3  # type: ignore[attr-defined]
+    report = RtcpReceiverInfo(
+        ssrc=sender._ssrc,
+        fraction_lost=0,
+        packets_lost=0,
+        highest_sequence=0,
+        jitter=0,
+        lsr=0x12345678,
+        dlsr=65536 // 10,
+    )
+    await sender._handle_rtcp_packet(RtcpRrPacket(ssrc=1, reports=[report]))
+    rtt = aiortc_adapter.sender_rtt(sender)
+    assert rtt is not None
+    assert 0.19 < rtt < 0.5
 
 
 async def test_intercept_sender_rtcp_sees_feedback_and_passes_the_rest(

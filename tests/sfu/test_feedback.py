@@ -1,34 +1,135 @@
-"""Viewers' RTCP feedback: NACKs answered from the cache, PLI storms throttled."""
+"""Viewers' RTCP feedback: NACKs answered from the cache within each viewer's budget, PLI
+storms throttled."""
 
 import asyncio
 import itertools
 import time
 
-from sfu import Router
+import pytest
+
+from sfu import Router, native
 from sfu.testing import DecodeErrorCounter, TestClients, TestViewer
 
 
-async def test_nacks_on_a_lossy_downlink_are_answered_from_the_cache(
+def _unwrapped(sequence_numbers: list[int]) -> list[int]:
+    """16-bit RTP sequence numbers as they arrived, made monotonic across wraps."""
+    out: list[int] = []
+    for number in sequence_numbers:
+        if not out:
+            out.append(number)
+            continue
+        step = (number - out[-1]) & 0xFFFF
+        out.append(out[-1] + (step if step < 0x8000 else step - 0x10000))
+    return out
+
+
+def _missing(sequence_numbers: list[int], first: int, last: int) -> list[int]:
+    """Which of ``first``..``last`` (unwrapped) never arrived."""
+    received = set(sequence_numbers)
+    return [n for n in range(first, last + 1) if n not in received]
+
+
+async def test_a_viewer_losing_5_percent_gets_every_lost_packet_back_within_its_budget(
     router: Router, clients: TestClients
 ) -> None:
     with DecodeErrorCounter().installed() as decode_errors:
         await clients.publish(router)
-        lossy, session = await clients.subscribe(router)
+        lossy, session = await clients.subscribe(router, record_rtp=True)
         lossy.drop_incoming(0.05)
         assert await lossy.wait_for_frames(video=5)
         frames_before = lossy.video.frames
+        first = len(lossy.video.sequence_numbers)
         await asyncio.sleep(4.0)
 
     video = next(c for c in session.consumers if c.kind == "video").stats()
     frames = lossy.video.frames - frames_before
+    received = _unwrapped(lossy.video.sequence_numbers)
+    # the last second's losses may still be asked for again (aiortc re-asks on its next gap)
+    settled = received[first:]
+    last = max(settled) - (max(settled) - min(settled)) // 4
+    missing = _missing(settled, min(settled), last)
     print(
-        f"5% loss for 4 s: {frames} frames decoded, {video.nacks_received} NACKed, "
-        f"{video.retransmitted_packets} retransmitted, {video.nack_misses} misses, "
-        f"{video.packets_sent} sent, {decode_errors.errors} decode errors"
+        f"5% loss for 4 s: {frames} frames decoded, {len(settled)} packets arrived, "
+        f"{video.nacks_received} NACKed, {video.retransmitted_packets} retransmitted, "
+        f"{video.nack_misses} misses, {video.nacks_refused} refused, {video.packets_sent} "
+        f"sent, {len(missing)} never arrived of the first 3 s, {decode_errors.errors} decode "
+        "errors"
     )
     assert video.retransmitted_packets > 0
     assert video.retransmitted_packets >= video.nacks_received * 0.8
+    assert missing == []  # every lost packet came back
     assert frames >= 100  # of 120 sent: repaired frames decode
+    assert decode_errors.errors <= 2
+
+
+@pytest.fixture(params=["c_loop", "python_loop"])
+def forwarding_loop(request: pytest.FixtureRequest, monkeypatch: pytest.MonkeyPatch) -> str:
+    """Each test using it runs with the C forwarding loop and with the Python one
+    (ONAIR_NATIVE_FORWARDING=0)."""
+    if request.param == "python_loop":
+        monkeypatch.setattr(native, "lib", None)
+    elif not native.available():
+        pytest.skip("the C loop is off (ONAIR_NATIVE_FORWARDING=0) or not built (make native)")
+    return str(request.param)
+
+
+async def _flood_nacks(viewer: TestViewer, per_second: float, until: float) -> int:
+    """NACK the viewer's last 1,000 video packets, ``per_second`` times a second."""
+    sent = 0
+    while time.monotonic() < until:
+        newest = viewer.video.sequence_numbers[-1]
+        sent += await viewer.send_nack([(newest - n) & 0xFFFF for n in range(999, -1, -1)])
+        await asyncio.sleep(1 / per_second)
+    return sent
+
+
+async def test_a_nack_flood_is_answered_within_the_budget_and_other_viewers_are_untouched(
+    forwarding_loop: str, router: Router, clients: TestClients
+) -> None:
+    limits = router.options.retransmission
+    with DecodeErrorCounter().installed() as decode_errors:
+        await clients.publish(router)
+        joined = time.monotonic()
+        flooder, flooder_session = await clients.subscribe(router, decode=False, record_rtp=True)
+        viewer, viewer_session = await clients.subscribe(router, record_rtp=True)
+        assert await flooder.wait_for_frames(video=5)
+        assert await viewer.wait_for_frames(video=5)
+        await asyncio.sleep(2.0)  # a few hundred packets in the cache to ask for
+        frames_before = viewer.video.frames
+        first = len(viewer.video.sequence_numbers)
+        seconds = 3.0
+        nacks = await _flood_nacks(flooder, 88, time.monotonic() + seconds)
+        await asyncio.sleep(0.5)  # the last answers arrive
+        elapsed = time.monotonic() - joined
+
+    flooded = next(c for c in flooder_session.consumers if c.kind == "video").stats()
+    normal = next(c for c in viewer_session.consumers if c.kind == "video").stats()
+    # what the budget can ever have earned: full at the start, then its share of what was
+    # forwarded and its floor rate over the whole time (an upper bound however slow the run)
+    budget = (
+        limits.burst_packets
+        + limits.share * flooded.packets_sent
+        + limits.packets_per_second * elapsed
+    )
+    frames = viewer.video.frames - frames_before
+    received = _unwrapped(viewer.video.sequence_numbers)[first:]
+    missing = _missing(received, min(received), max(received))
+    print(
+        f"[{forwarding_loop}] {nacks} NACKs of 1,000 packets in {seconds:.0f} s: "
+        f"{flooded.retransmitted_packets} retransmitted (budget {budget:.0f}), "
+        f"{flooded.nacks_refused} refused, {flooded.nack_misses} misses, "
+        f"{flooded.packets_sent} forwarded; the other viewer: {frames} frames decoded, "
+        f"{len(missing)} packets missing, {normal.nacks_received} NACKed, "
+        f"{decode_errors.errors} decode errors"
+    )
+    assert nacks >= 88 * seconds * 0.5
+    assert 0 < flooded.retransmitted_packets <= budget
+    assert flooded.nacks_refused > nacks * 900  # nearly all of it
+    assert flooded.retransmitted_packets + flooded.nack_misses + flooded.nacks_refused == (
+        flooded.nacks_received
+    )
+    assert missing == []
+    assert frames >= 30 * seconds * 0.8
     assert decode_errors.errors <= 2
 
 

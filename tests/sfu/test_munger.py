@@ -47,6 +47,18 @@ def test_a_new_source_continues_the_sequence_and_advances_time() -> None:
     )
 
 
+def test_seconds_behind_measures_from_the_newest_packet_round_the_timestamp_space() -> None:
+    munger = RtpMunger(90000)
+    newest = munger.map(1000, 0xFFFFFF00, now=0.0)
+    assert newest is not None
+    assert munger.seconds_behind(newest[1]) == 0.0
+    assert munger.seconds_behind((newest[1] - 90000) & 0xFFFFFFFF) == 1.0
+    assert munger.seconds_behind((newest[1] + 3000) & 0xFFFFFFFF) == 0.0  # newer
+    later = munger.map(1100, (0xFFFFFF00 + 45000) & 0xFFFFFFFF, now=0.5)  # ts wrapped
+    assert later is not None
+    assert munger.seconds_behind(newest[1]) == 0.5
+
+
 def test_packet_cache_returns_only_the_packet_asked_for() -> None:
     cache = PacketCache(4)
     for seq in range(10):
