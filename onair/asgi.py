@@ -13,11 +13,11 @@ django_asgi_app = get_asgi_application()
 
 from channels.auth import AuthMiddlewareStack  # noqa: E402
 from channels.routing import ProtocolTypeRouter, URLRouter  # noqa: E402
-from channels.security.websocket import AllowedHostsOriginValidator  # noqa: E402
 from django.contrib.staticfiles.handlers import ASGIStaticFilesHandler  # noqa: E402
 from django.urls import get_resolver  # noqa: E402
 
 from onair.conf import onair_settings  # noqa: E402
+from onair.origin import SameOriginValidator  # noqa: E402
 from sfu.heap import freeze_startup_objects  # noqa: E402
 from signaling.routing import websocket_urlpatterns  # noqa: E402
 
@@ -26,9 +26,7 @@ http_app = ASGIStaticFilesHandler(django_asgi_app) if onair_settings().serve_sta
 application = ProtocolTypeRouter(
     {
         "http": http_app or django_asgi_app,
-        "websocket": AllowedHostsOriginValidator(
-            AuthMiddlewareStack(URLRouter(websocket_urlpatterns))
-        ),
+        "websocket": SameOriginValidator(AuthMiddlewareStack(URLRouter(websocket_urlpatterns))),
     }
 )
 
