@@ -12,7 +12,8 @@ from __future__ import annotations
 
 from typing import Any
 
-from django.core.exceptions import PermissionDenied
+from django.conf import settings
+from django.core.exceptions import PermissionDenied, RequestDataTooBig
 from django.http import Http404, HttpRequest, HttpResponse, JsonResponse
 from django.views import defaults
 from rest_framework import exceptions as drf_exceptions
@@ -107,6 +108,20 @@ def api_exception_handler(exc: Exception, context: dict[str, Any]) -> Response |
                 status_code=status_code, code=exc.code, message=exc.message, fields=exc.fields
             ),
             status=status_code,
+        )
+    if isinstance(exc, RecursionError):
+        # Python's json recurses once per nesting level, and DRF's JSON parser (every view's,
+        # whatever its parser_classes) catches only ValueError: "[" * 50000 lands here.
+        exc = drf_exceptions.ParseError("JSON parse error - the document is nested too deeply.")
+    if isinstance(exc, RequestDataTooBig):
+        # Django's DATA_UPLOAD_MAX_MEMORY_SIZE, hit while DRF reads the body.
+        return Response(
+            error_body(
+                status_code=status.HTTP_413_REQUEST_ENTITY_TOO_LARGE,
+                code="too_large",
+                message=f"The body is larger than {settings.DATA_UPLOAD_MAX_MEMORY_SIZE} bytes.",
+            ),
+            status=status.HTTP_413_REQUEST_ENTITY_TOO_LARGE,
         )
     response = drf_exception_handler(exc, context)
     if response is None:

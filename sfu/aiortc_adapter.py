@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import asyncio.selector_events
 import contextlib
+import logging
 import os
 import socket
 import struct
@@ -26,6 +27,7 @@ import aiortc.rtcrtpsender as _sender_module
 from aioice.ice import CandidatePair
 from aiortc import (
     RTCDtlsTransport,
+    RTCPeerConnection,
     RTCRtpCodecParameters,
     RTCRtpReceiver,
     RTCRtpSender,
@@ -39,6 +41,8 @@ from pylibsrtp._binding import lib as _srtp_lib
 
 from sfu import native
 
+logger = logging.getLogger(__name__)
+
 PacketHandler = Callable[[RtpPacket], Awaitable[None]]
 
 # ≈ 2 s of a 1.5 Mbit/s publisher, in the kernel's accounting (about twice the payload)
@@ -50,6 +54,9 @@ _MAX_DATAGRAM = 65536
 _JITTER_BUFFER_ATTR = "_RTCRtpReceiver__jitter_buffer"
 _DECODER_THREAD_ATTR = "_RTCRtpReceiver__decoder_thread"
 _BITRATE_ESTIMATOR_ATTR = "_RTCRtpReceiver__remote_bitrate_estimator"
+_PC_DTLS_TRANSPORTS_ATTR = "_RTCPeerConnection__dtlsTransports"
+_PC_ICE_TRANSPORTS_ATTR = "_RTCPeerConnection__iceTransports"
+_PC_CLOSED_ATTR = "_RTCPeerConnection__isClosed"
 
 
 class _PacketTap:
@@ -643,3 +650,28 @@ def filter_incoming_rtp(transport: RTCDtlsTransport, keep: Callable[[bytes], boo
             await original(data, arrival_time_ms)
 
     transport._handle_rtp_data = handle_rtp_data  # type: ignore[method-assign]
+
+
+async def close_peer_connection(pc: RTCPeerConnection) -> None:
+    """Close ``pc``; never raises, and frees its sockets even when aiortc cannot.
+
+    aiortc's ``close()`` stops each transceiver's transports in turn and raises halfway if a
+    remote description left one without a transport; the rest would keep their UDP
+    sockets, and a later ``close()`` would wait forever on a future never completed. Then
+    every transport it still holds is stopped one by one and the connection marked closed.
+    """
+    try:
+        await pc.close()
+        return
+    except Exception:
+        logger.debug("aiortc could not close a peer connection; stopping its transports")
+    for transport in list(getattr(pc, _PC_DTLS_TRANSPORTS_ATTR)):
+        with contextlib.suppress(Exception):
+            await transport.stop()
+    for transport in list(getattr(pc, _PC_ICE_TRANSPORTS_ATTR)):
+        with contextlib.suppress(Exception):
+            await transport.stop()
+    closed: asyncio.Future[bool] | None = getattr(pc, _PC_CLOSED_ATTR)
+    if closed is not None and not closed.done():
+        closed.set_result(True)
+    pc.remove_all_listeners()

@@ -7,9 +7,9 @@ from typing import Protocol
 
 from aiortc import RTCRtpCodecCapability, RTCRtpCodecParameters, RTCRtpSender
 from aiortc.rtcrtpparameters import RTCRtpParameters
-from aiortc.sdp import SessionDescription, parse_h264_profile_level_id
+from aiortc.sdp import parse_h264_profile_level_id
 
-from sfu.errors import NegotiationError
+from sfu.sdp_validation import validate_description
 
 MEDIA_KINDS = ("audio", "video")
 
@@ -122,14 +122,11 @@ def negotiated_codec(parameters: RTCRtpParameters, codec: CodecLike) -> Negotiat
 
 
 def offered_media(offer_sdp: str) -> list[OfferedMedia]:
-    """Audio and video m-lines of an offer, in order. Raises NegotiationError
-    when the SDP cannot be parsed."""
-    try:
-        description = SessionDescription.parse(offer_sdp)
-    except Exception as exc:  # aiortc's parser raises assorted errors
-        raise NegotiationError(f"invalid SDP: {exc}") from exc
+    """Audio and video m-lines of an offer, in order. Raises ``InvalidSdpError`` (a
+    NegotiationError) naming the problem when the offer is malformed."""
+    description = validate_description(offer_sdp, sdp_type="offer")
     return [
-        OfferedMedia(kind=m.kind, direction=m.direction or "sendrecv", codecs=tuple(m.rtp.codecs))
+        OfferedMedia(kind=m.kind, direction=str(m.direction), codecs=tuple(m.rtp.codecs))
         for m in description.media
         if m.kind in MEDIA_KINDS
     ]

@@ -10,7 +10,7 @@ from aiortc import RTCConfiguration
 from sfu.errors import NegotiationError
 from sfu.events import PublisherClosed, PublisherConnected, SfuEvent
 from sfu.ice_config import HostNetwork
-from sfu.negotiation import codec_preferences, offered_media, select_publish_codec
+from sfu.negotiation import OfferedMedia, codec_preferences, select_publish_codec
 from sfu.producer import Producer
 from sfu.session import PeerSession
 
@@ -49,11 +49,11 @@ class PublisherSession(PeerSession):
         consumers close now, without a grace period."""
         await self._close("closed")
 
-    async def _negotiate(self, offer_sdp: str) -> None:
-        """Answer the publisher's offer; raises NegotiationError for an offer the
-        SFU cannot take."""
+    async def _negotiate(self, offer_sdp: str, offered: list[OfferedMedia]) -> None:
+        """Answer the publisher's offer (``offered``: its media, from ``offered_media``);
+        raises NegotiationError for an offer the SFU cannot take."""
         producers = []
-        for media in offered_media(offer_sdp):
+        for media in offered:
             codec = select_publish_codec(media)
             if codec is None or media.direction not in _SENDING_DIRECTIONS:
                 raise NegotiationError(f"publisher offers no forwardable {media.kind} codec")

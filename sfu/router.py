@@ -22,7 +22,7 @@ from sfu.events import (
 )
 from sfu.ice import IceServer, rtc_configuration
 from sfu.ice_config import HostNetwork
-from sfu.negotiation import CodecLike
+from sfu.negotiation import CodecLike, offered_media
 from sfu.producer import Producer
 from sfu.publisher import PublisherSession
 from sfu.retransmission import RetransmissionLimits
@@ -102,6 +102,7 @@ class Router:
         Raises NegotiationError for an unusable offer.
         """
         self._check_open()
+        offered = offered_media(offer_sdp)  # a malformed offer never gets a peer connection
         async with self._publish_lock:
             session = PublisherSession(
                 router_id=self.id,
@@ -114,7 +115,7 @@ class Router:
                 on_closed=self._publisher_closed,
             )
             try:
-                await session._negotiate(offer_sdp)
+                await session._negotiate(offer_sdp, offered)
             except BaseException:
                 await session._close_peer_connection()
                 raise
@@ -152,6 +153,7 @@ class Router:
         NegotiationError for an unusable offer.
         """
         self._check_open()
+        offered = offered_media(offer_sdp) if offer_sdp is not None else None
         viewer = ViewerSession(
             router_id=self.id,
             configuration=self._configuration,
@@ -164,7 +166,7 @@ class Router:
         for producer in reversed(self.producers):
             codecs[producer.kind] = producer.codec
         try:
-            await viewer._negotiate(offer_sdp, codecs)
+            await viewer._negotiate(offer_sdp, offered, codecs)
         except BaseException:
             await viewer._close_peer_connection()
             raise

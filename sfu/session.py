@@ -14,11 +14,28 @@ from aiortc.exceptions import (
     OperationError,
 )
 
+from sfu import aiortc_adapter
 from sfu.errors import NegotiationError
 from sfu.ice import IceCandidate, parse_ice_candidate
 from sfu.ice_config import HostNetwork, configure_ice
 
 _LOST_STATES = ("failed", "closed")
+
+# What aiortc raises for a description it cannot apply: its own errors, and the Python
+# errors its SDP handling trips on input it does not expect (sfu.sdp_validation rejects
+# the known cases first; these are the ones it does not know yet).
+_AIORTC_NEGOTIATION_ERRORS = (
+    ArithmeticError,
+    AssertionError,
+    AttributeError,
+    LookupError,
+    TypeError,
+    ValueError,
+    InternalError,
+    InvalidAccessError,
+    InvalidStateError,
+    OperationError,
+)
 
 
 class PeerSession:
@@ -62,18 +79,15 @@ class PeerSession:
     async def _apply_remote_description(self, sdp: str, sdp_type: str) -> None:
         try:
             await self._pc.setRemoteDescription(RTCSessionDescription(sdp=sdp, type=sdp_type))
-        except (
-            ValueError,
-            InternalError,
-            InvalidAccessError,
-            InvalidStateError,
-            OperationError,
-        ) as exc:
-            raise NegotiationError(f"cannot apply the remote {sdp_type}: {exc}") from exc
+        except _AIORTC_NEGOTIATION_ERRORS as exc:
+            raise NegotiationError(f"cannot apply the remote {sdp_type}: {exc!r}") from exc
 
     async def _answer(self, offer_sdp: str) -> str:
         await self._apply_remote_description(offer_sdp, "offer")
-        await self._set_local_description(await self._pc.createAnswer())
+        try:
+            await self._set_local_description(await self._pc.createAnswer())
+        except _AIORTC_NEGOTIATION_ERRORS as exc:
+            raise NegotiationError(f"cannot answer this offer: {exc!r}") from exc
         return str(self._pc.localDescription.sdp)
 
     async def _set_local_description(self, description: RTCSessionDescription) -> None:
@@ -100,9 +114,10 @@ class PeerSession:
             self._deadline = None
 
     async def _close_peer_connection(self) -> None:
+        """Never raises: it runs in cleanup paths, where it must not mask the error."""
         self._closing = True
         self._cancel_deadline()
-        await self._pc.close()
+        await aiortc_adapter.close_peer_connection(self._pc)
 
     def _lose(self, reason: str) -> None:
         self._closing = True

@@ -17,7 +17,8 @@ from sfu.errors import NegotiationError
 from sfu.events import SfuEvent, ViewerConnected, ViewerLeft
 from sfu.ice_config import HostNetwork
 from sfu.munger import RtpMunger
-from sfu.negotiation import MEDIA_KINDS, CodecLike, codec_preferences, offered_media
+from sfu.negotiation import MEDIA_KINDS, CodecLike, OfferedMedia, codec_preferences
+from sfu.sdp_validation import validate_description
 from sfu.session import PeerSession
 
 logger = logging.getLogger(__name__)
@@ -106,25 +107,31 @@ class ViewerSession(PeerSession):
         return next((s for s in self.slots if s.kind == kind and s.consumer is None), None)
 
     async def accept_answer(self, answer_sdp: str) -> None:
-        """Complete a server-offered session with the viewer's answer."""
+        """Complete a server-offered session with the viewer's answer. Raises
+        NegotiationError for a malformed answer."""
+        validate_description(answer_sdp, sdp_type="answer")
         await self._apply_remote_description(answer_sdp, "answer")
 
     async def close(self) -> None:
         await self._close("closed")
 
-    async def _negotiate(self, offer_sdp: str | None, codecs: dict[str, CodecLike]) -> None:
-        """Answer a viewer's (WHEP-style) offer, or create the server's offer.
+    async def _negotiate(
+        self,
+        offer_sdp: str | None,
+        offered: list[OfferedMedia] | None,
+        codecs: dict[str, CodecLike],
+    ) -> None:
+        """Answer a viewer's (WHEP-style) offer (``offered``: its media, from
+        ``offered_media``), or create the server's offer.
 
         ``codecs`` holds the current producers' codecs by kind; each transceiver
         is restricted to its producer's codec before the offer is applied or
         created, so the viewer's codec is the publisher's.
         """
-        if offer_sdp is None:
+        if offer_sdp is None or offered is None:
             kinds = list(MEDIA_KINDS)
         else:
-            kinds = [
-                m.kind for m in offered_media(offer_sdp) if m.direction in _RECEIVING_DIRECTIONS
-            ]
+            kinds = [m.kind for m in offered if m.direction in _RECEIVING_DIRECTIONS]
             if not kinds:
                 raise NegotiationError("viewer offers to receive neither audio nor video")
         for kind in kinds:

@@ -45,7 +45,7 @@ from signaling.http_session_store import HttpSession, SessionKind, session_store
 from signaling.notify import announce_viewers
 from signaling.sdpfrag import SdpFragment, restart_fragment
 from signaling.sfu_cluster import session_id
-from signaling.sfu_gateway import IceCredentials, gateway
+from signaling.sfu_gateway import IceCredentials, gateway, offer_validate
 from viewers.models import ViewerSession as ViewerRecord
 from viewers.services import viewer_join, viewer_leave
 
@@ -116,6 +116,7 @@ async def whip_session_start(*, stream: Stream, offer_sdp: str, key_id: int) -> 
     lost its connection and waits out its grace period is replaced, so a client that
     reconnects with a new ``POST`` carries on the broadcast.
     """
+    offer_validate(offer_sdp=offer_sdp)
     await database_sync_to_async(stream.refresh_from_db)()
     if stream.pk in _starting or await gateway.publisher_active(stream=stream):
         raise ConflictError(
@@ -148,6 +149,7 @@ async def whep_session_start(
     *, stream: Stream, offer_sdp: str, user: User | AnonymousUser
 ) -> HttpSession:
     """Add a viewer to a live stream: counted like a watch page, as a WHEP viewer."""
+    offer_validate(offer_sdp=offer_sdp)
     await database_sync_to_async(stream.refresh_from_db)()
     if not stream.is_live:
         raise ConflictError("The broadcast is not live right now.", code="not_live")

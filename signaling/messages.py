@@ -87,6 +87,9 @@ def parse_message(
         data = json.loads(text)
     except ValueError:
         raise MessageError("bad_json", "The frame is not valid JSON.") from None
+    except RecursionError:
+        raise MessageError("bad_json", "The frame's JSON is nested too deeply.") from None
+    _check_unicode(data)
     if not isinstance(data, dict) or not isinstance(data.get("type"), str):
         raise MessageError("bad_message", 'A message is a JSON object with a string "type".')
     kind = data["type"]
@@ -96,6 +99,19 @@ def parse_message(
             f"Unknown message type {kind[:40]!r}; expected one of: {', '.join(sorted(allowed))}.",
         )
     return _PARSERS[kind](data)
+
+
+def _check_unicode(data: Any) -> None:
+    """JSON's ``\\ud800`` escapes decode to lone surrogates, which no text encoding can
+    carry: refuse them here rather than where a value is hashed or stored."""
+    try:
+        json.dumps(data, ensure_ascii=False).encode("utf-8")
+    except UnicodeEncodeError:
+        raise MessageError(
+            "bad_json", "The frame's strings hold a lone surrogate (\\uD800-\\uDFFF)."
+        ) from None
+    except RecursionError:
+        raise MessageError("bad_json", "The frame's JSON is nested too deeply.") from None
 
 
 def _sdp(data: dict[str, Any]) -> str:

@@ -45,6 +45,7 @@ from sfu import (
     ViewerSession,
 )
 from sfu.ice_config import HostNetwork, restart_ice
+from sfu.sdp_validation import validate_description
 from signaling.ice import PeerRole, ice_servers, ice_settings
 
 logger = logging.getLogger(__name__)
@@ -305,6 +306,15 @@ class SfuGateway:
 
 
 _LOST_STATES = ("failed", "closed")
+
+
+def offer_validate(*, offer_sdp: str) -> None:
+    """Refuse a malformed SDP offer before any other work (400 ``bad_sdp``, naming the
+    problem); the SFU checks it again, this only makes the refusal cheap and early."""
+    try:
+        validate_description(offer_sdp, sdp_type="offer")
+    except NegotiationError as exc:
+        raise InvalidInputError(f"The offer cannot be used: {exc}", code="bad_sdp") from exc
 
 
 def _restart_ice(pc: RTCPeerConnection, remote: IceCredentials) -> IceCredentials:

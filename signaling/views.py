@@ -13,6 +13,7 @@ from __future__ import annotations
 import uuid
 from collections.abc import Awaitable, Callable
 
+from django.core.exceptions import RequestDataTooBig
 from django.http import HttpRequest, HttpResponse, JsonResponse
 from django.shortcuts import render
 from django.views.decorators.csrf import csrf_exempt
@@ -182,12 +183,17 @@ def _body(request: HttpRequest, media_type: str) -> str:
         raise UnsupportedMediaTypeError(
             f"Send the body as {media_type} (this one is {request.content_type or 'untyped'}).",
         )
-    if len(request.body) > MAX_BODY_BYTES:
-        raise InvalidInputError(
-            f"The body is larger than {MAX_BODY_BYTES // 1024} KiB.", code="too_large"
-        )
+    too_large = InvalidInputError(
+        f"The body is larger than {MAX_BODY_BYTES // 1024} KiB.", code="too_large"
+    )
     try:
-        text = request.body.decode("utf-8")
+        body = request.body
+    except RequestDataTooBig:  # past DATA_UPLOAD_MAX_MEMORY_SIZE: Django will not read it
+        raise too_large from None
+    if len(body) > MAX_BODY_BYTES:
+        raise too_large
+    try:
+        text = body.decode("utf-8")
     except UnicodeDecodeError as exc:
         raise InvalidInputError("The body is not UTF-8 text.", code="bad_encoding") from exc
     if not text.strip():

@@ -1,0 +1,133 @@
+"""Malformed offers and answers are refused with NegotiationError naming the problem,
+before a peer connection exists; a peer connection aiortc cannot close is closed anyway."""
+
+from __future__ import annotations
+
+import asyncio
+import re
+
+import pytest
+from aiortc import RTCPeerConnection, RTCSessionDescription
+
+from sfu import NegotiationError, Router
+from sfu.ice_config import HostNetwork
+from sfu.sdp_validation import MAX_SDP_BYTES, InvalidSdpError, validate_description
+from sfu.session import PeerSession
+from sfu.testing import TestClients, TestPublisher, TestViewer, client_configuration
+from tests.malformed_sdp import MALFORMED
+
+CASES = sorted(MALFORMED)
+
+
+async def _viewer_offer() -> str:
+    viewer = TestViewer()
+    try:
+        return await viewer.create_offer()
+    finally:
+        await viewer.close()
+
+
+async def _publisher_offer() -> str:
+    publisher = TestPublisher()
+    try:
+        return await publisher.create_offer()
+    finally:
+        await publisher.close()
+
+
+def _peer_connections_created(monkeypatch: pytest.MonkeyPatch) -> list[object]:
+    created: list[object] = []
+    original = PeerSession.__init__
+
+    def spy(self: PeerSession, *args: object, **kwargs: object) -> None:
+        created.append(self)
+        original(self, *args, **kwargs)  # type: ignore[arg-type]
+
+    monkeypatch.setattr(PeerSession, "__init__", spy)
+    return created
+
+
+@pytest.mark.parametrize("case", CASES)
+async def test_a_malformed_viewer_offer_is_refused_by_name_without_a_peer_connection(
+    case: str, router: Router, clients: TestClients, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    await clients.publish(router)
+    mutate, reason = MALFORMED[case]
+    offer = mutate(await _viewer_offer())
+    created = _peer_connections_created(monkeypatch)
+    with pytest.raises(NegotiationError, match=re.escape(reason)):
+        await router.subscribe(offer)
+    assert created == []
+    assert router.viewers == ()
+
+
+@pytest.mark.parametrize("case", CASES)
+async def test_a_malformed_publisher_offer_is_refused_by_name_without_a_peer_connection(
+    case: str, router: Router, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    mutate, reason = MALFORMED[case]
+    offer = mutate(await _publisher_offer())
+    created = _peer_connections_created(monkeypatch)
+    with pytest.raises(NegotiationError, match=re.escape(reason)):
+        await router.publish(offer)
+    assert created == []
+    assert router.publisher is None
+
+
+async def test_the_unmodified_offers_pass() -> None:
+    for offer in (await _viewer_offer(), await _publisher_offer()):
+        assert len(validate_description(offer).media) == 2
+
+
+def test_limits_size_and_text() -> None:
+    with pytest.raises(InvalidSdpError, match="larger than 64 KiB"):
+        validate_description("v=0\r\n" + "a=x\r\n" * (MAX_SDP_BYTES // 5))
+    with pytest.raises(InvalidSdpError, match="more than 1000 lines"):
+        validate_description("v=0\r\n" + "a\r\n" * 1000)
+    with pytest.raises(InvalidSdpError, match="not valid UTF-8"):
+        validate_description("v=0\r\ns=\ud800\r\n")
+    with pytest.raises(InvalidSdpError, match="control character"):
+        validate_description("v=0\r\nm=audio 9 UDP/TLS/RTP/SAVPF 0\r\n\u2028\r\n")
+    with pytest.raises(InvalidSdpError, match="not an SDP line"):
+        validate_description("v=0\r\nm=audio 9 UDP/TLS/RTP/SAVPF 0\r\nA=b\r\n")
+
+
+async def test_a_malformed_answer_to_the_servers_offer_is_refused_by_name(
+    router: Router, clients: TestClients
+) -> None:
+    await clients.publish(router)
+    session = await router.subscribe()
+    assert session.offer_sdp is not None
+    answer = await TestViewer().answer(session.offer_sdp)
+    with pytest.raises(NegotiationError, match="an answer sets up active or passive"):
+        await session.accept_answer(answer.replace("a=setup:active", "a=setup:actpass"))
+    with pytest.raises(NegotiationError, match="no a=setup"):
+        await session.accept_answer(MALFORMED["no_setup"][0](answer))
+
+
+async def test_a_peer_connection_aiortc_cannot_close_is_closed_without_masking_the_error() -> None:
+    """An offer whose BUNDLE group names no media section leaves aiortc's transceivers
+    without a transport: its answer fails, and so did ``close()``, raising over the first
+    error and leaving the connection unclosable. Applied here without the validation."""
+    offer = MALFORMED["bundle_unknown_mid"][0](await _viewer_offer())
+    session = PeerSession(client_configuration(), HostNetwork(), on_lost=lambda _: None)
+    for kind in ("audio", "video"):
+        session.peer_connection.addTransceiver(kind, direction="sendonly")
+    with pytest.raises(NegotiationError):
+        await session._answer(offer)
+    await session._close_peer_connection()  # must not raise
+    await asyncio.wait_for(session.peer_connection.close(), 5)  # and stays closable
+
+
+async def test_aiortc_still_fails_on_that_offer() -> None:
+    """Guards the test above: if aiortc learns to handle the bad BUNDLE group, that test
+    no longer exercises a close() that fails."""
+    offer = MALFORMED["bundle_unknown_mid"][0](await _viewer_offer())
+    pc = RTCPeerConnection(client_configuration())
+    for kind in ("audio", "video"):
+        pc.addTransceiver(kind, direction="sendonly")
+    await pc.setRemoteDescription(RTCSessionDescription(sdp=offer, type="offer"))
+    with pytest.raises(AttributeError):
+        await pc.createAnswer()
+    with pytest.raises(AttributeError):
+        await pc.close()
