@@ -35,10 +35,25 @@ def env_list(name: str, default: list[str]) -> list[str]:
     return [item.strip() for item in raw.split(",") if item.strip()]
 
 
+# SQLite for concurrent writers (docs/SECURITY.md, "Database under concurrent load"):
+# WAL lets readers run beside the one writer; BEGIN IMMEDIATE takes the write lock when a
+# transaction starts, so a writer waits its turn (up to the busy timeout) instead of failing
+# with "database is locked" when its read lock cannot be upgraded mid-transaction.
+SQLITE_OPTIONS: dict[str, Any] = {
+    "transaction_mode": "IMMEDIATE",
+    "timeout": 20,
+    "init_command": "PRAGMA journal_mode=WAL; PRAGMA synchronous=NORMAL",
+}
+
+
 def database_from_url(url: str) -> dict[str, Any]:
-    """A ``DATABASES["default"]`` entry from a ``DATABASE_URL``-style URL."""
+    """A ``DATABASES["default"]`` entry from a ``DATABASE_URL``-style URL. SQLite gets
+    ``SQLITE_OPTIONS``; options in the URL's query (``?timeout=60``) take precedence."""
     # No persistent connections: under ASGI each sync_to_async thread would keep its own.
-    return dict(dj_database_url.parse(url, conn_max_age=0))
+    database: dict[str, Any] = dict(dj_database_url.parse(url, conn_max_age=0))
+    if database["ENGINE"] == "django.db.backends.sqlite3":
+        database["OPTIONS"] = {**SQLITE_OPTIONS, **database.get("OPTIONS", {})}
+    return database
 
 
 REDIS_SOCKET_TIMEOUT = 30.0

@@ -104,3 +104,12 @@ def test_env_helpers(monkeypatch: pytest.MonkeyPatch) -> None:
     redis = channel_layers("redis://h:6379/1")["default"]
     assert redis["CONFIG"]["hosts"] == [{"address": "redis://h:6379/1", "socket_timeout": 30.0}]
     assert database_from_url("sqlite:////tmp/x.db")["NAME"] == "/tmp/x.db"
+
+
+def test_sqlite_is_set_up_for_concurrent_writers() -> None:
+    options = database_from_url("sqlite:////tmp/x.db")["OPTIONS"]
+    assert options["transaction_mode"] == "IMMEDIATE"
+    assert options["timeout"] == 20
+    assert options["init_command"] == "PRAGMA journal_mode=WAL; PRAGMA synchronous=NORMAL"
+    assert database_from_url("sqlite:////tmp/x.db?timeout=60")["OPTIONS"]["timeout"] == 60
+    assert "OPTIONS" not in database_from_url("postgres://postgres@127.0.0.1/x")
