@@ -36,6 +36,9 @@ def viewer_join(
 @transaction.atomic
 def viewer_leave(*, session: ViewerSession) -> ViewerSession:
     """End a viewer session. Safe to call twice: only the first call uncounts the viewer."""
+    # The stream's row first, as viewer_join and stream_end lock it: in one lock order, a
+    # viewer leaving as the broadcast ends cannot deadlock with it (PostgreSQL).
+    Stream.objects.select_for_update().filter(pk=session.stream_id).first()
     now = timezone.now()
     closed = ViewerSession.objects.filter(pk=session.pk, ended_at__isnull=True).update(ended_at=now)
     if closed:

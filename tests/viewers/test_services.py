@@ -1,5 +1,6 @@
 from __future__ import annotations
 
+import threading
 from collections.abc import Callable
 from concurrent.futures import ThreadPoolExecutor
 
@@ -8,7 +9,7 @@ from django.contrib.auth.models import AnonymousUser, User
 from django.db import connection
 
 from broadcast.models import Stream
-from broadcast.services import stream_end, stream_go_live
+from broadcast.services import stream_end, stream_go_live, stream_restart
 from onair.exceptions import ConflictError
 from viewers.models import ViewerSession
 from viewers.selectors import viewer_count
@@ -87,3 +88,41 @@ def test_concurrent_joins_and_leaves_lose_no_counts(live_stream: Stream) -> None
     left = len(range(0, joins, 3))
     assert live_stream.viewer_count == joins - left == viewer_count(stream=live_stream)
     assert joins - left <= live_stream.peak_viewer_count <= joins
+
+
+@pytest.mark.django_db(transaction=True)
+def test_viewers_leaving_as_the_broadcast_ends_never_deadlock(live_stream: Stream) -> None:
+    if connection.vendor == "sqlite":
+        pytest.skip("needs a database server with row locks: runs in the PostgreSQL pass")
+    leavers, rounds = 12, 8
+    failures: list[BaseException] = []
+    for _ in range(rounds):
+        sessions = [viewer_join(stream=live_stream) for _ in range(leavers)]
+        start = threading.Barrier(leavers + 1)
+
+        def leave(session: ViewerSession, start: threading.Barrier = start) -> None:
+            try:
+                start.wait()
+                viewer_leave(session=session)
+            except BaseException as error:
+                failures.append(error)
+            finally:
+                connection.close()
+
+        def end(start: threading.Barrier = start) -> None:
+            try:
+                start.wait()
+                stream_end(stream=Stream.objects.get(pk=live_stream.pk))
+            except BaseException as error:
+                failures.append(error)
+            finally:
+                connection.close()
+
+        with ThreadPoolExecutor(max_workers=leavers + 1) as pool:
+            for future in [pool.submit(end), *(pool.submit(leave, s) for s in sessions)]:
+                future.result()
+        assert not failures, failures
+        live_stream.refresh_from_db()
+        assert live_stream.viewer_count == 0 == viewer_count(stream=live_stream)
+        stream_restart(stream=live_stream)
+        stream_go_live(stream=live_stream)
