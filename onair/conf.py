@@ -12,6 +12,9 @@ class OnAirSettings:
     site_name: str = "OnAir"
     allow_signup: bool = True
     serve_static: bool = True
+    login_failures_per_address: int = 20
+    login_failures_per_username: int = 10
+    login_window_seconds: int = 900
     connect_timeout_seconds: float = 20.0
     max_sessions_per_address: int = 50
     max_viewers_per_stream: int = 0
@@ -25,6 +28,15 @@ def onair_settings() -> OnAirSettings:
         site_name=str(raw.get("SITE_NAME", OnAirSettings.site_name)),
         allow_signup=bool(raw.get("ALLOW_SIGNUP", OnAirSettings.allow_signup)),
         serve_static=bool(raw.get("SERVE_STATIC", OnAirSettings.serve_static)),
+        login_failures_per_address=int(
+            raw.get("LOGIN_FAILURES_PER_ADDRESS", OnAirSettings.login_failures_per_address)
+        ),
+        login_failures_per_username=int(
+            raw.get("LOGIN_FAILURES_PER_USERNAME", OnAirSettings.login_failures_per_username)
+        ),
+        login_window_seconds=int(
+            raw.get("LOGIN_WINDOW_SECONDS", OnAirSettings.login_window_seconds)
+        ),
         connect_timeout_seconds=float(
             raw.get("CONNECT_TIMEOUT_SECONDS", OnAirSettings.connect_timeout_seconds)
         ),

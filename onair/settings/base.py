@@ -5,7 +5,14 @@ from __future__ import annotations
 from pathlib import Path
 from typing import Any
 
-from onair.settings.env import channel_layers, database_from_url, env_bool, env_list, env_str
+from onair.settings.env import (
+    caches,
+    channel_layers,
+    database_from_url,
+    env_bool,
+    env_list,
+    env_str,
+)
 
 BASE_DIR = Path(__file__).resolve().parent.parent.parent
 VAR_DIR = BASE_DIR / "var"
@@ -73,6 +80,8 @@ DEFAULT_AUTO_FIELD = "django.db.models.BigAutoField"
 CHANNEL_LAYERS = channel_layers(
     env_str("REDIS_URL") or None, prefix=env_str("ONAIR_REDIS_PREFIX", "onair")
 )
+# Django's cache (login throttling): this process's memory, or Redis shared by every process.
+CACHES = caches(env_str("REDIS_URL") or None, prefix=env_str("ONAIR_REDIS_PREFIX", "onair"))
 
 AUTH_PASSWORD_VALIDATORS = [
     {"NAME": "django.contrib.auth.password_validation.UserAttributeSimilarityValidator"},
@@ -171,4 +180,9 @@ ONAIR: dict[str, Any] = {
     "SFU_MAX_VIEWERS_PER_WORKER": int(env_str("ONAIR_SFU_MAX_VIEWERS_PER_WORKER", "300")),
     # Where workers bind their origin→edge pipes: loopback, or the cluster network.
     "SFU_PIPE_HOST": env_str("ONAIR_SFU_PIPE_HOST", "127.0.0.1"),
+    # Failed logins (login form and API token) counted per client address and per username
+    # over a window; past either limit, logins answer 429 until the window ends.
+    "LOGIN_FAILURES_PER_ADDRESS": int(env_str("ONAIR_LOGIN_FAILURES_PER_ADDRESS", "20")),
+    "LOGIN_FAILURES_PER_USERNAME": int(env_str("ONAIR_LOGIN_FAILURES_PER_USERNAME", "10")),
+    "LOGIN_WINDOW_SECONDS": int(env_str("ONAIR_LOGIN_WINDOW_SECONDS", "900")),
 }

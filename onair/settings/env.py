@@ -75,3 +75,17 @@ def channel_layers(redis_url: str | None, *, prefix: str = "onair") -> dict[str,
             }
         }
     return {"default": {"BACKEND": "channels.layers.InMemoryChannelLayer"}}
+
+
+def caches(redis_url: str | None, *, prefix: str = "onair") -> dict[str, Any]:
+    """Django's cache in Redis when a URL is given (shared by every process), else in this
+    process's memory."""
+    if redis_url:
+        return {
+            "default": {
+                "BACKEND": "django.core.cache.backends.redis.RedisCache",
+                "LOCATION": redis_url,
+                "KEY_PREFIX": f"{prefix}:cache",
+            }
+        }
+    return {"default": {"BACKEND": "django.core.cache.backends.locmem.LocMemCache"}}

@@ -8,5 +8,6 @@ SECRET_KEY = "onair-test-key"
 DEBUG = False
 DATABASES = {"default": database_from_url(env_str("DATABASE_URL", "sqlite://:memory:"))}
 CHANNEL_LAYERS = {"default": {"BACKEND": "channels.layers.InMemoryChannelLayer"}}
+CACHES = {"default": {"BACKEND": "django.core.cache.backends.locmem.LocMemCache"}}
 PASSWORD_HASHERS = ["django.contrib.auth.hashers.MD5PasswordHasher"]
 ONAIR = {**ONAIR, "ALLOW_SIGNUP": True, "SERVE_STATIC": True}
