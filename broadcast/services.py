@@ -16,7 +16,13 @@ from django.utils.text import slugify
 
 from broadcast.models import Stream, StreamKey
 from broadcast.signals import stream_key_revoked, stream_state_changed
-from onair.exceptions import ConflictError, InvalidInputError, NotAuthenticatedError
+from onair.conf import onair_settings
+from onair.exceptions import (
+    ConflictError,
+    InvalidInputError,
+    NotAuthenticatedError,
+    PermissionDeniedError,
+)
 
 logger = logging.getLogger("onair.broadcast")
 
@@ -73,6 +79,20 @@ def _stream_set_state(*, stream: Stream, locked: Stream, previous: str) -> Strea
     return stream
 
 
+def _stream_quota_check(*, owner: User) -> None:
+    limit = onair_settings().max_streams_per_user
+    if owner.is_staff or not limit:
+        return
+    # The owner's row lock serializes concurrent creates by one owner (and their count).
+    User.objects.select_for_update().filter(pk=owner.pk).first()
+    if Stream.objects.filter(owner=owner).count() >= limit:
+        raise PermissionDeniedError(
+            f"This account has reached its quota of {limit} streams (the most an account may "
+            "own); delete one to create another.",
+            code="stream_quota",
+        )
+
+
 @transaction.atomic
 def stream_create(
     *,
@@ -85,8 +105,10 @@ def stream_create(
 ) -> tuple[Stream, IssuedKey]:
     """A new idle stream and its first key (whose secret is returned only now).
 
-    ``key_secret`` as for ``stream_key_rotate``.
+    ``key_secret`` as for ``stream_key_rotate``. An owner who is not staff may hold at most
+    ``ONAIR["MAX_STREAMS_PER_USER"]`` streams (``stream_quota``).
     """
+    _stream_quota_check(owner=owner)
     if slug is not None and not _slug_available(slug):
         raise InvalidInputError(
             "That address is taken.", fields={"slug": ["A stream with this slug already exists."]}

@@ -15,6 +15,7 @@ class OnAirSettings:
     login_failures_per_address: int = 20
     login_failures_per_username: int = 10
     login_window_seconds: int = 900
+    max_streams_per_user: int = 20
     connect_timeout_seconds: float = 20.0
     max_sessions_per_address: int = 50
     max_viewers_per_stream: int = 0
@@ -33,6 +34,9 @@ def onair_settings() -> OnAirSettings:
         ),
         login_failures_per_username=int(
             raw.get("LOGIN_FAILURES_PER_USERNAME", OnAirSettings.login_failures_per_username)
+        ),
+        max_streams_per_user=int(
+            raw.get("MAX_STREAMS_PER_USER", OnAirSettings.max_streams_per_user)
         ),
         login_window_seconds=int(
             raw.get("LOGIN_WINDOW_SECONDS", OnAirSettings.login_window_seconds)

@@ -185,4 +185,6 @@ ONAIR: dict[str, Any] = {
     "LOGIN_FAILURES_PER_ADDRESS": int(env_str("ONAIR_LOGIN_FAILURES_PER_ADDRESS", "20")),
     "LOGIN_FAILURES_PER_USERNAME": int(env_str("ONAIR_LOGIN_FAILURES_PER_USERNAME", "10")),
     "LOGIN_WINDOW_SECONDS": int(env_str("ONAIR_LOGIN_WINDOW_SECONDS", "900")),
+    # Streams one account may own (staff: no limit; 0: no limit for anyone).
+    "MAX_STREAMS_PER_USER": int(env_str("ONAIR_MAX_STREAMS_PER_USER", "20")),
 }

@@ -8,7 +8,7 @@ from collections.abc import Callable
 
 import pytest
 from django.contrib.auth.models import User
-from django.test import Client
+from django.test import Client, override_settings
 from rest_framework.authtoken.models import Token
 from rest_framework.response import Response
 from rest_framework.test import APIClient
@@ -494,3 +494,33 @@ def test_schema_and_docs_are_served(api_client: APIClient) -> None:
     docs = api_client.get("/api/docs/")
     assert docs.status_code == 200
     assert b"swagger" in docs.content.lower()
+
+
+@override_settings(ONAIR={"MAX_STREAMS_PER_USER": 3})
+def test_a_user_may_own_a_bounded_number_of_streams(
+    client_for: ClientFor, user: User, staff_user: User
+) -> None:
+    client = client_for(user)
+    for i in range(3):
+        assert client.post(f"{API}/streams/", {"title": f"S{i}"}, format="json").status_code == 201
+    response = client.post(f"{API}/streams/", {"title": "One too many"}, format="json")
+    assert response.status_code == 403
+    assert response.json()["error"]["code"] == "stream_quota"
+    assert "quota of 3 streams" in response.json()["error"]["message"]
+    assert Stream.objects.filter(owner=user).count() == 3
+
+    # Deleting one makes room; staff have no quota.
+    client.delete(f"{API}/streams/s0/")
+    assert client.post(f"{API}/streams/", {"title": "Again"}, format="json").status_code == 201
+    staff = client_for(staff_user)
+    for i in range(4):
+        assert staff.post(f"{API}/streams/", {"title": f"T{i}"}, format="json").status_code == 201
+
+
+def test_the_stream_quota_has_a_default(client_for: ClientFor, user: User) -> None:
+    client = client_for(user)
+    statuses = [
+        client.post(f"{API}/streams/", {"title": f"S{i}"}, format="json").status_code
+        for i in range(21)
+    ]
+    assert statuses == [201] * 20 + [403]

@@ -7,7 +7,7 @@ from typing import Any
 
 import pytest
 from django.contrib.auth.models import User
-from django.test import Client
+from django.test import Client, override_settings
 
 from broadcast.models import Stream
 from broadcast.services import stream_go_live, stream_key_verify
@@ -72,6 +72,16 @@ def test_create_with_invalid_input_shows_errors(alice: Client) -> None:
     assert response.status_code == 400
     assert "This field is required." in response.content.decode()
     assert not Stream.objects.exists()
+
+
+@override_settings(ONAIR={"MAX_STREAMS_PER_USER": 1})
+def test_create_past_the_quota_says_why(alice: Client, user: User) -> None:
+    assert alice.post("/streams/", {"title": "One", "visibility": "public"}).status_code == 302
+    response = alice.post("/streams/", {"title": "Two", "visibility": "public"})
+
+    assert response.status_code == 400
+    assert "quota of 1 streams" in response.content.decode()
+    assert Stream.objects.filter(owner=user).count() == 1
 
 
 def test_rotate_shows_the_new_key_once(alice: Client, make_stream: Callable) -> None:
