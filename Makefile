@@ -28,7 +28,7 @@ native: $(VENV)/.runtime
 run: $(VENV)/.runtime native
 	$(BIN)/python manage.py migrate --noinput
 	$(BIN)/python manage.py onair_demo --host $(HOST) --port $(PORT)
-	$(BIN)/daphne -b $(HOST) -p $(PORT) onair.asgi:application
+	$(BIN)/python -m onair.serve -b $(HOST) -p $(PORT) onair.asgi:application
 
 ## run-cluster: cluster mode on this machine (docs/SCALING.md): PostgreSQL and Redis (started
 ## if installed and down), `runsfu --workers 2`, daphne on PORT and PORT+1. Ctrl-C stops all.
@@ -44,8 +44,8 @@ run-cluster: $(VENV)/.runtime native
 	@export $(CLUSTER_ENV); pids=""; \
 	trap 'kill $$pids 2>/dev/null; wait' EXIT INT TERM; \
 	$(BIN)/python manage.py runsfu --workers 2 & pids="$$pids $$!"; \
-	$(BIN)/daphne -b $(HOST) -p $$(($(PORT) + 1)) onair.asgi:application & pids="$$pids $$!"; \
-	$(BIN)/daphne -b $(HOST) -p $(PORT) onair.asgi:application & pids="$$pids $$!"; \
+	$(BIN)/python -m onair.serve -b $(HOST) -p $$(($(PORT) + 1)) onair.asgi:application & pids="$$pids $$!"; \
+	$(BIN)/python -m onair.serve -b $(HOST) -p $(PORT) onair.asgi:application & pids="$$pids $$!"; \
 	echo "cluster: daphne on :$(PORT) and :$$(($(PORT) + 1)), 2 SFU workers; Ctrl-C stops"; \
 	wait
 

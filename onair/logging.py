@@ -3,6 +3,9 @@
 from __future__ import annotations
 
 import logging
+import re
+
+from django.core.exceptions import ImproperlyConfigured
 
 # Attributes every LogRecord has; anything else on a record came from ``extra=``.
 _STANDARD = frozenset(vars(logging.LogRecord("", 0, "", 0, "", None, None))) | {
@@ -21,3 +24,50 @@ class KeyValueFormatter(logging.Formatter):
         if not fields:
             return line
         return line + " " + " ".join(f"{key}={value}" for key, value in sorted(fields.items()))
+
+
+# What must never reach a log: WHIP/WHEP session tokens (the capability in a session URL),
+# stream keys, and bearer/API tokens.
+_SECRETS = (
+    (re.compile(r"(/(?:whip|whep)/[^/\s?#'\"]+/)[^/\s?#'\">]+"), r"\1<token>"),
+    (re.compile(r"\bsk_[A-Za-z0-9_-]{8,}"), "sk_<redacted>"),
+    (re.compile(r"\b(Bearer|Token)\s+[A-Za-z0-9._~+/=-]{8,}", re.IGNORECASE), r"\1 <redacted>"),
+)
+
+
+def redact(text: str) -> str:
+    """``text`` with every session token, stream key and bearer token replaced."""
+    for pattern, replacement in _SECRETS:
+        text = pattern.sub(replacement, text)
+    turn_secret = _turn_secret()
+    return text.replace(turn_secret, "<redacted>") if turn_secret else text
+
+
+def _turn_secret() -> str:
+    from django.conf import settings  # the filter may run before settings are usable
+
+    try:
+        return str(getattr(settings, "ONAIR", {}).get("TURN_SECRET") or "")
+    except ImproperlyConfigured:
+        return ""
+
+
+class RedactSecrets(logging.Filter):
+    """Rewrites a record's message, and its ``extra`` fields (Django's ``django.request``
+    records carry the request, whose repr holds its path), without secrets."""
+
+    def filter(self, record: logging.LogRecord) -> bool:
+        message = record.getMessage()
+        clean = redact(message)
+        if clean != message:
+            record.msg, record.args = clean, ()
+        for key, value in list(vars(record).items()):
+            if key not in _STANDARD and not isinstance(value, int | float | bool | type(None)):
+                text = str(value)
+                if redact(text) != text:
+                    setattr(record, key, redact(text))
+        if record.exc_info and not record.exc_text:
+            record.exc_text = redact(logging.Formatter().formatException(record.exc_info))
+        elif record.exc_text:
+            record.exc_text = redact(record.exc_text)
+        return True

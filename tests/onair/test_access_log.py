@@ -1,0 +1,162 @@
+"""No secret reaches a log: the server command ``make run`` uses, in a subprocess, serves
+WHIP and WHEP sessions (and refusals Django logs at WARNING), and neither its access log nor
+its other logs hold a session token, a stream key or a bearer token."""
+
+from __future__ import annotations
+
+import re
+import shlex
+import socket
+import subprocess
+import sys
+import time
+import urllib.error
+import urllib.request
+from collections.abc import Iterator
+from pathlib import Path
+
+import pytest
+
+from onair.environment import app_environment
+from sfu.testing import TestPublisher, TestViewer, wait_until
+
+pytestmark = pytest.mark.timeout(120)
+
+ROOT = Path(__file__).resolve().parents[2]
+TURN_SECRET = "turn-secret-" + "q" * 24
+
+
+def _free_port() -> int:
+    with socket.socket() as probe:
+        probe.bind(("127.0.0.1", 0))
+        return int(probe.getsockname()[1])
+
+
+def make_run_server_command(port: int) -> list[str]:
+    """The last command of ``make run`` (the server), as make would run it."""
+    printed = subprocess.run(
+        ["make", "-n", "run", "HOST=127.0.0.1", f"PORT={port}"],
+        cwd=ROOT,
+        capture_output=True,
+        text=True,
+        check=True,
+    ).stdout
+    command = shlex.split(printed.strip().splitlines()[-1])
+    assert "onair.asgi:application" in command
+    return [sys.executable if part.endswith("/python") else part for part in command]
+
+
+class Server:
+    def __init__(self, port: int, log: Path) -> None:
+        self.base = f"http://127.0.0.1:{port}"
+        self.log_path = log
+
+    def log(self) -> str:
+        return self.log_path.read_text(errors="replace")
+
+    def request(
+        self, method: str, path: str, body: str = "", headers: dict[str, str] | None = None
+    ) -> tuple[int, dict[str, str], str]:
+        request = urllib.request.Request(
+            self.base + path, data=body.encode() or None, method=method, headers=headers or {}
+        )
+        try:
+            with urllib.request.urlopen(request, timeout=30) as response:
+                return response.status, dict(response.headers), response.read().decode()
+        except urllib.error.HTTPError as error:
+            return error.code, dict(error.headers), error.read().decode()
+
+
+@pytest.fixture
+def server(tmp_path: Path) -> Iterator[tuple[Server, str]]:
+    """``make run``'s server on a fresh database with the demo stream; and its key."""
+    port = _free_port()
+    env = app_environment(
+        database_url=f"sqlite:///{tmp_path / 'db.sqlite3'}",
+        ONAIR_TURN_URLS="turn:127.0.0.1:3478",
+        ONAIR_TURN_SECRET=TURN_SECRET,
+        LOG_LEVEL="DEBUG",  # everything any logger says, Django's request warnings included
+    )
+    manage = [sys.executable, "manage.py"]
+    subprocess.run(
+        [*manage, "migrate", "--noinput"], cwd=ROOT, env=env, check=True, capture_output=True
+    )
+    demo = subprocess.run(
+        [*manage, "onair_demo", "--port", str(port)],
+        cwd=ROOT,
+        env=env,
+        check=True,
+        capture_output=True,
+        text=True,
+    ).stdout
+    key = re.search(r"Stream key\s+(sk_\S+)", demo)
+    assert key, demo
+    log = tmp_path / "server.log"
+    with log.open("wb") as out:
+        process = subprocess.Popen(
+            make_run_server_command(port), cwd=ROOT, env=env, stdout=out, stderr=subprocess.STDOUT
+        )
+    served = Server(port, log)
+    try:
+        deadline = time.monotonic() + 30
+        while time.monotonic() < deadline:
+            try:
+                if served.request("GET", "/healthz")[0] == 200:
+                    break
+            except OSError:
+                time.sleep(0.2)
+        else:
+            raise RuntimeError(f"the server did not answer:\n{served.log()}")
+        yield served, key.group(1)
+    finally:
+        process.terminate()
+        process.wait(timeout=20)
+
+
+async def test_no_session_token_key_or_bearer_reaches_any_log(
+    server: tuple[Server, str],
+) -> None:
+    served, key = server
+    publisher, viewer = TestPublisher(), TestViewer()
+    try:
+        status, headers, _ = served.request(
+            "POST",
+            "/whip/demo",
+            await publisher.create_offer(),
+            {"Content-Type": "application/sdp", "Authorization": f"Bearer {key}"},
+        )
+        assert status == 201
+        whip_session = headers["Location"]
+        status, headers, _ = served.request(
+            "POST", "/whep/demo", await viewer.create_offer(), {"Content-Type": "application/sdp"}
+        )
+        assert status == 201
+        whep_session = headers["Location"]
+        forged = "/whip/demo/" + "F" * 43
+        trickle = {"Content-Type": "application/trickle-ice-sdpfrag", "If-Match": '"nope"'}
+        served.request("PATCH", whip_session, "a=end-of-candidates\r\n", trickle)
+        served.request("PATCH", forged, "a=end-of-candidates\r\n", trickle)  # 404: a warning
+        served.request("POST", "/whip/demo", "v=0", {"Authorization": f"Bearer {key}x"})  # 401
+        assert served.request("DELETE", whep_session)[0] == 200
+        assert served.request("DELETE", whip_session)[0] == 200
+    finally:
+        await publisher.close()
+        await viewer.close()
+    # The access log is written as each response completes.
+    assert await wait_until(lambda: '"DELETE /whip/demo/' in served.log(), 10)
+
+    log = served.log()
+    # The requests were logged (access log and Django's warnings)...
+    assert '"DELETE /whip/demo/<token>" 200' in log
+    assert '"PATCH /whip/demo/<token>" 404' in log
+    assert "Not Found: /whip/demo/<token>" in log
+    # ...without one secret.
+    for secret in (
+        whip_session.rsplit("/", 1)[1],
+        whep_session.rsplit("/", 1)[1],
+        forged.rsplit("/", 1)[1],
+        key,
+        key.removeprefix("sk_"),
+        TURN_SECRET,
+    ):
+        assert secret not in log
