@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import asyncio.selector_events
 import contextlib
+import functools
 import logging
 import os
 import socket
@@ -273,7 +274,6 @@ class DirectRtpSender:
     """
 
     __slots__ = (
-        "__weakref__",
         "_addr",
         "_dtls",
         "_gso",
@@ -284,7 +284,6 @@ class DirectRtpSender:
         "_socket",
         "_srtp",
         "_target",
-        "_target_fd",
         "_transport",
         "native_send_hook",
     )
@@ -302,7 +301,6 @@ class DirectRtpSender:
         self._addr: tuple[str, int] = ("", 0)
         self._gso = True
         self._target: Any = None  # the C loop's struct onair_target (sfu.native)
-        self._target_fd: weakref.finalize | None = None
         # where tests watch the C loop's sends: a cffi callback taking (hook data, data,
         # length, GSO segment size or 0) and returning the bytes taken or -errno
         self.native_send_hook: Any = None
@@ -375,10 +373,13 @@ class DirectRtpSender:
         viewer's RTP as ``send`` would, or None where it cannot: no C loop, DTLS not up, no
         socket of asyncio's (uvloop, TURN), or datagrams queued on the transport.
 
-        The target sends on a duplicate of the socket's descriptor, so a socket closed while
-        the target is in use leaves it writing to a socket no one reads rather than to
-        whatever reuses the number. Its counters are taken with ``take_native_counters``;
-        its munger fields are the caller's (``RtpMunger.save`` and ``load``)."""
+        The target owns what the C loop reads through it: it sends on a duplicate of the
+        socket's descriptor, closed with the target (a socket closed while the target is in
+        use leaves it writing to a socket no one reads, not to whatever reuses the number),
+        and it holds its SRTP session and send hook until it is freed, which is when nothing
+        holds it any more, the C loop's ``TargetSet`` included. Its counters are taken with
+        ``take_native_counters``; its munger fields are the caller's (``RtpMunger.save`` and
+        ``load``)."""
         dtls = self._dtls
         if native.lib is None or dtls._state is not _DTLS_CONNECTED:
             return None
@@ -422,11 +423,8 @@ class DirectRtpSender:
             self._transport.sendto(datagram, self._addr)
 
     def close(self) -> None:
-        """Release the C loop's descriptor (the ICE socket itself is aiortc's)."""
+        """Let go of the C loop's target (its descriptor closes once nothing holds it)."""
         self._target = None
-        if self._target_fd is not None:
-            self._target_fd()
-            self._target_fd = None
 
     def send_packet(self, data: bytes) -> int:
         """Send one serialized RTP packet as it is (a retransmission: not counted in
@@ -528,18 +526,27 @@ class DirectRtpSender:
         if address is None:
             return None
         ffi = native.ffi
-        target = ffi.new("struct onair_target *")
         descriptor = os.dup(self._socket.fileno())
-        self._target_fd = weakref.finalize(self, os.close, descriptor)
+        hook = self.native_send_hook
+        owned = (self._session, hook)  # what the target points into
+        target = ffi.gc(
+            ffi.new("struct onair_target *"), functools.partial(_free_target, descriptor, owned)
+        )
         target.fd = descriptor
         target.gso = self._gso
         target.ssrc = self._sender._ssrc
         protect_with(target, self._session)
         target.address = address
         target.address_length = len(address)
-        if self.native_send_hook is not None:
-            target.send_hook = self.native_send_hook
+        if hook is not None:
+            target.send_hook = hook
         return target
+
+
+def _free_target(descriptor: int, owned: tuple[Any, ...], target: Any) -> None:
+    """A ``struct onair_target``'s destructor (``ffi.gc``): its descriptor closes, and what
+    it pointed into (``owned``, held by the partial until now) may go."""
+    os.close(descriptor)
 
 
 _SRTP_PROTECT_ADDRESS = int(

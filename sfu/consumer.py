@@ -121,16 +121,18 @@ class Consumer:
         return self._waiting_keyframe
 
     async def start(self, parameters: RTCRtpSendParameters) -> None:
-        """Begin forwarding with the viewer's negotiated send parameters."""
+        """Begin forwarding with the viewer's negotiated send parameters; again (aiortc
+        starts a sender on each connect after a description is applied): rebind with them."""
+        self._unbind()
         self._parameters = parameters
-        self._rtp = aiortc_adapter.DirectRtpSender(self._sender)
+        if self._rtp is None:
+            self._rtp = aiortc_adapter.DirectRtpSender(self._sender)
         await self._bind()
 
     async def switch_producer(self, producer: Producer) -> None:
         """Continue from another producer of the same kind (publisher restart)."""
-        self._leave_native()
+        self._unbind()
         self._producer._remove_consumer(self)
-        self._group = None
         self._producer = producer
         producer._add_consumer(self)
         self._munger.switch_source()
@@ -173,6 +175,13 @@ class Consumer:
                 reason=reason,
             )
         )
+
+    def _unbind(self) -> None:
+        """Out of the C loop (the mapping back in the munger) and out of the forward group."""
+        self._leave_native()
+        if self._group is not None:
+            self._producer._stop_forwarding(self)
+            self._group = None
 
     async def _bind(self) -> None:
         assert self._parameters is not None

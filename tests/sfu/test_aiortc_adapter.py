@@ -1341,6 +1341,7 @@ async def test_the_c_loop_sends_on_its_own_descriptor_closed_with_the_consumer(
     assert target.fd != sock.fileno()
     assert os.fstat(target.fd).st_ino == os.fstat(sock.fileno()).st_ino  # the same socket
     duplicate = target.fd
+    del target  # the descriptor is the target's: it closes when nothing holds the target
     consumer.close("test_ended")
     assert consumer._native is None
     assert direct._target is None

@@ -7,17 +7,21 @@ the allocator hands it to something else. ``_poisoned_rebuilds`` makes that imme
 arrays a ``TargetSet`` lets go of are overwritten with 0xff as it replaces them."""
 
 import errno
+import gc
 import logging
+import os
+import weakref
 from collections.abc import Iterator
 from typing import Any
 
+import pylibsrtp
 import pytest
 
 from sfu import Router, native
 from sfu.consumer import Consumer
 from sfu.testing import TestClients, TestViewer, wait_until
 
-pytestmark = pytest.mark.skipif(
+needs_native = pytest.mark.skipif(
     not native.available(),
     reason="the C loop is off (ONAIR_NATIVE_FORWARDING=0) or not built (make native)",
 )
@@ -72,14 +76,20 @@ def poisoned_rebuilds(monkeypatch: pytest.MonkeyPatch) -> Iterator[list[int]]:
 async def _viewers_in_c_loop(
     router: Router, clients: TestClients, count: int
 ) -> list[tuple[TestViewer, Consumer]]:
+    """``count`` viewers of a publisher, their video forwarded by the C loop once it is
+    built and on (else by the Python loop, once they have a keyframe)."""
     await clients.publish(router)
     viewers = []
     for _ in range(count):
         viewer, session = await clients.subscribe(router, decode=False, record_rtp=True)
         (consumer,) = (c for c in session.consumers if c.kind == "video")
         viewers.append((viewer, consumer))
-    assert await wait_until(lambda: all(c._native is not None for _, c in viewers), within=15)
+    assert await wait_until(lambda: all(_forwarded(c) for _, c in viewers), within=15)
     return viewers
+
+
+def _forwarded(consumer: Consumer) -> bool:
+    return consumer._native is not None if native.available() else not consumer.waiting_keyframe
 
 
 def _refuse_next_send(consumer: Consumer, refused: list[bytes]) -> Any:
@@ -117,6 +127,7 @@ def _queued(consumer: Consumer) -> list[bytes]:
     return queued
 
 
+@needs_native
 async def test_viewers_handed_back_in_one_batch_each_queue_exactly_what_they_refused(
     router: Router,
     clients: TestClients,
@@ -155,3 +166,86 @@ async def test_viewers_handed_back_in_one_batch_each_queue_exactly_what_they_ref
         assert len(set(numbers)) == len(numbers)  # nothing twice
         assert (numbers[-1] - numbers[0]) & 0xFFFF == len(numbers) - 1  # nothing missing
     del hooks
+
+
+def _c_loop_targets(router: Router) -> list[tuple[Consumer, Any]]:
+    """Every (consumer, struct onair_target) the C loop holds, in every forward group."""
+    return [
+        (consumer, target)
+        for producer in router.producers
+        for group in producer._groups
+        if group.targets is not None
+        for consumer, target in group.targets._members.items()
+    ]
+
+
+def _sends_on_its_ice_socket(consumer: Consumer, target: Any) -> bool:
+    """The target's descriptor is open, on the socket of the consumer's ICE pair."""
+    direct = consumer._rtp
+    assert direct is not None
+    assert direct._socket is not None
+    try:
+        return os.fstat(target.fd).st_ino == os.fstat(direct._socket.fileno()).st_ino
+    except OSError:  # closed
+        return False
+
+
+async def test_a_sender_started_again_rebinds_its_consumer_once_and_keeps_the_c_loop_whole(
+    router: Router, clients: TestClients
+) -> None:
+    """aiortc calls a sender's ``send`` on each connect after a description is applied; the
+    consumer starts again. It must not be left twice in its group (every packet sent twice),
+    nor its old sender's descriptor closed under the C loop (which would then write to
+    whatever socket reuses the number)."""
+    ((viewer, consumer),) = await _viewers_in_c_loop(router, clients, 1)
+    (session,) = router.viewers
+    (slot,) = (s for s in session.slots if s.consumer is consumer)
+    assert slot.parameters is not None
+    await consumer.sender.send(slot.parameters)
+    gc.collect()  # the old DirectRtpSender, if nothing holds it
+    group = consumer._group
+    assert group is not None
+    assert group.consumers.count(consumer) == 1
+    held = _c_loop_targets(router)
+    assert all(_sends_on_its_ice_socket(c, target) for c, target in held)
+    numbers = viewer.video.sequence_numbers
+    count = len(numbers)
+    assert await wait_until(lambda: len(numbers) >= count + 60, within=10)
+    assert len(set(numbers)) == len(numbers)  # nothing twice
+    assert (numbers[-1] - numbers[0]) & 0xFFFF == len(numbers) - 1  # nothing missing
+    assert await wait_until(lambda: _forwarded(consumer), within=10)
+
+
+@needs_native
+async def test_a_target_keeps_its_descriptor_and_srtp_session_while_the_c_loop_holds_it(
+    router: Router, clients: TestClients
+) -> None:
+    """Whatever the target's ``DirectRtpSender`` does meanwhile (closes, or binds to a new
+    SRTP session after a re-key), what the C loop reads through the target (its descriptor,
+    its libsrtp session) stays alive until the C loop lets the target go."""
+    ((_, consumer),) = await _viewers_in_c_loop(router, clients, 1)
+    direct = consumer._rtp
+    assert direct is not None
+    target = consumer._native
+    dtls = consumer.sender.transport
+    old_session = weakref.ref(dtls._tx_srtp)
+    # a re-key: the DTLS transport protects with a new session from now on
+    dtls._tx_srtp = pylibsrtp.Session(
+        pylibsrtp.Policy(key=bytes(range(30)), ssrc_type=pylibsrtp.Policy.SSRC_ANY_OUTBOUND)
+    )
+    assert direct._bind()
+    direct.close()
+    gc.collect()
+    assert consumer in consumer._group.targets  # type: ignore[union-attr]
+    assert _sends_on_its_ice_socket(consumer, target)
+    assert old_session() is not None
+    assert target.session == native.ffi.cast("void *", old_session()._srtp[0])  # type: ignore[union-attr]
+    del target
+    # the upkeep sees the change and takes the viewer back (to hand it a new target): the
+    # old target, and with it the old session, goes
+
+    def released() -> bool:
+        gc.collect()
+        return old_session() is None
+
+    assert await wait_until(released, within=10)
