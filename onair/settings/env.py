@@ -3,6 +3,8 @@
 from __future__ import annotations
 
 import os
+import secrets
+from pathlib import Path
 from typing import Any
 
 import dj_database_url
@@ -89,3 +91,20 @@ def caches(redis_url: str | None, *, prefix: str = "onair") -> dict[str, Any]:
             }
         }
     return {"default": {"BACKEND": "django.core.cache.backends.locmem.LocMemCache"}}
+
+
+def local_secret_key(path: Path) -> str:
+    """This install's own secret key, made on first use and kept in ``path`` (mode 0600):
+    never a constant that every checkout of the repository shares."""
+    try:
+        key = path.read_text().strip()
+    except FileNotFoundError:
+        key = ""
+    if key:
+        return key
+    path.parent.mkdir(parents=True, exist_ok=True)
+    key = secrets.token_urlsafe(50)
+    descriptor = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600)
+    with os.fdopen(descriptor, "w") as file:
+        file.write(key + "\n")
+    return key

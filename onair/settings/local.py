@@ -2,10 +2,11 @@
 
 from onair.settings.base import *  # noqa: F403
 from onair.settings.base import SECRET_KEY, VAR_DIR
-from onair.settings.env import env_bool
+from onair.settings.env import env_bool, local_secret_key
 
 DEBUG = env_bool("DJANGO_DEBUG", default=True)
-# Not a secret: local only. Production refuses to start without DJANGO_SECRET_KEY.
-SECRET_KEY = SECRET_KEY or "onair-local-development-key-not-for-production"
+# Without DJANGO_SECRET_KEY: a key made for this install, kept in var/secret_key (sessions,
+# signed values and the demo stream key derive from it). Production requires the variable.
+SECRET_KEY = SECRET_KEY or local_secret_key(VAR_DIR / "secret_key")
 
 VAR_DIR.mkdir(exist_ok=True)

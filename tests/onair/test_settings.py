@@ -113,3 +113,28 @@ def test_sqlite_is_set_up_for_concurrent_writers() -> None:
     assert options["init_command"] == "PRAGMA journal_mode=WAL; PRAGMA synchronous=NORMAL"
     assert database_from_url("sqlite:////tmp/x.db?timeout=60")["OPTIONS"]["timeout"] == 60
     assert "OPTIONS" not in database_from_url("postgres://postgres@127.0.0.1/x")
+
+
+def test_local_secret_key_is_this_installs_own_not_the_repositorys() -> None:
+    """Without DJANGO_SECRET_KEY, local settings use a key made for this install under var/
+    (as make run does), the same on every start."""
+    environ = {k: v for k, v in os.environ.items() if k not in _CLEARED}
+    environ["DJANGO_SETTINGS_MODULE"] = "onair.settings.local"
+    probe = "import django; django.setup(); from django.conf import settings; "
+    probe += "print(settings.SECRET_KEY)"
+    keys = {
+        subprocess.run(
+            [sys.executable, "-c", probe],
+            cwd=ROOT,
+            env=environ,
+            capture_output=True,
+            text=True,
+            timeout=60,
+            check=True,
+        ).stdout.strip()
+        for _ in range(2)
+    }
+    assert len(keys) == 1
+    key = keys.pop()
+    assert key != "onair-local-development-key-not-for-production"
+    assert key == (ROOT / "var" / "secret_key").read_text().strip()

@@ -4,11 +4,13 @@ and print where everything is.
 
 from __future__ import annotations
 
+from pathlib import Path
 from typing import Any
 
+from django.conf import settings
 from django.core.management.base import BaseCommand, CommandParser
 
-from broadcast.demo import DEMO_PASSWORD, DEMO_USERNAME, demo_ensure
+from broadcast.demo import DEMO_USERNAME, demo_ensure, demo_password_stored, host_is_loopback
 
 
 class Command(BaseCommand):
@@ -18,12 +20,23 @@ class Command(BaseCommand):
         parser.add_argument("--host", default="127.0.0.1")
         parser.add_argument("--port", type=int, default=8000)
         parser.add_argument("--username", default=DEMO_USERNAME)
-        parser.add_argument("--password", default=DEMO_PASSWORD)
+        parser.add_argument(
+            "--password",
+            default=None,
+            help="the demo user's password when it is created (default: onair-demo on "
+            "loopback; a random one, kept in var/demo-password, on any other address)",
+        )
 
     def handle(
-        self, *args: Any, host: str, port: int, username: str, password: str, **options: Any
+        self, *args: Any, host: str, port: int, username: str, password: str | None, **options: Any
     ) -> None:
-        demo = demo_ensure(username=username, password=password)
+        password_file = Path(settings.VAR_DIR) / "demo-password"
+        demo = demo_ensure(
+            username=username,
+            password=password,
+            exposed=not host_is_loopback(host),
+            password_file=password_file,
+        )
         shown_host = "127.0.0.1" if host in {"0.0.0.0", "::"} else host
         base = f"http://{shown_host}:{port}"
         style = self.style
@@ -36,9 +49,7 @@ class Command(BaseCommand):
             f"  API docs       {base}/api/docs/   (schema: {base}/api/schema/)",
             f"  REST API       {base}/api/v1/",
             "",
-            f"  Demo login     {username} / {password}  (staff: can use the admin)"
-            if demo.password_works
-            else f"  Demo login     {username} (its password was changed; not shown)",
+            self._login_line(demo.password, username=username, password_file=password_file),
             f"  Demo stream    “{demo.stream.title}”  slug: {demo.stream.slug}",
             f"  Stream key     {demo.stream_key}"
             if demo.stream_key
@@ -50,3 +61,11 @@ class Command(BaseCommand):
             "",
         ]
         self.stdout.write("\n".join(lines))
+
+    @staticmethod
+    def _login_line(password: str | None, *, username: str, password_file: Path) -> str:
+        if password is not None:
+            return f"  Demo login     {username} / {password}  (staff: can use the admin)"
+        if demo_password_stored(username=username, password_file=password_file):
+            return f"  Demo login     {username} (its password is in {password_file})"
+        return f"  Demo login     {username} (its password was changed; not shown)"
