@@ -327,3 +327,30 @@ def test_a_target_whose_address_length_exceeds_its_address_sends_nothing() -> No
         _forward(targets, packets[1:])
         with pytest.raises(BlockingIOError):
             receiving.recv(2048)
+
+
+def test_what_overflows_the_spill_buffer_is_dropped_and_counted() -> None:
+    """Every viewer's socket refuses a full batch: the spill buffer (shared by one call's
+    viewers) takes as many whole batches as fit; the next viewers' are dropped, as a full
+    socket buffer would drop them, and counted."""
+    packets = _packets(list(range(48)), [1200] * 48)
+    viewers = [_viewer(_based(packets[0]), room=0) for _ in range(18)]
+    targets: native.TargetSet[int] = native.TargetSet()
+    for number, viewer in enumerate(viewers):
+        targets.add(number, viewer.target)
+    handed = targets.forward(
+        native.PackedBatch([p.serialize() for p in packets], packets), 0.0, 1 << 32
+    )
+    assert [handoff.owner for handoff in handed] == list(range(len(viewers)))
+    size = len(packets[0].serialize()) + 16  # AES-GCM's tag
+    fits = source.SPILL_BYTES // (len(packets) * size)
+    assert fits == 17
+    for handoff in handed[:fits]:
+        assert handoff.resume == len(packets)
+        receiving = _session(pylibsrtp.Policy.SSRC_ANY_INBOUND)
+        decrypted = [RtpPacket.parse(receiving.unprotect(d)) for d in handoff.datagrams]
+        assert [p.payload for p in decrypted] == [p.payload for p in packets]
+        assert viewers[handoff.owner].target.spill_dropped == 0
+    for handoff in handed[fits:]:
+        assert handoff.datagrams == []
+        assert viewers[handoff.owner].target.spill_dropped == len(packets)
