@@ -233,7 +233,8 @@ class StudioConsumer(_StreamConsumer):
             if key is None:
                 await self.send_error("forbidden", "That stream key is wrong or was revoked.")
             else:
-                await self.send_json("state", stream=stream_payload(self.stream))
+                # What happened since connecting (state, viewers) was kept from them: now.
+                await self.send_json("state", stream=stream_payload(await self.refresh_stream()))
             return
         if not self.authorized:
             await self.send_error(

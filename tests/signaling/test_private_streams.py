@@ -18,6 +18,8 @@ from rest_framework.authtoken.models import Token
 from broadcast.models import Stream
 from broadcast.services import IssuedKey, stream_create, stream_go_live
 from onair.asgi import application
+from signaling.sfu_gateway import gateway
+from tests.signaling.test_consumers import go_live, watch
 
 pytestmark = [pytest.mark.django_db(transaction=True), pytest.mark.timeout(60)]
 
@@ -186,3 +188,35 @@ async def test_a_wrong_key_on_a_public_stream_is_401(
     )
     assert response.status_code == 401
     assert response.json()["error"]["code"] == "bad_stream_key"
+
+
+async def test_the_studio_of_someone_elses_stream_says_nothing_before_the_key(
+    stranger: tuple[User, str, IssuedKey],
+) -> None:
+    """A public stream of someone else: the studio WebSocket tells a stranger neither its
+    state nor its viewers, as the broadcast starts and a viewer joins, until the key."""
+    user, _, key = stranger
+    public = await database_sync_to_async(Stream.objects.get)(owner=user)
+    comm = WebsocketCommunicator(
+        application, f"/ws/studio/{public.slug}/", headers=[(b"origin", b"http://localhost")]
+    )
+    comm.scope["user"] = AnonymousUser()
+    assert (await comm.connect(timeout=10))[0]
+    welcome = json.loads(await comm.receive_from(timeout=10))
+    assert welcome["stream"] == {"slug": public.slug}
+    assert "viewers" not in json.dumps(welcome)
+
+    studio, publisher = await go_live(public, user)
+    viewer_socket, viewer = await watch(public)
+    try:
+        await studio.expect_count(1)  # the owner's studio hears the viewer...
+        assert await comm.receive_nothing(timeout=1)  # ...the stranger's hears nothing
+        await comm.send_to(text_data=json.dumps({"type": "auth", "key": key.secret}))
+        assert json.loads(await comm.receive_from(timeout=10))["stream"]["state"] == "live"
+    finally:
+        await comm.disconnect()
+        for socket in (viewer_socket, studio):
+            await socket.close()
+        for peer in (viewer, publisher):
+            await peer.close()
+        await gateway.close_all()
