@@ -2,10 +2,10 @@
 
 daphne serves OnAir (``onair.asgi:application``, as ``make run`` does) on a fresh SQLite
 database holding the demo stream, set live. Pinned to the server core; clients on the load
-core. Each client loops: open ``/ws/watch/demo/``, wait for ``welcome`` and the server's
-``offer`` (the viewer is counted in the database, told to the stream's group, and the SFU has
-made its peer connection, gathered candidates and written the offer), close. The rate is
-completed joins per second over a window, with daphne's CPU in the same window.
+core. Each client loops: open ``/ws/watch/demo/``, wait for ``welcome``, send ``watch``, wait
+for the server's ``offer`` (the SFU has made its peer connection, gathered candidates and
+written the offer; the viewer is counted only once connected, which these never are), close.
+The rate is completed joins per second over a window, with daphne's CPU in the same window.
 
 The stream has no publisher, so the SFU makes no consumers: that is the signaling and the
 peer connection, not forwarding (the main bench measures forwarding).
@@ -59,6 +59,8 @@ async def _join(url: str) -> float:
     async with websockets.connect(url, origin=origin, open_timeout=20, close_timeout=2) as socket:
         while True:
             message = json.loads(await asyncio.wait_for(socket.recv(), 20))
+            if message.get("type") == "welcome":
+                await socket.send(json.dumps({"type": "watch"}))
             if message.get("type") == "offer":
                 return (time.monotonic() - started) * 1000
             if message.get("type") == "error":

@@ -38,11 +38,12 @@ from signaling.messages import (
     Offer,
     Ping,
     Restart,
+    Watch,
     parse_message,
 )
 from signaling.notify import announce_viewers, stream_payload
 from signaling.sfu_cluster import session_worker
-from signaling.sfu_gateway import gateway, stream_group
+from signaling.sfu_gateway import ConnectNotice, gateway, stream_group
 from viewers.models import ViewerSession
 from viewers.services import viewer_join, viewer_leave
 
@@ -308,22 +309,21 @@ class StudioConsumer(_StreamConsumer):
 
 
 class WatchConsumer(_StreamConsumer):
-    """``/ws/watch/<slug>/``: a viewer. The server offers the broadcast's tracks whenever
-    the stream is live; the page answers."""
+    """``/ws/watch/<slug>/``: a viewer. Once the page sends ``watch``, the server offers
+    the broadcast's tracks whenever the stream is live; the page answers. No peer
+    connection exists before ``watch``, and the viewer is counted only once its
+    connection is up (``viewer.connected`` from the gateway)."""
 
     role = PeerRole.VIEWER
     allowed_types = WATCH_TYPES
 
     async def load_stream(self, slug: str) -> Stream:
+        self.watching = False
         self.viewer_id: str | None = None
+        self.viewer_tag = ""  # names the current viewer in the gateway's notices
         self.offer_pending = False
         self.viewer_record: ViewerSession | None = None
         return await database_sync_to_async(stream_get_visible)(slug=slug, user=self.user)
-
-    async def after_welcome(self) -> None:
-        assert self.stream is not None
-        if self.stream.state == Stream.State.LIVE:
-            await self.start_viewing()
 
     async def disconnect(self, code: int) -> None:
         await self.stop_viewing()
@@ -331,7 +331,12 @@ class WatchConsumer(_StreamConsumer):
 
     async def handle(self, message: Message) -> None:
         assert self.stream is not None
-        if isinstance(message, Offer):
+        if isinstance(message, Watch):
+            self.watching = True
+            stream = await self.refresh_stream()
+            if self.viewer_id is None and stream.state == Stream.State.LIVE:
+                await self.start_viewing()
+        elif isinstance(message, Offer):
             await self.viewer_offer(message.sdp)
         elif isinstance(message, Answer):
             if self.viewer_id is None or not self.offer_pending:
@@ -352,7 +357,7 @@ class WatchConsumer(_StreamConsumer):
             await self.restart_viewing()
 
     async def join_count(self) -> None:
-        """Count this viewer in (once per connection), through the viewers service."""
+        """Count this viewer in (once per WebSocket), through the viewers service."""
         assert self.stream is not None
         if self.viewer_record is None:
             self.viewer_record = await database_sync_to_async(viewer_join)(
@@ -360,14 +365,14 @@ class WatchConsumer(_StreamConsumer):
             )
             await announce_viewers(await self.refresh_stream())
 
+    def connect_notice(self) -> ConnectNotice:
+        self.viewer_tag = uuid.uuid4().hex
+        return ConnectNotice(channel=self.channel_name, tag=self.viewer_tag)
+
     async def start_viewing(self) -> None:
         assert self.stream is not None
-        try:
-            await self.join_count()
-        except ApplicationError as exc:
-            await self.send_error(exc.code, exc.message)
-            return
-        result = await gateway.subscribe(stream=self.stream)
+        self.watching = True
+        result = await gateway.subscribe(stream=self.stream, notice=self.connect_notice())
         self.viewer_id = result.viewer_id
         self.offer_pending = True
         await self.send_json("offer", sdp=result.sdp, renegotiate=False)
@@ -384,8 +389,10 @@ class WatchConsumer(_StreamConsumer):
             await self.send_error("not_live", "The broadcast is not live right now.")
             return
         await self.close_viewer()
-        await self.join_count()
-        result = await gateway.subscribe(stream=stream, offer_sdp=offer_sdp)
+        self.watching = True
+        result = await gateway.subscribe(
+            stream=stream, offer_sdp=offer_sdp, notice=self.connect_notice()
+        )
         self.viewer_id = result.viewer_id
         await self.send_json("answer", sdp=result.sdp)
 
@@ -413,7 +420,7 @@ class WatchConsumer(_StreamConsumer):
     async def stream_state(self, event: dict[str, Any]) -> None:
         await super().stream_state(event)
         state = event["stream"]["state"]
-        if state == Stream.State.LIVE and self.viewer_id is None:
+        if state == Stream.State.LIVE and self.watching and self.viewer_id is None:
             await self.refresh_stream()
             await self.start_viewing()
         elif state == Stream.State.ENDED:
@@ -425,6 +432,25 @@ class WatchConsumer(_StreamConsumer):
 
     async def publisher_status(self, event: dict[str, Any]) -> None:
         await self.send_json("publisher", status=event["status"])
+
+    async def viewer_connected(self, event: dict[str, Any]) -> None:
+        """The gateway: this page's viewer connection is up; count the viewer now."""
+        if event["tag"] == self.viewer_tag and self.viewer_id is not None:
+            with contextlib.suppress(ConflictError):  # the broadcast ended meanwhile
+                await self.join_count()
+
+    async def viewer_gone(self, event: dict[str, Any]) -> None:
+        """The gateway: this page's viewer was closed by the SFU. Only its connect deadline
+        is news here: the page sees a lost connection itself, and an ended broadcast or a
+        dead worker comes as its own message."""
+        if event["tag"] != self.viewer_tag or event["reason"] != "connect_timeout":
+            return
+        self.viewer_id = None
+        self.offer_pending = False
+        await self.send_error(
+            "connect_timeout",
+            "The media connection did not come up in time; send restart to try again.",
+        )
 
     async def sfu_worker_gone(self, event: dict[str, Any]) -> None:
         """Cluster mode: an SFU worker process died. A viewer whose session was on it (or

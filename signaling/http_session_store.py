@@ -36,7 +36,8 @@ class HttpSession:
     answer_sdp: str
     etag: str
     remote_ufrag: str | None
-    viewer_record_id: int | None = None  # a WHEP viewer's ViewerSession, while counted
+    viewer_record_id: int | None = None  # a WHEP viewer's ViewerSession, once connected
+    user_id: int | None = None  # who watches (a logged-in WHEP viewer), for its ViewerSession
     key_id: int | None = None  # the stream key a WHIP publisher was let in with
 
     @property
@@ -67,6 +68,12 @@ class SessionStore(Protocol):
 
     async def get(self, token: str) -> HttpSession | None: ...
 
+    async def get_peer(self, *, kind: SessionKind, sfu_id: str) -> HttpSession | None:
+        """The session of an SFU peer, if it is still there."""
+
+    async def update(self, session: HttpSession) -> bool:
+        """Save a changed session only if it is still there (not popped meanwhile)."""
+
     async def pop(self, *, kind: SessionKind, sfu_id: str) -> HttpSession | None:
         """Remove the session of an SFU peer; it is returned to one caller only."""
 
@@ -82,6 +89,16 @@ class MemorySessionStore:
 
     async def get(self, token: str) -> HttpSession | None:
         return self._sessions.get(token)
+
+    async def get_peer(self, *, kind: SessionKind, sfu_id: str) -> HttpSession | None:
+        token = self._tokens_by_peer.get(peer_key(kind, sfu_id))
+        return self._sessions.get(token) if token is not None else None
+
+    async def update(self, session: HttpSession) -> bool:
+        if session.token not in self._sessions:
+            return False
+        self._sessions[session.token] = session
+        return True
 
     async def pop(self, *, kind: SessionKind, sfu_id: str) -> HttpSession | None:
         token = self._tokens_by_peer.pop(peer_key(kind, sfu_id), None)
@@ -102,6 +119,13 @@ class RedisSessionStore:
     async def get(self, token: str) -> HttpSession | None:
         record = await self._registry.session_get(token)
         return HttpSession.from_json(record) if record is not None else None
+
+    async def get_peer(self, *, kind: SessionKind, sfu_id: str) -> HttpSession | None:
+        record = await self._registry.session_get_peer(peer_key(kind, sfu_id))
+        return HttpSession.from_json(record) if record is not None else None
+
+    async def update(self, session: HttpSession) -> bool:
+        return await self._registry.session_replace(token=session.token, record=session.to_json())
 
     async def pop(self, *, kind: SessionKind, sfu_id: str) -> HttpSession | None:
         record = await self._registry.session_pop(peer_key(kind, sfu_id))

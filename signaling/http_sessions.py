@@ -40,7 +40,7 @@ from onair.exceptions import (
     PreconditionFailedError,
     UnprocessableError,
 )
-from sfu import IceCandidate, PublisherClosed, SfuEvent, ViewerLeft
+from sfu import IceCandidate, PublisherClosed, SfuEvent, ViewerConnected, ViewerLeft
 from signaling.http_session_store import HttpSession, SessionKind, session_store
 from signaling.notify import announce_viewers
 from signaling.sdpfrag import SdpFragment, restart_fragment
@@ -148,30 +148,22 @@ async def whip_session_start(*, stream: Stream, offer_sdp: str, key_id: int) -> 
 async def whep_session_start(
     *, stream: Stream, offer_sdp: str, user: User | AnonymousUser
 ) -> HttpSession:
-    """Add a viewer to a live stream: counted like a watch page, as a WHEP viewer."""
+    """Add a viewer to a live stream. It is counted like a watch page, as a WHEP viewer,
+    once its connection is up (``ViewerConnected``): a client that never connects is
+    never counted, and is closed at the connect deadline."""
     offer_validate(offer_sdp=offer_sdp)
     await database_sync_to_async(stream.refresh_from_db)()
     if not stream.is_live:
         raise ConflictError("The broadcast is not live right now.", code="not_live")
-    # Negotiate before counting, so an offer the SFU refuses never counts (nor raises the peak).
     result = await gateway.subscribe(stream=stream, offer_sdp=offer_sdp)
-    try:
-        record = await database_sync_to_async(viewer_join)(
-            stream=stream, kind=ViewerRecord.Kind.WHEP, user=user
-        )
-    except BaseException:
-        await gateway.viewer_close(stream=stream, viewer_id=result.viewer_id)
-        raise
-    session = await _register(
+    return await _register(
         SessionKind.WHEP,
         stream,
         sfu_id=result.viewer_id,
         answer_sdp=result.sdp,
         offer_sdp=offer_sdp,
-        viewer_record_id=record.pk,
+        user_id=user.pk if user.is_authenticated else None,
     )
-    await _announce_viewers(stream)
-    return session
 
 
 async def _register(
@@ -181,7 +173,7 @@ async def _register(
     sfu_id: str,
     answer_sdp: str,
     offer_sdp: str,
-    viewer_record_id: int | None = None,
+    user_id: int | None = None,
     key_id: int | None = None,
 ) -> HttpSession:
     session = HttpSession(
@@ -193,7 +185,7 @@ async def _register(
         answer_sdp=answer_sdp,
         etag=_new_etag(),
         remote_ufrag=_ice_ufrag(offer_sdp),
-        viewer_record_id=viewer_record_id,
+        user_id=user_id,
         key_id=key_id,
     )
     await session_store.put(session)
@@ -357,18 +349,45 @@ def _ice_ufrag(sdp: str) -> str | None:
 def on_sfu_event(
     event: SfuEvent, *, worker_id: str | None = None
 ) -> Coroutine[Any, Any, None] | None:
-    """Forget sessions whose SFU peer is gone; a WHEP viewer who vanished is uncounted.
+    """Count a WHEP viewer whose connection came up; forget sessions whose SFU peer is
+    gone, uncounting a WHEP viewer who was counted.
 
     Returns that work for the gateway to run (and to wait for when it closes everything).
     ``worker_id``: the cluster worker whose SFU reports (its sessions' ids carry it)."""
+    if isinstance(event, ViewerConnected):
+        return _viewer_connected(sfu_id=_sfu_id(event.viewer_id, worker_id))
     if isinstance(event, PublisherClosed):
         kind, local_id = SessionKind.WHIP, event.publisher_id
     elif isinstance(event, ViewerLeft):
         kind, local_id = SessionKind.WHEP, event.viewer_id
     else:
         return None
-    sfu_id = session_id(worker_id, local_id) if worker_id is not None else local_id
-    return _peer_gone(kind=kind, sfu_id=sfu_id)
+    return _peer_gone(kind=kind, sfu_id=_sfu_id(local_id, worker_id))
+
+
+def _sfu_id(local_id: str, worker_id: str | None) -> str:
+    return session_id(worker_id, local_id) if worker_id is not None else local_id
+
+
+async def _viewer_connected(*, sfu_id: str) -> None:
+    session = await session_store.get_peer(kind=SessionKind.WHEP, sfu_id=sfu_id)
+    if session is None or session.viewer_record_id is not None:
+        return  # a watch page's viewer (its consumer counts it), or gone meanwhile
+    try:
+        record = await database_sync_to_async(_viewer_join)(session)
+    except ConflictError:
+        return  # the broadcast ended meanwhile: its router closes this viewer
+    session.viewer_record_id = record.pk
+    if not await session_store.update(session):
+        # DELETEd or gone while it was being counted: whoever popped it saw no record.
+        await _leave(session)
+        return
+    await _announce_viewers(session.stream)
+
+
+def _viewer_join(session: HttpSession) -> ViewerRecord:
+    user = User.objects.filter(pk=session.user_id).first() if session.user_id else None
+    return viewer_join(stream=session.stream, kind=ViewerRecord.Kind.WHEP, user=user)
 
 
 async def _peer_gone(*, kind: SessionKind, sfu_id: str) -> None:

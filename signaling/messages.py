@@ -60,14 +60,19 @@ class Restart:
 
 
 @dataclass(frozen=True, slots=True)
+class Watch:
+    pass
+
+
+@dataclass(frozen=True, slots=True)
 class Ping:
     pass
 
 
-Message = Offer | Answer | Candidate | Auth | End | Restart | Ping
+Message = Offer | Answer | Candidate | Auth | End | Restart | Watch | Ping
 
 STUDIO_TYPES: Final = frozenset({"auth", "offer", "candidate", "end", "ping"})
-WATCH_TYPES: Final = frozenset({"offer", "answer", "candidate", "restart", "ping"})
+WATCH_TYPES: Final = frozenset({"watch", "offer", "answer", "candidate", "restart", "ping"})
 
 
 def parse_message(
@@ -159,5 +164,6 @@ _PARSERS: Final[dict[str, Callable[[dict[str, Any]], Message]]] = {
     "auth": _auth,
     "end": lambda data: End(),
     "restart": lambda data: Restart(),
+    "watch": lambda data: Watch(),
     "ping": lambda data: Ping(),
 }

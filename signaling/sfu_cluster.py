@@ -29,6 +29,7 @@ from broadcast.models import Stream
 from onair.exceptions import ApplicationError, ConflictError, InvalidInputError
 from sfu import IceCandidate, Router
 from signaling.sfu_gateway import (
+    ConnectNotice,
     IceCredentials,
     PublishResult,
     SfuGateway,
@@ -262,8 +263,15 @@ class ClusterGateway(SfuGateway):
 
     # --- viewers -----------------------------------------------------------------------
 
-    async def subscribe(self, *, stream: Stream, offer_sdp: str | None = None) -> ViewResult:
+    async def subscribe(
+        self,
+        *,
+        stream: Stream,
+        offer_sdp: str | None = None,
+        notice: ConnectNotice | None = None,
+    ) -> ViewResult:
         stream_id = str(stream.pk)
+        notify = dataclasses.asdict(notice) if notice is not None else None
         origin = await self.origin(stream_id)
         others = sorted(
             (w for w in await self._workers() if w.id != origin.id), key=lambda w: w.viewers
@@ -277,6 +285,7 @@ class ClusterGateway(SfuGateway):
                     offer_sdp=offer_sdp,
                     origin=origin.id,
                     capped=True,
+                    notice=notify,
                 )
             except SfuUnavailableError:
                 if worker is origin:
@@ -295,6 +304,7 @@ class ClusterGateway(SfuGateway):
             offer_sdp=offer_sdp,
             origin=origin.id,
             capped=False,
+            notice=notify,
         )
         return ViewResult(viewer_id=session_id(worker.id, result["viewer_id"]), sdp=result["sdp"])
 

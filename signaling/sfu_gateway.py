@@ -42,6 +42,8 @@ from sfu import (
     RouterOptions,
     RouterRegistry,
     SfuEvent,
+    ViewerConnected,
+    ViewerLeft,
     ViewerSession,
 )
 from sfu.ice_config import HostNetwork, restart_ice
@@ -82,6 +84,16 @@ class ViewResult:
 
 
 @dataclass(frozen=True)
+class ConnectNotice:
+    """Where to tell a watch page's consumer about the viewer it asked for: a
+    ``viewer.connected`` message once its connection is up (it is counted then), a
+    ``viewer.gone`` one (with the SFU's reason) if it goes. ``tag`` names the request."""
+
+    channel: str
+    tag: str
+
+
+@dataclass(frozen=True)
 class IceCredentials:
     """An ICE agent's ``ice-ufrag`` and ``ice-pwd``."""
 
@@ -97,6 +109,7 @@ class SfuGateway:
         self._loop: asyncio.AbstractEventLoop | None = None
         self._tasks: set[asyncio.Task[Any]] = set()
         self._listeners: list[EventListener] = []
+        self._notices: dict[str, ConnectNotice] = {}  # by viewer id
 
     # --- lifecycle ---------------------------------------------------------------------
 
@@ -220,9 +233,16 @@ class SfuGateway:
 
     # --- viewers -----------------------------------------------------------------------
 
-    async def subscribe(self, *, stream: Stream, offer_sdp: str | None = None) -> ViewResult:
+    async def subscribe(
+        self,
+        *,
+        stream: Stream,
+        offer_sdp: str | None = None,
+        notice: ConnectNotice | None = None,
+    ) -> ViewResult:
         """Add a viewer. Without ``offer_sdp`` the result holds the server's offer (the
-        watch page answers it); with one (WHEP), it holds the answer."""
+        watch page answers it); with one (WHEP), it holds the answer. ``notice``: who to
+        tell when it connects or goes."""
         router = self._routers().get_or_create(str(stream.pk))
         try:
             viewer = await router.subscribe(offer_sdp)
@@ -230,6 +250,8 @@ class SfuGateway:
             raise InvalidInputError(f"The offer cannot be used: {exc}", code="bad_sdp") from exc
         except RouterClosedError as exc:
             raise ConflictError("The broadcast is closing; try again.", code="closing") from exc
+        if notice is not None and not viewer.closed:
+            self._notices[viewer.id] = notice
         sdp = viewer.answer_sdp if offer_sdp is not None else viewer.offer_sdp
         assert sdp is not None
         return ViewResult(viewer_id=viewer.id, sdp=sdp)
@@ -286,7 +308,15 @@ class SfuGateway:
             else:
                 if work is not None:
                     self._spawn(work)
-        if isinstance(event, PublisherConnected):
+        if isinstance(event, ViewerConnected):
+            notice = self._notices.get(event.viewer_id)
+            if notice is not None:
+                self._spawn(_notify(notice, "viewer.connected"))
+        elif isinstance(event, ViewerLeft):
+            notice = self._notices.pop(event.viewer_id, None)
+            if notice is not None:
+                self._spawn(_notify(notice, "viewer.gone", reason=event.reason))
+        elif isinstance(event, PublisherConnected):
             self._spawn(_group_send(event.router_id, "publisher.status", status="connected"))
         elif isinstance(event, PublisherDisconnected):
             self._spawn(_group_send(event.router_id, "publisher.status", status="reconnecting"))
@@ -331,6 +361,12 @@ async def _add_candidate(add: Any, candidate: IceCandidate) -> None:
         await add(candidate)
     except (NegotiationError, ValueError) as exc:
         raise InvalidInputError(str(exc), code="bad_message") from exc
+
+
+async def _notify(notice: ConnectNotice, kind: str, **fields: Any) -> None:
+    layer = get_channel_layer()
+    if layer is not None:
+        await layer.send(notice.channel, {"type": kind, "tag": notice.tag, **fields})
 
 
 async def _group_send(stream_id: str, kind: str, **fields: Any) -> None:

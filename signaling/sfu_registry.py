@@ -218,6 +218,16 @@ class SfuRegistry:
         record = await self._redis.get(f"{self._prefix}http:{token}")
         return str(record) if record is not None else None
 
+    async def session_get_peer(self, peer: str) -> str | None:
+        token = await self._redis.get(f"{self._prefix}http-peer:{peer}")
+        return await self.session_get(str(token)) if token is not None else None
+
+    async def session_replace(self, *, token: str, record: str) -> bool:
+        """Save ``record`` only if the session is still there (atomic: ``SET XX``)."""
+        return bool(
+            await self._redis.set(f"{self._prefix}http:{token}", record, xx=True, keepttl=True)
+        )
+
     async def session_pop(self, peer: str) -> str | None:
         """Remove the session of ``peer``; its record, for exactly one caller."""
         token = await self._redis.getdel(f"{self._prefix}http-peer:{peer}")

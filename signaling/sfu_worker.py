@@ -46,6 +46,7 @@ from signaling.sfu_cluster import (
     tell,
 )
 from signaling.sfu_gateway import (
+    ConnectNotice,
     IceCredentials,
     SfuGateway,
     end_abandoned_broadcast,
@@ -334,7 +335,13 @@ class SfuWorker:
         return dataclasses.asdict(local)
 
     async def _subscribe(
-        self, *, stream_id: str, offer_sdp: str | None, origin: str, capped: bool
+        self,
+        *,
+        stream_id: str,
+        offer_sdp: str | None,
+        origin: str,
+        capped: bool,
+        notice: dict[str, str] | None = None,
     ) -> dict[str, Any]:
         if capped and self.viewer_count() + self._pending_viewers >= self.max_viewers:
             return {"full": True}
@@ -344,7 +351,11 @@ class SfuWorker:
                 await self._become_origin(stream_id)
             else:
                 await self._become_edge(stream_id, origin)
-            result = await self.local.subscribe(stream=_stream(stream_id), offer_sdp=offer_sdp)
+            result = await self.local.subscribe(
+                stream=_stream(stream_id),
+                offer_sdp=offer_sdp,
+                notice=ConnectNotice(**notice) if notice is not None else None,
+            )
         finally:
             self._pending_viewers -= 1
         return {"viewer_id": result.viewer_id, "sdp": result.sdp}

@@ -88,6 +88,7 @@ signaling.on("welcome", (msg) => {
   config.ice_transport_policy = msg.ice_transport_policy;
   renderStream(msg.stream);
   if (msg.stream.state === "live") showStatus("starting", "Connecting to the broadcast…");
+  signaling.send("watch"); // the server makes a peer connection only when asked
 });
 signaling.on("state", (msg) => renderStream(msg.stream));
 signaling.on("viewers", (msg) => setText("viewer-count", String(msg.count)));

@@ -107,6 +107,7 @@ async def watch(stream: Stream) -> tuple[Socket, TestViewer]:
     welcome = await socket.open()
     assert welcome["type"] == "welcome"
     assert welcome["role"] == "viewer"
+    await socket.send({"type": "watch"})
     viewer = TestViewer()
     offer = await socket.expect("offer")
     await socket.send({"type": "answer", "sdp": await viewer.answer(offer["sdp"])})
@@ -164,6 +165,7 @@ async def test_viewer_waiting_for_broadcast_starts_by_itself(
     waiting.comm.scope["user"] = AnonymousUser()
     welcome = await waiting.open()
     assert welcome["stream"]["state"] == "idle"
+    await waiting.send({"type": "watch"})
 
     studio, publisher = await go_live(stream, owner)
     offer = await waiting.expect("offer", within=20)
@@ -281,6 +283,7 @@ async def test_watch_errors_do_not_disturb_other_viewers(
     rude = Socket(f"/ws/watch/{stream.slug}/")
     rude.comm.scope["user"] = AnonymousUser()
     await rude.open()
+    await rude.send({"type": "watch"})
     await rude.expect("offer")
     for frame, code in [
         ('{"type": "answer", "sdp": "garbage"}', "bad_sdp"),
@@ -310,6 +313,7 @@ async def test_glare_server_offer_stands_then_viewer_offer_is_answered(
     socket = Socket(f"/ws/watch/{stream.slug}/")
     socket.comm.scope["user"] = AnonymousUser()
     await socket.open()
+    await socket.send({"type": "watch"})
     server_offer = await socket.expect("offer")
 
     # Both sides offer at once: the impolite server keeps its offer.

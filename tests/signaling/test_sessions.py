@@ -3,13 +3,14 @@ client address, per stream and per process (docs/SECURITY.md, "Sessions")."""
 
 from __future__ import annotations
 
+import asyncio
 import os
-from collections.abc import AsyncIterator
+from collections.abc import AsyncIterator, Awaitable, Callable
 from typing import Any
 
 import pytest
 from channels.db import database_sync_to_async
-from django.contrib.auth.models import User
+from django.contrib.auth.models import AnonymousUser, User
 from django.test import AsyncClient
 
 from broadcast.models import Stream
@@ -17,6 +18,7 @@ from broadcast.services import stream_create, stream_go_live
 from sfu.testing import TestPublisher, wait_until
 from signaling.sfu_gateway import gateway
 from tests.signaling.http_clients import SDP, silent_whep_offer
+from tests.signaling.test_consumers import Socket, watch
 from viewers.models import ViewerSession
 
 pytestmark = [pytest.mark.django_db(transaction=True), pytest.mark.timeout(90)]
@@ -69,5 +71,54 @@ async def test_a_whep_session_that_never_does_ice_is_gone_after_the_deadline(
     assert (await http.delete(response["Location"])).status_code == 404
     assert await open_viewer_sessions(stream) == 0
     await database_sync_to_async(stream.refresh_from_db)()
-    assert stream.viewer_count == 0
+    assert (stream.viewer_count, stream.peak_viewer_count) == (0, 0)  # never counted
     assert await wait_until(lambda: open_fds() <= baseline, 5)
+
+
+async def test_a_watch_socket_has_no_peer_until_it_asks_and_is_counted_once_connected(
+    short_deadline: None, live_stream: Stream
+) -> None:
+    stream = live_stream
+    router = gateway.router(stream)
+    assert router is not None
+    idle = await watch_socket(stream)
+    silent = await watch_socket(stream)
+    assert router.viewers == ()  # a welcome costs no peer connection
+
+    await silent.send({"type": "watch"})
+    await silent.expect("offer")  # never answered
+    assert len(router.viewers) == 1
+    assert await open_viewer_sessions(stream) == 0
+    error = await silent.expect("error", within=DEADLINE + 15)
+    assert error["code"] == "connect_timeout"
+    assert router.viewers == ()
+
+    socket, viewer = await watch(stream)  # answers and connects
+    assert await viewer.wait_for_frames(video=5, within=20)
+    assert await wait_until_async(lambda: counted(stream, 1), 10)
+    await database_sync_to_async(stream.refresh_from_db)()
+    assert (stream.viewer_count, stream.peak_viewer_count) == (1, 1)
+    for closeable in (idle, silent, socket, viewer):
+        await closeable.close()
+    assert await wait_until_async(lambda: counted(stream, 0), 10)
+
+
+async def watch_socket(stream: Stream) -> Socket:
+    socket = Socket(f"/ws/watch/{stream.slug}/")
+    socket.comm.scope["user"] = AnonymousUser()
+    assert (await socket.open())["type"] == "welcome"
+    return socket
+
+
+async def counted(stream: Stream, count: int) -> bool:
+    await database_sync_to_async(stream.refresh_from_db)()
+    return stream.viewer_count == count and await open_viewer_sessions(stream) == count
+
+
+async def wait_until_async(condition: Callable[[], Awaitable[bool]], within: float) -> bool:
+    deadline = asyncio.get_running_loop().time() + within
+    while not await condition():
+        if asyncio.get_running_loop().time() > deadline:
+            return False
+        await asyncio.sleep(0.1)
+    return True
