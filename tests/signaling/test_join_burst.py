@@ -270,7 +270,7 @@ async def _publish(server: Server, slug: str, key: str, publisher: TestPublisher
 
 
 async def _watch_page(server: Server, slug: str, viewer: TestViewer) -> Any:
-    """The watch page's WebSocket: welcome, the server's offer, the page's answer."""
+    """The watch page's WebSocket: welcome, watch, the server's offer, the page's answer."""
     ws = await websockets.connect(
         server.base_url.replace("http://", "ws://") + f"/ws/watch/{slug}/",
         origin=server.base_url,  # type: ignore[arg-type]
@@ -278,6 +278,8 @@ async def _watch_page(server: Server, slug: str, viewer: TestViewer) -> Any:
     while True:
         message = json.loads(await asyncio.wait_for(ws.recv(), 60))
         assert message["type"] != "error", message
+        if message["type"] == "welcome":
+            await ws.send(json.dumps({"type": "watch"}))
         if message["type"] == "offer":
             break
     await ws.send(json.dumps({"type": "answer", "sdp": await viewer.answer(message["sdp"])}))
