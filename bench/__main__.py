@@ -3,6 +3,7 @@
 python -m bench                 # full run (≈ 12 minutes on 2 cores), updates docs/
 python -m bench --quick         # ≈ 2 minutes, same report with fewer, shorter points
 python -m bench --cluster       # the multi-core sweep instead: 1 vs 2 SFU workers (bench.cluster)
+python -m bench --nack          # only the NACK-flood step (bench.nack; part of the full run)
 """
 
 from __future__ import annotations
@@ -99,17 +100,35 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument(
         "--cluster", action="store_true", help="the 1 vs 2 SFU workers sweep (bench.cluster)"
     )
+    parser.add_argument(
+        "--nack",
+        action="store_true",
+        help="only the NACK-flood step: a flooding viewer's CPU against a normal one's",
+    )
+    parser.add_argument("--no-nack", action="store_true", help="skip the NACK-flood step")
     args = parser.parse_args(argv)
+    command = "python -m bench " + " ".join(argv if argv is not None else sys.argv[1:])
     if args.cluster:
         from bench import cluster
 
         return cluster.main(
             args.quick,
             _progress,
-            "python -m bench " + " ".join(argv if argv is not None else sys.argv[1:]),
+            command,
             report=not args.no_report,
             viewers=[int(n) for n in args.viewers.split(",")] if args.viewers else None,
             window=args.window,
+            json_path=args.json,
+        )
+
+    if args.nack:
+        from bench import nack
+
+        return nack.main(
+            args.quick,
+            _progress,
+            command.strip(),
+            report=not args.no_report,
             json_path=args.json,
         )
 
@@ -153,14 +172,21 @@ def main(argv: list[str] | None = None) -> int:
     from bench import report
 
     when = datetime.datetime.now(datetime.UTC)
-    command = "python -m bench " + " ".join(argv if argv is not None else sys.argv[1:])
     path = report.write_json(results, spec, when, command, args.json, rate)
     _progress(f"results: {path}")
     if not args.no_report:
         for written in report.write_docs(results, spec, when, command.strip(), rate):
             _progress(f"wrote {written}")
+    nack_failed = False
+    if not args.no_nack and "onair" in args.servers.split(",") and _onair_version():
+        from bench import nack
+
+        nack_failed = bool(
+            nack.main(args.quick, _progress, command.strip(), report=not args.no_report)
+        )
     _progress(f"done in {time.monotonic() - started:.0f} s")
-    return 0 if all(r.error in (None, "not available") for r in results) else 1
+    ok = all(r.error in (None, "not available") for r in results) and not nack_failed
+    return 0 if ok else 1
 
 
 if __name__ == "__main__":

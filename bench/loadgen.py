@@ -7,7 +7,11 @@ are N (joining a few at a time) and reports who connected and how fast;
 another, a random 0-S seconds apart, and returns each one's time from its start to its first decoded
 frame (it then leaves);
 ``{"op": "snapshot"}`` returns every viewer's packet and byte counters, from which the
-runner computes rates over its steady window; ``{"op": "quit"}`` closes everything.
+runner computes rates over its steady window;
+``{"op": "flood", "count": F, "per_second": R, "packets": P}`` has F more viewers join (not
+in the snapshots) and each NACK its last P video packets R times a second until
+``{"op": "stop_flood"}``, which has them leave and returns how many NACKs each sent;
+``{"op": "quit"}`` closes everything.
 
     python -m bench.loadgen --target whep --url http://127.0.0.1:PORT
     python -m bench.loadgen --target janus --url http://127.0.0.1:PORT/janus
@@ -38,6 +42,8 @@ class LoadGenerator:
         self._url = url
         self._janus = JanusClient(url) if target == "janus" else None
         self.viewers: list[Viewer] = []
+        self._flooders: list[tuple[Viewer, list[int]]] = []
+        self._flooding: list[asyncio.Task[None]] = []
 
     async def start(self) -> None:
         if self._janus is not None:
@@ -113,6 +119,30 @@ class LoadGenerator:
             viewer.counters.arrivals = None
         return {"arrivals": arrivals}
 
+    async def flood(self, count: int, per_second: float, packets: int) -> dict[str, Any]:
+        """``count`` viewers join and NACK their last ``packets`` video packets,
+        ``per_second`` times a second each, until ``stop_flood``."""
+        joins = []
+        for index in range(count):
+            viewer = Viewer(-1000 - index)
+            viewer.counters.sequence_numbers = {}
+            joins.append(await self._join(viewer))
+            sent = [0]
+            self._flooders.append((viewer, sent))
+            self._flooding.append(asyncio.ensure_future(_flood(viewer, per_second, packets, sent)))
+        return {"joins": joins}
+
+    async def stop_flood(self) -> dict[str, Any]:
+        for task in self._flooding:
+            task.cancel()
+        await asyncio.gather(*self._flooding, return_exceptions=True)
+        nacks = [sent[0] for _, sent in self._flooders]
+        packets = [viewer.counters.packets for viewer, _ in self._flooders]
+        await asyncio.gather(*(v.close() for v, _ in self._flooders), return_exceptions=True)
+        self._flooding.clear()
+        self._flooders.clear()
+        return {"nacks": nacks, "packets": packets}
+
     def snapshot(self) -> dict[str, Any]:
         return {
             "at": time.monotonic(),
@@ -120,9 +150,22 @@ class LoadGenerator:
         }
 
     async def close(self) -> None:
+        await self.stop_flood()
         await asyncio.gather(*(v.close() for v in self.viewers), return_exceptions=True)
         if self._janus is not None:
             await self._janus.close()
+
+
+async def _flood(viewer: Viewer, per_second: float, packets: int, sent: list[int]) -> None:
+    """NACK the viewer's last ``packets`` video packets ``per_second`` times a second, on a
+    fixed schedule; ``sent[0]`` counts the NACKs sent."""
+    period = 1 / per_second
+    next_at = time.monotonic()
+    while True:
+        if await viewer.nack_last(packets):
+            sent[0] += 1
+        next_at += period
+        await asyncio.sleep(max(0.0, next_at - time.monotonic()))
 
 
 async def serve(target: str, url: str) -> None:
@@ -145,6 +188,10 @@ async def serve(target: str, url: str) -> None:
             reply(await load.join_decoded(command["count"], command["spacing"]))
         elif command["op"] == "trace":
             reply(await load.trace(command["seconds"]))
+        elif command["op"] == "flood":
+            reply(await load.flood(command["count"], command["per_second"], command["packets"]))
+        elif command["op"] == "stop_flood":
+            reply(await load.stop_flood())
         elif command["op"] == "snapshot":
             reply(load.snapshot())
         elif command["op"] == "quit":

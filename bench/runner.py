@@ -141,6 +141,15 @@ class _LoadGenerator(_Child):
     def snapshot(self) -> Any:
         return self._ask({"op": "snapshot"}, timeout=30)
 
+    def flood(self, count: int, per_second: float, packets: int) -> Any:
+        return self._ask(
+            {"op": "flood", "count": count, "per_second": per_second, "packets": packets},
+            timeout=60 + 15 * count,
+        )
+
+    def stop_flood(self) -> Any:
+        return self._ask({"op": "stop_flood"}, timeout=30)
+
     def quit(self) -> None:
         self._ask({"op": "quit"}, timeout=30)
 
@@ -215,11 +224,16 @@ def _start_janus(
     return server.pid, f"http://127.0.0.1:{config.http_port}/janus", publisher
 
 
-def _start_bench_server(processes: _Processes, backend: str, core: int) -> tuple[int, str]:
-    """``bench.server`` with ``backend``, once it listens: (pid, URL)."""
+def _start_bench_server(
+    processes: _Processes, backend: str, core: int, *server_args: str
+) -> tuple[int, str]:
+    """``bench.server`` with ``backend`` (and ``server_args``), once it listens: (pid, URL)."""
     port = free_port()
     server = processes.start(
-        backend, _python("bench.server", "--backend", backend, "--port", str(port)), core, True
+        backend,
+        _python("bench.server", "--backend", backend, "--port", str(port), *server_args),
+        core,
+        True,
     )
     assert server.stdout is not None
     _read_line(server.stdout, 30)
@@ -227,9 +241,14 @@ def _start_bench_server(processes: _Processes, backend: str, core: int) -> tuple
 
 
 def _start_whip_server(
-    processes: _Processes, backend: str, spec: source.SourceSpec, core: int, load_core: int
+    processes: _Processes,
+    backend: str,
+    spec: source.SourceSpec,
+    core: int,
+    load_core: int,
+    *server_args: str,
 ) -> tuple[int, str, _Publisher]:
-    pid, url = _start_bench_server(processes, backend, core)
+    pid, url = _start_bench_server(processes, backend, core, *server_args)
     return pid, url, _start_source(processes, spec, load_core, "--url", url)
 
 

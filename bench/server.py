@@ -2,7 +2,8 @@
 
 ``POST /whip`` (publisher's SDP offer) and ``POST /whep`` (a viewer's recvonly offer)
 each return ``201`` with the SDP answer; ``POST /fanout`` returns, for OnAir, how long each
-forwarding of a batch to every viewer and each garbage collection took (see ``FanoutLog``).
+forwarding of a batch to every viewer and each garbage collection took (see ``FanoutLog``),
+and ``POST /stats`` every consumer's counters (``sfu.ConsumerStats``).
 Backends:
 
 - ``mediarelay``: the naive aiortc SFU: the publisher's tracks are decoded once, and
@@ -10,6 +11,7 @@ Backends:
 - ``onair``: OnAir's forwarding SFU (``sfu.Router``), packets forwarded without decoding.
 
     python -m bench.server --backend mediarelay --port PORT
+    python -m bench.server --backend onair --port PORT --unlimited-retransmission
 """
 
 from __future__ import annotations
@@ -17,6 +19,7 @@ from __future__ import annotations
 import argparse
 import asyncio
 import collections
+import dataclasses
 import gc
 import json
 import logging
@@ -125,14 +128,32 @@ class MediaRelayBackend:
 
 
 class OnAirBackend:
-    """OnAir's SFU as the gateway drives it: one router, WHIP-style publisher, WHEP viewers."""
+    """OnAir's SFU as the gateway drives it: one router, WHIP-style publisher, WHEP viewers.
+    With ``unlimited_retransmission``, every NACKed packet in the cache is resent, as before
+    the retransmission budget (``bench.nack`` measures the difference)."""
 
-    def __init__(self) -> None:
+    def __init__(self, *, unlimited_retransmission: bool = False) -> None:
         import sfu
         from sfu.heap import freeze_startup_objects
         from sfu.producer import Producer
 
-        self._router = sfu.Router(sfu.RouterOptions())
+        options = sfu.RouterOptions()
+        if unlimited_retransmission:
+            endless = 10**9
+            options = dataclasses.replace(
+                options,
+                retransmission=sfu.RetransmissionLimits(
+                    burst_packets=endless,
+                    burst_bytes=endless,
+                    packets_per_second=endless,
+                    bytes_per_second=endless,
+                    per_nack=endless,
+                    min_interval_seconds=0.0,
+                    max_resends=endless,
+                    max_age_seconds=endless,
+                ),
+            )
+        self._router = sfu.Router(options)
         self.fanout = FanoutLog()
         Producer.flush = self.fanout.wrap(Producer.flush)  # type: ignore[method-assign,assignment]
         self.fanout.watch_gc()
@@ -148,17 +169,24 @@ class OnAirBackend:
             raise RuntimeError("the router did not answer the viewer's offer")
         return viewer.answer_sdp
 
+    def consumer_stats(self) -> list[dict[str, Any]]:
+        return [
+            dataclasses.asdict(consumer.stats())
+            for viewer in self._router.viewers
+            for consumer in viewer.consumers
+        ]
 
-def make_backend(name: str) -> Backend:
+
+def make_backend(name: str, *, unlimited_retransmission: bool = False) -> Backend:
     if name == "mediarelay":
         return MediaRelayBackend()
     if name == "onair":
-        return OnAirBackend()
+        return OnAirBackend(unlimited_retransmission=unlimited_retransmission)
     raise ValueError(f"unknown backend {name!r}")
 
 
-async def serve(backend_name: str, port: int) -> None:
-    backend = make_backend(backend_name)
+async def serve(backend_name: str, port: int, *, unlimited_retransmission: bool = False) -> None:
+    backend = make_backend(backend_name, unlimited_retransmission=unlimited_retransmission)
 
     async def handle(path: str, body: bytes) -> http.Response:
         if path == "/whip":
@@ -171,6 +199,8 @@ async def serve(backend_name: str, port: int) -> None:
                 return http.Response(404, b"")
             since = float(json.loads(body or b"{}").get("since", 0.0))
             return http.Response(200, json.dumps(fanout.since(since)).encode())
+        elif path == "/stats" and isinstance(backend, OnAirBackend):
+            return http.Response(200, json.dumps(backend.consumer_stats()).encode())
         else:
             return http.Response(404, b"")
         return http.Response(201, answer.encode(), {"Content-Type": "application/sdp"})
@@ -186,9 +216,16 @@ def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--backend", choices=["mediarelay", "onair"], required=True)
     parser.add_argument("--port", type=int, required=True)
+    parser.add_argument(
+        "--unlimited-retransmission",
+        action="store_true",
+        help="onair: resend every NACKed packet in the cache (no retransmission budget)",
+    )
     args = parser.parse_args()
     logging.basicConfig(level=logging.WARNING)
-    asyncio.run(serve(args.backend, args.port))
+    asyncio.run(
+        serve(args.backend, args.port, unlimited_retransmission=args.unlimited_retransmission)
+    )
 
 
 if __name__ == "__main__":

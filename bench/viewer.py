@@ -29,7 +29,7 @@ from aiortc import (
     RTCPeerConnection,
     RTCSessionDescription,
 )
-from aiortc.sdp import candidate_from_sdp
+from aiortc.sdp import SessionDescription, candidate_from_sdp
 
 TRACE_KEY_BYTES = 8
 # Only video packets this large are traced: the Opus sine repeats itself byte for byte.
@@ -49,6 +49,8 @@ class Counters:
     first_packet_at: float | None = None
     # While tracing: arrival time by trace_key, for the forwarding-latency measurement.
     arrivals: dict[bytes, float] | None = None
+    # For a NACK-flooding viewer: the last sequence number received, by SSRC.
+    sequence_numbers: dict[int, int] | None = None
 
 
 def _is_rtp(data: bytes) -> bool:
@@ -60,6 +62,8 @@ def _is_rtp(data: bytes) -> bool:
 # CLOCK_REALTIME); <asm-generic/sockios.h>
 _SIOCGSTAMPNS = 0x8907
 _TIMESPEC = struct.Struct("@qq")
+_SEQUENCE_NUMBER = struct.Struct("!H")
+_SSRC = struct.Struct("!I")
 
 
 def _kernel_arrival(sock: socket.socket) -> float | None:
@@ -105,6 +109,9 @@ def _count_at_socket(dtls: RTCDtlsTransport, counters: Counters) -> None:
             counters.octets += len(packet)
             if counters.arrivals is not None and (key := trace_key(packet)) is not None:
                 counters.arrivals[key] = _kernel_arrival(sock) or arrived
+            if counters.sequence_numbers is not None:
+                (ssrc,) = _SSRC.unpack_from(packet, 8)
+                (counters.sequence_numbers[ssrc],) = _SEQUENCE_NUMBER.unpack_from(packet, 2)
 
         protocol.datagram_received = datagram_received  # type: ignore[method-assign,assignment]
 
@@ -130,6 +137,7 @@ class Viewer:
     # A decoding viewer leaves RTP to aiortc, which decodes it: for join → first decoded frame.
     decode: bool = False
     first_frame_at: asyncio.Future[float] | None = None
+    video_ssrc: int | None = None  # the server's, once known (``nack_last``)
 
     def __post_init__(self) -> None:
         if not self.decode:
@@ -175,6 +183,23 @@ class Viewer:
         await self.pc.setLocalDescription(await self.pc.createAnswer())
         self._count()
         return str(self.pc.localDescription.sdp)
+
+    async def nack_last(self, count: int) -> bool:
+        """NACK the last ``count`` video packets received, in one RTCP NACK, as a hostile
+        viewer may (``bench.nack``); False before any video packet arrived. Needs
+        ``counters.sequence_numbers`` set to a dict before the viewer joins."""
+        assert self.counters.sequence_numbers is not None
+        video = next(t for t in self.pc.getTransceivers() if t.kind == "video")
+        if self.video_ssrc is None:
+            description = SessionDescription.parse(self.pc.remoteDescription.sdp)
+            self.video_ssrc = next(m.ssrc[0].ssrc for m in description.media if m.kind == "video")
+        ssrc = self.video_ssrc
+        newest = self.counters.sequence_numbers.get(ssrc)
+        if newest is None:
+            return False
+        lost = [(newest - n) & 0xFFFF for n in range(count - 1, -1, -1)]
+        await video.receiver._send_rtcp_nack(ssrc, lost)
+        return True
 
     async def add_remote_candidate(self, candidate: dict[str, Any]) -> None:
         if candidate.get("completed") or not candidate.get("candidate"):

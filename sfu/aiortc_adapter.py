@@ -35,7 +35,7 @@ from aiortc import (
 )
 from aiortc.rtcdtlstransport import State as _DtlsState
 from aiortc.rtcrtpparameters import RTCRtpSendParameters
-from aiortc.rtp import AnyRtcpPacket, RtpPacket
+from aiortc.rtp import RTCP_RTPFB_NACK, AnyRtcpPacket, RtcpRtpfbPacket, RtpPacket
 from pylibsrtp import SRTP_MAX_TRAILER_LEN, Session
 from pylibsrtp._binding import ffi as _srtp_ffi
 from pylibsrtp._binding import lib as _srtp_lib
@@ -179,6 +179,53 @@ def _read_in_batches(protocol: Any, sock: socket.socket, limit: int) -> None:
 async def send_pli(receiver: RTCRtpReceiver, media_ssrc: int) -> None:
     """Ask the remote sender of ``media_ssrc`` for a keyframe (RTCP PLI)."""
     await receiver._send_rtcp_pli(media_ssrc)
+
+
+# Of each RTCP generic NACK, what aiortc reads (see ``limit_nack_parsing``): at least as many
+# as a viewer's retransmission budget reads (``sfu.retransmission``, 64 by default).
+NACK_READ_LIMIT = 256
+_FCI = struct.Struct("!HH")
+_FEEDBACK_SSRCS = struct.Struct("!LL")
+_aiortc_rtpfb_parse = RtcpRtpfbPacket.parse
+
+
+def _parse_rtpfb(cls: type[RtcpRtpfbPacket], data: bytes, fmt: int) -> RtcpRtpfbPacket:
+    """aiortc's ``RtcpRtpfbPacket.parse``, reading a generic NACK from its last FCI back
+    until it has ``NACK_READ_LIMIT`` sequence numbers (in the packet's order, unmasked as
+    aiortc gives them)."""
+    if fmt != RTCP_RTPFB_NACK:
+        return _aiortc_rtpfb_parse(data, fmt)
+    if len(data) < 8 or len(data) % 4:
+        raise ValueError("RTCP RTP feedback length is invalid")
+    ssrc, media_ssrc = _FEEDBACK_SSRCS.unpack_from(data, 0)
+    fcis: list[list[int]] = []
+    count = 0
+    for position in range(len(data) - 4, 7, -4):
+        pid, blp = _FCI.unpack_from(data, position)
+        fci = [pid]
+        offset = 1
+        while blp:
+            if blp & 1:
+                fci.append(pid + offset)
+            blp >>= 1
+            offset += 1
+        fcis.append(fci)
+        count += len(fci)
+        if count >= NACK_READ_LIMIT:
+            break
+    lost = [number for fci in reversed(fcis) for number in fci]
+    return cls(fmt=fmt, ssrc=ssrc, media_ssrc=media_ssrc, lost=lost)
+
+
+def limit_nack_parsing() -> None:
+    """Have aiortc read only the last ``NACK_READ_LIMIT`` (or a few more) sequence numbers
+    of each RTCP generic NACK, in this process.
+
+    aiortc expands every FCI's 16-bit mask in Python before any handler sees the packet:
+    ≈ 85 µs for a NACK naming 1,000 packets, the largest part of what a NACK-flooding
+    viewer costs (see docs/BENCHMARKS.md, "NACK flood"). Receivers list their losses
+    oldest first, and a retransmission budget reads only the newest anyway."""
+    RtcpRtpfbPacket.parse = classmethod(_parse_rtpfb)  # type: ignore[method-assign,assignment]
 
 
 async def send_nack(receiver: RTCRtpReceiver, media_ssrc: int, lost: list[int]) -> None:

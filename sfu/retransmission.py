@@ -10,7 +10,8 @@ sequencer (at most a few resends per packet):
 
 - of a NACK packet, only the last ``per_nack`` sequence numbers are read: receivers list
   their losses oldest first, and the newest are those still ahead of the viewer's playout
-  (an older one still missing is asked for again in the next NACK);
+  (an older one still missing is asked for again in the next NACK). aiortc itself reads no
+  more than the last ``aiortc_adapter.NACK_READ_LIMIT`` (256) of them;
 - a packet is not resent again within ``max(RTT, min_interval_seconds)`` of its last resend,
   nor more than ``max_resends`` times;
 - a token bucket in packets and in bytes, holding at most ``burst_packets`` and
@@ -99,10 +100,11 @@ class RetransmissionBudget:
         wanted = sequence_numbers[-limits.per_nack :]
         self.refused += len(sequence_numbers) - len(wanted)
         resent = self._resent
-        for index, sequence_number in enumerate(wanted):
+        for index, number in enumerate(wanted):
             if self._packets < 1 or self._bytes < 1:
                 self.refused += len(wanted) - index
                 return
+            sequence_number = number & 0xFFFF  # aiortc leaves a NACK's pid + n unwrapped
             last = resent.get(sequence_number)
             if last is not None and (
                 now - last[0] < self._interval or last[1] >= limits.max_resends

@@ -9,6 +9,7 @@ from collections.abc import Coroutine
 from dataclasses import dataclass, field
 from typing import Any
 
+from sfu import aiortc_adapter
 from sfu.consumer import Consumer
 from sfu.errors import RouterClosedError
 from sfu.events import (
@@ -67,6 +68,7 @@ class Router:
     def __init__(self, options: RouterOptions | None = None, router_id: str | None = None) -> None:
         self.id = router_id or str(uuid.uuid4())
         self.options = options or RouterOptions()
+        aiortc_adapter.limit_nack_parsing()
         self.events = EventEmitter()
         self.closed = False
         self._configuration = rtc_configuration(self.options.ice_servers)

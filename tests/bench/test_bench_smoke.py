@@ -27,6 +27,7 @@ def test_quick_point_measures_every_available_server(tmp_path: Path) -> None:
         "--window",
         "1",
         "--no-report",
+        "--no-nack",
         "--json",
         str(results),
         timeout=240,
@@ -61,3 +62,26 @@ def test_quick_point_measures_every_available_server(tmp_path: Path) -> None:
         assert onair["live_join_error"] is None, (live, done.stderr[-3000:])
         assert [ms for ms in onair["live_join_ms"] if ms is not None], (live, done.stderr[-3000:])
         assert onair["live_keyframe_requests"] >= 1, live
+
+
+def test_the_nack_flood_step_measures_a_flooder_against_normal_viewers(tmp_path: Path) -> None:
+    results = tmp_path / "nack.json"
+    done = run_module(
+        "bench", "--nack", "--quick", "--no-report", "--json", str(results), timeout=240
+    )
+    assert done.returncode == 0, done.stderr[-3000:]
+    document = json.loads(results.read_text())
+    assert document["errors"] == []
+    windows = {(w["server"], w["normal"], w["flooders"]) for w in document["windows"]}
+    assert windows == {
+        ("budget", 0, 0),
+        ("budget", 10, 0),
+        ("budget", 10, 2),
+        ("unlimited", 10, 0),
+        ("unlimited", 10, 1),
+    }
+    for window in document["windows"]:
+        if window["flooders"]:
+            assert window["nacks_per_second"] > 1000, window
+            assert window["retransmitted_per_second"] > 0, window
+    assert document["summary"]["flooder_ratio"] is not None

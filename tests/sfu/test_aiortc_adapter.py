@@ -144,6 +144,35 @@ async def test_send_nack_uses_the_receivers_rtcp_path(pc: RTCPeerConnection) -> 
     assert (packet.fmt, packet.media_ssrc, packet.lost) == (RTCP_RTPFB_NACK, 4321, [7, 9, 40])
 
 
+def test_nacks_are_read_from_their_last_fci_back_up_to_the_limit() -> None:
+    aiortc_adapter.limit_nack_parsing()
+    for lost in ([7], [7, 9, 40], [1, 17, 18, 300], list(range(100, 110))):
+        packet = RtcpRtpfbPacket(fmt=RTCP_RTPFB_NACK, ssrc=1, media_ssrc=2, lost=lost)
+        (parsed,) = RtcpPacket.parse(bytes(packet))
+        assert isinstance(parsed, RtcpRtpfbPacket)
+        assert (parsed.lost, parsed.ssrc, parsed.media_ssrc) == (lost, 1, 2)
+    # as aiortc reads it, pid + n unwrapped: 65535 with a mask of 0b11 names 65536 and 65537
+    wrapping = struct.pack("!BBHLLHH", 0x81, 205, 3, 1, 2, 65535, 0b11)
+    (parsed,) = RtcpPacket.parse(wrapping)
+    assert isinstance(parsed, RtcpRtpfbPacket)
+    assert parsed.lost == [65535, 65536, 65537]
+    flood = RtcpRtpfbPacket(fmt=RTCP_RTPFB_NACK, ssrc=1, media_ssrc=2, lost=list(range(1000)))
+    (parsed,) = RtcpPacket.parse(bytes(flood))
+    assert isinstance(parsed, RtcpRtpfbPacket)
+    limit = aiortc_adapter.NACK_READ_LIMIT
+    assert limit <= len(parsed.lost) < limit + 17  # whole FCIs, from the last one back
+    assert parsed.lost == list(range(1000 - len(parsed.lost), 1000))
+    sparse = RtcpRtpfbPacket(
+        fmt=RTCP_RTPFB_NACK, ssrc=1, media_ssrc=2, lost=list(range(0, 20000, 20))
+    )
+    (parsed,) = RtcpPacket.parse(bytes(sparse))
+    assert isinstance(parsed, RtcpRtpfbPacket)
+    assert parsed.lost == list(range(20000 - 20 * limit, 20000, 20))
+    for broken in (b"\x81\xcd\x00\x01" + bytes(4), b"\x81\xcd\x00\x02" + bytes(6)):
+        with pytest.raises(ValueError, match="RTCP"):
+            RtcpPacket.parse(broken)
+
+
 async def test_sender_rtt_is_what_a_receiver_report_answering_a_sender_report_gives(
     pc: RTCPeerConnection,
 ) -> None:

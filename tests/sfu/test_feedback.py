@@ -124,7 +124,8 @@ async def test_a_nack_flood_is_answered_within_the_budget_and_other_viewers_are_
     )
     assert nacks >= 88 * seconds * 0.5
     assert 0 < flooded.retransmitted_packets <= budget
-    assert flooded.nacks_refused > nacks * 900  # nearly all of it
+    assert flooded.nacks_received >= nacks * 64  # what aiortc and the budget read of each
+    assert flooded.nacks_refused > flooded.nacks_received * 0.9  # nearly all of it
     assert flooded.retransmitted_packets + flooded.nack_misses + flooded.nacks_refused == (
         flooded.nacks_received
     )
