@@ -20,6 +20,8 @@ def app_environment(*, database_url: str, **settings: str) -> dict[str, str]:
         DJANGO_SECRET_KEY=secrets.token_urlsafe(40),
         DJANGO_DEBUG="0",
         PYTHONUNBUFFERED="1",
-        **settings,
+        # Tests and the bench open many sessions from one address (loopback).
+        ONAIR_MAX_SESSIONS_PER_ADDRESS="1000",
     )
+    env.update(settings)
     return env

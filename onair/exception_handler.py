@@ -29,6 +29,8 @@ from onair.exceptions import (
     NotFoundError,
     PermissionDeniedError,
     PreconditionFailedError,
+    ServiceUnavailableError,
+    TooManyRequestsError,
     UnprocessableError,
     UnsupportedMediaTypeError,
 )
@@ -42,6 +44,8 @@ HTTP_STATUS: dict[type[ApplicationError], int] = {
     PreconditionFailedError: status.HTTP_412_PRECONDITION_FAILED,
     UnsupportedMediaTypeError: status.HTTP_415_UNSUPPORTED_MEDIA_TYPE,
     UnprocessableError: status.HTTP_422_UNPROCESSABLE_ENTITY,
+    TooManyRequestsError: status.HTTP_429_TOO_MANY_REQUESTS,
+    ServiceUnavailableError: status.HTTP_503_SERVICE_UNAVAILABLE,
 }
 
 API_PREFIX = "/api/"
@@ -65,10 +69,17 @@ def application_error_status(exc: ApplicationError) -> int:
 def application_error_response(exc: ApplicationError) -> JsonResponse:
     """An application error as a plain Django response (views outside DRF: WHIP/WHEP)."""
     status_code = application_error_status(exc)
-    return JsonResponse(
+    response = JsonResponse(
         error_body(status_code=status_code, code=exc.code, message=exc.message, fields=exc.fields),
         status=status_code,
     )
+    _retry_after(response, exc)
+    return response
+
+
+def _retry_after(response: HttpResponse, exc: ApplicationError) -> None:
+    if isinstance(exc, TooManyRequestsError | ServiceUnavailableError):
+        response["Retry-After"] = str(exc.retry_after)
 
 
 def _field_messages(detail: Any) -> dict[str, list[str]]:
@@ -103,12 +114,14 @@ def api_exception_handler(exc: Exception, context: dict[str, Any]) -> Response |
     """DRF's ``EXCEPTION_HANDLER``: application errors and DRF errors, one body shape."""
     if isinstance(exc, ApplicationError):
         status_code = application_error_status(exc)
-        return Response(
+        refusal = Response(
             error_body(
                 status_code=status_code, code=exc.code, message=exc.message, fields=exc.fields
             ),
             status=status_code,
         )
+        _retry_after(refusal, exc)
+        return refusal
     if isinstance(exc, RecursionError):
         # Python's json recurses once per nesting level, and DRF's JSON parser (every view's,
         # whatever its parser_classes) catches only ValueError: "[" * 50000 lands here.

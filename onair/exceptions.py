@@ -66,3 +66,26 @@ class UnprocessableError(ApplicationError):
     """The request is well-formed but asks for something this resource cannot do (HTTP 422)."""
 
     code = "unprocessable"
+
+
+class _RetryLaterError(ApplicationError):
+    """A refusal that passes: the answer carries ``Retry-After`` (seconds)."""
+
+    retry_after = 30
+
+    def __init__(self, message: str, *, code: str | None = None, retry_after: int | None = None):
+        super().__init__(message, code=code)
+        if retry_after is not None:
+            self.retry_after = retry_after
+
+
+class TooManyRequestsError(_RetryLaterError):
+    """The client is over one of its own limits, e.g. concurrent sessions (HTTP 429)."""
+
+    code = "too_many_requests"
+
+
+class ServiceUnavailableError(_RetryLaterError):
+    """The server, or this resource, has no room now (HTTP 503)."""
+
+    code = "unavailable"

@@ -14,6 +14,7 @@ import json
 import logging
 import time
 import uuid
+from collections import Counter
 from typing import Any
 
 from channels.db import database_sync_to_async
@@ -23,7 +24,14 @@ from django.contrib.auth.models import AnonymousUser, User
 from broadcast.models import Stream
 from broadcast.selectors import stream_get_visible
 from broadcast.services import stream_begin, stream_end, stream_key_match
-from onair.exceptions import ApplicationError, ConflictError, NotFoundError
+from onair.conf import onair_settings
+from onair.exceptions import (
+    ApplicationError,
+    ConflictError,
+    NotFoundError,
+    ServiceUnavailableError,
+    TooManyRequestsError,
+)
 from sfu import IceCandidate
 from signaling.ice import PeerRole, client_ice_fields
 from signaling.messages import (
@@ -42,6 +50,7 @@ from signaling.messages import (
     parse_message,
 )
 from signaling.notify import announce_viewers, stream_payload
+from signaling.session_limits import RETRY_AFTER_SECONDS
 from signaling.sfu_cluster import session_worker
 from signaling.sfu_gateway import ConnectNotice, gateway, stream_group
 from viewers.models import ViewerSession
@@ -52,6 +61,11 @@ logger = logging.getLogger(__name__)
 CLOSE_NOT_FOUND = 4404
 CLOSE_FORBIDDEN = 4403
 CLOSE_KEY_REVOKED = 4001  # 4000-4099: the page does not reconnect (the key will not work)
+CLOSE_TOO_MANY_SESSIONS = 4429  # over this address's session cap: reconnect later
+CLOSE_UNAVAILABLE = 4503  # the server or the broadcast is full: reconnect later
+
+# Open WebSockets per client address, in this process (``MAX_SESSIONS_PER_ADDRESS``).
+_open_sockets: Counter[str] = Counter()
 _RATE_PER_SECOND = 20.0
 _RATE_BURST = 60.0
 
@@ -86,8 +100,23 @@ class _StreamConsumer(AsyncWebsocketConsumer):
         self.group = ""
         self.session_tag = uuid.uuid4().hex
         self.bucket = _TokenBucket(_RATE_PER_SECOND, _RATE_BURST)
+        self.counted_address: str | None = None
         slug = self.scope["url_route"]["kwargs"]["slug"]
         await self.accept()
+        address = self.client_address
+        cap = onair_settings().max_sessions_per_address
+        if address is not None and cap and _open_sockets[address] >= cap:
+            await self.refuse(
+                TooManyRequestsError(
+                    f"This address has {cap} WebSockets open, the most it may.",
+                    code="too_many_sessions",
+                    retry_after=RETRY_AFTER_SECONDS,
+                )
+            )
+            return
+        if address is not None:
+            _open_sockets[address] += 1
+            self.counted_address = address
         try:
             self.stream = await self.load_stream(slug)
         except ApplicationError as exc:
@@ -104,11 +133,15 @@ class _StreamConsumer(AsyncWebsocketConsumer):
             **client_ice_fields(user=self.session_tag, role=self.role),
             **self.welcome_fields(),
         )
-        await self.after_welcome()
 
     async def disconnect(self, code: int) -> None:
         if self.group:
             await self.channel_layer.group_discard(self.group, self.channel_name)
+        address, self.counted_address = self.counted_address, None
+        if address is not None:
+            _open_sockets[address] -= 1
+            if _open_sockets[address] <= 0:
+                del _open_sockets[address]
 
     async def receive(self, text_data: str | None = None, bytes_data: bytes | None = None) -> None:
         if self.stream is None:
@@ -122,6 +155,8 @@ class _StreamConsumer(AsyncWebsocketConsumer):
                 await self.send_json("pong")
             else:
                 await self.handle(message)
+        except (TooManyRequestsError, ServiceUnavailableError) as exc:
+            await self.refuse(exc)
         except (MessageError, ApplicationError) as exc:
             await self.send_error(exc.code, exc.message)
         except Exception:
@@ -141,9 +176,6 @@ class _StreamConsumer(AsyncWebsocketConsumer):
         assert self.stream is not None
         return stream_payload(self.stream)
 
-    async def after_welcome(self) -> None:
-        pass
-
     async def handle(self, message: Message) -> None:
         raise NotImplementedError
 
@@ -157,8 +189,21 @@ class _StreamConsumer(AsyncWebsocketConsumer):
     async def send_json(self, kind: str, **fields: Any) -> None:
         await self.send(text_data=json.dumps({"type": kind, **fields}))
 
-    async def send_error(self, code: str, message: str) -> None:
-        await self.send_json("error", code=code, message=message)
+    async def send_error(self, code: str, message: str, **fields: Any) -> None:
+        await self.send_json("error", code=code, message=message, **fields)
+
+    async def refuse(self, exc: TooManyRequestsError | ServiceUnavailableError) -> None:
+        """A session cap was reached: say which, and close (the page retries later)."""
+        await self.send_error(exc.code, exc.message, retry_after=exc.retry_after)
+        too_many = isinstance(exc, TooManyRequestsError)
+        await self.close(code=CLOSE_TOO_MANY_SESSIONS if too_many else CLOSE_UNAVAILABLE)
+
+    @property
+    def client_address(self) -> str | None:
+        """The client's address; behind a proxy, daphne ``--proxy-headers`` puts the one
+        from X-Forwarded-For here (never read from the headers ourselves)."""
+        client = self.scope.get("client")
+        return str(client[0]) if client else None
 
     async def refresh_stream(self) -> Stream:
         assert self.stream is not None
@@ -256,7 +301,9 @@ class StudioConsumer(_StreamConsumer):
 
     async def publish(self, offer_sdp: str) -> None:
         stream = await self.refresh_stream()
-        result = await gateway.publish(stream=stream, offer_sdp=offer_sdp)
+        result = await gateway.publish(
+            stream=stream, offer_sdp=offer_sdp, client=self.client_address
+        )
         self.publisher_session_id = result.session_id
         try:
             # Going live again after an end starts a new broadcast.
@@ -372,7 +419,13 @@ class WatchConsumer(_StreamConsumer):
     async def start_viewing(self) -> None:
         assert self.stream is not None
         self.watching = True
-        result = await gateway.subscribe(stream=self.stream, notice=self.connect_notice())
+        try:
+            result = await gateway.subscribe(
+                stream=self.stream, notice=self.connect_notice(), client=self.client_address
+            )
+        except (TooManyRequestsError, ServiceUnavailableError) as exc:
+            await self.refuse(exc)  # also when called on a group message, not a request
+            return
         self.viewer_id = result.viewer_id
         self.offer_pending = True
         await self.send_json("offer", sdp=result.sdp, renegotiate=False)
@@ -391,7 +444,10 @@ class WatchConsumer(_StreamConsumer):
         await self.close_viewer()
         self.watching = True
         result = await gateway.subscribe(
-            stream=stream, offer_sdp=offer_sdp, notice=self.connect_notice()
+            stream=stream,
+            offer_sdp=offer_sdp,
+            notice=self.connect_notice(),
+            client=self.client_address,
         )
         self.viewer_id = result.viewer_id
         await self.send_json("answer", sdp=result.sdp)

@@ -107,7 +107,9 @@ def _may_manage(user: User | AnonymousUser, stream: Stream) -> bool:
 # --- creating sessions -----------------------------------------------------------------------
 
 
-async def whip_session_start(*, stream: Stream, offer_sdp: str, key_id: int) -> HttpSession:
+async def whip_session_start(
+    *, stream: Stream, offer_sdp: str, key_id: int, client: str | None = None
+) -> HttpSession:
     """Publish the offer into the stream's router and go live, as the studio does (an ended
     stream starts a new broadcast). ``key_id``: the key that let the client in; revoking it
     ends the session.
@@ -125,7 +127,7 @@ async def whip_session_start(*, stream: Stream, offer_sdp: str, key_id: int) -> 
         )
     _starting.add(stream.pk)
     try:
-        result = await gateway.publish(stream=stream, offer_sdp=offer_sdp)
+        result = await gateway.publish(stream=stream, offer_sdp=offer_sdp, client=client)
     finally:
         _starting.discard(stream.pk)
     session = await _register(
@@ -146,16 +148,17 @@ async def whip_session_start(*, stream: Stream, offer_sdp: str, key_id: int) -> 
 
 
 async def whep_session_start(
-    *, stream: Stream, offer_sdp: str, user: User | AnonymousUser
+    *, stream: Stream, offer_sdp: str, user: User | AnonymousUser, client: str | None = None
 ) -> HttpSession:
     """Add a viewer to a live stream. It is counted like a watch page, as a WHEP viewer,
     once its connection is up (``ViewerConnected``): a client that never connects is
-    never counted, and is closed at the connect deadline."""
+    never counted, and is closed at the connect deadline. ``client``: its address, for the
+    session caps."""
     offer_validate(offer_sdp=offer_sdp)
     await database_sync_to_async(stream.refresh_from_db)()
     if not stream.is_live:
         raise ConflictError("The broadcast is not live right now.", code="not_live")
-    result = await gateway.subscribe(stream=stream, offer_sdp=offer_sdp)
+    result = await gateway.subscribe(stream=stream, offer_sdp=offer_sdp, client=client)
     return await _register(
         SessionKind.WHEP,
         stream,

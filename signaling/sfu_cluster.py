@@ -26,7 +26,13 @@ from channels.layers import BaseChannelLayer, get_channel_layer
 from django.conf import settings
 
 from broadcast.models import Stream
-from onair.exceptions import ApplicationError, ConflictError, InvalidInputError
+from onair.exceptions import (
+    ApplicationError,
+    ConflictError,
+    InvalidInputError,
+    ServiceUnavailableError,
+    TooManyRequestsError,
+)
 from sfu import IceCandidate, Router
 from signaling.sfu_gateway import (
     ConnectNotice,
@@ -45,6 +51,8 @@ REQUEST_TYPE = "sfu.request"
 _ERRORS: dict[str, type[ApplicationError]] = {
     "invalid": InvalidInputError,
     "conflict": ConflictError,
+    "too_many_requests": TooManyRequestsError,
+    "unavailable": ServiceUnavailableError,
 }
 
 
@@ -78,13 +86,19 @@ def _local_id(session: str) -> str:
 # --- the request protocol ------------------------------------------------------------------
 
 
-def encode_error(exc: ApplicationError) -> dict[str, str]:
+def encode_error(exc: ApplicationError) -> dict[str, Any]:
     kind = next((k for k, cls in _ERRORS.items() if isinstance(exc, cls)), "sfu")
-    return {"kind": kind, "code": exc.code, "message": exc.message}
+    error: dict[str, Any] = {"kind": kind, "code": exc.code, "message": exc.message}
+    if isinstance(exc, TooManyRequestsError | ServiceUnavailableError):
+        error["retry_after"] = exc.retry_after
+    return error
 
 
-def _decode_error(error: dict[str, str]) -> ApplicationError:
-    return _ERRORS.get(error["kind"], SfuGatewayError)(error["message"], code=error["code"])
+def _decode_error(error: dict[str, Any]) -> ApplicationError:
+    cls = _ERRORS.get(error["kind"], SfuGatewayError)
+    if issubclass(cls, TooManyRequestsError | ServiceUnavailableError):
+        return cls(error["message"], code=error["code"], retry_after=error.get("retry_after"))
+    return cls(error["message"], code=error["code"])
 
 
 async def call(layer: BaseChannelLayer, channel: str, method: str, **params: Any) -> dict[str, Any]:
@@ -200,9 +214,13 @@ class ClusterGateway(SfuGateway):
 
     # --- publishers --------------------------------------------------------------------
 
-    async def publish(self, *, stream: Stream, offer_sdp: str) -> PublishResult:
+    async def publish(
+        self, *, stream: Stream, offer_sdp: str, client: str | None = None
+    ) -> PublishResult:
         origin = await self.origin(str(stream.pk))
-        result = await self._call(origin, "publish", stream_id=str(stream.pk), offer_sdp=offer_sdp)
+        result = await self._call(
+            origin, "publish", stream_id=str(stream.pk), offer_sdp=offer_sdp, client=client
+        )
         return PublishResult(
             session_id=session_id(origin.id, result["session_id"]),
             answer_sdp=result["answer_sdp"],
@@ -269,7 +287,9 @@ class ClusterGateway(SfuGateway):
         stream: Stream,
         offer_sdp: str | None = None,
         notice: ConnectNotice | None = None,
+        client: str | None = None,
     ) -> ViewResult:
+        """Caps (``signaling.session_limits``) apply per worker."""
         stream_id = str(stream.pk)
         notify = dataclasses.asdict(notice) if notice is not None else None
         origin = await self.origin(stream_id)
@@ -286,6 +306,7 @@ class ClusterGateway(SfuGateway):
                     origin=origin.id,
                     capped=True,
                     notice=notify,
+                    client=client,
                 )
             except SfuUnavailableError:
                 if worker is origin:
@@ -305,6 +326,7 @@ class ClusterGateway(SfuGateway):
             origin=origin.id,
             capped=False,
             notice=notify,
+            client=client,
         )
         return ViewResult(viewer_id=session_id(worker.id, result["viewer_id"]), sdp=result["sdp"])
 

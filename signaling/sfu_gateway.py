@@ -49,6 +49,7 @@ from sfu import (
 from sfu.ice_config import HostNetwork, restart_ice
 from sfu.sdp_validation import validate_description
 from signaling.ice import PeerRole, ice_servers, ice_settings
+from signaling.session_limits import SessionCaps, SessionLimits
 
 logger = logging.getLogger(__name__)
 
@@ -106,6 +107,7 @@ class SfuGateway:
 
     def __init__(self) -> None:
         self._registry: RouterRegistry | None = None
+        self._limits: SessionLimits | None = None
         self._loop: asyncio.AbstractEventLoop | None = None
         self._tasks: set[asyncio.Task[Any]] = set()
         self._listeners: list[EventListener] = []
@@ -118,9 +120,20 @@ class SfuGateway:
         if self._registry is None or self._loop is not loop:
             # A new event loop (tests, a restarted server) starts with no routers: the old
             # loop's peer connections cannot be driven from this one.
-            self._registry = RouterRegistry(self._router_options(), on_event=self._on_event)
+            options = self._router_options()
+            self._registry = RouterRegistry(options, on_event=self._on_event)
+            turn = sum(
+                u.startswith(("turn:", "turns:")) for s in options.ice_servers for u in s.urls
+            )
+            self._limits = SessionLimits(SessionCaps.from_settings(turn_servers=turn))
             self._loop = loop
         return self._registry
+
+    def limits(self) -> SessionLimits:
+        """The caps on this process's peer sessions, and what they hold now."""
+        self._routers()
+        assert self._limits is not None
+        return self._limits
 
     @staticmethod
     def _router_options() -> RouterOptions:
@@ -167,16 +180,21 @@ class SfuGateway:
 
     # --- publishers --------------------------------------------------------------------
 
-    async def publish(self, *, stream: Stream, offer_sdp: str) -> PublishResult:
+    async def publish(
+        self, *, stream: Stream, offer_sdp: str, client: str | None = None
+    ) -> PublishResult:
         """Answer a broadcaster's offer. A publisher already there is replaced and every
-        viewer moves to the new tracks without renegotiating."""
+        viewer moves to the new tracks without renegotiating. ``client``: the address it
+        comes from, for the session caps (``signaling.session_limits``)."""
         router = self._routers().get_or_create(str(stream.pk))
+        limits = self.limits()
+        key = limits.admit(address=client)
         try:
             session = await router.publish(offer_sdp)
-        except NegotiationError as exc:
-            raise InvalidInputError(f"The offer cannot be used: {exc}", code="bad_sdp") from exc
-        except RouterClosedError as exc:
-            raise ConflictError("The broadcast is closing; try again.", code="closing") from exc
+        except BaseException as exc:
+            limits.release(key)
+            raise _refusal(exc) from exc
+        _hold(limits, key, session.id, closed=session.closed)
         return PublishResult(session_id=session.id, answer_sdp=session.answer_sdp)
 
     async def publisher_active(self, *, stream: Stream) -> bool:
@@ -239,17 +257,20 @@ class SfuGateway:
         stream: Stream,
         offer_sdp: str | None = None,
         notice: ConnectNotice | None = None,
+        client: str | None = None,
     ) -> ViewResult:
         """Add a viewer. Without ``offer_sdp`` the result holds the server's offer (the
         watch page answers it); with one (WHEP), it holds the answer. ``notice``: who to
-        tell when it connects or goes."""
+        tell when it connects or goes; ``client``: its address, for the session caps."""
         router = self._routers().get_or_create(str(stream.pk))
+        limits = self.limits()
+        key = limits.admit(address=client, viewer_of=str(stream.pk))
         try:
             viewer = await router.subscribe(offer_sdp)
-        except NegotiationError as exc:
-            raise InvalidInputError(f"The offer cannot be used: {exc}", code="bad_sdp") from exc
-        except RouterClosedError as exc:
-            raise ConflictError("The broadcast is closing; try again.", code="closing") from exc
+        except BaseException as exc:
+            limits.release(key)
+            raise _refusal(exc) from exc
+        _hold(limits, key, viewer.id, closed=viewer.closed)
         if notice is not None and not viewer.closed:
             self._notices[viewer.id] = notice
         sdp = viewer.answer_sdp if offer_sdp is not None else viewer.offer_sdp
@@ -313,6 +334,7 @@ class SfuGateway:
             if notice is not None:
                 self._spawn(_notify(notice, "viewer.connected"))
         elif isinstance(event, ViewerLeft):
+            self.limits().release(event.viewer_id)
             notice = self._notices.pop(event.viewer_id, None)
             if notice is not None:
                 self._spawn(_notify(notice, "viewer.gone", reason=event.reason))
@@ -320,9 +342,11 @@ class SfuGateway:
             self._spawn(_group_send(event.router_id, "publisher.status", status="connected"))
         elif isinstance(event, PublisherDisconnected):
             self._spawn(_group_send(event.router_id, "publisher.status", status="reconnecting"))
-        elif isinstance(event, PublisherClosed) and event.reason == "timeout":
-            # The broadcaster did not come back within the grace period: the broadcast is over.
-            self._spawn(end_abandoned_broadcast(event.router_id))
+        elif isinstance(event, PublisherClosed):
+            self.limits().release(event.publisher_id)
+            if event.reason == "timeout":
+                # The broadcaster did not come back within the grace period: it is over.
+                self._spawn(end_abandoned_broadcast(event.router_id))
 
     def _spawn(self, coroutine: Coroutine[Any, Any, None]) -> None:
         task = asyncio.ensure_future(coroutine)
@@ -336,6 +360,23 @@ class SfuGateway:
 
 
 _LOST_STATES = ("failed", "closed")
+
+
+def _refusal(exc: BaseException) -> BaseException:
+    """The SFU's refusal of an offer as the application error it means."""
+    if isinstance(exc, NegotiationError):
+        return InvalidInputError(f"The offer cannot be used: {exc}", code="bad_sdp")
+    if isinstance(exc, RouterClosedError):
+        return ConflictError("The broadcast is closing; try again.", code="closing")
+    return exc
+
+
+def _hold(limits: SessionLimits, key: str, session_id: str, *, closed: bool) -> None:
+    """Count an admitted session under its SFU id, whose end releases it; one that ended
+    already (its router closed meanwhile) is released now."""
+    limits.rekey(key, session_id)
+    if closed:
+        limits.release(session_id)
 
 
 def offer_validate(*, offer_sdp: str) -> None:

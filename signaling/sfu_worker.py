@@ -302,9 +302,13 @@ class SfuWorker:
         if reply_to:
             await self.layer.send(reply_to, response)
 
-    async def _publish(self, *, stream_id: str, offer_sdp: str) -> dict[str, Any]:
+    async def _publish(
+        self, *, stream_id: str, offer_sdp: str, client: str | None = None
+    ) -> dict[str, Any]:
         await self._become_origin(stream_id)
-        result = await self.local.publish(stream=_stream(stream_id), offer_sdp=offer_sdp)
+        result = await self.local.publish(
+            stream=_stream(stream_id), offer_sdp=offer_sdp, client=client
+        )
         return {"session_id": result.session_id, "answer_sdp": result.answer_sdp}
 
     async def _publisher_candidate(
@@ -342,6 +346,7 @@ class SfuWorker:
         origin: str,
         capped: bool,
         notice: dict[str, str] | None = None,
+        client: str | None = None,
     ) -> dict[str, Any]:
         if capped and self.viewer_count() + self._pending_viewers >= self.max_viewers:
             return {"full": True}
@@ -355,6 +360,7 @@ class SfuWorker:
                 stream=_stream(stream_id),
                 offer_sdp=offer_sdp,
                 notice=ConnectNotice(**notice) if notice is not None else None,
+                client=client,
             )
         finally:
             self._pending_viewers -= 1

@@ -46,7 +46,7 @@ SESSION_METHODS = ("PATCH", "DELETE", "OPTIONS")
 
 CORS_HEADERS = {
     "Access-Control-Allow-Origin": "*",
-    "Access-Control-Expose-Headers": "Location, ETag, Link, Accept-Patch, Accept-Post",
+    "Access-Control-Expose-Headers": "Location, ETag, Link, Accept-Patch, Accept-Post, Retry-After",
 }
 PREFLIGHT_HEADERS = {
     "Access-Control-Allow-Headers": "Authorization, Content-Type, If-Match",
@@ -61,7 +61,7 @@ async def whip_endpoint(request: HttpRequest, slug: str) -> HttpResponse:
     async def post() -> HttpResponse:
         stream, key_id = await whip_stream_get(slug=slug, bearer=_bearer(request))
         session = await whip_session_start(
-            stream=stream, offer_sdp=_body(request, SDP), key_id=key_id
+            stream=stream, offer_sdp=_body(request, SDP), key_id=key_id, client=_client(request)
         )
         return _created(session)
 
@@ -74,7 +74,9 @@ async def whep_endpoint(request: HttpRequest, slug: str) -> HttpResponse:
         user = await request.auser()
         stream = await whep_stream_get(slug=slug, user=user, bearer=_bearer(request))
         offer = _body(request, SDP)
-        session = await whep_session_start(stream=stream, offer_sdp=offer, user=user)
+        session = await whep_session_start(
+            stream=stream, offer_sdp=offer, user=user, client=_client(request)
+        )
         return _created(session)
 
     return await _dispatch(request, ENDPOINT_METHODS, {"POST": post}, accept_post=True)
@@ -171,6 +173,12 @@ def _created(session: HttpSession) -> HttpResponse:
     if servers:
         response["Link"] = link_header(servers)
     return response
+
+
+def _client(request: HttpRequest) -> str | None:
+    """The client's address: the peer's, or with ``daphne --proxy-headers`` the one the
+    proxy put in X-Forwarded-For (daphne resolves it; the header is never read here)."""
+    return request.META.get("REMOTE_ADDR") or None
 
 
 def _bearer(request: HttpRequest) -> str | None:

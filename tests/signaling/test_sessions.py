@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import asyncio
 import os
+import resource
 from collections.abc import AsyncIterator, Awaitable, Callable
 from typing import Any
 
@@ -16,6 +17,7 @@ from django.test import AsyncClient
 from broadcast.models import Stream
 from broadcast.services import stream_create, stream_go_live
 from sfu.testing import TestPublisher, wait_until
+from signaling.session_limits import RESERVED_FDS, fds_per_session, max_sessions_default
 from signaling.sfu_gateway import gateway
 from tests.signaling.http_clients import SDP, silent_whep_offer
 from tests.signaling.test_consumers import Socket, watch
@@ -122,3 +124,141 @@ async def wait_until_async(condition: Callable[[], Awaitable[bool]], within: flo
             return False
         await asyncio.sleep(0.1)
     return True
+
+
+class ClientAt(AsyncClient):
+    """Django's test client, coming from another address."""
+
+    def __init__(self, address: str) -> None:
+        super().__init__()
+        self.address = address
+
+    def _base_scope(self, **request: Any) -> dict[str, Any]:
+        scope: dict[str, Any] = super()._base_scope(**request)
+        scope["client"] = [self.address, 0]
+        return scope
+
+
+def caps(settings: Any, **values: float) -> None:
+    settings.ONAIR = {**settings.ONAIR, **values}
+
+
+async def post_silent(http: AsyncClient, stream: Stream) -> Any:
+    return await http.post(f"/whep/{stream.slug}", data=silent_whep_offer(), content_type=SDP)
+
+
+def refused(response: Any, status: int, code: str) -> bool:
+    body = response.json()["error"]
+    return (
+        response.status_code == status
+        and body["code"] == code
+        and int(response["Retry-After"]) > 0
+        and bool(body["message"])
+    )
+
+
+@pytest.fixture
+def two_per_address(settings: Any) -> None:
+    caps(settings, MAX_SESSIONS_PER_ADDRESS=2)
+
+
+async def test_sessions_per_address_are_capped_with_429(
+    two_per_address: None, live_stream: Stream
+) -> None:
+    stream = live_stream
+    flood = AsyncClient()  # 127.0.0.1
+    first, second = [await post_silent(flood, stream) for _ in range(2)]
+    assert (first.status_code, second.status_code) == (201, 201)
+    third = await post_silent(flood, stream)
+    assert refused(third, 429, "too_many_sessions"), third.content
+    assert "Retry-After" in third["Access-Control-Expose-Headers"]
+    router = gateway.router(stream)
+    assert router is not None
+    assert len(router.viewers) == 2  # the refusal made no peer connection
+
+    # Another address is not affected; the address gets room back as its sessions end.
+    assert (await post_silent(ClientAt("192.0.2.7"), stream)).status_code == 201
+    assert (await flood.delete(first["Location"])).status_code == 200
+    assert (await post_silent(flood, stream)).status_code == 201
+
+    # A watch page from the full address is refused when it asks to watch, and told why.
+    page = Socket(f"/ws/watch/{stream.slug}/")
+    page.comm.scope["user"] = AnonymousUser()
+    page.comm.scope["client"] = ("127.0.0.1", 50000)
+    assert (await page.open())["type"] == "welcome"
+    await page.send({"type": "watch"})
+    error = await page.expect("error")
+    assert (error["code"], error["retry_after"] > 0) == ("too_many_sessions", True)
+    assert (await page.comm.receive_output(timeout=5))["code"] == 4429
+
+
+async def test_websockets_per_address_are_capped(
+    two_per_address: None, live_stream: Stream
+) -> None:
+    stream = live_stream
+    sockets = []
+    for _ in range(2):
+        socket = Socket(f"/ws/watch/{stream.slug}/")
+        socket.comm.scope["user"] = AnonymousUser()
+        socket.comm.scope["client"] = ("198.51.100.4", 40000 + len(sockets))
+        assert (await socket.open())["type"] == "welcome"
+        sockets.append(socket)
+    extra = Socket(f"/ws/watch/{stream.slug}/")
+    extra.comm.scope["client"] = ("198.51.100.4", 40009)
+    error = await extra.open()
+    assert (error["type"], error["code"]) == ("error", "too_many_sessions")
+    assert (await extra.comm.receive_output(timeout=5))["code"] == 4429
+    await sockets[0].close()
+    again = Socket(f"/ws/watch/{stream.slug}/")
+    again.comm.scope["user"] = AnonymousUser()
+    again.comm.scope["client"] = ("198.51.100.4", 40010)
+    assert (await again.open())["type"] == "welcome"
+    for socket in (sockets[1], again):
+        await socket.close()
+
+
+@pytest.fixture
+def one_viewer_per_stream(settings: Any) -> None:
+    caps(settings, MAX_VIEWERS_PER_STREAM=1, CONNECT_TIMEOUT_SECONDS=DEADLINE)
+
+
+async def test_viewers_per_stream_are_capped_with_503(
+    one_viewer_per_stream: None, live_stream: Stream
+) -> None:
+    stream = live_stream
+    http = AsyncClient()
+    assert (await post_silent(http, stream)).status_code == 201
+    full = await post_silent(ClientAt("192.0.2.8"), stream)
+    assert refused(full, 503, "stream_full"), full.content
+    # The unconnected viewer's place is free again after the connect deadline.
+    router = gateway.router(stream)
+    assert router is not None
+    assert await wait_until(lambda: not router.viewers, DEADLINE + 15)
+    assert (await post_silent(http, stream)).status_code == 201
+
+
+@pytest.fixture
+def two_sessions_per_process(settings: Any) -> None:
+    caps(settings, MAX_SESSIONS=2)
+
+
+async def test_sessions_per_process_are_capped_with_503(
+    two_sessions_per_process: None, live_stream: Stream
+) -> None:
+    stream = live_stream  # its publisher is one session
+    assert gateway.limits().caps.total == 2
+    assert (await post_silent(AsyncClient(), stream)).status_code == 201
+    full = await post_silent(ClientAt("192.0.2.9"), stream)
+    assert refused(full, 503, "server_full"), full.content
+
+
+def test_the_default_process_cap_leaves_room_for_file_descriptors() -> None:
+    soft, hard = resource.getrlimit(resource.RLIMIT_NOFILE)
+    resource.setrlimit(resource.RLIMIT_NOFILE, (1024, hard))
+    try:
+        per_session = fds_per_session()
+        assert per_session >= 2  # at least one ICE socket and the client's connection
+        assert max_sessions_default() == (1024 - RESERVED_FDS) // per_session
+        assert max_sessions_default(turn_servers=1) == (1024 - RESERVED_FDS) // (per_session + 1)
+    finally:
+        resource.setrlimit(resource.RLIMIT_NOFILE, (soft, hard))
