@@ -36,8 +36,10 @@ def _keys(*, username: str | None, address: str | None) -> list[tuple[str, int]]
     if address:
         keys.append((f"{_PREFIX}address:{address}", conf.login_failures_per_address))
     if username:
-        # Hashed: usernames are any text; cache keys must be short and plain.
-        digest = hashlib.sha256(username.strip().lower().encode()).hexdigest()
+        # Hashed: usernames are any text (even a lone surrogate from JSON's \ud800, which the
+        # serializer refuses later); cache keys must be short and plain.
+        name = username.strip().lower().encode("utf-8", "surrogatepass")
+        digest = hashlib.sha256(name).hexdigest()
         keys.append((f"{_PREFIX}username:{digest}", conf.login_failures_per_username))
     return keys
 
