@@ -373,7 +373,8 @@ class WatchConsumer(_StreamConsumer):
         return await database_sync_to_async(stream_get_visible)(slug=slug, user=self.user)
 
     async def disconnect(self, code: int) -> None:
-        await self.stop_viewing()
+        if self.stream is not None:  # else refused before it had a stream, or anything else
+            await self.stop_viewing()
         await super().disconnect(code)
 
     async def handle(self, message: Message) -> None:
