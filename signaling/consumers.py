@@ -331,9 +331,11 @@ class StudioConsumer(_StreamConsumer):
         broadcast it published was ended by the service that revoked the key.)"""
         if self.by_login or self.key_id is None or self.key_id != event["key_id"]:
             return
+        self.publisher_session_id = None
+        # Its last word on the stream (ended, if this key published it), then the refusal.
+        await self.send_json("state", stream=stream_payload(await self.refresh_stream()))
         self.authorized = False
         self.key_id = None
-        self.publisher_session_id = None
         await self.send_error("key_revoked", "The stream key was revoked or replaced.")
         await self.close(code=CLOSE_KEY_REVOKED)
 

@@ -82,6 +82,9 @@ async def test_a_revoked_key_ends_the_studio_broadcast_it_let_in(
     await database_sync_to_async(revoke)(stream=stream)
 
     await expect_key_revoked_close(studio)
+    # Told first that the broadcast ended.
+    assert studio.inbox[-1]["type"] == "state"
+    assert studio.inbox[-1]["stream"]["state"] == "ended"
     assert (await refreshed(stream)).state == Stream.State.ENDED
     # The publisher's peer is closed in the SFU: no router left for the stream.
     assert await wait_until(lambda: gateway.router(stream) is None, 10)
