@@ -77,6 +77,9 @@ class SessionStore(Protocol):
     async def pop(self, *, kind: SessionKind, sfu_id: str) -> HttpSession | None:
         """Remove the session of an SFU peer; it is returned to one caller only."""
 
+    async def with_key(self, key_id: int) -> list[HttpSession]:
+        """The sessions a stream key let in (a rare scan: the key was revoked)."""
+
 
 class MemorySessionStore:
     def __init__(self) -> None:
@@ -89,6 +92,9 @@ class MemorySessionStore:
 
     async def get(self, token: str) -> HttpSession | None:
         return self._sessions.get(token)
+
+    async def with_key(self, key_id: int) -> list[HttpSession]:
+        return [session for session in self._sessions.values() if session.key_id == key_id]
 
     async def get_peer(self, *, kind: SessionKind, sfu_id: str) -> HttpSession | None:
         token = self._tokens_by_peer.get(peer_key(kind, sfu_id))
@@ -119,6 +125,10 @@ class RedisSessionStore:
     async def get(self, token: str) -> HttpSession | None:
         record = await self._registry.session_get(token)
         return HttpSession.from_json(record) if record is not None else None
+
+    async def with_key(self, key_id: int) -> list[HttpSession]:
+        sessions = [HttpSession.from_json(record) for record in await self._registry.sessions()]
+        return [session for session in sessions if session.key_id == key_id]
 
     async def get_peer(self, *, kind: SessionKind, sfu_id: str) -> HttpSession | None:
         record = await self._registry.session_get_peer(peer_key(kind, sfu_id))

@@ -24,13 +24,17 @@ import secrets
 from collections.abc import Coroutine
 from typing import Any
 
+from asgiref.sync import async_to_sync
 from channels.db import database_sync_to_async
 from django.contrib.auth.models import AnonymousUser, User
+from django.db import transaction
+from django.dispatch import receiver
 from rest_framework.authtoken.models import Token
 
-from broadcast.models import Stream
+from broadcast.models import Stream, StreamKey
 from broadcast.selectors import stream_key_is_active
-from broadcast.services import stream_begin, stream_end, stream_key_match, stream_key_verify
+from broadcast.services import stream_begin, stream_end, stream_key_match
+from broadcast.signals import stream_key_revoked
 from onair.exceptions import (
     ApplicationError,
     ConflictError,
@@ -82,21 +86,25 @@ def whip_stream_get(*, slug: str, bearer: str | None) -> tuple[Stream, int]:
 
 
 @database_sync_to_async
-def whep_stream_get(*, slug: str, user: User | AnonymousUser, bearer: str | None) -> Stream:
-    """The stream a WHEP player may watch. Public and unlisted streams are open to anyone;
-    a private one needs its owner's (or staff's) login session or API token, or the
-    stream key, as a bearer token; without one it is "not found", as a missing one."""
+def whep_stream_get(
+    *, slug: str, user: User | AnonymousUser, bearer: str | None
+) -> tuple[Stream, int | None]:
+    """The stream a WHEP player may watch, and the id of the stream key that let it in (if
+    one did: revoking it ends the session). Public and unlisted streams are open to anyone;
+    a private one needs its owner's (or staff's) login session or API token, or the stream
+    key, as a bearer token; without one it is "not found", as a missing one."""
     stream = Stream.objects.select_related("owner").filter(slug=slug).first()
     if stream is None:
         raise NotFoundError("No such stream.")
     if stream.visibility != Stream.Visibility.PRIVATE or _may_manage(user, stream):
-        return stream
+        return stream, None
     if bearer:
-        if stream_key_verify(stream=stream, secret=bearer):
-            return stream
+        key = stream_key_match(stream=stream, secret=bearer)
+        if key is not None:
+            return stream, key.pk
         token = Token.objects.select_related("user").filter(key=bearer).first()
         if token is not None and _may_manage(token.user, stream):
-            return stream
+            return stream, None
     raise NotFoundError("No such stream.")
 
 
@@ -148,7 +156,12 @@ async def whip_session_start(
 
 
 async def whep_session_start(
-    *, stream: Stream, offer_sdp: str, user: User | AnonymousUser, client: str | None = None
+    *,
+    stream: Stream,
+    offer_sdp: str,
+    user: User | AnonymousUser,
+    client: str | None = None,
+    key_id: int | None = None,
 ) -> HttpSession:
     """Add a viewer to a live stream. It is counted like a watch page, as a WHEP viewer,
     once its connection is up (``ViewerConnected``): a client that never connects is
@@ -166,6 +179,7 @@ async def whep_session_start(
         answer_sdp=result.sdp,
         offer_sdp=offer_sdp,
         user_id=user.pk if user.is_authenticated else None,
+        key_id=key_id,
     )
 
 
@@ -194,6 +208,20 @@ async def _register(
     await session_store.put(session)
     logger.info("%s session started", kind.value, extra={"stream": stream.slug})
     return session
+
+
+@receiver(stream_key_revoked, sender=StreamKey, dispatch_uid="signaling-key-revoked-sessions")
+def _key_revoked(sender: type[StreamKey], stream: Stream, key: StreamKey, **kwargs: Any) -> None:
+    key_id = key.pk
+    transaction.on_commit(lambda: async_to_sync(http_sessions_end_for_key)(key_id=key_id))
+
+
+async def http_sessions_end_for_key(*, key_id: int) -> None:
+    """End the WHEP viewers a revoked key let in (a private stream's); a WHIP publisher it
+    let in ended with its broadcast, and its session URL answers ``key_revoked``."""
+    for session in await session_store.with_key(key_id):
+        if session.kind is SessionKind.WHEP:
+            await http_session_end(session=session)
 
 
 # --- session resources -----------------------------------------------------------------------

@@ -218,6 +218,12 @@ class SfuRegistry:
         record = await self._redis.get(f"{self._prefix}http:{token}")
         return str(record) if record is not None else None
 
+    async def sessions(self) -> list[str]:
+        """Every session's record: a scan, for rare needs (a stream key revoked)."""
+        keys = [key async for key in self._redis.scan_iter(match=f"{self._prefix}http:*")]
+        records = await self._redis.mget(keys) if keys else []
+        return [str(record) for record in records if record is not None]
+
     async def session_get_peer(self, peer: str) -> str | None:
         token = await self._redis.get(f"{self._prefix}http-peer:{peer}")
         return await self.session_get(str(token)) if token is not None else None

@@ -72,10 +72,10 @@ async def whip_endpoint(request: HttpRequest, slug: str) -> HttpResponse:
 async def whep_endpoint(request: HttpRequest, slug: str) -> HttpResponse:
     async def post() -> HttpResponse:
         user = await request.auser()
-        stream = await whep_stream_get(slug=slug, user=user, bearer=_bearer(request))
+        stream, key_id = await whep_stream_get(slug=slug, user=user, bearer=_bearer(request))
         offer = _body(request, SDP)
         session = await whep_session_start(
-            stream=stream, offer_sdp=offer, user=user, client=_client(request)
+            stream=stream, offer_sdp=offer, user=user, client=_client(request), key_id=key_id
         )
         return _created(session)
 

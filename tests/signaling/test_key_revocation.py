@@ -10,13 +10,20 @@ import pytest
 from channels.db import database_sync_to_async
 from django.contrib.auth.models import AnonymousUser, User
 from django.test import AsyncClient
+from rest_framework.authtoken.models import Token
 
 from broadcast.models import Stream
-from broadcast.services import IssuedKey, stream_create, stream_key_revoke, stream_key_rotate
+from broadcast.services import (
+    IssuedKey,
+    stream_create,
+    stream_key_revoke,
+    stream_key_rotate,
+    stream_update,
+)
 from sfu.testing import TestPublisher, wait_until
 from signaling.consumers import CLOSE_KEY_REVOKED
 from signaling.sfu_gateway import gateway
-from tests.signaling.http_clients import WhipClient
+from tests.signaling.http_clients import WhepClient, WhipClient
 from tests.signaling.test_consumers import Socket, refreshed
 
 pytestmark = [pytest.mark.django_db(transaction=True), pytest.mark.timeout(120)]
@@ -172,3 +179,40 @@ async def test_a_revoked_key_ends_its_whip_session(
     finally:
         await client.close()
         await gateway.close_all()
+
+
+async def test_a_revoked_key_ends_the_whep_viewers_it_let_into_a_private_stream(
+    owner: User, parts: tuple[Stream, IssuedKey], peers: list[TestPublisher]
+) -> None:
+    stream, issued = parts
+    await database_sync_to_async(stream_update)(stream=stream, visibility=Stream.Visibility.PRIVATE)
+    studio = Socket(f"/ws/studio/{stream.slug}/", owner)
+    await studio.open()
+    await publish(studio, peers)  # the owner broadcasts by login
+    token = await database_sync_to_async(Token.objects.create)(user=owner)
+    http = AsyncClient()
+    by_key = WhepClient(http, stream.slug, issued.secret)
+    by_token = WhepClient(http, stream.slug, token.key)
+    try:
+        for client in (by_key, by_token):
+            assert (await client.watch()).status_code == 201
+            assert await client.viewer.wait_for_frames(video=5, within=20)
+
+        api = AsyncClient()
+        await api.aforce_login(owner)
+        assert (await api.post(f"/api/v1/streams/{stream.slug}/key/rotate/")).status_code == 201
+
+        # The key's viewer is closed and its session refused; the owner's token viewer plays on.
+        assert await wait_until(
+            lambda: by_key.viewer.pc.connectionState in ("failed", "closed"), 40
+        ), by_key.viewer.pc.connectionState
+        assert (await by_key.delete()).status_code in (401, 404)
+        assert (await refreshed(stream)).state == Stream.State.LIVE
+        before = by_token.viewer.video.frames
+        assert await wait_until(lambda: by_token.viewer.video.frames > before + 5, 20)
+        # The old key no longer gets in: a private stream answers as a missing one.
+        assert (await WhepClient(http, stream.slug, issued.secret).post("v=0")).status_code == 404
+    finally:
+        for client in (by_key, by_token):
+            await client.close()
+        await studio.close()
