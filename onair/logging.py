@@ -57,7 +57,10 @@ class RedactSecrets(logging.Filter):
     records carry the request, whose repr holds its path), without secrets."""
 
     def filter(self, record: logging.LogRecord) -> bool:
-        message = record.getMessage()
+        try:
+            message = record.getMessage()
+        except (TypeError, ValueError):
+            return True  # a malformed call: logging reports it as such
         clean = redact(message)
         if clean != message:
             record.msg, record.args = clean, ()
