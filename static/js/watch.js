@@ -113,6 +113,8 @@ signaling.on("publisher", (msg) => {
 signaling.on("error", (msg) => {
   setText("error-detail", `${msg.message} (${msg.code})`);
   if (msg.code === "forbidden" || msg.code === "not_found") showStatus("error", msg.message);
+  // The server gave up on a connection that never came up: ask for a fresh one.
+  if (msg.code === "connect_timeout") signaling.send("restart");
 });
 signaling.addEventListener("close", (event) => {
   if (event.detail.code >= 4000 && event.detail.code < 4100) return;
