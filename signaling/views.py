@@ -16,6 +16,7 @@ from collections.abc import Awaitable, Callable
 from django.core.exceptions import RequestDataTooBig
 from django.http import HttpRequest, HttpResponse, JsonResponse
 from django.shortcuts import render
+from django.utils.log import log_response
 from django.views.decorators.csrf import csrf_exempt
 
 from onair.exception_handler import application_error_response, error_body
@@ -23,6 +24,7 @@ from onair.exceptions import (
     ApplicationError,
     InvalidInputError,
     NotAuthenticatedError,
+    ServiceUnavailableError,
     UnsupportedMediaTypeError,
 )
 from signaling.http_session_store import HttpSession, SessionKind
@@ -152,6 +154,17 @@ async def _dispatch(
             response = await handlers[method]()
         except ApplicationError as exc:
             response = application_error_response(exc)
+            if isinstance(exc, ServiceUnavailableError):
+                # A full server or stream is this client's answer, not a server failure:
+                # a warning, where Django would log any 5xx as an error.
+                log_response(
+                    "Service Unavailable (%s): %s",
+                    exc.code,
+                    request.path,
+                    response=response,
+                    request=request,
+                    level="warning",
+                )
             if isinstance(exc, NotAuthenticatedError):
                 response["WWW-Authenticate"] = 'Bearer realm="OnAir"'
     response["Allow"] = ", ".join(allowed)

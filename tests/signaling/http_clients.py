@@ -210,9 +210,10 @@ async def stun_check(
     return stun.parse_message(data)
 
 
-def silent_whep_offer() -> str:
-    """A valid recvonly WHEP offer (Opus and VP8, bundled) from a client that will never do
-    ICE: fresh credentials, no candidates and no end-of-candidates, no peer behind it."""
+def silent_offer(direction: str = "recvonly") -> str:
+    """A valid offer (Opus and VP8, bundled; ``recvonly``: WHEP, ``sendonly``: WHIP) from a
+    client that will never do ICE: fresh credentials, no candidates and no
+    end-of-candidates, no peer behind it."""
     fingerprint = ":".join(f"{byte:02X}" for byte in secrets.token_bytes(32))
     session = (
         f"a=ice-ufrag:{secrets.token_hex(4)}\r\na=ice-pwd:{secrets.token_hex(12)}\r\n"
@@ -221,8 +222,8 @@ def silent_whep_offer() -> str:
     return (
         f"v=0\r\no=- {secrets.randbelow(1 << 31)} 1 IN IP4 0.0.0.0\r\ns=-\r\nt=0 0\r\n"
         "a=group:BUNDLE 0 1\r\n"
-        "m=audio 9 UDP/TLS/RTP/SAVPF 111\r\nc=IN IP4 0.0.0.0\r\na=recvonly\r\na=mid:0\r\n"
+        f"m=audio 9 UDP/TLS/RTP/SAVPF 111\r\nc=IN IP4 0.0.0.0\r\na={direction}\r\na=mid:0\r\n"
         "a=rtpmap:111 opus/48000/2\r\n" + session + "m=video 9 UDP/TLS/RTP/SAVPF 96\r\n"
-        "c=IN IP4 0.0.0.0\r\na=recvonly\r\na=mid:1\r\na=rtpmap:96 VP8/90000\r\n"
+        f"c=IN IP4 0.0.0.0\r\na={direction}\r\na=mid:1\r\na=rtpmap:96 VP8/90000\r\n"
         "a=rtcp-fb:96 nack\r\na=rtcp-fb:96 nack pli\r\n" + session
     )

@@ -30,7 +30,7 @@ import websockets
 
 from onair.environment import app_environment
 from sfu.testing import TestPublisher, TestViewer, wait_until
-from tests.signaling.http_clients import SDP, silent_whep_offer
+from tests.signaling.http_clients import SDP, silent_offer
 
 ROOT = Path(__file__).resolve().parents[2]
 ASGI_APP = "onair.asgi:application"
@@ -215,7 +215,7 @@ async def test_a_flood_from_one_address_is_capped_uncounted_and_expires(server: 
                 "POST",
                 f"/whep/{slug}",
                 source=ATTACKER,
-                body=silent_whep_offer(),
+                body=silent_offer(),
                 headers={"Content-Type": SDP},
             )
             for _ in range(FLOOD_POSTS)
@@ -280,7 +280,7 @@ async def test_a_flood_from_one_address_is_capped_uncounted_and_expires(server: 
             "POST",
             f"/whep/{slug}",
             source=ATTACKER,
-            body=silent_whep_offer(),
+            body=silent_offer(),
             headers={"Content-Type": SDP},
         )
         assert again.status == 201, again

@@ -4,6 +4,7 @@ client address, per stream and per process (docs/SECURITY.md, "Sessions")."""
 from __future__ import annotations
 
 import asyncio
+import logging
 import os
 import resource
 from collections.abc import AsyncIterator, Awaitable, Callable
@@ -19,7 +20,7 @@ from broadcast.services import stream_create, stream_go_live
 from sfu.testing import TestPublisher, wait_until
 from signaling.session_limits import RESERVED_FDS, fds_per_session, max_sessions_default
 from signaling.sfu_gateway import gateway
-from tests.signaling.http_clients import SDP, silent_whep_offer
+from tests.signaling.http_clients import SDP, silent_offer
 from tests.signaling.test_consumers import Socket, watch
 from viewers.models import ViewerSession
 
@@ -65,7 +66,7 @@ async def test_a_whep_session_that_never_does_ice_is_gone_after_the_deadline(
     http = AsyncClient()
     baseline = open_fds()
 
-    response = await http.post(f"/whep/{stream.slug}", data=silent_whep_offer(), content_type=SDP)
+    response = await http.post(f"/whep/{stream.slug}", data=silent_offer(), content_type=SDP)
     assert response.status_code == 201, response.content
     assert len(router.viewers) == 1
 
@@ -75,6 +76,36 @@ async def test_a_whep_session_that_never_does_ice_is_gone_after_the_deadline(
     await database_sync_to_async(stream.refresh_from_db)()
     assert (stream.viewer_count, stream.peak_viewer_count) == (0, 0)  # never counted
     assert await wait_until(lambda: open_fds() <= baseline, 5)
+
+
+async def test_a_whip_publisher_that_never_connects_ends_its_broadcast(settings: Any) -> None:
+    caps(settings, CONNECT_TIMEOUT_SECONDS=DEADLINE, PUBLISHER_GRACE_SECONDS=DEADLINE)
+    owner = await database_sync_to_async(User.objects.create_user)("owner", password="pw")
+    stream, key = await database_sync_to_async(stream_create)(owner=owner, title="Silent")
+    http = AsyncClient()
+    baseline = open_fds()
+    try:
+        response = await http.post(
+            f"/whip/{stream.slug}",
+            data=silent_offer("sendonly"),
+            content_type=SDP,
+            headers={"Authorization": f"Bearer {key.secret}"},
+        )
+        assert response.status_code == 201, response.content
+        await database_sync_to_async(stream.refresh_from_db)()
+        assert stream.state == Stream.State.LIVE
+
+        async def ended() -> bool:
+            await database_sync_to_async(stream.refresh_from_db)()
+            return stream.state == Stream.State.ENDED
+
+        # Lost at the deadline, given up after the grace period: the broadcast is over.
+        assert await wait_until_async(ended, 2 * DEADLINE + 15)
+        assert await wait_until(lambda: gateway.router(stream) is None, 5)
+        assert (await http.delete(response["Location"])).status_code == 404
+        assert await wait_until(lambda: open_fds() <= baseline, 5)
+    finally:
+        await gateway.close_all()
 
 
 async def test_a_watch_socket_has_no_peer_until_it_asks_and_is_counted_once_connected(
@@ -144,7 +175,7 @@ def caps(settings: Any, **values: float) -> None:
 
 
 async def post_silent(http: AsyncClient, stream: Stream) -> Any:
-    return await http.post(f"/whep/{stream.slug}", data=silent_whep_offer(), content_type=SDP)
+    return await http.post(f"/whep/{stream.slug}", data=silent_offer(), content_type=SDP)
 
 
 def refused(response: Any, status: int, code: str) -> bool:
@@ -222,14 +253,20 @@ def one_viewer_per_stream(settings: Any) -> None:
     caps(settings, MAX_VIEWERS_PER_STREAM=1, CONNECT_TIMEOUT_SECONDS=DEADLINE)
 
 
+def no_errors_logged(caplog: pytest.LogCaptureFixture) -> bool:
+    """A full server or stream is the client's answer, not the server's failure."""
+    return not [r for r in caplog.records if r.levelno >= logging.ERROR]
+
+
 async def test_viewers_per_stream_are_capped_with_503(
-    one_viewer_per_stream: None, live_stream: Stream
+    one_viewer_per_stream: None, live_stream: Stream, caplog: pytest.LogCaptureFixture
 ) -> None:
     stream = live_stream
     http = AsyncClient()
     assert (await post_silent(http, stream)).status_code == 201
     full = await post_silent(ClientAt("192.0.2.8"), stream)
     assert refused(full, 503, "stream_full"), full.content
+    assert no_errors_logged(caplog)
     # The unconnected viewer's place is free again after the connect deadline.
     router = gateway.router(stream)
     assert router is not None
@@ -243,13 +280,14 @@ def two_sessions_per_process(settings: Any) -> None:
 
 
 async def test_sessions_per_process_are_capped_with_503(
-    two_sessions_per_process: None, live_stream: Stream
+    two_sessions_per_process: None, live_stream: Stream, caplog: pytest.LogCaptureFixture
 ) -> None:
     stream = live_stream  # its publisher is one session
     assert gateway.limits().caps.total == 2
     assert (await post_silent(AsyncClient(), stream)).status_code == 201
     full = await post_silent(ClientAt("192.0.2.9"), stream)
     assert refused(full, 503, "server_full"), full.content
+    assert no_errors_logged(caplog)
 
 
 def test_the_default_process_cap_leaves_room_for_file_descriptors() -> None:
