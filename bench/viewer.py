@@ -31,6 +31,8 @@ from aiortc import (
 )
 from aiortc.sdp import SessionDescription, candidate_from_sdp
 
+from sfu.aiortc_adapter import send_nack
+
 TRACE_KEY_BYTES = 8
 # Only video packets this large are traced: the Opus sine repeats itself byte for byte.
 TRACE_MIN_BYTES = 500
@@ -198,7 +200,7 @@ class Viewer:
         if newest is None:
             return False
         lost = [(newest - n) & 0xFFFF for n in range(count - 1, -1, -1)]
-        await video.receiver._send_rtcp_nack(ssrc, lost)
+        await send_nack(video.receiver, ssrc, lost)
         return True
 
     async def add_remote_candidate(self, candidate: dict[str, Any]) -> None:

@@ -35,7 +35,14 @@ from aiortc import (
 )
 from aiortc.rtcdtlstransport import State as _DtlsState
 from aiortc.rtcrtpparameters import RTCRtpSendParameters
-from aiortc.rtp import RTCP_RTPFB_NACK, AnyRtcpPacket, RtcpRtpfbPacket, RtpPacket
+from aiortc.rtp import (
+    RTCP_RTPFB,
+    RTCP_RTPFB_NACK,
+    AnyRtcpPacket,
+    RtcpRtpfbPacket,
+    RtpPacket,
+    pack_rtcp_packet,
+)
 from pylibsrtp import SRTP_MAX_TRAILER_LEN, Session
 from pylibsrtp._binding import ffi as _srtp_ffi
 from pylibsrtp._binding import lib as _srtp_lib
@@ -181,9 +188,7 @@ async def send_pli(receiver: RTCRtpReceiver, media_ssrc: int) -> None:
     await receiver._send_rtcp_pli(media_ssrc)
 
 
-# Of each RTCP generic NACK, what aiortc reads (see ``limit_nack_parsing``): at least as many
-# as a viewer's retransmission budget reads (``sfu.retransmission``, 64 by default).
-NACK_READ_LIMIT = 256
+_nack_read_limit = 0  # see limit_nack_parsing; 0: aiortc's own parse
 _FCI = struct.Struct("!HH")
 _FEEDBACK_SSRCS = struct.Struct("!LL")
 _aiortc_rtpfb_parse = RtcpRtpfbPacket.parse
@@ -191,9 +196,9 @@ _aiortc_rtpfb_parse = RtcpRtpfbPacket.parse
 
 def _parse_rtpfb(cls: type[RtcpRtpfbPacket], data: bytes, fmt: int) -> RtcpRtpfbPacket:
     """aiortc's ``RtcpRtpfbPacket.parse``, reading a generic NACK from its last FCI back
-    until it has ``NACK_READ_LIMIT`` sequence numbers (in the packet's order, unmasked as
+    until it has ``_nack_read_limit`` sequence numbers (in the packet's order, unmasked as
     aiortc gives them)."""
-    if fmt != RTCP_RTPFB_NACK:
+    if fmt != RTCP_RTPFB_NACK or not _nack_read_limit:
         return _aiortc_rtpfb_parse(data, fmt)
     if len(data) < 8 or len(data) % 4:
         raise ValueError("RTCP RTP feedback length is invalid")
@@ -211,26 +216,60 @@ def _parse_rtpfb(cls: type[RtcpRtpfbPacket], data: bytes, fmt: int) -> RtcpRtpfb
             offset += 1
         fcis.append(fci)
         count += len(fci)
-        if count >= NACK_READ_LIMIT:
+        if count >= _nack_read_limit:
             break
     lost = [number for fci in reversed(fcis) for number in fci]
     return cls(fmt=fmt, ssrc=ssrc, media_ssrc=media_ssrc, lost=lost)
 
 
-def limit_nack_parsing() -> None:
-    """Have aiortc read only the last ``NACK_READ_LIMIT`` (or a few more) sequence numbers
-    of each RTCP generic NACK, in this process.
+def limit_nack_parsing(at_least: int) -> None:
+    """Have aiortc read only the last ``at_least`` (or up to 16 more: whole FCIs) sequence
+    numbers of each RTCP generic NACK in this process, or more if an earlier call asked.
 
     aiortc expands every FCI's 16-bit mask in Python before any handler sees the packet:
     ≈ 85 µs for a NACK naming 1,000 packets, the largest part of what a NACK-flooding
-    viewer costs (see docs/BENCHMARKS.md, "NACK flood"). Receivers list their losses
-    oldest first, and a retransmission budget reads only the newest anyway."""
+    viewer cost with its retransmission budget (see docs/BENCHMARKS.md, "NACK flood").
+    Receivers list their losses oldest first, and the budget reads only the newest
+    (``RetransmissionLimits.per_nack``) anyway."""
+    global _nack_read_limit
+    _nack_read_limit = max(_nack_read_limit, at_least)
     RtcpRtpfbPacket.parse = classmethod(_parse_rtpfb)  # type: ignore[method-assign,assignment]
+
+
+class _SerializedRtcp:
+    """An RTCP packet already serialized, for aiortc's ``_send_rtcp``."""
+
+    __slots__ = ("_data",)
+
+    def __init__(self, data: bytes) -> None:
+        self._data = data
+
+    def __bytes__(self) -> bytes:
+        return self._data
+
+
+def nack_packet(ssrc: int, media_ssrc: int, lost: list[int]) -> bytes:
+    """An RTCP generic NACK for the sequence numbers ``lost``, in order, across the 16-bit
+    wrap (which aiortc's own ``RtcpRtpfbPacket`` cannot encode)."""
+    fcis: list[list[int]] = []
+    for number in lost:
+        step = (number - fcis[-1][0]) & 0xFFFF if fcis else 0
+        if 0 < step <= 16:
+            fcis[-1][1] |= 1 << (step - 1)
+        else:
+            fcis.append([number & 0xFFFF, 0])
+    payload = _FEEDBACK_SSRCS.pack(ssrc, media_ssrc) + b"".join(
+        _FCI.pack(pid, mask) for pid, mask in fcis
+    )
+    return pack_rtcp_packet(RTCP_RTPFB, RTCP_RTPFB_NACK, payload)
 
 
 async def send_nack(receiver: RTCRtpReceiver, media_ssrc: int, lost: list[int]) -> None:
     """Ask the remote sender of ``media_ssrc`` to resend ``lost`` (RTCP generic NACK)."""
-    await receiver._send_rtcp_nack(media_ssrc, lost)
+    ssrc: int | None = receiver._RTCRtpReceiver__rtcp_ssrc  # type: ignore[attr-defined]
+    if ssrc is not None:
+        packet = _SerializedRtcp(nack_packet(ssrc, media_ssrc, lost))
+        await receiver._send_rtcp(packet)  # type: ignore[arg-type]
 
 
 def sender_rtt(sender: RTCRtpSender) -> float | None:

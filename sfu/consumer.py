@@ -343,6 +343,8 @@ class Consumer:
             size = self._retransmit(sequence_number, now)
             if size:
                 budget.resent(sequence_number, size, now)
+            else:
+                budget.missed(sequence_number, now)
         if target is not None:
             self._munger.save(target)
 

@@ -10,10 +10,11 @@ sequencer (at most a few resends per packet):
 
 - of a NACK packet, only the last ``per_nack`` sequence numbers are read: receivers list
   their losses oldest first, and the newest are those still ahead of the viewer's playout
-  (an older one still missing is asked for again in the next NACK). aiortc itself reads no
-  more than the last ``aiortc_adapter.NACK_READ_LIMIT`` (256) of them;
-- a packet is not resent again within ``max(RTT, min_interval_seconds)`` of its last resend,
-  nor more than ``max_resends`` times;
+  (an older one still missing is asked for again in the next NACK); aiortc itself parses
+  no more than these (``aiortc_adapter.limit_nack_parsing``);
+- a packet is not resent again within ``max(RTT, min_interval_seconds)`` of its last resend
+  (or of the last time it could not be: too old, or not forwarded yet), nor more than
+  ``max_resends`` times;
 - a token bucket in packets and in bytes, holding at most ``burst_packets`` and
   ``burst_bytes``, earns ``share`` of what is forwarded to the viewer plus ``packets_per_second``
   and ``bytes_per_second``: retransmissions stay a fraction of the stream's rate, plus a floor
@@ -49,8 +50,8 @@ class RetransmissionLimits:
 
 class RetransmissionBudget:
     """One viewer track's budget. Per NACK: ``admit`` yields the sequence numbers to resend
-    now, and the caller reports each one it did resend with ``resent``; ``refused`` counts
-    the sequence numbers the budget turned down."""
+    now, and the caller reports each one with ``resent``, or ``missed`` if it could not;
+    ``refused`` counts the sequence numbers the budget turned down."""
 
     __slots__ = (
         "_bytes",
@@ -119,6 +120,12 @@ class RetransmissionBudget:
         self._bytes -= size
         last = self._resent.pop(sequence_number, None)
         self._resent[sequence_number] = (now, 1 if last is None else last[1] + 1)
+
+    def missed(self, sequence_number: int, now: float) -> None:
+        """``sequence_number`` could not be resent: not asked again for one interval (it is
+        no cheaper to find out twice), and not counted as a resend."""
+        last = self._resent.pop(sequence_number, None)
+        self._resent[sequence_number] = (now, 0 if last is None else last[1])
 
     def _earn(self, now: float, forwarded_packets: int, forwarded_bytes: int) -> None:
         limits = self._limits

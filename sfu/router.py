@@ -68,7 +68,7 @@ class Router:
     def __init__(self, options: RouterOptions | None = None, router_id: str | None = None) -> None:
         self.id = router_id or str(uuid.uuid4())
         self.options = options or RouterOptions()
-        aiortc_adapter.limit_nack_parsing()
+        aiortc_adapter.limit_nack_parsing(self.options.retransmission.per_nack)
         self.events = EventEmitter()
         self.closed = False
         self._configuration = rtc_configuration(self.options.ice_servers)

@@ -72,7 +72,8 @@ def test_the_private_members_used_exist(pc: RTCPeerConnection) -> None:
         "arrival_time_ms",
     ]
     assert list(inspect.signature(receiver._send_rtcp_pli).parameters) == ["media_ssrc"]
-    assert list(inspect.signature(receiver._send_rtcp_nack).parameters) == ["media_ssrc", "lost"]
+    assert list(inspect.signature(receiver._send_rtcp).parameters) == ["packet"]
+    assert isinstance(receiver._RTCRtpReceiver__rtcp_ssrc, int)
     assert aiortc_adapter.sender_rtt(sender) is None  # none measured yet
     assert list(inspect.signature(sender._handle_rtcp_packet).parameters) == ["packet"]
     assert isinstance(sender._ssrc, int)
@@ -138,14 +139,22 @@ async def test_send_nack_uses_the_receivers_rtcp_path(pc: RTCPeerConnection) -> 
         sent.append(data)
 
     receiver.transport._send_rtp = send_rtp  # type: ignore[method-assign]
+    receiver._set_rtcp_ssrc(1234)
     await aiortc_adapter.send_nack(receiver, 4321, [7, 9, 40])
-    (packet,) = RtcpPacket.parse(sent[0])
-    assert isinstance(packet, RtcpRtpfbPacket)
-    assert (packet.fmt, packet.media_ssrc, packet.lost) == (RTCP_RTPFB_NACK, 4321, [7, 9, 40])
+    await aiortc_adapter.send_nack(receiver, 4321, [65534, 65535, 0, 1, 20])  # the wrap
+    packets = [RtcpPacket.parse(data)[0] for data in sent]
+    assert all(isinstance(p, RtcpRtpfbPacket) and p.fmt == RTCP_RTPFB_NACK for p in packets)
+    assert [(p.ssrc, p.media_ssrc) for p in packets] == [(1234, 4321)] * 2
+    assert [[n & 0xFFFF for n in p.lost] for p in packets] == [
+        [7, 9, 40],
+        [65534, 65535, 0, 1, 20],
+    ]
 
 
 def test_nacks_are_read_from_their_last_fci_back_up_to_the_limit() -> None:
-    aiortc_adapter.limit_nack_parsing()
+    limit = 64
+    aiortc_adapter.limit_nack_parsing(limit)
+    aiortc_adapter.limit_nack_parsing(limit // 2)  # a router asking for fewer: as before
     for lost in ([7], [7, 9, 40], [1, 17, 18, 300], list(range(100, 110))):
         packet = RtcpRtpfbPacket(fmt=RTCP_RTPFB_NACK, ssrc=1, media_ssrc=2, lost=lost)
         (parsed,) = RtcpPacket.parse(bytes(packet))
@@ -159,7 +168,6 @@ def test_nacks_are_read_from_their_last_fci_back_up_to_the_limit() -> None:
     flood = RtcpRtpfbPacket(fmt=RTCP_RTPFB_NACK, ssrc=1, media_ssrc=2, lost=list(range(1000)))
     (parsed,) = RtcpPacket.parse(bytes(flood))
     assert isinstance(parsed, RtcpRtpfbPacket)
-    limit = aiortc_adapter.NACK_READ_LIMIT
     assert limit <= len(parsed.lost) < limit + 17  # whole FCIs, from the last one back
     assert parsed.lost == list(range(1000 - len(parsed.lost), 1000))
     sparse = RtcpRtpfbPacket(

@@ -57,6 +57,16 @@ def test_a_packet_is_resent_at_most_max_resends_times() -> None:
     assert answered == [[7], [7], [7], [], [], []]
 
 
+def test_a_packet_that_could_not_be_resent_is_not_looked_up_again_within_the_interval() -> None:
+    limits = RetransmissionLimits(**{**UNLIMITED.__dict__, "max_resends": 1})
+    budget = RetransmissionBudget(limits, now=0.0)
+    assert list(budget.admit([9], now=0.0, forwarded_packets=0, forwarded_bytes=0, rtt=None))
+    budget.missed(9, now=0.0)  # not cached yet, say
+    assert _answer(budget, [9], now=0.05) == []
+    assert _answer(budget, [9], now=0.2) == [9]  # a miss is no resend
+    assert _answer(budget, [9], now=0.4) == []  # that was its one resend
+
+
 def test_the_bucket_holds_a_burst_and_refills_with_a_share_of_the_stream_and_a_floor() -> None:
     limits = RetransmissionLimits(
         share=0.1,
