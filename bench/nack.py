@@ -284,10 +284,12 @@ def markdown(result: NackResult, when: datetime.datetime, command: str) -> str:
     plan = result.plan
     flooded = [w for w in result.windows if w.server == "budget" and w.flooders]
     resent = (
-        f"each flooder was resent {flooded[0].retransmitted_per_second / plan.flooders:.0f} "
-        f"packets/s and refused {flooded[0].refused_per_second / plan.flooders:,.0f} "
-        f"sequence numbers/s, while {flooded[0].flooder_forwarded_pps:.0f} video packets/s "
-        "were forwarded to it"
+        f"each flooder sent {NACKS_PER_SECOND:.0f} NACKs/s naming {NACK_PACKETS:,} packets, "
+        f"of which {flooded[0].nacks_per_second / plan.flooders:,.0f} sequence numbers/s "
+        "were read; it was resent "
+        f"{flooded[0].retransmitted_per_second / plan.flooders:.0f} packets/s and refused "
+        f"{flooded[0].refused_per_second / plan.flooders:,.0f}, while "
+        f"{flooded[0].flooder_forwarded_pps:.0f} video packets/s were forwarded to it"
         if flooded
         else "no flood was measured"
     )
@@ -299,7 +301,7 @@ def markdown(result: NackResult, when: datetime.datetime, command: str) -> str:
     )
     rows = [
         "| step | server | server CPU | normal viewers pkt/s median (min) | source pkt/s "
-        "| flooders' NACKed seq. numbers/s | resent/s | refused/s | load avg |",
+        "| sequence numbers read of the flooders' NACKs /s | resent/s | refused/s | load avg |",
         "|---|---|---:|---:|---:|---:|---:|---:|---:|",
     ]
     for w in result.windows:
@@ -316,7 +318,7 @@ def markdown(result: NackResult, when: datetime.datetime, command: str) -> str:
         f"{machine['cpu_model']}, Linux {machine['kernel']}; {plan.normal} normal viewers, "
         f"{plan.flooders} flooding, {plan.window:.0f} s windows.*",
         "",
-        f"- **A NACK-flooding viewer costs {_number(s['flooder_ratio'], '.0f')}{TIMES} a normal "
+        f"- **A NACK-flooding viewer costs {_number(s['flooder_ratio'], '.1f')}{TIMES} a normal "
         f"viewer's CPU** ({_number(s['flooder_cpu'], '.2%')} of a core against "
         f"{_number(s['normal_viewer_cpu'], '.3%')}); {resent}.",
         f"- Without the budget (`--unlimited-retransmission`), one flooder cost "
