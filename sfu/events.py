@@ -122,8 +122,9 @@ class ProducerStats:
 
 @dataclass(frozen=True)
 class ConsumerStats:
-    """One viewer track's counters. ``nacks_received`` counts the sequence numbers the
-    viewer NACKed: each was resent (``retransmitted_packets``), could not be
+    """One viewer track's counters. ``nacks_received`` counts the sequence numbers read
+    from the viewer's NACKs (the last ``RetransmissionLimits.per_nack`` of each, or a few
+    more: whole FCIs): each was resent (``retransmitted_packets``), could not be
     (``nack_misses``: not forwarded yet, or older than the retransmission age limit) or
     was refused by its retransmission budget (``nacks_refused``, see
     ``sfu.retransmission``)."""
