@@ -65,6 +65,9 @@ def parse_ice_candidate(candidate: IceCandidate) -> RTCIceCandidate | None:
         parsed = candidate_from_sdp(line)
     except (AssertionError, IndexError, ValueError) as exc:  # aiortc asserts on short lines
         raise NegotiationError(f"malformed ICE candidate: {candidate.candidate!r}") from exc
+    if not 0 <= parsed.port <= 65535:
+        # aioice would send its checks there: OverflowError, an ERROR record, socket closed
+        raise NegotiationError(f"ICE candidate port {parsed.port} is out of range")
     parsed.sdpMid = candidate.sdp_mid
     parsed.sdpMLineIndex = candidate.sdp_mline_index
     if parsed.sdpMid is None and parsed.sdpMLineIndex is None:

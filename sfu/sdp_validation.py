@@ -48,7 +48,8 @@ def validate_description(sdp: str, *, sdp_type: str = "offer") -> SessionDescrip
     duplicate ``a=mid``, a missing ``a=setup`` (or one not allowed in this type), a
     missing direction, missing ``a=ice-ufrag``/``a=ice-pwd``, no ``a=fingerprint``, no
     ``a=rtcp-mux``, no ``a=rtpmap``; a malformed ``c=``, ``a=setup`` or
-    ``a=fingerprint``; and a ``BUNDLE`` group naming an unknown mid.
+    ``a=fingerprint``; a candidate's port out of range; and a ``BUNDLE`` group naming an
+    unknown mid.
     """
     _check_text(sdp)
     lines = [line for line in sdp.splitlines() if line]
@@ -129,6 +130,10 @@ def _check_sections(description: SessionDescription) -> None:
             raise InvalidSdpError(f"{where} has no a=fingerprint")
         if media.ice is None or not media.ice.usernameFragment or not media.ice.password:
             raise InvalidSdpError(f"{where} has no a=ice-ufrag and a=ice-pwd")
+        for candidate in media.ice_candidates:
+            # aioice would send its checks there: OverflowError, an ERROR record
+            if not 0 <= candidate.port <= 65535:
+                raise InvalidSdpError(f"{where}: candidate port {candidate.port} is out of range")
         if media.kind == "application":
             continue
         if media.direction not in DIRECTIONS:

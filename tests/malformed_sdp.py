@@ -53,4 +53,9 @@ MALFORMED: dict[str, tuple[Callable[[str], str], str]] = {
     "bad_payload_type": (_replace(r"^(m=video \S+ \S+) ", r"\1 x"), "payload types"),
     "bad_rtpmap": (_replace(r"^a=rtpmap:96 .*$", "a=rtpmap:96 opus"), "does not parse"),
     "not_sdp": (lambda sdp: "hello\r\n" + sdp, "starts with the line v=0"),
+    # aioice sent its checks there: OverflowError, an ERROR record, the socket closed
+    "candidate_port": (
+        _replace(r"^(a=candidate:\S+ \d+ \S+ \d+ \S+) \d+", r"\1 99999", count=1),
+        "port 99999",
+    ),
 }

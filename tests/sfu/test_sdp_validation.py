@@ -9,7 +9,7 @@ import re
 import pytest
 from aiortc import RTCPeerConnection, RTCSessionDescription
 
-from sfu import NegotiationError, Router
+from sfu import IceCandidate, NegotiationError, Router
 from sfu.ice_config import HostNetwork
 from sfu.sdp_validation import MAX_SDP_BYTES, InvalidSdpError, validate_description
 from sfu.session import PeerSession
@@ -131,3 +131,16 @@ async def test_aiortc_still_fails_on_that_offer() -> None:
         await pc.createAnswer()
     with pytest.raises(AttributeError):
         await pc.close()
+
+
+@pytest.mark.parametrize("port", ["99999", "-1"])
+async def test_a_trickled_candidate_with_a_port_out_of_range_is_refused(
+    port: str, router: Router, clients: TestClients
+) -> None:
+    """aioice would send its connectivity checks there: OverflowError in sendto, an ERROR
+    record from asyncio, and the session's socket closed."""
+    await clients.publish(router)
+    _, session = await clients.subscribe(router)
+    line = f"candidate:1 1 udp 2122260223 192.0.2.1 {port} typ host"
+    with pytest.raises(NegotiationError, match=f"port {port} is out of range"):
+        await session.add_ice_candidate(IceCandidate(candidate=line, sdp_mid="0"))
