@@ -17,6 +17,7 @@ import uuid
 from collections import Counter
 from typing import Any
 
+from autobahn.exception import Disconnected
 from channels.db import database_sync_to_async
 from channels.generic.websocket import AsyncWebsocketConsumer
 from django.contrib.auth.models import AnonymousUser, User
@@ -187,7 +188,12 @@ class _StreamConsumer(AsyncWebsocketConsumer):
         return user if user is not None else AnonymousUser()
 
     async def send_json(self, kind: str, **fields: Any) -> None:
-        await self.send(text_data=json.dumps({"type": kind, **fields}))
+        try:
+            await self.send(text_data=json.dumps({"type": kind, **fields}))
+        except (Disconnected, OSError):
+            # The client closed while we answered (daphne raises autobahn's Disconnected;
+            # ASGI servers may raise OSError): nobody to tell, and no error of ours.
+            logger.debug("websocket closed before a message could be sent", extra={"type": kind})
 
     async def send_error(self, code: str, message: str, **fields: Any) -> None:
         await self.send_json("error", code=code, message=message, **fields)

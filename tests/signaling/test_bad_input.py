@@ -1,14 +1,17 @@
 """Malformed input on every transport gets a 4xx (or a WebSocket ``error``) naming what
 was wrong, and nothing at ERROR in the log: SDP offers to anonymous WHEP and to WHIP, JSON
-nested past the parser's recursion, lone surrogates and oversized bodies."""
+nested past the parser's recursion, lone surrogates, oversized bodies, and a WebSocket
+client that hangs up while the server answers."""
 
 from __future__ import annotations
 
 import json
 import logging
 from collections.abc import AsyncIterator
+from typing import Any
 
 import pytest
+from autobahn.exception import Disconnected
 from channels.db import database_sync_to_async
 from django.contrib.auth.models import AnonymousUser, User
 from django.test import AsyncClient, Client, override_settings
@@ -16,6 +19,7 @@ from django.test import AsyncClient, Client, override_settings
 from broadcast.models import Stream
 from broadcast.services import IssuedKey, stream_create, stream_go_live
 from sfu.testing import TestPublisher, TestViewer
+from signaling.consumers import WatchConsumer
 from signaling.sfu_gateway import gateway
 from tests.malformed_sdp import MALFORMED
 from tests.signaling.http_clients import SDP
@@ -175,3 +179,16 @@ async def test_websocket_frames_that_once_were_internal_errors_get_bad_json(
     await socket.send({"type": "ping"})
     assert (await socket.expect("pong"))["type"] == "pong"  # and the socket still works
     await socket.close()
+
+
+async def test_a_client_gone_while_the_server_answers_costs_no_error_log(no_errors: None) -> None:
+    """daphne raises when the application sends on a socket the client already closed; a
+    client that sends a burst and hangs up at once must not make the server log ERRORs."""
+
+    async def closed_protocol(message: dict[str, Any]) -> None:
+        raise Disconnected("Attempt to send on a closed protocol")
+
+    consumer = WatchConsumer()
+    consumer.base_send = closed_protocol
+    await consumer.send_error("bad_json", "The frame is not valid JSON.")
+    await consumer.send_json("pong")
