@@ -65,6 +65,8 @@ _BITRATE_ESTIMATOR_ATTR = "_RTCRtpReceiver__remote_bitrate_estimator"
 _PC_DTLS_TRANSPORTS_ATTR = "_RTCPeerConnection__dtlsTransports"
 _PC_ICE_TRANSPORTS_ATTR = "_RTCPeerConnection__iceTransports"
 _PC_CLOSED_ATTR = "_RTCPeerConnection__isClosed"
+_PC_CONNECT_QUALNAME = "RTCPeerConnection.__connect"
+CLOSE_TASK_WAIT_SECONDS = 2.0
 
 
 class _PacketTap:
@@ -746,25 +748,53 @@ def filter_incoming_rtp(transport: RTCDtlsTransport, keep: Callable[[bytes], boo
 
 
 async def close_peer_connection(pc: RTCPeerConnection) -> None:
-    """Close ``pc``; never raises, and frees its sockets even when aiortc cannot.
+    """Close ``pc``; never raises, frees its sockets even when aiortc cannot, and leaves
+    none of aiortc's tasks for it behind.
 
     aiortc's ``close()`` stops each transceiver's transports in turn and raises halfway if a
     remote description left one without a transport; the rest would keep their UDP
     sockets, and a later ``close()`` would wait forever on a future never completed. Then
     every transport it still holds is stopped one by one and the connection marked closed.
+
+    aiortc also runs ``RTCPeerConnection.__connect`` as a task nobody awaits: closed while
+    it checks connectivity, it goes on to a transport closed meanwhile and may raise
+    (``InvalidStateError``), which asyncio would log at ERROR ("Task exception was never
+    retrieved") whenever a client drops a session it just opened. Close waits for it
+    (``CLOSE_TASK_WAIT_SECONDS`` at most) and takes what it raised.
     """
+    connecting = [task for task in asyncio.all_tasks() if _connects(task, pc)]
     try:
         await pc.close()
-        return
     except Exception:
         logger.debug("aiortc could not close a peer connection; stopping its transports")
-    for transport in list(getattr(pc, _PC_DTLS_TRANSPORTS_ATTR)):
-        with contextlib.suppress(Exception):
-            await transport.stop()
-    for transport in list(getattr(pc, _PC_ICE_TRANSPORTS_ATTR)):
-        with contextlib.suppress(Exception):
-            await transport.stop()
-    closed: asyncio.Future[bool] | None = getattr(pc, _PC_CLOSED_ATTR)
-    if closed is not None and not closed.done():
-        closed.set_result(True)
-    pc.remove_all_listeners()
+        for transport in list(getattr(pc, _PC_DTLS_TRANSPORTS_ATTR)):
+            with contextlib.suppress(Exception):
+                await transport.stop()
+        for transport in list(getattr(pc, _PC_ICE_TRANSPORTS_ATTR)):
+            with contextlib.suppress(Exception):
+                await transport.stop()
+        closed: asyncio.Future[bool] | None = getattr(pc, _PC_CLOSED_ATTR)
+        if closed is not None and not closed.done():
+            closed.set_result(True)
+        pc.remove_all_listeners()
+    for task in connecting:
+        task.add_done_callback(_take_exception)
+    if connecting:
+        await asyncio.wait(connecting, timeout=CLOSE_TASK_WAIT_SECONDS)
+
+
+def _connects(task: asyncio.Task[Any], pc: RTCPeerConnection) -> bool:
+    coroutine = task.get_coro()
+    frame = getattr(coroutine, "cr_frame", None)
+    return (
+        getattr(coroutine, "__qualname__", "") == _PC_CONNECT_QUALNAME
+        and frame is not None
+        and frame.f_locals.get("self") is pc
+    )
+
+
+def _take_exception(task: asyncio.Task[Any]) -> None:
+    if not task.cancelled() and task.exception() is not None:
+        logger.debug(
+            "aiortc's connect task of a closed peer connection failed: %r", task.exception()
+        )

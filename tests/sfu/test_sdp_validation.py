@@ -13,7 +13,7 @@ from sfu import IceCandidate, NegotiationError, Router
 from sfu.ice_config import HostNetwork
 from sfu.sdp_validation import MAX_SDP_BYTES, InvalidSdpError, validate_description
 from sfu.session import PeerSession
-from sfu.testing import TestClients, TestPublisher, TestViewer, client_configuration
+from sfu.testing import TestClients, TestPublisher, TestViewer, client_configuration, wait_until
 from tests.malformed_sdp import MALFORMED
 
 CASES = sorted(MALFORMED)
@@ -144,3 +144,35 @@ async def test_a_trickled_candidate_with_a_port_out_of_range_is_refused(
     line = f"candidate:1 1 udp 2122260223 192.0.2.1 {port} typ host"
     with pytest.raises(NegotiationError, match=f"port {port} is out of range"):
         await session.add_ice_candidate(IceCandidate(candidate=line, sdp_mid="0"))
+
+
+async def test_closing_a_session_leaves_no_aiortc_task_behind(
+    router: Router, clients: TestClients
+) -> None:
+    """aiortc checks connectivity in a task nobody awaits; a session closed meanwhile used to
+    leave it running, to fail later on a closed transport ("Task exception was never
+    retrieved", logged at ERROR). The offer is unbundled and names a candidate nobody
+    answers, so the task is still checking when the session closes."""
+    await clients.publish(router)
+    offer = "".join(
+        line
+        for line in (await _viewer_offer()).splitlines(keepends=True)
+        if not line.startswith(("a=group:BUNDLE", "a=candidate:", "a=end-of-candidates"))
+    ).replace("a=ice-ufrag:", "a=candidate:1 1 udp 2130706431 127.0.0.1 9 typ host\r\na=ice-ufrag:")
+    session = await router.subscribe(offer)
+
+    def connecting() -> list[asyncio.Task[object]]:
+        """aiortc's connect tasks for this session's peer connection."""
+        return [
+            task
+            for task in asyncio.all_tasks()
+            if "RTCPeerConnection.__connect" in repr(task)
+            and getattr(task.get_coro(), "cr_frame", None) is not None
+            and task.get_coro().cr_frame.f_locals.get("self") is session.peer_connection  # type: ignore[union-attr]
+        ]
+
+    assert await wait_until(lambda: session.connection_state == "connecting", 5)
+    tasks = connecting()
+    assert tasks
+    await session.close()
+    assert [task.done() for task in tasks] == [True] * len(tasks)
