@@ -18,6 +18,7 @@ import sys
 import time
 import urllib.request
 from collections.abc import Callable, Iterator
+from contextlib import contextmanager
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -98,6 +99,10 @@ class OnAirServer:
     def log(self) -> str:
         return self.log_path.read_text(errors="replace")
 
+    @property
+    def pid(self) -> int:
+        return self._process.pid
+
 
 def _wait_until_serving(server: OnAirServer, process: subprocess.Popen[bytes]) -> None:
     deadline = time.monotonic() + 30
@@ -113,14 +118,14 @@ def _wait_until_serving(server: OnAirServer, process: subprocess.Popen[bytes]) -
     raise RuntimeError(f"daphne did not answer within 30 s:\n{server.log()}")
 
 
-@pytest.fixture(scope="session")
-def onair_server(tmp_path_factory: pytest.TempPathFactory) -> Iterator[OnAirServer]:
-    """daphne on a free port, as ``make run`` starts it, on a freshly migrated database
-    that holds the demo user and stream.
+@contextmanager
+def running_server(workdir: Path, *, app: str = ASGI_APP, **settings: str) -> Iterator[OnAirServer]:
+    """daphne serving ``app`` on a free port, as ``make run`` starts it, on a freshly
+    migrated database in ``workdir`` that holds the demo user and stream; ``settings`` are
+    extra environment variables (``ONAIR_*``). Its output goes to ``workdir/daphne.log``.
     """
-    workdir = tmp_path_factory.mktemp("onair-server")
     port = _free_port()
-    env = app_environment(database_url=f"sqlite:///{workdir / 'db.sqlite3'}")
+    env = app_environment(database_url=f"sqlite:///{workdir / 'db.sqlite3'}", **settings)
     bootstrap = subprocess.run(
         [sys.executable, "manage.py", "migrate", "--noinput", "-v0"],
         cwd=ROOT,
@@ -133,7 +138,7 @@ def onair_server(tmp_path_factory: pytest.TempPathFactory) -> Iterator[OnAirServ
     log_path = workdir / "daphne.log"
     with log_path.open("wb") as log:
         process = subprocess.Popen(
-            [sys.executable, "-m", "daphne", "-b", "127.0.0.1", "-p", str(port), ASGI_APP],
+            [sys.executable, "-m", "daphne", "-b", "127.0.0.1", "-p", str(port), app],
             cwd=ROOT,
             env=env,
             stdout=log,
@@ -167,6 +172,13 @@ def onair_server(tmp_path_factory: pytest.TempPathFactory) -> Iterator[OnAirServ
         except subprocess.TimeoutExpired:
             process.kill()
             process.wait()
+
+
+@pytest.fixture(scope="session")
+def onair_server(tmp_path_factory: pytest.TempPathFactory) -> Iterator[OnAirServer]:
+    """daphne on a free port (see ``running_server``)."""
+    with running_server(tmp_path_factory.mktemp("onair-server")) as server:
+        yield server
 
 
 @pytest.fixture(scope="module")
