@@ -17,9 +17,9 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import logging
-from collections.abc import Callable, Coroutine
+from collections.abc import Awaitable, Callable, Coroutine
 from dataclasses import dataclass
-from typing import Any
+from typing import Any, TypeVar
 
 from aiortc import RTCPeerConnection
 from channels.db import database_sync_to_async
@@ -190,10 +190,10 @@ class SfuGateway:
         limits = self.limits()
         key = limits.admit(address=client)
         try:
-            session = await router.publish(offer_sdp)
-        except BaseException as exc:
+            session = await _offered(router.publish(offer_sdp))
+        except BaseException:
             limits.release(key)
-            raise _refusal(exc) from exc
+            raise
         _hold(limits, key, session.id, closed=session.closed)
         return PublishResult(session_id=session.id, answer_sdp=session.answer_sdp)
 
@@ -266,10 +266,10 @@ class SfuGateway:
         limits = self.limits()
         key = limits.admit(address=client, viewer_of=str(stream.pk))
         try:
-            viewer = await router.subscribe(offer_sdp)
-        except BaseException as exc:
+            viewer = await _offered(router.subscribe(offer_sdp))
+        except BaseException:
             limits.release(key)
-            raise _refusal(exc) from exc
+            raise
         _hold(limits, key, viewer.id, closed=viewer.closed)
         if notice is not None and not viewer.closed:
             self._notices[viewer.id] = notice
@@ -360,15 +360,17 @@ class SfuGateway:
 
 
 _LOST_STATES = ("failed", "closed")
+_T = TypeVar("_T")
 
 
-def _refusal(exc: BaseException) -> BaseException:
-    """The SFU's refusal of an offer as the application error it means."""
-    if isinstance(exc, NegotiationError):
-        return InvalidInputError(f"The offer cannot be used: {exc}", code="bad_sdp")
-    if isinstance(exc, RouterClosedError):
-        return ConflictError("The broadcast is closing; try again.", code="closing")
-    return exc
+async def _offered(call: Awaitable[_T]) -> _T:
+    """An offer to the SFU; its refusal as the application error it means."""
+    try:
+        return await call
+    except NegotiationError as exc:
+        raise InvalidInputError(f"The offer cannot be used: {exc}", code="bad_sdp") from exc
+    except RouterClosedError as exc:
+        raise ConflictError("The broadcast is closing; try again.", code="closing") from exc
 
 
 def _hold(limits: SessionLimits, key: str, session_id: str, *, closed: bool) -> None:
