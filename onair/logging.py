@@ -74,3 +74,16 @@ class RedactSecrets(logging.Filter):
         elif record.exc_text:
             record.exc_text = redact(record.exc_text)
         return True
+
+
+class SuspiciousRequestsAsWarnings(logging.Filter):
+    """Django logs every ``SuspiciousOperation`` at ERROR, under ``django.security.*``: a
+    ``Host`` not in ``ALLOWED_HOSTS``, a body over ``DATA_UPLOAD_MAX_MEMORY_SIZE``, too many
+    form fields. Any client can send those, and gets a 400: they are warnings here, without
+    the traceback Django attaches, so that ERROR keeps meaning the server failed."""
+
+    def filter(self, record: logging.LogRecord) -> bool:
+        if record.name.startswith("django.security.") and record.levelno > logging.WARNING:
+            record.levelno, record.levelname = logging.WARNING, "WARNING"
+            record.exc_info, record.exc_text = None, None
+        return True

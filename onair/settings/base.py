@@ -139,9 +139,16 @@ LOGGING: dict[str, Any] = {
             "format": "%(asctime)s %(levelname)s %(name)s %(message)s",
         }
     },
-    "filters": {"redact": {"()": "onair.logging.RedactSecrets"}},
+    "filters": {
+        "redact": {"()": "onair.logging.RedactSecrets"},
+        "suspicious_as_warnings": {"()": "onair.logging.SuspiciousRequestsAsWarnings"},
+    },
     "handlers": {
-        "console": {"class": "logging.StreamHandler", "formatter": "plain", "filters": ["redact"]}
+        "console": {
+            "class": "logging.StreamHandler",
+            "formatter": "plain",
+            "filters": ["redact", "suspicious_as_warnings"],
+        }
     },
     "root": {"handlers": ["console"], "level": env_str("LOG_LEVEL", "WARNING")},
     "loggers": {"onair": {"level": env_str("ONAIR_LOG_LEVEL", "INFO"), "propagate": True}},

@@ -448,3 +448,27 @@ def _log_excerpt(log: str) -> str:
     lines = log.splitlines()
     hits = [i for i, line in enumerate(lines) if " ERROR " in line or "Traceback" in line]
     return "\n".join(lines[max(hits[0] - 2, 0) : hits[0] + 40]) if hits else ""
+
+
+_FORM = (("Content-Type", "application/x-www-form-urlencoded"),)
+
+
+@pytest.mark.parametrize(
+    ("path", "body", "headers"),
+    [
+        ("/healthz", b"", (("Host", "evil.example"),)),
+        ("/api/v1/live/", b"", (("Host", "127.0.0.1:8000:1"),)),
+        ("/api/v1/auth/token/", b"&".join(b"f%d=1" % i for i in range(1_500)), _FORM),
+    ],
+    ids=["host", "malformed_host", "too_many_fields"],
+)
+def test_suspicious_requests_are_400s_and_warnings(
+    fuzz: Fuzz, path: str, body: bytes, headers: tuple[tuple[str, str], ...]
+) -> None:
+    """Django answers these 400 and logs them at ERROR (django.security.*), though any
+    client can send them: they are warnings."""
+    before = len(fuzz.server.log())
+    reply = fuzz.pool.send(Request("POST" if body else "GET", path, body, headers))
+    assert reply.status == 400
+    assert _wait(lambda: "django.security" in fuzz.server.log()[before:], 5)
+    assert log_errors(fuzz.server.log()[before:]) == []

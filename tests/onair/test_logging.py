@@ -1,6 +1,6 @@
 import logging
 
-from onair.logging import KeyValueFormatter, RedactSecrets
+from onair.logging import KeyValueFormatter, RedactSecrets, SuspiciousRequestsAsWarnings
 
 
 def _record(**extra: object) -> logging.LogRecord:
@@ -38,3 +38,19 @@ def test_the_redacting_filter_takes_secrets_out_of_every_part_of_a_record() -> N
 
     malformed = logging.LogRecord("x", logging.INFO, __file__, 1, "%s %s", ("one",), None)
     assert RedactSecrets().filter(malformed)  # left for logging to report
+
+
+def test_suspicious_requests_are_warnings_without_a_traceback() -> None:
+    try:
+        raise ValueError("Invalid HTTP_HOST header: 'evil.example'.")
+    except ValueError as exc:
+        record = logging.LogRecord(
+            "django.security.DisallowedHost", logging.ERROR, __file__, 1, str(exc), None, None
+        )
+        record.exc_info = (type(exc), exc, exc.__traceback__)
+    assert SuspiciousRequestsAsWarnings().filter(record)
+    assert (record.levelno, record.levelname, record.exc_info) == (logging.WARNING, "WARNING", None)
+
+    failure = logging.LogRecord("django.request", logging.ERROR, __file__, 1, "boom", None, None)
+    assert SuspiciousRequestsAsWarnings().filter(failure)
+    assert failure.levelno == logging.ERROR  # a server failure stays an error
