@@ -39,6 +39,7 @@ _ADDRESSES = st.sampled_from(
 )
 
 
+_VALID_CANDIDATE = ("1", "1", "udp", "2130706431", "192.0.2.1", "50000", "typ", "host")
 _CANDIDATE_FIELDS = (
     st.sampled_from(["1", "foundation", "", "x" * 40]),
     st.one_of(st.sampled_from(["1", "2"]), _NUMBERS),
@@ -61,7 +62,13 @@ _CANDIDATE_EXTRAS = st.lists(
 
 @st.composite
 def candidate_line(draw: st.DrawFn) -> str:
-    """An ``a=candidate`` value (without ``a=``), well-formed or not."""
+    """An ``a=candidate`` value (without ``a=``): half of them well-formed but for one
+    field, so that they get past the parser to the ICE agent; the rest anything."""
+    if draw(st.booleans()):
+        fields = list(_VALID_CANDIDATE)
+        index = draw(st.integers(0, len(fields) - 1))
+        fields[index] = draw(_CANDIDATE_FIELDS[index])
+        return "candidate:" + " ".join(fields + draw(_CANDIDATE_EXTRAS))
     fields = [draw(field) for field in _CANDIDATE_FIELDS] + draw(_CANDIDATE_EXTRAS)
     if draw(st.integers(0, 4)) == 0:
         fields = draw(st.permutations(fields))
