@@ -145,13 +145,10 @@ def test_whip_publisher_plays_on_the_watch_page(
     assert page.evaluate("document.getElementById('player').videoWidth") == 320
 
     # A second WHIP publisher is refused while this one is live.
-    second = _request(
-        "POST",
-        server.url(f"/whip/{server.demo_slug}"),
-        "v=0\r\n",
-        {"Content-Type": "application/sdp", "Authorization": f"Bearer {server.demo_stream_key}"},
-    )
-    assert second.status == 409
+    second = ThreadedPeer(server, "whip", token=server.demo_stream_key, codec=codec)
+    peers.append(second.start())
+    assert second.post is not None
+    assert second.post.status == 409, second.post.body
 
     # DELETE ends the broadcast: the viewer is told.
     publisher.stop()

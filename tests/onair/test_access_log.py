@@ -4,6 +4,7 @@ its other logs hold a session token, a stream key or a bearer token."""
 
 from __future__ import annotations
 
+import os
 import re
 import shlex
 import socket
@@ -34,9 +35,12 @@ def _free_port() -> int:
 
 def make_run_server_command(port: int) -> list[str]:
     """The last command of ``make run`` (the server), as make would run it."""
+    # under `make test` a sub-make would print "Entering/Leaving directory" around it
+    environment = {k: v for k, v in os.environ.items() if k not in ("MAKEFLAGS", "MAKELEVEL")}
     printed = subprocess.run(
-        ["make", "-n", "run", "HOST=127.0.0.1", f"PORT={port}"],
+        ["make", "--no-print-directory", "-n", "run", "HOST=127.0.0.1", f"PORT={port}"],
         cwd=ROOT,
+        env=environment,
         capture_output=True,
         text=True,
         check=True,
