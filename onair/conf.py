@@ -20,6 +20,7 @@ class OnAirSettings:
     max_sessions_per_address: int = 50
     max_viewers_per_stream: int = 0
     max_sessions: int = 0
+    max_request_bytes: int = 1_048_576
 
 
 def onair_settings() -> OnAirSettings:
@@ -51,4 +52,5 @@ def onair_settings() -> OnAirSettings:
             raw.get("MAX_VIEWERS_PER_STREAM", OnAirSettings.max_viewers_per_stream)
         ),
         max_sessions=int(raw.get("MAX_SESSIONS", OnAirSettings.max_sessions)),
+        max_request_bytes=int(raw.get("MAX_REQUEST_BYTES", OnAirSettings.max_request_bytes)),
     )

@@ -1,0 +1,220 @@
+"""``python -m onair.serve`` bounds a request's body: over ``ONAIR_MAX_REQUEST_BYTES`` it answers
+``413`` and closes as the bytes arrive, never receiving the rest (run as ``make run`` runs it,
+in a subprocess); and the daphne and twisted internals it relies on are still there."""
+
+from __future__ import annotations
+
+import inspect
+import json
+import os
+import select
+import socket
+
+import pytest
+from daphne.http_protocol import HTTPFactory
+from daphne.server import Server as DaphneServer
+from twisted.internet.address import IPv4Address
+from twisted.internet.testing import StringTransport
+from twisted.web import http
+
+from onair.serve import BoundedHTTPFactory, BoundedRequest, OnAirServer
+from sfu.testing import TestPublisher, TestViewer, wait_until
+from tests.onair.conftest import Server
+
+pytestmark = pytest.mark.timeout(120)
+
+LIMIT = 1_048_576  # the default
+TOO_LARGE = {
+    "error": {
+        "status": 413,
+        "code": "too_large",
+        "message": f"The request body is larger than {LIMIT} bytes.",
+        "fields": {},
+    }
+}
+
+
+def _read_response(connection: socket.socket) -> bytes:
+    """Everything the server sends until it closes the connection."""
+    received = b""
+    while True:
+        try:
+            data = connection.recv(65536)
+        except ConnectionResetError:
+            return received
+        if not data:
+            return received
+        received += data
+
+
+def _deleted_files(pid: int) -> dict[str, int]:
+    """The server's open files that have no name (twisted's and Django's spooled bodies), and
+    their sizes."""
+    sizes = {}
+    for fd in os.listdir(f"/proc/{pid}/fd"):
+        path = f"/proc/{pid}/fd/{fd}"
+        try:
+            if os.readlink(path).endswith("(deleted)"):
+                sizes[fd] = os.stat(path).st_size
+        except FileNotFoundError:
+            continue
+    return sizes
+
+
+def _assert_no_error_logged(served: Server) -> None:
+    log = served.log()
+    assert " ERROR " not in log, log
+    assert "Traceback" not in log, log
+
+
+def _status_and_body(response: bytes) -> tuple[bytes, dict[str, object]]:
+    head, _, body = response.partition(b"\r\n\r\n")
+    return head.split(b"\r\n")[0], json.loads(body)
+
+
+async def test_a_declared_length_over_the_limit_is_refused_before_its_body(
+    server: tuple[Server, str],
+) -> None:
+    served, _ = server
+    for path in ("/whep/demo", "/api/v1/auth/token/", "/"):
+        with socket.create_connection(("127.0.0.1", served.port), timeout=30) as connection:
+            connection.sendall(
+                f"POST {path} HTTP/1.1\r\nHost: 127.0.0.1\r\n"
+                "Content-Type: application/json\r\nContent-Length: 1000000000\r\n"
+                "Expect: 100-continue\r\n\r\n{".encode()
+            )
+            # Answered with 999,999,999 bytes still to come, then closed (a server waiting
+            # for them times out the read instead).
+            response = _read_response(connection)
+        status, body = _status_and_body(response)
+        assert status == b"HTTP/1.1 413 Content Too Large", response
+        assert b"Connection: close" in response
+        assert b"100 Continue" not in response
+        assert body == TOO_LARGE
+    assert '"POST /whep/demo" 413' in served.log()
+    _assert_no_error_logged(served)
+
+
+async def test_a_chunked_body_is_cut_off_once_past_the_limit(
+    server: tuple[Server, str],
+) -> None:
+    served, _ = server
+    piece = b"x" * 65536
+    chunk = b"%x\r\n%s\r\n" % (len(piece), piece)
+    most = 64 * LIMIT
+    sent, spooled, response = 0, 0, b""
+    with socket.create_connection(("127.0.0.1", served.port), timeout=30) as connection:
+        connection.sendall(
+            b"POST /whep/demo HTTP/1.1\r\nHost: 127.0.0.1\r\n"
+            b"Content-Type: application/sdp\r\nTransfer-Encoding: chunked\r\n\r\n"
+        )
+        try:
+            while sent < most and not select.select([connection], [], [], 0)[0]:
+                connection.sendall(chunk)
+                sent += len(piece)
+                if sent % LIMIT == 0:
+                    spooled = max(spooled, *_deleted_files(served.pid).values(), 0)
+        except (BrokenPipeError, ConnectionResetError):
+            pass  # the server closed the connection
+        # The client was stopped long before it sent 64 MiB (what the kernel's socket buffers
+        # took after the limit is all it got away with), and the server never held more than
+        # the limit: twisted spools a chunked body to a temporary file, which grew with it.
+        assert sent < most
+        assert spooled <= LIMIT
+        response = _read_response(connection)
+    status, body = _status_and_body(response)
+    assert status == b"HTTP/1.1 413 Content Too Large", response
+    assert body == TOO_LARGE
+    # ...and let go of it.
+    assert await wait_until(lambda: not _deleted_files(served.pid), 10), _deleted_files(served.pid)
+    _assert_no_error_logged(served)
+
+
+async def test_legitimate_requests_still_pass(server: tuple[Server, str]) -> None:
+    served, key = server
+    publisher, viewer = TestPublisher(), TestViewer()
+    try:
+        status, headers, _ = served.request(
+            "POST",
+            "/whip/demo",
+            await publisher.create_offer(),
+            {"Content-Type": "application/sdp", "Authorization": f"Bearer {key}"},
+        )
+        assert status == 201
+        whip_session = headers["Location"]
+        status, headers, answer = served.request(
+            "POST", "/whep/demo", await viewer.create_offer(), {"Content-Type": "application/sdp"}
+        )
+        assert status == 201
+        assert answer.startswith("v=0")
+        assert served.request("DELETE", headers["Location"])[0] == 200
+        assert served.request("DELETE", whip_session)[0] == 200
+    finally:
+        await publisher.close()
+        await viewer.close()
+    status, _, body = served.request("GET", "/api/v1/live/")
+    assert status == 200
+    assert "results" in json.loads(body)
+    # A body of exactly the limit reaches the API, which answers it.
+    padding = LIMIT - len(json.dumps({"username": "", "password": "x"}))
+    at_limit = json.dumps({"username": "u" * padding, "password": "x"})
+    assert len(at_limit) == LIMIT
+    status, _, body = served.request(
+        "POST", "/api/v1/auth/token/", at_limit, {"Content-Type": "application/json"}
+    )
+    assert status == 400, body
+    assert json.loads(body)["error"]["code"] == "invalid", body
+    # So does a small chunked one.
+    with socket.create_connection(("127.0.0.1", served.port), timeout=30) as connection:
+        connection.sendall(
+            b"POST /api/v1/auth/token/ HTTP/1.1\r\nHost: 127.0.0.1\r\nConnection: close\r\n"
+            b"Content-Type: application/json\r\nTransfer-Encoding: chunked\r\n\r\n"
+            b"2\r\n{}\r\n0\r\n\r\n"
+        )
+        response = _read_response(connection)
+    assert response.startswith(b"HTTP/1.1 400 "), response
+    _assert_no_error_logged(served)
+
+
+def _connection(onair: OnAirServer) -> tuple[http.HTTPChannel, StringTransport]:
+    protocol = onair.http_factory.buildProtocol(IPv4Address("TCP", "127.0.0.1", 40000))
+    transport = StringTransport()
+    protocol.makeConnection(transport)
+    return protocol, transport
+
+
+def test_the_daphne_and_twisted_internals_it_relies_on() -> None:
+    """If this fails, daphne or twisted changed how a request is built or fed its body:
+    onair/serve.py must follow."""
+    # daphne's Server.run() makes its HTTPFactory with this line, and listens with it.
+    assert "self.http_factory = HTTPFactory(self)" in inspect.getsource(DaphneServer.run)
+    # Only HTTP/1.1: the refusal is written as an HTTP/1.1 response.
+    assert not http.H2_ENABLED
+    server = OnAirServer(application=None, endpoints=["tcp:port=0"])
+    server.connections = {}  # made by run()
+    server.http_factory = HTTPFactory(server)
+    assert isinstance(server.http_factory, BoundedHTTPFactory)
+    assert server.max_request_bytes == LIMIT
+    server.max_request_bytes = 10
+
+    protocol, transport = _connection(server)
+    assert protocol.requestFactory is BoundedRequest
+    protocol.dataReceived(
+        b"POST /x HTTP/1.1\r\nHost: a\r\nContent-Length: 11\r\nExpect: 100-continue\r\n\r\n"
+    )
+    assert transport.value().startswith(b"HTTP/1.1 413 Content Too Large\r\n")
+    assert transport.disconnecting
+
+    protocol, transport = _connection(server)
+    protocol.dataReceived(b"POST /x HTTP/1.1\r\nHost: a\r\nTransfer-Encoding: chunked\r\n\r\n")
+    protocol.dataReceived(b"a\r\n0123456789\r\n")
+    assert transport.value() == b""
+    assert not transport.disconnecting
+    protocol.dataReceived(b"1\r\nx\r\n0\r\n\r\n")
+    assert transport.value().startswith(b"HTTP/1.1 413 Content Too Large\r\n")
+    assert transport.disconnecting
+    request = protocol._channel.requests[0]
+    assert isinstance(request, BoundedRequest)
+    assert request.content.closed
+    # The end of the body came with the piece past the limit: the request was not run.
+    assert request.method == b"(no method yet)"
