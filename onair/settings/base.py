@@ -151,7 +151,12 @@ LOGGING: dict[str, Any] = {
         }
     },
     "root": {"handlers": ["console"], "level": env_str("LOG_LEVEL", "WARNING")},
-    "loggers": {"onair": {"level": env_str("ONAIR_LOG_LEVEL", "INFO"), "propagate": True}},
+    "loggers": {
+        "onair": {"level": env_str("ONAIR_LOG_LEVEL", "INFO"), "propagate": True},
+        # Without its own handlers: Django's default ones (a console handler under DEBUG)
+        # would print every record a second time, past the redacting filter.
+        "django": {"level": "INFO", "handlers": [], "propagate": True},
+    },
 }
 
 # Everything OnAir-specific lives in one namespaced dict; read it through onair.conf.

@@ -1,5 +1,10 @@
 import logging
 
+import pytest
+from django.conf import settings
+from django.test import override_settings
+from django.utils.log import configure_logging
+
 from onair.logging import KeyValueFormatter, RedactSecrets, SuspiciousRequestsAsWarnings
 
 
@@ -54,3 +59,20 @@ def test_suspicious_requests_are_warnings_without_a_traceback() -> None:
     failure = logging.LogRecord("django.request", logging.ERROR, __file__, 1, "boom", None, None)
     assert SuspiciousRequestsAsWarnings().filter(failure)
     assert failure.levelno == logging.ERROR  # a server failure stays an error
+
+
+def test_no_handler_writes_a_session_url_unredacted_under_debug(
+    capsys: pytest.CaptureFixture[str],
+) -> None:
+    """Django's own default handler for the ``django`` loggers (on under DEBUG, so in
+    ``make run``) printed "Not Found: /whep/<slug>/<token>" a second time, unfiltered."""
+    token = "T" * 43
+    try:
+        configure_logging(settings.LOGGING_CONFIG, settings.LOGGING)  # as django.setup()
+        with override_settings(DEBUG=True):
+            logging.getLogger("django.request").warning("Not Found: %s", f"/whep/s/{token}")
+        err = capsys.readouterr().err
+    finally:
+        configure_logging(settings.LOGGING_CONFIG, settings.LOGGING)
+    assert "/whep/s/<token>" in err
+    assert token not in err
