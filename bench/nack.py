@@ -1,7 +1,7 @@
 """A NACK-flooding viewer's cost to the server, against a normal viewer's, in one run.
 
     python -m bench --nack            # ≈ 3 minutes on 2 cores, updates docs/BENCHMARKS.md
-    python -m bench --nack --quick    # ≈ 1 minute (for a look, not for numbers)
+    python -m bench --nack --quick    # ≈ 40 s (for a look, not for numbers)
 
 Issue #17's finding 3: one viewer NACKing its last 1,000 packets 88 times a second made the
 server resend 425 times the stream's rate. The same OnAir server as the main bench
@@ -53,7 +53,7 @@ class NackPlan:
 
 
 FULL = NackPlan(normal=40, flooders=4, window=15.0)
-QUICK = NackPlan(normal=10, flooders=2, window=5.0)
+QUICK = NackPlan(normal=10, flooders=2, window=3.0)
 
 
 @dataclass
