@@ -12,7 +12,9 @@ class RouterRegistry:
     """Creates, finds and closes the routers of one process.
 
     ``on_event``, if given, is subscribed to every event of every router it
-    creates, which is how a gateway relays them.
+    creates, which is how a gateway relays them. A router is forgotten by identity,
+    not by id: a closing router's late ``RouterClosed`` never drops the next broadcast's
+    router under the same id (which would leave its peers owned by no one).
     """
 
     def __init__(
@@ -23,6 +25,7 @@ class RouterRegistry:
         self.options = options or RouterOptions()
         self._on_event = on_event
         self._routers: dict[str, Router] = {}
+        self._closing: dict[str, Router] = {}
 
     def __len__(self) -> int:
         return len(self._routers)
@@ -50,16 +53,25 @@ class RouterRegistry:
             raise ValueError(f"a router for {router.id} exists already")
         if self._on_event is not None:
             router.events.on_any(self._on_event)
-        router.events.on(RouterClosed, self._forget)
+        router.events.on(RouterClosed, lambda event: self._forget(router))
         self._routers[router.id] = router
 
-    def _forget(self, event: RouterClosed) -> None:
-        self._routers.pop(event.router_id, None)
+    def _forget(self, router: Router) -> None:
+        if self._routers.get(router.id) is router:
+            del self._routers[router.id]
 
     async def close(self, broadcast_id: str) -> None:
-        router = self._routers.pop(broadcast_id, None)
-        if router is not None:
+        """Close the broadcast's router; returns once it is closed, also when someone
+        else's close of it was under way (so "closed" means its media has stopped)."""
+        router = self._routers.pop(broadcast_id, None) or self._closing.get(broadcast_id)
+        if router is None:
+            return
+        self._closing[broadcast_id] = router
+        try:
             await router.close()
+        finally:
+            if self._closing.get(broadcast_id) is router:
+                del self._closing[broadcast_id]
 
     async def close_all(self) -> None:
         for broadcast_id in list(self._routers):

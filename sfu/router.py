@@ -71,6 +71,7 @@ class Router:
         aiortc_adapter.limit_nack_parsing(self.options.retransmission.per_nack)
         self.events = EventEmitter()
         self.closed = False
+        self._close_done = asyncio.Event()
         self._configuration = rtc_configuration(self.options.ice_servers)
         self._publisher: PublisherSession | None = None
         self._viewers: dict[str, ViewerSession] = {}
@@ -118,10 +119,10 @@ class Router:
             )
             try:
                 await session._negotiate(offer_sdp, offered)
+                self._check_open()  # closed meanwhile: this publisher would be no one's
             except BaseException:
                 await session._close_peer_connection()
                 raise
-            self._check_open()
             session._arm_connect_deadline(self.options.connect_timeout_seconds)
             previous, self._publisher = self._publisher, session
             self._cancel_grace()
@@ -169,10 +170,10 @@ class Router:
             codecs[producer.kind] = producer.codec
         try:
             await viewer._negotiate(offer_sdp, offered, codecs)
+            self._check_open()  # closed meanwhile: this viewer would be no one's
         except BaseException:
             await viewer._close_peer_connection()
             raise
-        self._check_open()
         viewer._arm_connect_deadline(self.options.connect_timeout_seconds)
         self._viewers[viewer.id] = viewer
         self.events.emit(ViewerJoined(router_id=self.id, viewer_id=viewer.id))
@@ -189,22 +190,27 @@ class Router:
         )
 
     async def close(self) -> None:
-        """Close the publisher, every viewer and every pending timer or task."""
+        """Close the publisher, every viewer and every pending timer or task; returns once
+        that is done, also when another close of it was under way."""
         if self.closed:
+            await self._close_done.wait()
             return
         self.closed = True
-        self._cancel_grace()
-        if self._stats_task is not None:
-            self._stats_task.cancel()
-            self._stats_task = None
-        for viewer in self.viewers:
-            await viewer._close("router_closed")
-        if self._publisher is not None:
-            await self._publisher._close("closed")
-        if self._tasks:
-            await asyncio.gather(*self._tasks, return_exceptions=True)
-        self.events.emit(RouterClosed(router_id=self.id))
-        self.events.clear()
+        try:
+            self._cancel_grace()
+            if self._stats_task is not None:
+                self._stats_task.cancel()
+                self._stats_task = None
+            for viewer in self.viewers:
+                await viewer._close("router_closed")
+            if self._publisher is not None:
+                await self._publisher._close("closed")
+            if self._tasks:
+                await asyncio.gather(*self._tasks, return_exceptions=True)
+            self.events.emit(RouterClosed(router_id=self.id))
+            self.events.clear()
+        finally:
+            self._close_done.set()
         logger.info("router closed", extra={"router_id": self.id})
 
     def _check_open(self) -> None:

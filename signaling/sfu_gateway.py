@@ -344,9 +344,17 @@ class SfuGateway:
             self._spawn(_group_send(event.router_id, "publisher.status", status="reconnecting"))
         elif isinstance(event, PublisherClosed):
             self.limits().release(event.publisher_id)
-            if event.reason == "timeout":
+            if event.reason == "timeout" and self._holds_publisher(event):
                 # The broadcaster did not come back within the grace period: it is over.
                 self._spawn(end_abandoned_broadcast(event.router_id))
+
+    def _holds_publisher(self, event: PublisherClosed) -> bool:
+        """Whether the stream's current router is the one whose publisher this was (it
+        emits ``PublisherClosed`` before letting go of it): a publisher of an earlier
+        router under the same stream id must not end the broadcast live now."""
+        router = self._registry.get(event.router_id) if self._registry is not None else None
+        publisher = router.publisher if router is not None else None
+        return publisher is not None and publisher.id == event.publisher_id
 
     def _spawn(self, coroutine: Coroutine[Any, Any, None]) -> None:
         task = asyncio.ensure_future(coroutine)
