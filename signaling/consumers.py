@@ -359,8 +359,10 @@ class StudioConsumer(_StreamConsumer):
             await self.send_error("not_live", "The stream is not live, so there is nothing to end.")
             return
         await database_sync_to_async(stream_end)(stream=stream)
-        # The receiver of stream_state_changed closes the router and tells every viewer.
+        # The receiver of stream_state_changed closes the router and tells every viewer;
+        # wait for that close here, so a next offer never lands in the closing router.
         self.publisher_session_id = None
+        await gateway.close_router(stream_id=stream.pk)
 
 
 class WatchConsumer(_StreamConsumer):

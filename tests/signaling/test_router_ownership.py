@@ -14,9 +14,10 @@ from django.test import AsyncClient
 
 from broadcast.models import Stream
 from broadcast.services import stream_create
-from sfu.testing import TestViewer, wait_until
+from sfu.testing import TestPublisher, TestViewer, wait_until
 from signaling.sfu_gateway import gateway
 from tests.signaling.http_clients import SDP, WhipClient, silent_offer
+from tests.signaling.test_consumers import Socket
 
 pytestmark = [pytest.mark.django_db(transaction=True), pytest.mark.timeout(90)]
 
@@ -24,15 +25,19 @@ DEADLINE = 1.0  # connect deadline and publisher grace period
 ROUNDS = 10
 
 
-async def test_whip_post_delete_loop_leaves_no_publisher_to_end_the_next_broadcast(
-    settings: Any,
-) -> None:
+@pytest.fixture
+def short_deadlines(settings: Any) -> None:
     settings.ONAIR = {
         **settings.ONAIR,
         "CONNECT_TIMEOUT_SECONDS": DEADLINE,
         "PUBLISHER_GRACE_SECONDS": DEADLINE,
         "MAX_SESSIONS_PER_ADDRESS": 1000,
     }
+
+
+async def test_whip_post_delete_loop_leaves_no_publisher_to_end_the_next_broadcast(
+    short_deadlines: None,
+) -> None:
     owner = await database_sync_to_async(User.objects.create_user)("owner", password="pw")
     stream, key = await database_sync_to_async(stream_create)(owner=owner, title="Launch")
     http = AsyncClient()
@@ -74,6 +79,46 @@ async def test_whip_post_delete_loop_leaves_no_publisher_to_end_the_next_broadca
         assert router.publisher.id == live
         assert len(gateway.limits()) == 2
     finally:
+        await viewer.close()
+        await publisher.close()
+        await gateway.close_all()
+
+
+async def test_studio_offer_end_loop_leaves_no_publisher_to_end_the_next_broadcast(
+    short_deadlines: None,
+) -> None:
+    owner = await database_sync_to_async(User.objects.create_user)("owner", password="pw")
+    stream, _ = await database_sync_to_async(stream_create)(owner=owner, title="Launch")
+    studio = Socket(f"/ws/studio/{stream.slug}/", owner)
+    publisher = TestPublisher()
+    viewer = TestViewer()
+    try:
+        assert (await studio.open())["type"] == "welcome"
+        for _ in range(ROUNDS):
+            await studio.send({"type": "offer", "sdp": silent_offer("sendonly")})
+            await studio.expect("answer")
+            await studio.send({"type": "end"})
+        await studio.send({"type": "offer", "sdp": await publisher.create_offer()})
+        await publisher.accept_answer((await studio.expect("answer"))["sdp"])
+        assert await wait_until(lambda: publisher.pc.connectionState == "connected", 20)
+        router = gateway.router(stream)
+        assert router is not None
+        assert router.publisher is not None
+        live = router.publisher.id
+        result = await gateway.subscribe(stream=stream, offer_sdp=await viewer.create_offer())
+        await viewer.accept_answer(result.sdp)
+        assert await viewer.wait_for_frames(video=5, within=20)
+        assert len(gateway.limits()) == 2  # this publisher and its viewer, no one else's
+
+        await asyncio.sleep(2 * DEADLINE + 3)
+        await database_sync_to_async(stream.refresh_from_db)()
+        assert stream.state == Stream.State.LIVE
+        assert gateway.router(stream) is router
+        assert router.publisher is not None
+        assert router.publisher.id == live
+        assert len(gateway.limits()) == 2
+    finally:
+        await studio.close()
         await viewer.close()
         await publisher.close()
         await gateway.close_all()
