@@ -1,5 +1,7 @@
 """The router's signaling-facing API, without running media."""
 
+import asyncio
+import gc
 import logging
 
 import pytest
@@ -19,7 +21,16 @@ from sfu import (
 )
 from sfu.events import EventEmitter
 from sfu.ice_config import HostNetwork
-from sfu.testing import TestClients, TestViewer, client_configuration, video_capability
+from sfu.publisher import PublisherSession
+from sfu.session import PeerSession
+from sfu.testing import (
+    TestClients,
+    TestPublisher,
+    TestViewer,
+    client_configuration,
+    video_capability,
+)
+from sfu.viewer import ViewerSession
 
 
 async def test_unusable_offers_are_negotiation_errors(router: Router, clients: TestClients) -> None:
@@ -81,6 +92,57 @@ async def test_registry_creates_finds_and_closes_routers() -> None:
     )
     with pytest.raises(RouterClosedError):
         await router.subscribe()
+
+
+async def test_a_closing_routers_late_close_event_never_drops_its_successor() -> None:
+    registry = RouterRegistry(RouterOptions(stats_interval_seconds=0))
+    old = registry.get_or_create("broadcast-1")
+    await old.subscribe()
+    closing = asyncio.ensure_future(registry.close("broadcast-1"))
+    await asyncio.sleep(0)  # popped, still closing its viewer
+    new = registry.get_or_create("broadcast-1")
+    assert new is not old
+    await registry.close("broadcast-1")  # closes the new one
+    newest = registry.get_or_create("broadcast-1")
+    await closing
+    assert old.closed
+    assert registry.get("broadcast-1") is newest
+    await registry.close_all()
+
+
+async def test_closing_a_router_someone_else_is_closing_waits_for_that_close() -> None:
+    events: list[SfuEvent] = []
+    registry = RouterRegistry(RouterOptions(stats_interval_seconds=0), on_event=events.append)
+    router = registry.get_or_create("broadcast-1")
+    await router.subscribe()
+    first = asyncio.ensure_future(registry.close("broadcast-1"))
+    await asyncio.sleep(0)  # popped, still closing its viewer
+    await registry.close("broadcast-1")
+    assert [type(e) for e in events] == [ViewerJoined, ViewerLeft, RouterClosed]
+    await first
+
+
+@pytest.mark.parametrize("kind", [PublisherSession, ViewerSession])
+async def test_a_peer_whose_router_closes_while_its_offer_is_answered_is_closed(
+    clients: TestClients, kind: type[PeerSession]
+) -> None:
+    router = Router(RouterOptions(stats_interval_seconds=0))
+    if kind is PublisherSession:
+        publisher = TestPublisher()
+        clients.publishers.append(publisher)
+        answering = asyncio.ensure_future(router.publish(await publisher.create_offer()))
+    else:
+        viewer = TestViewer()
+        clients.viewers.append(viewer)
+        answering = asyncio.ensure_future(router.subscribe(await viewer.create_offer()))
+    await asyncio.sleep(0)  # negotiating
+    await router.close()
+    with pytest.raises(RouterClosedError):
+        await answering
+    gc.collect()
+    refused = [o for o in gc.get_objects() if type(o) is kind and o.router_id == router.id]
+    assert len(refused) == 1
+    assert refused[0].peer_connection.connectionState == "closed"
 
 
 @pytest.mark.parametrize("server_offer", [False, True])
