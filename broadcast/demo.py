@@ -5,7 +5,6 @@ from __future__ import annotations
 import base64
 import hashlib
 import hmac
-import ipaddress
 import os
 import secrets
 from dataclasses import dataclass
@@ -45,16 +44,6 @@ def demo_key_secret(secret_key: str | None = None) -> str:
     key = (secret_key or settings.SECRET_KEY).encode()
     mac = hmac.new(key, b"onair-demo-stream-key", hashlib.sha256)
     return "sk_demo_" + base64.urlsafe_b64encode(mac.digest()).decode().rstrip("=")[:32]
-
-
-def host_is_loopback(host: str) -> bool:
-    """Whether serving on ``host`` reaches this machine only (``0.0.0.0``: every interface)."""
-    if host.strip("[]").lower() == "localhost":
-        return True
-    try:
-        return ipaddress.ip_address(host.strip("[]")).is_loopback
-    except ValueError:
-        return False
 
 
 def _password_file_read(path: Path) -> str | None:

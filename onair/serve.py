@@ -9,21 +9,28 @@ daphne's access log writes each request's path as received, and a WHIP/WHEP sess
 (``/whip/<slug>/<token>``) is the capability to control that session. This writes the same
 log with ``onair.logging.redact`` applied to every path.
 
+Serving anywhere but on loopback, it sets ``DJANGO_DEBUG=0`` unless the environment sets it:
+the local settings (``make run``) turn DEBUG on by default, and Django's debug pages show
+anyone who can reach the server its settings, tracebacks and URLs.
+
 ``make run`` and ``make run-cluster`` serve with it; so should production.
 """
 
 from __future__ import annotations
 
 import json
+import os
+from argparse import Namespace
 from collections.abc import Callable
 from typing import Any
 
-from daphne.cli import CommandLineInterface
+from daphne.cli import DEFAULT_HOST, CommandLineInterface
 from daphne.http_protocol import HTTPFactory, WebRequest
 from daphne.server import Server
 
 from onair.conf import onair_settings
 from onair.logging import redact
+from onair.network import host_is_loopback
 
 ActionLogger = Callable[[str, str, dict[str, Any]], None]
 
@@ -147,8 +154,22 @@ class OnAirServer(Server):
         self._http_factory = BoundedHTTPFactory(self)
 
 
+def binds_loopback_only(args: Namespace) -> bool:
+    """Whether daphne, given ``args``, listens on loopback only (a UNIX socket, a file
+    descriptor or an endpoint string may be reachable from anywhere)."""
+    if args.unix_socket or args.file_descriptor is not None or args.socket_strings:
+        return False
+    return host_is_loopback(args.host or DEFAULT_HOST)
+
+
 class OnAirCommandLine(CommandLineInterface):
     server_class = OnAirServer
+
+    def run(self, args: list[str]) -> None:
+        # Before daphne imports the application, and with it the settings.
+        if not binds_loopback_only(self.parser.parse_args(args)):
+            os.environ.setdefault("DJANGO_DEBUG", "0")
+        super().run(args)
 
 
 if __name__ == "__main__":

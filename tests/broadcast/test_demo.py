@@ -10,9 +10,10 @@ from django.contrib.auth.models import User
 from django.core.management import call_command
 from django.test import override_settings
 
-from broadcast.demo import DEMO_PASSWORD, demo_key_secret, host_is_loopback
+from broadcast.demo import DEMO_PASSWORD, demo_key_secret
 from broadcast.models import Stream
 from broadcast.services import stream_create, stream_key_rotate, stream_key_verify
+from onair.network import host_is_loopback
 from onair.settings.env import local_secret_key
 
 pytestmark = pytest.mark.django_db
@@ -107,6 +108,10 @@ def test_off_loopback_the_demo_login_is_random_kept_in_var_and_shown_once(
     assert stored not in second
     assert str(var_dir / "demo-password") in second
     assert "http://127.0.0.1:8123/" in first
+    # The server it prints for runs without DEBUG: only ALLOWED_HOSTS are answered.
+    assert "DEBUG off" in first
+    assert "ALLOWED_HOSTS=<name or address>" in first
+    assert "ALLOWED_HOSTS" not in _run("127.0.0.1")
 
 
 def test_a_published_demo_password_is_replaced_once_served_beyond_loopback(

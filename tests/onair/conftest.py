@@ -12,6 +12,7 @@ import time
 import urllib.error
 import urllib.request
 from collections.abc import Iterator
+from contextlib import contextmanager
 from pathlib import Path
 
 import pytest
@@ -22,18 +23,18 @@ ROOT = Path(__file__).resolve().parents[2]
 TURN_SECRET = "turn-secret-" + "q" * 24
 
 
-def _free_port() -> int:
+def _free_port(host: str) -> int:
     with socket.socket() as probe:
-        probe.bind(("127.0.0.1", 0))
+        probe.bind((host, 0))
         return int(probe.getsockname()[1])
 
 
-def make_run_server_command(port: int) -> list[str]:
-    """The last command of ``make run`` (the server), as make would run it."""
+def make_run_server_command(port: int, host: str = "127.0.0.1") -> list[str]:
+    """The last command of ``make run HOST=host`` (the server), as make would run it."""
     # under `make test` a sub-make would print "Entering/Leaving directory" around it
     environment = {k: v for k, v in os.environ.items() if k not in ("MAKEFLAGS", "MAKELEVEL")}
     printed = subprocess.run(
-        ["make", "--no-print-directory", "-n", "run", "HOST=127.0.0.1", f"PORT={port}"],
+        ["make", "--no-print-directory", "-n", "run", f"HOST={host}", f"PORT={port}"],
         cwd=ROOT,
         env=environment,
         capture_output=True,
@@ -46,9 +47,10 @@ def make_run_server_command(port: int) -> list[str]:
 
 
 class Server:
-    def __init__(self, port: int, log: Path, pid: int) -> None:
+    def __init__(self, host: str, port: int, log: Path, pid: int) -> None:
+        self.host = host
         self.port = port
-        self.base = f"http://127.0.0.1:{port}"
+        self.base = f"http://{host}:{port}"
         self.log_path = log
         self.pid = pid
 
@@ -68,22 +70,26 @@ class Server:
             return error.code, dict(error.headers), error.read().decode()
 
 
-@pytest.fixture
-def server(tmp_path: Path) -> Iterator[tuple[Server, str]]:
-    """``make run``'s server on a fresh database with the demo stream; and its key."""
-    port = _free_port()
+@contextmanager
+def make_run_server(
+    tmp_path: Path, *, host: str = "127.0.0.1", unset: tuple[str, ...] = (), **settings: str
+) -> Iterator[tuple[Server, str]]:
+    """``make run HOST=host``'s server on a fresh database with the demo stream; and its key.
+    ``unset``: variables of the test environment the server does not get."""
+    port = _free_port(host)
     env = app_environment(
         database_url=f"sqlite:///{tmp_path / 'db.sqlite3'}",
         ONAIR_TURN_URLS="turn:127.0.0.1:3478",
         ONAIR_TURN_SECRET=TURN_SECRET,
         LOG_LEVEL="DEBUG",  # everything any logger says, Django's request warnings included
+        **settings,
     )
     manage = [sys.executable, "manage.py"]
     subprocess.run(
         [*manage, "migrate", "--noinput"], cwd=ROOT, env=env, check=True, capture_output=True
     )
     demo = subprocess.run(
-        [*manage, "onair_demo", "--port", str(port)],
+        [*manage, "onair_demo", "--host", host, "--port", str(port)],
         cwd=ROOT,
         env=env,
         check=True,
@@ -94,22 +100,23 @@ def server(tmp_path: Path) -> Iterator[tuple[Server, str]]:
     assert key, demo
     log = tmp_path / "server.log"
     # As make run: no DJANGO_SETTINGS_MODULE, the application chooses its settings.
-    served_env = {name: value for name, value in env.items() if name != "DJANGO_SETTINGS_MODULE"}
+    unset = ("DJANGO_SETTINGS_MODULE", *unset)
+    served_env = {name: value for name, value in env.items() if name not in unset}
     with log.open("wb") as out:
         process = subprocess.Popen(
-            make_run_server_command(port),
+            make_run_server_command(port, host),
             cwd=ROOT,
             env=served_env,
             stdout=out,
             stderr=subprocess.STDOUT,
         )
-    served = Server(port, log, process.pid)
+    served = Server(host, port, log, process.pid)
     try:
         deadline = time.monotonic() + 30
         while time.monotonic() < deadline:
             try:
-                if served.request("GET", "/healthz")[0] == 200:
-                    break
+                served.request("GET", "/healthz")  # any answer: the server is up
+                break
             except OSError:
                 time.sleep(0.2)
         else:
@@ -118,3 +125,10 @@ def server(tmp_path: Path) -> Iterator[tuple[Server, str]]:
     finally:
         process.terminate()
         process.wait(timeout=20)
+
+
+@pytest.fixture
+def server(tmp_path: Path) -> Iterator[tuple[Server, str]]:
+    """``make run``'s server on a fresh database with the demo stream; and its key."""
+    with make_run_server(tmp_path) as served:
+        yield served

@@ -10,7 +10,8 @@ from typing import Any
 from django.conf import settings
 from django.core.management.base import BaseCommand, CommandParser
 
-from broadcast.demo import DEMO_USERNAME, demo_ensure, demo_password_stored, host_is_loopback
+from broadcast.demo import DEMO_USERNAME, demo_ensure, demo_password_stored
+from onair.network import host_is_loopback
 
 
 class Command(BaseCommand):
@@ -31,10 +32,11 @@ class Command(BaseCommand):
         self, *args: Any, host: str, port: int, username: str, password: str | None, **options: Any
     ) -> None:
         password_file = Path(settings.VAR_DIR) / "demo-password"
+        exposed = not host_is_loopback(host)
         demo = demo_ensure(
             username=username,
             password=password,
-            exposed=not host_is_loopback(host),
+            exposed=exposed,
             password_file=password_file,
         )
         shown_host = "127.0.0.1" if host in {"0.0.0.0", "::"} else host
@@ -60,6 +62,14 @@ class Command(BaseCommand):
             f"  WHEP           {base}/whep/{demo.stream.slug}",
             "",
         ]
+        if exposed:
+            # onair.serve turns DEBUG off off loopback; Django then answers only these hosts.
+            lines += [
+                "  Off loopback   DEBUG off (unless DJANGO_DEBUG=1); the host names answered: "
+                + ", ".join(settings.ALLOWED_HOSTS),
+                "                 add this machine's: ALLOWED_HOSTS=<name or address>,localhost",
+                "",
+            ]
         self.stdout.write("\n".join(lines))
 
     @staticmethod
