@@ -20,6 +20,7 @@ class OnAirSettings:
     max_sessions_per_address: int = 50
     max_viewers_per_stream: int = 0
     max_sessions: int = 0
+    max_websockets: int = 0
     max_request_bytes: int = 1_048_576
 
 
@@ -52,5 +53,6 @@ def onair_settings() -> OnAirSettings:
             raw.get("MAX_VIEWERS_PER_STREAM", OnAirSettings.max_viewers_per_stream)
         ),
         max_sessions=int(raw.get("MAX_SESSIONS", OnAirSettings.max_sessions)),
+        max_websockets=int(raw.get("MAX_WEBSOCKETS", OnAirSettings.max_websockets)),
         max_request_bytes=int(raw.get("MAX_REQUEST_BYTES", OnAirSettings.max_request_bytes)),
     )

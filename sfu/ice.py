@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 
-from aiortc import RTCConfiguration, RTCIceCandidate, RTCIceServer
+from aiortc import RTCBundlePolicy, RTCConfiguration, RTCIceCandidate, RTCIceServer
 from aiortc.sdp import candidate_from_sdp
 
 from sfu.errors import NegotiationError
@@ -35,11 +35,15 @@ class IceCandidate:
     sdp_mline_index: int | None = None
 
 
-def rtc_configuration(ice_servers: tuple[IceServer, ...]) -> RTCConfiguration:
+def rtc_configuration(
+    ice_servers: tuple[IceServer, ...], *, max_bundle: bool = False
+) -> RTCConfiguration:
     """An aiortc configuration using exactly these servers.
 
     An empty tuple means host candidates only: aiortc's own default would
-    contact a public STUN server.
+    contact a public STUN server. ``max_bundle`` is for a peer that makes the offer:
+    aiortc's default ("balanced") gathers one ICE transport per media kind until the
+    answer bundles them, so an unanswered offer would hold twice the sockets.
     """
     return RTCConfiguration(
         iceServers=[
@@ -47,7 +51,8 @@ def rtc_configuration(ice_servers: tuple[IceServer, ...]) -> RTCConfiguration:
                 urls=list(server.urls), username=server.username, credential=server.credential
             )
             for server in ice_servers
-        ]
+        ],
+        bundlePolicy=RTCBundlePolicy.MAX_BUNDLE if max_bundle else RTCBundlePolicy.BALANCED,
     )
 
 

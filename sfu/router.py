@@ -73,6 +73,7 @@ class Router:
         self.closed = False
         self._close_done = asyncio.Event()
         self._configuration = rtc_configuration(self.options.ice_servers)
+        self._offer_configuration = rtc_configuration(self.options.ice_servers, max_bundle=True)
         self._publisher: PublisherSession | None = None
         self._viewers: dict[str, ViewerSession] = {}
         self._publish_lock = asyncio.Lock()
@@ -159,7 +160,9 @@ class Router:
         offered = offered_media(offer_sdp) if offer_sdp is not None else None
         viewer = ViewerSession(
             router_id=self.id,
-            configuration=self._configuration,
+            configuration=(
+                self._configuration if offer_sdp is not None else self._offer_configuration
+            ),
             network=self.options.host_network,
             emit=self.events.emit,
             on_lost=self._viewer_lost,

@@ -51,7 +51,7 @@ from signaling.messages import (
     parse_message,
 )
 from signaling.notify import announce_viewers, stream_payload
-from signaling.session_limits import RETRY_AFTER_SECONDS
+from signaling.session_limits import RETRY_AFTER_SECONDS, max_websockets
 from signaling.sfu_cluster import session_worker
 from signaling.sfu_gateway import ConnectNotice, gateway, stream_group
 from viewers.models import ViewerSession
@@ -65,8 +65,10 @@ CLOSE_KEY_REVOKED = 4001  # 4000-4099: the page does not reconnect (the key will
 CLOSE_TOO_MANY_SESSIONS = 4429  # over this address's session cap: reconnect later
 CLOSE_UNAVAILABLE = 4503  # the server or the broadcast is full: reconnect later
 
-# Open WebSockets per client address, in this process (``MAX_SESSIONS_PER_ADDRESS``).
+# Open WebSockets per client address, in this process (``MAX_SESSIONS_PER_ADDRESS``), and
+# in all (``MAX_WEBSOCKETS``).
 _open_sockets: Counter[str] = Counter()
+_all_sockets: set[str] = set()  # channel names
 _RATE_PER_SECOND = 20.0
 _RATE_BURST = 60.0
 
@@ -104,6 +106,16 @@ class _StreamConsumer(AsyncWebsocketConsumer):
         self.counted_address: str | None = None
         slug = self.scope["url_route"]["kwargs"]["slug"]
         await self.accept()
+        if len(_all_sockets) >= max_websockets():
+            await self.refuse(
+                ServiceUnavailableError(
+                    "The server has as many connections as it can take; try again later.",
+                    code="server_full",
+                    retry_after=RETRY_AFTER_SECONDS,
+                )
+            )
+            return
+        _all_sockets.add(self.channel_name)
         address = self.client_address
         cap = onair_settings().max_sessions_per_address
         if address is not None and cap and _open_sockets[address] >= cap:
@@ -136,6 +148,7 @@ class _StreamConsumer(AsyncWebsocketConsumer):
         )
 
     async def disconnect(self, code: int) -> None:
+        _all_sockets.discard(self.channel_name)
         if self.group:
             await self.channel_layer.group_discard(self.group, self.channel_name)
         address, self.counted_address = self.counted_address, None

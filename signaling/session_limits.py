@@ -7,9 +7,14 @@ cluster mode) admits each one before negotiating, so refusals cost no sockets:
 
 - ``MAX_SESSIONS_PER_ADDRESS``: one client address's sessions → ``429 too_many_sessions``;
 - ``MAX_VIEWERS_PER_STREAM``: one stream's viewers → ``503 stream_full``;
-- ``MAX_SESSIONS``: the process's sessions → ``503 server_full``. Its default leaves the
-  process's file descriptors enough room: each session holds a UDP socket per host address
-  the SFU gathers on (plus one per TURN server) and its client's TCP connection.
+- ``MAX_SESSIONS``: the process's sessions → ``503 server_full``;
+- ``MAX_WEBSOCKETS``: the process's open WebSockets (studio and watch pages, with or
+  without a session) → ``error server_full``, close ``4503``.
+
+The two defaults split the process's file descriptors (``RLIMIT_NOFILE`` less
+``RESERVED_FDS``) so that both caps full at once still leave the reserve: each session
+place holds a UDP socket per host address the SFU gathers on (plus one per TURN server)
+and its client's TCP connection, and comes paired with one WebSocket place.
 """
 
 from __future__ import annotations
@@ -24,9 +29,11 @@ from aioice.ice import get_host_addresses
 
 from onair.conf import onair_settings
 from onair.exceptions import ServiceUnavailableError, TooManyRequestsError
+from signaling.ice import PeerRole, ice_servers
 
-# Descriptors kept for everything but sessions: listening sockets, the database, Redis,
-# log files, aiortc's and the C loop's own.
+# Descriptors kept for everything but sessions and WebSockets: listening sockets, the
+# database (a SQLite connection per thread), Redis, log files, aiortc's and the C loop's
+# own, and the plain HTTP requests of legitimate pages and viewers.
 RESERVED_FDS = 256
 RETRY_AFTER_SECONDS = 30
 
@@ -37,12 +44,29 @@ def fds_per_session(*, turn_servers: int = 0) -> int:
     return len(get_host_addresses(use_ipv4=True, use_ipv6=True)) + turn_servers + 1
 
 
+def turn_servers_configured() -> int:
+    """TURN servers the SFU gathers through: each adds a socket to every session."""
+    return sum(
+        url.startswith(("turn:", "turns:"))
+        for server in ice_servers(user=PeerRole.SFU.value)
+        for url in server.urls
+    )
+
+
 def max_sessions_default(*, turn_servers: int = 0) -> int:
-    """As many sessions as ``RLIMIT_NOFILE``'s soft limit leaves room for."""
+    """The default of both ``MAX_SESSIONS`` and ``MAX_WEBSOCKETS``: as many session places,
+    each with a WebSocket place, as ``RLIMIT_NOFILE``'s soft limit leaves room for."""
     soft, _ = resource.getrlimit(resource.RLIMIT_NOFILE)
     if soft == resource.RLIM_INFINITY:
         soft = 1 << 20
-    return max((soft - RESERVED_FDS) // fds_per_session(turn_servers=turn_servers), 1)
+    return max((soft - RESERVED_FDS) // (fds_per_session(turn_servers=turn_servers) + 1), 1)
+
+
+def max_websockets() -> int:
+    """The process's cap on open WebSockets."""
+    return onair_settings().max_websockets or max_sessions_default(
+        turn_servers=turn_servers_configured()
+    )
 
 
 @dataclass(frozen=True)

@@ -49,7 +49,7 @@ from sfu import (
 from sfu.ice_config import HostNetwork, restart_ice
 from sfu.sdp_validation import validate_description
 from signaling.ice import PeerRole, ice_servers, ice_settings
-from signaling.session_limits import SessionCaps, SessionLimits
+from signaling.session_limits import SessionCaps, SessionLimits, turn_servers_configured
 
 logger = logging.getLogger(__name__)
 
@@ -122,10 +122,9 @@ class SfuGateway:
             # loop's peer connections cannot be driven from this one.
             options = self._router_options()
             self._registry = RouterRegistry(options, on_event=self._on_event)
-            turn = sum(
-                u.startswith(("turn:", "turns:")) for s in options.ice_servers for u in s.urls
+            self._limits = SessionLimits(
+                SessionCaps.from_settings(turn_servers=turn_servers_configured())
             )
-            self._limits = SessionLimits(SessionCaps.from_settings(turn_servers=turn))
             self._loop = loop
         return self._registry
 

@@ -188,6 +188,9 @@ ONAIR: dict[str, Any] = {
     "MAX_VIEWERS_PER_STREAM": int(env_str("ONAIR_MAX_VIEWERS_PER_STREAM", "0")),
     # SFU peers in one process; 0: as many as its file-descriptor limit allows.
     "MAX_SESSIONS": int(env_str("ONAIR_MAX_SESSIONS", "0")),
+    # Open WebSockets in one process, with or without a peer; 0: as many as MAX_SESSIONS'
+    # default (the two split the file descriptors).
+    "MAX_WEBSOCKETS": int(env_str("ONAIR_MAX_WEBSOCKETS", "0")),
     # An HTTP request body, refused with 413 as it arrives by `python -m onair.serve`; the
     # largest legitimate ones (SDP offers, API JSON, admin forms) are under 64 KiB. 0: no limit.
     "MAX_REQUEST_BYTES": int(env_str("ONAIR_MAX_REQUEST_BYTES", "1048576")),

@@ -6,6 +6,7 @@ import os
 from collections.abc import AsyncIterator
 
 import pytest
+from aioice.ice import get_host_addresses
 
 from sfu import PublisherClosed, PublisherDisconnected, Router, RouterOptions, ViewerLeft
 from sfu.testing import TestClients, TestPublisher, TestViewer, wait_until
@@ -71,6 +72,23 @@ async def test_a_server_offer_never_answered_is_closed(
     assert await wait_until(lambda: bool(left), DEADLINE + 10)
     assert left[0].reason == "connect_timeout"
     assert router.get_viewer(session.id) is None
+
+
+@pytest.mark.parametrize("server_offer", [False, True])
+async def test_an_unanswered_session_holds_one_socket_per_host_address(
+    router: Router, clients: TestClients, server_offer: bool
+) -> None:
+    """What ``signaling.session_limits`` counts per session. The server's own offer (the
+    watch page) used to gather one ICE transport per media kind: twice the sockets."""
+    await clients.publish(router)
+    client = TestViewer(decode=False)
+    offer = None if server_offer else without_candidates(await client.create_offer())
+    baseline = open_fds()
+    session = await router.subscribe(offer)
+    held = open_fds() - baseline
+    assert held == len(get_host_addresses(use_ipv4=True, use_ipv6=True)), held
+    await session.close()
+    await client.close()
 
 
 async def test_connected_sessions_outlive_the_deadline(

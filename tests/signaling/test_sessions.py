@@ -296,7 +296,8 @@ def test_the_default_process_cap_leaves_room_for_file_descriptors() -> None:
     try:
         per_session = fds_per_session()
         assert per_session >= 2  # at least one ICE socket and the client's connection
-        assert max_sessions_default() == (1024 - RESERVED_FDS) // per_session
-        assert max_sessions_default(turn_servers=1) == (1024 - RESERVED_FDS) // (per_session + 1)
+        # each session place is paired with a WebSocket place (MAX_WEBSOCKETS' default)
+        assert max_sessions_default() == (1024 - RESERVED_FDS) // (per_session + 1)
+        assert max_sessions_default(turn_servers=1) == (1024 - RESERVED_FDS) // (per_session + 2)
     finally:
         resource.setrlimit(resource.RLIMIT_NOFILE, (soft, hard))

@@ -1,0 +1,215 @@
+"""File descriptors run out after the caps, never before (issue #17, found from outside).
+
+daphne runs in a subprocess whose ``RLIMIT_NOFILE`` is 512, with the default caps. From many
+source addresses, each under the per-address cap: watch pages that ask to watch and never
+answer, then WebSockets that say nothing, until the server refuses them (``server_full``,
+close 4503); then WHEP sessions until ``503 server_full``. A real viewer still gets its
+``201`` and its frames, no request is answered 500, and the server logs no ERROR (it used to:
+``[Errno 24] Too many open files``, ``unable to open database file``).
+"""
+
+from __future__ import annotations
+
+import asyncio
+import json
+import resource
+import subprocess
+import sys
+import time
+import urllib.request
+from collections.abc import Iterator
+from pathlib import Path
+from typing import Any
+
+import pytest
+import websockets
+
+from onair.environment import app_environment
+from sfu.testing import TestPublisher, TestViewer
+from signaling.session_limits import fds_per_session
+from tests.signaling.http_clients import SDP, silent_offer
+from tests.signaling.test_exhaustion import ASGI_APP, ROOT, Server, _free_port, _manage, _new_stream
+
+NOFILE = 512
+WATCHERS = 40  # watch pages holding an unanswered offer: under the default process cap
+PER_ADDRESS = 10  # each source address stays well under the per-address cap
+VIEWER, BROADCASTER = "127.0.0.2", "127.0.0.3"
+
+pytestmark = [pytest.mark.slow, pytest.mark.timeout(300)]
+
+
+def _low_nofile() -> None:
+    resource.setrlimit(resource.RLIMIT_NOFILE, (NOFILE, NOFILE))
+
+
+@pytest.fixture
+def server(tmp_path: Path) -> Iterator[Server]:
+    port = _free_port()
+    env = app_environment(
+        database_url=f"sqlite:///{tmp_path / 'db.sqlite3'}",
+        ONAIR_CONNECT_TIMEOUT_SECONDS="300",  # the flood stays for the whole test
+    )
+    _manage(env, "migrate", "--noinput", "-v0")
+    log_path = tmp_path / "daphne.log"
+    with log_path.open("wb") as log:
+        process = subprocess.Popen(
+            [sys.executable, "-m", "daphne", "-b", "127.0.0.1", "-p", str(port), ASGI_APP],
+            cwd=ROOT,
+            env=env,
+            stdout=log,
+            stderr=subprocess.STDOUT,
+            preexec_fn=_low_nofile,
+        )
+    server = Server(port=port, pid=process.pid, env=env, log_path=log_path)
+    try:
+        deadline = time.monotonic() + 60
+        while True:
+            assert process.poll() is None, server.log()
+            try:
+                with urllib.request.urlopen(f"http://127.0.0.1:{port}/healthz", timeout=2):
+                    break
+            except OSError:
+                assert time.monotonic() < deadline, server.log()
+                time.sleep(0.1)
+        yield server
+    finally:
+        process.terminate()
+        try:
+            process.wait(timeout=10)
+        except subprocess.TimeoutExpired:
+            process.kill()
+            process.wait()
+
+
+async def _socket(server: Server, slug: str, source: str, *, watch: bool) -> dict[str, Any]:
+    """A watch WebSocket from ``source``: what it was told and how it was closed. With
+    ``watch`` it asks to watch and stops at the server's offer (never answering it)."""
+    seen: dict[str, Any] = {"ws": None, "types": [], "errors": [], "close": None}
+    try:
+        ws = await asyncio.wait_for(
+            websockets.connect(
+                f"ws://127.0.0.1:{server.port}/ws/watch/{slug}/",
+                origin=f"http://127.0.0.1:{server.port}",  # type: ignore[arg-type]
+                local_addr=(source, 0),
+            ),
+            30,
+        )
+        seen["ws"] = ws
+        while True:
+            message = json.loads(await asyncio.wait_for(ws.recv(), 30))
+            seen["types"].append(message["type"])
+            if message["type"] == "error":
+                seen["errors"].append(message["code"])
+            elif message["type"] == "welcome" and watch:
+                await ws.send(json.dumps({"type": "watch"}))
+            elif message["type"] == ("offer" if watch else "welcome"):
+                return seen
+    except websockets.ConnectionClosed as closed:
+        seen["close"] = closed.rcvd.code if closed.rcvd is not None else None
+    return seen
+
+
+async def test_descriptors_outlast_the_caps(server: Server) -> None:
+    slug, key = _new_stream(server.env)
+    publisher = TestPublisher(fps=15)
+    viewer = TestViewer()
+    held: list[dict[str, Any]] = []
+    try:
+        published = await asyncio.to_thread(
+            server.request,
+            "POST",
+            f"/whip/{slug}",
+            source=BROADCASTER,
+            body=await publisher.create_offer(),
+            headers={"Authorization": f"Bearer {key}", "Content-Type": SDP},
+        )
+        assert published.status == 201, (published, server.log())
+        await publisher.accept_answer(published.body)
+        await asyncio.sleep(1)
+        baseline = server.open_fds()
+
+        # Watch pages holding the server's offer: each costs what the caps count for it.
+        for first in range(0, WATCHERS, PER_ADDRESS):
+            held += await asyncio.gather(
+                *(
+                    _socket(server, slug, f"127.0.1.{first // PER_ADDRESS + 1}", watch=True)
+                    for _ in range(PER_ADDRESS)
+                )
+            )
+        assert all("offer" in s["types"] for s in held), [s["errors"] for s in held]
+        per_watcher = (server.open_fds() - baseline) / WATCHERS
+        assert per_watcher <= fds_per_session() + 0.5, per_watcher
+
+        # Silent WebSockets from many addresses until the process refuses them.
+        refused: list[dict[str, Any]] = []
+        for address in range(1, 60):
+            batch = await asyncio.gather(
+                *(
+                    _socket(server, slug, f"127.0.2.{address}", watch=False)
+                    for _ in range(PER_ADDRESS)
+                ),
+                return_exceptions=True,
+            )
+            for seen in batch:
+                assert isinstance(seen, dict), (seen, server.log()[-3000:])
+                (held if "welcome" in seen["types"] else refused).append(seen)
+            if refused:
+                break
+        assert refused, f"{len(held)} WebSockets open, {server.open_fds()} descriptors"
+        for seen in refused:
+            assert seen["errors"] == ["server_full"], seen
+            assert seen["close"] == 4503, seen
+
+        # A real viewer still joins and is served.
+        joined = await asyncio.to_thread(
+            server.request,
+            "POST",
+            f"/whep/{slug}",
+            source=VIEWER,
+            body=await viewer.create_offer(),
+            headers={"Content-Type": SDP},
+        )
+        assert joined.status == 201, (joined, server.log()[-3000:])
+        await viewer.accept_answer(joined.body)
+        assert await viewer.wait_for_frames(video=5, within=30)
+
+        # WHEP sessions from many addresses until the process cap: a 503, never a 500.
+        statuses: list[int] = []
+        for address in range(1, 60):
+            replies = await asyncio.gather(
+                *(
+                    asyncio.to_thread(
+                        server.request,
+                        "POST",
+                        f"/whep/{slug}",
+                        source=f"127.0.3.{address}",
+                        body=silent_offer(),
+                        headers={"Content-Type": SDP},
+                    )
+                    for _ in range(PER_ADDRESS)
+                )
+            )
+            for reply in replies:
+                statuses.append(reply.status)
+                assert reply.status in (201, 503), (reply, server.log()[-3000:])
+                if reply.status == 503:
+                    assert json.loads(reply.body)["error"]["code"] == "server_full", reply
+            if 503 in statuses:
+                break
+        assert 503 in statuses
+        health = await asyncio.to_thread(server.request, "GET", "/healthz", source=VIEWER)
+        assert health.status == 200, health
+        print(
+            f"\nRLIMIT_NOFILE {NOFILE}: {per_watcher:.1f} descriptors per watch page; "
+            f"{len(held)} WebSockets open, {statuses.count(201)} WHEP sessions more; "
+            f"daphne fds {baseline} -> {server.open_fds()}"
+        )
+        log = server.log()
+        assert "ERROR" not in log, log[-5000:]
+        assert "Too many open files" not in log, log[-5000:]
+    finally:
+        for seen in held:
+            if seen["ws"] is not None:
+                await seen["ws"].close()
+        await viewer.close()
+        await publisher.close()
