@@ -9,25 +9,19 @@ Reuse them for any page test::
 
 from __future__ import annotations
 
-import json
 import os
 import re
-import socket
-import subprocess
-import sys
-import time
-import urllib.request
 from collections.abc import Callable, Iterator
 from contextlib import contextmanager
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from pathlib import Path
 
 import pytest
 from playwright.sync_api import Browser, BrowserContext, Page, sync_playwright
 
 from onair.environment import app_environment
+from tests.daphne import ASGI_APP, ROOT, daphne_command, daphne_process, free_port, manage
 
-ROOT = Path(__file__).resolve().parents[2]
 CHROMIUM = "/usr/bin/chromium"
 CHROMIUM_ARGS = [
     "--no-sandbox",
@@ -41,7 +35,6 @@ CHROMIUM_ARGS = [
     "--disable-sync",
     "--no-first-run",
 ]
-ASGI_APP = "onair.asgi:application"
 ARTIFACTS = ROOT / "test-artifacts" / "e2e"
 
 os.environ.setdefault("PLAYWRIGHT_SKIP_BROWSER_DOWNLOAD", "1")
@@ -51,12 +44,6 @@ def pytest_collection_modifyitems(items: list[pytest.Item]) -> None:
     for item in items:
         if Path(str(item.fspath)).is_relative_to(Path(__file__).parent):
             item.add_marker(pytest.mark.e2e)
-
-
-def _free_port() -> int:
-    with socket.socket() as sock:
-        sock.bind(("127.0.0.1", 0))
-        return int(sock.getsockname()[1])
 
 
 @dataclass
@@ -70,24 +57,14 @@ class OnAirServer:
     demo_slug: str
     demo_stream_key: str
     log_path: Path
-    _process: subprocess.Popen[bytes] = field(repr=False)
+    pid: int
 
     def url(self, path: str = "/") -> str:
         return self.base_url + path
 
     def manage(self, *args: str) -> str:
         """Run a ``manage.py`` command against this server's database; returns stdout."""
-        result = subprocess.run(
-            [sys.executable, "manage.py", *args],
-            cwd=ROOT,
-            env=self.env,
-            capture_output=True,
-            text=True,
-            timeout=120,
-        )
-        if result.returncode != 0:
-            raise RuntimeError(f"manage.py {' '.join(args)} failed:\n{result.stderr}")
-        return result.stdout
+        return manage(self.env, *args)
 
     def create_user(self, username: str, password: str, *, staff: bool = False) -> None:
         code = (
@@ -99,24 +76,6 @@ class OnAirServer:
     def log(self) -> str:
         return self.log_path.read_text(errors="replace")
 
-    @property
-    def pid(self) -> int:
-        return self._process.pid
-
-
-def _wait_until_serving(server: OnAirServer, process: subprocess.Popen[bytes]) -> None:
-    deadline = time.monotonic() + 30
-    while time.monotonic() < deadline:
-        if process.poll() is not None:
-            raise RuntimeError(f"daphne exited with {process.returncode}:\n{server.log()}")
-        try:
-            with urllib.request.urlopen(server.url("/healthz"), timeout=2) as response:
-                if json.load(response) == {"status": "ok"}:
-                    return
-        except OSError:
-            time.sleep(0.1)
-    raise RuntimeError(f"daphne did not answer within 30 s:\n{server.log()}")
-
 
 @contextmanager
 def running_server(workdir: Path, *, app: str = ASGI_APP, **settings: str) -> Iterator[OnAirServer]:
@@ -124,54 +83,28 @@ def running_server(workdir: Path, *, app: str = ASGI_APP, **settings: str) -> It
     migrated database in ``workdir`` that holds the demo user and stream; ``settings`` are
     extra environment variables (``ONAIR_*``). Its output goes to ``workdir/daphne.log``.
     """
-    port = _free_port()
     env = app_environment(database_url=f"sqlite:///{workdir / 'db.sqlite3'}", **settings)
-    bootstrap = subprocess.run(
-        [sys.executable, "manage.py", "migrate", "--noinput", "-v0"],
-        cwd=ROOT,
-        env=env,
-        capture_output=True,
-        text=True,
-        timeout=120,
-    )
-    assert bootstrap.returncode == 0, bootstrap.stderr
+    manage(env, "migrate", "--noinput", "-v0")
+    port = free_port()
+    demo = manage(env, "onair_demo", "--port", str(port))
+    login = re.search(r"Demo login\s+(\S+) / (\S+)", demo)
+    slug = re.search(r"slug: (\S+)", demo)
+    key = re.search(r"Stream key\s+(sk_\S+)", demo)
+    if not (login and slug and key):
+        raise RuntimeError(f"unexpected onair_demo output:\n{demo}")
+    command = daphne_command(port, app)
     log_path = workdir / "daphne.log"
-    with log_path.open("wb") as log:
-        process = subprocess.Popen(
-            [sys.executable, "-m", "daphne", "-b", "127.0.0.1", "-p", str(port), app],
-            cwd=ROOT,
+    with daphne_process(env, log_path, port=port, command=command, startup_seconds=30) as daphne:
+        yield OnAirServer(
+            base_url=daphne.base_url,
             env=env,
-            stdout=log,
-            stderr=subprocess.STDOUT,
+            demo_username=login[1],
+            demo_password=login[2],
+            demo_slug=slug[1],
+            demo_stream_key=key[1],
+            log_path=daphne.log_path,
+            pid=daphne.pid,
         )
-    server = OnAirServer(
-        base_url=f"http://127.0.0.1:{port}",
-        env=env,
-        demo_username="",
-        demo_password="",
-        demo_slug="",
-        demo_stream_key="",
-        log_path=log_path,
-        _process=process,
-    )
-    try:
-        demo = server.manage("onair_demo", "--port", str(port))
-        login = re.search(r"Demo login\s+(\S+) / (\S+)", demo)
-        slug = re.search(r"slug: (\S+)", demo)
-        key = re.search(r"Stream key\s+(sk_\S+)", demo)
-        if not (login and slug and key):
-            raise RuntimeError(f"unexpected onair_demo output:\n{demo}")
-        server.demo_username, server.demo_password = login.groups()
-        server.demo_slug, server.demo_stream_key = slug[1], key[1]
-        _wait_until_serving(server, process)
-        yield server
-    finally:
-        process.terminate()
-        try:
-            process.wait(timeout=10)
-        except subprocess.TimeoutExpired:
-            process.kill()
-            process.wait()
 
 
 @pytest.fixture(scope="session")

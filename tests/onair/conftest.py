@@ -5,10 +5,8 @@ from __future__ import annotations
 import os
 import re
 import shlex
-import socket
 import subprocess
 import sys
-import time
 import urllib.error
 import urllib.request
 from collections.abc import Iterator
@@ -18,15 +16,9 @@ from pathlib import Path
 import pytest
 
 from onair.environment import app_environment
+from tests.daphne import ROOT, DaphneProcess, daphne_process, free_port, manage
 
-ROOT = Path(__file__).resolve().parents[2]
 TURN_SECRET = "turn-secret-" + "q" * 24
-
-
-def _free_port(host: str) -> int:
-    with socket.socket() as probe:
-        probe.bind((host, 0))
-        return int(probe.getsockname()[1])
 
 
 def make_run_server_command(port: int, host: str = "127.0.0.1") -> list[str]:
@@ -46,22 +38,12 @@ def make_run_server_command(port: int, host: str = "127.0.0.1") -> list[str]:
     return [sys.executable if part.endswith("/python") else part for part in command]
 
 
-class Server:
-    def __init__(self, host: str, port: int, log: Path, pid: int) -> None:
-        self.host = host
-        self.port = port
-        self.base = f"http://{host}:{port}"
-        self.log_path = log
-        self.pid = pid
-
-    def log(self) -> str:
-        return self.log_path.read_text(errors="replace")
-
+class Server(DaphneProcess):
     def request(
         self, method: str, path: str, body: str = "", headers: dict[str, str] | None = None
     ) -> tuple[int, dict[str, str], str]:
         request = urllib.request.Request(
-            self.base + path, data=body.encode() or None, method=method, headers=headers or {}
+            self.base_url + path, data=body.encode() or None, method=method, headers=headers or {}
         )
         try:
             with urllib.request.urlopen(request, timeout=30) as response:
@@ -76,7 +58,7 @@ def make_run_server(
 ) -> Iterator[tuple[Server, str]]:
     """``make run HOST=host``'s server on a fresh database with the demo stream; and its key.
     ``unset``: variables of the test environment the server does not get."""
-    port = _free_port(host)
+    port = free_port(host)
     env = app_environment(
         database_url=f"sqlite:///{tmp_path / 'db.sqlite3'}",
         ONAIR_TURN_URLS="turn:127.0.0.1:3478",
@@ -84,47 +66,23 @@ def make_run_server(
         LOG_LEVEL="DEBUG",  # everything any logger says, Django's request warnings included
         **settings,
     )
-    manage = [sys.executable, "manage.py"]
-    subprocess.run(
-        [*manage, "migrate", "--noinput"], cwd=ROOT, env=env, check=True, capture_output=True
-    )
-    demo = subprocess.run(
-        [*manage, "onair_demo", "--host", host, "--port", str(port)],
-        cwd=ROOT,
-        env=env,
-        check=True,
-        capture_output=True,
-        text=True,
-    ).stdout
+    manage(env, "migrate", "--noinput")
+    demo = manage(env, "onair_demo", "--host", host, "--port", str(port))
     key = re.search(r"Stream key\s+(sk_\S+)", demo)
     assert key, demo
-    log = tmp_path / "server.log"
     # As make run: no DJANGO_SETTINGS_MODULE, the application chooses its settings.
     unset = ("DJANGO_SETTINGS_MODULE", *unset)
     served_env = {name: value for name, value in env.items() if name not in unset}
-    with log.open("wb") as out:
-        process = subprocess.Popen(
-            make_run_server_command(port, host),
-            cwd=ROOT,
-            env=served_env,
-            stdout=out,
-            stderr=subprocess.STDOUT,
-        )
-    served = Server(host, port, log, process.pid)
-    try:
-        deadline = time.monotonic() + 30
-        while time.monotonic() < deadline:
-            try:
-                served.request("GET", "/healthz")  # any answer: the server is up
-                break
-            except OSError:
-                time.sleep(0.2)
-        else:
-            raise RuntimeError(f"the server did not answer:\n{served.log()}")
+    with daphne_process(
+        served_env,
+        tmp_path / "server.log",
+        host=host,
+        port=port,
+        command=make_run_server_command(port, host),
+        startup_seconds=30,
+    ) as daphne:
+        served = Server(daphne.port, daphne.env, daphne.log_path, daphne.process, daphne.host)
         yield served, key.group(1)
-    finally:
-        process.terminate()
-        process.wait(timeout=20)
 
 
 @pytest.fixture

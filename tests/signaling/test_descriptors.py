@@ -13,10 +13,6 @@ from __future__ import annotations
 import asyncio
 import json
 import resource
-import subprocess
-import sys
-import time
-import urllib.request
 from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
@@ -27,8 +23,9 @@ import websockets
 from onair.environment import app_environment
 from sfu.testing import TestPublisher, TestViewer
 from signaling.session_limits import fds_per_session
+from tests.daphne import daphne_process, manage
 from tests.signaling.http_clients import SDP, silent_offer
-from tests.signaling.test_exhaustion import ASGI_APP, ROOT, Server, _free_port, _manage, _new_stream
+from tests.signaling.test_exhaustion import Server, _new_stream
 
 NOFILE = 512
 WATCHERS = 40  # watch pages holding an unanswered offer: under the default process cap
@@ -44,41 +41,13 @@ def _low_nofile() -> None:
 
 @pytest.fixture
 def server(tmp_path: Path) -> Iterator[Server]:
-    port = _free_port()
     env = app_environment(
         database_url=f"sqlite:///{tmp_path / 'db.sqlite3'}",
         ONAIR_CONNECT_TIMEOUT_SECONDS="300",  # the flood stays for the whole test
     )
-    _manage(env, "migrate", "--noinput", "-v0")
-    log_path = tmp_path / "daphne.log"
-    with log_path.open("wb") as log:
-        process = subprocess.Popen(
-            [sys.executable, "-m", "daphne", "-b", "127.0.0.1", "-p", str(port), ASGI_APP],
-            cwd=ROOT,
-            env=env,
-            stdout=log,
-            stderr=subprocess.STDOUT,
-            preexec_fn=_low_nofile,
-        )
-    server = Server(port=port, pid=process.pid, env=env, log_path=log_path)
-    try:
-        deadline = time.monotonic() + 60
-        while True:
-            assert process.poll() is None, server.log()
-            try:
-                with urllib.request.urlopen(f"http://127.0.0.1:{port}/healthz", timeout=2):
-                    break
-            except OSError:
-                assert time.monotonic() < deadline, server.log()
-                time.sleep(0.1)
-        yield server
-    finally:
-        process.terminate()
-        try:
-            process.wait(timeout=10)
-        except subprocess.TimeoutExpired:
-            process.kill()
-            process.wait()
+    manage(env, "migrate", "--noinput", "-v0")
+    with daphne_process(env, tmp_path / "daphne.log", preexec_fn=_low_nofile) as daphne:
+        yield Server(daphne.port, daphne.env, daphne.log_path, daphne.process)
 
 
 async def _socket(server: Server, slug: str, source: str, *, watch: bool) -> dict[str, Any]:

@@ -14,12 +14,7 @@ from __future__ import annotations
 import asyncio
 import http.client
 import json
-import os
-import socket
-import subprocess
-import sys
 import time
-import urllib.request
 from collections.abc import Iterator
 from dataclasses import dataclass
 from pathlib import Path
@@ -30,10 +25,9 @@ import websockets
 
 from onair.environment import app_environment
 from sfu.testing import TestPublisher, TestViewer, wait_until
+from tests.daphne import DaphneProcess, daphne_process, manage
 from tests.signaling.http_clients import SDP, silent_offer
 
-ROOT = Path(__file__).resolve().parents[2]
-ASGI_APP = "onair.asgi:application"
 CAP = 6  # ONAIR_MAX_SESSIONS_PER_ADDRESS
 DEADLINE = 8  # ONAIR_CONNECT_TIMEOUT_SECONDS: the honest viewer must connect within it
 FLOOD_POSTS = 3 * CAP
@@ -50,13 +44,7 @@ class Reply:
     body: str
 
 
-@dataclass
-class Server:
-    port: int
-    pid: int
-    env: dict[str, str]
-    log_path: Path
-
+class Server(DaphneProcess):
     def request(
         self,
         method: str,
@@ -83,73 +71,21 @@ class Server:
         live = {s["slug"]: s for s in json.loads(reply.body)["results"]}
         return int(live[slug]["viewers"])
 
-    def open_fds(self) -> int:
-        return len(os.listdir(f"/proc/{self.pid}/fd"))
-
-    def log(self) -> str:
-        return self.log_path.read_text(errors="replace")
-
-
-def _free_port() -> int:
-    with socket.socket() as sock:
-        sock.bind(("127.0.0.1", 0))
-        return int(sock.getsockname()[1])
-
-
-def _manage(env: dict[str, str], *args: str) -> str:
-    result = subprocess.run(
-        [sys.executable, "manage.py", *args],
-        cwd=ROOT,
-        env=env,
-        capture_output=True,
-        text=True,
-        timeout=120,
-    )
-    assert result.returncode == 0, result.stderr
-    return result.stdout
-
 
 @pytest.fixture
 def server(tmp_path: Path) -> Iterator[Server]:
-    port = _free_port()
     env = app_environment(
         database_url=f"sqlite:///{tmp_path / 'db.sqlite3'}",
         ONAIR_MAX_SESSIONS_PER_ADDRESS=str(CAP),
         ONAIR_CONNECT_TIMEOUT_SECONDS=str(DEADLINE),
     )
-    _manage(env, "migrate", "--noinput", "-v0")
-    log_path = tmp_path / "daphne.log"
-    with log_path.open("wb") as log:
-        process = subprocess.Popen(
-            [sys.executable, "-m", "daphne", "-b", "127.0.0.1", "-p", str(port), ASGI_APP],
-            cwd=ROOT,
-            env=env,
-            stdout=log,
-            stderr=subprocess.STDOUT,
-        )
-    server = Server(port=port, pid=process.pid, env=env, log_path=log_path)
-    try:
-        deadline = time.monotonic() + 60
-        while True:
-            assert process.poll() is None, server.log()
-            try:
-                with urllib.request.urlopen(f"http://127.0.0.1:{port}/healthz", timeout=2):
-                    break
-            except OSError:
-                assert time.monotonic() < deadline, server.log()
-                time.sleep(0.1)
-        yield server
-    finally:
-        process.terminate()
-        try:
-            process.wait(timeout=10)
-        except subprocess.TimeoutExpired:
-            process.kill()
-            process.wait()
+    manage(env, "migrate", "--noinput", "-v0")
+    with daphne_process(env, tmp_path / "daphne.log") as daphne:
+        yield Server(daphne.port, daphne.env, daphne.log_path, daphne.process)
 
 
 def _new_stream(env: dict[str, str]) -> tuple[str, str]:
-    out = _manage(
+    out = manage(
         env,
         "shell",
         "-c",

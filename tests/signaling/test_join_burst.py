@@ -13,10 +13,7 @@ from __future__ import annotations
 import asyncio
 import json
 import os
-import socket
 import statistics
-import subprocess
-import sys
 import time
 import urllib.error
 import urllib.request
@@ -32,14 +29,13 @@ import websockets
 
 from onair.environment import app_environment
 from sfu.testing import TestPublisher, TestViewer, wait_until
+from tests.daphne import daphne_process, manage
 from tests.signaling.http_clients import SDP
 
-ROOT = Path(__file__).resolve().parents[2]
 POSTGRES_URL = os.environ.get("TEST_POSTGRES_URL", "postgres://postgres@127.0.0.1:5432/postgres")
 VIEWERS = 50
 IN_FLIGHT = 16
 TITLE_CHANGES = 5
-ASGI_APP = "onair.asgi:application"
 
 pytestmark = [pytest.mark.slow, pytest.mark.timeout(300)]
 
@@ -53,12 +49,6 @@ def _postgres_down() -> str | None:
 
 
 POSTGRES_DOWN = _postgres_down()
-
-
-def _free_port() -> int:
-    with socket.socket() as sock:
-        sock.bind(("127.0.0.1", 0))
-        return int(sock.getsockname()[1])
 
 
 @dataclass
@@ -80,16 +70,7 @@ class Server:
     seconds: dict[str, list[float]] = field(default_factory=dict)  # by "POST whep" etc.
 
     def manage(self, *args: str) -> str:
-        result = subprocess.run(
-            [sys.executable, "manage.py", *args],
-            cwd=ROOT,
-            env=self.env,
-            capture_output=True,
-            text=True,
-            timeout=120,
-        )
-        assert result.returncode == 0, result.stderr
-        return result.stdout
+        return manage(self.env, *args)
 
     def query(self, code: str) -> Any:
         """Run ``code`` (which sets ``result``) in ``manage.py shell``; returns ``result``."""
@@ -133,7 +114,6 @@ def _send(method: str, url: str, body: str, headers: dict[str, str]) -> Response
 
 
 def _serve(engine: str, workdir: Path, database_url: str) -> Iterator[Server]:
-    port = _free_port()
     env = app_environment(
         database_url=database_url,
         # Every peer comes from 127.0.0.1: lift the per-address and per-stream caps, and
@@ -142,36 +122,13 @@ def _serve(engine: str, workdir: Path, database_url: str) -> Iterator[Server]:
         ONAIR_MAX_VIEWERS_PER_STREAM="1000",
         ONAIR_CONNECT_TIMEOUT_SECONDS="120",
     )
-    log_path = workdir / "daphne.log"
-    server = Server(engine=engine, base_url=f"http://127.0.0.1:{port}", env=env, log_path=log_path)
-    server.manage("migrate", "--noinput", "-v0")
-    with log_path.open("wb") as log:
-        process = subprocess.Popen(
-            [sys.executable, "-m", "daphne", "-b", "127.0.0.1", "-p", str(port), ASGI_APP],
-            cwd=ROOT,
-            env=env,
-            stdout=log,
-            stderr=subprocess.STDOUT,
-        )
-    try:
-        deadline = time.monotonic() + 60
-        while True:
-            assert process.poll() is None, server.log()
-            try:
-                with urllib.request.urlopen(f"{server.base_url}/healthz", timeout=2):
-                    break
-            except OSError:
-                assert time.monotonic() < deadline, server.log()
-                time.sleep(0.1)
-        yield server
-    finally:
-        server.pool.shutdown(wait=False, cancel_futures=True)
-        process.terminate()
+    manage(env, "migrate", "--noinput", "-v0")
+    with daphne_process(env, workdir / "daphne.log") as daphne:
+        server = Server(engine, daphne.base_url, env, daphne.log_path)
         try:
-            process.wait(timeout=10)
-        except subprocess.TimeoutExpired:
-            process.kill()
-            process.wait()
+            yield server
+        finally:
+            server.pool.shutdown(wait=False, cancel_futures=True)
 
 
 @pytest.fixture(
