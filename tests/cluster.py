@@ -10,7 +10,6 @@ import socket
 import subprocess
 import sys
 import time
-import urllib.request
 from collections.abc import Iterator
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -21,8 +20,8 @@ import redis
 
 from onair.environment import app_environment
 from signaling.sfu_registry import WorkerInfo
+from tests.daphne import ROOT, daphne_command, free_port, manage, stop, wait_until_serving
 
-ROOT = Path(__file__).resolve().parents[1]
 POSTGRES_URL = os.environ.get("TEST_POSTGRES_URL", "postgres://postgres@127.0.0.1:5432/postgres")
 REDIS_URL = os.environ.get("TEST_CLUSTER_REDIS_URL", "redis://127.0.0.1:6379/9")
 MAX_VIEWERS_PER_WORKER = 2
@@ -41,12 +40,6 @@ def _unreachable() -> str | None:
 CLUSTER_SKIP = pytest.mark.skipif(_unreachable() is not None, reason=str(_unreachable()))
 
 
-def _free_port() -> int:
-    with socket.socket() as sock:
-        sock.bind(("127.0.0.1", 0))
-        return int(sock.getsockname()[1])
-
-
 @dataclass
 class Cluster:
     env: dict[str, str]
@@ -57,51 +50,26 @@ class Cluster:
     redis: redis.Redis = field(default_factory=lambda: redis.Redis.from_url(REDIS_URL))
 
     def manage(self, *args: str) -> str:
-        result = subprocess.run(
-            [sys.executable, "manage.py", *args],
-            cwd=ROOT,
-            env=self.env,
-            capture_output=True,
-            text=True,
-            timeout=120,
-        )
-        assert result.returncode == 0, result.stderr
-        return result.stdout
+        return manage(self.env, *args)
 
     def spawn(self, name: str, *command: str) -> subprocess.Popen[bytes]:
         log = (self.workdir / f"{name}.log").open("ab")
         process = subprocess.Popen(
-            [sys.executable, *command], cwd=ROOT, env=self.env, stdout=log, stderr=subprocess.STDOUT
+            list(command), cwd=ROOT, env=self.env, stdout=log, stderr=subprocess.STDOUT
         )
         self.processes.append(process)
         return process
 
     def start_daphne(self) -> None:
-        port = _free_port()
-        self.spawn(
-            f"daphne-{port}",
-            "-m",
-            "daphne",
-            "-b",
-            "127.0.0.1",
-            "-p",
-            str(port),
-            "onair.asgi:application",
-        )
+        port = free_port()
+        process = self.spawn(f"daphne-{port}", *daphne_command(port))
         url = f"http://127.0.0.1:{port}"
-        deadline = time.monotonic() + STARTUP_SECONDS
-        while True:
-            try:
-                with urllib.request.urlopen(f"{url}/healthz", timeout=2):
-                    break
-            except OSError:
-                assert time.monotonic() < deadline, self.logs()
-                time.sleep(0.1)
+        wait_until_serving(url, process, within=STARTUP_SECONDS, output=self.logs)
         self.daphne.append(url)
 
     def start_worker(self) -> None:
         before = len(self.workers())
-        self.spawn(f"runsfu-{len(self.processes)}", "manage.py", "runsfu")
+        self.spawn(f"runsfu-{len(self.processes)}", sys.executable, "manage.py", "runsfu")
         deadline = time.monotonic() + STARTUP_SECONDS
         while len(self.workers()) <= before:
             assert time.monotonic() < deadline, self.logs()
@@ -156,11 +124,7 @@ def cluster_fixture(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Cluste
         for process in cluster.processes:
             process.terminate()
         for process in cluster.processes:
-            try:
-                process.wait(timeout=10)
-            except subprocess.TimeoutExpired:
-                process.kill()
-                process.wait()
+            stop(process)
         for key in cluster.redis.scan_iter(f"{cluster.prefix}*"):
             cluster.redis.delete(key)
         with psycopg.connect(POSTGRES_URL, autocommit=True) as connection:

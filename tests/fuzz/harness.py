@@ -7,7 +7,6 @@ from __future__ import annotations
 import asyncio
 import http.client
 import json
-import os
 import re
 import threading
 from collections import Counter
@@ -16,6 +15,7 @@ from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
 
 from sfu.testing import TestPublisher, TestViewer
+from tests.daphne import open_files
 from tests.e2e.conftest import OnAirServer
 from tests.fuzz.probe_asgi import PROBE_PATH
 
@@ -186,12 +186,7 @@ class Resources:
 def resources(pid: int, pool: HttpPool) -> Resources:
     pool.hang_up()
     tasks = int(pool.send(Request("GET", PROBE_PATH)).json()["tasks"])  # type: ignore[call-overload]
-    links = []
-    for fd in os.listdir(f"/proc/{pid}/fd"):
-        try:
-            links.append(os.readlink(f"/proc/{pid}/fd/{fd}"))
-        except FileNotFoundError:  # closed meanwhile
-            continue
+    links = list(open_files(pid).values())
     sockets = {link[len("socket:[") : -1] for link in links if link.startswith("socket:[")}
     udp: set[str] = set()
     for table in ("/proc/net/udp", "/proc/net/udp6"):

@@ -7,8 +7,6 @@ import re
 import shlex
 import subprocess
 import sys
-import urllib.error
-import urllib.request
 from collections.abc import Iterator
 from contextlib import contextmanager
 from pathlib import Path
@@ -16,7 +14,7 @@ from pathlib import Path
 import pytest
 
 from onair.environment import app_environment
-from tests.daphne import ROOT, DaphneProcess, daphne_process, free_port, manage
+from tests.daphne import ROOT, DaphneProcess, daphne_process, free_port, http_request, manage
 
 TURN_SECRET = "turn-secret-" + "q" * 24
 
@@ -42,14 +40,8 @@ class Server(DaphneProcess):
     def request(
         self, method: str, path: str, body: str = "", headers: dict[str, str] | None = None
     ) -> tuple[int, dict[str, str], str]:
-        request = urllib.request.Request(
-            self.base_url + path, data=body.encode() or None, method=method, headers=headers or {}
-        )
-        try:
-            with urllib.request.urlopen(request, timeout=30) as response:
-                return response.status, dict(response.headers), response.read().decode()
-        except urllib.error.HTTPError as error:
-            return error.code, dict(error.headers), error.read().decode()
+        response = http_request(method, self.base_url + path, body, headers, timeout=30)
+        return response.status, response.headers, response.body
 
 
 @contextmanager

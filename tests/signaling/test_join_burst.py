@@ -15,8 +15,6 @@ import json
 import os
 import statistics
 import time
-import urllib.error
-import urllib.request
 from collections.abc import Iterator
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
@@ -29,7 +27,7 @@ import websockets
 
 from onair.environment import app_environment
 from sfu.testing import TestPublisher, TestViewer, wait_until
-from tests.daphne import daphne_process, manage
+from tests.daphne import Response, daphne_process, http_request, manage
 from tests.signaling.http_clients import SDP
 
 POSTGRES_URL = os.environ.get("TEST_POSTGRES_URL", "postgres://postgres@127.0.0.1:5432/postgres")
@@ -49,13 +47,6 @@ def _postgres_down() -> str | None:
 
 
 POSTGRES_DOWN = _postgres_down()
-
-
-@dataclass
-class Response:
-    status: int
-    headers: dict[str, str]
-    body: str
 
 
 @dataclass
@@ -103,14 +94,7 @@ class Server:
 
 
 def _send(method: str, url: str, body: str, headers: dict[str, str]) -> Response:
-    request = urllib.request.Request(url, data=body.encode() or None, method=method)
-    for name, value in headers.items():
-        request.add_header(name, value)
-    try:
-        with urllib.request.urlopen(request, timeout=60) as response:
-            return Response(response.status, dict(response.headers), response.read().decode())
-    except urllib.error.HTTPError as error:
-        return Response(error.code, dict(error.headers), error.read().decode())
+    return http_request(method, url, body, headers, timeout=60)
 
 
 def _serve(engine: str, workdir: Path, database_url: str) -> Iterator[Server]:
