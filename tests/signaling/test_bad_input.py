@@ -17,10 +17,9 @@ from django.contrib.auth.models import AnonymousUser, User
 from django.test import AsyncClient, Client, override_settings
 
 from broadcast.models import Stream
-from broadcast.services import IssuedKey, stream_create, stream_go_live
+from broadcast.services import IssuedKey, stream_create
 from sfu.testing import TestPublisher, TestViewer
 from signaling.consumers import WatchConsumer
-from signaling.sfu_gateway import gateway
 from tests.malformed_sdp import MALFORMED
 from tests.signaling.http_clients import SDP
 from tests.signaling.test_consumers import Socket
@@ -28,28 +27,6 @@ from tests.signaling.test_consumers import Socket
 pytestmark = [pytest.mark.django_db(transaction=True), pytest.mark.timeout(120)]
 
 NESTED = "[" * 50_000
-
-
-@pytest.fixture
-async def owner() -> User:
-    return await database_sync_to_async(User.objects.create_user)("owner", password="pw")
-
-
-@pytest.fixture
-async def stream_parts(owner: User) -> tuple[Stream, IssuedKey]:
-    return await database_sync_to_async(stream_create)(owner=owner, title="Launch")
-
-
-@pytest.fixture
-async def live_stream(stream_parts: tuple[Stream, IssuedKey]) -> AsyncIterator[Stream]:
-    stream, _ = stream_parts
-    publisher = TestPublisher()
-    result = await gateway.publish(stream=stream, offer_sdp=await publisher.create_offer())
-    await publisher.accept_answer(result.answer_sdp)
-    await database_sync_to_async(stream_go_live)(stream=stream)
-    yield stream
-    await publisher.close()
-    await gateway.close_all()
 
 
 @pytest.fixture

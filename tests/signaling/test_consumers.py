@@ -27,11 +27,6 @@ ORIGIN = (b"origin", b"http://localhost")
 
 
 @pytest.fixture
-async def owner() -> User:
-    return await database_sync_to_async(User.objects.create_user)("owner", password="pw")
-
-
-@pytest.fixture
 async def live_stream_parts(owner: User) -> tuple[Stream, IssuedKey]:
     return await database_sync_to_async(stream_create)(owner=owner, title="Launch")
 

@@ -30,11 +30,6 @@ pytestmark = [pytest.mark.django_db(transaction=True), pytest.mark.timeout(120)]
 
 
 @pytest.fixture
-async def owner() -> User:
-    return await database_sync_to_async(User.objects.create_user)("owner", password="pw")
-
-
-@pytest.fixture
 async def parts(owner: User) -> tuple[Stream, IssuedKey]:
     return await database_sync_to_async(stream_create)(owner=owner, title="Launch")
 

@@ -7,7 +7,7 @@ import asyncio
 import logging
 import os
 import resource
-from collections.abc import AsyncIterator, Awaitable, Callable
+from collections.abc import Awaitable, Callable
 from typing import Any
 
 import pytest
@@ -16,8 +16,8 @@ from django.contrib.auth.models import AnonymousUser, User
 from django.test import AsyncClient
 
 from broadcast.models import Stream
-from broadcast.services import stream_create, stream_go_live
-from sfu.testing import TestPublisher, wait_until
+from broadcast.services import stream_create
+from sfu.testing import wait_until
 from signaling.session_limits import RESERVED_FDS, fds_per_session, max_sessions_default
 from signaling.sfu_gateway import gateway
 from tests.signaling.http_clients import SDP, silent_offer
@@ -32,19 +32,6 @@ DEADLINE = 1.0
 @pytest.fixture
 def short_deadline(settings: Any) -> None:
     settings.ONAIR = {**settings.ONAIR, "CONNECT_TIMEOUT_SECONDS": DEADLINE}
-
-
-@pytest.fixture
-async def live_stream() -> AsyncIterator[Stream]:
-    owner = await database_sync_to_async(User.objects.create_user)("owner", password="pw")
-    stream, _ = await database_sync_to_async(stream_create)(owner=owner, title="Launch")
-    publisher = TestPublisher()
-    result = await gateway.publish(stream=stream, offer_sdp=await publisher.create_offer())
-    await publisher.accept_answer(result.answer_sdp)
-    await database_sync_to_async(stream_go_live)(stream=stream)
-    yield stream
-    await publisher.close()
-    await gateway.close_all()
 
 
 def open_fds() -> int:

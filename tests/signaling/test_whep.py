@@ -14,7 +14,7 @@ from django.test import AsyncClient
 from rest_framework.authtoken.models import Token
 
 from broadcast.models import Stream
-from broadcast.services import IssuedKey, stream_create, stream_go_live, stream_update
+from broadcast.services import IssuedKey, stream_go_live, stream_update
 from sfu.testing import TestPublisher, wait_until
 from signaling.sfu_gateway import gateway
 from tests.signaling.http_clients import SDP, SDPFRAG, WhepClient, ice_credentials
@@ -22,16 +22,6 @@ from tests.signaling.test_consumers import Socket, go_live
 from viewers.models import ViewerSession
 
 pytestmark = [pytest.mark.django_db(transaction=True), pytest.mark.timeout(60)]
-
-
-@pytest.fixture
-async def owner() -> User:
-    return await database_sync_to_async(User.objects.create_user)("owner", password="pw")
-
-
-@pytest.fixture
-async def stream_parts(owner: User) -> tuple[Stream, IssuedKey]:
-    return await database_sync_to_async(stream_create)(owner=owner, title="Launch")
 
 
 @pytest.fixture

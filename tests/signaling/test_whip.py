@@ -35,16 +35,6 @@ TOKEN_PATH = re.compile(r"^/whip/(?P<slug>[-\w]+)/(?P<token>[A-Za-z0-9_-]{43})$"
 
 
 @pytest.fixture
-async def owner() -> User:
-    return await database_sync_to_async(User.objects.create_user)("owner", password="pw")
-
-
-@pytest.fixture
-async def stream_parts(owner: User) -> tuple[Stream, IssuedKey]:
-    return await database_sync_to_async(stream_create)(owner=owner, title="Launch")
-
-
-@pytest.fixture
 async def other_parts(owner: User) -> tuple[Stream, IssuedKey]:
     return await database_sync_to_async(stream_create)(owner=owner, title="Other")
 
