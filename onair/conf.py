@@ -22,6 +22,7 @@ class OnAirSettings:
     max_sessions: int = 0
     max_websockets: int = 0
     max_request_bytes: int = 1_048_576
+    max_websocket_backlog: int = 1_048_576
 
 
 def onair_settings() -> OnAirSettings:
@@ -55,4 +56,7 @@ def onair_settings() -> OnAirSettings:
         max_sessions=int(raw.get("MAX_SESSIONS", OnAirSettings.max_sessions)),
         max_websockets=int(raw.get("MAX_WEBSOCKETS", OnAirSettings.max_websockets)),
         max_request_bytes=int(raw.get("MAX_REQUEST_BYTES", OnAirSettings.max_request_bytes)),
+        max_websocket_backlog=int(
+            raw.get("MAX_WEBSOCKET_BACKLOG", OnAirSettings.max_websocket_backlog)
+        ),
     )

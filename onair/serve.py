@@ -13,24 +13,44 @@ Serving anywhere but on loopback, it sets ``DJANGO_DEBUG=0`` unless the environm
 the local settings (``make run``) turn DEBUG on by default, and Django's debug pages show
 anyone who can reach the server its settings, tracebacks and URLs.
 
+daphne puts every WebSocket message it receives on the application's queue, without limit:
+a client sending faster than its consumer handles messages made the server hold them all
+(hundreds of MB) and work through them long after it left. This closes a socket with
+``4429`` once the messages it has waiting pass ``ONAIR_MAX_WEBSOCKET_BACKLOG`` bytes, and
+takes messages of at most ``WEBSOCKET_MAX_MESSAGE_BYTES``.
+
 ``make run`` and ``make run-cluster`` serve with it; so should production.
 """
 
 from __future__ import annotations
 
 import json
+import logging
 import os
 from argparse import Namespace
+from collections import deque
 from collections.abc import Callable
 from typing import Any
 
 from daphne.cli import DEFAULT_HOST, CommandLineInterface
 from daphne.http_protocol import HTTPFactory, WebRequest
 from daphne.server import Server
+from daphne.ws_protocol import WebSocketFactory, WebSocketProtocol
 
 from onair.conf import onair_settings
 from onair.logging import redact
 from onair.network import host_is_loopback
+from signaling.messages import MAX_FRAME_BYTES
+
+# Twice the largest message OnAir takes: one a little over it still gets the consumer's
+# ``too_large`` error naming the limit; a larger one fails the connection (autobahn's 1009).
+WEBSOCKET_MAX_MESSAGE_BYTES = 2 * MAX_FRAME_BYTES
+# What a waiting message costs beyond its payload (the event dict, the str, the queue's slot:
+# about 300 bytes measured), so that a flood of tiny messages is bounded too.
+WEBSOCKET_MESSAGE_OVERHEAD_BYTES = 1024
+CLOSE_BACKLOG = 4429  # the consumers' "too many, reconnect later"
+
+logger = logging.getLogger("onair.serve")  # also when run as __main__
 
 ActionLogger = Callable[[str, str, dict[str, Any]], None]
 
@@ -70,7 +90,9 @@ def too_large_response(limit: int) -> bytes:
 # Everything below relies on daphne's and twisted's internals (tests/onair/test_serve.py checks
 # each): twisted's HTTPChannel calls gotLength(Content-Length, or None when chunked) once the
 # headers are in, handleContentChunk for each piece of the body and requestReceived at its
-# end; daphne's Server.run() makes an HTTPFactory, whose protocols build WebRequests.
+# end; daphne's Server.run() makes an HTTPFactory, whose protocols build WebRequests, and a
+# WebSocketFactory given the server's message sizes, whose protocols' onMessage puts each
+# message on the application's asyncio.Queue.
 
 
 class BoundedRequest(WebRequest):
@@ -134,6 +156,45 @@ class BoundedHTTPFactory(HTTPFactory):
         return protocol
 
 
+class BoundedWebSocketProtocol(WebSocketProtocol):
+    """daphne's WebSocket, closed with ``4429`` when the messages it has waiting for the
+    application pass its server's ``max_websocket_backlog`` bytes (``0``: no limit)."""
+
+    overflowed = False
+
+    def onOpen(self) -> None:
+        # The cost of each message put on the application's queue, oldest first, and their sum.
+        self.waiting: deque[int] = deque()
+        self.waiting_bytes = 0
+        super().onOpen()
+
+    def onMessage(self, payload: bytes, isBinary: bool) -> None:
+        if self.overflowed:
+            return  # what the client sent after we closed
+        limit = self.server.max_websocket_backlog
+        if limit:
+            # The queue is first in, first out: of the messages put on it, the last qsize()
+            # are still waiting (daphne's own connect message can only make the sum high).
+            while len(self.waiting) > self.application_queue.qsize():
+                self.waiting_bytes -= self.waiting.popleft()
+            cost = len(payload) + WEBSOCKET_MESSAGE_OVERHEAD_BYTES
+            if self.waiting_bytes + cost > limit:
+                self.overflowed = True
+                self.sendClose(
+                    code=CLOSE_BACKLOG,
+                    reason=f"More than {limit} bytes of messages waiting; slow down.",
+                )
+                logger.warning(
+                    "websocket closed: its messages waiting passed %d bytes",
+                    limit,
+                    extra={"client": self.client_addr},
+                )
+                return
+            self.waiting.append(cost)
+            self.waiting_bytes += cost
+        super().onMessage(payload, isBinary)
+
+
 class OnAirServer(Server):
     def __init__(
         self, *args: Any, action_logger: ActionLogger | None = None, **kwargs: Any
@@ -142,7 +203,13 @@ class OnAirServer(Server):
             *args, action_logger=redacting(action_logger) if action_logger else None, **kwargs
         )
         # Django is set up: daphne imports the application before it makes the server.
-        self.max_request_bytes = onair_settings().max_request_bytes
+        settings = onair_settings()
+        self.max_request_bytes = settings.max_request_bytes
+        self.max_websocket_backlog = settings.max_websocket_backlog
+        for size in ("websocket_max_message_size", "websocket_max_frame_size"):
+            # daphne's default is 1 MiB, and 0 is no limit.
+            given = getattr(self, size) or WEBSOCKET_MAX_MESSAGE_BYTES
+            setattr(self, size, min(given, WEBSOCKET_MAX_MESSAGE_BYTES))
 
     @property
     def http_factory(self) -> HTTPFactory:
@@ -152,6 +219,16 @@ class OnAirServer(Server):
     def http_factory(self, factory: HTTPFactory) -> None:
         # run() makes daphne's factory and listens with it at once: ours takes its place.
         self._http_factory = BoundedHTTPFactory(self)
+
+    @property
+    def ws_factory(self) -> WebSocketFactory:
+        return self._ws_factory
+
+    @ws_factory.setter
+    def ws_factory(self, factory: WebSocketFactory) -> None:
+        # run() makes daphne's factory, then sets its options (the message sizes above).
+        factory.protocol = BoundedWebSocketProtocol
+        self._ws_factory = factory
 
 
 def binds_loopback_only(args: Namespace) -> bool:

@@ -194,6 +194,9 @@ ONAIR: dict[str, Any] = {
     # An HTTP request body, refused with 413 as it arrives by `python -m onair.serve`; the
     # largest legitimate ones (SDP offers, API JSON, admin forms) are under 64 KiB. 0: no limit.
     "MAX_REQUEST_BYTES": int(env_str("ONAIR_MAX_REQUEST_BYTES", "1048576")),
+    # Bytes of one WebSocket's messages waiting for its consumer (each counted with 1 KiB of
+    # overhead) before `python -m onair.serve` closes it with 4429; a page has a few KiB. 0: none.
+    "MAX_WEBSOCKET_BACKLOG": int(env_str("ONAIR_MAX_WEBSOCKET_BACKLOG", "1048576")),
     # Scale-out (docs/SCALING.md): "embedded" runs the SFU inside each daphne process;
     # "cluster" sends media to `manage.py runsfu` workers over the Redis channel layer.
     "SFU_MODE": env_str("ONAIR_SFU_MODE", "embedded"),

@@ -1,9 +1,12 @@
 """``python -m onair.serve`` bounds a request's body: over ``ONAIR_MAX_REQUEST_BYTES`` it answers
-``413`` and closes as the bytes arrive, never receiving the rest (run as ``make run`` runs it,
-in a subprocess); and the daphne and twisted internals it relies on are still there."""
+``413`` and closes as the bytes arrive, never receiving the rest; it closes a WebSocket whose
+messages waiting pass ``ONAIR_MAX_WEBSOCKET_BACKLOG`` (run as ``make run`` runs it, in a
+subprocess); and the daphne and twisted internals it relies on are still there."""
 
 from __future__ import annotations
 
+import asyncio
+import contextlib
 import inspect
 import json
 import os
@@ -11,15 +14,19 @@ import select
 import socket
 
 import pytest
+import websockets
 from daphne.http_protocol import HTTPFactory
 from daphne.server import Server as DaphneServer
+from daphne.ws_protocol import WebSocketFactory, WebSocketProtocol
 from twisted.internet.address import IPv4Address
 from twisted.internet.testing import StringTransport
 from twisted.web import http
 
 from onair.serve import (
+    WEBSOCKET_MAX_MESSAGE_BYTES,
     BoundedHTTPFactory,
     BoundedRequest,
+    BoundedWebSocketProtocol,
     OnAirCommandLine,
     OnAirServer,
     binds_loopback_only,
@@ -182,6 +189,93 @@ async def test_legitimate_requests_still_pass(server: tuple[Server, str]) -> Non
     _assert_no_error_logged(served)
 
 
+def _rss_kib(pid: int) -> int:
+    with open(f"/proc/{pid}/status") as status:
+        for line in status:
+            if line.startswith("VmRSS:"):
+                return int(line.split()[1])
+    raise AssertionError("no VmRSS")
+
+
+async def _watch_socket(served: Server) -> websockets.ClientConnection:
+    ws = await websockets.connect(
+        f"ws://127.0.0.1:{served.port}/ws/watch/demo/",
+        origin=served.base,  # type: ignore[arg-type]
+        max_size=None,
+    )
+    assert json.loads(await asyncio.wait_for(ws.recv(), 30))["type"] == "welcome"
+    return ws
+
+
+async def _flood(served: Server, frame: str, most: int) -> tuple[int, int | None, str, int]:
+    """Send ``frame`` as fast as possible, at most ``most`` times, reading what comes back:
+    how many were sent before the server closed the socket, its close code and reason, and
+    the server's largest RSS growth meanwhile (KiB)."""
+    ws = await _watch_socket(served)
+
+    async def read() -> None:
+        with contextlib.suppress(websockets.ConnectionClosed):
+            async for _ in ws:
+                pass
+
+    reader = asyncio.create_task(read())
+    before = peak = _rss_kib(served.pid)
+    sent = 0
+    try:
+        while sent < most:
+            await ws.send(frame)
+            sent += 1
+            if sent % 200 == 0:
+                peak = max(peak, _rss_kib(served.pid))
+                await asyncio.sleep(0)  # let the reader and the close handshake run
+    except websockets.ConnectionClosed:
+        pass
+    await ws.close()  # if the server did not
+    await asyncio.wait_for(reader, 30)
+    return sent, ws.close_code, ws.close_reason or "", max(peak, _rss_kib(served.pid)) - before
+
+
+async def test_a_websocket_flood_is_closed_and_holds_little(server: tuple[Server, str]) -> None:
+    served, _ = server
+    # Pings as fast as one client sends them (faster than a consumer handles them), then
+    # 60-KB frames, each on a new socket.
+    closed = (4429, "More than 1048576 bytes of messages waiting; slow down.")
+    _, code, reason, grew_pings = await _flood(served, '{"type": "ping"}', 300_000)
+    padded = '{"type": "ping", "pad": "' + "x" * 60_000 + '"}'
+    _, *close, grew_frames = await _flood(served, padded, 2_000)
+    assert (code, reason) == closed
+    assert tuple(close) == closed
+    # Measured: 0.3 MiB (8,200 to 20,400 pings sent before the close) and 1.3 MiB (97 to 114
+    # frames); without the bound, 81 MiB for 300,000 pings and 100 MiB for 2,000 frames.
+    assert grew_pings < 48 * 1024, grew_pings
+    assert grew_frames < 48 * 1024, grew_frames
+    # The server is free for everyone else at once.
+    status, _, body = served.request("GET", "/api/v1/live/")
+    assert status == 200
+    assert "results" in json.loads(body)
+    ws = await _watch_socket(served)
+    await ws.send('{"type": "ping"}')
+    assert json.loads(await asyncio.wait_for(ws.recv(), 30))["type"] == "pong"
+    await ws.close()
+    log = served.log()
+    assert "websocket closed: its messages waiting passed 1048576 bytes" in log
+    _assert_no_error_logged(served)
+
+
+async def test_a_message_over_the_limit_closes_with_1009(server: tuple[Server, str]) -> None:
+    served, _ = server
+    ws = await _watch_socket(served)
+    # Just over OnAir's own limit: the consumer's error, the socket kept.
+    await ws.send('{"type": "ping", "pad": "' + "x" * 70_000 + '"}')
+    assert json.loads(await asyncio.wait_for(ws.recv(), 30))["code"] == "too_large"
+    await ws.send("x" * (WEBSOCKET_MAX_MESSAGE_BYTES + 1))
+    with pytest.raises(websockets.ConnectionClosed):
+        await asyncio.wait_for(ws.recv(), 30)
+    # autobahn fails the connection (1009) by dropping it: the client sees 1006.
+    assert ws.close_code == 1006
+    _assert_no_error_logged(served)
+
+
 def _connection(onair: OnAirServer) -> tuple[http.HTTPChannel, StringTransport]:
     protocol = onair.http_factory.buildProtocol(IPv4Address("TCP", "127.0.0.1", 40000))
     transport = StringTransport()
@@ -192,8 +286,17 @@ def _connection(onair: OnAirServer) -> tuple[http.HTTPChannel, StringTransport]:
 def test_the_daphne_and_twisted_internals_it_relies_on() -> None:
     """If this fails, daphne or twisted changed how a request is built or fed its body:
     onair/serve.py must follow."""
-    # daphne's Server.run() makes its HTTPFactory with this line, and listens with it.
-    assert "self.http_factory = HTTPFactory(self)" in inspect.getsource(DaphneServer.run)
+    # daphne's Server.run() makes its HTTPFactory with this line, and listens with it; then
+    # its WebSocketFactory, with the message sizes it holds.
+    run = inspect.getsource(DaphneServer.run)
+    assert "self.http_factory = HTTPFactory(self)" in run
+    assert "self.ws_factory = WebSocketFactory(self, " in run
+    assert "maxMessagePayloadSize=self.websocket_max_message_size" in run
+    assert "maxFramePayloadSize=self.websocket_max_frame_size" in run
+    # Each message received goes on the application's queue (an asyncio.Queue), in onMessage.
+    on_message = inspect.getsource(WebSocketProtocol.onMessage)
+    assert on_message.count("self.application_queue.put_nowait(") == 2
+    assert "asyncio.Queue()" in inspect.getsource(DaphneServer.create_application)
     # Only HTTP/1.1: the refusal is written as an HTTP/1.1 response.
     assert not http.H2_ENABLED
     server = OnAirServer(application=None, endpoints=["tcp:port=0"])
@@ -202,6 +305,11 @@ def test_the_daphne_and_twisted_internals_it_relies_on() -> None:
     assert isinstance(server.http_factory, BoundedHTTPFactory)
     assert server.max_request_bytes == LIMIT
     server.max_request_bytes = 10
+    server.ws_factory = WebSocketFactory(server, server="daphne")
+    assert server.ws_factory.protocol is BoundedWebSocketProtocol
+    assert server.websocket_max_message_size == WEBSOCKET_MAX_MESSAGE_BYTES
+    assert server.websocket_max_frame_size == WEBSOCKET_MAX_MESSAGE_BYTES
+    assert server.max_websocket_backlog == 1_048_576
 
     protocol, transport = _connection(server)
     assert protocol.requestFactory is BoundedRequest
