@@ -200,7 +200,7 @@ def _rss_kib(pid: int) -> int:
 async def _watch_socket(served: Server) -> websockets.ClientConnection:
     ws = await websockets.connect(
         f"ws://127.0.0.1:{served.port}/ws/watch/demo/",
-        origin=served.base,  # type: ignore[arg-type]
+        origin=served.base_url,  # type: ignore[arg-type]
         max_size=None,
     )
     assert json.loads(await asyncio.wait_for(ws.recv(), 30))["type"] == "welcome"
