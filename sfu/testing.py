@@ -14,7 +14,7 @@ import logging
 import math
 import random
 import time
-from collections.abc import Callable, Iterator
+from collections.abc import Awaitable, Callable, Iterator
 from contextlib import contextmanager
 from dataclasses import dataclass, field
 
@@ -379,6 +379,18 @@ async def wait_until(condition: Callable[[], bool], within: float = 10.0) -> boo
         if time.monotonic() > deadline:
             return False
         await asyncio.sleep(0.05)
+    return True
+
+
+async def wait_until_awaited(
+    condition: Callable[[], Awaitable[bool]], within: float = 10.0, interval: float = 0.1
+) -> bool:
+    """``wait_until`` for a condition that must be awaited (a query, a request)."""
+    deadline = time.monotonic() + within
+    while not await condition():
+        if time.monotonic() > deadline:
+            return False
+        await asyncio.sleep(interval)
     return True
 
 

@@ -18,14 +18,13 @@ from pathlib import Path
 from typing import Any
 
 import pytest
-import websockets
 
 from onair.environment import app_environment
 from sfu.testing import TestPublisher, TestViewer
 from signaling.session_limits import fds_per_session
 from tests.daphne import daphne_process, manage
+from tests.signaling.flood import Server, close_sockets, new_stream, watch_socket
 from tests.signaling.http_clients import SDP, silent_offer
-from tests.signaling.test_exhaustion import Server, _new_stream
 
 NOFILE = 512
 WATCHERS = 40  # watch pages holding an unanswered offer: under the default process cap
@@ -50,36 +49,8 @@ def server(tmp_path: Path) -> Iterator[Server]:
         yield Server(daphne.port, daphne.env, daphne.log_path, daphne.process)
 
 
-async def _socket(server: Server, slug: str, source: str, *, watch: bool) -> dict[str, Any]:
-    """A watch WebSocket from ``source``: what it was told and how it was closed. With
-    ``watch`` it asks to watch and stops at the server's offer (never answering it)."""
-    seen: dict[str, Any] = {"ws": None, "types": [], "errors": [], "close": None}
-    try:
-        ws = await asyncio.wait_for(
-            websockets.connect(
-                f"ws://127.0.0.1:{server.port}/ws/watch/{slug}/",
-                origin=f"http://127.0.0.1:{server.port}",  # type: ignore[arg-type]
-                local_addr=(source, 0),
-            ),
-            30,
-        )
-        seen["ws"] = ws
-        while True:
-            message = json.loads(await asyncio.wait_for(ws.recv(), 30))
-            seen["types"].append(message["type"])
-            if message["type"] == "error":
-                seen["errors"].append(message["code"])
-            elif message["type"] == "welcome" and watch:
-                await ws.send(json.dumps({"type": "watch"}))
-            elif message["type"] == ("offer" if watch else "welcome"):
-                return seen
-    except websockets.ConnectionClosed as closed:
-        seen["close"] = closed.rcvd.code if closed.rcvd is not None else None
-    return seen
-
-
 async def test_descriptors_outlast_the_caps(server: Server) -> None:
-    slug, key = _new_stream(server.env)
+    slug, key = new_stream(server.env)
     publisher = TestPublisher(fps=15)
     viewer = TestViewer()
     held: list[dict[str, Any]] = []
@@ -101,7 +72,7 @@ async def test_descriptors_outlast_the_caps(server: Server) -> None:
         for first in range(0, WATCHERS, PER_ADDRESS):
             held += await asyncio.gather(
                 *(
-                    _socket(server, slug, f"127.0.1.{first // PER_ADDRESS + 1}", watch=True)
+                    watch_socket(server, slug, f"127.0.1.{first // PER_ADDRESS + 1}", watch=True)
                     for _ in range(PER_ADDRESS)
                 )
             )
@@ -114,7 +85,7 @@ async def test_descriptors_outlast_the_caps(server: Server) -> None:
         for address in range(1, 60):
             batch = await asyncio.gather(
                 *(
-                    _socket(server, slug, f"127.0.2.{address}", watch=False)
+                    watch_socket(server, slug, f"127.0.2.{address}", watch=False)
                     for _ in range(PER_ADDRESS)
                 ),
                 return_exceptions=True,
@@ -177,8 +148,6 @@ async def test_descriptors_outlast_the_caps(server: Server) -> None:
         assert "ERROR" not in log, log[-5000:]
         assert "Too many open files" not in log, log[-5000:]
     finally:
-        for seen in held:
-            if seen["ws"] is not None:
-                await seen["ws"].close()
+        await close_sockets(held)
         await viewer.close()
         await publisher.close()

@@ -61,23 +61,7 @@ async def test_whip_post_delete_loop_leaves_no_publisher_to_end_the_next_broadca
 
         assert (await publisher.publish()).status_code == 201
         assert await wait_until(lambda: publisher.pc().connectionState == "connected", 20)
-        router = gateway.router(stream)
-        assert router is not None
-        assert router.publisher is not None
-        live = router.publisher.id
-        result = await gateway.subscribe(stream=stream, offer_sdp=await viewer.create_offer())
-        await viewer.accept_answer(result.sdp)
-        assert await viewer.wait_for_frames(video=5, within=20)
-        assert len(gateway.limits()) == 2  # this publisher and its viewer, no one else's
-
-        # Past any earlier publisher's connect deadline and grace period.
-        await asyncio.sleep(2 * DEADLINE + 3)
-        await database_sync_to_async(stream.refresh_from_db)()
-        assert stream.state == Stream.State.LIVE
-        assert gateway.router(stream) is router
-        assert router.publisher is not None
-        assert router.publisher.id == live
-        assert len(gateway.limits()) == 2
+        await _the_live_broadcast_outlasts_earlier_deadlines(stream, viewer)
     finally:
         await viewer.close()
         await publisher.close()
@@ -101,24 +85,33 @@ async def test_studio_offer_end_loop_leaves_no_publisher_to_end_the_next_broadca
         await studio.send({"type": "offer", "sdp": await publisher.create_offer()})
         await publisher.accept_answer((await studio.expect("answer"))["sdp"])
         assert await wait_until(lambda: publisher.pc.connectionState == "connected", 20)
-        router = gateway.router(stream)
-        assert router is not None
-        assert router.publisher is not None
-        live = router.publisher.id
-        result = await gateway.subscribe(stream=stream, offer_sdp=await viewer.create_offer())
-        await viewer.accept_answer(result.sdp)
-        assert await viewer.wait_for_frames(video=5, within=20)
-        assert len(gateway.limits()) == 2  # this publisher and its viewer, no one else's
-
-        await asyncio.sleep(2 * DEADLINE + 3)
-        await database_sync_to_async(stream.refresh_from_db)()
-        assert stream.state == Stream.State.LIVE
-        assert gateway.router(stream) is router
-        assert router.publisher is not None
-        assert router.publisher.id == live
-        assert len(gateway.limits()) == 2
+        await _the_live_broadcast_outlasts_earlier_deadlines(stream, viewer)
     finally:
         await studio.close()
         await viewer.close()
         await publisher.close()
         await gateway.close_all()
+
+
+async def _the_live_broadcast_outlasts_earlier_deadlines(
+    stream: Stream, viewer: TestViewer
+) -> None:
+    """With the stream's publisher connected: ``viewer`` joins and decodes, and past any earlier
+    publisher's connect deadline and grace period the broadcast is still live on the same
+    router, publisher and sessions (that publisher and this viewer, no one else's)."""
+    router = gateway.router(stream)
+    assert router is not None
+    assert router.publisher is not None
+    live = router.publisher.id
+    result = await gateway.subscribe(stream=stream, offer_sdp=await viewer.create_offer())
+    await viewer.accept_answer(result.sdp)
+    assert await viewer.wait_for_frames(video=5, within=20)
+    assert len(gateway.limits()) == 2
+
+    await asyncio.sleep(2 * DEADLINE + 3)
+    await database_sync_to_async(stream.refresh_from_db)()
+    assert stream.state == Stream.State.LIVE
+    assert gateway.router(stream) is router
+    assert router.publisher is not None
+    assert router.publisher.id == live
+    assert len(gateway.limits()) == 2

@@ -3,11 +3,9 @@ client address, per stream and per process (docs/SECURITY.md, "Sessions")."""
 
 from __future__ import annotations
 
-import asyncio
 import logging
 import os
 import resource
-from collections.abc import Awaitable, Callable
 from typing import Any
 
 import pytest
@@ -17,7 +15,7 @@ from django.test import AsyncClient
 
 from broadcast.models import Stream
 from broadcast.services import stream_create
-from sfu.testing import wait_until
+from sfu.testing import wait_until, wait_until_awaited
 from signaling.session_limits import RESERVED_FDS, fds_per_session, max_sessions_default
 from signaling.sfu_gateway import gateway
 from tests.signaling.http_clients import SDP, silent_offer
@@ -87,7 +85,7 @@ async def test_a_whip_publisher_that_never_connects_ends_its_broadcast(settings:
             return stream.state == Stream.State.ENDED
 
         # Lost at the deadline, given up after the grace period: the broadcast is over.
-        assert await wait_until_async(ended, 2 * DEADLINE + 15)
+        assert await wait_until_awaited(ended, 2 * DEADLINE + 15)
         assert await wait_until(lambda: gateway.router(stream) is None, 5)
         assert (await http.delete(response["Location"])).status_code == 404
         assert await wait_until(lambda: open_fds() <= baseline, 5)
@@ -115,12 +113,12 @@ async def test_a_watch_socket_has_no_peer_until_it_asks_and_is_counted_once_conn
 
     socket, viewer = await watch(stream)  # answers and connects
     assert await viewer.wait_for_frames(video=5, within=20)
-    assert await wait_until_async(lambda: counted(stream, 1), 10)
+    assert await wait_until_awaited(lambda: counted(stream, 1), 10)
     await database_sync_to_async(stream.refresh_from_db)()
     assert (stream.viewer_count, stream.peak_viewer_count) == (1, 1)
     for closeable in (idle, silent, socket, viewer):
         await closeable.close()
-    assert await wait_until_async(lambda: counted(stream, 0), 10)
+    assert await wait_until_awaited(lambda: counted(stream, 0), 10)
 
 
 async def watch_socket(stream: Stream) -> Socket:
@@ -133,15 +131,6 @@ async def watch_socket(stream: Stream) -> Socket:
 async def counted(stream: Stream, count: int) -> bool:
     await database_sync_to_async(stream.refresh_from_db)()
     return stream.viewer_count == count and await open_viewer_sessions(stream) == count
-
-
-async def wait_until_async(condition: Callable[[], Awaitable[bool]], within: float) -> bool:
-    deadline = asyncio.get_running_loop().time() + within
-    while not await condition():
-        if asyncio.get_running_loop().time() > deadline:
-            return False
-        await asyncio.sleep(0.1)
-    return True
 
 
 class ClientAt(AsyncClient):
