@@ -1,10 +1,10 @@
 """ICE servers for every peer of a broadcast: browsers, the SFU's own peers, WHIP/WHEP clients.
 
-One list, built per session from ``settings.ONAIR``, reaches all three (DESIGN.md, "NAT
-traversal"). TURN credentials follow the TURN REST convention that coturn implements with
-``use-auth-secret``: the username is ``"<unix expiry>:<user>"`` and the password is
-``base64(HMAC-SHA1(shared secret, username))``, so the TURN server checks them without a
-database and the shared secret never leaves the server.
+One list, built per session from ``settings.ONAIR``, reaches all three, so that they all
+traverse NATs the same way (docs/NAT.md). TURN credentials follow the TURN REST convention
+that coturn implements with ``use-auth-secret``: the username is ``"<unix expiry>:<user>"``
+and the password is ``base64(HMAC-SHA1(shared secret, username))``, so the TURN server
+checks them without a database and the shared secret never leaves the server.
 
 Settings (``settings.ONAIR``; ``onair/settings/base.py`` reads the ``ONAIR_*`` environment):
 

@@ -1,7 +1,7 @@
 """FFmpeg's own WHIP muxer (``-f whip``, FFmpeg ≥ 8) publishing H.264 baseline without
 B-frames and Opus to a real daphne server for a minute, while an aiortc WHEP client keeps
-decoding: the client DESIGN.md asks to test for minutes (clients differ in how they keep
-ICE alive).
+decoding: a real client tested for minutes, since clients differ in how they keep ICE
+alive.
 
 FFmpeg's muxer never answers the SFU's ICE consent checks; the SFU keeps a peer that still
 sends media (sfu/ice_config.py), so the broadcast outlives aioice's 30 s consent expiry."""
