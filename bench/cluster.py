@@ -34,6 +34,7 @@ from typing import Any
 
 from bench import host, http, runner, source
 from bench.measure import SATURATED, Fit, linear_fit, percentile
+from bench.report import number, write_section
 
 Progress = Callable[[str], None]
 
@@ -437,10 +438,6 @@ _METHOD = (
 )
 
 
-def _number(value: float | None, form: str) -> str:
-    return "—" if value is None else format(value, form)
-
-
 def markdown(result: ClusterResult, when: datetime.datetime, command: str) -> str:
     s = result.summary()
     machine = host.machine()
@@ -453,7 +450,7 @@ def markdown(result: ClusterResult, when: datetime.datetime, command: str) -> st
         rows.append(
             f"| {p.viewers} | {p.workers} | {p.on_origin}+{p.on_edge} | {p.workers_cpu:.1%} | "
             f"{p.origin_cpu:.1%} | {p.edge_cpu:.1%} | {p.median_pps or 0:.0f} "
-            f"({p.source_pps:.0f}) | {_number(p.pipe_pps, '.0f')} | {p.load_cpu:.1%} | "
+            f"({p.source_pps:.0f}) | {number(p.pipe_pps, '.0f')} | {p.load_cpu:.1%} | "
             f"{' / '.join(f'{b:.0%}' for b in p.core_busy)} | {p.verdict} |"
         )
     one, two = s["cpu_per_viewer_1_worker"], s["cpu_per_viewer_2_workers"]
@@ -468,25 +465,24 @@ def markdown(result: ClusterResult, when: datetime.datetime, command: str) -> st
         "",
         "| | 1 worker | 2 workers (origin + edge) |",
         "|---|---:|---:|",
-        f"| CPU-seconds per viewer-second (slope) | {_number(one, '.5f')} | "
-        f"{_number(two, '.5f')} |",
-        f"| r² | {_number(s['r2_1_worker'], '.3f')} | {_number(s['r2_2_workers'], '.3f')} |",
+        f"| CPU-seconds per viewer-second (slope) | {number(one, '.5f')} | {number(two, '.5f')} |",
+        f"| r² | {number(s['r2_1_worker'], '.3f')} | {number(s['r2_2_workers'], '.3f')} |",
         f"| of which origin alone, per viewer placed on it (r²) | | "
-        f"{_number(s['cpu_per_origin_viewer'], '.5f')} ({_number(s['r2_origin'], '.3f')}) |",
+        f"{number(s['cpu_per_origin_viewer'], '.5f')} ({number(s['r2_origin'], '.3f')}) |",
         f"| of which edge alone, per viewer placed on it (r²) | | "
-        f"{_number(s['cpu_per_edge_viewer'], '.5f')} ({_number(s['r2_edge'], '.3f')}) |",
-        f"| workers' CPU with no viewer | {_number(result.idle_cpu(1), '.1%')} | "
-        f"{_number(result.idle_cpu(2), '.1%')} |",
+        f"{number(s['cpu_per_edge_viewer'], '.5f')} ({number(s['r2_edge'], '.3f')}) |",
+        f"| workers' CPU with no viewer | {number(result.idle_cpu(1), '.1%')} | "
+        f"{number(result.idle_cpu(2), '.1%')} |",
         "",
         f"- **Scaling efficiency** (1-worker cost per viewer ÷ 2-worker cost per viewer, "
-        f"1.0 = linear): **{_number(s['efficiency'], '.2f')}**.",
+        f"1.0 = linear): **{number(s['efficiency'], '.2f')}**.",
         f"- **The pipe's fixed cost** (2 workers minus 1, no viewers): "
-        f"{_number(s['pipe_fixed_cpu'], '.1%')} of a core, of which the idle edge "
+        f"{number(s['pipe_fixed_cpu'], '.1%')} of a core, of which the idle edge "
         f"{s['edge_idle_cpu']:.1%}.",
         f"- **Projected viewers per machine** = cores · viewers/core · efficiency = "
-        f"{s['cores']} · {_number(s['viewers_per_core'], '.0f')} · "
-        f"{_number(s['efficiency'], '.2f')} ≈ "
-        f"**{_number(s['projected_viewers_per_machine'], '.0f')}** (a projection from the "
+        f"{s['cores']} · {number(s['viewers_per_core'], '.0f')} · "
+        f"{number(s['efficiency'], '.2f')} ≈ "
+        f"**{number(s['projected_viewers_per_machine'], '.0f')}** (a projection from the "
         "slopes, not a saturated measurement: see below).",
         "",
         *rows,
@@ -502,14 +498,7 @@ def markdown(result: ClusterResult, when: datetime.datetime, command: str) -> st
 
 
 def write_docs(result: ClusterResult, when: datetime.datetime, command: str) -> list[Path]:
-    section = markdown(result, when, command)
-    text = DOCS.read_text()
-    if BEGIN in text and END in text:
-        head, rest = text.split(BEGIN, 1)
-        text = head + section + rest.split(END, 1)[1]
-    else:
-        text = text.rstrip("\n") + "\n\n" + section + "\n"
-    DOCS.write_text(text)
+    write_section(DOCS, BEGIN, END, markdown(result, when, command))
     return [DOCS, _plot(result)]
 
 
@@ -536,12 +525,12 @@ def main(
     progress(f"results: {write_json(result, when, command, json_path)}")
     s = result.summary()
     progress(
-        f"[cluster] per viewer: 1 worker {_number(s['cpu_per_viewer_1_worker'], '.5f')} "
-        f"(r² {_number(s['r2_1_worker'], '.3f')}), 2 workers "
-        f"{_number(s['cpu_per_viewer_2_workers'], '.5f')} (r² "
-        f"{_number(s['r2_2_workers'], '.3f')}); efficiency {_number(s['efficiency'], '.2f')}; "
-        f"pipe fixed {_number(s['pipe_fixed_cpu'], '.1%')}; projected "
-        f"{_number(s['projected_viewers_per_machine'], '.0f')} viewers per machine"
+        f"[cluster] per viewer: 1 worker {number(s['cpu_per_viewer_1_worker'], '.5f')} "
+        f"(r² {number(s['r2_1_worker'], '.3f')}), 2 workers "
+        f"{number(s['cpu_per_viewer_2_workers'], '.5f')} (r² "
+        f"{number(s['r2_2_workers'], '.3f')}); efficiency {number(s['efficiency'], '.2f')}; "
+        f"pipe fixed {number(s['pipe_fixed_cpu'], '.1%')}; projected "
+        f"{number(s['projected_viewers_per_machine'], '.0f')} viewers per machine"
     )
     if report:
         for written in write_docs(result, when, command):

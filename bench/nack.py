@@ -33,6 +33,7 @@ from pathlib import Path
 from typing import Any
 
 from bench import host, http, runner, source
+from bench.report import number, write_section
 
 Progress = Callable[[str], None]
 
@@ -249,17 +250,13 @@ def measure(plan: NackPlan, spec: source.SourceSpec, progress: Progress) -> Nack
     _server(result, spec, progress, unlimited=True)
     s = result.summary()
     progress(
-        f"[nack] a flooding viewer costs {_number(s['flooder_ratio'], '.1f')}{TIMES} a normal "
-        f"viewer's CPU ({_number(s['flooder_cpu'], '.2%')} against "
-        f"{_number(s['normal_viewer_cpu'], '.3%')} of a core); without the budget "
-        f"{_number(s['unlimited_flooder_ratio'], '.0f')}{TIMES} "
-        f"({_number(s['unlimited_flooder_cpu'], '.1%')})"
+        f"[nack] a flooding viewer costs {number(s['flooder_ratio'], '.1f')}{TIMES} a normal "
+        f"viewer's CPU ({number(s['flooder_cpu'], '.2%')} against "
+        f"{number(s['normal_viewer_cpu'], '.3%')} of a core); without the budget "
+        f"{number(s['unlimited_flooder_ratio'], '.0f')}{TIMES} "
+        f"({number(s['unlimited_flooder_cpu'], '.1%')})"
     )
     return result
-
-
-def _number(value: float | None, pattern: str) -> str:
-    return "—" if value is None else format(value, pattern)
 
 
 def write_json(
@@ -307,7 +304,7 @@ def markdown(result: NackResult, when: datetime.datetime, command: str) -> str:
     for w in result.windows:
         rows.append(
             f"| {w.label} | {w.server} | {w.server_cpu:.1%} "
-            f"| {_number(w.normal_pps_median, '.0f')} ({_number(w.normal_pps_min, '.0f')}) "
+            f"| {number(w.normal_pps_median, '.0f')} ({number(w.normal_pps_min, '.0f')}) "
             f"| {w.source_pps:.0f} | {w.nacks_per_second:,.0f} "
             f"| {w.retransmitted_per_second:,.0f} | {w.refused_per_second:,.0f} "
             f"| {w.loadavg:.1f} |"
@@ -318,12 +315,12 @@ def markdown(result: NackResult, when: datetime.datetime, command: str) -> str:
         f"{machine['cpu_model']}, Linux {machine['kernel']}; {plan.normal} normal viewers, "
         f"{plan.flooders} flooding, {plan.window:.0f} s windows.*",
         "",
-        f"- **A NACK-flooding viewer costs {_number(s['flooder_ratio'], '.1f')}{TIMES} a normal "
-        f"viewer's CPU** ({_number(s['flooder_cpu'], '.2%')} of a core against "
-        f"{_number(s['normal_viewer_cpu'], '.3%')}); {resent}.",
+        f"- **A NACK-flooding viewer costs {number(s['flooder_ratio'], '.1f')}{TIMES} a normal "
+        f"viewer's CPU** ({number(s['flooder_cpu'], '.2%')} of a core against "
+        f"{number(s['normal_viewer_cpu'], '.3%')}); {resent}.",
         f"- Without the budget (`--unlimited-retransmission`), one flooder cost "
-        f"{_number(s['unlimited_flooder_cpu'], '.1%')} of a core, "
-        f"{_number(s['unlimited_flooder_ratio'], ',.0f')}{TIMES} a normal viewer"
+        f"{number(s['unlimited_flooder_cpu'], '.1%')} of a core, "
+        f"{number(s['unlimited_flooder_ratio'], ',.0f')}{TIMES} a normal viewer"
         f"{unlimited_resent}.",
         "",
         *rows,
@@ -335,14 +332,7 @@ def markdown(result: NackResult, when: datetime.datetime, command: str) -> str:
 
 
 def write_docs(result: NackResult, when: datetime.datetime, command: str) -> list[Path]:
-    section = markdown(result, when, command)
-    text = DOCS.read_text()
-    if BEGIN in text and END in text:
-        head, rest = text.split(BEGIN, 1)
-        text = head + section + rest.split(END, 1)[1]
-    else:
-        text = text.rstrip("\n") + "\n\n" + section + "\n"
-    DOCS.write_text(text)
+    write_section(DOCS, BEGIN, END, markdown(result, when, command))
     return [DOCS]
 
 

@@ -139,8 +139,21 @@ def _plot_viewers_per_core(results: list[ServerResult], path: Path) -> None:
     plt.close(figure)
 
 
-def _number(value: float | None, pattern: str) -> str:
+def number(value: float | None, pattern: str) -> str:
+    """``value`` formatted, or a dash for a figure that was not measured."""
     return "—" if value is None else format(value, pattern)
+
+
+def write_section(path: Path, begin: str, end: str, section: str) -> None:
+    """Put ``section`` (which starts with ``begin`` and ends with ``end``) in ``path`` in
+    place of what lies between those markers, or at its end the first time."""
+    text = path.read_text()
+    if begin in text and end in text:
+        head, rest = text.split(begin, 1)
+        text = head + section + rest.split(end, 1)[1]
+    else:
+        text = text.rstrip("\n") + "\n\n" + section + "\n"
+    path.write_text(text)
 
 
 def _ratio(results: list[ServerResult], top: str, bottom: str) -> str:
@@ -166,12 +179,12 @@ def _live_join_lines(results: list[ServerResult]) -> list[str]:
         failed = s["live_joins_failed"]
         lines += [
             "",
-            f"{head}: **p50 {_number(s['live_join_ms_p50'], '.0f')} ms, "
-            f"p95 {_number(s['live_join_ms_p95'], '.0f')} ms** ({s['live_joins']} viewers"
+            f"{head}: **p50 {number(s['live_join_ms_p50'], '.0f')} ms, "
+            f"p95 {number(s['live_join_ms_p95'], '.0f')} ms** ({s['live_joins']} viewers"
             + (f", {failed} got no frame" if failed else "")
             + "; the publisher, aiortc's VP8 encoder at 640x480 and 30 fps, got "
             f"{result.live_keyframe_requests} keyframe requests and sent the next keyframe "
-            f"p50 {_number(s['live_keyframe_answer_ms_p50'], '.0f')} ms after each; "
+            f"p50 {number(s['live_keyframe_answer_ms_p50'], '.0f')} ms after each; "
             f"{result.live_keyframes_sent} keyframes in all). The table's decoded-frame "
             "column waits for the replayed file's keyframes instead.",
         ]
@@ -204,15 +217,15 @@ def render(
         s = result.summary()
         lines.append(
             f"| {LABELS[result.name]} | {result.version} "
-            f"| **{_number(s['viewers_per_core'], ',.0f')}** "
-            f"| {_number(s['cpu_per_viewer'] and s['cpu_per_viewer'] * 100, '.3f')} % "
-            f"| {_number(s['cpu_r2'], '.3f')} "
-            f"| {_number(s['cpu_intercept'] and s['cpu_intercept'] * 100, '.1f')} % "
-            f"| {_number(s['rss_kb_per_viewer'], ',.0f')} KB "
+            f"| **{number(s['viewers_per_core'], ',.0f')}** "
+            f"| {number(s['cpu_per_viewer'] and s['cpu_per_viewer'] * 100, '.3f')} % "
+            f"| {number(s['cpu_r2'], '.3f')} "
+            f"| {number(s['cpu_intercept'] and s['cpu_intercept'] * 100, '.1f')} % "
+            f"| {number(s['rss_kb_per_viewer'], ',.0f')} KB "
             f"| {s['never_connected']} "
-            f"| {_number(s['join_ms_p50'], '.0f')} / {_number(s['join_ms_p95'], '.0f')} ms "
-            f"| {_number(s['decoded_join_ms_p50'], '.0f')} / "
-            f"{_number(s['decoded_join_ms_p95'], '.0f')} ms"
+            f"| {number(s['join_ms_p50'], '.0f')} / {number(s['join_ms_p95'], '.0f')} ms "
+            f"| {number(s['decoded_join_ms_p50'], '.0f')} / "
+            f"{number(s['decoded_join_ms_p95'], '.0f')} ms"
             + (f" ({s['decoded_joins_failed']} got none)" if s["decoded_joins_failed"] else "")
             + " |"
         )
@@ -234,9 +247,9 @@ def render(
         for p in result.points:
             lines.append(
                 f"| {LABELS[result.name]} | {p.viewers} | {p.connected} | {p.server_cpu:.1%} "
-                f"| {p.server_rss_mb:.1f} MB | {_number(p.median_kbps, '.0f')} "
-                f"({_number(p.min_kbps, '.0f')}) | {_number(p.median_pps, '.0f')} "
-                f"| {_number(p.source_pps, '.0f')} | {p.load_cpu:.1%} |"
+                f"| {p.server_rss_mb:.1f} MB | {number(p.median_kbps, '.0f')} "
+                f"({number(p.min_kbps, '.0f')}) | {number(p.median_pps, '.0f')} "
+                f"| {number(p.source_pps, '.0f')} | {p.load_cpu:.1%} |"
                 + (
                     " starved: not fitted"
                     if p.starved
@@ -260,8 +273,8 @@ def render(
             lines.append(
                 f"| {LABELS[result.name]} | {latency.viewers} | {latency.seconds:.0f} s "
                 f"| {latency.samples} "
-                f"| {_number(latency.p50_ms, '.2f')} ms | {_number(latency.p95_ms, '.2f')} ms "
-                f"| {_number(latency.p99_ms, '.2f')} ms |"
+                f"| {number(latency.p50_ms, '.2f')} ms | {number(latency.p95_ms, '.2f')} ms "
+                f"| {number(latency.p99_ms, '.2f')} ms |"
             )
         fanouts = [(r, lat, f) for r, lat in latencies for f in lat.fanout if f.batches]
         if fanouts:
@@ -278,8 +291,8 @@ def render(
                 lines.append(
                     f"| {LABELS[result.name]} | {latency.viewers} | {fanout.kind} "
                     f"| {fanout.batches} | {fanout.packets_max} "
-                    f"| {_number(fanout.p50_ms, '.2f')} ms | {_number(fanout.p99_ms, '.2f')} ms "
-                    f"| {_number(fanout.max_ms, '.2f')} ms |"
+                    f"| {number(fanout.p50_ms, '.2f')} ms | {number(fanout.p99_ms, '.2f')} ms "
+                    f"| {number(fanout.max_ms, '.2f')} ms |"
                 )
             for result, latency in latencies:
                 pauses = latency.gc
@@ -299,8 +312,8 @@ def render(
             f"loop for {signaling.seconds:.0f} s, {signaling.joins} joins, "
             f"{signaling.failures} failed) at {signaling.server_cpu:.0%} of its core"
             + (f" (≈ {per_core:.0f} per core-second)" if per_core else "")
-            + f"; join → server's offer p50 {_number(signaling.join_ms_p50, '.0f')} ms, "
-            f"p95 {_number(signaling.join_ms_p95, '.0f')} ms.",
+            + f"; join → server's offer p50 {number(signaling.join_ms_p50, '.0f')} ms, "
+            f"p95 {number(signaling.join_ms_p95, '.0f')} ms.",
         ]
     lines += [
         "",
