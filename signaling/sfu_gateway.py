@@ -16,6 +16,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import contextvars
 import logging
 from collections.abc import Awaitable, Callable, Coroutine
 from dataclasses import dataclass
@@ -246,7 +247,9 @@ class SfuGateway:
         if running is loop:
             self._spawn(self.close_router(stream_id=stream_id))
         else:
-            loop.call_soon_threadsafe(self._spawn, self.close_router(stream_id=stream_id))
+            loop.call_soon_threadsafe(
+                self._spawn, self.close_router(stream_id=stream_id), context=contextvars.Context()
+            )
 
     # --- viewers -----------------------------------------------------------------------
 
@@ -356,7 +359,11 @@ class SfuGateway:
         return publisher is not None and publisher.id == event.publisher_id
 
     def _spawn(self, coroutine: Coroutine[Any, Any, None]) -> None:
-        task = asyncio.ensure_future(coroutine)
+        """Run ``coroutine`` as the gateway's own task, in a fresh context: not in that of
+        whoever set it off (a ``database_sync_to_async`` thread ending a broadcast, a
+        request's), whose asgiref executor its database calls would otherwise try to use
+        after it is gone or busy ("Single thread executor already being used")."""
+        task = asyncio.get_running_loop().create_task(coroutine, context=contextvars.Context())
         self._tasks.add(task)
         task.add_done_callback(self._task_done)
 

@@ -5,6 +5,7 @@ private streams need a bearer token."""
 from __future__ import annotations
 
 import asyncio
+import logging
 from collections.abc import AsyncIterator
 
 import pytest
@@ -14,8 +15,8 @@ from django.test import AsyncClient
 from rest_framework.authtoken.models import Token
 
 from broadcast.models import Stream
-from broadcast.services import IssuedKey, stream_go_live, stream_update
-from sfu.testing import TestPublisher, wait_until
+from broadcast.services import IssuedKey, stream_end, stream_go_live, stream_update
+from sfu.testing import TestPublisher, wait_until, wait_until_awaited
 from signaling.sfu_gateway import gateway
 from tests.signaling.http_clients import SDP, SDPFRAG, WhepClient, ice_credentials
 from tests.signaling.test_consumers import Socket, go_live
@@ -179,3 +180,36 @@ async def _publish(stream: Stream, cleanup: list[WhepClient | TestPublisher | So
     result = await gateway.publish(stream=stream, offer_sdp=await publisher.create_offer())
     await publisher.accept_answer(result.answer_sdp)
     await database_sync_to_async(stream_go_live)(stream=stream)
+
+
+async def test_ending_the_broadcast_from_a_sync_thread_uncounts_a_whep_viewer_without_error(
+    stream_parts: tuple[Stream, IssuedKey],
+    cleanup: list[WhepClient | TestPublisher | Socket],
+    caplog: pytest.LogCaptureFixture,
+) -> None:
+    """The studio's End broadcast and the grace timeout end a stream in a
+    ``database_sync_to_async`` thread; the router closes from its on-commit hook. The tasks
+    that closing sets off (a WHEP viewer leaving, uncounted in the database) once ran in
+    that thread's context and failed ("Single thread executor already being used")."""
+    stream, _ = stream_parts
+    await _publish(stream, cleanup)
+    client = WhepClient(AsyncClient(), stream.slug)
+    cleanup.append(client)
+    assert (await client.watch()).status_code == 201
+    assert await client.viewer.wait_for_frames(video=5, within=20)
+
+    async def counted(expected: tuple[int, int]) -> bool:
+        return await counts(stream) == expected
+
+    assert await wait_until_awaited(lambda: counted((1, 1)))
+
+    await database_sync_to_async(stream_end)(stream=stream)
+    assert await wait_until(lambda: gateway.router(stream) is None)
+    await gateway.close_all()  # waits for the tasks the router's closing set off
+
+    whep_open = await database_sync_to_async(
+        ViewerSession.objects.filter(stream=stream, ended_at__isnull=True).count
+    )()
+    assert whep_open == 0
+    errors = [r for r in caplog.records if r.levelno >= logging.ERROR]
+    assert errors == [], [r.getMessage() for r in errors]
