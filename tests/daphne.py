@@ -5,19 +5,21 @@ daphne, or ``make run``'s), waits for ``/healthz`` and stops it again."""
 from __future__ import annotations
 
 import os
+import re
 import socket
 import subprocess
 import sys
 import time
 import urllib.error
 import urllib.request
-from collections.abc import Callable, Iterator, Sequence
+from collections.abc import Callable, Iterable, Iterator, Sequence
 from contextlib import contextmanager
 from dataclasses import dataclass
 from pathlib import Path
 
 ROOT = Path(__file__).resolve().parents[1]
 ASGI_APP = "onair.asgi:application"
+_LOG_ERROR = re.compile(r"^\S+ \S+ (?:ERROR|CRITICAL) .*$", re.MULTILINE)
 
 
 def free_port(host: str = "127.0.0.1") -> int:
@@ -77,6 +79,45 @@ def open_files(pid: int) -> dict[str, str]:
         except FileNotFoundError:  # closed meanwhile
             continue
     return links
+
+
+def log_errors(log: str) -> list[str]:
+    """A server log's records at ERROR or above (their first lines), and any traceback it
+    printed."""
+    found = _LOG_ERROR.findall(log)
+    found += ["Traceback"] * log.count("Traceback (most recent call last)")
+    return found
+
+
+class LogWatch:
+    """The records at ERROR or above that server logs receive from now on. ``logs`` lists
+    them (again at each look: a process started meanwhile has a new log, read whole)."""
+
+    def __init__(self, logs: Callable[[], Iterable[Path]]) -> None:
+        self.logs = logs
+        self.offsets = {path: _size(path) for path in logs()}
+
+    def errors(self) -> list[str]:
+        """What the logs received since this watch started (or last looked) from their
+        first ERROR record or traceback on, one item per log that has any."""
+        found = []
+        for path in self.logs():
+            offset = self.offsets.get(path, 0)
+            with path.open("rb") as log:
+                log.seek(offset)
+                new = log.read()
+            self.offsets[path] = offset + len(new)
+            text = new.decode(errors="replace")
+            first = _LOG_ERROR.search(text)
+            traceback = text.find("Traceback (most recent call last)")
+            starts = [i for i in (first.start() if first else -1, traceback) if i >= 0]
+            if starts:
+                found.append(f"--- {path.name}\n{text[min(starts) :][:4000]}")
+        return found
+
+
+def _size(path: Path) -> int:
+    return path.stat().st_size if path.exists() else 0
 
 
 def wait_until_serving(

@@ -20,7 +20,15 @@ import pytest
 from playwright.sync_api import Browser, BrowserContext, Page, sync_playwright
 
 from onair.environment import app_environment
-from tests.daphne import ASGI_APP, ROOT, daphne_command, daphne_process, free_port, manage
+from tests.daphne import (
+    ASGI_APP,
+    ROOT,
+    LogWatch,
+    daphne_command,
+    daphne_process,
+    free_port,
+    manage,
+)
 
 CHROMIUM = "/usr/bin/chromium"
 CHROMIUM_ARGS = [
@@ -112,6 +120,24 @@ def onair_server(tmp_path_factory: pytest.TempPathFactory) -> Iterator[OnAirServ
     """daphne on a free port (see ``running_server``)."""
     with running_server(tmp_path_factory.mktemp("onair-server")) as server:
         yield server
+
+
+@pytest.fixture(autouse=True)
+def _no_server_errors(request: pytest.FixtureRequest) -> Iterator[None]:
+    """Fails the test if a server it used (``onair_server``, ``cluster``) logged an ERROR
+    record or a traceback while it ran: nothing a client does may make the server log one."""
+    logs: list[Callable[[], list[Path]]] = []
+    if "onair_server" in request.fixturenames:
+        server: OnAirServer = request.getfixturevalue("onair_server")
+        logs.append(lambda: [server.log_path])
+    if "cluster" in request.fixturenames:
+        workdir: Path = request.getfixturevalue("cluster").workdir
+        logs.append(lambda: sorted(workdir.glob("*.log")))
+    watch = LogWatch(lambda: [path for listed in logs for path in listed()])
+    yield
+    errors = watch.errors()
+    if errors:
+        pytest.fail("the server logged errors during this test:\n" + "\n".join(errors))
 
 
 @pytest.fixture(scope="module")

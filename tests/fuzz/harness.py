@@ -7,7 +7,6 @@ from __future__ import annotations
 import asyncio
 import http.client
 import json
-import re
 import threading
 from collections import Counter
 from collections.abc import Iterable
@@ -21,7 +20,6 @@ from tests.fuzz.probe_asgi import PROBE_PATH
 
 SDP = "application/sdp"
 SDPFRAG = "application/trickle-ice-sdpfrag"
-_LOG_ERROR = re.compile(r"^\S+ \S+ (ERROR|CRITICAL) ", re.MULTILINE)
 
 
 @dataclass(frozen=True)
@@ -193,10 +191,3 @@ def resources(pid: int, pool: HttpPool) -> Resources:
         with open(table) as rows:
             udp.update(row.split()[9] for row in list(rows)[1:])
     return Resources(fds=len(links), udp_sockets=len(sockets & udp), tasks=tasks)
-
-
-def log_errors(log: str) -> list[str]:
-    """The server log's records at ERROR or above, and any traceback it printed."""
-    found = [match.group(0) for match in _LOG_ERROR.finditer(log)]
-    found += ["Traceback"] * log.count("Traceback (most recent call last)")
-    return found

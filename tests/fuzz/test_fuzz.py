@@ -29,6 +29,7 @@ from websockets.exceptions import ConnectionClosed
 from websockets.sync.client import ClientConnection, connect
 
 from sfu.testing import TestPublisher, TestViewer
+from tests.daphne import log_errors
 from tests.e2e.conftest import ROOT, OnAirServer, running_server
 from tests.fuzz.harness import (
     SDP,
@@ -38,7 +39,6 @@ from tests.fuzz.harness import (
     Reply,
     Request,
     Resources,
-    log_errors,
     resources,
 )
 from tests.fuzz.strategies import (
