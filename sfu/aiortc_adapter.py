@@ -696,6 +696,23 @@ def drop_bitrate_estimator(receiver: RTCRtpReceiver) -> None:
     setattr(receiver, _BITRATE_ESTIMATOR_ATTR, None)
 
 
+class _DaemonThreading:
+    """``threading`` as aiortc's receiver module sees it: the decoder thread each receiver
+    starts is a daemon. An SFU receiver's decoder idles (``tap_receiver``), and one whose
+    peer connection was never closed (a process stopping with sessions still open) must not
+    keep the process from exiting: Python waits for every other thread at exit."""
+
+    def __getattr__(self, name: str) -> Any:
+        return getattr(threading, name)
+
+    @staticmethod
+    def Thread(*args: Any, **kwargs: Any) -> threading.Thread:
+        return threading.Thread(*args, **{**kwargs, "daemon": True})
+
+
+setattr(_receiver_module, "threading", _DaemonThreading())  # noqa: B010 (a module's global)
+
+
 def decoder_thread(receiver: RTCRtpReceiver) -> threading.Thread | None:
     """The receiver's decoder thread, started by ``receive()``."""
     thread: threading.Thread | None = getattr(receiver, _DECODER_THREAD_ATTR)

@@ -45,7 +45,8 @@ from sfu import producer as producer_module
 from sfu.consumer import Consumer
 from sfu.munger import RtpMunger
 from sfu.producer import Producer
-from sfu.testing import client_configuration
+from sfu.router import Router, RouterOptions
+from sfu.testing import TestClients, client_configuration, wait_until
 
 VP8 = next(c for c in CODECS["video"] if c.mimeType == "video/VP8")
 RMEM_MAX = int(Path("/proc/sys/net/core/rmem_max").read_text())
@@ -1384,3 +1385,24 @@ async def test_the_c_loop_sends_on_its_own_descriptor_closed_with_the_consumer(
     assert direct._target is None
     with pytest.raises(OSError, match="Bad file descriptor"):
         os.fstat(duplicate)
+
+
+async def test_decoder_threads_are_daemons() -> None:
+    """A receiver's decoder thread (a publisher's, on the server) cannot keep a stopping
+    process alive."""
+    router = Router(RouterOptions())
+    clients = TestClients()
+    try:
+        _, session = await clients.publish(router)
+        assert await wait_until(lambda: len(router.producers) == 2 and session.connected.is_set())
+        assert await wait_until(lambda: all(decoder_thread_of(p) for p in router.producers))
+        threads = [decoder_thread_of(p) for p in router.producers]
+        assert all(t is not None and t.daemon and t.is_alive() for t in threads)
+    finally:
+        await clients.close()
+        await router.close()
+    assert not any(t is not None and t.is_alive() for t in threads)
+
+
+def decoder_thread_of(producer: Producer) -> threading.Thread | None:
+    return aiortc_adapter.decoder_thread(producer.receiver)
