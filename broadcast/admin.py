@@ -55,6 +55,7 @@ class StreamAdmin(admin.ModelAdmin):
         "updated_at",
         "started_at",
         "ended_at",
+        "end_reason",
     ]
     inlines = [StreamKeyInline]
     actions = ["end_broadcast", "rotate_key"]
@@ -89,7 +90,7 @@ class StreamAdmin(admin.ModelAdmin):
         ended, refused = 0, []
         for stream in queryset:
             try:
-                services.stream_end(stream=stream)
+                services.stream_end(stream=stream, reason=Stream.EndReason.ADMIN)
             except ApplicationError:
                 refused.append(stream.title)
             else:

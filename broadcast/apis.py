@@ -150,7 +150,7 @@ class StreamStartApi(_StreamTransitionApi):
 )
 class StreamEndApi(_StreamTransitionApi):
     def transition(self, *, stream: Stream) -> Stream:
-        return services.stream_end(stream=stream)
+        return services.stream_end(stream=stream, reason=Stream.EndReason.API)
 
 
 @extend_schema(

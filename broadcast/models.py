@@ -22,6 +22,17 @@ class Stream(models.Model):
         LIVE = "live", "Live"
         ENDED = "ended", "Ended"
 
+    class EndReason(models.TextChoices):
+        """Who or what ended the last broadcast (blank while none has ended)."""
+
+        STUDIO = "studio", "Ended in the studio"
+        OWNER = "owner", "Ended from My streams"
+        API = "api", "Ended through the API"
+        ADMIN = "admin", "Ended by an administrator"
+        PUBLISHER = "publisher", "Ended by the encoder (WHIP)"
+        PUBLISHER_LOST = "publisher_lost", "Ended: the broadcaster's connection was lost"
+        KEY_REVOKED = "key_revoked", "Ended: the stream key was revoked"
+
     owner = models.ForeignKey(
         settings.AUTH_USER_MODEL, on_delete=models.CASCADE, related_name="streams"
     )
@@ -36,6 +47,7 @@ class Stream(models.Model):
     updated_at = models.DateTimeField(auto_now=True)
     started_at = models.DateTimeField(null=True, blank=True)
     ended_at = models.DateTimeField(null=True, blank=True)
+    end_reason = models.CharField(max_length=16, choices=EndReason.choices, blank=True)
     viewer_count = models.PositiveIntegerField(default=0)
     peak_viewer_count = models.PositiveIntegerField(default=0)
     # The key the current broadcast's publisher was let in with; null when the owner's

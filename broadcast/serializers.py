@@ -47,6 +47,7 @@ class PublicStreamSerializer(serializers.ModelSerializer[Stream]):
             "peak_viewers",
             "started_at",
             "ended_at",
+            "end_reason",
         ]
         read_only_fields = fields
 

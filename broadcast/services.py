@@ -166,23 +166,24 @@ def stream_delete(*, stream: Stream) -> None:
 
 @transaction.atomic
 def stream_go_live(*, stream: Stream) -> Stream:
-    """idle → live."""
+    """idle → live, or ended → live as a new broadcast (as ``stream_restart`` then this)."""
     locked = _stream_locked(stream)
     if locked.state == Stream.State.LIVE:
         raise ConflictError("The stream is already live.", code="already_live")
     if locked.state == Stream.State.ENDED:
-        raise ConflictError(
-            "The broadcast has ended; restart the stream to go live again.", code="stream_ended"
-        )
+        stream_restart(stream=stream)
+    locked = _stream_locked(stream)
     locked.state = Stream.State.LIVE
     locked.started_at = timezone.now()
     locked.ended_at = None
+    locked.end_reason = ""
     return _stream_set_state(stream=stream, locked=locked, previous=Stream.State.IDLE)
 
 
 @transaction.atomic
-def stream_end(*, stream: Stream) -> Stream:
-    """live → ended. Viewers are dropped; the peak viewer count stays."""
+def stream_end(*, stream: Stream, reason: Stream.EndReason) -> Stream:
+    """live → ended. Viewers are dropped; the peak viewer count stays. ``reason`` (who or
+    what ended it) is kept on the stream and shown to the studio and the viewers."""
     locked = _stream_locked(stream)
     if locked.state != Stream.State.LIVE:
         raise ConflictError(
@@ -190,6 +191,7 @@ def stream_end(*, stream: Stream) -> Stream:
         )
     locked.state = Stream.State.ENDED
     locked.ended_at = timezone.now()
+    locked.end_reason = reason
     locked.viewer_count = 0
     locked.publisher_key = None
     return _stream_set_state(stream=stream, locked=locked, previous=Stream.State.LIVE)
@@ -207,6 +209,7 @@ def stream_restart(*, stream: Stream) -> Stream:
     locked.state = Stream.State.IDLE
     locked.started_at = None
     locked.ended_at = None
+    locked.end_reason = ""
     locked.viewer_count = 0
     locked.peak_viewer_count = 0
     return _stream_set_state(stream=stream, locked=locked, previous=Stream.State.ENDED)
@@ -230,8 +233,6 @@ def stream_begin(*, stream: Stream, key_id: int | None = None) -> Stream:
     stream.publisher_key_id = key_id
     if locked.state == Stream.State.LIVE:
         return stream
-    if locked.state == Stream.State.ENDED:
-        stream_restart(stream=stream)
     return stream_go_live(stream=stream)
 
 
@@ -247,7 +248,7 @@ def _keys_revoke(*, stream: Stream, keys: list[StreamKey]) -> None:
     locked = Stream.objects.get(pk=stream.pk)
     if locked.is_live and locked.publisher_key_id in {key.pk for key in keys}:
         logger.info("stream_key_revoked slug=%s: ending its broadcast", stream.slug)
-        stream_end(stream=stream)
+        stream_end(stream=stream, reason=Stream.EndReason.KEY_REVOKED)
 
 
 @transaction.atomic

@@ -12,6 +12,5 @@ urlpatterns = [
     path("streams/<slug:slug>/key/rotate/", views.stream_key_rotate, name="stream-key-rotate"),
     path("streams/<slug:slug>/key/revoke/", views.stream_key_revoke, name="stream-key-revoke"),
     path("streams/<slug:slug>/end/", views.stream_end, name="stream-end"),
-    path("streams/<slug:slug>/restart/", views.stream_restart, name="stream-restart"),
     path("streams/<slug:slug>/delete/", views.stream_delete, name="stream-delete"),
 ]

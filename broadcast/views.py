@@ -124,20 +124,10 @@ def stream_key_revoke(request: HttpRequest, slug: str) -> HttpResponse:
 @require_POST
 def stream_end(request: HttpRequest, slug: str) -> HttpResponse:
     def end(stream: Stream) -> str:
-        services.stream_end(stream=stream)
+        services.stream_end(stream=stream, reason=Stream.EndReason.OWNER)
         return f"“{stream.title}” has ended."
 
     return _stream_action(request, slug, end)
-
-
-@login_required
-@require_POST
-def stream_restart(request: HttpRequest, slug: str) -> HttpResponse:
-    def restart(stream: Stream) -> str:
-        services.stream_restart(stream=stream)
-        return f"“{stream.title}” is ready for a new broadcast."
-
-    return _stream_action(request, slug, restart)
 
 
 @login_required

@@ -52,7 +52,7 @@ from signaling.messages import (
 )
 from signaling.notify import announce_viewers, stream_payload
 from signaling.session_limits import RETRY_AFTER_SECONDS, max_websockets
-from signaling.sfu_cluster import session_worker
+from signaling.sfu_cluster import local_session_id, session_worker
 from signaling.sfu_gateway import ConnectNotice, gateway, stream_group
 from viewers.models import ViewerSession
 from viewers.services import viewer_join, viewer_leave
@@ -259,6 +259,9 @@ class _StreamConsumer(AsyncWebsocketConsumer):
     async def stream_key_revoked(self, event: dict[str, Any]) -> None:
         pass
 
+    async def publisher_replaced(self, event: dict[str, Any]) -> None:
+        pass
+
 
 class StudioConsumer(_StreamConsumer):
     """``/ws/studio/<slug>/``: the broadcaster. The owner (or staff) is authorized by
@@ -343,7 +346,9 @@ class StudioConsumer(_StreamConsumer):
         stream = await self.refresh_stream()
         if stream.is_live:
             with contextlib.suppress(ConflictError):  # ended meanwhile
-                await database_sync_to_async(stream_end)(stream=stream)
+                await database_sync_to_async(stream_end)(
+                    stream=stream, reason=Stream.EndReason.KEY_REVOKED
+                )
 
     async def stream_key_revoked(self, event: dict[str, Any]) -> None:
         """A key was revoked or replaced: a client it let in is let go, at once. (The
@@ -358,6 +363,17 @@ class StudioConsumer(_StreamConsumer):
         await self.send_error("key_revoked", "The stream key was revoked or replaced.")
         await self.close(code=CLOSE_KEY_REVOKED)
 
+    async def publisher_replaced(self, event: dict[str, Any]) -> None:
+        """A newer publish (another studio tab or device, or a WHIP client) took over from
+        this page's publisher: the page stops sending and says why."""
+        session = self.publisher_session_id
+        if session is None or local_session_id(session) != event["publisher_id"]:
+            return
+        self.publisher_session_id = None
+        await self.send_json(
+            "replaced", message="You went live from another tab or device: it took over."
+        )
+
     async def sfu_worker_gone(self, event: dict[str, Any]) -> None:
         """Cluster mode: the SFU worker holding this publisher died. The page publishes
         again at once instead of waiting for its peer connection to fail."""
@@ -371,7 +387,7 @@ class StudioConsumer(_StreamConsumer):
         if stream.state != Stream.State.LIVE:
             await self.send_error("not_live", "The stream is not live, so there is nothing to end.")
             return
-        await database_sync_to_async(stream_end)(stream=stream)
+        await database_sync_to_async(stream_end)(stream=stream, reason=Stream.EndReason.STUDIO)
         # The receiver of stream_state_changed closes the router and tells every viewer;
         # wait for that close here, so a next offer never lands in the closing router.
         self.publisher_session_id = None

@@ -17,10 +17,12 @@ events: to the gateway's listeners here, to the worker's own in cluster mode.
 
 from __future__ import annotations
 
+import asyncio
 import contextlib
 import logging
 import re
 import secrets
+import weakref
 from collections.abc import Coroutine
 from typing import Any
 
@@ -60,7 +62,8 @@ _ICE_UFRAG = re.compile(r"^a=ice-ufrag:(\S+)", re.MULTILINE)
 _LOST_STATES = ("failed", "closed")
 
 
-_starting: set[int] = set()  # streams with a WHIP publish under way
+# By stream id; a lock is tiny, and there is one per stream ever published to here.
+_publish_locks: weakref.WeakValueDictionary[int, asyncio.Lock] = weakref.WeakValueDictionary()
 
 
 # --- who may publish or watch ---------------------------------------------------------------
@@ -122,37 +125,39 @@ async def whip_session_start(
     stream starts a new broadcast). ``key_id``: the key that let the client in; revoking it
     ends the session.
 
-    Refused while another publisher (WHIP or studio) is connected or connecting; one that
-    lost its connection and waits out its grace period is replaced, so a client that
-    reconnects with a new ``POST`` carries on the broadcast.
+    A publisher already there (WHIP or studio, connected or not) is replaced at once, its
+    viewers carried over: an encoder that comes back after a crash takes over from its
+    own lost session. Concurrent publishes to one stream run one after the other here, so
+    the last one wins and every replaced one is told (its session ends).
     """
     offer_validate(offer_sdp=offer_sdp)
-    await database_sync_to_async(stream.refresh_from_db)()
-    if stream.pk in _starting or await gateway.publisher_active(stream=stream):
-        raise ConflictError(
-            "Someone is already publishing to this stream. Stop that broadcast first.",
-            code="already_publishing",
-        )
-    _starting.add(stream.pk)
-    try:
+    async with _publish_lock(stream.pk):
+        await database_sync_to_async(stream.refresh_from_db)()
         result = await gateway.publish(stream=stream, offer_sdp=offer_sdp, client=client)
-    finally:
-        _starting.discard(stream.pk)
-    session = await _register(
-        SessionKind.WHIP,
-        stream,
-        sfu_id=result.session_id,
-        answer_sdp=result.answer_sdp,
-        offer_sdp=offer_sdp,
-        key_id=key_id,
-    )
+        session = await _register(
+            SessionKind.WHIP,
+            stream,
+            sfu_id=result.session_id,
+            answer_sdp=result.answer_sdp,
+            offer_sdp=offer_sdp,
+            key_id=key_id,
+        )
     try:
         await database_sync_to_async(stream_begin)(stream=stream, key_id=key_id)
     except ApplicationError:
         # The key was revoked while the offer was being answered: no broadcast with it.
-        await http_session_end(session=session)
+        await http_session_end(session=session, reason=Stream.EndReason.KEY_REVOKED)
         raise
     return session
+
+
+def _publish_lock(stream_id: int) -> asyncio.Lock:
+    """This process's lock on publishing to one stream: a session is registered before the
+    next publish can replace (and so forget) it."""
+    lock = _publish_locks.get(stream_id)
+    if lock is None:
+        lock = _publish_locks[stream_id] = asyncio.Lock()
+    return lock
 
 
 async def whep_session_start(
@@ -279,15 +284,21 @@ async def http_session_patch(
     return body
 
 
-async def http_session_end(*, session: HttpSession) -> None:
-    """``DELETE``: a WHIP session ends the broadcast; a WHEP session stops one viewer."""
+async def http_session_end(
+    *, session: HttpSession, reason: Stream.EndReason = Stream.EndReason.PUBLISHER
+) -> None:
+    """``DELETE``: a WHIP session that is still the stream's publisher ends the broadcast
+    (with ``reason``); one that was replaced by a newer publisher leaves the broadcast
+    alone. A WHEP session stops one viewer."""
     removed = await session_store.pop(kind=session.kind, sfu_id=session.sfu_id)
     stream = session.stream
     if session.kind is SessionKind.WHIP:
+        if not await _publishing(session):
+            return
         await database_sync_to_async(stream.refresh_from_db)()
         if stream.is_live:
             with contextlib.suppress(ConflictError):  # ended meanwhile
-                await database_sync_to_async(stream_end)(stream=stream)
+                await database_sync_to_async(stream_end)(stream=stream, reason=reason)
         # stream_end's receiver closes the router too; close it now so the answer to
         # DELETE means the media has stopped.
         await gateway.close_router(stream_id=stream.pk)
@@ -295,6 +306,15 @@ async def http_session_end(*, session: HttpSession) -> None:
         await gateway.viewer_close(stream=stream, viewer_id=session.sfu_id)
         if removed is not None:  # else the viewer's departure was handled meanwhile
             await _leave(removed)
+
+
+async def _publishing(session: HttpSession) -> bool:
+    """Whether a WHIP session is still its stream's publisher (connected or within its
+    grace period), not one a newer publish replaced."""
+    state = await gateway.publisher_connection_state(
+        stream=session.stream, session_id=session.sfu_id
+    )
+    return state is not None
 
 
 async def _restart_ice(session: HttpSession, fragment: SdpFragment) -> str:

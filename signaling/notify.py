@@ -29,6 +29,7 @@ def stream_payload(stream: Stream) -> dict[str, Any]:
         "peak_viewers": stream.peak_viewer_count,
         "started_at": stream.started_at.isoformat() if stream.started_at else None,
         "ended_at": stream.ended_at.isoformat() if stream.ended_at else None,
+        "end_reason": stream.end_reason,
     }
 
 

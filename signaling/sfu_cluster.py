@@ -79,8 +79,9 @@ def session_worker(session: str) -> str:
     return session.partition(".")[0]
 
 
-def _local_id(session: str) -> str:
-    return session.partition(".")[2]
+def local_session_id(session: str) -> str:
+    """The id of ``session`` in its SFU (as its events name it); itself in embedded mode."""
+    return session.rpartition(".")[2]
 
 
 # --- the request protocol ------------------------------------------------------------------
@@ -198,7 +199,11 @@ class ClusterGateway(SfuGateway):
                 raise ConflictError(gone, code="no_session")
             return None
         return await self._call(
-            worker, method, stream_id=str(stream.pk), **{field: _local_id(session_id)}, **params
+            worker,
+            method,
+            stream_id=str(stream.pk),
+            **{field: local_session_id(session_id)},
+            **params,
         )
 
     async def origin(self, stream_id: str) -> WorkerInfo:
@@ -376,5 +381,5 @@ class ClusterGateway(SfuGateway):
                 worker.channel,
                 "viewer_close",
                 stream_id=str(stream.pk),
-                viewer_id=_local_id(viewer_id),
+                viewer_id=local_session_id(viewer_id),
             )

@@ -346,6 +346,13 @@ class SfuGateway:
             self._spawn(_group_send(event.router_id, "publisher.status", status="reconnecting"))
         elif isinstance(event, PublisherClosed):
             self.limits().release(event.publisher_id)
+            if event.reason == "replaced":
+                # Whoever published it (a studio page) hears that it was taken over.
+                self._spawn(
+                    _group_send(
+                        event.router_id, "publisher.replaced", publisher_id=event.publisher_id
+                    )
+                )
             if event.reason == "timeout" and self._holds_publisher(event):
                 # The broadcaster did not come back within the grace period: it is over.
                 self._spawn(end_abandoned_broadcast(event.router_id))
@@ -437,7 +444,7 @@ def _end_stream(stream_id: str) -> None:
     stream = Stream.objects.filter(pk=stream_id).first()
     if stream is not None and stream.is_live:
         with contextlib.suppress(ConflictError):  # ended meanwhile by its owner
-            stream_end(stream=stream)
+            stream_end(stream=stream, reason=Stream.EndReason.PUBLISHER_LOST)
 
 
 async def end_abandoned_broadcast(stream_id: str) -> None:

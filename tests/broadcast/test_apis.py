@@ -329,12 +329,26 @@ def test_start_end_restart(client_for: ClientFor, user: User, make_stream: Calla
     started = client.post(f"{base}/start/").json()
     assert started["state"] == "live"
     assert started["started_at"]
+    assert started["end_reason"] == ""
     ended = client.post(f"{base}/end/").json()
     assert ended["state"] == "ended"
     assert ended["ended_at"]
+    assert ended["end_reason"] == "api"
     restarted = client.post(f"{base}/restart/").json()
     assert restarted["state"] == "idle"
     assert restarted["started_at"] is None
+
+
+def test_start_after_the_end_starts_a_new_broadcast(
+    client_for: ClientFor, user: User, make_stream: Callable
+) -> None:
+    stream, _ = make_stream()
+    stream_go_live(stream=stream)
+    stream_end(stream=stream, reason=Stream.EndReason.OWNER)
+
+    started = client_for(user).post(f"{API}/streams/{stream.slug}/start/").json()
+
+    assert (started["state"], started["ended_at"], started["end_reason"]) == ("live", None, "")
 
 
 @pytest.mark.parametrize(
@@ -344,7 +358,6 @@ def test_start_end_restart(client_for: ClientFor, user: User, make_stream: Calla
         ([], "restart", "not_ended"),
         (["live"], "start", "already_live"),
         (["live"], "restart", "not_ended"),
-        (["live", "ended"], "start", "stream_ended"),
         (["live", "ended"], "end", "not_live"),
     ],
 )
@@ -358,7 +371,10 @@ def test_invalid_transitions_are_409(
 ) -> None:
     stream, _ = make_stream()
     for step in prepare:
-        (stream_go_live if step == "live" else stream_end)(stream=stream)
+        if step == "live":
+            stream_go_live(stream=stream)
+        else:
+            stream_end(stream=stream, reason=Stream.EndReason.API)
     state = Stream.objects.get().state
 
     response = client_for(user).post(f"{API}/streams/{stream.slug}/{action}/")
@@ -466,6 +482,7 @@ def test_live_list_is_public_and_hides_private_streams(
         "peak_viewers",
         "started_at",
         "ended_at",
+        "end_reason",
     }
 
     owner = client_for(user).get(f"{API}/live/").json()

@@ -1,5 +1,7 @@
 from __future__ import annotations
 
+import functools
+
 import pytest
 from django.contrib.auth.models import User
 
@@ -77,7 +79,7 @@ def test_lifecycle_idle_live_ended_idle(user: User) -> None:
     assert stream.started_at is not None
     assert stream.ended_at is None
 
-    stream_end(stream=stream)
+    stream_end(stream=stream, reason=Stream.EndReason.OWNER)
     assert stream.state == Stream.State.ENDED
     assert stream.ended_at is not None
     assert stream.ended_at >= stream.started_at
@@ -88,15 +90,45 @@ def test_lifecycle_idle_live_ended_idle(user: User) -> None:
     assert stream.ended_at is None
 
 
+def test_the_end_keeps_who_ended_it_until_the_next_broadcast(user: User) -> None:
+    stream, _ = stream_create(owner=user, title="Show")
+    stream_go_live(stream=stream)
+
+    stream_end(stream=stream, reason=Stream.EndReason.ADMIN)
+    assert Stream.objects.get(pk=stream.pk).end_reason == "admin"
+
+    stream_go_live(stream=stream)
+    assert Stream.objects.get(pk=stream.pk).end_reason == ""
+
+
+def test_going_live_after_the_end_starts_a_new_broadcast(user: User) -> None:
+    stream, _ = stream_create(owner=user, title="Show")
+    stream_go_live(stream=stream)
+    first_start = stream.started_at
+    stream_viewer_count_change(stream=stream, delta=3)
+    stream_end(stream=stream, reason=Stream.EndReason.OWNER)
+
+    stream_go_live(stream=stream)
+
+    stream.refresh_from_db()
+    assert stream.state == Stream.State.LIVE
+    assert first_start is not None
+    assert stream.started_at is not None
+    assert stream.started_at > first_start
+    assert (stream.ended_at, stream.peak_viewer_count) == (None, 0)
+
+
+_end = functools.partial(stream_end, reason=Stream.EndReason.OWNER)
+
+
 @pytest.mark.parametrize(
     ("prepare", "transition", "code"),
     [
-        ([], stream_end, "not_live"),
+        ([], _end, "not_live"),
         ([], stream_restart, "not_ended"),
         ([stream_go_live], stream_go_live, "already_live"),
         ([stream_go_live], stream_restart, "not_ended"),
-        ([stream_go_live, stream_end], stream_go_live, "stream_ended"),
-        ([stream_go_live, stream_end], stream_end, "not_live"),
+        ([stream_go_live, _end], _end, "not_live"),
     ],
 )
 def test_invalid_transitions_conflict_and_change_nothing(
@@ -124,7 +156,7 @@ def test_state_changes_are_announced(user: User) -> None:
     try:
         stream, _ = stream_create(owner=user, title="Show")
         stream_go_live(stream=stream)
-        stream_end(stream=stream)
+        stream_end(stream=stream, reason=Stream.EndReason.OWNER)
         stream_restart(stream=stream)
     finally:
         stream_state_changed.disconnect(record)
@@ -136,7 +168,7 @@ def test_end_drops_viewers_but_keeps_the_peak(user: User) -> None:
     stream_go_live(stream=stream)
     stream_viewer_count_change(stream=stream, delta=3)
 
-    stream_end(stream=stream)
+    stream_end(stream=stream, reason=Stream.EndReason.OWNER)
 
     assert (stream.viewer_count, stream.peak_viewer_count) == (0, 3)
     stream_restart(stream=stream)
@@ -163,7 +195,7 @@ def test_delete_refuses_a_live_stream(user: User) -> None:
         stream_delete(stream=stream)
     assert caught.value.code == "stream_live"
 
-    stream_end(stream=stream)
+    stream_end(stream=stream, reason=Stream.EndReason.OWNER)
     stream_delete(stream=stream)
     assert not Stream.objects.exists()
     assert not StreamKey.objects.exists()
@@ -221,7 +253,7 @@ def test_begin_goes_live_and_starts_anew_after_an_end(user: User) -> None:
     stream, _ = stream_create(owner=user, title="Again")
     assert stream_begin(stream=stream).state == Stream.State.LIVE
     assert stream_begin(stream=stream).state == Stream.State.LIVE  # already live: unchanged
-    stream_end(stream=stream)
+    stream_end(stream=stream, reason=Stream.EndReason.OWNER)
     again = stream_begin(stream=stream)
     assert again.state == Stream.State.LIVE
     assert again.ended_at is None

@@ -95,7 +95,7 @@ def test_rotate_shows_the_new_key_once(alice: Client, make_stream: Callable) -> 
     assert secret not in alice.get("/streams/").content.decode()
 
 
-def test_revoke_end_restart_delete(alice: Client, make_stream: Callable) -> None:
+def test_revoke_end_go_live_again_delete(alice: Client, make_stream: Callable) -> None:
     stream, issued = make_stream(title="Busy")
     stream_go_live(stream=stream)
 
@@ -110,10 +110,14 @@ def test_revoke_end_restart_delete(alice: Client, make_stream: Callable) -> None
     alice.post(f"/streams/{stream.slug}/end/")
     stream.refresh_from_db()
     assert stream.state == Stream.State.ENDED
+    assert stream.end_reason == Stream.EndReason.OWNER
 
-    alice.post(f"/streams/{stream.slug}/restart/")
-    stream.refresh_from_db()
-    assert stream.state == Stream.State.IDLE
+    # One way to go live again, as everywhere: the studio (no separate "Restart").
+    html = alice.get("/streams/").content.decode()
+    assert "Ended from My streams" in html
+    assert f'href="/studio/{stream.slug}/">Go live again' in html
+    assert "Restart" not in html
+    assert alice.post(f"/streams/{stream.slug}/restart/").status_code == 404
 
     html = alice.post(f"/streams/{stream.slug}/delete/", follow=True).content.decode()
     assert "“Busy” was deleted." in html

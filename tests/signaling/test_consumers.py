@@ -5,20 +5,22 @@ from __future__ import annotations
 
 import asyncio
 import json
-from collections.abc import AsyncIterator
+from collections.abc import AsyncIterator, Callable
 from typing import Any
 
 import pytest
 from channels.db import database_sync_to_async
 from channels.testing import WebsocketCommunicator
 from django.contrib.auth.models import AnonymousUser, User
+from django.test import AsyncClient
 
 from broadcast.models import Stream
-from broadcast.services import IssuedKey, stream_create
+from broadcast.services import IssuedKey, stream_create, stream_end, stream_key_rotate
 from onair.asgi import application
 from sfu.testing import TestPublisher, TestViewer, wait_until
 from signaling.messages import MAX_FRAME_BYTES
 from signaling.sfu_gateway import gateway
+from tests.signaling.http_clients import WhipClient
 from viewers.models import ViewerSession
 
 pytestmark = [pytest.mark.django_db(transaction=True), pytest.mark.timeout(120)]
@@ -40,7 +42,7 @@ async def sfu_cleanup() -> AsyncIterator[None]:
 class Socket:
     """A WebSocket client on the full ASGI app (origin check, auth middleware, router)."""
 
-    def __init__(self, path: str, user: User | None = None) -> None:
+    def __init__(self, path: str, user: User | AnonymousUser | None = None) -> None:
         self.comm = WebsocketCommunicator(application, path, headers=[ORIGIN])
         if user is not None:
             self.comm.scope["user"] = user
@@ -369,6 +371,71 @@ async def test_publisher_reconnect_keeps_viewers_playing(
         await closeable.close()
     for peer in (publisher, viewer):
         await peer.close()
+
+
+async def test_a_second_studio_takes_over_and_the_first_is_told_why(
+    owner: User, live_stream_parts: tuple[Stream, IssuedKey], sfu_cleanup: None
+) -> None:
+    stream, key = live_stream_parts
+    first, first_publisher = await go_live(stream, owner)
+    socket, viewer = await watch(stream)
+    assert await viewer.wait_for_frames(video=10, within=20)
+
+    second, second_publisher = await go_live(stream, owner)
+
+    replaced = await first.expect("replaced")
+    assert "another tab or device" in replaced["message"]
+    before = viewer.video.frames
+    assert await wait_until(lambda: viewer.video.frames > before + 20, 20)
+    assert (await refreshed(stream)).state == Stream.State.LIVE
+    assert not any(m["type"] == "replaced" for m in second.inbox)
+
+    # A WHIP encoder takes over from the studio the same way.
+    whip = WhipClient(AsyncClient(), stream.slug, key.secret)
+    assert (await whip.publish()).status_code == 201
+    assert "another tab or device" in (await second.expect("replaced"))["message"]
+    before = viewer.video.frames
+    assert await wait_until(lambda: viewer.video.frames > before + 20, 20)
+    for closeable in (socket, first, second):
+        await closeable.close()
+    for peer in (first_publisher, second_publisher, viewer):
+        await peer.close()
+    await whip.close()
+
+
+@pytest.mark.parametrize(
+    ("end", "reason"),
+    [
+        (lambda stream: stream_end(stream=stream, reason=Stream.EndReason.ADMIN), "admin"),
+        (lambda stream: stream_key_rotate(stream=stream), "key_revoked"),
+    ],
+)
+async def test_the_studio_hears_who_ended_the_broadcast(
+    end: Callable[[Stream], object],
+    reason: str,
+    owner: User,
+    live_stream_parts: tuple[Stream, IssuedKey],
+    sfu_cleanup: None,
+) -> None:
+    stream, key = live_stream_parts
+    studio = Socket(f"/ws/studio/{stream.slug}/", AnonymousUser())  # publishes with the key
+    await studio.open()
+    await studio.send({"type": "auth", "key": key.secret})
+    await studio.expect("state")
+    publisher = TestPublisher()
+    await studio.send({"type": "offer", "sdp": await publisher.create_offer()})
+    await publisher.accept_answer((await studio.expect("answer"))["sdp"])
+    while (await studio.expect("state"))["stream"]["state"] != "live":
+        pass
+
+    await database_sync_to_async(end)(await refreshed(stream))
+
+    while (ended := (await studio.expect("state"))["stream"])["state"] != "ended":
+        pass
+    assert ended["end_reason"] == reason
+    assert ended["ended_at"]
+    await studio.close()
+    await publisher.close()
 
 
 async def test_ending_an_idle_stream_is_refused_and_publishing_again_starts_anew(

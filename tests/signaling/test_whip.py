@@ -4,6 +4,7 @@ DELETE, and which session URLs and keys touch which stream."""
 
 from __future__ import annotations
 
+import asyncio
 import re
 from collections.abc import AsyncIterator
 
@@ -16,6 +17,7 @@ from django.test import AsyncClient, override_settings
 from broadcast.models import Stream
 from broadcast.services import IssuedKey, stream_create, stream_end, stream_go_live
 from sfu.testing import TestViewer, wait_until
+from signaling.http_session_store import SessionKind, session_store
 from signaling.sfu_gateway import gateway
 from tests.signaling.http_clients import (
     SDP,
@@ -231,21 +233,64 @@ async def test_400_unusable_offer_with_a_reason(
     assert (await refreshed(stream)).state == Stream.State.IDLE
 
 
-async def test_409_while_another_publisher_is_live(
+async def test_a_new_publish_takes_over_and_the_replaced_session_leaves_the_broadcast(
+    http: AsyncClient,
+    peers: list[WhipClient | WhepClient],
+    stream_parts: tuple[Stream, IssuedKey],
+) -> None:
+    """An encoder that comes back (its old session still connected, as far as the server
+    knows) takes over at once; the DELETE of the replaced session does not end the new
+    broadcast."""
+    stream, key = stream_parts
+    first = await whip(http, peers, stream, key.secret)
+    assert (await first.publish()).status_code == 201
+    viewer = await view_in_sfu(stream)
+    try:
+        assert await viewer.wait_for_frames(video=5, within=20)
+        second = await whip(http, peers, stream, key.secret)
+
+        assert (await second.publish()).status_code == 201
+
+        seen = viewer.video.frames
+        assert await viewer.wait_for_frames(video=seen + 15, within=20)  # from the new one
+        response = await first.delete()
+        assert response.status_code in (200, 404)  # ended with the takeover
+        assert (await refreshed(stream)).state == Stream.State.LIVE
+        assert gateway.router(stream) is not None
+        assert (await second.delete()).status_code == 200
+        assert (await refreshed(stream)).state == Stream.State.ENDED
+        assert stream.end_reason == Stream.EndReason.PUBLISHER
+    finally:
+        await viewer.close()
+
+
+async def test_concurrent_publishes_the_last_one_wins(
     http: AsyncClient,
     peers: list[WhipClient | WhepClient],
     stream_parts: tuple[Stream, IssuedKey],
 ) -> None:
     stream, key = stream_parts
-    first = await whip(http, peers, stream, key.secret)
-    assert (await first.publish()).status_code == 201
-    second = await whip(http, peers, stream, key.secret)
-    response = await second.publish()
-    assert response.status_code == 409
-    assert response.json()["error"]["code"] == "already_publishing"
-    # The first broadcast is untouched.
-    assert first.session is not None
-    assert gateway.publisher_session(stream, _sfu_id(stream)) is not None
+    clients = [await whip(http, peers, stream, key.secret) for _ in range(3)]
+
+    responses = await asyncio.gather(*(client.publish() for client in clients))
+
+    assert [response.status_code for response in responses] == [201, 201, 201]
+    current = _sfu_id(stream)
+    sessions = [
+        await session_store.get_peer(kind=SessionKind.WHIP, sfu_id=client_sfu_id)
+        for client_sfu_id in await _whip_sfu_ids(clients)
+    ]
+    assert [s.sfu_id for s in sessions if s is not None] == [current]
+    assert (await refreshed(stream)).state == Stream.State.LIVE
+
+
+async def _whip_sfu_ids(clients: list[WhipClient]) -> list[str]:
+    ids = []
+    for client in clients:
+        assert client.session is not None
+        record = await session_store.get(client.session.location.rsplit("/", 1)[1])
+        ids.append(record.sfu_id if record is not None else "")
+    return ids
 
 
 def _sfu_id(stream: Stream) -> str:
@@ -262,7 +307,7 @@ async def test_publishing_after_the_end_starts_a_new_broadcast(
 ) -> None:
     stream, key = stream_parts
     await database_sync_to_async(stream_go_live)(stream=stream)
-    await database_sync_to_async(stream_end)(stream=stream)
+    await database_sync_to_async(stream_end)(stream=stream, reason=Stream.EndReason.OWNER)
     client = await whip(http, peers, stream, key.secret)
     response = await client.publish()
     assert response.status_code == 201

@@ -69,9 +69,16 @@ async def test_sessions_are_served_by_any_daphne_and_end_with_their_peer(
     slug, _, key = cluster.new_stream("WHIP in a cluster")
     owner = {"Authorization": f"Token {_owner_token(cluster, slug)}"}
     publisher, viewer = TestPublisher(), TestViewer()
+    earlier = TestPublisher()
     try:
-        offer = await publisher.create_offer()
         publishing = {"Authorization": f"Bearer {key}", "Content-Type": SDP}
+        # An earlier publisher, through daphne B, is taken over by the next one through A.
+        replaced = await http(
+            "POST", f"{daphne_b}/whip/{slug}", await earlier.create_offer(), publishing
+        )
+        assert replaced.status == 201, (replaced, cluster.logs())
+        await earlier.accept_answer(replaced.body)
+        offer = await publisher.create_offer()
         published = await http("POST", f"{daphne_a}/whip/{slug}", offer, publishing)
         assert published.status == 201, (published, cluster.logs())
         await publisher.accept_answer(published.body)
@@ -84,13 +91,11 @@ async def test_sessions_are_served_by_any_daphne_and_end_with_their_peer(
         await viewer.accept_answer(watched.body)
         assert await viewer.wait_for_frames(video=20, within=15), cluster.logs()
 
-        # A second publisher is refused while the first is connected, whichever daphne asks.
-        second = TestPublisher()
-        refused = await http(
-            "POST", f"{daphne_b}/whip/{slug}", await second.create_offer(), publishing
-        )
-        await second.close()
-        assert refused.status == 409, refused
+        # The replaced session's DELETE, through either daphne, leaves the broadcast on.
+        deleted = await http("DELETE", daphne_a + replaced.headers["Location"])
+        assert deleted.status in (200, 404), deleted  # ended with the takeover
+        before = viewer.video.frames
+        assert await wait_until(lambda: viewer.video.frames > before + 15, 10)
 
         # Trickle on the WHIP session through the other daphne process.
         ufrag, pwd = ice_credentials(offer)
@@ -139,3 +144,4 @@ async def test_sessions_are_served_by_any_daphne_and_end_with_their_peer(
     finally:
         await viewer.close()
         await publisher.close()
+        await earlier.close()

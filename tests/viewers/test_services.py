@@ -57,7 +57,7 @@ def test_cannot_join_a_stream_that_is_not_live(make_stream: Callable) -> None:
 def test_ending_the_stream_ends_every_session(live_stream: Stream) -> None:
     sessions = [viewer_join(stream=live_stream) for _ in range(3)]
 
-    stream_end(stream=live_stream)
+    stream_end(stream=live_stream, reason=Stream.EndReason.OWNER)
 
     assert viewer_count(stream=live_stream) == 0
     assert live_stream.viewer_count == 0
@@ -112,7 +112,9 @@ def test_viewers_leaving_as_the_broadcast_ends_never_deadlock(live_stream: Strea
         def end(start: threading.Barrier = start) -> None:
             try:
                 start.wait()
-                stream_end(stream=Stream.objects.get(pk=live_stream.pk))
+                stream_end(
+                    stream=Stream.objects.get(pk=live_stream.pk), reason=Stream.EndReason.OWNER
+                )
             except BaseException as error:
                 failures.append(error)
             finally:
