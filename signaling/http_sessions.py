@@ -9,10 +9,16 @@ Sessions are kept in ``signaling.http_session_store``: in this process's memory 
 embedded default, in Redis in cluster mode (any daphne process serves any session; the
 gateway sends its requests to the worker holding the peer). The durable state stays in
 the database as everywhere else: the stream's state through ``broadcast.services``, each
-WHEP viewer as a ``ViewerSession`` counted through ``viewers.services``. A session is
-forgotten when its SFU peer goes away for any reason (``DELETE``, replaced by another
-publisher, grace period over, viewer vanished, broadcast ended), which the SFU reports as
-events: to the gateway's listeners here, to the worker's own in cluster mode.
+WHEP viewer as a ``ViewerSession`` counted through ``viewers.services``.
+
+A ``DELETE`` forgets its session. A session whose SFU peer goes away for any other reason
+(replaced by another publisher, grace period over, viewer vanished, broadcast ended, its
+cluster worker died) ends: a WHEP viewer is uncounted then, and the session is kept as
+ended for a while (``signaling.http_session_store``), so a client that closes its peer
+connection before its ``DELETE`` (as whip-whep's ``stop()`` does) gets ``200``. That
+``DELETE`` does nothing else: the broadcast may have another publisher by then. The SFU
+reports departures as events: to the gateway's listeners here, to the worker's own in
+cluster mode; a dead worker's sessions are ended by the worker that announces its death.
 """
 
 from __future__ import annotations
@@ -289,12 +295,18 @@ async def http_session_end(
 ) -> None:
     """``DELETE``: a WHIP session that is still the stream's publisher ends the broadcast
     (with ``reason``); one that was replaced by a newer publisher leaves the broadcast
-    alone. A WHEP session stops one viewer."""
-    removed = await session_store.pop(kind=session.kind, sfu_id=session.sfu_id)
+    alone. A WHEP session stops one viewer. An ended session (its peer is gone, and was
+    uncounted then) is only forgotten."""
+    removed = None
+    if not session.ended:
+        removed = await session_store.pop(kind=session.kind, sfu_id=session.sfu_id)
+    if removed is None:  # ended before, or just now: ``_peer_gone`` ended it
+        await session_store.discard(session.token)
+        return
     stream = session.stream
     if session.kind is SessionKind.WHIP:
         if not await _publishing(session):
-            return
+            return  # replaced (its end not reported yet): the broadcast is another's now
         await database_sync_to_async(stream.refresh_from_db)()
         if stream.is_live:
             with contextlib.suppress(ConflictError):  # ended meanwhile
@@ -304,8 +316,7 @@ async def http_session_end(
         await gateway.close_router(stream_id=stream.pk)
     else:
         await gateway.viewer_close(stream=stream, viewer_id=session.sfu_id)
-        if removed is not None:  # else the viewer's departure was handled meanwhile
-            await _leave(removed)
+        await _leave(removed)
 
 
 async def _publishing(session: HttpSession) -> bool:
@@ -338,7 +349,10 @@ async def _restart_ice(session: HttpSession, fragment: SdpFragment) -> str:
 
 
 async def _check_connected(session: HttpSession) -> None:
-    if session.kind is SessionKind.WHIP:
+    state: str | None
+    if session.ended:
+        state = None
+    elif session.kind is SessionKind.WHIP:
         state = await gateway.publisher_connection_state(
             stream=session.stream, session_id=session.sfu_id
         )
@@ -442,6 +456,13 @@ def _viewer_join(session: HttpSession) -> ViewerRecord:
 
 
 async def _peer_gone(*, kind: SessionKind, sfu_id: str) -> None:
-    session = await session_store.pop(kind=kind, sfu_id=sfu_id)
+    session = await session_store.end(kind=kind, sfu_id=sfu_id)
     if session is not None:
+        await _leave(session)
+
+
+async def http_sessions_end_for_worker(*, worker_id: str) -> None:
+    """Cluster mode: a dead worker's peers are gone with it; end their sessions as
+    ``_peer_gone`` does (called by the one worker that announces the death)."""
+    for session in await session_store.end_worker(worker_id):
         await _leave(session)

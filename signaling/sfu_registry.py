@@ -13,6 +13,8 @@ Keys (all under ``<prefix>:sfu:``, the channel layer's prefix, ``onair`` by defa
                                     SESSION_TTL_SECONDS after its worker last saw its peer
     http-peer:<kind>:<sfu id>
                             string  the token of the session of that SFU peer (same TTL)
+    http-ended:<token>      string  a session whose peer is gone (moved from http:<token>),
+                                    kept ENDED_SESSION_TTL_SECONDS so a late DELETE finds it
 
 Stream state and viewer counts are not here: they are in the database.
 """
@@ -32,6 +34,19 @@ HEARTBEAT_SECONDS = 0.5
 WORKER_TTL_SECONDS = 2.5
 _GONE_CLAIM_SECONDS = 60
 SESSION_TTL_SECONDS = 60
+ENDED_SESSION_TTL_SECONDS = 60
+_END_SESSION = """
+local token = redis.call('GETDEL', KEYS[1])
+if not token then
+    return false
+end
+local record = redis.call('GETDEL', ARGV[1] .. token)
+if not record then
+    return false
+end
+redis.call('SET', ARGV[2] .. token, record, 'EX', ARGV[3])
+return record
+"""
 _REFRESH_SESSIONS = """
 for _, peer in ipairs(KEYS) do
     local token = redis.call('GET', peer)
@@ -218,6 +233,15 @@ class SfuRegistry:
         record = await self._redis.get(f"{self._prefix}http:{token}")
         return str(record) if record is not None else None
 
+    async def session_lookup(self, token: str) -> tuple[str, bool] | None:
+        """A session's record, live or ended, and whether it ended."""
+        live, ended = await self._redis.mget(
+            [f"{self._prefix}http:{token}", f"{self._prefix}http-ended:{token}"]
+        )
+        if live is not None:
+            return str(live), False
+        return (str(ended), True) if ended is not None else None
+
     async def sessions(self) -> list[str]:
         """Every session's record: a scan, for rare needs (a stream key revoked)."""
         keys = [key async for key in self._redis.scan_iter(match=f"{self._prefix}http:*")]
@@ -241,6 +265,36 @@ class SfuRegistry:
             return None
         record = await self._redis.getdel(f"{self._prefix}http:{token!s}")
         return str(record) if record is not None else None
+
+    async def session_end(self, peer: str) -> str | None:
+        """Keep the session of ``peer``, whose peer is gone, as ended for
+        ENDED_SESSION_TTL_SECONDS; its record, for exactly one caller (atomic, as
+        ``session_pop``, with which it competes)."""
+        record = await self._redis.eval(
+            _END_SESSION,
+            1,
+            f"{self._prefix}http-peer:{peer}",
+            f"{self._prefix}http:",
+            f"{self._prefix}http-ended:",
+            ENDED_SESSION_TTL_SECONDS,
+        )
+        return str(record) if record is not None else None
+
+    async def session_discard_ended(self, token: str) -> bool:
+        """Forget an ended session; True for the one caller that did."""
+        return bool(await self._redis.delete(f"{self._prefix}http-ended:{token}"))
+
+    async def worker_sessions_end(self, worker_id: str) -> list[str]:
+        """End the sessions of a dead worker's peers (their ids carry its id, and worker ids
+        are plain ``w<hex>``); the records this caller ended. A scan, for a rare event."""
+        peers = [
+            str(key).removeprefix(f"{self._prefix}http-peer:")
+            async for key in self._redis.scan_iter(
+                match=f"{self._prefix}http-peer:*:{worker_id}.*", count=1000
+            )
+        ]
+        records = [await self.session_end(peer) for peer in peers]
+        return [record for record in records if record is not None]
 
     async def sessions_refresh(self, peers: list[str]) -> None:
         """Another SESSION_TTL_SECONDS for the sessions of these live peers."""

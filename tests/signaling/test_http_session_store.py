@@ -3,6 +3,7 @@ cluster mode (real Redis, as in test_sfu_registry) behave alike."""
 
 from __future__ import annotations
 
+import asyncio
 import uuid
 from collections.abc import AsyncIterator
 
@@ -17,7 +18,7 @@ from signaling.http_session_store import (
     SessionStore,
     peer_key,
 )
-from signaling.sfu_registry import SESSION_TTL_SECONDS, SfuRegistry
+from signaling.sfu_registry import ENDED_SESSION_TTL_SECONDS, SESSION_TTL_SECONDS, SfuRegistry
 from tests.signaling.test_sfu_registry import REDIS_URL, _redis_unreachable
 
 REDIS_SKIP = pytest.mark.skipif(_redis_unreachable() is not None, reason="Redis unreachable")
@@ -51,12 +52,63 @@ async def redis_registry() -> AsyncIterator[SfuRegistry]:
 
 async def test_memory_sessions() -> None:
     await _check_store(MemorySessionStore())
+    await _check_ending(MemorySessionStore())
+
+
+async def test_memory_ended_sessions_are_kept_a_while_and_a_bounded_number() -> None:
+    store = MemorySessionStore(ended_ttl=60, max_ended=2)
+    sessions = [_session() for _ in range(3)]
+    for session in sessions:
+        await store.put(session)
+        await store.end(kind=session.kind, sfu_id=session.sfu_id)
+    assert [await store.get(s.token) is not None for s in sessions] == [False, True, True]
+
+    store = MemorySessionStore(ended_ttl=0.05, max_ended=2)
+    session = _session()
+    await store.put(session)
+    await store.end(kind=session.kind, sfu_id=session.sfu_id)
+    assert await store.get(session.token) is not None
+    await asyncio.sleep(0.1)
+    assert await store.get(session.token) is None
 
 
 @pytest.mark.redis
 @REDIS_SKIP
 async def test_redis_sessions(redis_registry: SfuRegistry) -> None:
     await _check_store(RedisSessionStore(redis_registry))
+    await _check_ending(RedisSessionStore(redis_registry))
+
+
+@pytest.mark.redis
+@REDIS_SKIP
+async def test_redis_ended_sessions_expire(redis_registry: SfuRegistry) -> None:
+    store = RedisSessionStore(redis_registry)
+    session = _session()
+    await store.put(session)
+    await store.end(kind=session.kind, sfu_id=session.sfu_id)
+    client = Redis.from_url(REDIS_URL, decode_responses=True)
+    ttl = await client.ttl(f"{redis_registry._prefix}http-ended:{session.token}")
+    await client.aclose()
+    assert 0 < ttl <= ENDED_SESSION_TTL_SECONDS
+
+
+@pytest.mark.redis
+@REDIS_SKIP
+async def test_redis_a_dead_workers_sessions_end_once(redis_registry: SfuRegistry) -> None:
+    store = RedisSessionStore(redis_registry)
+    theirs = [_session(), _session(SessionKind.WHIP)]
+    mine = _session()
+    mine.sfu_id = f"w2.{mine.sfu_id.partition('.')[2]}"
+    for session in (*theirs, mine):
+        await store.put(session)
+    ended = await store.end_worker("w1")
+    assert sorted(s.token for s in ended) == sorted(s.token for s in theirs)
+    assert await store.end_worker("w1") == []
+    for session in theirs:
+        found = await store.get(session.token)
+        assert found is not None
+        assert found.ended
+    assert await store.get_peer(kind=mine.kind, sfu_id=mine.sfu_id) == mine
 
 
 async def _check_store(store: SessionStore) -> None:
@@ -75,6 +127,27 @@ async def _check_store(store: SessionStore) -> None:
     assert await store.pop(kind=SessionKind.WHIP, sfu_id=session.sfu_id) is None
     assert await store.pop(kind=SessionKind.WHEP, sfu_id=session.sfu_id) == found
     assert await store.pop(kind=SessionKind.WHEP, sfu_id=session.sfu_id) is None
+    assert await store.get(session.token) is None
+    assert not await store.discard(session.token)  # a DELETEd session leaves nothing
+
+
+async def _check_ending(store: SessionStore) -> None:
+    """A session whose peer went away is ended once, found as ended, then discarded once."""
+    session = _session()
+    await store.put(session)
+    ended = await store.end(kind=SessionKind.WHEP, sfu_id=session.sfu_id)
+    assert ended == session
+    assert await store.end(kind=SessionKind.WHEP, sfu_id=session.sfu_id) is None
+    assert await store.pop(kind=SessionKind.WHEP, sfu_id=session.sfu_id) is None
+    assert await store.get_peer(kind=SessionKind.WHEP, sfu_id=session.sfu_id) is None
+    assert not await store.update(session)
+    found = await store.get(session.token)
+    assert found is not None
+    assert found.ended
+    assert found.viewer_record_id == session.viewer_record_id
+    assert await store.with_key(0) == []
+    assert await store.discard(session.token)
+    assert not await store.discard(session.token)
     assert await store.get(session.token) is None
 
 

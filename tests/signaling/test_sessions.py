@@ -56,6 +56,7 @@ async def test_a_whep_session_that_never_does_ice_is_gone_after_the_deadline(
     assert len(router.viewers) == 1
 
     assert await wait_until(lambda: not router.viewers, DEADLINE + 15)
+    assert (await http.delete(response["Location"])).status_code == 200  # ended, kept a while
     assert (await http.delete(response["Location"])).status_code == 404
     assert await open_viewer_sessions(stream) == 0
     await database_sync_to_async(stream.refresh_from_db)()
@@ -87,6 +88,7 @@ async def test_a_whip_publisher_that_never_connects_ends_its_broadcast(settings:
         # Lost at the deadline, given up after the grace period: the broadcast is over.
         assert await wait_until_awaited(ended, 2 * DEADLINE + 15)
         assert await wait_until(lambda: gateway.router(stream) is None, 5)
+        assert (await http.delete(response["Location"])).status_code == 200  # ended a while ago
         assert (await http.delete(response["Location"])).status_code == 404
         assert await wait_until(lambda: open_fds() <= baseline, 5)
     finally:

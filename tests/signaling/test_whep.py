@@ -4,7 +4,6 @@ private streams need a bearer token."""
 
 from __future__ import annotations
 
-import asyncio
 import logging
 from collections.abc import AsyncIterator
 
@@ -73,10 +72,11 @@ async def test_studio_broadcast_plays_in_a_whep_client_counted_as_a_viewer(
     assert (await client.delete()).status_code == 404
 
 
-async def test_a_vanished_whep_viewer_is_uncounted(
+async def test_a_vanished_whep_viewer_is_uncounted_and_its_late_delete_answers_200(
     stream_parts: tuple[Stream, IssuedKey],
     cleanup: list[WhepClient | TestPublisher | Socket],
 ) -> None:
+    """As whip-whep's ``stop()``: the peer connection closes first, the DELETE follows."""
     stream, _ = stream_parts
     await _publish(stream, cleanup)
     client = WhepClient(AsyncClient(), stream.slug)
@@ -84,16 +84,17 @@ async def test_a_vanished_whep_viewer_is_uncounted(
     assert await client.viewer.wait_for_frames(video=5, within=20)
     assert (await counts(stream))[1] == 1
 
-    await client.close()  # no DELETE: the peer just goes away
+    await client.close()  # the peer goes away before the DELETE
 
     async def uncounted() -> bool:
         return await counts(stream) == (0, 0)
 
-    for _ in range(100):
-        if await uncounted():
-            break
-        await asyncio.sleep(0.1)
-    assert await uncounted()
+    assert await wait_until_awaited(uncounted, 10)  # the server noticed
+    response = await client.trickle([])
+    assert response.status_code == 409
+    assert response.json()["error"]["code"] == "connection_lost"
+    assert (await client.delete()).status_code == 200
+    assert await counts(stream) == (0, 0)  # uncounted once
     assert (await client.delete()).status_code == 404
 
 

@@ -7,6 +7,7 @@ from __future__ import annotations
 import asyncio
 import re
 from collections.abc import AsyncIterator
+from typing import Any
 
 import pytest
 from aioice import stun
@@ -16,7 +17,7 @@ from django.test import AsyncClient, override_settings
 
 from broadcast.models import Stream
 from broadcast.services import IssuedKey, stream_create, stream_end, stream_go_live
-from sfu.testing import TestViewer, wait_until
+from sfu.testing import TestViewer, wait_until, wait_until_awaited
 from signaling.http_session_store import SessionKind, session_store
 from signaling.sfu_gateway import gateway
 from tests.signaling.http_clients import (
@@ -254,7 +255,7 @@ async def test_a_new_publish_takes_over_and_the_replaced_session_leaves_the_broa
         seen = viewer.video.frames
         assert await viewer.wait_for_frames(video=seen + 15, within=20)  # from the new one
         response = await first.delete()
-        assert response.status_code in (200, 404)  # ended with the takeover
+        assert response.status_code == 200  # ended with the takeover, kept a while
         assert (await refreshed(stream)).state == Stream.State.LIVE
         assert gateway.router(stream) is not None
         assert (await second.delete()).status_code == 200
@@ -510,7 +511,8 @@ async def test_a_studio_publish_replaces_a_whip_publisher(
     peers: list[WhipClient | WhepClient],
     stream_parts: tuple[Stream, IssuedKey],
 ) -> None:
-    """The owner takes over from the studio; the WHIP session is then over (404)."""
+    """The owner takes over from the studio; the WHIP session is then over: its DELETE
+    answers 200 and leaves the studio's broadcast alone."""
     stream, key = stream_parts
     client = await whip(http, peers, stream, key.secret)
     assert (await client.publish()).status_code == 201
@@ -518,5 +520,40 @@ async def test_a_studio_publish_replaces_a_whip_publisher(
     peers.append(studio)
     result = await gateway.publish(stream=stream, offer_sdp=await studio.publisher.create_offer())
     await studio.publisher.accept_answer(result.answer_sdp)
-    assert (await client.delete()).status_code == 404
+    assert (await client.delete()).status_code == 200
     assert (await refreshed(stream)).state == Stream.State.LIVE
+    assert gateway.publisher_session(stream, result.session_id) is not None
+    assert (await client.delete()).status_code == 404
+
+
+async def test_a_publisher_gone_before_its_delete_gets_200_and_ends_no_later_broadcast(
+    settings: Any,
+    http: AsyncClient,
+    peers: list[WhipClient | WhepClient],
+    stream_parts: tuple[Stream, IssuedKey],
+) -> None:
+    """An encoder whose connection closes before its DELETE: once its grace period is over
+    (its broadcast ended), the DELETE still answers 200, and ends nothing, not even the
+    broadcast a new publisher started meanwhile."""
+    settings.ONAIR = {**settings.ONAIR, "PUBLISHER_GRACE_SECONDS": 0.5}
+    stream, key = stream_parts
+    first = await whip(http, peers, stream, key.secret)
+    assert (await first.publish()).status_code == 201
+    assert await wait_until(lambda: first.publisher.pc.connectionState == "connected", 10)
+    await first.close()
+
+    async def ended() -> bool:
+        return (await refreshed(stream)).state == Stream.State.ENDED
+
+    assert await wait_until_awaited(ended, 15)  # the server noticed, and gave up on it
+    response = await first.trickle([])
+    assert response.status_code == 409
+    assert response.json()["error"]["code"] == "connection_lost"
+    second = await whip(http, peers, stream, key.secret)
+    assert (await second.publish()).status_code == 201
+    assert (await first.delete()).status_code == 200
+    assert (await refreshed(stream)).state == Stream.State.LIVE
+    assert gateway.router(stream) is not None
+    assert (await first.delete()).status_code == 404
+    assert (await second.delete()).status_code == 200
+    assert (await refreshed(stream)).state == Stream.State.ENDED
