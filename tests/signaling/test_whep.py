@@ -204,7 +204,7 @@ async def test_ending_the_broadcast_from_a_sync_thread_uncounts_a_whep_viewer_wi
 
     assert await wait_until_awaited(lambda: counted((1, 1)))
 
-    await database_sync_to_async(stream_end)(stream=stream)
+    await database_sync_to_async(stream_end)(stream=stream, reason=Stream.EndReason.STUDIO)
     assert await wait_until(lambda: gateway.router(stream) is None)
     await gateway.close_all()  # waits for the tasks the router's closing set off
 
