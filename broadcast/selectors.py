@@ -89,3 +89,8 @@ def stream_key_active(*, stream: Stream) -> StreamKey | None:
 
 def stream_key_is_active(*, key_id: int) -> bool:
     return StreamKey.objects.filter(pk=key_id, revoked_at__isnull=True).exists()
+
+
+def stream_ids_live() -> list[int]:
+    """The ids of every live stream (whoever can see them)."""
+    return list(Stream.objects.filter(state=Stream.State.LIVE).values_list("pk", flat=True))

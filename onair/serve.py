@@ -19,14 +19,24 @@ a client sending faster than its consumer handles messages made the server hold 
 ``4429`` once the messages it has waiting pass ``ONAIR_MAX_WEBSOCKET_BACKLOG`` bytes, and
 takes messages of at most ``WEBSOCKET_MAX_MESSAGE_BYTES``.
 
+On SIGTERM or SIGINT it stops in a few seconds, telling its clients: no new connections;
+the viewers of every broadcast it holds hear that the publisher is reconnecting; every
+WebSocket is closed with ``4503`` (the pages reconnect with backoff, the studio publishes
+again once the server is back); the SFU's routers close; and whatever is still running
+``STOP_DEADLINE_SECONDS`` after the signal cannot keep the process alive. On start, a
+broadcast left live by a process that died waits out the publisher grace period
+(``signaling.lifecycle``). daphne runs no ASGI lifespan: this does it in their place.
+
 ``make run`` and ``make run-cluster`` serve with it; so should production.
 """
 
 from __future__ import annotations
 
+import asyncio
 import json
 import logging
 import os
+import threading
 from argparse import Namespace
 from collections import deque
 from collections.abc import Callable
@@ -36,6 +46,7 @@ from daphne.cli import DEFAULT_HOST, CommandLineInterface
 from daphne.http_protocol import HTTPFactory, WebRequest
 from daphne.server import Server
 from daphne.ws_protocol import WebSocketFactory, WebSocketProtocol
+from twisted.internet import defer, reactor
 
 from onair.conf import onair_settings
 from onair.logging import redact
@@ -49,6 +60,13 @@ WEBSOCKET_MAX_MESSAGE_BYTES = 2 * MAX_FRAME_BYTES
 # about 300 bytes measured), so that a flood of tiny messages is bounded too.
 WEBSOCKET_MESSAGE_OVERHEAD_BYTES = 1024
 CLOSE_BACKLOG = 4429  # the consumers' "too many, reconnect later"
+CLOSE_RESTARTING = 4503  # the consumers' "unavailable, reconnect later"
+# A stopping server's steps, each bounded: its WebSockets' consumers finishing (viewers
+# uncounted), then the SFU's routers closing (WHEP viewers uncounted). By the deadline the
+# process exits, whatever still runs.
+SOCKETS_CLOSE_SECONDS = 1.0
+ROUTERS_CLOSE_SECONDS = 1.5
+STOP_DEADLINE_SECONDS = 4.5
 
 logger = logging.getLogger("onair.serve")  # also when run as __main__
 
@@ -211,6 +229,55 @@ class OnAirServer(Server):
             given = getattr(self, size) or WEBSOCKET_MAX_MESSAGE_BYTES
             setattr(self, size, min(given, WEBSOCKET_MAX_MESSAGE_BYTES))
 
+    def run(self) -> None:
+        self.ports: list[Any] = []
+        reactor.callWhenRunning(self.started)
+        super().run()
+
+    def listen_success(self, port: Any) -> None:
+        self.ports.append(port)
+        super().listen_success(port)
+
+    def started(self) -> None:
+        # Imported once Django is set up (daphne imports the application before run()).
+        from signaling.lifecycle import embedded_sfu_started
+
+        task = asyncio.ensure_future(embedded_sfu_started())
+        task.add_done_callback(_log_failure)
+
+    def kill_all_applications(self) -> defer.Deferred[None]:
+        """daphne's step before the reactor stops (SIGTERM, SIGINT): ours first."""
+        return defer.Deferred.fromFuture(asyncio.ensure_future(self.stop_gracefully()))
+
+    async def stop_gracefully(self) -> None:
+        from signaling.lifecycle import sfu_stop, sfu_stopping
+
+        deadline = threading.Timer(STOP_DEADLINE_SECONDS, _exit_now)
+        deadline.daemon = True
+        deadline.start()
+        logger.info("stopping")
+        for port in self.ports:
+            port.stopListening()
+        await sfu_stopping()
+        await self.close_websockets(within=SOCKETS_CLOSE_SECONDS)
+        await sfu_stop(wait_seconds=ROUTERS_CLOSE_SECONDS)
+        await super().kill_all_applications().asFuture(asyncio.get_running_loop())
+
+    async def close_websockets(self, *, within: float) -> None:
+        """Close every open WebSocket with ``CLOSE_RESTARTING``, and wait up to ``within``
+        seconds for their consumers to finish (a watch page's viewer is uncounted then)."""
+        finishing = []
+        for protocol, details in list(self.connections.items()):
+            if isinstance(protocol, WebSocketProtocol) and protocol.state == protocol.STATE_OPEN:
+                protocol.sendClose(
+                    code=CLOSE_RESTARTING, reason="The server is restarting; reconnect."
+                )
+                instance = details.get("application_instance")
+                if instance is not None and not instance.done():
+                    finishing.append(instance)
+        if finishing:
+            await asyncio.wait(finishing, timeout=within)
+
     @property
     def http_factory(self) -> HTTPFactory:
         return self._http_factory
@@ -229,6 +296,28 @@ class OnAirServer(Server):
         # run() makes daphne's factory, then sets its options (the message sizes above).
         factory.protocol = BoundedWebSocketProtocol
         self._ws_factory = factory
+
+
+def _log_failure(task: asyncio.Task[None]) -> None:
+    if not task.cancelled() and task.exception() is not None:
+        logger.error("server start-up work failed", exc_info=task.exception())
+
+
+def _exit_now() -> None:
+    """The stop deadline passed: exit, whatever still runs (named in the log)."""
+    running = sorted(
+        thread.name
+        for thread in threading.enumerate()
+        if thread is not threading.current_thread() and not thread.daemon
+    )
+    logger.warning(
+        "still running %.1f s after the stop signal; exiting now (threads: %s)",
+        STOP_DEADLINE_SECONDS,
+        ", ".join(running) or "none",
+    )
+    for handler in logging.getLogger().handlers:
+        handler.flush()
+    os._exit(1)
 
 
 def binds_loopback_only(args: Namespace) -> bool:

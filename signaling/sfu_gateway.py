@@ -30,7 +30,12 @@ from django.conf import settings
 from broadcast.models import Stream
 from broadcast.services import stream_end
 from onair.conf import onair_settings
-from onair.exceptions import ApplicationError, ConflictError, InvalidInputError
+from onair.exceptions import (
+    ApplicationError,
+    ConflictError,
+    InvalidInputError,
+    ServiceUnavailableError,
+)
 from sfu import (
     IceCandidate,
     NegotiationError,
@@ -55,6 +60,7 @@ from signaling.session_limits import SessionCaps, SessionLimits, turn_servers_co
 logger = logging.getLogger(__name__)
 
 CLOSE_WAIT_SECONDS = 10.0  # for close_all: the work the routers' closing set off
+RESTART_RETRY_SECONDS = 2  # Retry-After of a session refused by a stopping process
 
 # A listener of SFU events: what it returns, if anything, runs as one of the gateway's tasks.
 EventListener = Callable[[SfuEvent], Coroutine[Any, Any, None] | None]
@@ -113,6 +119,8 @@ class SfuGateway:
         self._tasks: set[asyncio.Task[Any]] = set()
         self._listeners: list[EventListener] = []
         self._notices: dict[str, ConnectNotice] = {}  # by viewer id
+        self._expected: set[asyncio.Task[None]] = set()  # see expect_publisher
+        self._stopping = False
 
     # --- lifecycle ---------------------------------------------------------------------
 
@@ -165,6 +173,8 @@ class SfuGateway:
     async def close_all(self, *, wait_seconds: float = CLOSE_WAIT_SECONDS) -> None:
         """Close every router, and wait up to ``wait_seconds`` for what their closing set off
         (sessions ending in the database, status messages to the studio) to finish."""
+        for waiting in self._expected:
+            waiting.cancel()
         if self._registry is not None:
             await self._registry.close_all()
         loop = asyncio.get_running_loop()
@@ -178,6 +188,42 @@ class SfuGateway:
                 return
             await asyncio.wait(set(self._tasks), timeout=remaining)
 
+    async def stopping(self) -> None:
+        """This process is about to stop serving media (``close_all`` next): it takes no new
+        publisher or viewer, and the viewers of every broadcast it holds hear that its
+        publisher is reconnecting. One that does, to this process restarted or to another,
+        carries them on: the broadcast stays live."""
+        self._stopping = True
+        routers = self._registry.routers if self._registry is not None else ()
+        for router in routers:
+            if router.publisher is not None:
+                await _group_send(router.id, "publisher.status", status="reconnecting")
+
+    def _check_serving(self) -> None:
+        if self._stopping:
+            raise ServiceUnavailableError(
+                "The media server is restarting; try again in a moment.",
+                code="restarting",
+                retry_after=RESTART_RETRY_SECONDS,
+            )
+
+    def expect_publisher(self, *, stream_id: int | str) -> None:
+        """A broadcast live in the database that no router here holds (the process that held
+        it died; this one just started): it ends after the publisher grace period, as for a
+        lost publisher, unless a publisher came back to it by then."""
+        task = asyncio.get_running_loop().create_task(
+            self._end_unless_republished(str(stream_id)), context=contextvars.Context()
+        )
+        self._expected.add(task)
+        task.add_done_callback(self._expected.discard)
+        task.add_done_callback(self._task_done)
+
+    async def _end_unless_republished(self, stream_id: str) -> None:
+        await asyncio.sleep(self._routers().options.publisher_grace_seconds)
+        router = self._routers().get(stream_id)
+        if router is None or router.publisher is None:
+            await end_abandoned_broadcast(stream_id)
+
     # --- publishers --------------------------------------------------------------------
 
     async def publish(
@@ -186,6 +232,7 @@ class SfuGateway:
         """Answer a broadcaster's offer. A publisher already there is replaced and every
         viewer moves to the new tracks without renegotiating. ``client``: the address it
         comes from, for the session caps (``signaling.session_limits``)."""
+        self._check_serving()
         router = self._routers().get_or_create(str(stream.pk))
         limits = self.limits()
         key = limits.admit(address=client)
@@ -264,6 +311,7 @@ class SfuGateway:
         """Add a viewer. Without ``offer_sdp`` the result holds the server's offer (the
         watch page answers it); with one (WHEP), it holds the answer. ``notice``: who to
         tell when it connects or goes; ``client``: its address, for the session caps."""
+        self._check_serving()
         router = self._routers().get_or_create(str(stream.pk))
         limits = self.limits()
         key = limits.admit(address=client, viewer_of=str(stream.pk))

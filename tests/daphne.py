@@ -66,7 +66,8 @@ def http_request(
 
 
 def daphne_command(port: int, app: str = ASGI_APP) -> list[str]:
-    return [sys.executable, "-m", "daphne", "-b", "127.0.0.1", "-p", str(port), app]
+    """daphne serving ``app`` on 127.0.0.1:``port``, as ``make run`` starts it."""
+    return [sys.executable, "-m", "onair.serve", "-b", "127.0.0.1", "-p", str(port), app]
 
 
 def open_files(pid: int) -> dict[str, str]:

@@ -52,3 +52,14 @@ def viewer_sessions_end(*, stream: Stream) -> int:
     return ViewerSession.objects.filter(stream=stream, ended_at__isnull=True).update(
         ended_at=timezone.now()
     )
+
+
+@transaction.atomic
+def viewer_counts_reset() -> int:
+    """End every open viewer session and set every stream's current viewer count to zero
+    (peaks stay): for a process that starts as the only one counting viewers (embedded
+    mode), whatever is still counted was counted by one that died. Returns how many
+    sessions it ended."""
+    ended = ViewerSession.objects.filter(ended_at__isnull=True).update(ended_at=timezone.now())
+    Stream.objects.filter(viewer_count__gt=0).update(viewer_count=0)
+    return ended

@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import os
 import re
+import subprocess
 from collections.abc import Callable, Iterator
 from contextlib import contextmanager
 from dataclasses import dataclass
@@ -65,7 +66,12 @@ class OnAirServer:
     demo_slug: str
     demo_stream_key: str
     log_path: Path
-    pid: int
+    process: subprocess.Popen[bytes]
+    port: int
+
+    @property
+    def pid(self) -> int:
+        return self.process.pid
 
     def url(self, path: str = "/") -> str:
         return self.base_url + path
@@ -111,7 +117,8 @@ def running_server(workdir: Path, *, app: str = ASGI_APP, **settings: str) -> It
             demo_slug=slug[1],
             demo_stream_key=key[1],
             log_path=daphne.log_path,
-            pid=daphne.pid,
+            process=daphne.process,
+            port=port,
         )
 
 

@@ -1,0 +1,56 @@
+"""What a process serving broadcasts does when it starts and when it stops.
+
+Stopping (SIGTERM or SIGINT to ``python -m onair.serve`` or ``manage.py runsfu``): the
+viewers of every broadcast the process holds hear that its publisher is reconnecting, its
+routers close (publishers' and viewers' peer connections end, WHEP viewers are uncounted)
+and the process exits. The broadcasts stay live in the database, so a publisher that
+reconnects, to the process restarted or to another one, carries them on.
+
+Starting: a broadcast left live by a process that died without stopping (SIGKILL, a crash,
+a power loss) has nobody publishing. It gets the publisher grace period, as a publisher
+that lost its connection does, and ends then unless a publisher came back; in embedded
+mode the viewer counts the dead process left are reset (it was the only one counting).
+"""
+
+from __future__ import annotations
+
+import logging
+
+from channels.db import database_sync_to_async
+
+from broadcast.selectors import stream_ids_live
+from signaling.sfu_cluster import cluster_mode
+from signaling.sfu_gateway import gateway
+from viewers.services import viewer_counts_reset
+
+logger = logging.getLogger(__name__)
+
+
+async def embedded_sfu_started() -> None:
+    """A daphne process starts. In embedded mode it is the only process serving media and
+    counting viewers: what the database says is live or watching was left by one that
+    died. (In cluster mode the ``runsfu`` workers reconcile: ``signaling.sfu_worker``.)"""
+    if cluster_mode():
+        return
+    live = await database_sync_to_async(stream_ids_live)()
+    uncounted = await database_sync_to_async(viewer_counts_reset)()
+    for stream_id in live:
+        gateway.expect_publisher(stream_id=stream_id)
+    if live or uncounted:
+        logger.info(
+            "started: %d broadcasts left live wait for their publishers; %d viewer sessions "
+            "left open were ended",
+            len(live),
+            uncounted,
+        )
+
+
+async def sfu_stopping() -> None:
+    """This process is about to stop: no new sessions; viewers hear "reconnecting"."""
+    await gateway.stopping()
+
+
+async def sfu_stop(*, wait_seconds: float) -> None:
+    """Close every router (see the module docstring), waiting up to ``wait_seconds`` for the
+    work that sets off (WHEP viewers uncounted)."""
+    await gateway.close_all(wait_seconds=wait_seconds)
