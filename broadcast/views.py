@@ -160,6 +160,7 @@ def studio(request: HttpRequest, slug: str) -> HttpResponse:
         "slug": stream.slug,
         "ws_path": f"/ws/studio/{stream.slug}/",
         "stream_state": stream.state,
+        "end_reasons": dict(Stream.EndReason.choices),
         **client_ice_fields(user=f"studio-{stream.pk}", role=PeerRole.PUBLISHER),
     }
     return render(

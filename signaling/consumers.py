@@ -144,7 +144,7 @@ class _StreamConsumer(AsyncWebsocketConsumer):
             stream=self.visible_payload(),
             polite=True,
             **client_ice_fields(user=self.session_tag, role=self.role),
-            **self.welcome_fields(),
+            **(await self.welcome_fields()),
         )
 
     async def disconnect(self, code: int) -> None:
@@ -183,7 +183,7 @@ class _StreamConsumer(AsyncWebsocketConsumer):
     async def load_stream(self, slug: str) -> Stream:
         raise NotImplementedError
 
-    def welcome_fields(self) -> dict[str, Any]:
+    async def welcome_fields(self) -> dict[str, Any]:
         return {}
 
     def visible_payload(self) -> dict[str, Any]:
@@ -279,8 +279,17 @@ class StudioConsumer(_StreamConsumer):
         self.publisher_session_id: str | None = None
         return stream
 
-    def welcome_fields(self) -> dict[str, Any]:
-        return {"authorized": self.authorized}
+    async def welcome_fields(self) -> dict[str, Any]:
+        if not self.authorized:
+            return {"authorized": False}
+        return {"authorized": True, "publisher": await self.publisher_presence()}
+
+    async def publisher_presence(self) -> str:
+        """``connected`` while someone (this page before a reconnect, another tab or device,
+        an encoder) publishes or is connecting, so going live here takes over; else ``none``
+        (nobody, or a publisher lost and within its grace period: going live resumes)."""
+        assert self.stream is not None
+        return "connected" if await gateway.publisher_active(stream=self.stream) else "none"
 
     def may_follow(self) -> bool:
         return self.authorized
@@ -303,6 +312,7 @@ class StudioConsumer(_StreamConsumer):
             else:
                 # What happened since connecting (state, viewers) was kept from them: now.
                 await self.send_json("state", stream=stream_payload(await self.refresh_stream()))
+                await self.send_json("publisher", status=await self.publisher_presence())
             return
         if not self.authorized:
             await self.send_error(
@@ -362,6 +372,10 @@ class StudioConsumer(_StreamConsumer):
         self.key_id = None
         await self.send_error("key_revoked", "The stream key was revoked or replaced.")
         await self.close(code=CLOSE_KEY_REVOKED)
+
+    async def publisher_status(self, event: dict[str, Any]) -> None:
+        if self.authorized:
+            await self.send_json("publisher", status=event["status"])
 
     async def publisher_replaced(self, event: dict[str, Any]) -> None:
         """A newer publish (another studio tab or device, or a WHIP client) took over from

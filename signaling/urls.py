@@ -15,4 +15,5 @@ urlpatterns = [
     re_path(r"^whep/(?P<slug>[-\w]+)/?$", views.whep_endpoint, name="whep"),
     re_path(rf"^whep/(?P<slug>[-\w]+)/{_TOKEN}$", views.whep_session, name="whep-session"),
     path("whep/<slug:slug>/player/", views.whep_player, name="whep-player"),
+    path("whep/<slug:slug>/state", views.whep_state, name="whep-state"),
 ]

@@ -19,6 +19,7 @@ from django.shortcuts import render
 from django.utils.log import log_response
 from django.views.decorators.csrf import csrf_exempt
 
+from broadcast.models import Stream
 from onair.exception_handler import application_error_response, error_body
 from onair.exceptions import (
     ApplicationError,
@@ -38,6 +39,7 @@ from signaling.http_sessions import (
     whip_stream_get,
 )
 from signaling.ice import PeerRole, client_ice_fields, ice_servers, link_header
+from signaling.notify import stream_payload
 from signaling.sdpfrag import MEDIA_TYPE as SDPFRAG
 from signaling.sdpfrag import parse_fragment
 
@@ -45,6 +47,7 @@ SDP = "application/sdp"
 MAX_BODY_BYTES = 64 * 1024
 ENDPOINT_METHODS = ("POST", "OPTIONS")
 SESSION_METHODS = ("PATCH", "DELETE", "OPTIONS")
+STATE_METHODS = ("GET", "OPTIONS")
 
 CORS_HEADERS = {
     "Access-Control-Allow-Origin": "*",
@@ -94,10 +97,30 @@ async def whep_session(request: HttpRequest, slug: str, token: str) -> HttpRespo
     return await _session(request, SessionKind.WHEP, slug, token)
 
 
+@csrf_exempt
+async def whep_state(request: HttpRequest, slug: str) -> HttpResponse:
+    """``GET``: whether the broadcast is live or ended (and who or what ended it), for a
+    WHEP player whose connection went away: no signaling socket tells it. Who may watch
+    may ask (a private stream's bearer token as for ``POST``)."""
+
+    async def get() -> HttpResponse:
+        user = await request.auser()
+        stream, _ = await whep_stream_get(slug=slug, user=user, bearer=_bearer(request))
+        payload = stream_payload(stream)
+        return JsonResponse({field: payload[field] for field in _STATE_FIELDS})
+
+    return await _dispatch(request, STATE_METHODS, {"GET": get})
+
+
+_STATE_FIELDS = ("slug", "state", "started_at", "ended_at", "end_reason")
+
+
 def whep_player(request: HttpRequest, slug: str) -> HttpResponse:
     """A minimal WHEP player for ``/whep/<slug>``; a private stream asks for a token."""
     config = {
         "endpoint": f"/whep/{slug}",
+        "state_url": f"/whep/{slug}/state",
+        "end_reasons": dict(Stream.EndReason.choices),
         **client_ice_fields(user=uuid.uuid4().hex, role=PeerRole.VIEWER),
     }
     return render(request, "signaling/whep_player.html", {"slug": slug, "player_config": config})

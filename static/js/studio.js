@@ -19,10 +19,18 @@ const state = {
   recorder: null,
   recordedChunks: [],
   key: "",             // a stream key typed by a non-owner, re-sent after reconnects
+  stream: null,        // the stream as the server last described it
+  publisher: "none",   // "connected" while someone publishes (here or elsewhere)
 };
 
 function showError(text) {
   const box = $("studio-error");
+  box.textContent = text;
+  box.hidden = !text;
+}
+
+function showNotice(text) {
+  const box = $("studio-notice");
   box.textContent = text;
   box.hidden = !text;
 }
@@ -182,6 +190,7 @@ const signaling = new SignalingClient(config.ws_path);
 
 async function goLive() {
   showError("");
+  showNotice("");
   if (!state.camera) await openCamera();
   if (!state.camera) return;
   $("go-live").disabled = true;
@@ -221,9 +230,42 @@ function closePeer() {
 function endBroadcast() {
   if (!confirm("End the broadcast for every viewer?")) return;
   signaling.send("end");
+  stopPublishing("ended");
+}
+
+// This page no longer broadcasts (ended, or taken over elsewhere): no connection, no
+// camera or microphone left on, no figures that are no longer true.
+function stopPublishing(status) {
   state.live = false;
   closePeer();
-  setStatus("ended");
+  if (state.recorder?.state === "recording") stopRecording();
+  for (const stream of [state.camera, state.screen]) stream?.getTracks().forEach((t) => t.stop());
+  state.camera = null;
+  state.screen = null;
+  state.source = "camera";
+  updateSourceButtons();
+  $("preview").srcObject = null;
+  state.lastStats = null;
+  for (const id of ["ice-state", "candidate-type", "rtt", "out-bitrate", "out-fps", "out-resolution", "capture-settings"]) {
+    setText(id, "–");
+  }
+  setStatus(status);
+  renderGoLive();
+}
+
+// The Go live button says what it will do: start, resume, or take over from elsewhere.
+function renderGoLive() {
+  const stream = state.stream;
+  const button = $("go-live");
+  const liveElsewhere = stream?.state === "live" && !state.live && state.publisher === "connected";
+  button.textContent = liveElsewhere ? "Take over" : stream?.state === "ended" ? "Go live again" : "Go live";
+  if (!state.live && state.pc === null) button.disabled = false;
+  if (liveElsewhere && $("studio-notice").dataset.kind !== "replaced") {
+    showNotice("Live from another tab or device: Take over to broadcast from here.");
+    $("studio-notice").dataset.kind = "elsewhere";
+  } else if (!liveElsewhere && $("studio-notice").dataset.kind === "elsewhere") {
+    showNotice("");
+  }
 }
 
 function setStatus(status) {
@@ -237,6 +279,7 @@ signaling.on("welcome", (msg) => {
   // Fresh per-session ICE servers (short-lived TURN credentials) replace the page's.
   config.ice_servers = msg.ice_servers;
   config.ice_transport_policy = msg.ice_transport_policy;
+  if (msg.publisher) state.publisher = msg.publisher;
   renderStream(msg.stream);
   // After a signaling reconnect while live, publish again: the SFU keeps viewers
   // attached for a grace period, so they resume without renegotiating.
@@ -248,6 +291,20 @@ signaling.on("answer", async (msg) => {
   state.live = true;
   state.startedAt ??= Date.now();
   $("end-broadcast").disabled = false;
+  $("studio-notice").dataset.kind = "";
+  renderGoLive();
+});
+// A newer publish for this stream (another tab or device, an encoder) took over.
+signaling.on("replaced", (msg) => {
+  stopPublishing("replaced");
+  state.publisher = "connected";
+  showNotice(msg.message || "You went live from another tab or device.");
+  $("studio-notice").dataset.kind = "replaced";
+  renderGoLive();
+});
+signaling.on("publisher", (msg) => {
+  state.publisher = msg.status;
+  renderGoLive();
 });
 // Cluster mode: the media server holding this broadcast died; publish again on another.
 signaling.on("restart", () => {
@@ -266,8 +323,7 @@ signaling.on("error", (msg) => {
   if (msg.code === "forbidden" || msg.code === "key_revoked") state.key = "";
   if (msg.code === "key_revoked") {
     // The key was revoked or replaced: the server ended this broadcast and closes the socket.
-    state.live = false;
-    closePeer();
+    if (state.live || state.pc) stopPublishing("ended");
     $("key-form").hidden = false;
   }
   if (["not_live", "forbidden", "bad_sdp", "sfu_error", "closing"].includes(msg.code) && !state.live) {
@@ -281,24 +337,45 @@ signaling.addEventListener("close", () => { if (state.live) closePeer(); });
 
 function renderStream(stream) {
   if (!stream || !stream.state) return; // strangers learn nothing before their key is accepted
+  state.stream = stream;
   setText("stream-state", stream.state);
   setText("viewer-count", String(stream.viewers));
   setText("peak-viewers", String(stream.peak_viewers));
   document.body.dataset.streamState = stream.state;
   if (stream.state === "live" && stream.started_at) state.startedAt = Date.parse(stream.started_at);
+  $("end-broadcast").disabled = stream.state !== "live";
   if (stream.state === "ended") {
-    state.live = false;
-    $("go-live").disabled = false;
-    $("end-broadcast").disabled = true;
+    state.startedAt = null;
+    if (state.live || state.pc) stopPublishing("ended");
+    showNotice(endedText(stream));
+    $("studio-notice").dataset.kind = "ended";
+  } else if ($("studio-notice").dataset.kind === "ended") {
+    showNotice("");
+    $("studio-notice").dataset.kind = "";
   }
+  renderElapsed();
+  renderGoLive();
+}
+
+function endedText(stream) {
+  const reason = config.end_reasons[stream.end_reason] || "The broadcast has ended";
+  const at = stream.ended_at ? ` at ${new Date(stream.ended_at).toLocaleTimeString()}` : "";
+  return `${reason}${at}.`;
+}
+
+function renderElapsed() {
+  const live = state.stream?.state === "live" && state.startedAt;
+  setText("elapsed", live ? formatDuration((Date.now() - state.startedAt) / 1000) : "00:00:00");
 }
 
 // --- Live stats -----------------------------------------------------------
 
 async function pollStats() {
-  if (state.startedAt && state.live) setText("elapsed", formatDuration((Date.now() - state.startedAt) / 1000));
-  if (!state.pc) return;
-  const report = await state.pc.getStats();
+  renderElapsed();
+  const pc = state.pc;
+  if (!pc) return;
+  const report = await pc.getStats();
+  if (state.pc !== pc) return; // stopped meanwhile: its figures are no longer true
   let video = null;
   let transport = null;
   report.forEach((s) => {

@@ -31,8 +31,16 @@ function renderStream(stream) {
   if (stream.state === "idle") showStatus("offline", "Offline — the broadcast starts soon. This page will start playing by itself.");
   if (stream.state === "ended") {
     closePeer();
+    clearStats("ended");
     showStatus("ended", "The broadcast has ended. Thanks for watching!");
   }
+}
+
+// After the end, the figures of the last connection are no longer true.
+function clearStats(connection) {
+  state.lastStats = null;
+  setText("connection-state", connection);
+  for (const id of ["in-bitrate", "in-resolution", "in-fps", "latency", "rtt"]) setText(id, "–");
 }
 
 function closePeer() {
@@ -131,8 +139,10 @@ $("unmute").addEventListener("click", () => {
 $("stats-toggle").addEventListener("click", () => { $("stats").hidden = !$("stats").hidden; });
 
 async function pollStats() {
-  if (!state.pc) return;
-  const report = await state.pc.getStats();
+  const pc = state.pc;
+  if (!pc) return;
+  const report = await pc.getStats();
+  if (state.pc !== pc) return; // closed meanwhile
   report.forEach((s) => {
     if (s.type !== "inbound-rtp" || s.kind !== "video") return;
     if (state.lastStats) {

@@ -8,7 +8,7 @@ const playButton = document.getElementById("whep-play");
 const stopButton = document.getElementById("whep-stop");
 const SDPFRAG = "application/trickle-ice-sdpfrag";
 
-const state = { pc: null, location: null, etag: null, token: "", pending: [], answer: null };
+const state = { pc: null, location: null, etag: null, token: "", pending: [], answer: null, endedAt: null };
 window.onairWhep = { state, play, stop, restartIce };
 
 function show(text) {
@@ -66,8 +66,26 @@ async function play() {
   pc.addTransceiver("video", { direction: "recvonly" });
   const stream = new MediaStream();
   video.srcObject = stream;
-  pc.addEventListener("track", ({ track }) => stream.addTrack(track));
-  pc.addEventListener("connectionstatechange", () => show(pc.connectionState));
+  pc.addEventListener("track", ({ track, receiver }) => {
+    stream.addTrack(track);
+    // The server closing the connection (the broadcast ended) closes DTLS at once, while
+    // ICE takes seconds to notice: ask whether the broadcast ended when DTLS closes.
+    const dtls = receiver.transport;
+    if (dtls && !watched.has(dtls)) {
+      watched.add(dtls);
+      dtls.addEventListener("statechange", () => {
+        if (["closed", "failed"].includes(dtls.state) && state.pc === pc) checkEnded(pc);
+      });
+    }
+  });
+  const watched = new Set();
+  pc.addEventListener("connectionstatechange", () => {
+    if (state.pc !== pc) return;
+    show(pc.connectionState);
+    // No signaling socket says the broadcast ended: the server closing this connection
+    // does. Ask whether that is what happened.
+    if (["disconnected", "failed", "closed"].includes(pc.connectionState)) checkEnded(pc);
+  });
   pc.addEventListener("icecandidate", ({ candidate }) => {
     if (state.location) trickle(candidate ? [candidate] : [], !candidate);
     else if (candidate) state.pending.push(candidate);
@@ -116,6 +134,27 @@ async function restartIce() {
     .replace(/a=ice-pwd:\S+/g, `a=ice-pwd:${pwd}`);
   await pc.setRemoteDescription({ type: "answer", sdp: state.answer });
   return response.status;
+}
+
+async function checkEnded(pc) {
+  let stream;
+  try {
+    const response = await fetch(config.state_url, { headers: headers(), cache: "no-store" });
+    if (!response.ok) return;
+    stream = await response.json();
+  } catch {
+    return; // the server is unreachable: the connection state says enough
+  }
+  if (state.pc !== pc || stream.state === "live") return;
+  // The session went with the broadcast: nothing to DELETE.
+  state.pc = null;
+  state.location = null;
+  pc.close();
+  stopButton.disabled = true;
+  const reason = config.end_reasons[stream.end_reason];
+  const at = stream.ended_at ? ` at ${new Date(stream.ended_at).toLocaleTimeString()}` : "";
+  state.endedAt = Date.now();
+  show(stream.state === "ended" ? `ended${reason ? ` (${reason}${at})` : ""}` : "offline");
 }
 
 async function stop() {

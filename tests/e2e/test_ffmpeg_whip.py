@@ -14,9 +14,10 @@ import subprocess
 import time
 
 import pytest
+from playwright.sync_api import Page
 
 from tests.e2e.conftest import OnAirServer
-from tests.e2e.test_live import _restart_demo_stream
+from tests.e2e.test_live import _restart_demo_stream, _wait_for_frames
 from tests.e2e.test_whip_whep import ThreadedPeer
 
 imageio_ffmpeg = pytest.importorskip("imageio_ffmpeg")
@@ -84,3 +85,51 @@ def test_ffmpeg_publishes_for_a_minute_while_a_whep_client_decodes(
         if ffmpeg.poll() is None:
             ffmpeg.terminate()
             ffmpeg.wait(10)
+
+
+def _whip_posts(server: OnAirServer, status: int) -> int:
+    """How many WHIP POSTs to the demo stream daphne's access log shows answered ``status``."""
+    return server.log().count(f'"POST /whip/{server.demo_slug}" {status}')
+
+
+def test_a_killed_encoder_restarted_takes_over_and_viewers_resume(
+    onair_server: OnAirServer, page: Page
+) -> None:
+    """FFmpeg SIGKILLed (no DELETE, its session still looks connected), and started again
+    with the same key 2 s later: its POST is 201 at once, and the watch page that was
+    watching decodes its frames within 3 s of that POST, without reloading."""
+    server = onair_server
+    _restart_demo_stream(server)
+    url = server.url(f"/whip/{server.demo_slug}")
+    command = ffmpeg_whip_command(url, server.demo_stream_key, 60)
+    encoders: list[subprocess.Popen[bytes]] = []
+    try:
+        accepted = _whip_posts(server, 201)
+        encoders.append(subprocess.Popen(command, stderr=subprocess.PIPE))
+        page.goto(f"/watch/{server.demo_slug}/")
+        frames = _wait_for_frames(page, more_than=30)
+        assert _whip_posts(server, 201) == accepted + 1
+        page.evaluate("window.onairWatch.state.pc.seenBeforeTheCrash = true")
+
+        encoders[0].kill()
+        encoders[0].wait(5)
+        time.sleep(2)  # the encoder's restart, as a process manager would do it
+        frames = _wait_for_frames(page, more_than=0)  # what the page shows, frozen
+        encoders.append(subprocess.Popen(command, stderr=subprocess.PIPE))
+        deadline = time.monotonic() + 10
+        while _whip_posts(server, 201) < accepted + 2:
+            assert encoders[1].poll() is None, encoders[1].stderr.read().decode(errors="replace")  # type: ignore[union-attr]
+            assert time.monotonic() < deadline, server.log()[-3000:]
+            time.sleep(0.02)
+        posted = time.monotonic()
+        assert _whip_posts(server, 409) == 0
+
+        frames = _wait_for_frames(page, more_than=frames + 10, within=3.0)
+        resumed = time.monotonic() - posted
+        assert page.evaluate("window.onairWatch.state.pc.seenBeforeTheCrash === true")
+        print(f"watch page decoding the restarted encoder {resumed:.2f} s after its POST")
+    finally:
+        for encoder in encoders:
+            if encoder.poll() is None:
+                encoder.terminate()
+                encoder.wait(10)

@@ -144,15 +144,19 @@ def test_whip_publisher_plays_on_the_watch_page(
     _wait_for_frames(page, more_than=frames)  # still rising
     assert page.evaluate("document.getElementById('player').videoWidth") == 320
 
-    # A second WHIP publisher is refused while this one is live.
+    # A second WHIP publisher takes over; the page plays on. The first one's DELETE leaves
+    # the broadcast alone, the current one's ends it, and the viewer is told.
     second = ThreadedPeer(server, "whip", token=server.demo_stream_key, codec=codec)
     peers.append(second.start())
     assert second.post is not None
-    assert second.post.status == 409, second.post.body
-
-    # DELETE ends the broadcast: the viewer is told.
+    assert second.post.status == 201, second.post.body
+    frames = _wait_for_frames(page, more_than=_wait_for_frames(page, more_than=frames) + 30)
     publisher.stop()
-    assert publisher.delete_status == 200
+    assert publisher.delete_status == 200  # its session ended with the takeover
+    _wait_for_frames(page, more_than=frames + 15)
+    expect(page.locator("#live-badge")).to_be_visible()
+    second.stop()
+    assert second.delete_status == 200
     expect(page.locator("#playback-status")).to_contain_text("ended")
 
 

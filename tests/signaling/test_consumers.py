@@ -380,6 +380,10 @@ async def test_a_second_studio_takes_over_and_the_first_is_told_why(
     first, first_publisher = await go_live(stream, owner)
     socket, viewer = await watch(stream)
     assert await viewer.wait_for_frames(video=10, within=20)
+    # A studio opened now hears that someone publishes: going live there takes over.
+    onlooker = Socket(f"/ws/studio/{stream.slug}/", owner)
+    assert (await onlooker.open())["publisher"] == "connected"
+    await onlooker.close()
 
     second, second_publisher = await go_live(stream, owner)
 
@@ -419,9 +423,10 @@ async def test_the_studio_hears_who_ended_the_broadcast(
 ) -> None:
     stream, key = live_stream_parts
     studio = Socket(f"/ws/studio/{stream.slug}/", AnonymousUser())  # publishes with the key
-    await studio.open()
+    assert "publisher" not in await studio.open()  # not for strangers
     await studio.send({"type": "auth", "key": key.secret})
     await studio.expect("state")
+    assert (await studio.expect("publisher"))["status"] == "none"
     publisher = TestPublisher()
     await studio.send({"type": "offer", "sdp": await publisher.create_offer()})
     await publisher.accept_answer((await studio.expect("answer"))["sdp"])

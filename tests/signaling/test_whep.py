@@ -214,3 +214,30 @@ async def test_ending_the_broadcast_from_a_sync_thread_uncounts_a_whep_viewer_wi
     assert whep_open == 0
     errors = [r for r in caplog.records if r.levelno >= logging.ERROR]
     assert errors == [], [r.getMessage() for r in errors]
+
+
+async def test_the_state_url_says_whether_the_broadcast_ended_and_why(
+    stream_parts: tuple[Stream, IssuedKey],
+) -> None:
+    """What the WHEP player asks when its connection closes (no socket tells it)."""
+    stream, key = stream_parts
+    http = AsyncClient()
+    url = f"/whep/{stream.slug}/state"
+    await database_sync_to_async(stream_go_live)(stream=stream)
+    live = await http.get(url)
+    assert live.status_code == 200
+    assert live["Access-Control-Allow-Origin"] == "*"
+    assert live.json()["state"] == "live"
+
+    await database_sync_to_async(stream_end)(stream=stream, reason=Stream.EndReason.ADMIN)
+    ended = (await http.get(url)).json()
+    assert (ended["state"], ended["end_reason"]) == ("ended", "admin")
+    assert ended["ended_at"]
+    assert set(ended) == {"slug", "state", "started_at", "ended_at", "end_reason"}
+
+    # A private stream's state is for those who may watch it.
+    await database_sync_to_async(stream_update)(stream=stream, visibility=Stream.Visibility.PRIVATE)
+    assert (await http.get(url)).status_code == 404
+    allowed = await http.get(url, headers={"Authorization": f"Bearer {key.secret}"})
+    assert allowed.status_code == 200
+    assert (await http.post(url)).status_code == 405
