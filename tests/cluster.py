@@ -4,12 +4,15 @@ daphne processes on a fresh PostgreSQL database and its own Redis key prefix; im
 
 from __future__ import annotations
 
+import asyncio
 import os
 import secrets
 import socket
 import subprocess
 import sys
 import time
+import urllib.error
+import urllib.request
 from collections.abc import Iterator
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -38,6 +41,31 @@ def _unreachable() -> str | None:
 
 
 CLUSTER_SKIP = pytest.mark.skipif(_unreachable() is not None, reason=str(_unreachable()))
+
+
+@dataclass
+class Response:
+    status: int
+    headers: dict[str, str]
+    body: str
+
+
+def _send(method: str, url: str, body: str, headers: dict[str, str]) -> Response:
+    request = urllib.request.Request(url, data=body.encode() or None, method=method)
+    for name, value in headers.items():
+        request.add_header(name, value)
+    try:
+        with urllib.request.urlopen(request, timeout=20) as response:
+            return Response(response.status, dict(response.headers), response.read().decode())
+    except urllib.error.HTTPError as error:
+        return Response(error.code, dict(error.headers), error.read().decode())
+
+
+async def http(
+    method: str, url: str, body: str = "", headers: dict[str, str] | None = None
+) -> Response:
+    """A request to one of the cluster's processes (off the event loop: urllib blocks)."""
+    return await asyncio.to_thread(_send, method, url, body, headers or {})
 
 
 @dataclass

@@ -19,9 +19,10 @@ from tests.cluster import (
     CLUSTER_SKIP,
     Cluster,
     cluster_fixture,  # noqa: F401 (provides the "cluster" fixture)
+    http,
 )
 from tests.signaling.http_clients import SDP, SDPFRAG
-from tests.signaling.test_whip_cluster import _owner_token, http
+from tests.signaling.test_whip_cluster import _owner_token
 
 pytestmark = [pytest.mark.postgres, pytest.mark.redis, pytest.mark.slow, CLUSTER_SKIP]
 

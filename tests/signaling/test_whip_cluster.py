@@ -4,13 +4,9 @@ everywhere."""
 
 from __future__ import annotations
 
-import asyncio
 import json
 import re
 import secrets
-import urllib.error
-import urllib.request
-from dataclasses import dataclass
 
 import pytest
 
@@ -19,34 +15,11 @@ from tests.cluster import (
     CLUSTER_SKIP,
     Cluster,
     cluster_fixture,  # noqa: F401 (provides the "cluster" fixture)
+    http,
 )
 from tests.signaling.http_clients import SDP, SDPFRAG, ice_credentials, rotate_ice
 
 pytestmark = [pytest.mark.postgres, pytest.mark.redis, pytest.mark.slow, CLUSTER_SKIP]
-
-
-@dataclass
-class Response:
-    status: int
-    headers: dict[str, str]
-    body: str
-
-
-def _send(method: str, url: str, body: str, headers: dict[str, str]) -> Response:
-    request = urllib.request.Request(url, data=body.encode() or None, method=method)
-    for name, value in headers.items():
-        request.add_header(name, value)
-    try:
-        with urllib.request.urlopen(request, timeout=20) as response:
-            return Response(response.status, dict(response.headers), response.read().decode())
-    except urllib.error.HTTPError as error:
-        return Response(error.code, dict(error.headers), error.read().decode())
-
-
-async def http(
-    method: str, url: str, body: str = "", headers: dict[str, str] | None = None
-) -> Response:
-    return await asyncio.to_thread(_send, method, url, body, headers or {})
 
 
 def _owner_token(cluster: Cluster, slug: str) -> str:
