@@ -7,7 +7,9 @@ pages, ``broadcast.services`` for the database. Every ``HEARTBEAT_SECONDS`` it w
 record and load to the registry (``signaling.sfu_registry``) and looks for workers whose
 record expired: it closes its own pipes and edges that depended on them, and one worker
 announces each death to the affected streams' groups (``sfu.worker_gone``), whose watch
-pages then get a fresh offer on a live worker.
+pages then get a fresh offer on a live worker (and stay counted once: their WebSocket is
+what counts them), and ends the dead worker's WHIP/WHEP sessions, uncounting its WHEP
+viewers.
 """
 
 from __future__ import annotations
@@ -36,7 +38,7 @@ from sfu.pipe import (
     encode_tracks,
 )
 from signaling.http_session_store import SessionKind, peer_key
-from signaling.http_sessions import on_sfu_event
+from signaling.http_sessions import http_sessions_end_for_worker, on_sfu_event
 from signaling.sfu_cluster import (
     SfuUnavailableError,
     call,
@@ -253,6 +255,9 @@ class SfuWorker:
             await self.layer.group_send(
                 group, {"type": "sfu.worker_gone", "worker": worker_id, "origin": origin_lost}
             )
+        # Its WHIP/WHEP peers are gone with it: its WHEP viewers are uncounted now (its
+        # watch pages stay counted: they move), and the sessions kept as ended.
+        await http_sessions_end_for_worker(worker_id=worker_id)
 
     async def _end_unless_republished(self, stream_id: str) -> None:
         """The grace period the dead origin was keeping for its publisher, kept here: a

@@ -1,7 +1,7 @@
 """Cluster mode end to end, with real processes: two daphne and two ``runsfu`` workers on
-PostgreSQL (127.0.0.1:5432) and Redis (127.0.0.1:6379), driven over WebSockets by aiortc
-peers that decode what they get. The per-worker viewer cap is 2, so four viewers need an
-edge worker piped from the origin.
+PostgreSQL (127.0.0.1:5432) and Redis (127.0.0.1:6379), driven over WebSockets (and WHEP
+over HTTP) by aiortc peers that decode what they get. The per-worker viewer cap is 2, so
+four viewers need an edge worker piped from the origin.
 """
 
 from __future__ import annotations
@@ -16,14 +16,16 @@ from typing import Any
 import pytest
 import websockets
 
-from sfu.testing import TestPublisher, TestViewer, wait_until
+from sfu.testing import TestPublisher, TestViewer, wait_until, wait_until_awaited
 from signaling.sfu_registry import WorkerInfo
 from tests.cluster import (
     CLUSTER_SKIP,
     MAX_VIEWERS_PER_WORKER,
     Cluster,
     cluster_fixture,  # noqa: F401 (provides the "cluster" fixture)
+    http,
 )
+from tests.signaling.http_clients import SDP
 
 pytestmark = [pytest.mark.postgres, pytest.mark.redis, pytest.mark.slow, CLUSTER_SKIP]
 
@@ -326,6 +328,96 @@ async def test_killing_the_origin_shows_reconnecting_and_viewers_resume_with_the
         assert welcome["stream"]["state"] == "live"
         assert welcome["stream"]["viewers"] == 3
     finally:
+        for watcher in watchers:
+            await watcher.close()
+        await studio.close()
+
+
+async def _whep(base_url: str, slug: str) -> tuple[TestViewer, str]:
+    """A WHEP player (an aiortc viewer) through ``base_url``: the viewer and its session."""
+    viewer = TestViewer()
+    watched = await http(
+        "POST", f"{base_url}/whep/{slug}", await viewer.create_offer(), {"Content-Type": SDP}
+    )
+    assert watched.status == 201, watched
+    await viewer.accept_answer(watched.body)
+    return viewer, watched.headers["Location"]
+
+
+def _session_worker(cluster: Cluster, location: str) -> str:
+    """The id of the worker holding a WHIP/WHEP session's peer."""
+    record = cluster.redis.get(f"{cluster.prefix}:sfu:http:{location.rsplit('/', 1)[1]}")
+    assert record is not None, location
+    return str(json.loads(record)["sfu_id"]).partition(".")[0]
+
+
+async def _public_counts(cluster: Cluster, slug: str) -> list[int]:
+    """The stream's viewer count as each daphne process's public live list has it."""
+    counts = []
+    for base_url in cluster.daphne:
+        listed = json.loads((await http("GET", f"{base_url}/api/v1/live/")).body)["results"]
+        counts += [stream["viewers"] for stream in listed if stream["slug"] == slug]
+    return counts
+
+
+async def test_killing_a_worker_uncounts_its_whep_viewers_and_counts_watch_pages_once(
+    cluster: Cluster,
+) -> None:
+    """WHEP players cut off by a dead worker leave (their late DELETE answers 200, a new
+    POST counts them again); watch pages on it move and stay counted once."""
+    while len(cluster.workers()) < 2:
+        cluster.start_worker()
+    daphne_a, daphne_b = cluster.daphne
+    slug, stream_id, key = cluster.new_stream("Cluster four")
+    studio = Studio(daphne_a, slug)
+    watchers: list[Watcher] = []
+    players: list[TestViewer] = []
+
+    async def counted(expected: int) -> bool:
+        return await _public_counts(cluster, slug) == [expected, expected]
+
+    try:
+        await studio.go_live(key)
+        # The origin takes the first two viewers, the edge the next two.
+        watchers += await _watchers([daphne_a], slug)
+        player, on_origin = await _whep(daphne_b, slug)
+        players.append(player)
+        watchers += await _watchers([daphne_b], slug)
+        player, on_edge = await _whep(daphne_a, slug)
+        players.append(player)
+        viewers = [*players, *(w.viewer for w in watchers if w.viewer)]
+        assert all(await asyncio.gather(*(v.wait_for_frames(video=20, within=15) for v in viewers)))
+        assert await wait_until_awaited(lambda: counted(4), 5), await _public_counts(cluster, slug)
+        origin, edge = _placement(cluster, stream_id)
+        assert (_session_worker(cluster, on_origin), _session_worker(cluster, on_edge)) == (
+            origin.id,
+            edge.id,
+        )
+
+        killed_at = time.monotonic()
+        os.kill(edge.pid, signal.SIGKILL)
+        # The edge's WHEP player is gone; its watch page is moved, still counted.
+        assert await wait_until_awaited(lambda: counted(3), 5), await _public_counts(cluster, slug)
+        print(f"\nworker killed: viewer count right after {time.monotonic() - killed_at:.2f} s")
+        moved = watchers[1]
+        assert await wait_until(lambda: bool(moved.offers) and moved.offers[-1] > killed_at, 5)
+        assert moved.viewer is not None
+        assert await moved.viewer.wait_for_frames(video=10, within=10)
+        await asyncio.sleep(1)  # its connection is up: counted again would show now
+        assert await _public_counts(cluster, slug) == [3, 3]
+        assert all(w.counts[-1] == 3 for w in watchers), [w.counts for w in watchers]
+
+        # The cut-off player deletes its session late, and comes back with a new POST.
+        assert (await http("DELETE", daphne_b + on_edge)).status == 200
+        assert (await http("DELETE", daphne_b + on_edge)).status == 404
+        assert await _public_counts(cluster, slug) == [3, 3]
+        player, _ = await _whep(daphne_b, slug)
+        players.append(player)
+        assert await player.wait_for_frames(video=10, within=10)
+        assert await wait_until_awaited(lambda: counted(4), 5), await _public_counts(cluster, slug)
+    finally:
+        for viewer in players:
+            await viewer.close()
         for watcher in watchers:
             await watcher.close()
         await studio.close()
