@@ -421,3 +421,28 @@ async def test_killing_a_worker_uncounts_its_whep_viewers_and_counts_watch_pages
         for watcher in watchers:
             await watcher.close()
         await studio.close()
+
+
+async def test_a_studio_on_another_daphne_takes_over_and_the_first_is_told(
+    cluster: Cluster,
+) -> None:
+    """The SFU worker reports the replaced publisher; the studio holding it, on another
+    daphne process, hears it (its session id is the worker's, qualified)."""
+    daphne_a, daphne_b = cluster.daphne
+    slug, _, key = cluster.new_stream("Cluster takeover")
+    first, second = Studio(daphne_a, slug), Studio(daphne_b, slug)
+    watchers: list[Watcher] = []
+    try:
+        await first.go_live(key)
+        watchers = await _watchers([daphne_a], slug)
+        assert watchers[0].viewer is not None
+        assert await watchers[0].viewer.wait_for_frames(video=10, within=15)
+
+        await second.go_live(key)
+
+        assert "another tab or device" in (await first.expect("replaced"))["message"]
+        frames = watchers[0].frames
+        assert await wait_until(lambda: watchers[0].frames > frames + 15, 10)
+    finally:
+        for page in (first, second, *watchers):
+            await page.close()
