@@ -15,10 +15,11 @@ from rest_framework.authtoken.models import Token
 
 from broadcast.models import Stream
 from broadcast.services import IssuedKey, stream_end, stream_go_live, stream_update
-from sfu.testing import TestPublisher, wait_until, wait_until_awaited
+from sfu.testing import TestPublisher, TestViewer, wait_until, wait_until_awaited
+from signaling.http_session_store import session_store
 from signaling.sfu_gateway import gateway
 from tests.signaling.http_clients import SDP, SDPFRAG, WhepClient, ice_credentials
-from tests.signaling.test_consumers import Socket, go_live
+from tests.signaling.test_consumers import Socket, go_live, watch
 from viewers.models import ViewerSession
 
 pytestmark = [pytest.mark.django_db(transaction=True), pytest.mark.timeout(60)]
@@ -241,3 +242,58 @@ async def test_the_state_url_says_whether_the_broadcast_ended_and_why(
     allowed = await http.get(url, headers={"Authorization": f"Bearer {key.secret}"})
     assert allowed.status_code == 200
     assert (await http.post(url)).status_code == 405
+
+
+async def test_an_ended_broadcast_uncounts_its_watch_pages_and_whep_players_once(
+    owner: User,
+    stream_parts: tuple[Stream, IssuedKey],
+    cleanup: list[WhepClient | TestPublisher | Socket],
+) -> None:
+    """Ending zeroes the count and ends every viewer session; the router's closing, which
+    uncounts a WHEP player, and the watch page's own bookkeeping uncount no one again: the
+    next broadcast's count starts right (a late decrement would show as 0 there)."""
+    stream, _ = stream_parts
+    studio, publisher = await go_live(stream, owner)
+    cleanup += [studio, publisher]
+    page, page_viewer = await watch(stream)
+    cleanup.append(page)
+    client = WhepClient(AsyncClient(), stream.slug)
+    cleanup.append(client)
+    assert (await client.watch()).status_code == 201
+    assert await page_viewer.wait_for_frames(video=5, within=20)
+    assert await client.viewer.wait_for_frames(video=5, within=20)
+
+    async def counted(expected: tuple[int, int, int]) -> bool:
+        open_sessions = await database_sync_to_async(
+            ViewerSession.objects.filter(stream=stream, ended_at__isnull=True).count
+        )()
+        return (*await counts(stream), open_sessions) == expected
+
+    assert await wait_until_awaited(lambda: counted((2, 1, 2)))
+
+    await studio.send({"type": "end"})
+    assert client.session is not None
+    token = client.session.location.rsplit("/", 1)[1]
+
+    async def whep_session_ended() -> bool:
+        session = await session_store.get(token)
+        return session is not None and session.ended
+
+    assert await wait_until_awaited(whep_session_ended)  # the router closed its viewer
+    assert await counted((0, 0, 0))
+    assert (await client.delete()).status_code == 200
+    await page_viewer.close()
+
+    # The next broadcast: the watch page, still watching, joins it and is counted once.
+    publisher = TestPublisher()
+    cleanup.append(publisher)
+    await studio.send({"type": "offer", "sdp": await publisher.create_offer()})
+    await publisher.accept_answer((await studio.expect("answer"))["sdp"])
+    offer = await page.expect("offer", within=20)
+    page_viewer = TestViewer()
+    await page.send({"type": "answer", "sdp": await page_viewer.answer(offer["sdp"])})
+    try:
+        assert await page_viewer.wait_for_frames(video=5, within=20)
+        assert await wait_until_awaited(lambda: counted((1, 0, 1)))
+    finally:
+        await page_viewer.close()
