@@ -137,6 +137,9 @@ def test_an_end_from_anywhere_reaches_the_studio_and_the_whep_player(
     player.goto(f"/whep/{server.demo_slug}/player/")
     player.click("#whep-play")
     expect(player.locator("#whep-status")).to_have_text("connected")
+    watcher = _new_page(browser, server, contexts)
+    watcher.goto(f"/watch/{server.demo_slug}/")
+    expect(watcher.locator("#in-bitrate")).not_to_have_text(NO_FIGURE)
     expect(studio.locator("#out-bitrate")).not_to_have_text(NO_FIGURE)
 
     elsewhere = context.new_page()  # the owner, in another tab
@@ -152,6 +155,9 @@ def test_an_end_from_anywhere_reaches_the_studio_and_the_whep_player(
     expect(studio.locator("#go-live")).to_have_text("Go live again")
     for figure in ("#out-bitrate", "#out-fps", "#rtt"):
         expect(studio.locator(figure)).to_have_text(NO_FIGURE)
+    expect(watcher.locator("#playback-status")).to_contain_text("ended")
+    for figure in ("#in-bitrate", "#in-fps", "#in-resolution", "#latency"):
+        expect(watcher.locator(figure)).to_have_text(NO_FIGURE)
     expect(player.locator("#whep-status")).to_contain_text("ended", timeout=5_000)
     player_seconds = (player.evaluate("window.onairWhep.state.endedAt") - ended_ms) / 1000
     expect(player.locator("#whep-status")).to_contain_text(reason)

@@ -362,6 +362,11 @@ async def test_publisher_reconnect_keeps_viewers_playing(
     await publisher.close()
     while (await socket.expect("publisher"))["status"] != "reconnecting":
         pass  # "connected" from the first connection may come first
+    # Nobody is connected: a studio opened now resumes the broadcast (no takeover).
+    onlooker = Socket(f"/ws/studio/{stream.slug}/", owner)
+    welcome = await onlooker.open()
+    assert (welcome["stream"]["state"], welcome["publisher"]) == ("live", "none")
+    await onlooker.close()
     studio, publisher = await go_live(stream, owner)
     before = viewer.video.frames
     assert await wait_until(lambda: viewer.video.frames > before + 20, 20)
