@@ -17,6 +17,7 @@ class OnAirSettings:
     login_window_seconds: int = 900
     max_streams_per_user: int = 20
     connect_timeout_seconds: float = 20.0
+    publisher_media_timeout_seconds: float = 2.0
     max_sessions_per_address: int = 50
     max_viewers_per_stream: int = 0
     max_sessions: int = 0
@@ -46,6 +47,11 @@ def onair_settings() -> OnAirSettings:
         ),
         connect_timeout_seconds=float(
             raw.get("CONNECT_TIMEOUT_SECONDS", OnAirSettings.connect_timeout_seconds)
+        ),
+        publisher_media_timeout_seconds=float(
+            raw.get(
+                "PUBLISHER_MEDIA_TIMEOUT_SECONDS", OnAirSettings.publisher_media_timeout_seconds
+            )
         ),
         max_sessions_per_address=int(
             raw.get("MAX_SESSIONS_PER_ADDRESS", OnAirSettings.max_sessions_per_address)

@@ -129,6 +129,18 @@ def tap_receiver(receiver: RTCRtpReceiver, on_packet: PacketHandler, *, decode: 
     receiver._handle_rtp_packet = handle_rtp_packet  # type: ignore[method-assign]
 
 
+def on_receiver_rtcp(receiver: RTCRtpReceiver, callback: Callable[[], None]) -> None:
+    """Call ``callback`` for each RTCP packet the remote sender addresses to ``receiver``
+    (its sender reports, its BYE), before aiortc handles it."""
+    original = receiver._handle_rtcp_packet
+
+    async def handle_rtcp_packet(packet: AnyRtcpPacket) -> None:
+        callback()
+        await original(packet)
+
+    receiver._handle_rtcp_packet = handle_rtcp_packet  # type: ignore[method-assign]
+
+
 def enlarge_receive_buffers(transport: RTCDtlsTransport, size: int) -> None:
     """Ask the kernel to hold up to ``size`` bytes of incoming datagrams on each of the
     transport's ICE sockets (Linux caps it at ``net.core.rmem_max``).
@@ -762,6 +774,21 @@ def filter_incoming_rtp(transport: RTCDtlsTransport, keep: Callable[[bytes], boo
             await original(data, arrival_time_ms)
 
     transport._handle_rtp_data = handle_rtp_data  # type: ignore[method-assign]
+
+
+def hold_outgoing_media(transport: RTCDtlsTransport, held: Callable[[], bool]) -> None:
+    """Send no SRTP or SRTCP on ``transport`` while ``held()`` is true; ICE goes on.
+
+    Used to emulate, in tests, a sender whose media stops while its connection is up
+    (a killed encoder, a stalled network, until ICE consent notices).
+    """
+    original = transport._send_rtp
+
+    async def send_rtp(data: bytes) -> None:
+        if not held():
+            await original(data)
+
+    transport._send_rtp = send_rtp  # type: ignore[method-assign]
 
 
 async def close_peer_connection(pc: RTCPeerConnection) -> None:

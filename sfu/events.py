@@ -23,15 +23,20 @@ class SfuEvent:
 
 @dataclass(frozen=True)
 class PublisherConnected(SfuEvent):
+    """The publisher's connection is up, or its media flows again after a stall."""
+
     type: ClassVar[str] = "publisher_connected"
     publisher_id: str
 
 
 @dataclass(frozen=True)
 class PublisherDisconnected(SfuEvent):
-    """The publisher's connection was lost (``reason`` ``"disconnected"``), or never
-    came up before its connect deadline (``"connect_timeout"``); its producers wait
-    for a new ``publish()`` during ``grace_seconds`` before closing."""
+    """The publisher's connection was lost (``reason`` ``"disconnected"``), never came
+    up before its connect deadline (``"connect_timeout"``), its media stopped while its
+    connection is up (``"media_timeout"``: ``PublisherConnected`` follows if it resumes
+    within the grace period) or its signaling went (``"signaling_closed"``, see
+    ``Router.publisher_gone``); its producers wait for a new ``publish()`` during
+    ``grace_seconds`` before closing."""
 
     type: ClassVar[str] = "publisher_disconnected"
     publisher_id: str

@@ -2,11 +2,13 @@
 
 from __future__ import annotations
 
+import asyncio
 import logging
 from collections.abc import Awaitable, Callable
 
 from aiortc import RTCConfiguration
 
+from sfu import aiortc_adapter
 from sfu.errors import NegotiationError
 from sfu.events import PublisherClosed, PublisherConnected, SfuEvent
 from sfu.ice_config import HostNetwork
@@ -17,10 +19,19 @@ from sfu.session import PeerSession
 logger = logging.getLogger(__name__)
 
 _SENDING_DIRECTIONS = ("sendonly", "sendrecv")
+# How often a publisher's packet counters are looked at, at most (see ``_check_media``).
+MEDIA_CHECK_SECONDS = 0.25
 
 
 class PublisherSession(PeerSession):
-    """The broadcaster's connection. Created by ``Router.publish``."""
+    """The broadcaster's connection. Created by ``Router.publish``.
+
+    Once connected, its media is watched: no RTP or RTCP on any of its tracks for
+    ``media_timeout`` seconds (0: never) makes it ``media_stalled`` (``on_media_stalled``
+    runs), and the next packet makes it flow again (``on_media_resumed``). A muted track
+    still sends (silence, black frames; Opus DTX one packet per 400 ms): see
+    ``bench.idle_publisher``.
+    """
 
     def __init__(
         self,
@@ -33,6 +44,9 @@ class PublisherSession(PeerSession):
         emit: Callable[[SfuEvent], None],
         on_lost: Callable[[PeerSession], None],
         on_closed: Callable[[PublisherSession], Awaitable[None]],
+        media_timeout: float = 0.0,
+        on_media_stalled: Callable[[PublisherSession], None] | None = None,
+        on_media_resumed: Callable[[PublisherSession], None] | None = None,
     ) -> None:
         super().__init__(configuration, network, on_lost)
         self.router_id = router_id
@@ -43,6 +57,14 @@ class PublisherSession(PeerSession):
         self._keyframe_request_interval = keyframe_request_interval
         self._emit = emit
         self._on_closed = on_closed
+        self.media_stalled = False
+        self._media_timeout = media_timeout
+        self._on_media_stalled = on_media_stalled
+        self._on_media_resumed = on_media_resumed
+        self._rtcp_received = 0
+        self._media_seen = 0
+        self._media_seen_at = 0.0
+        self._media_check: asyncio.TimerHandle | None = None
 
     async def close(self) -> None:
         """End the broadcast from this publisher: its producers and their
@@ -59,6 +81,7 @@ class PublisherSession(PeerSession):
                 raise NegotiationError(f"publisher offers no forwardable {media.kind} codec")
             transceiver = self._pc.addTransceiver(media.kind, direction="recvonly")
             transceiver.setCodecPreferences(codec_preferences(media.kind, codec))
+            aiortc_adapter.on_receiver_rtcp(transceiver.receiver, self._count_rtcp)
             producers.append(
                 Producer(
                     router_id=self.router_id,
@@ -80,6 +103,7 @@ class PublisherSession(PeerSession):
         if self.closed:
             return
         self.closed = True
+        self._stop_media_check()
         await self._close_peer_connection()
         for producer in self.producers:
             producer.close(reason)
@@ -92,3 +116,52 @@ class PublisherSession(PeerSession):
         super()._on_connection_state_change()
         if self.connected.is_set() and not already_connected:
             self._emit(PublisherConnected(router_id=self.router_id, publisher_id=self.id))
+            self._start_media_check()
+
+    def _count_rtcp(self) -> None:
+        self._rtcp_received += 1
+
+    def _media_received(self) -> int:
+        """Packets received so far on every track: RTP with a payload, and RTCP."""
+        return self._rtcp_received + sum(p.packets_received for p in self.producers)
+
+    def _start_media_check(self) -> None:
+        if self._media_timeout <= 0 or self._closing:
+            return
+        loop = asyncio.get_running_loop()
+        self._media_seen = self._media_received()
+        self._media_seen_at = loop.time()
+        self._media_check = loop.call_later(self._media_check_interval, self._check_media)
+
+    @property
+    def _media_check_interval(self) -> float:
+        return min(MEDIA_CHECK_SECONDS, self._media_timeout / 4)
+
+    def _check_media(self) -> None:
+        """Compare the packet counters with the last look: polling them costs the media
+        path nothing, and a stall is seen at most ``_media_check_interval`` late."""
+        self._media_check = None
+        if self._closing or self.closed:
+            return
+        loop = asyncio.get_running_loop()
+        now = loop.time()
+        received = self._media_received()
+        if received != self._media_seen:
+            self._media_seen, self._media_seen_at = received, now
+            if self.media_stalled:
+                self.media_stalled = False
+                logger.info("publisher media resumed", extra={"publisher_id": self.id})
+                if self._on_media_resumed is not None:
+                    self._on_media_resumed(self)
+        elif not self.media_stalled and now - self._media_seen_at >= self._media_timeout:
+            self.media_stalled = True
+            logger.info("publisher media stopped", extra={"publisher_id": self.id})
+            if self._on_media_stalled is not None:
+                self._on_media_stalled(self)
+        if not self._closing and not self.closed:
+            self._media_check = loop.call_later(self._media_check_interval, self._check_media)
+
+    def _stop_media_check(self) -> None:
+        if self._media_check is not None:
+            self._media_check.cancel()
+            self._media_check = None

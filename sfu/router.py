@@ -16,6 +16,7 @@ from sfu.events import (
     ConsumerAdded,
     EventEmitter,
     ProducerAdded,
+    PublisherConnected,
     PublisherDisconnected,
     RouterClosed,
     RouterStats,
@@ -43,6 +44,10 @@ class RouterOptions:
     ``stats_interval_seconds`` 0 disables periodic ``RouterStats`` events.
     ``connect_timeout_seconds``: a publisher or viewer not connected this long after
     its offer/answer is lost (reason ``"connect_timeout"``); 0 waits forever.
+    ``publisher_media_timeout_seconds``: a connected publisher that sends no RTP or RTCP
+    on any track this long is disconnected for its viewers (reason ``"media_timeout"``)
+    and its grace period starts; if its media comes back within it, it is connected
+    again (``PublisherConnected``). 0 leaves it to ICE consent (≈ 30 s).
     ``retransmission`` is each viewer track's NACK budget (see ``sfu.retransmission``).
     """
 
@@ -53,6 +58,7 @@ class RouterOptions:
     packet_cache_size: int = 1024
     stats_interval_seconds: float = 5.0
     connect_timeout_seconds: float = 20.0
+    publisher_media_timeout_seconds: float = 2.0
     retransmission: RetransmissionLimits = field(default_factory=RetransmissionLimits)
 
 
@@ -117,6 +123,9 @@ class Router:
                 emit=self.events.emit,
                 on_lost=self._publisher_lost,
                 on_closed=self._publisher_closed,
+                media_timeout=self.options.publisher_media_timeout_seconds,
+                on_media_stalled=self._publisher_stalled,
+                on_media_resumed=self._publisher_resumed,
             )
             try:
                 await session._negotiate(offer_sdp, offered)
@@ -183,6 +192,17 @@ class Router:
         for producer in self.producers:
             await self._consume(viewer, producer)
         return viewer
+
+    def publisher_gone(self, publisher_id: str) -> bool:
+        """The publisher ``publisher_id`` is gone though its peer connection may not know
+        yet (its studio page closed): it is lost now, as if its connection had failed
+        (reason ``"signaling_closed"``), and its grace period starts. False if it is not
+        the current publisher, or was lost already."""
+        session = self._publisher
+        if session is None or session.id != publisher_id or session.lost or self.closed:
+            return False
+        session._lose("signaling_closed")
+        return True
 
     def stats(self) -> RouterStats:
         return RouterStats(
@@ -260,20 +280,38 @@ class Router:
         if session is not self._publisher or self.closed:
             self._spawn(session._close("closed"))
             return
+        self._spawn(session._close_peer_connection())
+        if session.media_stalled and self._grace is not None:
+            return  # its viewers were told when its media stopped, and its grace runs since
+        self._start_grace(session, session.lost_reason)
+
+    def _publisher_stalled(self, session: PublisherSession) -> None:
+        """Its media stopped while its connection is still up: a killed encoder or a
+        closed tab, long before ICE consent would say so."""
+        if session is self._publisher and not self.closed:
+            self._start_grace(session, "media_timeout")
+
+    def _publisher_resumed(self, session: PublisherSession) -> None:
+        """Its media is back within the grace period (a network stall): it carries on."""
+        if session is not self._publisher or self.closed or self._grace is None:
+            return
+        self._cancel_grace()
+        logger.info("publisher back", extra={"router_id": self.id, "publisher_id": session.id})
+        self.events.emit(PublisherConnected(router_id=self.id, publisher_id=session.id))
+
+    def _start_grace(self, session: PublisherSession, reason: str) -> None:
+        """Tell the viewers the publisher is away, and close it unless it is replaced
+        (or, after a media stall, its media resumes) within the grace period."""
         grace = self.options.publisher_grace_seconds
         logger.info(
             "publisher lost",
-            extra={"router_id": self.id, "publisher_id": session.id, "reason": session.lost_reason},
+            extra={"router_id": self.id, "publisher_id": session.id, "reason": reason},
         )
         self.events.emit(
             PublisherDisconnected(
-                router_id=self.id,
-                publisher_id=session.id,
-                grace_seconds=grace,
-                reason=session.lost_reason,
+                router_id=self.id, publisher_id=session.id, grace_seconds=grace, reason=reason
             )
         )
-        self._spawn(session._close_peer_connection())
         self._cancel_grace()
         self._grace = asyncio.get_running_loop().call_later(
             grace, lambda: self._spawn(session._close("timeout"))

@@ -67,6 +67,11 @@ class PeerSession:
         return self._pc.connectionState
 
     @property
+    def lost(self) -> bool:
+        """Whether it was lost (``on_lost`` ran) or is closed or closing."""
+        return self._closing
+
+    @property
     def peer_connection(self) -> RTCPeerConnection:
         return self._pc
 

@@ -209,6 +209,7 @@ class TestPublisher:
         self._min_keyframe_interval = min_keyframe_interval
         self._last_honoured = -math.inf
         self._capability = video_capability(codec)
+        self.media_held = False  # see hold_media
 
     async def create_offer(self) -> str:
         self.pc.addTransceiver(self.audio, direction="sendonly")
@@ -220,6 +221,13 @@ class TestPublisher:
 
     async def accept_answer(self, answer_sdp: str) -> None:
         await self.pc.setRemoteDescription(RTCSessionDescription(sdp=answer_sdp, type="answer"))
+        for transport in {sender.transport for sender in self.pc.getSenders()}:
+            aiortc_adapter.hold_outgoing_media(transport, lambda: self.media_held)
+
+    def hold_media(self, held: bool) -> None:
+        """Stop sending RTP and RTCP (``held``), or send again; the connection stays up:
+        a stalled network or a killed encoder, before ICE consent notices."""
+        self.media_held = held
 
     async def close(self) -> None:
         await self.pc.close()

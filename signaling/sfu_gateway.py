@@ -146,6 +146,7 @@ class SfuGateway:
     @staticmethod
     def _router_options() -> RouterOptions:
         raw = getattr(settings, "ONAIR", {})
+        conf = onair_settings()
         network = ice_settings()
         return RouterOptions(
             ice_servers=ice_servers(user=PeerRole.SFU.value),
@@ -155,7 +156,8 @@ class SfuGateway:
             publisher_grace_seconds=float(
                 raw.get("PUBLISHER_GRACE_SECONDS", DEFAULT_GRACE_SECONDS)
             ),
-            connect_timeout_seconds=onair_settings().connect_timeout_seconds,
+            connect_timeout_seconds=conf.connect_timeout_seconds,
+            publisher_media_timeout_seconds=conf.publisher_media_timeout_seconds,
         )
 
     def routers(self) -> RouterRegistry:
@@ -246,10 +248,15 @@ class SfuGateway:
 
     async def publisher_active(self, *, stream: Stream) -> bool:
         """A publisher that is connected or still connecting. One whose connection was lost
-        (waiting out its grace period) does not count: a new publish may replace it."""
+        or whose media stopped (waiting out its grace period) does not count: a new publish
+        may replace it."""
         router = self.router(stream)
         publisher = router.publisher if router is not None else None
-        return publisher is not None and publisher.connection_state not in _LOST_STATES
+        return (
+            publisher is not None
+            and publisher.connection_state not in _LOST_STATES
+            and not publisher.media_stalled
+        )
 
     def publisher_session(self, stream: Stream, session_id: str) -> PublisherSession | None:
         router = self.router(stream)

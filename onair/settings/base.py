@@ -179,6 +179,9 @@ ONAIR: dict[str, Any] = {
     "UDP_PORT_RANGE": env_str("ONAIR_UDP_PORT_RANGE"),
     # How long viewers stay attached, waiting, when the broadcaster's connection drops.
     "PUBLISHER_GRACE_SECONDS": float(env_str("ONAIR_PUBLISHER_GRACE_SECONDS", "10")),
+    # A publisher sending no RTP/RTCP this long is "reconnecting" and its grace starts (a muted
+    # Chromium still sends every 0.1 s, with Opus DTX every 0.4 s); 0: ICE consent (≈ 30 s).
+    "PUBLISHER_MEDIA_TIMEOUT_SECONDS": float(env_str("ONAIR_PUBLISHER_MEDIA_TIMEOUT_SECONDS", "2")),
     # Sessions (docs/SECURITY.md): an SFU peer (WHIP, WHEP, studio, watch page) not connected
     # this long after its offer is closed; 0 never closes it.
     "CONNECT_TIMEOUT_SECONDS": float(env_str("ONAIR_CONNECT_TIMEOUT_SECONDS", "20")),

@@ -31,11 +31,14 @@ from aiortc.rtp import (
     RTCP_PSFB_PLI,
     RTCP_RTPFB_NACK,
     AnyRtcpPacket,
+    RtcpByePacket,
     RtcpPacket,
     RtcpPsfbPacket,
     RtcpReceiverInfo,
     RtcpRrPacket,
     RtcpRtpfbPacket,
+    RtcpSenderInfo,
+    RtcpSrPacket,
     RtpPacket,
 )
 from pylibsrtp import SRTP_MAX_TRAILER_LEN
@@ -73,6 +76,7 @@ def test_the_private_members_used_exist(pc: RTCPeerConnection) -> None:
         "arrival_time_ms",
     ]
     assert list(inspect.signature(receiver._send_rtcp_pli).parameters) == ["media_ssrc"]
+    assert list(inspect.signature(receiver._handle_rtcp_packet).parameters) == ["packet"]
     assert list(inspect.signature(receiver._send_rtcp).parameters) == ["packet"]
     assert isinstance(receiver._RTCRtpReceiver__rtcp_ssrc, int)
     assert aiortc_adapter.sender_rtt(sender) is None  # none measured yet
@@ -81,6 +85,7 @@ def test_the_private_members_used_exist(pc: RTCPeerConnection) -> None:
     assert isinstance(sender._rtx_ssrc, int)
     assert aiortc_adapter.sender_report_state(sender) == (0, 0, 0, 0)
     transport = sender.transport
+    assert list(inspect.signature(transport._send_rtp).parameters) == ["data"]
     assert list(inspect.signature(transport._handle_rtp_data).parameters) == [
         "data",
         "arrival_time_ms",
@@ -225,6 +230,26 @@ async def test_intercept_sender_rtcp_sees_feedback_and_passes_the_rest(
     assert [type(p) for p in seen] == [RtcpRtpfbPacket, RtcpRrPacket, RtcpPsfbPacket]
 
 
+async def test_on_receiver_rtcp_sees_each_packet_and_aiortc_still_handles_it(
+    pc: RTCPeerConnection,
+) -> None:
+    receiver: RTCRtpReceiver = pc.addTransceiver("video").receiver
+    seen: list[None] = []
+    aiortc_adapter.on_receiver_rtcp(receiver, lambda: seen.append(None))
+    await receiver._handle_rtcp_packet(
+        RtcpSrPacket(
+            ssrc=7,
+            sender_info=RtcpSenderInfo(
+                ntp_timestamp=1 << 32, rtp_timestamp=0, packet_count=3, octet_count=300
+            ),
+        )
+    )
+    await receiver._handle_rtcp_packet(RtcpByePacket(sources=[7]))
+    assert len(seen) == 2
+    stats = await receiver.getStats()
+    assert any(s.type == "remote-outbound-rtp" and s.packetsSent == 3 for s in stats.values())
+
+
 async def test_on_sender_started_reports_the_negotiated_parameters(
     pc: RTCPeerConnection,
 ) -> None:
@@ -271,6 +296,22 @@ async def test_filter_incoming_rtp_drops_what_it_is_told(pc: RTCPeerConnection) 
     await transport._handle_rtp_data(b"keep", 0)
     await transport._handle_rtp_data(b"drop", 0)
     assert delivered == [b"keep"]
+
+
+async def test_hold_outgoing_media_sends_nothing_while_held(pc: RTCPeerConnection) -> None:
+    transport = pc.addTransceiver("video").sender.transport
+    sent: list[bytes] = []
+
+    async def send_rtp(data: bytes) -> None:
+        sent.append(data)
+
+    transport._send_rtp = send_rtp  # type: ignore[method-assign]
+    held = True
+    aiortc_adapter.hold_outgoing_media(transport, lambda: held)
+    await transport._send_rtp(b"during")
+    held = False
+    await transport._send_rtp(b"after")
+    assert sent == [b"after"]
 
 
 def test_the_members_the_direct_sender_uses_exist(pc: RTCPeerConnection) -> None:
