@@ -269,6 +269,7 @@ class StudioConsumer(_StreamConsumer):
 
     role = PeerRole.PUBLISHER
     allowed_types = STUDIO_TYPES
+    publisher_session_id: str | None = None
 
     async def load_stream(self, slug: str) -> Stream:
         stream, self.by_login = await _studio_stream(slug=slug, user=self.user)
@@ -290,6 +291,17 @@ class StudioConsumer(_StreamConsumer):
         (nobody, or a publisher lost and within its grace period: going live resumes)."""
         assert self.stream is not None
         return "connected" if await gateway.publisher_active(stream=self.stream) else "none"
+
+    async def disconnect(self, code: int) -> None:
+        # The tab closed (or its network went): its publisher is lost now, not when ICE
+        # consent or the media timeout notice. A page that comes back publishes again.
+        session, self.publisher_session_id = self.publisher_session_id, None
+        if self.stream is not None and session is not None:
+            try:
+                await gateway.publisher_gone(stream=self.stream, session_id=session)
+            except ApplicationError as exc:  # cluster mode: no worker to tell
+                logger.warning("could not report a studio gone: %s", exc.message)
+        await super().disconnect(code)
 
     def may_follow(self) -> bool:
         return self.authorized
@@ -424,6 +436,10 @@ class WatchConsumer(_StreamConsumer):
         self.offer_pending = False
         self.viewer_record: ViewerSession | None = None
         return await database_sync_to_async(stream_get_visible)(slug=slug, user=self.user)
+
+    async def welcome_fields(self) -> dict[str, Any]:
+        assert self.stream is not None
+        return {"publisher": await gateway.publisher_status(stream=self.stream)}
 
     async def disconnect(self, code: int) -> None:
         if self.stream is not None:  # else refused before it had a stream, or anything else

@@ -240,6 +240,17 @@ class ClusterGateway(SfuGateway):
         result = await self._call(worker, "publisher_active", stream_id=stream_id)
         return bool(result["active"])
 
+    async def publisher_gone(self, *, stream: Stream, session_id: str) -> None:
+        worker = await self._session_worker(session_id)
+        if worker is not None:
+            await tell(
+                self._layer(),
+                worker.channel,
+                "publisher_gone",
+                stream_id=str(stream.pk),
+                session_id=local_session_id(session_id),
+            )
+
     async def publisher_connection_state(self, *, stream: Stream, session_id: str) -> str | None:
         result = await self._session_call(
             "publisher_connection_state", stream=stream, session=("session_id", session_id)

@@ -258,6 +258,22 @@ class SfuGateway:
             and not publisher.media_stalled
         )
 
+    async def publisher_status(self, *, stream: Stream) -> str | None:
+        """What a watch page shows of the broadcaster: ``None`` when the stream is not live,
+        ``"connected"`` while its publisher is active (see ``publisher_active``), else
+        ``"reconnecting"`` (lost, media stopped, or no publisher at all: waiting for one)."""
+        if stream.state != Stream.State.LIVE:
+            return None
+        return "connected" if await self.publisher_active(stream=stream) else "reconnecting"
+
+    async def publisher_gone(self, *, stream: Stream, session_id: str) -> None:
+        """The client that published ``session_id`` is gone (its studio page closed): if
+        that session is still the stream's publisher, its viewers see "reconnecting" now
+        and its grace period starts (a new publish within it carries them on)."""
+        router = self.router(stream)
+        if router is not None:
+            router.publisher_gone(session_id)
+
     def publisher_session(self, stream: Stream, session_id: str) -> PublisherSession | None:
         router = self.router(stream)
         publisher = router.publisher if router is not None else None

@@ -100,6 +100,7 @@ class SfuWorker:
             "publish": self._publish,
             "publisher_active": self._publisher_active,
             "publisher_connection_state": self._publisher_connection_state,
+            "publisher_gone": self._publisher_gone,
             "publisher_candidate": self._publisher_candidate,
             "publisher_restart_ice": self._publisher_restart_ice,
             "subscribe": self._subscribe,
@@ -326,6 +327,10 @@ class SfuWorker:
 
     async def _publisher_active(self, *, stream_id: str) -> dict[str, Any]:
         return {"active": await self.local.publisher_active(stream=_stream(stream_id))}
+
+    async def _publisher_gone(self, *, stream_id: str, session_id: str) -> dict[str, Any]:
+        await self.local.publisher_gone(stream=_stream(stream_id), session_id=session_id)
+        return {}
 
     async def _publisher_connection_state(
         self, *, stream_id: str, session_id: str

@@ -8,7 +8,13 @@ const config = JSON.parse(document.getElementById("onair-config").textContent);
 const $ = (id) => document.getElementById(id);
 const video = $("player");
 
-const state = { pc: null, streamState: config.stream_state, lastStats: null, makingAnswer: false };
+const state = {
+  pc: null,
+  streamState: config.stream_state,
+  publisher: null, // "connected" | "reconnecting" while live (docs/SIGNALING.md)
+  lastStats: null,
+  makingAnswer: false,
+};
 
 function setText(id, text) {
   const el = $(id);
@@ -21,12 +27,30 @@ function showStatus(kind, text) {
   $("playback-overlay").hidden = kind === "playing";
 }
 
+// The broadcast is live but its broadcaster is away (closed the tab, lost the network):
+// the last frame stays, under a "reconnecting" notice and without the LIVE badge.
+function broadcasterAway() {
+  return state.streamState === "live" && state.publisher === "reconnecting";
+}
+
+function renderLiveBadge() {
+  $("live-badge").hidden = state.streamState !== "live" || broadcasterAway();
+}
+
+function renderPublisher(status) {
+  state.publisher = status;
+  document.body.dataset.publisher = status || "";
+  renderLiveBadge();
+  if (broadcasterAway()) showStatus("reconnecting", "The broadcaster is reconnecting…");
+}
+
 function renderStream(stream) {
   if (!stream) return;
+  if (stream.state !== "live") state.publisher = null; // a new broadcast starts afresh
   state.streamState = stream.state;
   setText("viewer-count", String(stream.viewers));
   setText("stream-title", stream.title);
-  $("live-badge").hidden = stream.state !== "live";
+  renderLiveBadge();
   document.body.dataset.streamState = stream.state;
   if (stream.state === "idle") showStatus("offline", "Offline — the broadcast starts soon. This page will start playing by itself.");
   if (stream.state === "ended") {
@@ -85,7 +109,7 @@ async function play() {
     showStatus("blocked", "Click to start playback.");
     return;
   }
-  if (state.streamState === "live") showStatus("playing", "");
+  if (state.streamState === "live" && !broadcasterAway()) showStatus("playing", "");
 }
 
 const signaling = new SignalingClient(config.ws_path);
@@ -96,6 +120,7 @@ signaling.on("welcome", (msg) => {
   config.ice_transport_policy = msg.ice_transport_policy;
   renderStream(msg.stream);
   if (msg.stream.state === "live") showStatus("starting", "Connecting to the broadcast…");
+  renderPublisher(msg.publisher);
   signaling.send("watch"); // the server makes a peer connection only when asked
 });
 signaling.on("state", (msg) => renderStream(msg.stream));
@@ -112,10 +137,10 @@ signaling.on("offer", async (msg) => {
   } finally {
     state.makingAnswer = false;
   }
-  showStatus("starting", "Starting video…");
+  if (!broadcasterAway()) showStatus("starting", "Starting video…");
 });
 signaling.on("publisher", (msg) => {
-  if (msg.status === "reconnecting") showStatus("reconnecting", "The broadcaster is reconnecting…");
+  renderPublisher(msg.status);
   if (msg.status === "connected" && video.srcObject) play();
 });
 signaling.on("error", (msg) => {
@@ -129,7 +154,9 @@ signaling.addEventListener("close", (event) => {
   if (state.streamState !== "ended") showStatus("reconnecting", "Reconnecting…");
 });
 
-video.addEventListener("playing", () => { if (state.streamState === "live") showStatus("playing", ""); });
+video.addEventListener("playing", () => {
+  if (state.streamState === "live" && !broadcasterAway()) showStatus("playing", "");
+});
 $("playback-overlay").addEventListener("click", play);
 $("unmute").addEventListener("click", () => {
   video.muted = false;
