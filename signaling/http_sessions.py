@@ -148,18 +148,23 @@ async def whip_session_start(
             offer_sdp=offer_sdp,
             key_id=key_id,
         )
-    try:
-        await database_sync_to_async(stream_begin)(stream=stream, key_id=key_id)
-    except ApplicationError:
-        # The key was revoked while the offer was being answered: no broadcast with it.
-        await http_session_end(session=session, reason=Stream.EndReason.KEY_REVOKED)
-        raise
+        if not await _publishing(session):
+            # Replaced before it was registered (by a studio, or a POST to another
+            # process): its end was reported before there was a session to end.
+            await session_store.end(kind=SessionKind.WHIP, sfu_id=session.sfu_id)
+            return session
+        try:
+            await database_sync_to_async(stream_begin)(stream=stream, key_id=key_id)
+        except ApplicationError:
+            # The key was revoked while the offer was being answered: no broadcast with it.
+            await http_session_end(session=session, reason=Stream.EndReason.KEY_REVOKED)
+            raise
     return session
 
 
 def _publish_lock(stream_id: int) -> asyncio.Lock:
-    """This process's lock on publishing to one stream: a session is registered before the
-    next publish can replace (and so forget) it."""
+    """This process's lock on publishing to one stream: a session is registered, and its
+    broadcast begun, before the next publish can replace it."""
     lock = _publish_locks.get(stream_id)
     if lock is None:
         lock = _publish_locks[stream_id] = asyncio.Lock()

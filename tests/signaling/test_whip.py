@@ -17,8 +17,9 @@ from django.test import AsyncClient, override_settings
 
 from broadcast.models import Stream
 from broadcast.services import IssuedKey, stream_create, stream_end, stream_go_live
-from sfu.testing import TestViewer, wait_until, wait_until_awaited
-from signaling.http_session_store import SessionKind, session_store
+from sfu.testing import TestPublisher, TestViewer, wait_until, wait_until_awaited
+from signaling import http_sessions
+from signaling.http_session_store import HttpSession, SessionKind, session_store
 from signaling.sfu_gateway import gateway
 from tests.signaling.http_clients import (
     SDP,
@@ -283,6 +284,38 @@ async def test_concurrent_publishes_the_last_one_wins(
     ]
     assert [s.sfu_id for s in sessions if s is not None] == [current]
     assert (await refreshed(stream)).state == Stream.State.LIVE
+
+
+async def test_a_publish_replaced_before_its_session_is_registered_ends_at_once(
+    http: AsyncClient,
+    peers: list[WhipClient | WhepClient],
+    stream_parts: tuple[Stream, IssuedKey],
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    """Another publish (a studio here) may replace a WHIP publisher between its answer and
+    the registration of its session: the session is ended at once, not left live."""
+    stream, key = stream_parts
+    studio = TestPublisher()
+    register = http_sessions._register
+
+    async def studio_first(*args: Any, **kwargs: Any) -> HttpSession:
+        result = await gateway.publish(stream=stream, offer_sdp=await studio.create_offer())
+        await studio.accept_answer(result.answer_sdp)
+        return await register(*args, **kwargs)
+
+    monkeypatch.setattr(http_sessions, "_register", studio_first)
+    client = await whip(http, peers, stream, key.secret)
+    try:
+        assert (await client.publish()).status_code == 201
+        assert client.session is not None
+        token = client.session.location.rsplit("/", 1)[1]
+        record = await session_store.get(token)
+        assert record is not None
+        assert await session_store.get_peer(kind=SessionKind.WHIP, sfu_id=record.sfu_id) is None
+        assert (await client.delete()).status_code == 200
+        assert gateway.router(stream) is not None  # the studio's broadcast goes on
+    finally:
+        await studio.close()
 
 
 async def _whip_sfu_ids(clients: list[WhipClient]) -> list[str]:
