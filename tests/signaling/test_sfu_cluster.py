@@ -286,16 +286,21 @@ async def test_killing_the_origin_shows_reconnecting_and_viewers_resume_with_the
     slug, stream_id, key = cluster.new_stream("Cluster three")
     studio = Studio(daphne_a, slug)
     watchers: list[Watcher] = []
+    player: TestViewer | None = None
     try:
         await studio.go_live(key)
+        player, on_origin = await _whep(daphne_a, slug)  # cut off with the origin
         watchers = await _watchers([daphne_b, daphne_a, daphne_b], slug)
         assert all(
             await asyncio.gather(
-                *(w.viewer.wait_for_frames(video=20, within=15) for w in watchers if w.viewer)
+                *(w.viewer.wait_for_frames(video=20, within=15) for w in watchers if w.viewer),
+                player.wait_for_frames(video=20, within=15),
             )
         )
-        assert await wait_until(lambda: sum(w.viewers for w in cluster.workers()) == 3, 3)
+        assert await wait_until(lambda: sum(w.viewers for w in cluster.workers()) == 4, 3)
         origin, _ = _placement(cluster, stream_id)
+        assert _session_worker(cluster, on_origin) == origin.id
+        await _count_becomes(cluster, slug, 4)
 
         killed_at = time.monotonic()
         os.kill(origin.pid, signal.SIGKILL)
@@ -304,6 +309,8 @@ async def test_killing_the_origin_shows_reconnecting_and_viewers_resume_with_the
         ), [w.publisher_statuses for w in watchers]
         told = time.monotonic() - killed_at
         print(f"\norigin killed: viewers told 'reconnecting' after {told:.2f} s")
+        await _count_becomes(cluster, slug, 3)  # the WHEP player it held is gone
+        print(f"origin killed: viewer count right after {time.monotonic() - killed_at:.2f} s")
         assert await wait_until(lambda: all(w.offers[-1] > killed_at for w in watchers), 5)
 
         # The studio page is asked to publish again, and does: media resumes.
@@ -327,7 +334,10 @@ async def test_killing_the_origin_shows_reconnecting_and_viewers_resume_with_the
         welcome = await _welcome(daphne_b, slug)
         assert welcome["stream"]["state"] == "live"
         assert welcome["stream"]["viewers"] == 3
+        assert await _public_counts(cluster, slug) == [3, 3]  # the pages counted once
     finally:
+        if player is not None:
+            await player.close()
         for watcher in watchers:
             await watcher.close()
         await studio.close()
@@ -360,6 +370,15 @@ async def _public_counts(cluster: Cluster, slug: str) -> list[int]:
     return counts
 
 
+async def _count_becomes(cluster: Cluster, slug: str, expected: int, within: float = 5) -> None:
+    """Every daphne process's public count of the stream's viewers is ``expected`` in time."""
+
+    async def counted() -> bool:
+        return await _public_counts(cluster, slug) == [expected, expected]
+
+    assert await wait_until_awaited(counted, within), await _public_counts(cluster, slug)
+
+
 async def test_killing_a_worker_uncounts_its_whep_viewers_and_counts_watch_pages_once(
     cluster: Cluster,
 ) -> None:
@@ -373,9 +392,6 @@ async def test_killing_a_worker_uncounts_its_whep_viewers_and_counts_watch_pages
     watchers: list[Watcher] = []
     players: list[TestViewer] = []
 
-    async def counted(expected: int) -> bool:
-        return await _public_counts(cluster, slug) == [expected, expected]
-
     try:
         await studio.go_live(key)
         # The origin takes the first two viewers, the edge the next two.
@@ -387,7 +403,7 @@ async def test_killing_a_worker_uncounts_its_whep_viewers_and_counts_watch_pages
         players.append(player)
         viewers = [*players, *(w.viewer for w in watchers if w.viewer)]
         assert all(await asyncio.gather(*(v.wait_for_frames(video=20, within=15) for v in viewers)))
-        assert await wait_until_awaited(lambda: counted(4), 5), await _public_counts(cluster, slug)
+        await _count_becomes(cluster, slug, 4)
         origin, edge = _placement(cluster, stream_id)
         assert (_session_worker(cluster, on_origin), _session_worker(cluster, on_edge)) == (
             origin.id,
@@ -397,7 +413,7 @@ async def test_killing_a_worker_uncounts_its_whep_viewers_and_counts_watch_pages
         killed_at = time.monotonic()
         os.kill(edge.pid, signal.SIGKILL)
         # The edge's WHEP player is gone; its watch page is moved, still counted.
-        assert await wait_until_awaited(lambda: counted(3), 5), await _public_counts(cluster, slug)
+        await _count_becomes(cluster, slug, 3)
         print(f"\nworker killed: viewer count right after {time.monotonic() - killed_at:.2f} s")
         moved = watchers[1]
         assert await wait_until(lambda: bool(moved.offers) and moved.offers[-1] > killed_at, 5)
@@ -414,7 +430,7 @@ async def test_killing_a_worker_uncounts_its_whep_viewers_and_counts_watch_pages
         player, _ = await _whep(daphne_b, slug)
         players.append(player)
         assert await player.wait_for_frames(video=10, within=10)
-        assert await wait_until_awaited(lambda: counted(4), 5), await _public_counts(cluster, slug)
+        await _count_becomes(cluster, slug, 4)
     finally:
         for viewer in players:
             await viewer.close()
