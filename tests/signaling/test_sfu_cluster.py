@@ -93,6 +93,10 @@ class Studio(_Page):
         await super().close()
         await self.publisher.close()
 
+    async def close_socket(self) -> None:
+        """Close the WebSocket only: the publisher's peer connection goes on sending."""
+        await _Page.close(self)
+
 
 class Watcher(_Page):
     """The watch page: answers every offer with a new peer connection, as watch.js does."""
@@ -461,4 +465,40 @@ async def test_a_studio_on_another_daphne_takes_over_and_the_first_is_told(
         assert await wait_until(lambda: watchers[0].frames > frames + 15, 10)
     finally:
         for page in (first, second, *watchers):
+            await page.close()
+
+
+async def test_a_closed_studio_is_reconnecting_at_once_on_every_daphne_and_resumes_on_another(
+    cluster: Cluster,
+) -> None:
+    """The studio's daphne tells the SFU worker holding its publisher that it is gone: the
+    watch pages on both daphne processes see "reconnecting" at once (the publisher's peer
+    connection still sends), and a studio on the other daphne carries the broadcast on."""
+    daphne_a, daphne_b = cluster.daphne
+    slug, _, key = cluster.new_stream("Cluster studio gone")
+    first, again = Studio(daphne_a, slug), Studio(daphne_b, slug)
+    watchers: list[Watcher] = []
+    try:
+        await first.go_live(key)
+        watchers = await _watchers([daphne_a, daphne_b], slug)
+        for watcher in watchers:
+            assert watcher.viewer is not None
+            assert await watcher.viewer.wait_for_frames(video=10, within=15)
+        assert (await _welcome(daphne_b, slug))["publisher"] == "connected"
+
+        await first.close_socket()  # the tab closes; its peer connection goes on
+        assert await wait_until(
+            lambda: all("reconnecting" in w.publisher_statuses for w in watchers), 2.0
+        )
+        assert (await _welcome(daphne_b, slug))["publisher"] == "reconnecting"
+
+        await again.go_live(key)
+        assert await wait_until(
+            lambda: all(w.publisher_statuses[-1] == "connected" for w in watchers), 10
+        )
+        for watcher in watchers:
+            frames = watcher.frames
+            assert await wait_until(lambda w=watcher, f=frames: w.frames > f + 15, 10)
+    finally:
+        for page in (first, again, *watchers):
             await page.close()
