@@ -261,10 +261,16 @@ class SfuGateway:
     async def publisher_status(self, *, stream: Stream) -> str | None:
         """What a watch page shows of the broadcaster: ``None`` when the stream is not live,
         ``"connected"`` while its publisher is active (see ``publisher_active``), else
-        ``"reconnecting"`` (lost, media stopped, or no publisher at all: waiting for one)."""
+        ``"reconnecting"`` (lost, media stopped, no publisher at all, or, in cluster mode, no
+        answer from the worker that should hold it)."""
         if stream.state != Stream.State.LIVE:
             return None
-        return "connected" if await self.publisher_active(stream=stream) else "reconnecting"
+        try:
+            active = await self.publisher_active(stream=stream)
+        except ApplicationError as exc:  # cluster mode: the worker holding it did not answer
+            logger.warning("publisher status unknown: %s", exc.message)
+            active = False
+        return "connected" if active else "reconnecting"
 
     async def publisher_gone(self, *, stream: Stream, session_id: str) -> None:
         """The client that published ``session_id`` is gone (its studio page closed): if

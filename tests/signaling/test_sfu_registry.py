@@ -9,13 +9,21 @@ import os
 import socket
 import uuid
 from collections.abc import AsyncIterator
+from typing import Any
 from urllib.parse import urlsplit
 
 import pytest
 from channels_redis.core import RedisChannelLayer
 
+from broadcast.models import Stream
 from onair.exceptions import ConflictError
-from signaling.sfu_cluster import SfuUnavailableError, call, encode_error, session_worker
+from signaling.sfu_cluster import (
+    ClusterGateway,
+    SfuUnavailableError,
+    call,
+    encode_error,
+    session_worker,
+)
 from signaling.sfu_registry import WORKER_TTL_SECONDS, SfuRegistry, WorkerInfo
 
 REDIS_URL = os.environ.get("TEST_CLUSTER_REDIS_URL", "redis://127.0.0.1:6379/9")
@@ -120,3 +128,32 @@ async def test_a_silent_worker_times_out_with_a_clear_error(
 
 def test_session_ids_name_their_worker() -> None:
     assert session_worker("w1a2b3c4.5f0e-uuid") == "w1a2b3c4"
+
+
+async def test_a_watch_page_is_told_reconnecting_when_the_origin_does_not_answer(
+    layer: RedisChannelLayer,
+    registry: SfuRegistry,
+    settings: Any,
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    """The ``welcome``'s publisher status asks the broadcast's origin worker; one that is
+    stuck (not yet declared dead) must cost the page a late answer, not its connection."""
+    settings.CHANNEL_LAYERS = {
+        "default": {
+            "BACKEND": "channels_redis.core.RedisChannelLayer",
+            "CONFIG": {"hosts": [REDIS_URL]},
+        }
+    }
+    monkeypatch.setattr("signaling.sfu_cluster.RPC_TIMEOUT_SECONDS", 0.3)
+    monkeypatch.setattr("signaling.sfu_cluster.get_channel_layer", lambda: layer)
+    gateway = ClusterGateway()
+    gateway.registry = registry
+    stuck = WorkerInfo(
+        id=f"w{uuid.uuid4().hex[:8]}", channel=await layer.new_channel(), host="127.0.0.1", pid=1
+    )
+    await registry.heartbeat(stuck)
+    stream = Stream(pk=10_000 + uuid.uuid4().int % 10_000, state=Stream.State.LIVE)
+    assert await registry.set_origin(str(stream.pk), stuck.id, replacing=None) == stuck.id
+
+    assert await gateway.publisher_status(stream=stream) == "reconnecting"
+    assert await gateway.publisher_status(stream=Stream(pk=stream.pk)) is None  # not live
