@@ -183,3 +183,4 @@ def test_a_publisher_with_camera_off_and_mic_muted_stays_connected(
     expect(watch.locator("#live-badge")).to_be_visible()
     _wait_for_frames(watch, more_than=frames)  # black frames still arrive
     studio.close()
+    assert log_errors(server.log()) == [], server.log()
