@@ -24,9 +24,11 @@ import time
 from collections.abc import Awaitable, Callable, Coroutine
 from typing import Any
 
+from channels.db import database_sync_to_async
 from channels.layers import BaseChannelLayer, get_channel_layer
 
 from broadcast.models import Stream
+from broadcast.selectors import stream_ids_live
 from onair.exceptions import ApplicationError
 from sfu import IceCandidate
 from sfu.pipe import (
@@ -66,6 +68,7 @@ logger = logging.getLogger(__name__)
 Handler = Callable[..., Awaitable[dict[str, Any]]]
 
 EDGE_IDLE_SECONDS = 10.0
+STOP_CLOSE_SECONDS = 2.0  # for the work a stopping worker's routers set off
 SLOW_REQUEST_SECONDS = 2.0
 SESSION_REFRESH_SECONDS = SESSION_TTL_SECONDS / 3
 
@@ -94,6 +97,9 @@ class SfuWorker:
         self._edge_locks: dict[str, asyncio.Lock] = {}
         self._edge_idle_since: dict[str, float] = {}
         self._tasks: set[asyncio.Task[Any]] = set()
+        self._serving: asyncio.Task[Any] | None = None
+        self._beating: asyncio.Task[None] | None = None
+        self._closed = False
         self._load_sample = (time.monotonic(), time.process_time(), 0)
         self._sessions_refreshed = 0.0
         self._handlers: dict[str, Handler] = {
@@ -121,7 +127,7 @@ class SfuWorker:
         return self._layer
 
     async def run(self, ready: Callable[[WorkerInfo], None] | None = None) -> None:
-        """Serve until cancelled; on the way out the worker leaves the registry at once."""
+        """Serve until ``stop()`` (or cancelled)."""
         layer = get_channel_layer()
         if layer is None:
             raise SfuUnavailableError("Cluster mode needs the Redis channel layer.")
@@ -130,16 +136,52 @@ class SfuWorker:
         await self.registry.heartbeat(self.info())
         if ready is not None:
             ready(self.info())
-        heartbeat = asyncio.ensure_future(self._heartbeat())
+        self._serving = asyncio.current_task()
+        self._beating = asyncio.ensure_future(self._heartbeat())
+        self._spawn(self._reconcile())
         try:
             while True:
                 message = await layer.receive(self.channel)
                 self._spawn(self._serve(message))
         finally:
-            heartbeat.cancel()
-            await self.registry.deregister(self.id)
-            await self.local.close_all()
+            await self._close()
             await self.registry.close()
+
+    async def stop(self) -> None:
+        """Stop serving (SIGTERM, SIGINT): leave the registry at once (the other workers
+        announce it and move its pages), tell the pages of the broadcasts held here that
+        their publisher is reconnecting, close the routers; then stop receiving requests
+        (the channel layer's receive is cancelled last, with nothing else under way)."""
+        await self._close()
+        if self._serving is not None:
+            self._serving.cancel()
+
+    async def _close(self) -> None:
+        if self._closed:
+            return
+        self._closed = True
+        if self._beating is not None:
+            self._beating.cancel()  # before leaving the registry: a beat would rejoin it
+        await self.registry.deregister(self.id)
+        await self.local.stopping()
+        for pipe in self._pipes_out.values():
+            pipe.close()
+        self._pipes_out.clear()
+        await self.local.close_all(wait_seconds=STOP_CLOSE_SECONDS)
+        await self._cancel_tasks()
+
+    async def _reconcile(self) -> None:
+        """A worker starting: a broadcast live in the database that no worker publishes
+        (a worker died and Redis forgot it, or the whole cluster restarted) gets the grace
+        period, then ends unless its publisher came back somewhere."""
+        for stream_id in await database_sync_to_async(stream_ids_live)():
+            self._spawn(self._end_unless_republished(str(stream_id)))
+
+    async def _cancel_tasks(self) -> None:
+        tasks = [task for task in self._tasks if not task.done()]
+        for task in tasks:
+            task.cancel()
+        await asyncio.gather(*tasks, return_exceptions=True)
 
     # --- load and liveness ---------------------------------------------------------------
 

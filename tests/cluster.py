@@ -23,7 +23,15 @@ import redis
 
 from onair.environment import app_environment
 from signaling.sfu_registry import WorkerInfo
-from tests.daphne import ROOT, daphne_command, free_port, manage, stop, wait_until_serving
+from tests.daphne import (
+    ROOT,
+    daphne_command,
+    free_port,
+    log_errors,
+    manage,
+    stop,
+    wait_until_serving,
+)
 
 POSTGRES_URL = os.environ.get("TEST_POSTGRES_URL", "postgres://postgres@127.0.0.1:5432/postgres")
 REDIS_URL = os.environ.get("TEST_CLUSTER_REDIS_URL", "redis://127.0.0.1:6379/9")
@@ -80,10 +88,15 @@ class Cluster:
     def manage(self, *args: str) -> str:
         return manage(self.env, *args)
 
-    def spawn(self, name: str, *command: str) -> subprocess.Popen[bytes]:
+    def spawn(
+        self, name: str, *command: str, settings: dict[str, str] | None = None
+    ) -> subprocess.Popen[bytes]:
+        """Start ``command`` with the cluster's environment (and ``settings`` on top); its
+        output goes to ``workdir/<name>.log``."""
         log = (self.workdir / f"{name}.log").open("ab")
+        env = {**self.env, **(settings or {})}
         process = subprocess.Popen(
-            list(command), cwd=ROOT, env=self.env, stdout=log, stderr=subprocess.STDOUT
+            list(command), cwd=ROOT, env=env, stdout=log, stderr=subprocess.STDOUT
         )
         self.processes.append(process)
         return process
@@ -95,13 +108,19 @@ class Cluster:
         wait_until_serving(url, process, within=STARTUP_SECONDS, output=self.logs)
         self.daphne.append(url)
 
-    def start_worker(self) -> None:
+    def start_worker(self, **settings: str) -> None:
         before = len(self.workers())
-        self.spawn(f"runsfu-{len(self.processes)}", sys.executable, "manage.py", "runsfu")
+        name = f"runsfu-{len(self.processes)}"
+        self.spawn(name, sys.executable, "manage.py", "runsfu", settings=settings)
         deadline = time.monotonic() + STARTUP_SECONDS
         while len(self.workers()) <= before:
             assert time.monotonic() < deadline, self.logs()
             time.sleep(0.1)
+
+    def worker_process(self, worker: WorkerInfo) -> tuple[subprocess.Popen[bytes], Path]:
+        """The process of a worker, and its log."""
+        index, process = next((i, p) for i, p in enumerate(self.processes) if p.pid == worker.pid)
+        return process, self.workdir / f"runsfu-{index}.log"
 
     def workers(self) -> list[WorkerInfo]:
         keys = f"{self.prefix}:sfu:worker"
@@ -153,7 +172,12 @@ def cluster_fixture(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Cluste
             process.terminate()
         for process in cluster.processes:
             stop(process)
+        logs = sorted(cluster.workdir.glob("*.log"))
+        errors = [f"{log.name}: {e}" for log in logs for e in log_errors(log.read_text())]
         for key in cluster.redis.scan_iter(f"{cluster.prefix}*"):
             cluster.redis.delete(key)
         with psycopg.connect(POSTGRES_URL, autocommit=True) as connection:
             connection.execute(f'DROP DATABASE IF EXISTS "{database}" WITH (FORCE)')
+    # Nothing any of them logged may be an ERROR, while stopping included (an e2e test also
+    # fails as soon as its servers log one).
+    assert errors == [], cluster.logs()

@@ -25,6 +25,7 @@ from tests.cluster import (
     cluster_fixture,  # noqa: F401 (provides the "cluster" fixture)
     http,
 )
+from tests.daphne import log_errors
 from tests.signaling.http_clients import SDP
 
 pytestmark = [pytest.mark.postgres, pytest.mark.redis, pytest.mark.slow, CLUSTER_SKIP]
@@ -502,3 +503,94 @@ async def test_a_closed_studio_is_reconnecting_at_once_on_every_daphne_and_resum
     finally:
         for page in (first, again, *watchers):
             await page.close()
+
+
+async def test_stopping_the_only_worker_tells_its_pages_and_a_new_one_carries_on(
+    cluster: Cluster,
+) -> None:
+    """SIGTERM to the one worker left, holding a broadcast: it exits within 5 s without an
+    error, and its viewers hear "reconnecting" from it (no other worker is there to tell
+    them). A worker started next moves the pages to itself; the studio publishes again."""
+    while len(cluster.workers()) < 2:
+        cluster.start_worker()
+    daphne_a, daphne_b = cluster.daphne
+    slug, stream_id, key = cluster.new_stream("Cluster stop")
+    studio = Studio(daphne_a, slug)
+    watchers: list[Watcher] = []
+    try:
+        await studio.go_live(key)
+        watchers = await _watchers([daphne_b, daphne_a], slug)
+        assert all(
+            await asyncio.gather(
+                *(w.viewer.wait_for_frames(video=20, within=15) for w in watchers if w.viewer)
+            )
+        )
+        origin = next(w for w in cluster.workers() if stream_id in w.producers)
+        for other in [w for w in cluster.workers() if w.id != origin.id]:
+            cluster.worker_process(other)[0].kill()
+        assert await wait_until(lambda: [w.id for w in cluster.workers()] == [origin.id], 5)
+        process, log = cluster.worker_process(origin)
+
+        stopped_at = time.monotonic()
+        process.send_signal(signal.SIGTERM)
+        await asyncio.to_thread(process.wait, 30)
+        stopped_after = time.monotonic() - stopped_at
+        print(f"\nthe only worker stopped with SIGTERM: exited after {stopped_after:.2f} s")
+        assert stopped_after < 5, log.read_text()
+        assert log_errors(log.read_text()) == [], log.read_text()
+        assert await wait_until(
+            lambda: all("reconnecting" in w.publisher_statuses for w in watchers), 5
+        ), [w.publisher_statuses for w in watchers]
+
+        restarted_at = time.monotonic()
+        cluster.start_worker()
+        await studio.expect("restart", within=5)
+        await studio.publisher.close()
+        studio.publisher = TestPublisher()
+        await studio.send("offer", sdp=await studio.publisher.create_offer())
+        await studio.publisher.accept_answer((await studio.expect("answer"))["sdp"])
+        assert await wait_until(lambda: all(w.offers[-1] > restarted_at for w in watchers), 5)
+        assert all(
+            await asyncio.gather(
+                *(w.viewer.wait_for_frames(video=20, within=10) for w in watchers if w.viewer)
+            )
+        ), [w.frames for w in watchers]
+        assert (await _welcome(daphne_b, slug))["stream"]["state"] == "live"
+    finally:
+        for watcher in watchers:
+            await watcher.close()
+        await studio.close()
+
+
+async def test_a_broadcast_left_live_by_a_whole_cluster_restart_ends_after_the_grace(
+    cluster: Cluster,
+) -> None:
+    """Every worker killed and Redis' state lost with them: the first worker to start ends,
+    after the grace period, the broadcast that nobody publishes any more."""
+    daphne_a, _ = cluster.daphne
+    slug, _, key = cluster.new_stream("Cluster restart")
+    studio = Studio(daphne_a, slug)
+    try:
+        await studio.go_live(key)
+    finally:
+        await studio.close()
+    for worker in cluster.workers():
+        process, _ = cluster.worker_process(worker)
+        process.kill()
+        await asyncio.to_thread(process.wait, 10)
+    for stale in cluster.redis.scan_iter(f"{cluster.prefix}:sfu:*"):
+        cluster.redis.delete(stale)
+
+    grace = 2.0
+    cluster.start_worker(ONAIR_PUBLISHER_GRACE_SECONDS=str(grace))
+    started = time.monotonic()
+    assert (await _welcome(daphne_a, slug))["stream"]["state"] == "live"
+    while (await _welcome(daphne_a, slug))["stream"]["state"] == "live":
+        assert time.monotonic() - started < grace + 5
+        await asyncio.sleep(0.2)
+    ended_after = time.monotonic() - started
+    print(
+        f"\nleft live by a whole cluster restart: ended {ended_after:.2f} s after a worker started"
+    )
+    assert ended_after >= grace - 0.5
+    cluster.start_worker()

@@ -24,6 +24,7 @@ from signaling.sfu_registry import WorkerInfo
 from signaling.sfu_worker import SfuWorker
 
 _RESTART_DELAY_SECONDS = 1.0
+_DRAIN_SECONDS = 1.0
 
 
 class Command(BaseCommand):
@@ -59,10 +60,17 @@ class Command(BaseCommand):
         async def main() -> None:
             task = asyncio.ensure_future(worker.run(ready))
             loop = asyncio.get_running_loop()
+            stopping: list[asyncio.Task[None]] = []  # the one stop, held until it is done
+
+            def stop() -> None:
+                if not stopping:
+                    stopping.append(loop.create_task(worker.stop()))
+
             for signum in (signal.SIGTERM, signal.SIGINT):
-                loop.add_signal_handler(signum, task.cancel)
+                loop.add_signal_handler(signum, stop)
             with contextlib.suppress(asyncio.CancelledError):
                 await task
+            await _drain(within=_DRAIN_SECONDS)
 
         asyncio.run(main())
         self.stdout.write(f"sfu worker {worker.id} stopped")
@@ -93,3 +101,17 @@ class Command(BaseCommand):
                 child.wait(timeout=10)
             except subprocess.TimeoutExpired:
                 child.kill()
+
+
+async def _drain(*, within: float) -> None:
+    """Cancel what still runs (aiortc's tasks of closed connections), and what that
+    cancelling starts, so that none is left pending when the loop closes."""
+    loop = asyncio.get_running_loop()
+    deadline = loop.time() + within
+    while loop.time() < deadline:
+        others = {t for t in asyncio.all_tasks() if t is not asyncio.current_task()}
+        if not others:
+            return
+        for task in others:
+            task.cancel()
+        await asyncio.wait(others, timeout=max(deadline - loop.time(), 0))
