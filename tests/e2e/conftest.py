@@ -28,6 +28,7 @@ from tests.daphne import (
     daphne_command,
     daphne_process,
     free_port,
+    log_errors,
     manage,
 )
 
@@ -127,6 +128,8 @@ def onair_server(tmp_path_factory: pytest.TempPathFactory) -> Iterator[OnAirServ
     """daphne on a free port (see ``running_server``)."""
     with running_server(tmp_path_factory.mktemp("onair-server")) as server:
         yield server
+    # What it logged while stopping (its tests' own records failed each of them already).
+    assert log_errors(server.log()) == [], server.log()[-6000:]
 
 
 @pytest.fixture(autouse=True)
