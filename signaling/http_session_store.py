@@ -61,7 +61,10 @@ class HttpSession:
         return Stream(pk=self.stream_id, slug=self.slug)
 
     def to_json(self) -> str:
-        return json.dumps(asdict(self))
+        """The record, without ``ended``: where the record is kept says that."""
+        fields = asdict(self)
+        del fields["ended"]
+        return json.dumps(fields)
 
     @classmethod
     def from_json(cls, raw: str) -> HttpSession:

@@ -4,8 +4,10 @@ cluster mode (real Redis, as in test_sfu_registry) behave alike."""
 from __future__ import annotations
 
 import asyncio
+import json
 import uuid
 from collections.abc import AsyncIterator
+from dataclasses import replace
 
 import pytest
 from redis.asyncio import Redis
@@ -149,6 +151,15 @@ async def _check_ending(store: SessionStore) -> None:
     assert await store.discard(session.token)
     assert not await store.discard(session.token)
     assert await store.get(session.token) is None
+
+
+def test_a_record_leaves_out_whether_it_ended() -> None:
+    """Where a record is kept says whether it ended (and records stay readable by a process
+    that knows no ``ended``)."""
+    session = _session()
+    session.ended = True
+    assert "ended" not in json.loads(session.to_json())
+    assert HttpSession.from_json(session.to_json()) == replace(session, ended=False)
 
 
 @pytest.mark.redis
