@@ -153,7 +153,7 @@ class MemorySessionStore:
             self._drop_expired()
             self._ended[session.token] = (
                 time.monotonic() + self._ended_ttl,
-                replace(session, ended=True),
+                replace(session, ended=True, answer_sdp=""),  # small: only DELETE finds it
             )
             while len(self._ended) > self._max_ended:
                 self._ended.popitem(last=False)
