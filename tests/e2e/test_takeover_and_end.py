@@ -135,6 +135,7 @@ def test_an_end_from_anywhere_reaches_the_studio_and_the_whep_player(
     _go_live(studio, server.demo_slug)
     player = _new_page(browser, server, contexts)
     player.goto(f"/whep/{server.demo_slug}/player/")
+    expect(player.get_by_label("Bearer token (private streams)")).to_be_editable()
     player.click("#whep-play")
     expect(player.locator("#whep-status")).to_have_text("connected")
     watcher = _new_page(browser, server, contexts)
