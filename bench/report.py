@@ -1,4 +1,5 @@
-"""Results out: JSON in bench/results/, plots in docs/img/, the table in docs/BENCHMARKS.md."""
+"""Results out: JSON in bench/results/ (build output, ignored by git), plots in docs/img/, the
+tables in docs/BENCHMARKS.md."""
 
 from __future__ import annotations
 
@@ -237,27 +238,6 @@ def render(
         f"Janus ÷ MediaRelay = {_ratio(results, 'janus', 'mediarelay')}.",
     ]
     lines += _live_join_lines(results)
-    lines += [
-        "",
-        "| server | N | connected | server CPU | server RSS | viewer kbit/s median (min) "
-        "| viewer pkt/s median | source pkt/s | load core CPU |",
-        "|---|---:|---:|---:|---:|---:|---:|---:|---:|",
-    ]
-    for result in results:
-        for p in result.points:
-            lines.append(
-                f"| {LABELS[result.name]} | {p.viewers} | {p.connected} | {p.server_cpu:.1%} "
-                f"| {p.server_rss_mb:.1f} MB | {number(p.median_kbps, '.0f')} "
-                f"({number(p.min_kbps, '.0f')}) | {number(p.median_pps, '.0f')} "
-                f"| {number(p.source_pps, '.0f')} | {p.load_cpu:.1%} |"
-                + (
-                    " starved: not fitted"
-                    if p.starved
-                    else " saturated: not fitted"
-                    if p.saturated
-                    else ""
-                )
-            )
     latencies = [(result, latency) for result in results for latency in result.latency]
     if latencies:
         lines += [
@@ -294,15 +274,15 @@ def render(
                     f"| {number(fanout.p50_ms, '.2f')} ms | {number(fanout.p99_ms, '.2f')} ms "
                     f"| {number(fanout.max_ms, '.2f')} ms |"
                 )
-            for result, latency in latencies:
-                pauses = latency.gc
-                if pauses is None:
-                    continue
-                lines.append(
-                    f"\nWhile the latency at {latency.viewers} "
-                    f"viewer{'' if latency.viewers == 1 else 's'} was traced, "
-                    f"{LABELS[result.name]}'s server {pauses.describe()}."
-                )
+            pauses = [
+                f"While the latency at {latency.viewers} "
+                f"viewer{'' if latency.viewers == 1 else 's'} was traced, "
+                f"{LABELS[result.name]}'s server {latency.gc.describe()}."
+                for result, latency in latencies
+                if latency.gc is not None
+            ]
+            if pauses:
+                lines += ["", " ".join(pauses)]
     if signaling is not None:
         per_core = signaling.joins_per_core_second
         lines += [

@@ -702,8 +702,8 @@ def drop_bitrate_estimator(receiver: RTCRtpReceiver) -> None:
     window of 1,000 one-millisecond buckets, each a Python object. A viewer's connection never
     receives media, so on an SFU with 100 viewers that is 100,000 objects of no use, ≈ 90 KB
     per viewer, and half of what the cyclic garbage collector walks in a full collection, which
-    stops every viewer's forwarding while it runs (see docs/BENCHMARKS.md, step 7). aiortc
-    checks for None before it uses the estimator.
+    stops every viewer's forwarding while it runs (see docs/BENCHMARKS.md, "What was tried").
+    aiortc checks for None before it uses the estimator.
     """
     setattr(receiver, _BITRATE_ESTIMATOR_ATTR, None)
 
