@@ -23,7 +23,8 @@ or re-encoded. A gateway drives it like this::
     await registry.close(broadcast_id)                   # closes everything in it
 
 A new ``publish()`` on a router replaces its publisher and moves viewers to the
-new tracks without renegotiation; a publisher whose connection is lost keeps
+new tracks without renegotiation (from a healthy publisher, once the new one is
+connected: until then it is ``pending_publisher``); a publisher whose connection is lost keeps
 its viewers attached for ``publisher_grace_seconds``. Offers the SFU cannot use
 raise ``NegotiationError``; a closed router raises ``RouterClosedError``.
 

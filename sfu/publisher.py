@@ -10,7 +10,7 @@ from aiortc import RTCConfiguration
 
 from sfu import aiortc_adapter
 from sfu.errors import NegotiationError
-from sfu.events import PublisherClosed, PublisherConnected, SfuEvent
+from sfu.events import PublisherClosed, SfuEvent
 from sfu.ice_config import HostNetwork
 from sfu.negotiation import OfferedMedia, codec_preferences, select_publish_codec
 from sfu.producer import Producer
@@ -24,7 +24,8 @@ MEDIA_CHECK_SECONDS = 0.25
 
 
 class PublisherSession(PeerSession):
-    """The broadcaster's connection. Created by ``Router.publish``.
+    """The broadcaster's connection. Created by ``Router.publish``; ``on_connected`` runs
+    when its connection first comes up (the router says ``PublisherConnected``).
 
     Once connected, its media is watched: no RTP or RTCP on any of its tracks for
     ``media_timeout`` seconds (0: never) makes it ``media_stalled`` (``on_media_stalled``
@@ -44,6 +45,7 @@ class PublisherSession(PeerSession):
         emit: Callable[[SfuEvent], None],
         on_lost: Callable[[PeerSession], None],
         on_closed: Callable[[PublisherSession], Awaitable[None]],
+        on_connected: Callable[[PublisherSession], None],
         media_timeout: float = 0.0,
         on_media_stalled: Callable[[PublisherSession], None] | None = None,
         on_media_resumed: Callable[[PublisherSession], None] | None = None,
@@ -57,6 +59,7 @@ class PublisherSession(PeerSession):
         self._keyframe_request_interval = keyframe_request_interval
         self._emit = emit
         self._on_closed = on_closed
+        self._on_connected = on_connected
         self.media_stalled = False
         self._media_timeout = media_timeout
         self._on_media_stalled = on_media_stalled
@@ -115,8 +118,8 @@ class PublisherSession(PeerSession):
         already_connected = self.connected.is_set()
         super()._on_connection_state_change()
         if self.connected.is_set() and not already_connected:
-            self._emit(PublisherConnected(router_id=self.router_id, publisher_id=self.id))
             self._start_media_check()
+            self._on_connected(self)
 
     def _count_rtcp(self) -> None:
         self._rtcp_received += 1

@@ -69,6 +69,14 @@ class Router:
     a producer closing closes its consumers; a viewer closing closes its own.
     A new ``publish()`` replaces the current publisher and moves every consumer
     to the new producer of the same kind, so viewers keep their connection.
+
+    Takeover (make-before-break): while the current publisher is healthy (connected, not
+    lost, its media flowing), a new publisher is *pending*: the current one keeps serving
+    the viewers until the newcomer's connection is up, and only then is it replaced. A
+    pending publisher that never connects (its connect deadline) or fails is closed and
+    changes nothing; a newer ``publish()`` replaces it. With no healthy publisher (none,
+    lost, within its grace period) a new one takes over at once: its viewers already see
+    it reconnecting.
     """
 
     def __init__(self, options: RouterOptions | None = None, router_id: str | None = None) -> None:
@@ -81,6 +89,7 @@ class Router:
         self._configuration = rtc_configuration(self.options.ice_servers)
         self._offer_configuration = rtc_configuration(self.options.ice_servers, max_bundle=True)
         self._publisher: PublisherSession | None = None
+        self._pending: PublisherSession | None = None
         self._viewers: dict[str, ViewerSession] = {}
         self._publish_lock = asyncio.Lock()
         self._grace: asyncio.TimerHandle | None = None
@@ -92,6 +101,18 @@ class Router:
     @property
     def publisher(self) -> PublisherSession | None:
         return self._publisher
+
+    @property
+    def pending_publisher(self) -> PublisherSession | None:
+        """A publisher waiting to take over from a healthy one once it is connected."""
+        return self._pending
+
+    def publisher_session(self, publisher_id: str) -> PublisherSession | None:
+        """The current or the pending publisher with this id, if either has it."""
+        for session in (self._publisher, self._pending):
+            if session is not None and session.id == publisher_id:
+                return session
+        return None
 
     @property
     def producers(self) -> tuple[Producer, ...]:
@@ -107,9 +128,11 @@ class Router:
     async def publish(self, offer_sdp: str) -> PublisherSession:
         """Answer a publisher's offer (WHIP-style, sendonly audio and/or video).
 
-        If a publisher is already there, live or within its grace period, it is
-        replaced: consumers move to the new producers and continue seamlessly.
-        Raises NegotiationError for an unusable offer.
+        A publisher already there is replaced, and its consumers move to the new producers
+        and continue seamlessly: at once if it is not healthy (lost, within its grace
+        period, media stopped, or not connected yet), else once the new one is connected
+        (it is pending until then; see the class). Raises NegotiationError for an unusable
+        offer.
         """
         self._check_open()
         offered = offered_media(offer_sdp)  # a malformed offer never gets a peer connection
@@ -123,6 +146,7 @@ class Router:
                 emit=self.events.emit,
                 on_lost=self._publisher_lost,
                 on_closed=self._publisher_closed,
+                on_connected=self._publisher_connected,
                 media_timeout=self.options.publisher_media_timeout_seconds,
                 on_media_stalled=self._publisher_stalled,
                 on_media_resumed=self._publisher_resumed,
@@ -134,28 +158,60 @@ class Router:
                 await session._close_peer_connection()
                 raise
             session._arm_connect_deadline(self.options.connect_timeout_seconds)
-            previous, self._publisher = self._publisher, session
-            self._cancel_grace()
-            for producer in session.producers:
-                self.events.emit(
-                    ProducerAdded(
-                        router_id=self.id,
-                        producer_id=producer.id,
-                        publisher_id=session.id,
-                        kind=producer.kind,
-                        mime_type=producer.mime_type,
-                    )
+            superseded, self._pending = self._pending, None
+            if superseded is not None:
+                await superseded._close("replaced")
+            if self._publisher_healthy():
+                self._pending = session
+                logger.info(
+                    "publisher pending", extra={"router_id": self.id, "publisher_id": session.id}
                 )
-            if previous is not None:
-                await self._move_consumers(previous.producers, session.producers)
-                await previous._close("replaced")
-            for viewer in self.viewers:
-                for producer in session.producers:
-                    await self._consume(viewer, producer)
-            logger.info(
-                "publisher joined", extra={"router_id": self.id, "publisher_id": session.id}
-            )
+            else:
+                await self._take_over(session)
             return session
+
+    def _publisher_healthy(self) -> bool:
+        """Whether the current publisher serves its viewers: a newcomer waits until it is
+        connected before replacing it."""
+        current = self._publisher
+        return (
+            current is not None
+            and current.connected.is_set()
+            and not current.lost
+            and not current.media_stalled
+            and self._grace is None
+        )
+
+    async def _take_over(self, session: PublisherSession) -> None:
+        """Make ``session`` the publisher: announce its producers, move the viewers to
+        them and close the previous publisher (reason ``"replaced"``)."""
+        previous, self._publisher = self._publisher, session
+        self._cancel_grace()
+        for producer in session.producers:
+            self.events.emit(
+                ProducerAdded(
+                    router_id=self.id,
+                    producer_id=producer.id,
+                    publisher_id=session.id,
+                    kind=producer.kind,
+                    mime_type=producer.mime_type,
+                )
+            )
+        if previous is not None:
+            await self._move_consumers(previous.producers, session.producers)
+            await previous._close("replaced")
+        for viewer in self.viewers:
+            for producer in session.producers:
+                await self._consume(viewer, producer)
+        logger.info("publisher joined", extra={"router_id": self.id, "publisher_id": session.id})
+
+    async def _take_over_when_connected(self, session: PublisherSession) -> None:
+        async with self._publish_lock:  # after a publish under way, which may replace it
+            if session is not self._pending or session.lost or self.closed:
+                return
+            self._pending = None
+            await self._take_over(session)
+            self.events.emit(PublisherConnected(router_id=self.id, publisher_id=session.id))
 
     async def subscribe(self, offer_sdp: str | None = None) -> ViewerSession:
         """Add a viewer.
@@ -196,12 +252,24 @@ class Router:
     def publisher_gone(self, publisher_id: str) -> bool:
         """The publisher ``publisher_id`` is gone though its peer connection may not know
         yet (its studio page closed): it is lost now, as if its connection had failed
-        (reason ``"signaling_closed"``), and its grace period starts. False if it is not
-        the current publisher, or was lost already."""
-        session = self._publisher
-        if session is None or session.id != publisher_id or session.lost or self.closed:
+        (reason ``"signaling_closed"``): the current publisher's grace period starts, a
+        pending one is just closed. False if it is neither, or was lost already."""
+        session = self.publisher_session(publisher_id)
+        if session is None or session.lost or self.closed:
             return False
         session._lose("signaling_closed")
+        return True
+
+    async def withdraw_pending(self, publisher_id: str) -> bool:
+        """Close the pending publisher ``publisher_id`` (its client gave up on taking over,
+        e.g. a WHIP ``DELETE``); the current publisher carries on. False if it is not
+        pending (any more)."""
+        async with self._publish_lock:  # not while it is taking over
+            session = self._pending
+            if session is None or session.id != publisher_id:
+                return False
+            self._pending = None
+        await session._close("closed")
         return True
 
     def stats(self) -> RouterStats:
@@ -226,8 +294,9 @@ class Router:
                 self._stats_task = None
             for viewer in self.viewers:
                 await viewer._close("router_closed")
-            if self._publisher is not None:
-                await self._publisher._close("closed")
+            for publisher in (self._pending, self._publisher):
+                if publisher is not None:
+                    await publisher._close("closed")
             if self._tasks:
                 await asyncio.gather(*self._tasks, return_exceptions=True)
             self.events.emit(RouterClosed(router_id=self.id))
@@ -275,8 +344,19 @@ class Router:
             for consumer in list(producer.consumers):
                 await consumer.switch_producer(replacement)
 
+    def _publisher_connected(self, session: PublisherSession) -> None:
+        if session is self._pending:
+            self._spawn(self._take_over_when_connected(session))
+        elif session is self._publisher and not self.closed:
+            self.events.emit(PublisherConnected(router_id=self.id, publisher_id=session.id))
+
     def _publisher_lost(self, session: PeerSession) -> None:
         assert isinstance(session, PublisherSession)
+        if session is self._pending:
+            # A takeover that failed: the current publisher never knew of it.
+            self._pending = None
+            self._spawn(session._close(session.lost_reason))
+            return
         if session is not self._publisher or self.closed:
             self._spawn(session._close("closed"))
             return
@@ -318,7 +398,9 @@ class Router:
         )
 
     async def _publisher_closed(self, session: PublisherSession) -> None:
-        if session is self._publisher:
+        if session is self._pending:
+            self._pending = None
+        elif session is self._publisher:
             self._publisher = None
             self._cancel_grace()
 

@@ -131,10 +131,12 @@ async def whip_session_start(
     stream starts a new broadcast). ``key_id``: the key that let the client in; revoking it
     ends the session.
 
-    A publisher already there (WHIP or studio, connected or not) is replaced at once, its
-    viewers carried over: an encoder that comes back after a crash takes over from its
-    own lost session. Concurrent publishes to one stream run one after the other here, so
-    the last one wins and every replaced one is told (its session ends).
+    A publisher already there (WHIP or studio) is replaced, its viewers carried over: at
+    once if it is lost, stalled or not connected (an encoder that comes back after a crash
+    takes over from its own lost session), else once the new one is connected, so a
+    newcomer whose ICE fails leaves a healthy broadcast alone (see ``sfu.Router``).
+    Concurrent publishes to one stream run one after the other here, so the last one wins
+    and every replaced one is told (its session ends).
     """
     offer_validate(offer_sdp=offer_sdp)
     async with _publish_lock(stream.pk):
@@ -299,9 +301,10 @@ async def http_session_end(
     *, session: HttpSession, reason: Stream.EndReason = Stream.EndReason.PUBLISHER
 ) -> None:
     """``DELETE``: a WHIP session that is still the stream's publisher ends the broadcast
-    (with ``reason``); one that was replaced by a newer publisher leaves the broadcast
-    alone. A WHEP session stops one viewer. An ended session (its peer is gone, and was
-    uncounted then) is only forgotten."""
+    (with ``reason``); one that was replaced by a newer publisher, or is still waiting to
+    take over (pending, see ``sfu.Router``), leaves the broadcast alone. A WHEP session
+    stops one viewer. An ended session (its peer is gone, and was uncounted then) is only
+    forgotten."""
     removed = None
     if not session.ended:
         removed = await session_store.pop(kind=session.kind, sfu_id=session.sfu_id)
@@ -310,6 +313,8 @@ async def http_session_end(
         return
     stream = session.stream
     if session.kind is SessionKind.WHIP:
+        if await gateway.publisher_withdraw(stream=stream, session_id=session.sfu_id):
+            return  # its takeover never happened: the current publisher carries on
         if not await _publishing(session):
             return  # replaced (its end not reported yet): the broadcast is another's now
         await database_sync_to_async(stream.refresh_from_db)()
@@ -326,7 +331,8 @@ async def http_session_end(
 
 async def _publishing(session: HttpSession) -> bool:
     """Whether a WHIP session is still its stream's publisher (connected or within its
-    grace period), not one a newer publish replaced."""
+    grace period) or about to be (pending until connected), not one a newer publish
+    replaced."""
     state = await gateway.publisher_connection_state(
         stream=session.stream, session_id=session.sfu_id
     )

@@ -251,6 +251,12 @@ class ClusterGateway(SfuGateway):
                 session_id=local_session_id(session_id),
             )
 
+    async def publisher_withdraw(self, *, stream: Stream, session_id: str) -> bool:
+        result = await self._session_call(
+            "publisher_withdraw", stream=stream, session=("session_id", session_id)
+        )
+        return result is not None and bool(result["withdrawn"])
+
     async def publisher_connection_state(self, *, stream: Stream, session_id: str) -> str | None:
         result = await self._session_call(
             "publisher_connection_state", stream=stream, session=("session_id", session_id)

@@ -232,7 +232,9 @@ class SfuGateway:
         self, *, stream: Stream, offer_sdp: str, client: str | None = None
     ) -> PublishResult:
         """Answer a broadcaster's offer. A publisher already there is replaced and every
-        viewer moves to the new tracks without renegotiating. ``client``: the address it
+        viewer moves to the new tracks without renegotiating: once the new one is connected
+        if the current one is healthy (until then the new one is pending, see
+        ``sfu.Router``), else at once. ``client``: the address it
         comes from, for the session caps (``signaling.session_limits``)."""
         self._check_serving()
         router = self._routers().get_or_create(str(stream.pk))
@@ -280,13 +282,20 @@ class SfuGateway:
         if router is not None:
             router.publisher_gone(session_id)
 
-    def publisher_session(self, stream: Stream, session_id: str) -> PublisherSession | None:
+    async def publisher_withdraw(self, *, stream: Stream, session_id: str) -> bool:
+        """Close ``session_id`` if it is a pending publisher (its takeover not done yet):
+        its client gave up, and the current publisher carries on. False if it is not."""
         router = self.router(stream)
-        publisher = router.publisher if router is not None else None
-        return publisher if publisher is not None and publisher.id == session_id else None
+        return router is not None and await router.withdraw_pending(session_id)
+
+    def publisher_session(self, stream: Stream, session_id: str) -> PublisherSession | None:
+        """The stream's current or pending publisher ``session_id``."""
+        router = self.router(stream)
+        return router.publisher_session(session_id) if router is not None else None
 
     async def publisher_connection_state(self, *, stream: Stream, session_id: str) -> str | None:
-        """The publisher session's connection state; ``None`` once it is over."""
+        """The publisher session's connection state (current or pending); ``None`` once it
+        is over."""
         publisher = self.publisher_session(stream, session_id)
         return publisher.connection_state if publisher is not None else None
 

@@ -107,6 +107,7 @@ class SfuWorker:
             "publisher_active": self._publisher_active,
             "publisher_connection_state": self._publisher_connection_state,
             "publisher_gone": self._publisher_gone,
+            "publisher_withdraw": self._publisher_withdraw,
             "publisher_candidate": self._publisher_candidate,
             "publisher_restart_ice": self._publisher_restart_ice,
             "subscribe": self._subscribe,
@@ -252,8 +253,9 @@ class SfuWorker:
         self._sessions_refreshed = now
         peers: list[str] = []
         for router in self.local.routers().routers:
-            if router.publisher is not None:
-                peers.append(peer_key(SessionKind.WHIP, session_id(self.id, router.publisher.id)))
+            for publisher in (router.publisher, router.pending_publisher):
+                if publisher is not None:
+                    peers.append(peer_key(SessionKind.WHIP, session_id(self.id, publisher.id)))
             peers.extend(
                 peer_key(SessionKind.WHEP, session_id(self.id, viewer.id))
                 for viewer in router.viewers
@@ -373,6 +375,12 @@ class SfuWorker:
     async def _publisher_gone(self, *, stream_id: str, session_id: str) -> dict[str, Any]:
         await self.local.publisher_gone(stream=_stream(stream_id), session_id=session_id)
         return {}
+
+    async def _publisher_withdraw(self, *, stream_id: str, session_id: str) -> dict[str, Any]:
+        withdrawn = await self.local.publisher_withdraw(
+            stream=_stream(stream_id), session_id=session_id
+        )
+        return {"withdrawn": withdrawn}
 
     async def _publisher_connection_state(
         self, *, stream_id: str, session_id: str

@@ -389,6 +389,23 @@ async def test_a_second_studio_takes_over_and_the_first_is_told_why(
     onlooker = Socket(f"/ws/studio/{stream.slug}/", owner)
     assert (await onlooker.open())["publisher"] == "connected"
     await onlooker.close()
+    # A takeover whose connection never comes up (its ICE fails) changes nothing, and its
+    # tab closing just drops it: the first studio is not told "replaced".
+    router = gateway.router(stream)
+    assert router is not None
+    live = router.publisher
+    stuck = Socket(f"/ws/studio/{stream.slug}/", owner)
+    await stuck.open()
+    stuck_publisher = TestPublisher()
+    await stuck.send({"type": "offer", "sdp": await stuck_publisher.create_offer()})
+    await stuck.expect("answer")  # never applied: no ICE
+    assert router.pending_publisher is not None
+    before = viewer.video.frames
+    assert await wait_until(lambda: viewer.video.frames > before + 20, 20)
+    await stuck.close()
+    await stuck_publisher.close()
+    assert await wait_until(lambda: router.pending_publisher is None)
+    assert router.publisher is live
 
     second, second_publisher = await go_live(stream, owner)
 

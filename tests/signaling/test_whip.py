@@ -17,6 +17,7 @@ from django.test import AsyncClient, override_settings
 
 from broadcast.models import Stream
 from broadcast.services import IssuedKey, stream_create, stream_end, stream_go_live
+from sfu import PublisherClosed
 from sfu.testing import TestPublisher, TestViewer, wait_until, wait_until_awaited
 from signaling import http_sessions
 from signaling.http_session_store import HttpSession, SessionKind, session_store
@@ -241,8 +242,8 @@ async def test_a_new_publish_takes_over_and_the_replaced_session_leaves_the_broa
     stream_parts: tuple[Stream, IssuedKey],
 ) -> None:
     """An encoder that comes back (its old session still connected, as far as the server
-    knows) takes over at once; the DELETE of the replaced session does not end the new
-    broadcast."""
+    knows) takes over once connected; the DELETE of the replaced session does not end the
+    new broadcast."""
     stream, key = stream_parts
     first = await whip(http, peers, stream, key.secret)
     assert (await first.publish()).status_code == 201
@@ -253,6 +254,8 @@ async def test_a_new_publish_takes_over_and_the_replaced_session_leaves_the_broa
 
         assert (await second.publish()).status_code == 201
 
+        (second_id,) = await _whip_sfu_ids([second])
+        assert await wait_until(lambda: _sfu_id(stream) == second_id, 10)
         seen = viewer.video.frames
         assert await viewer.wait_for_frames(video=seen + 15, within=20)  # from the new one
         response = await first.delete()
@@ -316,6 +319,59 @@ async def test_a_publish_replaced_before_its_session_is_registered_ends_at_once(
         assert gateway.router(stream) is not None  # the studio's broadcast goes on
     finally:
         await studio.close()
+
+
+async def test_a_takeover_that_never_connects_leaves_the_live_publisher_alone(
+    settings: Any,
+    http: AsyncClient,
+    peers: list[WhipClient | WhepClient],
+    stream_parts: tuple[Stream, IssuedKey],
+) -> None:
+    """A second encoder whose ICE never completes (a network that blocks UDP) gets its
+    201 but takes nothing over: the live encoder's viewers keep receiving it, nobody is
+    told "replaced", and after its connect deadline the newcomer's session is over. A
+    newcomer that gives up (DELETE) before then leaves the broadcast alone too."""
+    settings.ONAIR = {**settings.ONAIR, "CONNECT_TIMEOUT_SECONDS": 2}
+    stream, key = stream_parts
+    live = await whip(http, peers, stream, key.secret)
+    assert (await live.publish()).status_code == 201
+    (live_id,) = await _whip_sfu_ids([live])
+    viewer = await view_in_sfu(stream)
+    try:
+        assert await viewer.wait_for_frames(video=5, within=20)
+        closed: list[PublisherClosed] = []
+        router = gateway.router(stream)
+        assert router is not None
+        router.events.on(PublisherClosed, closed.append)
+
+        for gives_up in (True, False):
+            stuck = await whip(http, peers, stream, key.secret)
+            # the answer is never applied: no ICE from this client
+            assert (await stuck.post(await stuck.publisher.create_offer())).status_code == 201
+            (stuck_id,) = await _whip_sfu_ids([stuck])
+            assert gateway.publisher_session(stream, stuck_id) is not None  # pending
+            seen = viewer.video.frames
+            assert await viewer.wait_for_frames(video=seen + 15, within=2)
+            assert _sfu_id(stream) == live_id
+            if gives_up:
+                assert (await stuck.delete()).status_code == 200
+            else:
+                assert await wait_until(
+                    lambda stuck_id=stuck_id: gateway.publisher_session(stream, stuck_id) is None,
+                    5,
+                )
+                assert (await stuck.delete()).status_code == 200  # ended, kept a while
+            assert [e.publisher_id for e in closed] == [stuck_id]
+            assert closed.pop().reason != "replaced"
+            assert (await refreshed(stream)).state == Stream.State.LIVE
+
+        assert _sfu_id(stream) == live_id
+        seen = viewer.video.frames
+        assert await viewer.wait_for_frames(video=seen + 15, within=5)
+        assert (await live.delete()).status_code == 200
+        assert (await refreshed(stream)).state == Stream.State.ENDED
+    finally:
+        await viewer.close()
 
 
 async def _whip_sfu_ids(clients: list[WhipClient]) -> list[str]:

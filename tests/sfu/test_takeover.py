@@ -1,0 +1,172 @@
+"""Takeover from a healthy publisher is make-before-break: the newcomer is pending until its
+connection is up, and one that never connects leaves the broadcast alone."""
+
+from collections.abc import AsyncIterator
+
+import pytest
+
+from sfu import (
+    ConsumerClosed,
+    PublisherClosed,
+    PublisherConnected,
+    PublisherDisconnected,
+    Router,
+    RouterOptions,
+    SfuEvent,
+)
+from sfu.testing import TestClients, TestPublisher, wait_until
+
+CONNECT_TIMEOUT = 1.5
+
+
+@pytest.fixture
+async def router() -> AsyncIterator[Router]:
+    router = Router(
+        RouterOptions(
+            stats_interval_seconds=0,
+            publisher_grace_seconds=5.0,
+            connect_timeout_seconds=CONNECT_TIMEOUT,
+        )
+    )
+    yield router
+    await router.close()
+
+
+async def _never_connecting(router: Router, clients: TestClients) -> str:
+    """A publish whose client never does ICE (it never applies the answer): an encoder
+    behind a network that blocks UDP. Returns its session id."""
+    newcomer = TestPublisher()
+    clients.publishers.append(newcomer)
+    return (await router.publish(await newcomer.create_offer())).id
+
+
+async def test_a_newcomer_that_never_connects_leaves_a_live_publisher_alone(
+    router: Router, clients: TestClients
+) -> None:
+    events: list[SfuEvent] = []
+    router.events.on_any(events.append)
+    _, live = await clients.publish(router)
+    viewer, _ = await clients.subscribe(router)
+    assert await viewer.wait_for_frames(video=30)
+    consumers = {c.id for v in router.viewers for c in v.consumers}
+
+    pending_id = await _never_connecting(router, clients)
+
+    # the viewer keeps receiving the live publisher's frames while the newcomer tries
+    frames = viewer.video.frames
+    assert await viewer.wait_for_frames(video=frames + 20, within=CONNECT_TIMEOUT)
+    assert router.publisher is live
+    pending = router.pending_publisher
+    assert pending is not None
+    assert pending.id == pending_id
+    assert router.publisher_session(pending_id) is pending
+
+    assert await wait_until(lambda: router.pending_publisher is None, within=CONNECT_TIMEOUT + 3)
+    closed = [(e.publisher_id, e.reason) for e in events if isinstance(e, PublisherClosed)]
+    assert closed == [(pending_id, "connect_timeout")]
+    assert not [e for e in events if isinstance(e, PublisherDisconnected | ConsumerClosed)]
+    assert router.publisher is live
+    assert not live.lost
+    assert {c.id for v in router.viewers for c in v.consumers} == consumers
+    frames = viewer.video.frames
+    assert await viewer.wait_for_frames(video=frames + 20)
+
+
+async def test_a_takeover_swaps_once_the_newcomer_is_connected(
+    router: Router, clients: TestClients
+) -> None:
+    events: list[SfuEvent] = []
+    router.events.on_any(events.append)
+    _, first = await clients.publish(router)
+    viewer, _ = await clients.subscribe(router)
+    assert await viewer.wait_for_frames(video=30)
+    consumers = {c.id for v in router.viewers for c in v.consumers}
+
+    newcomer = TestPublisher()
+    clients.publishers.append(newcomer)
+    second = await router.publish(await newcomer.create_offer())
+    assert router.publisher is first
+    assert router.pending_publisher is second
+    assert not [e for e in events if isinstance(e, PublisherClosed)]
+    await newcomer.accept_answer(second.answer_sdp)
+
+    assert await wait_until(lambda: router.publisher is second)
+    assert router.pending_publisher is None
+    frames = viewer.video.frames
+    assert await viewer.wait_for_frames(video=frames + 30)
+    assert all(c.producer in second.producers for v in router.viewers for c in v.consumers)
+    assert {c.id for v in router.viewers for c in v.consumers} == consumers
+    closed = [(e.publisher_id, e.reason) for e in events if isinstance(e, PublisherClosed)]
+    assert closed == [(first.id, "replaced")]
+    connected = [e.publisher_id for e in events if isinstance(e, PublisherConnected)]
+    assert connected == [first.id, second.id]
+    assert not [e for e in events if isinstance(e, PublisherDisconnected | ConsumerClosed)]
+
+
+async def test_a_newer_publish_replaces_the_pending_one(
+    router: Router, clients: TestClients
+) -> None:
+    events: list[SfuEvent] = []
+    router.events.on_any(events.append)
+    _, first = await clients.publish(router)
+    viewer, _ = await clients.subscribe(router)
+    assert await viewer.wait_for_frames(video=30)
+    stuck_id = await _never_connecting(router, clients)
+
+    _, third = await clients.publish(router)
+
+    assert await wait_until(lambda: router.publisher is third)
+    closed = [(e.publisher_id, e.reason) for e in events if isinstance(e, PublisherClosed)]
+    assert closed == [(stuck_id, "replaced"), (first.id, "replaced")]
+    frames = viewer.video.frames
+    assert await viewer.wait_for_frames(video=frames + 30)
+
+
+async def test_a_pending_publisher_whose_client_is_gone_is_dropped(
+    router: Router, clients: TestClients
+) -> None:
+    events: list[SfuEvent] = []
+    router.events.on_any(events.append)
+    _, live = await clients.publish(router)
+    assert await wait_until(lambda: live.connected.is_set())
+    gone_id = await _never_connecting(router, clients)
+    withdrawn_id = await _never_connecting(router, clients)  # replaces the first
+
+    assert await router.withdraw_pending(withdrawn_id)
+    assert not await router.withdraw_pending(live.id)
+    assert router.pending_publisher is None
+    gone_again = await _never_connecting(router, clients)
+    assert router.publisher_gone(gone_again)  # its studio tab closed
+    assert router.pending_publisher is None
+
+    def closed() -> list[tuple[str, str]]:
+        return [(e.publisher_id, e.reason) for e in events if isinstance(e, PublisherClosed)]
+
+    assert await wait_until(lambda: len(closed()) == 3)
+    assert closed() == [
+        (gone_id, "replaced"),
+        (withdrawn_id, "closed"),
+        (gone_again, "signaling_closed"),
+    ]
+    assert not [e for e in events if isinstance(e, PublisherDisconnected)]
+    assert router.publisher is live
+    assert not live.lost
+
+
+async def test_an_unhealthy_publisher_is_replaced_at_once(
+    router: Router, clients: TestClients
+) -> None:
+    """A publisher whose media stopped (its viewers see it reconnecting) does not wait
+    for the newcomer to connect."""
+    first_client, first = await clients.publish(router)
+    viewer, _ = await clients.subscribe(router)
+    assert await viewer.wait_for_frames(video=30)
+    first_client.hold_media(True)
+    assert await wait_until(lambda: first.media_stalled)
+
+    newcomer_id = await _never_connecting(router, clients)
+
+    assert router.pending_publisher is None
+    assert router.publisher is not None
+    assert router.publisher.id == newcomer_id
+    assert first.closed
