@@ -5,7 +5,7 @@ N receiving sockets in another process (pinned to the other core, draining them 
 that sends bursts of same-size 1.2 KB datagrams, one burst per "frame" and receiver, at a
 viewer's packet rate: either one ``sendto`` per datagram (what a forwarder does without
 batching) or one ``sendmsg`` with a ``UDP_SEGMENT`` control message per burst (what
-``sfu.aiortc_adapter.DirectRtpSender`` does). Reported: the sender's CPU time (user +
+``sfu.rtp_sender.DirectRtpSender`` does). Reported: the sender's CPU time (user +
 system) per datagram, and that the receivers got every datagram.
 
     python -m bench.syscalls [--receivers 100] [--burst 5] [--seconds 4]

@@ -11,9 +11,7 @@ from __future__ import annotations
 
 import asyncio.selector_events
 import contextlib
-import functools
 import logging
-import os
 import socket
 import struct
 import sys
@@ -43,11 +41,9 @@ from aiortc.rtp import (
     RtpPacket,
     pack_rtcp_packet,
 )
-from pylibsrtp import SRTP_MAX_TRAILER_LEN, Session
+from pylibsrtp import Session
 from pylibsrtp._binding import ffi as _srtp_ffi
 from pylibsrtp._binding import lib as _srtp_lib
-
-from sfu import native
 
 logger = logging.getLogger(__name__)
 
@@ -327,362 +323,72 @@ def sender_ssrcs(sender: RTCRtpSender) -> tuple[int, int]:
     return sender._ssrc, sender._rtx_ssrc
 
 
-_RTP_COMPONENT = 1
 _DTLS_CONNECTED = _DtlsState.CONNECTED
-_HEADER = struct.Struct("!HII")  # sequence number, timestamp, SSRC at offset 2
-_srtp_protect = _srtp_lib.srtp_protect
-# One viewer's share of a batch is protected here and sent before the next viewer's:
-# ≈ 48 packets of 1.2 KB, below the 64 KB a UDP send may carry.
-_BATCH_BYTES = 60000
-_SCRATCH = _srtp_ffi.new("char[]", _BATCH_BYTES + SRTP_MAX_TRAILER_LEN)
-_SCRATCH_BUFFER = _srtp_ffi.buffer(_SCRATCH)
-_SCRATCH_VIEW = memoryview(_SCRATCH_BUFFER)
-_SCRATCH_LENGTH = _srtp_ffi.new("int *")
-_UDP_SEGMENT = getattr(socket, "UDP_SEGMENT", 103)  # Linux ≥ 4.18, <netinet/udp.h>
-_MAX_SEGMENTS = 64  # the kernel's UDP_MAX_SEGMENTS
-_SEGMENT_SIZES: dict[int, list[tuple[int, int, bytes]]] = {}
-
-
-def _segment_size(size: int) -> list[tuple[int, int, bytes]]:
-    """The ancillary data of a UDP GSO send cutting its buffer into ``size``-byte datagrams."""
-    cmsg = _SEGMENT_SIZES.get(size)
-    if cmsg is None:
-        cmsg = _SEGMENT_SIZES[size] = [(socket.SOL_UDP, _UDP_SEGMENT, struct.pack("=H", size))]
-    return cmsg
-
-
-class DirectRtpSender:
-    """Sends a viewer's RTP without awaiting anything: SRTP-protects a batch of packets
-    with the viewer's own libsrtp session into one buffer, and sends it on the socket of
-    the ICE pair aiortc nominated.
-
-    This skips what ``RTCDtlsTransport._send_rtp`` adds per packet (a coroutine, the
-    ``bytes`` checks and copies of ``pylibsrtp.Session.protect``, aioice's two send
-    coroutines, the candidate pair's address property). The batch goes out with UDP
-    generic segmentation offload (``UDP_SEGMENT``): one ``sendmsg`` for each run of
-    same-size packets (a video frame's packets, but its last, which may end the run),
-    which the kernel cuts into the same datagrams it would have sent one by one, at a
-    third of the cost per datagram. Where GSO is refused (an old kernel, a device without
-    checksum offload), each packet is sent on its own. Only asyncio's own datagram
-    transport exposes its socket; with uvloop's, or aioice's TURN transport for relayed
-    pairs, each packet goes through the transport's ``sendto``. The transport also takes
-    what the kernel refuses with ``EAGAIN``, and everything after it while it holds a
-    queue, so order is kept and the event loop never blocks. The DTLS state and the
-    nominated pair are checked for every batch, so nothing is sent before DTLS is up or
-    after ICE consent is lost and the connection closed; the DTLS transport's byte and
-    packet counters stay right.
-    """
-
-    __slots__ = (
-        "_addr",
-        "_dtls",
-        "_gso",
-        "_nominated",
-        "_pair",
-        "_sender",
-        "_session",
-        "_socket",
-        "_srtp",
-        "_target",
-        "_transport",
-        "native_send_hook",
-    )
-
-    def __init__(self, sender: RTCRtpSender) -> None:
-        dtls: RTCDtlsTransport = sender.transport
-        self._dtls = dtls
-        self._sender = sender
-        self._socket: socket.socket | None = None
-        self._nominated: dict[int, CandidatePair] = dtls.transport._connection._nominated
-        self._pair: CandidatePair | None = None
-        self._session: Session | None = None
-        self._srtp: Any = None
-        self._transport: Any = None
-        self._addr: tuple[str, int] = ("", 0)
-        self._gso = True
-        self._target: Any = None  # the C loop's struct onair_target (sfu.native)
-        # where tests watch the C loop's sends: a cffi callback taking (hook data, data,
-        # length, GSO segment size or 0) and returning the bytes taken or -errno
-        self.native_send_hook: Any = None
-
-    def send(
-        self,
-        templates: list[bytes],
-        headers: list[tuple[int, int]],
-        ssrc: int,
-        ntp_time: int,
-        payload_bytes: int,
-    ) -> int:
-        """Send ``templates`` (serialized RTP packets), each with the sequence number and
-        timestamp of its ``headers`` entry and ``ssrc``, and account them in the next RTCP
-        sender report (``ntp_time`` being when they were sent, ``payload_bytes`` their
-        payloads' size); the RTP bytes sent, 0 if nothing was.
-
-        aiortc's ``_run_rtcp`` reports the sender's counters and NTP/RTP timestamp
-        pair, but only its own ``_run_rtp`` (idle here) updates them."""
-        dtls = self._dtls
-        if dtls._state is not _DTLS_CONNECTED or not templates:
-            return 0
-        if not self._bound() and not self._bind():
-            return 0
-        srtp = self._srtp
-        buffer = _SCRATCH_BUFFER
-        scratch = _SCRATCH
-        protect = _srtp_protect
-        length = _SCRATCH_LENGTH
-        pack_header = _HEADER.pack_into
-        sizes: list[int] = []
-        offset = sent = protected = packets = 0
-        for template, (sequence_number, timestamp) in zip(templates, headers, strict=True):
-            size = len(template)
-            end = offset + size
-            if end > _BATCH_BYTES:
-                if size > _BATCH_BYTES:
-                    continue
-                self._transmit(sizes)  # the buffer is full: send what it holds
-                protected += offset
-                packets += len(sizes)
-                sizes = []
-                offset = 0
-                end = size
-            buffer[offset:end] = template
-            pack_header(buffer, offset + 2, sequence_number, timestamp, ssrc)
-            length[0] = size
-            if protect(srtp, scratch + offset, length):
-                continue
-            size_out = length[0]
-            sizes.append(size_out)
-            offset += size_out
-            sent += size
-        self._transmit(sizes)
-        protected += offset
-        packets += len(sizes)
-        if not sent:
-            return 0
-        dtls._RTCDtlsTransport__tx_bytes += protected  # type: ignore[attr-defined]
-        dtls._RTCDtlsTransport__tx_packets += packets  # type: ignore[attr-defined]
-        sender = self._sender
-        sender._RTCRtpSender__ntp_timestamp = ntp_time  # type: ignore[attr-defined]
-        sender._RTCRtpSender__rtp_timestamp = headers[-1][1]  # type: ignore[attr-defined]
-        sender._RTCRtpSender__octet_count += payload_bytes  # type: ignore[attr-defined]
-        sender._RTCRtpSender__packet_count += packets  # type: ignore[attr-defined]
-        return sent
-
-    def native_target(self) -> Any:
-        """A ``struct onair_target`` (``sfu.native``) through which the C loop sends this
-        viewer's RTP as ``send`` would, or None where it cannot: no C loop, DTLS not up, no
-        socket of asyncio's (uvloop, TURN), or datagrams queued on the transport.
-
-        The target owns what the C loop reads through it: it sends on a duplicate of the
-        socket's descriptor, closed with the target (a socket closed while the target is in
-        use leaves it writing to a socket no one reads, not to whatever reuses the number),
-        and it holds its SRTP session and send hook until it is freed, which is when nothing
-        holds it any more, the C loop's ``TargetSet`` included. Its counters are taken with
-        ``take_native_counters``; its munger fields are the caller's (``RtpMunger.save`` and
-        ``load``)."""
-        dtls = self._dtls
-        if native.lib is None or dtls._state is not _DTLS_CONNECTED:
-            return None
-        if not self._bound() and not self._bind():
-            return None
-        if self._socket is None or self._transport._buffer:
-            return None
-        if self._target is None:
-            self._target = self._new_native_target()
-        return self._target
-
-    def native_target_valid(self) -> bool:
-        """Whether the target ``native_target`` gave still sends where ``send`` would."""
-        return self._target is not None and self._dtls._state is _DTLS_CONNECTED and self._bound()
-
-    def take_native_counters(self, target: Any) -> tuple[int, int]:
-        """Account what the C loop sent through ``target`` since the last call in the DTLS
-        transport's counters and the next RTCP sender report, as ``send`` does; (packets,
-        RTP bytes) sent. (Also learns whether the kernel refused GSO there.)"""
-        self._gso = self._gso and bool(target.gso)
-        packets = target.packets_sent
-        if not packets:
-            return 0, 0
-        rtp_bytes = target.rtp_bytes
-        dtls = self._dtls
-        dtls._RTCDtlsTransport__tx_bytes += target.protected_bytes  # type: ignore[attr-defined]
-        dtls._RTCDtlsTransport__tx_packets += packets  # type: ignore[attr-defined]
-        sender = self._sender
-        sender._RTCRtpSender__ntp_timestamp = target.ntp_time  # type: ignore[attr-defined]
-        sender._RTCRtpSender__rtp_timestamp = target.rtp_timestamp  # type: ignore[attr-defined]
-        sender._RTCRtpSender__octet_count += target.payload_bytes  # type: ignore[attr-defined]
-        sender._RTCRtpSender__packet_count += packets  # type: ignore[attr-defined]
-        target.packets_sent = target.rtp_bytes = target.payload_bytes = 0
-        target.protected_bytes = 0
-        return packets, rtp_bytes
-
-    def queue(self, datagrams: list[bytes]) -> None:
-        """Protected datagrams the socket would not take: the transport sends them when
-        it can, ahead of anything sent after them."""
-        for datagram in datagrams:
-            self._transport.sendto(datagram, self._addr)
-
-    def close(self) -> None:
-        """Let go of the C loop's target (its descriptor closes once nothing holds it)."""
-        self._target = None
-
-    def send_packet(self, data: bytes) -> int:
-        """Send one serialized RTP packet as it is (a retransmission: not counted in
-        sender reports, as aiortc does not count its own)."""
-        dtls = self._dtls
-        if dtls._state is not _DTLS_CONNECTED or dtls._tx_srtp is None:
-            return 0
-        pair = self._nominated.get(_RTP_COMPONENT)
-        if pair is None:
-            return 0
-        protected = dtls._tx_srtp.protect(data)
-        pair.protocol.transport.sendto(protected, pair.remote_addr)
-        dtls._RTCDtlsTransport__tx_bytes += len(protected)  # type: ignore[attr-defined]
-        dtls._RTCDtlsTransport__tx_packets += 1  # type: ignore[attr-defined]
-        return len(protected)
-
-    def _transmit(self, sizes: list[int]) -> None:
-        """Send the datagrams of ``sizes`` from the start of the scratch buffer: a
-        ``sendmsg`` per run of same-size datagrams (the last of a run may be shorter, as
-        GSO allows), in order."""
-        count = len(sizes)
-        if not count:
-            return
-        view = _SCRATCH_VIEW
-        addr = self._addr
-        sock = self._socket
-        if sock is None or self._transport._buffer:
-            self._queue(sizes, 0, 0)
-            return
-        segments = _MAX_SEGMENTS if self._gso else 1
-        offset = index = 0
-        while index < count:
-            size = sizes[index]
-            end = offset + size
-            last = min(count, index + segments)
-            run = index + 1
-            while run < last and sizes[run] == size:
-                end += size
-                run += 1
-            if run < last and sizes[run] < size:
-                end += sizes[run]
-                run += 1
-            try:
-                if run - index == 1:
-                    sock.sendto(view[offset:end], addr)
-                else:
-                    sock.sendmsg((view[offset:end],), _segment_size(size), 0, addr)
-            except (BlockingIOError, InterruptedError):
-                self._queue(sizes, index, offset)  # the transport sends it when it can
-                return
-            except OSError:
-                if run - index > 1:  # GSO refused: from here on, one datagram at a time
-                    self._gso = False
-                    segments = 1
-                    continue
-                # the socket is gone (the viewer left): what is left is moot
-            offset = end
-            index = run
-
-    def _queue(self, sizes: list[int], index: int, offset: int) -> None:
-        view = _SCRATCH_VIEW
-        transport = self._transport
-        for size in sizes[index:]:
-            transport.sendto(bytes(view[offset : offset + size]), self._addr)
-            offset += size
-
-    def _bound(self) -> bool:
-        """Whether the socket, address and session taken at ``_bind`` are still the
-        nominated pair's and the DTLS transport's."""
-        return (
-            self._nominated.get(_RTP_COMPONENT) is self._pair
-            and self._dtls._tx_srtp is self._session
-        )
-
-    def _bind(self) -> bool:
-        pair = self._nominated.get(_RTP_COMPONENT)
-        session = self._dtls._tx_srtp
-        if pair is None or session is None:
-            return False
-        self._pair = pair
-        self._transport = pair.protocol.transport
-        # asyncio's own datagram transport: send on its socket and leave the transport
-        # only what it would queue (uvloop's and aioice's TURN transports: sendto as is)
-        self._socket = (
-            self._transport._sock
-            if isinstance(self._transport, _ASYNCIO_DATAGRAM_TRANSPORT)
-            else None
-        )
-        self._addr = pair.remote_addr
-        self._session = session
-        self._srtp = session._srtp[0]
-        self.close()  # a target made for the previous pair or session
-        return True
-
-    def _new_native_target(self) -> Any:
-        assert self._socket is not None
-        assert self._session is not None
-        address = _sockaddr(self._socket.family, self._addr)
-        if address is None:
-            return None
-        ffi = native.ffi
-        descriptor = os.dup(self._socket.fileno())
-        hook = self.native_send_hook
-        owned = (self._session, hook)  # what the target points into
-        target = ffi.gc(
-            ffi.new("struct onair_target *"), functools.partial(_free_target, descriptor, owned)
-        )
-        target.fd = descriptor
-        target.gso = self._gso
-        target.ssrc = self._sender._ssrc
-        protect_with(target, self._session)
-        target.address = address
-        target.address_length = len(address)
-        if hook is not None:
-            target.send_hook = hook
-        return target
-
-
-def _free_target(descriptor: int, owned: tuple[Any, ...], target: Any) -> None:
-    """A ``struct onair_target``'s destructor (``ffi.gc``): its descriptor closes, and what
-    it pointed into (``owned``, held by the partial until now) may go."""
-    os.close(descriptor)
-
-
-_SRTP_PROTECT_ADDRESS = int(
+# pylibsrtp's cffi binding: the libsrtp a session's context belongs to, for sfu.rtp_sender
+SRTP_FFI: Any = _srtp_ffi
+SRTP_PROTECT: Any = _srtp_lib.srtp_protect
+SRTP_PROTECT_ADDRESS = int(
     _srtp_ffi.cast("uintptr_t", _srtp_ffi.addressof(_srtp_lib, "srtp_protect"))
 )
 
 
-def protect_with(target: Any, session: Session) -> None:
-    """Have the C loop protect ``target``'s packets with ``session`` (pylibsrtp's libsrtp,
-    called through its address); the caller keeps ``session`` alive meanwhile."""
-    ffi = native.ffi
-    target.session = ffi.cast("void *", int(_srtp_ffi.cast("uintptr_t", session._srtp[0])))
-    target.protect = ffi.cast("int (*)(void *, void *, int *)", _SRTP_PROTECT_ADDRESS)
+def dtls_connected(dtls: RTCDtlsTransport) -> bool:
+    """Whether ``dtls`` is connected (its SRTP sessions exist)."""
+    return dtls._state is _DTLS_CONNECTED
 
 
-def _sockaddr(family: int, addr: tuple[Any, ...]) -> bytes | None:
-    """``addr`` as the kernel's ``struct sockaddr_in`` or ``sockaddr_in6``; None for a
-    scoped IPv6 address, left to the Python loop."""
-    try:
-        if family == socket.AF_INET:
-            return (
-                struct.pack("=H", socket.AF_INET)
-                + struct.pack("!H", addr[1])
-                + socket.inet_pton(socket.AF_INET, addr[0])
-                + bytes(8)
-            )
-        if family == socket.AF_INET6 and "%" not in addr[0]:
-            return (
-                struct.pack("=H", socket.AF_INET6)
-                + struct.pack("!HI", addr[1], 0)
-                + socket.inet_pton(socket.AF_INET6, addr[0])
-                + struct.pack("=I", 0)
-            )
-    except (OSError, IndexError, TypeError, struct.error):
-        pass
+def nominated_pairs(dtls: RTCDtlsTransport) -> dict[int, CandidatePair]:
+    """The ICE pairs aioice nominated under ``dtls``, by component: the live dict, which
+    changes when ICE moves to another pair."""
+    pairs: dict[int, CandidatePair] = dtls.transport._connection._nominated
+    return pairs
+
+
+def transmit_srtp(dtls: RTCDtlsTransport) -> Session | None:
+    """The SRTP session ``dtls`` protects outgoing RTP with; None before DTLS is up."""
+    session: Session | None = dtls._tx_srtp
+    return session
+
+
+def srtp_context(session: Session) -> Any:
+    """The libsrtp context (``srtp_t``) of a pylibsrtp session."""
+    return session._srtp[0]
+
+
+def srtp_context_address(session: Session) -> int:
+    """``srtp_context(session)`` as an address, for code outside pylibsrtp's cffi."""
+    return int(_srtp_ffi.cast("uintptr_t", session._srtp[0]))
+
+
+def datagram_socket(transport: Any) -> socket.socket | None:
+    """The socket of asyncio's own datagram transport; None for any other (uvloop's,
+    aioice's TURN transport), which is then sent through with ``sendto`` as is."""
+    if isinstance(transport, _ASYNCIO_DATAGRAM_TRANSPORT):
+        sock: socket.socket = transport._sock
+        return sock
     return None
+
+
+def transport_queues(transport: Any) -> bool:
+    """Whether asyncio's datagram ``transport`` holds datagrams the kernel refused."""
+    return bool(transport._buffer)
+
+
+def count_transport_sent(dtls: RTCDtlsTransport, protected_bytes: int, packets: int) -> None:
+    """Count datagrams sent around ``dtls`` in its byte and packet counters (getStats)."""
+    dtls._RTCDtlsTransport__tx_bytes += protected_bytes  # type: ignore[attr-defined]
+    dtls._RTCDtlsTransport__tx_packets += packets  # type: ignore[attr-defined]
+
+
+def count_sender_report(
+    sender: RTCRtpSender, ntp_time: int, rtp_timestamp: int, payload_bytes: int, packets: int
+) -> None:
+    """Account RTP sent around ``sender`` in its next RTCP sender report, as its own
+    ``_run_rtp`` (idle in the SFU) would: the NTP/RTP timestamp pair and the counters."""
+    sender._RTCRtpSender__ntp_timestamp = ntp_time  # type: ignore[attr-defined]
+    sender._RTCRtpSender__rtp_timestamp = rtp_timestamp  # type: ignore[attr-defined]
+    sender._RTCRtpSender__octet_count += payload_bytes  # type: ignore[attr-defined]
+    sender._RTCRtpSender__packet_count += packets  # type: ignore[attr-defined]
 
 
 def sender_report_state(sender: RTCRtpSender) -> tuple[int, int, int, int]:

@@ -23,7 +23,7 @@ from aiortc.rtp import (
     wrap_rtx,
 )
 
-from sfu import aiortc_adapter, native
+from sfu import aiortc_adapter, native, rtp_sender
 from sfu.events import ConsumerClosed, ConsumerStats, SfuEvent
 from sfu.munger import RtpMunger
 from sfu.negotiation import negotiated_codec
@@ -82,7 +82,7 @@ class Consumer:
         self._ssrc, self._rtx_ssrc = aiortc_adapter.sender_ssrcs(sender)
         self._rtx_payload_type: int | None = None
         self._rtx_sequence_number = 0
-        self._rtp: aiortc_adapter.DirectRtpSender | None = None
+        self._rtp: rtp_sender.DirectRtpSender | None = None
         self._waiting_keyframe = producer.needs_keyframes
         self._native: Any = None  # the C loop's struct onair_target, while it forwards
         self._packets_sent = 0
@@ -126,7 +126,7 @@ class Consumer:
         self._unbind()
         self._parameters = parameters
         if self._rtp is None:
-            self._rtp = aiortc_adapter.DirectRtpSender(self._sender)
+            self._rtp = rtp_sender.DirectRtpSender(self._sender)
         await self._bind()
 
     async def switch_producer(self, producer: Producer) -> None:

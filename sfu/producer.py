@@ -315,7 +315,7 @@ class Producer:
         """Forward the packets received since the last flush to every consumer.
 
         Packets are forwarded in batches, viewer by viewer: each viewer's share of a batch
-        leaves in one system call (see ``aiortc_adapter.DirectRtpSender``), and each
+        leaves in one system call (see ``rtp_sender.DirectRtpSender``), and each
         viewer's state is touched once per batch, not once per packet. The viewers the C
         loop has (``sfu.native``) get the batch in one call per forward group; the others
         forward it themselves. A batch is what

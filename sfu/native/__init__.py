@@ -2,7 +2,7 @@
 
 ``lib`` is None when the module was not built (no C compiler or Python headers on the
 machine) or when ``ONAIR_NATIVE_FORWARDING=0`` turns it off: every viewer is then forwarded
-by the Python loop (``sfu.consumer.Consumer.forward`` and ``sfu.aiortc_adapter.
+by the Python loop (``sfu.consumer.Consumer.forward`` and ``sfu.rtp_sender.
 DirectRtpSender``), which sends the same packets at more CPU per viewer.
 """
 

@@ -43,7 +43,7 @@ from aiortc.rtp import (
 )
 from pylibsrtp import SRTP_MAX_TRAILER_LEN
 
-from sfu import aiortc_adapter, native
+from sfu import aiortc_adapter, native, rtp_sender
 from sfu import producer as producer_module
 from sfu.consumer import Consumer
 from sfu.munger import RtpMunger
@@ -94,6 +94,10 @@ def test_the_private_members_used_exist(pc: RTCPeerConnection) -> None:
     assert isinstance(receiver._RTCRtpReceiver__remote_bitrate_estimator, RemoteBitrateEstimator)
     aiortc_adapter.drop_bitrate_estimator(receiver)
     assert receiver._RTCRtpReceiver__remote_bitrate_estimator is None
+    # what sfu.rtp_sender reads through the adapter, before DTLS is up
+    assert not aiortc_adapter.dtls_connected(transport)
+    assert aiortc_adapter.nominated_pairs(transport) == {}
+    assert aiortc_adapter.transmit_srtp(transport) is None
 
 
 async def test_tap_receiver_delivers_packets_and_assembles_no_frame(
@@ -338,7 +342,7 @@ def test_the_members_the_direct_sender_uses_exist(pc: RTCPeerConnection) -> None
     )
     assert session._srtp[0] is not None
     assert callable(lib.srtp_protect)
-    assert aiortc_adapter.DirectRtpSender(sender).send([bytes(100)], [(1, 2)], 3, 4, 88) == 0
+    assert rtp_sender.DirectRtpSender(sender).send([bytes(100)], [(1, 2)], 3, 4, 88) == 0
     assert aiortc_adapter.sender_report_state(sender) == (0, 0, 0, 0)
 
 
@@ -380,7 +384,7 @@ async def test_direct_sender_delivers_protected_rtp_with_the_given_header(
 
         await _connect(pc, remote)
         aiortc_adapter.filter_incoming_rtp(remote.getTransceivers()[0].receiver.transport, keep)
-        direct = aiortc_adapter.DirectRtpSender(sender)
+        direct = rtp_sender.DirectRtpSender(sender)
         template = RtpPacket(payload_type=VP8.payloadType, payload=b"\x10" + bytes(999))
         serialized = template.serialize()
         dtls = sender.transport
@@ -439,8 +443,8 @@ class _Link:
     remote: RTCPeerConnection
     video_sender: RTCRtpSender
     audio_sender: RTCRtpSender
-    video: aiortc_adapter.DirectRtpSender
-    audio: aiortc_adapter.DirectRtpSender
+    video: rtp_sender.DirectRtpSender
+    audio: rtp_sender.DirectRtpSender
     # the parameters aiortc started each sender with, by kind
     started: dict[str, RTCRtpSendParameters]
     # the RTP the receiving peer decrypted, in the order it did (SRTP authenticates each
@@ -459,7 +463,7 @@ class _Link:
     def sender(self, kind: str) -> RTCRtpSender:
         return self.video_sender if kind == "video" else self.audio_sender
 
-    def direct(self, kind: str) -> aiortc_adapter.DirectRtpSender:
+    def direct(self, kind: str) -> rtp_sender.DirectRtpSender:
         return self.video if kind == "video" else self.audio
 
     def payload_type(self, sender: RTCRtpSender) -> int:
@@ -503,8 +507,8 @@ async def _linked(pc: RTCPeerConnection) -> AsyncIterator[_Link]:
             remote,
             video,
             audio,
-            aiortc_adapter.DirectRtpSender(video),
-            aiortc_adapter.DirectRtpSender(audio),
+            rtp_sender.DirectRtpSender(video),
+            rtp_sender.DirectRtpSender(audio),
             started,
         )
 
@@ -550,7 +554,7 @@ def _stream(first: int, payload_sizes: Sequence[int]) -> list[_Rtp]:
 
 
 def _send(
-    direct: aiortc_adapter.DirectRtpSender, ssrc: int, payload_type: int, packets: list[_Rtp]
+    direct: rtp_sender.DirectRtpSender, ssrc: int, payload_type: int, packets: list[_Rtp]
 ) -> None:
     """Send ``packets`` in one call, as a consumer sends its share of a producer's batch."""
     templates = [
@@ -651,7 +655,7 @@ class _SocketSpy:
         self.sent.append(sent)
 
 
-def _spy(direct: aiortc_adapter.DirectRtpSender, **refusals: int) -> _SocketSpy:
+def _spy(direct: rtp_sender.DirectRtpSender, **refusals: int) -> _SocketSpy:
     """Watch what ``direct`` sends, from Python and from the C loop (``sfu.native``)."""
     spy = _SocketSpy(direct._socket, **refusals)
     direct._socket = spy  # type: ignore[assignment]
@@ -845,7 +849,7 @@ def _filling(tag: int) -> list[int]:
     """Payload sizes of 1.2 KB packets whose first ones fill the scratch buffer to its last
     byte: the last of those fits in what ``_BATCH_BYTES`` leaves, and its SRTP tag takes the
     room left for it. (aiortc's SRTP sessions take at most 1.5 KB packets.)"""
-    full, left = divmod(aiortc_adapter._BATCH_BYTES, 1200 + tag)
+    full, left = divmod(rtp_sender._BATCH_BYTES, 1200 + tag)
     assert RTP_HEADER < left <= 1200
     return [1200 - RTP_HEADER] * full + [left - RTP_HEADER] + [1200 - RTP_HEADER] * 5
 
@@ -878,19 +882,19 @@ async def test_more_than_the_scratch_buffer_in_one_send_leaves_as_it_fills(
     early = len(spy.sent[0].sizes)
     held = sum(spy.sent[0].sizes)
     # the buffer was full: the next template did not fit in _BATCH_BYTES
-    assert held - link.tag <= aiortc_adapter._BATCH_BYTES < held + RTP_HEADER + sizes[early]
+    assert held - link.tag <= rtp_sender._BATCH_BYTES < held + RTP_HEADER + sizes[early]
     # the scratch buffer holds it, and so does one UDP send
-    assert held <= aiortc_adapter._BATCH_BYTES + SRTP_MAX_TRAILER_LEN
+    assert held <= rtp_sender._BATCH_BYTES + SRTP_MAX_TRAILER_LEN
     assert held <= 65507
     if fill == "exactly":
-        assert held == aiortc_adapter._BATCH_BYTES + link.tag
+        assert held == rtp_sender._BATCH_BYTES + link.tag
         assert early == len(sizes) - 5
 
 
 async def test_a_template_larger_than_the_scratch_buffer_is_left_out(link: _Link) -> None:
     spy = _spy(link.video)
     ssrc, payload_type = link.video_sender._ssrc, link.payload_type(link.video_sender)
-    burst = _stream(100, [1000, aiortc_adapter._BATCH_BYTES, 1000])
+    burst = _stream(100, [1000, rtp_sender._BATCH_BYTES, 1000])
     templates = [RtpPacket(payload_type=payload_type, payload=p.payload).serialize() for p in burst]
     sent = link.video.send(
         templates, [(p.sequence_number, p.timestamp) for p in burst], ssrc, 1 << 32, 2000
@@ -1050,7 +1054,7 @@ async def test_a_publishers_sockets_are_drained_and_sized_when_only_its_second_m
         protocol = _nominated_protocol(transport)
         readiness = _Readiness()
         readiness.below(protocol)
-        direct = aiortc_adapter.DirectRtpSender(video.sender)
+        direct = rtp_sender.DirectRtpSender(video.sender)
         packets = _stream(1, [1000] * 3)
         _send(direct, video.sender._ssrc, _payload_type(video), packets)
         assert await _until(lambda: len(tapped) == len(packets))

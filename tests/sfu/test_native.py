@@ -15,7 +15,7 @@ import pylibsrtp
 import pytest
 from aiortc.rtp import RtpPacket
 
-from sfu import aiortc_adapter, native
+from sfu import native, rtp_sender
 from sfu.munger import RtpMunger
 from sfu.native import source
 
@@ -87,7 +87,7 @@ def _viewer(munger: RtpMunger, **behaviour: Any) -> _Viewer:
     target.fd = -1  # never used: the hook sends
     target.gso = 1
     target.ssrc = SSRC
-    aiortc_adapter.protect_with(target, session)
+    rtp_sender.protect_with(target, session)
     target.send_hook = hook
     munger.save(target)
     return viewer
@@ -313,7 +313,7 @@ def test_a_target_whose_address_length_exceeds_its_address_sends_nothing() -> No
         receiving.setblocking(False)
         packets = _packets([1, 2], [100, 100])
         viewer = _viewer(_based(packets[0]))
-        address = aiortc_adapter._sockaddr(socket.AF_INET, receiving.getsockname())
+        address = rtp_sender._sockaddr(socket.AF_INET, receiving.getsockname())
         assert address is not None
         viewer.target.send_hook = native.ffi.NULL
         viewer.target.fd = sending.fileno()
