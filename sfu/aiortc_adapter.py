@@ -23,9 +23,12 @@ from typing import Any
 
 import aiortc.rtcrtpreceiver as _receiver_module
 import aiortc.rtcrtpsender as _sender_module
-from aioice.ice import CandidatePair
+from aioice import Connection
+from aioice.ice import CandidatePair, StunProtocol
 from aiortc import (
     RTCDtlsTransport,
+    RTCIceGatherer,
+    RTCIceTransport,
     RTCPeerConnection,
     RTCRtpCodecParameters,
     RTCRtpReceiver,
@@ -123,6 +126,17 @@ def tap_receiver(receiver: RTCRtpReceiver, on_packet: PacketHandler, *, decode: 
                 await on_packet(accepted)
 
     receiver._handle_rtp_packet = handle_rtp_packet  # type: ignore[method-assign]
+
+
+def give_jitter_buffer_slot(stand_in: object) -> None:
+    """Give an object standing in for an ``RTCRtpReceiver`` (the pipe's source) the empty
+    jitter buffer slot ``tap_receiver`` fills."""
+    setattr(stand_in, _JITTER_BUFFER_ATTR, None)
+
+
+def jitter_buffer(receiver: object) -> Any:
+    """The jitter buffer of a receiver or stand-in (after ``tap_receiver``, its tap)."""
+    return getattr(receiver, _JITTER_BUFFER_ATTR)
 
 
 def on_receiver_rtcp(receiver: RTCRtpReceiver, callback: Callable[[], None]) -> None:
@@ -389,6 +403,41 @@ def count_sender_report(
     sender._RTCRtpSender__rtp_timestamp = rtp_timestamp  # type: ignore[attr-defined]
     sender._RTCRtpSender__octet_count += payload_bytes  # type: ignore[attr-defined]
     sender._RTCRtpSender__packet_count += packets  # type: ignore[attr-defined]
+
+
+def gatherer_connection(gatherer: RTCIceGatherer) -> Connection:
+    """The aioice ``Connection`` an ICE gatherer gathers for."""
+    connection: Connection = gatherer._connection
+    return connection
+
+
+def ice_nominated_pairs(connection: Connection) -> dict[int, CandidatePair]:
+    """The pairs an aioice ``Connection`` nominated, by component (the live dict)."""
+    pairs: dict[int, CandidatePair] = connection._nominated
+    return pairs
+
+
+def forget_consent_task(connection: Connection) -> None:
+    """Make a consent check loop ending on its own not cancelled by the ``close()`` it
+    calls (aioice cancels the task it holds, which would be the caller)."""
+    connection._query_consent_task = None
+
+
+def add_ice_protocols(connection: Connection, protocols: list[StunProtocol]) -> None:
+    """Have ``connection`` check, answer on and close sockets bound outside aioice."""
+    connection._protocols += protocols
+
+
+def renew_ice_credentials(
+    transport: RTCIceTransport, *, local: tuple[str, str], remote: tuple[str, str]
+) -> None:
+    """Give an ICE transport new local and remote credentials (ufrag, pwd) and have it
+    accept remote candidates again: what an ICE restart changes, aiortc having none."""
+    connection: Connection = transport._connection
+    connection._local_username, connection._local_password = local
+    connection.remote_username, connection.remote_password = remote
+    connection._remote_candidates_end = False
+    transport.iceGatherer._remote_candidates_end = False
 
 
 def sender_report_state(sender: RTCRtpSender) -> tuple[int, int, int, int]:

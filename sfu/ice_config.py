@@ -12,8 +12,9 @@ connection and before it gathers, this module replaces that method on each aioic
   ``private:port``, so remote peers reach the socket there. This is what other SFUs call
   "NAT 1:1 IPs" (Pion, mediasoup's ``announcedAddress``); it needs no STUN server.
 
-Every touch of aiortc/aioice private state is in this file; ``tests/nat/test_ice_config.py``
-fails loudly when an upgrade moves it.
+The private state this needs is reached through ``sfu.aiortc_adapter``; the methods it
+replaces are aioice's public-named ones, and ``tests/nat/test_ice_config.py`` fails loudly
+when an upgrade moves them.
 """
 
 from __future__ import annotations
@@ -36,6 +37,7 @@ from aioice.stun import TransactionError
 from aioice.turn import UDP_SOCKET_BUFFER_SIZE
 from aiortc import RTCPeerConnection
 
+from sfu import aiortc_adapter
 from sfu.errors import NegotiationError
 
 logger = logging.getLogger(__name__)
@@ -117,7 +119,7 @@ def _keep_consent_while_heard(connection: Connection) -> None:
         failures = 0
         while True:
             await asyncio.sleep(CONSENT_INTERVAL_SECONDS * (0.8 + 0.4 * random.random()))
-            for pair in list(connection._nominated.values()):
+            for pair in list(aiortc_adapter.ice_nominated_pairs(connection).values()):
                 request = connection.build_request(pair, nominate=False)
                 try:
                     await pair.protocol.request(
@@ -132,7 +134,7 @@ def _keep_consent_while_heard(connection: Connection) -> None:
             silent_for = time.monotonic() - heard[0]
             if failures >= CONSENT_FAILURES and silent_for > CONSENT_IDLE_SECONDS:
                 logger.info("ice consent expired", extra={"silent_seconds": round(silent_for)})
-                connection._query_consent_task = None
+                aiortc_adapter.forget_consent_task(connection)
                 await connection.close()
                 return
 
@@ -148,7 +150,7 @@ def _pending_connections(pc: RTCPeerConnection) -> Iterator[Connection]:
     seen: set[int] = set()
     for ice_transport in ice_transports:
         gatherer = ice_transport.iceGatherer
-        connection: Connection = gatherer._connection
+        connection = aiortc_adapter.gatherer_connection(gatherer)
         if gatherer.state == "new" and id(connection) not in seen:
             seen.add(id(connection))
             yield connection
@@ -200,7 +202,7 @@ async def _gather_in_range(
             type="host",
         )
         protocols.append(protocol)
-    connection._protocols += protocols
+    aiortc_adapter.add_ice_protocols(connection, protocols)
     candidates = [protocol.local_candidate for protocol in protocols]
 
     # Without addresses aioice only asks the TURN server; STUN is asked here, per socket.
@@ -280,11 +282,9 @@ def restart_ice(pc: RTCPeerConnection, *, remote_ufrag: str, remote_pwd: str) ->
     if not transports:
         raise NegotiationError("this session has no ICE transport to restart")
     for transport in transports:
-        connection = transport._connection
-        connection._local_username = ufrag
-        connection._local_password = pwd
-        connection.remote_username = remote_ufrag
-        connection.remote_password = remote_pwd
-        connection._remote_candidates_end = False
-        transport.iceGatherer._remote_candidates_end = False
+        aiortc_adapter.renew_ice_credentials(
+            transport,
+            local=(ufrag, pwd),
+            remote=(remote_ufrag, remote_pwd),
+        )
     return ufrag, pwd

@@ -366,11 +366,11 @@ class _PipeSource:
     """
 
     def __init__(self, send_upstream: Callable[[bytes], None]) -> None:
-        setattr(self, aiortc_adapter._JITTER_BUFFER_ATTR, None)
+        aiortc_adapter.give_jitter_buffer_slot(self)
         self._send_upstream = send_upstream
 
     async def _handle_rtp_packet(self, packet: RtpPacket, arrival_time_ms: int) -> None:
-        getattr(self, aiortc_adapter._JITTER_BUFFER_ATTR).add(packet)
+        aiortc_adapter.jitter_buffer(self).add(packet)
 
     async def _send_rtcp_pli(self, media_ssrc: int) -> None:
         self._send_upstream(_pli(media_ssrc))

@@ -98,6 +98,15 @@ def test_the_private_members_used_exist(pc: RTCPeerConnection) -> None:
     assert not aiortc_adapter.dtls_connected(transport)
     assert aiortc_adapter.nominated_pairs(transport) == {}
     assert aiortc_adapter.transmit_srtp(transport) is None
+    # what sfu.ice_config reads and writes through the adapter
+    ice = transport.transport
+    connection = aiortc_adapter.gatherer_connection(ice.iceGatherer)
+    assert aiortc_adapter.ice_nominated_pairs(connection) == {}
+    assert connection._protocols == []
+    assert connection._query_consent_task is None
+    aiortc_adapter.renew_ice_credentials(ice, local=("ufrag", "pwd"), remote=("u", "p"))
+    assert (connection.local_username, connection.local_password) == ("ufrag", "pwd")
+    assert (connection.remote_username, connection.remote_password) == ("u", "p")
 
 
 async def test_tap_receiver_delivers_packets_and_assembles_no_frame(
