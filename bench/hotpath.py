@@ -34,7 +34,7 @@ from sfu import native
 from sfu.consumer import Consumer
 from sfu.munger import RtpMunger
 from sfu.producer import Producer
-from sfu.testing import client_configuration
+from testpeers import client_configuration
 
 VP8 = next(c for c in CODECS["video"] if c.mimeType == "video/VP8")
 PAYLOAD_BYTES = 1150

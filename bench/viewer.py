@@ -31,7 +31,7 @@ from aiortc import (
 )
 from aiortc.sdp import SessionDescription, candidate_from_sdp
 
-from sfu.aiortc_adapter import send_nack
+from testpeers.aiortc_hooks import send_nack
 
 TRACE_KEY_BYTES = 8
 # Only video packets this large are traced: the Opus sine repeats itself byte for byte.

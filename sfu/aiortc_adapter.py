@@ -14,15 +14,12 @@ import contextlib
 import logging
 import socket
 import struct
-import sys
 import threading
 import weakref
-from collections.abc import Awaitable, Callable, Iterator
-from contextlib import contextmanager
+from collections.abc import Awaitable, Callable
 from typing import Any
 
 import aiortc.rtcrtpreceiver as _receiver_module
-import aiortc.rtcrtpsender as _sender_module
 from aioice import Connection
 from aioice.ice import CandidatePair, StunProtocol
 from aiortc import (
@@ -30,19 +27,16 @@ from aiortc import (
     RTCIceGatherer,
     RTCIceTransport,
     RTCPeerConnection,
-    RTCRtpCodecParameters,
     RTCRtpReceiver,
     RTCRtpSender,
 )
 from aiortc.rtcdtlstransport import State as _DtlsState
 from aiortc.rtcrtpparameters import RTCRtpSendParameters
 from aiortc.rtp import (
-    RTCP_RTPFB,
     RTCP_RTPFB_NACK,
     AnyRtcpPacket,
     RtcpRtpfbPacket,
     RtpPacket,
-    pack_rtcp_packet,
 )
 from pylibsrtp import Session
 from pylibsrtp._binding import ffi as _srtp_ffi
@@ -59,7 +53,6 @@ RtcpHandler = Callable[[AnyRtcpPacket], Awaitable[bool]]
 _ASYNCIO_DATAGRAM_TRANSPORT: Any = asyncio.selector_events._SelectorDatagramTransport  # type: ignore[attr-defined]
 _MAX_DATAGRAM = 65536
 _JITTER_BUFFER_ATTR = "_RTCRtpReceiver__jitter_buffer"
-_DECODER_THREAD_ATTR = "_RTCRtpReceiver__decoder_thread"
 _BITRATE_ESTIMATOR_ATTR = "_RTCRtpReceiver__remote_bitrate_estimator"
 _PC_DTLS_TRANSPORTS_ATTR = "_RTCPeerConnection__dtlsTransports"
 _PC_ICE_TRANSPORTS_ATTR = "_RTCPeerConnection__iceTransports"
@@ -260,42 +253,6 @@ def limit_nack_parsing(at_least: int) -> None:
     RtcpRtpfbPacket.parse = classmethod(_parse_rtpfb)  # type: ignore[method-assign,assignment]
 
 
-class _SerializedRtcp:
-    """An RTCP packet already serialized, for aiortc's ``_send_rtcp``."""
-
-    __slots__ = ("_data",)
-
-    def __init__(self, data: bytes) -> None:
-        self._data = data
-
-    def __bytes__(self) -> bytes:
-        return self._data
-
-
-def nack_packet(ssrc: int, media_ssrc: int, lost: list[int]) -> bytes:
-    """An RTCP generic NACK for the sequence numbers ``lost``, in order, across the 16-bit
-    wrap (which aiortc's own ``RtcpRtpfbPacket`` cannot encode)."""
-    fcis: list[list[int]] = []
-    for number in lost:
-        step = (number - fcis[-1][0]) & 0xFFFF if fcis else 0
-        if 0 < step <= 16:
-            fcis[-1][1] |= 1 << (step - 1)
-        else:
-            fcis.append([number & 0xFFFF, 0])
-    payload = _FEEDBACK_SSRCS.pack(ssrc, media_ssrc) + b"".join(
-        _FCI.pack(pid, mask) for pid, mask in fcis
-    )
-    return pack_rtcp_packet(RTCP_RTPFB, RTCP_RTPFB_NACK, payload)
-
-
-async def send_nack(receiver: RTCRtpReceiver, media_ssrc: int, lost: list[int]) -> None:
-    """Ask the remote sender of ``media_ssrc`` to resend ``lost`` (RTCP generic NACK)."""
-    ssrc: int | None = receiver._RTCRtpReceiver__rtcp_ssrc  # type: ignore[attr-defined]
-    if ssrc is not None:
-        packet = _SerializedRtcp(nack_packet(ssrc, media_ssrc, lost))
-        await receiver._send_rtcp(packet)  # type: ignore[arg-type]
-
-
 def sender_rtt(sender: RTCRtpSender) -> float | None:
     """The round-trip time to the sender's remote peer in seconds, as aiortc estimates it
     from the receiver reports answering its sender reports; None before the first."""
@@ -440,16 +397,6 @@ def renew_ice_credentials(
     transport.iceGatherer._remote_candidates_end = False
 
 
-def sender_report_state(sender: RTCRtpSender) -> tuple[int, int, int, int]:
-    """(ntp_timestamp, rtp_timestamp, octet_count, packet_count) of the next SR."""
-    return (
-        sender._RTCRtpSender__ntp_timestamp,  # type: ignore[attr-defined]
-        sender._RTCRtpSender__rtp_timestamp,  # type: ignore[attr-defined]
-        sender._RTCRtpSender__octet_count,  # type: ignore[attr-defined]
-        sender._RTCRtpSender__packet_count,  # type: ignore[attr-defined]
-    )
-
-
 def drop_bitrate_estimator(receiver: RTCRtpReceiver) -> None:
     """Take away a receiver's remote bitrate estimator (aiortc then sends no REMB for it).
 
@@ -478,72 +425,6 @@ class _DaemonThreading:
 
 
 setattr(_receiver_module, "threading", _DaemonThreading())  # noqa: B010 (a module's global)
-
-
-def decoder_thread(receiver: RTCRtpReceiver) -> threading.Thread | None:
-    """The receiver's decoder thread, started by ``receive()``."""
-    thread: threading.Thread | None = getattr(receiver, _DECODER_THREAD_ATTR)
-    return thread
-
-
-@contextmanager
-def spy_codec_factories(
-    on_decoder: Callable[[RTCRtpCodecParameters, threading.Thread], None],
-    on_encoder: Callable[[RTCRtpCodecParameters, RTCRtpSender | None], None],
-) -> Iterator[None]:
-    """Report every decoder and encoder aiortc creates while the context is open.
-
-    ``on_decoder`` gets the decoder thread that asked for it (see
-    ``decoder_thread``); ``on_encoder`` gets the ``RTCRtpSender`` that asked.
-    """
-    get_decoder = _receiver_module.get_decoder
-    get_encoder = _sender_module.get_encoder
-
-    def spying_get_decoder(codec: RTCRtpCodecParameters) -> Any:
-        on_decoder(codec, threading.current_thread())
-        return get_decoder(codec)
-
-    def spying_get_encoder(codec: RTCRtpCodecParameters) -> Any:
-        caller = sys._getframe(1).f_locals.get("self")
-        on_encoder(codec, caller if isinstance(caller, RTCRtpSender) else None)
-        return get_encoder(codec)
-
-    _receiver_module.get_decoder = spying_get_decoder
-    _sender_module.get_encoder = spying_get_encoder
-    try:
-        yield
-    finally:
-        _receiver_module.get_decoder = get_decoder
-        _sender_module.get_encoder = get_encoder
-
-
-def filter_incoming_rtp(transport: RTCDtlsTransport, keep: Callable[[bytes], bool]) -> None:
-    """Drop decrypted incoming RTP packets for which ``keep`` returns False.
-
-    Used to emulate a lossy downlink in tests and benchmarks.
-    """
-    original = transport._handle_rtp_data
-
-    async def handle_rtp_data(data: bytes, arrival_time_ms: int) -> None:
-        if keep(data):
-            await original(data, arrival_time_ms)
-
-    transport._handle_rtp_data = handle_rtp_data  # type: ignore[method-assign]
-
-
-def hold_outgoing_media(transport: RTCDtlsTransport, held: Callable[[], bool]) -> None:
-    """Send no SRTP or SRTCP on ``transport`` while ``held()`` is true; ICE goes on.
-
-    Used to emulate, in tests, a sender whose media stops while its connection is up
-    (a killed encoder, a stalled network, until ICE consent notices).
-    """
-    original = transport._send_rtp
-
-    async def send_rtp(data: bytes) -> None:
-        if not held():
-            await original(data)
-
-    transport._send_rtp = send_rtp  # type: ignore[method-assign]
 
 
 async def close_peer_connection(pc: RTCPeerConnection) -> None:

@@ -19,7 +19,7 @@ from dataclasses import dataclass, field
 import pytest
 from playwright.sync_api import Browser, BrowserContext, Page, expect
 
-from sfu.testing import TestPublisher, TestViewer
+from testpeers import TestPublisher, TestViewer
 from tests.e2e.conftest import OnAirServer
 from tests.e2e.test_live import _new_page, _restart_demo_stream, _wait_for_frames
 

@@ -13,7 +13,7 @@ from collections.abc import Iterable
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
 
-from sfu.testing import TestPublisher, TestViewer
+from testpeers import TestPublisher, TestViewer
 from tests.daphne import open_files
 from tests.e2e.conftest import OnAirServer
 from tests.fuzz.probe_asgi import PROBE_PATH

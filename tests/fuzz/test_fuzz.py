@@ -29,7 +29,7 @@ from websockets.exceptions import ConnectionClosed
 from websockets.sync.client import ClientConnection, connect
 
 from onair.serve import WEBSOCKET_MAX_MESSAGE_BYTES
-from sfu.testing import TestPublisher, TestViewer
+from testpeers import TestPublisher, TestViewer
 from tests.daphne import log_errors
 from tests.e2e.conftest import ROOT, OnAirServer, running_server
 from tests.fuzz.harness import (

@@ -27,8 +27,8 @@ from aiortc.rtcconfiguration import RTCIceTransportPolicy
 from aiortc.rtcicetransport import parse_stun_turn_uri
 
 from sfu.ice import IceServer, rtc_configuration
-from sfu.testing import PatternVideoTrack
 from signaling.ice import IcePolicy
+from testpeers import PatternVideoTrack
 
 WIDTH, HEIGHT, FPS = 160, 120, 15
 CONNECT_TIMEOUT = 15.0

@@ -6,7 +6,7 @@ from __future__ import annotations
 
 import pytest
 
-from sfu.testing import TestPublisher, TestViewer, wait_until
+from testpeers import TestPublisher, TestViewer, wait_until
 from tests.onair.conftest import TURN_SECRET, Server
 
 pytestmark = pytest.mark.timeout(120)

@@ -31,7 +31,7 @@ from onair.serve import (
     OnAirServer,
     binds_loopback_only,
 )
-from sfu.testing import TestPublisher, TestViewer, wait_until
+from testpeers import TestPublisher, TestViewer, wait_until
 from tests.onair.conftest import Server
 
 pytestmark = pytest.mark.timeout(120)

@@ -3,7 +3,7 @@ from collections.abc import AsyncIterator
 import pytest
 
 from sfu import Router, RouterOptions
-from sfu.testing import TestClients
+from testpeers import TestClients
 
 
 @pytest.fixture

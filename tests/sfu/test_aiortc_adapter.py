@@ -49,7 +49,7 @@ from sfu.consumer import Consumer
 from sfu.munger import RtpMunger
 from sfu.producer import Producer
 from sfu.router import Router, RouterOptions
-from sfu.testing import TestClients, client_configuration, wait_until
+from testpeers import TestClients, aiortc_hooks, client_configuration, wait_until
 
 VP8 = next(c for c in CODECS["video"] if c.mimeType == "video/VP8")
 RMEM_MAX = int(Path("/proc/sys/net/core/rmem_max").read_text())
@@ -83,14 +83,14 @@ def test_the_private_members_used_exist(pc: RTCPeerConnection) -> None:
     assert list(inspect.signature(sender._handle_rtcp_packet).parameters) == ["packet"]
     assert isinstance(sender._ssrc, int)
     assert isinstance(sender._rtx_ssrc, int)
-    assert aiortc_adapter.sender_report_state(sender) == (0, 0, 0, 0)
+    assert aiortc_hooks.sender_report_state(sender) == (0, 0, 0, 0)
     transport = sender.transport
     assert list(inspect.signature(transport._send_rtp).parameters) == ["data"]
     assert list(inspect.signature(transport._handle_rtp_data).parameters) == [
         "data",
         "arrival_time_ms",
     ]
-    assert aiortc_adapter.decoder_thread(receiver) is None
+    assert aiortc_hooks.decoder_thread(receiver) is None
     assert isinstance(receiver._RTCRtpReceiver__remote_bitrate_estimator, RemoteBitrateEstimator)
     aiortc_adapter.drop_bitrate_estimator(receiver)
     assert receiver._RTCRtpReceiver__remote_bitrate_estimator is None
@@ -159,8 +159,8 @@ async def test_send_nack_uses_the_receivers_rtcp_path(pc: RTCPeerConnection) -> 
 
     receiver.transport._send_rtp = send_rtp  # type: ignore[method-assign]
     receiver._set_rtcp_ssrc(1234)
-    await aiortc_adapter.send_nack(receiver, 4321, [7, 9, 40])
-    await aiortc_adapter.send_nack(receiver, 4321, [65534, 65535, 0, 1, 20])  # the wrap
+    await aiortc_hooks.send_nack(receiver, 4321, [7, 9, 40])
+    await aiortc_hooks.send_nack(receiver, 4321, [65534, 65535, 0, 1, 20])  # the wrap
     packets = [RtcpPacket.parse(data)[0] for data in sent]
     assert all(isinstance(p, RtcpRtpfbPacket) and p.fmt == RTCP_RTPFB_NACK for p in packets)
     assert [(p.ssrc, p.media_ssrc) for p in packets] == [(1234, 4321)] * 2
@@ -282,7 +282,7 @@ async def test_on_sender_started_reports_the_negotiated_parameters(
 async def test_spy_codec_factories_sees_decoders_and_encoders() -> None:
     decoders: list[tuple[str, threading.Thread]] = []
     encoders: list[tuple[str, RTCRtpSender | None]] = []
-    with aiortc_adapter.spy_codec_factories(
+    with aiortc_hooks.spy_codec_factories(
         lambda codec, thread: decoders.append((codec.mimeType, thread)),
         lambda codec, sender: encoders.append((codec.mimeType, sender)),
     ):
@@ -305,7 +305,7 @@ async def test_filter_incoming_rtp_drops_what_it_is_told(pc: RTCPeerConnection) 
         delivered.append(data)
 
     transport._handle_rtp_data = handle_rtp_data  # type: ignore[method-assign]
-    aiortc_adapter.filter_incoming_rtp(transport, lambda data: data != b"drop")
+    aiortc_hooks.filter_incoming_rtp(transport, lambda data: data != b"drop")
     await transport._handle_rtp_data(b"keep", 0)
     await transport._handle_rtp_data(b"drop", 0)
     assert delivered == [b"keep"]
@@ -320,7 +320,7 @@ async def test_hold_outgoing_media_sends_nothing_while_held(pc: RTCPeerConnectio
 
     transport._send_rtp = send_rtp  # type: ignore[method-assign]
     held = True
-    aiortc_adapter.hold_outgoing_media(transport, lambda: held)
+    aiortc_hooks.hold_outgoing_media(transport, lambda: held)
     await transport._send_rtp(b"during")
     held = False
     await transport._send_rtp(b"after")
@@ -352,7 +352,7 @@ def test_the_members_the_direct_sender_uses_exist(pc: RTCPeerConnection) -> None
     assert session._srtp[0] is not None
     assert callable(lib.srtp_protect)
     assert rtp_sender.DirectRtpSender(sender).send([bytes(100)], [(1, 2)], 3, 4, 88) == 0
-    assert aiortc_adapter.sender_report_state(sender) == (0, 0, 0, 0)
+    assert aiortc_hooks.sender_report_state(sender) == (0, 0, 0, 0)
 
 
 async def _connect(sending: RTCPeerConnection, receiving: RTCPeerConnection) -> None:
@@ -392,7 +392,7 @@ async def test_direct_sender_delivers_protected_rtp_with_the_given_header(
             return False
 
         await _connect(pc, remote)
-        aiortc_adapter.filter_incoming_rtp(remote.getTransceivers()[0].receiver.transport, keep)
+        aiortc_hooks.filter_incoming_rtp(remote.getTransceivers()[0].receiver.transport, keep)
         direct = rtp_sender.DirectRtpSender(sender)
         template = RtpPacket(payload_type=VP8.payloadType, payload=b"\x10" + bytes(999))
         serialized = template.serialize()
@@ -410,9 +410,9 @@ async def test_direct_sender_delivers_protected_rtp_with_the_given_header(
         assert direct._socket is not None  # asyncio's transport: straight to its socket
         # the next sender report: the batch's NTP time, its last packet's RTP timestamp,
         # the payload bytes and the packets
-        assert aiortc_adapter.sender_report_state(sender) == (7 << 32, 180000, 3000, 3)
+        assert aiortc_hooks.sender_report_state(sender) == (7 << 32, 180000, 3000, 3)
         assert direct.send([], [], sender._ssrc, 8 << 32, 0) == 0  # nothing to send
-        assert aiortc_adapter.sender_report_state(sender) == (7 << 32, 180000, 3000, 3)
+        assert aiortc_hooks.sender_report_state(sender) == (7 << 32, 180000, 3000, 3)
         assert await _until(lambda: len(arrived) == 3)
         packets = [RtpPacket.parse(data) for data in arrived]
         assert [(p.sequence_number, p.timestamp, p.ssrc) for p in packets] == [
@@ -432,7 +432,7 @@ async def test_direct_sender_delivers_protected_rtp_with_the_given_header(
             assert sock.getsockopt(socket.SOL_SOCKET, socket.SO_RCVBUF) >= min(2**20, rmem_max)
         await pc.close()
         assert direct.send([serialized], [(10, 0)], sender._ssrc, 8 << 32, 1000) == 0
-        assert aiortc_adapter.sender_report_state(sender) == (7 << 32, 180000, 3000, 3)
+        assert aiortc_hooks.sender_report_state(sender) == (7 << 32, 180000, 3000, 3)
     finally:
         await remote.close()
 
@@ -525,7 +525,7 @@ async def _linked(pc: RTCPeerConnection) -> AsyncIterator[_Link]:
             link.arrived.append(data)
             return link.deliver
 
-        aiortc_adapter.filter_incoming_rtp(link.receiving, keep)
+        aiortc_hooks.filter_incoming_rtp(link.receiving, keep)
         # bound now (send would bind them), so that a test may stand in for their socket
         for direct in (link.video, link.audio):
             bound = direct._bind()
@@ -735,13 +735,13 @@ async def test_a_burst_leaves_in_one_gso_send_per_run_and_arrives_in_order(
         tx_before[0] + len(video) + len(audio),
         tx_before[1] + sum(datagrams) + sum(link.protected([160])),
     )
-    assert aiortc_adapter.sender_report_state(link.video_sender) == (
+    assert aiortc_hooks.sender_report_state(link.video_sender) == (
         video[-1].sequence_number << 32,
         video[-1].timestamp,
         sum(VIDEO_BURST),
         len(VIDEO_BURST),
     )
-    assert aiortc_adapter.sender_report_state(link.audio_sender)[2:] == (160, 1)
+    assert aiortc_hooks.sender_report_state(link.audio_sender)[2:] == (160, 1)
 
     assert await _arrivals(link, link.video_sender._ssrc, len(video)) == video
     assert await _arrivals(link, link.audio_sender._ssrc, 1) == audio
@@ -911,7 +911,7 @@ async def test_a_template_larger_than_the_scratch_buffer_is_left_out(link: _Link
     assert sent == len(templates[0]) + len(templates[2])
     assert spy.sent == [_Sent("sendmsg", tuple(link.protected([1000, 1000])))]
     assert await _arrivals(link, ssrc, 2) == [burst[0], burst[2]]
-    assert aiortc_adapter.sender_report_state(link.video_sender)[2:] == (2000, 2)
+    assert aiortc_hooks.sender_report_state(link.video_sender)[2:] == (2000, 2)
 
 
 class _Readiness:
@@ -1357,7 +1357,7 @@ async def test_the_c_loop_takes_over_once_the_stream_is_based_and_counts_what_it
     datagrams = _relayed(relay, "video", [len(p.payload) for p in forwarded])
     assert consumer.bytes_sent == sum(datagrams) - relay.egress.tag * len(forwarded)  # RTP
     # what the C loop sent reaches the next sender report, with its last packet's time pair
-    ntp, rtp_timestamp, octets, packets = aiortc_adapter.sender_report_state(consumer.sender)
+    ntp, rtp_timestamp, octets, packets = aiortc_hooks.sender_report_state(consumer.sender)
     assert (rtp_timestamp, octets, packets) == (
         forwarded[-1].timestamp,
         sum(len(p.payload) for p in forwarded),
@@ -1459,4 +1459,4 @@ async def test_decoder_threads_are_daemons() -> None:
 
 
 def decoder_thread_of(producer: Producer) -> threading.Thread | None:
-    return aiortc_adapter.decoder_thread(producer.receiver)
+    return aiortc_hooks.decoder_thread(producer.receiver)

@@ -9,7 +9,7 @@ import pytest
 from aioice.ice import get_host_addresses
 
 from sfu import PublisherClosed, PublisherDisconnected, Router, RouterOptions, ViewerLeft
-from sfu.testing import TestClients, TestPublisher, TestViewer, wait_until
+from testpeers import TestClients, TestPublisher, TestViewer, wait_until
 
 DEADLINE = 1.0
 

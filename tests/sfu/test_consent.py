@@ -9,7 +9,7 @@ from aioice import Connection
 from aiortc import RTCPeerConnection
 
 from sfu import PublisherDisconnected, Router, ice_config
-from sfu.testing import TestClients, wait_until
+from testpeers import TestClients, wait_until
 
 
 def _ice_connection(pc: RTCPeerConnection) -> Connection:

@@ -8,7 +8,7 @@ import time
 import pytest
 
 from sfu import Router, native
-from sfu.testing import DecodeErrorCounter, TestClients, TestViewer
+from testpeers import DecodeErrorCounter, TestClients, TestViewer
 
 
 def _unwrapped(sequence_numbers: list[int]) -> list[int]:

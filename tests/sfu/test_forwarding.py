@@ -8,9 +8,10 @@ from pathlib import Path
 import pytest
 
 from sfu import Router
-from sfu.aiortc_adapter import INGEST_RECEIVE_BUFFER, decoder_thread, sender_report_state
+from sfu.aiortc_adapter import INGEST_RECEIVE_BUFFER
 from sfu.keyframe import KEYFRAME_DETECTORS
-from sfu.testing import CodecSpy, DecodeErrorCounter, TestClients, wait_until
+from testpeers import CodecSpy, DecodeErrorCounter, TestClients, wait_until
+from testpeers.aiortc_hooks import decoder_thread, sender_report_state
 
 VIEWERS = 5
 RMEM_MAX = int(Path("/proc/sys/net/core/rmem_max").read_text())

@@ -9,7 +9,7 @@ from aiortc import RTCPeerConnection
 from aiortc.rate import RemoteBitrateEstimator
 
 from sfu import Consumer, Router, ViewerLeft
-from sfu.testing import TestClients, wait_until
+from testpeers import TestClients, wait_until
 
 VIEWERS = 50
 BATCH = 10

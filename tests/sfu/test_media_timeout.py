@@ -15,7 +15,7 @@ from sfu import (
     RouterOptions,
     SfuEvent,
 )
-from sfu.testing import TestClients, wait_until
+from testpeers import TestClients, wait_until
 
 MEDIA_TIMEOUT = 0.5
 

@@ -19,7 +19,7 @@ import pytest
 
 from sfu import Router, native
 from sfu.consumer import Consumer
-from sfu.testing import TestClients, TestViewer, wait_until
+from testpeers import TestClients, TestViewer, wait_until
 
 needs_native = pytest.mark.skipif(
     not native.available(),

@@ -9,10 +9,10 @@ import pytest
 
 from sfu import Router, native
 from sfu import producer as producer_module
-from sfu.aiortc_adapter import sender_report_state
 from sfu.consumer import Consumer
 from sfu.producer import Producer
-from sfu.testing import TestClients, wait_until
+from testpeers import TestClients, wait_until
+from testpeers.aiortc_hooks import sender_report_state
 
 pytestmark = pytest.mark.skipif(
     not native.available(),

@@ -9,7 +9,7 @@ import pytest
 
 from sfu import Router, RouterOptions
 from sfu.pipe import EdgePipe, EdgeRouter, OriginPipe, PipeTrack
-from sfu.testing import DecodeErrorCounter, TestClients, wait_until
+from testpeers import DecodeErrorCounter, TestClients, wait_until
 
 OPTIONS = RouterOptions(stats_interval_seconds=0, publisher_grace_seconds=5.0)
 

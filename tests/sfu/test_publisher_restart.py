@@ -11,7 +11,7 @@ from sfu import (
     RouterOptions,
     SfuEvent,
 )
-from sfu.testing import TestClients, TestViewer, wait_until
+from testpeers import TestClients, TestViewer, wait_until
 
 
 def _forward_steps(values: list[int], modulus: int) -> list[int]:

@@ -23,14 +23,14 @@ from sfu.events import EventEmitter
 from sfu.ice_config import HostNetwork
 from sfu.publisher import PublisherSession
 from sfu.session import PeerSession
-from sfu.testing import (
+from sfu.viewer import ViewerSession
+from testpeers import (
     TestClients,
     TestPublisher,
     TestViewer,
     client_configuration,
     video_capability,
 )
-from sfu.viewer import ViewerSession
 
 
 async def test_unusable_offers_are_negotiation_errors(router: Router, clients: TestClients) -> None:

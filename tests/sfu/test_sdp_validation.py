@@ -13,7 +13,7 @@ from sfu import IceCandidate, NegotiationError, Router
 from sfu.ice_config import HostNetwork
 from sfu.sdp_validation import MAX_SDP_BYTES, InvalidSdpError, validate_description
 from sfu.session import PeerSession
-from sfu.testing import TestClients, TestPublisher, TestViewer, client_configuration, wait_until
+from testpeers import TestClients, TestPublisher, TestViewer, client_configuration, wait_until
 from tests.malformed_sdp import MALFORMED
 
 CASES = sorted(MALFORMED)

@@ -14,7 +14,7 @@ from sfu import (
     RouterOptions,
     SfuEvent,
 )
-from sfu.testing import TestClients, TestPublisher, wait_until
+from testpeers import TestClients, TestPublisher, wait_until
 
 CONNECT_TIMEOUT = 1.5
 

@@ -11,8 +11,8 @@ from django.contrib.auth.models import User
 
 from broadcast.models import Stream
 from broadcast.services import IssuedKey, stream_create, stream_go_live
-from sfu.testing import TestPublisher
 from signaling.sfu_gateway import gateway
+from testpeers import TestPublisher
 
 
 @pytest.fixture

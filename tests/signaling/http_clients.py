@@ -19,7 +19,7 @@ from aiortc import RTCPeerConnection
 from django.http import HttpResponse
 from django.test import AsyncClient
 
-from sfu.testing import TestPublisher, TestViewer
+from testpeers import TestPublisher, TestViewer
 
 SDP = "application/sdp"
 SDPFRAG = "application/trickle-ice-sdpfrag"

@@ -18,8 +18,8 @@ from django.test import AsyncClient, Client, override_settings
 
 from broadcast.models import Stream
 from broadcast.services import IssuedKey, stream_create
-from sfu.testing import TestPublisher, TestViewer
 from signaling.consumers import WatchConsumer
+from testpeers import TestPublisher, TestViewer
 from tests.malformed_sdp import MALFORMED
 from tests.signaling.http_clients import SDP
 from tests.signaling.test_consumers import Socket

@@ -17,9 +17,9 @@ from django.test import AsyncClient
 from broadcast.models import Stream
 from broadcast.services import IssuedKey, stream_create, stream_end, stream_key_rotate
 from onair.asgi import application
-from sfu.testing import TestPublisher, TestViewer, wait_until
 from signaling.messages import MAX_FRAME_BYTES
 from signaling.sfu_gateway import gateway
+from testpeers import TestPublisher, TestViewer, wait_until
 from tests.signaling.http_clients import WhipClient
 from viewers.models import ViewerSession
 

@@ -20,8 +20,8 @@ from typing import Any
 import pytest
 
 from onair.environment import app_environment
-from sfu.testing import TestPublisher, TestViewer
 from signaling.session_limits import fds_per_session
+from testpeers import TestPublisher, TestViewer
 from tests.daphne import daphne_process, manage
 from tests.signaling.flood import Server, close_sockets, new_stream, watch_socket
 from tests.signaling.http_clients import SDP, silent_offer

@@ -21,7 +21,7 @@ from typing import Any
 import pytest
 
 from onair.environment import app_environment
-from sfu.testing import TestPublisher, TestViewer, wait_until, wait_until_awaited
+from testpeers import TestPublisher, TestViewer, wait_until, wait_until_awaited
 from tests.daphne import daphne_process, manage
 from tests.signaling.flood import Reply, Server, close_sockets, new_stream, watch_socket
 from tests.signaling.http_clients import SDP, silent_offer

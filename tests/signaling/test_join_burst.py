@@ -26,7 +26,7 @@ import pytest
 import websockets
 
 from onair.environment import app_environment
-from sfu.testing import TestPublisher, TestViewer, wait_until
+from testpeers import TestPublisher, TestViewer, wait_until
 from tests.daphne import Response, daphne_process, http_request, manage
 from tests.signaling.http_clients import SDP
 

@@ -20,9 +20,9 @@ from broadcast.services import (
     stream_key_rotate,
     stream_update,
 )
-from sfu.testing import TestPublisher, wait_until
 from signaling.consumers import CLOSE_KEY_REVOKED
 from signaling.sfu_gateway import gateway
+from testpeers import TestPublisher, wait_until
 from tests.signaling.http_clients import WhepClient, WhipClient
 from tests.signaling.test_consumers import Socket, refreshed
 

@@ -13,8 +13,8 @@ from typing import Any
 import pytest
 import websockets
 
-from sfu.testing import TestPublisher, wait_until
 from signaling.consumers import CLOSE_KEY_REVOKED
+from testpeers import TestPublisher, wait_until
 from tests.cluster import (
     CLUSTER_SKIP,
     Cluster,

@@ -14,9 +14,9 @@ from django.contrib.auth.models import AnonymousUser, User
 from broadcast.models import Stream
 from broadcast.services import stream_create, stream_go_live
 from onair.exceptions import ServiceUnavailableError
-from sfu.testing import TestPublisher, wait_until_awaited
 from signaling.lifecycle import embedded_sfu_started
 from signaling.sfu_gateway import SfuGateway, gateway
+from testpeers import TestPublisher, wait_until_awaited
 from tests.signaling.test_consumers import Socket
 from viewers.models import ViewerSession
 from viewers.services import viewer_join

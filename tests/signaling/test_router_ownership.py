@@ -14,8 +14,8 @@ from django.test import AsyncClient
 
 from broadcast.models import Stream
 from broadcast.services import stream_create
-from sfu.testing import TestPublisher, TestViewer, wait_until
 from signaling.sfu_gateway import gateway
+from testpeers import TestPublisher, TestViewer, wait_until
 from tests.signaling.http_clients import SDP, WhipClient, silent_offer
 from tests.signaling.test_consumers import Socket
 

@@ -15,9 +15,9 @@ from django.test import AsyncClient
 
 from broadcast.models import Stream
 from broadcast.services import stream_create
-from sfu.testing import wait_until, wait_until_awaited
 from signaling.session_limits import RESERVED_FDS, fds_per_session, max_sessions_default
 from signaling.sfu_gateway import gateway
+from testpeers import wait_until, wait_until_awaited
 from tests.signaling.http_clients import SDP, silent_offer
 from tests.signaling.test_consumers import Socket, watch
 from viewers.models import ViewerSession

@@ -16,8 +16,8 @@ from typing import Any
 import pytest
 import websockets
 
-from sfu.testing import TestPublisher, TestViewer, wait_until, wait_until_awaited
 from signaling.sfu_registry import WorkerInfo
+from testpeers import TestPublisher, TestViewer, wait_until, wait_until_awaited
 from tests.cluster import (
     CLUSTER_SKIP,
     MAX_VIEWERS_PER_WORKER,

@@ -15,9 +15,9 @@ from rest_framework.authtoken.models import Token
 
 from broadcast.models import Stream
 from broadcast.services import IssuedKey, stream_end, stream_go_live, stream_update
-from sfu.testing import TestPublisher, TestViewer, wait_until, wait_until_awaited
 from signaling.http_session_store import session_store
 from signaling.sfu_gateway import gateway
+from testpeers import TestPublisher, TestViewer, wait_until, wait_until_awaited
 from tests.signaling.http_clients import SDP, SDPFRAG, WhepClient, ice_credentials
 from tests.signaling.test_consumers import Socket, go_live, watch
 from viewers.models import ViewerSession

@@ -18,10 +18,10 @@ from django.test import AsyncClient, override_settings
 from broadcast.models import Stream
 from broadcast.services import IssuedKey, stream_create, stream_end, stream_go_live
 from sfu import PublisherClosed
-from sfu.testing import TestPublisher, TestViewer, wait_until, wait_until_awaited
 from signaling import http_sessions
 from signaling.http_session_store import HttpSession, SessionKind, session_store
 from signaling.sfu_gateway import gateway
+from testpeers import TestPublisher, TestViewer, wait_until, wait_until_awaited
 from tests.signaling.http_clients import (
     SDP,
     SDPFRAG,

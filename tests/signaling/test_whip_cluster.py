@@ -10,7 +10,7 @@ import secrets
 
 import pytest
 
-from sfu.testing import TestPublisher, TestViewer, wait_until
+from testpeers import TestPublisher, TestViewer, wait_until
 from tests.cluster import (
     CLUSTER_SKIP,
     Cluster,

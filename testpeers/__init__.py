@@ -44,6 +44,7 @@ from sfu import aiortc_adapter
 from sfu.publisher import PublisherSession
 from sfu.router import Router
 from sfu.viewer import ViewerSession
+from testpeers import aiortc_hooks
 
 VIDEO_CLOCK_RATE = 90000
 AUDIO_SAMPLE_RATE = 48000
@@ -222,7 +223,7 @@ class TestPublisher:
     async def accept_answer(self, answer_sdp: str) -> None:
         await self.pc.setRemoteDescription(RTCSessionDescription(sdp=answer_sdp, type="answer"))
         for transport in {sender.transport for sender in self.pc.getSenders()}:
-            aiortc_adapter.hold_outgoing_media(transport, lambda: self.media_held)
+            aiortc_hooks.hold_outgoing_media(transport, lambda: self.media_held)
 
     def hold_media(self, held: bool) -> None:
         """Stop sending RTP and RTCP (``held``), or send again; the connection stays up:
@@ -307,7 +308,7 @@ class TestViewer:
         rng = random.Random(seed)
         transports = {t.receiver.transport for t in self.pc.getTransceivers()}
         for transport in transports:
-            aiortc_adapter.filter_incoming_rtp(transport, lambda _: rng.random() >= ratio)
+            aiortc_hooks.filter_incoming_rtp(transport, lambda _: rng.random() >= ratio)
 
     async def send_pli(self) -> bool:
         """Ask the SFU for a keyframe, as a browser does after decode errors."""
@@ -321,7 +322,7 @@ class TestViewer:
         a browser does for packets it missed, or as a hostile viewer does for any."""
         if self._video_receiver is None or self.video.ssrc is None:
             return False
-        await aiortc_adapter.send_nack(self._video_receiver, self.video.ssrc, lost)
+        await aiortc_hooks.send_nack(self._video_receiver, self.video.ssrc, lost)
         return True
 
     async def wait_for_frames(self, video: int, audio: int = 0, within: float = 10.0) -> bool:
@@ -473,7 +474,7 @@ class CodecSpy:
         def on_encoder(codec: RTCRtpCodecParameters, sender: object) -> None:
             self.encoders.append((codec.mimeType, sender))
 
-        with aiortc_adapter.spy_codec_factories(on_decoder, on_encoder):
+        with aiortc_hooks.spy_codec_factories(on_decoder, on_encoder):
             yield self
 
 

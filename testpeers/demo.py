@@ -1,6 +1,6 @@
 """Publish a test pattern and a tone to N in-process viewers through the SFU.
 
-    python -m sfu.demo --viewers 5 --seconds 10 --codec vp8
+    python -m testpeers.demo --viewers 5 --seconds 10 --codec vp8
 
 Every peer is an aiortc client in this process, connected over the machine's own
 network address; the SFU forwards RTP without decoding. Prints progress every
@@ -15,11 +15,13 @@ import sys
 import time
 
 from sfu.router import Router, RouterOptions
-from sfu.testing import TestClients, TestViewer
+from testpeers import TestClients, TestViewer
 
 
 def _parse_args(argv: list[str] | None) -> argparse.Namespace:
-    parser = argparse.ArgumentParser(prog="python -m sfu.demo", description=__doc__.split("\n")[0])
+    parser = argparse.ArgumentParser(
+        prog="python -m testpeers.demo", description=__doc__.split("\n")[0]
+    )
     parser.add_argument("--viewers", type=int, default=3, help="number of viewers (default 3)")
     parser.add_argument("--seconds", type=float, default=10.0, help="how long to run (default 10)")
     parser.add_argument("--codec", choices=("vp8", "h264"), default="vp8")
