@@ -120,6 +120,12 @@ class Consumer:
         """Forwarding to this viewer waits for the producer's next keyframe."""
         return self._waiting_keyframe
 
+    @property
+    def forwarded_natively(self) -> bool:
+        """Whether the C loop (``sfu.native``) holds a target for this viewer, so sends to
+        it leave from C rather than from ``Consumer.forward``."""
+        return self._native is not None
+
     async def start(self, parameters: RTCRtpSendParameters) -> None:
         """Begin forwarding with the viewer's negotiated send parameters; again (aiortc
         starts a sender on each connect after a description is applied): rebind with them."""

@@ -189,6 +189,12 @@ class Producer:
         return len(self._batch.packets)
 
     @property
+    def flush_scheduled(self) -> bool:
+        """Whether held packets will be flushed by the frame hold timer
+        (``FRAME_HOLD_SECONDS``) rather than by their frame's last packet."""
+        return self._hold_timer is not None
+
+    @property
     def mime_type(self) -> str:
         return self.codec.mimeType
 

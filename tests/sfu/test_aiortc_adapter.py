@@ -1242,7 +1242,7 @@ async def test_a_video_frame_waits_for_its_last_packet_and_leaves_with_it_in_one
     assert sizes[:3] == [sizes[0]] * 3
     assert sizes[3] < sizes[0]
     assert relay.consumers["video"].packets_sent == 1 + len(frame)
-    assert producer._hold_timer is None
+    assert not producer.flush_scheduled
     assert producer.held_packets == 0
 
 
@@ -1261,7 +1261,7 @@ async def test_a_frame_whose_last_packet_never_comes_leaves_after_frame_hold_sec
     # held together until the timer, then sent together
     assert [sent.call for sent in spy.sent] == ["sendmsg"]
     assert len(spy.datagrams) == len(start)
-    assert producer._hold_timer is None
+    assert not producer.flush_scheduled
 
     # the next frame is forwarded as usual
     frame = relay.packets("video", [1000, 500], marker=True)
@@ -1285,7 +1285,7 @@ async def test_audio_handed_over_together_leaves_together_when_the_loop_turn_end
     assert _continuous(forwarded)
     assert [sent.call for sent in spy.sent] == ["sendmsg"]
     assert len(spy.datagrams) == len(packets)
-    assert relay.producers["audio"]._hold_timer is None
+    assert not relay.producers["audio"].flush_scheduled
     assert relay.consumers["audio"].packets_sent == 1 + len(packets)
 
 
@@ -1308,7 +1308,7 @@ async def test_a_long_frame_leaves_in_parts_of_frame_hold_packets_as_it_arrives(
     assert [p.payload for p in forwarded[1:]] == [p.payload for p in keyframe]
     assert _continuous(forwarded)
     assert len(spy.datagrams) == len(keyframe)
-    assert producer._hold_timer is None
+    assert not producer.flush_scheduled
 
 
 needs_native = pytest.mark.skipif(
@@ -1330,7 +1330,7 @@ def _in_c_loop(relay: _Relay, kind: str) -> bool:
     consumer = relay.consumers[kind]
     group = consumer._group
     return (
-        consumer._native is not None
+        consumer.forwarded_natively
         and group is not None
         and group.targets is not None
         and consumer in group.targets
@@ -1435,7 +1435,7 @@ async def test_the_c_loop_sends_on_its_own_descriptor_closed_with_the_consumer(
     duplicate = target.fd
     del target  # the descriptor is the target's: it closes when nothing holds the target
     consumer.close("test_ended")
-    assert consumer._native is None
+    assert not consumer.forwarded_natively
     assert direct._target is None
     with pytest.raises(OSError, match="Bad file descriptor"):
         os.fstat(duplicate)

@@ -89,7 +89,7 @@ async def _viewers_in_c_loop(
 
 
 def _forwarded(consumer: Consumer) -> bool:
-    return consumer._native is not None if native.available() else not consumer.waiting_keyframe
+    return consumer.forwarded_natively if native.available() else not consumer.waiting_keyframe
 
 
 def _refuse_next_send(consumer: Consumer, refused: list[bytes]) -> Any:

@@ -64,7 +64,7 @@ async def test_upkeep_runs_after_the_batch_a_slice_of_viewers_per_turn(
         await clients.subscribe(router, decode=False)
     consumers = [c for v in router.viewers for c in v.consumers]
     assert len(consumers) == 2 * VIEWERS
-    assert await wait_until(lambda: all(c._native is not None for c in consumers), within=15)
+    assert await wait_until(lambda: all(c.forwarded_natively for c in consumers), within=15)
     upkept.clear()
     loop.call_soon(tick)
     await asyncio.sleep(0.5)
