@@ -1,10 +1,12 @@
-"""Every use of aiortc's private API lives here.
+"""Every use of aiortc's and aioice's private API by the SFU lives here, and nothing else.
 
 aiortc has no public hooks for packet-level forwarding, so the SFU reaches into
-``RTCRtpReceiver``, ``RTCRtpSender`` and ``RTCDtlsTransport`` internals. Keeping
-all of those touches in this one module makes an aiortc upgrade a matter of
-re-running ``tests/sfu/test_aiortc_adapter.py``, which fails loudly when any of
-the internals used below moves. aiortc is pinned in requirements.txt.
+``RTCRtpReceiver``, ``RTCRtpSender`` and ``RTCDtlsTransport`` internals (for the sender in
+``sfu.rtp_sender``, among others), and into aioice's ``Connection`` for ``sfu.ice_config``.
+Keeping all of those touches in this one module makes an aiortc upgrade a matter of
+re-running ``tests/sfu/test_aiortc_adapter.py``, which fails loudly when any of the
+internals used below moves. aiortc is pinned in requirements.txt. Hooks only tests and the
+bench use are in ``testpeers.aiortc_hooks``, pinned by the same test.
 """
 
 from __future__ import annotations
