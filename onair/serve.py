@@ -64,6 +64,9 @@ CLOSE_RESTARTING = 4503  # the consumers' "unavailable, reconnect later"
 # A stopping server's steps, each bounded: its WebSockets' consumers finishing (viewers
 # uncounted), then the SFU's routers closing (WHEP viewers uncounted). By the deadline the
 # process exits, whatever still runs.
+# Between telling the watch pages their publisher is reconnecting and closing their sockets:
+# the consumers pass the group message on (in milliseconds) before the close goes out.
+STATUS_DELIVERY_SECONDS = 0.2
 SOCKETS_CLOSE_SECONDS = 1.0
 ROUTERS_CLOSE_SECONDS = 1.5
 STOP_DEADLINE_SECONDS = 4.5
@@ -259,22 +262,28 @@ class OnAirServer(Server):
         for port in self.ports:
             port.stopListening()
         await sfu_stopping()
+        if self.open_websockets():
+            await asyncio.sleep(STATUS_DELIVERY_SECONDS)
         await self.close_websockets(within=SOCKETS_CLOSE_SECONDS)
         await sfu_stop(wait_seconds=ROUTERS_CLOSE_SECONDS)
         await super().kill_all_applications().asFuture(asyncio.get_running_loop())
+
+    def open_websockets(self) -> list[tuple[WebSocketProtocol, dict[str, Any]]]:
+        return [
+            (protocol, details)
+            for protocol, details in list(self.connections.items())
+            if isinstance(protocol, WebSocketProtocol) and protocol.state == protocol.STATE_OPEN
+        ]
 
     async def close_websockets(self, *, within: float) -> None:
         """Close every open WebSocket with ``CLOSE_RESTARTING``, and wait up to ``within``
         seconds for their consumers to finish (a watch page's viewer is uncounted then)."""
         finishing = []
-        for protocol, details in list(self.connections.items()):
-            if isinstance(protocol, WebSocketProtocol) and protocol.state == protocol.STATE_OPEN:
-                protocol.sendClose(
-                    code=CLOSE_RESTARTING, reason="The server is restarting; reconnect."
-                )
-                instance = details.get("application_instance")
-                if instance is not None and not instance.done():
-                    finishing.append(instance)
+        for protocol, details in self.open_websockets():
+            protocol.sendClose(code=CLOSE_RESTARTING, reason="The server is restarting; reconnect.")
+            instance = details.get("application_instance")
+            if instance is not None and not instance.done():
+                finishing.append(instance)
         if finishing:
             await asyncio.wait(finishing, timeout=within)
 

@@ -246,7 +246,7 @@ function stopPublishing(status) {
   updateSourceButtons();
   $("preview").srcObject = null;
   state.lastStats = null;
-  for (const id of ["ice-state", "candidate-type", "rtt", "out-bitrate", "out-fps", "out-resolution", "capture-settings"]) {
+  for (const id of ["ice-state", "candidate-type", "rtt", "out-bitrate", "out-fps", "out-resolution", "frames-sent", "capture-settings"]) {
     setText(id, "–");
   }
   setStatus(status);
@@ -282,8 +282,13 @@ signaling.on("welcome", (msg) => {
   if (msg.publisher) state.publisher = msg.publisher;
   renderStream(msg.stream);
   // After a signaling reconnect while live, publish again: the SFU keeps viewers
-  // attached for a grace period, so they resume without renegotiating.
-  if (state.live && state.pc === null) goLive();
+  // attached for a grace period, so they resume without renegotiating. Unless someone
+  // else went live meanwhile (this page's own publisher went with its socket): taking
+  // the broadcast back from them is for the Take over button.
+  if (state.live && state.pc === null) {
+    if (msg.publisher === "connected") wasReplaced("You went live from another tab or device.");
+    else goLive();
+  }
 });
 signaling.on("answer", async (msg) => {
   if (!state.pc) return;
@@ -295,13 +300,15 @@ signaling.on("answer", async (msg) => {
   renderGoLive();
 });
 // A newer publish for this stream (another tab or device, an encoder) took over.
-signaling.on("replaced", (msg) => {
+signaling.on("replaced", (msg) => wasReplaced(msg.message || "You went live from another tab or device."));
+
+function wasReplaced(notice) {
   stopPublishing("replaced");
   state.publisher = "connected";
-  showNotice(msg.message || "You went live from another tab or device.");
+  showNotice(notice);
   $("studio-notice").dataset.kind = "replaced";
   renderGoLive();
-});
+}
 signaling.on("publisher", (msg) => {
   state.publisher = msg.status;
   renderGoLive();

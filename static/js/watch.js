@@ -14,6 +14,7 @@ const state = {
   publisher: null, // "connected" | "reconnecting" while live (docs/SIGNALING.md)
   lastStats: null,
   makingAnswer: false,
+  signalingUp: false, // a page cut off from the server (restarting, network gone) claims no LIVE
 };
 
 function setText(id, text) {
@@ -34,7 +35,8 @@ function broadcasterAway() {
 }
 
 function renderLiveBadge() {
-  $("live-badge").hidden = state.streamState !== "live" || broadcasterAway();
+  const down = !state.signalingUp && signaling.socket !== null; // not before the first connect
+  $("live-badge").hidden = state.streamState !== "live" || broadcasterAway() || down;
 }
 
 function renderPublisher(status) {
@@ -64,7 +66,9 @@ function renderStream(stream) {
 function clearStats(connection) {
   state.lastStats = null;
   setText("connection-state", connection);
-  for (const id of ["in-bitrate", "in-resolution", "in-fps", "latency", "rtt"]) setText(id, "–");
+  for (const id of ["in-bitrate", "in-resolution", "in-fps", "latency", "rtt", "frames-decoded", "packets-lost"]) {
+    setText(id, "–");
+  }
 }
 
 function closePeer() {
@@ -106,7 +110,11 @@ async function play() {
   try {
     await video.play();
   } catch (error) {
-    showStatus("blocked", "Click to start playback.");
+    // Only NotAllowedError is the browser's autoplay policy; an AbortError is a newer
+    // srcObject (the other track of the session) interrupting this play(), which goes on.
+    if (error.name === "NotAllowedError" && !broadcasterAway()) {
+      showStatus("blocked", "Click to start playback.");
+    }
     return;
   }
   if (state.streamState === "live" && !broadcasterAway()) showStatus("playing", "");
@@ -115,6 +123,7 @@ async function play() {
 const signaling = new SignalingClient(config.ws_path);
 
 signaling.on("welcome", (msg) => {
+  state.signalingUp = true;
   // Fresh per-session ICE servers (short-lived TURN credentials) replace the page's.
   config.ice_servers = msg.ice_servers;
   config.ice_transport_policy = msg.ice_transport_policy;
@@ -150,6 +159,8 @@ signaling.on("error", (msg) => {
   if (msg.code === "connect_timeout") signaling.send("restart");
 });
 signaling.addEventListener("close", (event) => {
+  state.signalingUp = false;
+  renderLiveBadge();
   if (event.detail.code >= 4000 && event.detail.code < 4100) return;
   if (state.streamState !== "ended") showStatus("reconnecting", "Reconnecting…");
 });

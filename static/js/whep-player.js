@@ -1,5 +1,7 @@
 // A minimal WHEP player: recvonly offer by POST, trickle ICE by PATCH, ICE restart by
-// PATCH with If-Match: "*", DELETE on stop or when the page goes away.
+// PATCH with If-Match: "*", DELETE on stop or when the page goes away. A session the
+// server dropped (a restart) or cannot be reached for is "reconnecting": the player asks
+// for the stream's state with backoff and POSTs again once it is live, until it ended.
 const config = JSON.parse(document.getElementById("whep-config").textContent);
 const video = document.getElementById("player");
 const status = document.getElementById("whep-status");
@@ -8,7 +10,13 @@ const playButton = document.getElementById("whep-play");
 const stopButton = document.getElementById("whep-stop");
 const SDPFRAG = "application/trickle-ice-sdpfrag";
 
-const state = { pc: null, location: null, etag: null, token: "", pending: [], answer: null, endedAt: null };
+const RETRY_FIRST_MS = 500;
+const RETRY_MAX_MS = 4000;
+
+const state = {
+  pc: null, location: null, etag: null, token: "", pending: [], answer: null, endedAt: null,
+  reconnecting: false, retryTimer: null, retryDelay: RETRY_FIRST_MS,
+};
 window.onairWhep = { state, play, stop, restartIce };
 
 function show(text) {
@@ -57,6 +65,11 @@ async function trickle(candidates, end) {
 async function play() {
   await stop();
   state.token = tokenInput.value.trim();
+  await connect();
+}
+
+// POSTs an offer; true once the session is up (201), false when refused or unreachable.
+async function connect() {
   const pc = new RTCPeerConnection({
     iceServers: config.ice_servers,
     iceTransportPolicy: config.ice_transport_policy,
@@ -68,13 +81,13 @@ async function play() {
   video.srcObject = stream;
   pc.addEventListener("track", ({ track, receiver }) => {
     stream.addTrack(track);
-    // The server closing the connection (the broadcast ended) closes DTLS at once, while
-    // ICE takes seconds to notice: ask whether the broadcast ended when DTLS closes.
+    // The server closing the connection (the broadcast ended, or the server stops) closes
+    // DTLS at once, while ICE takes seconds to notice: ask why when DTLS closes.
     const dtls = receiver.transport;
     if (dtls && !watched.has(dtls)) {
       watched.add(dtls);
       dtls.addEventListener("statechange", () => {
-        if (["closed", "failed"].includes(dtls.state) && state.pc === pc) checkEnded(pc);
+        if (["closed", "failed"].includes(dtls.state) && state.pc === pc) checkEnded(pc, { gone: true });
       });
     }
   });
@@ -82,9 +95,12 @@ async function play() {
   pc.addEventListener("connectionstatechange", () => {
     if (state.pc !== pc) return;
     show(pc.connectionState);
+    if (pc.connectionState === "connected") state.retryDelay = RETRY_FIRST_MS;
     // No signaling socket says the broadcast ended: the server closing this connection
-    // does. Ask whether that is what happened.
-    if (["disconnected", "failed", "closed"].includes(pc.connectionState)) checkEnded(pc);
+    // does. Ask whether that is what happened ("disconnected" may yet recover).
+    if (["disconnected", "failed", "closed"].includes(pc.connectionState)) {
+      checkEnded(pc, { gone: pc.connectionState !== "disconnected" });
+    }
   });
   pc.addEventListener("icecandidate", ({ candidate }) => {
     if (state.location) trickle(candidate ? [candidate] : [], !candidate);
@@ -92,16 +108,24 @@ async function play() {
   });
   await pc.setLocalDescription(await pc.createOffer());
   show("connecting");
-  const response = await fetch(config.endpoint, {
-    method: "POST",
-    headers: headers({ "Content-Type": "application/sdp" }),
-    body: pc.localDescription.sdp,
-  });
+  let response;
+  try {
+    response = await fetch(config.endpoint, {
+      method: "POST",
+      headers: headers({ "Content-Type": "application/sdp" }),
+      body: pc.localDescription.sdp,
+    });
+  } catch {
+    show("server unreachable");
+    pc.close();
+    state.pc = null;
+    return false;
+  }
   if (response.status !== 201) {
     show(`refused (${response.status}): ${await errorText(response)}`);
     pc.close();
     state.pc = null;
-    return;
+    return false;
   }
   state.location = new URL(response.headers.get("Location"), location.href).href;
   state.etag = response.headers.get("ETag");
@@ -110,6 +134,7 @@ async function play() {
   const pending = state.pending.splice(0);
   await trickle(pending, pc.iceGatheringState === "complete");
   stopButton.disabled = false;
+  return true;
 }
 
 // RFC 9725 §4.3.2: new local credentials go out in a PATCH with If-Match: "*"; the
@@ -136,20 +161,31 @@ async function restartIce() {
   return response.status;
 }
 
-async function checkEnded(pc) {
-  let stream;
+// The stream as the server describes it; null while the server cannot be reached.
+async function fetchStream() {
   try {
     const response = await fetch(config.state_url, { headers: headers(), cache: "no-store" });
-    if (!response.ok) return;
-    stream = await response.json();
+    return response.ok ? await response.json() : null;
   } catch {
-    return; // the server is unreachable: the connection state says enough
+    return null;
   }
-  if (state.pc !== pc || stream.state === "live") return;
-  // The session went with the broadcast: nothing to DELETE.
+}
+
+// The connection to the server went (``gone``) or falters: ended, or reconnecting.
+async function checkEnded(pc, { gone }) {
+  const stream = await fetchStream();
+  if (state.pc !== pc) return;
+  if (stream?.state === "live" && !gone) return; // ICE may yet recover
+  // The session went with the broadcast or the server: nothing to DELETE.
   state.pc = null;
   state.location = null;
   pc.close();
+  if (stream && stream.state !== "live") showEnded(stream);
+  else reconnectLater();
+}
+
+function showEnded(stream) {
+  state.reconnecting = false;
   stopButton.disabled = true;
   const reason = config.end_reasons[stream.end_reason];
   const at = stream.ended_at ? ` at ${new Date(stream.ended_at).toLocaleTimeString()}` : "";
@@ -157,7 +193,39 @@ async function checkEnded(pc) {
   show(stream.state === "ended" ? `ended${reason ? ` (${reason}${at})` : ""}` : "offline");
 }
 
+function reconnectLater() {
+  state.reconnecting = true;
+  show("reconnecting");
+  stopButton.disabled = false;
+  clearTimeout(state.retryTimer);
+  state.retryTimer = setTimeout(reconnect, state.retryDelay);
+  state.retryDelay = Math.min(state.retryDelay * 2, RETRY_MAX_MS);
+}
+
+async function reconnect() {
+  state.retryTimer = null;
+  const stream = await fetchStream();
+  if (!state.reconnecting || state.retryTimer !== null || state.pc !== null) {
+    return; // stopped or played meanwhile
+  }
+  if (stream && stream.state !== "live") {
+    showEnded(stream);
+    return;
+  }
+  // Live (its publisher may not be back yet: the POST is refused until it is), or the
+  // server is still away.
+  if (!stream || !(await connect())) {
+    if (state.reconnecting && state.pc === null) reconnectLater();
+    return;
+  }
+  state.reconnecting = false;
+}
+
 async function stop() {
+  state.reconnecting = false;
+  clearTimeout(state.retryTimer);
+  state.retryTimer = null;
+  state.retryDelay = RETRY_FIRST_MS;
   const { pc, location: session } = state;
   state.pc = null;
   state.location = null;

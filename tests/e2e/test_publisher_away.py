@@ -39,6 +39,13 @@ RECORD_PUBLISHER = """() => {
     "msg:publisher", (event) => window.__publisher.push(event.detail.status));
 }"""
 
+# Every data-playback a page shows, from its first script on (for a page about to load).
+RECORD_PLAYBACK_FROM_LOAD = """
+  window.__playback = [];
+  new MutationObserver(() => window.__playback.push(document.body.dataset.playback))
+    .observe(document, {attributes: true, subtree: true, attributeFilter: ["data-playback"]});
+"""
+
 PLAYER = """() => {
   const video = document.getElementById("player");
   return {width: video.videoWidth, time: video.currentTime, ready: video.readyState};
@@ -142,6 +149,19 @@ def test_going_live_again_within_the_grace_period_resumes_the_same_watch_page(
 
     latency = close_studio_until_reconnecting(studio, watch)
     assert latency < RECONNECTING_WITHIN_MS, latency
+    # A watch page opened while the broadcaster is away says so, and keeps saying so once
+    # it has the broadcast's tracks (not "click to start playback").
+    late = _new_page(browser, server, contexts)
+    late.add_init_script(RECORD_PLAYBACK_FROM_LOAD)
+    late.goto(f"/watch/{server.demo_slug}/")
+    late.wait_for_function(
+        "() => document.getElementById('player').srcObject?.getTracks().length === 2"
+    )
+    late.wait_for_timeout(300)  # what play() makes of them
+    expect(late.locator("body")).to_have_attribute("data-playback", "reconnecting")
+    expect(late.locator("#playback-status")).to_have_text("The broadcaster is reconnecting…")
+    expect(late.locator("#live-badge")).to_be_hidden()
+    assert "blocked" not in late.evaluate("window.__playback"), late.evaluate("window.__playback")
     frames, played = _frames(watch), watch.evaluate(PLAYER)["time"]
     _go_live(again)
     _wait_for_frames(watch, more_than=frames + 10)
@@ -154,6 +174,9 @@ def test_going_live_again_within_the_grace_period_resumes_the_same_watch_page(
     assert watch.evaluate(PLAYER)["time"] > played + 0.5
     assert watch.evaluate("window.__pc === window.onairWatch.state.pc")  # no reload, same pc
     expect(again.locator("#stream-state")).to_have_text("live")
+    _wait_for_frames(late, more_than=10)
+    expect(late.locator("body")).to_have_attribute("data-playback", "playing")
+    expect(late.locator("#live-badge")).to_be_visible()
     assert log_errors(server.log()) == [], server.log()
 
 

@@ -74,9 +74,55 @@ def test_a_second_studio_tab_takes_over_and_the_first_lets_go(
     expect(notice).to_contain_text("You went live from another tab or device")
     expect(notice).to_have_attribute("role", "alert")
     expect(first.locator("#go-live")).to_have_text("Take over")
-    expect(first.locator("#out-bitrate")).to_have_text(NO_FIGURE)
+    for figure in ("#out-bitrate", "#frames-sent"):
+        expect(first.locator(figure)).to_have_text(NO_FIGURE)
     expect(second.locator("#studio-notice")).to_be_hidden()
     print(f"first tab let go {seconds:.2f} s after the takeover")
+    second.close()
+
+
+# The studio's signaling socket drops and stays down (its network went) until RECONNECT.
+DROP_SIGNALING = """() => {
+  const signaling = window.onairStudio.signaling;
+  window.reconnectSignaling = signaling.connect.bind(signaling);
+  signaling.connect = () => {};
+  signaling.socket.close();
+}"""
+RECONNECT = """() => {
+  window.onairStudio.signaling.connect = window.reconnectSignaling;
+  window.reconnectSignaling();
+}"""
+
+
+def test_a_studio_back_from_a_network_drop_leaves_a_takeover_alone(
+    onair_server: OnAirServer,
+    page: Page,
+    context: BrowserContext,
+    login: Callable[[Page, str, str], None],
+) -> None:
+    """Live in tab A; A's network drops; tab B goes live; A's socket comes back: B stays
+    live, and A shows that another tab went live (camera stopped, Take over offered)."""
+    server = onair_server
+    _restart_demo_stream(server)
+    login(page, server.demo_username, server.demo_password)
+    first = page
+    _go_live(first, server.demo_slug)
+    first.evaluate(DROP_SIGNALING)
+    expect(first.locator("#connection-state")).to_have_text("reconnecting")
+
+    second = context.new_page()
+    _go_live(second, server.demo_slug)
+    first.evaluate(RECONNECT)
+
+    _seconds_until_let_go(first, time.monotonic(), within_ms=5_000)
+    expect(first.locator("#studio-notice")).to_contain_text(
+        "You went live from another tab or device"
+    )
+    expect(first.locator("#go-live")).to_have_text("Take over")
+    expect(first.locator("#frames-sent")).to_have_text(NO_FIGURE)
+    expect(second.locator("#connection-state")).to_have_text("connected")
+    expect(second.locator("#studio-notice")).to_be_hidden()
+    assert second.evaluate("window.onairStudio.state.live")
     second.close()
 
 
@@ -159,10 +205,10 @@ def test_an_end_from_anywhere_reaches_the_studio_and_the_whep_player(
     expect(notice).to_contain_text(" at ")
     expect(studio.locator("#stream-state")).to_have_text("ended")
     expect(studio.locator("#go-live")).to_have_text("Go live again")
-    for figure in ("#out-bitrate", "#out-fps", "#rtt"):
+    for figure in ("#out-bitrate", "#out-fps", "#rtt", "#frames-sent"):
         expect(studio.locator(figure)).to_have_text(NO_FIGURE)
     expect(watcher.locator("#playback-status")).to_contain_text("ended")
-    for figure in ("#in-bitrate", "#in-fps", "#in-resolution", "#latency"):
+    for figure in ("#in-bitrate", "#in-fps", "#in-resolution", "#latency", "#frames-decoded"):
         expect(watcher.locator(figure)).to_have_text(NO_FIGURE)
     expect(player.locator("#whep-status")).to_contain_text("ended", timeout=5_000)
     player_seconds = studio.evaluate(
