@@ -205,13 +205,20 @@ class Router:
                 await self._consume(viewer, producer)
         logger.info("publisher joined", extra={"router_id": self.id, "publisher_id": session.id})
 
-    async def _take_over_when_connected(self, session: PublisherSession) -> None:
+    async def _take_over_pending(self, session: PublisherSession) -> None:
+        """The pending ``session`` takes over: it is connected now, or the current
+        publisher stopped being healthy (then it need not wait any more)."""
         async with self._publish_lock:  # after a publish under way, which may replace it
             if session is not self._pending or session.lost or self.closed:
                 return
             self._pending = None
             await self._take_over(session)
-            self.events.emit(PublisherConnected(router_id=self.id, publisher_id=session.id))
+            if not session.connected.is_set():
+                return  # its viewers see "reconnecting" until it is (``_publisher_connected``)
+            if session.media_stalled:  # stalled while it waited for the lock
+                self._start_grace(session, "media_timeout")
+            else:
+                self.events.emit(PublisherConnected(router_id=self.id, publisher_id=session.id))
 
     async def subscribe(self, offer_sdp: str | None = None) -> ViewerSession:
         """Add a viewer.
@@ -346,7 +353,7 @@ class Router:
 
     def _publisher_connected(self, session: PublisherSession) -> None:
         if session is self._pending:
-            self._spawn(self._take_over_when_connected(session))
+            self._spawn(self._take_over_pending(session))
         elif session is self._publisher and not self.closed:
             self.events.emit(PublisherConnected(router_id=self.id, publisher_id=session.id))
 
@@ -381,7 +388,8 @@ class Router:
 
     def _start_grace(self, session: PublisherSession, reason: str) -> None:
         """Tell the viewers the publisher is away, and close it unless it is replaced
-        (or, after a media stall, its media resumes) within the grace period."""
+        (or, after a media stall, its media resumes) within the grace period. A pending
+        publisher takes over now."""
         grace = self.options.publisher_grace_seconds
         logger.info(
             "publisher lost",
@@ -396,6 +404,8 @@ class Router:
         self._grace = asyncio.get_running_loop().call_later(
             grace, lambda: self._spawn(session._close("timeout"))
         )
+        if self._pending is not None:
+            self._spawn(self._take_over_pending(self._pending))
 
     async def _publisher_closed(self, session: PublisherSession) -> None:
         if session is self._pending:

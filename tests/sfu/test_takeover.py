@@ -115,9 +115,12 @@ async def test_a_newer_publish_replaces_the_pending_one(
 
     _, third = await clients.publish(router)
 
-    assert await wait_until(lambda: router.publisher is third)
-    closed = [(e.publisher_id, e.reason) for e in events if isinstance(e, PublisherClosed)]
-    assert closed == [(stuck_id, "replaced"), (first.id, "replaced")]
+    def closed() -> list[tuple[str, str]]:
+        return [(e.publisher_id, e.reason) for e in events if isinstance(e, PublisherClosed)]
+
+    assert await wait_until(lambda: len(closed()) == 2)
+    assert closed() == [(stuck_id, "replaced"), (first.id, "replaced")]
+    assert router.publisher is third
     frames = viewer.video.frames
     assert await viewer.wait_for_frames(video=frames + 30)
 
@@ -170,3 +173,49 @@ async def test_an_unhealthy_publisher_is_replaced_at_once(
     assert router.publisher is not None
     assert router.publisher.id == newcomer_id
     assert first.closed
+
+
+async def test_a_pending_publisher_takes_over_once_the_current_one_stops(
+    clients: TestClients,
+) -> None:
+    """The current publisher's media stops while a newcomer waits: the newcomer need not
+    wait for its connection any more (its viewers see "reconnecting" already)."""
+    router = Router(
+        RouterOptions(
+            stats_interval_seconds=0,
+            connect_timeout_seconds=10.0,
+            publisher_media_timeout_seconds=0.5,
+        )
+    )
+    try:
+        await _pending_takes_over_when_the_current_one_stops(router, clients)
+    finally:
+        await router.close()
+
+
+async def _pending_takes_over_when_the_current_one_stops(
+    router: Router, clients: TestClients
+) -> None:
+    events: list[SfuEvent] = []
+    router.events.on_any(events.append)
+    first_client, first = await clients.publish(router)
+    viewer, _ = await clients.subscribe(router)
+    assert await viewer.wait_for_frames(video=30)
+    newcomer = TestPublisher()
+    clients.publishers.append(newcomer)
+    second = await router.publish(await newcomer.create_offer())
+    assert router.pending_publisher is second
+
+    first_client.hold_media(True)
+
+    def closed() -> list[tuple[str, str]]:
+        return [(e.publisher_id, e.reason) for e in events if isinstance(e, PublisherClosed)]
+
+    assert await wait_until(lambda: len(closed()) == 1)
+    assert closed() == [(first.id, "replaced")]
+    assert router.publisher is second
+    assert router.pending_publisher is None
+    await newcomer.accept_answer(second.answer_sdp)
+    frames = viewer.video.frames
+    assert await viewer.wait_for_frames(video=frames + 30)
+    assert [e.publisher_id for e in events if isinstance(e, PublisherConnected)][-1] == second.id
