@@ -42,7 +42,7 @@ async def test_sessions_are_served_by_any_daphne_and_end_with_their_peer(
     slug, _, key = cluster.new_stream("WHIP in a cluster")
     owner = {"Authorization": f"Token {_owner_token(cluster, slug)}"}
     publisher, viewer = TestPublisher(), TestViewer()
-    earlier = TestPublisher()
+    earlier, stuck = TestPublisher(), TestPublisher()
     try:
         publishing = {"Authorization": f"Bearer {key}", "Content-Type": SDP}
         # An earlier publisher, through daphne B, is taken over by the next one through A.
@@ -67,6 +67,29 @@ async def test_sessions_are_served_by_any_daphne_and_end_with_their_peer(
         # The replaced session's DELETE, through either daphne, leaves the broadcast on.
         deleted = await http("DELETE", daphne_a + replaced.headers["Location"])
         assert deleted.status == 200, deleted  # its session ended with the takeover
+        before = viewer.video.frames
+        assert await wait_until(lambda: viewer.video.frames > before + 15, 10)
+
+        # A takeover whose client never does ICE is pending: the live publisher carries on,
+        # its session takes candidates through either daphne, and its DELETE withdraws it.
+        stuck_offer = await stuck.create_offer()
+        pending = await http("POST", f"{daphne_b}/whip/{slug}", stuck_offer, publishing)
+        assert pending.status == 201, (pending, cluster.logs())
+        stuck_ufrag, stuck_pwd = ice_credentials(stuck_offer)
+        trickled = await http(
+            "PATCH",
+            daphne_a + pending.headers["Location"],
+            f"a=ice-ufrag:{stuck_ufrag}\r\na=ice-pwd:{stuck_pwd}\r\n"
+            "m=audio 9 UDP/TLS/RTP/SAVPF 0\r\na=mid:0\r\na=end-of-candidates\r\n",
+            {"Content-Type": SDPFRAG},
+        )
+        assert trickled.status == 204, trickled
+        before = viewer.video.frames
+        assert await wait_until(lambda: viewer.video.frames > before + 15, 10)
+        withdrawn = await http("DELETE", daphne_a + pending.headers["Location"])
+        assert withdrawn.status == 200, withdrawn
+        detail = await http("GET", f"{daphne_b}/api/v1/streams/{slug}/", headers=owner)
+        assert json.loads(detail.body)["state"] == "live", detail
         before = viewer.video.frames
         assert await wait_until(lambda: viewer.video.frames > before + 15, 10)
 
@@ -128,3 +151,4 @@ async def test_sessions_are_served_by_any_daphne_and_end_with_their_peer(
         await viewer.close()
         await publisher.close()
         await earlier.close()
+        await stuck.close()
