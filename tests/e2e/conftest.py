@@ -186,6 +186,15 @@ def page(context: BrowserContext, request: pytest.FixtureRequest) -> Iterator[Pa
         page.screenshot(path=str(ARTIFACTS / f"{request.node.name}-failed.png"), full_page=True)
 
 
+@pytest.fixture
+def contexts() -> Iterator[list[BrowserContext]]:
+    """Extra browser contexts (separate cookies, like separate people); closed afterwards."""
+    opened: list[BrowserContext] = []
+    yield opened
+    for context in opened:
+        context.close()
+
+
 @pytest.hookimpl(wrapper=True)
 def pytest_runtest_makereport(item: pytest.Item, call: pytest.CallInfo[None]) -> object:
     report = yield

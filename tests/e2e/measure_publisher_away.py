@@ -9,14 +9,14 @@ import statistics
 import tempfile
 from pathlib import Path
 
-from playwright.sync_api import BrowserContext, Page, expect, sync_playwright
+from playwright.sync_api import BrowserContext, expect, sync_playwright
 
 from tests.e2e.conftest import CHROMIUM, CHROMIUM_ARGS, _login, running_server
 from tests.e2e.test_publisher_away import (
     _go_live,
     _studio,
-    _watching,
     close_studio_until_reconnecting,
+    live_and_watched,
 )
 
 
@@ -34,9 +34,7 @@ def main() -> None:
             executable_path=CHROMIUM, headless=True, args=CHROMIUM_ARGS
         )
         contexts: list[BrowserContext] = []
-        studio: Page = _studio(browser, server, contexts, _login)
-        _go_live(studio)
-        watch = _watching(browser, server, contexts)
+        studio, watch = live_and_watched(browser, server, contexts, _login)
         for run in range(args.runs):
             again = _studio(browser, server, contexts, _login)
             latency = close_studio_until_reconnecting(studio, watch)

@@ -10,12 +10,11 @@ import re
 import time
 import urllib.parse
 import urllib.request
-from collections.abc import Callable, Iterator
+from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
 import av
-import pytest
 from playwright.sync_api import Browser, BrowserContext, Page, expect
 
 from tests.e2e.conftest import OnAirServer
@@ -73,15 +72,6 @@ def _wait_for_width_above(page: Page, width: int, within: float = 20.0) -> int:
 def _shot(page: Page, name: str) -> None:
     SHOTS.mkdir(parents=True, exist_ok=True)
     page.screenshot(path=str(SHOTS / f"{name}.png"), full_page=True)
-
-
-@pytest.fixture
-def contexts(browser: Browser, onair_server: OnAirServer) -> Iterator[list[BrowserContext]]:
-    """Extra browser contexts (separate cookies, like separate people); closed afterwards."""
-    opened: list[BrowserContext] = []
-    yield opened
-    for context in opened:
-        context.close()
 
 
 def _new_page(browser: Browser, server: OnAirServer, opened: list[BrowserContext]) -> Page:

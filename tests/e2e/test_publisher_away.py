@@ -62,14 +62,6 @@ def server(tmp_path_factory: pytest.TempPathFactory) -> Iterator[OnAirServer]:
         yield server
 
 
-@pytest.fixture
-def contexts() -> Iterator[list[BrowserContext]]:
-    opened: list[BrowserContext] = []
-    yield opened
-    for context in opened:
-        context.close()
-
-
 def _studio(
     browser: Browser,
     server: OnAirServer,
@@ -100,6 +92,19 @@ def _watching(browser: Browser, server: OnAirServer, contexts: list[BrowserConte
     return watch
 
 
+def live_and_watched(
+    browser: Browser,
+    server: OnAirServer,
+    contexts: list[BrowserContext],
+    login: Callable[[Page, str, str], None],
+) -> tuple[Page, Page]:
+    """A studio gone live and a watch page playing it, set to note when it shows the
+    broadcaster away."""
+    studio = _studio(browser, server, contexts, login)
+    _go_live(studio)
+    return studio, _watching(browser, server, contexts)
+
+
 def close_studio_until_reconnecting(studio: Page, watch: Page) -> float:
     """Close the studio tab; the milliseconds until the watch page showed the broadcaster
     away (over the last frame, without the LIVE badge)."""
@@ -121,9 +126,7 @@ def test_closing_the_studio_shows_reconnecting_then_ended_after_the_grace_period
     contexts: list[BrowserContext],
     login: Callable[[Page, str, str], None],
 ) -> None:
-    studio = _studio(browser, server, contexts, login)
-    _go_live(studio)
-    watch = _watching(browser, server, contexts)
+    studio, watch = live_and_watched(browser, server, contexts, login)
 
     latency = close_studio_until_reconnecting(studio, watch)
     assert latency < RECONNECTING_WITHIN_MS, latency
@@ -142,9 +145,7 @@ def test_going_live_again_within_the_grace_period_resumes_the_same_watch_page(
     contexts: list[BrowserContext],
     login: Callable[[Page, str, str], None],
 ) -> None:
-    studio = _studio(browser, server, contexts, login)
-    _go_live(studio)
-    watch = _watching(browser, server, contexts)
+    studio, watch = live_and_watched(browser, server, contexts, login)
     again = _studio(browser, server, contexts, login)  # a new tab, ready before the close
 
     latency = close_studio_until_reconnecting(studio, watch)
@@ -188,9 +189,7 @@ def test_a_publisher_with_camera_off_and_mic_muted_stays_connected(
 ) -> None:
     """Chromium's disabled tracks send black frames and silence: never taken for a publisher
     whose media stopped (here with half the default media timeout)."""
-    studio = _studio(browser, server, contexts, login)
-    _go_live(studio)
-    watch = _watching(browser, server, contexts)
+    studio, watch = live_and_watched(browser, server, contexts, login)
     watch.evaluate(RECORD_PUBLISHER)
 
     studio.click("#mute-camera")

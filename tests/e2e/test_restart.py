@@ -12,10 +12,9 @@ import os
 import signal
 import time
 import urllib.request
-from collections.abc import Callable, Iterator
+from collections.abc import Callable
 from pathlib import Path
 
-import pytest
 from playwright.sync_api import Browser, BrowserContext, Page, expect
 
 from tests.daphne import daphne_command, daphne_process, log_errors
@@ -46,14 +45,6 @@ WHEP_FRAMES = """async () => {
   });
   return frames;
 }"""
-
-
-@pytest.fixture
-def contexts() -> Iterator[list[BrowserContext]]:
-    opened: list[BrowserContext] = []
-    yield opened
-    for context in opened:
-        context.close()
 
 
 def _live_slugs(base_url: str) -> list[str]:

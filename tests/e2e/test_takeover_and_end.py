@@ -36,6 +36,13 @@ def _go_live(studio: Page, slug: str) -> None:
     studio.evaluate(HOLD_TRACKS)
 
 
+def _live_in(page: Page, server: OnAirServer, login: Callable[[Page, str, str], None]) -> None:
+    """The demo stream, put back to idle, gone live again from ``page`` (its owner's)."""
+    _restart_demo_stream(server)
+    login(page, server.demo_username, server.demo_password)
+    _go_live(page, server.demo_slug)
+
+
 def _seconds_until_let_go(studio: Page, started: float, within_ms: int) -> float:
     studio.wait_for_function(LET_GO, timeout=within_ms, polling=50)
     return time.monotonic() - started
@@ -52,10 +59,8 @@ def test_a_second_studio_tab_takes_over_and_the_first_lets_go(
     login: Callable[[Page, str, str], None],
 ) -> None:
     server = onair_server
-    _restart_demo_stream(server)
-    login(page, server.demo_username, server.demo_password)
     first = page
-    _go_live(first, server.demo_slug)
+    _live_in(page, server, login)
 
     second = context.new_page()  # same login, another tab
     second.goto(f"/studio/{server.demo_slug}/")
@@ -103,10 +108,8 @@ def test_a_studio_back_from_a_network_drop_leaves_a_takeover_alone(
     """Live in tab A; A's network drops; tab B goes live; A's socket comes back: B stays
     live, and A shows that another tab went live (camera stopped, Take over offered)."""
     server = onair_server
-    _restart_demo_stream(server)
-    login(page, server.demo_username, server.demo_password)
     first = page
-    _go_live(first, server.demo_slug)
+    _live_in(page, server, login)
     first.evaluate(DROP_SIGNALING)
     expect(first.locator("#connection-state")).to_have_text("reconnecting")
 
@@ -179,10 +182,8 @@ def test_an_end_from_anywhere_reaches_the_studio_and_the_whep_player(
     login: Callable[[Page, str, str], None],
 ) -> None:
     server = onair_server
-    _restart_demo_stream(server)
-    login(page, server.demo_username, server.demo_password)
     studio = page
-    _go_live(studio, server.demo_slug)
+    _live_in(page, server, login)
     player = _new_page(browser, server, contexts)
     player.goto(f"/whep/{server.demo_slug}/player/")
     expect(player.get_by_label("Bearer token (private streams)")).to_be_editable()
@@ -217,11 +218,3 @@ def test_an_end_from_anywhere_reaches_the_studio_and_the_whep_player(
     expect(player.locator("#whep-status")).to_contain_text(reason)
     print(f"after the end: studio let go {seconds:.2f} s, player ended {player_seconds:.2f} s")
     elsewhere.close()
-
-
-@pytest.fixture
-def contexts(browser: Browser, onair_server: OnAirServer) -> list[BrowserContext]:
-    opened: list[BrowserContext] = []
-    yield opened  # type: ignore[misc]
-    for context in opened:
-        context.close()

@@ -1,4 +1,5 @@
-from collections.abc import AsyncIterator
+from collections.abc import AsyncIterator, Callable
+from typing import Any
 
 import pytest
 
@@ -7,10 +8,32 @@ from testpeers import TestClients
 
 
 @pytest.fixture
-async def router() -> AsyncIterator[Router]:
-    router = Router(RouterOptions(stats_interval_seconds=0, publisher_grace_seconds=5.0))
+def router_options() -> RouterOptions:
+    """What the ``router`` fixture is made with; a module overrides it to set its own."""
+    return RouterOptions(stats_interval_seconds=0, publisher_grace_seconds=5.0)
+
+
+@pytest.fixture
+async def router(router_options: RouterOptions) -> AsyncIterator[Router]:
+    router = Router(router_options)
     yield router
     await router.close()
+
+
+@pytest.fixture
+async def new_router() -> AsyncIterator[Callable[..., Router]]:
+    """Makes routers with other options than the ``router`` fixture's (``RouterOptions``
+    keywords; stats off); closes them afterwards."""
+    made: list[Router] = []
+
+    def make(**options: Any) -> Router:
+        router = Router(RouterOptions(stats_interval_seconds=0, **options))
+        made.append(router)
+        return router
+
+    yield make
+    for router in made:
+        await router.close()
 
 
 @pytest.fixture

@@ -2,16 +2,16 @@
 
 import asyncio
 import itertools
+from collections.abc import Callable
 
 from sfu import (
     ConsumerClosed,
     PublisherClosed,
     PublisherDisconnected,
     Router,
-    RouterOptions,
-    SfuEvent,
 )
 from testpeers import TestClients, TestViewer, wait_until
+from tests.sfu.router_events import publishers_closed, recorded
 
 
 def _forward_steps(values: list[int], modulus: int) -> list[int]:
@@ -28,8 +28,7 @@ def _assert_monotonic(viewer: TestViewer) -> None:
 async def test_viewers_resume_after_the_publisher_reconnects_within_the_grace_period(
     router: Router, clients: TestClients
 ) -> None:
-    events: list[SfuEvent] = []
-    router.events.on_any(events.append)
+    events = recorded(router)
     first, first_session = await clients.publish(router)
     viewers = [
         (await clients.subscribe(router, server_offer=offer, record_rtp=True))[0]
@@ -61,34 +60,29 @@ async def test_viewers_resume_after_the_publisher_reconnects_within_the_grace_pe
     assert {c.id for v in router.viewers for c in v.consumers} == consumers
     assert all(c.producer in second_session.producers for v in router.viewers for c in v.consumers)
     assert not [e for e in events if isinstance(e, ConsumerClosed)]
-    closed = [e for e in events if isinstance(e, PublisherClosed)]
-    assert [(e.publisher_id, e.reason) for e in closed] == [(first_session.id, "replaced")]
+    assert publishers_closed(events) == [(first_session.id, "replaced")]
     assert router.publisher is second_session
     assert second.pc.connectionState == "connected"
 
 
 async def test_after_the_grace_period_consumers_close_and_a_new_publisher_reattaches(
-    clients: TestClients,
+    new_router: Callable[..., Router], clients: TestClients
 ) -> None:
-    router = Router(RouterOptions(stats_interval_seconds=0, publisher_grace_seconds=0.3))
-    events: list[SfuEvent] = []
-    router.events.on_any(events.append)
-    try:
-        first, _ = await clients.publish(router)
-        viewer, session = await clients.subscribe(router, record_rtp=True)
-        assert await viewer.wait_for_frames(video=15)
+    router = new_router(publisher_grace_seconds=0.3)
+    events = recorded(router)
+    first, _ = await clients.publish(router)
+    viewer, session = await clients.subscribe(router, record_rtp=True)
+    assert await viewer.wait_for_frames(video=15)
 
-        await first.close()
-        assert await wait_until(lambda: any(isinstance(e, PublisherClosed) for e in events))
-        assert await wait_until(lambda: not session.consumers)
-        assert [e.reason for e in events if isinstance(e, PublisherClosed)] == ["timeout"]
-        assert {e.reason for e in events if isinstance(e, ConsumerClosed)} == {"producer_closed"}
-        assert router.publisher is None
+    await first.close()
+    assert await wait_until(lambda: any(isinstance(e, PublisherClosed) for e in events))
+    assert await wait_until(lambda: not session.consumers)
+    assert [e.reason for e in events if isinstance(e, PublisherClosed)] == ["timeout"]
+    assert {e.reason for e in events if isinstance(e, ConsumerClosed)} == {"producer_closed"}
+    assert router.publisher is None
 
-        frames = viewer.video.frames
-        await clients.publish(router)
-        assert await viewer.wait_for_frames(video=frames + 15)
-        assert len(session.consumers) == 2
-        _assert_monotonic(viewer)
-    finally:
-        await router.close()
+    frames = viewer.video.frames
+    await clients.publish(router)
+    assert await viewer.wait_for_frames(video=frames + 15)
+    assert len(session.consumers) == 2
+    _assert_monotonic(viewer)

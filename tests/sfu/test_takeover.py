@@ -1,53 +1,52 @@
 """Takeover from a healthy publisher is make-before-break: the newcomer is pending until its
 connection is up, and one that never connects leaves the broadcast alone."""
 
-from collections.abc import AsyncIterator
+from collections.abc import Callable
 
 import pytest
 
 from sfu import (
     ConsumerClosed,
-    PublisherClosed,
     PublisherConnected,
     PublisherDisconnected,
+    PublisherSession,
     Router,
     RouterOptions,
-    SfuEvent,
 )
 from testpeers import TestClients, TestPublisher, wait_until
+from tests.sfu.router_events import live_and_watched, publishers_closed, recorded
 
 CONNECT_TIMEOUT = 1.5
 
 
 @pytest.fixture
-async def router() -> AsyncIterator[Router]:
-    router = Router(
-        RouterOptions(
-            stats_interval_seconds=0,
-            publisher_grace_seconds=5.0,
-            connect_timeout_seconds=CONNECT_TIMEOUT,
-        )
+def router_options() -> RouterOptions:
+    return RouterOptions(
+        stats_interval_seconds=0,
+        publisher_grace_seconds=5.0,
+        connect_timeout_seconds=CONNECT_TIMEOUT,
     )
-    yield router
-    await router.close()
+
+
+async def _offering(router: Router, clients: TestClients) -> tuple[TestPublisher, PublisherSession]:
+    """A newcomer that has sent its offer and not yet applied the answer."""
+    newcomer = TestPublisher()
+    clients.publishers.append(newcomer)
+    return newcomer, await router.publish(await newcomer.create_offer())
 
 
 async def _never_connecting(router: Router, clients: TestClients) -> str:
     """A publish whose client never does ICE (it never applies the answer): an encoder
     behind a network that blocks UDP. Returns its session id."""
-    newcomer = TestPublisher()
-    clients.publishers.append(newcomer)
-    return (await router.publish(await newcomer.create_offer())).id
+    _, session = await _offering(router, clients)
+    return session.id
 
 
 async def test_a_newcomer_that_never_connects_leaves_a_live_publisher_alone(
     router: Router, clients: TestClients
 ) -> None:
-    events: list[SfuEvent] = []
-    router.events.on_any(events.append)
-    _, live = await clients.publish(router)
-    viewer, _ = await clients.subscribe(router)
-    assert await viewer.wait_for_frames(video=30)
+    events = recorded(router)
+    _, live, viewer = await live_and_watched(router, clients)
     consumers = {c.id for v in router.viewers for c in v.consumers}
 
     pending_id = await _never_connecting(router, clients)
@@ -62,8 +61,7 @@ async def test_a_newcomer_that_never_connects_leaves_a_live_publisher_alone(
     assert router.publisher_session(pending_id) is pending
 
     assert await wait_until(lambda: router.pending_publisher is None, within=CONNECT_TIMEOUT + 3)
-    closed = [(e.publisher_id, e.reason) for e in events if isinstance(e, PublisherClosed)]
-    assert closed == [(pending_id, "connect_timeout")]
+    assert publishers_closed(events) == [(pending_id, "connect_timeout")]
     assert not [e for e in events if isinstance(e, PublisherDisconnected | ConsumerClosed)]
     assert router.publisher is live
     assert not live.lost
@@ -75,19 +73,14 @@ async def test_a_newcomer_that_never_connects_leaves_a_live_publisher_alone(
 async def test_a_takeover_swaps_once_the_newcomer_is_connected(
     router: Router, clients: TestClients
 ) -> None:
-    events: list[SfuEvent] = []
-    router.events.on_any(events.append)
-    _, first = await clients.publish(router)
-    viewer, _ = await clients.subscribe(router)
-    assert await viewer.wait_for_frames(video=30)
+    events = recorded(router)
+    _, first, viewer = await live_and_watched(router, clients)
     consumers = {c.id for v in router.viewers for c in v.consumers}
 
-    newcomer = TestPublisher()
-    clients.publishers.append(newcomer)
-    second = await router.publish(await newcomer.create_offer())
+    newcomer, second = await _offering(router, clients)
     assert router.publisher is first
     assert router.pending_publisher is second
-    assert not [e for e in events if isinstance(e, PublisherClosed)]
+    assert not publishers_closed(events)
     await newcomer.accept_answer(second.answer_sdp)
 
     assert await wait_until(lambda: router.publisher is second)
@@ -96,8 +89,7 @@ async def test_a_takeover_swaps_once_the_newcomer_is_connected(
     assert await viewer.wait_for_frames(video=frames + 30)
     assert all(c.producer in second.producers for v in router.viewers for c in v.consumers)
     assert {c.id for v in router.viewers for c in v.consumers} == consumers
-    closed = [(e.publisher_id, e.reason) for e in events if isinstance(e, PublisherClosed)]
-    assert closed == [(first.id, "replaced")]
+    assert publishers_closed(events) == [(first.id, "replaced")]
     connected = [e.publisher_id for e in events if isinstance(e, PublisherConnected)]
     assert connected == [first.id, second.id]
     assert not [e for e in events if isinstance(e, PublisherDisconnected | ConsumerClosed)]
@@ -106,20 +98,14 @@ async def test_a_takeover_swaps_once_the_newcomer_is_connected(
 async def test_a_newer_publish_replaces_the_pending_one(
     router: Router, clients: TestClients
 ) -> None:
-    events: list[SfuEvent] = []
-    router.events.on_any(events.append)
-    _, first = await clients.publish(router)
-    viewer, _ = await clients.subscribe(router)
-    assert await viewer.wait_for_frames(video=30)
+    events = recorded(router)
+    _, first, viewer = await live_and_watched(router, clients)
     stuck_id = await _never_connecting(router, clients)
 
     _, third = await clients.publish(router)
 
-    def closed() -> list[tuple[str, str]]:
-        return [(e.publisher_id, e.reason) for e in events if isinstance(e, PublisherClosed)]
-
-    assert await wait_until(lambda: len(closed()) == 2)
-    assert closed() == [(stuck_id, "replaced"), (first.id, "replaced")]
+    assert await wait_until(lambda: len(publishers_closed(events)) == 2)
+    assert publishers_closed(events) == [(stuck_id, "replaced"), (first.id, "replaced")]
     assert router.publisher is third
     frames = viewer.video.frames
     assert await viewer.wait_for_frames(video=frames + 30)
@@ -128,8 +114,7 @@ async def test_a_newer_publish_replaces_the_pending_one(
 async def test_a_pending_publisher_whose_client_is_gone_is_dropped(
     router: Router, clients: TestClients
 ) -> None:
-    events: list[SfuEvent] = []
-    router.events.on_any(events.append)
+    events = recorded(router)
     _, live = await clients.publish(router)
     assert await wait_until(lambda: live.connected.is_set())
     gone_id = await _never_connecting(router, clients)
@@ -142,11 +127,8 @@ async def test_a_pending_publisher_whose_client_is_gone_is_dropped(
     assert router.publisher_gone(gone_again)  # its studio tab closed
     assert router.pending_publisher is None
 
-    def closed() -> list[tuple[str, str]]:
-        return [(e.publisher_id, e.reason) for e in events if isinstance(e, PublisherClosed)]
-
-    assert await wait_until(lambda: len(closed()) == 3)
-    assert closed() == [
+    assert await wait_until(lambda: len(publishers_closed(events)) == 3)
+    assert publishers_closed(events) == [
         (gone_id, "replaced"),
         (withdrawn_id, "closed"),
         (gone_again, "signaling_closed"),
@@ -161,9 +143,7 @@ async def test_an_unhealthy_publisher_is_replaced_at_once(
 ) -> None:
     """A publisher whose media stopped (its viewers see it reconnecting) does not wait
     for the newcomer to connect."""
-    first_client, first = await clients.publish(router)
-    viewer, _ = await clients.subscribe(router)
-    assert await viewer.wait_for_frames(video=30)
+    first_client, first, _ = await live_and_watched(router, clients)
     first_client.hold_media(True)
     assert await wait_until(lambda: first.media_stalled)
 
@@ -176,43 +156,20 @@ async def test_an_unhealthy_publisher_is_replaced_at_once(
 
 
 async def test_a_pending_publisher_takes_over_once_the_current_one_stops(
-    clients: TestClients,
+    new_router: Callable[..., Router], clients: TestClients
 ) -> None:
     """The current publisher's media stops while a newcomer waits: the newcomer need not
     wait for its connection any more (its viewers see "reconnecting" already)."""
-    router = Router(
-        RouterOptions(
-            stats_interval_seconds=0,
-            connect_timeout_seconds=10.0,
-            publisher_media_timeout_seconds=0.5,
-        )
-    )
-    try:
-        await _pending_takes_over_when_the_current_one_stops(router, clients)
-    finally:
-        await router.close()
-
-
-async def _pending_takes_over_when_the_current_one_stops(
-    router: Router, clients: TestClients
-) -> None:
-    events: list[SfuEvent] = []
-    router.events.on_any(events.append)
-    first_client, first = await clients.publish(router)
-    viewer, _ = await clients.subscribe(router)
-    assert await viewer.wait_for_frames(video=30)
-    newcomer = TestPublisher()
-    clients.publishers.append(newcomer)
-    second = await router.publish(await newcomer.create_offer())
+    router = new_router(connect_timeout_seconds=10.0, publisher_media_timeout_seconds=0.5)
+    events = recorded(router)
+    first_client, first, viewer = await live_and_watched(router, clients)
+    newcomer, second = await _offering(router, clients)
     assert router.pending_publisher is second
 
     first_client.hold_media(True)
 
-    def closed() -> list[tuple[str, str]]:
-        return [(e.publisher_id, e.reason) for e in events if isinstance(e, PublisherClosed)]
-
-    assert await wait_until(lambda: len(closed()) == 1)
-    assert closed() == [(first.id, "replaced")]
+    assert await wait_until(lambda: len(publishers_closed(events)) == 1)
+    assert publishers_closed(events) == [(first.id, "replaced")]
     assert router.publisher is second
     assert router.pending_publisher is None
     await newcomer.accept_answer(second.answer_sdp)
