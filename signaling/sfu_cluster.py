@@ -206,6 +206,20 @@ class ClusterGateway(SfuGateway):
             **params,
         )
 
+    async def _session_tell(self, method: str, *, stream: Stream, session: tuple[str, str]) -> None:
+        """Tell ``method`` to the worker holding ``session`` (as ``_session_call``), not
+        waiting for a reply; nothing if that worker is gone."""
+        field, session_id = session
+        worker = await self._session_worker(session_id)
+        if worker is not None:
+            await tell(
+                self._layer(),
+                worker.channel,
+                method,
+                stream_id=str(stream.pk),
+                **{field: local_session_id(session_id)},
+            )
+
     async def origin(self, stream_id: str) -> WorkerInfo:
         """The live worker holding (or to hold) the stream's publisher."""
         workers = await self._workers()
@@ -241,15 +255,9 @@ class ClusterGateway(SfuGateway):
         return bool(result["active"])
 
     async def publisher_gone(self, *, stream: Stream, session_id: str) -> None:
-        worker = await self._session_worker(session_id)
-        if worker is not None:
-            await tell(
-                self._layer(),
-                worker.channel,
-                "publisher_gone",
-                stream_id=str(stream.pk),
-                session_id=local_session_id(session_id),
-            )
+        await self._session_tell(
+            "publisher_gone", stream=stream, session=("session_id", session_id)
+        )
 
     async def publisher_withdraw(self, *, stream: Stream, session_id: str) -> bool:
         result = await self._session_call(
@@ -391,12 +399,4 @@ class ClusterGateway(SfuGateway):
         )
 
     async def viewer_close(self, *, stream: Stream, viewer_id: str) -> None:
-        worker = await self._session_worker(viewer_id)
-        if worker is not None:
-            await tell(
-                self._layer(),
-                worker.channel,
-                "viewer_close",
-                stream_id=str(stream.pk),
-                viewer_id=local_session_id(viewer_id),
-            )
+        await self._session_tell("viewer_close", stream=stream, session=("viewer_id", viewer_id))
