@@ -134,6 +134,14 @@ def _end_from_my_streams(server: OnAirServer, page: Page) -> None:
     row = page.locator(f'tr[data-slug="{server.demo_slug}"]')
     row.get_by_role("button", name="End").click()
     expect(page.locator(".messages")).to_contain_text("has ended")
+    # The end's reason wraps in its cell (the longest, "the broadcaster's connection was
+    # lost", pushed the row's actions out of the card): the table fits its card.
+    reason = row.locator(".end-reason")
+    expect(reason).to_contain_text("Ended from My streams")
+    assert reason.evaluate("cell => getComputedStyle(cell).whiteSpace") == "normal"
+    assert page.locator(".streams-table").evaluate(
+        "table => table.scrollWidth <= table.parentElement.clientWidth"
+    )
 
 
 def _end_from_the_admin(server: OnAirServer, page: Page) -> None:
