@@ -11,7 +11,9 @@ from typing import Any
 
 import websockets
 
+from testpeers import TestPublisher
 from tests.daphne import DaphneProcess, manage
+from tests.signaling.http_clients import SDP
 
 COUNTER = "127.0.0.2"  # where the public viewer count is read from
 
@@ -49,6 +51,23 @@ class Server(DaphneProcess):
         assert reply.status == 200, reply
         live = {s["slug"]: s for s in json.loads(reply.body)["results"]}
         return int(live[slug]["viewers"])
+
+
+async def publish(
+    server: Server, publisher: TestPublisher, *, slug: str, key: str, source: str
+) -> None:
+    """Put ``publisher`` on air on ``slug`` over WHIP from ``source``, as a broadcaster's
+    encoder does."""
+    published = await asyncio.to_thread(
+        server.request,
+        "POST",
+        f"/whip/{slug}",
+        source=source,
+        body=await publisher.create_offer(),
+        headers={"Authorization": f"Bearer {key}", "Content-Type": SDP},
+    )
+    assert published.status == 201, (published, server.log())
+    await publisher.accept_answer(published.body)
 
 
 def new_stream(env: dict[str, str]) -> tuple[str, str]:

@@ -23,7 +23,7 @@ from onair.environment import app_environment
 from signaling.session_limits import fds_per_session
 from testpeers import TestPublisher, TestViewer
 from tests.daphne import daphne_process, manage
-from tests.signaling.flood import Server, close_sockets, new_stream, watch_socket
+from tests.signaling.flood import Server, close_sockets, new_stream, publish, watch_socket
 from tests.signaling.http_clients import SDP, silent_offer
 
 NOFILE = 512
@@ -55,16 +55,7 @@ async def test_descriptors_outlast_the_caps(server: Server) -> None:
     viewer = TestViewer()
     held: list[dict[str, Any]] = []
     try:
-        published = await asyncio.to_thread(
-            server.request,
-            "POST",
-            f"/whip/{slug}",
-            source=BROADCASTER,
-            body=await publisher.create_offer(),
-            headers={"Authorization": f"Bearer {key}", "Content-Type": SDP},
-        )
-        assert published.status == 201, (published, server.log())
-        await publisher.accept_answer(published.body)
+        await publish(server, publisher, slug=slug, key=key, source=BROADCASTER)
         await asyncio.sleep(1)
         baseline = server.open_fds()
 

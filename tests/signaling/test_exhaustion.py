@@ -23,7 +23,7 @@ import pytest
 from onair.environment import app_environment
 from testpeers import TestPublisher, TestViewer, wait_until, wait_until_awaited
 from tests.daphne import daphne_process, manage
-from tests.signaling.flood import Reply, Server, close_sockets, new_stream, watch_socket
+from tests.signaling.flood import Reply, Server, close_sockets, new_stream, publish, watch_socket
 from tests.signaling.http_clients import SDP, silent_offer
 
 CAP = 6  # ONAIR_MAX_SESSIONS_PER_ADDRESS
@@ -53,16 +53,7 @@ async def test_a_flood_from_one_address_is_capped_uncounted_and_expires(server: 
     viewer = TestViewer()
     flood_sockets: list[dict[str, Any]] = []
     try:
-        published = await asyncio.to_thread(
-            server.request,
-            "POST",
-            f"/whip/{slug}",
-            source=BROADCASTER,
-            body=await publisher.create_offer(),
-            headers={"Authorization": f"Bearer {key}", "Content-Type": SDP},
-        )
-        assert published.status == 201, (published, server.log())
-        await publisher.accept_answer(published.body)
+        await publish(server, publisher, slug=slug, key=key, source=BROADCASTER)
         await asyncio.sleep(1)
         baseline = server.open_fds()
         assert await asyncio.to_thread(server.public_viewers, slug) == 0
