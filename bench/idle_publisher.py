@@ -22,7 +22,7 @@ from dataclasses import dataclass, field
 from playwright.async_api import Page, async_playwright
 
 from sfu import Router, RouterOptions
-from sfu.publisher import PublisherSession
+from sfu.publisher import PublisherPeer
 
 PAGE = """
 <script>
@@ -66,7 +66,7 @@ class Arrivals:
 
     times: dict[tuple[str, str], list[float]] = field(default_factory=lambda: defaultdict(list))
 
-    def tap(self, publisher: PublisherSession) -> None:
+    def tap(self, publisher: PublisherPeer) -> None:
         for producer in publisher.producers:
             receiver = producer.receiver
             kind = producer.kind

@@ -55,11 +55,11 @@ from sfu.events import (
 )
 from sfu.ice import IceCandidate, IceServer
 from sfu.producer import Producer
-from sfu.publisher import PublisherSession
+from sfu.publisher import PublisherPeer
 from sfu.registry import RouterRegistry
 from sfu.retransmission import RetransmissionLimits
 from sfu.router import Router, RouterOptions
-from sfu.viewer import ViewerSession
+from sfu.viewer import ViewerPeer
 
 __all__ = [
     "Consumer",
@@ -77,7 +77,7 @@ __all__ = [
     "PublisherClosed",
     "PublisherConnected",
     "PublisherDisconnected",
-    "PublisherSession",
+    "PublisherPeer",
     "RetransmissionLimits",
     "Router",
     "RouterClosed",
@@ -90,5 +90,5 @@ __all__ = [
     "ViewerConnected",
     "ViewerJoined",
     "ViewerLeft",
-    "ViewerSession",
+    "ViewerPeer",
 ]

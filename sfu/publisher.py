@@ -13,8 +13,8 @@ from sfu.errors import NegotiationError
 from sfu.events import PublisherClosed, SfuEvent
 from sfu.ice_config import HostNetwork
 from sfu.negotiation import OfferedMedia, codec_preferences, select_publish_codec
+from sfu.peer import Peer
 from sfu.producer import Producer
-from sfu.session import PeerSession
 
 logger = logging.getLogger(__name__)
 
@@ -23,7 +23,7 @@ _SENDING_DIRECTIONS = ("sendonly", "sendrecv")
 MEDIA_CHECK_SECONDS = 0.25
 
 
-class PublisherSession(PeerSession):
+class PublisherPeer(Peer):
     """The broadcaster's connection. Created by ``Router.publish``; ``on_connected`` runs
     when its connection first comes up (the router says ``PublisherConnected``).
 
@@ -43,12 +43,12 @@ class PublisherSession(PeerSession):
         cache_size: int,
         keyframe_request_interval: float,
         emit: Callable[[SfuEvent], None],
-        on_lost: Callable[[PeerSession], None],
-        on_closed: Callable[[PublisherSession], Awaitable[None]],
-        on_connected: Callable[[PublisherSession], None],
+        on_lost: Callable[[Peer], None],
+        on_closed: Callable[[PublisherPeer], Awaitable[None]],
+        on_connected: Callable[[PublisherPeer], None],
         media_timeout: float = 0.0,
-        on_media_stalled: Callable[[PublisherSession], None] | None = None,
-        on_media_resumed: Callable[[PublisherSession], None] | None = None,
+        on_media_stalled: Callable[[PublisherPeer], None] | None = None,
+        on_media_resumed: Callable[[PublisherPeer], None] | None = None,
     ) -> None:
         super().__init__(configuration, network, on_lost)
         self.router_id = router_id

@@ -25,11 +25,11 @@ from sfu.events import (
 from sfu.ice import IceServer, rtc_configuration
 from sfu.ice_config import HostNetwork
 from sfu.negotiation import CodecLike, offered_media
+from sfu.peer import Peer
 from sfu.producer import Producer
-from sfu.publisher import PublisherSession
+from sfu.publisher import PublisherPeer
 from sfu.retransmission import RetransmissionLimits
-from sfu.session import PeerSession
-from sfu.viewer import ViewerSession
+from sfu.viewer import ViewerPeer
 
 logger = logging.getLogger(__name__)
 
@@ -65,7 +65,7 @@ class RouterOptions:
 class Router:
     """One broadcast. Closing it closes everything it owns.
 
-    The tree is Router → PublisherSession → Producer → Consumer ← ViewerSession:
+    The tree is Router → PublisherPeer → Producer → Consumer ← ViewerPeer:
     a producer closing closes its consumers; a viewer closing closes its own.
     A new ``publish()`` replaces the current publisher and moves every consumer
     to the new producer of the same kind, so viewers keep their connection.
@@ -88,9 +88,9 @@ class Router:
         self._close_done = asyncio.Event()
         self._configuration = rtc_configuration(self.options.ice_servers)
         self._offer_configuration = rtc_configuration(self.options.ice_servers, max_bundle=True)
-        self._publisher: PublisherSession | None = None
-        self._pending: PublisherSession | None = None
-        self._viewers: dict[str, ViewerSession] = {}
+        self._publisher: PublisherPeer | None = None
+        self._pending: PublisherPeer | None = None
+        self._viewers: dict[str, ViewerPeer] = {}
         self._publish_lock = asyncio.Lock()
         self._grace: asyncio.TimerHandle | None = None
         self._tasks: set[asyncio.Task[None]] = set()
@@ -99,15 +99,15 @@ class Router:
             self._stats_task = asyncio.ensure_future(self._report_stats())
 
     @property
-    def publisher(self) -> PublisherSession | None:
+    def publisher(self) -> PublisherPeer | None:
         return self._publisher
 
     @property
-    def pending_publisher(self) -> PublisherSession | None:
+    def pending_publisher(self) -> PublisherPeer | None:
         """A publisher waiting to take over from a healthy one once it is connected."""
         return self._pending
 
-    def publisher_session(self, publisher_id: str) -> PublisherSession | None:
+    def publisher_session(self, publisher_id: str) -> PublisherPeer | None:
         """The current or the pending publisher with this id, if either has it."""
         for session in (self._publisher, self._pending):
             if session is not None and session.id == publisher_id:
@@ -119,13 +119,13 @@ class Router:
         return self._publisher.producers if self._publisher is not None else ()
 
     @property
-    def viewers(self) -> tuple[ViewerSession, ...]:
+    def viewers(self) -> tuple[ViewerPeer, ...]:
         return tuple(self._viewers.values())
 
-    def get_viewer(self, viewer_id: str) -> ViewerSession | None:
+    def get_viewer(self, viewer_id: str) -> ViewerPeer | None:
         return self._viewers.get(viewer_id)
 
-    async def publish(self, offer_sdp: str) -> PublisherSession:
+    async def publish(self, offer_sdp: str) -> PublisherPeer:
         """Answer a publisher's offer (WHIP-style, sendonly audio and/or video).
 
         A publisher already there is replaced, and its consumers move to the new producers
@@ -137,7 +137,7 @@ class Router:
         self._check_open()
         offered = offered_media(offer_sdp)  # a malformed offer never gets a peer connection
         async with self._publish_lock:
-            session = PublisherSession(
+            session = PublisherPeer(
                 router_id=self.id,
                 configuration=self._configuration,
                 network=self.options.host_network,
@@ -182,7 +182,7 @@ class Router:
             and self._grace is None
         )
 
-    async def _take_over(self, session: PublisherSession) -> None:
+    async def _take_over(self, session: PublisherPeer) -> None:
         """Make ``session`` the publisher: announce its producers, move the viewers to
         them and close the previous publisher (reason ``"replaced"``)."""
         previous, self._publisher = self._publisher, session
@@ -205,7 +205,7 @@ class Router:
                 await self._consume(viewer, producer)
         logger.info("publisher joined", extra={"router_id": self.id, "publisher_id": session.id})
 
-    async def _take_over_pending(self, session: PublisherSession) -> None:
+    async def _take_over_pending(self, session: PublisherPeer) -> None:
         """The pending ``session`` takes over: it is connected now, or the current
         publisher stopped being healthy (then it need not wait any more)."""
         async with self._publish_lock:  # after a publish under way, which may replace it
@@ -220,7 +220,7 @@ class Router:
             else:
                 self.events.emit(PublisherConnected(router_id=self.id, publisher_id=session.id))
 
-    async def subscribe(self, offer_sdp: str | None = None) -> ViewerSession:
+    async def subscribe(self, offer_sdp: str | None = None) -> ViewerPeer:
         """Add a viewer.
 
         With the viewer's offer (WHEP-style, recvonly), ``answer_sdp`` of the
@@ -230,7 +230,7 @@ class Router:
         """
         self._check_open()
         offered = offered_media(offer_sdp) if offer_sdp is not None else None
-        viewer = ViewerSession(
+        viewer = ViewerPeer(
             router_id=self.id,
             configuration=(
                 self._configuration if offer_sdp is not None else self._offer_configuration
@@ -316,7 +316,7 @@ class Router:
         if self.closed:
             raise RouterClosedError(f"router {self.id} is closed")
 
-    async def _consume(self, viewer: ViewerSession, producer: Producer) -> None:
+    async def _consume(self, viewer: ViewerPeer, producer: Producer) -> None:
         slot = viewer.free_slot(producer.kind)
         if slot is None or viewer.closed or producer.closed:
             return
@@ -351,14 +351,14 @@ class Router:
             for consumer in list(producer.consumers):
                 await consumer.switch_producer(replacement)
 
-    def _publisher_connected(self, session: PublisherSession) -> None:
+    def _publisher_connected(self, session: PublisherPeer) -> None:
         if session is self._pending:
             self._spawn(self._take_over_pending(session))
         elif session is self._publisher and not self.closed:
             self.events.emit(PublisherConnected(router_id=self.id, publisher_id=session.id))
 
-    def _publisher_lost(self, session: PeerSession) -> None:
-        assert isinstance(session, PublisherSession)
+    def _publisher_lost(self, session: Peer) -> None:
+        assert isinstance(session, PublisherPeer)
         if session is self._pending:
             # A takeover that failed: the current publisher never knew of it.
             self._pending = None
@@ -372,13 +372,13 @@ class Router:
             return  # its viewers were told when its media stopped, and its grace runs since
         self._start_grace(session, session.lost_reason)
 
-    def _publisher_stalled(self, session: PublisherSession) -> None:
+    def _publisher_stalled(self, session: PublisherPeer) -> None:
         """Its media stopped while its connection is still up: a killed encoder or a
         closed tab, long before ICE consent would say so."""
         if session is self._publisher and not self.closed:
             self._start_grace(session, "media_timeout")
 
-    def _publisher_resumed(self, session: PublisherSession) -> None:
+    def _publisher_resumed(self, session: PublisherPeer) -> None:
         """Its media is back within the grace period (a network stall): it carries on."""
         if session is not self._publisher or self.closed or self._grace is None:
             return
@@ -386,7 +386,7 @@ class Router:
         logger.info("publisher back", extra={"router_id": self.id, "publisher_id": session.id})
         self.events.emit(PublisherConnected(router_id=self.id, publisher_id=session.id))
 
-    def _start_grace(self, session: PublisherSession, reason: str) -> None:
+    def _start_grace(self, session: PublisherPeer, reason: str) -> None:
         """Tell the viewers the publisher is away, and close it unless it is replaced
         (or, after a media stall, its media resumes) within the grace period. A pending
         publisher takes over now."""
@@ -407,18 +407,18 @@ class Router:
         if self._pending is not None:
             self._spawn(self._take_over_pending(self._pending))
 
-    async def _publisher_closed(self, session: PublisherSession) -> None:
+    async def _publisher_closed(self, session: PublisherPeer) -> None:
         if session is self._pending:
             self._pending = None
         elif session is self._publisher:
             self._publisher = None
             self._cancel_grace()
 
-    def _viewer_lost(self, session: PeerSession) -> None:
-        assert isinstance(session, ViewerSession)
+    def _viewer_lost(self, session: Peer) -> None:
+        assert isinstance(session, ViewerPeer)
         self._spawn(session._close(session.lost_reason))
 
-    def _viewer_closed(self, viewer: ViewerSession) -> None:
+    def _viewer_closed(self, viewer: ViewerPeer) -> None:
         self._viewers.pop(viewer.id, None)
 
     def _cancel_grace(self) -> None:

@@ -18,8 +18,8 @@ from sfu.events import SfuEvent, ViewerConnected, ViewerLeft
 from sfu.ice_config import HostNetwork
 from sfu.munger import RtpMunger
 from sfu.negotiation import MEDIA_KINDS, CodecLike, OfferedMedia, codec_preferences
+from sfu.peer import Peer
 from sfu.sdp_validation import validate_description
-from sfu.session import PeerSession
 
 logger = logging.getLogger(__name__)
 
@@ -77,7 +77,7 @@ class SendSlot:
         return consumer is not None and await consumer.handle_rtcp(packet)
 
 
-class ViewerSession(PeerSession):
+class ViewerPeer(Peer):
     """One viewer's connection. Created by ``Router.subscribe``."""
 
     def __init__(
@@ -87,8 +87,8 @@ class ViewerSession(PeerSession):
         configuration: RTCConfiguration,
         network: HostNetwork,
         emit: Callable[[SfuEvent], None],
-        on_lost: Callable[[PeerSession], None],
-        on_closed: Callable[[ViewerSession], None],
+        on_lost: Callable[[Peer], None],
+        on_closed: Callable[[ViewerPeer], None],
     ) -> None:
         super().__init__(configuration, network, on_lost)
         self.router_id = router_id

@@ -42,7 +42,7 @@ from sfu import (
     PublisherClosed,
     PublisherConnected,
     PublisherDisconnected,
-    PublisherSession,
+    PublisherPeer,
     Router,
     RouterClosedError,
     RouterOptions,
@@ -50,7 +50,7 @@ from sfu import (
     SfuEvent,
     ViewerConnected,
     ViewerLeft,
-    ViewerSession,
+    ViewerPeer,
 )
 from sfu.ice_config import HostNetwork, restart_ice
 from sfu.sdp_validation import validate_description
@@ -288,7 +288,7 @@ class SfuGateway:
         router = self.router(stream)
         return router is not None and await router.withdraw_pending(session_id)
 
-    def publisher_session(self, stream: Stream, session_id: str) -> PublisherSession | None:
+    def publisher_session(self, stream: Stream, session_id: str) -> PublisherPeer | None:
         """The stream's current or pending publisher ``session_id``."""
         router = self.router(stream)
         return router.publisher_session(session_id) if router is not None else None
@@ -365,7 +365,7 @@ class SfuGateway:
         assert sdp is not None
         return ViewResult(viewer_id=viewer.id, sdp=sdp)
 
-    def viewer_session(self, stream: Stream, viewer_id: str) -> ViewerSession | None:
+    def viewer_session(self, stream: Stream, viewer_id: str) -> ViewerPeer | None:
         router = self.router(stream)
         return router.get_viewer(viewer_id) if router is not None else None
 

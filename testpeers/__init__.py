@@ -41,9 +41,9 @@ from av import AudioFrame, VideoFrame
 from av.frame import Frame
 
 from sfu import aiortc_adapter
-from sfu.publisher import PublisherSession
+from sfu.publisher import PublisherPeer
 from sfu.router import Router
-from sfu.viewer import ViewerSession
+from sfu.viewer import ViewerPeer
 from testpeers import aiortc_hooks
 
 VIDEO_CLOCK_RATE = 90000
@@ -419,7 +419,7 @@ class TestClients:
         codec: str = "vp8",
         fps: int = 30,
         min_keyframe_interval: float = 0.0,
-    ) -> tuple[TestPublisher, PublisherSession]:
+    ) -> tuple[TestPublisher, PublisherPeer]:
         """Connect a new ``TestPublisher`` to ``router``."""
         publisher = TestPublisher(codec=codec, fps=fps, min_keyframe_interval=min_keyframe_interval)
         self.publishers.append(publisher)
@@ -434,7 +434,7 @@ class TestClients:
         server_offer: bool = False,
         decode: bool = True,
         record_rtp: bool = False,
-    ) -> tuple[TestViewer, ViewerSession]:
+    ) -> tuple[TestViewer, ViewerPeer]:
         """Connect a new ``TestViewer`` to ``router``, with the viewer's offer
         (WHEP-style) or, with ``server_offer=True``, with the server's."""
         viewer = TestViewer(decode=decode, record_rtp=record_rtp)

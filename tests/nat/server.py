@@ -20,7 +20,7 @@ from typing import Any
 from sfu import Router, RouterOptions
 from sfu.ice import IceServer
 from sfu.ice_config import HostNetwork, configure_ice
-from sfu.session import PeerSession
+from sfu.peer import Peer
 from signaling.ice import parse_port_range
 
 VIEW_WAIT_SECONDS = 20.0
@@ -29,17 +29,17 @@ VIEW_WAIT_SECONDS = 20.0
 def apply_host_network(network: HostNetwork) -> None:
     """Make every SFU peer connection of this process gather as ``network`` says.
 
-    A stand-in until ``RouterOptions`` carries a ``HostNetwork`` and ``PeerSession`` calls
+    A stand-in until ``RouterOptions`` carries a ``HostNetwork`` and ``Peer`` calls
     ``configure_ice`` itself: it runs right after the remote offer is applied, before the
     answer gathers candidates.
     """
-    apply_remote = PeerSession._apply_remote_description
+    apply_remote = Peer._apply_remote_description
 
-    async def apply_then_configure(session: PeerSession, sdp: str, sdp_type: str) -> None:
+    async def apply_then_configure(session: Peer, sdp: str, sdp_type: str) -> None:
         await apply_remote(session, sdp, sdp_type)
         configure_ice(session.peer_connection, network)
 
-    PeerSession._apply_remote_description = apply_then_configure  # type: ignore[method-assign,assignment]
+    Peer._apply_remote_description = apply_then_configure  # type: ignore[method-assign,assignment]
 
 
 class SfuServer:

@@ -1,6 +1,6 @@
 """What a router tells: its events recorded, and picked out by kind."""
 
-from sfu import PublisherClosed, PublisherSession, Router, SfuEvent
+from sfu import PublisherClosed, PublisherPeer, Router, SfuEvent
 from testpeers import TestClients, TestPublisher, TestViewer
 
 
@@ -22,7 +22,7 @@ def publishers_closed(events: list[SfuEvent]) -> list[tuple[str, str]]:
 
 async def live_and_watched(
     router: Router, clients: TestClients
-) -> tuple[TestPublisher, PublisherSession, TestViewer]:
+) -> tuple[TestPublisher, PublisherPeer, TestViewer]:
     """A publisher on ``router`` and a viewer that has decoded 30 of its frames."""
     publisher, session = await clients.publish(router)
     viewer, _ = await clients.subscribe(router)

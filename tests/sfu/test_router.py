@@ -21,9 +21,9 @@ from sfu import (
 )
 from sfu.events import EventEmitter
 from sfu.ice_config import HostNetwork
-from sfu.publisher import PublisherSession
-from sfu.session import PeerSession
-from sfu.viewer import ViewerSession
+from sfu.peer import Peer
+from sfu.publisher import PublisherPeer
+from sfu.viewer import ViewerPeer
 from testpeers import (
     TestClients,
     TestPublisher,
@@ -122,12 +122,12 @@ async def test_closing_a_router_someone_else_is_closing_waits_for_that_close() -
     await first
 
 
-@pytest.mark.parametrize("kind", [PublisherSession, ViewerSession])
+@pytest.mark.parametrize("kind", [PublisherPeer, ViewerPeer])
 async def test_a_peer_whose_router_closes_while_its_offer_is_answered_is_closed(
-    clients: TestClients, kind: type[PeerSession]
+    clients: TestClients, kind: type[Peer]
 ) -> None:
     router = Router(RouterOptions(stats_interval_seconds=0))
-    if kind is PublisherSession:
+    if kind is PublisherPeer:
         publisher = TestPublisher()
         clients.publishers.append(publisher)
         answering = asyncio.ensure_future(router.publish(await publisher.create_offer()))

@@ -11,8 +11,8 @@ from aiortc import RTCPeerConnection, RTCSessionDescription
 
 from sfu import IceCandidate, NegotiationError, Router
 from sfu.ice_config import HostNetwork
+from sfu.peer import Peer
 from sfu.sdp_validation import MAX_SDP_BYTES, InvalidSdpError, validate_description
-from sfu.session import PeerSession
 from testpeers import TestClients, TestPublisher, TestViewer, client_configuration, wait_until
 from tests.malformed_sdp import MALFORMED
 
@@ -37,13 +37,13 @@ async def _publisher_offer() -> str:
 
 def _peer_connections_created(monkeypatch: pytest.MonkeyPatch) -> list[object]:
     created: list[object] = []
-    original = PeerSession.__init__
+    original = Peer.__init__
 
-    def spy(self: PeerSession, *args: object, **kwargs: object) -> None:
+    def spy(self: Peer, *args: object, **kwargs: object) -> None:
         created.append(self)
         original(self, *args, **kwargs)  # type: ignore[arg-type]
 
-    monkeypatch.setattr(PeerSession, "__init__", spy)
+    monkeypatch.setattr(Peer, "__init__", spy)
     return created
 
 
@@ -110,7 +110,7 @@ async def test_a_peer_connection_aiortc_cannot_close_is_closed_without_masking_t
     without a transport: its answer fails, and so did ``close()``, raising over the first
     error and leaving the connection unclosable. Applied here without the validation."""
     offer = MALFORMED["bundle_unknown_mid"][0](await _viewer_offer())
-    session = PeerSession(client_configuration(), HostNetwork(), on_lost=lambda _: None)
+    session = Peer(client_configuration(), HostNetwork(), on_lost=lambda _: None)
     for kind in ("audio", "video"):
         session.peer_connection.addTransceiver(kind, direction="sendonly")
     with pytest.raises(NegotiationError):

@@ -9,7 +9,7 @@ from sfu import (
     ConsumerClosed,
     PublisherConnected,
     PublisherDisconnected,
-    PublisherSession,
+    PublisherPeer,
     Router,
     RouterOptions,
 )
@@ -28,7 +28,7 @@ def router_options() -> RouterOptions:
     )
 
 
-async def _offering(router: Router, clients: TestClients) -> tuple[TestPublisher, PublisherSession]:
+async def _offering(router: Router, clients: TestClients) -> tuple[TestPublisher, PublisherPeer]:
     """A newcomer that has sent its offer and not yet applied the answer."""
     newcomer = TestPublisher()
     clients.publishers.append(newcomer)

@@ -38,7 +38,7 @@ _AIORTC_NEGOTIATION_ERRORS = (
 )
 
 
-class PeerSession:
+class Peer:
     """A server-side ``RTCPeerConnection`` and the signaling calls on it.
 
     ``on_lost`` runs once when the connection fails, the remote end closes it or
@@ -50,7 +50,7 @@ class PeerSession:
         self,
         configuration: RTCConfiguration,
         network: HostNetwork,
-        on_lost: Callable[[PeerSession], None],
+        on_lost: Callable[[Peer], None],
     ) -> None:
         self.id = str(uuid.uuid4())
         self._pc = RTCPeerConnection(configuration)
