@@ -24,7 +24,7 @@ from django.contrib.auth.models import AnonymousUser, User
 
 from broadcast.models import Stream
 from broadcast.selectors import stream_get_visible
-from broadcast.services import stream_begin, stream_end, stream_key_match
+from broadcast.services import stream_end, stream_key_match
 from onair.conf import onair_settings
 from onair.exceptions import (
     ApplicationError,
@@ -51,9 +51,10 @@ from signaling.messages import (
     parse_message,
 )
 from signaling.notify import announce_viewers, stream_payload
+from signaling.publishing import go_live
 from signaling.session_limits import RETRY_AFTER_SECONDS, max_websockets
 from signaling.sfu_cluster import local_session_id, session_worker
-from signaling.sfu_gateway import ConnectNotice, gateway, stream_group
+from signaling.sfu_gateway import ConnectNotice, PublishResult, gateway, stream_group
 from viewers.models import ViewerSession
 from viewers.services import viewer_join, viewer_leave
 
@@ -344,33 +345,25 @@ class StudioConsumer(_StreamConsumer):
             await self.end()
 
     async def publish(self, offer_sdp: str) -> None:
-        stream = await self.refresh_stream()
-        result = await gateway.publish(
-            stream=stream, offer_sdp=offer_sdp, client=self.client_address
-        )
-        self.publisher_session_id = result.session_id
-        try:
-            # Going live again after an end starts a new broadcast.
-            await database_sync_to_async(stream_begin)(
-                stream=stream, key_id=None if self.by_login else self.key_id
-            )
-        except ApplicationError:
-            # The key was revoked while the offer was being answered: no broadcast with it.
-            await self.stop_publishing()
-            raise
-        await self.send_json("answer", sdp=result.answer_sdp)
-
-    async def stop_publishing(self) -> None:
-        """End this client's broadcast: the SFU's publisher and viewers, and the state."""
+        """Go live (``signaling.publishing.go_live``); going live again after an end starts
+        a new broadcast."""
         assert self.stream is not None
-        self.publisher_session_id = None
-        await gateway.close_router(stream_id=self.stream.pk)
-        stream = await self.refresh_stream()
-        if stream.is_live:
-            with contextlib.suppress(ConflictError):  # ended meanwhile
-                await database_sync_to_async(stream_end)(
-                    stream=stream, reason=Stream.EndReason.KEY_REVOKED
-                )
+
+        async def hold(result: PublishResult) -> None:
+            self.publisher_session_id = result.session_id
+
+        async def release(session_id: str) -> None:
+            self.publisher_session_id = None
+
+        publication = await go_live(
+            stream=self.stream,
+            offer_sdp=offer_sdp,
+            key_id=None if self.by_login else self.key_id,
+            client=self.client_address,
+            hold=hold,
+            release=release,
+        )
+        await self.send_json("answer", sdp=publication.answer_sdp)
 
     async def stream_key_revoked(self, event: dict[str, Any]) -> None:
         """A key was revoked or replaced: a client it let in is let go, at once. (The

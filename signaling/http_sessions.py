@@ -23,12 +23,9 @@ cluster mode; a dead worker's sessions are ended by the worker that announces it
 
 from __future__ import annotations
 
-import asyncio
-import contextlib
 import logging
 import re
 import secrets
-import weakref
 from collections.abc import Coroutine
 from typing import Any
 
@@ -41,10 +38,9 @@ from rest_framework.authtoken.models import Token
 
 from broadcast.models import Stream, StreamKey
 from broadcast.selectors import stream_key_is_active
-from broadcast.services import stream_begin, stream_end, stream_key_match
+from broadcast.services import stream_key_match
 from broadcast.signals import stream_key_revoked
 from onair.exceptions import (
-    ApplicationError,
     ConflictError,
     InvalidInputError,
     NotAuthenticatedError,
@@ -55,9 +51,16 @@ from onair.exceptions import (
 from sfu import IceCandidate, PublisherClosed, SfuEvent, ViewerConnected, ViewerLeft
 from signaling.http_session_store import HttpSession, SessionKind, session_store
 from signaling.notify import announce_viewers
+from signaling.publishing import go_live, publisher_end
 from signaling.sdpfrag import SdpFragment, restart_fragment
 from signaling.sfu_cluster import session_id
-from signaling.sfu_gateway import IceCredentials, gateway, offer_validate
+from signaling.sfu_gateway import (
+    IceCredentials,
+    PublishResult,
+    connection_lost,
+    gateway,
+    offer_validate,
+)
 from viewers.models import ViewerSession as ViewerRecord
 from viewers.services import viewer_join, viewer_leave
 
@@ -65,11 +68,6 @@ logger = logging.getLogger(__name__)
 
 TOKEN_BYTES = 32
 _ICE_UFRAG = re.compile(r"^a=ice-ufrag:(\S+)", re.MULTILINE)
-_LOST_STATES = ("failed", "closed")
-
-
-# By stream id; a lock is tiny, and there is one per stream ever published to here.
-_publish_locks: weakref.WeakValueDictionary[int, asyncio.Lock] = weakref.WeakValueDictionary()
 
 
 # --- who may publish or watch ---------------------------------------------------------------
@@ -127,50 +125,34 @@ def _may_manage(user: User | AnonymousUser, stream: Stream) -> bool:
 async def whip_session_start(
     *, stream: Stream, offer_sdp: str, key_id: int, client: str | None = None
 ) -> HttpSession:
-    """Publish the offer into the stream's router and go live, as the studio does (an ended
-    stream starts a new broadcast). ``key_id``: the key that let the client in; revoking it
-    ends the session.
+    """Publish the offer and go live, as the studio does (``signaling.publishing.go_live``:
+    an ended stream starts a new broadcast, a publisher already there is replaced, the last
+    of concurrent publishes wins). ``key_id``: the key that let the client in; revoking it
+    ends the session. A session replaced before its broadcast began is ended at once."""
+    registered: list[HttpSession] = []
 
-    A publisher already there (WHIP or studio) is replaced, its viewers carried over: at
-    once if it is lost, stalled or not connected (an encoder that comes back after a crash
-    takes over from its own lost session), else once the new one is connected, so a
-    newcomer whose ICE fails leaves a healthy broadcast alone (see ``sfu.Router``).
-    Concurrent publishes to one stream run one after the other here, so the last one wins
-    and every replaced one is told (its session ends).
-    """
-    offer_validate(offer_sdp=offer_sdp)
-    async with _publish_lock(stream.pk):
-        await database_sync_to_async(stream.refresh_from_db)()
-        result = await gateway.publish(stream=stream, offer_sdp=offer_sdp, client=client)
-        session = await _register(
-            SessionKind.WHIP,
-            stream,
-            sfu_id=result.session_id,
-            answer_sdp=result.answer_sdp,
-            offer_sdp=offer_sdp,
-            key_id=key_id,
+    async def hold(result: PublishResult) -> None:
+        registered.append(
+            await _register(
+                SessionKind.WHIP,
+                stream,
+                sfu_id=result.session_id,
+                answer_sdp=result.answer_sdp,
+                offer_sdp=offer_sdp,
+                key_id=key_id,
+            )
         )
-        if not await _publishing(session):
-            # Replaced before it was registered (by a studio, or a POST to another
-            # process): its end was reported before there was a session to end.
-            await session_store.end(kind=SessionKind.WHIP, sfu_id=session.sfu_id)
-            return session
-        try:
-            await database_sync_to_async(stream_begin)(stream=stream, key_id=key_id)
-        except ApplicationError:
-            # The key was revoked while the offer was being answered: no broadcast with it.
-            await http_session_end(session=session, reason=Stream.EndReason.KEY_REVOKED)
-            raise
-    return session
 
+    async def release(sfu_id: str) -> None:
+        await session_store.pop(kind=SessionKind.WHIP, sfu_id=sfu_id)
 
-def _publish_lock(stream_id: int) -> asyncio.Lock:
-    """This process's lock on publishing to one stream: a session is registered, and its
-    broadcast begun, before the next publish can replace it."""
-    lock = _publish_locks.get(stream_id)
-    if lock is None:
-        lock = _publish_locks[stream_id] = asyncio.Lock()
-    return lock
+    publication = await go_live(
+        stream=stream, offer_sdp=offer_sdp, key_id=key_id, client=client, hold=hold, release=release
+    )
+    if publication.replaced:
+        # Its end was reported before there was a session to end.
+        await session_store.end(kind=SessionKind.WHIP, sfu_id=publication.session_id)
+    return registered[0]
 
 
 async def whep_session_start(
@@ -284,7 +266,7 @@ async def http_session_patch(
                 code="ice_ufrag_mismatch",
             )
     for candidate in fragment.candidates:
-        await _add_candidate(
+        await _peer_ops(session).add_candidate(
             session,
             IceCandidate(
                 candidate=candidate.line,
@@ -293,7 +275,9 @@ async def http_session_patch(
             ),
         )
     if fragment.end_of_candidates:
-        await _add_candidate(session, IceCandidate(candidate="", sdp_mline_index=0))
+        await _peer_ops(session).add_candidate(
+            session, IceCandidate(candidate="", sdp_mline_index=0)
+        )
     return body
 
 
@@ -311,32 +295,77 @@ async def http_session_end(
     if removed is None:  # ended before, or just now: ``_peer_gone`` ended it
         await session_store.discard(session.token)
         return
-    stream = session.stream
-    if session.kind is SessionKind.WHIP:
-        if await gateway.publisher_withdraw(stream=stream, session_id=session.sfu_id):
-            return  # its takeover never happened: the current publisher carries on
-        if not await _publishing(session):
-            return  # replaced (its end not reported yet): the broadcast is another's now
-        await database_sync_to_async(stream.refresh_from_db)()
-        if stream.is_live:
-            with contextlib.suppress(ConflictError):  # ended meanwhile
-                await database_sync_to_async(stream_end)(stream=stream, reason=reason)
-        # stream_end's receiver closes the router too; close it now so the answer to
-        # DELETE means the media has stopped.
-        await gateway.close_router(stream_id=stream.pk)
-    else:
-        await gateway.viewer_close(stream=stream, viewer_id=session.sfu_id)
-        await _leave(removed)
+    await _peer_ops(removed).end(removed, reason)
 
 
-async def _publishing(session: HttpSession) -> bool:
-    """Whether a WHIP session is still its stream's publisher (connected or within its
-    grace period) or about to be (pending until connected), not one a newer publish
-    replaced."""
-    state = await gateway.publisher_connection_state(
-        stream=session.stream, session_id=session.sfu_id
-    )
-    return state is not None
+class _PeerOps:
+    """The gateway's verbs for one kind of session's SFU peer: a WHIP session's publisher,
+    a WHEP session's viewer. ``_peer_ops`` picks them by the session's kind."""
+
+    async def connection_state(self, session: HttpSession) -> str | None:
+        """The peer's connection state; ``None`` once it is over."""
+        raise NotImplementedError
+
+    async def restart_ice(self, session: HttpSession, remote: IceCredentials) -> IceCredentials:
+        raise NotImplementedError
+
+    async def add_candidate(self, session: HttpSession, candidate: IceCandidate) -> None:
+        raise NotImplementedError
+
+    async def end(self, session: HttpSession, reason: Stream.EndReason) -> None:
+        """``DELETE`` of a session just removed from the store."""
+        raise NotImplementedError
+
+
+class _PublisherOps(_PeerOps):
+    async def connection_state(self, session: HttpSession) -> str | None:
+        return await gateway.publisher_connection_state(
+            stream=session.stream, session_id=session.sfu_id
+        )
+
+    async def restart_ice(self, session: HttpSession, remote: IceCredentials) -> IceCredentials:
+        return await gateway.publisher_restart_ice(
+            stream=session.stream, session_id=session.sfu_id, remote=remote
+        )
+
+    async def add_candidate(self, session: HttpSession, candidate: IceCandidate) -> None:
+        await gateway.publisher_candidate(
+            stream=session.stream, session_id=session.sfu_id, candidate=candidate
+        )
+
+    async def end(self, session: HttpSession, reason: Stream.EndReason) -> None:
+        await publisher_end(stream=session.stream, session_id=session.sfu_id, reason=reason)
+
+
+class _ViewerOps(_PeerOps):
+    async def connection_state(self, session: HttpSession) -> str | None:
+        return await gateway.viewer_connection_state(
+            stream=session.stream, viewer_id=session.sfu_id
+        )
+
+    async def restart_ice(self, session: HttpSession, remote: IceCredentials) -> IceCredentials:
+        return await gateway.viewer_restart_ice(
+            stream=session.stream, viewer_id=session.sfu_id, remote=remote
+        )
+
+    async def add_candidate(self, session: HttpSession, candidate: IceCandidate) -> None:
+        await gateway.viewer_candidate(
+            stream=session.stream, viewer_id=session.sfu_id, candidate=candidate
+        )
+
+    async def end(self, session: HttpSession, reason: Stream.EndReason) -> None:
+        await gateway.viewer_close(stream=session.stream, viewer_id=session.sfu_id)
+        await _leave(session)
+
+
+_PEER_OPS: dict[SessionKind, _PeerOps] = {
+    SessionKind.WHIP: _PublisherOps(),
+    SessionKind.WHEP: _ViewerOps(),
+}
+
+
+def _peer_ops(session: HttpSession) -> _PeerOps:
+    return _PEER_OPS[session.kind]
 
 
 async def _restart_ice(session: HttpSession, fragment: SdpFragment) -> str:
@@ -346,46 +375,18 @@ async def _restart_ice(session: HttpSession, fragment: SdpFragment) -> str:
             code="bad_sdpfrag",
         )
     remote = IceCredentials(ufrag=fragment.ice_ufrag, pwd=fragment.ice_pwd)
-    if session.kind is SessionKind.WHIP:
-        local = await gateway.publisher_restart_ice(
-            stream=session.stream, session_id=session.sfu_id, remote=remote
-        )
-    else:
-        local = await gateway.viewer_restart_ice(
-            stream=session.stream, viewer_id=session.sfu_id, remote=remote
-        )
+    local = await _peer_ops(session).restart_ice(session, remote)
     session.remote_ufrag = remote.ufrag
     session.etag = _new_etag()
     return restart_fragment(answer_sdp=session.answer_sdp, ufrag=local.ufrag, pwd=local.pwd)
 
 
 async def _check_connected(session: HttpSession) -> None:
-    state: str | None
-    if session.ended:
-        state = None
-    elif session.kind is SessionKind.WHIP:
-        state = await gateway.publisher_connection_state(
-            stream=session.stream, session_id=session.sfu_id
-        )
-    else:
-        state = await gateway.viewer_connection_state(
-            stream=session.stream, viewer_id=session.sfu_id
-        )
-    if state is None or state in _LOST_STATES:
+    state = None if session.ended else await _peer_ops(session).connection_state(session)
+    if connection_lost(state):
         raise ConflictError(
             "This session's connection is lost; start a new one with POST.",
             code="connection_lost",
-        )
-
-
-async def _add_candidate(session: HttpSession, candidate: IceCandidate) -> None:
-    if session.kind is SessionKind.WHIP:
-        await gateway.publisher_candidate(
-            stream=session.stream, session_id=session.sfu_id, candidate=candidate
-        )
-    else:
-        await gateway.viewer_candidate(
-            stream=session.stream, viewer_id=session.sfu_id, candidate=candidate
         )
 
 

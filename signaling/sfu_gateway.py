@@ -256,7 +256,7 @@ class SfuGateway:
         publisher = router.publisher if router is not None else None
         return (
             publisher is not None
-            and publisher.connection_state not in _LOST_STATES
+            and not connection_lost(publisher.connection_state)
             and not publisher.media_stalled
         )
 
@@ -468,6 +468,12 @@ class SfuGateway:
 
 _LOST_STATES = ("failed", "closed")
 _T = TypeVar("_T")
+
+
+def connection_lost(state: str | None) -> bool:
+    """Whether a peer's connection state means its connection is lost (``None``: the peer
+    is gone)."""
+    return state is None or state in _LOST_STATES
 
 
 async def _offered(call: Awaitable[_T]) -> _T:

@@ -535,10 +535,12 @@ async def test_an_unexpected_failure_costs_one_request_not_the_connection(
     monkeypatch.setattr(gateway, "publish", broken_publish)
     studio = Socket(f"/ws/studio/{stream.slug}/", owner)
     await studio.open()
-    await studio.send({"type": "offer", "sdp": "v=0"})
+    publisher = TestPublisher()
+    await studio.send({"type": "offer", "sdp": await publisher.create_offer()})
     error = await studio.expect("error")
     assert error["code"] == "internal"
     await studio.send({"type": "ping"})
     assert (await studio.next())["type"] == "pong"
     assert (await refreshed(stream)).state == Stream.State.IDLE
     await studio.close()
+    await publisher.close()

@@ -4,7 +4,10 @@ app. Sessions of the owner's login, and of the new key, carry on."""
 
 from __future__ import annotations
 
+import asyncio
+import contextlib
 from collections.abc import AsyncIterator
+from typing import Any
 
 import pytest
 from channels.db import database_sync_to_async
@@ -21,8 +24,8 @@ from broadcast.services import (
     stream_update,
 )
 from signaling.consumers import CLOSE_KEY_REVOKED
-from signaling.sfu_gateway import gateway
-from testpeers import TestPublisher, wait_until
+from signaling.sfu_gateway import PublishResult, gateway
+from testpeers import TestPublisher, wait_until, wait_until_awaited
 from tests.signaling.http_clients import WhepClient, WhipClient
 from tests.signaling.test_consumers import Socket, refreshed
 
@@ -139,6 +142,91 @@ async def test_a_key_already_replaced_cannot_go_live(
     assert (await again.next())["code"] == "forbidden"
     assert (await refreshed(stream)).state == Stream.State.IDLE
     await again.close()
+
+
+async def test_a_key_revoked_while_its_takeover_is_answered_leaves_the_live_broadcast_alone(
+    owner: User,
+    parts: tuple[Stream, IssuedKey],
+    peers: list[TestPublisher],
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    """The owner is live; a key holder's studio takes over, and the key is revoked between
+    the answer to its offer and the start of its broadcast: it is refused, its pending
+    publisher is withdrawn, and the owner's broadcast carries on."""
+    stream, issued = parts
+    by_login = Socket(f"/ws/studio/{stream.slug}/", owner)
+    assert (await by_login.open())["authorized"] is True
+    owners = await publish(by_login, peers)
+    assert await wait_until(lambda: owners.pc.connectionState == "connected", 20)
+    assert await wait_until_awaited(lambda: gateway.publisher_active(stream=stream), 10)
+    with_key = await studio_with_key(stream, issued.secret)
+    answer_offer = gateway.publish
+
+    async def revoked_meanwhile(**kwargs: Any) -> PublishResult:
+        result = await answer_offer(**kwargs)
+        await database_sync_to_async(stream_key_revoke)(stream=stream)
+        return result
+
+    monkeypatch.setattr(gateway, "publish", revoked_meanwhile)
+    newcomer = TestPublisher()
+    peers.append(newcomer)
+    await with_key.send({"type": "offer", "sdp": await newcomer.create_offer()})
+
+    assert (await with_key.expect("error"))["code"] == "key_revoked"
+    assert (await refreshed(stream)).state == Stream.State.LIVE
+    assert gateway.router(stream) is not None
+    assert await gateway.publisher_active(stream=stream)
+    await by_login.send({"type": "ping"})
+    assert (await by_login.expect("pong"))["type"] == "pong"
+    await by_login.close()
+
+
+async def test_studios_going_live_at_once_leave_the_broadcast_to_the_last_one(
+    owner: User,
+    parts: tuple[Stream, IssuedKey],
+    peers: list[TestPublisher],
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    """A key holder's studio and the owner's go live at the same moment, the key holder's
+    first: they are served one after the other, so the broadcast is the owner's, and
+    revoking the key leaves it on air."""
+    stream, issued = parts
+    with_key = await studio_with_key(stream, issued.secret)
+    by_login = Socket(f"/ws/studio/{stream.slug}/", owner)
+    assert (await by_login.open())["authorized"] is True
+    answer_offer = gateway.publish
+    calls: list[int] = []
+    second_answered = asyncio.Event()
+
+    async def first_answered_slowly(**kwargs: Any) -> PublishResult:
+        calls.append(len(calls))
+        call = calls[-1]
+        result = await answer_offer(**kwargs)
+        if call == 0:  # room for the second publish to overtake it, if nothing stops it
+            with contextlib.suppress(TimeoutError):
+                await asyncio.wait_for(second_answered.wait(), 2)
+        else:
+            second_answered.set()
+        return result
+
+    monkeypatch.setattr(gateway, "publish", first_answered_slowly)
+    first, second = TestPublisher(), TestPublisher()
+    peers += [first, second]
+    first_offer, second_offer = await first.create_offer(), await second.create_offer()
+    await with_key.send({"type": "offer", "sdp": first_offer})
+    assert await wait_until(lambda: len(calls) == 1, 10)
+    await by_login.send({"type": "offer", "sdp": second_offer})
+    await first.accept_answer((await with_key.expect("answer"))["sdp"])
+    await second.accept_answer((await by_login.expect("answer"))["sdp"])
+    assert await wait_until(lambda: second.pc.connectionState == "connected", 20)
+    assert (await refreshed(stream)).state == Stream.State.LIVE
+
+    await database_sync_to_async(stream_key_revoke)(stream=stream)
+
+    await expect_key_revoked_close(with_key)
+    assert (await refreshed(stream)).state == Stream.State.LIVE
+    assert gateway.router(stream) is not None
+    await by_login.close()
 
 
 async def test_a_revoked_key_ends_its_whip_session(
