@@ -18,7 +18,7 @@ from django.urls import get_resolver  # noqa: E402
 
 from onair.conf import onair_settings  # noqa: E402
 from onair.origin import SameOriginValidator  # noqa: E402
-from sfu.heap import freeze_startup_objects  # noqa: E402
+from signaling.gateway import freeze_startup_objects  # noqa: E402
 from signaling.routing import websocket_urlpatterns  # noqa: E402
 
 http_app = ASGIStaticFilesHandler(django_asgi_app) if onair_settings().serve_static else None

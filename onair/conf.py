@@ -66,3 +66,9 @@ def onair_settings() -> OnAirSettings:
             raw.get("MAX_WEBSOCKET_BACKLOG", OnAirSettings.max_websocket_backlog)
         ),
     )
+
+
+def cluster_mode() -> bool:
+    """``ONAIR_SFU_MODE=cluster``: the SFU runs in ``manage.py runsfu`` workers, reached
+    over the Redis channel layer (docs/SCALING.md); else it runs in each daphne process."""
+    return str(getattr(settings, "ONAIR", {}).get("SFU_MODE", "embedded")) == "cluster"

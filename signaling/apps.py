@@ -6,8 +6,4 @@ class SignalingConfig(AppConfig):
     verbose_name = "Signaling"
 
     def ready(self) -> None:
-        from signaling import notify  # noqa: F401  (connects the signal receivers)
-        from signaling.http_sessions import on_sfu_event
-        from signaling.sfu_gateway import gateway
-
-        gateway.add_listener(on_sfu_event)
+        from signaling import http_sessions, notify  # noqa: F401  (connect their receivers)

@@ -1,7 +1,7 @@
 """WebSocket consumers: the studio (broadcaster) and the watch page (viewers).
 
 Thin by design: a frame is parsed by ``signaling.messages``, state changes go through
-``broadcast``/``viewers`` services, media goes through ``signaling.sfu_gateway``. Every
+``broadcast``/``viewers`` services, media goes through ``signaling.gateway``. Every
 refusal is an ``error`` message with a code (docs/SIGNALING.md); only "no such stream" and
 "not allowed to watch" close the socket. One client's bad input never reaches the SFU's
 other sessions.
@@ -33,7 +33,16 @@ from onair.exceptions import (
     ServiceUnavailableError,
     TooManyRequestsError,
 )
-from sfu import IceCandidate
+from signaling.gateway import (
+    ConnectNotice,
+    IceCandidate,
+    PublishResult,
+    gateway,
+    local_session_id,
+    publisher_status,
+    session_worker,
+)
+from signaling.groups import announce_viewers, stream_group, stream_payload
 from signaling.ice import PeerRole, client_ice_fields
 from signaling.messages import (
     STUDIO_TYPES,
@@ -50,11 +59,8 @@ from signaling.messages import (
     Watch,
     parse_message,
 )
-from signaling.notify import announce_viewers, stream_payload
 from signaling.publishing import go_live
 from signaling.session_limits import RETRY_AFTER_SECONDS, max_websockets
-from signaling.sfu_cluster import local_session_id, session_worker
-from signaling.sfu_gateway import ConnectNotice, PublishResult, gateway, stream_group
 from viewers.models import ViewerSession
 from viewers.services import viewer_join, viewer_leave
 
@@ -291,7 +297,9 @@ class StudioConsumer(_StreamConsumer):
         an encoder) publishes or is connecting, so going live here takes over; else ``none``
         (nobody, or a publisher lost and within its grace period: going live resumes)."""
         assert self.stream is not None
-        return "connected" if await gateway.publisher_active(stream=self.stream) else "none"
+        return (
+            "connected" if await gateway.publisher_active(stream_id=str(self.stream.pk)) else "none"
+        )
 
     async def disconnect(self, code: int) -> None:
         # The tab closed (or its network went): its publisher is lost now, not when ICE
@@ -299,7 +307,7 @@ class StudioConsumer(_StreamConsumer):
         session, self.publisher_session_id = self.publisher_session_id, None
         if self.stream is not None and session is not None:
             try:
-                await gateway.publisher_gone(stream=self.stream, session_id=session)
+                await gateway.publisher_gone(stream_id=str(self.stream.pk), session_id=session)
             except ApplicationError as exc:  # cluster mode: no worker to tell
                 logger.warning("could not report a studio gone: %s", exc.message)
         await super().disconnect(code)
@@ -337,7 +345,7 @@ class StudioConsumer(_StreamConsumer):
         elif isinstance(message, Candidate):
             if self.publisher_session_id is not None:
                 await gateway.publisher_candidate(
-                    stream=self.stream,
+                    stream_id=str(self.stream.pk),
                     session_id=self.publisher_session_id,
                     candidate=self.ice_candidate(message),
                 )
@@ -410,7 +418,7 @@ class StudioConsumer(_StreamConsumer):
         # The receiver of stream_state_changed closes the router and tells every viewer;
         # wait for that close here, so a next offer never lands in the closing router.
         self.publisher_session_id = None
-        await gateway.close_router(stream_id=stream.pk)
+        await gateway.close_router(stream_id=str(stream.pk))
 
 
 class WatchConsumer(_StreamConsumer):
@@ -432,7 +440,10 @@ class WatchConsumer(_StreamConsumer):
 
     async def welcome_fields(self) -> dict[str, Any]:
         assert self.stream is not None
-        return {"publisher": await gateway.publisher_status(stream=self.stream)}
+        status = await publisher_status(
+            gateway, stream_id=str(self.stream.pk), live=self.stream.state == Stream.State.LIVE
+        )
+        return {"publisher": status}
 
     async def disconnect(self, code: int) -> None:
         if self.stream is not None:  # else refused before it had a stream, or anything else
@@ -453,13 +464,13 @@ class WatchConsumer(_StreamConsumer):
                 await self.send_error("no_session", "There is no offer to answer.")
                 return
             await gateway.viewer_answer(
-                stream=self.stream, viewer_id=self.viewer_id, answer_sdp=message.sdp
+                stream_id=str(self.stream.pk), viewer_id=self.viewer_id, answer_sdp=message.sdp
             )
             self.offer_pending = False
         elif isinstance(message, Candidate):
             if self.viewer_id is not None:
                 await gateway.viewer_candidate(
-                    stream=self.stream,
+                    stream_id=str(self.stream.pk),
                     viewer_id=self.viewer_id,
                     candidate=self.ice_candidate(message),
                 )
@@ -484,7 +495,9 @@ class WatchConsumer(_StreamConsumer):
         self.watching = True
         try:
             result = await gateway.subscribe(
-                stream=self.stream, notice=self.connect_notice(), client=self.client_address
+                stream_id=str(self.stream.pk),
+                notice=self.connect_notice(),
+                client=self.client_address,
             )
         except (TooManyRequestsError, ServiceUnavailableError) as exc:
             await self.refuse(exc)  # also when called on a group message, not a request
@@ -507,7 +520,7 @@ class WatchConsumer(_StreamConsumer):
         await self.close_viewer()
         self.watching = True
         result = await gateway.subscribe(
-            stream=stream,
+            stream_id=str(stream.pk),
             offer_sdp=offer_sdp,
             notice=self.connect_notice(),
             client=self.client_address,
@@ -527,7 +540,7 @@ class WatchConsumer(_StreamConsumer):
         self.offer_pending = False
         if self.viewer_id is not None and self.stream is not None:
             viewer_id, self.viewer_id = self.viewer_id, None
-            await gateway.viewer_close(stream=self.stream, viewer_id=viewer_id)
+            await gateway.viewer_close(stream_id=str(self.stream.pk), viewer_id=viewer_id)
 
     async def stop_viewing(self) -> None:
         await self.close_viewer()

@@ -1,11 +1,20 @@
 """Where WHIP/WHEP session resources are kept: token → stream, SFU peer, ETag.
 
 Embedded mode (one process holds the SFU and every session): a dict in memory,
-``MemorySessionStore``. Cluster mode: Redis (``RedisSessionStore``, keys in
-``signaling.sfu_registry``), so a ``PATCH`` or ``DELETE`` reaching any daphne process finds
-the session. A Redis record expires ``SESSION_TTL_SECONDS`` after the SFU worker holding
-its peer last refreshed it (``SfuWorker``): a session whose worker died goes away by itself
-(sooner: the worker that announces the death ends them).
+``MemorySessionStore``. Cluster mode: Redis (``RedisSessionStore``), so a ``PATCH`` or
+``DELETE`` reaching any daphne process finds the session. A Redis record expires
+``SESSION_TTL_SECONDS`` after the SFU worker holding its peer last refreshed it
+(``refresh``): a session whose worker died goes away by itself (sooner: the worker that
+announces the death ends them).
+
+Redis keys (under ``<prefix>:sfu:``, the channel layer's prefix, ``onair`` by default)::
+
+    http:<token>            string  a session resource (JSON), expiring SESSION_TTL_SECONDS
+                                    after its worker last saw its peer
+    http-peer:<kind>:<sfu id>
+                            string  the token of the session of that SFU peer (same TTL)
+    http-ended:<token>      string  a session whose peer is gone (moved from http:<token>),
+                                    kept ENDED_SESSION_TTL_SECONDS so a late DELETE finds it
 
 A session whose peer went away without a ``DELETE`` is kept as ended for
 ``ENDED_SESSION_TTL_SECONDS`` (in memory at most ``MAX_ENDED_SESSIONS`` of them, the oldest
@@ -22,11 +31,37 @@ from dataclasses import asdict, dataclass, replace
 from enum import StrEnum
 from typing import Protocol
 
+from redis.asyncio import Redis
+
 from broadcast.models import Stream
-from signaling.sfu_cluster import cluster_mode
-from signaling.sfu_registry import ENDED_SESSION_TTL_SECONDS, SfuRegistry
+from onair.conf import cluster_mode
+from onair.redis import RedisPerLoop, channel_layer_redis
 
 MAX_ENDED_SESSIONS = 10_000
+SESSION_TTL_SECONDS = 60
+ENDED_SESSION_TTL_SECONDS = 60
+_END_SESSION = """
+local token = redis.call('GETDEL', KEYS[1])
+if not token then
+    return false
+end
+local record = redis.call('GETDEL', ARGV[1] .. token)
+if not record then
+    return false
+end
+redis.call('SET', ARGV[2] .. token, record, 'EX', ARGV[3])
+return record
+"""
+_REFRESH_SESSIONS = """
+for _, peer in ipairs(KEYS) do
+    local token = redis.call('GET', peer)
+    if token then
+        redis.call('EXPIRE', peer, ARGV[1])
+        redis.call('EXPIRE', ARGV[2] .. token, ARGV[1])
+    end
+end
+return 0
+"""
 
 
 class SessionKind(StrEnum):
@@ -57,7 +92,8 @@ class HttpSession:
 
     @property
     def stream(self) -> Stream:
-        """The stream, for the gateway's calls (they only need its primary key)."""
+        """The stream as far as the session knows it (its primary key and slug), for the
+        services and messages that take a ``Stream`` and read it afresh."""
         return Stream(pk=self.stream_id, slug=self.slug)
 
     def to_json(self) -> str:
@@ -104,6 +140,9 @@ class SessionStore(Protocol):
 
     async def with_key(self, key_id: int) -> list[HttpSession]:
         """The sessions a stream key let in (a rare scan: the key was revoked)."""
+
+    async def refresh(self, peers: list[tuple[SessionKind, str]]) -> None:
+        """The SFU peers ``(kind, sfu id)`` are alive: keep their sessions from expiring."""
 
 
 class MemorySessionStore:
@@ -162,6 +201,9 @@ class MemorySessionStore:
     async def end_worker(self, worker_id: str) -> list[HttpSession]:
         return []  # one process, no workers
 
+    async def refresh(self, peers: list[tuple[SessionKind, str]]) -> None:
+        pass  # nothing expires but ended sessions
+
     async def discard(self, token: str) -> bool:
         return self._ended.pop(token, None) is not None
 
@@ -172,54 +214,112 @@ class MemorySessionStore:
 
 
 class RedisSessionStore:
-    def __init__(self, registry: SfuRegistry) -> None:
-        self._registry = registry
+    """The sessions in Redis (the keys above), for one connection pool per event loop."""
+
+    def __init__(self, url: str, *, prefix: str = "onair") -> None:
+        self._pool = RedisPerLoop(url)
+        self._prefix = f"{prefix}:sfu:"
+
+    @classmethod
+    def from_settings(cls) -> RedisSessionStore:
+        url, prefix = channel_layer_redis()
+        return cls(url, prefix=prefix)
+
+    @property
+    def _redis(self) -> Redis:
+        return self._pool.client
+
+    async def close(self) -> None:
+        await self._pool.close()
 
     async def put(self, session: HttpSession) -> None:
-        await self._registry.session_put(
-            token=session.token,
-            peer=peer_key(session.kind, session.sfu_id),
-            record=session.to_json(),
-        )
+        peer = peer_key(session.kind, session.sfu_id)
+        async with self._redis.pipeline(transaction=True) as pipe:
+            pipe.set(
+                f"{self._prefix}http:{session.token}", session.to_json(), ex=SESSION_TTL_SECONDS
+            )
+            pipe.set(f"{self._prefix}http-peer:{peer}", session.token, ex=SESSION_TTL_SECONDS)
+            await pipe.execute()
 
     async def get(self, token: str) -> HttpSession | None:
-        found = await self._registry.session_lookup(token)
-        if found is None:
-            return None
-        record, ended = found
-        return replace(HttpSession.from_json(record), ended=ended)
+        live, ended = await self._redis.mget(
+            [f"{self._prefix}http:{token}", f"{self._prefix}http-ended:{token}"]
+        )
+        if live is not None:
+            return HttpSession.from_json(str(live))
+        return replace(HttpSession.from_json(str(ended)), ended=True) if ended is not None else None
 
     async def with_key(self, key_id: int) -> list[HttpSession]:
-        sessions = [HttpSession.from_json(record) for record in await self._registry.sessions()]
+        keys = [key async for key in self._redis.scan_iter(match=f"{self._prefix}http:*")]
+        records = await self._redis.mget(keys) if keys else []
+        sessions = [HttpSession.from_json(str(record)) for record in records if record is not None]
         return [session for session in sessions if session.key_id == key_id]
 
     async def get_peer(self, *, kind: SessionKind, sfu_id: str) -> HttpSession | None:
-        record = await self._registry.session_get_peer(peer_key(kind, sfu_id))
-        return HttpSession.from_json(record) if record is not None else None
+        token = await self._redis.get(f"{self._prefix}http-peer:{peer_key(kind, sfu_id)}")
+        if token is None:
+            return None
+        record = await self._redis.get(f"{self._prefix}http:{token!s}")
+        return HttpSession.from_json(str(record)) if record is not None else None
 
     async def update(self, session: HttpSession) -> bool:
-        return await self._registry.session_replace(token=session.token, record=session.to_json())
+        """Atomic: ``SET XX``, keeping the TTL."""
+        return bool(
+            await self._redis.set(
+                f"{self._prefix}http:{session.token}", session.to_json(), xx=True, keepttl=True
+            )
+        )
 
     async def pop(self, *, kind: SessionKind, sfu_id: str) -> HttpSession | None:
-        record = await self._registry.session_pop(peer_key(kind, sfu_id))
-        return HttpSession.from_json(record) if record is not None else None
+        token = await self._redis.getdel(f"{self._prefix}http-peer:{peer_key(kind, sfu_id)}")
+        if token is None:
+            return None
+        record = await self._redis.getdel(f"{self._prefix}http:{token!s}")
+        return HttpSession.from_json(str(record)) if record is not None else None
 
     async def end(self, *, kind: SessionKind, sfu_id: str) -> HttpSession | None:
-        record = await self._registry.session_end(peer_key(kind, sfu_id))
-        return HttpSession.from_json(record) if record is not None else None
+        return await self._end_peer(peer_key(kind, sfu_id))
+
+    async def _end_peer(self, peer: str) -> HttpSession | None:
+        """Atomic (a script), as ``pop``, with which it competes."""
+        record = await self._redis.eval(
+            _END_SESSION,
+            1,
+            f"{self._prefix}http-peer:{peer}",
+            f"{self._prefix}http:",
+            f"{self._prefix}http-ended:",
+            ENDED_SESSION_TTL_SECONDS,
+        )
+        return HttpSession.from_json(str(record)) if record is not None else None
 
     async def end_worker(self, worker_id: str) -> list[HttpSession]:
-        records = await self._registry.worker_sessions_end(worker_id)
-        return [HttpSession.from_json(record) for record in records]
+        """The peers' ids carry the worker's id, and worker ids are plain ``w<hex>``: a
+        scan, for a rare event."""
+        peers = [
+            str(key).removeprefix(f"{self._prefix}http-peer:")
+            async for key in self._redis.scan_iter(
+                match=f"{self._prefix}http-peer:*:{worker_id}.*", count=1000
+            )
+        ]
+        sessions = [await self._end_peer(peer) for peer in peers]
+        return [session for session in sessions if session is not None]
 
     async def discard(self, token: str) -> bool:
-        return await self._registry.session_discard_ended(token)
+        return bool(await self._redis.delete(f"{self._prefix}http-ended:{token}"))
+
+    async def refresh(self, peers: list[tuple[SessionKind, str]]) -> None:
+        if peers:
+            await self._redis.eval(
+                _REFRESH_SESSIONS,
+                len(peers),
+                *[f"{self._prefix}http-peer:{peer_key(kind, sfu_id)}" for kind, sfu_id in peers],
+                SESSION_TTL_SECONDS,
+                f"{self._prefix}http:",
+            )
 
 
 def _process_store() -> SessionStore:
-    return (
-        RedisSessionStore(SfuRegistry.from_settings()) if cluster_mode() else MemorySessionStore()
-    )
+    return RedisSessionStore.from_settings() if cluster_mode() else MemorySessionStore()
 
 
 session_store = _process_store()

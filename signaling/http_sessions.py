@@ -17,8 +17,8 @@ cluster worker died) ends: a WHEP viewer is uncounted then, and the session is k
 ended for a while (``signaling.http_session_store``), so a client that closes its peer
 connection before its ``DELETE`` (as whip-whep's ``stop()`` does) gets ``200``. That
 ``DELETE`` does nothing else: the broadcast may have another publisher by then. The SFU
-reports departures as events: to the gateway's listeners here, to the worker's own in
-cluster mode; a dead worker's sessions are ended by the worker that announces its death.
+reports departures as events, and ``signaling.gateway.reactions`` ends their sessions (a
+dead worker's by the worker that announces its death).
 """
 
 from __future__ import annotations
@@ -26,7 +26,6 @@ from __future__ import annotations
 import logging
 import re
 import secrets
-from collections.abc import Coroutine
 from typing import Any
 
 from asgiref.sync import async_to_sync
@@ -48,21 +47,18 @@ from onair.exceptions import (
     PreconditionFailedError,
     UnprocessableError,
 )
-from sfu import IceCandidate, PublisherClosed, SfuEvent, ViewerConnected, ViewerLeft
-from signaling.http_session_store import HttpSession, SessionKind, session_store
-from signaling.notify import announce_viewers
-from signaling.publishing import go_live, publisher_end
-from signaling.sdpfrag import SdpFragment, restart_fragment
-from signaling.sfu_cluster import session_id
-from signaling.sfu_gateway import (
+from signaling.gateway import (
+    IceCandidate,
     IceCredentials,
     PublishResult,
     connection_lost,
     gateway,
     offer_validate,
 )
-from viewers.models import ViewerSession as ViewerRecord
-from viewers.services import viewer_join, viewer_leave
+from signaling.gateway.reactions import whep_viewer_leave
+from signaling.http_session_store import HttpSession, SessionKind, session_store
+from signaling.publishing import go_live, publisher_end
+from signaling.sdpfrag import SdpFragment, restart_fragment
 
 logger = logging.getLogger(__name__)
 
@@ -171,7 +167,7 @@ async def whep_session_start(
     await database_sync_to_async(stream.refresh_from_db)()
     if not stream.is_live:
         raise ConflictError("The broadcast is not live right now.", code="not_live")
-    result = await gateway.subscribe(stream=stream, offer_sdp=offer_sdp, client=client)
+    result = await gateway.subscribe(stream_id=str(stream.pk), offer_sdp=offer_sdp, client=client)
     return await _register(
         SessionKind.WHEP,
         stream,
@@ -320,17 +316,17 @@ class _PeerOps:
 class _PublisherOps(_PeerOps):
     async def connection_state(self, session: HttpSession) -> str | None:
         return await gateway.publisher_connection_state(
-            stream=session.stream, session_id=session.sfu_id
+            stream_id=str(session.stream_id), session_id=session.sfu_id
         )
 
     async def restart_ice(self, session: HttpSession, remote: IceCredentials) -> IceCredentials:
         return await gateway.publisher_restart_ice(
-            stream=session.stream, session_id=session.sfu_id, remote=remote
+            stream_id=str(session.stream_id), session_id=session.sfu_id, remote=remote
         )
 
     async def add_candidate(self, session: HttpSession, candidate: IceCandidate) -> None:
         await gateway.publisher_candidate(
-            stream=session.stream, session_id=session.sfu_id, candidate=candidate
+            stream_id=str(session.stream_id), session_id=session.sfu_id, candidate=candidate
         )
 
     async def end(self, session: HttpSession, reason: Stream.EndReason) -> None:
@@ -340,22 +336,22 @@ class _PublisherOps(_PeerOps):
 class _ViewerOps(_PeerOps):
     async def connection_state(self, session: HttpSession) -> str | None:
         return await gateway.viewer_connection_state(
-            stream=session.stream, viewer_id=session.sfu_id
+            stream_id=str(session.stream_id), viewer_id=session.sfu_id
         )
 
     async def restart_ice(self, session: HttpSession, remote: IceCredentials) -> IceCredentials:
         return await gateway.viewer_restart_ice(
-            stream=session.stream, viewer_id=session.sfu_id, remote=remote
+            stream_id=str(session.stream_id), viewer_id=session.sfu_id, remote=remote
         )
 
     async def add_candidate(self, session: HttpSession, candidate: IceCandidate) -> None:
         await gateway.viewer_candidate(
-            stream=session.stream, viewer_id=session.sfu_id, candidate=candidate
+            stream_id=str(session.stream_id), viewer_id=session.sfu_id, candidate=candidate
         )
 
     async def end(self, session: HttpSession, reason: Stream.EndReason) -> None:
-        await gateway.viewer_close(stream=session.stream, viewer_id=session.sfu_id)
-        await _leave(session)
+        await gateway.viewer_close(stream_id=str(session.stream_id), viewer_id=session.sfu_id)
+        await whep_viewer_leave(session)
 
 
 _PEER_OPS: dict[SessionKind, _PeerOps] = {
@@ -390,23 +386,6 @@ async def _check_connected(session: HttpSession) -> None:
         )
 
 
-async def _leave(session: HttpSession) -> None:
-    if session.viewer_record_id is not None:
-        await database_sync_to_async(_viewer_leave)(record_id=session.viewer_record_id)
-        await _announce_viewers(session.stream)
-
-
-def _viewer_leave(*, record_id: int) -> None:
-    record = ViewerRecord.objects.filter(pk=record_id).first()
-    if record is not None:
-        viewer_leave(session=record)
-
-
-async def _announce_viewers(stream: Stream) -> None:
-    await database_sync_to_async(stream.refresh_from_db)()
-    await announce_viewers(stream)
-
-
 def _new_etag() -> str:
     return f'"{secrets.token_hex(8)}"'
 
@@ -418,63 +397,3 @@ def _entity_tags(if_match: str) -> set[str]:
 def _ice_ufrag(sdp: str) -> str | None:
     match = _ICE_UFRAG.search(sdp)
     return match.group(1).strip() if match else None
-
-
-# --- the SFU's side ------------------------------------------------------------------------
-
-
-def on_sfu_event(
-    event: SfuEvent, *, worker_id: str | None = None
-) -> Coroutine[Any, Any, None] | None:
-    """Count a WHEP viewer whose connection came up; forget sessions whose SFU peer is
-    gone, uncounting a WHEP viewer who was counted.
-
-    Returns that work for the gateway to run (and to wait for when it closes everything).
-    ``worker_id``: the cluster worker whose SFU reports (its sessions' ids carry it)."""
-    if isinstance(event, ViewerConnected):
-        return _viewer_connected(sfu_id=_sfu_id(event.viewer_id, worker_id))
-    if isinstance(event, PublisherClosed):
-        kind, local_id = SessionKind.WHIP, event.publisher_id
-    elif isinstance(event, ViewerLeft):
-        kind, local_id = SessionKind.WHEP, event.viewer_id
-    else:
-        return None
-    return _peer_gone(kind=kind, sfu_id=_sfu_id(local_id, worker_id))
-
-
-def _sfu_id(local_id: str, worker_id: str | None) -> str:
-    return session_id(worker_id, local_id) if worker_id is not None else local_id
-
-
-async def _viewer_connected(*, sfu_id: str) -> None:
-    session = await session_store.get_peer(kind=SessionKind.WHEP, sfu_id=sfu_id)
-    if session is None or session.viewer_record_id is not None:
-        return  # a watch page's viewer (its consumer counts it), or gone meanwhile
-    try:
-        record = await database_sync_to_async(_viewer_join)(session)
-    except ConflictError:
-        return  # the broadcast ended meanwhile: its router closes this viewer
-    session.viewer_record_id = record.pk
-    if not await session_store.update(session):
-        # DELETEd or gone while it was being counted: whoever popped it saw no record.
-        await _leave(session)
-        return
-    await _announce_viewers(session.stream)
-
-
-def _viewer_join(session: HttpSession) -> ViewerRecord:
-    user = User.objects.filter(pk=session.user_id).first() if session.user_id else None
-    return viewer_join(stream=session.stream, kind=ViewerRecord.Kind.WHEP, user=user)
-
-
-async def _peer_gone(*, kind: SessionKind, sfu_id: str) -> None:
-    session = await session_store.end(kind=kind, sfu_id=sfu_id)
-    if session is not None:
-        await _leave(session)
-
-
-async def http_sessions_end_for_worker(*, worker_id: str) -> None:
-    """Cluster mode: a dead worker's peers are gone with it; end their sessions as
-    ``_peer_gone`` does (called by the one worker that announces the death)."""
-    for session in await session_store.end_worker(worker_id):
-        await _leave(session)

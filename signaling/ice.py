@@ -35,10 +35,17 @@ from typing import Any
 
 from django.conf import settings
 
-# The media engine's own value type, so the list goes to ``RouterOptions`` unchanged.
-from sfu.ice import IceServer
-
 DEFAULT_TURN_TTL_SECONDS = 24 * 3600
+
+
+@dataclass(frozen=True)
+class IceServer:
+    """One STUN or TURN server, as in the WebRTC ``RTCIceServer`` dictionary (the embedded
+    gateway hands it to the SFU as the SFU's own)."""
+
+    urls: tuple[str, ...]
+    username: str | None = None
+    credential: str | None = None
 
 
 class IcePolicy(StrEnum):

@@ -19,8 +19,8 @@ import logging
 from channels.db import database_sync_to_async
 
 from broadcast.selectors import stream_ids_live
-from signaling.sfu_cluster import cluster_mode
-from signaling.sfu_gateway import gateway
+from onair.conf import cluster_mode
+from signaling.gateway import gateway
 from viewers.services import viewer_counts_reset
 
 logger = logging.getLogger(__name__)
@@ -29,13 +29,13 @@ logger = logging.getLogger(__name__)
 async def embedded_sfu_started() -> None:
     """A daphne process starts. In embedded mode it is the only process serving media and
     counting viewers: what the database says is live or watching was left by one that
-    died. (In cluster mode the ``runsfu`` workers reconcile: ``signaling.sfu_worker``.)"""
+    died. (In cluster mode the ``runsfu`` workers reconcile: ``signaling.gateway.worker``.)"""
     if cluster_mode():
         return
     live = await database_sync_to_async(stream_ids_live)()
     uncounted = await database_sync_to_async(viewer_counts_reset)()
     for stream_id in live:
-        gateway.expect_publisher(stream_id=stream_id)
+        gateway.expect_publisher(stream_id=str(stream_id))
     if live or uncounted:
         logger.info(
             "started: %d broadcasts left live wait for their publishers; %d viewer sessions "

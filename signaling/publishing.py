@@ -20,7 +20,7 @@ from channels.db import database_sync_to_async
 from broadcast.models import Stream
 from broadcast.services import stream_begin, stream_end
 from onair.exceptions import ApplicationError, ConflictError
-from signaling.sfu_gateway import PublishResult, gateway, offer_validate
+from signaling.gateway import PublishResult, gateway, offer_validate
 
 # By stream id; a lock is tiny, and there is one per stream ever published to here.
 _publish_locks: weakref.WeakValueDictionary[int, asyncio.Lock] = weakref.WeakValueDictionary()
@@ -62,7 +62,7 @@ async def go_live(
     offer_validate(offer_sdp=offer_sdp)
     async with _publish_lock(stream.pk):
         await database_sync_to_async(stream.refresh_from_db)()
-        result = await gateway.publish(stream=stream, offer_sdp=offer_sdp, client=client)
+        result = await gateway.publish(stream_id=str(stream.pk), offer_sdp=offer_sdp, client=client)
         await hold(result)
         if not await publisher_current(stream=stream, session_id=result.session_id):
             # Replaced before it was held (by a publish through another process) or its
@@ -92,7 +92,9 @@ def _publish_lock(stream_id: int) -> asyncio.Lock:
 async def publisher_current(*, stream: Stream, session_id: str) -> bool:
     """Whether ``session_id`` is still its stream's publisher (connected or within its grace
     period) or about to be (pending until connected), not one a newer publish replaced."""
-    state = await gateway.publisher_connection_state(stream=stream, session_id=session_id)
+    state = await gateway.publisher_connection_state(
+        stream_id=str(stream.pk), session_id=session_id
+    )
     return state is not None
 
 
@@ -101,7 +103,7 @@ async def publisher_end(*, stream: Stream, session_id: str, reason: Stream.EndRe
     withdrawn and the current publisher carries on; one a newer publish replaced leaves the
     broadcast alone; the stream's publisher ends the broadcast (with ``reason``) and its
     router, so that when this returns the media has stopped."""
-    if await gateway.publisher_withdraw(stream=stream, session_id=session_id):
+    if await gateway.publisher_withdraw(stream_id=str(stream.pk), session_id=session_id):
         return
     if not await publisher_current(stream=stream, session_id=session_id):
         return
@@ -110,4 +112,4 @@ async def publisher_end(*, stream: Stream, session_id: str, reason: Stream.EndRe
         with contextlib.suppress(ConflictError):  # ended meanwhile
             await database_sync_to_async(stream_end)(stream=stream, reason=reason)
     # stream_end's receiver closes the router too, later: close it now.
-    await gateway.close_router(stream_id=stream.pk)
+    await gateway.close_router(stream_id=str(stream.pk))

@@ -28,6 +28,7 @@ from onair.exceptions import (
     ServiceUnavailableError,
     UnsupportedMediaTypeError,
 )
+from signaling.groups import stream_payload
 from signaling.http_session_store import HttpSession, SessionKind
 from signaling.http_sessions import (
     http_session_end,
@@ -39,7 +40,6 @@ from signaling.http_sessions import (
     whip_stream_get,
 )
 from signaling.ice import PeerRole, client_ice_fields, ice_servers, link_header
-from signaling.notify import stream_payload
 from signaling.sdpfrag import MEDIA_TYPE as SDPFRAG
 from signaling.sdpfrag import parse_fragment
 

@@ -22,7 +22,7 @@ import pytest
 import redis
 
 from onair.environment import app_environment
-from signaling.sfu_registry import WorkerInfo
+from signaling.gateway.directory import WorkerInfo
 from tests.daphne import (
     ROOT,
     daphne_command,

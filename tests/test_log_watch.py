@@ -6,7 +6,7 @@ from pathlib import Path
 
 from tests.daphne import LogWatch
 
-RECORD = "2026-01-01 00:00:00,000 {level} signaling.sfu_gateway {message}\n"
+RECORD = "2026-01-01 00:00:00,000 {level} signaling.gateway.tasks {message}\n"
 
 
 def test_only_errors_written_since_the_last_look_are_reported(tmp_path: Path) -> None:

@@ -11,7 +11,7 @@ from django.contrib.auth.models import User
 
 from broadcast.models import Stream
 from broadcast.services import IssuedKey, stream_create, stream_go_live
-from signaling.sfu_gateway import gateway
+from signaling.gateway import gateway
 from testpeers import TestPublisher
 
 
@@ -29,7 +29,9 @@ async def stream_parts(owner: User) -> tuple[Stream, IssuedKey]:
 async def live_stream(stream_parts: tuple[Stream, IssuedKey]) -> AsyncIterator[Stream]:
     stream, _ = stream_parts
     publisher = TestPublisher()
-    result = await gateway.publish(stream=stream, offer_sdp=await publisher.create_offer())
+    result = await gateway.publish(
+        stream_id=str(stream.pk), offer_sdp=await publisher.create_offer()
+    )
     await publisher.accept_answer(result.answer_sdp)
     await database_sync_to_async(stream_go_live)(stream=stream)
     yield stream

@@ -17,8 +17,8 @@ from django.test import AsyncClient
 from broadcast.models import Stream
 from broadcast.services import IssuedKey, stream_create, stream_end, stream_key_rotate
 from onair.asgi import application
+from signaling.gateway import gateway
 from signaling.messages import MAX_FRAME_BYTES
-from signaling.sfu_gateway import gateway
 from testpeers import TestPublisher, TestViewer, wait_until
 from tests.signaling.http_clients import WhipClient
 from viewers.models import ViewerSession
@@ -143,7 +143,7 @@ async def test_broadcast_reaches_viewers_and_state_follows(
     assert stream.state == Stream.State.ENDED
     assert stream.viewer_count == 0
     assert stream.peak_viewer_count == 2
-    assert await wait_until(lambda: gateway.router(stream) is None, 5)
+    assert await wait_until(lambda: gateway.router(str(stream.pk)) is None, 5)
     active = await database_sync_to_async(
         ViewerSession.objects.filter(stream=stream, ended_at__isnull=True).count
     )()
@@ -391,7 +391,7 @@ async def test_a_second_studio_takes_over_and_the_first_is_told_why(
     await onlooker.close()
     # A takeover whose connection never comes up (its ICE fails) changes nothing, and its
     # tab closing just drops it: the first studio is not told "replaced".
-    router = gateway.router(stream)
+    router = gateway.router(str(stream.pk))
     assert router is not None
     live = router.publisher
     stuck = Socket(f"/ws/studio/{stream.slug}/", owner)

@@ -13,14 +13,14 @@ import pytest
 from redis.asyncio import Redis
 
 from signaling.http_session_store import (
+    ENDED_SESSION_TTL_SECONDS,
+    SESSION_TTL_SECONDS,
     HttpSession,
     MemorySessionStore,
     RedisSessionStore,
     SessionKind,
     SessionStore,
-    peer_key,
 )
-from signaling.sfu_registry import ENDED_SESSION_TTL_SECONDS, SESSION_TTL_SECONDS, SfuRegistry
 from tests.signaling.test_sfu_registry import REDIS_URL, _redis_unreachable
 
 REDIS_SKIP = pytest.mark.skipif(_redis_unreachable() is not None, reason="Redis unreachable")
@@ -41,11 +41,15 @@ def _session(kind: SessionKind = SessionKind.WHEP) -> HttpSession:
 
 
 @pytest.fixture
-async def redis_registry() -> AsyncIterator[SfuRegistry]:
-    prefix = f"onair-test-{uuid.uuid4().hex[:8]}"
-    registry = SfuRegistry(REDIS_URL, prefix=prefix)
-    yield registry
-    await registry.close()
+def prefix() -> str:
+    return f"onair-test-{uuid.uuid4().hex[:8]}"
+
+
+@pytest.fixture
+async def redis_store(prefix: str) -> AsyncIterator[RedisSessionStore]:
+    store = RedisSessionStore(REDIS_URL, prefix=prefix)
+    yield store
+    await store.close()
     client = Redis.from_url(REDIS_URL)
     async for key in client.scan_iter(f"{prefix}:*"):
         await client.delete(key)
@@ -76,28 +80,28 @@ async def test_memory_ended_sessions_are_kept_a_while_and_a_bounded_number() -> 
 
 @pytest.mark.redis
 @REDIS_SKIP
-async def test_redis_sessions(redis_registry: SfuRegistry) -> None:
-    await _check_store(RedisSessionStore(redis_registry))
-    await _check_ending(RedisSessionStore(redis_registry))
+async def test_redis_sessions(redis_store: RedisSessionStore) -> None:
+    await _check_store(redis_store)
+    await _check_ending(redis_store)
 
 
 @pytest.mark.redis
 @REDIS_SKIP
-async def test_redis_ended_sessions_expire(redis_registry: SfuRegistry) -> None:
-    store = RedisSessionStore(redis_registry)
+async def test_redis_ended_sessions_expire(redis_store: RedisSessionStore, prefix: str) -> None:
+    store = redis_store
     session = _session()
     await store.put(session)
     await store.end(kind=session.kind, sfu_id=session.sfu_id)
     client = Redis.from_url(REDIS_URL, decode_responses=True)
-    ttl = await client.ttl(f"{redis_registry._prefix}http-ended:{session.token}")
+    ttl = await client.ttl(f"{prefix}:sfu:http-ended:{session.token}")
     await client.aclose()
     assert 0 < ttl <= ENDED_SESSION_TTL_SECONDS
 
 
 @pytest.mark.redis
 @REDIS_SKIP
-async def test_redis_a_dead_workers_sessions_end_once(redis_registry: SfuRegistry) -> None:
-    store = RedisSessionStore(redis_registry)
+async def test_redis_a_dead_workers_sessions_end_once(redis_store: RedisSessionStore) -> None:
+    store = redis_store
     theirs = [_session(), _session(SessionKind.WHIP)]
     mine = _session()
     mine.sfu_id = f"w2.{mine.sfu_id.partition('.')[2]}"
@@ -165,17 +169,17 @@ def test_a_record_leaves_out_whether_it_ended() -> None:
 @pytest.mark.redis
 @REDIS_SKIP
 async def test_redis_sessions_expire_unless_their_worker_refreshes_them(
-    redis_registry: SfuRegistry,
+    redis_store: RedisSessionStore, prefix: str
 ) -> None:
-    store = RedisSessionStore(redis_registry)
+    store = redis_store
     live, orphan = _session(SessionKind.WHIP), _session()
     await store.put(live)
     await store.put(orphan)
     client = Redis.from_url(REDIS_URL, decode_responses=True)
-    token_key = f"{redis_registry._prefix}http:"
+    token_key = f"{prefix}:sfu:http:"
     for session in (live, orphan):
         await client.expire(f"{token_key}{session.token}", 5)
-    await redis_registry.sessions_refresh([peer_key(live.kind, live.sfu_id), "whep:w9.gone"])
+    await store.refresh([(live.kind, live.sfu_id), (SessionKind.WHEP, "w9.gone")])
     assert await client.ttl(f"{token_key}{live.token}") > SESSION_TTL_SECONDS - 5
     assert await client.ttl(f"{token_key}{orphan.token}") <= 5
     await client.aclose()

@@ -8,10 +8,11 @@ import pytest
 from django.test import override_settings
 
 from sfu import RouterOptions
-from sfu.ice import IceServer, rtc_configuration
+from sfu.ice import rtc_configuration
 from signaling.ice import (
     DEFAULT_TURN_TTL_SECONDS,
     IcePolicy,
+    IceServer,
     IceSettings,
     PeerRole,
     browser_configuration,

@@ -24,7 +24,7 @@ from broadcast.services import (
     stream_update,
 )
 from signaling.consumers import CLOSE_KEY_REVOKED
-from signaling.sfu_gateway import PublishResult, gateway
+from signaling.gateway import PublishResult, gateway
 from testpeers import TestPublisher, wait_until, wait_until_awaited
 from tests.signaling.http_clients import WhepClient, WhipClient
 from tests.signaling.test_consumers import Socket, refreshed
@@ -92,7 +92,7 @@ async def test_a_revoked_key_ends_the_studio_broadcast_it_let_in(
     assert studio.inbox[-1]["stream"]["state"] == "ended"
     assert (await refreshed(stream)).state == Stream.State.ENDED
     # The publisher's peer is closed in the SFU: no router left for the stream.
-    assert await wait_until(lambda: gateway.router(stream) is None, 10)
+    assert await wait_until(lambda: gateway.router(str(stream.pk)) is None, 10)
     assert await wait_until(lambda: publisher.pc.connectionState in ("failed", "closed"), 40)
 
 
@@ -123,7 +123,7 @@ async def test_rotation_spares_the_owner_login_and_the_new_key(
     assert (await refreshed(stream)).state == Stream.State.LIVE
     await by_login.send({"type": "ping"})
     assert (await by_login.expect("pong"))["type"] == "pong"
-    assert gateway.router(stream) is not None
+    assert gateway.router(str(stream.pk)) is not None
     await by_login.close()
 
 
@@ -158,7 +158,7 @@ async def test_a_key_revoked_while_its_takeover_is_answered_leaves_the_live_broa
     assert (await by_login.open())["authorized"] is True
     owners = await publish(by_login, peers)
     assert await wait_until(lambda: owners.pc.connectionState == "connected", 20)
-    assert await wait_until_awaited(lambda: gateway.publisher_active(stream=stream), 10)
+    assert await wait_until_awaited(lambda: gateway.publisher_active(stream_id=str(stream.pk)), 10)
     with_key = await studio_with_key(stream, issued.secret)
     answer_offer = gateway.publish
 
@@ -174,8 +174,8 @@ async def test_a_key_revoked_while_its_takeover_is_answered_leaves_the_live_broa
 
     assert (await with_key.expect("error"))["code"] == "key_revoked"
     assert (await refreshed(stream)).state == Stream.State.LIVE
-    assert gateway.router(stream) is not None
-    assert await gateway.publisher_active(stream=stream)
+    assert gateway.router(str(stream.pk)) is not None
+    assert await gateway.publisher_active(stream_id=str(stream.pk))
     await by_login.send({"type": "ping"})
     assert (await by_login.expect("pong"))["type"] == "pong"
     await by_login.close()
@@ -225,7 +225,7 @@ async def test_studios_going_live_at_once_leave_the_broadcast_to_the_last_one(
 
     await expect_key_revoked_close(with_key)
     assert (await refreshed(stream)).state == Stream.State.LIVE
-    assert gateway.router(stream) is not None
+    assert gateway.router(str(stream.pk)) is not None
     await by_login.close()
 
 
@@ -247,7 +247,7 @@ async def test_a_revoked_key_ends_its_whip_session(
         assert rotated.status_code == 201
 
         assert (await refreshed(stream)).state == Stream.State.ENDED
-        assert await wait_until(lambda: gateway.router(stream) is None, 10)
+        assert await wait_until(lambda: gateway.router(str(stream.pk)) is None, 10)
         # The client's next request is refused.
         response = await client.trickle([])
         assert response.status_code in (401, 404), response.content

@@ -14,8 +14,9 @@ from django.contrib.auth.models import AnonymousUser, User
 from broadcast.models import Stream
 from broadcast.services import stream_create, stream_go_live
 from onair.exceptions import ServiceUnavailableError
+from signaling.gateway import gateway
+from signaling.gateway.embedded import EmbeddedGateway
 from signaling.lifecycle import embedded_sfu_started
-from signaling.sfu_gateway import SfuGateway, gateway
 from testpeers import TestPublisher, wait_until_awaited
 from tests.signaling.test_consumers import Socket
 from viewers.models import ViewerSession
@@ -52,7 +53,9 @@ async def test_broadcasts_left_live_end_after_the_grace_unless_their_publisher_r
         open_sessions = ViewerSession.objects.filter(ended_at__isnull=True).count
         assert await database_sync_to_async(open_sessions)() == 0
 
-        result = await gateway.publish(stream=returning, offer_sdp=await publisher.create_offer())
+        result = await gateway.publish(
+            stream_id=str(returning.pk), offer_sdp=await publisher.create_offer()
+        )
         await publisher.accept_answer(result.answer_sdp)
 
         async def abandoned_ended() -> bool:
@@ -68,19 +71,21 @@ async def test_broadcasts_left_live_end_after_the_grace_unless_their_publisher_r
 
 async def test_a_stopping_gateway_tells_viewers_and_takes_no_new_session(owner: User) -> None:
     stream = await _live_stream(owner, "Restarting")
-    stopping = SfuGateway()
+    stopping = EmbeddedGateway()
     publisher, late = TestPublisher(), TestPublisher()
     watch = Socket(f"/ws/watch/{stream.slug}/")
     watch.comm.scope["user"] = AnonymousUser()
     try:
-        result = await stopping.publish(stream=stream, offer_sdp=await publisher.create_offer())
+        result = await stopping.publish(
+            stream_id=str(stream.pk), offer_sdp=await publisher.create_offer()
+        )
         await publisher.accept_answer(result.answer_sdp)
         assert (await watch.open())["type"] == "welcome"
 
         await stopping.stopping()
         assert await watch.expect("publisher") == {"type": "publisher", "status": "reconnecting"}
         with pytest.raises(ServiceUnavailableError) as refused:
-            await stopping.publish(stream=stream, offer_sdp=await late.create_offer())
+            await stopping.publish(stream_id=str(stream.pk), offer_sdp=await late.create_offer())
         assert refused.value.code == "restarting"
         await stopping.close_all()
         assert stopping.router(stream) is None

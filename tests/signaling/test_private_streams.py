@@ -18,7 +18,7 @@ from rest_framework.authtoken.models import Token
 from broadcast.models import Stream
 from broadcast.services import IssuedKey, stream_create, stream_go_live
 from onair.asgi import application
-from signaling.sfu_gateway import gateway
+from signaling.gateway import gateway
 from tests.signaling.test_consumers import go_live, watch
 
 pytestmark = [pytest.mark.django_db(transaction=True), pytest.mark.timeout(60)]

@@ -9,7 +9,7 @@ from django.contrib.auth.models import User
 
 from broadcast.models import Stream
 from broadcast.services import IssuedKey
-from signaling.sfu_gateway import gateway
+from signaling.gateway import gateway
 from tests.signaling.test_consumers import Socket, go_live, refreshed, watch
 
 pytestmark = [pytest.mark.django_db(transaction=True), pytest.mark.timeout(120)]
@@ -78,7 +78,7 @@ async def test_a_studio_closing_after_another_took_over_leaves_the_broadcast_alo
         assert await viewer.wait_for_frames(video=10, within=20)
 
         await first_studio.close()
-        assert await gateway.publisher_active(stream=stream)
+        assert await gateway.publisher_active(stream_id=str(stream.pk))
         assert (await _welcome(stream))["publisher"] == "connected"
         before = viewer.video.frames
         assert await viewer.wait_for_frames(video=before + 20, within=20)

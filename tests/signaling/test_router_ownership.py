@@ -14,7 +14,7 @@ from django.test import AsyncClient
 
 from broadcast.models import Stream
 from broadcast.services import stream_create
-from signaling.sfu_gateway import gateway
+from signaling.gateway import gateway
 from testpeers import TestPublisher, TestViewer, wait_until
 from tests.signaling.http_clients import SDP, WhipClient, silent_offer
 from tests.signaling.test_consumers import Socket
@@ -56,7 +56,7 @@ async def test_whip_post_delete_loop_leaves_no_publisher_to_end_the_next_broadca
             deleted = await http.delete(response["Location"], headers=auth)
             assert deleted.status_code == 200, deleted.content
         # Every DELETE answered once its media had stopped: nothing of those sessions is left.
-        assert gateway.router(stream) is None
+        assert gateway.router(str(stream.pk)) is None
         assert len(gateway.limits()) == 0
 
         assert (await publisher.publish()).status_code == 201
@@ -99,11 +99,13 @@ async def _the_live_broadcast_outlasts_earlier_deadlines(
     """With the stream's publisher connected: ``viewer`` joins and decodes, and past any earlier
     publisher's connect deadline and grace period the broadcast is still live on the same
     router, publisher and sessions (that publisher and this viewer, no one else's)."""
-    router = gateway.router(stream)
+    router = gateway.router(str(stream.pk))
     assert router is not None
     assert router.publisher is not None
     live = router.publisher.id
-    result = await gateway.subscribe(stream=stream, offer_sdp=await viewer.create_offer())
+    result = await gateway.subscribe(
+        stream_id=str(stream.pk), offer_sdp=await viewer.create_offer()
+    )
     await viewer.accept_answer(result.sdp)
     assert await viewer.wait_for_frames(video=5, within=20)
     assert len(gateway.limits()) == 2
@@ -111,7 +113,7 @@ async def _the_live_broadcast_outlasts_earlier_deadlines(
     await asyncio.sleep(2 * DEADLINE + 3)
     await database_sync_to_async(stream.refresh_from_db)()
     assert stream.state == Stream.State.LIVE
-    assert gateway.router(stream) is router
+    assert gateway.router(str(stream.pk)) is router
     assert router.publisher is not None
     assert router.publisher.id == live
     assert len(gateway.limits()) == 2

@@ -15,8 +15,8 @@ from django.test import AsyncClient
 
 from broadcast.models import Stream
 from broadcast.services import stream_create
+from signaling.gateway import gateway
 from signaling.session_limits import RESERVED_FDS, fds_per_session, max_sessions_default
-from signaling.sfu_gateway import gateway
 from testpeers import wait_until, wait_until_awaited
 from tests.signaling.http_clients import SDP, silent_offer
 from tests.signaling.test_consumers import Socket, watch
@@ -46,7 +46,7 @@ async def test_a_whep_session_that_never_does_ice_is_gone_after_the_deadline(
     short_deadline: None, live_stream: Stream
 ) -> None:
     stream = live_stream
-    router = gateway.router(stream)
+    router = gateway.router(str(stream.pk))
     assert router is not None
     http = AsyncClient()
     baseline = open_fds()
@@ -87,7 +87,7 @@ async def test_a_whip_publisher_that_never_connects_ends_its_broadcast(settings:
 
         # Lost at the deadline, given up after the grace period: the broadcast is over.
         assert await wait_until_awaited(ended, 2 * DEADLINE + 15)
-        assert await wait_until(lambda: gateway.router(stream) is None, 5)
+        assert await wait_until(lambda: gateway.router(str(stream.pk)) is None, 5)
         assert (await http.delete(response["Location"])).status_code == 200  # ended a while ago
         assert (await http.delete(response["Location"])).status_code == 404
         assert await wait_until(lambda: open_fds() <= baseline, 5)
@@ -99,7 +99,7 @@ async def test_a_watch_socket_has_no_peer_until_it_asks_and_is_counted_once_conn
     short_deadline: None, live_stream: Stream
 ) -> None:
     stream = live_stream
-    router = gateway.router(stream)
+    router = gateway.router(str(stream.pk))
     assert router is not None
     idle = await watch_socket(stream)
     silent = await watch_socket(stream)
@@ -181,7 +181,7 @@ async def test_sessions_per_address_are_capped_with_429(
     third = await post_silent(flood, stream)
     assert refused(third, 429, "too_many_sessions"), third.content
     assert "Retry-After" in third["Access-Control-Expose-Headers"]
-    router = gateway.router(stream)
+    router = gateway.router(str(stream.pk))
     assert router is not None
     assert len(router.viewers) == 2  # the refusal made no peer connection
 
@@ -246,7 +246,7 @@ async def test_viewers_per_stream_are_capped_with_503(
     assert refused(full, 503, "stream_full"), full.content
     assert no_errors_logged(caplog)
     # The unconnected viewer's place is free again after the connect deadline.
-    router = gateway.router(stream)
+    router = gateway.router(str(stream.pk))
     assert router is not None
     assert await wait_until(lambda: not router.viewers, DEADLINE + 15)
     assert (await post_silent(http, stream)).status_code == 201

@@ -16,7 +16,7 @@ from typing import Any
 import pytest
 import websockets
 
-from signaling.sfu_registry import WorkerInfo
+from signaling.gateway.directory import WorkerInfo
 from testpeers import TestPublisher, TestViewer, wait_until, wait_until_awaited
 from tests.cluster import (
     CLUSTER_SKIP,

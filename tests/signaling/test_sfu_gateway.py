@@ -11,8 +11,8 @@ from django.conf import settings
 from django.test import override_settings
 
 from sfu import IceServer
-from sfu.events import RouterClosed, SfuEvent
-from signaling.sfu_gateway import SfuGateway
+from signaling.gateway.contract import BroadcastClosed, GatewayEvent
+from signaling.gateway.embedded import EmbeddedGateway
 
 
 def test_router_options_follow_settings() -> None:
@@ -26,7 +26,7 @@ def test_router_options_follow_settings() -> None:
         "PUBLISHER_GRACE_SECONDS": 3,
     }
     with override_settings(ONAIR=onair):
-        options = SfuGateway._router_options()
+        options = EmbeddedGateway._router_options()
     assert options.host_network.public_ip == "203.0.113.7"
     assert options.host_network.port_range == (50000, 50099)
     assert options.publisher_grace_seconds == 3.0
@@ -39,7 +39,7 @@ def test_router_options_follow_settings() -> None:
 
 
 def test_default_options_keep_traffic_on_this_machine() -> None:
-    options = SfuGateway._router_options()
+    options = EmbeddedGateway._router_options()
     assert options.ice_servers == ()
     assert options.host_network.is_default
 
@@ -47,15 +47,15 @@ def test_default_options_keep_traffic_on_this_machine() -> None:
 async def test_closing_everything_waits_for_what_the_listeners_set_off() -> None:
     """Sessions end in the database after their peer closes; a test's database teardown (or a
     server's shutdown) must not run while that work is still under way."""
-    gateway = SfuGateway()
+    gateway = EmbeddedGateway()
     finished: list[str] = []
 
-    async def record_later(router_id: str) -> None:
+    async def record_later(stream_id: str) -> None:
         await asyncio.sleep(0.05)
-        finished.append(router_id)
+        finished.append(stream_id)
 
-    def listener(event: SfuEvent) -> Coroutine[Any, Any, None] | None:
-        return record_later(event.router_id) if isinstance(event, RouterClosed) else None
+    def listener(event: GatewayEvent) -> Coroutine[Any, Any, None] | None:
+        return record_later(event.stream_id) if isinstance(event, BroadcastClosed) else None
 
     gateway.add_listener(listener)
     gateway.routers().get_or_create("launch")
@@ -64,11 +64,11 @@ async def test_closing_everything_waits_for_what_the_listeners_set_off() -> None
 
 
 async def test_closing_everything_gives_up_on_work_that_does_not_finish() -> None:
-    gateway = SfuGateway()
+    gateway = EmbeddedGateway()
     never = asyncio.Event()
 
-    def listener(event: SfuEvent) -> Coroutine[Any, Any, None] | None:
-        return never.wait() if isinstance(event, RouterClosed) else None  # type: ignore[return-value]
+    def listener(event: GatewayEvent) -> Coroutine[Any, Any, None] | None:
+        return never.wait() if isinstance(event, BroadcastClosed) else None  # type: ignore[return-value]
 
     gateway.add_listener(listener)
     gateway.routers().get_or_create("launch")

@@ -15,16 +15,10 @@ from urllib.parse import urlsplit
 import pytest
 from channels_redis.core import RedisChannelLayer
 
-from broadcast.models import Stream
 from onair.exceptions import ConflictError
-from signaling.sfu_cluster import (
-    ClusterGateway,
-    SfuUnavailableError,
-    call,
-    encode_error,
-    session_worker,
-)
-from signaling.sfu_registry import WORKER_TTL_SECONDS, SfuRegistry, WorkerInfo
+from signaling.gateway.cluster import ClusterGateway, call, encode_error
+from signaling.gateway.contract import SfuUnavailableError, publisher_status, session_worker
+from signaling.gateway.directory import WORKER_TTL_SECONDS, WorkerDirectory, WorkerInfo
 
 REDIS_URL = os.environ.get("TEST_CLUSTER_REDIS_URL", "redis://127.0.0.1:6379/9")
 
@@ -45,8 +39,8 @@ pytestmark = [
 
 
 @pytest.fixture
-async def registry() -> AsyncIterator[SfuRegistry]:
-    registry = SfuRegistry(REDIS_URL)
+async def registry() -> AsyncIterator[WorkerDirectory]:
+    registry = WorkerDirectory(REDIS_URL)
     yield registry
     await registry.close()
 
@@ -57,7 +51,9 @@ def _worker(name: str = "") -> WorkerInfo:
     )
 
 
-async def test_a_worker_without_heartbeats_is_gone_within_the_ttl(registry: SfuRegistry) -> None:
+async def test_a_worker_without_heartbeats_is_gone_within_the_ttl(
+    registry: WorkerDirectory,
+) -> None:
     worker = _worker()
     await registry.heartbeat(worker)
     assert worker.id in [w.id for w in await registry.workers()]
@@ -78,7 +74,9 @@ async def test_a_worker_without_heartbeats_is_gone_within_the_ttl(registry: SfuR
     assert worker.id in [w.id for w in await registry.workers()]
 
 
-async def test_the_first_origin_stands_and_a_dead_one_is_replaced(registry: SfuRegistry) -> None:
+async def test_the_first_origin_stands_and_a_dead_one_is_replaced(
+    registry: WorkerDirectory,
+) -> None:
     stream_id = uuid.uuid4().hex
     assert await registry.set_origin(stream_id, "w1", replacing=None) == "w1"
     assert await registry.set_origin(stream_id, "w2", replacing=None) == "w1"
@@ -121,7 +119,7 @@ async def test_a_request_gets_its_reply_or_its_error(layer: RedisChannelLayer) -
 async def test_a_silent_worker_times_out_with_a_clear_error(
     layer: RedisChannelLayer, monkeypatch: pytest.MonkeyPatch
 ) -> None:
-    monkeypatch.setattr("signaling.sfu_cluster.RPC_TIMEOUT_SECONDS", 0.3)
+    monkeypatch.setattr("signaling.gateway.cluster.RPC_TIMEOUT_SECONDS", 0.3)
     with pytest.raises(SfuUnavailableError, match="did not answer"):
         await call(layer, await layer.new_channel(), "publish")
 
@@ -132,7 +130,7 @@ def test_session_ids_name_their_worker() -> None:
 
 async def test_a_watch_page_is_told_reconnecting_when_the_origin_does_not_answer(
     layer: RedisChannelLayer,
-    registry: SfuRegistry,
+    registry: WorkerDirectory,
     settings: Any,
     monkeypatch: pytest.MonkeyPatch,
 ) -> None:
@@ -144,16 +142,16 @@ async def test_a_watch_page_is_told_reconnecting_when_the_origin_does_not_answer
             "CONFIG": {"hosts": [REDIS_URL]},
         }
     }
-    monkeypatch.setattr("signaling.sfu_cluster.RPC_TIMEOUT_SECONDS", 0.3)
-    monkeypatch.setattr("signaling.sfu_cluster.get_channel_layer", lambda: layer)
+    monkeypatch.setattr("signaling.gateway.cluster.RPC_TIMEOUT_SECONDS", 0.3)
+    monkeypatch.setattr("signaling.gateway.cluster.get_channel_layer", lambda: layer)
     gateway = ClusterGateway()
-    gateway.registry = registry
+    gateway.directory = registry
     stuck = WorkerInfo(
         id=f"w{uuid.uuid4().hex[:8]}", channel=await layer.new_channel(), host="127.0.0.1", pid=1
     )
     await registry.heartbeat(stuck)
-    stream = Stream(pk=10_000 + uuid.uuid4().int % 10_000, state=Stream.State.LIVE)
-    assert await registry.set_origin(str(stream.pk), stuck.id, replacing=None) == stuck.id
+    stream_id = str(10_000 + uuid.uuid4().int % 10_000)
+    assert await registry.set_origin(stream_id, stuck.id, replacing=None) == stuck.id
 
-    assert await gateway.publisher_status(stream=stream) == "reconnecting"
-    assert await gateway.publisher_status(stream=Stream(pk=stream.pk)) is None  # not live
+    assert await publisher_status(gateway, stream_id=stream_id, live=True) == "reconnecting"
+    assert await publisher_status(gateway, stream_id=stream_id, live=False) is None

@@ -15,8 +15,8 @@ from rest_framework.authtoken.models import Token
 
 from broadcast.models import Stream
 from broadcast.services import IssuedKey, stream_end, stream_go_live, stream_update
+from signaling.gateway import gateway
 from signaling.http_session_store import session_store
-from signaling.sfu_gateway import gateway
 from testpeers import TestPublisher, TestViewer, wait_until, wait_until_awaited
 from tests.signaling.http_clients import SDP, SDPFRAG, WhepClient, ice_credentials
 from tests.signaling.test_consumers import Socket, go_live, watch
@@ -179,7 +179,9 @@ async def test_whep_trickle_and_ice_restart(
 async def _publish(stream: Stream, cleanup: list[WhepClient | TestPublisher | Socket]) -> None:
     publisher = TestPublisher()
     cleanup.append(publisher)
-    result = await gateway.publish(stream=stream, offer_sdp=await publisher.create_offer())
+    result = await gateway.publish(
+        stream_id=str(stream.pk), offer_sdp=await publisher.create_offer()
+    )
     await publisher.accept_answer(result.answer_sdp)
     await database_sync_to_async(stream_go_live)(stream=stream)
 
@@ -206,7 +208,7 @@ async def test_ending_the_broadcast_from_a_sync_thread_uncounts_a_whep_viewer_wi
     assert await wait_until_awaited(lambda: counted((1, 1)))
 
     await database_sync_to_async(stream_end)(stream=stream, reason=Stream.EndReason.STUDIO)
-    assert await wait_until(lambda: gateway.router(stream) is None)
+    assert await wait_until(lambda: gateway.router(str(stream.pk)) is None)
     await gateway.close_all()  # waits for the tasks the router's closing set off
 
     whep_open = await database_sync_to_async(

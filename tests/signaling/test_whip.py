@@ -19,8 +19,8 @@ from broadcast.models import Stream
 from broadcast.services import IssuedKey, stream_create, stream_end, stream_go_live
 from sfu import PublisherClosed
 from signaling import http_sessions
+from signaling.gateway import gateway
 from signaling.http_session_store import HttpSession, SessionKind, session_store
-from signaling.sfu_gateway import gateway
 from testpeers import TestPublisher, TestViewer, wait_until, wait_until_awaited
 from tests.signaling.http_clients import (
     SDP,
@@ -79,7 +79,9 @@ async def whip(
 async def view_in_sfu(stream: Stream) -> TestViewer:
     """A viewer attached to the stream's router directly, to see what the SFU forwards."""
     viewer = TestViewer()
-    result = await gateway.subscribe(stream=stream, offer_sdp=await viewer.create_offer())
+    result = await gateway.subscribe(
+        stream_id=str(stream.pk), offer_sdp=await viewer.create_offer()
+    )
     await viewer.accept_answer(result.sdp)
     return viewer
 
@@ -116,7 +118,7 @@ async def test_publish_goes_live_reaches_viewers_and_delete_ends(
         response = await client.delete()
         assert response.status_code == 200
         assert (await refreshed(stream)).state == Stream.State.ENDED
-        assert gateway.router(stream) is None
+        assert gateway.router(str(stream.pk)) is None
         assert (await client.delete()).status_code == 404  # gone with the broadcast
     finally:
         await viewer.close()
@@ -177,7 +179,7 @@ async def test_a_key_publishes_only_to_its_own_stream(
     client = await whip(http, peers, stream, other_key.secret)
     response = await client.publish()
     assert response.status_code == 401
-    assert gateway.router(stream) is None
+    assert gateway.router(str(stream.pk)) is None
 
 
 async def test_404_unknown_stream(http: AsyncClient) -> None:
@@ -261,7 +263,7 @@ async def test_a_new_publish_takes_over_and_the_replaced_session_leaves_the_broa
         response = await first.delete()
         assert response.status_code == 200  # ended with the takeover, kept a while
         assert (await refreshed(stream)).state == Stream.State.LIVE
-        assert gateway.router(stream) is not None
+        assert gateway.router(str(stream.pk)) is not None
         assert (await second.delete()).status_code == 200
         assert (await refreshed(stream)).state == Stream.State.ENDED
         assert stream.end_reason == Stream.EndReason.PUBLISHER
@@ -302,7 +304,9 @@ async def test_a_publish_replaced_before_its_session_is_registered_ends_at_once(
     register = http_sessions._register
 
     async def studio_first(*args: Any, **kwargs: Any) -> HttpSession:
-        result = await gateway.publish(stream=stream, offer_sdp=await studio.create_offer())
+        result = await gateway.publish(
+            stream_id=str(stream.pk), offer_sdp=await studio.create_offer()
+        )
         await studio.accept_answer(result.answer_sdp)
         return await register(*args, **kwargs)
 
@@ -316,7 +320,7 @@ async def test_a_publish_replaced_before_its_session_is_registered_ends_at_once(
         assert record is not None
         assert await session_store.get_peer(kind=SessionKind.WHIP, sfu_id=record.sfu_id) is None
         assert (await client.delete()).status_code == 200
-        assert gateway.router(stream) is not None  # the studio's broadcast goes on
+        assert gateway.router(str(stream.pk)) is not None  # the studio's broadcast goes on
     finally:
         await studio.close()
 
@@ -340,7 +344,7 @@ async def test_a_takeover_that_never_connects_leaves_the_live_publisher_alone(
     try:
         assert await viewer.wait_for_frames(video=5, within=20)
         closed: list[PublisherClosed] = []
-        router = gateway.router(stream)
+        router = gateway.router(str(stream.pk))
         assert router is not None
         router.events.on(PublisherClosed, closed.append)
 
@@ -349,7 +353,7 @@ async def test_a_takeover_that_never_connects_leaves_the_live_publisher_alone(
             # the answer is never applied: no ICE from this client
             assert (await stuck.post(await stuck.publisher.create_offer())).status_code == 201
             (stuck_id,) = await _whip_sfu_ids([stuck])
-            assert gateway.publisher_session(stream, stuck_id) is not None  # pending
+            assert gateway.publisher_session(str(stream.pk), stuck_id) is not None  # pending
             seen = viewer.video.frames
             assert await viewer.wait_for_frames(video=seen + 15, within=2)
             assert _sfu_id(stream) == live_id
@@ -357,7 +361,9 @@ async def test_a_takeover_that_never_connects_leaves_the_live_publisher_alone(
                 assert (await stuck.delete()).status_code == 200
             else:
                 assert await wait_until(
-                    lambda stuck_id=stuck_id: gateway.publisher_session(stream, stuck_id) is None,
+                    lambda stuck_id=stuck_id: (
+                        gateway.publisher_session(str(stream.pk), stuck_id) is None
+                    ),
                     5,
                 )
                 assert (await stuck.delete()).status_code == 200  # ended, kept a while
@@ -384,7 +390,7 @@ async def _whip_sfu_ids(clients: list[WhipClient]) -> list[str]:
 
 
 def _sfu_id(stream: Stream) -> str:
-    router = gateway.router(stream)
+    router = gateway.router(str(stream.pk))
     assert router is not None
     assert router.publisher is not None
     return router.publisher.id
@@ -422,7 +428,7 @@ async def test_trickle_adds_candidates_and_if_match_must_be_current(
 
     response = await client.trickle(candidates)
     assert response.status_code == 204
-    peer = gateway.publisher_session(stream, _sfu_id(stream))
+    peer = gateway.publisher_session(str(stream.pk), _sfu_id(stream))
     assert peer is not None
     transport = peer.peer_connection.getTransceivers()[0].receiver.transport.transport
     trickled = {(c.ip, c.port) for c in transport.getRemoteCandidates()}
@@ -534,7 +540,7 @@ async def test_session_urls_do_not_cross_streams_or_protocols(
     guessed = "A" * 43
     assert (await http.delete(f"/whip/{stream.slug}/{guessed}")).status_code == 404
     assert (await refreshed(stream)).state == Stream.State.LIVE
-    assert await gateway.publisher_active(stream=stream)
+    assert await gateway.publisher_active(stream_id=str(stream.pk))
 
 
 async def test_options_and_cors(http: AsyncClient, stream_parts: tuple[Stream, IssuedKey]) -> None:
@@ -574,7 +580,7 @@ async def test_link_headers_carry_stun_and_turn(
     stream_parts: tuple[Stream, IssuedKey],
 ) -> None:
     stream, key = stream_parts
-    gateway.router(stream)  # the SFU's routers start before the override: no STUN for it
+    gateway.router(str(stream.pk))  # the SFU's routers start before the override: no STUN for it
     ice = {
         "STUN_URLS": ["stun:turn.example.org:3478"],
         "TURN_URLS": ["turn:turn.example.org:3478?transport=udp"],
@@ -607,11 +613,13 @@ async def test_a_studio_publish_replaces_a_whip_publisher(
     assert (await client.publish()).status_code == 201
     studio = WhipClient(http, stream.slug, None)
     peers.append(studio)
-    result = await gateway.publish(stream=stream, offer_sdp=await studio.publisher.create_offer())
+    result = await gateway.publish(
+        stream_id=str(stream.pk), offer_sdp=await studio.publisher.create_offer()
+    )
     await studio.publisher.accept_answer(result.answer_sdp)
     assert (await client.delete()).status_code == 200
     assert (await refreshed(stream)).state == Stream.State.LIVE
-    assert gateway.publisher_session(stream, result.session_id) is not None
+    assert gateway.publisher_session(str(stream.pk), result.session_id) is not None
     assert (await client.delete()).status_code == 404
 
 
@@ -642,7 +650,7 @@ async def test_a_publisher_gone_before_its_delete_gets_200_and_ends_no_later_bro
     assert (await second.publish()).status_code == 201
     assert (await first.delete()).status_code == 200
     assert (await refreshed(stream)).state == Stream.State.LIVE
-    assert gateway.router(stream) is not None
+    assert gateway.router(str(stream.pk)) is not None
     assert (await first.delete()).status_code == 404
     assert (await second.delete()).status_code == 200
     assert (await refreshed(stream)).state == Stream.State.ENDED

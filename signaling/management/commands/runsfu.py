@@ -18,10 +18,10 @@ from typing import Any
 from django.conf import settings
 from django.core.management.base import BaseCommand, CommandError, CommandParser
 
-from sfu.heap import freeze_startup_objects
-from signaling.sfu_cluster import cluster_mode
-from signaling.sfu_registry import WorkerInfo
-from signaling.sfu_worker import SfuWorker
+from onair.conf import cluster_mode
+from signaling.gateway import freeze_startup_objects
+from signaling.gateway.directory import WorkerInfo
+from signaling.gateway.worker import SfuWorker
 
 _RESTART_DELAY_SECONDS = 1.0
 _DRAIN_SECONDS = 1.0

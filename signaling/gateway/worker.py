@@ -1,10 +1,11 @@
 """One SFU worker process of cluster mode (``manage.py runsfu``).
 
-It listens on a channel of the Redis channel layer for the requests of
-``signaling.sfu_cluster`` and serves them with the in-process gateway's code on its own
-event loop, so SFU events reach Django as in embedded mode: channel-layer groups for the
-pages, ``broadcast.services`` for the database. Every ``HEARTBEAT_SECONDS`` it writes its
-record and load to the registry (``signaling.sfu_registry``) and looks for workers whose
+It listens on a channel of the Redis channel layer for the requests of the cluster
+gateway (``signaling.gateway.cluster``) and serves each with its own embedded gateway, by
+the verb's name (``contract.VERBS``), on its own event loop, so SFU events set off the same
+reactions as in embedded mode (``signaling.gateway.reactions``). Every
+``HEARTBEAT_SECONDS`` it writes its record and load to the worker directory
+(``signaling.gateway.directory``) and looks for workers whose
 record expired: it closes its own pipes and edges that depended on them, and one worker
 announces each death to the affected streams' groups (``sfu.worker_gone``), whose watch
 pages then get a fresh offer on a live worker (and stay counted once: their WebSocket is
@@ -15,22 +16,19 @@ viewers.
 from __future__ import annotations
 
 import asyncio
-import dataclasses
-import functools
 import logging
 import os
 import secrets
 import time
-from collections.abc import Awaitable, Callable, Coroutine
+from collections.abc import Awaitable, Callable
 from typing import Any
 
 from channels.db import database_sync_to_async
 from channels.layers import BaseChannelLayer, get_channel_layer
+from django.conf import settings
 
-from broadcast.models import Stream
 from broadcast.selectors import stream_ids_live
 from onair.exceptions import ApplicationError
-from sfu import IceCandidate
 from sfu.pipe import (
     EdgePipe,
     EdgeRouter,
@@ -39,33 +37,23 @@ from sfu.pipe import (
     decode_tracks,
     encode_tracks,
 )
-from signaling.http_session_store import SessionKind, peer_key
-from signaling.http_sessions import http_sessions_end_for_worker, on_sfu_event
-from signaling.sfu_cluster import (
-    SfuUnavailableError,
-    call,
-    encode_error,
-    max_viewers_per_worker,
-    session_id,
-    tell,
-)
-from signaling.sfu_gateway import (
+from signaling.gateway import reactions
+from signaling.gateway.cluster import call, encode_error, tell
+from signaling.gateway.contract import (
+    VERBS,
     ConnectNotice,
-    IceCredentials,
-    SfuGateway,
-    end_abandoned_broadcast,
-    stream_group,
+    SfuUnavailableError,
+    ViewResult,
+    session_id,
 )
-from signaling.sfu_registry import (
-    HEARTBEAT_SECONDS,
-    SESSION_TTL_SECONDS,
-    SfuRegistry,
-    WorkerInfo,
-)
+from signaling.gateway.directory import HEARTBEAT_SECONDS, WorkerDirectory, WorkerInfo
+from signaling.gateway.embedded import EmbeddedGateway
+from signaling.gateway.tasks import TaskSet
+from signaling.http_session_store import SESSION_TTL_SECONDS, SessionKind, session_store
 
 logger = logging.getLogger(__name__)
 
-Handler = Callable[..., Awaitable[dict[str, Any]]]
+Handler = Callable[..., Awaitable[Any]]
 
 EDGE_IDLE_SECONDS = 10.0
 STOP_CLOSE_SECONDS = 2.0  # for the work a stopping worker's routers set off
@@ -73,9 +61,8 @@ SLOW_REQUEST_SECONDS = 2.0
 SESSION_REFRESH_SECONDS = SESSION_TTL_SECONDS / 3
 
 
-def _stream(stream_id: str) -> Stream:
-    """The gateway's calls only need a stream's primary key."""
-    return Stream(pk=int(stream_id))
+def max_viewers_per_worker() -> int:
+    return int(getattr(settings, "ONAIR", {}).get("SFU_MAX_VIEWERS_PER_WORKER", 300))
 
 
 class SfuWorker:
@@ -86,36 +73,26 @@ class SfuWorker:
         self.host = host
         self.channel = ""
         self.max_viewers = max_viewers if max_viewers is not None else max_viewers_per_worker()
-        self.local = SfuGateway()
-        # WHIP/WHEP sessions of this worker's peers end with them, as in embedded mode.
-        self.local.add_listener(functools.partial(on_sfu_event, worker_id=self.id))
-        self.registry = SfuRegistry.from_settings()
+        # Its events set off the same reactions as in embedded mode, for its sessions' ids.
+        self.local = EmbeddedGateway(worker_id=self.id)
+        self.directory = WorkerDirectory.from_settings()
         self._layer: BaseChannelLayer | None = None
         self._pending_viewers = 0
         self._pipes_out: dict[tuple[str, str], OriginPipe] = {}
         self._edge_origins: dict[str, str] = {}
         self._edge_locks: dict[str, asyncio.Lock] = {}
         self._edge_idle_since: dict[str, float] = {}
-        self._tasks: set[asyncio.Task[Any]] = set()
+        self._tasks = TaskSet()
         self._serving: asyncio.Task[Any] | None = None
         self._beating: asyncio.Task[None] | None = None
         self._closed = False
         self._load_sample = (time.monotonic(), time.process_time(), 0)
         self._sessions_refreshed = 0.0
-        self._handlers: dict[str, Handler] = {
+        # The contract's calls go to the embedded gateway, by name (``contract.VERBS``),
+        # except those that placement or the pipes need a word in; then the pipes' own.
+        self._own: dict[str, Handler] = {
             "publish": self._publish,
-            "publisher_active": self._publisher_active,
-            "publisher_connection_state": self._publisher_connection_state,
-            "publisher_gone": self._publisher_gone,
-            "publisher_withdraw": self._publisher_withdraw,
-            "publisher_candidate": self._publisher_candidate,
-            "publisher_restart_ice": self._publisher_restart_ice,
             "subscribe": self._subscribe,
-            "viewer_answer": self._viewer_answer,
-            "viewer_connection_state": self._viewer_connection_state,
-            "viewer_candidate": self._viewer_candidate,
-            "viewer_restart_ice": self._viewer_restart_ice,
-            "viewer_close": self._viewer_close,
             "close_router": self._close_router,
             "pipe_open": self._pipe_open,
             "pipe_close": self._pipe_close,
@@ -134,19 +111,19 @@ class SfuWorker:
             raise SfuUnavailableError("Cluster mode needs the Redis channel layer.")
         self._layer = layer
         self.channel = await layer.new_channel()
-        await self.registry.heartbeat(self.info())
+        await self.directory.heartbeat(self.info())
         if ready is not None:
             ready(self.info())
         self._serving = asyncio.current_task()
         self._beating = asyncio.ensure_future(self._heartbeat())
-        self._spawn(self._reconcile())
+        self._tasks.spawn(self._reconcile())
         try:
             while True:
                 message = await layer.receive(self.channel)
-                self._spawn(self._serve(message))
+                self._tasks.spawn(self._serve(message))
         finally:
             await self._close()
-            await self.registry.close()
+            await self.directory.close()
 
     async def stop(self) -> None:
         """Stop serving (SIGTERM, SIGINT): leave the registry at once (the other workers
@@ -163,26 +140,20 @@ class SfuWorker:
         self._closed = True
         if self._beating is not None:
             self._beating.cancel()  # before leaving the registry: a beat would rejoin it
-        await self.registry.deregister(self.id)
+        await self.directory.deregister(self.id)
         await self.local.stopping()
         for pipe in self._pipes_out.values():
             pipe.close()
         self._pipes_out.clear()
         await self.local.close_all(wait_seconds=STOP_CLOSE_SECONDS)
-        await self._cancel_tasks()
+        await self._tasks.cancel()
 
     async def _reconcile(self) -> None:
         """A worker starting: a broadcast live in the database that no worker publishes
         (a worker died and Redis forgot it, or the whole cluster restarted) gets the grace
         period, then ends unless its publisher came back somewhere."""
         for stream_id in await database_sync_to_async(stream_ids_live)():
-            self._spawn(self._end_unless_republished(str(stream_id)))
-
-    async def _cancel_tasks(self) -> None:
-        tasks = [task for task in self._tasks if not task.done()]
-        for task in tasks:
-            task.cancel()
-        await asyncio.gather(*tasks, return_exceptions=True)
+            self._tasks.spawn(self._end_unless_republished(str(stream_id)))
 
     # --- load and liveness ---------------------------------------------------------------
 
@@ -236,9 +207,9 @@ class SfuWorker:
         while True:
             await asyncio.sleep(HEARTBEAT_SECONDS)
             try:
-                if await self.registry.heartbeat(self.info()):
+                if await self.directory.heartbeat(self.info()):
                     await self._start_over()
-                for worker_id in await self.registry.gone_workers():
+                for worker_id in await self.directory.gone_workers():
                     await self._peer_gone(worker_id)
                 await self._close_idle_edges()
                 await self._refresh_sessions()
@@ -251,16 +222,15 @@ class SfuWorker:
         if now - self._sessions_refreshed < SESSION_REFRESH_SECONDS:
             return
         self._sessions_refreshed = now
-        peers: list[str] = []
+        peers: list[tuple[SessionKind, str]] = []
         for router in self.local.routers().routers:
             for publisher in (router.publisher, router.pending_publisher):
                 if publisher is not None:
-                    peers.append(peer_key(SessionKind.WHIP, session_id(self.id, publisher.id)))
+                    peers.append((SessionKind.WHIP, session_id(self.id, publisher.id)))
             peers.extend(
-                peer_key(SessionKind.WHEP, session_id(self.id, viewer.id))
-                for viewer in router.viewers
+                (SessionKind.WHEP, session_id(self.id, viewer.id)) for viewer in router.viewers
             )
-        await self.registry.sessions_refresh(peers)
+        await session_store.refresh(peers)
 
     async def _start_over(self) -> None:
         """Declared dead after a stall: its viewers and publishers were given sessions
@@ -282,34 +252,29 @@ class SfuWorker:
         for stream_id, origin_id in list(self._edge_origins.items()):
             if origin_id == worker_id:
                 await self._close_router(stream_id=stream_id)
-        if not await self.registry.claim_gone(worker_id):
+        if not await self.directory.claim_gone(worker_id):
             return
-        streams = await self.registry.forget(worker_id)
+        streams = await self.directory.forget(worker_id)
         logger.warning(
             "sfu worker %s gone (streams %s); announced by %s", worker_id, streams, self.id
         )
         for stream_id in streams:
-            origin_lost = await self.registry.origin(stream_id) == worker_id
-            group = stream_group(stream_id)
+            origin_lost = await self.directory.origin(stream_id) == worker_id
             if origin_lost:
-                await self.registry.clear_origin(stream_id, worker_id=worker_id)
-                await self.layer.group_send(
-                    group, {"type": "publisher.status", "status": "reconnecting"}
-                )
-                self._spawn(self._end_unless_republished(stream_id))
-            await self.layer.group_send(
-                group, {"type": "sfu.worker_gone", "worker": worker_id, "origin": origin_lost}
-            )
+                await self.directory.clear_origin(stream_id, worker_id=worker_id)
+                await reactions.origin_lost(stream_id)
+                self._tasks.spawn(self._end_unless_republished(stream_id))
+            await reactions.worker_gone(stream_id, worker_id=worker_id, origin=origin_lost)
         # Its WHIP/WHEP peers are gone with it: its WHEP viewers are uncounted now (its
         # watch pages stay counted: they move), and the sessions kept as ended.
-        await http_sessions_end_for_worker(worker_id=worker_id)
+        await reactions.sessions_end_for_worker(worker_id=worker_id)
 
     async def _end_unless_republished(self, stream_id: str) -> None:
         """The grace period the dead origin was keeping for its publisher, kept here: a
         broadcast whose publisher is back nowhere by then is over."""
         await asyncio.sleep(self.local.routers().options.publisher_grace_seconds)
-        if not any(stream_id in w.publishing for w in await self.registry.workers()):
-            await end_abandoned_broadcast(stream_id)
+        if not any(stream_id in w.publishing for w in await self.directory.workers()):
+            await reactions.end_abandoned_broadcast(stream_id)
 
     async def _close_idle_edges(self) -> None:
         """An edge router without viewers for EDGE_IDLE_SECONDS stops its pipe."""
@@ -323,7 +288,7 @@ class SfuWorker:
             since = self._edge_idle_since.setdefault(router.id, now)
             if now - since < EDGE_IDLE_SECONDS:
                 continue
-            origin = await self.registry.worker(self._edge_origins.get(router.id, ""))
+            origin = await self.directory.worker(self._edge_origins.get(router.id, ""))
             await self._close_router(stream_id=router.id)
             if origin is not None:
                 await tell(
@@ -333,70 +298,41 @@ class SfuWorker:
     # --- requests --------------------------------------------------------------------------
 
     async def _serve(self, message: dict[str, Any]) -> None:
-        handler = self._handlers.get(message.get("method", ""))
+        method = str(message.get("method", ""))
         reply_to = message.get("reply_to")
         response: dict[str, Any]
         started = time.monotonic()
         try:
-            if handler is None:
-                raise SfuUnavailableError(f"unknown request {message.get('method')!r}")
-            response = {"result": await handler(**message.get("params", {}))}
+            response = {"result": await self._dispatch(method, message.get("params", {}))}
         except ApplicationError as exc:
             response = {"error": encode_error(exc)}
         except Exception:
-            logger.exception("sfu worker request failed", extra={"method": message.get("method")})
+            logger.exception("sfu worker request failed", extra={"method": method})
             response = {"error": encode_error(SfuUnavailableError("The media server failed."))}
         elapsed = time.monotonic() - started
         if elapsed > SLOW_REQUEST_SECONDS:
-            logger.warning("slow sfu request %s: %.2f s", message.get("method"), elapsed)
+            logger.warning("slow sfu request %s: %.2f s", method, elapsed)
         if reply_to:
             await self.layer.send(reply_to, response)
 
-    async def _publish(
-        self, *, stream_id: str, offer_sdp: str, client: str | None = None
-    ) -> dict[str, Any]:
+    async def _dispatch(self, method: str, params: dict[str, Any]) -> Any:
+        """Run a request: the worker's own handler, else the embedded gateway's method of
+        that name in the contract; the answer as it travels."""
+        verb = VERBS.get(method)
+        if verb is not None:
+            params = verb.decode_params(params)
+        own = self._own.get(method)
+        if own is not None:
+            result = await own(**params)
+        elif verb is not None:
+            result = await getattr(self.local, method)(**params)
+        else:
+            raise SfuUnavailableError(f"unknown request {method!r}")
+        return verb.encode(result) if verb is not None else result
+
+    async def _publish(self, *, stream_id: str, offer_sdp: str, client: str | None = None) -> Any:
         await self._become_origin(stream_id)
-        result = await self.local.publish(
-            stream=_stream(stream_id), offer_sdp=offer_sdp, client=client
-        )
-        return {"session_id": result.session_id, "answer_sdp": result.answer_sdp}
-
-    async def _publisher_candidate(
-        self, *, stream_id: str, session_id: str, candidate: dict[str, Any]
-    ) -> dict[str, Any]:
-        await self.local.publisher_candidate(
-            stream=_stream(stream_id), session_id=session_id, candidate=IceCandidate(**candidate)
-        )
-        return {}
-
-    async def _publisher_active(self, *, stream_id: str) -> dict[str, Any]:
-        return {"active": await self.local.publisher_active(stream=_stream(stream_id))}
-
-    async def _publisher_gone(self, *, stream_id: str, session_id: str) -> dict[str, Any]:
-        await self.local.publisher_gone(stream=_stream(stream_id), session_id=session_id)
-        return {}
-
-    async def _publisher_withdraw(self, *, stream_id: str, session_id: str) -> dict[str, Any]:
-        withdrawn = await self.local.publisher_withdraw(
-            stream=_stream(stream_id), session_id=session_id
-        )
-        return {"withdrawn": withdrawn}
-
-    async def _publisher_connection_state(
-        self, *, stream_id: str, session_id: str
-    ) -> dict[str, Any]:
-        state = await self.local.publisher_connection_state(
-            stream=_stream(stream_id), session_id=session_id
-        )
-        return {"state": state}
-
-    async def _publisher_restart_ice(
-        self, *, stream_id: str, session_id: str, remote: dict[str, str]
-    ) -> dict[str, Any]:
-        local = await self.local.publisher_restart_ice(
-            stream=_stream(stream_id), session_id=session_id, remote=IceCredentials(**remote)
-        )
-        return dataclasses.asdict(local)
+        return await self.local.publish(stream_id=stream_id, offer_sdp=offer_sdp, client=client)
 
     async def _subscribe(
         self,
@@ -405,69 +341,31 @@ class SfuWorker:
         offer_sdp: str | None,
         origin: str,
         capped: bool,
-        notice: dict[str, str] | None = None,
+        notice: ConnectNotice | None = None,
         client: str | None = None,
-    ) -> dict[str, Any]:
+    ) -> ViewResult | None:
+        """A viewer, unless ``capped`` and this worker is full (``None``)."""
         if capped and self.viewer_count() + self._pending_viewers >= self.max_viewers:
-            return {"full": True}
+            return None
         self._pending_viewers += 1
         try:
             if origin == self.id:
                 await self._become_origin(stream_id)
             else:
                 await self._become_edge(stream_id, origin)
-            result = await self.local.subscribe(
-                stream=_stream(stream_id),
-                offer_sdp=offer_sdp,
-                notice=ConnectNotice(**notice) if notice is not None else None,
-                client=client,
+            return await self.local.subscribe(
+                stream_id=stream_id, offer_sdp=offer_sdp, notice=notice, client=client
             )
         finally:
             self._pending_viewers -= 1
-        return {"viewer_id": result.viewer_id, "sdp": result.sdp}
 
-    async def _viewer_answer(
-        self, *, stream_id: str, viewer_id: str, answer_sdp: str
-    ) -> dict[str, Any]:
-        await self.local.viewer_answer(
-            stream=_stream(stream_id), viewer_id=viewer_id, answer_sdp=answer_sdp
-        )
-        return {}
-
-    async def _viewer_candidate(
-        self, *, stream_id: str, viewer_id: str, candidate: dict[str, Any]
-    ) -> dict[str, Any]:
-        await self.local.viewer_candidate(
-            stream=_stream(stream_id), viewer_id=viewer_id, candidate=IceCandidate(**candidate)
-        )
-        return {}
-
-    async def _viewer_connection_state(self, *, stream_id: str, viewer_id: str) -> dict[str, Any]:
-        state = await self.local.viewer_connection_state(
-            stream=_stream(stream_id), viewer_id=viewer_id
-        )
-        return {"state": state}
-
-    async def _viewer_restart_ice(
-        self, *, stream_id: str, viewer_id: str, remote: dict[str, str]
-    ) -> dict[str, Any]:
-        local = await self.local.viewer_restart_ice(
-            stream=_stream(stream_id), viewer_id=viewer_id, remote=IceCredentials(**remote)
-        )
-        return dataclasses.asdict(local)
-
-    async def _viewer_close(self, *, stream_id: str, viewer_id: str) -> dict[str, Any]:
-        await self.local.viewer_close(stream=_stream(stream_id), viewer_id=viewer_id)
-        return {}
-
-    async def _close_router(self, *, stream_id: str) -> dict[str, Any]:
+    async def _close_router(self, *, stream_id: str) -> None:
         self._edge_origins.pop(stream_id, None)
         self._edge_idle_since.pop(stream_id, None)
         for key in [k for k in self._pipes_out if k[0] == stream_id]:
             self._pipes_out.pop(key).close()
         await self.local.close_router(stream_id=stream_id)
-        await self.registry.remove_stream(self.id, stream_id)
-        return {}
+        await self.directory.remove_stream(self.id, stream_id)
 
     # --- origin and edges ------------------------------------------------------------------
 
@@ -476,7 +374,7 @@ class SfuWorker:
         origin gives way to a plain one."""
         if isinstance(self.local.routers().get(stream_id), EdgeRouter):
             await self._close_router(stream_id=stream_id)
-        await self.registry.add_stream(self.id, stream_id)
+        await self.directory.add_stream(self.id, stream_id)
 
     async def _become_edge(self, stream_id: str, origin_id: str) -> None:
         """Make sure this worker has an edge router for the stream, piped from the origin."""
@@ -487,14 +385,14 @@ class SfuWorker:
                 return
             if router is not None:
                 await self._close_router(stream_id=stream_id)
-            origin = await self.registry.worker(origin_id)
+            origin = await self.directory.worker(origin_id)
             if origin is None:
                 raise SfuUnavailableError("The broadcast's media server is gone; try again.")
             pipe = await EdgePipe.open(host=self.host)
             edge = EdgeRouter(self.local.routers().options, router_id=stream_id, pipe=pipe)
             self.local.routers().add(edge)
             self._edge_origins[stream_id] = origin_id
-            await self.registry.add_stream(self.id, stream_id)
+            await self.directory.add_stream(self.id, stream_id)
             try:
                 opened = await call(
                     self.layer,
@@ -524,7 +422,7 @@ class SfuWorker:
             previous.close()
 
         def on_tracks(tracks: tuple[PipeTrack, ...]) -> None:
-            self._spawn(
+            self._tasks.spawn(
                 tell(
                     self.layer,
                     edge_channel,
@@ -553,11 +451,6 @@ class SfuWorker:
         if isinstance(router, EdgeRouter):
             await router.set_tracks(decode_tracks(tracks))
         return {}
-
-    def _spawn(self, coroutine: Coroutine[Any, Any, Any]) -> None:
-        task = asyncio.ensure_future(coroutine)
-        self._tasks.add(task)
-        task.add_done_callback(self._tasks.discard)
 
 
 def _counters(pipe: EdgePipe) -> dict[str, int]:

@@ -1,4 +1,4 @@
-"""Cluster mode's shared state in Redis: which SFU workers are alive, their load, and
+"""Cluster mode's worker directory in Redis: which SFU workers are alive, their load, and
 where each broadcast's origin is.
 
 Keys (all under ``<prefix>:sfu:``, the channel layer's prefix, ``onair`` by default)::
@@ -9,54 +9,24 @@ Keys (all under ``<prefix>:sfu:``, the channel layer's prefix, ``onair`` by defa
     worker:<id>:streams     set     ids of the streams it has routers for (origin or edge)
     origin:<stream id>      string  the id of the worker holding the stream's publisher
     gone:<id>               string  claimed by the one worker that announces <id>'s death
-    http:<token>            string  a WHIP/WHEP session resource (JSON), expiring
-                                    SESSION_TTL_SECONDS after its worker last saw its peer
-    http-peer:<kind>:<sfu id>
-                            string  the token of the session of that SFU peer (same TTL)
-    http-ended:<token>      string  a session whose peer is gone (moved from http:<token>),
-                                    kept ENDED_SESSION_TTL_SECONDS so a late DELETE finds it
 
-Stream state and viewer counts are not here: they are in the database.
+WHIP/WHEP session resources are under the same prefix (``signaling.http_session_store``);
+stream state and viewer counts are not in Redis: they are in the database.
 """
 
 from __future__ import annotations
 
-import asyncio
 import json
-import weakref
 from dataclasses import asdict, dataclass, field
 from typing import Any
 
-from django.conf import settings
 from redis.asyncio import Redis
+
+from onair.redis import RedisPerLoop, channel_layer_redis
 
 HEARTBEAT_SECONDS = 0.5
 WORKER_TTL_SECONDS = 2.5
 _GONE_CLAIM_SECONDS = 60
-SESSION_TTL_SECONDS = 60
-ENDED_SESSION_TTL_SECONDS = 60
-_END_SESSION = """
-local token = redis.call('GETDEL', KEYS[1])
-if not token then
-    return false
-end
-local record = redis.call('GETDEL', ARGV[1] .. token)
-if not record then
-    return false
-end
-redis.call('SET', ARGV[2] .. token, record, 'EX', ARGV[3])
-return record
-"""
-_REFRESH_SESSIONS = """
-for _, peer in ipairs(KEYS) do
-    local token = redis.call('GET', peer)
-    if token then
-        redis.call('EXPIRE', peer, ARGV[1])
-        redis.call('EXPIRE', ARGV[2] .. token, ARGV[1])
-    end
-end
-return 0
-"""
 _COMPARE_AND_SET = """
 local current = redis.call('GET', KEYS[1])
 if current == false or current == ARGV[2] then
@@ -99,40 +69,25 @@ class WorkerInfo:
         return cls(**json.loads(raw))
 
 
-class SfuRegistry:
+class WorkerDirectory:
     """The keys above, for one Redis connection pool per event loop."""
 
     def __init__(self, url: str, *, prefix: str = "onair") -> None:
-        self._url = url
+        self._pool = RedisPerLoop(url)
         self._prefix = f"{prefix}:sfu:"
-        self._clients: weakref.WeakKeyDictionary[asyncio.AbstractEventLoop, Redis] = (
-            weakref.WeakKeyDictionary()
-        )
 
     @classmethod
-    def from_settings(cls) -> SfuRegistry:
+    def from_settings(cls) -> WorkerDirectory:
         """The Redis of the channel layer: one service for both."""
-        config = settings.CHANNEL_LAYERS["default"].get("CONFIG", {})
-        hosts = config.get("hosts", [])
-        if not hosts:
-            raise RuntimeError("cluster mode needs the Redis channel layer: set REDIS_URL")
-        host = hosts[0]
-        url = str(host["address"] if isinstance(host, dict) else host)
-        return cls(url, prefix=str(config.get("prefix", "onair")))
+        url, prefix = channel_layer_redis()
+        return cls(url, prefix=prefix)
 
     @property
     def _redis(self) -> Redis:
-        loop = asyncio.get_running_loop()
-        client = self._clients.get(loop)
-        if client is None:
-            client = Redis.from_url(self._url, decode_responses=True)
-            self._clients[loop] = client
-        return client
+        return self._pool.client
 
     async def close(self) -> None:
-        client = self._clients.pop(asyncio.get_running_loop(), None)
-        if client is not None:
-            await client.aclose()
+        await self._pool.close()
 
     # --- workers -----------------------------------------------------------------------
 
@@ -218,91 +173,3 @@ class SfuRegistry:
         key = f"{self._prefix}origin:{stream_id}"
         if worker_id is None or await self._redis.get(key) == worker_id:
             await self._redis.delete(key)
-
-    # --- WHIP/WHEP session resources -----------------------------------------------------
-
-    async def session_put(self, *, token: str, peer: str, record: str) -> None:
-        """Store a session's ``record`` under its token, and its token under ``peer``
-        (``<kind>:<sfu id>``)."""
-        async with self._redis.pipeline(transaction=True) as pipe:
-            pipe.set(f"{self._prefix}http:{token}", record, ex=SESSION_TTL_SECONDS)
-            pipe.set(f"{self._prefix}http-peer:{peer}", token, ex=SESSION_TTL_SECONDS)
-            await pipe.execute()
-
-    async def session_get(self, token: str) -> str | None:
-        record = await self._redis.get(f"{self._prefix}http:{token}")
-        return str(record) if record is not None else None
-
-    async def session_lookup(self, token: str) -> tuple[str, bool] | None:
-        """A session's record, live or ended, and whether it ended."""
-        live, ended = await self._redis.mget(
-            [f"{self._prefix}http:{token}", f"{self._prefix}http-ended:{token}"]
-        )
-        if live is not None:
-            return str(live), False
-        return (str(ended), True) if ended is not None else None
-
-    async def sessions(self) -> list[str]:
-        """Every session's record: a scan, for rare needs (a stream key revoked)."""
-        keys = [key async for key in self._redis.scan_iter(match=f"{self._prefix}http:*")]
-        records = await self._redis.mget(keys) if keys else []
-        return [str(record) for record in records if record is not None]
-
-    async def session_get_peer(self, peer: str) -> str | None:
-        token = await self._redis.get(f"{self._prefix}http-peer:{peer}")
-        return await self.session_get(str(token)) if token is not None else None
-
-    async def session_replace(self, *, token: str, record: str) -> bool:
-        """Save ``record`` only if the session is still there (atomic: ``SET XX``)."""
-        return bool(
-            await self._redis.set(f"{self._prefix}http:{token}", record, xx=True, keepttl=True)
-        )
-
-    async def session_pop(self, peer: str) -> str | None:
-        """Remove the session of ``peer``; its record, for exactly one caller."""
-        token = await self._redis.getdel(f"{self._prefix}http-peer:{peer}")
-        if token is None:
-            return None
-        record = await self._redis.getdel(f"{self._prefix}http:{token!s}")
-        return str(record) if record is not None else None
-
-    async def session_end(self, peer: str) -> str | None:
-        """Keep the session of ``peer``, whose peer is gone, as ended for
-        ENDED_SESSION_TTL_SECONDS; its record, for exactly one caller (atomic, as
-        ``session_pop``, with which it competes)."""
-        record = await self._redis.eval(
-            _END_SESSION,
-            1,
-            f"{self._prefix}http-peer:{peer}",
-            f"{self._prefix}http:",
-            f"{self._prefix}http-ended:",
-            ENDED_SESSION_TTL_SECONDS,
-        )
-        return str(record) if record is not None else None
-
-    async def session_discard_ended(self, token: str) -> bool:
-        """Forget an ended session; True for the one caller that did."""
-        return bool(await self._redis.delete(f"{self._prefix}http-ended:{token}"))
-
-    async def worker_sessions_end(self, worker_id: str) -> list[str]:
-        """End the sessions of a dead worker's peers (their ids carry its id, and worker ids
-        are plain ``w<hex>``); the records this caller ended. A scan, for a rare event."""
-        peers = [
-            str(key).removeprefix(f"{self._prefix}http-peer:")
-            async for key in self._redis.scan_iter(
-                match=f"{self._prefix}http-peer:*:{worker_id}.*", count=1000
-            )
-        ]
-        records = [await self.session_end(peer) for peer in peers]
-        return [record for record in records if record is not None]
-
-    async def sessions_refresh(self, peers: list[str]) -> None:
-        """Another SESSION_TTL_SECONDS for the sessions of these live peers."""
-        if peers:
-            await self._redis.eval(
-                _REFRESH_SESSIONS,
-                len(peers),
-                *[f"{self._prefix}http-peer:{peer}" for peer in peers],
-                SESSION_TTL_SECONDS,
-                f"{self._prefix}http:",
-            )

@@ -1,0 +1,61 @@
+"""The only part of the project that talks to the media engine (``sfu/``).
+
+Signaling (the WebSocket consumers, the WHIP/WHEP views, the REST API through
+``signaling.notify``) calls ``gateway``, the process's one implementation of
+``contract.Gateway``, with stream ids and plain values; nothing outside this package
+imports ``sfu`` (checked by import-linter, ``make imports``):
+
+- ``contract``: the calls (``Gateway``, ``VERBS``), their values, errors and events;
+- ``embedded``: the calls served by this process's routers (the default);
+- ``cluster``: the calls sent to ``manage.py runsfu`` workers (``ONAIR_SFU_MODE=cluster``);
+- ``worker``: a runsfu worker, serving them with an embedded gateway;
+- ``directory``: cluster mode's worker directory in Redis;
+- ``reactions``: what Django does about what the SFU reports (the one place for it).
+"""
+
+from __future__ import annotations
+
+from onair.conf import cluster_mode
+from sfu.heap import freeze_startup_objects
+from signaling.gateway.cluster import ClusterGateway
+from signaling.gateway.contract import (
+    ConnectNotice,
+    Gateway,
+    IceCandidate,
+    IceCredentials,
+    PublishResult,
+    SfuGatewayError,
+    SfuUnavailableError,
+    ViewResult,
+    connection_lost,
+    local_session_id,
+    publisher_status,
+    session_worker,
+)
+from signaling.gateway.embedded import EmbeddedGateway, offer_validate
+
+__all__ = [
+    "ConnectNotice",
+    "Gateway",
+    "IceCandidate",
+    "IceCredentials",
+    "PublishResult",
+    "SfuGatewayError",
+    "SfuUnavailableError",
+    "ViewResult",
+    "connection_lost",
+    "freeze_startup_objects",
+    "gateway",
+    "local_session_id",
+    "offer_validate",
+    "publisher_status",
+    "session_worker",
+]
+
+
+def _process_gateway() -> Gateway:
+    """In-process SFU by default; ``ONAIR_SFU_MODE=cluster``: the runsfu workers."""
+    return ClusterGateway() if cluster_mode() else EmbeddedGateway()
+
+
+gateway: Gateway = _process_gateway()
