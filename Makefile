@@ -5,7 +5,7 @@ BIN := $(VENV)/bin
 HOST ?= 127.0.0.1
 PORT ?= 8000
 
-.PHONY: run run-cluster test lint format typecheck pytest pytest-postgres browser bench clean native nat-table nat-deps
+.PHONY: run run-cluster test lint imports format typecheck pytest pytest-postgres browser bench clean native nat-table nat-deps
 
 $(BIN)/python:
 	$(PYTHON) -m venv $(VENV)
@@ -69,6 +69,11 @@ lint: $(VENV)/.dev
 typecheck: $(VENV)/.dev
 	$(BIN)/mypy
 
+## imports: the SFU boundary (pyproject.toml, [tool.importlinter]): sfu/ imports no Django and
+## nothing of the project; outside signaling.gateway, nothing imports sfu (tests and bench may)
+imports: $(VENV)/.dev
+	$(BIN)/lint-imports
+
 format: $(VENV)/.dev
 	$(BIN)/ruff format .
 	$(BIN)/ruff check --fix .
@@ -85,7 +90,7 @@ pytest-postgres: $(VENV)/.dev
 	DATABASE_URL=$(TEST_DATABASE_URL) $(BIN)/python -m pytest -p no:cacheprovider tests/broadcast tests/viewers
 
 ## test: everything CI runs
-test: lint typecheck pytest
+test: lint typecheck imports pytest
 
 $(VENV)/.bench: requirements.txt requirements-dev.txt requirements-bench.txt | $(BIN)/python
 	$(BIN)/pip install --quiet -r requirements-bench.txt
