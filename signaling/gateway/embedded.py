@@ -132,6 +132,10 @@ class EmbeddedGateway:
             publisher_media_timeout_seconds=conf.publisher_media_timeout_seconds,
         )
 
+    def publisher_grace_seconds(self) -> float:
+        """How long a lost publisher's broadcast waits for it (``PUBLISHER_GRACE_SECONDS``)."""
+        return self.routers().options.publisher_grace_seconds
+
     def router(self, stream_id: str) -> Router | None:
         """The stream's router here, if any."""
         return self.routers().get(stream_id)
@@ -177,7 +181,7 @@ class EmbeddedGateway:
         task.add_done_callback(self._expected.discard)
 
     async def _end_unless_republished(self, stream_id: str) -> None:
-        await asyncio.sleep(self.routers().options.publisher_grace_seconds)
+        await asyncio.sleep(self.publisher_grace_seconds())
         router = self.routers().get(stream_id)
         if router is None or router.publisher is None:
             await self._react_now(BroadcastAbandoned(stream_id))

@@ -3,14 +3,16 @@
 It listens on a channel of the Redis channel layer for the requests of the cluster
 gateway (``signaling.gateway.cluster``) and serves each with its own embedded gateway, by
 the verb's name (``contract.VERBS``), on its own event loop, so SFU events set off the same
-reactions as in embedded mode (``signaling.gateway.reactions``). Every
-``HEARTBEAT_SECONDS`` it writes its record and load to the worker directory
-(``signaling.gateway.directory``) and looks for workers whose
-record expired: it closes its own pipes and edges that depended on them, and one worker
-announces each death to the affected streams' groups (``sfu.worker_gone``), whose watch
-pages then get a fresh offer on a live worker (and stay counted once: their WebSocket is
-what counts them), and ends the dead worker's WHIP/WHEP sessions, uncounting its WHEP
-viewers.
+reactions as in embedded mode (``signaling.gateway.reactions``). Its edges and pipes are
+the SFU's (``sfu.cluster.ClusterNode``): the worker decides where sessions go and carries
+the pipes' addresses and tracks between workers.
+
+Every ``HEARTBEAT_SECONDS`` it writes its record and load to the worker directory
+(``signaling.gateway.directory``) and looks for workers whose record expired: it closes
+its own pipes and edges that depended on them, and one worker announces each death to the
+affected streams' groups (``sfu.worker_gone``), whose watch pages then get a fresh offer on
+a live worker (and stay counted once: their WebSocket is what counts them), and ends the
+dead worker's WHIP/WHEP sessions, uncounting its WHEP viewers.
 """
 
 from __future__ import annotations
@@ -29,14 +31,7 @@ from django.conf import settings
 
 from broadcast.selectors import stream_ids_live
 from onair.exceptions import ApplicationError
-from sfu.pipe import (
-    EdgePipe,
-    EdgeRouter,
-    OriginPipe,
-    PipeTrack,
-    decode_tracks,
-    encode_tracks,
-)
+from sfu.cluster import ClusterNode, EncodedTracks
 from signaling.gateway import reactions
 from signaling.gateway.cluster import call, encode_error, tell
 from signaling.gateway.contract import (
@@ -78,10 +73,8 @@ class SfuWorker:
         self.directory = WorkerDirectory.from_settings()
         self._layer: BaseChannelLayer | None = None
         self._pending_viewers = 0
-        self._pipes_out: dict[tuple[str, str], OriginPipe] = {}
-        self._edge_origins: dict[str, str] = {}
+        self._node: ClusterNode | None = None
         self._edge_locks: dict[str, asyncio.Lock] = {}
-        self._edge_idle_since: dict[str, float] = {}
         self._tasks = TaskSet()
         self._serving: asyncio.Task[Any] | None = None
         self._beating: asyncio.Task[None] | None = None
@@ -103,6 +96,13 @@ class SfuWorker:
     def layer(self) -> BaseChannelLayer:
         assert self._layer is not None
         return self._layer
+
+    @property
+    def node(self) -> ClusterNode:
+        """The worker's routers as a cluster node (its pipes, edges and load)."""
+        if self._node is None:
+            self._node = ClusterNode(self.local.routers(), host=self.host)
+        return self._node
 
     async def run(self, ready: Callable[[WorkerInfo], None] | None = None) -> None:
         """Serve until ``stop()`` (or cancelled)."""
@@ -142,9 +142,7 @@ class SfuWorker:
             self._beating.cancel()  # before leaving the registry: a beat would rejoin it
         await self.directory.deregister(self.id)
         await self.local.stopping()
-        for pipe in self._pipes_out.values():
-            pipe.close()
-        self._pipes_out.clear()
+        self.node.close_pipes()
         await self.local.close_all(wait_seconds=STOP_CLOSE_SECONDS)
         await self._tasks.cancel()
 
@@ -157,50 +155,26 @@ class SfuWorker:
 
     # --- load and liveness ---------------------------------------------------------------
 
-    def viewer_count(self) -> int:
-        return sum(len(router.viewers) for router in self.local.routers().routers)
-
     def info(self) -> WorkerInfo:
-        routers = self.local.routers().routers
-        producers = {
-            r.id: sum(p.packets_received for p in r.producers)
-            for r in routers
-            if not isinstance(r, EdgeRouter)
-        }
-        packets = sum(producers.values()) + sum(
-            r.pipe.packets for r in routers if isinstance(r, EdgeRouter)
-        )
+        load = self.node.load()
         now, cpu = time.monotonic(), time.process_time()
         then, cpu_then, packets_then = self._load_sample
         elapsed = max(now - then, 1e-3)
-        self._load_sample = (now, cpu, packets)
-        pipes_out: dict[str, dict[str, dict[str, Any]]] = {}
-        for (stream_id, edge_id), pipe in self._pipes_out.items():
-            stats = pipe.stats()
-            pipes_out.setdefault(stream_id, {})[edge_id] = {
-                "packets": stats.packets,
-                "retransmitted": stats.retransmitted,
-                "keyframe_requests": stats.keyframe_requests,
-            }
-        pipes_in = {
-            r.id: {"origin": self._edge_origins.get(r.id, ""), **_counters(r.pipe)}
-            for r in routers
-            if isinstance(r, EdgeRouter)
-        }
+        self._load_sample = (now, cpu, load.packets)
         return WorkerInfo(
             id=self.id,
             channel=self.channel,
             host=self.host,
             pid=os.getpid(),
-            viewers=self.viewer_count() + self._pending_viewers,
-            publishers=sum(1 for r in routers if r.publisher is not None),
-            routers=len(routers),
-            packets_per_second=round(max(packets - packets_then, 0) / elapsed, 1),
+            viewers=load.viewers + self._pending_viewers,
+            publishers=load.publishers,
+            routers=load.routers,
+            packets_per_second=round(max(load.packets - packets_then, 0) / elapsed, 1),
             cpu_percent=round(100 * (cpu - cpu_then) / elapsed, 1),
-            pipes_in=pipes_in,
-            pipes_out=pipes_out,
-            producers=producers,
-            publishing=[r.id for r in routers if r.publisher is not None],
+            pipes_in=load.pipes_in,
+            pipes_out=load.pipes_out,
+            producers=load.producers,
+            publishing=load.publishing,
         )
 
     async def _heartbeat(self) -> None:
@@ -222,36 +196,25 @@ class SfuWorker:
         if now - self._sessions_refreshed < SESSION_REFRESH_SECONDS:
             return
         self._sessions_refreshed = now
-        peers: list[tuple[SessionKind, str]] = []
-        for router in self.local.routers().routers:
-            for publisher in (router.publisher, router.pending_publisher):
-                if publisher is not None:
-                    peers.append((SessionKind.WHIP, session_id(self.id, publisher.id)))
-            peers.extend(
-                (SessionKind.WHEP, session_id(self.id, viewer.id)) for viewer in router.viewers
-            )
-        await session_store.refresh(peers)
+        publishers, viewers = self.node.live_peers()
+        await session_store.refresh(
+            [(SessionKind.WHIP, session_id(self.id, p)) for p in publishers]
+            + [(SessionKind.WHEP, session_id(self.id, v)) for v in viewers]
+        )
 
     async def _start_over(self) -> None:
         """Declared dead after a stall: its viewers and publishers were given sessions
         elsewhere, so what is left here is stale (and a stale publisher's grace timeout
         must not end a broadcast that goes on elsewhere)."""
         logger.warning("sfu worker %s was declared dead; closing its sessions", self.id)
-        for pipe in self._pipes_out.values():
-            pipe.close()
-        self._pipes_out.clear()
-        self._edge_origins.clear()
+        self.node.reset()
         await self.local.close_all()
 
     async def _peer_gone(self, worker_id: str) -> None:
         """Drop what depended on a dead worker; one worker tells the pages."""
-        for (stream_id, edge_id), pipe in list(self._pipes_out.items()):
-            if edge_id == worker_id:
-                pipe.close()
-                del self._pipes_out[(stream_id, edge_id)]
-        for stream_id, origin_id in list(self._edge_origins.items()):
-            if origin_id == worker_id:
-                await self._close_router(stream_id=stream_id)
+        self.node.close_pipes_to(worker_id)
+        for stream_id in self.node.edges_from(worker_id):
+            await self._close_router(stream_id=stream_id)
         if not await self.directory.claim_gone(worker_id):
             return
         streams = await self.directory.forget(worker_id)
@@ -272,7 +235,7 @@ class SfuWorker:
     async def _end_unless_republished(self, stream_id: str) -> None:
         """The grace period the dead origin was keeping for its publisher, kept here: a
         broadcast whose publisher is back nowhere by then is over."""
-        await asyncio.sleep(self.local.routers().options.publisher_grace_seconds)
+        await asyncio.sleep(self.local.publisher_grace_seconds())
         if not any(stream_id in w.publishing for w in await self.directory.workers()):
             await reactions.end_abandoned_broadcast(stream_id)
 
@@ -280,19 +243,12 @@ class SfuWorker:
         """An edge router without viewers for EDGE_IDLE_SECONDS stops its pipe."""
         if self._pending_viewers:
             return  # a viewer on its way may be for an idle edge
-        now = time.monotonic()
-        for router in self.local.routers().routers:
-            if not isinstance(router, EdgeRouter) or router.viewers:
-                self._edge_idle_since.pop(router.id, None)
-                continue
-            since = self._edge_idle_since.setdefault(router.id, now)
-            if now - since < EDGE_IDLE_SECONDS:
-                continue
-            origin = await self.directory.worker(self._edge_origins.get(router.id, ""))
-            await self._close_router(stream_id=router.id)
+        for stream_id, origin_id in self.node.idle_edges(idle_seconds=EDGE_IDLE_SECONDS):
+            origin = await self.directory.worker(origin_id)
+            await self._close_router(stream_id=stream_id)
             if origin is not None:
                 await tell(
-                    self.layer, origin.channel, "pipe_close", stream_id=router.id, edge=self.id
+                    self.layer, origin.channel, "pipe_close", stream_id=stream_id, edge=self.id
                 )
 
     # --- requests --------------------------------------------------------------------------
@@ -345,7 +301,7 @@ class SfuWorker:
         client: str | None = None,
     ) -> ViewResult | None:
         """A viewer, unless ``capped`` and this worker is full (``None``)."""
-        if capped and self.viewer_count() + self._pending_viewers >= self.max_viewers:
+        if capped and self.node.viewer_count() + self._pending_viewers >= self.max_viewers:
             return None
         self._pending_viewers += 1
         try:
@@ -360,10 +316,7 @@ class SfuWorker:
             self._pending_viewers -= 1
 
     async def _close_router(self, *, stream_id: str) -> None:
-        self._edge_origins.pop(stream_id, None)
-        self._edge_idle_since.pop(stream_id, None)
-        for key in [k for k in self._pipes_out if k[0] == stream_id]:
-            self._pipes_out.pop(key).close()
+        self.node.forget(stream_id)
         await self.local.close_router(stream_id=stream_id)
         await self.directory.remove_stream(self.id, stream_id)
 
@@ -372,7 +325,7 @@ class SfuWorker:
     async def _become_origin(self, stream_id: str) -> None:
         """This worker holds the stream's publisher: an edge router left from an earlier
         origin gives way to a plain one."""
-        if isinstance(self.local.routers().get(stream_id), EdgeRouter):
+        if self.node.is_edge(stream_id):
             await self._close_router(stream_id=stream_id)
         await self.directory.add_stream(self.id, stream_id)
 
@@ -380,18 +333,14 @@ class SfuWorker:
         """Make sure this worker has an edge router for the stream, piped from the origin."""
         lock = self._edge_locks.setdefault(stream_id, asyncio.Lock())
         async with lock:
-            router = self.local.routers().get(stream_id)
-            if isinstance(router, EdgeRouter) and self._edge_origins.get(stream_id) == origin_id:
+            if self.node.edge_origin(stream_id) == origin_id:
                 return
-            if router is not None:
+            if self.local.router(stream_id) is not None:
                 await self._close_router(stream_id=stream_id)
             origin = await self.directory.worker(origin_id)
             if origin is None:
                 raise SfuUnavailableError("The broadcast's media server is gone; try again.")
-            pipe = await EdgePipe.open(host=self.host)
-            edge = EdgeRouter(self.local.routers().options, router_id=stream_id, pipe=pipe)
-            self.local.routers().add(edge)
-            self._edge_origins[stream_id] = origin_id
+            address = await self.node.open_edge(stream_id, origin_id)
             await self.directory.add_stream(self.id, stream_id)
             try:
                 opened = await call(
@@ -401,14 +350,13 @@ class SfuWorker:
                     stream_id=stream_id,
                     edge=self.id,
                     edge_channel=self.channel,
-                    address=list(pipe.address),
+                    address=list(address),
                 )
             except BaseException:
                 await self._close_router(stream_id=stream_id)
                 raise
             host, port = opened["address"]
-            pipe.connect((host, port))
-            await edge.set_tracks(decode_tracks(opened["tracks"]))
+            await self.node.connect_edge(stream_id, (host, port), opened["tracks"])
             logger.info("edge router piped", extra={"stream_id": stream_id, "origin": origin_id})
 
     async def _pipe_open(
@@ -416,48 +364,21 @@ class SfuWorker:
     ) -> dict[str, Any]:
         """On the origin: pipe the stream to an edge worker."""
         await self._become_origin(stream_id)
-        router = self.local.routers().get_or_create(stream_id)
-        previous = self._pipes_out.pop((stream_id, edge), None)
-        if previous is not None:
-            previous.close()
 
-        def on_tracks(tracks: tuple[PipeTrack, ...]) -> None:
+        def on_tracks(tracks: EncodedTracks) -> None:
             self._tasks.spawn(
-                tell(
-                    self.layer,
-                    edge_channel,
-                    "pipe_tracks",
-                    stream_id=stream_id,
-                    tracks=encode_tracks(tracks),
-                )
+                tell(self.layer, edge_channel, "pipe_tracks", stream_id=stream_id, tracks=tracks)
             )
 
         host, port = address
-        pipe = await OriginPipe.open(
-            router, remote=(str(host), int(port)), host=self.host, on_tracks=on_tracks
+        local, tracks = await self.node.open_pipe(
+            stream_id, edge, remote=(str(host), int(port)), on_tracks=on_tracks
         )
-        self._pipes_out[(stream_id, edge)] = pipe
-        return {"address": list(pipe.address), "tracks": encode_tracks(pipe.tracks())}
+        return {"address": list(local), "tracks": tracks}
 
-    async def _pipe_close(self, *, stream_id: str, edge: str) -> dict[str, Any]:
-        pipe = self._pipes_out.pop((stream_id, edge), None)
-        if pipe is not None:
-            pipe.close()
-        return {}
+    async def _pipe_close(self, *, stream_id: str, edge: str) -> None:
+        self.node.close_pipe(stream_id, edge)
 
-    async def _pipe_tracks(self, *, stream_id: str, tracks: list[dict[str, Any]]) -> dict[str, Any]:
+    async def _pipe_tracks(self, *, stream_id: str, tracks: EncodedTracks) -> None:
         """On an edge: the origin's publisher changed its tracks."""
-        router = self.local.routers().get(stream_id)
-        if isinstance(router, EdgeRouter):
-            await router.set_tracks(decode_tracks(tracks))
-        return {}
-
-
-def _counters(pipe: EdgePipe) -> dict[str, int]:
-    stats = pipe.stats()
-    return {
-        "packets": stats.packets,
-        "duplicates": stats.duplicates,
-        "nacks": stats.nacks,
-        "keyframe_requests": stats.keyframe_requests,
-    }
+        await self.node.edge_tracks(stream_id, tracks)
