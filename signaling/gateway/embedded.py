@@ -59,7 +59,7 @@ from signaling.gateway.contract import (
     ViewResult,
     connection_lost,
 )
-from signaling.gateway.tasks import TaskSet
+from signaling.gateway.tasks import TaskSet, log_failure
 from signaling.ice import PeerRole, ice_servers, ice_settings
 from signaling.session_limits import SessionCaps, SessionLimits, turn_servers_configured
 
@@ -179,6 +179,7 @@ class EmbeddedGateway:
         )
         self._expected.add(task)
         task.add_done_callback(self._expected.discard)
+        task.add_done_callback(log_failure)
 
     async def _end_unless_republished(self, stream_id: str) -> None:
         await asyncio.sleep(self.publisher_grace_seconds())

@@ -51,5 +51,10 @@ class TaskSet:
 
     def _done(self, task: asyncio.Task[Any]) -> None:
         self._tasks.discard(task)
-        if not task.cancelled() and task.exception() is not None:
-            logger.error("sfu gateway task failed", exc_info=task.exception())
+        log_failure(task)
+
+
+def log_failure(task: asyncio.Task[Any]) -> None:
+    """A done task's exception, if it raised one, as an ERROR record."""
+    if not task.cancelled() and task.exception() is not None:
+        logger.error("sfu gateway task failed", exc_info=task.exception())
