@@ -1,74 +1,410 @@
-"""Typed access to the ``ONAIR`` settings dict, with defaults in one place."""
+"""Every OnAir setting: its key, type, default and meaning, in one place.
+
+``settings.ONAIR`` is a dict of overrides: ``onair/settings/base.py`` fills it from the
+``ONAIR_<KEY>`` environment variables that are set (``environment_overrides``), and a settings
+module or a test may add keys. ``onair_settings()`` turns it into one typed, validated
+``OnAirSettings``; a key absent from the dict takes the default declared below, and nowhere
+else. An invalid value (a TURN URL that is not ``turn:``, a policy that is not ``all`` or
+``relay``) raises ``ValueError`` on the first read, which ``onair/asgi.py`` and ``runsfu`` do
+as they start. The table in docs/SETTINGS.md is ``settings_table()``: ``python -m onair.conf``
+rewrites it, and tests/onair/test_conf.py fails when the two differ.
+"""
 
 from __future__ import annotations
 
-from dataclasses import dataclass
+import functools
+import os
+from collections.abc import Callable, Iterator, Mapping
+from dataclasses import Field, dataclass, field, fields
+from enum import StrEnum
+from pathlib import Path
+from typing import Any, NamedTuple
 
 from django.conf import settings
+from django.core.signals import setting_changed
+
+from onair.settings.env import parse_bool
+
+ENV_PREFIX = "ONAIR_"
+
+
+class IcePolicy(StrEnum):
+    ALL = "all"
+    RELAY = "relay"
+
+
+class SfuMode(StrEnum):
+    EMBEDDED = "embedded"
+    CLUSTER = "cluster"
+
+
+def parse_port_range(value: str) -> tuple[int, int] | None:
+    """``"50000-50999"`` → ``(50000, 50999)``; ``""`` → ``None``."""
+    if not value.strip():
+        return None
+    low_text, sep, high_text = value.partition("-")
+    if not sep:
+        raise ValueError(f"UDP_PORT_RANGE {value!r} is not of the form LOW-HIGH")
+    low, high = int(low_text), int(high_text)
+    if not 1024 <= low <= high <= 65535:
+        raise ValueError(f"UDP_PORT_RANGE {value!r} must satisfy 1024 <= LOW <= HIGH <= 65535")
+    return low, high
+
+
+class Kind(NamedTuple):
+    """How one type of setting is written in the environment, read and documented."""
+
+    label: str
+    # ``(variable name, its text)`` → the value put in the ``ONAIR`` dict.
+    from_env: Callable[[str, str], Any]
+    # ``(key, a value of the ONAIR dict)`` → the field's value; raises ValueError if invalid.
+    read: Callable[[str, Any], Any]
+    # The field's default as the table shows it.
+    show: Callable[[Any], str]
+
+
+def _text(key: str, value: Any) -> str:
+    return str(value)
+
+
+def _positive_int(key: str, value: Any) -> int:
+    number = int(value)
+    if number <= 0:
+        raise ValueError(f"{key} must be positive")
+    return number
+
+
+def _bool(key: str, value: Any) -> bool:
+    return parse_bool(key, value) if isinstance(value, str) else bool(value)
+
+
+def _comma_list(name: str, text: str) -> list[str]:
+    return [item.strip() for item in text.split(",") if item.strip()]
+
+
+def _urls(*schemes: str) -> Callable[[str, Any], tuple[str, ...]]:
+    def read(key: str, value: Any) -> tuple[str, ...]:
+        urls = tuple(value.split(",")) if isinstance(value, str) else tuple(value)
+        urls = tuple(url.strip() for url in urls if url.strip())
+        for url in urls:
+            if not url.startswith(schemes):
+                raise ValueError(f"ICE server URL {url!r} must start with one of {schemes}")
+        return urls
+
+    return read
+
+
+def _port_range(key: str, value: Any) -> tuple[int, int] | None:
+    if value is None:
+        return None
+    if isinstance(value, str):
+        return parse_port_range(value)
+    low, high = value
+    return parse_port_range(f"{low}-{high}")
+
+
+def _as_is(name: str, text: str) -> str:
+    return text
+
+
+def _shown(value: Any) -> str:
+    return f"`{value}`" if value != "" else "(empty)"
+
+
+TEXT = Kind("text", _as_is, _text, _shown)
+FLAG = Kind("boolean", parse_bool, _bool, lambda value: "`1` (on)" if value else "`0` (off)")
+INTEGER = Kind("integer", lambda name, text: int(text), lambda key, value: int(value), _shown)
+POSITIVE = Kind("integer > 0", lambda name, text: int(text), _positive_int, _shown)
+SECONDS = Kind("seconds", lambda name, text: float(text), lambda key, value: float(value), _shown)
+STUN = Kind("comma-separated URLs", _comma_list, _urls("stun:", "stuns:"), lambda v: "(none)")
+TURN = Kind("comma-separated URLs", _comma_list, _urls("turn:", "turns:"), lambda v: "(none)")
+POLICY = Kind("`all` or `relay`", _as_is, lambda key, value: IcePolicy(value), _shown)
+MODE = Kind("`embedded` or `cluster`", _as_is, lambda key, value: SfuMode(value), _shown)
+PORTS = Kind("`LOW-HIGH`", _as_is, _port_range, lambda value: "(any port)")
+
+
+def setting(default: Any, kind: Kind, doc: str, *, key: str = "") -> Any:
+    """A field of a settings group: ``key`` is its ``ONAIR`` key (default: the field's name in
+    capitals), read from ``ONAIR_<key>``."""
+    return field(default=default, metadata={"kind": kind, "doc": doc, "key": key})
+
+
+def group(cls: type) -> Any:
+    """A field holding a nested group of settings (their keys stay flat in ``ONAIR``)."""
+    return field(default_factory=cls, metadata={"group": cls})
+
+
+@dataclass(frozen=True)
+class IceSettings:
+    """How every peer traverses NATs (signaling/ice.py, docs/NAT.md). With the defaults no
+    ICE server is used at all, so no traffic leaves the machine."""
+
+    stun_urls: tuple[str, ...] = setting(
+        (),
+        STUN,
+        "`stun:` URLs given to browsers, WHIP/WHEP clients and the SFU, e.g. "
+        "`stun:turn.example.org:3478`.",
+    )
+    turn_urls: tuple[str, ...] = setting(
+        (),
+        TURN,
+        "`turn:`/`turns:` URLs, e.g. `turn:turn.example.org:3478?transport=udp`; each session "
+        "gets a short-lived credential for them. Unused without `TURN_SECRET`.",
+    )
+    turn_secret: str = setting(
+        "",
+        TEXT,
+        "coturn's `static-auth-secret`: TURN credentials are derived from it (TURN REST); it "
+        "never leaves the server and is redacted from logs.",
+    )
+    turn_ttl_seconds: int = setting(86400, POSITIVE, "Lifetime of a TURN credential.")
+    viewer_policy: IcePolicy = setting(
+        IcePolicy.ALL,
+        POLICY,
+        "`relay`: viewers connect only through TURN, hiding their address from the SFU and the "
+        "broadcaster. Broadcasters and the SFU always gather every candidate.",
+        key="ICE_TRANSPORT_POLICY",
+    )
+    public_ip: str = setting(
+        "",
+        TEXT,
+        "The SFU behind a 1:1 NAT (cloud VM): its public address, optionally `public/private`.",
+    )
+    udp_port_range: tuple[int, int] | None = setting(
+        None,
+        PORTS,
+        "The UDP ports the SFU binds its ICE sockets to (and the firewall opens), e.g. "
+        "`50000-50999`.",
+    )
+
+    def __repr__(self) -> str:
+        # Settings objects end up in logs and tracebacks: never print the shared secret.
+        secret = "***" if self.turn_secret else ""
+        return (
+            f"IceSettings(stun_urls={self.stun_urls!r}, turn_urls={self.turn_urls!r}, "
+            f"turn_secret={secret!r}, turn_ttl_seconds={self.turn_ttl_seconds}, "
+            f"viewer_policy={self.viewer_policy.value!r}, public_ip={self.public_ip!r}, "
+            f"udp_port_range={self.udp_port_range!r})"
+        )
 
 
 @dataclass(frozen=True)
 class OnAirSettings:
-    site_name: str = "OnAir"
-    allow_signup: bool = True
-    serve_static: bool = True
-    login_failures_per_address: int = 20
-    login_failures_per_username: int = 10
-    login_window_seconds: int = 900
-    max_streams_per_user: int = 20
-    connect_timeout_seconds: float = 20.0
-    publisher_media_timeout_seconds: float = 2.0
-    max_sessions_per_address: int = 50
-    max_viewers_per_stream: int = 0
-    max_sessions: int = 0
-    max_websockets: int = 0
-    max_request_bytes: int = 1_048_576
-    max_websocket_backlog: int = 1_048_576
+    """The ``ONAIR`` settings, typed, with their defaults."""
 
-
-def onair_settings() -> OnAirSettings:
-    """Read on every call so ``override_settings`` in tests takes effect."""
-    raw = getattr(settings, "ONAIR", {})
-    return OnAirSettings(
-        site_name=str(raw.get("SITE_NAME", OnAirSettings.site_name)),
-        allow_signup=bool(raw.get("ALLOW_SIGNUP", OnAirSettings.allow_signup)),
-        serve_static=bool(raw.get("SERVE_STATIC", OnAirSettings.serve_static)),
-        login_failures_per_address=int(
-            raw.get("LOGIN_FAILURES_PER_ADDRESS", OnAirSettings.login_failures_per_address)
-        ),
-        login_failures_per_username=int(
-            raw.get("LOGIN_FAILURES_PER_USERNAME", OnAirSettings.login_failures_per_username)
-        ),
-        max_streams_per_user=int(
-            raw.get("MAX_STREAMS_PER_USER", OnAirSettings.max_streams_per_user)
-        ),
-        login_window_seconds=int(
-            raw.get("LOGIN_WINDOW_SECONDS", OnAirSettings.login_window_seconds)
-        ),
-        connect_timeout_seconds=float(
-            raw.get("CONNECT_TIMEOUT_SECONDS", OnAirSettings.connect_timeout_seconds)
-        ),
-        publisher_media_timeout_seconds=float(
-            raw.get(
-                "PUBLISHER_MEDIA_TIMEOUT_SECONDS", OnAirSettings.publisher_media_timeout_seconds
-            )
-        ),
-        max_sessions_per_address=int(
-            raw.get("MAX_SESSIONS_PER_ADDRESS", OnAirSettings.max_sessions_per_address)
-        ),
-        max_viewers_per_stream=int(
-            raw.get("MAX_VIEWERS_PER_STREAM", OnAirSettings.max_viewers_per_stream)
-        ),
-        max_sessions=int(raw.get("MAX_SESSIONS", OnAirSettings.max_sessions)),
-        max_websockets=int(raw.get("MAX_WEBSOCKETS", OnAirSettings.max_websockets)),
-        max_request_bytes=int(raw.get("MAX_REQUEST_BYTES", OnAirSettings.max_request_bytes)),
-        max_websocket_backlog=int(
-            raw.get("MAX_WEBSOCKET_BACKLOG", OnAirSettings.max_websocket_backlog)
-        ),
+    site_name: str = setting("OnAir", TEXT, "The site's name in page titles and the header.")
+    allow_signup: bool = setting(True, FLAG, "`0` closes the sign-up page.")
+    serve_static: bool = setting(
+        True,
+        FLAG,
+        "daphne serves `/static/` itself. `onair.settings.production` turns it off unless "
+        "set: there, run `manage.py collectstatic` and serve `STATIC_ROOT` from the proxy.",
     )
+    ice: IceSettings = group(IceSettings)
+    publisher_grace_seconds: float = setting(
+        10.0,
+        SECONDS,
+        "How long viewers wait, attached, for a broadcaster whose connection dropped.",
+    )
+    publisher_media_timeout_seconds: float = setting(
+        2.0,
+        SECONDS,
+        "A broadcaster that sends no media (RTP or RTCP) this long is away for its viewers "
+        "(reconnecting), and its grace period starts; muted tracks still send "
+        "(docs/SIGNALING.md). `0`: only its connection failing counts (about 30 s).",
+    )
+    connect_timeout_seconds: float = setting(
+        20.0,
+        SECONDS,
+        "A WHIP/WHEP session, studio or watch page whose WebRTC connection is not up this "
+        "long after its offer is closed and forgotten (docs/SECURITY.md). `0`: never.",
+    )
+    native_forwarding: bool = setting(
+        True,
+        FLAG,
+        "`0` forwards every viewer with the SFU's Python loop instead of its C loop (`make "
+        "native` builds it, and must run again after `forward.c` changes: a stale build is "
+        "not loaded).",
+    )
+    max_sessions_per_address: int = setting(
+        50,
+        INTEGER,
+        "Concurrent SFU sessions (WHIP, WHEP, studio, watch page; connected or not) from one "
+        "client address, and, separately, its open WebSockets; past it `429` "
+        "`too_many_sessions` / close `4429`. `0`: no cap.",
+    )
+    max_viewers_per_stream: int = setting(
+        0,
+        INTEGER,
+        "Viewers of one stream, connected or not; past it `503` `stream_full` / close `4503`. "
+        "`0`: only `MAX_SESSIONS` applies.",
+    )
+    max_sessions: int = setting(
+        0,
+        INTEGER,
+        "SFU sessions in one process (daphne, or each `runsfu` worker); past it `503` "
+        "`server_full` / close `4503`. `0`: derived from `RLIMIT_NOFILE`, leaving the file "
+        "descriptors room: (soft limit - 256) / (host addresses + TURN servers + 2).",
+    )
+    max_websockets: int = setting(
+        0,
+        INTEGER,
+        "Open WebSockets (studio and watch pages) in one daphne process, with or without a "
+        "session; past it `server_full`, close `4503`. `0`: `MAX_SESSIONS`' derived default "
+        "(the two split the file descriptors).",
+    )
+    max_request_bytes: int = setting(
+        1_048_576,
+        INTEGER,
+        "The largest HTTP request body `python -m onair.serve` takes; a larger one (declared, "
+        "or counted as it arrives) is answered `413` `too_large` and its connection closed. "
+        "`0`: no limit. Plain `daphne` does not enforce it.",
+    )
+    max_websocket_backlog: int = setting(
+        1_048_576,
+        INTEGER,
+        "Bytes of one WebSocket's messages received and not yet handled (each counted with "
+        "1 KiB more) past which `python -m onair.serve` closes it with `4429`. `0`: no limit. "
+        "Plain `daphne` does not enforce it.",
+    )
+    sfu_mode: SfuMode = setting(
+        SfuMode.EMBEDDED,
+        MODE,
+        "`embedded` runs the SFU inside each daphne process; `cluster` sends media to "
+        "`manage.py runsfu` workers over the Redis channel layer (needs `REDIS_URL`; daphne "
+        "and the workers share `DATABASE_URL`; docs/SCALING.md).",
+    )
+    sfu_max_viewers_per_worker: int = setting(
+        300,
+        INTEGER,
+        "Viewers a cluster worker takes before a broadcast's viewers go to an edge worker "
+        "piped from its origin.",
+    )
+    sfu_pipe_host: str = setting(
+        "127.0.0.1",
+        TEXT,
+        "The address a cluster worker binds its origin-to-edge pipes to: the cluster "
+        "network's address across machines.",
+    )
+    login_failures_per_address: int = setting(
+        20,
+        INTEGER,
+        "Failed logins (login form and `POST /api/v1/auth/token/`) from one client address "
+        "within `LOGIN_WINDOW_SECONDS`; past it, logins answer `429` with `Retry-After` until "
+        "the window ends. Counted in Django's cache (Redis when `REDIS_URL` is set).",
+    )
+    login_failures_per_username: int = setting(
+        10, INTEGER, "Failed logins for one username within the window, likewise."
+    )
+    login_window_seconds: int = setting(900, INTEGER, "The window failed logins are counted over.")
+    max_streams_per_user: int = setting(
+        20,
+        INTEGER,
+        "Streams one account may own; past it, creating one answers `403` `stream_quota`. "
+        "Staff have no quota; `0`: none for anyone.",
+    )
+
+
+@dataclass(frozen=True)
+class SettingInfo:
+    """One leaf setting, as the environment, the ``ONAIR`` dict and the docs name it."""
+
+    key: str
+    kind: Kind
+    default: Any
+    doc: str
+
+    @property
+    def env(self) -> str:
+        return ENV_PREFIX + self.key
+
+
+def _leaves(cls: type) -> Iterator[tuple[Field[Any], SettingInfo | None]]:
+    for item in fields(cls):
+        if "group" in item.metadata:
+            yield item, None
+        else:
+            key = item.metadata["key"] or item.name.upper()
+            yield item, SettingInfo(key, item.metadata["kind"], item.default, item.metadata["doc"])
+
+
+def all_settings(cls: type = OnAirSettings) -> list[SettingInfo]:
+    """Every leaf setting, in declaration order."""
+    found: list[SettingInfo] = []
+    for item, info in _leaves(cls):
+        found.extend(all_settings(item.metadata["group"]) if info is None else [info])
+    return found
+
+
+def settings_from(raw: Mapping[str, Any], cls: type[Any] = OnAirSettings) -> Any:
+    """``cls`` (``OnAirSettings`` by default) from an ``ONAIR`` dict, validated."""
+    values: dict[str, Any] = {}
+    for item, info in _leaves(cls):
+        if info is None:
+            values[item.name] = settings_from(raw, item.metadata["group"])
+        elif info.key in raw:
+            values[item.name] = info.kind.read(info.key, raw[info.key])
+    return cls(**values)
+
+
+def environment_overrides(environ: Mapping[str, str] | None = None) -> dict[str, Any]:
+    """The ``ONAIR`` dict entries of the ``ONAIR_<KEY>`` variables that are set."""
+    environ = os.environ if environ is None else environ
+    return {
+        info.key: info.kind.from_env(info.env, environ[info.env])
+        for info in all_settings()
+        if info.env in environ
+    }
+
+
+@functools.cache
+def onair_settings() -> OnAirSettings:
+    """The typed settings, read once and again whenever ``ONAIR`` changes (tests)."""
+    parsed: OnAirSettings = settings_from(getattr(settings, "ONAIR", {}))
+    return parsed
 
 
 def cluster_mode() -> bool:
     """``ONAIR_SFU_MODE=cluster``: the SFU runs in ``manage.py runsfu`` workers, reached
     over the Redis channel layer (docs/SCALING.md); else it runs in each daphne process."""
-    return str(getattr(settings, "ONAIR", {}).get("SFU_MODE", "embedded")) == "cluster"
+    return onair_settings().sfu_mode is SfuMode.CLUSTER
+
+
+def _reread(*, setting: str, **kwargs: Any) -> None:
+    if setting == "ONAIR":
+        onair_settings.cache_clear()
+
+
+setting_changed.connect(_reread, dispatch_uid="onair.conf")
+
+
+def settings_table() -> str:
+    """The reference table of docs/SETTINGS.md."""
+    rows = [
+        "| Environment variable | `ONAIR` key | Type | Default | What it does |",
+        "| --- | --- | --- | --- | --- |",
+    ]
+    for info in all_settings():
+        doc = info.doc.replace("|", "\\|")
+        default = info.kind.show(info.default)
+        rows.append(f"| `{info.env}` | `{info.key}` | {info.kind.label} | {default} | {doc} |")
+    return "\n".join(rows) + "\n"
+
+
+TABLE_START = "<!-- generated by `python -m onair.conf`: do not edit by hand -->\n"
+TABLE_END = "<!-- end of generated table -->\n"
+
+
+def with_table(document: str) -> str:
+    """``document`` with the text between its table markers replaced by ``settings_table()``."""
+    head, start, rest = document.partition(TABLE_START)
+    _, end, tail = rest.partition(TABLE_END)
+    if not (start and end):
+        raise ValueError("the document has no settings table markers")
+    return head + TABLE_START + settings_table() + TABLE_END + tail
+
+
+if __name__ == "__main__":
+    # Rewrites the table of docs/SETTINGS.md from the fields above.
+    doc = Path(__file__).resolve().parent.parent / "docs" / "SETTINGS.md"
+    doc.write_text(with_table(doc.read_text()))

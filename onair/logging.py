@@ -44,11 +44,12 @@ def redact(text: str) -> str:
 
 
 def _turn_secret() -> str:
-    from django.conf import settings  # the filter may run before settings are usable
+    from onair.conf import onair_settings  # the filter may run before settings are usable
 
     try:
-        return str(getattr(settings, "ONAIR", {}).get("TURN_SECRET") or "")
-    except ImproperlyConfigured:
+        return onair_settings().ice.turn_secret
+    except (ImproperlyConfigured, ValueError):
+        # No settings yet, or invalid ones (the process is failing to start): no secret.
         return ""
 
 

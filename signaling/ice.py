@@ -1,23 +1,13 @@
 """ICE servers for every peer of a broadcast: browsers, the SFU's own peers, WHIP/WHEP clients.
 
-One list, built per session from ``settings.ONAIR``, reaches all three, so that they all
+One list, built per session from the ICE settings, reaches all three, so that they all
 traverse NATs the same way (docs/NAT.md). TURN credentials follow the TURN REST convention
 that coturn implements with ``use-auth-secret``: the username is ``"<unix expiry>:<user>"``
 and the password is ``base64(HMAC-SHA1(shared secret, username))``, so the TURN server
 checks them without a database and the shared secret never leaves the server.
 
-Settings (``settings.ONAIR``; ``onair/settings/base.py`` reads the ``ONAIR_*`` environment):
-
-``STUN_URLS``            ``["stun:turn.example.org:3478"]``. Default ``[]``.
-``TURN_URLS``            ``["turn:turn.example.org:3478?transport=udp",
-                         "turns:turn.example.org:443?transport=tcp"]``. Default ``[]``.
-``TURN_SECRET``          coturn's ``static-auth-secret``. TURN URLs are dropped without it.
-``TURN_TTL_SECONDS``     lifetime of an issued credential. Default 86400.
-``ICE_TRANSPORT_POLICY`` ``"all"`` or ``"relay"``: viewers' policy (relay hides their address
-                         from the SFU and the broadcaster). Default ``"all"``.
-``PUBLIC_IP``            the SFU's public address behind a 1:1 NAT (cloud VMs), optionally
-                         ``"public/private"``. Default ``""``.
-``UDP_PORT_RANGE``       ``"50000-50999"``: the SFU binds its ICE sockets there. Default ``""``.
+Settings: ``onair.conf.IceSettings`` (``STUN_URLS``, ``TURN_URLS``, ``TURN_SECRET``, ...),
+listed in docs/SETTINGS.md.
 
 With the defaults no ICE server is used at all, so no traffic leaves the machine.
 """
@@ -28,14 +18,12 @@ import base64
 import hashlib
 import hmac
 import time
-from collections.abc import Mapping, Sequence
+from collections.abc import Sequence
 from dataclasses import dataclass
 from enum import StrEnum
 from typing import Any
 
-from django.conf import settings
-
-DEFAULT_TURN_TTL_SECONDS = 24 * 3600
+from onair.conf import IcePolicy, IceSettings, onair_settings
 
 
 @dataclass(frozen=True)
@@ -48,11 +36,6 @@ class IceServer:
     credential: str | None = None
 
 
-class IcePolicy(StrEnum):
-    ALL = "all"
-    RELAY = "relay"
-
-
 class PeerRole(StrEnum):
     PUBLISHER = "publisher"
     VIEWER = "viewer"
@@ -60,65 +43,10 @@ class PeerRole(StrEnum):
 
 
 @dataclass(frozen=True)
-class IceSettings:
-    stun_urls: tuple[str, ...] = ()
-    turn_urls: tuple[str, ...] = ()
-    turn_secret: str = ""
-    turn_ttl_seconds: int = DEFAULT_TURN_TTL_SECONDS
-    viewer_policy: IcePolicy = IcePolicy.ALL
-    public_ip: str = ""
-    udp_port_range: tuple[int, int] | None = None
-
-    def __repr__(self) -> str:
-        # Settings objects end up in logs and tracebacks: never print the shared secret.
-        secret = "***" if self.turn_secret else ""
-        return (
-            f"IceSettings(stun_urls={self.stun_urls!r}, turn_urls={self.turn_urls!r}, "
-            f"turn_secret={secret!r}, turn_ttl_seconds={self.turn_ttl_seconds}, "
-            f"viewer_policy={self.viewer_policy.value!r}, public_ip={self.public_ip!r}, "
-            f"udp_port_range={self.udp_port_range!r})"
-        )
-
-
-@dataclass(frozen=True)
 class TurnCredential:
     username: str
     password: str
     expires_at: int
-
-
-def parse_port_range(value: str) -> tuple[int, int] | None:
-    """``"50000-50999"`` → ``(50000, 50999)``; ``""`` → ``None``."""
-    if not value.strip():
-        return None
-    low_text, sep, high_text = value.partition("-")
-    if not sep:
-        raise ValueError(f"UDP_PORT_RANGE {value!r} is not of the form LOW-HIGH")
-    low, high = int(low_text), int(high_text)
-    if not 1024 <= low <= high <= 65535:
-        raise ValueError(f"UDP_PORT_RANGE {value!r} must satisfy 1024 <= LOW <= HIGH <= 65535")
-    return low, high
-
-
-def ice_settings_from(raw: Mapping[str, Any]) -> IceSettings:
-    """Validate the ICE keys of an ``ONAIR`` dict."""
-    ttl = int(raw.get("TURN_TTL_SECONDS", DEFAULT_TURN_TTL_SECONDS))
-    if ttl <= 0:
-        raise ValueError("TURN_TTL_SECONDS must be positive")
-    return IceSettings(
-        stun_urls=_urls(raw.get("STUN_URLS", ()), ("stun:", "stuns:")),
-        turn_urls=_urls(raw.get("TURN_URLS", ()), ("turn:", "turns:")),
-        turn_secret=str(raw.get("TURN_SECRET", "")),
-        turn_ttl_seconds=ttl,
-        viewer_policy=IcePolicy(raw.get("ICE_TRANSPORT_POLICY", IcePolicy.ALL)),
-        public_ip=str(raw.get("PUBLIC_IP", "")),
-        udp_port_range=_port_range(raw.get("UDP_PORT_RANGE", "")),
-    )
-
-
-def ice_settings() -> IceSettings:
-    """Read on every call so ``override_settings`` in tests takes effect."""
-    return ice_settings_from(getattr(settings, "ONAIR", {}))
 
 
 def turn_credential(
@@ -141,7 +69,7 @@ def ice_servers(
     *, user: str, config: IceSettings | None = None, now: float | None = None
 ) -> tuple[IceServer, ...]:
     """The ICE servers of one session: STUN as configured, TURN with a fresh credential."""
-    config = ice_settings() if config is None else config
+    config = onair_settings().ice if config is None else config
     servers: list[IceServer] = []
     if config.stun_urls:
         servers.append(IceServer(urls=config.stun_urls))
@@ -161,7 +89,7 @@ def ice_servers(
 
 def ice_transport_policy(role: PeerRole, config: IceSettings | None = None) -> IcePolicy:
     """Relay-only applies to viewers; broadcasters and the SFU gather every candidate."""
-    config = ice_settings() if config is None else config
+    config = onair_settings().ice if config is None else config
     return config.viewer_policy if role is PeerRole.VIEWER else IcePolicy.ALL
 
 
@@ -169,7 +97,7 @@ def browser_configuration(
     *, user: str, role: PeerRole, config: IceSettings | None = None, now: float | None = None
 ) -> dict[str, Any]:
     """The ``RTCConfiguration`` dict a page passes to ``new RTCPeerConnection(...)``."""
-    config = ice_settings() if config is None else config
+    config = onair_settings().ice if config is None else config
     return {
         "iceServers": [
             _browser_server(server) for server in ice_servers(user=user, config=config, now=now)
@@ -221,22 +149,6 @@ def _browser_server(server: IceServer) -> dict[str, Any]:
         entry["username"] = server.username
         entry["credential"] = server.credential
     return entry
-
-
-def _port_range(value: Any) -> tuple[int, int] | None:
-    if isinstance(value, str):
-        return parse_port_range(value)
-    low, high = value
-    return parse_port_range(f"{low}-{high}")
-
-
-def _urls(value: Any, schemes: tuple[str, ...]) -> tuple[str, ...]:
-    urls = tuple(value.split(",")) if isinstance(value, str) else tuple(value)
-    urls = tuple(url.strip() for url in urls if url.strip())
-    for url in urls:
-        if not url.startswith(schemes):
-            raise ValueError(f"ICE server URL {url!r} must start with one of {schemes}")
-    return urls
 
 
 def _quoted(value: str) -> str:

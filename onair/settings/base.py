@@ -5,11 +5,11 @@ from __future__ import annotations
 from pathlib import Path
 from typing import Any
 
+from onair.conf import environment_overrides
 from onair.settings.env import (
     caches,
     channel_layers,
     database_from_url,
-    env_bool,
     env_list,
     env_str,
 )
@@ -159,59 +159,6 @@ LOGGING: dict[str, Any] = {
     },
 }
 
-# Everything OnAir-specific lives in one namespaced dict; read it through onair.conf.
-ONAIR: dict[str, Any] = {
-    "SITE_NAME": env_str("ONAIR_SITE_NAME", "OnAir"),
-    # Anyone may create an account on the sign-up page.
-    "ALLOW_SIGNUP": env_bool("ONAIR_ALLOW_SIGNUP", default=True),
-    # Serve /static/ from daphne itself (no proxy in front). Production sets it off.
-    "SERVE_STATIC": env_bool("ONAIR_SERVE_STATIC", default=True),
-    # ICE (signaling/ice.py, docs/NAT.md). Empty by default: no traffic leaves the machine.
-    "STUN_URLS": env_list("ONAIR_STUN_URLS", []),
-    "TURN_URLS": env_list("ONAIR_TURN_URLS", []),
-    # coturn's static-auth-secret: credentials are derived from it, it is never sent out.
-    "TURN_SECRET": env_str("ONAIR_TURN_SECRET"),
-    "TURN_TTL_SECONDS": int(env_str("ONAIR_TURN_TTL_SECONDS", "86400")),
-    # "relay": viewers connect through TURN only, hiding their address.
-    "ICE_TRANSPORT_POLICY": env_str("ONAIR_ICE_TRANSPORT_POLICY", "all"),
-    # The SFU behind a 1:1 NAT (cloud VM): its public address, and its ICE UDP ports.
-    "PUBLIC_IP": env_str("ONAIR_PUBLIC_IP"),
-    "UDP_PORT_RANGE": env_str("ONAIR_UDP_PORT_RANGE"),
-    # How long viewers stay attached, waiting, when the broadcaster's connection drops.
-    "PUBLISHER_GRACE_SECONDS": float(env_str("ONAIR_PUBLISHER_GRACE_SECONDS", "10")),
-    # A publisher sending no RTP/RTCP this long is "reconnecting" and its grace starts (a muted
-    # Chromium still sends every 0.1 s, with Opus DTX every 0.4 s); 0: ICE consent (≈ 30 s).
-    "PUBLISHER_MEDIA_TIMEOUT_SECONDS": float(env_str("ONAIR_PUBLISHER_MEDIA_TIMEOUT_SECONDS", "2")),
-    # Sessions (docs/SECURITY.md): an SFU peer (WHIP, WHEP, studio, watch page) not connected
-    # this long after its offer is closed; 0 never closes it.
-    "CONNECT_TIMEOUT_SECONDS": float(env_str("ONAIR_CONNECT_TIMEOUT_SECONDS", "20")),
-    # Concurrent sessions from one client address (each of: peers, WebSockets); 0: no cap.
-    "MAX_SESSIONS_PER_ADDRESS": int(env_str("ONAIR_MAX_SESSIONS_PER_ADDRESS", "50")),
-    # Viewers of one stream, connected or connecting; 0: only MAX_SESSIONS applies.
-    "MAX_VIEWERS_PER_STREAM": int(env_str("ONAIR_MAX_VIEWERS_PER_STREAM", "0")),
-    # SFU peers in one process; 0: as many as its file-descriptor limit allows.
-    "MAX_SESSIONS": int(env_str("ONAIR_MAX_SESSIONS", "0")),
-    # Open WebSockets in one process, with or without a peer; 0: as many as MAX_SESSIONS'
-    # default (the two split the file descriptors).
-    "MAX_WEBSOCKETS": int(env_str("ONAIR_MAX_WEBSOCKETS", "0")),
-    # An HTTP request body, refused with 413 as it arrives by `python -m onair.serve`; the
-    # largest legitimate ones (SDP offers, API JSON, admin forms) are under 64 KiB. 0: no limit.
-    "MAX_REQUEST_BYTES": int(env_str("ONAIR_MAX_REQUEST_BYTES", "1048576")),
-    # Bytes of one WebSocket's messages waiting for its consumer (each counted with 1 KiB of
-    # overhead) before `python -m onair.serve` closes it with 4429; a page has a few KiB. 0: none.
-    "MAX_WEBSOCKET_BACKLOG": int(env_str("ONAIR_MAX_WEBSOCKET_BACKLOG", "1048576")),
-    # Scale-out (docs/SCALING.md): "embedded" runs the SFU inside each daphne process;
-    # "cluster" sends media to `manage.py runsfu` workers over the Redis channel layer.
-    "SFU_MODE": env_str("ONAIR_SFU_MODE", "embedded"),
-    # A worker takes no more viewers than this while another worker has room (edges).
-    "SFU_MAX_VIEWERS_PER_WORKER": int(env_str("ONAIR_SFU_MAX_VIEWERS_PER_WORKER", "300")),
-    # Where workers bind their origin→edge pipes: loopback, or the cluster network.
-    "SFU_PIPE_HOST": env_str("ONAIR_SFU_PIPE_HOST", "127.0.0.1"),
-    # Failed logins (login form and API token) counted per client address and per username
-    # over a window; past either limit, logins answer 429 until the window ends.
-    "LOGIN_FAILURES_PER_ADDRESS": int(env_str("ONAIR_LOGIN_FAILURES_PER_ADDRESS", "20")),
-    "LOGIN_FAILURES_PER_USERNAME": int(env_str("ONAIR_LOGIN_FAILURES_PER_USERNAME", "10")),
-    "LOGIN_WINDOW_SECONDS": int(env_str("ONAIR_LOGIN_WINDOW_SECONDS", "900")),
-    # Streams one account may own (staff: no limit; 0: no limit for anyone).
-    "MAX_STREAMS_PER_USER": int(env_str("ONAIR_MAX_STREAMS_PER_USER", "20")),
-}
+# Everything OnAir-specific lives in one namespaced dict of overrides: the ONAIR_<KEY>
+# environment variables that are set. Keys, types and defaults: onair/conf.py, docs/SETTINGS.md.
+ONAIR: dict[str, Any] = environment_overrides()

@@ -19,8 +19,11 @@ def env_str(name: str, default: str = "") -> str:
 
 def env_bool(name: str, *, default: bool) -> bool:
     raw = os.environ.get(name)
-    if raw is None:
-        return default
+    return default if raw is None else parse_bool(name, raw)
+
+
+def parse_bool(name: str, raw: str) -> bool:
+    """``1``/``0``, ``true``/``false``, ``yes``/``no``, ``on``/``off`` (any case); ``""`` is off."""
     value = raw.strip().lower()
     if value in _TRUE:
         return True

@@ -15,7 +15,8 @@ for _required in ("DJANGO_SECRET_KEY", "DATABASE_URL", "REDIS_URL", "ALLOWED_HOS
 
 DEBUG = False
 CHANNEL_LAYERS = channel_layers(env_str("REDIS_URL"))
-ONAIR = {**ONAIR, "SERVE_STATIC": env_bool("ONAIR_SERVE_STATIC", default=False)}
+# No static files from daphne unless ONAIR_SERVE_STATIC says so: a proxy serves them.
+ONAIR = {"SERVE_STATIC": False, **ONAIR}
 
 SESSION_COOKIE_SECURE = env_bool("DJANGO_SECURE_COOKIES", default=True)
 CSRF_COOKIE_SECURE = SESSION_COOKIE_SECURE

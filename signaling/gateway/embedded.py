@@ -15,8 +15,6 @@ import logging
 from collections.abc import Awaitable, Callable, Coroutine
 from typing import Any, TypeVar
 
-from django.conf import settings
-
 from onair.conf import onair_settings
 from onair.exceptions import ConflictError, InvalidInputError, ServiceUnavailableError
 from sfu import IceCandidate as SfuIceCandidate
@@ -60,14 +58,13 @@ from signaling.gateway.contract import (
     connection_lost,
 )
 from signaling.gateway.tasks import TaskSet, log_failure
-from signaling.ice import PeerRole, ice_servers, ice_settings
+from signaling.ice import PeerRole, ice_servers
 from signaling.session_limits import SessionCaps, SessionLimits, turn_servers_configured
 
 logger = logging.getLogger(__name__)
 
 CLOSE_WAIT_SECONDS = 10.0  # for close_all: the work the routers' closing set off
 RESTART_RETRY_SECONDS = 2  # Retry-After of a session refused by a stopping process
-DEFAULT_GRACE_SECONDS = 10.0
 
 # A listener of gateway events: what it returns, if anything, runs as one of the gateway's
 # tasks.
@@ -114,20 +111,16 @@ class EmbeddedGateway:
 
     @staticmethod
     def _router_options() -> RouterOptions:
-        raw = getattr(settings, "ONAIR", {})
         conf = onair_settings()
-        network = ice_settings()
         return RouterOptions(
             ice_servers=tuple(
                 SfuIceServer(urls=s.urls, username=s.username, credential=s.credential)
                 for s in ice_servers(user=PeerRole.SFU.value)
             ),
             host_network=HostNetwork(
-                public_ip=network.public_ip, port_range=network.udp_port_range
+                public_ip=conf.ice.public_ip, port_range=conf.ice.udp_port_range
             ),
-            publisher_grace_seconds=float(
-                raw.get("PUBLISHER_GRACE_SECONDS", DEFAULT_GRACE_SECONDS)
-            ),
+            publisher_grace_seconds=conf.publisher_grace_seconds,
             connect_timeout_seconds=conf.connect_timeout_seconds,
             publisher_media_timeout_seconds=conf.publisher_media_timeout_seconds,
         )

@@ -27,9 +27,9 @@ from typing import Any
 
 from channels.db import database_sync_to_async
 from channels.layers import BaseChannelLayer, get_channel_layer
-from django.conf import settings
 
 from broadcast.selectors import stream_ids_live
+from onair.conf import onair_settings
 from onair.exceptions import ApplicationError
 from sfu.cluster import ClusterNode, EncodedTracks
 from signaling.gateway import reactions
@@ -57,7 +57,7 @@ SESSION_REFRESH_SECONDS = SESSION_TTL_SECONDS / 3
 
 
 def max_viewers_per_worker() -> int:
-    return int(getattr(settings, "ONAIR", {}).get("SFU_MAX_VIEWERS_PER_WORKER", 300))
+    return onair_settings().sfu_max_viewers_per_worker
 
 
 class SfuWorker:

@@ -26,8 +26,8 @@ from aiortc import MediaStreamTrack, RTCPeerConnection, RTCSessionDescription
 from aiortc.rtcconfiguration import RTCIceTransportPolicy
 from aiortc.rtcicetransport import parse_stun_turn_uri
 
+from onair.conf import IcePolicy
 from sfu.ice import IceServer, rtc_configuration
-from signaling.ice import IcePolicy
 from testpeers import PatternVideoTrack
 
 WIDTH, HEIGHT, FPS = 160, 120, 15

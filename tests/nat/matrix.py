@@ -11,8 +11,9 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
+from onair.conf import IcePolicy, IceSettings
 from sfu.ice import IceServer
-from signaling.ice import IcePolicy, IceSettings, ice_servers
+from signaling.ice import ice_servers
 from tests.nat.rig import CLIENT_SITES, SERVER_SITES, TURN_IP, TURN_PORT, Rig, Site
 
 SESSION_TIMEOUT = 120.0

@@ -17,11 +17,11 @@ import sys
 from collections import defaultdict
 from typing import Any
 
+from onair.conf import parse_port_range
 from sfu import Router, RouterOptions
 from sfu.ice import IceServer
 from sfu.ice_config import HostNetwork, configure_ice
 from sfu.peer import Peer
-from signaling.ice import parse_port_range
 
 VIEW_WAIT_SECONDS = 20.0
 

@@ -15,10 +15,11 @@ from onair.settings.env import channel_layers, database_from_url, env_bool, env_
 ROOT = Path(__file__).resolve().parents[2]
 PROBE = (
     "import json, django; django.setup(); from django.conf import settings as s; "
+    "from onair.conf import onair_settings; "
     "print(json.dumps({'db': s.DATABASES['default']['ENGINE'], "
     "'name': str(s.DATABASES['default']['NAME']), "
     "'layer': s.CHANNEL_LAYERS['default']['BACKEND'], 'debug': s.DEBUG, "
-    "'hosts': s.ALLOWED_HOSTS, 'static': s.ONAIR['SERVE_STATIC']}))"
+    "'hosts': s.ALLOWED_HOSTS, 'static': onair_settings().serve_static}))"
 )
 _CLEARED = ("DATABASE_URL", "REDIS_URL", "DJANGO_SECRET_KEY", "ALLOWED_HOSTS", "DJANGO_DEBUG")
 

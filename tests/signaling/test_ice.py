@@ -7,22 +7,17 @@ import json
 import pytest
 from django.test import override_settings
 
+from onair.conf import IcePolicy, IceSettings, onair_settings, parse_port_range, settings_from
 from sfu import RouterOptions
 from sfu.ice import rtc_configuration
 from signaling.ice import (
-    DEFAULT_TURN_TTL_SECONDS,
-    IcePolicy,
     IceServer,
-    IceSettings,
     PeerRole,
     browser_configuration,
     ice_servers,
-    ice_settings,
-    ice_settings_from,
     ice_transport_policy,
     link_header,
     link_header_values,
-    parse_port_range,
     turn_credential,
 )
 
@@ -177,7 +172,7 @@ def test_the_shared_secret_never_leaves_the_server() -> None:
     }
 )
 def test_ice_settings_read_the_onair_dict() -> None:
-    assert ice_settings() == IceSettings(
+    assert onair_settings().ice == IceSettings(
         stun_urls=TURN.stun_urls,
         turn_urls=TURN.turn_urls,
         turn_secret=SECRET,
@@ -189,14 +184,14 @@ def test_ice_settings_read_the_onair_dict() -> None:
 
 
 def test_ice_settings_defaults_and_validation() -> None:
-    assert ice_settings_from({}) == IceSettings()
-    assert IceSettings().turn_ttl_seconds == DEFAULT_TURN_TTL_SECONDS
+    assert settings_from({}).ice == IceSettings()
+    assert IceSettings().turn_ttl_seconds == 24 * 3600
     with pytest.raises(ValueError, match="must start with"):
-        ice_settings_from({"TURN_URLS": ["stun:wrong.example"]})
+        settings_from({"TURN_URLS": ["stun:wrong.example"]})
     with pytest.raises(ValueError, match="positive"):
-        ice_settings_from({"TURN_TTL_SECONDS": 0})
+        settings_from({"TURN_TTL_SECONDS": 0})
     with pytest.raises(ValueError, match="is not a valid IcePolicy"):
-        ice_settings_from({"ICE_TRANSPORT_POLICY": "none"})
+        settings_from({"ICE_TRANSPORT_POLICY": "none"})
 
 
 @pytest.mark.parametrize(

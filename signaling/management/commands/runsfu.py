@@ -18,7 +18,7 @@ from typing import Any
 from django.conf import settings
 from django.core.management.base import BaseCommand, CommandError, CommandParser
 
-from onair.conf import cluster_mode
+from onair.conf import cluster_mode, onair_settings
 from signaling.gateway import freeze_startup_objects
 from signaling.gateway.directory import WorkerInfo
 from signaling.gateway.worker import SfuWorker
@@ -46,7 +46,7 @@ class Command(BaseCommand):
             self._supervise(workers)
 
     def _run_worker(self) -> None:
-        host = str(settings.ONAIR.get("SFU_PIPE_HOST", "127.0.0.1"))
+        host = onair_settings().sfu_pipe_host
         worker = SfuWorker(host=host)
         freeze_startup_objects()
 
