@@ -15,6 +15,13 @@ def _is_staff(user: AnyUser) -> bool:
     return bool(user.is_authenticated and getattr(user, "is_staff", False))
 
 
+def stream_is_managed_by(*, stream: Stream, user: AnyUser) -> bool:
+    """``user`` may manage ``stream``: its owner or staff (``stream_list`` is this rule as a
+    query). Managing covers broadcasting from the studio, watching it while private, and the
+    stream's settings and keys."""
+    return bool(user.is_authenticated and (_is_staff(user) or stream.owner_id == user.pk))
+
+
 def stream_list(
     *,
     user: AnyUser,
@@ -64,7 +71,7 @@ def stream_get_visible(*, slug: str, user: AnyUser) -> Stream:
     stream = Stream.objects.select_related("owner").filter(slug=slug).first()
     if stream is None or (
         stream.visibility == Stream.Visibility.PRIVATE
-        and not (_is_staff(user) or stream.owner_id == user.pk)
+        and not stream_is_managed_by(stream=stream, user=user)
     ):
         raise NotFoundError("No such stream.")
     return stream

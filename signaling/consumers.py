@@ -23,7 +23,7 @@ from channels.generic.websocket import AsyncWebsocketConsumer
 from django.contrib.auth.models import AnonymousUser, User
 
 from broadcast.models import Stream
-from broadcast.selectors import stream_get_visible
+from broadcast.selectors import stream_get_visible, stream_is_managed_by
 from broadcast.services import stream_end, stream_key_match
 from onair.conf import onair_settings
 from onair.exceptions import (
@@ -609,11 +609,7 @@ def _studio_stream(*, slug: str, user: User | AnonymousUser) -> tuple[Stream, bo
     as a missing one (its key holders publish with WHIP).
     """
     stream = Stream.objects.select_related("owner").filter(slug=slug).first()
-    authorized = bool(
-        stream is not None
-        and user.is_authenticated
-        and (user.is_staff or stream.owner_id == user.pk)
-    )
+    authorized = stream is not None and stream_is_managed_by(stream=stream, user=user)
     if stream is None or (stream.visibility == Stream.Visibility.PRIVATE and not authorized):
         raise NotFoundError("No such stream.")
     return stream, authorized

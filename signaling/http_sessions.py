@@ -36,7 +36,7 @@ from django.dispatch import receiver
 from rest_framework.authtoken.models import Token
 
 from broadcast.models import Stream, StreamKey
-from broadcast.selectors import stream_key_is_active
+from broadcast.selectors import stream_is_managed_by, stream_key_is_active
 from broadcast.services import stream_key_match
 from broadcast.signals import stream_key_revoked
 from onair.exceptions import (
@@ -99,20 +99,17 @@ def whep_stream_get(
     stream = Stream.objects.select_related("owner").filter(slug=slug).first()
     if stream is None:
         raise NotFoundError("No such stream.")
-    if stream.visibility != Stream.Visibility.PRIVATE or _may_manage(user, stream):
+    open_to_all = stream.visibility != Stream.Visibility.PRIVATE
+    if open_to_all or stream_is_managed_by(stream=stream, user=user):
         return stream, None
     if bearer:
         key = stream_key_match(stream=stream, secret=bearer)
         if key is not None:
             return stream, key.pk
         token = Token.objects.select_related("user").filter(key=bearer).first()
-        if token is not None and _may_manage(token.user, stream):
+        if token is not None and stream_is_managed_by(stream=stream, user=token.user):
             return stream, None
     raise NotFoundError("No such stream.")
-
-
-def _may_manage(user: User | AnonymousUser, stream: Stream) -> bool:
-    return bool(user.is_authenticated and (user.is_staff or user.pk == stream.owner_id))
 
 
 # --- creating sessions -----------------------------------------------------------------------

@@ -10,6 +10,7 @@ from broadcast.selectors import (
     stream_get_by_key,
     stream_get_managed,
     stream_get_visible,
+    stream_is_managed_by,
     stream_key_active,
     stream_list,
     stream_list_live,
@@ -57,6 +58,17 @@ def test_live_list_hides_unlisted_and_private_from_others(
     assert list(stream_list_live(user=AnonymousUser())) == [public]
     assert list(stream_list_live(user=other_user)) == [public]
     assert set(stream_list_live(user=user)) == {public, unlisted, private}
+
+
+def test_a_stream_is_managed_by_its_owner_and_staff(
+    make_stream: Callable, user: User, other_user: User, staff_user: User
+) -> None:
+    stream, _ = make_stream()
+
+    assert stream_is_managed_by(stream=stream, user=user)
+    assert stream_is_managed_by(stream=stream, user=staff_user)
+    assert not stream_is_managed_by(stream=stream, user=other_user)
+    assert not stream_is_managed_by(stream=stream, user=AnonymousUser())
 
 
 def test_get_managed_hides_other_peoples_streams(
