@@ -18,6 +18,7 @@ from pathlib import Path
 
 import aiortc
 
+import bench
 from bench import janus, runner, source
 from bench.measure import ServerResult
 
@@ -66,7 +67,8 @@ def _onair_version() -> str | None:
     import sfu
     from sfu import native
 
-    loop = "C" if native.available() else "Python"  # the server inherits this environment
+    # the server inherits this environment
+    loop = "C" if native.available() and bench.native_forwarding() else "Python"
     return f"OnAir sfu (this tree, {loop} forwarding loop)" if hasattr(sfu, "Router") else None
 
 

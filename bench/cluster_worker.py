@@ -28,7 +28,7 @@ import sys
 from typing import Any
 
 import sfu
-from bench import http
+from bench import http, native_forwarding
 from sfu.pipe import (
     EdgePipe,
     EdgeRouter,
@@ -52,10 +52,14 @@ def _json(message: dict[str, Any]) -> http.Response:
     return http.Response(200, json.dumps(message).encode(), {"Content-Type": "application/json"})
 
 
+def _options() -> sfu.RouterOptions:
+    return sfu.RouterOptions(native_forwarding=native_forwarding())
+
+
 class _Edge:
     def __init__(self, pipe: EdgePipe) -> None:
         self.pipe = pipe
-        self.router = EdgeRouter(sfu.RouterOptions(), router_id=ROUTER_ID, pipe=pipe)
+        self.router = EdgeRouter(_options(), router_id=ROUTER_ID, pipe=pipe)
 
     async def handle(self, path: str, body: bytes) -> http.Response:
         if path == "/whep":
@@ -80,7 +84,7 @@ class _Edge:
 
 class _Origin:
     def __init__(self, edge_url: str | None) -> None:
-        self.router = sfu.Router(sfu.RouterOptions())
+        self.router = sfu.Router(_options())
         self.pipe: OriginPipe | None = None
         self.edge_url = edge_url
         self.origin_viewers = 0

@@ -1,6 +1,6 @@
 """The forwarding hot path alone: CPU per packet per viewer, without the kernel's ``sendto``.
 
-One ``Producer`` and N ``Consumer``s on real aiortc senders whose DTLS transports are marked
+One ``Producer`` and N ``DownTrack``s on real aiortc senders whose DTLS transports are marked
 connected, with real SRTP sessions (AEAD-AES-256-GCM, what aiortc negotiates) and a
 nominated ICE pair whose sends go nowhere: the Python loop's socket is a stand-in, the C
 loop's (``sfu.native``) sends go to a hook that takes them. Synthetic VP8 packets of 1.2 KB,
@@ -31,7 +31,7 @@ from aiortc.rtcrtpparameters import RTCRtpSendParameters
 from aiortc.rtp import RtpPacket
 
 from sfu import native
-from sfu.consumer import Consumer
+from sfu.downtrack import DownTrack
 from sfu.munger import RtpMunger
 from sfu.producer import Producer
 from testpeers import client_configuration
@@ -106,16 +106,10 @@ def _connect_for_forwarding(pc: RTCPeerConnection) -> Any:
 
 async def measure(viewers: int, packets: int, loop: str) -> float:
     """CPU seconds per packet per viewer, forwarded by the Python or the C ``loop``."""
-    c_loop = native.lib
-    if loop == "python":
-        native.lib = None  # as ONAIR_NATIVE_FORWARDING=0 has it
-    try:
-        return await _measure(viewers, packets)
-    finally:
-        native.lib = c_loop
+    return await _measure(viewers, packets, native_forwarding=loop == "c")
 
 
-async def _measure(viewers: int, packets: int) -> float:
+async def _measure(viewers: int, packets: int, *, native_forwarding: bool) -> float:
     peers = [RTCPeerConnection(client_configuration()) for _ in range(viewers + 1)]
     receiver = peers[0].addTransceiver("video", direction="recvonly").receiver
     producer = Producer(
@@ -127,32 +121,33 @@ async def _measure(viewers: int, packets: int) -> float:
         cache_size=1024,
         keyframe_request_interval=1.0,
         emit=lambda event: None,
+        native_forwarding=native_forwarding,
     )
     parameters = RTCRtpSendParameters(
         codecs=[RTCRtpCodecParameters(mimeType="video/VP8", clockRate=90000, payloadType=96)],
         muxId="0",
     )
-    consumers = []
+    tracks = []
     transports = []
     for index, pc in enumerate(peers[1:]):
-        consumer = Consumer(
+        track = DownTrack(
             router_id="bench",
             viewer_id=str(index),
             producer=producer,
             sender=_connect_for_forwarding(pc),
-            munger=RtpMunger(VP8.clockRate),
+            munger=RtpMunger(VP8.clockRate, native=native_forwarding),
             emit=lambda event: None,
-            on_close=lambda consumer: None,
+            on_close=lambda track: None,
         )
-        await consumer.start(parameters)
-        direct = consumer._rtp
+        await track.start(parameters)
+        direct = track.rtp_sender
         assert direct is not None
-        assert direct._bind()
+        assert direct.bind()
         transports.append(direct._transport)
         direct._socket = _DroppingSocket(direct._transport._sock)  # type: ignore[assignment]
-        if native.lib is not None:
+        if native_forwarding:
             direct.native_send_hook = native.ffi.addressof(native.lib, "onair_discard")
-        consumers.append(consumer)
+        tracks.append(track)
     payload = b"\x10\x00\x9d\x01\x2a" + os.urandom(PAYLOAD_BYTES - 5)  # a keyframe start
     stream = [
         RtpPacket(
@@ -174,7 +169,7 @@ async def _measure(viewers: int, packets: int) -> float:
             await asyncio.sleep(0)  # the event loop's turn: the producer forwards the frame
     producer.flush()
     elapsed = time.process_time() - started
-    sent = sum(c.packets_sent for c in consumers)
+    sent = sum(t.packets_sent for t in tracks)
     producer.close("bench")
     await asyncio.gather(*(pc.close() for pc in peers))
     for transport in transports:

@@ -16,7 +16,7 @@ steady window at each step:
    resent, as before the retransmission budget): K normal viewers, then K + 1 flooder.
 
 A normal viewer's cost is (mean of 2 and 4 - 1) / K, a flooder's (3 - mean of 2 and 4) / F,
-and without the budget (5b - 5a) / 1. The server's consumer counters (``POST /stats``) give
+and without the budget (5b - 5a) / 1. The server's down track counters (``POST /stats``) give
 what the flooders were resent and refused.
 """
 
@@ -118,9 +118,9 @@ class NackResult:
         }
 
 
-def _consumers(url: str) -> dict[str, dict[str, Any]]:
+def _down_tracks(url: str) -> dict[str, dict[str, Any]]:
     stats = http.post_json_blocking(f"{url}/stats")
-    return {c["consumer_id"]: c for c in stats if c["kind"] == "video"}
+    return {t["down_track_id"]: t for t in stats if t["kind"] == "video"}
 
 
 def _window(
@@ -137,14 +137,14 @@ def _window(
     time.sleep(runner.SETTLE_SECONDS)
     cpu0, stats0, snap0, sent0 = (
         host.sample(pid),
-        _consumers(url),
+        _down_tracks(url),
         load.snapshot(),
         publisher.count(),
     )
     time.sleep(plan.window)
     cpu1, stats1, snap1, sent1 = (
         host.sample(pid),
-        _consumers(url),
+        _down_tracks(url),
         load.snapshot(),
         publisher.count(),
     )

@@ -3,7 +3,7 @@
 ``POST /whip`` (publisher's SDP offer) and ``POST /whep`` (a viewer's recvonly offer)
 each return ``201`` with the SDP answer; ``POST /fanout`` returns, for OnAir, how long each
 forwarding of a batch to every viewer and each garbage collection took (see ``FanoutLog``),
-and ``POST /stats`` every consumer's counters (``sfu.ConsumerStats``).
+and ``POST /stats`` every viewer track's counters (``sfu.DownTrackStats``).
 Backends:
 
 - ``mediarelay``: the naive aiortc SFU: the publisher's tracks are decoded once, and
@@ -31,7 +31,7 @@ from typing import Any, Protocol
 from aiortc import MediaStreamTrack, RTCSessionDescription
 from aiortc.contrib.media import MediaBlackhole, MediaRelay
 
-from bench import http
+from bench import http, native_forwarding
 from bench.viewer import new_peer_connection
 
 
@@ -137,7 +137,7 @@ class OnAirBackend:
         from sfu.heap import freeze_startup_objects
         from sfu.producer import Producer
 
-        options = sfu.RouterOptions()
+        options = sfu.RouterOptions(native_forwarding=native_forwarding())
         if unlimited_retransmission:
             endless = 10**9
             options = dataclasses.replace(
@@ -169,11 +169,11 @@ class OnAirBackend:
             raise RuntimeError("the router did not answer the viewer's offer")
         return viewer.answer_sdp
 
-    def consumer_stats(self) -> list[dict[str, Any]]:
+    def down_track_stats(self) -> list[dict[str, Any]]:
         return [
-            dataclasses.asdict(consumer.stats())
+            dataclasses.asdict(track.stats())
             for viewer in self._router.viewers
-            for consumer in viewer.consumers
+            for track in viewer.down_tracks
         ]
 
 
@@ -200,7 +200,7 @@ async def serve(backend_name: str, port: int, *, unlimited_retransmission: bool 
             since = float(json.loads(body or b"{}").get("since", 0.0))
             return http.Response(200, json.dumps(fanout.since(since)).encode())
         elif path == "/stats" and isinstance(backend, OnAirBackend):
-            return http.Response(200, json.dumps(backend.consumer_stats()).encode())
+            return http.Response(200, json.dumps(backend.down_track_stats()).encode())
         else:
             return http.Response(404, b"")
         return http.Response(201, answer.encode(), {"Content-Type": "application/sdp"})

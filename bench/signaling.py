@@ -7,7 +7,7 @@ for the server's ``offer`` (the SFU has made its peer connection, gathered candi
 written the offer; the viewer is counted only once connected, which these never are), close.
 The rate is completed joins per second over a window, with daphne's CPU in the same window.
 
-The stream has no publisher, so the SFU makes no consumers: that is the signaling and the
+The stream has no publisher, so the SFU makes no down tracks: that is the signaling and the
 peer connection, not forwarding (the main bench measures forwarding).
 """
 

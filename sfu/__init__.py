@@ -33,12 +33,12 @@ viewer gets the publisher's codec. H.264 from OBS/FFmpeg must be sent without
 B-frames (``-bf 0``), which browsers never produce.
 """
 
-from sfu.consumer import Consumer
+from sfu.downtrack import DownTrack
 from sfu.errors import NegotiationError, RouterClosedError, SfuError
 from sfu.events import (
-    ConsumerAdded,
-    ConsumerClosed,
-    ConsumerStats,
+    DownTrackAdded,
+    DownTrackClosed,
+    DownTrackStats,
     EventEmitter,
     ProducerAdded,
     ProducerClosed,
@@ -62,10 +62,10 @@ from sfu.router import Router, RouterOptions
 from sfu.viewer import ViewerPeer
 
 __all__ = [
-    "Consumer",
-    "ConsumerAdded",
-    "ConsumerClosed",
-    "ConsumerStats",
+    "DownTrack",
+    "DownTrackAdded",
+    "DownTrackClosed",
+    "DownTrackStats",
     "EventEmitter",
     "IceCandidate",
     "IceServer",

@@ -17,6 +17,7 @@ import logging
 import socket
 import struct
 import threading
+import time
 import weakref
 from collections.abc import Awaitable, Callable
 from typing import Any
@@ -123,15 +124,28 @@ def tap_receiver(receiver: RTCRtpReceiver, on_packet: PacketHandler, *, decode: 
     receiver._handle_rtp_packet = handle_rtp_packet  # type: ignore[method-assign]
 
 
-def give_jitter_buffer_slot(stand_in: object) -> None:
-    """Give an object standing in for an ``RTCRtpReceiver`` (the pipe's source) the empty
-    jitter buffer slot ``tap_receiver`` fills."""
-    setattr(stand_in, _JITTER_BUFFER_ATTR, None)
+class ReceiverStandIn:
+    """Stands in for an ``RTCRtpReceiver`` where packets come from elsewhere (``sfu.pipe``'s
+    edge): a ``Producer`` taps it as it taps a receiver, and its keyframe requests
+    (``send_pli``) go to ``on_pli`` with the media SSRC.
 
+    It offers exactly what ``tap_receiver`` and ``send_pli`` use of a receiver, under
+    aiortc's private names: a jitter buffer slot, ``_handle_rtp_packet`` and
+    ``_send_rtcp_pli``."""
 
-def jitter_buffer(receiver: object) -> Any:
-    """The jitter buffer of a receiver or stand-in (after ``tap_receiver``, its tap)."""
-    return getattr(receiver, _JITTER_BUFFER_ATTR)
+    def __init__(self, on_pli: Callable[[int], None]) -> None:
+        setattr(self, _JITTER_BUFFER_ATTR, None)
+        self._on_pli = on_pli
+
+    async def receive(self, packet: RtpPacket) -> None:
+        """Hand ``packet`` to whatever taps this stand-in, as a receiver would."""
+        await self._handle_rtp_packet(packet, int(time.time() * 1000))
+
+    async def _handle_rtp_packet(self, packet: RtpPacket, arrival_time_ms: int) -> None:
+        getattr(self, _JITTER_BUFFER_ATTR).add(packet)
+
+    async def _send_rtcp_pli(self, media_ssrc: int) -> None:
+        self._on_pli(media_ssrc)
 
 
 def on_receiver_rtcp(receiver: RTCRtpReceiver, callback: Callable[[], None]) -> None:

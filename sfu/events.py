@@ -72,18 +72,22 @@ class ProducerClosed(SfuEvent):
 
 
 @dataclass(frozen=True)
-class ConsumerAdded(SfuEvent):
-    type: ClassVar[str] = "consumer_added"
-    consumer_id: str
+class DownTrackAdded(SfuEvent):
+    """A viewer track started to forward a producer (``sfu.downtrack.DownTrack``)."""
+
+    type: ClassVar[str] = "down_track_added"
+    down_track_id: str
     viewer_id: str
     producer_id: str
     kind: str
 
 
 @dataclass(frozen=True)
-class ConsumerClosed(SfuEvent):
-    type: ClassVar[str] = "consumer_closed"
-    consumer_id: str
+class DownTrackClosed(SfuEvent):
+    """``reason``: ``"producer_closed"``, ``"viewer_closed"`` or ``"codec_mismatch"``."""
+
+    type: ClassVar[str] = "down_track_closed"
+    down_track_id: str
     viewer_id: str
     kind: str
     reason: str
@@ -126,7 +130,7 @@ class ProducerStats:
 
 
 @dataclass(frozen=True)
-class ConsumerStats:
+class DownTrackStats:
     """One viewer track's counters. ``nacks_received`` counts the sequence numbers read
     from the viewer's NACKs (the last ``RetransmissionLimits.per_nack`` of each, or a few
     more: whole FCIs): each was resent (``retransmitted_packets``), could not be
@@ -134,7 +138,7 @@ class ConsumerStats:
     was refused by its retransmission budget (``nacks_refused``, see
     ``sfu.retransmission``)."""
 
-    consumer_id: str
+    down_track_id: str
     viewer_id: str
     kind: str
     packets_sent: int
@@ -152,7 +156,7 @@ class RouterStats(SfuEvent):
     type: ClassVar[str] = "stats"
     viewers: int
     producers: tuple[ProducerStats, ...]
-    consumers: tuple[ConsumerStats, ...]
+    down_tracks: tuple[DownTrackStats, ...]
 
 
 @dataclass(frozen=True)

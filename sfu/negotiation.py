@@ -42,7 +42,7 @@ class OfferedMedia:
 
 @dataclass(frozen=True)
 class NegotiatedCodec:
-    """Payload types a consumer sends with, from the viewer's negotiation."""
+    """Payload types a down track sends with, from the viewer's negotiation."""
 
     payload_type: int
     rtx_payload_type: int | None

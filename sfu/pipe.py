@@ -14,7 +14,7 @@ internet), and fans them out to its own viewers like a publisher's producers wou
 
 The origin's end forwards each producer through a keyframe gate and a munger, so the pipe
 carries one continuous stream per kind even when the publisher reconnects. The edge's end
-feeds one ``Producer`` per kind; its consumers' keyframe requests (PLI) go back upstream
+feeds one ``Producer`` per kind; its viewers' keyframe requests (PLI) go back upstream
 as RTCP, and so do NACKs for pipe packets that went missing. Nothing here knows about
 worker processes or how the two ends learned each other's address: the gateway does.
 """
@@ -23,6 +23,7 @@ from __future__ import annotations
 
 import asyncio
 import logging
+import math
 import random
 import struct
 import time
@@ -43,9 +44,11 @@ from aiortc.rtp import (
 )
 
 from sfu import aiortc_adapter
+from sfu.downtrack import TrackForwarder
 from sfu.events import ProducerAdded, RouterClosed
+from sfu.forwarding import Batch
 from sfu.munger import RtpMunger
-from sfu.producer import Batch, Producer
+from sfu.producer import Producer
 from sfu.router import Router, RouterOptions
 
 logger = logging.getLogger(__name__)
@@ -136,46 +139,43 @@ def _nack(ssrc: int, lost: list[int]) -> bytes:
 # --- the origin's end --------------------------------------------------------------------
 
 
-class _PipeForwarder:
-    """One kind of the origin router, forwarded into the pipe: a consumer without a viewer.
+class _PipeForwarder(TrackForwarder):
+    """One kind of the origin router, forwarded into the pipe: a viewer's forwarding
+    (``TrackForwarder``: keyframe gate, munger, repairs) without a viewer.
 
-    It joins its producer's forward group like a viewer's consumer, so the pipe costs one
+    It joins its producer's forward group like a viewer's down track, so the pipe costs one
     serialization per packet however many edges there are, then gates on a keyframe and
-    re-bases sequence numbers and timestamps when the publisher is replaced.
+    re-bases sequence numbers and timestamps when the publisher is replaced. Pipe packets
+    are plain RTP, never SRTP: the C loop does not forward them.
     """
 
     def __init__(self, pipe: OriginPipe, producer: Producer) -> None:
+        super().__init__(producer, RtpMunger(producer.codec.clockRate), random.getrandbits(32))
         self.kind = producer.kind
-        self.ssrc = random.getrandbits(32)
-        self.producer = producer
         self.packets = 0
         self.retransmitted = 0
         self.keyframe_requests = 0
         self._pipe = pipe
-        self._munger = RtpMunger(producer.codec.clockRate)
-        self._waiting_keyframe = False
         self._attach(producer)
 
     @property
-    def waiting_keyframe(self) -> bool:
-        return self._waiting_keyframe
+    def ssrc(self) -> int:
+        return self._ssrc
 
     @property
     def track(self) -> PipeTrack:
-        return PipeTrack(kind=self.kind, ssrc=self.ssrc, codec=self.producer.codec)
+        return PipeTrack(kind=self.kind, ssrc=self._ssrc, codec=self._producer.codec)
 
     def switch_producer(self, producer: Producer) -> None:
         self._detach()
+        self._follow(producer)
         self._attach(producer)
 
     def close(self) -> None:
         self._detach()
 
     def _attach(self, producer: Producer) -> None:
-        self.producer = producer
-        self._munger.switch_source()
-        self._waiting_keyframe = producer.needs_keyframes
-        producer._start_forwarding(
+        producer.start_forwarding(
             self,
             key=_PIPE_GROUP_KEY,
             payload_type=producer.codec.payloadType or 0,
@@ -186,49 +186,35 @@ class _PipeForwarder:
             self._pipe._spawn(producer.request_keyframe(join=True))
 
     def _detach(self) -> None:
-        self.producer._stop_forwarding(self)
+        self._producer.stop_forwarding(self)
 
-    def forward(self, templates: list[bytes], batch: Batch, now: float, ntp: int) -> None:
-        """Called by the producer for each batch, with the group's serialized templates."""
+    def _send(self, templates: list[bytes], batch: Batch, first: int, now: float, ntp: int) -> bool:
         packets = batch.packets
-        first = 0
-        if self._waiting_keyframe:
-            keyframe = batch.first_keyframe()
-            if keyframe is None:
-                return
-            first = keyframe
-            self._waiting_keyframe = False
         for index in range(first, len(packets)):
             packet = packets[index]
             mapped = self._munger.map(packet.sequence_number, packet.timestamp, now)
             if mapped is None:
                 continue
             data = bytearray(templates[index])
-            _HEADER.pack_into(data, 2, mapped[0], mapped[1], self.ssrc)
+            _HEADER.pack_into(data, 2, mapped[0], mapped[1], self._ssrc)
             self._pipe._send(data)
             self.packets += 1
+        return True
 
     async def keyframe_requested(self) -> None:
         self.keyframe_requests += 1
-        await self.producer.request_keyframe()
+        await self._producer.request_keyframe()
 
     def retransmit(self, pipe_sequence_number: int) -> None:
-        sequence_number = self._munger.incoming_sequence_number(pipe_sequence_number)
-        cached = None if sequence_number is None else self.producer.cached_packet(sequence_number)
-        if cached is None:
-            return
-        mapped = self._munger.map(cached.sequence_number, cached.timestamp, time.monotonic())
-        if mapped is None:
-            return
-        repair = RtpPacket(
-            payload_type=self.producer.codec.payloadType or 0,
-            marker=cached.marker,
-            sequence_number=mapped[0],
-            timestamp=mapped[1],
-            ssrc=self.ssrc,
-            payload=cached.payload,
+        repair = self._repair(
+            pipe_sequence_number,
+            self._producer.codec.payloadType or 0,
+            time.monotonic(),
+            max_age=math.inf,
         )
-        self._pipe._send(repair.serialize())
+        if repair is None:
+            return
+        self._pipe._send(repair[0].serialize())
         self.retransmitted += 1
 
 
@@ -357,29 +343,12 @@ class OriginPipe:
 # --- the edge's end ----------------------------------------------------------------------
 
 
-class _PipeSource:
-    """Stands in for the ``RTCRtpReceiver`` a ``Producer`` taps: packets come from the
-    pipe, and a keyframe request goes back up it as an RTCP PLI.
-
-    It offers exactly what ``aiortc_adapter.tap_receiver`` and ``send_pli`` use of a
-    receiver: a jitter buffer slot, ``_handle_rtp_packet`` and ``_send_rtcp_pli``.
-    """
-
-    def __init__(self, send_upstream: Callable[[bytes], None]) -> None:
-        aiortc_adapter.give_jitter_buffer_slot(self)
-        self._send_upstream = send_upstream
-
-    async def _handle_rtp_packet(self, packet: RtpPacket, arrival_time_ms: int) -> None:
-        aiortc_adapter.jitter_buffer(self).add(packet)
-
-    async def _send_rtcp_pli(self, media_ssrc: int) -> None:
-        self._send_upstream(_pli(media_ssrc))
-
-
 class _PipeInput:
     """One kind arriving on the edge: its producer and its sequence bookkeeping."""
 
-    def __init__(self, track: PipeTrack, producer: Producer, source: _PipeSource) -> None:
+    def __init__(
+        self, track: PipeTrack, producer: Producer, source: aiortc_adapter.ReceiverStandIn
+    ) -> None:
         self.track = track
         self.producer = producer
         self.source = source
@@ -441,7 +410,8 @@ class EdgePipe:
             current = by_kind.get(track.kind)
             if current is not None and current.track == track:
                 continue
-            source = _PipeSource(self._send_upstream)
+            # packets come from the pipe; a keyframe request goes back up it as an RTCP PLI
+            source = aiortc_adapter.ReceiverStandIn(lambda ssrc: self._send_upstream(_pli(ssrc)))
             producer = Producer(
                 router_id=router.id,
                 publisher_id="pipe",
@@ -451,6 +421,7 @@ class EdgePipe:
                 cache_size=router.options.packet_cache_size,
                 keyframe_request_interval=router.options.keyframe_request_interval,
                 emit=router.events.emit,
+                native_forwarding=router.options.native_forwarding,
             )
             if current is not None:
                 del self._inputs[current.track.ssrc]
@@ -516,7 +487,7 @@ class EdgePipe:
                 self._send_upstream(_nack(pipe_input.track.ssrc, lost))
             pipe_input.highest = sequence_number
         self.packets += 1
-        await pipe_input.source._handle_rtp_packet(packet, int(time.time() * 1000))
+        await pipe_input.source.receive(packet)
 
 
 class EdgeRouter(Router):
@@ -532,13 +503,13 @@ class EdgeRouter(Router):
         return self.pipe.producers
 
     async def set_tracks(self, tracks: tuple[PipeTrack, ...]) -> None:
-        """Follow the origin's tracks: a new kind is consumed by every viewer, a changed
-        one takes over its predecessor's consumers (as a reconnecting publisher would)."""
+        """Follow the origin's tracks: a new kind goes to every viewer, a changed one takes
+        over its predecessor's down tracks (as a reconnecting publisher would)."""
         if self.closed:
             return
         for replaced, producer in self.pipe._set_tracks(self, tracks):
             if replaced is not None:
-                await self._move_consumers((replaced,), (producer,))
+                await self._move_down_tracks((replaced,), (producer,))
                 replaced.close("replaced")
             for viewer in self.viewers:
                 await self._consume(viewer, producer)

@@ -1,4 +1,4 @@
-"""A producer: one incoming track of the publisher, fanned out to consumers."""
+"""A producer: one incoming track of the publisher, fanned out to viewers' down tracks."""
 
 from __future__ import annotations
 
@@ -7,18 +7,16 @@ import logging
 import time
 import uuid
 from collections.abc import Callable
-from typing import TYPE_CHECKING, Any, Protocol
+from typing import Any
 
 from aiortc import RTCRtpCodecParameters, RTCRtpReceiver, clock
-from aiortc.rtp import HeaderExtensions, HeaderExtensionsMap, RtpPacket
+from aiortc.rtp import HeaderExtensionsMap, RtpPacket
 
 from sfu import aiortc_adapter, native
 from sfu.events import ProducerClosed, ProducerStats, SfuEvent
+from sfu.forwarding import Attached, Batch, Forwarder, ForwardGroup, NativeForwarder
 from sfu.keyframe import KEYFRAME_DETECTORS, KeyframeRequester
 from sfu.packet_cache import PacketCache
-
-if TYPE_CHECKING:
-    from sfu.consumer import Consumer
 
 logger = logging.getLogger(__name__)
 
@@ -38,111 +36,11 @@ NATIVE_UPKEEP_SECONDS = 0.25
 NATIVE_UPKEEP_SLICE = 16
 
 
-class Batch:
-    """The packets a producer forwards together: each with whether it starts a keyframe."""
-
-    __slots__ = ("keyframes", "packets")
-
-    def __init__(self) -> None:
-        self.packets: list[RtpPacket] = []
-        self.keyframes: list[bool] = []
-
-    def first_keyframe(self) -> int | None:
-        """The index of the first packet that starts a keyframe, if any does."""
-        return self.keyframes.index(True) if True in self.keyframes else None
-
-
-class Forwarder(Protocol):
-    """Where a forward group sends packets: a viewer's ``Consumer``, or a pipe to an
-    edge router (``sfu.pipe``)."""
-
-    @property
-    def waiting_keyframe(self) -> bool: ...
-
-    def forward(self, templates: list[bytes], batch: Batch, now: float, ntp: int) -> None: ...
-
-
-class ForwardGroup:
-    """Consumers whose outgoing packets differ only in SSRC, sequence number and
-    timestamp: same payload type, mid and header-extension ids. Each incoming
-    packet is serialized once per group into a template the consumers patch.
-
-    Where ``sfu.native`` is built, consumers move into ``targets`` once they can (see
-    ``Consumer``), and the C loop forwards to all of them in one call; the others
-    (``python_forwarders``: consumers not there yet, and pipes) forward themselves."""
-
-    __slots__ = (
-        "consumers",
-        "extensions_map",
-        "key",
-        "mid",
-        "payload_type",
-        "python_forwarders",
-        "targets",
-    )
-
-    def __init__(
-        self,
-        key: tuple[object, ...],
-        payload_type: int,
-        mid: str | None,
-        extensions_map: HeaderExtensionsMap,
-    ) -> None:
-        self.key = key
-        self.payload_type = payload_type
-        self.mid = mid
-        self.extensions_map = extensions_map
-        self.consumers: tuple[Forwarder, ...] = ()
-        self.python_forwarders: tuple[Forwarder, ...] = ()
-        self.targets: native.TargetSet[Consumer] | None = (
-            native.TargetSet() if native.available() else None
-        )
-
-    def add(self, forwarder: Forwarder) -> None:
-        self.consumers = (*self.consumers, forwarder)
-        self._sort()
-
-    def remove(self, forwarder: Forwarder) -> None:
-        self.consumers = tuple(c for c in self.consumers if c is not forwarder)
-        if self.targets is not None:
-            self.targets.discard(forwarder)  # type: ignore[arg-type]
-        self._sort()
-
-    def enter_native(self, consumer: Consumer, target: Any) -> None:
-        """From now on the C loop forwards to ``consumer`` through ``target``."""
-        assert self.targets is not None
-        self.targets.add(consumer, target)
-        self._sort()
-
-    def leave_native(self, consumer: Consumer) -> None:
-        if self.targets is not None:
-            self.targets.discard(consumer)
-        self._sort()
-
-    def _sort(self) -> None:
-        targets = self.targets
-        self.python_forwarders = tuple(
-            c for c in self.consumers if targets is None or c not in targets
-        )
-
-    def render(self, packet: RtpPacket, abs_send_time: int) -> bytes:
-        """The packet serialized for this group, with zero SSRC, sequence number
-        and timestamp for the consumer to fill in."""
-        out = RtpPacket(
-            payload_type=self.payload_type,
-            marker=packet.marker,
-            payload=packet.payload,
-        )
-        out.extensions = HeaderExtensions(
-            mid=self.mid,
-            abs_send_time=abs_send_time,
-            audio_level=packet.extensions.audio_level,
-        )
-        return out.serialize(self.extensions_map)
-
-
 class Producer:
-    """One incoming track. Owns its consumers: closing it closes them."""
+    """One incoming track. Owns the down tracks attached to it: closing it closes them.
+
+    ``native_forwarding`` (``RouterOptions.native_forwarding``): its forward groups hand
+    viewers to the C loop (``sfu.native``) where it is built."""
 
     def __init__(
         self,
@@ -155,6 +53,7 @@ class Producer:
         cache_size: int,
         keyframe_request_interval: float,
         emit: Callable[[SfuEvent], None],
+        native_forwarding: bool = True,
     ) -> None:
         self.id = str(uuid.uuid4())
         self.router_id = router_id
@@ -170,7 +69,8 @@ class Producer:
         self._keyframes = KeyframeRequester(
             self._send_keyframe_request, keyframe_request_interval, waiting=self._awaits_keyframe
         )
-        self._consumers: set[Consumer] = set()
+        self._native_forwarding = native_forwarding
+        self._down_tracks: set[Attached] = set()
         self._groups: list[ForwardGroup] = []
         self._batch = Batch()
         self._flush_soon = False  # a flush is scheduled for the end of the loop's turn
@@ -203,8 +103,9 @@ class Producer:
         return self._receiver
 
     @property
-    def consumers(self) -> frozenset[Consumer]:
-        return frozenset(self._consumers)
+    def down_tracks(self) -> frozenset[Attached]:
+        """The viewer tracks attached to this producer (``sfu.downtrack.DownTrack``)."""
+        return frozenset(self._down_tracks)
 
     @property
     def needs_keyframes(self) -> bool:
@@ -239,8 +140,8 @@ class Producer:
         self._batch = Batch()
         if self._hold_timer is not None:
             self._hold_timer.cancel()
-        for consumer in list(self._consumers):
-            consumer.close("producer_closed")
+        for track in list(self._down_tracks):
+            track.close("producer_closed")
         self._cache.clear()
         self._emit(
             ProducerClosed(
@@ -248,37 +149,45 @@ class Producer:
             )
         )
 
-    def _add_consumer(self, consumer: Consumer) -> None:
-        self._consumers.add(consumer)
+    def attach(self, track: Attached) -> None:
+        """Hold ``track`` until it is detached; closing the producer closes it."""
+        self._down_tracks.add(track)
 
-    def _remove_consumer(self, consumer: Consumer) -> None:
-        self._consumers.discard(consumer)
-        self._stop_forwarding(consumer)
+    def detach(self, track: Attached) -> None:
+        self._down_tracks.discard(track)
 
-    def _start_forwarding(
+    def start_forwarding(
         self,
-        consumer: Forwarder,
+        forwarder: Forwarder,
         key: tuple[object, ...],
         payload_type: int,
         mid: str | None,
         extensions_map: HeaderExtensionsMap,
     ) -> ForwardGroup:
+        """Forward every batch to ``forwarder`` from now on, in the group of ``key`` (its
+        packets' payload type, mid and header extensions), which is returned."""
         group = next((g for g in self._groups if g.key == key), None)
         if group is None:
-            group = ForwardGroup(key, payload_type, mid, extensions_map)
+            group = ForwardGroup(
+                key,
+                payload_type,
+                mid,
+                extensions_map,
+                native_forwarding=self._native_forwarding,
+            )
             self._groups.append(group)
-        group.add(consumer)
+        group.add(forwarder)
         return group
 
-    def _stop_forwarding(self, consumer: Forwarder) -> None:
+    def stop_forwarding(self, forwarder: Forwarder) -> None:
         for group in self._groups:
-            if consumer in group.consumers:
-                group.remove(consumer)
-        self._groups = [g for g in self._groups if g.consumers]
+            if forwarder in group.forwarders:
+                group.remove(forwarder)
+        self._groups = [g for g in self._groups if g.forwarders]
 
     def _awaits_keyframe(self) -> bool:
-        """Whether a consumer (or pipe) forwarding this producer waits for a keyframe."""
-        return any(f.waiting_keyframe for group in self._groups for f in group.consumers)
+        """Whether a viewer (or pipe) forwarding this producer waits for a keyframe."""
+        return any(f.waiting_keyframe for group in self._groups for f in group.forwarders)
 
     async def _send_keyframe_request(self) -> bool:
         if self._ssrc is None or self.closed:
@@ -287,7 +196,7 @@ class Producer:
         return True
 
     async def _on_rtp(self, packet: RtpPacket) -> None:
-        # The hot path: keep it free of logging, allocations and per-consumer tasks.
+        # The hot path: keep it free of logging, allocations and per-viewer tasks.
         payload = packet.payload
         if not payload or self.closed:
             return  # padding-only probes carry nothing to forward
@@ -318,7 +227,7 @@ class Producer:
             self._hold_timer = asyncio.get_running_loop().call_later(FRAME_HOLD_SECONDS, self.flush)
 
     def flush(self) -> None:
-        """Forward the packets received since the last flush to every consumer.
+        """Forward the packets received since the last flush to every forwarder.
 
         Packets are forwarded in batches, viewer by viewer: each viewer's share of a batch
         leaves in one system call (see ``rtp_sender.DirectRtpSender``), and each
@@ -348,9 +257,9 @@ class Producer:
             if targets:
                 packed = native.PackedBatch(templates, batch.packets)
                 for handoff in targets.forward(packed, now, ntp):
-                    consumer = handoff.owner
+                    track = handoff.owner
                     self._forward_safely(
-                        consumer.handed_back, consumer, handoff, templates, batch, now, ntp
+                        track.handed_back, track, handoff, templates, batch, now, ntp
                     )
             for forwarder in python_forwarders:
                 self._forward_safely(forwarder.forward, forwarder, templates, batch, now, ntp)
@@ -361,14 +270,14 @@ class Producer:
                 self._native_upkeep_running = True
                 asyncio.get_running_loop().call_soon(self._native_upkeep, owners, 0)
 
-    def _native_upkeep(self, consumers: list[Consumer], start: int) -> None:
-        """``Consumer.native_upkeep`` for ``consumers[start:]``, ``NATIVE_UPKEEP_SLICE`` of
+    def _native_upkeep(self, tracks: list[NativeForwarder], start: int) -> None:
+        """``DownTrack.native_upkeep`` for ``tracks[start:]``, ``NATIVE_UPKEEP_SLICE`` of
         them per turn of the event loop, after the batch that found them due has left."""
         end = start + NATIVE_UPKEEP_SLICE
-        for consumer in consumers[start:end]:
-            self._forward_safely(consumer.native_upkeep, consumer)
-        if end < len(consumers) and not self.closed:
-            asyncio.get_running_loop().call_soon(self._native_upkeep, consumers, end)
+        for track in tracks[start:end]:
+            self._forward_safely(track.native_upkeep, track)
+        if end < len(tracks) and not self.closed:
+            asyncio.get_running_loop().call_soon(self._native_upkeep, tracks, end)
         else:
             self._native_upkeep_running = False
 
@@ -382,4 +291,4 @@ class Producer:
                 "forwarding failed: that viewer gets no more of this track",
                 extra={"router_id": self.router_id, "kind": self.kind},
             )
-            self._stop_forwarding(forwarder)
+            self.stop_forwarding(forwarder)

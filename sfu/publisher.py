@@ -49,8 +49,10 @@ class PublisherPeer(Peer):
         media_timeout: float = 0.0,
         on_media_stalled: Callable[[PublisherPeer], None] | None = None,
         on_media_resumed: Callable[[PublisherPeer], None] | None = None,
+        native_forwarding: bool = True,
     ) -> None:
         super().__init__(configuration, network, on_lost)
+        self._native_forwarding = native_forwarding
         self.router_id = router_id
         self.answer_sdp = ""
         self.producers: tuple[Producer, ...] = ()
@@ -71,7 +73,7 @@ class PublisherPeer(Peer):
 
     async def close(self) -> None:
         """End the broadcast from this publisher: its producers and their
-        consumers close now, without a grace period."""
+        down tracks close now, without a grace period."""
         await self._close("closed")
 
     async def _negotiate(self, offer_sdp: str, offered: list[OfferedMedia]) -> None:
@@ -95,6 +97,7 @@ class PublisherPeer(Peer):
                     cache_size=self._cache_size,
                     keyframe_request_interval=self._keyframe_request_interval,
                     emit=self._emit,
+                    native_forwarding=self._native_forwarding,
                 )
             )
         if not producers:

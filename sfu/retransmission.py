@@ -2,7 +2,7 @@
 
 A viewer sends as many NACKs, naming as many packets, as it likes. Answering each from the
 producer's cache let one viewer that NACKed its last 1,000 packets 88 times a second make
-the server resend 425 times the stream's rate (issue #17). Each consumer passes a NACK's
+the server resend 425 times the stream's rate (issue #17). Each down track passes a NACK's
 sequence numbers through its own ``RetransmissionBudget`` first, so an over-asking viewer is
 served less and no one else is touched. The rules, after mediasoup's ``RtpStreamSend`` (no
 resend within one RTT of the last, nothing older than the playout horizon) and LiveKit's
@@ -19,7 +19,7 @@ sequencer (at most a few resends per packet):
   ``burst_bytes``, earns ``share`` of what is forwarded to the viewer plus ``packets_per_second``
   and ``bytes_per_second``: retransmissions stay a fraction of the stream's rate, plus a floor
   for streams too slow to earn much (audio, a still picture);
-- (checked by the consumer, which knows the packet's timestamp) a packet more than
+- (checked by the down track, which knows the packet's timestamp) a packet more than
   ``max_age_seconds`` behind the newest one forwarded is not resent: it would arrive after
   the viewer's jitter buffer gave up on it.
 

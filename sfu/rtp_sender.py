@@ -41,6 +41,21 @@ def _segment_size(size: int) -> list[tuple[int, int, bytes]]:
     return cmsg
 
 
+def gso_run(sizes: list[int], index: int, segments: int) -> int:
+    """Where the run of datagrams that leaves in one send from ``sizes[index]`` on ends:
+    the datagrams of the same size as the first (at most ``segments`` in all), and one
+    shorter one, which GSO allows last. ``forward.c``'s ``transmit`` splits its datagrams
+    the same way (its twin; tests/sfu/test_native.py checks that they agree)."""
+    size = sizes[index]
+    last = min(len(sizes), index + segments)
+    run = index + 1
+    while run < last and sizes[run] == size:
+        run += 1
+    if run < last and sizes[run] < size:
+        run += 1
+    return run
+
+
 class DirectRtpSender:
     """Sends a viewer's RTP without awaiting anything: SRTP-protects a batch of packets
     with the viewer's own libsrtp session into one buffer, and sends it on the socket of
@@ -95,6 +110,28 @@ class DirectRtpSender:
         # length, GSO segment size or 0) and returning the bytes taken or -errno
         self.native_send_hook: Any = None
 
+    @property
+    def transport(self) -> Any:
+        """The datagram transport of the pair it sends on (it queues what the socket
+        refused); None before ``bind``."""
+        return self._transport
+
+    @property
+    def datagram_socket(self) -> socket.socket | None:
+        """The socket it sends on itself: asyncio's transport's (None with any other
+        transport, which is sent through as is, or before ``bind``)."""
+        return self._socket
+
+    @property
+    def gso(self) -> bool:
+        """Whether it still sends runs of datagrams with UDP GSO (the kernel refused none)."""
+        return self._gso
+
+    @property
+    def held_target(self) -> Any:
+        """The ``struct onair_target`` it made last (``native_target``) while it holds it."""
+        return self._target
+
     def send(
         self,
         templates: list[bytes],
@@ -113,7 +150,7 @@ class DirectRtpSender:
         dtls = self._dtls
         if not dtls_connected(dtls) or not templates:
             return 0
-        if not self._bound() and not self._bind():
+        if not self._bound() and not self.bind():
             return 0
         srtp = self._srtp
         buffer = _SCRATCH_BUFFER
@@ -155,27 +192,28 @@ class DirectRtpSender:
         )
         return sent
 
-    def native_target(self) -> Any:
+    def native_target(self, mapping: Any) -> Any:
         """A ``struct onair_target`` (``sfu.native``) through which the C loop sends this
-        viewer's RTP as ``send`` would, or None where it cannot: no C loop, DTLS not up, no
-        socket of asyncio's (uvloop, TURN), or datagrams queued on the transport.
+        viewer's RTP as ``send`` would, mapping sequence numbers and timestamps by
+        ``mapping`` (a ``struct onair_mapping``, an ``RtpMunger``'s), or None where it
+        cannot: no C loop, DTLS not up, no socket of asyncio's (uvloop, TURN), or datagrams
+        queued on the transport.
 
         The target owns what the C loop reads through it: it sends on a duplicate of the
         socket's descriptor, closed with the target (a socket closed while the target is in
         use leaves it writing to a socket no one reads, not to whatever reuses the number),
         and it holds its SRTP session and send hook until it is freed, which is when nothing
-        holds it any more, the C loop's ``TargetSet`` included. Its counters are taken with
-        ``take_native_counters``; its munger fields are the caller's (``RtpMunger.save`` and
-        ``load``)."""
+        holds it any more, the C loop's ``TargetSet`` included; so does ``mapping``. Its
+        counters are taken with ``take_native_counters``."""
         dtls = self._dtls
         if native.lib is None or not dtls_connected(dtls):
             return None
-        if not self._bound() and not self._bind():
+        if not self._bound() and not self.bind():
             return None
         if self._socket is None or aiortc_adapter.transport_queues(self._transport):
             return None
-        if self._target is None:
-            self._target = self._new_native_target()
+        if self._target is None or self._target.mapping != mapping:
+            self._target = self._new_native_target(mapping)
         return self._target
 
     def native_target_valid(self) -> bool:
@@ -241,15 +279,8 @@ class DirectRtpSender:
         offset = index = 0
         while index < count:
             size = sizes[index]
-            end = offset + size
-            last = min(count, index + segments)
-            run = index + 1
-            while run < last and sizes[run] == size:
-                end += size
-                run += 1
-            if run < last and sizes[run] < size:
-                end += sizes[run]
-                run += 1
+            run = gso_run(sizes, index, segments)
+            end = offset + size * (run - index - 1) + sizes[run - 1]
             try:
                 if run - index == 1:
                     sock.sendto(view[offset:end], addr)
@@ -275,14 +306,17 @@ class DirectRtpSender:
             offset += size
 
     def _bound(self) -> bool:
-        """Whether the socket, address and session taken at ``_bind`` are still the
+        """Whether the socket, address and session taken at ``bind`` are still the
         nominated pair's and the DTLS transport's."""
         return (
             self._nominated.get(_RTP_COMPONENT) is self._pair
             and aiortc_adapter.transmit_srtp(self._dtls) is self._session
         )
 
-    def _bind(self) -> bool:
+    def bind(self) -> bool:
+        """Take the nominated pair's socket, address and the DTLS transport's SRTP session
+        (done before a send when they changed); whether there are any yet. A target made for
+        the previous ones is let go."""
         pair = self._nominated.get(_RTP_COMPONENT)
         session = aiortc_adapter.transmit_srtp(self._dtls)
         if pair is None or session is None:
@@ -298,7 +332,7 @@ class DirectRtpSender:
         self.close()  # a target made for the previous pair or session
         return True
 
-    def _new_native_target(self) -> Any:
+    def _new_native_target(self, mapping: Any) -> Any:
         assert self._socket is not None
         assert self._session is not None
         address = _sockaddr(self._socket.family, self._addr)
@@ -307,13 +341,14 @@ class DirectRtpSender:
         ffi = native.ffi
         descriptor = os.dup(self._socket.fileno())
         hook = self.native_send_hook
-        owned = (self._session, hook)  # what the target points into
+        owned = (self._session, hook, mapping)  # what the target points into
         target = ffi.gc(
             ffi.new("struct onair_target *"), functools.partial(_free_target, descriptor, owned)
         )
         target.fd = descriptor
         target.gso = self._gso
         target.ssrc = aiortc_adapter.sender_ssrcs(self._sender)[0]
+        target.mapping = mapping
         protect_with(target, self._session)
         target.address = address
         target.address_length = len(address)

@@ -1,4 +1,4 @@
-"""A viewer's side: a peer connection that only sends, one consumer per track."""
+"""A viewer's side: a peer connection that only sends, one down track per track."""
 
 from __future__ import annotations
 
@@ -12,7 +12,7 @@ from aiortc.rtp import AnyRtcpPacket
 from av.frame import Frame
 
 from sfu import aiortc_adapter
-from sfu.consumer import Consumer
+from sfu.downtrack import DownTrack
 from sfu.errors import NegotiationError
 from sfu.events import SfuEvent, ViewerConnected, ViewerLeft
 from sfu.ice_config import HostNetwork
@@ -41,40 +41,46 @@ class _IdleTrack(MediaStreamTrack):
 
 
 class SendSlot:
-    """One sending transceiver of a viewer, and the consumer feeding it."""
+    """One sending transceiver of a viewer, and the down track feeding it.
 
-    def __init__(self, transceiver: RTCRtpTransceiver) -> None:
+    The slot keeps what outlives its down tracks: the outgoing stream's sequence number and
+    timestamp space (``munger``), which a down track attached later (a new publisher after
+    the grace period) continues."""
+
+    def __init__(self, transceiver: RTCRtpTransceiver, *, native_forwarding: bool) -> None:
         self.kind = transceiver.kind
         self.sender = transceiver.sender
         self.parameters: RTCRtpSendParameters | None = None
-        self.consumer: Consumer | None = None
+        self.down_track: DownTrack | None = None
+        self._native_forwarding = native_forwarding
         self._munger: RtpMunger | None = None
         aiortc_adapter.on_sender_started(self.sender, self._started)
         aiortc_adapter.intercept_sender_rtcp(self.sender, self._handle_rtcp)
 
     def munger(self, clock_rate: int) -> RtpMunger:
-        """The sequence-number and timestamp state of this outgoing stream."""
+        """The sequence-number and timestamp state of this outgoing stream (kept where the C
+        loop reads it, where it may forward)."""
         if self._munger is None:
-            self._munger = RtpMunger(clock_rate)
+            self._munger = RtpMunger(clock_rate, native=self._native_forwarding)
         return self._munger
 
-    async def attach(self, consumer: Consumer) -> None:
-        self.consumer = consumer
+    async def attach(self, down_track: DownTrack) -> None:
+        self.down_track = down_track
         if self.parameters is not None:
-            await consumer.start(self.parameters)
+            await down_track.start(self.parameters)
 
-    def detach(self, consumer: Consumer) -> None:
-        if self.consumer is consumer:
-            self.consumer = None
+    def detach(self, down_track: DownTrack) -> None:
+        if self.down_track is down_track:
+            self.down_track = None
 
     async def _started(self, parameters: RTCRtpSendParameters) -> None:
         self.parameters = parameters
-        if self.consumer is not None:
-            await self.consumer.start(parameters)
+        if self.down_track is not None:
+            await self.down_track.start(parameters)
 
     async def _handle_rtcp(self, packet: AnyRtcpPacket) -> bool:
-        consumer = self.consumer
-        return consumer is not None and await consumer.handle_rtcp(packet)
+        down_track = self.down_track
+        return down_track is not None and await down_track.handle_rtcp(packet)
 
 
 class ViewerPeer(Peer):
@@ -89,8 +95,10 @@ class ViewerPeer(Peer):
         emit: Callable[[SfuEvent], None],
         on_lost: Callable[[Peer], None],
         on_closed: Callable[[ViewerPeer], None],
+        native_forwarding: bool = True,
     ) -> None:
         super().__init__(configuration, network, on_lost)
+        self._native_forwarding = native_forwarding
         self.router_id = router_id
         self.answer_sdp: str | None = None
         self.offer_sdp: str | None = None
@@ -100,11 +108,11 @@ class ViewerPeer(Peer):
         self._on_closed = on_closed
 
     @property
-    def consumers(self) -> tuple[Consumer, ...]:
-        return tuple(slot.consumer for slot in self.slots if slot.consumer is not None)
+    def down_tracks(self) -> tuple[DownTrack, ...]:
+        return tuple(slot.down_track for slot in self.slots if slot.down_track is not None)
 
     def free_slot(self, kind: str) -> SendSlot | None:
-        return next((s for s in self.slots if s.kind == kind and s.consumer is None), None)
+        return next((s for s in self.slots if s.kind == kind and s.down_track is None), None)
 
     async def accept_answer(self, answer_sdp: str) -> None:
         """Complete a server-offered session with the viewer's answer. Raises
@@ -137,7 +145,7 @@ class ViewerPeer(Peer):
         for kind in kinds:
             transceiver = self._pc.addTransceiver(_IdleTrack(kind), direction="sendonly")
             transceiver.setCodecPreferences(codec_preferences(kind, codecs.get(kind)))
-            self.slots.append(SendSlot(transceiver))
+            self.slots.append(SendSlot(transceiver, native_forwarding=self._native_forwarding))
         if offer_sdp is None:
             await self._set_local_description(await self._pc.createOffer())
             self.offer_sdp = str(self._pc.localDescription.sdp)
@@ -150,8 +158,8 @@ class ViewerPeer(Peer):
         if self.closed:
             return
         self.closed = True
-        for consumer in self.consumers:
-            consumer.close("viewer_closed")
+        for down_track in self.down_tracks:
+            down_track.close("viewer_closed")
         await self._close_peer_connection()
         self.slots.clear()
         logger.debug("viewer closed", extra={"viewer_id": self.id, "reason": reason})

@@ -73,8 +73,8 @@ async def run(viewer_count: int, seconds: float, codec: str, fps: int, decode: b
                 f"producer {producer.kind} {producer.mime_type}: {producer.packets_received} "
                 f"packets in, {producer.keyframe_requests_sent} keyframe requests upstream"
             )
-        sent = sum(c.packets_sent for c in stats.consumers)
-        print(f"consumers: {sent} packets forwarded")
+        sent = sum(t.packets_sent for t in stats.down_tracks)
+        print(f"down tracks: {sent} packets forwarded")
         return 0 if all(v.video.frames > 0 and v.audio.frames > 0 for v in viewers) else 1
     finally:
         await clients.close()

@@ -1,15 +1,15 @@
 """The C forwarding loop (``forward.c``), when ``python -m sfu.native.build`` built it.
 
 ``lib`` is None when the module was not built (no C compiler or Python headers on the
-machine) or when ``ONAIR_NATIVE_FORWARDING=0`` turns it off: every viewer is then forwarded
-by the Python loop (``sfu.consumer.Consumer.forward`` and ``sfu.rtp_sender.
-DirectRtpSender``), which sends the same packets at more CPU per viewer.
+machine) or was built from another ``forward.c``: every viewer is then forwarded by the
+Python loop (``sfu.downtrack.DownTrack.forward`` and ``sfu.rtp_sender.DirectRtpSender``),
+which sends the same packets at more CPU per viewer. A router also forwards with the Python
+loop when its ``RouterOptions.native_forwarding`` is off.
 """
 
 from __future__ import annotations
 
 import logging
-import os
 from collections.abc import Sequence
 from typing import Any, Generic, NamedTuple, TypeVar
 
@@ -19,10 +19,8 @@ logger = logging.getLogger(__name__)
 
 
 def _load() -> tuple[Any, Any]:
-    """(ffi, lib) of the built module, or (None, None): off, not built, or built from
-    another ``forward.c`` than this tree's (``git pull`` without ``make native``)."""
-    if os.environ.get("ONAIR_NATIVE_FORWARDING", "1") == "0":
-        return None, None
+    """(ffi, lib) of the built module, or (None, None): not built, or built from another
+    ``forward.c`` than this tree's (``git pull`` without ``make native``)."""
     try:
         from sfu.native import _forward  # type: ignore[attr-defined]
     except ImportError:
@@ -43,8 +41,14 @@ Owner = TypeVar("Owner")
 
 
 def available() -> bool:
-    """Whether viewers are forwarded by the C loop."""
+    """Whether the C loop is built (and from this tree's ``forward.c``)."""
     return lib is not None
+
+
+def new_mapping() -> Any:
+    """A zeroed ``struct onair_mapping``: an ``RtpMunger``'s state where the C loop may
+    forward by it (freed with the last reference to it)."""
+    return ffi.new("struct onair_mapping *")
 
 
 class PackedBatch:
@@ -93,7 +97,7 @@ class Handoff(NamedTuple, Generic[Owner]):
 
 class TargetSet(Generic[Owner]):
     """The viewers of a forward group that the C loop forwards: each an owner (its
-    ``Consumer``) and its ``struct onair_target``.
+    ``DownTrack``) and its ``struct onair_target``.
 
     What one ``forward`` hands C (the owners, the targets, the array of their pointers, the
     array C fills with hand-backs) is replaced whole when a viewer is added or discarded,
@@ -116,6 +120,10 @@ class TargetSet(Generic[Owner]):
     @property
     def owners(self) -> tuple[Owner, ...]:
         return self._call[0]
+
+    def items(self) -> tuple[tuple[Owner, Any], ...]:
+        """Each owner with its target."""
+        return tuple(self._members.items())
 
     def add(self, owner: Owner, target: Any) -> None:
         self._members[owner] = target

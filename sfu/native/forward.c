@@ -1,17 +1,18 @@
 /* OnAir's forwarding loop in C: one producer's batch of packets to every viewer of a
  * forward group, in one call from Python.
  *
- * For each viewer (a struct onair_target, set up by sfu.aiortc_adapter.DirectRtpSender, for
+ * For each viewer (a struct onair_target, set up by sfu.rtp_sender.DirectRtpSender, for
  * a viewer whose stream has started on a keyframe): map each packet's sequence number and
- * timestamp into the viewer's stream (the rules of sfu.munger.RtpMunger, which keeps the
- * mapping while the viewer is not forwarded from here); copy the group's serialized packet
- * into a scratch buffer, patch its header and SRTP-protect it in place with the viewer's
- * libsrtp session (pylibsrtp's own srtp_protect, passed in as a pointer); send the
- * datagrams with UDP GSO: one sendmsg per run of same-size datagrams (the last of a run
- * may be shorter), one datagram at a time where the kernel refuses GSO. Nothing blocks:
- * when a viewer's socket would block, the datagrams it did not take are copied to a spill
- * buffer and the viewer is handed back to Python, which queues them on asyncio's transport
- * and forwards that viewer itself until the transport has drained.
+ * timestamp into the viewer's stream (the rules of sfu.munger.RtpMunger, whose state is the
+ * struct onair_mapping the target points to: the same memory whichever loop forwards);
+ * copy the group's serialized packet into a scratch buffer, patch its header and
+ * SRTP-protect it in place with the viewer's libsrtp session (pylibsrtp's own srtp_protect,
+ * passed in as a pointer); send the datagrams with UDP GSO: one sendmsg per run of
+ * same-size datagrams (the last of a run may be shorter), one datagram at a time where the
+ * kernel refuses GSO. Nothing blocks: when a viewer's socket would block, the datagrams it
+ * did not take are copied to a spill buffer and the viewer is handed back to Python, which
+ * queues them on asyncio's transport and forwards that viewer itself until the transport
+ * has drained.
  */
 #include <errno.h>
 #include <string.h>
@@ -92,9 +93,11 @@ static int send_datagrams(struct onair_target *target, unsigned char *data, int 
     return sendmsg(target->fd, &message, MSG_DONTWAIT) < 0 ? errno : 0;
 }
 
-/* Send the datagrams of sizes[0..count) from the start of the scratch buffer, in order.
- * Returns the index of the first datagram the socket would not take (EAGAIN), or count;
- * *offset is where that datagram starts. */
+/* Send the datagrams of sizes[0..count) from the start of the scratch buffer, in order:
+ * one send per run of same-size datagrams (the last of a run may be shorter), split as
+ * sfu.rtp_sender.gso_run splits them for the Python loop (tests/sfu/test_native.py checks
+ * that both split the same sizes alike). Returns the index of the first datagram the socket
+ * would not take (EAGAIN), or count; *offset is where that datagram starts. */
 static int transmit(struct onair_target *target, const int *sizes, int count, int *offset_out) {
     int index = 0, offset = 0;
     while (index < count) {
@@ -163,25 +166,30 @@ static void sent_some(struct onair_target *target, int packets, uint64_t ntp_tim
 /* Forward a batch to one viewer. Returns 1 when the viewer was handed back. */
 static int forward_one(struct onair_target *target, const struct onair_batch *batch, double now,
                        uint64_t ntp_time, struct onair_handoff *handoff, int *spilled) {
+    struct onair_mapping *const mapping = target->mapping;
     int sizes[ONAIR_MAX_SEGMENTS];
     int count = 0, offset = 0, index, sent, sent_offset, packets = 0;
     uint32_t last_sent_ts = 0;
+    if (!mapping)
+        return 0; /* no mapping to forward by */
     for (index = 0; index < batch->count; index++) {
         uint32_t sequence_number = batch->sequence_numbers[index];
-        uint32_t since_first = (sequence_number - target->first_in_seq) & SEQ_MASK;
+        uint32_t since_first = (sequence_number - mapping->first_in_seq) & SEQ_MASK;
         uint32_t out_seq, out_ts;
         int length = batch->lengths[index], protected_length;
         unsigned char *packet;
+        /* the twin of RtpMunger.map (sfu/munger.py) past a re-base: keep them the same
+         * (tests/sfu/test_native.py runs both on the same packets) */
         if (since_first >= SEQ_HALF)
             continue; /* older than the current source's first forwarded packet */
         if (since_first > SEQ_WINDOW) /* the window follows the stream round its 16 bits */
-            target->first_in_seq = (sequence_number - SEQ_WINDOW) & SEQ_MASK;
-        out_seq = (sequence_number + target->seq_offset) & SEQ_MASK;
-        out_ts = batch->timestamps[index] + target->ts_offset;
-        if (((out_seq - target->last_out_seq) & SEQ_MASK) < SEQ_HALF) {
-            target->last_out_seq = out_seq;
-            target->last_out_ts = out_ts;
-            target->last_out_time = now;
+            mapping->first_in_seq = (sequence_number - SEQ_WINDOW) & SEQ_MASK;
+        out_seq = (sequence_number + mapping->seq_offset) & SEQ_MASK;
+        out_ts = batch->timestamps[index] + mapping->ts_offset;
+        if (((out_seq - mapping->last_out_seq) & SEQ_MASK) < SEQ_HALF) {
+            mapping->last_out_seq = out_seq;
+            mapping->last_out_ts = out_ts;
+            mapping->last_out_time = now;
         }
         if (length > ONAIR_SCRATCH_BYTES || length < 12)
             continue;

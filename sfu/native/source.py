@@ -16,6 +16,15 @@ SPILL_BYTES = 2**20
 
 # Shared by the C source and cffi's declarations.
 STRUCTS = """
+struct onair_mapping {
+    uint32_t first_in_seq;
+    uint32_t seq_offset;
+    uint32_t ts_offset;
+    uint32_t last_out_seq;
+    uint32_t last_out_ts;
+    double last_out_time;
+};
+
 struct onair_target {
     int fd;
     int gso;
@@ -27,12 +36,7 @@ struct onair_target {
     long (*send_hook)(void *hook_data, void *data, int length, int segment);
     void *hook_data;
     int blocked;
-    uint32_t first_in_seq;
-    uint32_t seq_offset;
-    uint32_t ts_offset;
-    uint32_t last_out_seq;
-    uint32_t last_out_ts;
-    double last_out_time;
+    struct onair_mapping *mapping;
     uint64_t ntp_time;
     uint32_t rtp_timestamp;
     uint64_t packets_sent;

@@ -123,6 +123,7 @@ class EmbeddedGateway:
             publisher_grace_seconds=conf.publisher_grace_seconds,
             connect_timeout_seconds=conf.connect_timeout_seconds,
             publisher_media_timeout_seconds=conf.publisher_media_timeout_seconds,
+            native_forwarding=conf.native_forwarding,
         )
 
     def publisher_grace_seconds(self) -> float:

@@ -45,11 +45,12 @@ from pylibsrtp import SRTP_MAX_TRAILER_LEN
 
 from sfu import aiortc_adapter, native, rtp_sender
 from sfu import producer as producer_module
-from sfu.consumer import Consumer
+from sfu.downtrack import DownTrack
 from sfu.munger import RtpMunger
 from sfu.producer import Producer
-from sfu.router import Router, RouterOptions
+from sfu.router import Router
 from testpeers import TestClients, aiortc_hooks, client_configuration, wait_until
+from tests.sfu.forwarding_loop import NATIVE_FORWARDING, needs_c_loop, options
 
 VP8 = next(c for c in CODECS["video"] if c.mimeType == "video/VP8")
 RMEM_MAX = int(Path("/proc/sys/net/core/rmem_max").read_text())
@@ -148,6 +149,24 @@ async def test_send_pli_uses_the_receivers_rtcp_path(pc: RTCPeerConnection) -> N
     assert len(sent) == 1
     assert sent[0][1] == 206  # RTCP payload-specific feedback
     assert sent[0][0] & 0x1F == RTCP_PSFB_PLI
+
+
+async def test_a_receiver_stand_in_is_tapped_and_asked_for_keyframes_as_a_receiver_is() -> None:
+    """What ``sfu.pipe``'s edge hands its producers: the same private members as a real
+    receiver (checked above), played by ``ReceiverStandIn``."""
+    plis: list[int] = []
+    stand_in = aiortc_adapter.ReceiverStandIn(plis.append)
+    seen: list[int] = []
+
+    async def on_packet(packet: RtpPacket) -> None:
+        seen.append(packet.sequence_number)
+
+    aiortc_adapter.tap_receiver(stand_in, on_packet, decode=False)  # type: ignore[arg-type]
+    for sequence_number in (7, 8):
+        await stand_in.receive(RtpPacket(sequence_number=sequence_number, payload=b"x"))
+    assert seen == [7, 8]
+    await aiortc_adapter.send_pli(stand_in, 4321)  # type: ignore[arg-type]
+    assert plis == [4321]
 
 
 async def test_send_nack_uses_the_receivers_rtcp_path(pc: RTCPeerConnection) -> None:
@@ -407,7 +426,7 @@ async def test_direct_sender_delivers_protected_rtp_with_the_given_header(
         )
         assert sent == 3 * len(serialized)  # the RTP bytes, without SRTP's
         assert dtls._RTCDtlsTransport__tx_packets == packets_before + 3
-        assert direct._socket is not None  # asyncio's transport: straight to its socket
+        assert direct.datagram_socket is not None  # asyncio's transport: straight to its socket
         # the next sender report: the batch's NTP time, its last packet's RTP timestamp,
         # the payload bytes and the packets
         assert aiortc_hooks.sender_report_state(sender) == (7 << 32, 180000, 3000, 3)
@@ -528,9 +547,9 @@ async def _linked(pc: RTCPeerConnection) -> AsyncIterator[_Link]:
         aiortc_hooks.filter_incoming_rtp(link.receiving, keep)
         # bound now (send would bind them), so that a test may stand in for their socket
         for direct in (link.video, link.audio):
-            bound = direct._bind()
+            bound = direct.bind()
             assert bound
-            assert direct._socket is not None  # asyncio's transport: its socket is used
+            assert direct.datagram_socket is not None  # asyncio's transport: its socket is used
         # protected with the transport's session, under an SSRC nobody sends
         probe = RtpPacket(payload_type=0, ssrc=0x5EED, payload=bytes(100)).serialize()
         link.tag = len(video.transport._tx_srtp.protect(probe)) - len(probe)
@@ -565,7 +584,7 @@ def _stream(first: int, payload_sizes: Sequence[int]) -> list[_Rtp]:
 def _send(
     direct: rtp_sender.DirectRtpSender, ssrc: int, payload_type: int, packets: list[_Rtp]
 ) -> None:
-    """Send ``packets`` in one call, as a consumer sends its share of a producer's batch."""
+    """Send ``packets`` in one call, as a down track sends its share of a producer's batch."""
     templates = [
         RtpPacket(payload_type=payload_type, marker=int(p.marker), payload=p.payload).serialize()
         for p in packets
@@ -666,8 +685,8 @@ class _SocketSpy:
 
 def _spy(direct: rtp_sender.DirectRtpSender, **refusals: int) -> _SocketSpy:
     """Watch what ``direct`` sends, from Python and from the C loop (``sfu.native``)."""
-    spy = _SocketSpy(direct._socket, **refusals)
-    direct._socket = spy  # type: ignore[assignment]
+    spy = _SocketSpy(direct.datagram_socket, **refusals)
+    direct._socket = spy  # type: ignore[assignment]  # the spy stands in for the socket
     if native.available():
         address = direct._addr
 
@@ -684,8 +703,8 @@ def _spy(direct: rtp_sender.DirectRtpSender, **refusals: int) -> _SocketSpy:
         hook = native.ffi.callback("long(void *, void *, int, int)", send)
         spy.native_hook = hook  # kept alive with the spy
         direct.native_send_hook = hook
-        if direct._target is not None:
-            direct._target.send_hook = hook
+        if direct.held_target is not None:
+            direct.held_target.send_hook = hook
     return spy
 
 
@@ -729,7 +748,7 @@ async def test_a_burst_leaves_in_one_gso_send_per_run_and_arrives_in_order(
     ]
     assert audio_spy.sent == [_Sent("sendto", tuple(link.protected([160])))]
     assert video_spy.refused == audio_spy.refused == []
-    assert link.video._gso
+    assert link.video.gso
     # what aiortc's statistics and sender reports count
     assert (dtls._RTCDtlsTransport__tx_packets, dtls._RTCDtlsTransport__tx_bytes) == (
         tx_before[0] + len(video) + len(audio),
@@ -762,7 +781,7 @@ async def test_where_gso_is_refused_the_packets_go_one_at_a_time(
 
     assert await _arrivals(link, ssrc, len(burst)) == burst
     assert spy.refused == [("sendmsg", errno.EIO)]
-    assert not link.video._gso
+    assert not link.video.gso
     taken = datagrams[VIDEO_RUNS[0]] if gso_sends else []  # the run GSO took before it failed
     expected = [_Sent("sendmsg", tuple(taken))] if taken else []
     expected += [_Sent("sendto", (size,)) for size in datagrams[len(taken) :]]
@@ -790,7 +809,7 @@ async def test_what_the_socket_refuses_with_eagain_goes_through_the_transport_in
     link: _Link, room: int, taken: int
 ) -> None:
     spy = _spy(link.video, room=room)
-    through_transport = _count_rtp_sendto(link.video._transport)
+    through_transport = _count_rtp_sendto(link.video.transport)
     ssrc, payload_type = link.video_sender._ssrc, link.payload_type(link.video_sender)
     burst = _stream(100, VIDEO_BURST)
     _send(link.video, ssrc, payload_type, burst)
@@ -800,7 +819,7 @@ async def test_what_the_socket_refuses_with_eagain_goes_through_the_transport_in
     assert len(spy.refused) == 1
     assert spy.datagrams == datagrams[:taken]
     assert through_transport == datagrams[taken:]
-    assert link.video._gso  # EAGAIN is no reason to give GSO up
+    assert link.video.gso  # EAGAIN is no reason to give GSO up
 
 
 class _FullOnce:
@@ -821,8 +840,8 @@ async def test_while_the_transport_holds_a_queue_later_packets_queue_behind_it(
     link: _Link,
 ) -> None:
     video_spy, audio_spy = _spy(link.video, room=0), _spy(link.audio)
-    transport = link.video._transport
-    assert link.audio._transport is transport  # bundled: one socket, one queue
+    transport = link.video.transport
+    assert link.audio.transport is transport  # bundled: one socket, one queue
     through_transport = _count_rtp_sendto(transport)
     real = transport._sock
     transport._sock = full = _FullOnce(real)
@@ -868,7 +887,7 @@ async def test_more_than_the_scratch_buffer_in_one_send_leaves_as_it_fills(
     link: _Link, fill: str, room: int | None
 ) -> None:
     spy = _spy(link.video) if room is None else _spy(link.video, room=room)
-    through_transport = _count_rtp_sendto(link.video._transport)
+    through_transport = _count_rtp_sendto(link.video.transport)
     ssrc, payload_type = link.video_sender._ssrc, link.payload_type(link.video_sender)
     # 72 KB of 1.2 KB packets, or a buffer's worth to its last byte and a few more
     sizes = [1200 - RTP_HEADER] * 60 if fill == "1.2KB" else _filling(link.tag)
@@ -1087,14 +1106,14 @@ VP8_KEYFRAME_START = b"\x10\x00\x9d\x01\x2a"  # descriptor S=1, PID 0; payload h
 @dataclass
 class _Relay:
     """A publisher's packets reach the SFU's peer (``ingest``), where a ``Producer`` per
-    kind taps the receiver; a ``Consumer`` per kind forwards them on the SFU's senders to
+    kind taps the receiver; a ``DownTrack`` per kind forwards them on the SFU's senders to
     a viewer (``egress``), each through a ``DirectRtpSender`` whose socket ``spies``
     watch."""
 
     ingest: _Link
     egress: _Link
     producers: dict[str, Producer]
-    consumers: dict[str, Consumer]
+    down_tracks: dict[str, DownTrack]
     spies: dict[str, _SocketSpy] = field(default_factory=dict)
     next_sequence_number: dict[str, int] = field(default_factory=lambda: {"video": 1, "audio": 1})
 
@@ -1131,14 +1150,14 @@ class _Relay:
 
     def close(self) -> None:
         for kind in ("video", "audio"):
-            self.consumers[kind].close("test_ended")
+            self.down_tracks[kind].close("test_ended")
             self.producers[kind].close("test_ended")
 
 
 async def _start_relay(ingest: _Link, egress: _Link) -> _Relay:
     ingest.deliver = True  # the SFU's receivers get the publisher's packets
     producers: dict[str, Producer] = {}
-    consumers: dict[str, Consumer] = {}
+    down_tracks: dict[str, DownTrack] = {}
     for transceiver in ingest.remote.getTransceivers():
         kind = transceiver.kind
         codec = transceiver._codecs[0]
@@ -1152,27 +1171,28 @@ async def _start_relay(ingest: _Link, egress: _Link) -> _Relay:
             cache_size=64,
             keyframe_request_interval=1.0,
             emit=lambda event: None,
+            native_forwarding=NATIVE_FORWARDING,
         )
-        consumers[kind] = Consumer(
+        down_tracks[kind] = DownTrack(
             router_id="relay",
             viewer_id="viewer",
             producer=producers[kind],
             sender=egress.sender(kind),
-            munger=RtpMunger(codec.clockRate),
+            munger=RtpMunger(codec.clockRate, native=NATIVE_FORWARDING),
             emit=lambda event: None,
-            on_close=lambda consumer: None,
+            on_close=lambda down_track: None,
         )
-        await consumers[kind].start(egress.started[kind])
-    relay = _Relay(ingest, egress, producers, consumers)
-    # a first packet of each kind: the video consumer starts on a keyframe, the SFU's
-    # socket is drained from now on, and each consumer's DirectRtpSender binds
+        await down_tracks[kind].start(egress.started[kind])
+    relay = _Relay(ingest, egress, producers, down_tracks)
+    # a first packet of each kind: the video down track starts on a keyframe, the SFU's
+    # socket is drained from now on, and each down track's DirectRtpSender binds
     relay.publish("video", relay.packets("video", [100], keyframe=True, marker=True))
     relay.publish("audio", relay.packets("audio", [100], marker=False))
     for kind in ("video", "audio"):
         assert len(await relay.forwarded(kind, 1)) == 1
-        direct = consumers[kind]._rtp
+        direct = down_tracks[kind].rtp_sender
         assert direct is not None
-        assert direct._socket is not None
+        assert direct.datagram_socket is not None
         relay.spies[kind] = _spy(direct)
     return relay
 
@@ -1241,7 +1261,7 @@ async def test_a_video_frame_waits_for_its_last_packet_and_leaves_with_it_in_one
     assert len(sizes) == len(frame)
     assert sizes[:3] == [sizes[0]] * 3
     assert sizes[3] < sizes[0]
-    assert relay.consumers["video"].packets_sent == 1 + len(frame)
+    assert relay.down_tracks["video"].packets_sent == 1 + len(frame)
     assert not producer.flush_scheduled
     assert producer.held_packets == 0
 
@@ -1286,7 +1306,7 @@ async def test_audio_handed_over_together_leaves_together_when_the_loop_turn_end
     assert [sent.call for sent in spy.sent] == ["sendmsg"]
     assert len(spy.datagrams) == len(packets)
     assert not relay.producers["audio"].flush_scheduled
-    assert relay.consumers["audio"].packets_sent == 1 + len(packets)
+    assert relay.down_tracks["audio"].packets_sent == 1 + len(packets)
 
 
 async def test_a_long_frame_leaves_in_parts_of_frame_hold_packets_as_it_arrives(
@@ -1311,30 +1331,27 @@ async def test_a_long_frame_leaves_in_parts_of_frame_hold_packets_as_it_arrives(
     assert not producer.flush_scheduled
 
 
-needs_native = pytest.mark.skipif(
-    not native.available(),
-    reason="the C loop is off (ONAIR_NATIVE_FORWARDING=0) or not built (make native)",
-)
+needs_native = needs_c_loop
 
 
 def _relayed(relay: _Relay, kind: str, payload_sizes: Sequence[int]) -> list[int]:
     """The sizes of the datagrams the SFU sends the viewer for these payloads: the group's
     header (with its extensions: mid, abs-send-time), payload, SRTP tag."""
-    group = relay.consumers[kind]._group
+    group = relay.down_tracks[kind].group
     assert group is not None
     header = len(group.render(RtpPacket(payload=b"x"), 0)) - 1
     return [header + size + relay.egress.tag for size in payload_sizes]
 
 
 def _in_c_loop(relay: _Relay, kind: str) -> bool:
-    consumer = relay.consumers[kind]
-    group = consumer._group
+    down_track = relay.down_tracks[kind]
+    group = down_track.group
     return (
-        consumer.forwarded_natively
+        down_track.forwarded_natively
         and group is not None
         and group.targets is not None
-        and consumer in group.targets
-        and consumer not in group.python_forwarders
+        and down_track in group.targets
+        and down_track not in group.python_forwarders
     )
 
 
@@ -1352,12 +1369,12 @@ async def test_the_c_loop_takes_over_once_the_stream_is_based_and_counts_what_it
     assert [p.payload for p in forwarded[1:]] == [p.payload for p in frame]
     assert _continuous(forwarded)  # one stream across the hand-over
     assert spy.sent == [_Sent("sendmsg", tuple(_relayed(relay, "video", [1000] * 4 + [300])))]
-    consumer = relay.consumers["video"]
-    assert consumer.packets_sent == 1 + len(frame)
+    down_track = relay.down_tracks["video"]
+    assert down_track.packets_sent == 1 + len(frame)
     datagrams = _relayed(relay, "video", [len(p.payload) for p in forwarded])
-    assert consumer.bytes_sent == sum(datagrams) - relay.egress.tag * len(forwarded)  # RTP
+    assert down_track.bytes_sent == sum(datagrams) - relay.egress.tag * len(forwarded)  # RTP
     # what the C loop sent reaches the next sender report, with its last packet's time pair
-    ntp, rtp_timestamp, octets, packets = aiortc_hooks.sender_report_state(consumer.sender)
+    ntp, rtp_timestamp, octets, packets = aiortc_hooks.sender_report_state(down_track.sender)
     assert (rtp_timestamp, octets, packets) == (
         forwarded[-1].timestamp,
         sum(len(p.payload) for p in forwarded),
@@ -1370,7 +1387,7 @@ async def test_the_c_loop_takes_over_once_the_stream_is_based_and_counts_what_it
 async def test_where_the_kernel_refuses_gso_the_c_loop_sends_one_datagram_at_a_time(
     relay: _Relay,
 ) -> None:
-    spy = _spy(relay.consumers["video"]._rtp, gso_sends=0)  # type: ignore[arg-type]
+    spy = _spy(relay.down_tracks["video"].rtp_sender, gso_sends=0)  # type: ignore[arg-type]
     sizes = [1000] * 3 + [200]
     for count in (1, 2):
         frame = relay.packets("video", sizes, marker=True)
@@ -1388,10 +1405,10 @@ async def test_where_the_kernel_refuses_gso_the_c_loop_sends_one_datagram_at_a_t
 async def test_what_a_socket_refuses_from_the_c_loop_is_queued_and_the_viewer_comes_back(
     relay: _Relay,
 ) -> None:
-    consumer = relay.consumers["video"]
-    direct = consumer._rtp
+    down_track = relay.down_tracks["video"]
+    direct = down_track.rtp_sender
     assert direct is not None
-    through_transport = _count_rtp_sendto(direct._transport)
+    through_transport = _count_rtp_sendto(direct.transport)
     spy = _spy(direct, room=2)  # the socket takes 2 datagrams, then would block
     sizes = [1000] * 2 + [400] + [1000] * 3 + [300]  # a GSO run of 3, then one of 4
     first = relay.packets("video", sizes[:3], marker=False)
@@ -1406,7 +1423,7 @@ async def test_what_a_socket_refuses_from_the_c_loop_is_queued_and_the_viewer_co
     assert spy.sent == []
     assert spy.refused == [("sendmsg", errno.EAGAIN)]
     assert through_transport == _relayed(relay, "video", sizes)
-    assert consumer.packets_sent == 1 + len(sizes)
+    assert down_track.packets_sent == 1 + len(sizes)
     # the transport has drained: with the next frame the C loop takes the viewer back
     spy._room = None
     for _ in range(2):
@@ -1419,24 +1436,24 @@ async def test_what_a_socket_refuses_from_the_c_loop_is_queued_and_the_viewer_co
 
 
 @needs_native
-async def test_the_c_loop_sends_on_its_own_descriptor_closed_with_the_consumer(
+async def test_the_c_loop_sends_on_its_own_descriptor_closed_with_the_down_track(
     relay: _Relay,
 ) -> None:
     """A duplicate of the ICE socket's descriptor: if aiortc closes the socket while the C
     loop still holds the target, the number can be reused by another socket, the duplicate
     cannot."""
-    consumer = relay.consumers["video"]
-    direct, target = consumer._rtp, consumer._native
+    down_track = relay.down_tracks["video"]
+    direct, target = down_track.rtp_sender, down_track.native_target
     assert direct is not None
     assert target is not None
-    sock = direct._transport._sock
+    sock = direct.transport._sock
     assert target.fd != sock.fileno()
     assert os.fstat(target.fd).st_ino == os.fstat(sock.fileno()).st_ino  # the same socket
     duplicate = target.fd
     del target  # the descriptor is the target's: it closes when nothing holds the target
-    consumer.close("test_ended")
-    assert not consumer.forwarded_natively
-    assert direct._target is None
+    down_track.close("test_ended")
+    assert not down_track.forwarded_natively
+    assert direct.held_target is None
     with pytest.raises(OSError, match="Bad file descriptor"):
         os.fstat(duplicate)
 
@@ -1444,7 +1461,7 @@ async def test_the_c_loop_sends_on_its_own_descriptor_closed_with_the_consumer(
 async def test_decoder_threads_are_daemons() -> None:
     """A receiver's decoder thread (a publisher's, on the server) cannot keep a stopping
     process alive."""
-    router = Router(RouterOptions())
+    router = Router(options())
     clients = TestClients()
     try:
         _, session = await clients.publish(router)

@@ -8,8 +8,9 @@ from collections.abc import AsyncIterator
 import pytest
 from aioice.ice import get_host_addresses
 
-from sfu import PublisherClosed, PublisherDisconnected, Router, RouterOptions, ViewerLeft
+from sfu import PublisherClosed, PublisherDisconnected, Router, ViewerLeft
 from testpeers import TestClients, TestPublisher, TestViewer, wait_until
+from tests.sfu.forwarding_loop import options
 
 DEADLINE = 1.0
 
@@ -17,7 +18,7 @@ DEADLINE = 1.0
 @pytest.fixture
 async def router() -> AsyncIterator[Router]:
     router = Router(
-        RouterOptions(
+        options(
             stats_interval_seconds=0, publisher_grace_seconds=1.0, connect_timeout_seconds=DEADLINE
         )
     )

@@ -4,11 +4,13 @@ storms throttled."""
 import asyncio
 import itertools
 import time
+from collections.abc import Callable
 
 import pytest
 
-from sfu import Router, native
+from sfu import Router
 from testpeers import DecodeErrorCounter, TestClients, TestViewer
+from tests.sfu.forwarding_loop import C_LOOP
 
 
 def _unwrapped(sequence_numbers: list[int]) -> list[int]:
@@ -41,7 +43,7 @@ async def test_a_viewer_losing_5_percent_gets_every_lost_packet_back_within_its_
         first = len(lossy.video.sequence_numbers)
         await asyncio.sleep(4.0)
 
-    video = next(c for c in session.consumers if c.kind == "video").stats()
+    video = next(c for c in session.down_tracks if c.kind == "video").stats()
     frames = lossy.video.frames - frames_before
     received = _unwrapped(lossy.video.sequence_numbers)
     # the last second's losses may still be asked for again (aiortc re-asks on its next gap)
@@ -66,12 +68,10 @@ async def test_a_viewer_losing_5_percent_gets_every_lost_packet_back_within_its_
 
 
 @pytest.fixture(params=["c_loop", "python_loop"])
-def forwarding_loop(request: pytest.FixtureRequest, monkeypatch: pytest.MonkeyPatch) -> str:
+def forwarding_loop(request: pytest.FixtureRequest) -> str:
     """Each test using it runs with the C forwarding loop and with the Python one
-    (ONAIR_NATIVE_FORWARDING=0)."""
-    if request.param == "python_loop":
-        monkeypatch.setattr(native, "lib", None)
-    elif not native.available():
+    (``RouterOptions.native_forwarding``)."""
+    if request.param == "c_loop" and not C_LOOP:
         pytest.skip("the C loop is off (ONAIR_NATIVE_FORWARDING=0) or not built (make native)")
     return str(request.param)
 
@@ -86,8 +86,9 @@ async def _flood_nacks(viewer: TestViewer, count: int, per_second: float) -> Non
 
 
 async def test_a_nack_flood_is_answered_within_the_budget_and_other_viewers_are_untouched(
-    forwarding_loop: str, router: Router, clients: TestClients
+    forwarding_loop: str, new_router: Callable[..., Router], clients: TestClients
 ) -> None:
+    router = new_router(publisher_grace_seconds=5.0, native_forwarding=forwarding_loop == "c_loop")
     limits = router.options.retransmission
     with DecodeErrorCounter().installed() as decode_errors:
         await clients.publish(router)
@@ -106,8 +107,8 @@ async def test_a_nack_flood_is_answered_within_the_budget_and_other_viewers_are_
         await asyncio.sleep(0.5)  # the last answers arrive
         elapsed = time.monotonic() - joined
 
-    flooded = next(c for c in flooder_session.consumers if c.kind == "video").stats()
-    normal = next(c for c in viewer_session.consumers if c.kind == "video").stats()
+    flooded = next(c for c in flooder_session.down_tracks if c.kind == "video").stats()
+    normal = next(c for c in viewer_session.down_tracks if c.kind == "video").stats()
     # what the budget can ever have earned: full at the start, then its share of what was
     # forwarded and its floor rate over the whole time (an upper bound however slow the run)
     budget = (

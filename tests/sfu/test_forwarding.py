@@ -32,10 +32,10 @@ async def test_viewers_decode_forwarded_media_and_the_server_runs_no_codec(
             *(v.wait_for_frames(video=MIN_FRAMES, audio=MIN_FRAMES, within=20) for v in viewers)
         )
         # Sender reports carry the forwarded counts (A/V sync and stats need them).
-        for consumer in (c for v in router.viewers for c in v.consumers):
+        for down_track in (c for v in router.viewers for c in v.down_tracks):
             # read first: it takes what the C loop sent (sfu.native) into the report too
-            sent = consumer.packets_sent
-            ntp, _, octets, packets = sender_report_state(consumer.sender)
+            sent = down_track.packets_sent
+            ntp, _, octets, packets = sender_report_state(down_track.sender)
             assert octets > 0
             assert ntp > 0
             assert packets == sent
@@ -109,13 +109,13 @@ async def test_a_viewer_whose_forwarding_fails_does_not_cost_the_others_a_packet
     _, broken_session = await clients.subscribe(router, decode=False)
     healthy, _ = await clients.subscribe(router, decode=False)
     video = next(p for p in router.producers if p.kind == "video")
-    assert await wait_until(lambda: len(video.consumers) == 2)
-    broken_consumer = next(c for c in video.consumers if c.viewer_id == broken_session.id)
+    assert await wait_until(lambda: len(video.down_tracks) == 2)
+    broken_track = next(c for c in video.down_tracks if c.viewer_id == broken_session.id)
 
     def fail(*args: object) -> None:
         raise RuntimeError("a broken viewer")
 
-    broken_consumer.forward = fail  # type: ignore[method-assign]
+    broken_track.forward = fail  # type: ignore[method-assign]
     before = healthy.video.packets
     assert await wait_until(lambda: healthy.video.packets >= before + 100)
     assert caplog.text.count("forwarding failed") == 1  # then it is left out, not retried

@@ -8,7 +8,7 @@ import threading
 from aiortc import RTCPeerConnection
 from aiortc.rate import RemoteBitrateEstimator
 
-from sfu import Consumer, Router, ViewerLeft
+from sfu import DownTrack, Router, ViewerLeft
 from testpeers import TestClients, wait_until
 
 VIEWERS = 50
@@ -73,7 +73,7 @@ async def test_fifty_viewers_joining_and_leaving_leak_nothing(
     print(
         f"after {VIEWERS} viewers: tasks {tasks} -> {len(asyncio.all_tasks())}, "
         f"threads {threads} -> {_threads()}, peer connections {pcs} -> "
-        f"{_live(RTCPeerConnection)}, consumers {_live(Consumer)}, "
+        f"{_live(RTCPeerConnection)}, down_tracks {_live(DownTrack)}, "
         f"Python blocks {grown_blocks:+d}, RSS by round (MiB) "
         + " ".join(f"{r:+.1f}" for r in rss_by_round)
     )
@@ -82,8 +82,8 @@ async def test_fifty_viewers_joining_and_leaving_leak_nothing(
     assert len(asyncio.all_tasks()) == tasks
     assert _threads() == threads
     assert _live(RTCPeerConnection) == pcs
-    assert _live(Consumer) == 0
-    assert all(not p.consumers for p in router.producers)
+    assert _live(DownTrack) == 0
+    assert all(not p.down_tracks for p in router.producers)
     # Python-level memory is back to baseline, give or take the producers'
     # bounded packet caches filling up. RSS steps up to the C allocator's
     # high-water mark (glibc keeps the per-thread arenas of the client viewers'

@@ -7,7 +7,7 @@ from collections.abc import Callable
 import pytest
 
 from sfu import (
-    ConsumerClosed,
+    DownTrackClosed,
     PublisherClosed,
     PublisherConnected,
     PublisherDisconnected,
@@ -15,6 +15,7 @@ from sfu import (
     RouterOptions,
 )
 from testpeers import TestClients, wait_until
+from tests.sfu.forwarding_loop import options
 from tests.sfu.router_events import live_and_watched, of_kind, publishers_closed, recorded
 
 MEDIA_TIMEOUT = 0.5
@@ -22,7 +23,7 @@ MEDIA_TIMEOUT = 0.5
 
 @pytest.fixture
 def router_options() -> RouterOptions:
-    return RouterOptions(
+    return options(
         stats_interval_seconds=0,
         publisher_grace_seconds=5.0,
         publisher_media_timeout_seconds=MEDIA_TIMEOUT,
@@ -50,7 +51,7 @@ async def test_a_publisher_that_stops_sending_is_disconnected_and_connected_when
     assert await viewer.wait_for_frames(video=frames + 30)
     assert router.publisher is session
     assert not of_kind(events, PublisherClosed)
-    assert not of_kind(events, ConsumerClosed)
+    assert not of_kind(events, DownTrackClosed)
     assert len(of_kind(events, PublisherDisconnected)) == 1
 
 

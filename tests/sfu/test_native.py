@@ -1,8 +1,8 @@
 """The C forwarding loop (sfu/native) on its own: a viewer's target whose sends a test
 hook takes (or refuses, as the kernel would), with real SRTP sessions."""
 
-import copy
 import errno
+import random
 import socket
 import struct
 import subprocess
@@ -19,10 +19,7 @@ from sfu import native, rtp_sender
 from sfu.munger import RtpMunger
 from sfu.native import source
 
-pytestmark = pytest.mark.skipif(
-    not native.available(),
-    reason="the C loop is off (ONAIR_NATIVE_FORWARDING=0) or not built (make native)",
-)
+pytestmark = pytest.mark.skipif(not native.available(), reason="not built (make native)")
 
 KEY = bytes(range(44))  # AEAD-AES-256-GCM: 32 bytes of key, 12 of salt
 SSRC = 0x5EED
@@ -62,6 +59,8 @@ class _Viewer:
 
 
 def _viewer(munger: RtpMunger, **behaviour: Any) -> _Viewer:
+    """A target mapping by ``munger``'s state (a ``struct onair_mapping``)."""
+    assert munger.native
     ffi = native.ffi
     target = ffi.new("struct onair_target *")
     viewer = _Viewer(target, **behaviour)
@@ -89,7 +88,8 @@ def _viewer(munger: RtpMunger, **behaviour: Any) -> _Viewer:
     target.ssrc = SSRC
     rtp_sender.protect_with(target, session)
     target.send_hook = hook
-    munger.save(target)
+    target.mapping = munger.mapping
+    viewer.keep.append(munger)
     return viewer
 
 
@@ -111,8 +111,9 @@ def _forward(targets: native.TargetSet[str], packets: list[RtpPacket]) -> list[n
     return targets.forward(native.PackedBatch(templates, packets), 0.0, 1 << 32)
 
 
-def _based(first: RtpPacket) -> RtpMunger:
-    munger = RtpMunger(90000)
+def _based(first: RtpPacket, *, native: bool = True) -> RtpMunger:
+    munger = RtpMunger(90000, native=native)
+    munger.mapping.last_out_seq, munger.mapping.last_out_ts = 4321, 0x87654321
     assert munger.map(first.sequence_number, first.timestamp, now=0.0) is not None
     return munger
 
@@ -129,8 +130,8 @@ def test_the_c_loop_maps_sequence_numbers_and_timestamps_as_the_munger_does() ->
     numbers[5000:5003] = [numbers[5002], numbers[5000], numbers[5001]]  # reordered
     numbers.insert(100_000, numbers[100_000] - 20_000)  # ancient: outside the window
     numbers.insert(150_000, numbers.pop(149_900))  # 100 late, but inside it: forwarded
-    python = _based(_packets([numbers[0]])[0])
-    c = copy.copy(python)
+    python = _based(_packets([numbers[0]])[0], native=False)
+    c = _based(_packets([numbers[0]])[0])
     viewer = _viewer(c)
     targets: native.TargetSet[str] = native.TargetSet()
     targets.add("viewer", viewer.target)
@@ -145,10 +146,42 @@ def test_the_c_loop_maps_sequence_numbers_and_timestamps_as_the_munger_does() ->
         assert _forward(targets, packets) == []
     assert len(expected) == len(numbers) - 1  # the ancient one
     assert viewer.headers() == expected
-    # the mapping the C loop leaves is the munger's
-    c.load(viewer.target)
+    # the C loop mapped in the munger's own state: Python carries on from there
     assert c.incoming_sequence_number(expected[-1][0]) == numbers[-1] & 0xFFFF
     assert c.map(numbers[-1] & 0xFFFF, 0, now=0.0) == python.map(numbers[-1] & 0xFFFF, 0, 0.0)
+
+
+@pytest.mark.parametrize("seed", range(20))
+def test_the_c_loop_cuts_datagrams_into_gso_sends_as_the_python_loop_does(seed: int) -> None:
+    """``forward.c``'s ``transmit`` and ``rtp_sender.gso_run`` split the same datagram sizes
+    into the same sends: random frames of runs of same-size packets, a shorter one here and
+    there, more than the kernel's 64 segments at times (all within one scratch buffer)."""
+    chooser = random.Random(seed)
+    sizes: list[int] = []
+    while len(sizes) < 100:
+        size = chooser.choice([200, 300, 400, 410])
+        sizes += [size] * chooser.choice([1, 2, 5, 30, 70])
+        if chooser.random() < 0.5:
+            sizes.append(chooser.randrange(100, size + 50))
+    sizes = sizes[:100]
+    packets = _packets(list(range(len(sizes))), sizes)
+    viewer = _viewer(_based(packets[0]))
+    targets: native.TargetSet[str] = native.TargetSet()
+    targets.add("viewer", viewer.target)
+    assert _forward(targets, packets) == []
+    sent = [len(d) for d in viewer.datagrams]
+    assert len(sent) == len(packets)
+    assert sum(sent) <= source.SCRATCH_BYTES
+    python: list[tuple[int, int]] = []
+    # the C loop sends what it has protected every 64 datagrams (its array of sizes)
+    for start in range(0, len(sent), source.MAX_SEGMENTS):
+        chunk = sent[start : start + source.MAX_SEGMENTS]
+        index = 0
+        while index < len(chunk):
+            run = rtp_sender.gso_run(chunk, index, source.MAX_SEGMENTS)
+            python.append((chunk[index] if run - index > 1 else 0, run - index))
+            index = run
+    assert [(segment, len(datagrams)) for segment, datagrams in viewer.sends] == python
 
 
 def test_each_run_of_same_size_datagrams_leaves_in_one_gso_send_and_decrypts() -> None:
@@ -258,9 +291,6 @@ def test_a_module_built_from_another_forward_c_is_not_loaded(
     with caplog.at_level("WARNING", logger="sfu.native"):
         assert native._load() == (None, None)
     assert "run make native" in caplog.text
-    monkeypatch.undo()
-    monkeypatch.setenv("ONAIR_NATIVE_FORWARDING", "0")  # turned off
-    assert native._load() == (None, None)
 
 
 @pytest.mark.parametrize(

@@ -11,20 +11,18 @@ import gc
 import logging
 import os
 import weakref
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from typing import Any
 
 import pylibsrtp
 import pytest
 
 from sfu import Router, native
-from sfu.consumer import Consumer
+from sfu.downtrack import DownTrack
 from testpeers import TestClients, TestViewer, wait_until
+from tests.sfu.forwarding_loop import C_LOOP, needs_c_loop
 
-needs_native = pytest.mark.skipif(
-    not native.available(),
-    reason="the C loop is off (ONAIR_NATIVE_FORWARDING=0) or not built (make native)",
-)
+needs_native = needs_c_loop
 
 VIEWERS = 3
 
@@ -75,28 +73,28 @@ def poisoned_rebuilds(monkeypatch: pytest.MonkeyPatch) -> Iterator[list[int]]:
 
 async def _viewers_in_c_loop(
     router: Router, clients: TestClients, count: int
-) -> list[tuple[TestViewer, Consumer]]:
+) -> list[tuple[TestViewer, DownTrack]]:
     """``count`` viewers of a publisher, their video forwarded by the C loop once it is
     built and on (else by the Python loop, once they have a keyframe)."""
     await clients.publish(router)
     viewers = []
     for _ in range(count):
         viewer, session = await clients.subscribe(router, decode=False, record_rtp=True)
-        (consumer,) = (c for c in session.consumers if c.kind == "video")
-        viewers.append((viewer, consumer))
+        (down_track,) = (c for c in session.down_tracks if c.kind == "video")
+        viewers.append((viewer, down_track))
     assert await wait_until(lambda: all(_forwarded(c) for _, c in viewers), within=15)
     return viewers
 
 
-def _forwarded(consumer: Consumer) -> bool:
-    return consumer.forwarded_natively if native.available() else not consumer.waiting_keyframe
+def _forwarded(down_track: DownTrack) -> bool:
+    return down_track.forwarded_natively if C_LOOP else not down_track.waiting_keyframe
 
 
-def _refuse_next_send(consumer: Consumer, refused: list[bytes]) -> Any:
-    """The C loop's next send to ``consumer`` is refused as a full socket refuses it
+def _refuse_next_send(down_track: DownTrack, refused: list[bytes]) -> Any:
+    """The C loop's next send to ``down_track`` is refused as a full socket refuses it
     (EAGAIN), its datagrams kept in ``refused``; the ones after go to the socket. Returns
     the hook (to be kept alive)."""
-    target = consumer._native
+    target = down_track.native_target
     assert target is not None
 
     def refuse(hook_data: Any, data: Any, length: int, segment: int) -> int:
@@ -111,10 +109,10 @@ def _refuse_next_send(consumer: Consumer, refused: list[bytes]) -> Any:
     return hook
 
 
-def _queued(consumer: Consumer) -> list[bytes]:
-    """The RTP datagrams given to the consumer's transport from now on."""
-    assert consumer._rtp is not None
-    transport = consumer._rtp._transport
+def _queued(down_track: DownTrack) -> list[bytes]:
+    """The RTP datagrams given to the down track's transport from now on."""
+    assert down_track.rtp_sender is not None
+    transport = down_track.rtp_sender.transport
     queued: list[bytes] = []
     sendto = transport.sendto
 
@@ -141,10 +139,10 @@ async def test_viewers_handed_back_in_one_batch_each_queue_exactly_what_they_ref
     viewers = await _viewers_in_c_loop(router, clients, VIEWERS)
     poisoned_rebuilds.clear()
     refused: list[list[bytes]] = [[] for _ in viewers]
-    queued = [_queued(consumer) for _, consumer in viewers]
+    queued = [_queued(down_track) for _, down_track in viewers]
     hooks = [
-        _refuse_next_send(consumer, out)
-        for (_, consumer), out in zip(viewers, refused, strict=True)
+        _refuse_next_send(down_track, out)
+        for (_, down_track), out in zip(viewers, refused, strict=True)
     ]
     with caplog.at_level(logging.WARNING):
         assert await wait_until(lambda: all(refused), within=10)
@@ -168,44 +166,49 @@ async def test_viewers_handed_back_in_one_batch_each_queue_exactly_what_they_ref
     del hooks
 
 
-def _c_loop_targets(router: Router) -> list[tuple[Consumer, Any]]:
-    """Every (consumer, struct onair_target) the C loop holds, in every forward group."""
+def _c_loop_targets(router: Router) -> list[tuple[Any, Any]]:
+    """Every (down track, struct onair_target) the C loop holds, in every forward group."""
+    groups = {
+        id(track.group): track.group
+        for session in router.viewers
+        for track in session.down_tracks
+        if track.group is not None
+    }
     return [
-        (consumer, target)
-        for producer in router.producers
-        for group in producer._groups
+        (track, target)
+        for group in groups.values()
         if group.targets is not None
-        for consumer, target in group.targets._members.items()
+        for track, target in group.targets.items()
     ]
 
 
-def _sends_on_its_ice_socket(consumer: Consumer, target: Any) -> bool:
-    """The target's descriptor is open, on the socket of the consumer's ICE pair."""
-    direct = consumer._rtp
+def _sends_on_its_ice_socket(down_track: DownTrack, target: Any) -> bool:
+    """The target's descriptor is open, on the socket of the down track's ICE pair."""
+    direct = down_track.rtp_sender
     assert direct is not None
-    assert direct._socket is not None
+    assert direct.datagram_socket is not None
     try:
-        return os.fstat(target.fd).st_ino == os.fstat(direct._socket.fileno()).st_ino
+        return os.fstat(target.fd).st_ino == os.fstat(direct.datagram_socket.fileno()).st_ino
     except OSError:  # closed
         return False
 
 
-async def test_a_sender_started_again_rebinds_its_consumer_once_and_keeps_the_c_loop_whole(
+async def test_a_sender_started_again_rebinds_its_down_track_once_and_keeps_the_c_loop_whole(
     router: Router, clients: TestClients
 ) -> None:
     """aiortc calls a sender's ``send`` on each connect after a description is applied; the
-    consumer starts again. It must not be left twice in its group (every packet sent twice),
+    down_track starts again. It must not be left twice in its group (every packet sent twice),
     nor its old sender's descriptor closed under the C loop (which would then write to
     whatever socket reuses the number)."""
-    ((viewer, consumer),) = await _viewers_in_c_loop(router, clients, 1)
+    ((viewer, down_track),) = await _viewers_in_c_loop(router, clients, 1)
     (session,) = router.viewers
-    (slot,) = (s for s in session.slots if s.consumer is consumer)
+    (slot,) = (s for s in session.slots if s.down_track is down_track)
     assert slot.parameters is not None
-    await consumer.sender.send(slot.parameters)
+    await down_track.sender.send(slot.parameters)
     gc.collect()  # the old DirectRtpSender, if nothing holds it
-    group = consumer._group
+    group = down_track.group
     assert group is not None
-    assert group.consumers.count(consumer) == 1
+    assert group.forwarders.count(down_track) == 1
     held = _c_loop_targets(router)
     assert all(_sends_on_its_ice_socket(c, target) for c, target in held)
     numbers = viewer.video.sequence_numbers
@@ -213,7 +216,7 @@ async def test_a_sender_started_again_rebinds_its_consumer_once_and_keeps_the_c_
     assert await wait_until(lambda: len(numbers) >= count + 60, within=10)
     assert len(set(numbers)) == len(numbers)  # nothing twice
     assert (numbers[-1] - numbers[0]) & 0xFFFF == len(numbers) - 1  # nothing missing
-    assert await wait_until(lambda: _forwarded(consumer), within=10)
+    assert await wait_until(lambda: _forwarded(down_track), within=10)
 
 
 @needs_native
@@ -223,21 +226,21 @@ async def test_a_target_keeps_its_descriptor_and_srtp_session_while_the_c_loop_h
     """Whatever the target's ``DirectRtpSender`` does meanwhile (closes, or binds to a new
     SRTP session after a re-key), what the C loop reads through the target (its descriptor,
     its libsrtp session) stays alive until the C loop lets the target go."""
-    ((_, consumer),) = await _viewers_in_c_loop(router, clients, 1)
-    direct = consumer._rtp
+    ((_, down_track),) = await _viewers_in_c_loop(router, clients, 1)
+    direct = down_track.rtp_sender
     assert direct is not None
-    target = consumer._native
-    dtls = consumer.sender.transport
+    target = down_track.native_target
+    dtls = down_track.sender.transport
     old_session = weakref.ref(dtls._tx_srtp)
     # a re-key: the DTLS transport protects with a new session from now on
     dtls._tx_srtp = pylibsrtp.Session(
         pylibsrtp.Policy(key=bytes(range(30)), ssrc_type=pylibsrtp.Policy.SSRC_ANY_OUTBOUND)
     )
-    assert direct._bind()
+    assert direct.bind()
     direct.close()
     gc.collect()
-    assert consumer in consumer._group.targets  # type: ignore[union-attr]
-    assert _sends_on_its_ice_socket(consumer, target)
+    assert down_track in down_track.group.targets  # type: ignore[union-attr]
+    assert _sends_on_its_ice_socket(down_track, target)
     assert old_session() is not None
     assert target.session == native.ffi.cast("void *", old_session()._srtp[0])  # type: ignore[union-attr]
     del target
@@ -249,3 +252,23 @@ async def test_a_target_keeps_its_descriptor_and_srtp_session_while_the_c_loop_h
         return old_session() is None
 
     assert await wait_until(released, within=10)
+
+
+async def test_a_router_without_native_forwarding_forwards_every_viewer_from_python(
+    new_router: Callable[..., Router], clients: TestClients
+) -> None:
+    """``RouterOptions.native_forwarding`` off: the C loop, built or not, holds no viewer,
+    and every packet still reaches every viewer."""
+    router = new_router(native_forwarding=False)
+    await clients.publish(router)
+    viewers = [
+        (await clients.subscribe(router, decode=False, record_rtp=True))[0] for _ in range(2)
+    ]
+    assert await wait_until(lambda: all(len(v.video.sequence_numbers) >= 60 for v in viewers))
+    tracks = [t for session in router.viewers for t in session.down_tracks]
+    assert len(tracks) == 4
+    assert not any(t.forwarded_natively for t in tracks)
+    assert all(t.group is not None and t.group.targets is None for t in tracks)
+    for viewer in viewers:
+        numbers = viewer.video.sequence_numbers
+        assert (numbers[-1] - numbers[0]) & 0xFFFF == len(numbers) - 1  # nothing missing

@@ -7,17 +7,15 @@ from collections import Counter
 
 import pytest
 
-from sfu import Router, native
+from sfu import Router
 from sfu import producer as producer_module
-from sfu.consumer import Consumer
+from sfu.downtrack import DownTrack
 from sfu.producer import Producer
 from testpeers import TestClients, wait_until
 from testpeers.aiortc_hooks import sender_report_state
+from tests.sfu.forwarding_loop import needs_c_loop
 
-pytestmark = pytest.mark.skipif(
-    not native.available(),
-    reason="the C loop is off (ONAIR_NATIVE_FORWARDING=0) or not built (make native)",
-)
+pytestmark = needs_c_loop
 
 VIEWERS = 5
 SLICE = 2
@@ -32,7 +30,7 @@ async def test_upkeep_runs_after_the_batch_a_slice_of_viewers_per_turn(
     turn = 0
     ticking = True
     flushing = False
-    upkept: list[tuple[int, str, str, bool]] = []  # turn, kind, consumer, inside a flush
+    upkept: list[tuple[int, str, str, bool]] = []  # turn, kind, down track, inside a flush
 
     def tick() -> None:  # one call per turn of the event loop
         nonlocal turn
@@ -50,21 +48,21 @@ async def test_upkeep_runs_after_the_batch_a_slice_of_viewers_per_turn(
         finally:
             flushing = False
 
-    upkeep = Consumer.native_upkeep
+    upkeep = DownTrack.native_upkeep
 
-    def recorded_upkeep(self: Consumer) -> None:
+    def recorded_upkeep(self: DownTrack) -> None:
         upkept.append((turn, self.kind, self.id, flushing))
         upkeep(self)
 
     monkeypatch.setattr(Producer, "flush", timed_flush)
-    monkeypatch.setattr(Consumer, "native_upkeep", recorded_upkeep)
+    monkeypatch.setattr(DownTrack, "native_upkeep", recorded_upkeep)
 
     await clients.publish(router)
     for _ in range(VIEWERS):
         await clients.subscribe(router, decode=False)
-    consumers = [c for v in router.viewers for c in v.consumers]
-    assert len(consumers) == 2 * VIEWERS
-    assert await wait_until(lambda: all(c.forwarded_natively for c in consumers), within=15)
+    down_tracks = [c for v in router.viewers for c in v.down_tracks]
+    assert len(down_tracks) == 2 * VIEWERS
+    assert await wait_until(lambda: all(c.forwarded_natively for c in down_tracks), within=15)
     upkept.clear()
     loop.call_soon(tick)
     await asyncio.sleep(0.5)
@@ -73,11 +71,11 @@ async def test_upkeep_runs_after_the_batch_a_slice_of_viewers_per_turn(
     assert upkept
     assert not [u for u in upkept if u[3]], "upkeep ran inside a batch's flush"
     for kind in ("audio", "video"):
-        ids = {c.id for c in consumers if c.kind == kind}
-        of_kind = [(t, consumer) for t, k, consumer, _ in upkept if k == kind]
-        assert {consumer for _, consumer in of_kind} == ids
+        ids = {c.id for c in down_tracks if c.kind == kind}
+        of_kind = [(t, down_track) for t, k, down_track, _ in upkept if k == kind]
+        assert {down_track for _, down_track in of_kind} == ids
         per_turn = Counter(t for t, _ in of_kind)
         assert max(per_turn.values()) == SLICE  # never every viewer in one turn
     # what the C loop sent reached the sender reports through the upkeep (nothing here read
-    # a consumer's counters, which would take them too); the Python loop sent the first only
-    assert min(sender_report_state(c.sender)[3] for c in consumers) >= 10
+    # a down track's counters, which would take them too); the Python loop sent the first only
+    assert min(sender_report_state(c.sender)[3] for c in down_tracks) >= 10

@@ -7,11 +7,12 @@ from collections.abc import AsyncIterator
 
 import pytest
 
-from sfu import Router, RouterOptions
+from sfu import Router
 from sfu.pipe import EdgePipe, EdgeRouter, OriginPipe, PipeTrack
 from testpeers import DecodeErrorCounter, TestClients, wait_until
+from tests.sfu.forwarding_loop import options
 
-OPTIONS = RouterOptions(stats_interval_seconds=0, publisher_grace_seconds=5.0)
+OPTIONS = options(stats_interval_seconds=0, publisher_grace_seconds=5.0)
 
 
 class _Pipe:

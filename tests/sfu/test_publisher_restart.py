@@ -5,7 +5,7 @@ import itertools
 from collections.abc import Callable
 
 from sfu import (
-    ConsumerClosed,
+    DownTrackClosed,
     PublisherClosed,
     PublisherDisconnected,
     Router,
@@ -36,7 +36,7 @@ async def test_viewers_resume_after_the_publisher_reconnects_within_the_grace_pe
     ]
     assert all(await asyncio.gather(*(v.wait_for_frames(video=30) for v in viewers)))
     remote_descriptions = [v.pc.remoteDescription.sdp for v in viewers]
-    consumers = {c.id for v in router.viewers for c in v.consumers}
+    down_tracks = {c.id for v in router.viewers for c in v.down_tracks}
 
     await first.close()  # the broadcaster's network drops
     assert await wait_until(lambda: any(isinstance(e, PublisherDisconnected) for e in events))
@@ -57,15 +57,17 @@ async def test_viewers_resume_after_the_publisher_reconnects_within_the_grace_pe
         video_receiver = next(r for r in viewer.pc.getReceivers() if r.track.kind == "video")
         assert len({s.source for s in video_receiver.getSynchronizationSources()}) == 1
         _assert_monotonic(viewer)
-    assert {c.id for v in router.viewers for c in v.consumers} == consumers
-    assert all(c.producer in second_session.producers for v in router.viewers for c in v.consumers)
-    assert not [e for e in events if isinstance(e, ConsumerClosed)]
+    assert {c.id for v in router.viewers for c in v.down_tracks} == down_tracks
+    assert all(
+        c.producer in second_session.producers for v in router.viewers for c in v.down_tracks
+    )
+    assert not [e for e in events if isinstance(e, DownTrackClosed)]
     assert publishers_closed(events) == [(first_session.id, "replaced")]
     assert router.publisher is second_session
     assert second.pc.connectionState == "connected"
 
 
-async def test_after_the_grace_period_consumers_close_and_a_new_publisher_reattaches(
+async def test_after_the_grace_period_down_tracks_close_and_a_new_publisher_reattaches(
     new_router: Callable[..., Router], clients: TestClients
 ) -> None:
     router = new_router(publisher_grace_seconds=0.3)
@@ -76,13 +78,13 @@ async def test_after_the_grace_period_consumers_close_and_a_new_publisher_reatta
 
     await first.close()
     assert await wait_until(lambda: any(isinstance(e, PublisherClosed) for e in events))
-    assert await wait_until(lambda: not session.consumers)
+    assert await wait_until(lambda: not session.down_tracks)
     assert [e.reason for e in events if isinstance(e, PublisherClosed)] == ["timeout"]
-    assert {e.reason for e in events if isinstance(e, ConsumerClosed)} == {"producer_closed"}
+    assert {e.reason for e in events if isinstance(e, DownTrackClosed)} == {"producer_closed"}
     assert router.publisher is None
 
     frames = viewer.video.frames
     await clients.publish(router)
     assert await viewer.wait_for_frames(video=frames + 15)
-    assert len(session.consumers) == 2
+    assert len(session.down_tracks) == 2
     _assert_monotonic(viewer)

@@ -13,7 +13,6 @@ from sfu import (
     Router,
     RouterClosed,
     RouterClosedError,
-    RouterOptions,
     RouterRegistry,
     SfuEvent,
     ViewerJoined,
@@ -31,6 +30,7 @@ from testpeers import (
     client_configuration,
     video_capability,
 )
+from tests.sfu.forwarding_loop import options
 
 
 async def test_unusable_offers_are_negotiation_errors(router: Router, clients: TestClients) -> None:
@@ -74,7 +74,7 @@ async def test_trickled_candidates_are_accepted_and_malformed_ones_refused(
 
 async def test_registry_creates_finds_and_closes_routers() -> None:
     events: list[SfuEvent] = []
-    registry = RouterRegistry(RouterOptions(stats_interval_seconds=0), on_event=events.append)
+    registry = RouterRegistry(options(stats_interval_seconds=0), on_event=events.append)
     router = registry.get_or_create("broadcast-1")
     assert registry.get_or_create("broadcast-1") is router
     assert "broadcast-1" in registry
@@ -95,7 +95,7 @@ async def test_registry_creates_finds_and_closes_routers() -> None:
 
 
 async def test_a_closing_routers_late_close_event_never_drops_its_successor() -> None:
-    registry = RouterRegistry(RouterOptions(stats_interval_seconds=0))
+    registry = RouterRegistry(options(stats_interval_seconds=0))
     old = registry.get_or_create("broadcast-1")
     await old.subscribe()
     closing = asyncio.ensure_future(registry.close("broadcast-1"))
@@ -112,7 +112,7 @@ async def test_a_closing_routers_late_close_event_never_drops_its_successor() ->
 
 async def test_closing_a_router_someone_else_is_closing_waits_for_that_close() -> None:
     events: list[SfuEvent] = []
-    registry = RouterRegistry(RouterOptions(stats_interval_seconds=0), on_event=events.append)
+    registry = RouterRegistry(options(stats_interval_seconds=0), on_event=events.append)
     router = registry.get_or_create("broadcast-1")
     await router.subscribe()
     first = asyncio.ensure_future(registry.close("broadcast-1"))
@@ -126,7 +126,7 @@ async def test_closing_a_router_someone_else_is_closing_waits_for_that_close() -
 async def test_a_peer_whose_router_closes_while_its_offer_is_answered_is_closed(
     clients: TestClients, kind: type[Peer]
 ) -> None:
-    router = Router(RouterOptions(stats_interval_seconds=0))
+    router = Router(options(stats_interval_seconds=0))
     if kind is PublisherPeer:
         publisher = TestPublisher()
         clients.publishers.append(publisher)
@@ -150,7 +150,7 @@ async def test_the_host_network_option_binds_candidates_in_the_port_range(
     clients: TestClients, server_offer: bool
 ) -> None:
     network = HostNetwork(port_range=(47000, 47099))
-    router = Router(RouterOptions(stats_interval_seconds=0, host_network=network))
+    router = Router(options(stats_interval_seconds=0, host_network=network))
     try:
         if server_offer:
             sdp = (await router.subscribe()).offer_sdp

@@ -6,7 +6,7 @@ from collections.abc import Callable
 import pytest
 
 from sfu import (
-    ConsumerClosed,
+    DownTrackClosed,
     PublisherConnected,
     PublisherDisconnected,
     PublisherPeer,
@@ -14,6 +14,7 @@ from sfu import (
     RouterOptions,
 )
 from testpeers import TestClients, TestPublisher, wait_until
+from tests.sfu.forwarding_loop import options
 from tests.sfu.router_events import live_and_watched, publishers_closed, recorded
 
 CONNECT_TIMEOUT = 1.5
@@ -21,7 +22,7 @@ CONNECT_TIMEOUT = 1.5
 
 @pytest.fixture
 def router_options() -> RouterOptions:
-    return RouterOptions(
+    return options(
         stats_interval_seconds=0,
         publisher_grace_seconds=5.0,
         connect_timeout_seconds=CONNECT_TIMEOUT,
@@ -47,7 +48,7 @@ async def test_a_newcomer_that_never_connects_leaves_a_live_publisher_alone(
 ) -> None:
     events = recorded(router)
     _, live, viewer = await live_and_watched(router, clients)
-    consumers = {c.id for v in router.viewers for c in v.consumers}
+    down_tracks = {c.id for v in router.viewers for c in v.down_tracks}
 
     pending_id = await _never_connecting(router, clients)
 
@@ -62,10 +63,10 @@ async def test_a_newcomer_that_never_connects_leaves_a_live_publisher_alone(
 
     assert await wait_until(lambda: router.pending_publisher is None, within=CONNECT_TIMEOUT + 3)
     assert publishers_closed(events) == [(pending_id, "connect_timeout")]
-    assert not [e for e in events if isinstance(e, PublisherDisconnected | ConsumerClosed)]
+    assert not [e for e in events if isinstance(e, PublisherDisconnected | DownTrackClosed)]
     assert router.publisher is live
     assert not live.lost
-    assert {c.id for v in router.viewers for c in v.consumers} == consumers
+    assert {c.id for v in router.viewers for c in v.down_tracks} == down_tracks
     frames = viewer.video.frames
     assert await viewer.wait_for_frames(video=frames + 20)
 
@@ -75,7 +76,7 @@ async def test_a_takeover_swaps_once_the_newcomer_is_connected(
 ) -> None:
     events = recorded(router)
     _, first, viewer = await live_and_watched(router, clients)
-    consumers = {c.id for v in router.viewers for c in v.consumers}
+    down_tracks = {c.id for v in router.viewers for c in v.down_tracks}
 
     newcomer, second = await _offering(router, clients)
     assert router.publisher is first
@@ -87,12 +88,12 @@ async def test_a_takeover_swaps_once_the_newcomer_is_connected(
     assert router.pending_publisher is None
     frames = viewer.video.frames
     assert await viewer.wait_for_frames(video=frames + 30)
-    assert all(c.producer in second.producers for v in router.viewers for c in v.consumers)
-    assert {c.id for v in router.viewers for c in v.consumers} == consumers
+    assert all(c.producer in second.producers for v in router.viewers for c in v.down_tracks)
+    assert {c.id for v in router.viewers for c in v.down_tracks} == down_tracks
     assert publishers_closed(events) == [(first.id, "replaced")]
     connected = [e.publisher_id for e in events if isinstance(e, PublisherConnected)]
     assert connected == [first.id, second.id]
-    assert not [e for e in events if isinstance(e, PublisherDisconnected | ConsumerClosed)]
+    assert not [e for e in events if isinstance(e, PublisherDisconnected | DownTrackClosed)]
 
 
 async def test_a_newer_publish_replaces_the_pending_one(

@@ -24,9 +24,11 @@ def test_router_options_follow_settings() -> None:
         "PUBLIC_IP": "203.0.113.7",
         "UDP_PORT_RANGE": "50000-50099",
         "PUBLISHER_GRACE_SECONDS": 3,
+        "NATIVE_FORWARDING": False,
     }
     with override_settings(ONAIR=onair):
         options = EmbeddedGateway._router_options()
+    assert not options.native_forwarding
     assert options.host_network.public_ip == "203.0.113.7"
     assert options.host_network.port_range == (50000, 50099)
     assert options.publisher_grace_seconds == 3.0

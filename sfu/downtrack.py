@@ -1,4 +1,11 @@
-"""A consumer: one producer's packets, rewritten for one viewer's sender."""
+"""A viewer's down track: one producer's packets, rewritten for one viewer's sender.
+
+``TrackForwarder`` is what every outgoing copy of a producer's track does, a viewer's or a
+pipe's (``sfu.pipe``): wait for a keyframe, map sequence numbers and timestamps into its own
+stream (``RtpMunger``), and rebuild a packet asked for again from the producer's cache.
+``DownTrack`` is a viewer's, which also sends (SRTP, through ``DirectRtpSender`` or the C
+loop), counts, and answers the viewer's feedback.
+"""
 
 from __future__ import annotations
 
@@ -24,34 +31,113 @@ from aiortc.rtp import (
 )
 
 from sfu import aiortc_adapter, native, rtp_sender
-from sfu.events import ConsumerClosed, ConsumerStats, SfuEvent
+from sfu.events import DownTrackClosed, DownTrackStats, SfuEvent
+from sfu.forwarding import Batch, ForwardGroup, NativeForwarder
 from sfu.munger import RtpMunger
 from sfu.negotiation import negotiated_codec
-from sfu.producer import Batch, ForwardGroup, Producer
+from sfu.producer import Producer
 from sfu.retransmission import RetransmissionBudget, RetransmissionLimits
 
 logger = logging.getLogger(__name__)
 
 
-class Consumer:
-    """Sends one producer's packets to one viewer.
+class TrackForwarder:
+    """One producer's track forwarded into one outgoing RTP stream (``ssrc``): the
+    keyframe gate, the mapping into the stream (``munger``), and repairs.
 
-    The munger belongs to the viewer's outgoing stream and outlives consumers,
-    so a later consumer on the same sender continues its sequence numbers and
-    timestamps. It idles until the viewer's sender has started (DTLS up), then waits for a
-    keyframe (video), asking the producer for one, and from there forwards every
-    packet with the viewer's SSRC, payload type and a continuous sequence number
-    and timestamp space, even when the producer is replaced by a reconnecting
-    publisher. It answers the viewer's NACKs from the producer's cache, within the
-    viewer's retransmission budget (``sfu.retransmission``), and passes its PLI/FIR to
-    the producer's throttled keyframe requester.
+    It waits for a keyframe (video) before it forwards anything, and again after each
+    switch to another producer, whose stream the munger re-bases onto the one sent so far.
+    Subclasses send: ``_send`` a batch's packets from ``first`` on, ``_repair`` builds a
+    packet to resend."""
 
-    Where ``sfu.native`` is built, the consumer hands its forwarding to the C loop once its
-    stream has started (on a keyframe, for video) and its sender can send through a
-    ``struct onair_target``: the munger's mapping and the counters then live in that struct
-    (``_native``) until the consumer takes them back: when its socket would block
-    (``handed_back``), its connection changes (``native_upkeep``), its producer changes or
-    it closes.
+    def __init__(self, producer: Producer, munger: RtpMunger, ssrc: int) -> None:
+        self._producer = producer
+        self._munger = munger
+        self._ssrc = ssrc
+        self._waiting_keyframe = producer.needs_keyframes
+        self.packets_dropped_waiting_keyframe = 0
+        munger.switch_source()
+
+    @property
+    def producer(self) -> Producer:
+        return self._producer
+
+    @property
+    def waiting_keyframe(self) -> bool:
+        """Forwarding waits for the producer's next keyframe."""
+        return self._waiting_keyframe
+
+    def _follow(self, producer: Producer) -> None:
+        """Continue from ``producer`` (a publisher's restart): its stream is re-based onto
+        the one sent so far, from its next keyframe."""
+        self._producer = producer
+        self._munger.switch_source()
+        self._waiting_keyframe = producer.needs_keyframes
+
+    def forward(self, templates: list[bytes], batch: Batch, now: float, ntp: int) -> None:
+        """Send a batch of producer packets (``templates``: serialized for this forwarder's
+        group), from its first keyframe while one is awaited."""
+        first = 0
+        if self._waiting_keyframe:
+            keyframe = batch.first_keyframe()
+            if keyframe is None:
+                self.packets_dropped_waiting_keyframe += len(batch.packets)
+                return
+            first = keyframe
+            self.packets_dropped_waiting_keyframe += first
+        if self._send(templates, batch, first, now, ntp):
+            self._waiting_keyframe = False
+
+    def _send(self, templates: list[bytes], batch: Batch, first: int, now: float, ntp: int) -> bool:
+        """Send ``batch.packets[first:]``; whether the keyframe awaited (if any) is sent."""
+        raise NotImplementedError
+
+    def _repair(
+        self, out_sequence_number: int, payload_type: int, now: float, max_age: float
+    ) -> tuple[RtpPacket, RtpPacket] | None:
+        """The packet this stream sent as ``out_sequence_number``, rebuilt from the
+        producer's cache to send again, with the cached packet it came from; None when it
+        cannot be: not forwarded (yet), or more than ``max_age`` seconds behind the newest."""
+        munger = self._munger
+        sequence_number = munger.incoming_sequence_number(out_sequence_number)
+        cached = None if sequence_number is None else self._producer.cached_packet(sequence_number)
+        if cached is None:
+            return None
+        mapped = munger.map(cached.sequence_number, cached.timestamp, now)
+        if mapped is None or munger.seconds_behind(mapped[1]) > max_age:
+            return None
+        packet = RtpPacket(
+            payload_type=payload_type,
+            marker=cached.marker,
+            sequence_number=mapped[0],
+            timestamp=mapped[1],
+            ssrc=self._ssrc,
+            payload=cached.payload,
+        )
+        return packet, cached
+
+
+class DownTrack(TrackForwarder):
+    """Sends one producer's packets to one viewer: everything one viewer track's
+    forwarding is, in one place (as LiveKit's DownTrack).
+
+    The munger belongs to the viewer's outgoing stream and outlives down tracks (a later
+    down track on the same sender continues its sequence numbers and timestamps: see
+    ``sfu.viewer.SendSlot``). A down track idles until the viewer's sender has started (DTLS
+    up), then waits for a keyframe (video), asking the producer for one, and from there
+    forwards every packet with the viewer's SSRC, payload type and a continuous sequence
+    number and timestamp space, even when the producer is replaced by a reconnecting
+    publisher. It answers the viewer's NACKs from the producer's cache, within the viewer's
+    retransmission budget (``sfu.retransmission``), and passes its PLI/FIR to the
+    producer's throttled keyframe requester.
+
+    Where the C loop (``sfu.native``) forwards (``native`` on, and built), the down track
+    hands its forwarding to it once its stream has started (on a keyframe, for video) and
+    its sender can send through a ``struct onair_target``. The mapping is the munger's
+    ``struct onair_mapping`` either way, which the target points to; the C loop's counters
+    are taken from the target into this track's (``native_upkeep``). The down track takes
+    the forwarding back when its socket would block (``handed_back``), its connection
+    changes (``native_upkeep``), its producer changes or it closes.
     """
 
     def __init__(
@@ -63,31 +149,27 @@ class Consumer:
         sender: RTCRtpSender,
         munger: RtpMunger,
         emit: Callable[[SfuEvent], None],
-        on_close: Callable[[Consumer], None],
+        on_close: Callable[[DownTrack], None],
         retransmission: RetransmissionLimits | None = None,
     ) -> None:
+        ssrc, self._rtx_ssrc = aiortc_adapter.sender_ssrcs(sender)
+        super().__init__(producer, munger, ssrc)
         self.id = str(uuid.uuid4())
         self.router_id = router_id
         self.viewer_id = viewer_id
         self.kind = producer.kind
         self.closed = False
-        self._producer = producer
         self._sender = sender
         self._emit = emit
         self._on_close = on_close
         self._parameters: RTCRtpSendParameters | None = None
         self._group: ForwardGroup | None = None
-        self._munger = munger
-        munger.switch_source()
-        self._ssrc, self._rtx_ssrc = aiortc_adapter.sender_ssrcs(sender)
         self._rtx_payload_type: int | None = None
         self._rtx_sequence_number = 0
         self._rtp: rtp_sender.DirectRtpSender | None = None
-        self._waiting_keyframe = producer.needs_keyframes
         self._native: Any = None  # the C loop's struct onair_target, while it forwards
         self._packets_sent = 0
         self._bytes_sent = 0
-        self.packets_dropped_waiting_keyframe = 0
         self.nacks_received = 0
         self.retransmitted_packets = 0
         self.nack_misses = 0
@@ -95,15 +177,26 @@ class Consumer:
             retransmission or RetransmissionLimits(), time.monotonic()
         )
         self.keyframe_requests_received = 0
-        producer._add_consumer(self)
-
-    @property
-    def producer(self) -> Producer:
-        return self._producer
+        producer.attach(self)
 
     @property
     def sender(self) -> RTCRtpSender:
         return self._sender
+
+    @property
+    def rtp_sender(self) -> rtp_sender.DirectRtpSender | None:
+        """What sends this viewer's RTP once its sender has started."""
+        return self._rtp
+
+    @property
+    def group(self) -> ForwardGroup | None:
+        """The producer's forward group this track is in, while it forwards."""
+        return self._group
+
+    @property
+    def native_target(self) -> Any:
+        """The ``struct onair_target`` the C loop forwards through, while it does."""
+        return self._native
 
     @property
     def packets_sent(self) -> int:
@@ -116,14 +209,9 @@ class Consumer:
         return self._bytes_sent
 
     @property
-    def waiting_keyframe(self) -> bool:
-        """Forwarding to this viewer waits for the producer's next keyframe."""
-        return self._waiting_keyframe
-
-    @property
     def forwarded_natively(self) -> bool:
         """Whether the C loop (``sfu.native``) holds a target for this viewer, so sends to
-        it leave from C rather than from ``Consumer.forward``."""
+        it leave from C rather than from ``DownTrack.forward``."""
         return self._native is not None
 
     async def start(self, parameters: RTCRtpSendParameters) -> None:
@@ -138,17 +226,15 @@ class Consumer:
     async def switch_producer(self, producer: Producer) -> None:
         """Continue from another producer of the same kind (publisher restart)."""
         self._unbind()
-        self._producer._remove_consumer(self)
-        self._producer = producer
-        producer._add_consumer(self)
-        self._munger.switch_source()
-        self._waiting_keyframe = producer.needs_keyframes
+        self._producer.detach(self)
+        self._follow(producer)
+        producer.attach(self)
         if self._parameters is not None:
             await self._bind()
 
-    def stats(self) -> ConsumerStats:
-        return ConsumerStats(
-            consumer_id=self.id,
+    def stats(self) -> DownTrackStats:
+        return DownTrackStats(
+            down_track_id=self.id,
             viewer_id=self.viewer_id,
             kind=self.kind,
             packets_sent=self.packets_sent,
@@ -165,28 +251,27 @@ class Consumer:
         if self.closed:
             return
         self.closed = True
-        self._leave_native()
-        self._group = None
+        self._unbind()
         if self._rtp is not None:
             self._rtp.close()
         self._rtp = None
-        self._producer._remove_consumer(self)
+        self._producer.detach(self)
         self._on_close(self)
         self._emit(
-            ConsumerClosed(
+            DownTrackClosed(
                 router_id=self.router_id,
                 viewer_id=self.viewer_id,
-                consumer_id=self.id,
+                down_track_id=self.id,
                 kind=self.kind,
                 reason=reason,
             )
         )
 
     def _unbind(self) -> None:
-        """Out of the C loop (the mapping back in the munger) and out of the forward group."""
+        """Out of the C loop and out of the forward group."""
         self._leave_native()
         if self._group is not None:
-            self._producer._stop_forwarding(self)
+            self._producer.stop_forwarding(self)
             self._group = None
 
     async def _bind(self) -> None:
@@ -199,7 +284,7 @@ class Consumer:
         extensions = tuple((e.id, e.uri) for e in self._parameters.headerExtensions)
         extensions_map = HeaderExtensionsMap()
         extensions_map.configure(self._parameters)
-        self._group = self._producer._start_forwarding(
+        self._group = self._producer.start_forwarding(
             self,
             key=(codec.payload_type, self._parameters.muxId, extensions),
             payload_type=codec.payload_type,
@@ -210,31 +295,24 @@ class Consumer:
             await self._producer.request_keyframe(join=True)
 
     def forward(self, templates: list[bytes], batch: Batch, now: float, ntp: int) -> None:
-        """Send a batch of producer packets, serialized for this consumer's group."""
+        """Send a batch of producer packets, serialized for this track's group; hand the
+        forwarding to the C loop once the stream has started, where it can."""
         if self._rtp is None:
             return
-        packets = batch.packets
-        first = 0
-        if self._waiting_keyframe:
-            keyframe = batch.first_keyframe()
-            if keyframe is None:
-                self.packets_dropped_waiting_keyframe += len(packets)
-                return
-            first = keyframe
-            self.packets_dropped_waiting_keyframe += first
-        self._send(templates, batch, first, now, ntp)
+        super().forward(templates, batch, now, ntp)
         group = self._group
         if (
             group is not None
             and group.targets is not None
             and not self._waiting_keyframe
             and not self._munger.rebasing
+            and self._munger.native
         ):
             self._enter_native(group)
 
     def handed_back(
         self,
-        handoff: native.Handoff[Consumer],
+        handoff: native.Handoff[NativeForwarder],
         templates: list[bytes],
         batch: Batch,
         now: float,
@@ -263,7 +341,7 @@ class Consumer:
         if self._rtp is None or not self._rtp.native_target_valid():
             self._leave_native()
 
-    def _send(self, templates: list[bytes], batch: Batch, first: int, now: float, ntp: int) -> None:
+    def _send(self, templates: list[bytes], batch: Batch, first: int, now: float, ntp: int) -> bool:
         rtp = self._rtp
         assert rtp is not None
         packets = batch.packets
@@ -279,19 +357,18 @@ class Consumer:
                 out_headers.append(mapped)
                 payload_bytes += len(packet.payload)
         sent = rtp.send(out_templates, out_headers, self._ssrc, ntp, payload_bytes)
-        if sent:
-            # the viewer has its keyframe (until then, one that could not be sent does not
-            # count: the producer is asked again)
-            self._waiting_keyframe = False
-            self._packets_sent += len(out_templates)
-            self._bytes_sent += sent
+        if not sent:
+            # a keyframe that could not be sent does not count: the producer is asked again
+            return False
+        self._packets_sent += len(out_templates)
+        self._bytes_sent += sent
+        return True
 
     def _enter_native(self, group: ForwardGroup) -> None:
         assert self._rtp is not None
-        target = self._rtp.native_target()
+        target = self._rtp.native_target(self._munger.mapping)
         if target is None:
             return
-        self._munger.save(target)
         target.blocked = 0
         self._native = target
         group.enter_native(self, target)
@@ -304,7 +381,6 @@ class Consumer:
         self._native = None
         if self._group is not None:
             self._group.leave_native(self)
-        self._munger.load(target)
 
     def _take_native_counters(self) -> None:
         """Count what the C loop sent since last asked (see ``DirectRtpSender.
@@ -329,14 +405,13 @@ class Consumer:
         return False
 
     def _answer_nack(self, lost: list[int]) -> None:
+        """Resend what the viewer lists as lost, within its budget. The mapping is the one
+        the C loop forwards by, if it does (the same memory): nothing to take back first."""
         self.nacks_received += len(lost)
         if self._group is None or self._rtp is None:
             self.nack_misses += len(lost)
             return
-        target = self._native
-        if target is not None:  # the mapping is the C loop's: take its latest
-            self._munger.load(target)
-            self._take_native_counters()
+        self._take_native_counters()  # the budget weighs what was forwarded
         now = time.monotonic()
         budget = self._budget
         for sequence_number in budget.admit(
@@ -351,8 +426,6 @@ class Consumer:
                 budget.resent(sequence_number, size, now)
             else:
                 budget.missed(sequence_number, now)
-        if target is not None:
-            self._munger.save(target)
 
     def _retransmit(self, out_sequence_number: int, now: float) -> int:
         """Resend one packet; the bytes sent (0 if it was not)."""
@@ -360,29 +433,16 @@ class Consumer:
         rtp = self._rtp
         assert group is not None
         assert rtp is not None
-        sequence_number = self._munger.incoming_sequence_number(out_sequence_number)
-        cached = None if sequence_number is None else self._producer.cached_packet(sequence_number)
-        if cached is None:
-            # Not forwarded yet: upstream loss that aiortc is already recovering
-            # from the publisher with its own NACK; the repair is forwarded as
-            # soon as it arrives, so answering here would only duplicate it.
-            self.nack_misses += 1
-            return 0
-        mapped = self._munger.map(cached.sequence_number, cached.timestamp, now)
-        if (
-            mapped is None
-            or self._munger.seconds_behind(mapped[1]) > self._budget.limits.max_age_seconds
-        ):
-            self.nack_misses += 1
-            return 0
-        packet = RtpPacket(
-            payload_type=group.payload_type,
-            marker=cached.marker,
-            sequence_number=mapped[0],
-            timestamp=mapped[1],
-            ssrc=self._ssrc,
-            payload=cached.payload,
+        repair = self._repair(
+            out_sequence_number, group.payload_type, now, self._budget.limits.max_age_seconds
         )
+        if repair is None:
+            # Not forwarded yet (upstream loss that aiortc is already recovering from the
+            # publisher with its own NACK; the repair is forwarded as soon as it arrives, so
+            # answering here would only duplicate it), or too old to be of use.
+            self.nack_misses += 1
+            return 0
+        packet, cached = repair
         if self._rtx_payload_type is not None:
             packet = wrap_rtx(
                 packet,
