@@ -81,6 +81,11 @@ class RetransmissionBudget:
     def limits(self) -> RetransmissionLimits:
         return self._limits
 
+    @property
+    def remembered(self) -> int:
+        """How many packets' resend records it keeps (those within the age limit)."""
+        return len(self._resent)
+
     def admit(
         self,
         sequence_numbers: Sequence[int],

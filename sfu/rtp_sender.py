@@ -123,6 +123,11 @@ class DirectRtpSender:
         return self._socket
 
     @property
+    def remote_address(self) -> tuple[str, int]:
+        """Where it sends: the remote address of the pair it sends on."""
+        return self._addr
+
+    @property
     def gso(self) -> bool:
         """Whether it still sends runs of datagrams with UDP GSO (the kernel refused none)."""
         return self._gso

@@ -688,7 +688,7 @@ def _spy(direct: rtp_sender.DirectRtpSender, **refusals: int) -> _SocketSpy:
     spy = _SocketSpy(direct.datagram_socket, **refusals)
     direct._socket = spy  # type: ignore[assignment]  # the spy stands in for the socket
     if native.available():
-        address = direct._addr
+        address = direct.remote_address
 
         def send(hook_data: Any, data: Any, length: int, segment: int) -> int:
             payload = bytes(native.ffi.buffer(data, length))

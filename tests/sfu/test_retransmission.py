@@ -107,4 +107,4 @@ def test_records_of_resends_older_than_the_age_limit_are_forgotten() -> None:
     assert _answer(budget, list(range(1000)), now=0.0) == list(range(1000))
     assert _answer(budget, [1], now=0.5) == []
     assert _answer(budget, [1], now=limits.max_age_seconds + 0.01) == [1]
-    assert len(budget._resent) == 1
+    assert budget.remembered == 1
