@@ -71,6 +71,12 @@ class Command(BaseCommand):
             with contextlib.suppress(asyncio.CancelledError):
                 await task
             await _drain(within=_DRAIN_SECONDS)
+            # The loop closes its signal wake-up pipe before it lets go of the handlers: a
+            # second SIGTERM in between would be reported as an error ("Bad file
+            # descriptor"). The worker has stopped; later signals change nothing.
+            for signum in (signal.SIGTERM, signal.SIGINT):
+                loop.remove_signal_handler(signum)
+                signal.signal(signum, signal.SIG_IGN)
 
         asyncio.run(main())
         self.stdout.write(f"sfu worker {worker.id} stopped")
