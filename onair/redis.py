@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import asyncio
 import weakref
+from typing import Self
 
 from django.conf import settings
 from redis.asyncio import Redis
@@ -42,3 +43,26 @@ class RedisPerLoop:
         client = self._clients.pop(asyncio.get_running_loop(), None)
         if client is not None:
             await client.aclose()
+
+
+class RedisKeys:
+    """One family of OnAir's keys in the channel layer's Redis (``<prefix>:sfu:…``), with a
+    client for each event loop: the base of the worker directory and the WHIP/WHEP session
+    store."""
+
+    def __init__(self, url: str, *, prefix: str = "onair") -> None:
+        self._pool = RedisPerLoop(url)
+        self._prefix = f"{prefix}:sfu:"
+
+    @classmethod
+    def from_settings(cls) -> Self:
+        """On the channel layer's Redis: one service for both."""
+        url, prefix = channel_layer_redis()
+        return cls(url, prefix=prefix)
+
+    @property
+    def _redis(self) -> Redis:
+        return self._pool.client
+
+    async def close(self) -> None:
+        await self._pool.close()

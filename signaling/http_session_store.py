@@ -31,11 +31,9 @@ from dataclasses import asdict, dataclass, replace
 from enum import StrEnum
 from typing import Protocol
 
-from redis.asyncio import Redis
-
 from broadcast.models import Stream
 from onair.conf import cluster_mode
-from onair.redis import RedisPerLoop, channel_layer_redis
+from onair.redis import RedisKeys
 
 MAX_ENDED_SESSIONS = 10_000
 SESSION_TTL_SECONDS = 60
@@ -213,24 +211,8 @@ class MemorySessionStore:
             self._ended.popitem(last=False)
 
 
-class RedisSessionStore:
+class RedisSessionStore(RedisKeys):
     """The sessions in Redis (the keys above), for one connection pool per event loop."""
-
-    def __init__(self, url: str, *, prefix: str = "onair") -> None:
-        self._pool = RedisPerLoop(url)
-        self._prefix = f"{prefix}:sfu:"
-
-    @classmethod
-    def from_settings(cls) -> RedisSessionStore:
-        url, prefix = channel_layer_redis()
-        return cls(url, prefix=prefix)
-
-    @property
-    def _redis(self) -> Redis:
-        return self._pool.client
-
-    async def close(self) -> None:
-        await self._pool.close()
 
     async def put(self, session: HttpSession) -> None:
         peer = peer_key(session.kind, session.sfu_id)

@@ -20,9 +20,7 @@ import json
 from dataclasses import asdict, dataclass, field
 from typing import Any
 
-from redis.asyncio import Redis
-
-from onair.redis import RedisPerLoop, channel_layer_redis
+from onair.redis import RedisKeys
 
 HEARTBEAT_SECONDS = 0.5
 WORKER_TTL_SECONDS = 2.5
@@ -69,25 +67,8 @@ class WorkerInfo:
         return cls(**json.loads(raw))
 
 
-class WorkerDirectory:
+class WorkerDirectory(RedisKeys):
     """The keys above, for one Redis connection pool per event loop."""
-
-    def __init__(self, url: str, *, prefix: str = "onair") -> None:
-        self._pool = RedisPerLoop(url)
-        self._prefix = f"{prefix}:sfu:"
-
-    @classmethod
-    def from_settings(cls) -> WorkerDirectory:
-        """The Redis of the channel layer: one service for both."""
-        url, prefix = channel_layer_redis()
-        return cls(url, prefix=prefix)
-
-    @property
-    def _redis(self) -> Redis:
-        return self._pool.client
-
-    async def close(self) -> None:
-        await self._pool.close()
 
     # --- workers -----------------------------------------------------------------------
 
