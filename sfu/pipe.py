@@ -50,6 +50,7 @@ from sfu.forwarding import Batch
 from sfu.munger import RtpMunger
 from sfu.producer import Producer
 from sfu.router import Router, RouterOptions
+from sfu.tasks import TaskSet
 
 logger = logging.getLogger(__name__)
 
@@ -183,7 +184,7 @@ class _PipeForwarder(TrackForwarder):
             extensions_map=HeaderExtensionsMap(),
         )
         if self._waiting_keyframe:
-            self._pipe._spawn(producer.request_keyframe(join=True))
+            self._pipe.spawn(producer.request_keyframe(join=True))
 
     def _detach(self) -> None:
         self._producer.stop_forwarding(self)
@@ -239,7 +240,7 @@ class OriginPipe:
         self._remote = remote
         self._on_tracks = on_tracks
         self._forwarders: dict[str, _PipeForwarder] = {}
-        self._tasks: set[asyncio.Task[None]] = set()
+        self._tasks = TaskSet()
         for producer in router.producers:
             self._forwarders[producer.kind] = _PipeForwarder(self, producer)
         router.events.on(ProducerAdded, self._producer_added)
@@ -294,8 +295,7 @@ class OriginPipe:
         for forwarder in self._forwarders.values():
             forwarder.close()
         self._forwarders.clear()
-        for task in self._tasks:
-            task.cancel()
+        self._tasks.cancel_soon()
         self._transport.close()
 
     def _producer_added(self, event: ProducerAdded) -> None:
@@ -327,17 +327,16 @@ class OriginPipe:
             if isinstance(packet, RtcpPsfbPacket) and packet.fmt == RTCP_PSFB_PLI:
                 forwarder = by_ssrc.get(packet.media_ssrc)
                 if forwarder is not None:
-                    self._spawn(forwarder.keyframe_requested())
+                    self._tasks.spawn(forwarder.keyframe_requested())
             elif isinstance(packet, RtcpRtpfbPacket) and packet.fmt == RTCP_RTPFB_NACK:
                 forwarder = by_ssrc.get(packet.media_ssrc)
                 if forwarder is not None:
                     for sequence_number in packet.lost:
                         forwarder.retransmit(sequence_number)
 
-    def _spawn(self, coroutine: Coroutine[Any, Any, None]) -> None:
-        task = asyncio.ensure_future(coroutine)
-        self._tasks.add(task)
-        task.add_done_callback(self._tasks.discard)
+    def spawn(self, coroutine: Coroutine[Any, Any, None]) -> None:
+        """Run ``coroutine`` as one of this pipe's tasks (cancelled when it closes)."""
+        self._tasks.spawn(coroutine)
 
 
 # --- the edge's end ----------------------------------------------------------------------

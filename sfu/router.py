@@ -5,9 +5,7 @@ from __future__ import annotations
 import asyncio
 import logging
 import uuid
-from collections.abc import Coroutine
 from dataclasses import dataclass, field
-from typing import Any
 
 from sfu import aiortc_adapter
 from sfu.downtrack import DownTrack
@@ -29,6 +27,7 @@ from sfu.peer import Peer
 from sfu.producer import Producer
 from sfu.publisher import PublisherPeer
 from sfu.retransmission import RetransmissionLimits
+from sfu.tasks import TaskSet
 from sfu.viewer import ViewerPeer
 
 logger = logging.getLogger(__name__)
@@ -96,7 +95,7 @@ class Router:
         self._viewers: dict[str, ViewerPeer] = {}
         self._publish_lock = asyncio.Lock()
         self._grace: asyncio.TimerHandle | None = None
-        self._tasks: set[asyncio.Task[None]] = set()
+        self._tasks = TaskSet()
         self._stats_task: asyncio.Task[None] | None = None
         if self.options.stats_interval_seconds > 0:
             self._stats_task = asyncio.ensure_future(self._report_stats())
@@ -309,8 +308,7 @@ class Router:
             for publisher in (self._pending, self._publisher):
                 if publisher is not None:
                     await publisher._close("closed")
-            if self._tasks:
-                await asyncio.gather(*self._tasks, return_exceptions=True)
+            await self._tasks.wait()
             self.events.emit(RouterClosed(router_id=self.id))
             self.events.clear()
         finally:
@@ -364,7 +362,7 @@ class Router:
 
     def _publisher_connected(self, session: PublisherPeer) -> None:
         if session is self._pending:
-            self._spawn(self._take_over_pending(session))
+            self._tasks.spawn(self._take_over_pending(session))
         elif session is self._publisher and not self.closed:
             self.events.emit(PublisherConnected(router_id=self.id, publisher_id=session.id))
 
@@ -373,12 +371,12 @@ class Router:
         if session is self._pending:
             # A takeover that failed: the current publisher never knew of it.
             self._pending = None
-            self._spawn(session._close(session.lost_reason))
+            self._tasks.spawn(session._close(session.lost_reason))
             return
         if session is not self._publisher or self.closed:
-            self._spawn(session._close("closed"))
+            self._tasks.spawn(session._close("closed"))
             return
-        self._spawn(session._close_peer_connection())
+        self._tasks.spawn(session._close_peer_connection())
         if session.media_stalled and self._grace is not None:
             return  # its viewers were told when its media stopped, and its grace runs since
         self._start_grace(session, session.lost_reason)
@@ -413,10 +411,10 @@ class Router:
         )
         self._cancel_grace()
         self._grace = asyncio.get_running_loop().call_later(
-            grace, lambda: self._spawn(session._close("timeout"))
+            grace, lambda: self._tasks.spawn(session._close("timeout"))
         )
         if self._pending is not None:
-            self._spawn(self._take_over_pending(self._pending))
+            self._tasks.spawn(self._take_over_pending(self._pending))
 
     async def _publisher_closed(self, session: PublisherPeer) -> None:
         if session is self._pending:
@@ -427,7 +425,7 @@ class Router:
 
     def _viewer_lost(self, session: Peer) -> None:
         assert isinstance(session, ViewerPeer)
-        self._spawn(session._close(session.lost_reason))
+        self._tasks.spawn(session._close(session.lost_reason))
 
     def _viewer_closed(self, viewer: ViewerPeer) -> None:
         self._viewers.pop(viewer.id, None)
@@ -436,11 +434,6 @@ class Router:
         if self._grace is not None:
             self._grace.cancel()
             self._grace = None
-
-    def _spawn(self, coroutine: Coroutine[Any, Any, None]) -> None:
-        task = asyncio.ensure_future(coroutine)
-        self._tasks.add(task)
-        task.add_done_callback(self._tasks.discard)
 
     async def _report_stats(self) -> None:
         while True:

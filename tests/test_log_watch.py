@@ -6,7 +6,7 @@ from pathlib import Path
 
 from tests.daphne import LogWatch
 
-RECORD = "2026-01-01 00:00:00,000 {level} signaling.gateway.tasks {message}\n"
+RECORD = "2026-01-01 00:00:00,000 {level} sfu.tasks {message}\n"
 
 
 def test_only_errors_written_since_the_last_look_are_reported(tmp_path: Path) -> None:
@@ -20,13 +20,13 @@ def test_only_errors_written_since_the_last_look_are_reported(tmp_path: Path) ->
     assert watch.errors() == []
 
     with daphne.open("a") as log:
-        log.write(RECORD.format(level="ERROR", message="sfu gateway task failed"))
+        log.write(RECORD.format(level="ERROR", message="background task failed"))
         log.write("Traceback (most recent call last):\n  RuntimeError: boom\n")
     worker.write_text(RECORD.format(level="CRITICAL", message="a process started meanwhile"))
     logs.append(worker)
     errors = watch.errors()
     assert len(errors) == 2
-    assert "sfu gateway task failed" in errors[0]
+    assert "background task failed" in errors[0]
     assert "before the test" not in errors[0]
     assert "a process started meanwhile" in errors[1]
 

@@ -31,6 +31,7 @@ from onair.exceptions import (
     ServiceUnavailableError,
     TooManyRequestsError,
 )
+from sfu.tasks import TaskSet
 from signaling.gateway.contract import (
     VERBS,
     ConnectNotice,
@@ -45,7 +46,6 @@ from signaling.gateway.contract import (
     session_worker,
 )
 from signaling.gateway.directory import WorkerDirectory, WorkerInfo
-from signaling.gateway.tasks import TaskSet
 
 logger = logging.getLogger(__name__)
 

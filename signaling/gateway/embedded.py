@@ -37,6 +37,7 @@ from sfu import (
 )
 from sfu.ice_config import HostNetwork, restart_ice
 from sfu.sdp_validation import validate_description
+from sfu.tasks import TaskSet, log_failure
 from signaling.gateway import reactions
 from signaling.gateway.contract import (
     OVER_PUBLISHING,
@@ -57,7 +58,6 @@ from signaling.gateway.contract import (
     ViewResult,
     connection_lost,
 )
-from signaling.gateway.tasks import TaskSet, log_failure
 from signaling.ice import PeerRole, ice_servers
 from signaling.session_limits import SessionCaps, SessionLimits, turn_servers_configured
 

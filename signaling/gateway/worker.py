@@ -32,6 +32,7 @@ from broadcast.selectors import stream_ids_live
 from onair.conf import onair_settings
 from onair.exceptions import ApplicationError
 from sfu.cluster import ClusterNode, EncodedTracks
+from sfu.tasks import TaskSet
 from signaling.gateway import reactions
 from signaling.gateway.cluster import call, encode_error, tell
 from signaling.gateway.contract import (
@@ -43,7 +44,6 @@ from signaling.gateway.contract import (
 )
 from signaling.gateway.directory import HEARTBEAT_SECONDS, WorkerDirectory, WorkerInfo
 from signaling.gateway.embedded import EmbeddedGateway
-from signaling.gateway.tasks import TaskSet
 from signaling.http_session_store import SESSION_TTL_SECONDS, SessionKind, session_store
 
 logger = logging.getLogger(__name__)
