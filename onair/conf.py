@@ -13,6 +13,7 @@ rewrites it, and tests/onair/test_conf.py fails when the two differ.
 from __future__ import annotations
 
 import functools
+import math
 import os
 from collections.abc import Callable, Iterator, Mapping
 from dataclasses import Field, dataclass, field, fields
@@ -113,14 +114,37 @@ def _shown(value: Any) -> str:
 
 TEXT = Kind("text", _as_is, _text, _shown)
 FLAG = Kind("boolean", parse_bool, _bool, lambda value: "`1` (on)" if value else "`0` (off)")
-INTEGER = Kind("integer", lambda name, text: int(text), lambda key, value: int(value), _shown)
+
+
+def _count(key: str, value: Any) -> int:
+    number = int(value)
+    if number < 0:
+        raise ValueError("must be 0 or more")
+    return number
+
+
+def _seconds(key: str, value: Any) -> float:
+    number = float(value)
+    if not math.isfinite(number) or number < 0:
+        raise ValueError("must be a number of seconds, 0 or more")
+    return number
+
+
+INTEGER = Kind("integer ≥ 0", lambda name, text: int(text), _count, _shown)
 POSITIVE = Kind("integer > 0", lambda name, text: int(text), _positive_int, _shown)
-SECONDS = Kind("seconds", lambda name, text: float(text), lambda key, value: float(value), _shown)
+SECONDS = Kind("seconds ≥ 0", lambda name, text: float(text), _seconds, _shown)
 STUN = Kind("comma-separated URLs", _comma_list, _urls("stun:", "stuns:"), lambda v: "(none)")
 TURN = Kind("comma-separated URLs", _comma_list, _urls("turn:", "turns:"), lambda v: "(none)")
 POLICY = Kind("`all` or `relay`", _as_is, lambda key, value: IcePolicy(value), _shown)
 MODE = Kind("`embedded` or `cluster`", _as_is, lambda key, value: SfuMode(value), _shown)
 PORTS = Kind("`LOW-HIGH`", _as_is, _port_range, lambda value: "(any port)")
+
+
+class SettingError(ValueError):
+    """A setting with a value OnAir cannot use: the message names its variable."""
+
+    def __init__(self, variable: str, value: Any, reason: Exception) -> None:
+        super().__init__(f"{variable}={value!r} is invalid: {reason}")
 
 
 def setting(default: Any, kind: Kind, doc: str, *, key: str = "") -> Any:
@@ -343,18 +367,24 @@ def settings_from(raw: Mapping[str, Any], cls: type[Any] = OnAirSettings) -> Any
         if info is None:
             values[item.name] = settings_from(raw, item.metadata["group"])
         elif info.key in raw:
-            values[item.name] = info.kind.read(info.key, raw[info.key])
+            try:
+                values[item.name] = info.kind.read(info.key, raw[info.key])
+            except ValueError as exc:
+                raise SettingError(info.env, raw[info.key], exc) from exc
     return cls(**values)
 
 
 def environment_overrides(environ: Mapping[str, str] | None = None) -> dict[str, Any]:
     """The ``ONAIR`` dict entries of the ``ONAIR_<KEY>`` variables that are set."""
     environ = os.environ if environ is None else environ
-    return {
-        info.key: info.kind.from_env(info.env, environ[info.env])
-        for info in all_settings()
-        if info.env in environ
-    }
+    overrides: dict[str, Any] = {}
+    for info in all_settings():
+        if info.env in environ:
+            try:
+                overrides[info.key] = info.kind.from_env(info.env, environ[info.env])
+            except ValueError as exc:
+                raise SettingError(info.env, environ[info.env], exc) from exc
+    return overrides
 
 
 @functools.cache

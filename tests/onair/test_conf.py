@@ -81,6 +81,7 @@ def test_the_environment_gives_only_the_variables_set() -> None:
     [
         ("ONAIR_ALLOW_SIGNUP", "maybe", "is not a boolean"),
         ("ONAIR_MAX_SESSIONS", "many", "invalid literal"),
+        ("ONAIR_PUBLISHER_GRACE_SECONDS", "abc", "ONAIR_PUBLISHER_GRACE_SECONDS='abc' is invalid"),
     ],
 )
 def test_a_malformed_variable_is_refused(variable: str, value: str, message: str) -> None:
@@ -95,7 +96,12 @@ def test_a_malformed_variable_is_refused(variable: str, value: str, message: str
         ({"TURN_TTL_SECONDS": -1}, "positive"),
         ({"ICE_TRANSPORT_POLICY": "none"}, "is not a valid IcePolicy"),
         ({"UDP_PORT_RANGE": "80-90"}, "UDP_PORT_RANGE"),
-        ({"SFU_MODE": "clustered"}, "is not a valid SfuMode"),
+        ({"SFU_MODE": "clustered"}, "ONAIR_SFU_MODE='clustered' is invalid: .* SfuMode"),
+        ({"ICE_TRANSPORT_POLICY": "bogus"}, "^ONAIR_ICE_TRANSPORT_POLICY='bogus' is invalid"),
+        ({"MAX_SESSIONS": -3}, "ONAIR_MAX_SESSIONS=-3 is invalid: must be 0 or more"),
+        ({"CONNECT_TIMEOUT_SECONDS": -1}, "ONAIR_CONNECT_TIMEOUT_SECONDS=-1 is invalid"),
+        ({"PUBLISHER_GRACE_SECONDS": float("nan")}, "ONAIR_PUBLISHER_GRACE_SECONDS=nan"),
+        ({"PUBLISHER_GRACE_SECONDS": "inf"}, "must be a number of seconds"),
     ],
 )
 def test_an_invalid_value_is_refused(raw: dict[str, object], message: str) -> None:
