@@ -37,6 +37,7 @@ from signaling.gateway import (
     ConnectNotice,
     IceCandidate,
     PublishResult,
+    SfuUnavailableError,
     gateway,
     local_session_id,
     publisher_status,
@@ -176,6 +177,8 @@ class _StreamConsumer(AsyncWebsocketConsumer):
                 await self.send_json("pong")
             else:
                 await self.handle(message)
+        except SfuUnavailableError as exc:  # the media server, not a cap: keep the socket
+            await self.send_error(exc.code, exc.message)
         except (TooManyRequestsError, ServiceUnavailableError) as exc:
             await self.refuse(exc)
         except (MessageError, ApplicationError) as exc:
@@ -499,6 +502,8 @@ class WatchConsumer(_StreamConsumer):
                 notice=self.connect_notice(),
                 client=self.client_address,
             )
+        except SfuUnavailableError:
+            raise  # the media server, not a cap: an error message, the socket stays
         except (TooManyRequestsError, ServiceUnavailableError) as exc:
             await self.refuse(exc)  # also when called on a group message, not a request
             return

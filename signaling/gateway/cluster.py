@@ -51,7 +51,8 @@ logger = logging.getLogger(__name__)
 
 RPC_TIMEOUT_SECONDS = 10.0
 REQUEST_TYPE = "sfu.request"
-_ERRORS: dict[str, type[ApplicationError]] = {
+_ERRORS: dict[str, type[ApplicationError]] = {  # the first class an error is an instance of
+    "sfu_unavailable": SfuUnavailableError,
     "invalid": InvalidInputError,
     "conflict": ConflictError,
     "too_many_requests": TooManyRequestsError,

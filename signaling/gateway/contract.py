@@ -15,7 +15,7 @@ import typing
 from dataclasses import dataclass
 from typing import Any, Protocol
 
-from onair.exceptions import ApplicationError
+from onair.exceptions import ApplicationError, ServiceUnavailableError
 
 logger = logging.getLogger(__name__)
 
@@ -35,10 +35,13 @@ class SfuGatewayError(ApplicationError):
     code = "sfu_error"
 
 
-class SfuUnavailableError(SfuGatewayError):
-    """No media server can take the request: none is running, or one did not answer."""
+class SfuUnavailableError(SfuGatewayError, ServiceUnavailableError):
+    """No media server can take the request: none is running, or one did not answer. The
+    server's failure, not the client's: HTTP 503 with ``Retry-After`` (a WHIP/WHEP client
+    tries again); a WebSocket page hears it as an ``error`` and keeps its socket."""
 
     code = "sfu_unavailable"
+    retry_after = 3  # a dead worker is replaced in about this long
 
 
 @dataclass(frozen=True)

@@ -5,7 +5,9 @@ DELETE, and which session URLs and keys touch which stream."""
 from __future__ import annotations
 
 import asyncio
+import os
 import re
+import uuid
 from collections.abc import AsyncIterator
 from typing import Any
 
@@ -14,12 +16,14 @@ from aioice import stun
 from channels.db import database_sync_to_async
 from django.contrib.auth.models import User
 from django.test import AsyncClient, override_settings
+from redis.exceptions import RedisError
 
 from broadcast.models import Stream
 from broadcast.services import IssuedKey, stream_create, stream_end, stream_go_live
 from sfu import PublisherClosed
 from signaling import http_sessions
-from signaling.gateway import gateway
+from signaling.gateway import ClusterGateway, gateway
+from signaling.gateway.directory import WorkerDirectory
 from signaling.http_session_store import HttpSession, SessionKind, session_store
 from testpeers import TestPublisher, TestViewer, wait_until, wait_until_awaited
 from tests.signaling.http_clients import (
@@ -36,6 +40,7 @@ from tests.signaling.http_clients import (
 
 pytestmark = [pytest.mark.django_db(transaction=True), pytest.mark.timeout(60)]
 
+CLUSTER_REDIS_URL = os.environ.get("TEST_CLUSTER_REDIS_URL", "redis://127.0.0.1:6379/9")
 TOKEN_PATH = re.compile(r"^/whip/(?P<slug>[-\w]+)/(?P<token>[A-Za-z0-9_-]{43})$")
 
 
@@ -207,6 +212,36 @@ async def test_415_wrong_content_type(
     )
     assert response.status_code == 415
     assert "application/sdp" in response.json()["error"]["message"]
+
+
+async def test_503_with_retry_after_when_no_media_server_answers(
+    http: AsyncClient,
+    stream_parts: tuple[Stream, IssuedKey],
+    peers: list[WhipClient | WhepClient],
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    """Cluster mode with no worker to reach (here: no Redis channel layer at all) is the
+    server's failure, not the client's: 503 with Retry-After, as WHIP clients retry."""
+    directory = WorkerDirectory(CLUSTER_REDIS_URL, prefix=f"onair-test-{uuid.uuid4().hex[:8]}")
+    if await _unreachable(directory):
+        pytest.skip(f"Redis at {CLUSTER_REDIS_URL} is unreachable")
+    monkeypatch.setattr(WorkerDirectory, "from_settings", classmethod(lambda cls: directory))
+    monkeypatch.setattr("signaling.publishing.gateway", ClusterGateway())
+    stream, key = stream_parts
+    response = await (await whip(http, peers, stream, key.secret)).publish()
+    assert response.status_code == 503
+    assert response.json()["error"]["code"] == "sfu_unavailable"
+    assert int(response["Retry-After"]) > 0
+    assert (await refreshed(stream)).state == Stream.State.IDLE
+    await directory.close()
+
+
+async def _unreachable(directory: WorkerDirectory) -> bool:
+    try:
+        await directory.workers()
+    except (OSError, RedisError):
+        return True
+    return False
 
 
 @pytest.mark.parametrize(
