@@ -1,0 +1,183 @@
+"""Which layer of a simulcast video a viewer is sent: ``LayerSelector``.
+
+Given the layers' measured bitrates (lowest quality first), the viewer's bandwidth estimate
+(``sfu.bandwidth``), what its audio takes and its own choice (Auto, or a fixed layer), the
+selector names the layer to send, or none (video paused: audio goes on), and when to probe.
+
+- Down, fast: on the first estimate below what the current layer needs (its bitrate plus
+  the audio's), the highest layer that fits is chosen; if none does, the video pauses.
+- Up, slowly and only after a probe: a viewer's REMB does not rise much above what it
+  receives, so an estimate above the next layer's needs is only learnt by sending that
+  much. Once the estimate has been steady (no decrease for ``steady_seconds``) the selector
+  asks for a probe at the next layer's rate plus ``up_margin`` (extra packets sent to the
+  viewer, see ``sfu.downtrack``) for ``probe_seconds``; if no feedback decreased the
+  estimate during it and ``probe_settle_seconds`` after, the probe succeeded, the estimate
+  is raised to its rate and the layer steps up. A failed probe doubles the wait before the
+  next, up to ``probe_backoff_max_seconds``; a paused viewer is probed every
+  ``paused_probe_seconds`` for the lowest layer.
+- A fixed choice is sent whatever the estimate (the viewer asked for it); a fixed layer
+  that is not sent by the publisher (inactive) falls back to the nearest active one below,
+  else above.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from dataclasses import dataclass
+
+from sfu.bandwidth import BandwidthEstimator
+
+
+@dataclass(frozen=True)
+class SelectorSettings:
+    """See the module's docstring."""
+
+    up_margin: float = 0.15
+    steady_seconds: float = 2.0
+    probe_seconds: float = 0.8
+    probe_settle_seconds: float = 1.0
+    probe_backoff_seconds: float = 2.0
+    probe_backoff_max_seconds: float = 16.0
+    paused_probe_seconds: float = 3.0
+
+
+@dataclass(frozen=True)
+class LayerState:
+    """One layer as the selector sees it: its bitrate (bits/s, measured) and whether the
+    publisher sends it."""
+
+    bitrate: float
+    active: bool
+
+
+@dataclass(frozen=True)
+class Probe:
+    """Send the viewer ``rate`` bits/s in all (media and probe packets) until ``until``."""
+
+    rate: float
+    started: float
+    until: float
+    layer: int
+    estimate_before: float
+
+
+@dataclass(frozen=True)
+class Selection:
+    """``layer``: the index to send, None to pause the video. ``probe``: the probe under
+    way, if any."""
+
+    layer: int | None
+    probe: Probe | None
+
+
+AUTO: int | None = None
+
+
+class LayerSelector:
+    """One viewer's layer choice for one video track (see the module's docstring)."""
+
+    def __init__(self, settings: SelectorSettings, now: float) -> None:
+        self.settings = settings
+        self.layer: int | None = None  # what was chosen last; None: paused or not yet
+        self.started = False
+        self._probe: Probe | None = None
+        self._next_probe_at = now
+        self._backoff = settings.probe_backoff_seconds
+
+    @property
+    def probe(self) -> Probe | None:
+        return self._probe
+
+    def select(
+        self,
+        now: float,
+        estimator: BandwidthEstimator,
+        layers: Sequence[LayerState],
+        audio_bps: float,
+        manual: int | None = AUTO,
+    ) -> Selection:
+        """The layer to send now (and the probe under way), from the viewer's estimate."""
+        active = [i for i, layer in enumerate(layers) if layer.active]
+        if not active:
+            # nothing is sent by the publisher: keep what there is, it comes back
+            return Selection(self.layer, None)
+        if manual is not None:
+            self._probe = None
+            self.layer = _nearest_active(manual, active)
+            self.started = True
+            return Selection(self.layer, None)
+
+        def need(index: int) -> float:
+            return layers[index].bitrate + audio_bps
+
+        estimate = estimator.estimate
+        if not self.started:
+            self.started = True
+            fitting = [i for i in active if need(i) <= estimate]
+            self.layer = fitting[-1] if fitting else None
+            self._next_probe_at = now + self._probe_wait()
+            return Selection(self.layer, None)
+        current = self.layer
+        probe = self._probe
+        if probe is not None and estimator.last_decrease_at >= probe.started:
+            # the probe's own excess caused the complaint: back to where it started (a
+            # link that really got worse meanwhile cuts it again on its next report)
+            estimator.probe_failed(probe.estimate_before, now)
+            self._fail_probe(now)
+            probe = None
+            estimate = estimator.estimate
+        if current is not None and (current not in active or need(current) > estimate):
+            # step down at once (or off an inactive layer to what fits)
+            fitting = [i for i in active if need(i) <= estimate]
+            self._fail_probe(now)
+            self.layer = fitting[-1] if fitting else None
+            return Selection(self.layer, None)
+        if probe is not None:
+            settle = probe.until + self.settings.probe_settle_seconds
+            if now >= settle and estimator.last_feedback_at < probe.until:
+                if now >= settle + 2 * self.settings.probe_settle_seconds:
+                    self._fail_probe(now)  # no feedback: nothing learnt
+                return Selection(self.layer, None)
+            if now >= settle:
+                self._probe = None
+                estimator.probe_succeeded(probe.rate, now)
+                self._backoff = self.settings.probe_backoff_seconds
+                self._next_probe_at = now + self._probe_wait()
+                if probe.layer in active:
+                    self.layer = probe.layer
+                return Selection(self.layer, None)
+            return Selection(self.layer, probe if now < probe.until else None)
+        upper = [i for i in active if current is None or i > current]
+        if not upper:
+            return Selection(self.layer, None)
+        target = upper[0]
+        margin = 1 + self.settings.up_margin
+        if need(target) * margin <= estimate:
+            # the estimate says so already (a probe raised it, or feedback grew it)
+            self.layer = max(i for i in upper if need(i) * margin <= estimate)
+            return Selection(self.layer, None)
+        steady = now - estimator.last_decrease_at >= self.settings.steady_seconds
+        if now >= self._next_probe_at and (steady or current is None):
+            self._probe = Probe(
+                rate=need(target) * margin,
+                started=now,
+                until=now + self.settings.probe_seconds,
+                layer=target,
+                estimate_before=estimate,
+            )
+            return Selection(self.layer, self._probe)
+        return Selection(self.layer, None)
+
+    def _probe_wait(self) -> float:
+        return self.settings.paused_probe_seconds if self.layer is None else self._backoff
+
+    def _fail_probe(self, now: float) -> None:
+        if self._probe is not None:
+            self._probe = None
+            self._backoff = min(self._backoff * 2, self.settings.probe_backoff_max_seconds)
+        self._next_probe_at = now + self._probe_wait()
+
+
+def _nearest_active(layer: int, active: list[int]) -> int:
+    below = [i for i in active if i <= layer]
+    return below[-1] if below else active[0]

@@ -1,0 +1,109 @@
+"""sfu.layers: the layer a viewer is sent, from its estimate (synthetic feedback)."""
+
+from __future__ import annotations
+
+from sfu.bandwidth import BandwidthEstimator, EstimatorSettings
+from sfu.layers import LayerSelector, LayerState, SelectorSettings
+
+# 180p, 360p, 720p
+LAYERS = [LayerState(150_000, True), LayerState(500_000, True), LayerState(1_500_000, True)]
+AUDIO = 40_000
+SETTINGS = SelectorSettings()
+
+
+def viewer(initial: float = 5_000_000) -> tuple[BandwidthEstimator, LayerSelector]:
+    return BandwidthEstimator(EstimatorSettings(initial_bps=initial), 0.0), LayerSelector(
+        SETTINGS, 0.0
+    )
+
+
+def test_starts_on_the_highest_layer_the_initial_estimate_fits() -> None:
+    est, sel = viewer()
+    assert sel.select(0.0, est, LAYERS, AUDIO).layer == 2
+    est, sel = viewer(initial=600_000)
+    assert sel.select(0.0, est, LAYERS, AUDIO).layer == 1
+
+
+def test_steps_down_on_the_first_estimate_below_the_layer() -> None:
+    est, sel = viewer()
+    sel.select(0.0, est, LAYERS, AUDIO)
+    est.sent(1_540_000)
+    est.on_remb(850_000, now=1.0)  # Chromium saw an overuse
+    assert sel.select(1.0, est, LAYERS, AUDIO).layer == 1
+
+
+def test_pauses_when_not_even_the_lowest_layer_fits_and_resumes_after_a_probe() -> None:
+    est, sel = viewer()
+    sel.select(0.0, est, LAYERS, AUDIO)
+    est.sent(1_540_000)
+    est.on_remb(120_000, now=1.0)
+    assert sel.select(1.0, est, LAYERS, AUDIO).layer is None
+    est.sent(AUDIO)
+    # no probe before paused_probe_seconds
+    assert sel.select(2.0, est, LAYERS, AUDIO).probe is None
+    now = 1.0 + SETTINGS.paused_probe_seconds
+    probe = sel.select(now, est, LAYERS, AUDIO).probe
+    assert probe is not None
+    assert probe.layer == 0
+    assert probe.rate > LAYERS[0].bitrate + AUDIO
+    # the link recovered: feedback without loss during and after the probe
+    est.on_loss(0.0, now + 0.5)
+    est.on_loss(0.0, now + 1.5)
+    selection = sel.select(probe.until + SETTINGS.probe_settle_seconds, est, LAYERS, AUDIO)
+    assert selection.layer == 0
+    assert est.estimate >= probe.rate
+
+
+def test_a_probe_that_meets_loss_fails_and_the_next_waits_longer() -> None:
+    est, sel = viewer(initial=600_000)
+    assert sel.select(0.0, est, LAYERS, AUDIO).layer == 1
+    est.sent(540_000)
+    probe = sel.select(SETTINGS.probe_backoff_seconds, est, LAYERS, AUDIO).probe
+    assert probe is not None
+    assert probe.layer == 2
+    est.sent(probe.rate)
+    est.on_loss(0.3, probe.started + 0.4)  # the link cannot take it
+    selection = sel.select(probe.started + 0.4, est, LAYERS, AUDIO)
+    assert selection.probe is None
+    # the cut estimate still fits 360p? 1.76 M * 0.85 ≈ 1.5 M: yes
+    assert selection.layer == 1
+    assert sel.probe is None
+    # the next probe waits twice as long
+    first_wait = SETTINGS.probe_backoff_seconds
+    assert sel.select(probe.started + 0.4 + first_wait, est, LAYERS, AUDIO).probe is None
+    est.on_loss(0.0, probe.started + 5)
+    later = probe.started + 0.4 + 2 * first_wait + SETTINGS.steady_seconds
+    assert sel.select(later, est, LAYERS, AUDIO).probe is not None
+
+
+def test_a_remb_that_follows_what_is_sent_neither_steps_down_nor_up_without_a_probe() -> None:
+    est, sel = viewer(initial=600_000)
+    sel.select(0.0, est, LAYERS, AUDIO)
+    est.sent(540_000)
+    probed = False
+    for tenth in range(1, 100):
+        now = tenth / 10
+        est.on_remb(est.sent_bps * 1.5 + 10_000, now)
+        est.on_loss(0.0, now)
+        selection = sel.select(now, est, LAYERS, AUDIO)
+        if selection.probe is not None:
+            probed = True
+            est.sent(selection.probe.rate)
+        elif selection.layer == 2:
+            est.sent(LAYERS[2].bitrate + AUDIO)
+        assert selection.layer == 1 or (probed and selection.layer == 2)
+    assert sel.layer == 2
+
+
+def test_a_manual_choice_wins_and_falls_back_to_an_active_layer() -> None:
+    est, sel = viewer(initial=100_000)
+    assert sel.select(0.0, est, LAYERS, AUDIO, manual=2).layer == 2
+    without_top = [*LAYERS[:2], LayerState(0, False)]
+    assert sel.select(1.0, est, without_top, AUDIO, manual=2).layer == 1
+
+
+def test_an_inactive_current_layer_is_left_for_one_that_fits() -> None:
+    est, sel = viewer()
+    sel.select(0.0, est, LAYERS, AUDIO)
+    without_top = [*LAYERS[:2], LayerState(0, False)]
+    assert sel.select(1.0, est, without_top, AUDIO).layer == 1
