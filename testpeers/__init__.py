@@ -112,6 +112,16 @@ def matches_pattern(frame: VideoFrame, tolerance: int = 24) -> bool:
     return bool(errors) and sum(errors) / len(errors) < tolerance
 
 
+def pattern_planes(width: int, height: int, steps: int) -> list[tuple[bytes, bytes]]:
+    """The test pattern's ``steps`` pictures (the box crossing once) as (luma, chroma)
+    planes, yuv420p: chroma is grey, the same for U and V."""
+    chroma = bytes([128]) * ((width // 2) * (height // 2))
+    return [
+        (_pattern_luma(width, height, (i * (width - width // 8)) // steps, i), chroma)
+        for i in range(steps)
+    ]
+
+
 class PatternVideoTrack(MediaStreamTrack):
     """Colour bars (luma steps) with a box moving across the bottom."""
 
@@ -120,12 +130,7 @@ class PatternVideoTrack(MediaStreamTrack):
     def __init__(self, width: int = 320, height: int = 240, fps: int = 30) -> None:
         super().__init__()
         self.width, self.height, self.fps = width, height, fps
-        steps = fps
-        chroma = bytes([128]) * ((width // 2) * (height // 2))
-        self._planes = [
-            (_pattern_luma(width, height, (i * (width - width // 8)) // steps, i), chroma)
-            for i in range(steps)
-        ]
+        self._planes = pattern_planes(width, height, fps)
         self._pacer = _Pacer(fps)
 
     async def recv(self) -> Frame:

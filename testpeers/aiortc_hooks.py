@@ -9,14 +9,14 @@ from __future__ import annotations
 import struct
 import sys
 import threading
-from collections.abc import Callable, Iterator
+from collections.abc import Awaitable, Callable, Iterable, Iterator
 from contextlib import contextmanager
 from typing import Any
 
 import aiortc.rtcrtpreceiver as _receiver_module
 import aiortc.rtcrtpsender as _sender_module
 from aiortc import RTCDtlsTransport, RTCRtpCodecParameters, RTCRtpReceiver, RTCRtpSender
-from aiortc.rtp import RTCP_RTPFB, RTCP_RTPFB_NACK, pack_rtcp_packet
+from aiortc.rtp import RTCP_RTPFB, RTCP_RTPFB_NACK, AnyRtcpPacket, pack_rtcp_packet
 
 _DECODER_THREAD_ATTR = "_RTCRtpReceiver__decoder_thread"
 _FCI = struct.Struct("!HH")
@@ -133,3 +133,35 @@ def hold_outgoing_media(transport: RTCDtlsTransport, held: Callable[[], bool]) -
             await original(data)
 
     transport._send_rtp = send_rtp  # type: ignore[method-assign]
+
+
+async def send_rtp(transport: RTCDtlsTransport, data: bytes) -> None:
+    """Protect ``data`` (RTP or RTCP) with the transport's SRTP session and send it: for
+    packets no ``RTCRtpSender`` makes (several SSRCs on one m-section, for simulcast).
+    Raises ConnectionError while the transport is not connected."""
+    await transport._send_rtp(data)
+
+
+class _RtcpSink:
+    """Stands in the transport's RTP router where an ``RTCRtpSender`` would."""
+
+    __slots__ = ("_handler",)
+
+    def __init__(self, handler: Callable[[AnyRtcpPacket], Awaitable[None]]) -> None:
+        self._handler = handler
+
+    async def _handle_rtcp_packet(self, packet: AnyRtcpPacket) -> None:
+        await self._handler(packet)
+
+
+def route_rtcp_about(
+    transport: RTCDtlsTransport,
+    ssrcs: Iterable[int],
+    handler: Callable[[AnyRtcpPacket], Awaitable[None]],
+) -> None:
+    """Hand ``handler`` the RTCP that concerns the outgoing ``ssrcs`` (receiver report
+    blocks, PLI, FIR, NACK, a REMB listing them), once per packet however many it names, as
+    aiortc does for its own senders' SSRCs."""
+    sink = _RtcpSink(handler)
+    for ssrc in ssrcs:
+        transport._rtp_router.register_sender(sink, ssrc)  # type: ignore[arg-type]

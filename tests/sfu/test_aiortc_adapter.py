@@ -28,6 +28,7 @@ from aiortc.codecs import CODECS
 from aiortc.rate import RemoteBitrateEstimator
 from aiortc.rtcrtpparameters import RTCRtpSendParameters
 from aiortc.rtp import (
+    RTCP_PSFB_APP,
     RTCP_PSFB_PLI,
     RTCP_RTPFB_NACK,
     AnyRtcpPacket,
@@ -40,6 +41,7 @@ from aiortc.rtp import (
     RtcpSenderInfo,
     RtcpSrPacket,
     RtpPacket,
+    pack_remb_fci,
 )
 from pylibsrtp import SRTP_MAX_TRAILER_LEN
 
@@ -344,6 +346,41 @@ async def test_hold_outgoing_media_sends_nothing_while_held(pc: RTCPeerConnectio
     held = False
     await transport._send_rtp(b"after")
     assert sent == [b"after"]
+
+
+async def test_send_rtp_goes_through_the_transports_srtp_send(pc: RTCPeerConnection) -> None:
+    transport = pc.addTransceiver("video").sender.transport
+    sent: list[bytes] = []
+
+    async def send_rtp(data: bytes) -> None:
+        sent.append(data)
+
+    transport._send_rtp = send_rtp  # type: ignore[method-assign]
+    await aiortc_hooks.send_rtp(transport, b"packet")
+    assert sent == [b"packet"]
+    with pytest.raises(ConnectionError):  # aiortc's own, not connected yet
+        await aiortc_hooks.send_rtp(pc.addTransceiver("audio").sender.transport, b"packet")
+
+
+async def test_route_rtcp_about_gets_feedback_for_its_ssrcs_once_per_packet(
+    pc: RTCPeerConnection,
+) -> None:
+    transport = pc.addTransceiver("video").sender.transport
+    got: list[AnyRtcpPacket] = []
+
+    async def handler(packet: AnyRtcpPacket) -> None:
+        got.append(packet)
+
+    aiortc_hooks.route_rtcp_about(transport, [11, 12], handler)
+    pli = RtcpPsfbPacket(fmt=RTCP_PSFB_PLI, ssrc=1, media_ssrc=12)
+    remb = RtcpPsfbPacket(
+        fmt=RTCP_PSFB_APP, ssrc=1, media_ssrc=0, fci=pack_remb_fci(300_000, [11, 12])
+    )
+    other = RtcpPsfbPacket(fmt=RTCP_PSFB_PLI, ssrc=1, media_ssrc=13)
+    report = RtcpRrPacket(ssrc=1, reports=[RtcpReceiverInfo(11, 0, 0, 0, 0, 0, 0)])
+    await transport._handle_rtcp_data(b"".join(bytes(p) for p in (pli, remb, other, report)))
+    assert [type(p) for p in got] == [RtcpPsfbPacket, RtcpPsfbPacket, RtcpRrPacket]
+    assert [getattr(p, "fmt", None) for p in got[:2]] == [RTCP_PSFB_PLI, RTCP_PSFB_APP]
 
 
 def test_the_members_the_direct_sender_uses_exist(pc: RTCPeerConnection) -> None:
