@@ -65,9 +65,9 @@ def http_request(
         return Response(error.code, dict(error.headers), error.read().decode())
 
 
-def daphne_command(port: int, app: str = ASGI_APP) -> list[str]:
-    """daphne serving ``app`` on 127.0.0.1:``port``, as ``make run`` starts it."""
-    return [sys.executable, "-m", "onair.serve", "-b", "127.0.0.1", "-p", str(port), app]
+def daphne_command(port: int, app: str = ASGI_APP, host: str = "127.0.0.1") -> list[str]:
+    """daphne serving ``app`` on ``host``:``port``, as ``make run`` starts it."""
+    return [sys.executable, "-m", "onair.serve", "-b", host, "-p", str(port), app]
 
 
 def open_files(pid: int) -> dict[str, str]:

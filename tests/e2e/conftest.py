@@ -93,23 +93,27 @@ class OnAirServer:
 
 
 @contextmanager
-def running_server(workdir: Path, *, app: str = ASGI_APP, **settings: str) -> Iterator[OnAirServer]:
-    """daphne serving ``app`` on a free port, as ``make run`` starts it, on a freshly
-    migrated database in ``workdir`` that holds the demo user and stream; ``settings`` are
-    extra environment variables (``ONAIR_*``). Its output goes to ``workdir/daphne.log``.
+def running_server(
+    workdir: Path, *, app: str = ASGI_APP, host: str = "127.0.0.1", **settings: str
+) -> Iterator[OnAirServer]:
+    """daphne serving ``app`` on a free port of ``host``, as ``make run`` starts it, on a
+    freshly migrated database in ``workdir`` that holds the demo user and stream; ``settings``
+    are extra environment variables (``ONAIR_*``). Its output goes to ``workdir/daphne.log``.
     """
     env = app_environment(database_url=f"sqlite:///{workdir / 'db.sqlite3'}", **settings)
     manage(env, "migrate", "--noinput", "-v0")
-    port = free_port()
+    port = free_port(host)
     demo = manage(env, "onair_demo", "--port", str(port))
     login = re.search(r"Demo login\s+(\S+) / (\S+)", demo)
     slug = re.search(r"slug: (\S+)", demo)
     key = re.search(r"Stream key\s+(sk_\S+)", demo)
     if not (login and slug and key):
         raise RuntimeError(f"unexpected onair_demo output:\n{demo}")
-    command = daphne_command(port, app)
+    command = daphne_command(port, app, host)
     log_path = workdir / "daphne.log"
-    with daphne_process(env, log_path, port=port, command=command, startup_seconds=30) as daphne:
+    with daphne_process(
+        env, log_path, host=host, port=port, command=command, startup_seconds=30
+    ) as daphne:
         yield OnAirServer(
             base_url=daphne.base_url,
             env=env,
