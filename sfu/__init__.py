@@ -59,6 +59,7 @@ from sfu.publisher import PublisherPeer
 from sfu.registry import RouterRegistry
 from sfu.retransmission import RetransmissionLimits
 from sfu.router import Router, RouterOptions
+from sfu.track import PublishedTrack
 from sfu.viewer import ViewerPeer
 
 __all__ = [
@@ -74,6 +75,7 @@ __all__ = [
     "ProducerAdded",
     "ProducerClosed",
     "ProducerStats",
+    "PublishedTrack",
     "PublisherClosed",
     "PublisherConnected",
     "PublisherDisconnected",

@@ -19,23 +19,44 @@ def is_vp8_keyframe_start(payload: bytes) -> bool:
     The payload descriptor must have S=1 and PID=0, and the first byte of the
     VP8 payload header has the inverse key frame flag P (bit 0) clear.
     """
+    pos = _vp8_payload_start(payload)
+    return pos is not None and payload[pos] & 0x01 == 0
+
+
+_VP8_START_CODE = b"\x9d\x01\x2a"
+
+
+def vp8_keyframe_size(payload: bytes) -> tuple[int, int] | None:
+    """Width and height from the first packet of a VP8 keyframe (RFC 6386 9.1: after the
+    3-byte frame tag, the start code and two 16-bit little-endian sizes whose top 2 bits
+    are the scale); None when the packet does not hold them."""
+    pos = _vp8_payload_start(payload)
+    if pos is None or pos + 10 > len(payload) or payload[pos] & 0x01:
+        return None
+    if payload[pos + 3 : pos + 6] != _VP8_START_CODE:
+        return None
+    width = (payload[pos + 6] | payload[pos + 7] << 8) & 0x3FFF
+    height = (payload[pos + 8] | payload[pos + 9] << 8) & 0x3FFF
+    return (width, height) if width and height else None
+
+
+def _vp8_payload_start(payload: bytes) -> int | None:
+    """Where the VP8 payload header starts after the payload descriptor of a partition
+    start (S=1, PID=0); None for any other packet."""
     size = len(payload)
-    if size < 2:
-        return False
-    first = payload[0]
-    if first & 0x17 != 0x10:  # S=1, PID=0
-        return False
+    if size < 2 or payload[0] & 0x17 != 0x10:
+        return None
     pos = 1
-    if first & 0x80:  # X: extension octet follows
+    if payload[0] & 0x80:
         ext = payload[1]
         pos = 2
-        if ext & 0x80 and pos < size:  # I: PictureID, 7 or 15 bits
+        if ext & 0x80 and pos < size:
             pos += 2 if payload[pos] & 0x80 else 1
-        if ext & 0x40:  # L: TL0PICIDX
+        if ext & 0x40:
             pos += 1
-        if ext & 0x30:  # T or K: TID/KEYIDX octet
+        if ext & 0x30:
             pos += 1
-    return pos < size and payload[pos] & 0x01 == 0
+    return pos if pos < size else None
 
 
 def is_h264_keyframe_start(payload: bytes) -> bool:
@@ -65,6 +86,13 @@ KeyframeDetector = Callable[[bytes], bool]
 KEYFRAME_DETECTORS: dict[str, KeyframeDetector] = {
     "video/vp8": is_vp8_keyframe_start,
     "video/h264": is_h264_keyframe_start,
+}
+
+# Reads a keyframe's picture size from its first packet (None where it is not there).
+FrameSizeReader = Callable[[bytes], "tuple[int, int] | None"]
+
+FRAME_SIZE_READERS: dict[str, FrameSizeReader] = {
+    "video/vp8": vp8_keyframe_size,
 }
 
 

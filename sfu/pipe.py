@@ -51,6 +51,7 @@ from sfu.munger import RtpMunger
 from sfu.producer import Producer
 from sfu.router import Router, RouterOptions
 from sfu.tasks import TaskSet
+from sfu.track import PublishedTrack
 
 logger = logging.getLogger(__name__)
 
@@ -501,6 +502,10 @@ class EdgeRouter(Router):
     def producers(self) -> tuple[Producer, ...]:
         return self.pipe.producers
 
+    @property
+    def tracks(self) -> tuple[PublishedTrack, ...]:
+        return tuple(PublishedTrack.single(p) for p in self.pipe.producers)
+
     async def set_tracks(self, tracks: tuple[PipeTrack, ...]) -> None:
         """Follow the origin's tracks: a new kind goes to every viewer, a changed one takes
         over its predecessor's down tracks (as a reconnecting publisher would)."""
@@ -508,7 +513,9 @@ class EdgeRouter(Router):
             return
         for replaced, producer in self.pipe._set_tracks(self, tracks):
             if replaced is not None:
-                await self._move_down_tracks((replaced,), (producer,))
+                await self._move_down_tracks(
+                    (PublishedTrack.single(replaced),), (PublishedTrack.single(producer),)
+                )
                 replaced.close("replaced")
             for viewer in self.viewers:
                 await self._consume(viewer, producer)

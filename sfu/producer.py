@@ -15,7 +15,7 @@ from aiortc.rtp import HeaderExtensionsMap, RtpPacket
 from sfu import aiortc_adapter, native
 from sfu.events import ProducerClosed, ProducerStats, SfuEvent
 from sfu.forwarding import Attached, Batch, Forwarder, ForwardGroup, NativeForwarder
-from sfu.keyframe import KEYFRAME_DETECTORS, KeyframeRequester
+from sfu.keyframe import FRAME_SIZE_READERS, KEYFRAME_DETECTORS, KeyframeRequester
 from sfu.packet_cache import PacketCache
 
 logger = logging.getLogger(__name__)
@@ -34,10 +34,15 @@ NATIVE_UPKEEP_SECONDS = 0.25
 # ... this many per turn of the event loop (≈ 6 µs each), so that packets arriving meanwhile
 # wait behind a slice of them, not behind every viewer (100 viewers: ≈ 0.6 ms).
 NATIVE_UPKEEP_SLICE = 16
+# ``Producer.bitrate`` counts the payload of the bucket under way and the one before it:
+# buckets of this length, so it covers the last 0.5 to 1 s.
+BITRATE_BUCKET_SECONDS = 0.5
 
 
 class Producer:
-    """One incoming track. Owns the down tracks attached to it: closing it closes them.
+    """One incoming stream: a track, or one layer (encoding) of a simulcast track, whose
+    ``rid`` names it (None without simulcast; ``sfu.track.PublishedTrack`` groups the
+    layers). Owns the down tracks attached to it: closing it closes them.
 
     ``native_forwarding`` (``RouterOptions.native_forwarding``): its forward groups hand
     viewers to the C loop (``sfu.native``) where it is built."""
@@ -54,8 +59,10 @@ class Producer:
         keyframe_request_interval: float,
         emit: Callable[[SfuEvent], None],
         native_forwarding: bool = True,
+        rid: str | None = None,
     ) -> None:
         self.id = str(uuid.uuid4())
+        self.rid = rid
         self.router_id = router_id
         self.publisher_id = publisher_id
         self.kind = kind
@@ -66,6 +73,7 @@ class Producer:
         self._ssrc: int | None = None
         self._cache = PacketCache(cache_size)
         self._detect_keyframe = KEYFRAME_DETECTORS.get(codec.mimeType.lower())
+        self._read_frame_size = FRAME_SIZE_READERS.get(codec.mimeType.lower())
         self._keyframes = KeyframeRequester(
             self._send_keyframe_request, keyframe_request_interval, waiting=self._awaits_keyframe
         )
@@ -81,6 +89,14 @@ class Producer:
         self.packets_received = 0
         self.bytes_received = 0
         self.keyframes_received = 0
+        # (width, height) of the last keyframe that told it (VP8 keyframes do)
+        self.frame_size: tuple[int, int] | None = None
+        # time.monotonic() of the last packet with a payload; None before the first
+        self.last_packet_at: float | None = None
+        self._bucket_at = 0.0  # see ``bitrate``: when the bucket under way began ...
+        self._bucket_bytes = 0  # ... and bytes_received then
+        self._previous_at = 0.0  # the same for the bucket before it
+        self._previous_bytes = 0
         aiortc_adapter.tap_receiver(receiver, self._on_rtp, decode=False)
 
     @property
@@ -110,6 +126,29 @@ class Producer:
     @property
     def needs_keyframes(self) -> bool:
         return self._detect_keyframe is not None
+
+    def bitrate(self, now: float) -> float:
+        """Payload bits per second received over about the last second (0.5 to 1 s) up to
+        ``now`` (``time.monotonic()``); 0 when nothing came for a second."""
+        last = self.last_packet_at
+        if last is None or now - last > 2 * BITRATE_BUCKET_SECONDS:
+            return 0.0
+        elapsed = max(now - self._previous_at, BITRATE_BUCKET_SECONDS)
+        return (self.bytes_received - self._previous_bytes) * 8 / elapsed
+
+    def active(self, now: float, within: float = 1.0) -> bool:
+        """Whether a packet came in the last ``within`` seconds: a simulcast publisher
+        stops sending a layer its bandwidth does not allow."""
+        return self.last_packet_at is not None and now - self.last_packet_at <= within
+
+    def _start_bucket(self, now: float) -> None:
+        """Start a bitrate bucket at ``now`` (``bitrate``); after a silence, the previous
+        bucket starts now too, so the silence does not count."""
+        if now - self._bucket_at >= 2 * BITRATE_BUCKET_SECONDS:
+            self._previous_at, self._previous_bytes = now, self.bytes_received
+        else:
+            self._previous_at, self._previous_bytes = self._bucket_at, self._bucket_bytes
+        self._bucket_at, self._bucket_bytes = now, self.bytes_received
 
     def cached_packet(self, sequence_number: int) -> RtpPacket | None:
         return self._cache.get(sequence_number)
@@ -201,6 +240,10 @@ class Producer:
         if not payload or self.closed:
             return  # padding-only probes carry nothing to forward
         self._ssrc = packet.ssrc
+        now = time.monotonic()
+        self.last_packet_at = now
+        if now - self._bucket_at >= BITRATE_BUCKET_SECONDS:
+            self._start_bucket(now)
         self.packets_received += 1
         self.bytes_received += len(payload)
         self._cache.put(packet)
@@ -209,6 +252,8 @@ class Producer:
             keyframe = True
             self.keyframes_received += 1
             self._keyframes.keyframe_received()
+            if self._read_frame_size is not None:
+                self.frame_size = self._read_frame_size(payload) or self.frame_size
         if not self._groups:
             return
         batch = self._batch

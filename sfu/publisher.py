@@ -15,6 +15,7 @@ from sfu.ice_config import HostNetwork
 from sfu.negotiation import OfferedMedia, codec_preferences, select_publish_codec
 from sfu.peer import Peer
 from sfu.producer import Producer
+from sfu.track import PublishedTrack
 
 logger = logging.getLogger(__name__)
 
@@ -55,6 +56,8 @@ class PublisherPeer(Peer):
         self._native_forwarding = native_forwarding
         self.router_id = router_id
         self.answer_sdp = ""
+        # its tracks; ``producers`` is their layers, flat, in the offer's order
+        self.tracks: tuple[PublishedTrack, ...] = ()
         self.producers: tuple[Producer, ...] = ()
         self.closed = False
         self._cache_size = cache_size
@@ -79,7 +82,7 @@ class PublisherPeer(Peer):
     async def _negotiate(self, offer_sdp: str, offered: list[OfferedMedia]) -> None:
         """Answer the publisher's offer (``offered``: its media, from ``offered_media``);
         raises NegotiationError for an offer the SFU cannot take."""
-        producers = []
+        tracks = []
         for media in offered:
             codec = select_publish_codec(media)
             if codec is None or media.direction not in _SENDING_DIRECTIONS:
@@ -87,22 +90,22 @@ class PublisherPeer(Peer):
             transceiver = self._pc.addTransceiver(media.kind, direction="recvonly")
             transceiver.setCodecPreferences(codec_preferences(media.kind, codec))
             aiortc_adapter.on_receiver_rtcp(transceiver.receiver, self._count_rtcp)
-            producers.append(
-                Producer(
-                    router_id=self.router_id,
-                    publisher_id=self.id,
-                    kind=media.kind,
-                    codec=codec,
-                    receiver=transceiver.receiver,
-                    cache_size=self._cache_size,
-                    keyframe_request_interval=self._keyframe_request_interval,
-                    emit=self._emit,
-                    native_forwarding=self._native_forwarding,
-                )
+            producer = Producer(
+                router_id=self.router_id,
+                publisher_id=self.id,
+                kind=media.kind,
+                codec=codec,
+                receiver=transceiver.receiver,
+                cache_size=self._cache_size,
+                keyframe_request_interval=self._keyframe_request_interval,
+                emit=self._emit,
+                native_forwarding=self._native_forwarding,
             )
-        if not producers:
+            tracks.append(PublishedTrack.single(producer))
+        if not tracks:
             raise NegotiationError("publisher offers no audio or video")
-        self.producers = tuple(producers)
+        self.tracks = tuple(tracks)
+        self.producers = tuple(p for track in tracks for p in track.offered_layers)
         self.answer_sdp = await self._answer(offer_sdp)
 
     async def _close(self, reason: str) -> None:

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import asyncio
 import logging
+import time
 import uuid
 from dataclasses import dataclass, field
 
@@ -28,6 +29,7 @@ from sfu.producer import Producer
 from sfu.publisher import PublisherPeer
 from sfu.retransmission import RetransmissionLimits
 from sfu.tasks import TaskSet
+from sfu.track import PublishedTrack
 from sfu.viewer import ViewerPeer
 
 logger = logging.getLogger(__name__)
@@ -118,7 +120,13 @@ class Router:
 
     @property
     def producers(self) -> tuple[Producer, ...]:
+        """Every layer of every track of the publisher, flat (``tracks`` groups them)."""
         return self._publisher.producers if self._publisher is not None else ()
+
+    @property
+    def tracks(self) -> tuple[PublishedTrack, ...]:
+        """The publisher's tracks, each with its layers."""
+        return self._publisher.tracks if self._publisher is not None else ()
 
     @property
     def viewers(self) -> tuple[ViewerPeer, ...]:
@@ -201,11 +209,11 @@ class Router:
                 )
             )
         if previous is not None:
-            await self._move_down_tracks(previous.producers, session.producers)
+            await self._move_down_tracks(previous.tracks, session.tracks)
             await previous._close("replaced")
         for viewer in self.viewers:
-            for producer in session.producers:
-                await self._consume(viewer, producer)
+            for track in session.tracks:
+                await self._consume_track(viewer, track)
         logger.info("publisher joined", extra={"router_id": self.id, "publisher_id": session.id})
 
     async def _take_over_pending(self, session: PublisherPeer) -> None:
@@ -256,8 +264,8 @@ class Router:
         viewer._arm_connect_deadline(self.options.connect_timeout_seconds)
         self._viewers[viewer.id] = viewer
         self.events.emit(ViewerJoined(router_id=self.id, viewer_id=viewer.id))
-        for producer in self.producers:
-            await self._consume(viewer, producer)
+        for track in self.tracks:
+            await self._consume_track(viewer, track)
         return viewer
 
     def publisher_gone(self, publisher_id: str) -> bool:
@@ -319,6 +327,16 @@ class Router:
         if self.closed:
             raise RouterClosedError(f"router {self.id} is closed")
 
+    def _layer_for(self, viewer: ViewerPeer, track: PublishedTrack) -> Producer:
+        """The layer of ``track`` a new down track of ``viewer`` starts on: the top one
+        sending; the lowest while none is (a publisher starts its lowest first)."""
+        now = time.monotonic()
+        active = track.active_layers(now)
+        return active[-1] if active else track.layers_at(now)[0]
+
+    async def _consume_track(self, viewer: ViewerPeer, track: PublishedTrack) -> None:
+        await self._consume(viewer, self._layer_for(viewer, track))
+
     async def _consume(self, viewer: ViewerPeer, producer: Producer) -> None:
         slot = viewer.free_slot(producer.kind)
         if slot is None or viewer.closed or producer.closed:
@@ -344,16 +362,24 @@ class Router:
         )
         await slot.attach(down_track)
 
-    async def _move_down_tracks(self, old: tuple[Producer, ...], new: tuple[Producer, ...]) -> None:
-        """Move the viewers' down tracks from each of ``old`` to the producer of the same
-        kind in ``new``."""
+    async def _move_down_tracks(
+        self, old: tuple[PublishedTrack, ...], new: tuple[PublishedTrack, ...]
+    ) -> None:
+        """Move the viewers' down tracks from each track of ``old`` to the track of the
+        same kind in ``new`` (in order): from a layer to the layer at the same place
+        (lowest first), or the nearest one the new track has. A new publisher's layers
+        may not be ordered by size yet (``PublishedTrack``): per-viewer layer choice
+        corrects the place later."""
+        now = time.monotonic()
         replacements = list(new)
         moves: dict[Producer, Producer] = {}
-        for producer in old:
-            replacement = next((p for p in replacements if p.kind == producer.kind), None)
-            if replacement is not None:
-                replacements.remove(replacement)
-                moves[producer] = replacement
+        for track in old:
+            successor = next((t for t in replacements if t.kind == track.kind), None)
+            if successor is None:
+                continue
+            replacements.remove(successor)
+            for index, layer in enumerate(track.layers_at(now)):
+                moves[layer] = successor.nearest_layer(index, now)
         for viewer in self.viewers:
             for down_track in viewer.down_tracks:
                 replacement = moves.get(down_track.producer)
