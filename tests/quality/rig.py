@@ -10,7 +10,7 @@ Layout of one run (``k`` is taken from the process id, so concurrent runs do not
     root namespace                                      namespace <run>-<viewer>
       server address 10.78.k.254/32 (on a veth pair      eth0 10.78.k.(4i+2)/30
         held in the root namespace: no dummy module)      default route via 10.78.k.(4i+1)
-      <run>v<i> 10.78.k.(4i+1)/30 ─── veth ───────────── eth0
+      oqr<run>v<i> 10.78.k.(4i+1)/30 ─── veth ───────────── eth0
         egress (SFU → viewer): htb; UDP in a class with    ingress: nftables drops
         its own rate and a bfifo queue, TCP unlimited      ``loss`` % of UDP at random
 
@@ -31,6 +31,7 @@ over inherited pipes, which ``ip netns exec`` keeps).
 from __future__ import annotations
 
 import atexit
+import itertools
 import json
 import os
 import shutil
@@ -43,6 +44,8 @@ from dataclasses import dataclass, field
 from pathlib import Path
 
 PREFIX = "onairq"
+DEVICE_PREFIX = "oqr"  # interface names have at most 15 characters
+_RUNS = itertools.count()
 CHROMIUM = "/usr/bin/chromium"
 _UNLIMITED = "10gbit"
 _UDP_CLASS = "1:20"
@@ -157,7 +160,7 @@ class QualityRig:
     """One run's namespaces. Use as a context manager, or ``up()``/``down()``; then
     ``add_link`` per viewer. Subnets are 10.78.k.0/24, ``k`` from ``run_id``."""
 
-    run_id: str = field(default_factory=lambda: f"{os.getpid()}")
+    run_id: str = field(default_factory=lambda: f"{os.getpid()}{next(_RUNS) % 10}")
     workdir: Path = field(default_factory=lambda: Path(tempfile.mkdtemp(prefix="onair-q-")))
     links: list[Link] = field(default_factory=list)
     _namespaces: list[str] = field(default_factory=list)
@@ -204,7 +207,7 @@ class QualityRig:
 
     def _build(self) -> None:
         # The server's address lives on one end of a veth pair kept in the root namespace.
-        device = f"{PREFIX}{self.run_id}s"
+        device = f"{DEVICE_PREFIX}{self.run_id}s"
         _run(["ip", "link", "add", device, "type", "veth", "peer", "name", f"{device}p"])
         self._devices.append(device)
         _run(["ip", "addr", "add", f"{self.server_ip}/32", "dev", device])
@@ -222,7 +225,7 @@ class QualityRig:
         if index >= 60:
             raise RigError("at most 60 links per run")
         namespace = f"{PREFIX}{self.run_id}-{name}"
-        device = f"{PREFIX}{self.run_id}v{index}"
+        device = f"{DEVICE_PREFIX}{self.run_id}v{index}"
         base = f"10.78.{self.subnet}"
         gateway, address = f"{base}.{4 * index + 1}", f"{base}.{4 * index + 2}"
         _run(["ip", "netns", "add", namespace])
@@ -313,7 +316,7 @@ def _leftover_devices() -> list[str]:
     listed = subprocess.run(["ip", "-j", "link", "show"], capture_output=True, text=True)
     names = [link["ifname"] for link in json.loads(listed.stdout or "[]")]
     # the server's pair: <prefix><run>s (its peer goes with it)
-    return [name for name in names if name.startswith(PREFIX) and name.endswith("s")]
+    return [name for name in names if name.startswith(DEVICE_PREFIX) and name.endswith("s")]
 
 
 def _leftover_tables() -> list[str]:

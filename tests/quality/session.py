@@ -12,6 +12,8 @@ samples into the figures of the quality table.
 
 from __future__ import annotations
 
+import dataclasses
+import itertools
 import os
 import time
 from collections.abc import Iterator
@@ -95,6 +97,7 @@ class Window:
     seconds: float
     fps: float
     freeze_seconds: float
+    stalled_seconds: int  # one-second steps in which no frame was decoded
     jitter_buffer_ms: float | None
     loss_percent: float
     retransmitted_received: int
@@ -105,8 +108,19 @@ class Window:
     audio_packets: int
     link_kbps: float  # what the SFU sent toward the viewer (before the bottleneck)
     link_packets_per_second: float
-    link_dropped_percent: float
+    link_dropped_packets: int  # of those, dropped at the bottleneck
     server_cpu_percent: float
+
+    @classmethod
+    def over(cls, series: list[Sample]) -> Window:
+        """The window from a series' first sample to its last."""
+        window = cls.between(series[0], series[-1])
+        stalled = sum(
+            1
+            for before, after in itertools.pairwise(series)
+            if _delta(after.video, before.video, "framesDecoded") <= 0
+        )
+        return dataclasses.replace(window, stalled_seconds=stalled)
 
     @classmethod
     def between(cls, early: Sample, late: Sample) -> Window:
@@ -121,6 +135,7 @@ class Window:
             seconds=seconds,
             fps=_delta(video, video_early, "framesDecoded") / seconds,
             freeze_seconds=_delta(video, video_early, "totalFreezesDuration"),
+            stalled_seconds=0,
             jitter_buffer_ms=buffered / emitted * 1000 if emitted else None,
             loss_percent=100 * lost / (lost + received) if lost + received > 0 else 0.0,
             retransmitted_received=int(_delta(video, video_early, "retransmittedPacketsReceived")),
@@ -131,7 +146,7 @@ class Window:
             audio_packets=int(_delta(late.audio, early.audio, "packetsReceived")),
             link_kbps=link.bytes * 8 / seconds / 1000,
             link_packets_per_second=link.packets / seconds,
-            link_dropped_percent=100 * link.dropped_packets / link.packets if link.packets else 0.0,
+            link_dropped_packets=link.dropped_packets,
             server_cpu_percent=100 * (late.server_cpu - early.server_cpu) / seconds,
         )
 
