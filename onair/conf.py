@@ -243,6 +243,16 @@ class OnAirSettings:
         "A WHIP/WHEP session, studio or watch page whose WebRTC connection is not up this "
         "long after its offer is closed and forgotten (docs/SECURITY.md). `0`: never.",
     )
+    publish_max_bitrate: int = setting(
+        2_500_000,
+        INTEGER,
+        "Bits per second a broadcaster may send in all (every simulcast layer and audio): the "
+        "SFU says so (RTCP REMB) from the broadcast's first packet, so the encoder starts at "
+        "its bitrate within a second instead of climbing for half a minute, and lowers it "
+        "only when it loses the broadcaster's packets (over 10 % in a second). "
+        "The studio splits it between its simulcast layers. `0`: the estimate aiortc "
+        "measures instead (from ≈ 300 kbit/s, growing ≈ 8 % a second).",
+    )
     native_forwarding: bool = setting(
         True,
         FLAG,

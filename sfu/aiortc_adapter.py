@@ -36,10 +36,13 @@ from aiortc import (
 from aiortc.rtcdtlstransport import State as _DtlsState
 from aiortc.rtcrtpparameters import RTCRtpSendParameters
 from aiortc.rtp import (
+    RTCP_PSFB_APP,
     RTCP_RTPFB_NACK,
     AnyRtcpPacket,
+    RtcpPsfbPacket,
     RtcpRtpfbPacket,
     RtpPacket,
+    pack_remb_fci,
 )
 from pylibsrtp import Session
 from pylibsrtp._binding import ffi as _srtp_ffi
@@ -57,6 +60,8 @@ _ASYNCIO_DATAGRAM_TRANSPORT: Any = asyncio.selector_events._SelectorDatagramTran
 _MAX_DATAGRAM = 65536
 _JITTER_BUFFER_ATTR = "_RTCRtpReceiver__jitter_buffer"
 _BITRATE_ESTIMATOR_ATTR = "_RTCRtpReceiver__remote_bitrate_estimator"
+_RTCP_SSRC_ATTR = "_RTCRtpReceiver__rtcp_ssrc"
+_REMOTE_STREAMS_ATTR = "_RTCRtpReceiver__remote_streams"
 _PC_DTLS_TRANSPORTS_ATTR = "_RTCPeerConnection__dtlsTransports"
 _PC_ICE_TRANSPORTS_ATTR = "_RTCPeerConnection__iceTransports"
 _PC_CLOSED_ATTR = "_RTCPeerConnection__isClosed"
@@ -424,6 +429,25 @@ def drop_bitrate_estimator(receiver: RTCRtpReceiver) -> None:
     aiortc checks for None before it uses the estimator.
     """
     setattr(receiver, _BITRATE_ESTIMATOR_ATTR, None)
+
+
+async def send_remb(receiver: RTCRtpReceiver, bitrate: int, media_ssrcs: list[int]) -> None:
+    """Tell the remote sender of ``media_ssrcs`` to send at most ``bitrate`` bit/s in all
+    (RTCP REMB, from the receiver's RTCP SSRC, as aiortc's own estimator sends it)."""
+    ssrc: int | None = getattr(receiver, _RTCP_SSRC_ATTR)
+    if ssrc is not None:
+        packet = RtcpPsfbPacket(
+            fmt=RTCP_PSFB_APP, ssrc=ssrc, media_ssrc=0, fci=pack_remb_fci(bitrate, media_ssrcs)
+        )
+        await receiver._send_rtcp(packet)
+
+
+def received_stream_counters(receiver: RTCRtpReceiver) -> dict[int, tuple[int, int]]:
+    """(packets expected, packets received) of each SSRC the receiver took RTP from, as its
+    receiver reports count them: by sequence number, before RTX is unwrapped (a
+    retransmission counts for its RTX SSRC), duplicates included."""
+    streams: dict[int, Any] = getattr(receiver, _REMOTE_STREAMS_ATTR)
+    return {ssrc: (s.packets_expected, s.packets_received) for ssrc, s in streams.items()}
 
 
 class _DaemonThreading:

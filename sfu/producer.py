@@ -119,6 +119,11 @@ class Producer:
         return self._receiver
 
     @property
+    def ssrc(self) -> int | None:
+        """The media SSRC of the packets received last; None before the first."""
+        return self._ssrc
+
+    @property
     def down_tracks(self) -> frozenset[Attached]:
         """The viewer tracks attached to this producer (``sfu.downtrack.DownTrack``)."""
         return frozenset(self._down_tracks)

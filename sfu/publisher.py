@@ -6,7 +6,7 @@ import asyncio
 import logging
 from collections.abc import Awaitable, Callable
 
-from aiortc import RTCConfiguration
+from aiortc import RTCConfiguration, RTCRtpReceiver
 
 from sfu import aiortc_adapter
 from sfu.errors import NegotiationError
@@ -15,6 +15,7 @@ from sfu.ice_config import HostNetwork
 from sfu.negotiation import OfferedMedia, codec_preferences, select_publish_codec
 from sfu.peer import Peer
 from sfu.producer import Producer
+from sfu.publisher_bandwidth import PublisherBandwidth
 from sfu.track import PublishedTrack
 
 logger = logging.getLogger(__name__)
@@ -33,6 +34,10 @@ class PublisherPeer(Peer):
     runs), and the next packet makes it flow again (``on_media_resumed``). A muted track
     still sends (silence, black frames; Opus DTX one packet per 400 ms): see
     ``bench.idle_publisher``.
+
+    With ``publish_max_bitrate`` (bit/s; 0: off) the SFU tells the publisher what it may
+    send (REMB) from its first packet on, starting at that ceiling (see
+    ``sfu.publisher_bandwidth``), instead of aiortc's receive-side estimate.
     """
 
     def __init__(
@@ -51,6 +56,7 @@ class PublisherPeer(Peer):
         on_media_stalled: Callable[[PublisherPeer], None] | None = None,
         on_media_resumed: Callable[[PublisherPeer], None] | None = None,
         native_forwarding: bool = True,
+        publish_max_bitrate: int = 0,
     ) -> None:
         super().__init__(configuration, network, on_lost)
         self._native_forwarding = native_forwarding
@@ -73,6 +79,8 @@ class PublisherPeer(Peer):
         self._media_seen = 0
         self._media_seen_at = 0.0
         self._media_check: asyncio.TimerHandle | None = None
+        self._publish_max_bitrate = publish_max_bitrate
+        self.bandwidth: PublisherBandwidth | None = None
 
     async def close(self) -> None:
         """End the broadcast from this publisher: its producers and their
@@ -90,6 +98,8 @@ class PublisherPeer(Peer):
             transceiver = self._pc.addTransceiver(media.kind, direction="recvonly")
             transceiver.setCodecPreferences(codec_preferences(media.kind, codec))
             aiortc_adapter.on_receiver_rtcp(transceiver.receiver, self._count_rtcp)
+            if self._publish_max_bitrate > 0:
+                aiortc_adapter.drop_bitrate_estimator(transceiver.receiver)
             producer = Producer(
                 router_id=self.router_id,
                 publisher_id=self.id,
@@ -106,6 +116,13 @@ class PublisherPeer(Peer):
             raise NegotiationError("publisher offers no audio or video")
         self.tracks = tuple(tracks)
         self.producers = tuple(p for track in tracks for p in track.offered_layers)
+        if self._publish_max_bitrate > 0:
+            self.bandwidth = PublisherBandwidth(
+                self._publish_max_bitrate,
+                media_ssrcs=self._media_ssrcs,
+                counters=self._stream_counters,
+                send_remb=self._send_remb,
+            )
         self.answer_sdp = await self._answer(offer_sdp)
 
     async def _close(self, reason: str) -> None:
@@ -113,6 +130,8 @@ class PublisherPeer(Peer):
             return
         self.closed = True
         self._stop_media_check()
+        if self.bandwidth is not None:
+            self.bandwidth.stop()
         await self._close_peer_connection()
         for producer in self.producers:
             producer.close(reason)
@@ -125,7 +144,33 @@ class PublisherPeer(Peer):
         super()._on_connection_state_change()
         if self.connected.is_set() and not already_connected:
             self._start_media_check()
+            if self.bandwidth is not None and not self._closing:
+                self.bandwidth.start()
             self._on_connected(self)
+
+    def _media_ssrcs(self) -> list[int]:
+        return [p.ssrc for p in self.producers if p.ssrc is not None]
+
+    def _stream_counters(self) -> dict[int, tuple[int, int]]:
+        receivers = {id(p.receiver): p.receiver for p in self.producers}
+        return {
+            ssrc: counters
+            for receiver in receivers.values()
+            for ssrc, counters in aiortc_adapter.received_stream_counters(receiver).items()
+        }
+
+    async def _send_remb(self, bitrate: int, ssrcs: list[int]) -> None:
+        """One REMB per transport (a publisher without BUNDLE has one per track), listing
+        the media SSRCs it carries."""
+        on_transport: dict[int, tuple[RTCRtpReceiver, list[int]]] = {}
+        for producer in self.producers:
+            receiver, ssrc = producer.receiver, producer.ssrc
+            entry = on_transport.setdefault(id(receiver.transport), (receiver, []))
+            if ssrc is not None and ssrc in ssrcs:
+                entry[1].append(ssrc)
+        for receiver, listed in on_transport.values():
+            if listed:
+                await aiortc_adapter.send_remb(receiver, bitrate, listed)
 
     def _count_rtcp(self) -> None:
         self._rtcp_received += 1

@@ -52,6 +52,9 @@ class RouterOptions:
     ``retransmission`` is each viewer track's NACK budget (see ``sfu.retransmission``).
     ``native_forwarding`` forwards viewers with the C loop (``sfu.native``) where it is
     built; off, the Python loop sends the same packets at about twice the CPU per viewer.
+    ``publish_max_bitrate`` (bit/s) is the bandwidth estimate (REMB) each publisher gets
+    from its first packet on, lowered only on loss (``sfu.publisher_bandwidth``); 0 leaves
+    it to aiortc's receive-side estimator, which starts low and grows ≈ 8 % a second.
     """
 
     ice_servers: tuple[IceServer, ...] = ()
@@ -64,6 +67,7 @@ class RouterOptions:
     publisher_media_timeout_seconds: float = 2.0
     retransmission: RetransmissionLimits = field(default_factory=RetransmissionLimits)
     native_forwarding: bool = True
+    publish_max_bitrate: int = 2_500_000
 
 
 class Router:
@@ -161,6 +165,7 @@ class Router:
                 on_media_stalled=self._publisher_stalled,
                 on_media_resumed=self._publisher_resumed,
                 native_forwarding=self.options.native_forwarding,
+                publish_max_bitrate=self.options.publish_max_bitrate,
             )
             try:
                 await session._negotiate(offer_sdp, offered)

@@ -202,8 +202,11 @@ class TestPublisher:
         height: int = 240,
         fps: int = 30,
         min_keyframe_interval: float = 0.0,
+        rtx: bool = False,
     ) -> None:
         self.pc = RTCPeerConnection(client_configuration())
+        # with ``rtx``, retransmissions go on their own SSRC, as a browser sends them
+        self._rtx = rtx
         self.codec = codec
         self.video = PatternVideoTrack(width, height, fps)
         self.audio = ToneAudioTrack()
@@ -220,7 +223,8 @@ class TestPublisher:
     async def create_offer(self) -> str:
         self.pc.addTransceiver(self.audio, direction="sendonly")
         video = self.pc.addTransceiver(self.video, direction="sendonly")
-        video.setCodecPreferences([self._capability])
+        rtx = [c for c in RTCRtpSender.getCapabilities("video").codecs if c.name == "rtx"]
+        video.setCodecPreferences([self._capability, *(rtx if self._rtx else [])])
         aiortc_adapter.intercept_sender_rtcp(video.sender, self._on_feedback)
         await self.pc.setLocalDescription(await self.pc.createOffer())
         return str(self.pc.localDescription.sdp)

@@ -124,6 +124,7 @@ class EmbeddedGateway:
             connect_timeout_seconds=conf.connect_timeout_seconds,
             publisher_media_timeout_seconds=conf.publisher_media_timeout_seconds,
             native_forwarding=conf.native_forwarding,
+            publish_max_bitrate=conf.publish_max_bitrate,
         )
 
     def publisher_grace_seconds(self) -> float:

@@ -42,6 +42,7 @@ from aiortc.rtp import (
     RtcpSrPacket,
     RtpPacket,
     pack_remb_fci,
+    unpack_remb_fci,
 )
 from pylibsrtp import SRTP_MAX_TRAILER_LEN
 
@@ -189,6 +190,41 @@ async def test_send_nack_uses_the_receivers_rtcp_path(pc: RTCPeerConnection) -> 
         [7, 9, 40],
         [65534, 65535, 0, 1, 20],
     ]
+
+
+async def test_send_remb_uses_the_receivers_rtcp_path_and_ssrc(pc: RTCPeerConnection) -> None:
+    receiver = pc.addTransceiver("video").receiver
+    sent: list[bytes] = []
+
+    async def send_rtp(data: bytes) -> None:
+        sent.append(data)
+
+    receiver.transport._send_rtp = send_rtp  # type: ignore[method-assign]
+    receiver._set_rtcp_ssrc(1234)
+    await aiortc_adapter.send_remb(receiver, 2_000_000, [4321, 8765])
+    (packet,) = RtcpPacket.parse(sent[0])
+    assert isinstance(packet, RtcpPsfbPacket)
+    assert packet.fmt == RTCP_PSFB_APP
+    assert (packet.ssrc, packet.media_ssrc) == (1234, 0)
+    assert unpack_remb_fci(packet.fci) == (2_000_000, [4321, 8765])
+
+
+async def test_received_stream_counters_count_by_sequence_number_per_ssrc(
+    pc: RTCPeerConnection,
+) -> None:
+    receiver: RTCRtpReceiver = pc.addTransceiver("video").receiver
+    receiver._RTCRtpReceiver__codecs[VP8.payloadType] = VP8
+    assert aiortc_adapter.received_stream_counters(receiver) == {}
+    for ssrc, sequence_number in ((1234, 1), (1234, 2), (1234, 5), (1234, 3), (99, 7)):
+        packet = RtpPacket(
+            payload_type=VP8.payloadType,
+            sequence_number=sequence_number,
+            ssrc=ssrc,
+            payload=b"\x10\x00\x9d\x01\x2a",
+        )
+        await receiver._handle_rtp_packet(packet, arrival_time_ms=0)
+    # 1..5 expected, 4 came (3 late); the receiver's reports count them the same way
+    assert aiortc_adapter.received_stream_counters(receiver) == {1234: (5, 4), 99: (1, 1)}
 
 
 def test_nacks_are_read_from_their_last_fci_back_up_to_the_limit() -> None:
