@@ -1,10 +1,14 @@
 """FFmpeg's own WHIP muxer (``-f whip``, FFmpeg ≥ 8) publishing H.264 baseline without
-B-frames and Opus to a real daphne server for a minute, while an aiortc WHEP client keeps
-decoding: a real client tested for minutes, since clients differ in how they keep ICE
-alive.
+B-frames and Opus to a real daphne server, while an aiortc WHEP client keeps decoding: a
+real client tested for longer than the ICE consent expiry, since clients differ in how they
+keep ICE alive.
 
 FFmpeg's muxer never answers the SFU's ICE consent checks; the SFU keeps a peer that still
-sends media (sfu/ice_config.py), so the broadcast outlives aioice's 30 s consent expiry."""
+sends media (sfu/ice_config.py), so the broadcast outlives the consent expiry (6 unanswered
+checks: ≈ 30 s with aioice's 5 s interval). The publishing test's server checks consent
+every second (tests/e2e/fast_consent_asgi.py), its own loop and aioice's alike, so a
+publisher dropped at the expiry is dropped after ≈ 6 s: 20 s of publishing outlives the
+expiry three times over, as a minute did at the 5 s interval."""
 
 from __future__ import annotations
 
@@ -12,17 +16,23 @@ import itertools
 import os
 import subprocess
 import time
+from collections.abc import Iterator
 
 import pytest
 from playwright.sync_api import Page
 
-from tests.e2e.conftest import OnAirServer
+from tests.daphne import log_errors
+from tests.e2e.conftest import OnAirServer, running_server
+from tests.e2e.fast_consent_asgi import CONSENT_INTERVAL_SECONDS
 from tests.e2e.test_live import _restart_demo_stream, _wait_for_frames
 from tests.e2e.test_whip_whep import ThreadedPeer
 
 imageio_ffmpeg = pytest.importorskip("imageio_ffmpeg")
 
-PUBLISH_SECONDS = int(os.environ.get("ONAIR_FFMPEG_WHIP_SECONDS", "60"))
+# Longer than three consent expiries (6 unanswered checks, CONSENT_INTERVAL_SECONDS apart).
+PUBLISH_SECONDS = int(
+    os.environ.get("ONAIR_FFMPEG_WHIP_SECONDS", str(20 * CONSENT_INTERVAL_SECONDS))
+)
 
 
 def ffmpeg_whip_command(url: str, key: str, seconds: int) -> list[str]:
@@ -42,12 +52,22 @@ def ffmpeg_whip_command(url: str, key: str, seconds: int) -> list[str]:
     ]  # fmt: skip
 
 
+@pytest.fixture(scope="module")
+def fast_consent_server(tmp_path_factory: pytest.TempPathFactory) -> Iterator[OnAirServer]:
+    """daphne checking ICE consent every second (see tests/e2e/fast_consent_asgi.py)."""
+    with running_server(
+        tmp_path_factory.mktemp("fast-consent-server"),
+        app="tests.e2e.fast_consent_asgi:application",
+    ) as server:
+        yield server
+    assert log_errors(server.log()) == [], server.log()[-6000:]
+
+
 @pytest.mark.slow
-def test_ffmpeg_publishes_for_a_minute_while_a_whep_client_decodes(
-    onair_server: OnAirServer,
+def test_ffmpeg_publishes_past_the_consent_expiry_while_a_whep_client_decodes(
+    fast_consent_server: OnAirServer,
 ) -> None:
-    server = onair_server
-    _restart_demo_stream(server)
+    server = fast_consent_server
     url = server.url(f"/whip/{server.demo_slug}")
     ffmpeg = subprocess.Popen(
         ffmpeg_whip_command(url, server.demo_stream_key, PUBLISH_SECONDS),
@@ -79,6 +99,7 @@ def test_ffmpeg_publishes_for_a_minute_while_a_whep_client_decodes(
         assert all(b > a + 60 for a, b in itertools.pairwise(samples[:-1])), samples
         assert viewer.viewer.video.frames > 25 * (PUBLISH_SECONDS - 10), samples
         assert viewer.viewer.audio.frames > 0
+        assert log_errors(server.log()) == [], server.log()[-3000:]
     finally:
         if viewer is not None:
             viewer.stop()
