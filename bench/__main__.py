@@ -132,6 +132,7 @@ def main(argv: list[str] | None = None) -> int:
             command.strip(),
             report=not args.no_report,
             json_path=args.json,
+            window=args.window,
         )
 
     plans = QUICK if args.quick else FULL

@@ -2,6 +2,7 @@
 
     python -m bench --nack            # ≈ 3 minutes on 2 cores, updates docs/BENCHMARKS.md
     python -m bench --nack --quick    # ≈ 40 s (for a look, not for numbers)
+    python -m bench --nack --quick --window 1    # shorter windows (the smoke test's)
 
 Issue #17's finding 3: one viewer NACKing its last 1,000 packets 88 times a second made the
 server resend 425 times the stream's rate. The same OnAir server as the main bench
@@ -22,6 +23,7 @@ what the flooders were resent and refused.
 
 from __future__ import annotations
 
+import dataclasses
 import datetime
 import json
 import os
@@ -343,11 +345,15 @@ def main(
     *,
     report: bool = True,
     json_path: Path | None = None,
+    window: float | None = None,
 ) -> int:
     spec = source.SourceSpec()
     source.encoded_file(spec)
     started = time.monotonic()
-    result = measure(QUICK if quick else FULL, spec, progress)
+    plan = QUICK if quick else FULL
+    if window:
+        plan = dataclasses.replace(plan, window=window)
+    result = measure(plan, spec, progress)
     when = datetime.datetime.now(datetime.UTC)
     progress(f"results: {write_json(result, when, command, json_path)}")
     if report:

@@ -67,7 +67,15 @@ def test_quick_point_measures_every_available_server(tmp_path: Path) -> None:
 def test_the_nack_flood_step_measures_a_flooder_against_normal_viewers(tmp_path: Path) -> None:
     results = tmp_path / "nack.json"
     done = run_module(
-        "bench", "--nack", "--quick", "--no-report", "--json", str(results), timeout=240
+        "bench",
+        "--nack",
+        "--quick",
+        "--window",
+        "1",
+        "--no-report",
+        "--json",
+        str(results),
+        timeout=240,
     )
     assert done.returncode == 0, done.stderr[-3000:]
     document = json.loads(results.read_text())
