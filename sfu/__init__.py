@@ -52,6 +52,7 @@ from sfu.events import (
     ViewerConnected,
     ViewerJoined,
     ViewerLeft,
+    ViewerQualityChanged,
 )
 from sfu.ice import IceCandidate, IceServer
 from sfu.producer import Producer
@@ -93,4 +94,5 @@ __all__ = [
     "ViewerJoined",
     "ViewerLeft",
     "ViewerPeer",
+    "ViewerQualityChanged",
 ]

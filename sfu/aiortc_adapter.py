@@ -43,6 +43,7 @@ from aiortc.rtp import (
     RtcpRtpfbPacket,
     RtpPacket,
     pack_remb_fci,
+    unpack_remb_fci,
 )
 from pylibsrtp import Session
 from pylibsrtp._binding import ffi as _srtp_ffi
@@ -308,6 +309,19 @@ def intercept_sender_rtcp(sender: RTCRtpSender, handler: RtcpHandler) -> None:
             await original(packet)
 
     sender._handle_rtcp_packet = handle_rtcp_packet  # type: ignore[method-assign]
+
+
+def remb_bitrate(packet: AnyRtcpPacket) -> int | None:
+    """The bitrate (bits/s) of a REMB (``goog-remb``), None for any other packet. aiortc's
+    RTP router hands a REMB to every sender its FCI lists, and the sender applies it only
+    to an encoder, which a viewer's sender never has: read here, it is the viewer's own
+    receive-side estimate (``sfu.bandwidth``)."""
+    if not isinstance(packet, RtcpPsfbPacket) or packet.fmt != RTCP_PSFB_APP:
+        return None
+    try:
+        return unpack_remb_fci(packet.fci)[0]
+    except ValueError:  # an application-layer feedback that is not a REMB
+        return None
 
 
 def sender_ssrcs(sender: RTCRtpSender) -> tuple[int, int]:

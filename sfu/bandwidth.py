@@ -8,18 +8,23 @@ and video share a transport and a link, so both count against the one estimate.
 
 The rules:
 
-- loss, as Google congestion control's loss-based controller: a receiver report losing more
+- loss, as Google congestion control's loss-based controller, over windows of at least
+  ``loss_window_seconds`` and ``loss_window_packets`` (the viewer's audio and video reports
+  together: one report of a few dozen packets says little, and 5 % random loss would
+  read as more than 10 % in one report of seven): a window losing more
   than ``loss_high`` (10 %) cuts the estimate to ``sent * (1 - loss / 2)`` (at most once per
   RTT + 300 ms, so two reports of the same burst cut once), one losing less than
   ``loss_low`` (2 %) lets it grow by ``growth_per_second`` (8 %/s), anything between holds it;
 - growth stops at ``growth_ceiling`` times what the viewer is sent: an estimate never tested
   says nothing. Above that only a probe (``probe_succeeded``: the viewer took that much
   for a while without loss or a falling REMB) raises it;
-- the REMB is an upper bound when it is below what the viewer is sent (Chromium answers an
-  overuse with 0.85 * its measured throughput): then the estimate falls to it at once. A
-  REMB above ``remb_follows`` * sent says nothing about the link: Chromium never announces
-  more than 1.5 * what it receives plus 10 kbit/s, and raises it by only ≈ 8 %/s, so it
-  follows what the SFU sends; taken as a bound it would keep a viewer on its layer forever.
+- a REMB is an upper bound when it falls (by more than ``remb_drop``) to below what the
+  viewer is sent: Chromium answers an overuse with 0.85 * its measured throughput and sends
+  that at once; the estimate falls to it. A REMB that does not fall says nothing about the
+  link: Chromium never announces more than 1.5 * what it receives plus 10 kbit/s and raises
+  it by only about 8 %/s, and aiortc's receivers start low and climb as slowly, so it
+  follows what the SFU sends; taken as a bound it would keep a viewer on its layer
+  forever, or pause it for nothing.
 
 ``sent`` is the viewer's measured send rate (media, retransmissions and probes together),
 given by ``sent``. Times are ``time.monotonic()`` seconds; rates bits per second.
@@ -44,13 +49,17 @@ class EstimatorSettings:
     growth_per_second: float = 0.08
     growth_ceiling: float = 1.5
     remb_follows: float = 0.95
+    remb_drop: float = 0.03
     decrease_interval_seconds: float = 0.3
+    loss_window_seconds: float = 1.0
+    loss_window_packets: int = 50
 
 
 class BandwidthEstimator:
-    """One viewer's estimate: feed it ``sent``, ``on_remb`` and ``on_loss``; read
+    """One viewer's estimate: feed it ``sent``, ``on_remb`` and ``on_report``; read
     ``estimate``. ``last_decrease_at`` and ``last_feedback_at`` tell a prober whether the
-    viewer complained during its probe."""
+    viewer complained during its probe; ``last_heavy_loss_at``, whether its link drops
+    packets."""
 
     def __init__(self, settings: EstimatorSettings, now: float) -> None:
         self.settings = settings
@@ -60,6 +69,13 @@ class BandwidthEstimator:
         self._grown_at = now
         self.last_decrease_at = -math.inf
         self.last_feedback_at = -math.inf
+        self.last_heavy_loss_at = -math.inf
+        self._loss_ignored_until = -math.inf
+        self.heavy_loss_windows = 0  # consecutive windows losing more than loss_high
+        self._reported: dict[int, tuple[int, int]] = {}  # by SSRC: highest seq, lost
+        self._window_start = now
+        self._window_expected = 0
+        self._window_lost = 0
         self.remb: float | None = None
         self.loss = 0.0
 
@@ -81,24 +97,59 @@ class BandwidthEstimator:
 
     def on_remb(self, bps: float, now: float) -> None:
         """The viewer's REMB (its receive-side estimate for the whole transport)."""
-        self.remb = bps
+        previous, self.remb = self.remb, bps
         self.last_feedback_at = now
-        if bps < self._estimate and bps < self.settings.remb_follows * self._sent:
+        settings = self.settings
+        if (
+            previous is not None
+            and bps < previous * (1 - settings.remb_drop)
+            and bps < self._estimate
+            and bps < settings.remb_follows * self._sent
+        ):
             self._decrease(bps, now)
 
+    def on_report(self, ssrc: int, highest_sequence: int, packets_lost: int, now: float) -> None:
+        """A receiver report block about one of the viewer's streams (``ssrc``): its
+        extended highest sequence number and cumulative loss, counted into the current
+        loss window (``on_loss`` once the window is full)."""
+        self.last_feedback_at = now
+        previous = self._reported.get(ssrc)
+        self._reported[ssrc] = (highest_sequence, packets_lost)
+        if previous is None or now < self._loss_ignored_until:
+            return
+        expected = highest_sequence - previous[0]
+        if expected <= 0:
+            return
+        self._window_expected += expected
+        self._window_lost += max(0, min(packets_lost - previous[1], expected))
+        settings = self.settings
+        if (
+            now - self._window_start >= settings.loss_window_seconds
+            and self._window_expected >= settings.loss_window_packets
+        ):
+            self.on_loss(self._window_lost / self._window_expected, now)
+            self._window_start = now
+            self._window_expected = self._window_lost = 0
+
     def on_loss(self, fraction_lost: float, now: float) -> None:
-        """A receiver report's loss fraction (0 to 1) for one of the viewer's streams."""
+        """The loss fraction (0 to 1) of one window of the viewer's reports."""
         settings = self.settings
         self.loss = fraction_lost
         self.last_feedback_at = now
+        if now < self._loss_ignored_until:
+            return
         if fraction_lost > settings.loss_high:
+            self.heavy_loss_windows += 1
+            self.last_heavy_loss_at = now
             if now - self.last_decrease_at >= settings.decrease_interval_seconds + self._rtt:
                 base = min(self._estimate, self._sent) if self._sent > 0 else self._estimate
                 self._decrease(base * (1 - fraction_lost / 2), now)
             self._grown_at = now
         elif fraction_lost < settings.loss_low:
+            self.heavy_loss_windows = 0
             self._grow(now)
         else:
+            self.heavy_loss_windows = 0
             self._grown_at = now
 
     def probe_succeeded(self, bps: float, now: float) -> None:
@@ -112,6 +163,14 @@ class BandwidthEstimator:
         (the estimate before the probe), as the complaint was about the probe's excess."""
         self._estimate = max(self._estimate, bps)
         self._grown_at = now
+
+    def ignore_loss(self, until: float) -> None:
+        """Take no loss from reports before ``until``: a video that resumes after a pause
+        is reported on first by a report whose interval began before the pause, with the
+        losses that made it pause."""
+        self._loss_ignored_until = until
+        self._window_expected = self._window_lost = 0
+        self.heavy_loss_windows = 0
 
     def _grow(self, now: float) -> None:
         elapsed = min(max(now - self._grown_at, 0.0), 1.0)

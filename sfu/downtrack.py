@@ -9,6 +9,7 @@ loop), counts, and answers the viewer's feedback.
 
 from __future__ import annotations
 
+import asyncio
 import logging
 import time
 import uuid
@@ -117,6 +118,32 @@ class TrackForwarder:
         return packet, cached
 
 
+# The padding of a probe packet: the most one packet's padding length octet allows.
+PROBE_PADDING = 255
+
+
+class _LayerSwitch:
+    """A down track's place in the forward group of the layer it switches to, until that
+    layer's first keyframe (``DownTrack.switch_layer``)."""
+
+    def __init__(self, down_track: DownTrack, producer: Producer) -> None:
+        self.down_track = down_track
+        self.producer = producer
+
+    @property
+    def waiting_keyframe(self) -> bool:
+        return True  # the producer asks its publisher again while none comes
+
+    def forward(self, templates: list[bytes], batch: Batch, now: float, ntp: int) -> None:
+        first = batch.first_keyframe()
+        if first is not None:
+            self.down_track._switched(self, templates, batch, first, now, ntp)
+
+    def close(self, reason: str) -> None:
+        """The layer closed before its keyframe came: the switch is off."""
+        self.down_track._cancel_switch()
+
+
 class DownTrack(TrackForwarder):
     """Sends one producer's packets to one viewer: everything one viewer track's
     forwarding is, in one place (as LiveKit's DownTrack).
@@ -177,6 +204,15 @@ class DownTrack(TrackForwarder):
             retransmission or RetransmissionLimits(), time.monotonic()
         )
         self.keyframe_requests_received = 0
+        self._paused = False
+        self._switching: _LayerSwitch | None = None
+        self._group_args: tuple[tuple[object, ...], int, str | None, HeaderExtensionsMap] | None = (
+            None
+        )
+        self._keyframe_request: asyncio.Future[None] | None = None
+        self.layer_switches = 0
+        self.probe_packets = 0
+        self.probe_bytes = 0
         producer.attach(self)
 
     @property
@@ -192,6 +228,16 @@ class DownTrack(TrackForwarder):
     def group(self) -> ForwardGroup | None:
         """The producer's forward group this track is in, while it forwards."""
         return self._group
+
+    @property
+    def paused(self) -> bool:
+        """Sends nothing (``pause``) until ``switch_layer``."""
+        return self._paused
+
+    @property
+    def switching_to(self) -> Producer | None:
+        """The layer a switch waits for a keyframe of (``switch_layer``), if any."""
+        return self._switching.producer if self._switching is not None else None
 
     @property
     def native_target(self) -> Any:
@@ -225,12 +271,111 @@ class DownTrack(TrackForwarder):
 
     async def switch_producer(self, producer: Producer) -> None:
         """Continue from another producer of the same kind (publisher restart)."""
+        self._cancel_switch()
         self._unbind()
         self._producer.detach(self)
         self._follow(producer)
         producer.attach(self)
-        if self._parameters is not None:
+        if self._parameters is not None and not self._paused:
             await self._bind()
+
+    async def switch_layer(self, producer: Producer) -> None:
+        """Continue from another layer of the same track (``producer``), from its next
+        keyframe, which it is asked for; until that arrives the current layer goes on
+        being sent (make-before-break), so the picture never freezes for a switch. A paused
+        track resumes this way, and one not forwarding yet simply starts on ``producer``.
+        The munger re-bases the new layer's sequence numbers and timestamps onto the
+        stream sent so far: layers of one source share a capture clock but not their RTP
+        timestamps' origin, so the step is the time since the last packet sent."""
+        if producer is self._producer and not self._paused:
+            self._cancel_switch()
+            return
+        if self._switching is not None and self._switching.producer is producer:
+            return
+        self._cancel_switch()
+        if self._paused or self._group is None or self._waiting_keyframe:
+            self._paused = False
+            self.layer_switches += 1
+            await self.switch_producer(producer)
+            return
+        switch = _LayerSwitch(self, producer)
+        self._switching = switch
+        assert self._group_args is not None
+        producer.attach(switch)
+        producer.start_forwarding(switch, *self._group_args)
+        await producer.request_keyframe(join=True)
+
+    def pause(self) -> None:
+        """Send nothing more of this track (a viewer whose link takes no layer of it):
+        out of its forward group and the C loop, so nothing is rendered or sent for it,
+        until ``switch_layer``."""
+        if self._paused:
+            return
+        self._cancel_switch()
+        self._unbind()
+        self._paused = True
+
+    def _cancel_switch(self) -> None:
+        switch, self._switching = self._switching, None
+        if switch is not None:
+            switch.producer.stop_forwarding(switch)
+            switch.producer.detach(switch)
+
+    def _switched(
+        self,
+        switch: _LayerSwitch,
+        templates: list[bytes],
+        batch: Batch,
+        first: int,
+        now: float,
+        ntp: int,
+    ) -> None:
+        """The layer a switch waited for sent a keyframe (``batch.packets[first]``):
+        leave the current layer and forward the new one from that keyframe on."""
+        producer = switch.producer
+        self._cancel_switch()
+        self._unbind()
+        self._producer.detach(self)
+        self._follow(producer)
+        producer.attach(self)
+        self.layer_switches += 1
+        assert self._group_args is not None
+        self._group = producer.start_forwarding(self, *self._group_args)
+        # this batch is being forwarded to the group's members as they were before: send it
+        if self._rtp is not None and self._send(templates, batch, first, now, ntp):
+            self._waiting_keyframe = False
+        else:  # not sent after all (the socket is not ready): from the next keyframe
+            self._keyframe_request = asyncio.ensure_future(producer.request_keyframe(join=True))
+
+    def send_probe(self, size: int) -> int:
+        """Send about ``size`` bytes of padding on the retransmission stream (RFC 4588
+        padding-only packets, as libwebrtc probes with): a receiver drops them, but its
+        bandwidth estimate counts them. The bytes sent (0 when there is no RTX stream to
+        send them on or the track does not forward)."""
+        group = self._group
+        rtp = self._rtp
+        if group is None or rtp is None or self._rtx_payload_type is None:
+            return 0
+        timestamp = self._munger.mapping.last_out_ts
+        abs_send_time = (clock.current_ntp_time() >> 14) & 0x00FFFFFF
+        sent = 0
+        while sent < size:
+            packet = RtpPacket(
+                payload_type=self._rtx_payload_type,
+                sequence_number=self._rtx_sequence_number,
+                timestamp=timestamp,
+                ssrc=self._rtx_ssrc,
+            )
+            packet.padding_size = PROBE_PADDING
+            packet.extensions = HeaderExtensions(mid=group.mid, abs_send_time=abs_send_time)
+            self._rtx_sequence_number = (self._rtx_sequence_number + 1) & 0xFFFF
+            size_sent = rtp.send_packet(packet.serialize(group.extensions_map))
+            if not size_sent:
+                break
+            sent += size_sent
+            self.probe_packets += 1
+        self.probe_bytes += sent
+        return sent
 
     def stats(self) -> DownTrackStats:
         return DownTrackStats(
@@ -251,6 +396,7 @@ class DownTrack(TrackForwarder):
         if self.closed:
             return
         self.closed = True
+        self._cancel_switch()
         self._unbind()
         if self._rtp is not None:
             self._rtp.close()
@@ -284,13 +430,15 @@ class DownTrack(TrackForwarder):
         extensions = tuple((e.id, e.uri) for e in self._parameters.headerExtensions)
         extensions_map = HeaderExtensionsMap()
         extensions_map.configure(self._parameters)
-        self._group = self._producer.start_forwarding(
-            self,
-            key=(codec.payload_type, self._parameters.muxId, extensions),
-            payload_type=codec.payload_type,
-            mid=self._parameters.muxId,
-            extensions_map=extensions_map,
+        self._group_args = (
+            (codec.payload_type, self._parameters.muxId, extensions),
+            codec.payload_type,
+            self._parameters.muxId,
+            extensions_map,
         )
+        if self._paused:
+            return
+        self._group = self._producer.start_forwarding(self, *self._group_args)
         if self._waiting_keyframe:
             await self._producer.request_keyframe(join=True)
 

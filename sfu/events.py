@@ -118,6 +118,21 @@ class ViewerLeft(SfuEvent):
 
 
 @dataclass(frozen=True)
+class ViewerQualityChanged(SfuEvent):
+    """What a viewer is sent of the video changed (``sfu.quality``): ``layer`` (index,
+    lowest quality first; None while ``paused``: its link takes no layer, audio goes on),
+    ``heights`` (each layer's picture height, lowest first; 0 where not known yet), ``auto``
+    (the layer follows the viewer's estimate; False: the viewer chose it)."""
+
+    type: ClassVar[str] = "viewer_quality_changed"
+    viewer_id: str
+    layer: int | None
+    heights: tuple[int, ...]
+    auto: bool
+    paused: bool
+
+
+@dataclass(frozen=True)
 class ProducerStats:
     producer_id: str
     kind: str

@@ -5,7 +5,12 @@ Given the layers' measured bitrates (lowest quality first), the viewer's bandwid
 selector names the layer to send, or none (video paused: audio goes on), and when to probe.
 
 - Down, fast: on the first estimate below what the current layer needs (its bitrate plus
-  the audio's), the highest layer that fits is chosen; if none does, the video pauses.
+  the audio's), the highest layer that fits is chosen. If none does, the video pauses,
+  provided the link also lost more than the estimator's ``loss_high`` in
+  ``pause_loss_windows`` loss windows in a row, the last within ``pause_loss_seconds``: a
+  link that takes less than the lowest layer drops what does not fit, whereas a
+  delay-based complaint alone (a REMB), or one unlucky window, can be passing; the lowest
+  layer is sent meanwhile.
 - Up, slowly and only after a probe: a viewer's REMB does not rise much above what it
   receives, so an estimate above the next layer's needs is only learnt by sending that
   much. Once the estimate has been steady (no decrease for ``steady_seconds``) the selector
@@ -22,7 +27,7 @@ selector names the layer to send, or none (video paused: audio goes on), and whe
 
 from __future__ import annotations
 
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 
 from sfu.bandwidth import BandwidthEstimator
@@ -39,6 +44,8 @@ class SelectorSettings:
     probe_backoff_seconds: float = 2.0
     probe_backoff_max_seconds: float = 16.0
     paused_probe_seconds: float = 3.0
+    pause_loss_seconds: float = 2.0
+    pause_loss_windows: int = 2
 
 
 @dataclass(frozen=True)
@@ -113,8 +120,7 @@ class LayerSelector:
         estimate = estimator.estimate
         if not self.started:
             self.started = True
-            fitting = [i for i in active if need(i) <= estimate]
-            self.layer = fitting[-1] if fitting else None
+            self.layer = self._fitting(now, estimator, active, need)
             self._next_probe_at = now + self._probe_wait()
             return Selection(self.layer, None)
         current = self.layer
@@ -128,9 +134,8 @@ class LayerSelector:
             estimate = estimator.estimate
         if current is not None and (current not in active or need(current) > estimate):
             # step down at once (or off an inactive layer to what fits)
-            fitting = [i for i in active if need(i) <= estimate]
+            self.layer = self._fitting(now, estimator, active, need)
             self._fail_probe(now)
-            self.layer = fitting[-1] if fitting else None
             return Selection(self.layer, None)
         if probe is not None:
             settle = probe.until + self.settings.probe_settle_seconds
@@ -167,6 +172,26 @@ class LayerSelector:
             )
             return Selection(self.layer, self._probe)
         return Selection(self.layer, None)
+
+    def _fitting(
+        self,
+        now: float,
+        estimator: BandwidthEstimator,
+        active: list[int],
+        need: Callable[[int], float],
+    ) -> int | None:
+        """The highest active layer the estimate fits; if none: None (pause) when the link
+        keeps losing packets, else the lowest."""
+        fitting = [i for i in active if need(i) <= estimator.estimate]
+        if fitting:
+            return fitting[-1]
+        settings = self.settings
+        if (
+            estimator.heavy_loss_windows >= settings.pause_loss_windows
+            and now - estimator.last_heavy_loss_at <= settings.pause_loss_seconds
+        ):
+            return None
+        return active[0]
 
     def _probe_wait(self) -> float:
         return self.settings.paused_probe_seconds if self.layer is None else self._backoff

@@ -27,6 +27,7 @@ from sfu.negotiation import CodecLike, offered_media
 from sfu.peer import Peer
 from sfu.producer import Producer
 from sfu.publisher import PublisherPeer
+from sfu.quality import LayeredTrack, QualityOptions
 from sfu.retransmission import RetransmissionLimits
 from sfu.tasks import TaskSet
 from sfu.track import PublishedTrack
@@ -55,6 +56,8 @@ class RouterOptions:
     ``publish_max_bitrate`` (bit/s) is the bandwidth estimate (REMB) each publisher gets
     from its first packet on, lowered only on loss (``sfu.publisher_bandwidth``); 0 leaves
     it to aiortc's receive-side estimator, which starts low and grows ≈ 8 % a second.
+    ``quality``: each viewer's bandwidth estimate and choice of video layer
+    (``sfu.quality``).
     """
 
     ice_servers: tuple[IceServer, ...] = ()
@@ -68,6 +71,7 @@ class RouterOptions:
     retransmission: RetransmissionLimits = field(default_factory=RetransmissionLimits)
     native_forwarding: bool = True
     publish_max_bitrate: int = 2_500_000
+    quality: QualityOptions = field(default_factory=QualityOptions)
 
 
 class Router:
@@ -256,6 +260,8 @@ class Router:
             on_lost=self._viewer_lost,
             on_closed=self._viewer_closed,
             native_forwarding=self.options.native_forwarding,
+            quality=self.options.quality,
+            track_of=self._track_of,
         )
         codecs: dict[str, CodecLike] = {}
         for producer in reversed(self.producers):
@@ -327,6 +333,10 @@ class Router:
         finally:
             self._close_done.set()
         logger.info("router closed", extra={"router_id": self.id})
+
+    def _track_of(self, producer: Producer) -> LayeredTrack | None:
+        """The published track ``producer`` is a layer of (for a viewer's layer choice)."""
+        return next((t for t in self.tracks if producer in t.offered_layers), None)
 
     def _check_open(self) -> None:
         if self.closed:

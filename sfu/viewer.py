@@ -8,7 +8,7 @@ from collections.abc import Callable
 
 from aiortc import MediaStreamTrack, RTCConfiguration, RTCRtpTransceiver
 from aiortc.rtcrtpparameters import RTCRtpSendParameters
-from aiortc.rtp import AnyRtcpPacket
+from aiortc.rtp import AnyRtcpPacket, RtcpPsfbPacket, RtcpRrPacket, RtcpSrPacket
 from av.frame import Frame
 
 from sfu import aiortc_adapter
@@ -19,11 +19,15 @@ from sfu.ice_config import HostNetwork
 from sfu.munger import RtpMunger
 from sfu.negotiation import MEDIA_KINDS, CodecLike, OfferedMedia, codec_preferences
 from sfu.peer import Peer
+from sfu.producer import Producer
+from sfu.quality import LayeredTrack, QualityOptions, ViewerQuality
 from sfu.sdp_validation import validate_description
 
 logger = logging.getLogger(__name__)
 
 _RECEIVING_DIRECTIONS = ("recvonly", "sendrecv")
+# What a viewer's bandwidth estimate reads (``sfu.quality``): receiver reports and REMB.
+_ESTIMATE_FEEDBACK = (RtcpRrPacket, RtcpSrPacket, RtcpPsfbPacket)
 
 
 class _IdleTrack(MediaStreamTrack):
@@ -47,9 +51,17 @@ class SendSlot:
     timestamp space (``munger``), which a down track attached later (a new publisher after
     the grace period) continues."""
 
-    def __init__(self, transceiver: RTCRtpTransceiver, *, native_forwarding: bool) -> None:
+    def __init__(
+        self,
+        transceiver: RTCRtpTransceiver,
+        *,
+        native_forwarding: bool,
+        quality: ViewerQuality | None = None,
+    ) -> None:
         self.kind = transceiver.kind
         self.sender = transceiver.sender
+        self._quality = quality
+        self._ssrc = aiortc_adapter.sender_ssrcs(self.sender)[0]
         self.parameters: RTCRtpSendParameters | None = None
         self.down_track: DownTrack | None = None
         self._native_forwarding = native_forwarding
@@ -79,6 +91,10 @@ class SendSlot:
             await self.down_track.start(parameters)
 
     async def _handle_rtcp(self, packet: AnyRtcpPacket) -> bool:
+        quality = self._quality
+        if quality is not None and isinstance(packet, _ESTIMATE_FEEDBACK):
+            # aiortc goes on with it (RTT, stats): read before, so the RTT is the last one
+            quality.feedback(packet, self._ssrc, aiortc_adapter.sender_rtt(self.sender))
         down_track = self.down_track
         return down_track is not None and await down_track.handle_rtcp(packet)
 
@@ -96,6 +112,8 @@ class ViewerPeer(Peer):
         on_lost: Callable[[Peer], None],
         on_closed: Callable[[ViewerPeer], None],
         native_forwarding: bool = True,
+        quality: QualityOptions | None = None,
+        track_of: Callable[[Producer], LayeredTrack | None] = lambda producer: None,
     ) -> None:
         super().__init__(configuration, network, on_lost)
         self._native_forwarding = native_forwarding
@@ -106,6 +124,14 @@ class ViewerPeer(Peer):
         self.slots: list[SendSlot] = []
         self._emit = emit
         self._on_closed = on_closed
+        self.quality = ViewerQuality(
+            router_id=router_id,
+            viewer_id=self.id,
+            options=quality or QualityOptions(),
+            emit=emit,
+            down_tracks=lambda: self.down_tracks,
+            track_of=track_of,
+        )
 
     @property
     def down_tracks(self) -> tuple[DownTrack, ...]:
@@ -145,7 +171,11 @@ class ViewerPeer(Peer):
         for kind in kinds:
             transceiver = self._pc.addTransceiver(_IdleTrack(kind), direction="sendonly")
             transceiver.setCodecPreferences(codec_preferences(kind, codecs.get(kind)))
-            self.slots.append(SendSlot(transceiver, native_forwarding=self._native_forwarding))
+            self.slots.append(
+                SendSlot(
+                    transceiver, native_forwarding=self._native_forwarding, quality=self.quality
+                )
+            )
         if offer_sdp is None:
             await self._set_local_description(await self._pc.createOffer())
             self.offer_sdp = str(self._pc.localDescription.sdp)
@@ -158,6 +188,7 @@ class ViewerPeer(Peer):
         if self.closed:
             return
         self.closed = True
+        self.quality.close()
         for down_track in self.down_tracks:
             down_track.close("viewer_closed")
         await self._close_peer_connection()
@@ -171,3 +202,4 @@ class ViewerPeer(Peer):
         super()._on_connection_state_change()
         if self.connected.is_set() and not already_connected and not self.closed:
             self._emit(ViewerConnected(router_id=self.router_id, viewer_id=self.id))
+            self.quality.start()

@@ -26,6 +26,7 @@ from aiortc import (
 )
 from aiortc.codecs import CODECS
 from aiortc.rate import RemoteBitrateEstimator
+from aiortc.rtcdtlstransport import RtpRouter
 from aiortc.rtcrtpparameters import RTCRtpSendParameters
 from aiortc.rtp import (
     RTCP_PSFB_APP,
@@ -298,6 +299,25 @@ async def test_intercept_sender_rtcp_sees_feedback_and_passes_the_rest(
         RtcpPsfbPacket(fmt=RTCP_PSFB_PLI, ssrc=1, media_ssrc=sender._ssrc)
     )
     assert [type(p) for p in seen] == [RtcpRtpfbPacket, RtcpRrPacket, RtcpPsfbPacket]
+
+
+def test_a_remb_reaches_each_sender_it_lists_and_its_bitrate_is_read() -> None:
+    router = RtpRouter()
+    video, audio, other = object(), object(), object()
+    router.register_sender(video, 1111)  # type: ignore[arg-type]
+    router.register_sender(audio, 2222)  # type: ignore[arg-type]
+    router.register_sender(other, 3333)  # type: ignore[arg-type]
+    remb = RtcpPsfbPacket(
+        fmt=RTCP_PSFB_APP, ssrc=1, media_ssrc=0, fci=pack_remb_fci(480_000, [1111, 2222])
+    )
+    assert router.route_rtcp(remb) == {video, audio}
+    assert aiortc_adapter.remb_bitrate(remb) == 480_000
+    assert (
+        aiortc_adapter.remb_bitrate(RtcpPsfbPacket(fmt=RTCP_PSFB_APP, ssrc=1, media_ssrc=0)) is None
+    )
+    assert (
+        aiortc_adapter.remb_bitrate(RtcpPsfbPacket(fmt=RTCP_PSFB_PLI, ssrc=1, media_ssrc=5)) is None
+    )
 
 
 async def test_on_receiver_rtcp_sees_each_packet_and_aiortc_still_handles_it(

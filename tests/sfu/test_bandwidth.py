@@ -53,11 +53,22 @@ def test_low_loss_grows_eight_percent_a_second_up_to_a_ceiling_above_what_is_sen
     assert est.estimate == pytest.approx(1_500_000)  # 1.5 * sent: never tested beyond
 
 
-def test_a_remb_below_what_is_sent_is_a_bound() -> None:
+def test_a_remb_falling_below_what_is_sent_is_a_bound() -> None:
     est = estimator(sent=1_000_000)
-    est.on_remb(850_000, now=1.0)
+    est.on_remb(1_200_000, now=0.5)
+    est.on_remb(850_000, now=1.0)  # Chromium saw an overuse
     assert est.estimate == 850_000
     assert est.last_decrease_at == 1.0
+
+
+def test_a_low_remb_that_does_not_fall_says_nothing() -> None:
+    # aiortc's receivers start low and climb by 8 %/s: the first REMB, and one that rises,
+    # is no sign of a congested link
+    est = estimator(sent=1_000_000)
+    est.on_remb(300_000, now=0.5)
+    est.on_remb(320_000, now=1.5)
+    assert est.estimate == 3_000_000
+    assert est.last_decrease_at < 0
 
 
 def test_a_remb_that_follows_what_is_sent_says_nothing() -> None:
@@ -71,6 +82,7 @@ def test_a_remb_that_follows_what_is_sent_says_nothing() -> None:
 
 def test_a_successful_probe_raises_the_estimate() -> None:
     est = estimator(sent=200_000)
+    est.on_remb(250_000, now=0.5)
     est.on_remb(150_000, now=1.0)
     est.probe_succeeded(600_000, now=3.0)
     assert est.estimate == 600_000
@@ -78,5 +90,25 @@ def test_a_successful_probe_raises_the_estimate() -> None:
 
 def test_never_below_the_floor() -> None:
     est = estimator(sent=10_000)
+    est.on_remb(9_000, now=0.5)
     est.on_remb(1_000, now=1.0)
     assert est.estimate == SETTINGS.min_bps
+
+
+def test_loss_is_read_over_a_window_of_the_viewers_reports() -> None:
+    # 5 % random loss: one report of 40 video packets may lose 5 (12.5 %), but with the
+    # audio's report the window lost 7 of 140 (5 %): no cut
+    est = estimator(sent=1_000_000)
+    est.on_report(1, highest_sequence=1000, packets_lost=0, now=0.1)
+    est.on_report(2, highest_sequence=5000, packets_lost=0, now=0.2)
+    est.on_report(1, highest_sequence=1040, packets_lost=5, now=0.6)
+    assert est.last_decrease_at < 0  # the window is not full yet
+    est.on_report(2, highest_sequence=5100, packets_lost=2, now=1.1)
+    assert est.loss == pytest.approx(7 / 140)
+    assert est.last_decrease_at < 0
+    # a link dropping 40 %: cut
+    est.on_report(1, highest_sequence=1090, packets_lost=25, now=1.6)
+    est.on_report(2, highest_sequence=5150, packets_lost=22, now=2.2)
+    assert est.loss == pytest.approx(0.4)
+    assert est.estimate == pytest.approx(800_000)
+    assert est.heavy_loss_windows == 1

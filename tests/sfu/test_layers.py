@@ -28,20 +28,34 @@ def test_steps_down_on_the_first_estimate_below_the_layer() -> None:
     est, sel = viewer()
     sel.select(0.0, est, LAYERS, AUDIO)
     est.sent(1_540_000)
+    est.on_remb(2_000_000, now=0.5)
     est.on_remb(850_000, now=1.0)  # Chromium saw an overuse
     assert sel.select(1.0, est, LAYERS, AUDIO).layer == 1
+
+
+def test_a_falling_remb_below_every_layer_without_loss_keeps_the_lowest() -> None:
+    est, sel = viewer()
+    sel.select(0.0, est, LAYERS, AUDIO)
+    est.sent(1_540_000)
+    est.on_remb(2_000_000, now=0.5)
+    est.on_remb(120_000, now=1.0)  # a queue, maybe passing: nothing was lost
+    assert sel.select(1.0, est, LAYERS, AUDIO).layer == 0
 
 
 def test_pauses_when_not_even_the_lowest_layer_fits_and_resumes_after_a_probe() -> None:
     est, sel = viewer()
     sel.select(0.0, est, LAYERS, AUDIO)
     est.sent(1_540_000)
+    est.on_remb(2_000_000, now=0.5)
     est.on_remb(120_000, now=1.0)
-    assert sel.select(1.0, est, LAYERS, AUDIO).layer is None
+    est.on_loss(0.6, now=1.0)  # the link drops what does not fit ...
+    assert sel.select(1.0, est, LAYERS, AUDIO).layer == 0  # (one window may be bad luck)
+    est.on_loss(0.6, now=2.0)  # ... and goes on dropping it
+    assert sel.select(2.0, est, LAYERS, AUDIO).layer is None
     est.sent(AUDIO)
     # no probe before paused_probe_seconds
-    assert sel.select(2.0, est, LAYERS, AUDIO).probe is None
-    now = 1.0 + SETTINGS.paused_probe_seconds
+    assert sel.select(3.0, est, LAYERS, AUDIO).probe is None
+    now = 2.0 + SETTINGS.paused_probe_seconds
     probe = sel.select(now, est, LAYERS, AUDIO).probe
     assert probe is not None
     assert probe.layer == 0

@@ -1,0 +1,245 @@
+"""A viewer's picture quality: its bandwidth estimate, its video layer and its probes.
+
+``ViewerQuality`` is one viewer's: it reads the viewer's feedback (REMB, receiver reports:
+``sfu.viewer.SendSlot`` hands them over) into a ``sfu.bandwidth.BandwidthEstimator``, and
+every ``interval_seconds`` measures what the viewer is sent, asks its ``sfu.layers.
+LayerSelector`` which layer of the video track to send, and has the video ``DownTrack``
+switch to it (on a keyframe of that layer), pause, resume or probe. A step down does not
+wait for the next turn: feedback that lowers the estimate is acted on when it arrives.
+What it does is reported as ``ViewerQualityChanged``.
+
+A probe sends padding on the video track's retransmission stream (``DownTrack.
+send_probe``) every ``PROBE_TICK_SECONDS``, so that the viewer receives the probe's rate in
+all; its REMB and loss while it does tell the selector whether the next layer fits.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import time
+from collections import deque
+from collections.abc import Callable, Sequence
+from dataclasses import dataclass, field
+from typing import Protocol
+
+from aiortc.rtp import AnyRtcpPacket, RtcpRrPacket, RtcpSrPacket
+
+from sfu import aiortc_adapter
+from sfu.bandwidth import BandwidthEstimator, EstimatorSettings
+from sfu.downtrack import DownTrack
+from sfu.events import SfuEvent, ViewerQualityChanged
+from sfu.layers import LayerSelector, LayerState, Selection, SelectorSettings
+from sfu.producer import Producer
+
+logger = logging.getLogger(__name__)
+
+# How often a probe's padding is sent while it runs.
+PROBE_TICK_SECONDS = 0.02
+# What the viewer's send rate is measured over.
+RATE_WINDOW_SECONDS = 1.0
+# How long after a resume receiver reports' losses are not taken (``BandwidthEstimator.
+# ignore_loss``): about one report interval (Chromium's and aiortc's: 0.5 to 1.5 s).
+RESUME_LOSS_IGNORED_SECONDS = 1.5
+# A layer with no packet for this long is not sent by the publisher (it turned it off).
+LAYER_ACTIVE_SECONDS = 1.0
+
+
+@dataclass(frozen=True)
+class QualityOptions:
+    """Each viewer's layer choice (``RouterOptions.quality``). ``auto_layers`` off: no
+    estimation, a viewer gets the top layer the publisher sends (or the one it chose) and is
+    never paused. ``interval_seconds``: how often the choice is made again."""
+
+    auto_layers: bool = True
+    interval_seconds: float = 0.5
+    estimator: EstimatorSettings = field(default_factory=EstimatorSettings)
+    selector: SelectorSettings = field(default_factory=SelectorSettings)
+
+
+class LayeredTrack(Protocol):
+    """A published track's layers, lowest quality first (``sfu.track.PublishedTrack``)."""
+
+    def layers_at(self, now: float) -> tuple[Producer, ...]: ...
+
+
+class _Rate:
+    """Bits per second of a growing byte counter, over the last ``RATE_WINDOW_SECONDS``."""
+
+    def __init__(self) -> None:
+        self._samples: deque[tuple[float, int]] = deque()
+
+    def update(self, now: float, total_bytes: int) -> float:
+        samples = self._samples
+        samples.append((now, total_bytes))
+        while len(samples) > 2 and now - samples[1][0] >= RATE_WINDOW_SECONDS:
+            samples.popleft()
+        first_at, first_bytes = samples[0]
+        elapsed = now - first_at
+        return (total_bytes - first_bytes) * 8 / elapsed if elapsed > 0 else 0.0
+
+
+class ViewerQuality:
+    """One viewer's estimate and layer choice (see the module's docstring)."""
+
+    def __init__(
+        self,
+        *,
+        router_id: str,
+        viewer_id: str,
+        options: QualityOptions,
+        emit: Callable[[SfuEvent], None],
+        down_tracks: Callable[[], Sequence[DownTrack]],
+        track_of: Callable[[Producer], LayeredTrack | None],
+    ) -> None:
+        now = time.monotonic()
+        self.router_id = router_id
+        self.viewer_id = viewer_id
+        self.options = options
+        self.estimator = BandwidthEstimator(options.estimator, now)
+        self.selector = LayerSelector(options.selector, now)
+        self.choice: int | None = None  # the viewer's own choice of layer; None: Auto
+        self._emit = emit
+        self._down_tracks = down_tracks
+        self._track_of = track_of
+        self._sent = _Rate()
+        self._audio = _Rate()
+        self._audio_bps = 0.0
+        self._timer: asyncio.TimerHandle | None = None
+        self._probe_timer: asyncio.TimerHandle | None = None
+        self._last_remb: AnyRtcpPacket | None = None
+        self._reported: ViewerQualityChanged | None = None
+        self._switch: asyncio.Task[None] | None = None
+        self.closed = False
+
+    def start(self) -> None:
+        """Choose every ``interval_seconds`` from now on (the viewer is connected)."""
+        if self._timer is None and not self.closed:
+            self._timer = asyncio.get_running_loop().call_later(0, self._turn)
+
+    def close(self) -> None:
+        self.closed = True
+        for timer in (self._timer, self._probe_timer):
+            if timer is not None:
+                timer.cancel()
+        self._timer = self._probe_timer = None
+        if self._switch is not None:
+            self._switch.cancel()
+
+    def choose(self, layer: int | None) -> None:
+        """The viewer's own choice: a layer (its index, lowest quality first) whatever its
+        estimate, or None for Auto."""
+        self.choice = layer
+        self._decide(time.monotonic())
+
+    def feedback(self, packet: AnyRtcpPacket, ssrc: int, rtt: float | None) -> None:
+        """RTCP from the viewer about its stream ``ssrc`` (see ``SendSlot``)."""
+        if not self.options.auto_layers:
+            return
+        now = time.monotonic()
+        estimator = self.estimator
+        before = estimator.last_decrease_at
+        bitrate = aiortc_adapter.remb_bitrate(packet)
+        if bitrate is not None:
+            if packet is self._last_remb:
+                return  # the same REMB, handed to the viewer's other sender too
+            self._last_remb = packet
+            estimator.on_remb(bitrate, now)
+        elif isinstance(packet, (RtcpRrPacket, RtcpSrPacket)):
+            estimator.on_rtt(rtt)
+            for report in packet.reports:
+                if report.ssrc == ssrc:
+                    estimator.on_report(ssrc, report.highest_sequence, report.packets_lost, now)
+        if estimator.last_decrease_at != before:
+            self._decide(now)  # step down now, not at the next turn
+
+    def _turn(self) -> None:
+        self._timer = None
+        if self.closed:
+            return
+        now = time.monotonic()
+        total = 0
+        for down_track in self._down_tracks():
+            sent = down_track.bytes_sent + down_track.probe_bytes
+            total += sent
+            if down_track.kind == "audio":
+                self._audio_bps = self._audio.update(now, sent)
+        self.estimator.sent(self._sent.update(now, total))
+        self._decide(now)
+        self._timer = asyncio.get_running_loop().call_later(
+            self.options.interval_seconds, self._turn
+        )
+
+    def _video(self) -> tuple[DownTrack, tuple[Producer, ...]] | None:
+        video = next((t for t in self._down_tracks() if t.kind == "video"), None)
+        if video is None or video.closed:
+            return None
+        track = self._track_of(video.producer)
+        if track is None:
+            return None
+        return video, track.layers_at(time.monotonic())
+
+    def _decide(self, now: float) -> None:
+        found = self._video()
+        if found is None:
+            return
+        video, layers = found
+        states = [
+            LayerState(layer.bitrate(now), layer.active(now, within=LAYER_ACTIVE_SECONDS))
+            for layer in layers
+        ]
+        if not any(state.active for state in states):
+            return  # the publisher sends nothing (yet, or for now): nothing to choose from
+        target = video.switching_to or video.producer
+        current = None if video.paused or target not in layers else layers.index(target)
+        selector = self.selector
+        if selector.started:
+            selector.layer = current
+        if self.options.auto_layers or self.choice is not None:
+            selection = selector.select(
+                now, self.estimator, states, self._audio_bps, manual=self.choice
+            )
+        else:  # as without estimation: the top layer the publisher sends
+            active = [i for i, state in enumerate(states) if state.active]
+            selection = Selection(active[-1] if active else current, None)
+        if selection.layer is None:
+            if current is not None and not video.paused:
+                video.pause()
+        elif selection.layer != current:
+            if video.paused:
+                self.estimator.ignore_loss(now + RESUME_LOSS_IGNORED_SECONDS)
+            self._switch_to(video, layers[selection.layer])
+        probe = selection.probe
+        if probe is not None and self._probe_timer is None:
+            extra = probe.rate - self.estimator.sent_bps  # on top of what it is sent now
+            self._probe_tick(video, extra, probe.until)
+        self._report(selection.layer, layers, video)
+
+    def _switch_to(self, video: DownTrack, layer: Producer) -> None:
+        if self._switch is not None and not self._switch.done():
+            self._switch.cancel()
+        self._switch = asyncio.ensure_future(video.switch_layer(layer))
+
+    def _probe_tick(self, video: DownTrack, extra: float, until: float) -> None:
+        """Send ``extra`` bits/s of padding until ``until``."""
+        self._probe_timer = None
+        if self.closed or time.monotonic() >= until or video.closed or extra <= 0:
+            return
+        video.send_probe(int(extra * PROBE_TICK_SECONDS / 8))
+        self._probe_timer = asyncio.get_running_loop().call_later(
+            PROBE_TICK_SECONDS, self._probe_tick, video, extra, until
+        )
+
+    def _report(self, layer: int | None, layers: Sequence[Producer], video: DownTrack) -> None:
+        heights = tuple(size[1] if (size := p.frame_size) is not None else 0 for p in layers)
+        event = ViewerQualityChanged(
+            router_id=self.router_id,
+            viewer_id=self.viewer_id,
+            layer=layer,
+            heights=heights,
+            auto=self.choice is None,
+            paused=layer is None,
+        )
+        if event != self._reported:
+            self._reported = event
+            self._emit(event)
