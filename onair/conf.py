@@ -260,6 +260,21 @@ class OnAirSettings:
         "native` builds it, and must run again after `forward.c` changes: a stale build is "
         "not loaded).",
     )
+    auto_layers: bool = setting(
+        True,
+        FLAG,
+        "Each viewer is sent the video layer its own link carries (simulcast), estimated from "
+        "its feedback, and its video pauses (audio goes on) when not even the lowest fits. "
+        "`0`: every viewer gets the top layer the broadcaster sends, as without estimation; a "
+        "viewer's own choice in the watch page's quality menu still applies.",
+    )
+    viewer_initial_bitrate: int = setting(
+        5_000_000,
+        INTEGER,
+        "Bits per second a new viewer's link is assumed to carry before its first feedback: "
+        "it starts on the highest layer that fits and steps down within a second if its link "
+        "takes less.",
+    )
     max_sessions_per_address: int = setting(
         50,
         INTEGER,

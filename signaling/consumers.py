@@ -56,6 +56,7 @@ from signaling.messages import (
     MessageError,
     Offer,
     Ping,
+    Quality,
     Restart,
     Watch,
     parse_message,
@@ -479,6 +480,10 @@ class WatchConsumer(_StreamConsumer):
                 )
         elif isinstance(message, Restart):
             await self.restart_viewing()
+        elif isinstance(message, Quality) and self.viewer_id is not None:
+            await gateway.viewer_choose_layer(
+                stream_id=str(self.stream.pk), viewer_id=self.viewer_id, layer=message.layer
+            )
 
     async def join_count(self) -> None:
         """Count this viewer in (once per WebSocket), through the viewers service."""
@@ -575,6 +580,17 @@ class WatchConsumer(_StreamConsumer):
         if event["tag"] == self.viewer_tag and self.viewer_id is not None:
             with contextlib.suppress(ConflictError):  # the broadcast ended meanwhile
                 await self.join_count()
+
+    async def viewer_quality(self, event: dict[str, Any]) -> None:
+        """The gateway: what this page's viewer is sent of the video changed."""
+        if event["tag"] == self.viewer_tag and self.viewer_id is not None:
+            await self.send_json(
+                "quality",
+                layer=event["layer"],
+                heights=event["heights"],
+                auto=event["auto"],
+                paused=event["paused"],
+            )
 
     async def viewer_gone(self, event: dict[str, Any]) -> None:
         """The gateway: this page's viewer was closed by the SFU. Only its connect deadline

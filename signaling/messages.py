@@ -69,10 +69,23 @@ class Ping:
     pass
 
 
-Message = Offer | Answer | Candidate | Auth | End | Restart | Watch | Ping
+@dataclass(frozen=True, slots=True)
+class Quality:
+    """The viewer's choice of video layer: its index, lowest quality first (as in the
+    server's ``quality`` message), or None for Auto."""
+
+    layer: int | None
+
+
+# A simulcast source has a handful of layers; an index above this is no layer of any.
+MAX_LAYER_INDEX: Final = 15
+
+Message = Offer | Answer | Candidate | Auth | End | Restart | Watch | Ping | Quality
 
 STUDIO_TYPES: Final = frozenset({"auth", "offer", "candidate", "end", "ping"})
-WATCH_TYPES: Final = frozenset({"watch", "offer", "answer", "candidate", "restart", "ping"})
+WATCH_TYPES: Final = frozenset(
+    {"watch", "offer", "answer", "candidate", "restart", "ping", "quality"}
+)
 
 
 def parse_message(
@@ -157,6 +170,17 @@ def _auth(data: dict[str, Any]) -> Auth:
     return Auth(key=key)
 
 
+def _quality(data: dict[str, Any]) -> Quality:
+    layer = data.get("layer")
+    if layer is not None and (
+        not isinstance(layer, int) or isinstance(layer, bool) or not 0 <= layer <= MAX_LAYER_INDEX
+    ):
+        raise MessageError(
+            "bad_message", '"quality" needs "layer": a layer index (0 = lowest), or null for Auto.'
+        )
+    return Quality(layer=layer)
+
+
 _PARSERS: Final[dict[str, Callable[[dict[str, Any]], Message]]] = {
     "offer": lambda data: Offer(sdp=_sdp(data)),
     "answer": lambda data: Answer(sdp=_sdp(data)),
@@ -166,4 +190,5 @@ _PARSERS: Final[dict[str, Callable[[dict[str, Any]], Message]]] = {
     "restart": lambda data: Restart(),
     "watch": lambda data: Watch(),
     "ping": lambda data: Ping(),
+    "quality": _quality,
 }

@@ -306,6 +306,13 @@ class ClusterGateway:
     async def viewer_close(self, *, stream_id: str, viewer_id: str) -> None:
         await self._forward("viewer_close", stream_id=stream_id, viewer_id=viewer_id)
 
+    async def viewer_choose_layer(
+        self, *, stream_id: str, viewer_id: str, layer: int | None
+    ) -> None:
+        await self._forward(
+            "viewer_choose_layer", stream_id=stream_id, viewer_id=viewer_id, layer=layer
+        )
+
 
 def _placed(worker: WorkerInfo, result: ViewResult) -> ViewResult:
     return ViewResult(viewer_id=session_id(worker.id, result.viewer_id), sdp=result.sdp)

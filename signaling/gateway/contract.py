@@ -195,6 +195,12 @@ class Gateway(Protocol):
     async def viewer_close(self, *, stream_id: str, viewer_id: str) -> None:
         """Close the viewer (its page left, or asked for a new one)."""
 
+    async def viewer_choose_layer(
+        self, *, stream_id: str, viewer_id: str, layer: int | None
+    ) -> None:
+        """The viewer's choice of video layer (index, lowest quality first), whatever its
+        bandwidth estimate; None: Auto, the layer its estimate allows (``sfu.quality``)."""
+
 
 async def publisher_status(gateway: Gateway, *, stream_id: str, live: bool) -> str | None:
     """What a watch page shows of the broadcaster: ``None`` when the stream is not live,
@@ -287,6 +293,7 @@ VERBS: dict[str, Verb] = {
         _verb("viewer_candidate", session="viewer_id"),
         _verb("viewer_restart_ice", session="viewer_id", gone=OVER_VIEWING),
         _verb("viewer_close", session="viewer_id", told=True),
+        _verb("viewer_choose_layer", session="viewer_id", told=True),
         _verb("close_router", told=True),
     )
 }
@@ -340,6 +347,20 @@ class ViewerUp(GatewayEvent):
 
     viewer_id: str
     notice: ConnectNotice | None
+
+
+@dataclass(frozen=True)
+class ViewerQuality(GatewayEvent):
+    """What a viewer is sent of the video changed (``sfu.ViewerQualityChanged``):
+    ``layer`` (None while ``paused``), the layers' ``heights`` (lowest first, 0 where not
+    known), ``auto`` (False: the viewer chose the layer). ``notice``: its watch page."""
+
+    viewer_id: str
+    notice: ConnectNotice | None
+    layer: int | None
+    heights: tuple[int, ...]
+    auto: bool
+    paused: bool
 
 
 @dataclass(frozen=True)

@@ -34,8 +34,11 @@ from sfu import (
     ViewerConnected,
     ViewerLeft,
     ViewerPeer,
+    ViewerQualityChanged,
 )
+from sfu.bandwidth import EstimatorSettings
 from sfu.ice_config import HostNetwork, restart_ice
+from sfu.quality import QualityOptions
 from sfu.sdp_validation import validate_description
 from sfu.tasks import TaskSet, log_failure
 from signaling.gateway import reactions
@@ -54,6 +57,7 @@ from signaling.gateway.contract import (
     PublisherUp,
     PublishResult,
     ViewerEnded,
+    ViewerQuality,
     ViewerUp,
     ViewResult,
     connection_lost,
@@ -125,6 +129,10 @@ class EmbeddedGateway:
             publisher_media_timeout_seconds=conf.publisher_media_timeout_seconds,
             native_forwarding=conf.native_forwarding,
             publish_max_bitrate=conf.publish_max_bitrate,
+            quality=QualityOptions(
+                auto_layers=conf.auto_layers,
+                estimator=EstimatorSettings(initial_bps=float(conf.viewer_initial_bitrate)),
+            ),
         )
 
     def publisher_grace_seconds(self) -> float:
@@ -325,6 +333,13 @@ class EmbeddedGateway:
         if viewer is not None:
             await viewer.close()
 
+    async def viewer_choose_layer(
+        self, *, stream_id: str, viewer_id: str, layer: int | None
+    ) -> None:
+        viewer = self.viewer_session(stream_id, viewer_id)
+        if viewer is not None:
+            viewer.quality.choose(layer)
+
     # --- events from the SFU -----------------------------------------------------------
 
     def _on_event(self, event: SfuEvent) -> None:
@@ -350,6 +365,21 @@ class EmbeddedGateway:
             self.limits().release(event.viewer_id)
             notice = self._notices.pop(event.viewer_id, None)
             return [ViewerEnded(stream_id, event.viewer_id, event.reason, notice)]
+        if isinstance(event, ViewerQualityChanged):
+            notice = self._notices.get(event.viewer_id)
+            if notice is None:
+                return []  # a WHEP player: nobody to tell
+            return [
+                ViewerQuality(
+                    stream_id,
+                    event.viewer_id,
+                    notice,
+                    event.layer,
+                    event.heights,
+                    event.auto,
+                    event.paused,
+                )
+            ]
         if isinstance(event, PublisherConnected):
             return [PublisherUp(stream_id, event.publisher_id)]
         if isinstance(event, PublisherDisconnected):

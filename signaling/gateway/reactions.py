@@ -7,7 +7,8 @@ gateway events (``contract.GatewayEvent``) and runs what ``react`` returns for e
   (``publisher.status`` connected or reconnecting, ``publisher.replaced`` for the studio
   that was taken over);
 - a watch page hears about the viewer it asked for (``viewer.connected`` once its
-  connection is up: it is counted then; ``viewer.gone``);
+  connection is up: it is counted then; ``viewer.gone``; ``viewer.quality``: the video
+  layer it is sent, or that its video is paused);
 - a broadcast whose publisher did not come back within its grace period ends
   (``broadcast.services``, reason ``publisher_lost``);
 - a WHEP viewer is counted once connected; the WHIP/WHEP session of a peer that went away
@@ -40,6 +41,7 @@ from signaling.gateway.contract import (
     PublisherEnded,
     PublisherUp,
     ViewerEnded,
+    ViewerQuality,
     ViewerUp,
     session_id,
 )
@@ -65,6 +67,18 @@ def react(event: GatewayEvent, *, worker_id: str | None = None) -> list[Work]:
         work.append(_peer_gone(kind=SessionKind.WHEP, sfu_id=_sfu_id(event.viewer_id, worker_id)))
         if event.notice is not None:
             work.append(_notify(event.notice, "viewer.gone", reason=event.reason))
+    elif isinstance(event, ViewerQuality):
+        if event.notice is not None:
+            work.append(
+                _notify(
+                    event.notice,
+                    "viewer.quality",
+                    layer=event.layer,
+                    heights=list(event.heights),
+                    auto=event.auto,
+                    paused=event.paused,
+                )
+            )
     elif isinstance(event, PublisherUp):
         work.append(group_send(event.stream_id, "publisher.status", status="connected"))
     elif isinstance(event, PublisherDown):

@@ -2,6 +2,7 @@
 // tracks), the page answers; it starts by itself when the broadcast goes live, resumes
 // after reconnects and shows when the broadcast has ended.
 "use strict";
+import { setupQuality } from "./quality.js";
 import { SignalingClient, formatBitrate, trickle } from "./signaling.js";
 
 const config = JSON.parse(document.getElementById("onair-config").textContent);
@@ -74,6 +75,7 @@ function clearStats(connection) {
 function closePeer() {
   if (state.pc) state.pc.close();
   state.pc = null;
+  quality.reset();
 }
 
 function newPeer() {
@@ -121,6 +123,7 @@ async function play() {
 }
 
 const signaling = new SignalingClient(config.ws_path);
+const quality = setupQuality(signaling, $);
 
 signaling.on("welcome", (msg) => {
   state.signalingUp = true;

@@ -544,3 +544,34 @@ async def test_an_unexpected_failure_costs_one_request_not_the_connection(
     assert (await refreshed(stream)).state == Stream.State.IDLE
     await studio.close()
     await publisher.close()
+
+
+async def test_the_watch_page_hears_its_quality_and_chooses_a_layer(
+    owner: User, live_stream_parts: tuple[Stream, IssuedKey], sfu_cleanup: None
+) -> None:
+    stream, _ = live_stream_parts
+    studio, publisher = await go_live(stream, owner)
+    socket, viewer = await watch(stream)
+    assert await viewer.wait_for_frames(video=5, within=20)
+    quality = await socket.expect("quality")
+    while quality["heights"] == [0]:  # reported before the layer's first keyframe was read
+        quality = await socket.expect("quality")
+    assert quality == {
+        "type": "quality",
+        "layer": 0,
+        "heights": [240],  # the test publisher's one layer
+        "auto": True,
+        "paused": False,
+    }
+    await socket.send({"type": "quality", "layer": 0})
+    chosen = await socket.expect("quality")
+    assert chosen["layer"] == 0
+    assert chosen["auto"] is False
+    await socket.send({"type": "quality", "layer": None})
+    assert (await socket.expect("quality"))["auto"] is True
+    await socket.send({"type": "quality", "layer": "top"})
+    assert (await socket.expect("error"))["code"] == "bad_message"
+    for closeable in (socket, studio):
+        await closeable.close()
+    for peer in (publisher, viewer):
+        await peer.close()

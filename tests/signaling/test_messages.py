@@ -12,6 +12,7 @@ from signaling.messages import (
     End,
     MessageError,
     Offer,
+    Quality,
     parse_message,
 )
 
@@ -81,3 +82,16 @@ def test_oversized_and_binary_frames_are_refused() -> None:
     huge = json.dumps({"type": "offer", "sdp": "a" * MAX_FRAME_BYTES})
     assert error_code(huge) == "too_large"
     assert error_code(None, b"\x00\x01") == "bad_json"
+
+
+def test_a_viewer_chooses_a_layer_by_index_or_auto_with_null() -> None:
+    assert parse({"type": "quality", "layer": 2}, WATCH_TYPES) == Quality(layer=2)
+    assert parse({"type": "quality", "layer": None}, WATCH_TYPES) == Quality(layer=None)
+    assert parse({"type": "quality"}, WATCH_TYPES) == Quality(layer=None)
+    for bad in (-1, 16, 1.5, "1", True):
+        with pytest.raises(MessageError) as caught:
+            parse({"type": "quality", "layer": bad}, WATCH_TYPES)
+        assert caught.value.code == "bad_message"
+    with pytest.raises(MessageError) as caught:
+        parse({"type": "quality", "layer": 0})  # not a studio message
+    assert caught.value.code == "unknown_type"
