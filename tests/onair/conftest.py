@@ -49,14 +49,18 @@ def make_run_server(
     tmp_path: Path, *, host: str = "127.0.0.1", unset: tuple[str, ...] = (), **settings: str
 ) -> Iterator[tuple[Server, str]]:
     """``make run HOST=host``'s server on a fresh database with the demo stream; and its key.
-    ``unset``: variables of the test environment the server does not get."""
+    ``unset``: variables of the test environment the server does not get. It has a TURN
+    server (whose secret must reach no log) unless ``settings`` say otherwise: nothing
+    listens there, so each peer the SFU makes waits out its TURN allocation (≈ 5 s)."""
     port = free_port(host)
     env = app_environment(
         database_url=f"sqlite:///{tmp_path / 'db.sqlite3'}",
-        ONAIR_TURN_URLS="turn:127.0.0.1:3478",
-        ONAIR_TURN_SECRET=TURN_SECRET,
-        LOG_LEVEL="DEBUG",  # everything any logger says, Django's request warnings included
-        **settings,
+        **{
+            "ONAIR_TURN_URLS": "turn:127.0.0.1:3478",
+            "ONAIR_TURN_SECRET": TURN_SECRET,
+            "LOG_LEVEL": "DEBUG",  # everything any logger says, Django's warnings included
+            **settings,
+        },
     )
     manage(env, "migrate", "--noinput")
     demo = manage(env, "onair_demo", "--host", host, "--port", str(port))

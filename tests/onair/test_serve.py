@@ -12,6 +12,7 @@ import json
 import os
 import select
 import socket
+from collections.abc import Iterator
 
 import pytest
 import websockets
@@ -32,7 +33,7 @@ from onair.serve import (
     binds_loopback_only,
 )
 from testpeers import TestPublisher, TestViewer, wait_until
-from tests.onair.conftest import Server
+from tests.onair.conftest import Server, make_run_server
 
 pytestmark = pytest.mark.timeout(120)
 
@@ -74,6 +75,17 @@ def _deleted_files(pid: int) -> dict[str, int]:
     return sizes
 
 
+@pytest.fixture(scope="module")
+def server(tmp_path_factory: pytest.TempPathFactory) -> Iterator[tuple[Server, str]]:
+    """One ``make run`` server for the module's tests (each leaves it as it found it: no
+    session, no connection, nothing spooled), started once instead of once a test; without
+    TURN, which these tests do not need and whose unanswered allocations slow every peer."""
+    with make_run_server(
+        tmp_path_factory.mktemp("serve"), ONAIR_TURN_URLS="", ONAIR_TURN_SECRET=""
+    ) as served:
+        yield served
+
+
 def _assert_no_error_logged(served: Server) -> None:
     log = served.log()
     assert " ERROR " not in log, log
@@ -89,6 +101,7 @@ async def test_a_declared_length_over_the_limit_is_refused_before_its_body(
     server: tuple[Server, str],
 ) -> None:
     served, _ = server
+    logged = len(served.log())
     for path in ("/whep/demo", "/api/v1/auth/token/", "/"):
         with socket.create_connection(("127.0.0.1", served.port), timeout=30) as connection:
             connection.sendall(
@@ -104,7 +117,7 @@ async def test_a_declared_length_over_the_limit_is_refused_before_its_body(
         assert b"Connection: close" in response
         assert b"100 Continue" not in response
         assert body == TOO_LARGE
-    assert '"POST /whep/demo" 413' in served.log()
+    assert '"POST /whep/demo" 413' in served.log()[logged:]
     _assert_no_error_logged(served)
 
 
@@ -237,6 +250,7 @@ async def _flood(served: Server, frame: str, most: int) -> tuple[int, int | None
 
 async def test_a_websocket_flood_is_closed_and_holds_little(server: tuple[Server, str]) -> None:
     served, _ = server
+    logged = len(served.log())
     # Pings as fast as one client sends them (faster than a consumer handles them), then
     # 60-KB frames, each on a new socket.
     closed = (4429, "More than 1048576 bytes of messages waiting; slow down.")
@@ -257,8 +271,7 @@ async def test_a_websocket_flood_is_closed_and_holds_little(server: tuple[Server
     await ws.send('{"type": "ping"}')
     assert json.loads(await asyncio.wait_for(ws.recv(), 30))["type"] == "pong"
     await ws.close()
-    log = served.log()
-    assert "websocket closed: its messages waiting passed 1048576 bytes" in log
+    assert "websocket closed: its messages waiting passed 1048576 bytes" in served.log()[logged:]
     _assert_no_error_logged(served)
 
 
