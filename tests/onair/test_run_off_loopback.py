@@ -44,17 +44,24 @@ def _outside_address() -> str:
     pytest.skip("this machine has no IPv4 address but loopback to serve on")
 
 
-@pytest.fixture
-def public_server(tmp_path: Path) -> Iterator[Server]:
-    """``make run HOST=<eth0's address>`` as an operator starts it: DJANGO_DEBUG not set."""
-    with make_run_server(tmp_path, host=_outside_address(), unset=("DJANGO_DEBUG",)) as (
+@pytest.fixture(scope="module")
+def workdir(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    """The public server's folder: its database and log."""
+    return tmp_path_factory.mktemp("public-server")
+
+
+@pytest.fixture(scope="module")
+def public_server(workdir: Path) -> Iterator[Server]:
+    """``make run HOST=<eth0's address>`` as an operator starts it: DJANGO_DEBUG not set.
+    One for the module: its tests only read, but for a private stream of their own."""
+    with make_run_server(workdir, host=_outside_address(), unset=("DJANGO_DEBUG",)) as (
         served,
         _,
     ):
         yield served
 
 
-def _private_stream(tmp_path: Path) -> str:
+def _private_stream(workdir: Path) -> str:
     """A private stream of the demo user in the server's database; its slug."""
     code = (
         "from django.contrib.auth.models import User\n"
@@ -64,7 +71,7 @@ def _private_stream(tmp_path: Path) -> str:
         " visibility=Stream.Visibility.PRIVATE)\n"
         "print(stream.slug)\n"
     )
-    env = app_environment(database_url=f"sqlite:///{tmp_path / 'db.sqlite3'}")
+    env = app_environment(database_url=f"sqlite:///{workdir / 'db.sqlite3'}")
     return subprocess.run(
         [sys.executable, "manage.py", "shell", "-c", code],
         cwd=ROOT,
@@ -102,8 +109,8 @@ def test_an_outside_client_gets_no_debug_page(public_server: Server) -> None:
     assert headers["Content-Type"].startswith("text/css")
 
 
-def test_a_private_stream_answers_as_a_missing_one(public_server: Server, tmp_path: Path) -> None:
-    slug = _private_stream(tmp_path)
+def test_a_private_stream_answers_as_a_missing_one(public_server: Server, workdir: Path) -> None:
+    slug = _private_stream(workdir)
     local = {"Host": f"127.0.0.1:{public_server.port}"}
     private = public_server.request("GET", f"/watch/{slug}/", headers=local)
     missing = public_server.request("GET", "/watch/no-such-stream/", headers=local)
