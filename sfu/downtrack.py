@@ -350,12 +350,12 @@ class DownTrack(TrackForwarder):
     def send_probe(self, size: int) -> int:
         """Send about ``size`` bytes of padding on the retransmission stream (RFC 4588
         padding-only packets, as libwebrtc probes with): a receiver drops them, but its
-        bandwidth estimate counts them. The bytes sent (0 when there is no RTX stream to
-        send them on or the track does not forward)."""
-        group = self._group
+        bandwidth estimate counts them; a paused track sends them too. The bytes sent (0
+        when there is no RTX stream to send them on, or before the sender has started)."""
         rtp = self._rtp
-        if group is None or rtp is None or self._rtx_payload_type is None:
+        if self._group_args is None or rtp is None or self._rtx_payload_type is None:
             return 0
+        _, _, mid, extensions_map = self._group_args
         timestamp = self._munger.mapping.last_out_ts
         abs_send_time = (clock.current_ntp_time() >> 14) & 0x00FFFFFF
         sent = 0
@@ -367,9 +367,9 @@ class DownTrack(TrackForwarder):
                 ssrc=self._rtx_ssrc,
             )
             packet.padding_size = PROBE_PADDING
-            packet.extensions = HeaderExtensions(mid=group.mid, abs_send_time=abs_send_time)
+            packet.extensions = HeaderExtensions(mid=mid, abs_send_time=abs_send_time)
             self._rtx_sequence_number = (self._rtx_sequence_number + 1) & 0xFFFF
-            size_sent = rtp.send_packet(packet.serialize(group.extensions_map))
+            size_sent = rtp.send_packet(packet.serialize(extensions_map))
             if not size_sent:
                 break
             sent += size_sent

@@ -14,12 +14,15 @@ selector names the layer to send, or none (video paused: audio goes on), and whe
 - Up, slowly and only after a probe: a viewer's REMB does not rise much above what it
   receives, so an estimate above the next layer's needs is only learnt by sending that
   much. Once the estimate has been steady (no decrease for ``steady_seconds``) the selector
-  asks for a probe at the next layer's rate plus ``up_margin`` (extra packets sent to the
-  viewer, see ``sfu.downtrack``) for ``probe_seconds``; if no feedback decreased the
-  estimate during it and ``probe_settle_seconds`` after, the probe succeeded, the estimate
-  is raised to its rate and the layer steps up. A failed probe doubles the wait before the
-  next, up to ``probe_backoff_max_seconds``; a paused viewer is probed every
-  ``paused_probe_seconds`` for the lowest layer.
+  asks for a probe toward the next layer's rate plus ``up_margin`` (extra packets sent to
+  the viewer, see ``sfu.quality``) for ``probe_seconds``, but never more than
+  ``probe_ratio`` times the estimate, so that a probe the link cannot take overflows it
+  briefly and by little; if no feedback decreased the estimate during it and
+  ``probe_settle_seconds`` after, the probe succeeded and the estimate is raised to its
+  rate: the layer steps up if that is enough, else the next probe, higher, follows at
+  once. A failed probe doubles the wait before the next, from ``probe_backoff_seconds`` up
+  to ``probe_backoff_max_seconds``; a paused viewer is probed this way toward the lowest
+  layer, the first time ``paused_probe_seconds`` after it paused.
 - A fixed choice is sent whatever the estimate (the viewer asked for it); a fixed layer
   that is not sent by the publisher (inactive) falls back to the nearest active one below,
   else above.
@@ -39,10 +42,11 @@ class SelectorSettings:
 
     up_margin: float = 0.15
     steady_seconds: float = 2.0
-    probe_seconds: float = 0.8
-    probe_settle_seconds: float = 1.0
+    probe_seconds: float = 0.6
+    probe_settle_seconds: float = 0.6
+    probe_ratio: float = 2.0
     probe_backoff_seconds: float = 2.0
-    probe_backoff_max_seconds: float = 16.0
+    probe_backoff_max_seconds: float = 8.0
     paused_probe_seconds: float = 3.0
     pause_loss_seconds: float = 2.0
     pause_loss_windows: int = 2
@@ -139,19 +143,19 @@ class LayerSelector:
             return Selection(self.layer, None)
         if probe is not None:
             settle = probe.until + self.settings.probe_settle_seconds
-            if now >= settle and estimator.last_feedback_at < probe.until:
+            if now < settle:
+                return Selection(self.layer, probe if now < probe.until else None)
+            if estimator.last_feedback_at < probe.until:
                 if now >= settle + 2 * self.settings.probe_settle_seconds:
                     self._fail_probe(now)  # no feedback: nothing learnt
                 return Selection(self.layer, None)
-            if now >= settle:
-                self._probe = None
-                estimator.probe_succeeded(probe.rate, now)
-                self._backoff = self.settings.probe_backoff_seconds
-                self._next_probe_at = now + self._probe_wait()
-                if probe.layer in active:
-                    self.layer = probe.layer
-                return Selection(self.layer, None)
-            return Selection(self.layer, probe if now < probe.until else None)
+            # the viewer took it: the estimate is raised, and the layer steps up if that is
+            # enough, else the next probe, higher, may follow at once
+            self._probe = None
+            estimator.probe_succeeded(probe.rate, now)
+            self._backoff = self.settings.probe_backoff_seconds
+            self._next_probe_at = now
+            estimate = estimator.estimate
         upper = [i for i in active if current is None or i > current]
         if not upper:
             return Selection(self.layer, None)
@@ -162,9 +166,9 @@ class LayerSelector:
             self.layer = max(i for i in upper if need(i) * margin <= estimate)
             return Selection(self.layer, None)
         steady = now - estimator.last_decrease_at >= self.settings.steady_seconds
-        if now >= self._next_probe_at and (steady or current is None):
+        if now >= self._next_probe_at and (steady or current is None) and estimate > 0:
             self._probe = Probe(
-                rate=need(target) * margin,
+                rate=min(need(target) * margin, self.settings.probe_ratio * estimate),
                 started=now,
                 until=now + self.settings.probe_seconds,
                 layer=target,

@@ -187,6 +187,9 @@ async def test_a_probe_sends_padding_the_viewer_drops_on_the_retransmission_stre
         sent = video.send_probe(20_000)
         assert sent >= 20_000
         assert video.probe_packets >= 20_000 // 300
+        video.pause()  # a paused track is probed too (toward the lowest layer)
+        assert video.send_probe(5_000) >= 5_000
+        await video.switch_layer(video.producer)
         frames = viewer.video.frames
         assert await viewer.wait_for_frames(video=frames + 10)
     assert decode_errors.errors == 0
