@@ -5,11 +5,13 @@ it sends through. What it needs of aiortc's private state goes through ``sfu.aio
 
 from __future__ import annotations
 
+import asyncio
 import functools
 import os
 import socket
 import struct
-from typing import Any
+from collections import deque
+from typing import Any, NamedTuple
 
 from aioice.ice import CandidatePair
 from aiortc import RTCDtlsTransport, RTCRtpSender
@@ -31,6 +33,24 @@ _SCRATCH_LENGTH = aiortc_adapter.SRTP_FFI.new("int *")
 _UDP_SEGMENT = getattr(socket, "UDP_SEGMENT", 103)  # Linux ≥ 4.18, <netinet/udp.h>
 _MAX_SEGMENTS = 64  # the kernel's UDP_MAX_SEGMENTS
 _SEGMENT_SIZES: dict[int, list[tuple[int, int, bytes]]] = {}
+# Pacing (``DirectRtpSender.set_pacing_rate``): what may leave at once beyond the rate (a
+# few packets, or this long at the rate), and how long a queue it keeps at the rate before
+# it drops its oldest frames: past that, what is queued would arrive too late to be shown.
+PACING_BURST_SECONDS = 0.02
+PACING_BURST_MIN_BYTES = 3 * 1300
+PACING_QUEUE_SECONDS = 0.4
+
+
+class _Paced(NamedTuple):
+    """A packet waiting in the pacer: a media packet (``template`` with its header fields,
+    ``ntp`` its forwarding time) or, with ``ssrc`` None, a retransmission sent as is."""
+
+    template: bytes
+    sequence_number: int
+    timestamp: int
+    ssrc: int | None
+    ntp: int
+    payload_bytes: int
 
 
 def _segment_size(size: int) -> list[tuple[int, int, bytes]]:
@@ -83,6 +103,13 @@ class DirectRtpSender:
         "_dtls",
         "_gso",
         "_nominated",
+        "_pacing_bytes",
+        "_pacing_loop",
+        "_pacing_queue",
+        "_pacing_queued_bytes",
+        "_pacing_timer",
+        "_pacing_tokens",
+        "_pacing_updated",
         "_pair",
         "_sender",
         "_session",
@@ -91,6 +118,7 @@ class DirectRtpSender:
         "_target",
         "_transport",
         "native_send_hook",
+        "paced_dropped_packets",
     )
 
     def __init__(self, sender: RTCRtpSender) -> None:
@@ -109,6 +137,14 @@ class DirectRtpSender:
         # where tests watch the C loop's sends: a cffi callback taking (hook data, data,
         # length, GSO segment size or 0) and returning the bytes taken or -errno
         self.native_send_hook: Any = None
+        self._pacing_bytes: float | None = None  # the pacing rate in bytes per second
+        self._pacing_queue: deque[_Paced] = deque()
+        self._pacing_queued_bytes = 0
+        self._pacing_tokens = 0.0
+        self._pacing_updated = 0.0
+        self._pacing_timer: asyncio.TimerHandle | None = None
+        self._pacing_loop: asyncio.AbstractEventLoop | None = None
+        self.paced_dropped_packets = 0  # dropped from the pacer's queue (it was full)
 
     @property
     def transport(self) -> Any:
@@ -151,12 +187,29 @@ class DirectRtpSender:
         payloads' size); the RTP bytes sent, 0 if nothing was.
 
         aiortc's ``_run_rtcp`` reports the sender's counters and NTP/RTP timestamp
-        pair, but only its own ``_run_rtp`` (idle here) updates them."""
+        pair, but only its own ``_run_rtp`` (idle here) updates them.
+
+        While pacing (``set_pacing_rate``) the packets are queued, and the bytes queued are
+        returned."""
         dtls = self._dtls
         if not dtls_connected(dtls) or not templates:
             return 0
         if not self._bound() and not self.bind():
             return 0
+        if self._pacing_bytes is not None:
+            return self._enqueue(templates, headers, ssrc, ntp_time)
+        return self._send_now(templates, headers, ssrc, ntp_time, payload_bytes)
+
+    def _send_now(
+        self,
+        templates: list[bytes],
+        headers: list[tuple[int, int]],
+        ssrc: int,
+        ntp_time: int,
+        payload_bytes: int,
+    ) -> int:
+        """``send`` without the pacer (DTLS up and bound: checked by the caller)."""
+        dtls = self._dtls
         srtp = self._srtp
         buffer = _SCRATCH_BUFFER
         scratch = _SCRATCH
@@ -209,9 +262,10 @@ class DirectRtpSender:
         use leaves it writing to a socket no one reads, not to whatever reuses the number),
         and it holds its SRTP session and send hook until it is freed, which is when nothing
         holds it any more, the C loop's ``TargetSet`` included; so does ``mapping``. Its
-        counters are taken with ``take_native_counters``."""
+        counters are taken with ``take_native_counters``. None while pacing: the pacer is
+        Python's."""
         dtls = self._dtls
-        if native.lib is None or not dtls_connected(dtls):
+        if native.lib is None or self._pacing_bytes is not None or not dtls_connected(dtls):
             return None
         if not self._bound() and not self.bind():
             return None
@@ -222,8 +276,14 @@ class DirectRtpSender:
         return self._target
 
     def native_target_valid(self) -> bool:
-        """Whether the target ``native_target`` gave still sends where ``send`` would."""
-        return self._target is not None and dtls_connected(self._dtls) and self._bound()
+        """Whether the target ``native_target`` gave still sends where ``send`` would (and
+        it is not pacing: the down track then takes the forwarding back on its upkeep)."""
+        return (
+            self._target is not None
+            and self._pacing_bytes is None
+            and dtls_connected(self._dtls)
+            and self._bound()
+        )
 
     def take_native_counters(self, target: Any) -> tuple[int, int]:
         """Account what the C loop sent through ``target`` since the last call in the DTLS
@@ -249,12 +309,192 @@ class DirectRtpSender:
             self._transport.sendto(datagram, self._addr)
 
     def close(self) -> None:
-        """Let go of the C loop's target (its descriptor closes once nothing holds it)."""
+        """Let go of the C loop's target (its descriptor closes once nothing holds it),
+        and of what the pacer holds."""
         self._target = None
+        self._drop_paced()
 
     def send_packet(self, data: bytes) -> int:
         """Send one serialized RTP packet as it is (a retransmission: not counted in
-        sender reports, as aiortc does not count its own)."""
+        sender reports, as aiortc does not count its own); queued behind the media while
+        pacing."""
+        dtls = self._dtls
+        session = aiortc_adapter.transmit_srtp(dtls)
+        if not dtls_connected(dtls) or session is None:
+            return 0
+        if self._pacing_bytes is not None:
+            self._push(_Paced(data, 0, 0, None, 0, 0))
+            self._release()
+            return len(data)
+        return self._send_packet_now(data)
+
+    @property
+    def pacing_rate(self) -> float | None:
+        """The rate it paces at, in bits per second; None when it sends at once."""
+        return None if self._pacing_bytes is None else self._pacing_bytes * 8
+
+    @property
+    def paced_queue_bytes(self) -> int:
+        """The bytes of RTP waiting in the pacer."""
+        return self._pacing_queued_bytes
+
+    def set_pacing_rate(self, bits_per_second: float | None) -> None:
+        """Pace this viewer's RTP at ``bits_per_second`` (a viewer on a constrained link:
+        a frame's burst of packets, or a keyframe's, would otherwise overflow the queue of
+        the link's bottleneck and be lost there), or send at once again (None: what is
+        queued leaves now).
+
+        Paced, packets leave in order at the rate, with a burst allowance of
+        ``PACING_BURST_SECONDS`` at the rate (at least ``PACING_BURST_MIN_BYTES``), on the
+        event loop's timer; retransmissions queue behind the media. The queue holds
+        ``PACING_QUEUE_SECONDS`` at the rate: a packet arriving at a full queue makes room
+        by dropping the oldest whole frames (packets of one RTP timestamp) first, then any
+        queued retransmission: the oldest are the least useful to a live picture, and a
+        frame cut short is undecodable anyway. The viewer sees the drops as loss (it NACKs,
+        or asks for a keyframe). A paced viewer is forwarded here, not by the C loop
+        (``native_target`` gives none; a target in use is dropped at the down track's next
+        upkeep). Call it on the event loop."""
+        if bits_per_second is None:
+            self._pacing_bytes = None
+            if self._pacing_timer is not None:
+                self._pacing_timer.cancel()
+                self._pacing_timer = None
+            self._flush_paced(float("inf"))
+            return
+        if not bits_per_second > 0:
+            raise ValueError(f"a pacing rate must be positive, not {bits_per_second!r}")
+        loop = asyncio.get_running_loop()
+        if self._pacing_bytes is None:
+            self._pacing_loop = loop
+            self._pacing_updated = loop.time()
+            self._pacing_tokens = self._burst_bytes(bits_per_second / 8)
+        else:
+            self._earn_tokens()
+        self._pacing_bytes = bits_per_second / 8
+        self._pacing_tokens = min(self._pacing_tokens, self._burst_bytes(self._pacing_bytes))
+        if self._pacing_timer is not None:
+            self._pacing_timer.cancel()
+            self._pacing_timer = None
+        self._release()
+
+    @staticmethod
+    def _burst_bytes(rate_bytes: float) -> float:
+        return max(rate_bytes * PACING_BURST_SECONDS, PACING_BURST_MIN_BYTES)
+
+    def _enqueue(
+        self, templates: list[bytes], headers: list[tuple[int, int]], ssrc: int, ntp_time: int
+    ) -> int:
+        queued = 0
+        for template, (sequence_number, timestamp) in zip(templates, headers, strict=True):
+            self._push(
+                _Paced(
+                    template,
+                    sequence_number,
+                    timestamp,
+                    ssrc,
+                    ntp_time,
+                    len(template) - _payload_offset(template),
+                )
+            )
+            queued += len(template)
+        self._release()
+        return queued
+
+    def _push(self, packet: _Paced) -> None:
+        assert self._pacing_bytes is not None
+        queue = self._pacing_queue
+        limit = self._pacing_bytes * PACING_QUEUE_SECONDS
+        size = len(packet.template)
+        while queue and self._pacing_queued_bytes + size > limit:
+            self._drop_oldest()
+        queue.append(packet)
+        self._pacing_queued_bytes += size
+
+    def _drop_oldest(self) -> None:
+        """Drop the oldest queued frame (all its packets queued), or a retransmission."""
+        queue = self._pacing_queue
+        first = queue.popleft()
+        dropped = [first]
+        if first.ssrc is not None:
+            timestamp = first.timestamp
+            while queue and queue[0].ssrc is not None and queue[0].timestamp == timestamp:
+                dropped.append(queue.popleft())
+        self._pacing_queued_bytes -= sum(len(packet.template) for packet in dropped)
+        self.paced_dropped_packets += len(dropped)
+
+    def _earn_tokens(self) -> None:
+        assert self._pacing_loop is not None
+        assert self._pacing_bytes is not None
+        now = self._pacing_loop.time()
+        self._pacing_tokens = min(
+            self._burst_bytes(self._pacing_bytes),
+            self._pacing_tokens + (now - self._pacing_updated) * self._pacing_bytes,
+        )
+        self._pacing_updated = now
+
+    def _release(self) -> None:
+        """Send what the tokens allow now; come back when the next packet may leave."""
+        self._pacing_timer = None
+        rate = self._pacing_bytes
+        if rate is None or not self._pacing_queue:
+            return
+        self._earn_tokens()
+        if self._pacing_tokens > 0:
+            self._flush_paced(self._pacing_tokens)
+        if self._pacing_queue and self._pacing_timer is None:
+            assert self._pacing_loop is not None
+            wait = max(0.001, -self._pacing_tokens / rate)
+            self._pacing_timer = self._pacing_loop.call_later(wait, self._release)
+
+    def _flush_paced(self, allowance: float) -> None:
+        """Send queued packets in order while ``allowance`` bytes (the tokens) last; the
+        last packet may overdraw it (the tokens go negative: it is paid for by the wait)."""
+        queue = self._pacing_queue
+        if not queue:
+            return
+        if not dtls_connected(self._dtls) or (not self._bound() and not self.bind()):
+            self._drop_paced()
+            return
+        spent = 0
+        run: list[_Paced] = []
+        while queue and spent < allowance:
+            packet = queue.popleft()
+            spent += len(packet.template)
+            if packet.ssrc is None:
+                self._send_run(run)
+                run = []
+                self._send_packet_now(packet.template)
+            elif run and (run[-1].ssrc != packet.ssrc or len(run) >= _MAX_SEGMENTS):
+                self._send_run(run)
+                run = [packet]
+            else:
+                run.append(packet)
+        self._send_run(run)
+        self._pacing_queued_bytes -= spent
+        if allowance != float("inf"):
+            self._pacing_tokens -= spent
+
+    def _send_run(self, run: list[_Paced]) -> None:
+        if not run:
+            return
+        last = run[-1]
+        assert last.ssrc is not None
+        self._send_now(
+            [packet.template for packet in run],
+            [(packet.sequence_number, packet.timestamp) for packet in run],
+            last.ssrc,
+            last.ntp,
+            sum(packet.payload_bytes for packet in run),
+        )
+
+    def _drop_paced(self) -> None:
+        if self._pacing_timer is not None:
+            self._pacing_timer.cancel()
+            self._pacing_timer = None
+        self._pacing_queue.clear()
+        self._pacing_queued_bytes = 0
+
+    def _send_packet_now(self, data: bytes) -> int:
         dtls = self._dtls
         session = aiortc_adapter.transmit_srtp(dtls)
         if not dtls_connected(dtls) or session is None:
@@ -360,6 +600,15 @@ class DirectRtpSender:
         if hook is not None:
             target.send_hook = hook
         return target
+
+
+def _payload_offset(packet: bytes) -> int:
+    """Where a serialized RTP packet's payload starts: after the fixed header, its CSRCs
+    and its header extension (RFC 3550, 5.1 and 5.3.1)."""
+    offset = 12 + 4 * (packet[0] & 0x0F)
+    if packet[0] & 0x10 and len(packet) >= offset + 4:
+        offset += 4 + 4 * int.from_bytes(packet[offset + 2 : offset + 4], "big")
+    return min(offset, len(packet))
 
 
 def _free_target(descriptor: int, owned: tuple[Any, ...], target: Any) -> None:
