@@ -19,7 +19,7 @@ import struct
 import threading
 import time
 import weakref
-from collections.abc import Awaitable, Callable
+from collections.abc import Awaitable, Callable, Sequence
 from typing import Any
 
 import aiortc.rtcrtpreceiver as _receiver_module
@@ -34,7 +34,12 @@ from aiortc import (
     RTCRtpSender,
 )
 from aiortc.rtcdtlstransport import State as _DtlsState
-from aiortc.rtcrtpparameters import RTCRtpSendParameters
+from aiortc.rtcrtpparameters import (
+    RTCRtpHeaderExtensionParameters,
+    RTCRtpParameters,
+    RTCRtpSendParameters,
+)
+from aiortc.rtcrtpreceiver import NackGenerator
 from aiortc.rtp import (
     RTCP_PSFB_APP,
     RTCP_RTPFB_NACK,
@@ -49,6 +54,8 @@ from pylibsrtp import Session
 from pylibsrtp._binding import ffi as _srtp_ffi
 from pylibsrtp._binding import lib as _srtp_lib
 
+from sfu.simulcast import REPAIRED_RTP_STREAM_ID_URI, RTP_STREAM_ID_URI
+
 logger = logging.getLogger(__name__)
 
 PacketHandler = Callable[[RtpPacket], Awaitable[None]]
@@ -60,6 +67,8 @@ RtcpHandler = Callable[[AnyRtcpPacket], Awaitable[bool]]
 _ASYNCIO_DATAGRAM_TRANSPORT: Any = asyncio.selector_events._SelectorDatagramTransport  # type: ignore[attr-defined]
 _MAX_DATAGRAM = 65536
 _JITTER_BUFFER_ATTR = "_RTCRtpReceiver__jitter_buffer"
+_NACK_GENERATOR_ATTR = "_RTCRtpReceiver__nack_generator"
+_RTX_SSRC_ATTR = "_RTCRtpReceiver__rtx_ssrc"
 _BITRATE_ESTIMATOR_ATTR = "_RTCRtpReceiver__remote_bitrate_estimator"
 _RTCP_SSRC_ATTR = "_RTCRtpReceiver__rtcp_ssrc"
 _REMOTE_STREAMS_ATTR = "_RTCRtpReceiver__remote_streams"
@@ -113,13 +122,9 @@ def tap_receiver(receiver: RTCRtpReceiver, on_packet: PacketHandler, *, decode: 
 
     async def handle_rtp_packet(packet: RtpPacket, arrival_time_ms: int) -> None:
         nonlocal first
-        if first:  # the ICE sockets exist once packets arrive, on the transport BUNDLE kept
+        if first:
             first = False
-            # sfu.pipe's edge hands over a receiver-like source without a DTLS transport
-            dtls = getattr(receiver, "transport", None)
-            if isinstance(dtls, RTCDtlsTransport):
-                enlarge_receive_buffers(dtls, INGEST_RECEIVE_BUFFER)
-                drain_datagrams(dtls)
+            _prepare_ingest_sockets(receiver)
         await original(packet, arrival_time_ms)
         if tap.pending:
             packets = tap.pending
@@ -130,6 +135,16 @@ def tap_receiver(receiver: RTCRtpReceiver, on_packet: PacketHandler, *, decode: 
     receiver._handle_rtp_packet = handle_rtp_packet  # type: ignore[method-assign]
 
 
+def _prepare_ingest_sockets(receiver: Any) -> None:
+    """Give the receiver's ICE sockets an ingest's buffers and batched reads; called on its
+    first packet: the sockets exist by then, on the transport BUNDLE kept."""
+    # sfu.pipe's edge hands over a receiver-like source without a DTLS transport
+    dtls = getattr(receiver, "transport", None)
+    if isinstance(dtls, RTCDtlsTransport):
+        enlarge_receive_buffers(dtls, INGEST_RECEIVE_BUFFER)
+        drain_datagrams(dtls)
+
+
 class ReceiverStandIn:
     """Stands in for an ``RTCRtpReceiver`` where packets come from elsewhere (``sfu.pipe``'s
     edge): a ``Producer`` taps it as it taps a receiver, and its keyframe requests
@@ -137,9 +152,9 @@ class ReceiverStandIn:
 
     It offers exactly what ``tap_receiver`` and ``send_pli`` use of a receiver, under
     aiortc's private names: a jitter buffer slot, ``_handle_rtp_packet`` and
-    ``_send_rtcp_pli``."""
+    ``_send_rtcp_pli``. ``on_pli`` may return an awaitable, which the request awaits."""
 
-    def __init__(self, on_pli: Callable[[int], None]) -> None:
+    def __init__(self, on_pli: Callable[[int], Awaitable[None] | None]) -> None:
         setattr(self, _JITTER_BUFFER_ATTR, None)
         self._on_pli = on_pli
 
@@ -151,7 +166,190 @@ class ReceiverStandIn:
         getattr(self, _JITTER_BUFFER_ATTR).add(packet)
 
     async def _send_rtcp_pli(self, media_ssrc: int) -> None:
-        self._on_pli(media_ssrc)
+        sent = self._on_pli(media_ssrc)
+        if sent is not None:
+            await sent
+
+
+class _NackDispatcher:
+    """Stands in for a receiver's NACK generator (aiortc's ``add(packet)`` and
+    ``missing``) with one generator per media SSRC: simulcast layers arrive on one
+    receiver, each with its own sequence numbers, which one generator would take for
+    thousands of losses. aiortc reads ``missing`` right after ``add``: it is the last
+    packet's stream's."""
+
+    __slots__ = ("_current", "_generators")
+
+    def __init__(self) -> None:
+        self._generators: dict[int, NackGenerator] = {}
+        self._current = NackGenerator()
+
+    @property
+    def missing(self) -> set[int]:
+        return self._current.missing
+
+    def add(self, packet: RtpPacket) -> bool:
+        generator = self._generators.get(packet.ssrc)
+        if generator is None:
+            generator = self._generators[packet.ssrc] = NackGenerator()
+        self._current = generator
+        return generator.add(packet)
+
+    def forget(self, ssrc: int) -> None:
+        self._generators.pop(ssrc, None)
+
+
+class _LayerDemux:
+    """Stands in for a receiver's jitter buffer: keeps the packets aiortc hands it
+    (RTX unwrapped) for ``SimulcastReceiver`` to give to their layers."""
+
+    __slots__ = ("pending",)
+
+    def __init__(self) -> None:
+        self.pending: list[RtpPacket] = []
+
+    def add(self, packet: RtpPacket) -> tuple[bool, Any]:
+        self.pending.append(packet)
+        return False, None
+
+
+class SimulcastReceiver:
+    """The layers of a simulcast track, received on one aiortc receiver, each handed to
+    its own ``ReceiverStandIn`` (``layers``, by rid), which a ``Producer`` taps.
+
+    aiortc gives every SSRC of a video section to its one receiver, where the layers would
+    mix in one jitter buffer and one NACK generator. Here each packet's SSRC is mapped
+    to its layer, learned from the rid header extensions (set up with
+    ``configure_rid_extensions``), which a browser puts on the first packets of each
+    SSRC only: a media SSRC from ``rtp-stream-id``; its retransmission (RTX) SSRC from
+    ``repaired-rtp-stream-id``, which can come first and then waits for the media SSRC
+    of its rid. The RTX mapping is aiortc's own (``__rtx_ssrc``), so aiortc unwraps
+    retransmissions itself; NACKs are generated per media SSRC (``_NackDispatcher``); a
+    layer's keyframe request (PLI) names its media SSRC.
+
+    What is kept is bounded by the rids: one media and one RTX SSRC each, a new one
+    replacing the old (a publisher restarting its encoder). A packet of an SSRC not
+    learned, without a rid of this track, is dropped before aiortc's receiver sees it
+    (``dropped`` counts them) and forgotten by the transport's RTP router, so a publisher
+    sending random SSRCs grows nothing here, in aiortc's per-SSRC statistics or in its
+    routing table."""
+
+    def __init__(
+        self,
+        receiver: RTCRtpReceiver,
+        rids: Sequence[str],
+        *,
+        rid_extension: int,
+        repaired_rid_extension: int | None,
+    ) -> None:
+        self._receiver = receiver
+        self._extension_ids = (rid_extension, repaired_rid_extension)
+        self.layers: dict[str, ReceiverStandIn] = {
+            rid: ReceiverStandIn(self._request_keyframe) for rid in rids
+        }
+        self.dropped = 0
+        self._ssrc_rid: dict[int, str] = {}  # media SSRC → rid
+        self._rid_ssrc: dict[str, int] = {}
+        self._rid_rtx: dict[str, int] = {}  # rid → the RTX SSRC repairing it
+        self._rtx: dict[int, int] = getattr(receiver, _RTX_SSRC_ATTR)  # RTX → media SSRC
+        self._nacks = _NackDispatcher()
+        setattr(receiver, _NACK_GENERATOR_ATTR, self._nacks)
+        self._demux = _LayerDemux()
+        setattr(receiver, _JITTER_BUFFER_ATTR, self._demux)
+        self._original = receiver._handle_rtp_packet
+        self._first = True
+        receiver._handle_rtp_packet = self._handle_rtp_packet  # type: ignore[method-assign]
+
+    def configure_transport(self) -> None:
+        """Have the receiver's transport parse the rid header extensions
+        (``configure_rid_extensions``): once the offer is applied (the transport exists),
+        before media arrives."""
+        dtls = self._receiver.transport
+        if isinstance(dtls, RTCDtlsTransport):
+            configure_rid_extensions(dtls, *self._extension_ids)
+
+    def rid_of(self, ssrc: int) -> str | None:
+        """The rid of a media SSRC learned so far."""
+        return self._ssrc_rid.get(ssrc)
+
+    async def _handle_rtp_packet(self, packet: RtpPacket, arrival_time_ms: int) -> None:
+        if self._first:
+            self._first = False
+            _prepare_ingest_sockets(self._receiver)
+        if not self._admit(packet):
+            self.dropped += 1
+            self._forget_route(packet.ssrc)
+            return
+        await self._original(packet, arrival_time_ms)
+        if self._demux.pending:
+            packets, self._demux.pending = self._demux.pending, []
+            for accepted in packets:
+                rid = self._ssrc_rid.get(accepted.ssrc)
+                if rid is not None:
+                    await self.layers[rid].receive(accepted)
+
+    def _admit(self, packet: RtpPacket) -> bool:
+        """Whether the packet's SSRC is one of the layers' (learning it if it says so)."""
+        ssrc = packet.ssrc
+        if ssrc in self._ssrc_rid or ssrc in self._rtx:
+            return True
+        extensions = packet.extensions
+        rid = extensions.rtp_stream_id
+        if rid is not None and rid in self.layers:
+            self._learn_media(rid, ssrc)
+            return True
+        repaired = extensions.repaired_rtp_stream_id
+        if repaired is not None and repaired in self.layers:
+            self._learn_rtx(repaired, ssrc)
+            return ssrc in self._rtx  # not before its media SSRC is known
+        return False
+
+    def _learn_media(self, rid: str, ssrc: int) -> None:
+        previous = self._rid_ssrc.get(rid)
+        if previous is not None:
+            del self._ssrc_rid[previous]
+            self._nacks.forget(previous)
+        self._ssrc_rid[ssrc] = rid
+        self._rid_ssrc[rid] = ssrc
+        rtx = self._rid_rtx.get(rid)
+        if rtx is not None:
+            self._rtx[rtx] = ssrc
+
+    def _learn_rtx(self, rid: str, ssrc: int) -> None:
+        previous = self._rid_rtx.get(rid)
+        if previous is not None:
+            self._rtx.pop(previous, None)
+        self._rid_rtx[rid] = ssrc
+        media = self._rid_ssrc.get(rid)
+        if media is not None:
+            self._rtx[ssrc] = media
+
+    def _forget_route(self, ssrc: int) -> None:
+        """Take an SSRC dropped here out of the transport's RTP router, which learned it
+        from the packet's payload type (one entry per SSRC, kept forever)."""
+        dtls = self._receiver.transport
+        if isinstance(dtls, RTCDtlsTransport):
+            dtls._rtp_router.ssrc_table.pop(ssrc, None)
+
+    async def _request_keyframe(self, media_ssrc: int) -> None:
+        await self._receiver._send_rtcp_pli(media_ssrc)
+
+
+def configure_rid_extensions(
+    dtls: RTCDtlsTransport, rid_extension: int, repaired_rid_extension: int | None
+) -> None:
+    """Have ``dtls`` parse the rid header extensions (``rtp-stream-id``, and
+    ``repaired-rtp-stream-id`` if given) under these ids in the RTP it receives. aiortc
+    parses both once its transport's map has their ids, which its own negotiation never
+    gives it; the map keeps what aiortc configures later (it sets only the ids it has)."""
+    extensions = [RTCRtpHeaderExtensionParameters(id=rid_extension, uri=RTP_STREAM_ID_URI)]
+    if repaired_rid_extension is not None:
+        extensions.append(
+            RTCRtpHeaderExtensionParameters(
+                id=repaired_rid_extension, uri=REPAIRED_RTP_STREAM_ID_URI
+            )
+        )
+    dtls._rtp_header_extensions_map.configure(RTCRtpParameters(headerExtensions=extensions))
 
 
 def on_receiver_rtcp(receiver: RTCRtpReceiver, callback: Callable[[], None]) -> None:

@@ -81,6 +81,117 @@ def is_h264_keyframe_start(payload: bytes) -> bool:
     return False
 
 
+_H264_HIGH_PROFILES = frozenset((100, 110, 122, 244, 44, 83, 86, 118, 128, 138, 139, 134, 135))
+
+
+class _Bits:
+    """An H.264 RBSP read bit by bit (emulation prevention bytes removed); reading past
+    its end raises IndexError."""
+
+    __slots__ = ("_data", "_position")
+
+    def __init__(self, nal: bytes) -> None:
+        self._data = nal.replace(b"\x00\x00\x03", b"\x00\x00")
+        self._position = 0
+
+    def bit(self) -> int:
+        byte = self._data[self._position >> 3]
+        value = (byte >> (7 - (self._position & 7))) & 1
+        self._position += 1
+        return value
+
+    def bits(self, count: int) -> int:
+        value = 0
+        for _ in range(count):
+            value = value << 1 | self.bit()
+        return value
+
+    def ue(self) -> int:
+        zeros = 0
+        while not self.bit():
+            zeros += 1
+            if zeros > 31:
+                raise IndexError("exp-Golomb code too long")
+        return (1 << zeros) - 1 + self.bits(zeros)
+
+    def se(self) -> int:
+        value = self.ue()
+        return (value + 1) // 2 if value & 1 else -(value // 2)
+
+
+def _h264_sps_size(sps: bytes) -> tuple[int, int] | None:
+    """Width and height from an H.264 sequence parameter set (ITU-T H.264 7.3.2.1.1),
+    its NAL header included."""
+    try:
+        bits = _Bits(sps[1:])
+        profile = bits.bits(8)
+        bits.bits(16)  # constraint flags, level
+        bits.ue()  # seq_parameter_set_id
+        chroma_format = 1
+        if profile in _H264_HIGH_PROFILES:
+            chroma_format = bits.ue()
+            if chroma_format == 3:
+                bits.bit()  # separate_colour_plane_flag
+            bits.ue()  # bit_depth_luma_minus8
+            bits.ue()  # bit_depth_chroma_minus8
+            bits.bit()  # qpprime_y_zero_transform_bypass_flag
+            if bits.bit():  # seq_scaling_matrix_present_flag
+                for index in range(8 if chroma_format != 3 else 12):
+                    if bits.bit():  # a scaling list follows: skip it
+                        last, following = 8, 8
+                        for _ in range(16 if index < 6 else 64):
+                            if following:
+                                following = (last + bits.se()) % 256
+                            last = following or last
+        bits.ue()  # log2_max_frame_num_minus4
+        order_type = bits.ue()
+        if order_type == 0:
+            bits.ue()  # log2_max_pic_order_cnt_lsb_minus4
+        elif order_type == 1:
+            bits.bit()
+            bits.se()
+            bits.se()
+            for _ in range(bits.ue()):
+                bits.se()
+        bits.ue()  # max_num_ref_frames
+        bits.bit()  # gaps_in_frame_num_value_allowed_flag
+        width_mbs = bits.ue() + 1
+        height_units = bits.ue() + 1
+        frame_mbs_only = bits.bit()
+        if not frame_mbs_only:
+            bits.bit()  # mb_adaptive_frame_field_flag
+        bits.bit()  # direct_8x8_inference_flag
+        crop = (bits.ue(), bits.ue(), bits.ue(), bits.ue()) if bits.bit() else (0, 0, 0, 0)
+    except IndexError:
+        return None
+    fields = 2 - frame_mbs_only
+    unit_x = 1 if chroma_format in (0, 3) else 2
+    unit_y = fields * (2 if chroma_format == 1 else 1)
+    width = width_mbs * 16 - unit_x * (crop[0] + crop[1])
+    height = fields * height_units * 16 - unit_y * (crop[2] + crop[3])
+    return (width, height) if width > 0 and height > 0 else None
+
+
+def h264_keyframe_size(payload: bytes) -> tuple[int, int] | None:
+    """Width and height from the SPS a packet carries, alone or in a STAP-A aggregate
+    (as browsers send it, before each IDR); None when it carries none."""
+    size = len(payload)
+    if not size:
+        return None
+    nal_type = payload[0] & 0x1F
+    if nal_type == _H264_NAL_SPS:
+        return _h264_sps_size(payload)
+    if nal_type == _H264_STAP_A:
+        pos = 1
+        while pos + 2 < size:
+            length = (payload[pos] << 8) | payload[pos + 1]
+            nal = payload[pos + 2 : pos + 2 + length]
+            if nal and nal[0] & 0x1F == _H264_NAL_SPS:
+                return _h264_sps_size(nal)
+            pos += 2 + length
+    return None
+
+
 KeyframeDetector = Callable[[bytes], bool]
 
 KEYFRAME_DETECTORS: dict[str, KeyframeDetector] = {
@@ -93,6 +204,7 @@ FrameSizeReader = Callable[[bytes], "tuple[int, int] | None"]
 
 FRAME_SIZE_READERS: dict[str, FrameSizeReader] = {
     "video/vp8": vp8_keyframe_size,
+    "video/h264": h264_keyframe_size,
 }
 
 

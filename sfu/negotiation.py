@@ -10,6 +10,7 @@ from aiortc.rtcrtpparameters import RTCRtpParameters
 from aiortc.sdp import parse_h264_profile_level_id
 
 from sfu.sdp_validation import validate_description
+from sfu.simulcast import SimulcastOffer, offered_simulcast
 
 MEDIA_KINDS = ("audio", "video")
 
@@ -33,11 +34,14 @@ class CodecLike(Protocol):
 
 @dataclass(frozen=True)
 class OfferedMedia:
-    """One audio or video m-line of a remote offer."""
+    """One audio or video m-line of a remote offer: ``index`` is its place among all
+    the offer's media sections (from 0), ``simulcast`` what it sends as simulcast."""
 
     kind: str
     direction: str
     codecs: tuple[RTCRtpCodecParameters, ...]
+    index: int = 0
+    simulcast: SimulcastOffer | None = None
 
 
 @dataclass(frozen=True)
@@ -123,10 +127,18 @@ def negotiated_codec(parameters: RTCRtpParameters, codec: CodecLike) -> Negotiat
 
 def offered_media(offer_sdp: str) -> list[OfferedMedia]:
     """Audio and video m-lines of an offer, in order. Raises ``InvalidSdpError`` (a
-    NegotiationError) naming the problem when the offer is malformed."""
+    NegotiationError) naming the problem when the offer is malformed, and
+    NegotiationError for a simulcast the SFU does not take (``sfu.simulcast``)."""
     description = validate_description(offer_sdp, sdp_type="offer")
+    simulcast = offered_simulcast(offer_sdp)
     return [
-        OfferedMedia(kind=m.kind, direction=str(m.direction), codecs=tuple(m.rtp.codecs))
-        for m in description.media
+        OfferedMedia(
+            kind=m.kind,
+            direction=str(m.direction),
+            codecs=tuple(m.rtp.codecs),
+            index=index,
+            simulcast=simulcast[index] if index < len(simulcast) else None,
+        )
+        for index, m in enumerate(description.media)
         if m.kind in MEDIA_KINDS
     ]

@@ -5,6 +5,7 @@ from __future__ import annotations
 import asyncio
 import logging
 from collections.abc import Awaitable, Callable
+from typing import cast
 
 from aiortc import RTCConfiguration, RTCRtpReceiver
 
@@ -16,6 +17,7 @@ from sfu.negotiation import OfferedMedia, codec_preferences, select_publish_code
 from sfu.peer import Peer
 from sfu.producer import Producer
 from sfu.publisher_bandwidth import PublisherBandwidth
+from sfu.simulcast import SimulcastOffer, answer_simulcast
 from sfu.track import PublishedTrack
 
 logger = logging.getLogger(__name__)
@@ -81,6 +83,9 @@ class PublisherPeer(Peer):
         self._media_check: asyncio.TimerHandle | None = None
         self._publish_max_bitrate = publish_max_bitrate
         self.bandwidth: PublisherBandwidth | None = None
+        self._simulcast_receivers: list[aiortc_adapter.SimulcastReceiver] = []
+        # the aiortc receiver each producer's packets arrive on (a layer's: its track's)
+        self._receivers: dict[Producer, RTCRtpReceiver] = {}
 
     async def close(self) -> None:
         """End the broadcast from this publisher: its producers and their
@@ -91,6 +96,7 @@ class PublisherPeer(Peer):
         """Answer the publisher's offer (``offered``: its media, from ``offered_media``);
         raises NegotiationError for an offer the SFU cannot take."""
         tracks = []
+        simulcast: dict[int, SimulcastOffer] = {}
         for media in offered:
             codec = select_publish_codec(media)
             if codec is None or media.direction not in _SENDING_DIRECTIONS:
@@ -100,18 +106,38 @@ class PublisherPeer(Peer):
             aiortc_adapter.on_receiver_rtcp(transceiver.receiver, self._count_rtcp)
             if self._publish_max_bitrate > 0:
                 aiortc_adapter.drop_bitrate_estimator(transceiver.receiver)
-            producer = Producer(
-                router_id=self.router_id,
-                publisher_id=self.id,
-                kind=media.kind,
-                codec=codec,
-                receiver=transceiver.receiver,
-                cache_size=self._cache_size,
-                keyframe_request_interval=self._keyframe_request_interval,
-                emit=self._emit,
-                native_forwarding=self._native_forwarding,
-            )
-            tracks.append(PublishedTrack.single(producer))
+            # without simulcast the producer taps the receiver; with it, each layer's
+            # producer taps its own stand-in, fed by the receiver's demultiplexer
+            sources: list[tuple[str | None, RTCRtpReceiver]] = [(None, transceiver.receiver)]
+            if media.simulcast is not None:
+                simulcast[media.index] = media.simulcast
+                layers = aiortc_adapter.SimulcastReceiver(
+                    transceiver.receiver,
+                    media.simulcast.rids,
+                    rid_extension=media.simulcast.rid_extension,
+                    repaired_rid_extension=media.simulcast.repaired_rid_extension,
+                )
+                self._simulcast_receivers.append(layers)
+                sources = [
+                    (rid, cast(RTCRtpReceiver, stand_in)) for rid, stand_in in layers.layers.items()
+                ]
+            producers = [
+                Producer(
+                    router_id=self.router_id,
+                    publisher_id=self.id,
+                    kind=media.kind,
+                    codec=codec,
+                    receiver=receiver,
+                    cache_size=self._cache_size,
+                    keyframe_request_interval=self._keyframe_request_interval,
+                    emit=self._emit,
+                    native_forwarding=self._native_forwarding,
+                    rid=rid,
+                )
+                for rid, receiver in sources
+            ]
+            tracks.append(PublishedTrack(media.kind, producers))
+            self._receivers.update((producer, transceiver.receiver) for producer in producers)
         if not tracks:
             raise NegotiationError("publisher offers no audio or video")
         self.tracks = tuple(tracks)
@@ -123,7 +149,10 @@ class PublisherPeer(Peer):
                 counters=self._stream_counters,
                 send_remb=self._send_remb,
             )
-        self.answer_sdp = await self._answer(offer_sdp)
+        answer = await self._answer(offer_sdp)
+        for layers in self._simulcast_receivers:
+            layers.configure_transport()
+        self.answer_sdp = answer_simulcast(answer, simulcast)
 
     async def _close(self, reason: str) -> None:
         if self.closed:
@@ -152,7 +181,7 @@ class PublisherPeer(Peer):
         return [p.ssrc for p in self.producers if p.ssrc is not None]
 
     def _stream_counters(self) -> dict[int, tuple[int, int]]:
-        receivers = {id(p.receiver): p.receiver for p in self.producers}
+        receivers = {id(r): r for r in self._receivers.values()}
         return {
             ssrc: counters
             for receiver in receivers.values()
@@ -163,14 +192,20 @@ class PublisherPeer(Peer):
         """One REMB per transport (a publisher without BUNDLE has one per track), listing
         the media SSRCs it carries."""
         on_transport: dict[int, tuple[RTCRtpReceiver, list[int]]] = {}
-        for producer in self.producers:
-            receiver, ssrc = producer.receiver, producer.ssrc
+        for producer, receiver in self._receivers.items():
+            ssrc = producer.ssrc
             entry = on_transport.setdefault(id(receiver.transport), (receiver, []))
             if ssrc is not None and ssrc in ssrcs:
                 entry[1].append(ssrc)
         for receiver, listed in on_transport.values():
             if listed:
                 await aiortc_adapter.send_remb(receiver, bitrate, listed)
+
+    @property
+    def packets_dropped(self) -> int:
+        """RTP packets of its simulcast tracks that were no layer's (an SSRC without a
+        known rid, a retransmission stream before its media) and were dropped."""
+        return sum(layers.dropped for layers in self._simulcast_receivers)
 
     def _count_rtcp(self) -> None:
         self._rtcp_received += 1

@@ -27,7 +27,8 @@ from aiortc import (
 from aiortc.codecs import CODECS
 from aiortc.rate import RemoteBitrateEstimator
 from aiortc.rtcdtlstransport import RtpRouter
-from aiortc.rtcrtpparameters import RTCRtpSendParameters
+from aiortc.rtcrtpparameters import RTCRtpCodecParameters, RTCRtpSendParameters
+from aiortc.rtcrtpreceiver import NackGenerator
 from aiortc.rtp import (
     RTCP_PSFB_APP,
     RTCP_PSFB_PLI,
@@ -226,6 +227,100 @@ async def test_received_stream_counters_count_by_sequence_number_per_ssrc(
         await receiver._handle_rtp_packet(packet, arrival_time_ms=0)
     # 1..5 expected, 4 came (3 late); the receiver's reports count them the same way
     assert aiortc_adapter.received_stream_counters(receiver) == {1234: (5, 4), 99: (1, 1)}
+
+
+RTX = RTCRtpCodecParameters(
+    mimeType="video/rtx",
+    clockRate=90000,
+    payloadType=VP8.payloadType + 1,
+    parameters={"apt": VP8.payloadType},
+)
+
+
+async def test_a_simulcast_receiver_gives_each_layer_its_packets(pc: RTCPeerConnection) -> None:
+    """aiortc's receiver, its RTX map, NACK generator and jitter buffer slot, its
+    transport's header extension map and RTP router, as ``SimulcastReceiver`` uses them:
+    a packet's SSRC is learned from its rid, RTX from its repaired rid (waiting for its
+    media SSRC), unwrapped by aiortc, NACKed per layer, and strangers leave no trace."""
+    receiver: RTCRtpReceiver = pc.addTransceiver("video").receiver
+    transport: RTCDtlsTransport = receiver.transport
+    codecs = receiver._RTCRtpReceiver__codecs
+    codecs[VP8.payloadType], codecs[RTX.payloadType] = VP8, RTX
+    assert isinstance(receiver._RTCRtpReceiver__rtx_ssrc, dict)
+    assert isinstance(receiver._RTCRtpReceiver__nack_generator, NackGenerator)
+    router = transport._rtp_router
+    router.register_receiver(receiver, ssrcs=[], payload_types=[VP8.payloadType, RTX.payloadType])
+    sent: list[bytes] = []
+
+    async def send_rtp(data: bytes) -> None:
+        sent.append(data)
+
+    transport._send_rtp = send_rtp  # type: ignore[method-assign]
+    layers = aiortc_adapter.SimulcastReceiver(
+        receiver, ("q", "h"), rid_extension=10, repaired_rid_extension=11
+    )
+    layers.configure_transport()
+    extensions = transport._rtp_header_extensions_map
+    seen: dict[str, list[tuple[int, int]]] = {"q": [], "h": []}
+    for rid, stand_in in layers.layers.items():
+
+        async def on_packet(packet: RtpPacket, rid: str = rid) -> None:
+            seen[rid].append((packet.ssrc, packet.sequence_number))
+
+        aiortc_adapter.tap_receiver(stand_in, on_packet, decode=False)  # type: ignore[arg-type]
+
+    async def arrive(
+        ssrc: int, number: int, *, rid: str = "", repaired: str = "", repairs: int = 0
+    ) -> None:
+        payload = b"\x10\x00\x00"
+        packet = RtpPacket(payload_type=VP8.payloadType, sequence_number=number, ssrc=ssrc)
+        if repairs:  # a retransmission of packet ``repairs``
+            packet.payload_type = RTX.payloadType
+            payload = struct.pack("!H", repairs) + payload
+        packet.payload = payload
+        packet.extensions.rtp_stream_id = rid or None
+        packet.extensions.repaired_rtp_stream_id = repaired or None
+        await transport._handle_rtp_data(packet.serialize(extensions), arrival_time_ms=0)
+
+    def sent_nacks() -> list[tuple[int, list[int]]]:
+        nacks = [RtcpPacket.parse(data)[0] for data in sent if data[1] == 205]
+        return [(n.media_ssrc, n.lost) for n in nacks if isinstance(n, RtcpRtpfbPacket)]
+
+    await arrive(0xAAA, 1, repaired="q", repairs=3)  # q's RTX before its media: waits
+    assert layers.dropped == 1
+    await arrive(0x111, 1, rid="q")
+    await arrive(0x222, 50_000, rid="h")
+    await arrive(0x111, 2)  # the rid is on the first packets only
+    await arrive(0x222, 50_001)
+    # the layers' numbers, far apart, are no losses of each other; a gap in q is q's
+    assert sent_nacks() == []
+    await arrive(0x111, 4)
+    assert sent_nacks() == [(0x111, [3])]
+    await arrive(0xAAA, 2, repairs=3)  # unwrapped by aiortc into q's packet 3
+    assert seen == {
+        "q": [(0x111, 1), (0x111, 2), (0x111, 4), (0x111, 3)],
+        "h": [(0x222, 50_000), (0x222, 50_001)],
+    }
+    assert layers.rid_of(0x111) == "q"
+    assert layers.dropped == 1
+    await arrive(0x222, 50_004)
+    assert sent_nacks()[1:] == [(0x222, [50_002, 50_003])]
+    # a layer's keyframe request names its media SSRC
+    await aiortc_adapter.send_pli(layers.layers["h"], 0x222)  # type: ignore[arg-type]
+    (pli,) = [RtcpPacket.parse(data)[0] for data in sent if data[1] == 206]
+    assert isinstance(pli, RtcpPsfbPacket)
+    assert pli.media_ssrc == 0x222
+    # strangers: dropped, not routed, not counted in aiortc's statistics
+    routes = dict(router.ssrc_table)
+    for stranger in range(0x5000, 0x5000 + 50):
+        await arrive(stranger, 7)
+    assert layers.dropped == 51
+    assert router.ssrc_table == routes
+    assert set(receiver._RTCRtpReceiver__remote_streams) == {0x111, 0x222, 0xAAA}
+    # a new SSRC for h (its encoder restarted) replaces the old one
+    await arrive(0x333, 9, rid="h")
+    assert layers.rid_of(0x333) == "h"
+    assert layers.rid_of(0x222) is None
 
 
 def test_nacks_are_read_from_their_last_fci_back_up_to_the_limit() -> None:

@@ -2,17 +2,19 @@
 arrives; Producer's measured bitrate and activity."""
 
 import fractions
+import struct
 import time
 from typing import cast
 
 import av
 import pytest
 from aiortc import RTCRtpCodecParameters, RTCRtpReceiver
+from aiortc.codecs.h264 import H264Encoder
 from aiortc.codecs.vpx import Vp8Encoder
 from aiortc.rtp import RtpPacket
 
 from sfu import aiortc_adapter
-from sfu.keyframe import vp8_keyframe_size
+from sfu.keyframe import h264_keyframe_size, vp8_keyframe_size
 from sfu.producer import BITRATE_BUCKET_SECONDS, Producer
 from sfu.track import PublishedTrack
 
@@ -60,6 +62,20 @@ class _Layer:
                     marker=payload is payloads[-1],
                 )
             )
+
+
+@pytest.mark.parametrize(("width", "height"), [(320, 180), (640, 360), (1280, 720), (176, 144)])
+def test_h264_keyframe_size_is_read_from_its_sps(width: int, height: int) -> None:
+    encoder = H264Encoder()
+    frame = av.VideoFrame(width=width, height=height, format="yuv420p")
+    frame.pts, frame.time_base = 0, fractions.Fraction(1, 90000)
+    payloads, _ = encoder.encode(frame, force_keyframe=True)
+    # aiortc sends SPS and PPS in a STAP-A before the IDR slice, as browsers do
+    assert h264_keyframe_size(payloads[0]) == (width, height)
+    assert [h264_keyframe_size(p) for p in payloads[1:]] == [None] * (len(payloads) - 1)
+    sps = payloads[0][3 : 3 + struct.unpack_from("!H", payloads[0], 1)[0]]
+    assert h264_keyframe_size(sps) == (width, height)  # alone
+    assert h264_keyframe_size(sps[:6]) is None  # cut short
 
 
 def test_vp8_keyframe_size_is_read_from_a_real_keyframe_only() -> None:
