@@ -242,8 +242,11 @@ class OriginPipe:
         self._on_tracks = on_tracks
         self._forwarders: dict[str, _PipeForwarder] = {}
         self._tasks = TaskSet()
-        for producer in router.producers:
-            self._forwarders[producer.kind] = _PipeForwarder(self, producer)
+        # one layer of each track (the one a new viewer would get): an edge has no layers
+        for track in router.tracks:
+            self._forwarders[track.kind] = _PipeForwarder(
+                self, track.default_layer(time.monotonic())
+            )
         router.events.on(ProducerAdded, self._producer_added)
         router.events.on(RouterClosed, lambda _: self.close())
 
@@ -300,14 +303,23 @@ class OriginPipe:
         self._transport.close()
 
     def _producer_added(self, event: ProducerAdded) -> None:
-        producer = next((p for p in self.router.producers if p.id == event.producer_id), None)
-        if producer is None or self.closed:
+        track = next(
+            (
+                t
+                for t in self.router.tracks
+                if any(p.id == event.producer_id for p in t.offered_layers)
+            ),
+            None,
+        )
+        if track is None or self.closed:
             return
+        # each layer of a simulcast track is added: the pipe takes the track's default one
+        producer = track.default_layer(time.monotonic())
         before = self.tracks()
         forwarder = self._forwarders.get(producer.kind)
         if forwarder is None:
             self._forwarders[producer.kind] = _PipeForwarder(self, producer)
-        else:
+        elif forwarder.producer is not producer:
             forwarder.switch_producer(producer)
         if self.tracks() != before:
             self._on_tracks(self.tracks())

@@ -343,11 +343,9 @@ class Router:
             raise RouterClosedError(f"router {self.id} is closed")
 
     def _layer_for(self, viewer: ViewerPeer, track: PublishedTrack) -> Producer:
-        """The layer of ``track`` a new down track of ``viewer`` starts on: the top one
-        sending; the lowest while none is (a publisher starts its lowest first)."""
-        now = time.monotonic()
-        active = track.active_layers(now)
-        return active[-1] if active else track.layers_at(now)[0]
+        """The layer of ``track`` a new down track of ``viewer`` starts on
+        (``PublishedTrack.default_layer``)."""
+        return track.default_layer(time.monotonic())
 
     async def _consume_track(self, viewer: ViewerPeer, track: PublishedTrack) -> None:
         await self._consume(viewer, self._layer_for(viewer, track))

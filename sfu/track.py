@@ -69,6 +69,12 @@ class PublishedTrack:
             if layer.active(now, within=LAYER_ACTIVE_SECONDS) and not layer.closed
         )
 
+    def default_layer(self, now: float) -> Producer:
+        """The layer a new down track starts on: the top one sending at ``now``; the
+        lowest while none is (a publisher starts its lowest first)."""
+        active = self.active_layers(now)
+        return active[-1] if active else self.layers_at(now)[0]
+
     def layer_index(self, producer: Producer, now: float) -> int | None:
         """``producer``'s place in ``layers_at(now)`` (0: lowest), None if not a layer."""
         layers = self.layers_at(now)

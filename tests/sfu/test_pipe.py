@@ -10,6 +10,7 @@ import pytest
 from sfu import Router
 from sfu.pipe import EdgePipe, EdgeRouter, OriginPipe, PipeTrack
 from testpeers import DecodeErrorCounter, TestClients, wait_until
+from testpeers.simulcast import SMALL_LAYERS, SimulcastPublisher
 from tests.sfu.forwarding_loop import options
 
 OPTIONS = options(stats_interval_seconds=0, publisher_grace_seconds=5.0)
@@ -112,3 +113,25 @@ async def test_lost_pipe_packets_are_nacked_and_repaired(
 async def test_closing_the_edge_router_closes_its_pipe(router: Router, piped: _Pipe) -> None:
     await piped.router.close()
     assert piped.edge.closed
+
+
+async def test_a_simulcast_publishers_default_layer_goes_down_the_pipe(
+    router: Router, clients: TestClients, piped: _Pipe
+) -> None:
+    """One layer per kind goes to the edge, the one a new viewer gets (the top one
+    sending, the lowest before any is), not the last one added: a browser starts its
+    top layer last, once its bandwidth estimate allows."""
+    publisher = SimulcastPublisher(SMALL_LAYERS, fps=15)
+    try:
+        session = await router.publish(await publisher.create_offer())
+        await publisher.accept_answer(session.answer_sdp)
+        publisher.set_layer_active("f", False)  # not started yet
+        viewer, _ = await clients.subscribe(piped.router)
+        assert await viewer.wait_for_frames(video=10, audio=10, within=10)
+        assert [t.kind for t in piped.announcements[-1]] == ["audio", "video"]
+        (video,) = [t for t in session.tracks if t.kind == "video"]
+        forwarded = {f.producer for f in piped.origin._forwarders.values()}
+        assert len([p for p in forwarded if p.kind == "video"]) == 1
+        assert forwarded & set(video.offered_layers)
+    finally:
+        await publisher.close()
