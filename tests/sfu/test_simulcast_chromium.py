@@ -43,9 +43,9 @@ SEND_ENCODINGS = [
     {"rid": "f", "maxBitrate": 1_500_000},
 ]
 SIZES = {"q": (320, 180), "h": (640, 360), "f": (1280, 720)}
-# Chromium starts its top layer once its bandwidth estimate has room for it, which aiortc's
-# receive-side estimate gives only after about 20 s: the test watches the two others.
-STARTED_AT_ONCE = ("q", "h")
+# Chromium starts a layer once its bandwidth estimate has room for it: the router's REMB
+# (RouterOptions.publish_max_bitrate) gives it room for all three from the start
+RIDS = ("q", "h", "f")
 
 OFFER = """async ({encodings, codec}) => {
   const stream = await navigator.mediaDevices.getUserMedia(
@@ -139,23 +139,23 @@ async def test_chromium_vp8_simulcast_layers_reach_viewers_at_their_size(
 ) -> None:
     track = await _publish(router, page)
     layers = _by_rid(track)
-    assert set(layers) == {"q", "h", "f"}
-    started = [layers[rid] for rid in STARTED_AT_ONCE]
+    assert set(layers) == set(RIDS)
+    started = [layers[rid] for rid in RIDS]
     assert await wait_until(lambda: all(p.frame_size for p in started), within=15)
-    for rid in STARTED_AT_ONCE:
+    for rid in RIDS:
         assert layers[rid].frame_size == SIZES[rid]
         assert layers[rid].keyframes_received >= 1
         assert layers[rid].bitrate(time.monotonic()) > 0
-    # ordered by what the keyframes say, the top layer (not started) above them
-    assert [p.rid for p in track.layers][:2] == ["q", "h"]
+    # ordered by what the keyframes say
+    assert [p.rid for p in track.layers] == ["q", "h", "f"]
 
-    viewers = [_SizeViewer() for _ in STARTED_AT_ONCE]
+    viewers = [_SizeViewer() for _ in RIDS]
     try:
-        for viewer, rid in zip(viewers, STARTED_AT_ONCE, strict=True):
+        for viewer, rid in zip(viewers, RIDS, strict=True):
             session = await viewer.subscribe(router)
             (down_track,) = session.down_tracks
             await down_track.switch_producer(layers[rid])
-        for viewer, rid in zip(viewers, STARTED_AT_ONCE, strict=True):
+        for viewer, rid in zip(viewers, RIDS, strict=True):
             assert await wait_until(lambda v=viewer, r=rid: v.size == SIZES[r], within=15), (
                 rid,
                 viewer.size,
@@ -171,12 +171,10 @@ async def test_chromium_h264_simulcast_layers_reach_their_producers(
     track = await _publish(router, page, codec="video/h264")
     layers = _by_rid(track)
     assert layers["q"].mime_type.lower() == "video/h264"
-    started = [layers[rid] for rid in STARTED_AT_ONCE]
+    started = [layers[rid] for rid in RIDS]
     # the picture size is read from the SPS before each IDR
     assert await wait_until(lambda: all(p.frame_size for p in started), within=15)
-    assert [layers[rid].frame_size for rid in STARTED_AT_ONCE] == [
-        SIZES[r] for r in STARTED_AT_ONCE
-    ]
+    assert [layers[rid].frame_size for rid in RIDS] == [SIZES[r] for r in RIDS]
     viewer = _SizeViewer()
     try:
         session = await viewer.subscribe(router)
