@@ -89,6 +89,7 @@ class Producer:
         self.packets_received = 0
         self.bytes_received = 0
         self.keyframes_received = 0
+        self.duplicates_received = 0  # packets received again, not forwarded
         # (width, height) of the last keyframe that told it (VP8 keyframes do)
         self.frame_size: tuple[int, int] | None = None
         # time.monotonic() of the last packet with a payload; None before the first
@@ -244,6 +245,12 @@ class Producer:
         payload = packet.payload
         if not payload or self.closed:
             return  # padding-only probes carry nothing to forward
+        cached = self._cache.get(packet.sequence_number)
+        if cached is not None and cached.ssrc == packet.ssrc:
+            # a packet received already: a retransmission that crossed its original, or
+            # a browser probing its bandwidth with recent packets sent again as RTX
+            self.duplicates_received += 1
+            return
         self._ssrc = packet.ssrc
         now = time.monotonic()
         self.last_packet_at = now

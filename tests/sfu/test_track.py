@@ -135,3 +135,19 @@ def test_a_track_without_simulcast_is_its_one_layer() -> None:
     track = PublishedTrack.single(producer)
     assert track.layers == (producer,)
     assert not track.simulcast
+
+
+async def test_a_packet_received_again_is_not_counted_or_forwarded_again() -> None:
+    """Chromium probes its bandwidth by sending recent packets again on the lowest
+    layer's RTX stream (measured: 548 such packets beside 139 new ones in 8 s), which
+    aiortc unwraps into copies of packets already received."""
+    layer = _Layer("q")
+    keyframe = _vp8_frame(320, 180, keyframe=True)
+    await layer.send(keyframe)
+    sent = layer.sequence_number
+    layer.sequence_number -= len(keyframe)
+    await layer.send(keyframe)  # the same packets, the same sequence numbers
+    producer = layer.producer
+    assert producer.packets_received == sent
+    assert producer.duplicates_received == sent
+    assert producer.keyframes_received == 1
