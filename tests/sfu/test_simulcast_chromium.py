@@ -1,7 +1,7 @@
 """Real headless Chromium publishes simulcast to a router in-process: a 1280x720 fake
 camera with three encodings (rids q, h, f at 1/4, 1/2 and full size), as a studio page
-does with ``sendEncodings``. Each layer reaches its own producer; aiortc viewers, each put
-on one layer, decode that layer's picture size."""
+does with ``sendEncodings``. Each layer reaches its own producer; aiortc viewers, each choosing
+one layer, decode that layer's picture size."""
 
 from __future__ import annotations
 
@@ -153,8 +153,8 @@ async def test_chromium_vp8_simulcast_layers_reach_viewers_at_their_size(
     try:
         for viewer, rid in zip(viewers, RIDS, strict=True):
             session = await viewer.subscribe(router)
-            (down_track,) = session.down_tracks
-            await down_track.switch_producer(layers[rid])
+            # the viewer's own choice of layer (the watch page's quality menu)
+            session.quality.choose(track.layers.index(layers[rid]))
         for viewer, rid in zip(viewers, RIDS, strict=True):
             assert await wait_until(lambda v=viewer, r=rid: v.size == SIZES[r], within=15), (
                 rid,
@@ -178,8 +178,7 @@ async def test_chromium_h264_simulcast_layers_reach_their_producers(
     viewer = _SizeViewer()
     try:
         session = await viewer.subscribe(router)
-        (down_track,) = session.down_tracks
-        await down_track.switch_producer(layers["h"])
+        session.quality.choose(track.layers.index(layers["h"]))
         assert await wait_until(lambda: viewer.size == SIZES["h"], within=15), viewer.size
     finally:
         await viewer.close()
