@@ -4,6 +4,7 @@ python -m bench                 # full run (≈ 12 minutes on 2 cores), updates 
 python -m bench --quick         # ≈ 2 minutes, same report with fewer, shorter points
 python -m bench --cluster       # the multi-core sweep instead: 1 vs 2 SFU workers (bench.cluster)
 python -m bench --nack          # only the NACK-flood step (bench.nack; part of the full run)
+python -m bench --simulcast     # only the simulcast step (bench.simulcast; part of the full run)
 """
 
 from __future__ import annotations
@@ -108,6 +109,12 @@ def main(argv: list[str] | None = None) -> int:
         help="only the NACK-flood step: a flooding viewer's CPU against a normal one's",
     )
     parser.add_argument("--no-nack", action="store_true", help="skip the NACK-flood step")
+    parser.add_argument(
+        "--simulcast",
+        action="store_true",
+        help="only the simulcast step: viewers/core with a 3-layer source, layer switch time",
+    )
+    parser.add_argument("--no-simulcast", action="store_true", help="skip the simulcast step")
     args = parser.parse_args(argv)
     command = "python -m bench " + " ".join(argv if argv is not None else sys.argv[1:])
     if args.cluster:
@@ -132,6 +139,19 @@ def main(argv: list[str] | None = None) -> int:
             command.strip(),
             report=not args.no_report,
             json_path=args.json,
+            window=args.window,
+        )
+
+    if args.simulcast:
+        from bench import simulcast
+
+        return simulcast.main(
+            args.quick,
+            _progress,
+            command.strip(),
+            report=not args.no_report,
+            json_path=args.json,
+            viewers=[int(n) for n in args.viewers.split(",")] if args.viewers else None,
             window=args.window,
         )
 
@@ -187,8 +207,19 @@ def main(argv: list[str] | None = None) -> int:
         nack_failed = bool(
             nack.main(args.quick, _progress, command.strip(), report=not args.no_report)
         )
+    simulcast_failed = False
+    if not args.no_simulcast and "onair" in args.servers.split(",") and _onair_version():
+        from bench import simulcast
+
+        simulcast_failed = bool(
+            simulcast.main(args.quick, _progress, command.strip(), report=not args.no_report)
+        )
     _progress(f"done in {time.monotonic() - started:.0f} s")
-    ok = all(r.error in (None, "not available") for r in results) and not nack_failed
+    ok = (
+        all(r.error in (None, "not available") for r in results)
+        and not nack_failed
+        and not simulcast_failed
+    )
     return 0 if ok else 1
 
 

@@ -20,8 +20,16 @@ arrives; the audio track stays idle. It prints ``{"ready": true}`` once connecte
 answers ``{"op": "keyframes"}``: keyframe requests received, keyframes sent, and how long each
 request waited for the next keyframe to leave.
 
+With ``--simulcast`` the publisher sends three-layer RID simulcast as Chromium does
+(``testpeers.simulcast``), each layer a pre-encoded loop of the test pattern
+(``bench.source.LayeredSourceSpec``), and a tone; it prints ``{"simulcast": true, ...}``
+once connected, then answers ``{"op": "count"}`` (packets sent so far of the audio and the
+top layer: what a viewer of the top layer is sent) and ``{"op": "layers"}`` (each layer's
+packets and bytes sent, keyframes and keyframe requests, and whether it is sending).
+
     python -m bench.publisher --url http://127.0.0.1:PORT
     python -m bench.publisher --url http://127.0.0.1:PORT --live
+    python -m bench.publisher --url http://127.0.0.1:PORT --simulcast
     python -m bench.publisher --rtp-to VIDEO_PORT,AUDIO_PORT
 """
 
@@ -30,6 +38,7 @@ from __future__ import annotations
 import argparse
 import asyncio
 import contextlib
+import dataclasses
 import json
 import logging
 import random
@@ -60,10 +69,12 @@ from aiortc.rtp import (
 from aiortc.sdp import SessionDescription
 from av import VideoFrame
 
-from bench import http
+from bench import http, source
 from bench.viewer import new_peer_connection, trace_key
 from sfu import aiortc_adapter
 from sfu.keyframe import is_vp8_keyframe_start
+from testpeers import aiortc_hooks
+from testpeers.simulcast import LayerSpec, LoopedVp8Source, SimulcastPublisher
 
 
 class _IdleTrack(MediaStreamTrack):
@@ -328,6 +339,67 @@ async def publish_live(url: str) -> None:
         await pc.close()
 
 
+SIMULCAST_RIDS = ("q", "h", "f")
+
+
+def simulcast_layers(spec: source.LayeredSourceSpec) -> tuple[LayerSpec, ...]:
+    return tuple(
+        LayerSpec(rid, width, height, kbps * 1000)
+        for rid, (width, height, kbps) in zip(SIMULCAST_RIDS, spec.layers, strict=True)
+    )
+
+
+async def publish_simulcast(url: str) -> None:
+    """Publish ``source.LayeredSourceSpec``'s layers (pre-encoded, looped) as RID
+    simulcast, and a tone."""
+    spec = source.LayeredSourceSpec()
+    layers = simulcast_layers(spec)
+    publisher = SimulcastPublisher(
+        layers, fps=spec.fps, source=LoopedVp8Source.from_frames(source.encoded_layers(spec))
+    )
+    offer = await publisher.create_offer()
+    response = await http.request("POST", f"{url}/whip", offer.encode(), "application/sdp")
+    if response.status != 201:
+        raise RuntimeError(f"WHIP: HTTP {response.status}: {response.body[:200]!r}")
+    await publisher.accept_answer(response.body.decode())
+    if not await publisher.wait_connected():
+        raise RuntimeError("simulcast publisher: ICE/DTLS failed")
+    audio = publisher.audio_sender
+    top = layers[-1].rid
+
+    def audio_packets() -> int:
+        return aiortc_hooks.sender_report_state(audio)[3] if audio is not None else 0
+
+    def count() -> dict[str, Any]:
+        sent = publisher.layers[top].packets_sent if top in publisher.layers else 0
+        return {"at": time.monotonic(), "packets": audio_packets() + sent}
+
+    def layer_counts() -> dict[str, Any]:
+        return {
+            "at": time.monotonic(),
+            "audio_packets": audio_packets(),
+            "layers": {
+                rid: {
+                    "packets": layer.packets_sent,
+                    "bytes": layer.bytes_sent,
+                    "keyframes": layer.keyframes_sent,
+                    "keyframe_requests": layer.keyframe_requests,
+                    "sending": layer.sending,
+                }
+                for rid, layer in publisher.layers.items()
+            },
+        }
+
+    hello = {
+        "simulcast": publisher.simulcast,
+        "layers": [dataclasses.asdict(layer) for layer in layers],
+    }
+    try:
+        await _serve_commands(hello, {"count": count, "layers": layer_counts})
+    finally:
+        await publisher.close()
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     target = parser.add_mutually_exclusive_group(required=True)
@@ -336,11 +408,16 @@ def main() -> None:
     parser.add_argument(
         "--live", action="store_true", help="with --url: encode a synthetic picture live instead"
     )
+    parser.add_argument(
+        "--simulcast", action="store_true", help="with --url: three-layer RID simulcast instead"
+    )
     args = parser.parse_args()
-    if args.live and not args.url:
-        parser.error("--live needs --url")
+    if (args.live or args.simulcast) and not args.url:
+        parser.error("--live and --simulcast need --url")
     logging.basicConfig(level=logging.WARNING)
-    if args.live:
+    if args.simulcast:
+        asyncio.run(publish_simulcast(args.url))
+    elif args.live:
         asyncio.run(publish_live(args.url))
     elif args.url:
         asyncio.run(publish(args.url))

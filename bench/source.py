@@ -91,3 +91,64 @@ def replay_command(path: Path, video_port: int, audio_port: int) -> list[str]:
         *rtp("v", VIDEO_PT, VIDEO_SSRC, video_port),
         *rtp("a", AUDIO_PT, AUDIO_SSRC, audio_port),
     ]  # fmt: skip
+
+
+@dataclass(frozen=True)
+class LayeredSourceSpec:
+    """The simulcast source: the same test pattern as ``SourceSpec`` (the top layer is its
+    picture and rate), each layer encoded on its own, VP8 only (the audio is the
+    publisher's). ``layers`` are (width, height, kbit/s), lowest first."""
+
+    layers: tuple[tuple[int, int, int], ...] = ((320, 180, 150), (640, 360, 500), (1280, 720, 1400))
+    fps: int = 30
+    keyframe_seconds: int = 2
+    seconds: int = 10
+
+    def encode_args(self, outputs: list[str]) -> list[str]:
+        width, height, _ = self.layers[-1]
+        split = f"[0:v]split={len(self.layers)}" + "".join(
+            f"[s{i}]" for i in range(len(self.layers))
+        )
+        scales = [f"[s{i}]scale={w}:{h}[v{i}]" for i, (w, h, _) in enumerate(self.layers)]
+        args = [
+            "-f", "lavfi", "-t", str(self.seconds),
+            "-i", f"testsrc2=size={width}x{height}:rate={self.fps}",
+            "-filter_complex", ";".join([split, *scales]),
+        ]  # fmt: skip
+        for i, ((_, _, kbps), output) in enumerate(zip(self.layers, outputs, strict=True)):
+            args += [
+                "-map", f"[v{i}]", "-c:v", "libvpx", "-b:v", f"{kbps}k", "-minrate", f"{kbps}k",
+                "-maxrate", f"{kbps}k", "-deadline", "realtime", "-cpu-used", "8",
+                "-g", str(self.fps * self.keyframe_seconds), "-auto-alt-ref", "0",
+                "-lag-in-frames", "0", "-error-resilient", "1", output,
+            ]  # fmt: skip
+        return args
+
+    def describe(self) -> str:
+        layers = ", ".join(f"{w}x{h} {kbps} kbit/s" for w, h, kbps in self.layers)
+        return (
+            f"testsrc2 as {len(self.layers)} VP8 layers ({layers}; libvpx CBR, {self.fps} fps, "
+            f"keyframe every {self.keyframe_seconds} s, {self.seconds} s looped) + an Opus tone"
+        )
+
+
+def encoded_layers(spec: LayeredSourceSpec) -> list[list[bytes]]:
+    """Each layer's encoded VP8 frames, lowest first (encoded on first use, then cached)."""
+    import av
+
+    key = hashlib.sha256(repr(spec.encode_args(["-"] * len(spec.layers))).encode()).hexdigest()[:12]
+    paths = [cache_dir() / f"layer-{key}-{i}.webm" for i in range(len(spec.layers))]
+    if not all(path.exists() for path in paths):
+        cache_dir().mkdir(parents=True, exist_ok=True)
+        partial = [str(path.with_suffix(".partial.webm")) for path in paths]
+        subprocess.run(
+            [ffmpeg(), "-hide_banner", "-loglevel", "error", "-y", *spec.encode_args(partial)],
+            check=True,
+        )
+        for made, path in zip(partial, paths, strict=True):
+            Path(made).rename(path)
+    frames = []
+    for path in paths:
+        with av.open(str(path)) as container:
+            frames.append([bytes(p) for p in container.demux(video=0) if p.size])
+    return frames

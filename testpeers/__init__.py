@@ -267,6 +267,7 @@ class StreamRecord:
     frames: int = 0
     first_frame_at: float | None = None
     first_frame_matches_pattern: bool | None = None
+    frame_size: tuple[int, int] | None = None  # of the last decoded video frame
     first_payload: bytes | None = None
     sequence_numbers: list[int] = field(default_factory=list)
     timestamps: list[int] = field(default_factory=list)
@@ -293,6 +294,8 @@ class TestViewer:
         self.created_at = time.monotonic()
         self._tasks: list[asyncio.Task[None]] = []
         self._video_receiver: RTCRtpReceiver | None = None
+        # called with every video packet received (after RTX repair)
+        self.on_video_packet: Callable[[RtpPacket], None] | None = None
 
     async def create_offer(self) -> str:
         """A WHEP-style recvonly offer for audio and video."""
@@ -365,6 +368,8 @@ class TestViewer:
                 record.first_payload = packet.payload
             record.packets += 1
             record.ssrc = packet.ssrc
+            if record is self.video and self.on_video_packet is not None:
+                self.on_video_packet(packet)
             if self.record_rtp and record is self.video:
                 record.sequence_numbers.append(packet.sequence_number)
                 record.timestamps.append(packet.timestamp)
@@ -385,6 +390,8 @@ class TestViewer:
                     record.first_frame_at = time.monotonic()
                     if isinstance(frame, VideoFrame):
                         record.first_frame_matches_pattern = matches_pattern(frame)
+                if isinstance(frame, VideoFrame):
+                    record.frame_size = (frame.width, frame.height)
                 record.frames += 1
         except MediaStreamError:
             return

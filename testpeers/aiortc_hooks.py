@@ -6,9 +6,11 @@ sending NACKs, reading what the next sender report will say. Like ``sfu.aiortc_a
 
 from __future__ import annotations
 
+import asyncio
 import struct
 import sys
 import threading
+import time
 from collections.abc import Awaitable, Callable, Iterable, Iterator
 from contextlib import contextmanager
 from typing import Any
@@ -165,3 +167,67 @@ def route_rtcp_about(
     sink = _RtcpSink(handler)
     for ssrc in ssrcs:
         transport._rtp_router.register_sender(sink, ssrc)  # type: ignore[arg-type]
+
+
+class IncomingShaper:
+    """A link of ``rate`` bit/s in front of a transport's incoming RTP, as tbf shapes one:
+    packets leave at that rate after a burst of ``burst_bytes``, wait in a queue of at most
+    ``queue_seconds``, and what would wait longer is dropped. ``rate = None``: no limit.
+    Each packet counts ``overhead`` bytes more than its decrypted RTP (SRTP, UDP, IP)."""
+
+    def __init__(
+        self, queue_seconds: float = 0.2, burst_bytes: int = 15_000, overhead: int = 48
+    ) -> None:
+        self.rate: float | None = None
+        self.queue_seconds = queue_seconds
+        self.burst_bytes = burst_bytes
+        self.overhead = overhead
+        self.dropped = 0
+        self._free_at = 0.0  # when the link has sent everything queued so far
+
+    def schedule(self, size: int, now: float) -> float | None:
+        """When a packet of ``size`` bytes arriving ``now`` leaves the link; None: dropped."""
+        if self.rate is None:
+            self._free_at = now
+            return now
+        self._free_at = max(self._free_at, now - self.burst_bytes * 8 / self.rate)
+        leaves = self._free_at + (size + self.overhead) * 8 / self.rate
+        if leaves - now > self.queue_seconds:
+            self.dropped += 1
+            return None
+        self._free_at = leaves
+        return max(now, leaves)
+
+
+def shape_incoming_rtp(transport: RTCDtlsTransport, shaper: IncomingShaper) -> None:
+    """Pass the decrypted incoming RTP of ``transport`` through ``shaper``: a packet reaches
+    aiortc (its receivers, statistics, NACKs and REMB) when the shaped link delivers it,
+    with that time as its arrival time, or never. RTCP is not shaped."""
+    original = transport._handle_rtp_data
+    loop = asyncio.get_running_loop()
+    queued = 0  # packets on the link, not yet handed to aiortc: the next waits behind them
+    tasks: set[asyncio.Task[None]] = set()
+
+    def delivered(task: asyncio.Task[None]) -> None:
+        nonlocal queued
+        queued -= 1
+        tasks.discard(task)
+
+    def deliver(data: bytes) -> None:
+        task = loop.create_task(original(data, int(time.time() * 1000)))
+        tasks.add(task)
+        task.add_done_callback(delivered)
+
+    async def handle_rtp_data(data: bytes, arrival_time_ms: int) -> None:
+        nonlocal queued
+        now = loop.time()
+        leaves = shaper.schedule(len(data), now)
+        if leaves is None:
+            return
+        if leaves <= now and not queued:
+            await original(data, arrival_time_ms)
+        else:
+            queued += 1
+            loop.call_at(leaves, deliver, data)
+
+    transport._handle_rtp_data = handle_rtp_data  # type: ignore[method-assign]

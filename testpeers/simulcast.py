@@ -19,15 +19,14 @@ If the answer has no ``a=simulcast``, only the first layer is sent, without RID,
 browser does when simulcast is refused.
 
 Video comes from ``LiveVp8Source`` (the test pattern, each layer encoded as it goes by
-aiortc's VP8 encoder) or ``LoopedVp8Source`` (the same encoded once and replayed in a loop,
-a keyframe at its start and on request: cheap enough for the bench).
+aiortc's VP8 encoder) or ``LoopedVp8Source`` (encoded frames replayed in a loop, the next
+keyframe on request: cheap enough for the bench, which loops FFmpeg's encodes).
 """
 
 from __future__ import annotations
 
 import asyncio
 import contextlib
-import logging
 import random
 import struct
 import time
@@ -44,7 +43,7 @@ from aiortc import (
     RTCSessionDescription,
     clock,
 )
-from aiortc.codecs.vpx import Vp8Encoder
+from aiortc.codecs.vpx import PACKET_MAX, Vp8Encoder, VpxPayloadDescriptor
 from aiortc.rtcrtpparameters import RTCRtpHeaderExtensionParameters, RTCRtpParameters
 from aiortc.rtp import (
     RTCP_PSFB_APP,
@@ -62,6 +61,7 @@ from aiortc.rtp import (
 from aiortc.sdp import SessionDescription
 from av import VideoFrame
 
+from sfu.keyframe import is_vp8_keyframe_start
 from testpeers import (
     VIDEO_CLOCK_RATE,
     ToneAudioTrack,
@@ -69,8 +69,6 @@ from testpeers import (
     client_configuration,
     pattern_planes,
 )
-
-logger = logging.getLogger(__name__)
 
 RID_URI = "urn:ietf:params:rtp-hdrext:sdes:rtp-stream-id"
 REPAIRED_RID_URI = "urn:ietf:params:rtp-hdrext:sdes:repaired-rtp-stream-id"
@@ -80,6 +78,7 @@ REPAIRED_RID_EXTENSION_ID = 11
 # Chromium stops sending the RID extension once the receiver has surely seen it
 CHROMIUM_RID_PACKETS = 10
 NACK_HISTORY = 512  # packets per layer
+VP8_PAYLOAD_MAX = PACKET_MAX - 4  # as aiortc's encoder: its descriptor is 4 bytes
 
 
 @dataclass(frozen=True)
@@ -154,16 +153,38 @@ class LiveVp8Source:
         return await asyncio.get_running_loop().run_in_executor(None, self._encode, wanted)
 
 
+def packetize_vp8(frame: bytes) -> list[bytes]:
+    """One encoded VP8 frame as RTP payloads, as aiortc's encoder packetizes (a 4-byte
+    payload descriptor with a 15-bit picture id, which the sender rewrites)."""
+    payloads = []
+    descriptor = VpxPayloadDescriptor(partition_start=1, partition_id=0, picture_id=0)
+    for start in range(0, len(frame), VP8_PAYLOAD_MAX):
+        payloads.append(bytes(descriptor) + frame[start : start + VP8_PAYLOAD_MAX])
+        descriptor.partition_start = 0
+    return payloads
+
+
 class LoopedVp8Source:
-    """Each layer's test pattern encoded once, ``seconds`` long (a keyframe, then delta
-    frames), replayed in a loop: a keyframe request restarts that layer's loop. Costs next
-    to nothing per frame; ``LoopedVp8Source.shared`` encodes once per process."""
+    """Each layer's encoded frames replayed in a loop; a keyframe request moves that layer
+    on to its loop's next keyframe. Costs next to nothing per frame.
+
+    ``frames[layer]`` are whole encoded VP8 frames, the first a keyframe
+    (``LoopedVp8Source.from_frames``); ``LoopedVp8Source.encode`` encodes the test pattern
+    once per process instead."""
 
     _made: dict[tuple[tuple[LayerSpec, ...], int, float], list[list[list[bytes]]]] = {}
 
     def __init__(self, encoded: list[list[list[bytes]]]) -> None:
         self._encoded = encoded
+        self._keyframes = [
+            [i for i, payloads in enumerate(loop) if is_vp8_keyframe_start(payloads[0])]
+            for loop in encoded
+        ]
         self._index = [0] * len(encoded)
+
+    @classmethod
+    def from_frames(cls, frames: Sequence[Sequence[bytes]]) -> LoopedVp8Source:
+        return cls([[packetize_vp8(frame) for frame in layer] for layer in frames])
 
     @classmethod
     def encode(cls, layers: Sequence[LayerSpec], fps: int, seconds: float) -> LoopedVp8Source:
@@ -185,11 +206,13 @@ class LoopedVp8Source:
     async def frames(self, wanted: Sequence[tuple[int, bool]]) -> list[list[bytes]]:
         encoded = []
         for layer, keyframe in wanted:
-            if keyframe:
-                self._index[layer] = 0
             loop = self._encoded[layer]
-            encoded.append(loop[self._index[layer] % len(loop)])
-            self._index[layer] += 1
+            index = self._index[layer] % len(loop)
+            if keyframe:
+                keyframes = self._keyframes[layer]
+                index = next((k for k in keyframes if k >= index), keyframes[0])
+            encoded.append(loop[index])
+            self._index[layer] = index + 1
         return encoded
 
 
@@ -390,6 +413,11 @@ class SimulcastPublisher:
     @property
     def sending_rids(self) -> list[str]:
         return [rid for rid, layer in self.layers.items() if layer.sending]
+
+    @property
+    def audio_sender(self) -> RTCRtpSender | None:
+        """aiortc's sender of the tone, if there is one."""
+        return next((s for s in self.pc.getSenders() if s.kind == "audio"), None)
 
     def layer(self, rid: str) -> LayerState:
         return self.layers[rid]

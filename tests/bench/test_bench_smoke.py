@@ -28,6 +28,7 @@ def test_quick_point_measures_every_available_server(tmp_path: Path) -> None:
         "1",
         "--no-report",
         "--no-nack",
+        "--no-simulcast",
         "--json",
         str(results),
         timeout=240,
@@ -62,6 +63,25 @@ def test_quick_point_measures_every_available_server(tmp_path: Path) -> None:
         assert onair["live_join_error"] is None, (live, done.stderr[-3000:])
         assert [ms for ms in onair["live_join_ms"] if ms is not None], (live, done.stderr[-3000:])
         assert onair["live_keyframe_requests"] >= 1, live
+
+
+def test_the_simulcast_step_measures_both_sources_and_a_layer_switch(tmp_path: Path) -> None:
+    results = tmp_path / "simulcast.json"
+    done = run_module(
+        "bench", "--simulcast", "--quick", "--viewers", "0,2", "--window", "1", "--no-report",
+        "--json", str(results), timeout=240,
+    )  # fmt: skip
+    document = json.loads(results.read_text())
+    assert done.returncode == 0, (document["errors"], done.stderr[-3000:])
+    for source in ("single", "simulcast"):
+        last = document[source]["points"][-1]
+        assert last["connected"] == 2, (source, last)
+        assert min(last["viewer_pps"]) > 100, (source, last)
+    assert set(document["layer_kbps"]) == {"q", "h", "f"}
+    assert sum(document["viewers_on"].values()) == 2
+    assert len(document["switch_ms"]) == 1
+    if document["switch_skipped"] is None:
+        assert document["switch_ms"][0] is not None
 
 
 def test_the_nack_flood_step_measures_a_flooder_against_normal_viewers(tmp_path: Path) -> None:

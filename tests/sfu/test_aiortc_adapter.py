@@ -534,6 +534,30 @@ async def test_route_rtcp_about_gets_feedback_for_its_ssrcs_once_per_packet(
     assert [getattr(p, "fmt", None) for p in got[:2]] == [RTCP_PSFB_PLI, RTCP_PSFB_APP]
 
 
+async def test_shape_incoming_rtp_delivers_at_the_links_rate_and_drops_past_its_queue(
+    pc: RTCPeerConnection,
+) -> None:
+    transport = pc.addTransceiver("video").receiver.transport
+    delivered: list[bytes] = []
+
+    async def handle_rtp_data(data: bytes, arrival_time_ms: int) -> None:
+        delivered.append(data)
+
+    transport._handle_rtp_data = handle_rtp_data  # type: ignore[method-assign]
+    shaper = aiortc_hooks.IncomingShaper(queue_seconds=0.25, burst_bytes=0, overhead=0)
+    aiortc_hooks.shape_incoming_rtp(transport, shaper)
+    await transport._handle_rtp_data(b"a" * 1000, 0)  # no limit yet: at once
+    assert delivered == [b"a" * 1000]
+    shaper.rate = 80_000  # 1000 bytes per 0.1 s
+    for tag in b"bcd":
+        await transport._handle_rtp_data(bytes([tag]) * 1000, 0)
+    assert shaper.dropped == 1  # d would have waited 0.3 s
+    await asyncio.sleep(0.05)
+    assert len(delivered) == 1
+    await asyncio.sleep(0.25)
+    assert [d[:1] for d in delivered] == [b"a", b"b", b"c"]
+
+
 def test_the_members_the_direct_sender_uses_exist(pc: RTCPeerConnection) -> None:
     import pylibsrtp
     from aioice.ice import CandidatePair
