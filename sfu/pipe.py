@@ -12,10 +12,12 @@ internet), and fans them out to its own viewers like a publisher's producers wou
     edge_pipe.connect(origin_pipe.address)
     await edge.set_tracks(origin_pipe.tracks())                   # and on every on_tracks
 
-The origin's end forwards each producer through a keyframe gate and a munger, so the pipe
-carries one continuous stream per kind even when the publisher reconnects. The edge's end
-feeds one ``Producer`` per kind; its viewers' keyframe requests (PLI) go back upstream
-as RTCP, and so do NACKs for pipe packets that went missing. Nothing here knows about
+The origin's end forwards each producer (each layer of a simulcast track) through a
+keyframe gate and a munger, so the pipe carries one continuous stream per layer even when
+the publisher reconnects. The edge's end feeds one ``Producer`` per layer, grouped by kind
+into published tracks with the same layers, so that edge viewers choose layers as origin
+viewers do; their keyframe requests (PLI) go back upstream as RTCP with that layer's pipe
+SSRC, and so do NACKs for pipe packets that went missing. Nothing here knows about
 worker processes or how the two ends learned each other's address: the gateway does.
 """
 
@@ -66,11 +68,17 @@ _PIPE_GROUP_KEY = ("pipe",)
 
 @dataclass(frozen=True)
 class PipeTrack:
-    """What an edge needs to produce one kind: the pipe SSRC and the publisher's codec."""
+    """What an edge needs to produce one layer of one kind: the pipe SSRC, the publisher's
+    codec and the layer's rid (None without simulcast)."""
 
     kind: str
     ssrc: int
     codec: RTCRtpCodecParameters
+    rid: str | None = None
+
+    @property
+    def key(self) -> tuple[str, str | None]:
+        return (self.kind, self.rid)
 
 
 def encode_tracks(tracks: tuple[PipeTrack, ...]) -> list[dict[str, Any]]:
@@ -79,6 +87,7 @@ def encode_tracks(tracks: tuple[PipeTrack, ...]) -> list[dict[str, Any]]:
         {
             "kind": t.kind,
             "ssrc": t.ssrc,
+            "rid": t.rid,
             "codec": {
                 "mimeType": t.codec.mimeType,
                 "clockRate": t.codec.clockRate,
@@ -93,7 +102,12 @@ def encode_tracks(tracks: tuple[PipeTrack, ...]) -> list[dict[str, Any]]:
 
 def decode_tracks(tracks: list[dict[str, Any]]) -> tuple[PipeTrack, ...]:
     return tuple(
-        PipeTrack(kind=t["kind"], ssrc=t["ssrc"], codec=RTCRtpCodecParameters(**t["codec"]))
+        PipeTrack(
+            kind=t["kind"],
+            ssrc=t["ssrc"],
+            codec=RTCRtpCodecParameters(**t["codec"]),
+            rid=t.get("rid"),
+        )
         for t in tracks
     )
 
@@ -142,7 +156,7 @@ def _nack(ssrc: int, lost: list[int]) -> bytes:
 
 
 class _PipeForwarder(TrackForwarder):
-    """One kind of the origin router, forwarded into the pipe: a viewer's forwarding
+    """One layer of one kind of the origin router, forwarded into the pipe: a viewer's forwarding
     (``TrackForwarder``: keyframe gate, munger, repairs) without a viewer.
 
     It joins its producer's forward group like a viewer's down track, so the pipe costs one
@@ -154,6 +168,7 @@ class _PipeForwarder(TrackForwarder):
     def __init__(self, pipe: OriginPipe, producer: Producer) -> None:
         super().__init__(producer, RtpMunger(producer.codec.clockRate), random.getrandbits(32))
         self.kind = producer.kind
+        self.rid = producer.rid
         self.packets = 0
         self.retransmitted = 0
         self.keyframe_requests = 0
@@ -166,7 +181,7 @@ class _PipeForwarder(TrackForwarder):
 
     @property
     def track(self) -> PipeTrack:
-        return PipeTrack(kind=self.kind, ssrc=self._ssrc, codec=self._producer.codec)
+        return PipeTrack(kind=self.kind, ssrc=self._ssrc, codec=self._producer.codec, rid=self.rid)
 
     def switch_producer(self, producer: Producer) -> None:
         self._detach()
@@ -223,8 +238,10 @@ class _PipeForwarder(TrackForwarder):
 class OriginPipe:
     """The origin router's end of a pipe to one edge.
 
-    It follows the router: a new publisher's producers take over the pipe's tracks, and
-    ``on_tracks`` is called when the set of kinds or a codec changes, for the edge to
+    Every layer of every track goes down the pipe as its own pipe track, so that the
+    edge's viewers choose layers as the origin's do. It follows the router: a new
+    publisher's layers take over the pipe tracks of the same kind and rid, and
+    ``on_tracks`` is called when the set of layers or a codec changes, for the edge to
     learn it. Closing the router closes the pipe.
     """
 
@@ -240,13 +257,10 @@ class OriginPipe:
         self._transport = transport
         self._remote = remote
         self._on_tracks = on_tracks
-        self._forwarders: dict[str, _PipeForwarder] = {}
+        self._forwarders: dict[tuple[str, str | None], _PipeForwarder] = {}
         self._tasks = TaskSet()
-        # one layer of each track (the one a new viewer would get): an edge has no layers
         for track in router.tracks:
-            self._forwarders[track.kind] = _PipeForwarder(
-                self, track.default_layer(time.monotonic())
-            )
+            self._follow(track)
         router.events.on(ProducerAdded, self._producer_added)
         router.events.on(RouterClosed, lambda _: self.close())
 
@@ -313,16 +327,23 @@ class OriginPipe:
         )
         if track is None or self.closed:
             return
-        # each layer of a simulcast track is added: the pipe takes the track's default one
-        producer = track.default_layer(time.monotonic())
         before = self.tracks()
-        forwarder = self._forwarders.get(producer.kind)
-        if forwarder is None:
-            self._forwarders[producer.kind] = _PipeForwarder(self, producer)
-        elif forwarder.producer is not producer:
-            forwarder.switch_producer(producer)
+        self._follow(track)
         if self.tracks() != before:
             self._on_tracks(self.tracks())
+
+    def _follow(self, track: PublishedTrack) -> None:
+        """Pipe every layer of ``track``: a layer the pipe carries already (same kind and
+        rid) continues on its new producer; the kind's layers the track lacks stop."""
+        rids = {layer.rid for layer in track.offered_layers}
+        for key in [k for k in self._forwarders if k[0] == track.kind and k[1] not in rids]:
+            self._forwarders.pop(key).close()
+        for layer in track.offered_layers:
+            forwarder = self._forwarders.get((track.kind, layer.rid))
+            if forwarder is None:
+                self._forwarders[(track.kind, layer.rid)] = _PipeForwarder(self, layer)
+            elif forwarder.producer is not layer:
+                forwarder.switch_producer(layer)
 
     def _send(self, data: bytes | bytearray) -> None:
         if not self.closed:
@@ -368,7 +389,8 @@ class _PipeInput:
 
 
 class EdgePipe:
-    """The edge's end of a pipe: a UDP socket whose packets feed one producer per kind."""
+    """The edge's end of a pipe: a UDP socket whose packets feed one producer per pipe
+    track (a layer of a kind), grouped by kind into the edge's published tracks."""
 
     def __init__(self, transport: asyncio.DatagramTransport, queue: asyncio.Queue[bytes]) -> None:
         self.closed = False
@@ -380,6 +402,7 @@ class EdgePipe:
         self._queue = queue
         self._origin: Address | None = None
         self._inputs: dict[int, _PipeInput] = {}
+        self.tracks: tuple[PublishedTrack, ...] = ()
         self._early: list[RtpPacket] = []
         self._pump = asyncio.ensure_future(self._run())
 
@@ -411,15 +434,20 @@ class EdgePipe:
             nacks=self.nacks,
         )
 
-    def _set_tracks(
-        self, router: Router, tracks: tuple[PipeTrack, ...]
-    ) -> list[tuple[Producer | None, Producer]]:
-        """Producers for ``tracks``; returns (replaced producer or None, new producer) for
-        each track that was not already flowing."""
-        changes: list[tuple[Producer | None, Producer]] = []
-        by_kind = {i.track.kind: i for i in self._inputs.values()}
+    def _set_tracks(self, router: Router, tracks: tuple[PipeTrack, ...]) -> list[Producer]:
+        """A producer for each of ``tracks`` (one kept where its pipe track is unchanged),
+        grouped by kind into ``self.tracks``, each kind's layers in the origin's order;
+        returns the producers replaced or gone, for the caller to move their viewers and
+        close them."""
+        gone: list[Producer] = []
+        by_key = {i.track.key: i for i in self._inputs.values()}
+        wanted = {track.key for track in tracks}
+        for key, stale in by_key.items():
+            if key not in wanted:
+                del self._inputs[stale.track.ssrc]
+                gone.append(stale.producer)
         for track in tracks:
-            current = by_kind.get(track.kind)
+            current = by_key.get(track.key)
             if current is not None and current.track == track:
                 continue
             # packets come from the pipe; a keyframe request goes back up it as an RTCP PLI
@@ -434,12 +462,19 @@ class EdgePipe:
                 keyframe_request_interval=router.options.keyframe_request_interval,
                 emit=router.events.emit,
                 native_forwarding=router.options.native_forwarding,
+                rid=track.rid,
             )
             if current is not None:
                 del self._inputs[current.track.ssrc]
+                gone.append(current.producer)
             self._inputs[track.ssrc] = _PipeInput(track, producer, source)
-            changes.append((current.producer if current is not None else None, producer))
-        return changes
+        by_ssrc = self._inputs
+        kinds = dict.fromkeys(track.kind for track in tracks)
+        self.tracks = tuple(
+            PublishedTrack(kind, [by_ssrc[t.ssrc].producer for t in tracks if t.kind == kind])
+            for kind in kinds
+        )
+        return gone
 
     def close(self) -> None:
         if self.closed:
@@ -516,21 +551,30 @@ class EdgeRouter(Router):
 
     @property
     def tracks(self) -> tuple[PublishedTrack, ...]:
-        return tuple(PublishedTrack.single(p) for p in self.pipe.producers)
+        return self.pipe.tracks
 
     async def set_tracks(self, tracks: tuple[PipeTrack, ...]) -> None:
-        """Follow the origin's tracks: a new kind goes to every viewer, a changed one takes
-        over its predecessor's down tracks (as a reconnecting publisher would)."""
+        """Follow the origin's tracks: a new kind goes to every viewer; a kind whose layers
+        changed takes over its predecessor's down tracks, each from a layer to the layer
+        at the same place (as a reconnecting publisher's would)."""
         if self.closed:
             return
-        for replaced, producer in self.pipe._set_tracks(self, tracks):
-            if replaced is not None:
-                await self._move_down_tracks(
-                    (PublishedTrack.single(replaced),), (PublishedTrack.single(producer),)
-                )
-                replaced.close("replaced")
-            for viewer in self.viewers:
-                await self._consume(viewer, producer)
+        before = {track.kind: track for track in self.tracks}
+        gone = self.pipe._set_tracks(self, tracks)
+        moved: list[tuple[PublishedTrack, PublishedTrack]] = []
+        for track in self.tracks:
+            old = before.get(track.kind)
+            if old is None:
+                for viewer in self.viewers:
+                    await self._consume_track(viewer, track)
+            elif old.offered_layers != track.offered_layers:
+                moved.append((old, track))
+        if moved:
+            await self._move_down_tracks(
+                tuple(old for old, _ in moved), tuple(new for _, new in moved)
+            )
+        for producer in gone:
+            producer.close("replaced")
         await self.pipe._receive_early()
 
     async def close(self) -> None:

@@ -115,23 +115,35 @@ async def test_closing_the_edge_router_closes_its_pipe(router: Router, piped: _P
     assert piped.edge.closed
 
 
-async def test_a_simulcast_publishers_default_layer_goes_down_the_pipe(
+async def test_every_layer_goes_down_the_pipe_and_edge_viewers_choose_among_them(
     router: Router, clients: TestClients, piped: _Pipe
 ) -> None:
-    """One layer per kind goes to the edge, the one a new viewer gets (the top one
-    sending, the lowest before any is), not the last one added: a browser starts its
-    top layer last, once its bandwidth estimate allows."""
+    """Each layer of a simulcast track is a pipe track of its own: the edge rebuilds the
+    track with the same layers, and its viewers are given any of them, as the origin's."""
     publisher = SimulcastPublisher(SMALL_LAYERS, fps=15)
     try:
         session = await router.publish(await publisher.create_offer())
         await publisher.accept_answer(session.answer_sdp)
-        publisher.set_layer_active("f", False)  # not started yet
-        viewer, _ = await clients.subscribe(piped.router)
-        assert await viewer.wait_for_frames(video=10, audio=10, within=10)
-        assert [t.kind for t in piped.announcements[-1]] == ["audio", "video"]
-        (video,) = [t for t in session.tracks if t.kind == "video"]
-        forwarded = {f.producer for f in piped.origin._forwarders.values()}
-        assert len([p for p in forwarded if p.kind == "video"]) == 1
-        assert forwarded & set(video.offered_layers)
+        every_layer = [("audio", None), ("video", "q"), ("video", "h"), ("video", "f")]
+        assert await wait_until(
+            lambda: (
+                bool(piped.announcements)
+                and [(t.kind, t.rid) for t in piped.announcements[-1]] == every_layer
+            )
+        )
+        (video,) = [t for t in piped.router.tracks if t.kind == "video"]
+        sizes = [(spec.width, spec.height) for spec in SMALL_LAYERS]
+        assert await wait_until(lambda: [p.frame_size for p in video.layers] == sizes)
+        assert [p.rid for p in video.layers] == ["q", "h", "f"]
+        viewers = []
+        for index in range(len(SMALL_LAYERS)):
+            viewer, peer = await clients.subscribe(piped.router)
+            peer.quality.choose(index)
+            viewers.append(viewer)
+        for viewer, size in zip(viewers, sizes, strict=True):
+            assert await wait_until(
+                lambda viewer=viewer, size=size: viewer.video.frame_size == size
+            ), (size, viewer.video.frame_size)
+            assert await viewer.wait_for_frames(video=viewer.video.frames + 5, audio=5)
     finally:
         await publisher.close()
