@@ -61,6 +61,7 @@ class ProducerAdded(SfuEvent):
     publisher_id: str
     kind: str
     mime_type: str
+    rid: str | None = None  # the simulcast layer it is; None without simulcast
 
 
 @dataclass(frozen=True)
@@ -142,6 +143,8 @@ class ProducerStats:
     keyframes_received: int
     keyframe_requests: int
     keyframe_requests_sent: int
+    rid: str | None = None  # the simulcast layer it is; None without simulcast
+    duplicates_received: int = 0  # packets received again (not forwarded again)
 
 
 @dataclass(frozen=True)

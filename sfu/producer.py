@@ -175,6 +175,8 @@ class Producer:
             keyframes_received=self.keyframes_received,
             keyframe_requests=self._keyframes.requests,
             keyframe_requests_sent=self._keyframes.sent,
+            rid=self.rid,
+            duplicates_received=self.duplicates_received,
         )
 
     def close(self, reason: str) -> None:

@@ -215,6 +215,7 @@ class Router:
                     publisher_id=session.id,
                     kind=producer.kind,
                     mime_type=producer.mime_type,
+                    rid=producer.rid,
                 )
             )
         if previous is not None:

@@ -13,7 +13,7 @@ import pytest
 from aiortc import RTCDtlsTransport
 from aiortc.rtp import RtpPacket
 
-from sfu import Producer, PublisherPeer, Router
+from sfu import Producer, ProducerAdded, PublisherPeer, Router
 from sfu.track import PublishedTrack
 from testpeers import aiortc_hooks, wait_until
 from testpeers.simulcast import SMALL_LAYERS, SimulcastPublisher
@@ -49,6 +49,8 @@ def _sfu_transport(session: PublisherPeer) -> RTCDtlsTransport:
 async def test_each_layer_reaches_its_own_producer_in_size_order(
     router: Router, publisher: SimulcastPublisher
 ) -> None:
+    added: list[ProducerAdded] = []
+    router.events.on(ProducerAdded, added.append)
     session = await _publish(router, publisher)
     assert publisher.simulcast  # the answer took the three rids
     video = _video(session)
@@ -67,6 +69,14 @@ async def test_each_layer_reaches_its_own_producer_in_size_order(
         assert 0 < producer.packets_received <= sent.packets_sent
     assert await wait_until(lambda: audio.offered_layers[0].packets_received > 0)
     assert session.packets_dropped == 0
+    assert await wait_until(lambda: len(added) == 4)  # each layer is announced, with its rid
+    assert [(e.kind, e.rid) for e in added] == [
+        ("audio", None),
+        ("video", "q"),
+        ("video", "h"),
+        ("video", "f"),
+    ]
+    assert [(p.kind, p.rid) for p in router.stats().producers] == [(e.kind, e.rid) for e in added]
 
 
 async def test_a_layers_losses_are_repaired_by_its_own_retransmissions(
