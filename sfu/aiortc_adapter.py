@@ -72,6 +72,7 @@ _RTX_SSRC_ATTR = "_RTCRtpReceiver__rtx_ssrc"
 _BITRATE_ESTIMATOR_ATTR = "_RTCRtpReceiver__remote_bitrate_estimator"
 _RTCP_SSRC_ATTR = "_RTCRtpReceiver__rtcp_ssrc"
 _REMOTE_STREAMS_ATTR = "_RTCRtpReceiver__remote_streams"
+_ACTIVE_SSRC_ATTR = "_RTCRtpReceiver__active_ssrc"
 _PC_DTLS_TRANSPORTS_ATTR = "_RTCPeerConnection__dtlsTransports"
 _PC_ICE_TRANSPORTS_ATTR = "_RTCPeerConnection__iceTransports"
 _PC_CLOSED_ATTR = "_RTCPeerConnection__isClosed"
@@ -228,7 +229,8 @@ class SimulcastReceiver:
     layer's keyframe request (PLI) names its media SSRC.
 
     What is kept is bounded by the rids: one media and one RTX SSRC each, a new one
-    replacing the old (a publisher restarting its encoder). A packet of an SSRC not
+    replacing the old (a publisher restarting its encoder), whose traces in aiortc go
+    with it. A packet of an SSRC not
     learned, without a rid of this track, is dropped before aiortc's receiver sees it
     (``dropped`` counts them) and forgotten by the transport's RTP router, so a publisher
     sending random SSRCs grows nothing here, in aiortc's per-SSRC statistics or in its
@@ -309,6 +311,7 @@ class SimulcastReceiver:
         if previous is not None:
             del self._ssrc_rid[previous]
             self._nacks.forget(previous)
+            self._forget_ssrc(previous)
         self._ssrc_rid[ssrc] = rid
         self._rid_ssrc[rid] = ssrc
         rtx = self._rid_rtx.get(rid)
@@ -319,6 +322,7 @@ class SimulcastReceiver:
         previous = self._rid_rtx.get(rid)
         if previous is not None:
             self._rtx.pop(previous, None)
+            self._forget_ssrc(previous)
         self._rid_rtx[rid] = ssrc
         media = self._rid_ssrc.get(rid)
         if media is not None:
@@ -330,6 +334,13 @@ class SimulcastReceiver:
         dtls = self._receiver.transport
         if isinstance(dtls, RTCDtlsTransport):
             dtls._rtp_router.ssrc_table.pop(ssrc, None)
+
+    def _forget_ssrc(self, ssrc: int) -> None:
+        """Forget an SSRC a layer had before its current one: its route and what aiortc's
+        receiver keeps per SSRC (statistics for its reports, the sources it lists)."""
+        self._forget_route(ssrc)
+        getattr(self._receiver, _REMOTE_STREAMS_ATTR).pop(ssrc, None)
+        getattr(self._receiver, _ACTIVE_SSRC_ATTR).pop(ssrc, None)
 
     async def _request_keyframe(self, media_ssrc: int) -> None:
         await self._receiver._send_rtcp_pli(media_ssrc)

@@ -317,10 +317,15 @@ async def test_a_simulcast_receiver_gives_each_layer_its_packets(pc: RTCPeerConn
     assert layers.dropped == 51
     assert router.ssrc_table == routes
     assert set(receiver._RTCRtpReceiver__remote_streams) == {0x111, 0x222, 0xAAA}
-    # a new SSRC for h (its encoder restarted) replaces the old one
-    await arrive(0x333, 9, rid="h")
-    assert layers.rid_of(0x333) == "h"
+    # a new SSRC for h (its encoder restarted) replaces the old one, in aiortc too; a
+    # publisher doing so on every packet grows nothing
+    for ssrc in range(0x6000, 0x6000 + 50):
+        await arrive(ssrc, 9, rid="h")
+    assert layers.rid_of(0x6000 + 49) == "h"
     assert layers.rid_of(0x222) is None
+    assert set(router.ssrc_table) == {0x111, 0x6000 + 49, 0xAAA}
+    assert set(receiver._RTCRtpReceiver__remote_streams) == {0x111, 0x6000 + 49, 0xAAA}
+    assert set(receiver._RTCRtpReceiver__active_ssrc) == {0x111, 0x6000 + 49, 0xAAA}
 
 
 def test_nacks_are_read_from_their_last_fci_back_up_to_the_limit() -> None:
