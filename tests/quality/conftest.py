@@ -4,11 +4,14 @@ tc/nftables or Chromium."""
 
 from __future__ import annotations
 
+from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
 
+from tests.daphne import log_errors
 from tests.quality.rig import unavailable_reason
+from tests.quality.session import Broadcast
 
 
 def pytest_collection_modifyitems(items: list[pytest.Item]) -> None:
@@ -23,3 +26,12 @@ def pytest_collection_modifyitems(items: list[pytest.Item]) -> None:
             reason, checked = unavailable_reason(), True
         if reason is not None:
             item.add_marker(pytest.mark.skip(reason=f"quality rig unavailable: {reason}"))
+
+
+@pytest.fixture(scope="package")
+def broadcast(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Broadcast]:
+    """One live broadcast from the studio (720p) for the package's tests, which add their
+    viewers (under names of their own) and remove them when done."""
+    with Broadcast.start(tmp_path_factory.mktemp("quality")) as broadcast:
+        yield broadcast
+    assert log_errors(broadcast.server.log()) == [], broadcast.server.log()[-6000:]

@@ -12,7 +12,7 @@ on the impaired viewer's link, left ``--settle`` seconds, then measured for ``--
 
 Columns: frames decoded per second; seconds frozen per minute (``totalFreezesDuration``)
 and seconds in which no frame was decoded at all (a stalled picture whose freeze has not
-ended is in the second figure only);
+ended is in the second figure only) and seconds with the page's "video paused" notice;
 the mean jitter buffer delay; packets lost as the browser counts them (after NACK repair
 this is what never arrived); retransmitted packets received per second; the decoded frame
 height; the SFU's sends toward the viewer, counted in the root namespace before the
@@ -60,7 +60,8 @@ def row(condition: Condition, impaired: Window, healthy: Window) -> str:
     cells = [
         condition.label,
         f"{impaired.fps:.1f}",
-        f"{impaired.freeze_seconds * per_minute:.1f} / {impaired.stalled_seconds * per_minute:.0f}",
+        f"{impaired.freeze_seconds * per_minute:.1f} / {impaired.stalled_seconds * per_minute:.0f}"
+        f" / {impaired.paused_seconds * per_minute:.0f}",
         jitter,
         f"{impaired.loss_percent:.1f}",
         f"{impaired.retransmitted_received / impaired.seconds:.1f}",
@@ -76,8 +77,8 @@ def row(condition: Condition, impaired: Window, healthy: Window) -> str:
 
 
 HEADER = (
-    "| impaired viewer's link | fps | frozen / no frame s per min | jitter buffer ms | lost %"
-    " | RTX recv/s | height | SFU → viewer kbit/s (x healthy) | sends/s (vs healthy)"
+    "| impaired viewer's link | fps | frozen / no frame / paused s per min | jitter buffer ms"
+    " | lost % | RTX recv/s | height | SFU → viewer kbit/s (x healthy) | sends/s (vs healthy)"
     " | dropped at link /s | healthy fps | healthy kbit/s | daphne CPU % |\n"
     "|---|---|---|---|---|---|---|---|---|---|---|---|---|"
 )

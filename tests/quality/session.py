@@ -33,7 +33,9 @@ VIEWER_STATS = """async () => {
   const pc = window.onairWatch && window.onairWatch.state.pc;
   const out = {video: null, audio: null,
                status: (document.getElementById("playback-status") || {}).textContent || "",
-               playback: document.body.dataset.playback || ""};
+               playback: document.body.dataset.playback || "",
+               videoPaused: document.body.dataset.videoPaused === "true",
+               quality: (document.getElementById("quality-current") || {}).textContent || ""};
   if (!pc) return out;
   (await pc.getStats()).forEach((s) => {
     if (s.type !== "inbound-rtp") return;
@@ -82,6 +84,8 @@ class Sample:
     server_cpu: float
     status: str
     playback: str
+    video_paused: bool = False  # the page shows "video paused: your connection is too slow"
+    quality: str = ""  # the page's quality label ("Auto (720p)")
 
 
 def _delta(late: dict[str, float] | None, early: dict[str, float] | None, key: str) -> float:
@@ -98,6 +102,7 @@ class Window:
     fps: float
     freeze_seconds: float
     stalled_seconds: int  # one-second steps in which no frame was decoded
+    paused_seconds: int  # one-second steps ending with the page's "video paused" notice
     jitter_buffer_ms: float | None
     loss_percent: float
     retransmitted_received: int
@@ -120,7 +125,8 @@ class Window:
             for before, after in itertools.pairwise(series)
             if _delta(after.video, before.video, "framesDecoded") <= 0
         )
-        return dataclasses.replace(window, stalled_seconds=stalled)
+        paused = sum(1 for taken in series[1:] if taken.video_paused)
+        return dataclasses.replace(window, stalled_seconds=stalled, paused_seconds=paused)
 
     @classmethod
     def between(cls, early: Sample, late: Sample) -> Window:
@@ -136,6 +142,7 @@ class Window:
             fps=_delta(video, video_early, "framesDecoded") / seconds,
             freeze_seconds=_delta(video, video_early, "totalFreezesDuration"),
             stalled_seconds=0,
+            paused_seconds=0,
             jitter_buffer_ms=buffered / emitted * 1000 if emitted else None,
             loss_percent=100 * lost / (lost + received) if lost + received > 0 else 0.0,
             retransmitted_received=int(_delta(video, video_early, "retransmittedPacketsReceived")),
@@ -168,6 +175,8 @@ class Viewer:
             server_cpu=process_cpu_seconds(server_pid),
             status=str(stats["status"]),
             playback=str(stats["playback"]),
+            video_paused=bool(stats.get("videoPaused")),
+            quality=str(stats.get("quality", "")),
         )
         self.samples.append(taken)
         return taken
@@ -234,6 +243,16 @@ class Broadcast:
             page.wait_for_timeout(200)
         return viewer
 
+    def remove_viewer(self, viewer: Viewer) -> None:
+        """Close a viewer's browser; its link is unshaped (its namespace stays until the
+        rig goes down: add the next viewer under another name)."""
+        self.viewers.remove(viewer)
+        browser = viewer.page.context.browser
+        if browser is not None:
+            browser.close()
+        viewer.link.set_rate(None)
+        viewer.link.set_loss(0)
+
     def publisher_stats(self) -> dict[str, float]:
         stats: dict[str, float] = self.studio.evaluate(PUBLISHER_STATS)
         return stats
@@ -243,6 +262,15 @@ class Broadcast:
         first = self.publisher_stats()["bytesSent"]
         self.studio.wait_for_timeout(seconds * 1000)
         return (self.publisher_stats()["bytesSent"] - first) * 8 / seconds / 1000
+
+    def wait_for_publisher_kbps(self, kbps: float, within: float) -> float:
+        """The publisher's bitrate climbs after Go live: wait until it passes ``kbps``."""
+        deadline = time.monotonic() + within
+        rate = self.publisher_kbps(1.0)
+        while rate < kbps and time.monotonic() < deadline:
+            rate = self.publisher_kbps(1.0)
+        assert rate >= kbps, f"the publisher stayed at {rate:.0f} kbit/s"
+        return rate
 
     def sample(
         self, seconds: float, viewers: list[Viewer] | None = None

@@ -5,13 +5,7 @@ stays near its CPU with a healthy one in its place."""
 
 from __future__ import annotations
 
-import time
-from collections.abc import Iterator
-
-import pytest
-
 from sfu.retransmission import RetransmissionLimits
-from tests.daphne import log_errors
 from tests.quality.rig import QualityRig, rig_namespaces
 from tests.quality.session import Broadcast, Window
 
@@ -21,29 +15,12 @@ WEAK_LINK_BITS = 400_000
 STREAM_ABOVE_KBPS = 520
 
 
-@pytest.fixture(scope="module")
-def broadcast(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Broadcast]:
-    with Broadcast.start(tmp_path_factory.mktemp("quality")) as broadcast:
-        yield broadcast
-    assert log_errors(broadcast.server.log()) == [], broadcast.server.log()[-6000:]
-
-
-def _wait_for_stream_rate(broadcast: Broadcast, kbps: float, within: float) -> float:
-    """The publisher's bitrate climbs after Go live; wait until it passes ``kbps``."""
-    deadline = time.monotonic() + within
-    rate = broadcast.publisher_kbps(1.0)
-    while rate < kbps and time.monotonic() < deadline:
-        rate = broadcast.publisher_kbps(1.0)
-    assert rate >= kbps, f"the publisher stayed at {rate:.0f} kbit/s"
-    return rate
-
-
 def test_sends_toward_a_400_kbit_viewer_stay_under_the_retransmission_cap(
     broadcast: Broadcast,
 ) -> None:
-    broadcast.add_viewer("healthy")
+    healthy = broadcast.add_viewer("healthy")
     weak = broadcast.add_viewer("weak")
-    _wait_for_stream_rate(broadcast, STREAM_ABOVE_KBPS, within=60)
+    broadcast.wait_for_publisher_kbps(STREAM_ABOVE_KBPS, within=60)
 
     # Both viewers healthy: the baseline of daphne's CPU.
     both_healthy = Window.over(broadcast.sample(WINDOW_SECONDS)["weak"])
@@ -53,9 +30,9 @@ def test_sends_toward_a_400_kbit_viewer_stay_under_the_retransmission_cap(
     series = broadcast.sample(WINDOW_SECONDS)
     weak_window, healthy_window = Window.over(series["weak"]), Window.over(series["healthy"])
 
-    # The link was the bottleneck: the weak viewer lost packets there and asked for them.
-    assert weak_window.link_dropped_packets > 0
-    assert weak_window.nacks_sent > 0
+    # The link was the bottleneck: it dropped what the SFU sent, or the SFU paused the
+    # viewer's video (no layer fits).
+    assert weak_window.link_dropped_packets > 0 or weak_window.paused_seconds > 0
     # What the SFU sent toward it beyond the stream (the healthy viewer's share, which it
     # is sent too) stays within the budget's cap: a share of the stream, the floor and one
     # burst, with a quarter's margin for the IP, UDP, SRTP and RTX headers nftables counts.
@@ -78,7 +55,8 @@ def test_sends_toward_a_400_kbit_viewer_stay_under_the_retransmission_cap(
         f"daphne {weak_window.server_cpu_percent:.1f} % with the weak viewer,"
         f" {both_healthy.server_cpu_percent:.1f} % with both healthy"
     )
-    weak.link.set_rate(None)
+    broadcast.remove_viewer(weak)
+    broadcast.remove_viewer(healthy)
 
 
 def test_the_rig_removes_what_it_built() -> None:
