@@ -16,7 +16,7 @@ from sfu.ice_config import HostNetwork
 from sfu.negotiation import OfferedMedia, codec_preferences, select_publish_codec
 from sfu.peer import Peer
 from sfu.producer import Producer
-from sfu.publisher_bandwidth import PublisherBandwidth
+from sfu.publisher_bandwidth import PublisherBandwidth, with_start_bitrate
 from sfu.simulcast import SimulcastOffer, answer_simulcast
 from sfu.track import PublishedTrack
 
@@ -153,6 +153,8 @@ class PublisherPeer(Peer):
         for layers in self._simulcast_receivers:
             layers.configure_transport()
         self.answer_sdp = answer_simulcast(answer, simulcast)
+        if self.bandwidth is not None:
+            self.answer_sdp = with_start_bitrate(self.answer_sdp, self._publish_max_bitrate)
 
     async def _close(self, reason: str) -> None:
         if self.closed:

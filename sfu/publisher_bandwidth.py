@@ -6,14 +6,19 @@ negotiates no transport-wide congestion control with aiortc). aiortc's own recei
 estimator starts at a few hundred kbit/s and grows about 8 % a second: a broadcast would take
 20 to 40 s to reach its bitrate and a simulcast top layer start only after ≈ 20 s. Instead,
 the SFU says "the ceiling" from the first packet: Chromium trusts a receiver's estimate
-outright during its first two seconds without loss, so its encoders start at their
-configured bitrates at once. What the SFU can justify afterwards is what it measures: the
-share of the publisher's packets that never arrived, each second, with GCC's loss-based
-rule (over 10 %: cut by half the loss; under 2 %: grow 8 % a second back up to the
-ceiling; in between: hold). A link too slow for the ceiling shows as loss within a second
-or two, and the browser also lowers its own rate on the loss aiortc's receiver reports say.
-Losses are counted on the media SSRCs, so a publisher that retransmits on the media SSRC
-(without RTX, unlike browsers) shows only what it failed to repair.
+outright during its first two seconds without loss, so its encoders go to their configured
+bitrates at once. The answer says so too (``with_start_bitrate``), for the very first
+frames, encoded before any packet (so any REMB) arrived: Chromium sizes them for its start
+estimate, 300 kbit/s unless told, which shrinks a 720p camera to 360p, and then takes tens
+of seconds to grow the picture back.
+
+What the SFU can justify afterwards is what it measures: the share of the publisher's
+packets that never arrived, each second, with GCC's loss-based rule (over 10 %: cut by half
+the loss; under 2 %: grow 8 % a second back up to the ceiling; in between: hold). A link
+too slow for the ceiling shows as loss within a second or two, and the browser also lowers
+its own rate on the loss aiortc's receiver reports say. Losses are counted on the media
+SSRCs, so a publisher that retransmits on the media SSRC (without RTX, unlike browsers)
+shows only what it failed to repair.
 """
 
 from __future__ import annotations
@@ -40,6 +45,44 @@ MIN_BITRATE = 50_000
 
 # (packets expected, packets received) so far, by media SSRC
 StreamCounters = Mapping[int, tuple[int, int]]
+
+# The SDP format parameter Chromium takes its bandwidth estimator's start from (kbit/s).
+START_BITRATE_PARAMETER = "x-google-start-bitrate"
+
+
+def with_start_bitrate(answer_sdp: str, bitrate: int) -> str:
+    """``answer_sdp`` with ``bitrate`` (bit/s) as the start bitrate of every video codec
+    (not RTX) in it: added to its ``a=fmtp`` line, or in one of its own after its
+    ``a=rtpmap``. Browsers other than Chromium ignore the parameter."""
+    lines = answer_sdp.split("\r\n")
+    parameter = f"{START_BITRATE_PARAMETER}={max(1, bitrate // 1000)}"
+    video = False
+    codecs: set[str] = set()  # the video section's payload types, RTX's left out
+    with_fmtp: set[str] = set()
+    for line in lines:
+        if line.startswith("m="):
+            video = line.startswith("m=video")
+        elif video and line.startswith("a=rtpmap:"):
+            payload_type, _, name = line[len("a=rtpmap:") :].partition(" ")
+            if not name.lower().startswith("rtx/"):
+                codecs.add(payload_type)
+        elif video and line.startswith("a=fmtp:"):
+            with_fmtp.add(line[len("a=fmtp:") :].partition(" ")[0])
+    out: list[str] = []
+    video = False
+    for line in lines:
+        if line.startswith("m="):
+            video = line.startswith("m=video")
+        if video and line.startswith("a=fmtp:"):
+            payload_type, _, parameters = line[len("a=fmtp:") :].partition(" ")
+            if payload_type in codecs and START_BITRATE_PARAMETER not in parameters:
+                line = f"{line};{parameter}" if parameters else f"{line} {parameter}"
+        out.append(line)
+        if video and line.startswith("a=rtpmap:"):
+            payload_type = line[len("a=rtpmap:") :].partition(" ")[0]
+            if payload_type in codecs and payload_type not in with_fmtp:
+                out.append(f"a=fmtp:{payload_type} {parameter}")
+    return "\r\n".join(out)
 
 
 class LossBasedRate:

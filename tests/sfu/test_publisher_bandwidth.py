@@ -15,6 +15,7 @@ from sfu.publisher_bandwidth import (
     LOSS_WINDOW_PACKETS,
     MIN_BITRATE,
     LossBasedRate,
+    with_start_bitrate,
 )
 from testpeers import TestClients, TestPublisher, aiortc_hooks, wait_until
 
@@ -120,6 +121,7 @@ async def test_a_publisher_gets_the_ceiling_from_its_first_packets_listing_its_s
     new_router: Callable[..., Router], clients: TestClients
 ) -> None:
     publisher, session, rembs = await _publish(new_router(publish_max_bitrate=CEILING), clients)
+    assert "a=fmtp:97 x-google-start-bitrate=2000" in session.answer_sdp.split("\r\n")
     assert await wait_until(lambda: len(rembs) >= 3, within=5.0)
     ssrcs = sorted(
         aiortc_adapter.sender_ssrcs(_sender(publisher, k))[0] for k in ("video", "audio")
@@ -154,3 +156,46 @@ async def test_with_no_ceiling_aiortcs_estimate_is_what_the_publisher_gets(
     assert await wait_until(lambda: len(rembs) >= 1, within=5.0)
     assert session.bandwidth is None
     assert rembs[0][0] < CEILING / 2  # aiortc starts low
+
+
+ANSWER = "\r\n".join(
+    [
+        "v=0",
+        "m=audio 9 UDP/TLS/RTP/SAVPF 111",
+        "a=rtpmap:111 opus/48000/2",
+        "a=fmtp:111 minptime=10;useinbandfec=1",
+        "m=video 9 UDP/TLS/RTP/SAVPF 96 97 102 103",
+        "a=rtpmap:96 VP8/90000",
+        "a=rtcp-fb:96 nack",
+        "a=rtpmap:97 rtx/90000",
+        "a=fmtp:97 apt=96",
+        "a=rtpmap:102 H264/90000",
+        "a=fmtp:102 level-asymmetry-allowed=1;packetization-mode=1;profile-level-id=42e01f",
+        "a=rtpmap:103 rtx/90000",
+        "a=fmtp:103 apt=102",
+        "",
+    ]
+)
+
+
+def test_the_answer_gives_every_video_codec_the_ceiling_as_its_start_bitrate() -> None:
+    answer = with_start_bitrate(ANSWER, 2_500_000)
+    assert answer.split("\r\n") == [
+        "v=0",
+        "m=audio 9 UDP/TLS/RTP/SAVPF 111",
+        "a=rtpmap:111 opus/48000/2",
+        "a=fmtp:111 minptime=10;useinbandfec=1",
+        "m=video 9 UDP/TLS/RTP/SAVPF 96 97 102 103",
+        "a=rtpmap:96 VP8/90000",
+        "a=fmtp:96 x-google-start-bitrate=2500",
+        "a=rtcp-fb:96 nack",
+        "a=rtpmap:97 rtx/90000",
+        "a=fmtp:97 apt=96",
+        "a=rtpmap:102 H264/90000",
+        "a=fmtp:102 level-asymmetry-allowed=1;packetization-mode=1;profile-level-id=42e01f;"
+        "x-google-start-bitrate=2500",
+        "a=rtpmap:103 rtx/90000",
+        "a=fmtp:103 apt=102",
+        "",
+    ]
+    assert with_start_bitrate(answer, 2_500_000) == answer
