@@ -15,6 +15,7 @@ from broadcast.forms import StreamForm
 from broadcast.models import Stream
 from broadcast.services import IssuedKey
 from onair.auth import authenticated_user
+from onair.conf import onair_settings
 from onair.exceptions import ApplicationError
 from signaling.ice import PeerRole, client_ice_fields
 
@@ -161,6 +162,8 @@ def studio(request: HttpRequest, slug: str) -> HttpResponse:
         "ws_path": f"/ws/studio/{stream.slug}/",
         "stream_state": stream.state,
         "end_reasons": dict(Stream.EndReason.choices),
+        # what the SFU lets a publisher send: the studio's encodings share it
+        "publish_max_bitrate": onair_settings().publish_max_bitrate,
         **client_ice_fields(user=f"studio-{stream.pk}", role=PeerRole.PUBLISHER),
     }
     return render(

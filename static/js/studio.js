@@ -8,6 +8,19 @@ const $ = (id) => document.getElementById(id);
 
 const RESOLUTIONS = { "360p": [640, 360], "720p": [1280, 720], "1080p": [1920, 1080] };
 
+// Simulcast: the camera or screen goes out as up to three VP8 encodings, ¼, ½ and full size
+// (rids q, h, f, lowest first), each at most 180 lines high at its smallest, and the SFU
+// sends each viewer the one that fits their connection. `?simulcast=0` sends one encoding.
+const SIMULCAST = new URLSearchParams(location.search).get("simulcast") !== "0";
+const RIDS = { 4: "q", 2: "h", 1: "f" };
+const MIN_LAYER_LINES = 180;
+// An encoding's bitrate cap by its lines (the shorter side), for VP8 at up to 30 fps...
+const LAYER_BITRATES = [[180, 150_000], [270, 300_000], [360, 500_000], [540, 900_000], [720, 1_700_000], [Infinity, 3_000_000]];
+// ... scaled down together where they would not fit, with audio, in what the SFU lets a
+// publisher send (config.publish_max_bitrate): it says so from the first packet on, and
+// the encoders start at these caps at once.
+const AUDIO_BITRATE = 64_000;
+
 const state = {
   camera: null,        // MediaStream from getUserMedia
   screen: null,        // MediaStream from getDisplayMedia, while sharing
@@ -186,6 +199,51 @@ function toggle(button) {
 
 // --- Going live ---------------------------------------------------------
 
+// What the video track is sent as (RTCRtpEncodingParameters): one encoding, or (simulcast)
+// one per size whose short side still has MIN_LAYER_LINES lines.
+function videoEncodings(track, simulcast = SIMULCAST) {
+  const { width = 1280, height = 720 } = track.getSettings();
+  const lines = Math.min(width, height);
+  const scales = simulcast ? [4, 2, 1].filter((scale) => scale === 1 || lines / scale >= MIN_LAYER_LINES) : [1];
+  const encodings = scales.map((scale) => ({
+    rid: RIDS[scale],
+    scaleResolutionDownBy: scale,
+    maxBitrate: LAYER_BITRATES.find(([upTo]) => lines / scale <= upTo)[1],
+  }));
+  const budget = (config.publish_max_bitrate || 0) - AUDIO_BITRATE;
+  const total = encodings.reduce((sum, e) => sum + e.maxBitrate, 0);
+  if (budget > 0 && total > budget) {
+    for (const e of encodings) e.maxBitrate = Math.floor((e.maxBitrate * budget) / total);
+  }
+  if (encodings.length === 1) delete encodings[0].rid;
+  return encodings;
+}
+
+// Each encoding keeps its picture size (a busy CPU lowers the frame rate instead): the SFU
+// picks each viewer's encoding by size and bitrate. Left to itself, Chromium often shrinks
+// a 720p camera to 540p on its first keyframes (a "bandwidth" limit, whatever the
+// estimate) and takes tens of seconds to grow it back.
+async function keepResolution(sender) {
+  const parameters = sender.getParameters();
+  parameters.degradationPreference = "maintain-resolution";
+  await sender.setParameters(parameters).catch((error) => console.warn("degradationPreference", error));
+}
+
+// A server that does not take simulcast (no a=simulcast in its answer) gets the first
+// encoding only, the smallest: make that one the full picture.
+async function fitEncodingsToAnswer(pc) {
+  for (const sender of pc.getSenders()) {
+    if (sender.track?.kind !== "video") continue;
+    const parameters = sender.getParameters();
+    const [only] = parameters.encodings;
+    if (parameters.encodings.length !== 1 || (only.scaleResolutionDownBy ?? 1) === 1) continue;
+    const [full] = videoEncodings(sender.track, false);
+    only.scaleResolutionDownBy = 1;
+    only.maxBitrate = full.maxBitrate;
+    await sender.setParameters(parameters);
+  }
+}
+
 const signaling = new SignalingClient(config.ws_path);
 
 async function goLive() {
@@ -210,7 +268,13 @@ async function goLive() {
   });
   pc.addEventListener("iceconnectionstatechange", () => setText("ice-state", pc.iceConnectionState));
   for (const track of [currentVideoTrack(), currentAudioTrack()]) {
-    if (track) pc.addTransceiver(track, { direction: "sendonly", streams: [new MediaStream([track])] });
+    if (!track) continue;
+    const init = { direction: "sendonly", streams: [new MediaStream([track])] };
+    // a replaceTrack (camera ↔ screen) keeps these encodings; the browser scales the new
+    // source as they say
+    if (track.kind === "video") init.sendEncodings = videoEncodings(track);
+    const transceiver = pc.addTransceiver(track, init);
+    if (track.kind === "video") await keepResolution(transceiver.sender);
   }
   const offer = await pc.createOffer();
   await pc.setLocalDescription(offer);
@@ -246,7 +310,7 @@ function stopPublishing(status) {
   updateSourceButtons();
   $("preview").srcObject = null;
   state.lastStats = null;
-  for (const id of ["ice-state", "candidate-type", "rtt", "out-bitrate", "out-fps", "out-resolution", "frames-sent", "capture-settings"]) {
+  for (const id of ["ice-state", "candidate-type", "rtt", "out-bitrate", "out-layers", "out-fps", "out-resolution", "frames-sent", "capture-settings"]) {
     setText(id, "–");
   }
   setStatus(status);
@@ -292,7 +356,9 @@ signaling.on("welcome", (msg) => {
 });
 signaling.on("answer", async (msg) => {
   if (!state.pc) return;
-  await state.pc.setRemoteDescription({ type: "answer", sdp: msg.sdp });
+  const pc = state.pc;
+  await pc.setRemoteDescription({ type: "answer", sdp: msg.sdp });
+  fitEncodingsToAnswer(pc).catch((error) => console.warn("could not resize the encoding", error));
   state.live = true;
   state.startedAt ??= Date.now();
   $("end-broadcast").disabled = false;
@@ -383,20 +449,28 @@ async function pollStats() {
   if (!pc) return;
   const report = await pc.getStats();
   if (state.pc !== pc) return; // stopped meanwhile: its figures are no longer true
-  let video = null;
+  let video = null; // the largest encoding (simulcast sends several)
+  let bytesSent = 0; // by every encoding
   let transport = null;
   report.forEach((s) => {
-    if (s.type === "outbound-rtp" && s.kind === "video") video = s;
+    if (s.type === "outbound-rtp" && s.kind === "video") {
+      bytesSent += s.bytesSent || 0;
+      if (!video || (s.frameWidth || 0) > (video.frameWidth || 0)) video = s;
+    }
     if (s.type === "candidate-pair" && s.nominated && s.state === "succeeded") transport = s;
   });
   if (video) {
     const now = video.timestamp;
     if (state.lastStats) {
       const seconds = (now - state.lastStats.timestamp) / 1000;
-      const bits = (video.bytesSent - state.lastStats.bytesSent) * 8;
+      const bits = (bytesSent - state.lastStats.bytesSent) * 8;
       setText("out-bitrate", formatBitrate(bits / seconds));
     }
-    state.lastStats = { timestamp: now, bytesSent: video.bytesSent };
+    state.lastStats = { timestamp: now, bytesSent };
+    // what is sent, not the statistics: Chromium keeps those of encodings the answer refused
+    const sender = pc.getSenders().find((t) => t.track?.kind === "video");
+    const encodings = sender ? sender.getParameters().encodings.filter((e) => e.active !== false) : [];
+    setText("out-layers", String(encodings.length));
     setText("out-fps", video.framesPerSecond ? String(Math.round(video.framesPerSecond)) : "–");
     setText("out-resolution", video.frameWidth ? `${video.frameWidth}×${video.frameHeight}` : "–");
     setText("frames-sent", String(video.framesEncoded ?? 0));
