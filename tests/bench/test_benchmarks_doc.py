@@ -10,7 +10,12 @@ def test_the_benchmarks_doc_is_short_reference() -> None:
     text = DOC.read_text()
     assert len(text.splitlines()) < 200
     # One generated section of each kind: the bench rewrites them, it does not append runs.
-    for marker in ("bench:results:start", "cluster-sweep:begin", "nack-flood:begin"):
+    for marker in (
+        "bench:results:start",
+        "cluster-sweep:begin",
+        "nack-flood:begin",
+        "simulcast:begin",
+    ):
         assert text.count(marker) == 1
     assert not re.search(r"\bStep \d", text)  # narratives of how it was built
     commit = r"\b(?=[0-9a-f]*\d)(?=[0-9a-f]*[a-f])[0-9a-f]{7,40}\b"

@@ -30,6 +30,7 @@ from sfu.keyframe import is_vp8_keyframe_start
 from testpeers import aiortc_hooks, client_configuration, matches_pattern, wait_until
 from testpeers.simulcast import (
     SMALL_LAYERS,
+    LoopedVp8Source,
     SimulcastPublisher,
     accept_simulcast,
 )
@@ -298,3 +299,20 @@ async def test_without_simulcast_in_the_answer_one_layer_goes_without_rid() -> N
     finally:
         await publisher.close()
         await pc.close()
+
+
+async def test_a_looped_source_replays_its_frames_and_jumps_to_the_next_keyframe_on_request() -> (
+    None
+):
+    keyframe, delta = b"\x00\x00\x00\x9d\x01\x2a", b"\x01\x00\x00"  # VP8 P bit: 0 key, 1 delta
+    frames = [keyframe + b"0", delta + b"1", delta + b"2", keyframe + b"3", delta + b"4"]
+    source = LoopedVp8Source.from_frames([frames, [keyframe + b"x" * 3000]])
+    played = []
+    for request in (False, False, True, False, False, True, False):
+        (payloads,) = await source.frames([(0, request)])
+        played.append(payloads[0][-1:])
+    # a request moves on to the next keyframe (3), not back to the first; the loop goes on
+    assert played == [b"0", b"1", b"3", b"4", b"0", b"3", b"4"]
+    (large,) = await source.frames([(1, False)])
+    assert [len(p) for p in large] == [1300, 1300, 4 + 3006 - 2 * 1296]  # aiortc's sizes
+    assert [p[:4] for p in large] == [b"\x90\x80\x80\x00"] + [b"\x80\x80\x80\x00"] * 2
