@@ -102,7 +102,7 @@ $(VENV)/.bench: requirements.txt requirements-dev.txt requirements-bench.txt | $
 	$(BIN)/pip install --quiet -r requirements-bench.txt
 	touch $@ $(VENV)/.dev $(VENV)/.runtime
 
-## bench: viewers/core of OnAir, Janus and MediaRelay → docs/BENCHMARKS.md (QUICK=1: ≈ 2 min)
+## bench: viewers/core of OnAir, Janus and MediaRelay → docs/BENCHMARKS.md (QUICK=1: ≈ 3 min)
 bench: $(VENV)/.bench native
 	$(BIN)/python -m bench $(if $(QUICK),--quick)
 

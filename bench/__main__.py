@@ -1,7 +1,7 @@
 """``python -m bench``: viewers per core of OnAir, Janus and aiortc MediaRelay, side by side.
 
-python -m bench                 # full run (≈ 12 minutes on 2 cores), updates docs/
-python -m bench --quick         # ≈ 2 minutes, same report with fewer, shorter points
+python -m bench                 # full run (≈ 15 minutes on 2 cores), updates docs/
+python -m bench --quick         # ≈ 3 minutes, same report with fewer, shorter points
 python -m bench --cluster       # the multi-core sweep instead: 1 vs 2 SFU workers (bench.cluster)
 python -m bench --nack          # only the NACK-flood step (bench.nack; part of the full run)
 python -m bench --simulcast     # only the simulcast step (bench.simulcast; part of the full run)
