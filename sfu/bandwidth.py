@@ -57,9 +57,10 @@ class EstimatorSettings:
 
 class BandwidthEstimator:
     """One viewer's estimate: feed it ``sent``, ``on_remb`` and ``on_report``; read
-    ``estimate``. ``last_decrease_at`` and ``last_feedback_at`` tell a prober whether the
-    viewer complained during its probe; ``last_heavy_loss_at``, whether its link drops
-    packets."""
+    ``estimate``. ``last_decrease_at``, ``last_remb_fall_at`` (a falling REMB: the viewer
+    saw its delay grow, even if what it announces is still above the estimate) and
+    ``last_feedback_at`` tell a prober whether the viewer complained during its probe;
+    ``last_heavy_loss_at``, whether its link drops packets."""
 
     def __init__(self, settings: EstimatorSettings, now: float) -> None:
         self.settings = settings
@@ -70,6 +71,7 @@ class BandwidthEstimator:
         self.last_decrease_at = -math.inf
         self.last_feedback_at = -math.inf
         self.last_heavy_loss_at = -math.inf
+        self.last_remb_fall_at = -math.inf
         self._loss_ignored_until = -math.inf
         self.heavy_loss_windows = 0  # consecutive windows losing more than loss_high
         self._reported: dict[int, tuple[int, int]] = {}  # by SSRC: highest seq, lost
@@ -82,6 +84,12 @@ class BandwidthEstimator:
     @property
     def estimate(self) -> float:
         return self._estimate
+
+    @property
+    def last_complaint_at(self) -> float:
+        """When the viewer last said its link took less than it was sent: a decrease, or
+        a REMB that fell."""
+        return max(self.last_decrease_at, self.last_remb_fall_at)
 
     @property
     def sent_bps(self) -> float:
@@ -100,12 +108,10 @@ class BandwidthEstimator:
         previous, self.remb = self.remb, bps
         self.last_feedback_at = now
         settings = self.settings
-        if (
-            previous is not None
-            and bps < previous * (1 - settings.remb_drop)
-            and bps < self._estimate
-            and bps < settings.remb_follows * self._sent
-        ):
+        falling = previous is not None and bps < previous * (1 - settings.remb_drop)
+        if falling:
+            self.last_remb_fall_at = now
+        if falling and bps < self._estimate and bps < settings.remb_follows * self._sent:
             self._decrease(bps, now)
 
     def on_report(self, ssrc: int, highest_sequence: int, packets_lost: int, now: float) -> None:

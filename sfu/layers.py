@@ -17,8 +17,9 @@ selector names the layer to send, or none (video paused: audio goes on), and whe
   asks for a probe toward the next layer's rate plus ``up_margin`` (extra packets sent to
   the viewer, see ``sfu.quality``) for ``probe_seconds``, but never more than
   ``probe_ratio`` times the estimate, so that a probe the link cannot take overflows it
-  briefly and by little; if no feedback decreased the estimate during it and
-  ``probe_settle_seconds`` after, the probe succeeded and the estimate is raised to its
+  briefly and by little; if no feedback complained during it and ``probe_settle_seconds``
+  after (a loss window that cut the estimate, or a falling REMB: the viewer saw its delay
+  grow), the probe succeeded and the estimate is raised to its
   rate: the layer steps up if that is enough, else the next probe, higher, follows at
   once. A failed probe doubles the wait before the next, from ``probe_backoff_seconds`` up
   to ``probe_backoff_max_seconds``; a paused viewer is probed this way toward the lowest
@@ -44,6 +45,9 @@ class SelectorSettings:
     steady_seconds: float = 2.0
     probe_seconds: float = 0.6
     probe_settle_seconds: float = 0.6
+    # how long a probe's verdict may wait for feedback: a paused viewer's receiver reports
+    # come with its audio's, which Chromium sends every 5 s
+    probe_feedback_seconds: float = 6.0
     probe_ratio: float = 2.0
     probe_backoff_seconds: float = 2.0
     probe_backoff_max_seconds: float = 8.0
@@ -129,7 +133,7 @@ class LayerSelector:
             return Selection(self.layer, None)
         current = self.layer
         probe = self._probe
-        if probe is not None and estimator.last_decrease_at >= probe.started:
+        if probe is not None and estimator.last_complaint_at >= probe.started:
             # the probe's own excess caused the complaint: back to where it started (a
             # link that really got worse meanwhile cuts it again on its next report)
             estimator.probe_failed(probe.estimate_before, now)
@@ -146,7 +150,7 @@ class LayerSelector:
             if now < settle:
                 return Selection(self.layer, probe if now < probe.until else None)
             if estimator.last_feedback_at < probe.until:
-                if now >= settle + 2 * self.settings.probe_settle_seconds:
+                if now >= probe.until + self.settings.probe_feedback_seconds:
                     self._fail_probe(now)  # no feedback: nothing learnt
                 return Selection(self.layer, None)
             # the viewer took it: the estimate is raised, and the layer steps up if that is

@@ -132,8 +132,11 @@ class ViewerQuality:
         self.choice = layer
         self._decide(time.monotonic())
 
-    def feedback(self, packet: AnyRtcpPacket, ssrc: int, rtt: float | None) -> None:
-        """RTCP from the viewer about its stream ``ssrc`` (see ``SendSlot``)."""
+    def feedback(self, packet: AnyRtcpPacket, ssrcs: tuple[int, int], rtt: float | None) -> None:
+        """RTCP from the viewer about one of its streams (see ``SendSlot``): ``ssrcs``,
+        its media and retransmission SSRCs. The retransmission stream's reports count in
+        the loss windows too: a probe's padding travels there, and while the video is
+        paused it is all that does."""
         if not self.options.auto_layers:
             return
         now = time.monotonic()
@@ -148,8 +151,10 @@ class ViewerQuality:
         elif isinstance(packet, (RtcpRrPacket, RtcpSrPacket)):
             estimator.on_rtt(rtt)
             for report in packet.reports:
-                if report.ssrc == ssrc:
-                    estimator.on_report(ssrc, report.highest_sequence, report.packets_lost, now)
+                if report.ssrc in ssrcs:
+                    estimator.on_report(
+                        report.ssrc, report.highest_sequence, report.packets_lost, now
+                    )
         if estimator.last_decrease_at != before:
             self._decide(now)  # step down now, not at the next turn
 

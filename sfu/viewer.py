@@ -61,7 +61,7 @@ class SendSlot:
         self.kind = transceiver.kind
         self.sender = transceiver.sender
         self._quality = quality
-        self._ssrc = aiortc_adapter.sender_ssrcs(self.sender)[0]
+        self._ssrcs = aiortc_adapter.sender_ssrcs(self.sender)
         self.parameters: RTCRtpSendParameters | None = None
         self.down_track: DownTrack | None = None
         self._native_forwarding = native_forwarding
@@ -94,7 +94,7 @@ class SendSlot:
         quality = self._quality
         if quality is not None and isinstance(packet, _ESTIMATE_FEEDBACK):
             # aiortc goes on with it (RTT, stats): read before, so the RTT is the last one
-            quality.feedback(packet, self._ssrc, aiortc_adapter.sender_rtt(self.sender))
+            quality.feedback(packet, self._ssrcs, aiortc_adapter.sender_rtt(self.sender))
         down_track = self.down_track
         return down_track is not None and await down_track.handle_rtcp(packet)
 

@@ -127,3 +127,27 @@ def test_an_inactive_current_layer_is_left_for_one_that_fits() -> None:
     sel.select(0.0, est, LAYERS, AUDIO)
     without_top = [*LAYERS[:2], LayerState(0, False)]
     assert sel.select(1.0, est, without_top, AUDIO).layer == 1
+
+
+def test_a_probe_fails_on_a_falling_remb_even_one_above_the_estimate() -> None:
+    # paused behind a starved link: the estimate was cut below what Chromium announces
+    # after its overuse; a probe overflowing the link makes its REMB fall again
+    est, sel = viewer(initial=600_000)
+    sel.select(0.0, est, LAYERS, AUDIO)
+    est.sent(540_000)
+    second = 0.0
+    while sel.select(second, est, LAYERS, AUDIO).layer is not None:
+        second += 1
+        est.on_loss(0.6, second)
+        assert second < 10
+    est.sent(AUDIO)
+    est.on_remb(200_000, second + 0.5)
+    now = second + SETTINGS.paused_probe_seconds
+    probe = sel.select(now, est, LAYERS, AUDIO).probe
+    assert probe is not None
+    est.on_remb(150_000, now + 0.3)  # falling, though above what it is sent
+    assert est.last_decrease_at < probe.started
+    selection = sel.select(now + 0.3, est, LAYERS, AUDIO)
+    assert selection.probe is None
+    assert selection.layer is None
+    assert est.estimate == probe.estimate_before
