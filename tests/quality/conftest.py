@@ -28,10 +28,10 @@ def pytest_collection_modifyitems(items: list[pytest.Item]) -> None:
             item.add_marker(pytest.mark.skip(reason=f"quality rig unavailable: {reason}"))
 
 
-@pytest.fixture(scope="package")
+@pytest.fixture(scope="module")
 def broadcast(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Broadcast]:
-    """One live broadcast from the studio (720p) for the package's tests, which add their
-    viewers (under names of their own) and remove them when done."""
+    """One live single-layer broadcast from the studio (720p) for a module's tests, which
+    add their viewers (under names of their own) and remove them when done."""
     with Broadcast.start(tmp_path_factory.mktemp("quality")) as broadcast:
         yield broadcast
     assert log_errors(broadcast.server.log()) == [], broadcast.server.log()[-6000:]

@@ -5,7 +5,8 @@ viewer's, with what the SFU sent toward it and daphne's CPU. Prints a markdown t
     .venv/bin/python -m tests.quality.measure --seconds 60 --warmup 40 --only "400 kbit/s"
 
 Needs root (network namespaces, tc, nftables) and /usr/bin/chromium. The publisher is the
-studio page (720p, 30 fps asked of Chromium's fake camera) in the root namespace; the two
+studio page (720p, 30 fps asked of Chromium's fake camera; with ``--simulcast``, three
+encodings at ¼, ½ and full resolution) in the root namespace; the two
 viewers are watch pages in their own namespaces (``tests.quality.rig``). After ``--warmup``
 seconds (the publisher's bitrate climbs for a while after Go live), each condition is set
 on the impaired viewer's link, left ``--settle`` seconds, then measured for ``--seconds``.
@@ -91,13 +92,15 @@ def main(argv: Sequence[str]) -> int:
     parser.add_argument("--settle", type=float, default=5.0, help="after each change")
     parser.add_argument("--queue-ms", type=float, default=300.0, help="bottleneck queue")
     parser.add_argument("--only", action="append", help="conditions to run (by label)")
+    parser.add_argument("--simulcast", action="store_true", help="the studio sends three encodings")
     args = parser.parse_args(argv)
     reason = unavailable_reason()
     if reason is not None:
         print(f"quality rig unavailable: {reason}", file=sys.stderr)
         return 1
     conditions = [c for c in CONDITIONS if not args.only or c.label in args.only]
-    with Broadcast.start(Path(tempfile.mkdtemp(prefix="onair-quality-"))) as broadcast:
+    workdir = Path(tempfile.mkdtemp(prefix="onair-quality-"))
+    with Broadcast.start(workdir, simulcast=args.simulcast) as broadcast:
         broadcast.add_viewer("healthy")
         impaired = broadcast.add_viewer("impaired")
         broadcast.studio.wait_for_timeout(args.warmup * 1000)

@@ -56,6 +56,24 @@ VIEWER_STATS = """async () => {
   return out;
 }"""
 
+# Until the studio sends simulcast itself: three encodings, as a browser publisher with
+# ``sendEncodings`` sends them (¼, ½ and full resolution), for a video transceiver added
+# without encodings of its own.
+SIMULCAST_STUDIO = """(() => {
+  const add = RTCPeerConnection.prototype.addTransceiver;
+  RTCPeerConnection.prototype.addTransceiver = function (trackOrKind, init) {
+    const kind = typeof trackOrKind === "string" ? trackOrKind : trackOrKind.kind;
+    if (kind === "video" && !(init && init.sendEncodings)) {
+      init = {...(init || {}), sendEncodings: [
+        {rid: "q", scaleResolutionDownBy: 4, maxBitrate: 150000},
+        {rid: "h", scaleResolutionDownBy: 2, maxBitrate: 500000},
+        {rid: "f", maxBitrate: 1200000},
+      ]};
+    }
+    return add.call(this, trackOrKind, init);
+  };
+})();"""
+
 PUBLISHER_STATS = """async () => {
   const pc = window.onairStudio && window.onairStudio.state.pc;
   const out = {bytesSent: 0, frameHeight: 0, framesSent: 0, layers: 0};
@@ -200,10 +218,17 @@ class Broadcast:
     @classmethod
     @contextmanager
     def start(
-        cls, workdir: Path, *, resolution: str = "720p", framerate: str = "30", **settings: str
+        cls,
+        workdir: Path,
+        *,
+        resolution: str = "720p",
+        framerate: str = "30",
+        simulcast: bool = False,
+        **settings: str,
     ) -> Iterator[Broadcast]:
         """The rig, daphne on its server address (``settings``: extra ``ONAIR_*``), and the
-        demo stream live from the studio at ``resolution``."""
+        demo stream live from the studio at ``resolution`` (with three simulcast encodings
+        if ``simulcast``)."""
         with ExitStack() as stack:
             rig = stack.enter_context(QualityRig())
             server = stack.enter_context(
@@ -219,7 +244,7 @@ class Broadcast:
                 executable_path=CHROMIUM, headless=True, args=_chromium_args(server)
             )
             stack.callback(publisher.close)
-            studio = _studio(publisher, server, resolution, framerate)
+            studio = _studio(publisher, server, resolution, framerate, simulcast)
             broadcast = cls(rig, server, playwright, studio, [], stack)
             stack.callback(broadcast._close_viewers)
             yield broadcast
@@ -310,8 +335,12 @@ def _chromium_args(server: OnAirServer) -> list[str]:
     ]
 
 
-def _studio(browser: Browser, server: OnAirServer, resolution: str, framerate: str) -> Page:
+def _studio(
+    browser: Browser, server: OnAirServer, resolution: str, framerate: str, simulcast: bool
+) -> Page:
     context = browser.new_context(base_url=server.base_url)
+    if simulcast:
+        context.add_init_script(SIMULCAST_STUDIO)
     context.set_default_timeout(20_000)
     page = context.new_page()
     page.goto("/accounts/login/")

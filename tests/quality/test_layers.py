@@ -1,0 +1,84 @@
+"""Issue #20, acceptance 1: a simulcast broadcast from the studio (three encodings: ¼, ½
+and full resolution) and three viewers, unconstrained, behind 1 Mbit/s and behind 300
+kbit/s. The unconstrained viewer gets the top layer; the others settle within 5 s on a
+layer that fits, each then at ≥ 15 fps with under 2 s of freeze per minute; lifting the
+limit brings the top layer back within 10 s.
+
+The studio's encodings are set by ``Broadcast.start(simulcast=True)`` (the page's video
+transceiver gets ``sendEncodings``), as a browser publisher with simulcast sends them."""
+
+from __future__ import annotations
+
+from collections.abc import Iterator
+
+import pytest
+
+from tests.daphne import log_errors
+from tests.quality.session import Broadcast, Sample, Window
+
+SETTLE_SECONDS = 5
+RECOVER_SECONDS = 10
+# one sample a second: a change is seen up to a second late
+SAMPLING = 1
+
+
+@pytest.fixture(scope="module")
+def simulcast(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Broadcast]:
+    with Broadcast.start(tmp_path_factory.mktemp("simulcast"), simulcast=True) as broadcast:
+        yield broadcast
+    assert log_errors(broadcast.server.log()) == [], broadcast.server.log()[-6000:]
+
+
+def _height(sample: Sample) -> int:
+    return int((sample.video or {}).get("frameHeight", 0))
+
+
+def _settled_at(series: list[Sample]) -> tuple[int, int]:
+    """The second from which the decoded height no longer changes, and that height."""
+    heights = [_height(sample) for sample in series]
+    index = len(heights) - 1
+    while index > 0 and heights[index - 1] == heights[-1]:
+        index -= 1
+    return index, heights[-1]
+
+
+@pytest.mark.xfail(
+    reason="not met yet (two runs on the first layer-switching main): the 300 kbit/s viewer"
+    " settled on the 180p layer after 3 and 14 s but froze 1.6 and 7.8 s in 10 s there"
+    " (17.3, 6.2 fps); the 1 Mbit/s one dropped to 360p and was back on 720p after 8 and"
+    " 12 s; 10 s after the lift the lifted one was on 360p. Remove this mark when it passes",
+    strict=False,
+)
+def test_viewers_settle_on_layers_that_fit_and_recover_when_lifted(simulcast: Broadcast) -> None:
+    broadcast = simulcast
+    free = broadcast.add_viewer("free")
+    mid = broadcast.add_viewer("mid")
+    low = broadcast.add_viewer("low")
+    broadcast.wait_for_publisher_kbps(1000, within=30)  # every layer is up
+    top = _height(free.sample(broadcast.server.pid))
+
+    mid.link.set_rate(1_000_000)
+    low.link.set_rate(300_000)
+    series = broadcast.sample(SETTLE_SECONDS + SAMPLING + 10)
+    settled = {name: _settled_at(taken) for name, taken in series.items()}
+    windows = {name: Window.over(taken[-11:]) for name, taken in series.items()}
+    report = {
+        name: (settled[name], f"{w.fps:.1f} fps", f"{w.freeze_seconds:.2f} s frozen")
+        for name, w in windows.items()
+    }
+    print(report)
+    assert settled["free"] == (0, top)
+    assert settled["mid"][0] <= SETTLE_SECONDS + SAMPLING, report
+    assert settled["low"][0] <= SETTLE_SECONDS + SAMPLING, report
+    assert 0 < settled["low"][1] < top, report
+    assert 0 < settled["mid"][1] <= top, report
+    for window in windows.values():
+        assert window.fps >= 15, report
+        assert window.freeze_seconds / window.seconds * 60 < 2, report
+
+    low.link.set_rate(None)
+    recovered = broadcast.sample(RECOVER_SECONDS + SAMPLING, [low])["low"]
+    heights = [_height(sample) for sample in recovered]
+    assert top in heights, f"after the lift: {heights}"
+    for viewer in (free, mid, low):
+        broadcast.remove_viewer(viewer)
