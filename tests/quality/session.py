@@ -349,9 +349,9 @@ def _studio(
     page.click("button[type=submit]")
     page.wait_for_url("**/streams/")
     page.goto(f"/studio/{server.demo_slug}/")
-    expect(page.locator("#camera option").first).to_be_attached()
+    expect(page.locator("#camera option").first).to_be_attached(timeout=20_000)
     page.select_option("#resolution", resolution)
     page.select_option("#framerate", framerate)
     page.click("#go-live")
-    expect(page.locator("#stream-state")).to_have_text("live")
+    expect(page.locator("#stream-state")).to_have_text("live", timeout=30_000)
     return page
