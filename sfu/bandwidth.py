@@ -72,6 +72,8 @@ class BandwidthEstimator:
         self.last_feedback_at = -math.inf
         self.last_heavy_loss_at = -math.inf
         self.last_remb_fall_at = -math.inf
+        self.last_loss_window_at = -math.inf  # when the last loss window was read
+        self.last_remb_at = -math.inf
         self._loss_ignored_until = -math.inf
         self.heavy_loss_windows = 0  # consecutive windows losing more than loss_high
         self._reported: dict[int, tuple[int, int]] = {}  # by SSRC: highest seq, lost
@@ -107,6 +109,7 @@ class BandwidthEstimator:
         """The viewer's REMB (its receive-side estimate for the whole transport)."""
         previous, self.remb = self.remb, bps
         self.last_feedback_at = now
+        self.last_remb_at = now
         settings = self.settings
         falling = previous is not None and bps < previous * (1 - settings.remb_drop)
         if falling:
@@ -142,6 +145,7 @@ class BandwidthEstimator:
         settings = self.settings
         self.loss = fraction_lost
         self.last_feedback_at = now
+        self.last_loss_window_at = now
         if now < self._loss_ignored_until:
             return
         if fraction_lost > settings.loss_high:

@@ -149,7 +149,11 @@ class LayerSelector:
             settle = probe.until + self.settings.probe_settle_seconds
             if now < settle:
                 return Selection(self.layer, probe if now < probe.until else None)
-            if estimator.last_feedback_at < probe.until:
+            if estimator.last_feedback_at < probe.until or (
+                estimator.last_remb_at < probe.until and estimator.last_loss_window_at < probe.until
+            ):
+                # no verdict yet: a REMB, or a loss window that holds the probe's end (its
+                # padding is counted in the retransmission stream's reports)
                 if now >= probe.until + self.settings.probe_feedback_seconds:
                     self._fail_probe(now)  # no feedback: nothing learnt
                 return Selection(self.layer, None)
