@@ -6,12 +6,26 @@ loses nothing; lifting the pacing hands the viewer back to the C loop."""
 import asyncio
 import itertools
 
-from sfu import Router, aiortc_adapter, rtp_sender
+import pytest
+
+from sfu import Router, RouterOptions, aiortc_adapter, rtp_sender
 from sfu.downtrack import DownTrack
+from sfu.quality import QualityOptions
 from testpeers import TestClients, TestViewer, aiortc_hooks, wait_until
-from tests.sfu.forwarding_loop import C_LOOP
+from tests.sfu.forwarding_loop import C_LOOP, options
 
 PACKET_ALLOWANCE = 1300  # one packet may overdraw the tokens
+
+
+@pytest.fixture
+def router_options() -> RouterOptions:
+    """The pacer alone: no layer choice, whose pause of a viewer losing what the pacer drops
+    would stop what these tests measure (the choice sets the rate in the SFU)."""
+    return options(
+        stats_interval_seconds=0,
+        publisher_grace_seconds=5.0,
+        quality=QualityOptions(auto_layers=False),
+    )
 
 
 class Arrivals:
