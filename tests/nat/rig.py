@@ -36,7 +36,6 @@ import json
 import os
 import secrets
 import shutil
-import signal
 import subprocess
 import sys
 import tempfile
@@ -45,6 +44,8 @@ from collections.abc import Sequence
 from dataclasses import dataclass, field
 from enum import StrEnum
 from pathlib import Path
+
+from tests.netns import RigError, namespaces, remove_namespace, run
 
 PREFIX = "onairnat"
 TURN_IP = "100.64.0.3"
@@ -92,10 +93,6 @@ SERVER_SITES = (
     Site("home", Nat.PORT_RESTRICTED, f"{PUBLIC_NET}.20", 20),
 )
 TURN_SITE = Site("turn", Nat.NONE, TURN_IP)
-
-
-class RigError(RuntimeError):
-    pass
 
 
 def unavailable_reason() -> str | None:
@@ -178,7 +175,7 @@ class Rig:
                 daemon.kill()
         self._daemons.clear()
         for namespace in reversed(self._namespaces):
-            _remove_namespace(namespace)
+            remove_namespace(namespace)
         self._namespaces.clear()
         shutil.rmtree(self.workdir, ignore_errors=True)
         atexit.unregister(self.down)
@@ -192,22 +189,22 @@ class Rig:
         # and coturn closes an allocation when relaying to a peer's private host candidate fails.
         self._ip("inet", "addr", "add", f"{INTERNET_GATEWAY}/24", "dev", "br0")
         self._ip("inet", "route", "add", "blackhole", "default")
-        _run(self.exec_argv("inet", ["sysctl", "-q", "-w", "net.ipv4.ip_forward=1"]))
+        run(self.exec_argv("inet", ["sysctl", "-q", "-w", "net.ipv4.ip_forward=1"]))
         for site in (TURN_SITE, *CLIENT_SITES, *SERVER_SITES):
             self._add_site(site)
         self._start_coturn()
 
     def _add_namespace(self, node: str) -> None:
         namespace = self.ns(node)
-        _run(["ip", "netns", "add", namespace])
+        run(["ip", "netns", "add", namespace])
         self._namespaces.append(namespace)
         self._ip(node, "link", "set", "lo", "up")
 
     def _ip(self, node: str, *args: str) -> None:
-        _run(["ip", "-n", self.ns(node), *args])
+        run(["ip", "-n", self.ns(node), *args])
 
     def _iptables(self, node: str, *args: str) -> None:
-        _run(self.exec_argv(node, ["iptables", "-w", *args]))
+        run(self.exec_argv(node, ["iptables", "-w", *args]))
 
     def _plug(self, node: str, device: str, address: str, *, peer: str, peer_device: str) -> None:
         self._ip(
@@ -230,7 +227,7 @@ class Rig:
         self._plug(outside, "lan", f"{site.gateway_ip}/24", peer=site.name, peer_device="eth0")
         self._ip(site.name, "addr", "add", f"{site.host_ip}/24", "dev", "eth0")
         self._ip(site.name, "route", "add", "default", "via", site.gateway_ip)
-        _run(self.exec_argv(outside, ["sysctl", "-q", "-w", "net.ipv4.ip_forward=1"]))
+        run(self.exec_argv(outside, ["sysctl", "-q", "-w", "net.ipv4.ip_forward=1"]))
         self._add_nat(outside, site)
 
     def _add_nat(self, router: str, site: Site) -> None:
@@ -309,27 +306,8 @@ class Rig:
         return path.read_text(errors="replace") if path.exists() else ""
 
 
-def _run(argv: Sequence[str]) -> None:
-    result = subprocess.run(argv, capture_output=True, text=True)
-    if result.returncode != 0:
-        raise RigError(f"{' '.join(argv)}: {result.stderr.strip()}")
-
-
-def _remove_namespace(namespace: str) -> None:
-    """Kill what still runs inside, then delete the namespace (its veths go with it)."""
-    pids = subprocess.run(["ip", "netns", "pids", namespace], capture_output=True, text=True)
-    for pid in pids.stdout.split():
-        try:
-            os.kill(int(pid), signal.SIGKILL)
-        except ProcessLookupError:
-            continue
-    subprocess.run(["ip", "netns", "del", namespace], capture_output=True)
-
-
 def rig_namespaces() -> list[str]:
-    listed = subprocess.run(["ip", "netns", "list"], capture_output=True, text=True)
-    names = [line.split()[0] for line in listed.stdout.splitlines() if line.strip()]
-    return [name for name in names if name.startswith(PREFIX)]
+    return namespaces(PREFIX)
 
 
 def _main(argv: Sequence[str]) -> int:
@@ -346,7 +324,7 @@ def _main(argv: Sequence[str]) -> int:
         return 0
     if command == "down":
         for namespace in rig_namespaces():
-            _remove_namespace(namespace)
+            remove_namespace(namespace)
         return 0
     if command == "status":
         for namespace in rig_namespaces():

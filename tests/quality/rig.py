@@ -35,13 +35,14 @@ import itertools
 import json
 import os
 import shutil
-import signal
 import subprocess
 import sys
 import tempfile
 from collections.abc import Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
+
+from tests.netns import RigError, namespaces, remove_namespace, run
 
 PREFIX = "onairq"
 DEVICE_PREFIX = "oqr"  # interface names have at most 15 characters
@@ -50,10 +51,6 @@ CHROMIUM = "/usr/bin/chromium"
 _UNLIMITED = "10gbit"
 _UDP_CLASS = "1:20"
 _UDP_QUEUE = "20:"
-
-
-class RigError(RuntimeError):
-    pass
 
 
 def unavailable_reason() -> str | None:
@@ -117,22 +114,22 @@ class Link:
         self.rate_bits = bits_per_second
         rate = _UNLIMITED if bits_per_second is None else f"{int(bits_per_second)}bit"
         # a burst of a few packets (htb's default at low rates is one): the link's own pace
-        _run(["tc", "class", "change", "dev", self.device, "parent", "1:", "classid",
+        run(["tc", "class", "change", "dev", self.device, "parent", "1:", "classid",
               _UDP_CLASS, "htb", "rate", rate, "ceil", rate, "burst", "6000",
               "cburst", "6000", "quantum", "1514"])  # fmt: skip
         limit = 1_000_000
         if bits_per_second is not None:
             limit = int(bits_per_second / 8 * self.queue_seconds)
-        _run(["tc", "qdisc", "change", "dev", self.device, "parent", _UDP_CLASS, "handle",
+        run(["tc", "qdisc", "change", "dev", self.device, "parent", _UDP_CLASS, "handle",
               _UDP_QUEUE, "bfifo", "limit", str(max(limit, 3000))])  # fmt: skip
 
     def set_loss(self, percent: float) -> None:
         """Drop ``percent`` % (whole numbers) of the UDP packets reaching the viewer, at random."""
         self.loss_percent = percent
         table = ["inet", PREFIX]
-        _run(["ip", "netns", "exec", self.namespace, "nft", "flush", "chain", *table, "loss"])
+        run(["ip", "netns", "exec", self.namespace, "nft", "flush", "chain", *table, "loss"])
         if percent > 0:
-            _run(["ip", "netns", "exec", self.namespace, "nft", "add", "rule", *table, "loss",
+            run(["ip", "netns", "exec", self.namespace, "nft", "add", "rule", *table, "loss",
                   "meta", "l4proto", "udp", "numgen", "random", "mod", "100", "<",
                   str(int(percent)), "drop"])  # fmt: skip
 
@@ -193,7 +190,7 @@ class QualityRig:
 
     def down(self) -> None:
         for namespace in reversed(self._namespaces):
-            _remove_namespace(namespace)
+            remove_namespace(namespace)
         self._namespaces.clear()
         for device in self._devices:
             subprocess.run(["ip", "link", "del", device], capture_output=True)
@@ -208,14 +205,14 @@ class QualityRig:
     def _build(self) -> None:
         # The server's address lives on one end of a veth pair kept in the root namespace.
         device = f"{DEVICE_PREFIX}{self.run_id}s"
-        _run(["ip", "link", "add", device, "type", "veth", "peer", "name", f"{device}p"])
+        run(["ip", "link", "add", device, "type", "veth", "peer", "name", f"{device}p"])
         self._devices.append(device)
-        _run(["ip", "addr", "add", f"{self.server_ip}/32", "dev", device])
-        _run(["ip", "link", "set", device, "up"])
-        _run(["ip", "link", "set", f"{device}p", "up"])
+        run(["ip", "addr", "add", f"{self.server_ip}/32", "dev", device])
+        run(["ip", "link", "set", device, "up"])
+        run(["ip", "link", "set", f"{device}p", "up"])
         self._table = f"{PREFIX}{self.run_id}"
-        _run(["nft", "add", "table", "inet", self._table])
-        _run(["nft", "add", "chain", "inet", self._table, "out",
+        run(["nft", "add", "table", "inet", self._table])
+        run(["nft", "add", "chain", "inet", self._table, "out",
               "{ type filter hook output priority 0 ; }"])  # fmt: skip
 
     def add_link(self, name: str) -> Link:
@@ -228,33 +225,33 @@ class QualityRig:
         device = f"{DEVICE_PREFIX}{self.run_id}v{index}"
         base = f"10.78.{self.subnet}"
         gateway, address = f"{base}.{4 * index + 1}", f"{base}.{4 * index + 2}"
-        _run(["ip", "netns", "add", namespace])
+        run(["ip", "netns", "add", namespace])
         self._namespaces.append(namespace)
-        _run(["ip", "-n", namespace, "link", "set", "lo", "up"])
-        _run(["ip", "link", "add", device, "type", "veth", "peer", "name", "eth0",
+        run(["ip", "-n", namespace, "link", "set", "lo", "up"])
+        run(["ip", "link", "add", device, "type", "veth", "peer", "name", "eth0",
               "netns", namespace])  # fmt: skip
-        _run(["ip", "addr", "add", f"{gateway}/30", "dev", device])
-        _run(["ip", "link", "set", device, "up"])
-        _run(["ip", "-n", namespace, "addr", "add", f"{address}/30", "dev", "eth0"])
-        _run(["ip", "-n", namespace, "link", "set", "eth0", "up"])
-        _run(["ip", "-n", namespace, "route", "add", "default", "via", gateway])
+        run(["ip", "addr", "add", f"{gateway}/30", "dev", device])
+        run(["ip", "link", "set", device, "up"])
+        run(["ip", "-n", namespace, "addr", "add", f"{address}/30", "dev", "eth0"])
+        run(["ip", "-n", namespace, "link", "set", "eth0", "up"])
+        run(["ip", "-n", namespace, "route", "add", "default", "via", gateway])
         # SFU → viewer: UDP through its own class (rate, bounded queue), the rest unlimited
-        _run(["tc", "qdisc", "add", "dev", device, "root", "handle", "1:", "htb",
+        run(["tc", "qdisc", "add", "dev", device, "root", "handle", "1:", "htb",
               "default", "10"])  # fmt: skip
         for classid in ("1:10", _UDP_CLASS):
-            _run(["tc", "class", "add", "dev", device, "parent", "1:", "classid", classid,
+            run(["tc", "class", "add", "dev", device, "parent", "1:", "classid", classid,
                   "htb", "rate", _UNLIMITED, "quantum", "1514"])  # fmt: skip
-        _run(["tc", "qdisc", "add", "dev", device, "parent", _UDP_CLASS, "handle",
+        run(["tc", "qdisc", "add", "dev", device, "parent", _UDP_CLASS, "handle",
               _UDP_QUEUE, "bfifo", "limit", "1000000"])  # fmt: skip
-        _run(["tc", "filter", "add", "dev", device, "parent", "1:", "protocol", "ip",
+        run(["tc", "filter", "add", "dev", device, "parent", "1:", "protocol", "ip",
               "prio", "1", "u32", "match", "ip", "protocol", "17", "0xff",
               "flowid", _UDP_CLASS])  # fmt: skip
-        _run(["nft", "add", "rule", "inet", self._table, "out", "oifname", device,
+        run(["nft", "add", "rule", "inet", self._table, "out", "oifname", device,
               "meta", "l4proto", "udp", "counter"])  # fmt: skip
         # viewer side: random loss of what reaches it (empty until set_loss)
         nft = ["ip", "netns", "exec", namespace, "nft"]
-        _run([*nft, "add", "table", "inet", PREFIX])
-        _run([*nft, "add", "chain", "inet", PREFIX, "loss",
+        run([*nft, "add", "table", "inet", PREFIX])
+        run([*nft, "add", "chain", "inet", PREFIX, "loss",
               "{ type filter hook prerouting priority -300 ; }"])  # fmt: skip
         wrapper = self.workdir / f"chromium-{name}"
         wrapper.write_text(f'#!/bin/sh\nexec ip netns exec {namespace} {CHROMIUM} "$@"\n')
@@ -289,27 +286,8 @@ def process_cpu_seconds(pid: int) -> float:
     return (int(fields[11]) + int(fields[12])) / ticks
 
 
-def _run(argv: Sequence[str]) -> None:
-    result = subprocess.run(argv, capture_output=True, text=True)
-    if result.returncode != 0:
-        raise RigError(f"{' '.join(argv)}: {result.stderr.strip()}")
-
-
-def _remove_namespace(namespace: str) -> None:
-    """Kill what still runs inside, then delete the namespace (its veths go with it)."""
-    pids = subprocess.run(["ip", "netns", "pids", namespace], capture_output=True, text=True)
-    for pid in pids.stdout.split():
-        try:
-            os.kill(int(pid), signal.SIGKILL)
-        except ProcessLookupError:
-            continue
-    subprocess.run(["ip", "netns", "del", namespace], capture_output=True)
-
-
 def rig_namespaces() -> list[str]:
-    listed = subprocess.run(["ip", "netns", "list"], capture_output=True, text=True)
-    names = [line.split()[0] for line in listed.stdout.splitlines() if line.strip()]
-    return [name for name in names if name.startswith(PREFIX)]
+    return namespaces(PREFIX)
 
 
 def _leftover_devices() -> list[str]:
@@ -333,7 +311,7 @@ def _main(argv: Sequence[str]) -> int:
     command = argv[0] if argv else "status"
     if command == "down":
         for namespace in rig_namespaces():
-            _remove_namespace(namespace)
+            remove_namespace(namespace)
         for device in _leftover_devices():
             subprocess.run(["ip", "link", "del", device], capture_output=True)
         for table in _leftover_tables():
