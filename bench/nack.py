@@ -25,24 +25,22 @@ from __future__ import annotations
 
 import dataclasses
 import datetime
-import json
 import os
 import statistics
 import time
 from collections.abc import Callable
-from dataclasses import asdict, dataclass, field
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
 from bench import host, http, runner, source
-from bench.report import number, write_section
+from bench.report import number, write_section, write_step_json
 
 Progress = Callable[[str], None]
 
 BEGIN = "<!-- nack-flood:begin -->"
 END = "<!-- nack-flood:end -->"
 DOCS = runner.REPO / "docs" / "BENCHMARKS.md"
-RESULTS = runner.REPO / "bench" / "results"
 NACK_PACKETS = 1000  # each NACK names the flooder's last 1,000 video packets
 NACKS_PER_SECOND = 88.0  # as in the issue
 TIMES = "\N{MULTIPLICATION SIGN}"
@@ -261,22 +259,6 @@ def measure(plan: NackPlan, spec: source.SourceSpec, progress: Progress) -> Nack
     return result
 
 
-def write_json(
-    result: NackResult, when: datetime.datetime, command: str, path: Path | None = None
-) -> Path:
-    path = path or RESULTS / f"nack-{when:%Y%m%dT%H%M%SZ}.json"
-    path.parent.mkdir(parents=True, exist_ok=True)
-    document = {
-        "date": when.isoformat(timespec="seconds"),
-        "command": command,
-        "machine": host.machine(),
-        **asdict(result),
-        "summary": result.summary(),
-    }
-    path.write_text(json.dumps(document, indent=1) + "\n")
-    return path
-
-
 def markdown(result: NackResult, when: datetime.datetime, command: str) -> str:
     machine = host.machine()
     s = result.summary()
@@ -355,7 +337,7 @@ def main(
         plan = dataclasses.replace(plan, window=window)
     result = measure(plan, spec, progress)
     when = datetime.datetime.now(datetime.UTC)
-    progress(f"results: {write_json(result, when, command, json_path)}")
+    progress(f"results: {write_step_json('nack', result, when, command, json_path)}")
     if report:
         for written in write_docs(result, when, command):
             progress(f"wrote {written}")

@@ -35,6 +35,24 @@ def _environment(spec: source.SourceSpec, when: datetime.datetime, command: str)
     }
 
 
+def write_step_json(
+    name: str, result: Any, when: datetime.datetime, command: str, path: Path | None = None
+) -> Path:
+    """Write one step's ``result`` (a dataclass with ``summary()``) as JSON, by default to
+    ``bench/results/<name>-<when>.json``; returns the path."""
+    path = path or RESULTS / f"{name}-{when:%Y%m%dT%H%M%SZ}.json"
+    path.parent.mkdir(parents=True, exist_ok=True)
+    document = {
+        "date": when.isoformat(timespec="seconds"),
+        "command": command,
+        "machine": host.machine(),
+        **dataclasses.asdict(result),
+        "summary": result.summary(),
+    }
+    path.write_text(json.dumps(document, indent=1) + "\n")
+    return path
+
+
 def write_json(
     results: list[ServerResult],
     spec: source.SourceSpec,

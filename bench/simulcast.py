@@ -24,23 +24,21 @@ from __future__ import annotations
 
 import dataclasses
 import datetime
-import json
 import time
 from collections.abc import Callable
-from dataclasses import asdict, dataclass, field
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
 from bench import host, runner, source
 from bench.measure import Point, ServerResult, percentile
-from bench.report import number, write_section
+from bench.report import number, write_section, write_step_json
 
 Progress = Callable[[str], None]
 
 BEGIN = "<!-- simulcast:begin -->"
 END = "<!-- simulcast:end -->"
 DOCS = runner.REPO / "docs" / "BENCHMARKS.md"
-RESULTS = runner.REPO / "bench" / "results"
 SWITCH_WITHIN = 15.0  # seconds a drop may take to show a lower layer's keyframe
 UP_WITHIN = 30.0  # ... and a lift the top layer's
 
@@ -268,22 +266,6 @@ def measure(plan: SimulcastPlan, spec: source.SourceSpec, progress: Progress) ->
     return result
 
 
-def write_json(
-    result: SimulcastResult, when: datetime.datetime, command: str, path: Path | None = None
-) -> Path:
-    path = path or RESULTS / f"simulcast-{when:%Y%m%dT%H%M%SZ}.json"
-    path.parent.mkdir(parents=True, exist_ok=True)
-    document = {
-        "date": when.isoformat(timespec="seconds"),
-        "command": command,
-        "machine": host.machine(),
-        **asdict(result),
-        "summary": result.summary(),
-    }
-    path.write_text(json.dumps(document, indent=1) + "\n")
-    return path
-
-
 def _where(result: SimulcastResult) -> str:
     on = {rid: n for rid, n in result.viewers_on.items() if n}
     if not on:
@@ -351,7 +333,7 @@ def main(
     started = time.monotonic()
     result = measure(plan, spec, progress)
     when = datetime.datetime.now(datetime.UTC)
-    progress(f"results: {write_json(result, when, command, json_path)}")
+    progress(f"results: {write_step_json('simulcast', result, when, command, json_path)}")
     if report:
         for written in write_docs(result, when, command):
             progress(f"wrote {written}")
