@@ -44,9 +44,13 @@ export function setupQuality(signaling, $) {
     signaling.send("quality", { layer });
   });
 
-  // A new session starts on Auto: the server says so with its first `quality`.
+  // The session is gone (ended, reconnecting): nothing is sent, so nothing to choose. A
+  // new session starts on Auto, and the server says so with its first `quality`.
   return {
     reset() {
+      menu.hidden = true;
+      current.textContent = "";
+      heights = [];
       paused.hidden = true;
       document.body.dataset.videoPaused = "";
     },
