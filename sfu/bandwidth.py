@@ -15,6 +15,12 @@ The rules:
   than ``loss_high`` (10 %) cuts the estimate to ``sent * (1 - loss / 2)`` (at most once per
   RTT + 300 ms, so two reports of the same burst cut once), one losing less than
   ``loss_low`` (2 %) lets it grow by ``growth_per_second`` (8 %/s), anything between holds it;
+- a report of ``loss_burst_packets`` or more that lost over ``loss_burst`` (half) closes the
+  window at once (random loss of a few per cent never does), and a window losing that much
+  cuts to what got through, ``sent * (1 - loss)``: a link taking a fraction of what it is
+  sent is found in one report, not several windows. After a cut to under half of what is
+  sent, heavy-loss windows cut nothing for ``loss_burst_quiet_seconds`` (they count toward
+  a pause still): they report what was sent before the cut;
 - growth stops at ``growth_ceiling`` times what the viewer is sent: an estimate never tested
   says nothing. Above that only a probe (``probe_succeeded``: the viewer took that much
   for a while without loss or a falling REMB) raises it;
@@ -53,6 +59,9 @@ class EstimatorSettings:
     decrease_interval_seconds: float = 0.3
     loss_window_seconds: float = 1.0
     loss_window_packets: int = 50
+    loss_burst: float = 0.5
+    loss_burst_packets: int = 20
+    loss_burst_quiet_seconds: float = 2.0
 
 
 class BandwidthEstimator:
@@ -74,6 +83,8 @@ class BandwidthEstimator:
         self.last_remb_fall_at = -math.inf
         self.last_loss_window_at = -math.inf  # when the last loss window was read
         self.last_remb_at = -math.inf
+        self.last_probe_overflow_at = -math.inf
+        self._burst_hold_until = -math.inf
         self._loss_ignored_until = -math.inf
         self.heavy_loss_windows = 0  # consecutive windows losing more than loss_high
         self._reported: dict[int, tuple[int, int]] = {}  # by SSRC: highest seq, lost
@@ -91,7 +102,7 @@ class BandwidthEstimator:
     def last_complaint_at(self) -> float:
         """When the viewer last said its link took less than it was sent: a decrease, or
         a REMB that fell."""
-        return max(self.last_decrease_at, self.last_remb_fall_at)
+        return max(self.last_decrease_at, self.last_remb_fall_at, self.last_probe_overflow_at)
 
     @property
     def sent_bps(self) -> float:
@@ -129,10 +140,14 @@ class BandwidthEstimator:
         expected = highest_sequence - previous[0]
         if expected <= 0:
             return
+        lost = max(0, min(packets_lost - previous[1], expected))
         self._window_expected += expected
-        self._window_lost += max(0, min(packets_lost - previous[1], expected))
+        self._window_lost += lost
         settings = self.settings
-        if (
+        # a report losing half of a score of packets or more closes the window at once:
+        # random loss of a few per cent does not do that, a link that takes far less does
+        burst = expected >= settings.loss_burst_packets and lost > settings.loss_burst * expected
+        if burst or (
             now - self._window_start >= settings.loss_window_seconds
             and self._window_expected >= settings.loss_window_packets
         ):
@@ -151,9 +166,18 @@ class BandwidthEstimator:
         if fraction_lost > settings.loss_high:
             self.heavy_loss_windows += 1
             self.last_heavy_loss_at = now
-            if now - self.last_decrease_at >= settings.decrease_interval_seconds + self._rtt:
+            # within the hold after a deep cut the reports are about what was sent before it
+            if (
+                now >= self._burst_hold_until
+                and now - self.last_decrease_at >= settings.decrease_interval_seconds + self._rtt
+            ):
                 base = min(self._estimate, self._sent) if self._sent > 0 else self._estimate
-                self._decrease(base * (1 - fraction_lost / 2), now)
+                cut = base * (1 - fraction_lost / 2)
+                if fraction_lost > settings.loss_burst and self._sent > 0:
+                    # what got through, not half the loss off: a link that takes a fraction
+                    # of what it is sent would otherwise take several windows to be found
+                    cut = min(cut, self._sent * (1 - fraction_lost))
+                self._decrease(cut, now)
             self._grown_at = now
         elif fraction_lost < settings.loss_low:
             self.heavy_loss_windows = 0
@@ -167,6 +191,11 @@ class BandwidthEstimator:
         if bps > self._estimate:
             self._estimate = bps
         self._grown_at = now
+
+    def probe_overflowed(self, now: float) -> None:
+        """The viewer asked for a retransmission during a probe: the probe overflowed its
+        link (a complaint, see ``last_complaint_at``)."""
+        self.last_probe_overflow_at = now
 
     def probe_failed(self, bps: float, now: float) -> None:
         """A probe made the viewer complain: the cut it caused is undone, back to ``bps``
@@ -192,6 +221,10 @@ class BandwidthEstimator:
         self._estimate = min(grown, ceiling)
 
     def _decrease(self, bps: float, now: float) -> None:
+        if bps < 0.5 * (min(self._estimate, self._sent) if self._sent > 0 else self._estimate):
+            # to under half of what is sent: the reports of the next moments are about what
+            # was sent before it, and would cut again for losses it already answered
+            self._burst_hold_until = now + self.settings.loss_burst_quiet_seconds
         self._estimate = max(bps, self.settings.min_bps)
         self.last_decrease_at = now
         self._grown_at = now

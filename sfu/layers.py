@@ -14,8 +14,9 @@ selector names the layer to send, or none (video paused: audio goes on), and whe
 - Up, slowly and only after a probe: a viewer's REMB does not rise much above what it
   receives, so an estimate above the next layer's needs is only learnt by sending that
   much. Once the estimate has been steady (no decrease for ``steady_seconds``) the selector
-  asks for a probe toward the next layer's rate plus ``up_margin`` (extra packets sent to
-  the viewer, see ``sfu.quality``) for ``probe_seconds``, but never more than
+  asks for a probe toward the next layer's rate plus ``up_margin`` and ``probe_over``
+  (extra packets sent to the viewer, see ``sfu.quality``) for ``probe_seconds``, but never
+  more than
   ``probe_ratio`` times the estimate, so that a probe the link cannot take overflows it
   briefly and by little; if no feedback complained during it and ``probe_settle_seconds``
   after (a loss window that cut the estimate, or a falling REMB: the viewer saw its delay
@@ -41,16 +42,19 @@ from sfu.bandwidth import BandwidthEstimator
 class SelectorSettings:
     """See the module's docstring."""
 
-    up_margin: float = 0.15
+    up_margin: float = 0.25
+    # a probe goes this much (of the need) above what a step up asks for: layers' bitrates
+    # vary, and a probe that only just reached the step's need would leave it just short
+    probe_over: float = 0.1
     steady_seconds: float = 2.0
-    probe_seconds: float = 0.6
+    probe_seconds: float = 1.0
     probe_settle_seconds: float = 0.6
     # how long a probe's verdict may wait for feedback: a paused viewer's receiver reports
     # come with its audio's, which Chromium sends every 5 s
     probe_feedback_seconds: float = 6.0
     probe_ratio: float = 2.0
-    probe_backoff_seconds: float = 2.0
-    probe_backoff_max_seconds: float = 8.0
+    probe_backoff_seconds: float = 1.0
+    probe_backoff_max_seconds: float = 6.0
     paused_probe_seconds: float = 3.0
     pause_loss_seconds: float = 2.0
     pause_loss_windows: int = 2
@@ -176,7 +180,10 @@ class LayerSelector:
         steady = now - estimator.last_decrease_at >= self.settings.steady_seconds
         if now >= self._next_probe_at and (steady or current is None) and estimate > 0:
             self._probe = Probe(
-                rate=min(need(target) * margin, self.settings.probe_ratio * estimate),
+                rate=min(
+                    need(target) * (margin + self.settings.probe_over),
+                    self.settings.probe_ratio * estimate,
+                ),
                 started=now,
                 until=now + self.settings.probe_seconds,
                 layer=target,

@@ -10,7 +10,9 @@ What it does is reported as ``ViewerQualityChanged``.
 
 A probe sends padding on the video track's retransmission stream (``DownTrack.
 send_probe``) every ``PROBE_TICK_SECONDS``, so that the viewer receives the probe's rate in
-all; its REMB and loss while it does tell the selector whether the next layer fits.
+all; its REMB and loss while it does tell the selector whether the next layer fits. A
+probe stops at its first NACK (it overflows the link's queue: every packet more is dropped,
+media too; it fails) and as soon as the selector has failed it.
 """
 
 from __future__ import annotations
@@ -29,7 +31,7 @@ from sfu import aiortc_adapter
 from sfu.bandwidth import BandwidthEstimator, EstimatorSettings
 from sfu.downtrack import DownTrack
 from sfu.events import SfuEvent, ViewerQualityChanged
-from sfu.layers import LayerSelector, LayerState, Selection, SelectorSettings
+from sfu.layers import LayerSelector, LayerState, Probe, Selection, SelectorSettings
 from sfu.producer import Producer
 
 logger = logging.getLogger(__name__)
@@ -110,6 +112,7 @@ class ViewerQuality:
         self._last_remb: AnyRtcpPacket | None = None
         self._reported: ViewerQualityChanged | None = None
         self._switch: asyncio.Task[None] | None = None
+        self._probing: Probe | None = None  # the probe whose padding is (or was) sent
         self.closed = False
 
     def start(self) -> None:
@@ -215,9 +218,10 @@ class ViewerQuality:
                 self.estimator.ignore_loss(now + RESUME_LOSS_IGNORED_SECONDS)
             self._switch_to(video, layers[selection.layer])
         probe = selection.probe
-        if probe is not None and self._probe_timer is None:
+        if probe is not None and self._probe_timer is None and self._probing is not probe:
+            self._probing = probe
             extra = probe.rate - self.estimator.sent_bps  # on top of what it is sent now
-            self._probe_tick(video, extra, probe.until)
+            self._probe_tick(video, extra, probe.until, video.nacks_received)
         self._report(selection.layer, layers, video)
 
     def _switch_to(self, video: DownTrack, layer: Producer) -> None:
@@ -225,14 +229,23 @@ class ViewerQuality:
             self._switch.cancel()
         self._switch = asyncio.ensure_future(video.switch_layer(layer))
 
-    def _probe_tick(self, video: DownTrack, extra: float, until: float) -> None:
-        """Send ``extra`` bits/s of padding until ``until``."""
+    def _probe_tick(self, video: DownTrack, extra: float, until: float, nacks: int) -> None:
+        """Send ``extra`` bits/s of padding until ``until``, unless the viewer asks for a
+        retransmission meanwhile (``nacks``: its count when the probe began): the probe
+        overflows its link's queue, and every packet more would be dropped, media too."""
         self._probe_timer = None
-        if self.closed or time.monotonic() >= until or video.closed or extra <= 0:
+        now = time.monotonic()
+        if self.closed or now >= until or video.closed or extra <= 0:
+            return
+        if self.selector.probe is not self._probing:
+            return  # the probe failed already (its verdict came early): not one packet more
+        if video.nacks_received > nacks and not video.paused:
+            self.estimator.probe_overflowed(now)
+            self._decide(now)
             return
         video.send_probe(int(extra * PROBE_TICK_SECONDS / 8))
         self._probe_timer = asyncio.get_running_loop().call_later(
-            PROBE_TICK_SECONDS, self._probe_tick, video, extra, until
+            PROBE_TICK_SECONDS, self._probe_tick, video, extra, until, nacks
         )
 
     def _report(self, layer: int | None, layers: Sequence[Producer], video: DownTrack) -> None:

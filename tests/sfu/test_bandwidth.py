@@ -112,3 +112,24 @@ def test_loss_is_read_over_a_window_of_the_viewers_reports() -> None:
     assert est.loss == pytest.approx(0.4)
     assert est.estimate == pytest.approx(800_000)
     assert est.heavy_loss_windows == 1
+
+
+def test_a_report_losing_most_of_its_packets_cuts_at_once_to_what_got_through() -> None:
+    # a link taking a fraction of what it is sent: no full window is waited for, and the
+    # estimate falls to what got through, not by half the loss
+    est = estimator(sent=1_000_000)
+    est.on_report(1, highest_sequence=1000, packets_lost=0, now=0.1)
+    est.on_report(1, highest_sequence=1040, packets_lost=30, now=0.4)
+    assert est.last_decrease_at == 0.4
+    assert est.estimate == pytest.approx(250_000)
+
+
+def test_reports_after_a_deep_cut_do_not_cut_again_but_count_toward_a_pause() -> None:
+    est = estimator(sent=1_000_000)
+    est.on_loss(0.8, now=1.0)  # to 200 kbit/s
+    assert est.estimate == pytest.approx(200_000)
+    est.on_loss(0.8, now=2.0)  # about what was sent before the cut
+    assert est.estimate == pytest.approx(200_000)
+    assert est.heavy_loss_windows == 2
+    est.on_loss(0.8, now=3.5)  # the link still drops most of it: cut again
+    assert est.estimate < 200_000
