@@ -19,8 +19,8 @@ The rules:
   window at once (random loss of a few per cent never does), and a window losing that much
   cuts to what got through, ``sent * (1 - loss)``: a link taking a fraction of what it is
   sent is found in one report, not several windows. After a cut to under half of what is
-  sent, heavy-loss windows cut nothing for ``loss_burst_quiet_seconds`` (they count toward
-  a pause still): they report what was sent before the cut;
+  sent, heavy-loss windows are not taken for ``loss_burst_quiet_seconds`` (neither cut nor
+  count toward a pause): they report what was sent before the cut;
 - growth stops at ``growth_ceiling`` times what the viewer is sent: an estimate never tested
   says nothing. Above that only a probe (``probe_succeeded``: the viewer took that much
   for a while without loss or a falling REMB) raises it;
@@ -164,13 +164,13 @@ class BandwidthEstimator:
         if now < self._loss_ignored_until:
             return
         if fraction_lost > settings.loss_high:
+            if now < self._burst_hold_until:
+                # within the hold after a deep cut: about what was sent before it
+                self._grown_at = now
+                return
             self.heavy_loss_windows += 1
             self.last_heavy_loss_at = now
-            # within the hold after a deep cut the reports are about what was sent before it
-            if (
-                now >= self._burst_hold_until
-                and now - self.last_decrease_at >= settings.decrease_interval_seconds + self._rtt
-            ):
+            if now - self.last_decrease_at >= settings.decrease_interval_seconds + self._rtt:
                 base = min(self._estimate, self._sent) if self._sent > 0 else self._estimate
                 cut = base * (1 - fraction_lost / 2)
                 if fraction_lost > settings.loss_burst and self._sent > 0:

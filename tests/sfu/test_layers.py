@@ -48,14 +48,16 @@ def test_pauses_when_not_even_the_lowest_layer_fits_and_resumes_after_a_probe() 
     est.sent(1_540_000)
     est.on_remb(2_000_000, now=0.5)
     est.on_remb(120_000, now=1.0)
-    est.on_loss(0.6, now=1.0)  # the link drops what does not fit ...
-    assert sel.select(1.0, est, LAYERS, AUDIO).layer == 0  # (one window may be bad luck)
-    est.on_loss(0.6, now=2.0)  # ... and goes on dropping it
-    assert sel.select(2.0, est, LAYERS, AUDIO).layer is None
+    # (the reports of the next loss_burst_quiet_seconds are about what was sent before)
+    start = 1.0 + est.settings.loss_burst_quiet_seconds
+    est.on_loss(0.6, now=start)  # the link drops what does not fit ...
+    assert sel.select(start, est, LAYERS, AUDIO).layer == 0  # (one window may be bad luck)
+    est.on_loss(0.6, now=start + 1)  # ... and goes on dropping it
+    assert sel.select(start + 1, est, LAYERS, AUDIO).layer is None
     est.sent(AUDIO)
     # no probe before paused_probe_seconds
-    assert sel.select(3.0, est, LAYERS, AUDIO).probe is None
-    now = 2.0 + SETTINGS.paused_probe_seconds
+    assert sel.select(start + 2, est, LAYERS, AUDIO).probe is None
+    now = start + 1 + SETTINGS.paused_probe_seconds
     # the link recovered: each probe, no more than twice the estimate (a link that has not
     # recovered is overflowed briefly and by little), is taken without loss; the next one
     # follows at once, until the lowest layer fits
