@@ -4,14 +4,42 @@ rig's namespaces by prefix."""
 
 from __future__ import annotations
 
+import atexit
 import os
 import signal
 import subprocess
 from collections.abc import Sequence
+from typing import Self
 
 
 class RigError(RuntimeError):
     """A rig could not be built (a command failed, a limit was reached)."""
+
+
+class NamespaceRig:
+    """A rig's life: ``up`` builds it (``_build``), taking down what it built if that fails;
+    ``down`` (also at exit, and on leaving a ``with`` block) removes it."""
+
+    def __enter__(self) -> Self:
+        self.up()
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self.down()
+
+    def up(self) -> None:
+        atexit.register(self.down)
+        try:
+            self._build()
+        except BaseException:
+            self.down()
+            raise
+
+    def down(self) -> None:
+        raise NotImplementedError
+
+    def _build(self) -> None:
+        raise NotImplementedError
 
 
 def run(argv: Sequence[str]) -> None:

@@ -45,7 +45,7 @@ from dataclasses import dataclass, field
 from enum import StrEnum
 from pathlib import Path
 
-from tests.netns import RigError, namespaces, remove_namespace, run
+from tests.netns import NamespaceRig, RigError, namespaces, remove_namespace, run
 
 PREFIX = "onairnat"
 TURN_IP = "100.64.0.3"
@@ -133,7 +133,7 @@ def _install_missing_packages() -> None:
 
 
 @dataclass
-class Rig:
+class Rig(NamespaceRig):
     """One run's namespaces and daemons. Use as a context manager, or ``up()``/``down()``."""
 
     run_id: str = field(default_factory=lambda: f"{os.getpid()}")
@@ -148,21 +148,6 @@ class Rig:
     def exec_argv(self, node: str, argv: Sequence[str]) -> list[str]:
         """``argv`` run inside ``node``'s namespace."""
         return ["ip", "netns", "exec", self.ns(node), *argv]
-
-    def __enter__(self) -> Rig:
-        self.up()
-        return self
-
-    def __exit__(self, *exc: object) -> None:
-        self.down()
-
-    def up(self) -> None:
-        atexit.register(self.down)
-        try:
-            self._build()
-        except BaseException:
-            self.down()
-            raise
 
     def down(self) -> None:
         for daemon in self._daemons:

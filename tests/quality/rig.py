@@ -42,7 +42,7 @@ from collections.abc import Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 
-from tests.netns import RigError, namespaces, remove_namespace, run
+from tests.netns import NamespaceRig, RigError, namespaces, remove_namespace, run
 
 PREFIX = "onairq"
 DEVICE_PREFIX = "oqr"  # interface names have at most 15 characters
@@ -153,7 +153,7 @@ class Link:
 
 
 @dataclass
-class QualityRig:
+class QualityRig(NamespaceRig):
     """One run's namespaces. Use as a context manager, or ``up()``/``down()``; then
     ``add_link`` per viewer. Subnets are 10.78.k.0/24, ``k`` from ``run_id``."""
 
@@ -172,21 +172,6 @@ class QualityRig:
     def server_ip(self) -> str:
         """Where the SFU listens, reachable from the root and every viewer's namespace."""
         return f"10.78.{self.subnet}.254"
-
-    def __enter__(self) -> QualityRig:
-        self.up()
-        return self
-
-    def __exit__(self, *exc: object) -> None:
-        self.down()
-
-    def up(self) -> None:
-        atexit.register(self.down)
-        try:
-            self._build()
-        except BaseException:
-            self.down()
-            raise
 
     def down(self) -> None:
         for namespace in reversed(self._namespaces):
