@@ -1,8 +1,8 @@
 """What a producer forwards to and with: its batches of packets (``Batch``), the forward
-groups that serialize a batch once for many outgoing streams (``ForwardGroup``), and what a
+groups that serialize a batch once for many outgoing streams (``ForwardGroup``), what a
 group forwards to (``Forwarder``: a viewer's ``sfu.downtrack.DownTrack``, or a pipe to an edge
-router, ``sfu.pipe``). ``sfu.producer`` and ``sfu.downtrack`` both build on this module, which
-imports neither."""
+router, ``sfu.pipe``) and what takes every packet as it comes (``PacketTap``).
+``sfu.producer`` and ``sfu.downtrack`` both build on this module, which imports neither."""
 
 from __future__ import annotations
 
@@ -50,6 +50,17 @@ class NativeForwarder(Forwarder, Protocol):
     ) -> None: ...
 
     def native_upkeep(self) -> None: ...
+
+
+class PacketTap(Protocol):
+    """What sees every packet a producer receives, in arrival order, before any batching:
+    a recording, a thumbnail (``sfu.frames`` puts the packets back into frames). It is
+    called on the hot path: it must be quick, and never await."""
+
+    @property
+    def waiting_keyframe(self) -> bool: ...
+
+    def on_packet(self, packet: RtpPacket, now: float) -> None: ...
 
 
 class Attached(Protocol):

@@ -14,7 +14,14 @@ from aiortc.rtp import HeaderExtensionsMap, RtpPacket
 
 from sfu import aiortc_adapter, native
 from sfu.events import ProducerClosed, ProducerStats, SfuEvent
-from sfu.forwarding import Attached, Batch, Forwarder, ForwardGroup, NativeForwarder
+from sfu.forwarding import (
+    Attached,
+    Batch,
+    Forwarder,
+    ForwardGroup,
+    NativeForwarder,
+    PacketTap,
+)
 from sfu.keyframe import FRAME_SIZE_READERS, KEYFRAME_DETECTORS, KeyframeRequester
 from sfu.packet_cache import PacketCache
 
@@ -80,6 +87,7 @@ class Producer:
         self._native_forwarding = native_forwarding
         self._down_tracks: set[Attached] = set()
         self._groups: list[ForwardGroup] = []
+        self._taps: tuple[PacketTap, ...] = ()
         self._batch = Batch()
         self._flush_soon = False  # a flush is scheduled for the end of the loop's turn
         self._hold_timer: asyncio.TimerHandle | None = None
@@ -187,6 +195,7 @@ class Producer:
         self._batch = Batch()
         if self._hold_timer is not None:
             self._hold_timer.cancel()
+        self._taps = ()
         for track in list(self._down_tracks):
             track.close("producer_closed")
         self._cache.clear()
@@ -232,9 +241,31 @@ class Producer:
                 group.remove(forwarder)
         self._groups = [g for g in self._groups if g.forwarders]
 
+    def add_tap(self, tap: PacketTap) -> None:
+        """Hand every packet received from now on to ``tap`` too, until ``remove_tap`` or the
+        producer closes."""
+        if tap not in self._taps:
+            self._taps = (*self._taps, tap)
+
+    def remove_tap(self, tap: PacketTap) -> None:
+        self._taps = tuple(t for t in self._taps if t is not tap)
+
     def _awaits_keyframe(self) -> bool:
-        """Whether a viewer (or pipe) forwarding this producer waits for a keyframe."""
-        return any(f.waiting_keyframe for group in self._groups for f in group.forwarders)
+        """Whether a viewer, pipe or tap of this producer waits for a keyframe."""
+        return any(t.waiting_keyframe for t in self._taps) or any(
+            f.waiting_keyframe for group in self._groups for f in group.forwarders
+        )
+
+    def _tap(self, packet: RtpPacket, now: float) -> None:
+        for tap in self._taps:
+            try:
+                tap.on_packet(packet, now)
+            except Exception:  # a broken recording must not cost the viewers a packet
+                logger.exception(
+                    "packet tap failed: it gets no more of this track",
+                    extra={"router_id": self.router_id, "kind": self.kind},
+                )
+                self.remove_tap(tap)
 
     async def _send_keyframe_request(self) -> bool:
         if self._ssrc is None or self.closed:
@@ -268,6 +299,8 @@ class Producer:
             self._keyframes.keyframe_received()
             if self._read_frame_size is not None:
                 self.frame_size = self._read_frame_size(payload) or self.frame_size
+        if self._taps:
+            self._tap(packet, now)
         if not self._groups:
             return
         batch = self._batch
