@@ -39,11 +39,12 @@ class StreamAdmin(admin.ModelAdmin):
         "owner",
         "state",
         "visibility",
+        "record",
         "viewer_count",
         "peak_viewer_count",
         "started_at",
     ]
-    list_filter = ["state", "visibility"]
+    list_filter = ["state", "visibility", "record"]
     search_fields = ["title", "slug", "description", "owner__username", "owner__email"]
     list_select_related = ["owner"]
     date_hierarchy = "created_at"
@@ -72,6 +73,7 @@ class StreamAdmin(admin.ModelAdmin):
                 title=obj.title,
                 description=obj.description,
                 visibility=obj.visibility,
+                record=obj.record,
             )
             return
         stream, issued = services.stream_create(
@@ -80,6 +82,7 @@ class StreamAdmin(admin.ModelAdmin):
             description=obj.description,
             visibility=obj.visibility,
             slug=obj.slug or None,
+            record=obj.record,
         )
         obj.pk = stream.pk
         obj.refresh_from_db()

@@ -8,6 +8,13 @@ from django.conf import settings
 from django.db import models
 from django.db.models import Q
 
+from onair.conf import onair_settings
+
+
+def record_by_default() -> bool:
+    """A new stream's ``record``: ``ONAIR_RECORD_BY_DEFAULT``."""
+    return onair_settings().recording.record_by_default
+
 
 class Stream(models.Model):
     """A broadcaster's channel: one live broadcast at a time (idle → live → ended)."""
@@ -50,6 +57,9 @@ class Stream(models.Model):
     end_reason = models.CharField(max_length=16, choices=EndReason.choices, blank=True)
     viewer_count = models.PositiveIntegerField(default=0)
     peak_viewer_count = models.PositiveIntegerField(default=0)
+    record = models.BooleanField(
+        default=record_by_default, help_text="Record its broadcasts on the server."
+    )
     # The key the current broadcast's publisher was let in with; null when the owner's
     # login did (or nobody publishes). Revoking that key ends the broadcast.
     publisher_key = models.ForeignKey(

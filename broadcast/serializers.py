@@ -61,6 +61,7 @@ class StreamSerializer(PublicStreamSerializer):
         fields = [
             *PublicStreamSerializer.Meta.fields,
             "visibility",
+            "record",
             "created_at",
             "updated_at",
             "key",
@@ -101,12 +102,19 @@ class StreamCreateInputSerializer(serializers.Serializer[object]):
         required=False,
         help_text="The stream's address (/watch/<slug>/). Generated from the title if omitted.",
     )
+    record = serializers.BooleanField(
+        required=False,
+        help_text="Record its broadcasts on the server (default: ONAIR_RECORD_BY_DEFAULT).",
+    )
 
 
 class StreamUpdateInputSerializer(serializers.Serializer[object]):
     title = serializers.CharField(max_length=140)
     description = serializers.CharField(max_length=5000, required=False, allow_blank=True)
     visibility = serializers.ChoiceField(choices=Stream.Visibility.choices, required=False)
+    record = serializers.BooleanField(
+        required=False, help_text="Record its broadcasts (from the next one on)."
+    )
 
 
 class StreamFilterSerializer(serializers.Serializer[object]):

@@ -102,9 +102,11 @@ def stream_create(
     visibility: str = Stream.Visibility.PUBLIC,
     slug: str | None = None,
     key_secret: str | None = None,
+    record: bool | None = None,
 ) -> tuple[Stream, IssuedKey]:
     """A new idle stream and its first key (whose secret is returned only now).
 
+    ``record``: record its broadcasts (``None``: ``ONAIR_RECORD_BY_DEFAULT``).
     ``key_secret`` as for ``stream_key_rotate``. An owner who is not staff may hold at most
     ``ONAIR["MAX_STREAMS_PER_USER"]`` streams (``stream_quota``).
     """
@@ -121,6 +123,7 @@ def stream_create(
                 description=description,
                 visibility=visibility,
                 slug=slug or _slug_for_title(title),
+                **({} if record is None else {"record": record}),
             )
     except IntegrityError as error:  # lost a race for the same slug
         raise InvalidInputError(
@@ -135,14 +138,17 @@ def stream_update(
     title: str | None = None,
     description: str | None = None,
     visibility: str | None = None,
+    record: bool | None = None,
 ) -> Stream:
-    """Change the given fields; ``None`` leaves a field as it is."""
+    """Change the given fields; ``None`` leaves a field as it is. ``record`` applies from
+    the next broadcast (or publisher reconnect) on."""
     changes = {
         name: value
         for name, value in (
             ("title", title),
             ("description", description),
             ("visibility", visibility),
+            ("record", record),
         )
         if value is not None
     }

@@ -133,6 +133,16 @@ def _seconds(key: str, value: Any) -> float:
 INTEGER = Kind("integer ≥ 0", lambda name, text: int(text), _count, _shown)
 POSITIVE = Kind("integer > 0", lambda name, text: int(text), _positive_int, _shown)
 SECONDS = Kind("seconds ≥ 0", lambda name, text: float(text), _seconds, _shown)
+
+
+def _days(key: str, value: Any) -> float:
+    number = float(value)
+    if not math.isfinite(number) or number < 0:
+        raise ValueError("must be a number of days, 0 or more")
+    return number
+
+
+DAYS = Kind("days ≥ 0", lambda name, text: float(text), _days, _shown)
 STUN = Kind("comma-separated URLs", _comma_list, _urls("stun:", "stuns:"), lambda v: "(none)")
 TURN = Kind("comma-separated URLs", _comma_list, _urls("turn:", "turns:"), lambda v: "(none)")
 POLICY = Kind("`all` or `relay`", _as_is, lambda key, value: IcePolicy(value), _shown)
@@ -210,6 +220,60 @@ class IceSettings:
             f"viewer_policy={self.viewer_policy.value!r}, public_ip={self.public_ip!r}, "
             f"udp_port_range={self.udp_port_range!r})"
         )
+
+
+@dataclass(frozen=True)
+class RecordingSettings:
+    """Server-side recording of broadcasts (docs/RECORDING.md)."""
+
+    record_by_default: bool = setting(
+        True,
+        FLAG,
+        "A new stream records its broadcasts (each stream's `record` switch changes it).",
+    )
+    storage: str = setting(
+        "recordings",
+        TEXT,
+        "The `STORAGES` alias finished recordings are kept in: by default `FileSystemStorage` "
+        "under `var/recordings/`; name one of your settings module's aliases for "
+        "django-storages (S3 and others, docs/RECORDING.md).",
+        key="RECORDING_STORAGE",
+    )
+    spool_dir: str = setting(
+        "",
+        TEXT,
+        "The local directory the SFU writes recordings into while they run (moved into "
+        "`RECORDING_STORAGE` once finished). Empty: `var/recording-spool/`.",
+        key="RECORDING_SPOOL_DIR",
+    )
+    max_bytes: int = setting(
+        0,
+        INTEGER,
+        "A recording stops (reason `size_limit`) once its file reaches this many bytes; the "
+        "broadcast goes on. `0`: no limit.",
+        key="RECORDING_MAX_BYTES",
+    )
+    max_seconds: float = setting(
+        43200.0,
+        SECONDS,
+        "A recording stops (reason `duration_limit`) after this long; the broadcast goes on. "
+        "`0`: no limit.",
+        key="RECORDING_MAX_SECONDS",
+    )
+    min_free_bytes: int = setting(
+        1_073_741_824,
+        INTEGER,
+        "Free-disk guard: a recording stops (reason `disk_full`) when the spool directory's "
+        "disk has less free space than this, before it fills; the broadcast goes on.",
+        key="RECORDING_MIN_FREE_BYTES",
+    )
+    retention_days: float = setting(
+        0.0,
+        DAYS,
+        "Recordings older than this many days are deleted with their files (`manage.py "
+        "recordings_expire`, and hourly by each running server). `0`: kept until deleted.",
+        key="RECORDING_RETENTION_DAYS",
+    )
 
 
 @dataclass(frozen=True)
@@ -352,6 +416,7 @@ class OnAirSettings:
         "Streams one account may own; past it, creating one answers `403` `stream_quota`. "
         "Staff have no quota; `0`: none for anyone.",
     )
+    recording: RecordingSettings = group(RecordingSettings)
 
 
 @dataclass(frozen=True)
