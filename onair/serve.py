@@ -232,6 +232,8 @@ class OnAirServer(Server):
             given = getattr(self, size) or WEBSOCKET_MAX_MESSAGE_BYTES
             setattr(self, size, min(given, WEBSOCKET_MAX_MESSAGE_BYTES))
 
+    retention: asyncio.Task[None] | None = None  # recordings.tasks, from start to stop
+
     def run(self) -> None:
         self.ports: list[Any] = []
         reactor.callWhenRunning(self.started)
@@ -243,10 +245,13 @@ class OnAirServer(Server):
 
     def started(self) -> None:
         # Imported once Django is set up (daphne imports the application before run()).
+        from recordings.tasks import expire_periodically
         from signaling.lifecycle import embedded_sfu_started
 
         task = asyncio.ensure_future(embedded_sfu_started())
         task.add_done_callback(_log_failure)
+        self.retention = asyncio.ensure_future(expire_periodically())
+        self.retention.add_done_callback(_log_failure)
 
     def kill_all_applications(self) -> defer.Deferred[None]:
         """daphne's step before the reactor stops (SIGTERM, SIGINT): ours first."""
@@ -259,6 +264,8 @@ class OnAirServer(Server):
         deadline.daemon = True
         deadline.start()
         logger.info("stopping")
+        if self.retention is not None:
+            self.retention.cancel()
         for port in self.ports:
             port.stopListening()
         await sfu_stopping()

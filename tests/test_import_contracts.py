@@ -12,7 +12,7 @@ from pathlib import Path
 import pytest
 
 ROOT = Path(__file__).resolve().parent.parent
-PACKAGES = ("sfu", "signaling", "broadcast", "viewers", "onair", "testpeers", "bench")
+PACKAGES = ("sfu", "signaling", "broadcast", "viewers", "recordings", "onair", "testpeers", "bench")
 LINT_IMPORTS = Path(sys.executable).with_name("lint-imports")
 
 
@@ -50,6 +50,7 @@ def test_the_tree_keeps_every_contract(tree: Path) -> None:
         ("sfu/router.py", "import channels.layers", "sfu imports no Django"),
         ("sfu/ice.py", "import onair.conf", "sfu imports no Django"),
         ("broadcast/selectors.py", "import sfu.router", "only signaling.gateway imports sfu"),
+        ("recordings/services.py", "import sfu.recorder", "only signaling.gateway imports sfu"),
         ("signaling/consumers.py", "from sfu import Router", "only signaling.gateway imports sfu"),
     ],
 )

@@ -38,6 +38,7 @@ INSTALLED_APPS = [
     "broadcast",
     "viewers",
     "signaling",
+    "recordings",
 ]
 
 MIDDLEWARE = [
@@ -104,6 +105,17 @@ USE_TZ = True
 STATIC_URL = "static/"
 STATICFILES_DIRS = [BASE_DIR / "static"]
 STATIC_ROOT = Path(env_str("STATIC_ROOT", str(BASE_DIR / "staticfiles")))
+
+# Django's two defaults, plus where finished recordings are kept: ONAIR_RECORDING_STORAGE
+# names the alias (docs/RECORDING.md shows one for S3 through django-storages).
+STORAGES: dict[str, Any] = {
+    "default": {"BACKEND": "django.core.files.storage.FileSystemStorage"},
+    "staticfiles": {"BACKEND": "django.contrib.staticfiles.storage.StaticFilesStorage"},
+    "recordings": {
+        "BACKEND": "django.core.files.storage.FileSystemStorage",
+        "OPTIONS": {"location": VAR_DIR / "recordings"},
+    },
+}
 
 REST_FRAMEWORK: dict[str, Any] = {
     # Token first: its WWW-Authenticate header turns "not logged in" into a 401, not a 403.

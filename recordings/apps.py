@@ -1,0 +1,9 @@
+from django.apps import AppConfig
+
+
+class RecordingsConfig(AppConfig):
+    name = "recordings"
+    verbose_name = "Recordings"
+
+    def ready(self) -> None:
+        from recordings import receivers  # noqa: F401  (connect its receivers)
