@@ -7,6 +7,7 @@ import hashlib
 from django.conf import settings
 from django.db import models
 from django.db.models import Q
+from django.urls import reverse
 
 from onair.conf import onair_settings
 
@@ -65,6 +66,10 @@ class Stream(models.Model):
     publisher_key = models.ForeignKey(
         "StreamKey", null=True, blank=True, on_delete=models.SET_NULL, related_name="+"
     )
+    # The latest poster: a JPEG of the live video (broadcast.posters), its name in the
+    # "thumbnails" storage, and when it was taken (also its version in the poster's URL).
+    poster = models.CharField(max_length=255, blank=True)
+    poster_taken_at = models.DateTimeField(null=True, blank=True)
 
     class Meta:
         ordering = ["-created_at", "-id"]
@@ -82,6 +87,24 @@ class Stream(models.Model):
     @property
     def is_live(self) -> bool:
         return self.state == self.State.LIVE
+
+    @property
+    def poster_url(self) -> str:
+        """The versioned address of the poster taken during the broadcast on air now; ""
+        when there is none (not live, or none taken yet: a poster of an earlier broadcast
+        is not shown as this one's)."""
+        taken = self.poster_taken_at
+        if not (self.poster and self.is_live and taken and self.started_at):
+            return ""
+        if taken < self.started_at:
+            return ""
+        return f"{reverse('broadcast:stream-poster', args=[self.slug])}?v={self.poster_version}"
+
+    @property
+    def poster_version(self) -> str:
+        """Changes with every new poster: its URL's cache-busting ``v``, and its ETag."""
+        taken = self.poster_taken_at
+        return str(int(taken.timestamp() * 1000)) if taken is not None else ""
 
 
 class StreamKey(models.Model):

@@ -6,6 +6,7 @@ from django.contrib.auth.models import AnonymousUser, User
 from django.db.models import Q, QuerySet
 
 from broadcast.models import Stream, StreamKey
+from broadcast.storage import thumbnail_storage
 from onair.exceptions import NotFoundError
 
 AnyUser = User | AnonymousUser
@@ -101,3 +102,16 @@ def stream_key_is_active(*, key_id: int) -> bool:
 def stream_ids_live() -> list[int]:
     """The ids of every live stream (whoever can see them)."""
     return list(Stream.objects.filter(state=Stream.State.LIVE).values_list("pk", flat=True))
+
+
+def stream_poster_read(*, stream: Stream) -> bytes:
+    """The JPEG of ``stream``'s latest poster; ``NotFoundError`` if it has none (none taken
+    yet, or its file is gone)."""
+    if not stream.poster:
+        raise NotFoundError("This stream has no poster.")
+    try:
+        with thumbnail_storage().open(stream.poster, "rb") as poster:
+            data = poster.read()
+    except OSError as exc:
+        raise NotFoundError("This stream has no poster.") from exc
+    return bytes(data)

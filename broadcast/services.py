@@ -8,6 +8,7 @@ import secrets
 from dataclasses import dataclass
 
 from django.contrib.auth.models import User
+from django.core.files.base import ContentFile
 from django.db import IntegrityError, transaction
 from django.db.models import F, Value
 from django.db.models.functions import Greatest
@@ -16,6 +17,7 @@ from django.utils.text import slugify
 
 from broadcast.models import Stream, StreamKey
 from broadcast.signals import stream_key_revoked, stream_state_changed
+from broadcast.storage import thumbnail_storage
 from onair.conf import onair_settings
 from onair.exceptions import (
     ConflictError,
@@ -167,7 +169,10 @@ def stream_delete(*, stream: Stream) -> None:
         raise ConflictError(
             "This stream is live: end the broadcast before deleting it.", code="stream_live"
         )
+    poster = stream.poster
     stream.delete()
+    if poster:
+        transaction.on_commit(lambda: _poster_file_delete(poster))
 
 
 @transaction.atomic
@@ -309,3 +314,33 @@ def stream_viewer_count_change(*, stream: Stream, delta: int) -> Stream:
     )
     stream.refresh_from_db(fields=["viewer_count", "peak_viewer_count"])
     return stream
+
+
+def stream_poster_set(*, stream_id: int, jpeg: bytes) -> Stream | None:
+    """Keep ``jpeg`` (a thumbnail of the live video, ``sfu.thumbnail``) as the stream's
+    poster, in place of the one before, whose file goes. Each poster has a file name of its
+    own, so no cache or storage backend can serve the previous one under its name. None
+    (and nothing kept) if the stream was deleted meanwhile."""
+    taken_at = timezone.now()
+    name = thumbnail_storage().save(
+        f"posters/{stream_id}/{int(taken_at.timestamp() * 1000)}.jpg", ContentFile(jpeg)
+    )
+    with transaction.atomic():
+        stream = Stream.objects.select_for_update().filter(pk=stream_id).first()
+        if stream is None:
+            previous = name
+        else:
+            previous = stream.poster
+            stream.poster = name
+            stream.poster_taken_at = taken_at
+            stream.save(update_fields=["poster", "poster_taken_at"])
+    if previous:
+        _poster_file_delete(previous)
+    return stream
+
+
+def _poster_file_delete(name: str) -> None:
+    try:
+        thumbnail_storage().delete(name)
+    except OSError:  # gone already, or the storage is away: an orphan file, nothing worse
+        logger.warning("poster file not deleted", extra={"poster": name}, exc_info=True)

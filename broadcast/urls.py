@@ -8,6 +8,7 @@ urlpatterns = [
     path("", views.home, name="home"),
     path("streams/", views.my_streams, name="my-streams"),
     path("studio/<slug:slug>/", views.studio, name="studio"),
+    path("streams/<slug:slug>/poster.jpg", views.stream_poster, name="stream-poster"),
     path("streams/<slug:slug>/edit/", views.stream_edit, name="stream-edit"),
     path("streams/<slug:slug>/key/rotate/", views.stream_key_rotate, name="stream-key-rotate"),
     path("streams/<slug:slug>/key/revoke/", views.stream_key_revoke, name="stream-key-revoke"),

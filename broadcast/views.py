@@ -8,7 +8,8 @@ from django.contrib import messages
 from django.contrib.auth.decorators import login_required
 from django.http import Http404, HttpRequest, HttpResponse
 from django.shortcuts import redirect, render
-from django.views.decorators.http import require_POST
+from django.utils.cache import get_conditional_response, patch_cache_control
+from django.views.decorators.http import require_GET, require_POST
 
 from broadcast import selectors, services
 from broadcast.forms import StreamForm
@@ -34,6 +35,36 @@ def _remember_new_key(request: HttpRequest, *, stream: Stream, issued: IssuedKey
 def home(request: HttpRequest) -> HttpResponse:
     streams = selectors.stream_list_live(user=request.user)[:48]
     return render(request, "broadcast/home.html", {"streams": streams})
+
+
+# A poster asked for by its versioned address (``Stream.poster_url``) never changes.
+_POSTER_VERSIONED_MAX_AGE = 365 * 24 * 3600
+
+
+@require_GET
+def stream_poster(request: HttpRequest, slug: str) -> HttpResponse:
+    """The stream's latest poster (a JPEG of its video), for whoever may watch the stream;
+    404 otherwise, as for a stream that does not exist. At its versioned address
+    (``?v=``, the one pages use) it is cached for good; at any other it is revalidated
+    (ETag) on each use. Only public streams' posters may be kept by shared caches."""
+    try:
+        stream = selectors.stream_get_visible(slug=slug, user=request.user)
+        jpeg = selectors.stream_poster_read(stream=stream)
+    except ApplicationError as error:
+        raise Http404(error.message) from error
+    etag = f'"{stream.poster_version}"'
+    response = get_conditional_response(request, etag=etag) or HttpResponse(
+        jpeg, content_type="image/jpeg"
+    )
+    response["ETag"] = etag
+    shared = (
+        {"public": True} if stream.visibility == Stream.Visibility.PUBLIC else {"private": True}
+    )
+    if request.GET.get("v") == stream.poster_version:
+        patch_cache_control(response, max_age=_POSTER_VERSIONED_MAX_AGE, immutable=True, **shared)
+    else:
+        patch_cache_control(response, no_cache=True, **shared)
+    return response
 
 
 @login_required

@@ -178,6 +178,18 @@ class RouterStats(SfuEvent):
 
 
 @dataclass(frozen=True)
+class ThumbnailTaken(SfuEvent):
+    """A thumbnail of the broadcast's video (``sfu.thumbnail``): one keyframe decoded,
+    scaled to at most the thumbnailer's width and encoded as a JPEG ``width`` by
+    ``height``."""
+
+    type: ClassVar[str] = "thumbnail_taken"
+    jpeg: bytes
+    width: int
+    height: int
+
+
+@dataclass(frozen=True)
 class RouterClosed(SfuEvent):
     type: ClassVar[str] = "router_closed"
 

@@ -107,13 +107,18 @@ STATICFILES_DIRS = [BASE_DIR / "static"]
 STATIC_ROOT = Path(env_str("STATIC_ROOT", str(BASE_DIR / "staticfiles")))
 
 # Django's two defaults, plus where finished recordings are kept: ONAIR_RECORDING_STORAGE
-# names the alias (docs/RECORDING.md shows one for S3 through django-storages).
+# names the alias (docs/RECORDING.md shows one for S3 through django-storages), and where
+# stream posters are (broadcast.storage; any backend likewise).
 STORAGES: dict[str, Any] = {
     "default": {"BACKEND": "django.core.files.storage.FileSystemStorage"},
     "staticfiles": {"BACKEND": "django.contrib.staticfiles.storage.StaticFilesStorage"},
     "recordings": {
         "BACKEND": "django.core.files.storage.FileSystemStorage",
         "OPTIONS": {"location": VAR_DIR / "recordings"},
+    },
+    "thumbnails": {
+        "BACKEND": "django.core.files.storage.FileSystemStorage",
+        "OPTIONS": {"location": VAR_DIR / "thumbnails"},
     },
 }
 

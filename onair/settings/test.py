@@ -1,7 +1,10 @@
 """pytest: fast hashing, in-memory SQLite unless DATABASE_URL points elsewhere."""
 
+import tempfile
+from pathlib import Path
+
 from onair.settings.base import *  # noqa: F403
-from onair.settings.base import ONAIR
+from onair.settings.base import ONAIR, STORAGES
 from onair.settings.env import database_from_url, env_str
 
 SECRET_KEY = "onair-test-key"
@@ -11,3 +14,11 @@ CHANNEL_LAYERS = {"default": {"BACKEND": "channels.layers.InMemoryChannelLayer"}
 CACHES = {"default": {"BACKEND": "django.core.cache.backends.locmem.LocMemCache"}}
 PASSWORD_HASHERS = ["django.contrib.auth.hashers.MD5PasswordHasher"]
 ONAIR = {**ONAIR, "ALLOW_SIGNUP": True, "SERVE_STATIC": True}
+# Posters a test takes stay out of var/ (a test that reads them sets its own place).
+STORAGES = {
+    **STORAGES,
+    "thumbnails": {
+        **STORAGES["thumbnails"],
+        "OPTIONS": {"location": Path(tempfile.gettempdir()) / "onair-test-thumbnails"},
+    },
+}

@@ -342,6 +342,16 @@ class BroadcastClosed(GatewayEvent):
 
 
 @dataclass(frozen=True)
+class PosterTaken(GatewayEvent):
+    """A thumbnail of the stream's live video (``sfu.ThumbnailTaken``): a JPEG ``width``
+    by ``height``, its new poster."""
+
+    jpeg: bytes
+    width: int
+    height: int
+
+
+@dataclass(frozen=True)
 class ViewerUp(GatewayEvent):
     """A viewer's connection came up. ``notice``: the watch page that asked for it."""
 

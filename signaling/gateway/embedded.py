@@ -31,6 +31,7 @@ from sfu import (
     RouterOptions,
     RouterRegistry,
     SfuEvent,
+    ThumbnailTaken,
     ViewerConnected,
     ViewerLeft,
     ViewerPeer,
@@ -52,6 +53,7 @@ from signaling.gateway.contract import (
     GatewayEvent,
     IceCandidate,
     IceCredentials,
+    PosterTaken,
     PublisherDown,
     PublisherEnded,
     PublisherUp,
@@ -395,6 +397,8 @@ class EmbeddedGateway:
             return ended
         if isinstance(event, RouterClosed):
             return [BroadcastClosed(stream_id)]
+        if isinstance(event, ThumbnailTaken):
+            return [PosterTaken(stream_id, event.jpeg, event.width, event.height)]
         return []
 
     def _holds_publisher(self, event: PublisherClosed) -> bool:

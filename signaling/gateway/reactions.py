@@ -11,6 +11,7 @@ gateway events (``contract.GatewayEvent``) and runs what ``react`` returns for e
   layer it is sent, or that its video is paused);
 - a broadcast whose publisher did not come back within its grace period ends
   (``broadcast.services``, reason ``publisher_lost``);
+- a thumbnail of a live stream's video becomes its poster (``stream_poster_set``);
 - a WHEP viewer is counted once connected; the WHIP/WHEP session of a peer that went away
   ends (``signaling.http_session_store``), uncounting a WHEP viewer who was counted.
 
@@ -31,12 +32,13 @@ from channels.layers import get_channel_layer
 from django.contrib.auth.models import User
 
 from broadcast.models import Stream
-from broadcast.services import stream_end
+from broadcast.services import stream_end, stream_poster_set
 from onair.exceptions import ConflictError
 from signaling.gateway.contract import (
     BroadcastAbandoned,
     ConnectNotice,
     GatewayEvent,
+    PosterTaken,
     PublisherDown,
     PublisherEnded,
     PublisherUp,
@@ -92,6 +94,8 @@ def react(event: GatewayEvent, *, worker_id: str | None = None) -> list[Work]:
             )
     elif isinstance(event, BroadcastAbandoned):
         work.append(end_abandoned_broadcast(event.stream_id))
+    elif isinstance(event, PosterTaken):
+        work.append(_poster_store(event))
     return work
 
 
@@ -114,6 +118,10 @@ def _end_stream(stream_id: str) -> None:
     if stream is not None and stream.is_live:
         with contextlib.suppress(ConflictError):  # ended meanwhile by its owner
             stream_end(stream=stream, reason=Stream.EndReason.PUBLISHER_LOST)
+
+
+async def _poster_store(event: PosterTaken) -> None:
+    await database_sync_to_async(stream_poster_set)(stream_id=int(event.stream_id), jpeg=event.jpeg)
 
 
 async def end_abandoned_broadcast(stream_id: str) -> None:

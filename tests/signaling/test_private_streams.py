@@ -89,6 +89,8 @@ HTTP_CASES = [
     ("GET", "/studio/{slug}/", "none"),
     ("GET", "/studio/{slug}/", "login"),
     ("GET", "/whep/{slug}/player/", "none"),
+    ("GET", "/streams/{slug}/poster.jpg", "none"),
+    ("GET", "/streams/{slug}/poster.jpg", "login"),
     ("GET", "/api/v1/streams/{slug}/", "none"),
     ("GET", "/api/v1/streams/{slug}/", "stranger_token"),
     ("GET", "/api/v1/streams/{slug}/key/", "stranger_token"),
