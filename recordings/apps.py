@@ -6,4 +6,4 @@ class RecordingsConfig(AppConfig):
     verbose_name = "Recordings"
 
     def ready(self) -> None:
-        from recordings import receivers  # noqa: F401  (connect its receivers)
+        from recordings import receivers, thumbnails  # noqa: F401  (connect their receivers)
