@@ -29,6 +29,7 @@ urlpatterns = [
     path("admin/", admin.site.urls),
     path("api/v1/", include("broadcast.api_urls")),
     path("api/v1/", include("recordings.api_urls")),
+    path("", include("recordings.urls")),
     path("api/v1/auth/token/", TokenApi.as_view(), name="api-token"),
     path("api/schema/", SpectacularAPIView.as_view(), name="api-schema"),
     path("api/docs/", SpectacularSwaggerView.as_view(url_name="api-schema"), name="api-docs"),

@@ -1,6 +1,8 @@
 // OnAir studio: pick devices, preview, go live over WebRTC, switch sources with
 // replaceTrack (viewers never renegotiate), watch live stats, record locally.
 "use strict";
+import { setupPastBroadcasts } from "./past_broadcasts.js";
+import { setupServerRecording } from "./server_recording.js";
 import { SignalingClient, formatBitrate, formatDuration, trickle } from "./signaling.js";
 
 const config = JSON.parse(document.getElementById("onair-config").textContent);
@@ -534,7 +536,10 @@ $("key-form").addEventListener("submit", (event) => {
 navigator.mediaDevices.addEventListener("devicechange", listDevices);
 setInterval(pollStats, 1000);
 
+const serverRecording = setupServerRecording(signaling, $);
+if ($("past-broadcasts")) setupPastBroadcasts(signaling, $);
+
 signaling.connect();
 listDevices().then(openCamera);
 
-window.onairStudio = { state, signaling }; // for debugging and the browser tests
+window.onairStudio = { state, signaling, serverRecording }; // for debugging and the browser tests

@@ -2,6 +2,7 @@
 // tracks), the page answers; it starts by itself when the broadcast goes live, resumes
 // after reconnects and shows when the broadcast has ended.
 "use strict";
+import { setupPastBroadcasts } from "./past_broadcasts.js";
 import { setupQuality } from "./quality.js";
 import { SignalingClient, formatBitrate, trickle } from "./signaling.js";
 
@@ -55,6 +56,7 @@ function renderStream(stream) {
   setText("stream-title", stream.title);
   renderLiveBadge();
   document.body.dataset.streamState = stream.state;
+  pastBroadcasts.render(stream);
   if (stream.state === "idle") showStatus("offline", "Offline — the broadcast starts soon. This page will start playing by itself.");
   if (stream.state === "ended") {
     closePeer();
@@ -124,6 +126,7 @@ async function play() {
 
 const signaling = new SignalingClient(config.ws_path);
 const quality = setupQuality(signaling, $);
+const pastBroadcasts = setupPastBroadcasts(signaling, $);
 
 signaling.on("welcome", (msg) => {
   state.signalingUp = true;

@@ -1,0 +1,56 @@
+// The studio's server recording: "● REC" and its running time while the server records the
+// broadcast, and why it stopped when that was before the broadcast's end (a size, duration
+// or disk limit, a failure). The broadcast itself goes on either way.
+"use strict";
+
+// Stops nobody needs telling about: the broadcast ended, or the owner turned recording off.
+const EXPECTED_STOPS = new Set(["ended", "stopped"]);
+
+function clock(seconds) {
+  const s = Math.max(0, Math.floor(seconds));
+  const [h, m] = [Math.floor(s / 3600), Math.floor((s % 3600) / 60)];
+  const mmss = `${String(m).padStart(h ? 2 : 1, "0")}:${String(s % 60).padStart(2, "0")}`;
+  return h ? `${h}:${mmss}` : mmss;
+}
+
+export function setupServerRecording(signaling, $) {
+  const element = document.getElementById("onair-recording");
+  if (!element) return null; // not the owner's studio
+  const config = JSON.parse(element.textContent);
+  const state = { startedAt: config.active ? Date.parse(config.active.started_at) : null };
+
+  function render() {
+    const recording = state.startedAt !== null;
+    $("rec-indicator").hidden = !recording;
+    if (recording) $("rec-elapsed").textContent = clock((Date.now() - state.startedAt) / 1000);
+    $("server-recording").textContent = recording ? "recording" : config.record ? "on" : "off";
+    document.body.dataset.serverRecording = recording ? "recording" : "";
+  }
+
+  function notice(text) {
+    const box = $("recording-notice");
+    box.textContent = text;
+    box.hidden = !text;
+  }
+
+  signaling.on("recording", (msg) => {
+    if (msg.state === "recording") {
+      state.startedAt = Date.parse(msg.started_at) || Date.now();
+      notice("");
+      $("recording-announcement").textContent = "The server is recording this broadcast.";
+    } else if (state.startedAt !== null || msg.state === "failed") {
+      state.startedAt = null;
+      const reason = msg.reason || "";
+      if (EXPECTED_STOPS.has(reason)) {
+        $("recording-announcement").textContent = "The server stopped recording.";
+      } else {
+        const why = config.stop_reasons[reason] || "Recording failed";
+        notice(`Recording stopped: ${why.toLowerCase()}.${msg.detail ? ` ${msg.detail}` : ""} The broadcast goes on.`);
+      }
+    }
+    render();
+  });
+  setInterval(render, 1000);
+  render();
+  return state;
+}

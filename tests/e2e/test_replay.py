@@ -1,0 +1,210 @@
+"""Replay in real Chromium (#21 acceptance 3): a recording plays on its replay page, served by
+the range-serving view, and seeks to the middle and near the end, where it decodes frames.
+
+The recording is a real file made here with PyAV (VP8 + Opus in WebM, as the SFU records a
+browser's broadcast; H.264 + Opus in MP4, as it records a WHIP encoder's), stored through
+the recordings' storage of the test server.
+"""
+
+from __future__ import annotations
+
+import array
+import fractions
+import math
+import re
+from collections.abc import Iterator
+from pathlib import Path
+
+import av
+import pytest
+from playwright.sync_api import Page, expect
+
+from testpeers import pattern_planes
+from tests.e2e.conftest import OnAirServer
+
+SECONDS = 6
+FPS = 15
+WIDTH, HEIGHT = 320, 240
+AUDIO_RATE = 48_000
+AUDIO_SAMPLES = 960  # 20 ms
+
+# (container, video encoder, the type a browser must play for it)
+FORMATS = {
+    "webm": ("libvpx", 'video/webm; codecs="vp8, opus"'),
+    "mp4": ("libx264", 'video/mp4; codecs="avc1.42E01E, opus"'),
+}
+
+
+def write_recording(path: Path, container: str) -> None:
+    """``SECONDS`` of the test pattern and a 440 Hz tone, a keyframe every second."""
+    encoder = FORMATS[container][0]
+    with av.open(str(path), "w", format=container) as output:
+        video = output.add_stream(encoder, rate=FPS)
+        video.width, video.height, video.pix_fmt = WIDTH, HEIGHT, "yuv420p"
+        video.options = (
+            {"deadline": "realtime", "cpu-used": "8", "g": str(FPS)}
+            if encoder == "libvpx"
+            else {"preset": "ultrafast", "g": str(FPS)}
+        )
+        audio = output.add_stream("libopus", rate=AUDIO_RATE)
+        audio.layout = "mono"
+        planes = pattern_planes(WIDTH, HEIGHT, FPS)
+        for index in range(SECONDS * FPS):
+            luma, chroma = planes[index % FPS]
+            frame = av.VideoFrame(WIDTH, HEIGHT, "yuv420p")
+            for plane, data in zip(frame.planes, (luma, chroma, chroma), strict=True):
+                plane.update(data)
+            frame.pts, frame.time_base = index, fractions.Fraction(1, FPS)
+            output.mux(video.encode(frame))
+        output.mux(video.encode(None))
+        tone = array.array(
+            "h",
+            (
+                int(8000 * math.sin(2 * math.pi * 440 * n / AUDIO_RATE))
+                for n in range(AUDIO_SAMPLES)
+            ),
+        ).tobytes()
+        for index in range(SECONDS * AUDIO_RATE // AUDIO_SAMPLES):
+            sound = av.AudioFrame(format="s16", layout="mono", samples=AUDIO_SAMPLES)
+            sound.planes[0].update(tone)
+            sound.sample_rate = AUDIO_RATE
+            sound.pts, sound.time_base = index * AUDIO_SAMPLES, fractions.Fraction(1, AUDIO_RATE)
+            output.mux(audio.encode(sound))
+        output.mux(audio.encode(None))
+
+
+def store_recording(server: OnAirServer, path: Path, container: str) -> str:
+    """A ready, published recording of the demo stream with the file at ``path``; its id."""
+    code = f"""
+from datetime import timedelta
+from django.core.files import File
+from django.utils import timezone
+from broadcast.models import Stream
+from recordings.models import Recording
+from recordings.storage import recording_storage
+import av
+with av.open({str(path)!r}) as probe:
+    duration = probe.duration / 1e6
+stream = Stream.objects.get(slug={server.demo_slug!r})
+started = timezone.now() - timedelta(minutes=10)
+recording = Recording.objects.create(
+    stream=stream, state=Recording.State.READY, published=True, container={container!r},
+    started_at=started, ended_at=started + timedelta(seconds=duration), duration=duration,
+    size={path.stat().st_size}, video_codec={FORMATS[container][0][3:]!r}, audio_codec="opus",
+    width={WIDTH}, height={HEIGHT}, video_frames={SECONDS * FPS},
+)
+with open({str(path)!r}, "rb") as handle:
+    recording.file.name = recording_storage().save(f"{{recording.pk}}.{container}", File(handle))
+recording.save(update_fields=["file"])
+print(recording.pk)
+"""
+    return server.manage("shell", "-c", code).split()[-1]
+
+
+def delete_recording(server: OnAirServer, recording_id: str) -> None:
+    code = f"""
+from recordings.models import Recording
+recording = Recording.objects.get(pk={recording_id!r})
+recording.file.delete(save=False)
+recording.delete()
+"""
+    server.manage("shell", "-c", code)
+
+
+@pytest.fixture(scope="module", params=sorted(FORMATS))
+def recording(
+    request: pytest.FixtureRequest,
+    onair_server: OnAirServer,
+    tmp_path_factory: pytest.TempPathFactory,
+) -> Iterator[tuple[str, str]]:
+    container: str = request.param
+    path = tmp_path_factory.mktemp("replay") / f"recording.{container}"
+    write_recording(path, container)
+    recording_id = store_recording(onair_server, path, container)
+    yield container, recording_id
+    delete_recording(onair_server, recording_id)
+
+
+PLAYER = """() => {
+  const video = document.getElementById("replay");
+  return {
+    time: video.currentTime,
+    duration: video.duration,
+    frames: video.getVideoPlaybackQuality().totalVideoFrames,
+    width: video.videoWidth,
+    error: video.error && video.error.message,
+  };
+}"""
+
+SEEK = """async (to) => {
+  const video = document.getElementById("replay");
+  const seeked = new Promise((done) => video.addEventListener("seeked", done, { once: true }));
+  video.currentTime = to;
+  await seeked;
+  return video.currentTime;
+}"""
+
+
+def _frames_after(page: Page, frames: int, *, past: float) -> dict[str, float]:
+    """Waits (≤ 10 s) until the player has shown more than ``frames`` frames and its time
+    is past ``past``; returns what it shows."""
+    page.wait_for_function(
+        f"""() => {{
+          const video = document.getElementById("replay");
+          return video.getVideoPlaybackQuality().totalVideoFrames > {frames}
+            && video.currentTime > {past};
+        }}""",
+        timeout=10_000,
+    )
+    state: dict[str, float] = page.evaluate(PLAYER)
+    return state
+
+
+def test_replay_plays_and_seeks(
+    onair_server: OnAirServer, page: Page, recording: tuple[str, str]
+) -> None:
+    container, recording_id = recording
+    playable = page.evaluate(
+        "(type) => document.createElement('video').canPlayType(type)", FORMATS[container][1]
+    )
+    if not playable:
+        pytest.skip(f"this Chromium does not play {FORMATS[container][1]}")
+    file_url = f"/recordings/{recording_id}/file"
+    served: list[tuple[int, str | None]] = []
+    page.on(
+        "response",
+        lambda response: (
+            served.append((response.status, response.request.headers.get("range")))
+            if response.url.endswith(file_url)
+            else None
+        ),
+    )
+
+    page.goto(f"/recordings/{recording_id}/")
+
+    video = page.locator("#replay")
+    expect(video).to_have_attribute("src", file_url)
+    expect(video).to_have_attribute("aria-label", re.compile(r"^Recording of OnAir demo, "))
+    page.wait_for_function(
+        "() => document.getElementById('replay').readyState >= 1", timeout=10_000
+    )
+    start = page.evaluate(PLAYER)
+    assert abs(start["duration"] - SECONDS) < 0.5, start
+    page.evaluate(
+        "() => { const v = document.getElementById('replay'); v.muted = true; return v.play(); }"
+    )
+    playing = _frames_after(page, 0, past=0.2)
+    assert playing["width"] == WIDTH
+
+    middle = page.evaluate(SEEK, SECONDS / 2)
+    assert abs(middle - SECONDS / 2) < 0.1
+    after_middle = _frames_after(page, int(playing["frames"]), past=SECONDS / 2)
+    assert SECONDS / 2 < after_middle["time"] < SECONDS
+
+    near_end = page.evaluate(SEEK, SECONDS - 0.7)
+    assert abs(near_end - (SECONDS - 0.7)) < 0.1
+    at_end = _frames_after(page, int(after_middle["frames"]), past=SECONDS - 0.7)
+    assert at_end["error"] is None
+
+    # the browser asked for byte ranges and was answered with 206
+    assert any(status == 206 and ranged for status, ranged in served), served
