@@ -19,6 +19,12 @@ a client sending faster than its consumer handles messages made the server hold 
 ``4429`` once the messages it has waiting pass ``ONAIR_MAX_WEBSOCKET_BACKLOG`` bytes, and
 takes messages of at most ``WEBSOCKET_MAX_MESSAGE_BYTES``.
 
+daphne writes each piece of a response body to twisted as the application sends it, and
+twisted keeps whatever the client has not taken yet in memory, without limit: a slow client
+of a large file (a recording, ``onair.ranged_response``) made the server read all of it
+ahead of the client. Here the application's next ``send`` of a streamed body waits while
+the connection's send buffer is full.
+
 On SIGTERM or SIGINT it stops in a few seconds, telling its clients: no new connections;
 the viewers of every broadcast it holds hear that the publisher is reconnecting; every
 WebSocket is closed with ``4503`` (the pages reconnect with backoff, the studio publishes
@@ -47,6 +53,8 @@ from daphne.http_protocol import HTTPFactory, WebRequest
 from daphne.server import Server
 from daphne.ws_protocol import WebSocketFactory, WebSocketProtocol
 from twisted.internet import defer, reactor
+from twisted.internet.interfaces import IPushProducer
+from zope.interface import implementer
 
 from onair.conf import onair_settings
 from onair.logging import redact
@@ -122,6 +130,7 @@ class BoundedRequest(WebRequest):
 
     received = 0
     refused = False
+    flow: ResponseFlow | None = None
 
     def gotLength(self, length: int | None) -> None:
         limit = self.server.max_request_bytes
@@ -147,6 +156,25 @@ class BoundedRequest(WebRequest):
         if not self.refused:
             super().requestReceived(command, path, version)
 
+    def handle_reply(self, message: dict[str, Any]) -> None:
+        """daphne's, with a streamed body's flow control (``ResponseFlow``): registered
+        before its first piece is written, unregistered before its last (twisted's
+        ``finish`` complains of a producer left registered)."""
+        if message.get("type") == "http.response.body" and not self.finished and self.channel:
+            streaming = message.get("more_body", False)
+            if streaming and self.flow is None:
+                self.flow = ResponseFlow()
+                self.registerProducer(self.flow, True)
+            elif not streaming and self.producer is not None:
+                self.unregisterProducer()
+        super().handle_reply(message)
+
+    async def drained(self) -> None:
+        """Returns once the connection can take more of the response (at once, unless
+        twisted paused it)."""
+        if self.flow is not None and not self.finished and self.channel is not None:
+            await self.flow.writable.wait()
+
     def refuse(self) -> None:
         """Answer ``413`` and close, as twisted answers a malformed request: the application
         never sees the request, and nothing more is read from the connection."""
@@ -168,6 +196,30 @@ class BoundedRequest(WebRequest):
                 "size": len(response),
             },
         )
+
+
+@implementer(IPushProducer)
+class ResponseFlow:
+    """One streamed response's flow control. daphne writes each body message to twisted,
+    which keeps in memory whatever the client has not taken yet, without limit: a client
+    reading a large file slowly (a video player fetching ``bytes=0-``) made the server read
+    the whole file into memory ahead of it. Registered as the request's push producer, this
+    is paused while the connection's send buffer is full, and the application's next
+    ``send`` waits (``OnAirServer.handle_reply``) until it drains."""
+
+    def __init__(self) -> None:
+        self.writable = asyncio.Event()
+        self.writable.set()
+
+    def pauseProducing(self) -> None:
+        self.writable.clear()
+
+    def resumeProducing(self) -> None:
+        self.writable.set()
+
+    def stopProducing(self) -> None:
+        # The connection is going away: nothing to wait for (daphne drops what follows).
+        self.writable.set()
 
 
 class BoundedHTTPFactory(HTTPFactory):
@@ -233,6 +285,11 @@ class OnAirServer(Server):
             setattr(self, size, min(given, WEBSOCKET_MAX_MESSAGE_BYTES))
 
     retention: asyncio.Task[None] | None = None  # recordings.tasks, from start to stop
+
+    async def handle_reply(self, protocol: Any, message: dict[str, Any]) -> None:
+        await super().handle_reply(protocol, message)
+        if isinstance(protocol, BoundedRequest):
+            await protocol.drained()
 
     def run(self) -> None:
         self.ports: list[Any] = []

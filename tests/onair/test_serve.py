@@ -12,6 +12,7 @@ import json
 import os
 import select
 import socket
+import time
 from collections.abc import Iterator
 
 import pytest
@@ -33,6 +34,7 @@ from onair.serve import (
     binds_loopback_only,
 )
 from testpeers import TestPublisher, TestViewer, wait_until
+from tests.daphne import manage
 from tests.onair.conftest import Server, make_run_server
 
 pytestmark = pytest.mark.timeout(120)
@@ -202,6 +204,86 @@ async def test_legitimate_requests_still_pass(server: tuple[Server, str]) -> Non
     _assert_no_error_logged(served)
 
 
+def _bytes_read(pid: int) -> int:
+    """What the process has read so far (files and sockets), from /proc/<pid>/io."""
+    with open(f"/proc/{pid}/io") as io:
+        return next(int(line.split()[1]) for line in io if line.startswith("rchar:"))
+
+
+def _settled_bytes_read(pid: int) -> int:
+    """``_bytes_read`` once it has stopped growing (for 0.6 s, within 15 s)."""
+    last, steady = _bytes_read(pid), 0
+    for _ in range(75):
+        time.sleep(0.2)
+        now = _bytes_read(pid)
+        steady = steady + 1 if now == last else 0
+        if steady == 3:
+            break
+        last = now
+    return last
+
+
+def test_a_slow_reader_of_a_large_file_holds_the_server_to_little(
+    server: tuple[Server, str],
+) -> None:
+    """A client that takes a 64 MiB recording slowly (here: not at all, for a while) keeps
+    the server from reading it further than a few of its chunks ahead: without flow control
+    daphne took each chunk the application sent into twisted's unbounded buffer, and the
+    server read the whole file into memory within a second."""
+    served, _ = server
+    size = 64 * 1024 * 1024
+    recording_id = manage(
+        served.env,
+        "shell",
+        "-c",
+        f"""
+from django.core.files.base import ContentFile
+from django.utils import timezone
+from broadcast.models import Stream
+from recordings.models import Recording
+from recordings.storage import recording_storage
+recording = Recording.objects.create(
+    stream=Stream.objects.get(slug="demo"), state=Recording.State.READY, published=True,
+    container="webm", started_at=timezone.now(), ended_at=timezone.now(), size={size},
+)
+name = recording_storage().save(f"{{recording.pk}}.webm", ContentFile(b""))
+with open(recording_storage().path(name), "r+b") as sparse:
+    sparse.truncate({size})
+recording.file.name = name
+recording.save()
+print(recording.pk)
+""",
+    ).split()[-1]
+    try:
+        with socket.socket() as connection:
+            connection.setsockopt(socket.SOL_SOCKET, socket.SO_RCVBUF, 64 * 1024)
+            connection.settimeout(30)
+            connection.connect(("127.0.0.1", served.port))
+            before = _bytes_read(served.pid)
+            connection.sendall(
+                f"GET /recordings/{recording_id}/file HTTP/1.1\r\nHost: 127.0.0.1\r\n"
+                "Connection: close\r\n\r\n".encode()
+            )
+            head = connection.recv(4096)
+            assert head.startswith(b"HTTP/1.1 200 "), head[:200]
+            ahead = _settled_bytes_read(served.pid) - before
+            # CHUNK_BYTES, twisted's 64 KiB and the kernel's socket buffers: a few MiB
+            assert ahead < 16 * 1024 * 1024, ahead
+            received = len(head.partition(b"\r\n\r\n")[2])
+            while data := connection.recv(1024 * 1024):
+                received += len(data)
+        assert received == size
+    finally:
+        manage(
+            served.env,
+            "shell",
+            "-c",
+            "from recordings.models import Recording; "
+            f"r = Recording.objects.get(pk={recording_id!r}); r.file.delete(); r.delete()",
+        )
+    _assert_no_error_logged(served)
+
+
 def _rss_kib(pid: int) -> int:
     with open(f"/proc/{pid}/status") as status:
         for line in status:
@@ -310,6 +392,16 @@ def test_the_daphne_and_twisted_internals_it_relies_on() -> None:
     on_message = inspect.getsource(WebSocketProtocol.onMessage)
     assert on_message.count("self.application_queue.put_nowait(") == 2
     assert "asyncio.Queue()" in inspect.getsource(DaphneServer.create_application)
+    # An application's send is the server's handle_reply (ResponseFlow waits there); twisted
+    # pauses and resumes a request's push producer with its connection's send buffer, and
+    # complains of one left registered when the response finishes.
+    assert "send=partial(self.handle_reply, protocol)" in inspect.getsource(
+        DaphneServer.create_application
+    )
+    assert "self._requestProducer.pauseProducing()" in inspect.getsource(
+        http.HTTPChannel.pauseProducing
+    )
+    assert "Producer was not unregistered" in inspect.getsource(http.Request._cleanup)
     # Only HTTP/1.1: the refusal is written as an HTTP/1.1 response.
     assert not http.H2_ENABLED
     server = OnAirServer(application=None, endpoints=["tcp:port=0"])
