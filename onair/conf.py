@@ -339,6 +339,14 @@ class OnAirSettings:
         "it starts on the highest layer that fits and steps down within a second if its link "
         "takes less.",
     )
+    thumbnail_seconds: float = setting(
+        10.0,
+        SECONDS,
+        "How often a live stream's poster (home page card, watch page) is refreshed: the SFU "
+        "decodes the broadcaster's newest keyframe after each interval (or waits for the "
+        "next) into a JPEG at most 640 pixels wide (docs/ARCHITECTURE.md, Thumbnails). "
+        "`0`: no posters.",
+    )
     max_sessions_per_address: int = setting(
         50,
         INTEGER,

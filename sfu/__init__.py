@@ -1,7 +1,8 @@
 """OnAir's media engine: a forwarding SFU on aiortc.
 
 Pure asyncio and aiortc, no web framework. Packets are forwarded, never decoded
-or re-encoded. A gateway drives it like this::
+or re-encoded (``sfu.thumbnail`` aside: it decodes one keyframe now and then). A
+gateway drives it like this::
 
     registry = RouterRegistry(RouterOptions(ice_servers=(IceServer(("stun:...",)),)),
                               on_event=relay)            # every router's events

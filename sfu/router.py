@@ -8,7 +8,7 @@ import time
 import uuid
 from dataclasses import dataclass, field
 
-from sfu import aiortc_adapter
+from sfu import aiortc_adapter, thumbnail
 from sfu.downtrack import DownTrack
 from sfu.errors import RouterClosedError
 from sfu.events import (
@@ -58,6 +58,8 @@ class RouterOptions:
     it to aiortc's receive-side estimator, which starts low and grows ≈ 8 % a second.
     ``quality``: each viewer's bandwidth estimate and choice of video layer
     (``sfu.quality``).
+    ``thumbnail_interval_seconds``: a thumbnail of the video every so often
+    (``sfu.thumbnail``, ``ThumbnailTaken``), at most ``thumbnail_max_width`` wide; 0: none.
     """
 
     ice_servers: tuple[IceServer, ...] = ()
@@ -72,6 +74,8 @@ class RouterOptions:
     native_forwarding: bool = True
     publish_max_bitrate: int = 2_500_000
     quality: QualityOptions = field(default_factory=QualityOptions)
+    thumbnail_interval_seconds: float = 0.0
+    thumbnail_max_width: int = thumbnail.MAX_WIDTH
 
 
 class Router:
@@ -107,6 +111,7 @@ class Router:
         self._grace: asyncio.TimerHandle | None = None
         self._tasks = TaskSet()
         self._stats_task: asyncio.Task[None] | None = None
+        self._thumbnailer: thumbnail.Thumbnailer | None = None
         if self.options.stats_interval_seconds > 0:
             self._stats_task = asyncio.ensure_future(self._report_stats())
 
@@ -218,6 +223,7 @@ class Router:
                     rid=producer.rid,
                 )
             )
+        self._thumbnails()
         if previous is not None:
             await self._move_down_tracks(previous.tracks, session.tracks)
             await previous._close("replaced")
@@ -323,6 +329,8 @@ class Router:
             if self._stats_task is not None:
                 self._stats_task.cancel()
                 self._stats_task = None
+            if self._thumbnailer is not None:
+                await self._thumbnailer.close()
             for viewer in self.viewers:
                 await viewer._close("router_closed")
             for publisher in (self._pending, self._publisher):
@@ -334,6 +342,25 @@ class Router:
         finally:
             self._close_done.set()
         logger.info("router closed", extra={"router_id": self.id})
+
+    def _thumbnails(self) -> None:
+        """Once the publisher has video: its thumbnails from now on, of whoever publishes
+        (taken over at once: the viewers moved to a new publisher ask for the keyframes)."""
+        interval = self.options.thumbnail_interval_seconds
+        if self._thumbnailer is not None:
+            self._thumbnailer.retarget()
+        elif interval > 0 and self._video_track() is not None:
+            self._thumbnailer = thumbnail.Thumbnailer(
+                router_id=self.id,
+                interval=interval,
+                max_width=self.options.thumbnail_max_width,
+                video=self._video_track,
+                emit=self.events.emit,
+            )
+            self._thumbnailer.start()
+
+    def _video_track(self) -> PublishedTrack | None:
+        return next((t for t in self.tracks if t.kind == "video"), None)
 
     def _track_of(self, producer: Producer) -> LayeredTrack | None:
         """The published track ``producer`` is a layer of (for a viewer's layer choice)."""

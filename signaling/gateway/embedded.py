@@ -131,6 +131,7 @@ class EmbeddedGateway:
             publisher_media_timeout_seconds=conf.publisher_media_timeout_seconds,
             native_forwarding=conf.native_forwarding,
             publish_max_bitrate=conf.publish_max_bitrate,
+            thumbnail_interval_seconds=conf.thumbnail_seconds,
             quality=QualityOptions(
                 auto_layers=conf.auto_layers,
                 estimator=EstimatorSettings(initial_bps=float(conf.viewer_initial_bitrate)),
