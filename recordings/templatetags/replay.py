@@ -36,17 +36,34 @@ def hms(seconds: float | None) -> str:
     return f"{hours}:{minutes:02d}:{secs:02d}" if hours else f"{minutes}:{secs:02d}"
 
 
-@register.simple_tag
-def studio_recording(stream: Stream) -> SafeString:
+# Stops the studio need not explain: the broadcast ended, or the owner turned recording off.
+_EXPECTED_STOPS = {Recording.StopReason.ENDED, Recording.StopReason.STOPPED}
+
+
+@register.simple_tag(takes_context=True)
+def studio_recording(context: RequestContext, stream: Stream) -> SafeString:
     """The studio's server recording: whether the stream records, the recording running now
-    (the studio shows "● REC" and its time from the start) and the stop reasons' wording."""
+    (the studio shows "● REC" and its time from the start), the stop reasons' wording, and
+    why this live broadcast's recording stopped early, if it did."""
     active = selectors.recording_active(stream=stream)
+    stopped = None
+    if active is None and stream.state == Stream.State.LIVE and stream.started_at:
+        last = (
+            selectors.recording_list(stream=stream, user=context["request"].user)
+            .filter(started_at__gte=stream.started_at)
+            .first()
+        )
+        if last is not None and (
+            last.state == Recording.State.FAILED or last.stop_reason not in _EXPECTED_STOPS
+        ):
+            stopped = {"state": last.state, "reason": last.stop_reason, "detail": last.detail}
     config = {
         "record": stream.record,
         "active": {"id": str(active.pk), "started_at": active.started_at.isoformat()}
         if active
         else None,
         "stop_reasons": dict(Recording.StopReason.choices),
+        "stopped": stopped,
     }
     return json_script(config, "onair-recording")
 

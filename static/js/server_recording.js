@@ -3,7 +3,8 @@
 // or disk limit, a failure). The broadcast itself goes on either way.
 "use strict";
 
-// Stops nobody needs telling about: the broadcast ended, or the owner turned recording off.
+// Stops nobody needs telling about (unless nothing playable was left): the broadcast ended,
+// or the owner turned recording off.
 const EXPECTED_STOPS = new Set(["ended", "stopped"]);
 
 function clock(seconds) {
@@ -27,12 +28,26 @@ export function setupServerRecording(signaling, $) {
     document.body.dataset.serverRecording = recording ? "recording" : "";
   }
 
+  function stoppedText({ state: ended, reason, detail }) {
+    const why = ended === "failed"
+      ? "Recording failed"
+      : `Recording stopped: ${(config.stop_reasons[reason] || reason).toLowerCase()}`;
+    const goesOn = document.body.dataset.streamState === "live" ? " The broadcast goes on." : "";
+    return `${why}.${detail ? ` ${detail}` : ""}${goesOn}`;
+  }
+
   function notice(text) {
     const box = $("recording-notice");
     box.textContent = text;
     box.hidden = !text;
   }
 
+  // A studio that connects (or reconnects) is told the recording running now, if any.
+  signaling.on("welcome", (msg) => {
+    if (!("recording" in msg)) return; // not authorized (yet)
+    state.startedAt = msg.recording?.state === "recording" ? Date.parse(msg.recording.started_at) : null;
+    render();
+  });
   signaling.on("recording", (msg) => {
     if (msg.state === "recording") {
       state.startedAt = Date.parse(msg.started_at) || Date.now();
@@ -40,17 +55,16 @@ export function setupServerRecording(signaling, $) {
       $("recording-announcement").textContent = "The server is recording this broadcast.";
     } else if (state.startedAt !== null || msg.state === "failed") {
       state.startedAt = null;
-      const reason = msg.reason || "";
-      if (EXPECTED_STOPS.has(reason)) {
+      if (msg.state !== "failed" && EXPECTED_STOPS.has(msg.reason)) {
         $("recording-announcement").textContent = "The server stopped recording.";
       } else {
-        const why = config.stop_reasons[reason] || "Recording failed";
-        notice(`Recording stopped: ${why.toLowerCase()}.${msg.detail ? ` ${msg.detail}` : ""} The broadcast goes on.`);
+        notice(stoppedText(msg));
       }
     }
     render();
   });
   setInterval(render, 1000);
   render();
+  if (config.stopped) notice(stoppedText(config.stopped));
   return state;
 }

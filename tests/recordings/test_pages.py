@@ -226,3 +226,37 @@ def test_my_streams_shows_the_record_switch_and_the_state(
     assert " checked>" not in row(off.slug)
     assert "failed: it reached the size limit" in row(failed.slug)
     assert f'data-record-url="/api/v1/streams/{off.slug}/"' in row(off.slug)
+
+
+def _studio_config(client: Client, stream: Stream) -> dict[str, Any]:
+    html = _page(client, f"/studio/{stream.slug}/")
+    script = html.split('id="onair-recording" type="application/json">')[1].split("<")[0]
+    config: dict[str, Any] = json.loads(script)
+    return config
+
+
+def test_studio_says_why_this_broadcasts_recording_stopped_early(
+    owner: Client, make_stream: Callable[..., Any], make_recording: RecordingFactory
+) -> None:
+    stream, _ = make_stream()
+    stream_go_live(stream=stream)
+    stream.refresh_from_db()
+    assert stream.started_at is not None
+    earlier = stream.started_at - timedelta(hours=1)
+    make_recording(stream, started_at=earlier, stop_reason=Recording.StopReason.SIZE_LIMIT)
+    assert _studio_config(owner, stream)["stopped"] is None  # a past broadcast's
+
+    make_recording(
+        stream,
+        started_at=stream.started_at,
+        stop_reason=Recording.StopReason.DISK_FULL,
+        detail="900 MB free.",
+    )
+    assert _studio_config(owner, stream)["stopped"] == {
+        "state": "ready",
+        "reason": "disk_full",
+        "detail": "900 MB free.",
+    }
+
+    make_recording(stream, started_at=timezone.now(), stop_reason=Recording.StopReason.STOPPED)
+    assert _studio_config(owner, stream)["stopped"] is None  # turned off by the owner
