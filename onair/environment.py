@@ -22,6 +22,10 @@ def app_environment(*, database_url: str, **settings: str) -> dict[str, str]:
         PYTHONUNBUFFERED="1",
         # Tests and the bench open many sessions from one address (loopback).
         ONAIR_MAX_SESSIONS_PER_ADDRESS="1000",
+        # Their broadcasts are recorded only when asked (this setting, or a stream's
+        # ``record``): the bench's forwarding figures and the tests' resource baselines
+        # are without the recorder.
+        ONAIR_RECORD_BY_DEFAULT="0",
     )
     env.update(settings)
     return env

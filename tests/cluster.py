@@ -152,13 +152,16 @@ def cluster_fixture(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Cluste
     database = f"onair_cluster_{secrets.token_hex(4)}"
     with psycopg.connect(POSTGRES_URL, autocommit=True) as connection:
         connection.execute(f'CREATE DATABASE "{database}"')
+    workdir = tmp_path_factory.mktemp("cluster")
     env = app_environment(
         database_url=POSTGRES_URL.rsplit("/", 1)[0] + f"/{database}",
         REDIS_URL=REDIS_URL,
         ONAIR_SFU_MODE="cluster",
         ONAIR_SFU_MAX_VIEWERS_PER_WORKER=str(MAX_VIEWERS_PER_WORKER),
+        RECORDINGS_ROOT=str(workdir / "recordings"),
+        ONAIR_RECORDING_SPOOL_DIR=str(workdir / "recording-spool"),
     )
-    cluster = Cluster(env=env, workdir=tmp_path_factory.mktemp("cluster"))
+    cluster = Cluster(env=env, workdir=workdir)
     env["ONAIR_REDIS_PREFIX"] = cluster.prefix  # this run's keys only: others may share Redis
     try:
         cluster.manage("migrate", "--noinput", "-v0")

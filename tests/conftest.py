@@ -7,7 +7,7 @@ are skipped with the reason, instead of erroring.
 
 from __future__ import annotations
 
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
 from typing import Any
 
 import psycopg
@@ -15,6 +15,7 @@ import pytest
 from django.conf import settings
 from django.contrib.auth.models import User
 from django.core.cache import cache
+from django.test import override_settings
 from rest_framework.test import APIClient
 
 from broadcast.models import Stream
@@ -48,6 +49,18 @@ def pytest_collection_modifyitems(config: pytest.Config, items: list[pytest.Item
     for item in items:
         if item.get_closest_marker("django_db") or "db" in getattr(item, "fixturenames", ()):
             item.add_marker(pytest.mark.skip(reason=reason))
+
+
+@pytest.fixture(scope="session", autouse=True)
+def _recordings_in_tmp(tmp_path_factory: pytest.TempPathFactory) -> Iterator[None]:
+    """Broadcasts the in-process tests record are written and kept in this run's temporary
+    directory, not in var/."""
+    root = tmp_path_factory.mktemp("recordings")
+    storages = {**settings.STORAGES}
+    storages["recordings"] = {**storages["recordings"], "OPTIONS": {"location": root / "kept"}}
+    onair = {**settings.ONAIR, "RECORDING_SPOOL_DIR": str(root / "spool")}
+    with override_settings(STORAGES=storages, ONAIR=onair):
+        yield
 
 
 @pytest.fixture(autouse=True)

@@ -114,7 +114,7 @@ STORAGES: dict[str, Any] = {
     "staticfiles": {"BACKEND": "django.contrib.staticfiles.storage.StaticFilesStorage"},
     "recordings": {
         "BACKEND": "django.core.files.storage.FileSystemStorage",
-        "OPTIONS": {"location": VAR_DIR / "recordings"},
+        "OPTIONS": {"location": Path(env_str("RECORDINGS_ROOT", str(VAR_DIR / "recordings")))},
     },
     "thumbnails": {
         "BACKEND": "django.core.files.storage.FileSystemStorage",

@@ -100,7 +100,12 @@ def running_server(
     freshly migrated database in ``workdir`` that holds the demo user and stream; ``settings``
     are extra environment variables (``ONAIR_*``). Its output goes to ``workdir/daphne.log``.
     """
-    env = app_environment(database_url=f"sqlite:///{workdir / 'db.sqlite3'}", **settings)
+    env = app_environment(
+        database_url=f"sqlite:///{workdir / 'db.sqlite3'}",
+        RECORDINGS_ROOT=str(workdir / "recordings"),
+        ONAIR_RECORDING_SPOOL_DIR=str(workdir / "recording-spool"),
+        **settings,
+    )
     manage(env, "migrate", "--noinput", "-v0")
     port = free_port(host)
     demo = manage(env, "onair_demo", "--port", str(port))
