@@ -8,7 +8,7 @@ from __future__ import annotations
 
 import logging
 
-from django.http import FileResponse
+from django.http.response import HttpResponseBase
 from drf_spectacular.utils import OpenApiResponse, extend_schema
 from rest_framework import status
 from rest_framework.permissions import IsAuthenticatedOrReadOnly
@@ -22,11 +22,11 @@ from onair.pagination import PageNumberPagination
 from recordings import selectors, services
 from recordings.models import Recording
 from recordings.serializers import RecordingSerializer
+from recordings.serving import recording_video_response
 
 logger = logging.getLogger("onair.recordings")
 
 TAG = "recordings"
-_CONTENT_TYPES = {"webm": "video/webm", "mp4": "video/mp4"}
 
 
 class StreamRecordingListApi(APIView):
@@ -76,7 +76,7 @@ class RecordingDownloadApi(APIView):
             409: OpenApiResponse(description="Not ready"),
         },
     )
-    def get(self, request: Request, recording_id: str) -> FileResponse:
+    def get(self, request: Request, recording_id: str) -> HttpResponseBase:
         recording = selectors.recording_get(recording_id=recording_id, user=request.user)
         if not recording.is_ready:
             raise ConflictError(
@@ -84,18 +84,15 @@ class RecordingDownloadApi(APIView):
                 code="not_ready",
             )
         try:
-            handle = recording.file.open("rb")
+            # Byte ranges resume a broken download; the file is streamed, never read whole.
+            return recording_video_response(
+                request._request, recording=recording, download_as=_download_name(recording)
+            )
         except FileNotFoundError:
             logger.warning("recording %s: its file %s is missing", recording.pk, recording.file)
             raise NotFoundError(
                 "This recording's file is missing from storage.", code="file_missing"
             ) from None
-        return FileResponse(
-            handle,
-            as_attachment=True,
-            filename=_download_name(recording),
-            content_type=_CONTENT_TYPES.get(recording.container, "application/octet-stream"),
-        )
 
 
 def _download_name(recording: Recording) -> str:

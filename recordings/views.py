@@ -14,17 +14,15 @@ from django.db.models import QuerySet
 from django.http import Http404, HttpRequest, HttpResponse
 from django.http.response import HttpResponseBase
 from django.shortcuts import redirect, render
-from django.utils.cache import patch_cache_control
 from django.views.decorators.http import require_GET, require_http_methods, require_POST
 
 from broadcast.models import Stream
 from broadcast.selectors import AnyUser, stream_get_visible
 from onair.exceptions import ApplicationError
-from onair.ranged_response import Validators, ranged_file_response
 from recordings import selectors, services
 from recordings.models import Recording
+from recordings.serving import recording_file_response, recording_video_response
 
-CONTENT_TYPES = {"webm": "video/webm", "mp4": "video/mp4"}
 PAST_BROADCASTS_SHOWN = 12
 
 
@@ -67,11 +65,10 @@ def replay(request: HttpRequest, recording_id: uuid.UUID) -> HttpResponse:
 def recording_file(request: HttpRequest, recording_id: uuid.UUID) -> HttpResponseBase:
     """The recording's video, served from its storage with byte ranges (seeking)."""
     recording = _recording(request, recording_id)
-    name = recording.file.name
-    if recording.state != Recording.State.READY or not name:
-        raise Http404("This recording has no file to play.")
-    content_type = CONTENT_TYPES.get(recording.container, "application/octet-stream")
-    return _serve(request, recording, name=name, content_type=content_type)
+    try:
+        return recording_video_response(request, recording=recording)
+    except FileNotFoundError as error:
+        raise Http404("This recording has no file to play.") from error
 
 
 @require_http_methods(["GET", "HEAD"])
@@ -79,31 +76,14 @@ def recording_poster(request: HttpRequest, recording_id: uuid.UUID) -> HttpRespo
     """The recording's thumbnail (a JPEG), the player's poster."""
     recording = _recording(request, recording_id)
     name = recording.thumbnail.name
-    if not name:
-        raise Http404("This recording has no thumbnail.")
-    return _serve(request, recording, name=name, content_type="image/jpeg")
-
-
-def _serve(
-    request: HttpRequest, recording: Recording, *, name: str, content_type: str
-) -> HttpResponseBase:
-    finished = recording.ended_at or recording.created_at
     try:
-        response = ranged_file_response(
-            request,
-            storage=recording.file.storage,
-            name=name,
-            content_type=content_type,
-            validators=Validators(
-                etag=f'"{recording.pk.hex}-{recording.size}-{int(finished.timestamp())}"',
-                last_modified=finished,
-            ),
+        if not name:
+            raise FileNotFoundError(name)
+        return recording_file_response(
+            request, recording=recording, name=name, content_type="image/jpeg"
         )
     except FileNotFoundError as error:
-        raise Http404("This recording has no such file.") from error
-    # Whether a stranger may fetch it changes when the owner unpublishes it: no shared cache.
-    patch_cache_control(response, private=True)
-    return response
+        raise Http404("This recording has no thumbnail.") from error
 
 
 @login_required
