@@ -22,10 +22,11 @@ def app_environment(*, database_url: str, **settings: str) -> dict[str, str]:
         PYTHONUNBUFFERED="1",
         # Tests and the bench open many sessions from one address (loopback).
         ONAIR_MAX_SESSIONS_PER_ADDRESS="1000",
-        # Their broadcasts are recorded only when asked (this setting, or a stream's
-        # ``record``): the bench's forwarding figures and the tests' resource baselines
-        # are without the recorder.
+        # Their broadcasts are recorded, and posters taken, only when asked (these settings,
+        # or a stream's ``record``): the bench's forwarding figures and the tests' resource
+        # baselines are without the recorder and without the thumbnails' decoding.
         ONAIR_RECORD_BY_DEFAULT="0",
+        ONAIR_THUMBNAIL_SECONDS="0",
     )
     env.update(settings)
     return env

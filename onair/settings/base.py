@@ -118,7 +118,7 @@ STORAGES: dict[str, Any] = {
     },
     "thumbnails": {
         "BACKEND": "django.core.files.storage.FileSystemStorage",
-        "OPTIONS": {"location": VAR_DIR / "thumbnails"},
+        "OPTIONS": {"location": Path(env_str("THUMBNAILS_ROOT", str(VAR_DIR / "thumbnails")))},
     },
 }
 

@@ -104,6 +104,9 @@ def running_server(
         database_url=f"sqlite:///{workdir / 'db.sqlite3'}",
         RECORDINGS_ROOT=str(workdir / "recordings"),
         ONAIR_RECORDING_SPOOL_DIR=str(workdir / "recording-spool"),
+        # posters as ``make run`` takes them (every live page test has them), in workdir
+        THUMBNAILS_ROOT=str(workdir / "thumbnails"),
+        ONAIR_THUMBNAIL_SECONDS="10",
         **settings,
     )
     manage(env, "migrate", "--noinput", "-v0")
