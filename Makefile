@@ -79,9 +79,11 @@ format: $(VENV)/.dev
 	$(BIN)/ruff check --fix .
 
 ## The SFU's tests that run no forwarding loop (no router, or the C loop on its own, or a
-## default that ignores ONAIR_NATIVE_FORWARDING): the second pass would run them unchanged.
+## default that ignores ONAIR_NATIVE_FORWARDING), or test what comes before it (a producer's
+## packet taps: recording): the second pass would run them unchanged.
 SFU_LOOP_INDEPENDENT := test_native.py test_munger.py test_heap.py test_keyframe.py \
-	test_retransmission.py test_simulcast.py test_simulcast_ingest.py test_track.py test_frames.py
+	test_retransmission.py test_simulcast.py test_simulcast_ingest.py test_track.py test_frames.py \
+	test_recorder.py test_recording_files.py
 
 pytest: $(VENV)/.dev native browser nat-deps
 	$(BIN)/python -m pytest $(PYTEST_ARGS)

@@ -47,6 +47,8 @@ from sfu.events import (
     PublisherClosed,
     PublisherConnected,
     PublisherDisconnected,
+    RecordingStarted,
+    RecordingStopped,
     RouterClosed,
     RouterStats,
     SfuEvent,
@@ -59,6 +61,8 @@ from sfu.events import (
 from sfu.ice import IceCandidate, IceServer
 from sfu.producer import Producer
 from sfu.publisher import PublisherPeer
+from sfu.recorder import RecordingSpec, RecordingStatus
+from sfu.recording_files import RecordingFileError, RecordingInfo, finalize
 from sfu.registry import RouterRegistry
 from sfu.retransmission import RetransmissionLimits
 from sfu.router import Router, RouterOptions
@@ -83,6 +87,12 @@ __all__ = [
     "PublisherConnected",
     "PublisherDisconnected",
     "PublisherPeer",
+    "RecordingFileError",
+    "RecordingInfo",
+    "RecordingSpec",
+    "RecordingStarted",
+    "RecordingStatus",
+    "RecordingStopped",
     "RetransmissionLimits",
     "Router",
     "RouterClosed",
@@ -98,4 +108,5 @@ __all__ = [
     "ViewerLeft",
     "ViewerPeer",
     "ViewerQualityChanged",
+    "finalize",
 ]

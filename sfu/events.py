@@ -134,6 +134,40 @@ class ViewerQualityChanged(SfuEvent):
 
 
 @dataclass(frozen=True)
+class RecordingStarted(SfuEvent):
+    """A recording's file is open and its first frame written (``sfu.recorder``):
+    ``container`` is ``"webm"`` or ``"mp4"``."""
+
+    type: ClassVar[str] = "recording_started"
+    recording_id: str
+    path: str
+    container: str
+
+
+@dataclass(frozen=True)
+class RecordingStopped(SfuEvent):
+    """A recording ended and its file is closed (``path``; empty if the publisher's
+    codecs were never known). ``reason``: ``"ended"`` (the router closed), ``"stopped"``
+    (asked to, or the publisher's codec changed), ``"size_limit"``, ``"duration_limit"``,
+    ``"disk_full"`` or ``"failed"``; ``detail`` says it for a person. ``size`` 0: nothing
+    was recorded (no file). ``duration`` in seconds; ``width``/``height``: the file's header's
+    (its first keyframe's)."""
+
+    type: ClassVar[str] = "recording_stopped"
+    recording_id: str
+    path: str
+    reason: str
+    duration: float
+    size: int
+    video_codec: str | None
+    audio_codec: str | None
+    width: int | None
+    height: int | None
+    video_frames: int
+    detail: str = ""
+
+
+@dataclass(frozen=True)
 class ProducerStats:
     producer_id: str
     kind: str

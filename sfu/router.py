@@ -28,6 +28,7 @@ from sfu.peer import Peer
 from sfu.producer import Producer
 from sfu.publisher import PublisherPeer
 from sfu.quality import LayeredTrack, QualityOptions
+from sfu.recorder import Recorder, RecordingSpec, RecordingStatus
 from sfu.retransmission import RetransmissionLimits
 from sfu.tasks import TaskSet
 from sfu.track import PublishedTrack
@@ -112,6 +113,7 @@ class Router:
         self._tasks = TaskSet()
         self._stats_task: asyncio.Task[None] | None = None
         self._thumbnailer: thumbnail.Thumbnailer | None = None
+        self._recorder: Recorder | None = None
         if self.options.stats_interval_seconds > 0:
             self._stats_task = asyncio.ensure_future(self._report_stats())
 
@@ -227,6 +229,8 @@ class Router:
         if previous is not None:
             await self._move_down_tracks(previous.tracks, session.tracks)
             await previous._close("replaced")
+        if self._recorder is not None:
+            self._recorder.follow(session.tracks)
         for viewer in self.viewers:
             for track in session.tracks:
                 await self._consume_track(viewer, track)
@@ -309,6 +313,45 @@ class Router:
         await session._close("closed")
         return True
 
+    def start_recording(self, spec: RecordingSpec) -> None:
+        """Record the publisher's tracks into ``spec.directory`` (``sfu.recorder``), as they
+        are now and as they are replaced (reconnects, switches, a new publisher): from its
+        first video keyframe until ``stop_recording``, a limit, or the router closing. The
+        same recording again changes nothing; another one stops this one first."""
+        self._check_open()
+        current = self._recorder
+        if current is not None and current.spec.recording_id == spec.recording_id:
+            return
+        if current is not None:
+            self.stop_recording()
+        recorder = Recorder(
+            spec,
+            router_id=self.id,
+            emit=self.events.emit,
+            spawn=self._tasks.spawn,
+            tracks=lambda: self.tracks,
+        )
+        self._recorder = recorder
+        recorder.follow(self.tracks)
+
+    def stop_recording(self, reason: str = "stopped", detail: str = "") -> None:
+        """Stop the recording under way, if any; ``RecordingStopped`` follows once its file
+        is closed (``Router.close`` waits for it)."""
+        recorder, self._recorder = self._recorder, None
+        if recorder is not None:
+            recorder.stop(reason, detail)
+
+    @property
+    def recording(self) -> RecordingStatus | None:
+        """The recording under way; None when none is (a limit stopped it, say)."""
+        recorder = self._recorder
+        return recorder.status() if recorder is not None and not recorder.stopped else None
+
+    @property
+    def recorder(self) -> Recorder | None:
+        """The recorder of the recording under way, or of the last one a limit stopped."""
+        return self._recorder
+
     def stats(self) -> RouterStats:
         return RouterStats(
             router_id=self.id,
@@ -331,6 +374,7 @@ class Router:
                 self._stats_task = None
             if self._thumbnailer is not None:
                 await self._thumbnailer.close()
+            self.stop_recording("ended")
             for viewer in self.viewers:
                 await viewer._close("router_closed")
             for publisher in (self._pending, self._publisher):
