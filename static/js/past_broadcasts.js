@@ -5,6 +5,7 @@
 
 // A recording starts as its broadcast goes live, a moment after the stream's started_at.
 const SAME_BROADCAST_SLACK_MS = 5000;
+const RELOAD_SPREAD_MS = 1000;
 
 export function setupPastBroadcasts(signaling, $) {
   const section = $("past-broadcasts");
@@ -35,6 +36,8 @@ export function setupPastBroadcasts(signaling, $) {
 
   signaling.on("recording", async (msg) => {
     if (msg.state !== "ready") return;
+    // Every viewer hears it at once: spread their requests over a second.
+    await new Promise((resolve) => setTimeout(resolve, Math.random() * RELOAD_SPREAD_MS));
     await reload();
     if (renderLink() && link) $("recording-announcement").textContent = "The recording of this broadcast is ready to watch.";
   });

@@ -14,13 +14,14 @@ import math
 import re
 from collections.abc import Iterator
 from pathlib import Path
+from typing import Any, cast
 
 import av
 import pytest
 from playwright.sync_api import Page, expect
 
 from testpeers import pattern_planes
-from tests.e2e.conftest import OnAirServer
+from tests.e2e.conftest import ARTIFACTS, OnAirServer
 
 SECONDS = 6
 FPS = 15
@@ -28,10 +29,10 @@ WIDTH, HEIGHT = 320, 240
 AUDIO_RATE = 48_000
 AUDIO_SAMPLES = 960  # 20 ms
 
-# (container, video encoder, the type a browser must play for it)
+# container: (video encoder, its codec, the type a browser must play for it)
 FORMATS = {
-    "webm": ("libvpx", 'video/webm; codecs="vp8, opus"'),
-    "mp4": ("libx264", 'video/mp4; codecs="avc1.42E01E, opus"'),
+    "webm": ("libvpx", "vp8", 'video/webm; codecs="vp8, opus"'),
+    "mp4": ("libx264", "h264", 'video/mp4; codecs="avc1.42E01E, opus"'),
 }
 
 
@@ -39,7 +40,7 @@ def write_recording(path: Path, container: str) -> None:
     """``SECONDS`` of the test pattern and a 440 Hz tone, a keyframe every second."""
     encoder = FORMATS[container][0]
     with av.open(str(path), "w", format=container) as output:
-        video = output.add_stream(encoder, rate=FPS)
+        video = cast(av.VideoStream, output.add_stream(encoder, rate=FPS))
         video.width, video.height, video.pix_fmt = WIDTH, HEIGHT, "yuv420p"
         video.options = (
             {"deadline": "realtime", "cpu-used": "8", "g": str(FPS)}
@@ -90,7 +91,7 @@ started = timezone.now() - timedelta(minutes=10)
 recording = Recording.objects.create(
     stream=stream, state=Recording.State.READY, published=True, container={container!r},
     started_at=started, ended_at=started + timedelta(seconds=duration), duration=duration,
-    size={path.stat().st_size}, video_codec={FORMATS[container][0][3:]!r}, audio_codec="opus",
+    size={path.stat().st_size}, video_codec={FORMATS[container][1]!r}, audio_codec="opus",
     width={WIDTH}, height={HEIGHT}, video_frames={SECONDS * FPS},
 )
 with open({str(path)!r}, "rb") as handle:
@@ -125,6 +126,11 @@ def recording(
     delete_recording(onair_server, recording_id)
 
 
+def _shot(page: Page, name: str) -> None:
+    ARTIFACTS.mkdir(parents=True, exist_ok=True)
+    page.screenshot(path=str(ARTIFACTS / f"{name}.png"), full_page=True)
+
+
 PLAYER = """() => {
   const video = document.getElementById("replay");
   return {
@@ -145,7 +151,7 @@ SEEK = """async (to) => {
 }"""
 
 
-def _frames_after(page: Page, frames: int, *, past: float) -> dict[str, float]:
+def _frames_after(page: Page, frames: int, *, past: float) -> dict[str, Any]:
     """Waits (≤ 10 s) until the player has shown more than ``frames`` frames and its time
     is past ``past``; returns what it shows."""
     page.wait_for_function(
@@ -156,8 +162,42 @@ def _frames_after(page: Page, frames: int, *, past: float) -> dict[str, float]:
         }}""",
         timeout=10_000,
     )
-    state: dict[str, float] = page.evaluate(PLAYER)
+    state: dict[str, Any] = page.evaluate(PLAYER)
     return state
+
+
+def play_and_seek(
+    page: Page, recording_id: str, *, seconds: float | None = None, width: int | None = None
+) -> None:
+    """On the replay page (open): the recording plays, seeks to the middle and near the end,
+    and decodes frames after each seek. Its duration is ``seconds`` (± 0.5 s) and its
+    picture ``width`` wide, when given."""
+    file_url = f"/recordings/{recording_id}/file"
+    video = page.locator("#replay")
+    expect(video).to_have_attribute("src", file_url)
+    page.wait_for_function(
+        "() => document.getElementById('replay').readyState >= 1", timeout=10_000
+    )
+    start = page.evaluate(PLAYER)
+    if seconds is None:
+        seconds = float(start["duration"])
+        assert 2 < seconds < 3600, start  # finite: the file says how long it is
+    assert abs(start["duration"] - seconds) < 0.5, start
+    page.evaluate(
+        "() => { const v = document.getElementById('replay'); v.muted = true; return v.play(); }"
+    )
+    playing = _frames_after(page, 0, past=0.2)
+    assert playing["width"] == width if width else playing["width"] > 0
+
+    middle = page.evaluate(SEEK, seconds / 2)
+    assert abs(middle - seconds / 2) < 0.1
+    after_middle = _frames_after(page, int(playing["frames"]), past=seconds / 2)
+    assert seconds / 2 < after_middle["time"] < seconds
+
+    near_end = page.evaluate(SEEK, seconds - 0.7)
+    assert abs(near_end - (seconds - 0.7)) < 0.1
+    at_end = _frames_after(page, int(after_middle["frames"]), past=seconds - 0.7)
+    assert at_end["error"] is None
 
 
 def test_replay_plays_and_seeks(
@@ -165,10 +205,10 @@ def test_replay_plays_and_seeks(
 ) -> None:
     container, recording_id = recording
     playable = page.evaluate(
-        "(type) => document.createElement('video').canPlayType(type)", FORMATS[container][1]
+        "(type) => document.createElement('video').canPlayType(type)", FORMATS[container][2]
     )
     if not playable:
-        pytest.skip(f"this Chromium does not play {FORMATS[container][1]}")
+        pytest.skip(f"this Chromium does not play {FORMATS[container][2]}")
     file_url = f"/recordings/{recording_id}/file"
     served: list[tuple[int, str | None]] = []
     page.on(
@@ -182,29 +222,11 @@ def test_replay_plays_and_seeks(
 
     page.goto(f"/recordings/{recording_id}/")
 
-    video = page.locator("#replay")
-    expect(video).to_have_attribute("src", file_url)
-    expect(video).to_have_attribute("aria-label", re.compile(r"^Recording of OnAir demo, "))
-    page.wait_for_function(
-        "() => document.getElementById('replay').readyState >= 1", timeout=10_000
+    expect(page.locator("#replay")).to_have_attribute(
+        "aria-label", re.compile(r"^Recording of OnAir demo, ")
     )
-    start = page.evaluate(PLAYER)
-    assert abs(start["duration"] - SECONDS) < 0.5, start
-    page.evaluate(
-        "() => { const v = document.getElementById('replay'); v.muted = true; return v.play(); }"
-    )
-    playing = _frames_after(page, 0, past=0.2)
-    assert playing["width"] == WIDTH
+    play_and_seek(page, recording_id, seconds=SECONDS, width=WIDTH)
 
-    middle = page.evaluate(SEEK, SECONDS / 2)
-    assert abs(middle - SECONDS / 2) < 0.1
-    after_middle = _frames_after(page, int(playing["frames"]), past=SECONDS / 2)
-    assert SECONDS / 2 < after_middle["time"] < SECONDS
-
-    near_end = page.evaluate(SEEK, SECONDS - 0.7)
-    assert abs(near_end - (SECONDS - 0.7)) < 0.1
-    at_end = _frames_after(page, int(after_middle["frames"]), past=SECONDS - 0.7)
-    assert at_end["error"] is None
-
+    _shot(page, f"replay-{container}")
     # the browser asked for byte ranges and was answered with 206
     assert any(status == 206 and ranged for status, ranged in served), served
