@@ -9,7 +9,7 @@ from django.contrib.auth.decorators import login_required
 from django.http import Http404, HttpRequest, HttpResponse
 from django.shortcuts import redirect, render
 from django.utils.cache import get_conditional_response, patch_cache_control
-from django.views.decorators.http import require_GET, require_POST
+from django.views.decorators.http import require_POST, require_safe
 
 from broadcast import selectors, services
 from broadcast.forms import StreamForm
@@ -41,7 +41,7 @@ def home(request: HttpRequest) -> HttpResponse:
 _POSTER_VERSIONED_MAX_AGE = 365 * 24 * 3600
 
 
-@require_GET
+@require_safe
 def stream_poster(request: HttpRequest, slug: str) -> HttpResponse:
     """The stream's latest poster (a JPEG of its video), for whoever may watch the stream;
     404 otherwise, as for a stream that does not exist. At its versioned address

@@ -160,6 +160,9 @@ def cluster_fixture(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Cluste
         ONAIR_SFU_MAX_VIEWERS_PER_WORKER=str(MAX_VIEWERS_PER_WORKER),
         RECORDINGS_ROOT=str(workdir / "recordings"),
         ONAIR_RECORDING_SPOOL_DIR=str(workdir / "recording-spool"),
+        # posters, taken by the origin worker and served by any daphne
+        THUMBNAILS_ROOT=str(workdir / "thumbnails"),
+        ONAIR_THUMBNAIL_SECONDS="10",
     )
     cluster = Cluster(env=env, workdir=workdir)
     env["ONAIR_REDIS_PREFIX"] = cluster.prefix  # this run's keys only: others may share Redis

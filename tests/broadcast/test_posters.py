@@ -108,6 +108,10 @@ def test_anyone_gets_the_poster_of_a_stream_they_can_watch(
     response = _client().get(f"/streams/{stream.slug}/poster.jpg")
     assert response.status_code == 200
     assert response.content == JPEG
+    head = _client().head(f"/streams/{stream.slug}/poster.jpg")
+    assert head.status_code == 200
+    assert head["Content-Type"] == "image/jpeg"
+    assert _client().post(f"/streams/{stream.slug}/poster.jpg").status_code == 405
 
 
 def test_a_private_stream_s_poster_is_its_owner_s_and_staff_s_and_missing_for_others(

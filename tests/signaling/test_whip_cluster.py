@@ -7,13 +7,15 @@ from __future__ import annotations
 import json
 import re
 import secrets
+from collections.abc import Awaitable
 
 import pytest
 
-from testpeers import TestPublisher, TestViewer, wait_until
+from testpeers import TestPublisher, TestViewer, wait_until, wait_until_awaited
 from tests.cluster import (
     CLUSTER_SKIP,
     Cluster,
+    Response,
     cluster_fixture,  # noqa: F401 (provides the "cluster" fixture)
     http,
 )
@@ -29,6 +31,10 @@ def _owner_token(cluster: Cluster, slug: str) -> str:
         f"print(Token.objects.create(user=Stream.objects.get(slug={slug!r}).owner).key)"
     )
     return cluster.manage("shell", "-c", code).splitlines()[-1]
+
+
+async def _status_is(response: Awaitable[Response], status: int) -> bool:
+    return (await response).status == status
 
 
 def _session_keys(cluster: Cluster) -> list[bytes]:
@@ -63,6 +69,13 @@ async def test_sessions_are_served_by_any_daphne_and_end_with_their_peer(
         assert watched.status == 201, (watched, cluster.logs())
         await viewer.accept_answer(watched.body)
         assert await viewer.wait_for_frames(video=20, within=15), cluster.logs()
+
+        # The origin worker took a poster of the video; the other daphne serves it.
+        async def poster() -> Response:
+            return await http("HEAD", f"{daphne_b}/streams/{slug}/poster.jpg")
+
+        assert await wait_until_awaited(lambda: _status_is(poster(), 200), 15), cluster.logs()
+        assert (await poster()).headers["Content-Type"] == "image/jpeg"
 
         # The replaced session's DELETE, through either daphne, leaves the broadcast on.
         deleted = await http("DELETE", daphne_a + replaced.headers["Location"])
