@@ -6,20 +6,21 @@ from __future__ import annotations
 import asyncio
 import fractions
 from collections.abc import Callable
+from pathlib import Path
 from typing import Literal
 
 import av
 import pytest
 from av.video.frame import VideoFrame
 
-from sfu import Router, ThumbnailTaken, thumbnail
+from sfu import RecordingSpec, RecordingStopped, Router, ThumbnailTaken, thumbnail
 from sfu.thumbnail import (
     MAX_JPEG_BYTES,
     ThumbnailError,
     codec_counts,
     thumbnail_from_keyframe,
 )
-from testpeers import TestClients, TestPublisher, pattern_planes, wait_until
+from testpeers import CodecSpy, TestClients, TestPublisher, pattern_planes, wait_until
 from testpeers.simulcast import SMALL_LAYERS, SimulcastPublisher
 
 INTERVAL = 0.3
@@ -183,3 +184,26 @@ async def test_thumbnails_follow_a_publisher_that_takes_over(
     assert await wait_until(lambda: len(taken) > before, within=15)
     video = next(p for p in session.producers if p.kind == "video")
     assert video.keyframes_received >= 1
+
+
+async def test_while_recording_only_thumbnails_decode_one_frame_each(
+    thumbnails_router: Router, clients: TestClients, tmp_path: Path
+) -> None:
+    router = thumbnails_router
+    taken: list[ThumbnailTaken] = []
+    stopped: list[RecordingStopped] = []
+    router.events.on(ThumbnailTaken, taken.append)
+    router.events.on(RecordingStopped, stopped.append)
+    decoders = codec_counts.decoders_created
+    spy = CodecSpy()
+    with spy.installed():
+        await clients.publish(router)
+        router.start_recording(RecordingSpec(recording_id="with-thumbnails", directory=tmp_path))
+        assert await wait_until(lambda: len(taken) >= 1, within=15)
+        await asyncio.sleep(1.0)
+        router.stop_recording()
+        assert await wait_until(lambda: bool(stopped), within=10)
+    assert stopped[0].reason == "stopped"
+    assert stopped[0].video_frames > 0
+    assert spy.decoders == []  # neither forwarding nor recording decoded anything
+    assert codec_counts.decoders_created - decoders == len(taken)
