@@ -1,11 +1,17 @@
-"""A live broadcast's poster in real headless Chromium: the studio goes live, and a visitor
-sees a JPEG of its video on the home page's card and as the watch page player's poster."""
+"""A live broadcast's poster from real encoders: the studio in headless Chromium (VP8
+simulcast), whose visitor sees a JPEG of its video on the home page's card and as the watch
+page player's poster; FFmpeg publishing H.264 over WHIP."""
 
 from __future__ import annotations
 
+import subprocess
 import time
+import urllib.error
+import urllib.request
 from collections.abc import Callable
 
+import av
+import pytest
 from playwright.sync_api import Browser, BrowserContext, Page, expect
 
 from tests.e2e.conftest import OnAirServer
@@ -57,3 +63,38 @@ def test_the_home_page_card_and_the_watch_page_show_the_live_poster(
     studio.once("dialog", lambda dialog: dialog.accept())
     studio.click("#end-broadcast")
     expect(studio.locator("#stream-state")).to_have_text("ended")
+
+
+def _poster(server: OnAirServer) -> bytes | None:
+    try:
+        with urllib.request.urlopen(server.url(f"/streams/{server.demo_slug}/poster.jpg")) as r:
+            body: bytes = r.read()
+            return body
+    except urllib.error.HTTPError as error:
+        if error.code != 404:
+            raise
+        return None
+
+
+def test_an_ffmpeg_h264_broadcast_gets_a_poster(onair_server: OnAirServer) -> None:
+    pytest.importorskip("imageio_ffmpeg")
+    from tests.e2e.test_ffmpeg_whip import ffmpeg_whip_command
+
+    server = onair_server
+    _restart_demo_stream(server)
+    ffmpeg = subprocess.Popen(
+        ffmpeg_whip_command(server.url(f"/whip/{server.demo_slug}"), server.demo_stream_key, 8),
+        stdout=subprocess.DEVNULL,
+        stderr=subprocess.DEVNULL,
+    )
+    try:
+        deadline = time.monotonic() + 15
+        while (jpeg := _poster(server)) is None and time.monotonic() < deadline:
+            time.sleep(0.5)
+    finally:
+        ffmpeg.terminate()
+        ffmpeg.wait(10)
+    assert jpeg is not None
+    decoder = av.CodecContext.create("mjpeg", "r")
+    (picture,) = [*decoder.decode(av.Packet(jpeg)), *decoder.decode(None)]
+    assert (picture.width, picture.height) == (640, 360)

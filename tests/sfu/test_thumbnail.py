@@ -207,3 +207,14 @@ async def test_while_recording_only_thumbnails_decode_one_frame_each(
     assert stopped[0].video_frames > 0
     assert spy.decoders == []  # neither forwarding nor recording decoded anything
     assert codec_counts.decoders_created - decoders == len(taken)
+
+
+async def test_an_h264_publisher_s_keyframe_becomes_a_thumbnail(
+    thumbnails_router: Router, clients: TestClients
+) -> None:
+    taken: list[ThumbnailTaken] = []
+    thumbnails_router.events.on(ThumbnailTaken, taken.append)
+    await clients.publish(thumbnails_router, codec="h264")
+    assert await wait_until(lambda: len(taken) == 1, within=15)
+    picture = _decode_jpeg(taken[0].jpeg)
+    assert (picture.width, picture.height) == (320, 240)
