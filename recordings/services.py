@@ -66,6 +66,16 @@ def recording_started(
     )
 
 
+def recording_claim(*, recording_id: str, held_by: str, claimant: str) -> bool:
+    """Cluster mode: the worker ``claimant`` takes over a recording the dead worker
+    ``held_by`` was writing, to finish it; False if another one did first (or it is
+    finished)."""
+    taken = Recording.objects.filter(
+        pk=recording_id, state=Recording.State.RECORDING, worker=held_by
+    ).update(worker=claimant)
+    return taken == 1
+
+
 def recording_store(*, recording_id: str, spool_path: Path) -> str:
     """Move a finished spool file into the recordings' storage; the name it is stored
     under. No database access: callers run it in a thread of its own (a remote storage

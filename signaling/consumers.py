@@ -33,6 +33,7 @@ from onair.exceptions import (
     ServiceUnavailableError,
     TooManyRequestsError,
 )
+from recordings.selectors import recording_active
 from signaling.gateway import (
     ConnectNotice,
     IceCandidate,
@@ -43,7 +44,7 @@ from signaling.gateway import (
     publisher_status,
     session_worker,
 )
-from signaling.groups import announce_viewers, stream_group, stream_payload
+from signaling.groups import announce_viewers, recording_payload, stream_group, stream_payload
 from signaling.ice import PeerRole, client_ice_fields
 from signaling.messages import (
     STUDIO_TYPES,
@@ -273,6 +274,9 @@ class _StreamConsumer(AsyncWebsocketConsumer):
     async def publisher_replaced(self, event: dict[str, Any]) -> None:
         pass
 
+    async def recording_state(self, event: dict[str, Any]) -> None:
+        pass
+
 
 class StudioConsumer(_StreamConsumer):
     """``/ws/studio/<slug>/``: the broadcaster. The owner (or staff) is authorized by
@@ -294,7 +298,11 @@ class StudioConsumer(_StreamConsumer):
     async def welcome_fields(self) -> dict[str, Any]:
         if not self.authorized:
             return {"authorized": False}
-        return {"authorized": True, "publisher": await self.publisher_presence()}
+        return {
+            "authorized": True,
+            "publisher": await self.publisher_presence(),
+            "recording": await self.recording_now(),
+        }
 
     async def publisher_presence(self) -> str:
         """``connected`` while someone (this page before a reconnect, another tab or device,
@@ -315,6 +323,12 @@ class StudioConsumer(_StreamConsumer):
             except ApplicationError as exc:  # cluster mode: no worker to tell
                 logger.warning("could not report a studio gone: %s", exc.message)
         await super().disconnect(code)
+
+    async def recording_now(self) -> dict[str, Any] | None:
+        """The recording being written of this stream's broadcast, if any."""
+        assert self.stream is not None
+        recording = await database_sync_to_async(recording_active)(stream=self.stream)
+        return recording_payload(recording) if recording is not None else None
 
     def may_follow(self) -> bool:
         return self.authorized
@@ -338,6 +352,9 @@ class StudioConsumer(_StreamConsumer):
                 # What happened since connecting (state, viewers) was kept from them: now.
                 await self.send_json("state", stream=stream_payload(await self.refresh_stream()))
                 await self.send_json("publisher", status=await self.publisher_presence())
+                recording = await self.recording_now()
+                if recording is not None:
+                    await self.send_json("recording", **recording)
             return
         if not self.authorized:
             await self.send_error(
@@ -393,6 +410,11 @@ class StudioConsumer(_StreamConsumer):
     async def publisher_status(self, event: dict[str, Any]) -> None:
         if self.authorized:
             await self.send_json("publisher", status=event["status"])
+
+    async def recording_state(self, event: dict[str, Any]) -> None:
+        """A recording of the stream began or stopped (and why)."""
+        if self.authorized:
+            await self.send_json("recording", **event["recording"])
 
     async def publisher_replaced(self, event: dict[str, Any]) -> None:
         """A newer publish (another studio tab or device, or a WHIP client) took over from

@@ -11,6 +11,7 @@ from typing import Any
 from channels.layers import get_channel_layer
 
 from broadcast.models import Stream
+from recordings.models import Recording
 
 
 def stream_group(stream_id: int | str) -> str:
@@ -47,3 +48,20 @@ async def announce_viewers(stream: Stream) -> None:
     await group_send(
         stream.pk, "stream.viewers", count=stream.viewer_count, peak=stream.peak_viewer_count
     )
+
+
+def recording_payload(recording: Recording) -> dict[str, Any]:
+    """The ``recording`` object of the studio's signaling messages (docs/SIGNALING.md)."""
+    return {
+        "id": str(recording.pk),
+        "state": recording.state,
+        "started_at": recording.started_at.isoformat(),
+        "ended_at": recording.ended_at.isoformat() if recording.ended_at else None,
+        "duration": recording.duration,
+        "reason": recording.stop_reason,
+        "detail": recording.detail,
+    }
+
+
+async def announce_recording(recording: Recording) -> None:
+    await group_send(recording.stream_id, "recording.state", recording=recording_payload(recording))

@@ -9,7 +9,9 @@ reconnects, to the process restarted or to another one, carries them on.
 Starting: a broadcast left live by a process that died without stopping (SIGKILL, a crash,
 a power loss) has nobody publishing. It gets the publisher grace period, as a publisher
 that lost its connection does, and ends then unless a publisher came back; in embedded
-mode the viewer counts the dead process left are reset (it was the only one counting).
+mode the viewer counts the dead process left are reset (it was the only one counting), and
+the recordings it left open are finished from their spool files
+(``signaling.gateway.recording``).
 """
 
 from __future__ import annotations
@@ -17,10 +19,12 @@ from __future__ import annotations
 import logging
 
 from channels.db import database_sync_to_async
+from django.utils import timezone
 
 from broadcast.selectors import stream_ids_live
 from onair.conf import cluster_mode
-from signaling.gateway import gateway
+from recordings.models import Recording
+from signaling.gateway import gateway, recordings_repair
 from viewers.services import viewer_counts_reset
 
 logger = logging.getLogger(__name__)
@@ -32,6 +36,7 @@ async def embedded_sfu_started() -> None:
     died. (In cluster mode the ``runsfu`` workers reconcile: ``signaling.gateway.worker``.)"""
     if cluster_mode():
         return
+    started = timezone.now()
     live = await database_sync_to_async(stream_ids_live)()
     uncounted = await database_sync_to_async(viewer_counts_reset)()
     for stream_id in live:
@@ -43,6 +48,15 @@ async def embedded_sfu_started() -> None:
             len(live),
             uncounted,
         )
+    repaired = await recordings_repair(before=started, running=_recorded_here)
+    if repaired:
+        logger.info("started: %d recordings left open were finished", repaired)
+
+
+async def _recorded_here(recording: Recording) -> bool:
+    """A router of this process writes ``recording`` (a publisher came back meanwhile)."""
+    status = await gateway.recording_status(stream_id=str(recording.stream_id))
+    return status is not None and status.recording_id == str(recording.pk)
 
 
 async def sfu_stopping() -> None:

@@ -16,8 +16,10 @@ from django.dispatch import receiver
 
 from broadcast.models import Stream, StreamKey
 from broadcast.signals import stream_key_revoked, stream_state_changed
+from recordings.models import Recording
+from recordings.signals import recording_state_changed
 from signaling.gateway import gateway
-from signaling.groups import announce_state, group_send
+from signaling.groups import announce_recording, announce_state, group_send
 
 
 @receiver(stream_state_changed, sender=Stream, dispatch_uid="signaling-announce-state")
@@ -45,3 +47,9 @@ def _key_revoked(sender: type[StreamKey], stream: Stream, key: StreamKey, **kwar
     transaction.on_commit(
         lambda: async_to_sync(group_send)(stream_id, "stream.key_revoked", key_id=key_id)
     )
+
+
+@receiver(recording_state_changed, sender=Recording, dispatch_uid="signaling-recording-state")
+def _recording_changed(sender: type[Recording], recording: Recording, **kwargs: Any) -> None:
+    # The studio shows "● REC" and the reason a recording stopped, from any process.
+    transaction.on_commit(lambda: async_to_sync(announce_recording)(recording))

@@ -1,16 +1,18 @@
 """Going live and stopping a publisher: one policy for the studio (WebSocket) and WHIP.
 
 ``go_live`` answers a broadcaster's offer in the SFU and begins the stream's broadcast (an
-ended stream starts a new one). Publishes to one stream run one after the other in this
-process, so the last one wins, every replaced one is told, and the stream's publisher key
-is the key of the publisher that holds the broadcast. ``publisher_end`` stops one
-publisher session, ending the broadcast only while that session is the stream's publisher.
+ended stream starts a new one), recording it when the stream records (``recording_ensure``).
+Publishes to one stream run one after the other in this process, so the last one wins,
+every replaced one is told, and the stream's publisher key is the key of the publisher
+that holds the broadcast. ``publisher_end`` stops one publisher session, ending the
+broadcast only while that session is the stream's publisher.
 """
 
 from __future__ import annotations
 
 import asyncio
 import contextlib
+import logging
 import weakref
 from collections.abc import Awaitable, Callable
 from dataclasses import dataclass
@@ -20,7 +22,12 @@ from channels.db import database_sync_to_async
 from broadcast.models import Stream
 from broadcast.services import stream_begin, stream_end
 from onair.exceptions import ApplicationError, ConflictError
+from recordings.models import Recording
+from recordings.selectors import recording_may_start
+from recordings.services import recording_begin, recording_finish
 from signaling.gateway import PublishResult, gateway, offer_validate
+
+logger = logging.getLogger(__name__)
 
 # By stream id; a lock is tiny, and there is one per stream ever published to here.
 _publish_locks: weakref.WeakValueDictionary[int, asyncio.Lock] = weakref.WeakValueDictionary()
@@ -77,7 +84,37 @@ async def go_live(
                 stream=stream, session_id=result.session_id, reason=Stream.EndReason.KEY_REVOKED
             )
             raise
+        await recording_ensure(stream=stream)
     return Publication(result.session_id, result.answer_sdp, replaced=False)
+
+
+async def recording_ensure(*, stream: Stream) -> None:
+    """Record the stream's live broadcast unless its router already does (a publisher
+    back within the grace period carries the recording on) or it should not: the stream
+    does not record, or this broadcast's recording was stopped on purpose (turned off, a
+    limit) and a reconnect must not undo that. A recording that cannot start is
+    ``failed`` with the reason; the broadcast goes on."""
+    stream_id = str(stream.pk)
+    try:
+        if not stream.record or await gateway.recording_status(stream_id=stream_id) is not None:
+            return
+    except ApplicationError as exc:  # cluster mode: the origin did not answer
+        logger.warning("recording status unknown, not starting one: %s", exc.message)
+        return
+    recording = await database_sync_to_async(_recording_begin)(stream)
+    if recording is None:
+        return
+    try:
+        await gateway.recording_start(stream_id=stream_id, recording_id=str(recording.pk))
+    except ApplicationError as exc:
+        logger.warning("recording %s could not start: %s", recording.pk, exc.message)
+        await database_sync_to_async(recording_finish)(
+            recording_id=recording.pk, reason=Recording.StopReason.FAILED, detail=exc.message
+        )
+
+
+def _recording_begin(stream: Stream) -> Recording | None:
+    return recording_begin(stream=stream) if recording_may_start(stream=stream) else None
 
 
 def _publish_lock(stream_id: int) -> asyncio.Lock:

@@ -10,7 +10,8 @@ imports ``sfu`` (checked by import-linter, ``make imports``):
 - ``cluster``: the calls sent to ``manage.py runsfu`` workers (``ONAIR_SFU_MODE=cluster``);
 - ``worker``: a runsfu worker, serving them with an embedded gateway;
 - ``directory``: cluster mode's worker directory in Redis;
-- ``reactions``: what Django does about what the SFU reports (the one place for it).
+- ``reactions``: what Django does about what the SFU reports (the one place for it);
+- ``recording``: recordings' spec, and their spool files finalized into storage.
 """
 
 from __future__ import annotations
@@ -24,6 +25,7 @@ from signaling.gateway.contract import (
     IceCandidate,
     IceCredentials,
     PublishResult,
+    RecordingProgress,
     SfuGatewayError,
     SfuUnavailableError,
     ViewResult,
@@ -33,6 +35,7 @@ from signaling.gateway.contract import (
     session_worker,
 )
 from signaling.gateway.embedded import EmbeddedGateway, offer_validate
+from signaling.gateway.recording import recordings_repair
 
 __all__ = [
     "ConnectNotice",
@@ -40,6 +43,7 @@ __all__ = [
     "IceCandidate",
     "IceCredentials",
     "PublishResult",
+    "RecordingProgress",
     "SfuGatewayError",
     "SfuUnavailableError",
     "ViewResult",
@@ -49,6 +53,7 @@ __all__ = [
     "local_session_id",
     "offer_validate",
     "publisher_status",
+    "recordings_repair",
     "session_worker",
 ]
 

@@ -38,6 +38,7 @@ from signaling.gateway.contract import (
     IceCandidate,
     IceCredentials,
     PublishResult,
+    RecordingProgress,
     SfuGatewayError,
     SfuUnavailableError,
     ViewResult,
@@ -212,9 +213,13 @@ class ClusterGateway:
             session_id=session_id(origin.id, result.session_id), answer_sdp=result.answer_sdp
         )
 
-    async def publisher_active(self, *, stream_id: str) -> bool:
+    async def _current_origin(self, stream_id: str) -> WorkerInfo | None:
+        """The live worker holding the stream's publisher, if any (none is chosen)."""
         origin = await self.directory.origin(stream_id)
-        worker = await self.directory.worker(origin) if origin is not None else None
+        return await self.directory.worker(origin) if origin is not None else None
+
+    async def publisher_active(self, *, stream_id: str) -> bool:
+        worker = await self._current_origin(stream_id)
         if worker is None:
             return False
         return bool(await self._call(worker, "publisher_active", stream_id=stream_id))
@@ -312,6 +317,28 @@ class ClusterGateway:
         await self._forward(
             "viewer_choose_layer", stream_id=stream_id, viewer_id=viewer_id, layer=layer
         )
+
+    # --- recording: the origin worker records --------------------------------------------
+
+    async def recording_start(self, *, stream_id: str, recording_id: str) -> None:
+        worker = await self._current_origin(stream_id)
+        if worker is None:
+            raise SfuUnavailableError("The broadcast's media server is gone.")
+        await self._call(worker, "recording_start", stream_id=stream_id, recording_id=recording_id)
+
+    async def recording_stop(self, *, stream_id: str) -> None:
+        worker = await self._current_origin(stream_id)
+        if worker is not None:
+            await self._call(worker, "recording_stop", stream_id=stream_id)
+
+    async def recording_status(self, *, stream_id: str) -> RecordingProgress | None:
+        worker = await self._current_origin(stream_id)
+        if worker is None:
+            return None
+        status: RecordingProgress | None = await self._call(
+            worker, "recording_status", stream_id=stream_id
+        )
+        return status
 
 
 def _placed(worker: WorkerInfo, result: ViewResult) -> ViewResult:

@@ -84,6 +84,16 @@ class IceCandidate:
     sdp_mline_index: int | None = None
 
 
+@dataclass(frozen=True)
+class RecordingProgress:
+    """The recording a stream's router is writing: its id (the ``Recording`` row's), the
+    bytes and seconds written so far."""
+
+    recording_id: str
+    bytes: int
+    seconds: float
+
+
 def session_id(worker_id: str, local_id: str) -> str:
     """A cluster session id: ``<worker>.<id in that worker's SFU>``."""
     return f"{worker_id}.{local_id}"
@@ -201,6 +211,21 @@ class Gateway(Protocol):
         """The viewer's choice of video layer (index, lowest quality first), whatever its
         bandwidth estimate; None: Auto, the layer its estimate allows (``sfu.quality``)."""
 
+    # --- recording (served by the stream's origin worker) -------------------------------
+
+    async def recording_start(self, *, stream_id: str, recording_id: str) -> None:
+        """Record the broadcast into a spool file named after ``recording_id``, with the
+        limits of the settings (``ONAIR_RECORDING_*``); the same id again changes nothing.
+        It goes on across publisher replacements and reconnects within the grace period,
+        and stops when the router closes. ``RecordingBegan``/``RecordingEnded`` follow."""
+
+    async def recording_stop(self, *, stream_id: str) -> None:
+        """Stop recording the broadcast (reason ``stopped``); the broadcast goes on."""
+
+    async def recording_status(self, *, stream_id: str) -> RecordingProgress | None:
+        """The recording the stream's router is writing; ``None`` when it writes none (or
+        there is no router)."""
+
 
 async def publisher_status(gateway: Gateway, *, stream_id: str, live: bool) -> str | None:
     """What a watch page shows of the broadcaster: ``None`` when the stream is not live,
@@ -223,12 +248,12 @@ class Verb:
 
     ``session``: the parameter naming the peer it is about (``session_id``,
     ``viewer_id``), whose worker serves it; ``None`` for the calls the cluster gateway
-    places itself (``publish``, ``subscribe``, ``publisher_active``). ``gone``: what a call
-    for a peer whose worker is gone raises (``ConflictError`` with this message), where
-    not raising would hide it; otherwise it returns what the embedded gateway answers for a
-    peer that is over (``over``). ``told``: sent without waiting for the worker's answer.
-    ``dataclass_params``/``result``: the dataclasses to rebuild on arrival, read from the
-    contract's signatures."""
+    places itself (``publish``, ``subscribe``, ``publisher_active``, ``recording_*``).
+    ``gone``: what a call for a peer whose worker is gone raises (``ConflictError`` with
+    this message), where not raising would hide it; otherwise it returns what the embedded
+    gateway answers for a peer that is over (``over``). ``told``: sent without waiting for
+    the worker's answer. ``dataclass_params``/``result``: the dataclasses to rebuild on
+    arrival, read from the contract's signatures."""
 
     name: str
     session: str | None = None
@@ -295,6 +320,9 @@ VERBS: dict[str, Verb] = {
         _verb("viewer_close", session="viewer_id", told=True),
         _verb("viewer_choose_layer", session="viewer_id", told=True),
         _verb("close_router", told=True),
+        _verb("recording_start"),
+        _verb("recording_stop"),
+        _verb("recording_status"),
     )
 }
 
@@ -371,6 +399,36 @@ class ViewerQuality(GatewayEvent):
     heights: tuple[int, ...]
     auto: bool
     paused: bool
+
+
+@dataclass(frozen=True)
+class RecordingBegan(GatewayEvent):
+    """The SFU opened the recording's spool file ``path`` (``container``: ``webm`` or
+    ``mp4``)."""
+
+    recording_id: str
+    path: str
+    container: str
+
+
+@dataclass(frozen=True)
+class RecordingEnded(GatewayEvent):
+    """The SFU stopped writing the recording (``reason``: ``ended``, ``stopped``,
+    ``size_limit``, ``duration_limit``, ``disk_full``, ``failed``; ``detail``: a sentence
+    for people) and finalized its spool file ``path``, which holds what the other fields
+    say (``size`` 0: nothing was recorded, no file)."""
+
+    recording_id: str
+    path: str
+    reason: str
+    detail: str
+    duration: float
+    size: int
+    video_codec: str | None
+    audio_codec: str | None
+    width: int | None
+    height: int | None
+    video_frames: int
 
 
 @dataclass(frozen=True)

@@ -38,6 +38,7 @@ from sfu import (
     ViewerQualityChanged,
 )
 from sfu.bandwidth import EstimatorSettings
+from sfu.events import RecordingStarted, RecordingStopped
 from sfu.ice_config import HostNetwork, restart_ice
 from sfu.quality import QualityOptions
 from sfu.sdp_validation import validate_description
@@ -58,12 +59,17 @@ from signaling.gateway.contract import (
     PublisherEnded,
     PublisherUp,
     PublishResult,
+    RecordingBegan,
+    RecordingEnded,
+    RecordingProgress,
+    SfuGatewayError,
     ViewerEnded,
     ViewerQuality,
     ViewerUp,
     ViewResult,
     connection_lost,
 )
+from signaling.gateway.recording import recording_spec
 from signaling.ice import PeerRole, ice_servers
 from signaling.session_limits import SessionCaps, SessionLimits, turn_servers_configured
 
@@ -343,6 +349,31 @@ class EmbeddedGateway:
         if viewer is not None:
             viewer.quality.choose(layer)
 
+    # --- recording -------------------------------------------------------------------
+
+    async def recording_start(self, *, stream_id: str, recording_id: str) -> None:
+        router = self.router(stream_id)
+        if router is None:
+            raise ConflictError("The broadcast is not on this media server.", code="no_broadcast")
+        try:
+            router.start_recording(recording_spec(recording_id))
+        except OSError as exc:  # the spool directory cannot be written
+            raise SfuGatewayError(f"Recording could not start: {exc.strerror or exc}") from exc
+
+    async def recording_stop(self, *, stream_id: str) -> None:
+        router = self.router(stream_id)
+        if router is not None:
+            router.stop_recording("stopped")
+
+    async def recording_status(self, *, stream_id: str) -> RecordingProgress | None:
+        router = self.router(stream_id)
+        status = router.recording if router is not None else None
+        if status is None:
+            return None
+        return RecordingProgress(
+            recording_id=status.recording_id, bytes=status.bytes, seconds=status.seconds
+        )
+
     # --- events from the SFU -----------------------------------------------------------
 
     def _on_event(self, event: SfuEvent) -> None:
@@ -400,6 +431,25 @@ class EmbeddedGateway:
             return [BroadcastClosed(stream_id)]
         if isinstance(event, ThumbnailTaken):
             return [PosterTaken(stream_id, event.jpeg, event.width, event.height)]
+        if isinstance(event, RecordingStarted):
+            return [RecordingBegan(stream_id, event.recording_id, event.path, event.container)]
+        if isinstance(event, RecordingStopped):
+            return [
+                RecordingEnded(
+                    stream_id,
+                    event.recording_id,
+                    event.path,
+                    event.reason,
+                    event.detail,
+                    event.duration,
+                    event.size,
+                    event.video_codec,
+                    event.audio_codec,
+                    event.width,
+                    event.height,
+                    event.video_frames,
+                )
+            ]
         return []
 
     def _holds_publisher(self, event: PublisherClosed) -> bool:

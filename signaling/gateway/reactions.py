@@ -12,6 +12,8 @@ gateway events (``contract.GatewayEvent``) and runs what ``react`` returns for e
 - a broadcast whose publisher did not come back within its grace period ends
   (``broadcast.services``, reason ``publisher_lost``);
 - a thumbnail of a live stream's video becomes its poster (``stream_poster_set``);
+- a recording the SFU opened is noted where it is written; one it stopped is finalized,
+  stored and finished (``signaling.gateway.recording``);
 - a WHEP viewer is counted once connected; the WHIP/WHEP session of a peer that went away
   ends (``signaling.http_session_store``), uncounting a WHEP viewer who was counted.
 
@@ -42,11 +44,14 @@ from signaling.gateway.contract import (
     PublisherDown,
     PublisherEnded,
     PublisherUp,
+    RecordingBegan,
+    RecordingEnded,
     ViewerEnded,
     ViewerQuality,
     ViewerUp,
     session_id,
 )
+from signaling.gateway.recording import recording_began, recording_ended
 from signaling.groups import announce_viewers, group_send
 from signaling.http_session_store import HttpSession, SessionKind, session_store
 from viewers.models import ViewerSession as ViewerRecord
@@ -96,6 +101,17 @@ def react(event: GatewayEvent, *, worker_id: str | None = None) -> list[Work]:
         work.append(end_abandoned_broadcast(event.stream_id))
     elif isinstance(event, PosterTaken):
         work.append(_poster_store(event))
+    elif isinstance(event, RecordingBegan):
+        work.append(
+            recording_began(
+                recording_id=event.recording_id,
+                path=event.path,
+                container=event.container,
+                worker_id=worker_id,
+            )
+        )
+    elif isinstance(event, RecordingEnded):
+        work.append(recording_ended(event))
     return work
 
 

@@ -11,8 +11,9 @@ Every ``HEARTBEAT_SECONDS`` it writes its record and load to the worker director
 (``signaling.gateway.directory``) and looks for workers whose record expired: it closes
 its own pipes and edges that depended on them, and one worker announces each death to the
 affected streams' groups (``sfu.worker_gone``), whose watch pages then get a fresh offer on
-a live worker (and stay counted once: their WebSocket is what counts them), and ends the
-dead worker's WHIP/WHEP sessions, uncounting its WHEP viewers.
+a live worker (and stay counted once: their WebSocket is what counts them), ends the
+dead worker's WHIP/WHEP sessions, uncounting its WHEP viewers, and finishes the recordings
+it was writing on this machine (``signaling.gateway.recording``).
 """
 
 from __future__ import annotations
@@ -44,6 +45,7 @@ from signaling.gateway.contract import (
 )
 from signaling.gateway.directory import HEARTBEAT_SECONDS, WorkerDirectory, WorkerInfo
 from signaling.gateway.embedded import EmbeddedGateway
+from signaling.gateway.recording import recordings_repair_workers
 from signaling.http_session_store import SESSION_TTL_SECONDS, SessionKind, session_store
 
 logger = logging.getLogger(__name__)
@@ -152,6 +154,10 @@ class SfuWorker:
         period, then ends unless its publisher came back somewhere."""
         for stream_id in await database_sync_to_async(stream_ids_live)():
             self._tasks.spawn(self._end_unless_republished(str(stream_id)))
+        # Recordings a dead worker of this machine left open (its death announced from
+        # another machine, or the whole cluster restarted): finished from their files.
+        alive = {worker.id for worker in await self.directory.workers()}
+        await recordings_repair_workers(dead=lambda w: w not in alive, claimant=self.id)
 
     # --- load and liveness ---------------------------------------------------------------
 
@@ -231,6 +237,10 @@ class SfuWorker:
         # Its WHIP/WHEP peers are gone with it: its WHEP viewers are uncounted now (its
         # watch pages stay counted: they move), and the sessions kept as ended.
         await reactions.sessions_end_for_worker(worker_id=worker_id)
+        # The recordings it was writing on this machine are finished from their files.
+        self._tasks.spawn(
+            recordings_repair_workers(dead=lambda w: w == worker_id, claimant=self.id)
+        )
 
     async def _end_unless_republished(self, stream_id: str) -> None:
         """The grace period the dead origin was keeping for its publisher, kept here: a
