@@ -16,7 +16,7 @@ from django.utils import timezone
 from django.utils.text import slugify
 
 from broadcast.models import Stream, StreamKey
-from broadcast.signals import stream_key_revoked, stream_state_changed
+from broadcast.signals import stream_key_revoked, stream_record_changed, stream_state_changed
 from broadcast.storage import thumbnail_storage
 from onair.conf import onair_settings
 from onair.exceptions import (
@@ -142,8 +142,8 @@ def stream_update(
     visibility: str | None = None,
     record: bool | None = None,
 ) -> Stream:
-    """Change the given fields; ``None`` leaves a field as it is. ``record`` applies from
-    the next broadcast (or publisher reconnect) on."""
+    """Change the given fields; ``None`` leaves a field as it is. Changing ``record`` during
+    a broadcast starts or stops its recording (``stream_record_changed``)."""
     changes = {
         name: value
         for name, value in (
@@ -156,9 +156,12 @@ def stream_update(
     }
     if not changes:
         return stream
+    record_changed = "record" in changes and changes["record"] != stream.record
     for name, value in changes.items():
         setattr(stream, name, value)
     stream.save(update_fields=[*changes, "updated_at"])
+    if record_changed:
+        stream_record_changed.send(sender=Stream, stream=stream)
     return stream
 
 

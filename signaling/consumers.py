@@ -597,6 +597,11 @@ class WatchConsumer(_StreamConsumer):
     async def publisher_status(self, event: dict[str, Any]) -> None:
         await self.send_json("publisher", status=event["status"])
 
+    async def recording_state(self, event: dict[str, Any]) -> None:
+        """Viewers learn only the state a recording of the stream went to (a ``ready`` one
+        reloads the page's past broadcasts, which show only what this viewer may watch)."""
+        await self.send_json("recording", state=event["recording"]["state"])
+
     async def viewer_connected(self, event: dict[str, Any]) -> None:
         """The gateway: this page's viewer connection is up; count the viewer now."""
         if event["tag"] == self.viewer_tag and self.viewer_id is not None:

@@ -15,11 +15,12 @@ from django.db import transaction
 from django.dispatch import receiver
 
 from broadcast.models import Stream, StreamKey
-from broadcast.signals import stream_key_revoked, stream_state_changed
+from broadcast.signals import stream_key_revoked, stream_record_changed, stream_state_changed
 from recordings.models import Recording
 from recordings.signals import recording_state_changed
 from signaling.gateway import gateway
 from signaling.groups import announce_recording, announce_state, group_send
+from signaling.publishing import recording_switched
 
 
 @receiver(stream_state_changed, sender=Stream, dispatch_uid="signaling-announce-state")
@@ -53,3 +54,11 @@ def _key_revoked(sender: type[StreamKey], stream: Stream, key: StreamKey, **kwar
 def _recording_changed(sender: type[Recording], recording: Recording, **kwargs: Any) -> None:
     # The studio shows "● REC" and the reason a recording stopped, from any process.
     transaction.on_commit(lambda: async_to_sync(announce_recording)(recording))
+
+
+@receiver(stream_record_changed, sender=Stream, dispatch_uid="signaling-record-changed")
+def _record_changed(sender: type[Stream], stream: Stream, **kwargs: Any) -> None:
+    # Turned on or off during a broadcast (My streams, the API, the admin): at once.
+    if stream.is_live:
+        stream_id = stream.pk
+        transaction.on_commit(lambda: async_to_sync(recording_switched)(stream_id=stream_id))

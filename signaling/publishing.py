@@ -88,12 +88,13 @@ async def go_live(
     return Publication(result.session_id, result.answer_sdp, replaced=False)
 
 
-async def recording_ensure(*, stream: Stream) -> None:
+async def recording_ensure(*, stream: Stream, switched_on: bool = False) -> None:
     """Record the stream's live broadcast unless its router already does (a publisher
     back within the grace period carries the recording on) or it should not: the stream
     does not record, or this broadcast's recording was stopped on purpose (turned off, a
-    limit) and a reconnect must not undo that. A recording that cannot start is
-    ``failed`` with the reason; the broadcast goes on."""
+    limit) and a reconnect must not undo that (``switched_on``: the owner just turned
+    recording on again). A recording that cannot start is ``failed`` with the reason; the
+    broadcast goes on."""
     stream_id = str(stream.pk)
     try:
         if not stream.record or await gateway.recording_status(stream_id=stream_id) is not None:
@@ -101,7 +102,7 @@ async def recording_ensure(*, stream: Stream) -> None:
     except ApplicationError as exc:  # cluster mode: the origin did not answer
         logger.warning("recording status unknown, not starting one: %s", exc.message)
         return
-    recording = await database_sync_to_async(_recording_begin)(stream)
+    recording = await database_sync_to_async(_recording_begin)(stream, switched_on)
     if recording is None:
         return
     try:
@@ -113,8 +114,25 @@ async def recording_ensure(*, stream: Stream) -> None:
         )
 
 
-def _recording_begin(stream: Stream) -> Recording | None:
-    return recording_begin(stream=stream) if recording_may_start(stream=stream) else None
+def _recording_begin(stream: Stream, switched_on: bool) -> Recording | None:
+    if switched_on or recording_may_start(stream=stream):
+        return recording_begin(stream=stream)
+    return None
+
+
+async def recording_switched(*, stream_id: int) -> None:
+    """The stream's ``record`` switch changed during its broadcast: record it from now, or
+    stop its recording (reason ``stopped``; the broadcast goes on)."""
+    stream = await database_sync_to_async(Stream.objects.filter(pk=stream_id).first)()
+    if stream is None or not stream.is_live:
+        return
+    if stream.record:
+        await recording_ensure(stream=stream, switched_on=True)
+        return
+    try:
+        await gateway.recording_stop(stream_id=str(stream_id))
+    except ApplicationError as exc:  # cluster mode: the origin did not answer
+        logger.warning("could not stop the recording of stream %s: %s", stream_id, exc.message)
 
 
 def _publish_lock(stream_id: int) -> asyncio.Lock:

@@ -116,6 +116,10 @@ async def test_a_broadcast_becomes_one_ready_recording_that_plays(
     await studio.send({"type": "end"})
     done = await studio.expect("recording")
     assert (done["state"], done["reason"]) == ("ready", "ended")
+    # The watch page is told the state only (it reloads its past broadcasts when ready).
+    while (heard := await socket.expect("recording"))["state"] == "recording":
+        pass
+    assert heard == {"type": "recording", "state": "ready"}
     recording = await finished(stream)
     assert [r.pk for r in await rows(stream)] == [recording.pk]
     assert str(recording.pk) == began["id"]
@@ -243,3 +247,43 @@ async def test_a_recording_a_crash_left_open_is_finished_from_its_file(
     assert (await gateway.recording_status(stream_id=str(stream.pk))) is not None
     await publisher.close()
     await studio.close()
+
+
+async def test_turning_recording_off_and_on_during_a_broadcast(owner: User, stream: Stream) -> None:
+    studio, publisher = await go_live(stream, owner)
+    first = await studio.expect("recording")
+    socket, viewer = await watch(stream)
+    assert await viewer.wait_for_frames(video=10, within=20)
+    api = APIClient()
+    await database_sync_to_async(api.force_login)(owner)
+    path = f"/api/v1/streams/{stream.slug}/"
+
+    off = await database_sync_to_async(api.patch)(path, {"record": False}, format="json")
+    assert off.json()["record"] is False
+    stopped = await studio.expect("recording")
+    assert (stopped["id"], stopped["state"], stopped["reason"]) == (first["id"], "ready", "stopped")
+    before = viewer.video.frames
+    assert await wait_until(lambda: viewer.video.frames > before + 30, 20)
+
+    await database_sync_to_async(api.patch)(path, {"record": True}, format="json")
+    again = await studio.expect("recording")
+    assert again["state"] == "recording"
+    assert again["id"] != first["id"]
+
+    async def written() -> int:
+        status = await gateway.recording_status(stream_id=str(stream.pk))
+        return status.bytes if status is not None else 0
+
+    deadline = asyncio.get_running_loop().time() + 20
+    while await written() < 20_000:  # from the next keyframe on
+        assert asyncio.get_running_loop().time() < deadline
+        await asyncio.sleep(0.2)
+    await studio.send({"type": "end"})
+    while (last := await studio.expect("recording"))["id"] != again["id"]:
+        pass
+    assert (last["state"], last["reason"]) == ("ready", "ended")
+    assert {r.state for r in await rows(stream)} == {"ready"}
+    for peer in (publisher, viewer):
+        await peer.close()
+    for sock in (studio, socket):
+        await sock.close()
