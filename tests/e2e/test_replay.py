@@ -230,3 +230,22 @@ def test_replay_plays_and_seeks(
     _shot(page, f"replay-{container}")
     # the browser asked for byte ranges and was answered with 206
     assert any(status == 206 and ranged for status, ranged in served), served
+
+
+def test_my_streams_record_switch(onair_server: OnAirServer, logged_in_page: Page) -> None:
+    """The Record switch changes the stream's ``record`` through the API (PATCH), kept across
+    a reload."""
+    page = logged_in_page
+    switch = page.locator(f'tr[data-slug="{onair_server.demo_slug}"] input[role="switch"]')
+    expect(switch).to_have_accessible_name(re.compile(r"^Record “OnAir demo”$"))
+    wanted = not switch.is_checked()
+
+    with page.expect_response(lambda response: response.request.method == "PATCH" and response.ok):
+        switch.set_checked(wanted)
+
+    page.reload()
+    expect(switch).to_be_checked(checked=wanted)
+    with page.expect_response(lambda response: response.request.method == "PATCH"):
+        switch.set_checked(not wanted)
+    page.reload()
+    expect(switch).to_be_checked(checked=not wanted)
