@@ -5,7 +5,10 @@ never decoded.
 ``FrameAssembler`` takes the packets of one incoming stream as they arrive (a ``Producer``'s
 tap hands them over after aiortc's receiver has unwrapped retransmissions) and returns the
 frames they complete: a VP8 frame as the decoder takes it, an H.264 access unit in Annex-B
-form, an Opus packet as it is. A packet missing for ``max_delay`` seconds (or while
+form, an Opus packet as it is. A video frame is its packets with one timestamp: it is given
+out when the next packet in order has another (a sender may mark the end of its parameter
+sets apart from the picture that follows with the same timestamp, as FFmpeg does), or when
+the stream ends. A packet missing for ``max_delay`` seconds (or while
 ``max_packets`` wait behind it) is lost: the frame it belonged to is dropped, and video waits
 for the next keyframe, since the frames after a loss refer to what was lost.
 """
@@ -79,6 +82,8 @@ class FrameAssembler:
         self._frame_timestamp = 0
         self._frame_keyframe = False
         self._frame_size: tuple[int, int] | None = None
+        self._frame_arrival = 0.0  # when its last packet so far arrived
+        self._marked = False  # a packet of it had the marker bit
         self.waiting_keyframe = self._video
         self.frames = 0
         self.packets_lost = 0
@@ -92,7 +97,7 @@ class FrameAssembler:
         with any that a loss given up on (``max_delay``) lets through."""
         out: list[EncodedFrame] = []
         if packet.ssrc != self._ssrc:
-            self._restart(packet.ssrc)
+            self._restart(packet.ssrc, out)
         sequence_number = packet.sequence_number
         if self._next is None:
             self._next = sequence_number
@@ -102,7 +107,7 @@ class FrameAssembler:
             self._drain(out, now)  # it still tells the time: a gap may be given up
             return out
         if ahead > _MAX_JUMP:  # a jump no reordering explains: a new start
-            self._lose(0)
+            self._lose(0, out)
             self._held.clear()
             self._next = sequence_number
         self._held[sequence_number] = (packet, now)
@@ -111,17 +116,18 @@ class FrameAssembler:
 
     def flush(self, now: float) -> list[EncodedFrame]:
         """The stream ends: what the packets held complete, as if every gap were lost. A
-        frame whose last packet has not arrived is dropped."""
+        frame whose last packet (its marker) has not arrived is dropped."""
         out: list[EncodedFrame] = []
         while self._held:
-            self._skip_gap()
+            self._skip_gap(out)
             self._drain(out, now, give_up=False)
-        self._drop_frame()
+        self._end_frame(out)
         return out
 
-    def _restart(self, ssrc: int) -> None:
-        if self._parts or self._held:
+    def _restart(self, ssrc: int, out: list[EncodedFrame]) -> None:
+        if self._held:
             self.frames_dropped += 1
+        self._end_frame(out)
         self._ssrc = ssrc
         self._next = None
         self._held.clear()
@@ -142,23 +148,26 @@ class FrameAssembler:
             oldest = min(arrival for _, arrival in held.values())
             if now - oldest < self.max_delay and len(held) <= self.max_packets:
                 return
-            self._skip_gap()
+            self._skip_gap(out)
 
-    def _skip_gap(self) -> None:
+    def _skip_gap(self, out: list[EncodedFrame]) -> None:
         """Count the packets before the first one held as lost and go on from it."""
         assert self._next is not None
         first = min(self._held, key=lambda s: (s - (self._next or 0)) & _SEQ_MASK)
-        self._lose((first - self._next) & _SEQ_MASK)
+        self._lose((first - self._next) & _SEQ_MASK, out)
         self._next = first
 
-    def _lose(self, count: int) -> None:
+    def _lose(self, count: int, out: list[EncodedFrame]) -> None:
         self.packets_lost += count & _SEQ_MASK
-        self._drop_frame()
+        self._end_frame(out)
         if self._video:
             self.waiting_keyframe = True
 
-    def _drop_frame(self) -> None:
-        if self._parts:
+    def _end_frame(self, out: list[EncodedFrame]) -> None:
+        """No more of the frame under way: given out if its marker came, else dropped."""
+        if self._parts and self._marked:
+            self._complete(out)
+        elif self._parts:
             self.frames_dropped += 1
             self._parts = []
 
@@ -168,8 +177,9 @@ class FrameAssembler:
             self._emit(out, [packet.payload], packet.timestamp, False, None, arrival)
             return
         if self._parts and packet.timestamp != self._frame_timestamp:
-            # a new frame, in sequence after the last one: that one ended without a marker
-            self._complete(out, arrival)
+            # a new frame, in sequence after the last one: that one is whole (with or
+            # without its marker)
+            self._complete(out)
         if not self._parts:
             keyframe = self._detect_keyframe is not None and self._detect_keyframe(packet.payload)
             if self.waiting_keyframe and not keyframe:
@@ -183,15 +193,17 @@ class FrameAssembler:
             self._frame_size = (
                 self._read_size(packet.payload) if keyframe and self._read_size else None
             )
+            self._marked = False
         elif len(self._parts) >= MAX_FRAME_PACKETS:
-            self._drop_frame()
+            self._marked = False
+            self._end_frame(out)
             self.waiting_keyframe = True
             return
         self._parts.append(packet.payload)
-        if packet.marker:
-            self._complete(out, arrival)
+        self._frame_arrival = arrival
+        self._marked = self._marked or bool(packet.marker)
 
-    def _complete(self, out: list[EncodedFrame], arrival: float) -> None:
+    def _complete(self, out: list[EncodedFrame]) -> None:
         parts, self._parts = self._parts, []
         depayload = self._depayload
         if depayload is not None:
@@ -202,7 +214,12 @@ class FrameAssembler:
                 self.waiting_keyframe = True
                 return
         self._emit(
-            out, parts, self._frame_timestamp, self._frame_keyframe, self._frame_size, arrival
+            out,
+            parts,
+            self._frame_timestamp,
+            self._frame_keyframe,
+            self._frame_size,
+            self._frame_arrival,
         )
 
     def _emit(

@@ -10,12 +10,15 @@ closed with its index when the recording stops (an MP4 is then rewritten with it
 front: ``sfu.recording_files.finalize``).
 
 Timestamps come from RTP, per source (an SSRC of a producer): a source's first frame is
-placed at the time it arrived since the recording began, the frames after it by their RTP
-timestamps. A new source (a publisher that reconnected or was replaced, another simulcast
-layer) and a timestamp that strays over ``RESYNC_SECONDS`` from its arrival time (a track
-replaced in the same stream) are placed afresh by arrival, so the file keeps the broadcast's
-own timeline, pauses included, and audio and video stay together. Audio gaps are filled
-with Opus silence so that the audio track runs through. The first frame written is the
+placed at the time it arrived since the recording began, each frame after it by its RTP
+timestamp's step from the one before. A new source (a publisher that reconnected or was
+replaced, another simulcast layer) and a step that goes back or differs by over
+``RESYNC_SECONDS`` from the time between the two frames' arrivals (a track replaced in the
+same stream, a restarted sender) are placed afresh by arrival, so the file keeps the
+broadcast's own timeline, pauses included, and audio and video stay together; a sender's
+clock that runs ahead of its arrivals (FFmpeg's ``-re`` sends its first half second at once)
+stays as it is. Audio gaps are filled with Opus silence so that the audio track runs through.
+The first frame written is the
 first video keyframe (the first audio frame without video).
 
 Limits (``RecordingSpec``) stop the recording with a reason; the broadcast goes on.
@@ -56,8 +59,8 @@ logger = logging.getLogger(__name__)
 FRAGMENT_SECONDS = 1.0
 # How often the file size, the duration so far and the disk's free space are checked.
 CHECK_SECONDS = 1.0
-# A source's RTP timestamp this far from where its arrival puts it is a jump (a replaced
-# track, a stalled sender): the source is placed afresh by arrival.
+# A step between two frames' RTP timestamps this far from the time between their arrivals is
+# a jump (a replaced track, a restarted sender): the source is placed afresh by arrival.
 RESYNC_SECONDS = 1.0
 # Frames of a kind are at least this far apart in the file (a muxer's time base is 1 ms).
 MIN_STEP_SECONDS = 0.001
@@ -111,6 +114,25 @@ class RecordingStatus:
     started_at: float
 
 
+def opus_samples(packet: bytes) -> int:
+    """How many 48 kHz samples an Opus packet holds, from its TOC (RFC 6716 3.1); 0 for
+    one too short to say."""
+    if not packet:
+        return 0
+    config, code = packet[0] >> 3, packet[0] & 0x03
+    if config < 12:  # SILK: 10, 20, 40, 60 ms
+        frame = (480, 960, 1920, 2880)[config & 3]
+    elif config < 16:  # hybrid: 10, 20 ms
+        frame = (480, 960)[config & 1]
+    else:  # CELT: 2.5, 5, 10, 20 ms
+        frame = (120, 240, 480, 960)[config & 3]
+    if code == 0:
+        return frame
+    if code in (1, 2):
+        return 2 * frame
+    return frame * (packet[1] & 0x3F) if len(packet) > 1 else 0
+
+
 class _Input:
     """The tap on one producer for one kind: frames to the recorder, and a keyframe
     request whenever video waits for one."""
@@ -153,11 +175,10 @@ class _Track:
         self.clock_rate = CLOCK_RATES[kind]
         self.time_base = Fraction(1, self.clock_rate)
         self.source: tuple[int, int] | None = None  # (id of the input, SSRC)
-        self.last_timestamp = 0  # RTP, 32 bits
-        self.ticks = 0  # the last frame's RTP timestamp, unwrapped
-        self.anchor_ticks = 0
-        self.anchor_seconds = 0.0
-        self.last_seconds = -1.0  # the last frame's time in the file
+        self.last_timestamp = 0  # the last frame's RTP timestamp
+        self.last_elapsed = 0.0  # when it arrived, since the recording's first frame
+        self.last_seconds = -1.0  # its time in the file
+        self.end = 0.0  # ... and where it ends (an audio frame's duration after it)
         self.frames = 0
         self.resyncs = 0
 
@@ -165,20 +186,21 @@ class _Track:
         """Where a frame of ``source`` with RTP ``timestamp`` that arrived ``elapsed``
         seconds into the recording goes in the file (seconds)."""
         if source == self.source:
-            step = (timestamp - self.last_timestamp) & 0xFFFFFFFF
-            self.ticks += step - (1 << 32) if step >= 1 << 31 else step
-            self.last_timestamp = timestamp
-            seconds = self.anchor_seconds + (self.ticks - self.anchor_ticks) / self.clock_rate
-            if seconds > self.last_seconds and abs(seconds - elapsed) <= RESYNC_SECONDS:
-                self.last_seconds = seconds
-                return seconds
+            ticks = (timestamp - self.last_timestamp) & 0xFFFFFFFF
+            step = (ticks - (1 << 32) if ticks >= 1 << 31 else ticks) / self.clock_rate
+            if step > 0 and abs(step - (elapsed - self.last_elapsed)) <= RESYNC_SECONDS:
+                return self._placed(timestamp, elapsed, self.last_seconds + step)
             self.resyncs += 1
         self.source = source
+        return self._placed(
+            timestamp, elapsed, max(elapsed, self.last_seconds + MIN_STEP_SECONDS, 0.0)
+        )
+
+    def _placed(self, timestamp: int, elapsed: float, seconds: float) -> float:
         self.last_timestamp = timestamp
-        self.ticks = self.anchor_ticks = timestamp
-        self.anchor_seconds = max(elapsed, self.last_seconds + MIN_STEP_SECONDS, 0.0)
-        self.last_seconds = self.anchor_seconds
-        return self.anchor_seconds
+        self.last_elapsed = elapsed
+        self.last_seconds = seconds
+        return seconds
 
 
 def _opus_parameters() -> Stream:
@@ -224,7 +246,9 @@ class Recorder:
         self._bytes_muxed = 0
         self._file_bytes = 0
         self._checks: asyncio.TimerHandle | None = None
-        self.mux_seconds_max = 0.0  # the longest a frame's muxing (and writing) took
+        # how long opening the file took, and the longest a frame's muxing (and writing) took
+        self.open_seconds = 0.0
+        self.mux_seconds_max = 0.0
         self._info: RecordingInfo | None = None
 
     # --- following the publisher ----------------------------------------------------------
@@ -286,16 +310,18 @@ class Recorder:
         """Mux one frame (``_Input`` calls it on the media path: no awaiting)."""
         if self.stopped or self._inputs.get(source.kind) is not source:
             return
-        began = time.perf_counter()
         try:
-            if self._container is None and not self._open(source, frame):
-                return
+            if self._container is None:
+                began = time.perf_counter()
+                if not self._open(source, frame):
+                    return
+                self.open_seconds = time.perf_counter() - began
+            began = time.perf_counter()
             self._mux(source, frame)
+            self.mux_seconds_max = max(self.mux_seconds_max, time.perf_counter() - began)
         except (av.error.FFmpegError, OSError) as error:
             self._write_failed(error)
             return
-        finally:
-            self.mux_seconds_max = max(self.mux_seconds_max, time.perf_counter() - began)
         track = self._tracks.get(frame.kind)
         if track is not None:
             self._check_limits(track.last_seconds)
@@ -381,6 +407,9 @@ class Recorder:
         packet.stream = track.stream
         packet.time_base = track.time_base
         packet.pts = packet.dts = round(seconds * track.clock_rate)
+        if track.kind == "audio":  # the file's duration then covers its last frame
+            packet.duration = opus_samples(data)
+        track.end = seconds + (packet.duration or 0) / track.clock_rate
         packet.is_keyframe = keyframe
         self._container.mux(packet)
         self._bytes_muxed += len(data)
@@ -525,7 +554,7 @@ class Recorder:
         self._info = RecordingInfo(
             path=self.path,
             container=self.container_name,
-            duration=self.seconds + (OPUS_FRAME_SECONDS if audio is not None else 0.0),
+            duration=max(t.end for t in self._tracks.values()),
             size=os.stat(self.path).st_size,
             video_codec="vp8" if video is not None else None,
             audio_codec="opus" if audio is not None else None,

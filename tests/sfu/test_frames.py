@@ -228,3 +228,28 @@ async def test_audio_packets_are_frames_as_they_are(captured: Captured) -> None:
 async def test_an_unknown_video_codec_is_refused() -> None:
     with pytest.raises(ValueError, match="no depayloader"):
         FrameAssembler("video/AV1")
+
+
+async def test_a_marker_before_the_end_of_its_frame_leaves_it_whole(captured: Captured) -> None:
+    """FFmpeg marks the packet of its parameter sets, then sends the picture with the same
+    timestamp: one frame all the same."""
+    _, whole = _assemble(captured.video_mime, captured.video)
+    early: list[RtpPacket] = []
+    for index, p in enumerate(captured.video):
+        following = captured.video[index + 1] if index + 1 < len(captured.video) else None
+        marker = p.marker or (following is not None and following.timestamp == p.timestamp)
+        early.append(
+            RtpPacket(
+                payload_type=p.payload_type,
+                marker=marker,  # every packet marked
+                sequence_number=p.sequence_number,
+                timestamp=p.timestamp,
+                ssrc=p.ssrc,
+                payload=p.payload,
+            )
+        )
+    assert sum(p.marker for p in early) > sum(p.marker for p in captured.video)
+    assembler, frames = _assemble(captured.video_mime, early)
+    assert [f.data for f in frames] == [f.data for f in whole]
+    assert [f.keyframe for f in frames] == [f.keyframe for f in whole]
+    assert assembler.frames_dropped == 0

@@ -12,6 +12,7 @@ from pathlib import Path
 import pytest
 
 from sfu import RecordingSpec, RecordingStarted, RecordingStopped, Router
+from sfu.recorder import OPUS_SILENCE, opus_samples
 from testpeers import CodecSpy, TestClients, aiortc_hooks, wait_until
 from testpeers.simulcast import SMALL_LAYERS, SimulcastPublisher
 from tests.sfu.recordings import SyncPublishers, decode
@@ -97,7 +98,7 @@ async def test_vp8_opus_across_a_reconnect_and_a_switch_decodes_end_to_end(
         decoded.container_duration,
         broadcast,
     )
-    assert abs(stopped.duration - decoded.container_duration) < 0.1
+    assert abs(stopped.duration - decoded.container_duration) < 0.01
     assert abs(decoded.audio_end - decoded.container_duration) < 0.1  # silence fills the gap
     # every frame the publishers sent while recording, but for the reconnect's first ones
     assert len(decoded.video) >= 0.8 * 30 * (broadcast - 1.0)
@@ -167,7 +168,7 @@ async def test_unrepaired_loss_costs_frames_up_to_the_next_keyframe_and_all_deco
     assert decoded.sizes == {(320, 240)}
     assert (stopped.width, stopped.height) == (320, 240)
     assert stopped.video_frames == len(decoded.video)
-    assert abs(stopped.duration - decoded.container_duration) < 0.1
+    assert abs(stopped.duration - decoded.container_duration) < 0.01
     assert abs(decoded.container_duration - (ended - began)) < 0.2
     # each loss costs its frame and those up to the next keyframe (≤ 0.5 s + a request)
     frames_after = sum(
@@ -320,3 +321,12 @@ async def test_a_tap_that_raises_is_removed_and_viewers_keep_receiving(
     assert await viewer.wait_for_frames(video=frames + 20)
     assert broken.calls == 1
     assert "packet tap failed" in caplog.text
+
+
+def test_opus_samples_from_the_toc() -> None:
+    assert opus_samples(OPUS_SILENCE) == 960  # CELT 20 ms, one frame
+    assert opus_samples(bytes([0x78 | 0x00, 0])) == 960  # hybrid fullband 20 ms (config 15)
+    assert opus_samples(bytes([0x18, 0])) == 2880  # SILK 60 ms (config 3)
+    assert opus_samples(bytes([0xF8 | 0x01, 0])) == 1920  # two CELT 20 ms frames
+    assert opus_samples(bytes([0xF3, 0x05])) == 5 * 480  # code 3: five CELT 10 ms frames
+    assert opus_samples(b"") == 0
