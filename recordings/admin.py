@@ -115,7 +115,11 @@ class RecordingAdmin(admin.ModelAdmin):
         if not recording.is_ready:
             return "—"
         url = reverse("recordings-api:recording-download", kwargs={"recording_id": recording.pk})
-        return format_html('<a href="{}">download</a>', url)
+        return format_html(
+            '<a href="{}">replay</a> · <a href="{}">download</a>',
+            recording.get_absolute_url(),
+            url,
+        )
 
     @admin.action(
         description="Delete the selected recordings and their files", permissions=["delete"]

@@ -5,6 +5,7 @@ from __future__ import annotations
 import uuid
 
 from django.db import models
+from django.urls import reverse
 
 from broadcast.models import Stream
 from recordings.storage import recording_storage
@@ -69,6 +70,10 @@ class Recording(models.Model):
 
     def __str__(self) -> str:
         return f"{self.stream} — {self.started_at:%Y-%m-%d %H:%M}"
+
+    def get_absolute_url(self) -> str:
+        """Its replay page."""
+        return reverse("recordings:replay", kwargs={"recording_id": self.pk})
 
     @property
     def is_ready(self) -> bool:

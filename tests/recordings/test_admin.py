@@ -32,6 +32,7 @@ def test_changelist_links_the_stream_and_the_file_and_filters_by_state(
     html = admin_client.get(CHANGELIST).content.decode()
     assert f"/admin/broadcast/stream/{stream.pk}/change/" in html
     assert f"/api/v1/recordings/{ready.pk}/download/" in html
+    assert f'href="/recordings/{ready.pk}/"' in html  # its replay page
     assert "0:01:02" in html  # 61.5 s
     assert "640x480" in html
 
