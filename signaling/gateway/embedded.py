@@ -77,6 +77,7 @@ logger = logging.getLogger(__name__)
 
 CLOSE_WAIT_SECONDS = 10.0  # for close_all: the work the routers' closing set off
 RESTART_RETRY_SECONDS = 2  # Retry-After of a session refused by a stopping process
+RESTART_DETAIL = "The server recording it stopped (a restart); kept up to then."
 
 # A listener of gateway events: what it returns, if anything, runs as one of the gateway's
 # tasks.
@@ -434,13 +435,17 @@ class EmbeddedGateway:
         if isinstance(event, RecordingStarted):
             return [RecordingBegan(stream_id, event.recording_id, event.path, event.container)]
         if isinstance(event, RecordingStopped):
+            reason, detail = event.reason, event.detail
+            if self._stopping and reason == "ended":
+                # The broadcast stays live through a restart: not its end.
+                reason, detail = "interrupted", RESTART_DETAIL
             return [
                 RecordingEnded(
                     stream_id,
                     event.recording_id,
                     event.path,
-                    event.reason,
-                    event.detail,
+                    reason,
+                    detail,
                     event.duration,
                     event.size,
                     event.video_codec,

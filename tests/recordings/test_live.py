@@ -24,7 +24,8 @@ from broadcast.services import IssuedKey, stream_create
 from recordings.models import Recording
 from recordings.services import recording_begin
 from signaling.gateway import gateway, recordings_repair
-from testpeers import TestPublisher, matches_pattern, wait_until
+from signaling.gateway.embedded import EmbeddedGateway
+from testpeers import TestPublisher, matches_pattern, wait_until, wait_until_awaited
 from tests.signaling.test_consumers import Socket, go_live, watch
 
 pytestmark = [pytest.mark.django_db(transaction=True), pytest.mark.timeout(120)]
@@ -287,3 +288,31 @@ async def test_turning_recording_off_and_on_during_a_broadcast(owner: User, stre
         await peer.close()
     for sock in (studio, socket):
         await sock.close()
+
+
+async def test_a_server_stopping_keeps_its_recordings_as_interrupted(
+    stream: Stream, recording_dirs: dict[str, Path]
+) -> None:
+    """SIGTERM: the broadcast stays live for its publisher to come back, and the recording
+    so far is finished as ``interrupted``, not as the broadcast's end."""
+    local = EmbeddedGateway()
+    publisher = TestPublisher()
+    stream_id = str(stream.pk)
+    published = await local.publish(stream_id=stream_id, offer_sdp=await publisher.create_offer())
+    await publisher.accept_answer(published.answer_sdp)
+    recording = await database_sync_to_async(recording_begin)(stream=stream)
+    await local.recording_start(stream_id=stream_id, recording_id=str(recording.pk))
+
+    async def written() -> bool:
+        status = await local.recording_status(stream_id=stream_id)
+        return status is not None and status.bytes > 20_000
+
+    assert await wait_until_awaited(written, 20)
+    await local.stopping()
+    await local.close_all()
+
+    await database_sync_to_async(recording.refresh_from_db)()
+    assert (recording.state, recording.stop_reason) == ("ready", "interrupted")
+    assert "restart" in recording.detail
+    assert decoded(recording_dirs["storage"] / recording.file.name)["video"] > 0
+    await publisher.close()
