@@ -1,9 +1,10 @@
 """Replay in real Chromium (#21 acceptance 3): a recording plays on its replay page, served by
 the range-serving view, and seeks to the middle and near the end, where it decodes frames.
 
-The recording is a real file made here with PyAV (VP8 + Opus in WebM, as the SFU records a
+The recordings are real files made here with PyAV (VP8 + Opus in WebM, as the SFU records a
 browser's broadcast; H.264 + Opus in MP4, as it records a WHIP encoder's), stored through
-the recordings' storage of the test server.
+the recordings' storage of the test server; and one recorded by the server from a studio's
+broadcast, with the studio's "● REC" and the watch page's way to it once it is ready.
 """
 
 from __future__ import annotations
@@ -12,13 +13,13 @@ import array
 import fractions
 import math
 import re
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from pathlib import Path
 from typing import Any, cast
 
 import av
 import pytest
-from playwright.sync_api import Page, expect
+from playwright.sync_api import Browser, BrowserContext, Page, expect
 
 from testpeers import pattern_planes
 from tests.e2e.conftest import ARTIFACTS, OnAirServer
@@ -126,6 +127,14 @@ def recording(
     delete_recording(onair_server, recording_id)
 
 
+def _page_in(browser: Browser, server: OnAirServer, opened: list[BrowserContext]) -> Page:
+    """A page of a browser context of its own (another person)."""
+    context = browser.new_context(base_url=server.base_url)
+    context.set_default_timeout(15_000)
+    opened.append(context)
+    return context.new_page()
+
+
 def _shot(page: Page, name: str) -> None:
     ARTIFACTS.mkdir(parents=True, exist_ok=True)
     page.screenshot(path=str(ARTIFACTS / f"{name}.png"), full_page=True)
@@ -230,6 +239,70 @@ def test_replay_plays_and_seeks(
     _shot(page, f"replay-{container}")
     # the browser asked for byte ranges and was answered with 206
     assert any(status == 206 and ranged for status, ranged in served), served
+
+
+def test_a_broadcast_is_recorded_then_replayed(
+    browser: Browser,
+    onair_server: OnAirServer,
+    contexts: list[BrowserContext],
+    login: Callable[[Page, str, str], None],
+) -> None:
+    """The studio shows "● REC" and its running time while the server records; when the
+    broadcast ends, its viewer is offered the recording as soon as it is ready, which plays
+    and seeks; a viewer arriving after the end finds it under Past broadcasts."""
+    server = onair_server
+    slug = "replay-flow"
+    server.manage(
+        "shell",
+        "-c",
+        "from django.contrib.auth.models import User; "
+        "from broadcast.services import stream_create; "
+        f"stream_create(owner=User.objects.get(username={server.demo_username!r}), "
+        f"title='Replay flow', slug={slug!r}, visibility='public', record=True)",
+    )
+    studio, viewer, late = (_page_in(browser, server, contexts) for _ in range(3))
+    login(studio, server.demo_username, server.demo_password)
+    viewer.goto(f"/watch/{slug}/")
+    studio.goto(f"/studio/{slug}/?simulcast=0")
+    studio.select_option("#resolution", "360p")
+    expect(studio.locator("#rec-indicator")).to_be_hidden()
+
+    studio.click("#go-live")
+
+    expect(studio.locator("#rec-indicator")).to_be_visible(timeout=20_000)
+    expect(studio.locator("#server-recording")).to_have_text("recording")
+    expect(studio.locator("#recording-announcement")).to_have_text(
+        "The server is recording this broadcast."
+    )
+    shown = studio.locator("#rec-elapsed").inner_text()
+    expect(studio.locator("#rec-elapsed")).not_to_have_text(shown)  # its timer runs
+    expect(viewer.locator("body")).to_have_attribute("data-playback", "playing")
+    expect(viewer.locator("#past-broadcasts")).to_be_hidden()  # while live
+    _shot(studio, "studio-recording")
+    studio.wait_for_timeout(4000)  # a few seconds of recording
+    studio.once("dialog", lambda dialog: dialog.accept())
+    studio.click("#end-broadcast")
+
+    expect(studio.locator("#rec-indicator")).to_be_hidden()
+    expect(studio.locator("#recording-notice")).to_be_hidden()  # ended: nothing to explain
+    link = viewer.locator("#replay-link")
+    expect(link).to_be_visible(timeout=30_000)
+    expect(viewer.locator("#recording-announcement")).to_have_text(
+        "The recording of this broadcast is ready to watch."
+    )
+    expect(viewer.locator("#past-broadcasts .recording-item")).to_have_count(1)
+    href = link.get_attribute("href") or ""
+    recording_id = href.rstrip("/").rsplit("/", 1)[-1]
+    _shot(viewer, "watch-ended-recording-ready")
+    late.goto(f"/watch/{slug}/")
+    expect(late.locator("#past-broadcasts")).to_be_visible()
+    expect(late.locator("#replay-link")).to_be_visible()
+    expect(late.locator("#replay-link")).to_have_attribute("href", href)
+
+    link.click()
+
+    viewer.wait_for_url(f"**/recordings/{recording_id}/")
+    play_and_seek(viewer, recording_id)
 
 
 def test_my_streams_record_switch(onair_server: OnAirServer, logged_in_page: Page) -> None:
