@@ -300,8 +300,12 @@ class Recorder:
         else:
             self.stop("failed", "the publisher sends nothing that can be recorded")
             return False
-        self.spec.directory.mkdir(parents=True, exist_ok=True)
         self.path = self.spec.directory / f"{self.spec.recording_id}.{self.container_name}"
+        try:
+            self.spec.directory.mkdir(parents=True, exist_ok=True)
+        except OSError as error:
+            self.stop("failed", f"the recordings' directory cannot be made: {error}")
+            return False
         return True
 
     # --- writing --------------------------------------------------------------------------

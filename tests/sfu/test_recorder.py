@@ -330,3 +330,18 @@ def test_opus_samples_from_the_toc() -> None:
     assert opus_samples(bytes([0xF8 | 0x01, 0])) == 1920  # two CELT 20 ms frames
     assert opus_samples(bytes([0xF3, 0x05])) == 5 * 480  # code 3: five CELT 10 ms frames
     assert opus_samples(b"") == 0
+
+
+async def test_a_directory_that_cannot_be_made_fails_the_recording_not_the_broadcast(
+    router: Router, clients: TestClients, tmp_path: Path
+) -> None:
+    events = Events(router)
+    await clients.publish(router)
+    blocker = tmp_path / "not-a-directory"
+    blocker.write_bytes(b"")
+    router.start_recording(RecordingSpec(recording_id="rec-1", directory=blocker / "spool"))
+    stopped = await events.wait_stopped()
+    assert stopped.reason == "failed"
+    assert "directory" in stopped.detail
+    viewer, _ = await clients.subscribe(router, decode=False)
+    assert await viewer.wait_for_frames(video=10, audio=10)
