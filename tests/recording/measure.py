@@ -9,6 +9,9 @@ for the SFU's recorder, through a ``Router`` in this process.
 - **ffmpeg**: FFmpeg's own WHIP muxer (H.264 baseline without B-frames + Opus, 640x360,
   the same marks drawn by lavfi) publishes for ``S`` seconds to a minimal WHIP endpoint in
   this process that hands its offer to the router (no web server: the SFU's part alone).
+  FFmpeg encodes from its start and sends what it made meanwhile once connected, and ``-re``
+  sends its first half second at once: its media runs ahead of the wall clock, and the file
+  (which holds the media sent) comes out that much longer than the broadcast's wall time.
 
 Each recording is decoded end to end with PyAV here (the server decodes nothing) and the
 script prints: the file's duration against the broadcast's (from ``start_recording`` to
@@ -135,9 +138,9 @@ async def measure_vp8(seconds: float, directory: Path) -> Run:
     try:
         with spy.installed():
             first, session = await sync.publish(router, width=640, height=360)
+            captured_before = sync.frames_sent
             began = recording.start()
             assert await wait_until(lambda: recording.started_at is not None, within=10)
-            captured_before = sync.frames_sent
             await asyncio.sleep(seconds / 3)
             await first.close()
             router.publisher_gone(session.id)
