@@ -56,13 +56,18 @@ def recording_begin(*, stream: Stream) -> Recording:
     return recording
 
 
-def recording_started(
-    *, recording_id: str, spool_path: str, container: str, host: str, worker: str
-) -> None:
-    """The SFU opened the recording's file: where (to finish it after a crash), and who
-    writes it (``worker``: the cluster worker, ``""`` in embedded mode)."""
+def recording_assigned(*, recording_id: str, host: str, worker: str) -> None:
+    """The SFU on ``host`` (the cluster ``worker``; ``""`` in embedded mode) records it: who
+    finishes it if that process dies."""
     Recording.objects.filter(pk=recording_id, state=Recording.State.RECORDING).update(
-        spool_path=spool_path, container=container, host=host, worker=worker
+        host=host, worker=worker
+    )
+
+
+def recording_started(*, recording_id: str, spool_path: str, container: str) -> None:
+    """The SFU opened the recording's file: where it is (to finish it after a crash)."""
+    Recording.objects.filter(pk=recording_id, state=Recording.State.RECORDING).update(
+        spool_path=spool_path, container=container
     )
 
 

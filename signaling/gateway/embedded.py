@@ -69,7 +69,7 @@ from signaling.gateway.contract import (
     ViewResult,
     connection_lost,
 )
-from signaling.gateway.recording import recording_spec
+from signaling.gateway.recording import recording_assign, recording_spec
 from signaling.ice import PeerRole, ice_servers
 from signaling.session_limits import SessionCaps, SessionLimits, turn_servers_configured
 
@@ -360,6 +360,7 @@ class EmbeddedGateway:
             router.start_recording(recording_spec(recording_id))
         except OSError as exc:  # the spool directory cannot be written
             raise SfuGatewayError(f"Recording could not start: {exc.strerror or exc}") from exc
+        await recording_assign(recording_id=recording_id, worker_id=self.worker_id)
 
     async def recording_stop(self, *, stream_id: str) -> None:
         router = self.router(stream_id)

@@ -104,10 +104,7 @@ def react(event: GatewayEvent, *, worker_id: str | None = None) -> list[Work]:
     elif isinstance(event, RecordingBegan):
         work.append(
             recording_began(
-                recording_id=event.recording_id,
-                path=event.path,
-                container=event.container,
-                worker_id=worker_id,
+                recording_id=event.recording_id, path=event.path, container=event.container
             )
         )
     elif isinstance(event, RecordingEnded):

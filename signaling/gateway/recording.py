@@ -28,6 +28,7 @@ from recordings.models import Recording
 from recordings.selectors import recording_list_unfinished
 from recordings.services import (
     RecordingFile,
+    recording_assigned,
     recording_claim,
     recording_finish,
     recording_started,
@@ -41,6 +42,7 @@ from signaling.gateway.contract import RecordingEnded
 logger = logging.getLogger(__name__)
 
 INTERRUPTED_DETAIL = "The server recording it stopped abruptly; kept up to that moment."
+NOTHING_LEFT_DETAIL = "The server recording it stopped abruptly, and no file of it was found."
 
 
 def recording_spec(recording_id: str) -> RecordingSpec:
@@ -61,15 +63,16 @@ def this_host() -> str:
     return socket.gethostname()
 
 
-async def recording_began(
-    *, recording_id: str, path: str, container: str, worker_id: str | None
-) -> None:
+async def recording_assign(*, recording_id: str, worker_id: str | None) -> None:
+    """This process (the cluster worker ``worker_id``) records ``recording_id``."""
+    await database_sync_to_async(recording_assigned)(
+        recording_id=recording_id, host=this_host(), worker=worker_id or ""
+    )
+
+
+async def recording_began(*, recording_id: str, path: str, container: str) -> None:
     await database_sync_to_async(recording_started)(
-        recording_id=recording_id,
-        spool_path=path,
-        container=container,
-        host=this_host(),
-        worker=worker_id or "",
+        recording_id=recording_id, spool_path=path, container=container
     )
 
 
@@ -90,7 +93,7 @@ def _finalize_and_store(
     ``path`` when the SFU finalized it itself, else (left by a crash) it is finalized
     here."""
     if path is None or not path.exists():
-        return _Stored(problem="The recording's file was lost.")
+        return _Stored()
     if file is None:
         try:
             file = _described(finalize(path))
@@ -181,11 +184,12 @@ def _spool_path(recording: Recording) -> Path | None:
 
 async def _finish_left(recording: Recording) -> None:
     logger.info("finishing recording %s, left by a process that died", recording.pk)
+    path = _spool_path(recording)
     await recording_complete(
         recording_id=str(recording.pk),
-        path=_spool_path(recording),
+        path=path,
         reason=Recording.StopReason.INTERRUPTED,
-        detail=INTERRUPTED_DETAIL,
+        detail=INTERRUPTED_DETAIL if path is not None else NOTHING_LEFT_DETAIL,
     )
 
 

@@ -26,6 +26,7 @@ from recordings.selectors import (
     recording_may_start,
 )
 from recordings.services import (
+    recording_assigned,
     recording_begin,
     recording_delete,
     recording_finish,
@@ -75,13 +76,8 @@ def test_a_finished_file_moves_into_storage_and_the_row_is_ready(
     stream, _ = make_stream()
     recording = recording_begin(stream=stream)
     spooled = spool_file(recording)
-    recording_started(
-        recording_id=str(recording.pk),
-        spool_path=str(spooled),
-        container="webm",
-        host="here",
-        worker="",
-    )
+    recording_assigned(recording_id=str(recording.pk), host="here", worker="")
+    recording_started(recording_id=str(recording.pk), spool_path=str(spooled), container="webm")
 
     name = recording_store(recording_id=str(recording.pk), spool_path=spooled)
     finished = recording_finish(
@@ -144,13 +140,7 @@ def test_unfinished_recordings_are_found_by_where_they_are_written(make_stream: 
     mine = recording_begin(stream=stream)
     theirs = recording_begin(stream=stream)
     for recording, host, worker in ((mine, "a", "w1"), (theirs, "b", "w2")):
-        recording_started(
-            recording_id=str(recording.pk),
-            spool_path="/x",
-            container="webm",
-            host=host,
-            worker=worker,
-        )
+        recording_assigned(recording_id=str(recording.pk), host=host, worker=worker)
 
     assert set(recording_list_unfinished()) == {mine, theirs}
     assert list(recording_list_unfinished(host="a")) == [mine]
