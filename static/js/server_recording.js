@@ -14,6 +14,13 @@ function clock(seconds) {
   return h ? `${h}:${mmss}` : mmss;
 }
 
+// The server's detail ("the recording reached its 100000 byte limit") as a sentence.
+function sentence(text) {
+  const trimmed = text.trim();
+  const capital = trimmed.charAt(0).toUpperCase() + trimmed.slice(1);
+  return /[.!?]$/.test(capital) ? capital : `${capital}.`;
+}
+
 export function setupServerRecording(signaling, $) {
   const element = document.getElementById("onair-recording");
   if (!element) return null; // not the owner's studio
@@ -28,12 +35,12 @@ export function setupServerRecording(signaling, $) {
     document.body.dataset.serverRecording = recording ? "recording" : "";
   }
 
-  function stoppedText({ state: ended, reason, detail }) {
+  function stoppedText({ state: ended, reason, detail }, live = document.body.dataset.streamState === "live") {
     const why = ended === "failed"
       ? "Recording failed"
       : `Recording stopped: ${(config.stop_reasons[reason] || reason).toLowerCase()}`;
-    const goesOn = document.body.dataset.streamState === "live" ? " The broadcast goes on." : "";
-    return `${why}.${detail ? ` ${detail}` : ""}${goesOn}`;
+    const goesOn = live ? " The broadcast goes on." : "";
+    return `${why}.${detail ? ` ${sentence(detail)}` : ""}${goesOn}`;
   }
 
   function notice(text) {
@@ -65,6 +72,6 @@ export function setupServerRecording(signaling, $) {
   });
   setInterval(render, 1000);
   render();
-  if (config.stopped) notice(stoppedText(config.stopped));
+  if (config.stopped) notice(stoppedText(config.stopped, true)); // given while live only
   return state;
 }

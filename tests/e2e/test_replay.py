@@ -22,7 +22,8 @@ import pytest
 from playwright.sync_api import Browser, BrowserContext, Page, expect
 
 from testpeers import pattern_planes
-from tests.e2e.conftest import ARTIFACTS, OnAirServer
+from tests.daphne import log_errors
+from tests.e2e.conftest import ARTIFACTS, OnAirServer, running_server
 
 SECONDS = 6
 FPS = 15
@@ -139,6 +140,12 @@ def _shot(page: Page, name: str) -> None:
     ARTIFACTS.mkdir(parents=True, exist_ok=True)
     page.screenshot(path=str(ARTIFACTS / f"{name}.png"), full_page=True)
 
+
+# What the watch page's player has decoded.
+DECODED = """() => {
+  const video = document.getElementById("player");
+  return video.getVideoPlaybackQuality().totalVideoFrames;
+}"""
 
 PLAYER = """() => {
   const video = document.getElementById("replay");
@@ -322,3 +329,40 @@ def test_my_streams_record_switch(onair_server: OnAirServer, logged_in_page: Pag
         switch.set_checked(not wanted)
     page.reload()
     expect(switch).to_be_checked(checked=not wanted)
+
+
+def test_the_studio_says_why_recording_stopped_early(
+    browser: Browser,
+    tmp_path: Path,
+    contexts: list[BrowserContext],
+    login: Callable[[Page, str, str], None],
+) -> None:
+    """#21 acceptance 4 in the studio: past ONAIR_RECORDING_MAX_BYTES the recording stops, the
+    studio says why and that the broadcast goes on, and its viewer plays on."""
+    with running_server(
+        tmp_path, ONAIR_RECORD_BY_DEFAULT="1", ONAIR_RECORDING_MAX_BYTES="100000"
+    ) as server:
+        studio, viewer = (_page_in(browser, server, contexts) for _ in range(2))
+        login(studio, server.demo_username, server.demo_password)
+        viewer.goto(f"/watch/{server.demo_slug}/")
+        studio.goto(f"/studio/{server.demo_slug}/?simulcast=0")
+        studio.select_option("#resolution", "360p")
+
+        studio.click("#go-live")
+
+        expect(studio.locator("#rec-indicator")).to_be_visible(timeout=20_000)
+        notice = studio.locator("#recording-notice")
+        stopped = re.compile(
+            r"^Recording stopped: it reached the size limit\. (The .*\. )?The broadcast goes on\.$"
+        )
+        expect(notice).to_have_text(stopped, timeout=30_000)
+        expect(studio.locator("#rec-indicator")).to_be_hidden()
+        expect(studio.locator("#server-recording")).to_have_text("on")
+        expect(studio.locator("#stream-state")).to_have_text("live")
+        frames = viewer.evaluate(DECODED)
+        viewer.wait_for_function(f"() => ({DECODED})() > {frames}")  # plays on
+        _shot(studio, "studio-recording-stopped")
+        # a studio opened now says it too
+        studio.reload()
+        expect(notice).to_have_text(stopped)
+    assert log_errors(server.log()) == [], server.log()[-4000:]
