@@ -1,5 +1,9 @@
-"""``python -m tests.recording.measure [--seconds S] [--only vp8|ffmpeg]``: #21 acceptance 1
-for the SFU's recorder, through a ``Router`` in this process.
+"""``python -m tests.recording.measure [--seconds S] [--only vp8|ffmpeg] [--via router|server]``:
+#21 acceptance 1 for the SFU's recorder. ``--via router`` (the default) records through a
+``Router`` in this process, which lets it count the server's decoders and encoders and time
+the muxing; ``--via server`` goes through a real daphne server (``onair.serve``, a stream that
+records, WHIP for both publishers, the broadcast ended by its ``DELETE``) and reads the
+finished ``Recording`` and its file from storage.
 
 - **vp8**: an aiortc publisher (VP8 + Opus, 640x360, ``testpeers.sync`` marks: a bright
   frame and a beep on every second) broadcasts for ``S`` seconds (60 by default); at a third
@@ -7,8 +11,9 @@ for the SFU's recorder, through a ``Router`` in this process.
   takes over 1 s later, within the grace period; at two thirds it replaces its video track
   with a 960x540 one (camera → screen, ``replaceTrack``).
 - **ffmpeg**: FFmpeg's own WHIP muxer (H.264 baseline without B-frames + Opus, 640x360,
-  the same marks drawn by lavfi) publishes for ``S`` seconds to a minimal WHIP endpoint in
-  this process that hands its offer to the router (no web server: the SFU's part alone).
+  the same marks drawn by lavfi) publishes for ``S`` seconds: through a router, to a
+  minimal WHIP endpoint in this process that hands its offer to it; through the server, to
+  its ``/whip/<slug>``, where the whole of FFmpeg's input is the broadcast.
   FFmpeg encodes from its start and sends what it made meanwhile once connected, and ``-re``
   sends its first half second at once: its media runs ahead of the wall clock, and the file
   (which holds the media sent) comes out that much longer than the broadcast's wall time.
@@ -27,15 +32,18 @@ from __future__ import annotations
 
 import argparse
 import asyncio
+import json
 import statistics
 import tempfile
 import time
 from collections import Counter
 from dataclasses import dataclass, field
 from pathlib import Path
+from typing import Any
 
 import imageio_ffmpeg
 
+from onair.environment import app_environment
 from sfu import (
     PublisherPeer,
     RecordingSpec,
@@ -47,6 +55,7 @@ from sfu import (
 )
 from sfu.recorder import Recorder
 from testpeers import CodecSpy, TestClients, wait_until
+from tests.daphne import daphne_process, http_request, log_errors, manage
 from tests.sfu.recordings import Decoded, SyncPublishers, decode
 
 THUMBNAIL_SECONDS = 10.0
@@ -55,7 +64,9 @@ THUMBNAIL_SECONDS = 10.0
 @dataclass
 class Run:
     name: str
-    broadcast: float = 0.0  # start_recording → stop_recording (s)
+    broadcast: float = 0.0  # start_recording → stop_recording (s), or as ``broadcast_is`` says
+    broadcast_is: str = "broadcast"
+    in_process: bool = True  # what only a Router in this process shows is measured
     recorded_span: float = 0.0  # the first frame written → stop_recording (s)
     frames_captured: int | None = None  # by the publisher while recording
     stopped: RecordingStopped | None = None
@@ -211,7 +222,7 @@ class _WhipEndpoint:
             writer.close()
 
 
-def ffmpeg_command(url: str, seconds: float) -> list[str]:
+def ffmpeg_command(url: str, seconds: float, key: str = "measure") -> list[str]:
     """FFmpeg's WHIP muxer as docs/WHIP_WHEP.md gives it, with a lavfi source carrying the
     marks: a white picture on each second's first frame, a 100 ms 1 kHz beep from each
     second's first sample (``testpeers.sync``'s marks, drawn by FFmpeg)."""
@@ -229,7 +240,7 @@ def ffmpeg_command(url: str, seconds: float) -> list[str]:
         "-c:v", "libx264", "-profile:v", "baseline", "-bf", "0", "-g", "60",
         "-tune", "zerolatency", "-preset", "veryfast", "-b:v", "1M",
         "-c:a", "libopus", "-ar", "48000", "-ac", "2",
-        "-f", "whip", "-authorization", "measure",
+        "-f", "whip", "-authorization", key,
         url,
     ]  # fmt: skip
 
@@ -284,11 +295,16 @@ def report(run: Run) -> None:
         f"  file: {run.stopped.size / 1e6:.2f} MB, {decoded.video_codec} + {decoded.audio_codec},"
         f" reason {run.stopped.reason!r}"
     )
+    recorded = decoded.container_duration
+    span = (
+        f"; from the first frame written {run.recorded_span:.3f} s"
+        f" (Δ {recorded - run.recorded_span:+.3f})"
+        if run.in_process
+        else ""
+    )
     print(
-        f"  duration: file {decoded.container_duration:.3f} s (event {run.stopped.duration:.3f});"
-        f" broadcast {run.broadcast:.3f} s (Δ {decoded.container_duration - run.broadcast:+.3f});"
-        f" from the first frame written {run.recorded_span:.3f} s"
-        f" (Δ {decoded.container_duration - run.recorded_span:+.3f})"
+        f"  duration: file {recorded:.3f} s (reported {run.stopped.duration:.3f});"
+        f" {run.broadcast_is} {run.broadcast:.3f} s (Δ {recorded - run.broadcast:+.3f}){span}"
     )
     print(f"  audio runs to {decoded.audio_end:.3f} s, {len(decoded.audio)} frames decoded")
     captured = f" of {run.frames_captured} captured" if run.frames_captured is not None else ""
@@ -305,6 +321,9 @@ def report(run: Run) -> None:
         )
     else:
         print("  A/V offset: no marks found")
+    if not run.in_process:
+        print("  server codecs and muxing times: measured in process (--via router)")
+        return
     print(
         f"  server codecs while recording: aiortc decoders {len(run.server_decoders)},"
         f" encoders {len(run.server_encoders)}; recording codec contexts opened"
@@ -313,22 +332,185 @@ def report(run: Run) -> None:
     )
     print(
         f"  on the event loop: opening the file {run.open_ms:.2f} ms, longest frame mux"
-        f" {run.mux_max_ms:.2f} ms;"
-        f" stop → RecordingStopped {run.close_seconds:.3f} s (closing in a thread)"
+        f" {run.mux_max_ms:.2f} ms; stop → RecordingStopped {run.close_seconds:.3f} s"
+        " (closing in a thread)"
     )
 
 
-async def main(seconds: float, only: str | None) -> None:
+# --- through the real server ----------------------------------------------------------
+
+
+@dataclass(frozen=True)
+class _Server:
+    base_url: str
+    env: dict[str, str]
+    slug: str
+    key: str
+    recordings: Path
+
+
+def _shell(env: dict[str, str], code: str) -> Any:
+    return json.loads(manage(env, "shell", "-c", code).splitlines()[-1])
+
+
+def _server_environment(workdir: Path) -> tuple[dict[str, str], str, str]:
+    env = app_environment(
+        database_url=f"sqlite:///{workdir / 'db.sqlite3'}",
+        RECORDINGS_ROOT=str(workdir / "recordings"),
+        ONAIR_RECORDING_SPOOL_DIR=str(workdir / "spool"),
+        THUMBNAILS_ROOT=str(workdir / "thumbnails"),
+        ONAIR_THUMBNAIL_SECONDS=str(int(THUMBNAIL_SECONDS)),
+        ONAIR_RECORD_BY_DEFAULT="1",
+    )
+    manage(env, "migrate", "--noinput", "-v0")
+    slug, key = _shell(
+        env,
+        "import json; from django.contrib.auth.models import User; "
+        "from broadcast.services import stream_create; "
+        "stream, key = stream_create(owner=User.objects.create_user('measure'), title='M'); "
+        "print(json.dumps([stream.slug, key.secret]))",
+    )
+    return env, slug, key
+
+
+async def _finished_recording(server: _Server) -> dict[str, Any]:
+    """The stream's recording once it is no longer being written."""
+    code = (
+        "import json; from recordings.models import Recording; print(json.dumps(["
+        "{'state': r.state, 'reason': r.stop_reason, 'detail': r.detail, 'file': r.file.name,"
+        " 'duration': r.duration, 'frames': r.video_frames, 'size': r.size,"
+        " 'width': r.width, 'height': r.height} for r in Recording.objects.all()]))"
+    )
+    deadline = time.monotonic() + 60
+    while True:
+        rows = await asyncio.to_thread(_shell, server.env, code)
+        if rows and rows[0]["state"] != "recording":
+            return dict(rows[0])
+        assert time.monotonic() < deadline, rows
+        await asyncio.sleep(0.5)
+
+
+def _from_row(run: Run, row: dict[str, Any], server: _Server) -> None:
+    path = server.recordings / row["file"]
+    run.stopped = RecordingStopped(
+        router_id="",
+        recording_id="",
+        path=str(path),
+        reason=row["reason"],
+        detail=row["detail"],
+        duration=row["duration"],
+        size=row["size"],
+        video_codec=None,
+        audio_codec=None,
+        width=row["width"],
+        height=row["height"],
+        video_frames=row["frames"],
+    )
+    run.decoded = decode(path)
+
+
+async def _whip_post(server: _Server, offer: str) -> tuple[str, str]:
+    response = await asyncio.to_thread(
+        http_request,
+        "POST",
+        f"{server.base_url}/whip/{server.slug}",
+        offer,
+        {"Authorization": f"Bearer {server.key}", "Content-Type": "application/sdp"},
+        timeout=20,
+    )
+    assert response.status == 201, response
+    location = response.headers.get("Location") or response.headers["location"]
+    return response.body, location
+
+
+async def measure_vp8_server(seconds: float, server: _Server) -> Run:
+    run = Run(
+        "aiortc VP8 + Opus over WHIP to daphne, reconnect and camera → screen",
+        broadcast_is="broadcast (WHIP 201 → DELETE answered)",
+        in_process=False,
+    )
+    clients = TestClients()
+    sync = SyncPublishers(clients)
+    try:
+        first = sync.publisher(width=640, height=360)
+        answer, _ = await _whip_post(server, await first.create_offer())
+        began = time.monotonic()  # live (and recording) from the 201 on
+        await first.accept_answer(answer)
+        await asyncio.sleep(seconds / 3)
+        await first.close()  # gone without a DELETE: lost, its grace period runs
+        await asyncio.sleep(1.0)
+        second = sync.publisher(width=640, height=360)
+        answer, location = await _whip_post(server, await second.create_offer())
+        await second.accept_answer(answer)
+        await asyncio.sleep(seconds / 3 - 1.0)
+        await sync.switch(second, width=960, height=540)
+        await asyncio.sleep(seconds / 3 + 1.0)
+        response = await asyncio.to_thread(
+            http_request,
+            "DELETE",
+            f"{server.base_url}{location}",
+            "",
+            {"Authorization": f"Bearer {server.key}"},
+            timeout=20,
+        )
+        run.broadcast = time.monotonic() - began
+        assert response.status == 200, response
+        run.frames_captured = sync.frames_sent
+    finally:
+        await clients.close()
+    _from_row(run, await _finished_recording(server), server)
+    return run
+
+
+def _has_file(directory: Path, pattern: str) -> bool:
+    return any(directory.glob(pattern))
+
+
+async def measure_ffmpeg_server(seconds: float, server: _Server) -> Run:
+    run = Run(
+        "FFmpeg WHIP H.264 + Opus to daphne",
+        broadcast_is="FFmpeg's input, all sent",
+        in_process=False,
+    )
+    spool = Path(server.env["ONAIR_RECORDING_SPOOL_DIR"])
+    ffmpeg = await asyncio.create_subprocess_exec(
+        *ffmpeg_command(f"{server.base_url}/whip/{server.slug}", seconds, server.key)
+    )
+    deadline = time.monotonic() + 30
+    while not _has_file(spool, "*.mp4"):  # its first frame written
+        assert time.monotonic() < deadline
+        await asyncio.sleep(0.05)
+    await ffmpeg.wait()  # at the end of its input it sends its DELETE
+    run.broadcast = seconds
+    _from_row(run, await _finished_recording(server), server)
+    return run
+
+
+async def main(seconds: float, only: str | None, via: str) -> None:
     with tempfile.TemporaryDirectory(prefix="onair-recording-measure-") as directory:
-        if only in (None, "vp8"):
-            report(await measure_vp8(seconds, Path(directory) / "vp8"))
-        if only in (None, "ffmpeg"):
-            report(await measure_ffmpeg(seconds, Path(directory) / "ffmpeg"))
+        for name, in_process, through_server in (
+            ("vp8", measure_vp8, measure_vp8_server),
+            ("ffmpeg", measure_ffmpeg, measure_ffmpeg_server),
+        ):
+            if only not in (None, name):
+                continue
+            workdir = Path(directory) / name
+            if via == "router":
+                report(await in_process(seconds, workdir))
+                continue
+            workdir.mkdir(parents=True)
+            env, slug, key = _server_environment(workdir)
+            with daphne_process(env, workdir / "daphne.log") as daphne:
+                server = _Server(daphne.base_url, env, slug, key, workdir / "recordings")
+                report(await through_server(seconds, server))
+                errors = log_errors(daphne.log())
+            print(f"  server log errors: {len(errors)}" + "".join(f"\n    {e}" for e in errors))
 
 
 if __name__ == "__main__":
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     parser.add_argument("--seconds", type=float, default=60.0)
     parser.add_argument("--only", choices=["vp8", "ffmpeg"])
+    parser.add_argument("--via", choices=["router", "server"], default="router")
     arguments = parser.parse_args()
-    asyncio.run(main(arguments.seconds, arguments.only))
+    asyncio.run(main(arguments.seconds, arguments.only, arguments.via))

@@ -105,13 +105,20 @@ class SyncPublishers:
         self.video_frames = 0  # sent by the tracks replaced or closed so far
         self._tracks: list[FlashVideoTrack] = []
 
-    async def publish(
-        self, router: Router, *, codec: str = "vp8", width: int = 320, height: int = 240
-    ) -> tuple[TestPublisher, PublisherPeer]:
+    def publisher(
+        self, *, codec: str = "vp8", width: int = 320, height: int = 240
+    ) -> TestPublisher:
+        """A publisher with the marks, not connected yet (its offer goes wherever)."""
         publisher = TestPublisher(codec=codec)
         publisher.video = self._track(width, height)  # type: ignore[assignment]
         publisher.audio = BeepAudioTrack(self.marks)  # type: ignore[assignment]
         self.clients.publishers.append(publisher)
+        return publisher
+
+    async def publish(
+        self, router: Router, *, codec: str = "vp8", width: int = 320, height: int = 240
+    ) -> tuple[TestPublisher, PublisherPeer]:
+        publisher = self.publisher(codec=codec, width=width, height=height)
         session = await router.publish(await publisher.create_offer())
         await publisher.accept_answer(session.answer_sdp)
         return publisher, session
