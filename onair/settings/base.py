@@ -145,6 +145,11 @@ SPECTACULAR_SETTINGS = {
     "SWAGGER_UI_DIST": "SIDECAR",
     "SWAGGER_UI_FAVICON_HREF": "SIDECAR",
     "REDOC_DIST": "SIDECAR",
+    # Streams and recordings both have a "state": one enum each, named for what it is.
+    "ENUM_NAME_OVERRIDES": {
+        "StreamStateEnum": "broadcast.models.Stream.State",
+        "RecordingStateEnum": "recordings.models.Recording.State",
+    },
 }
 
 LOGGING: dict[str, Any] = {

@@ -11,6 +11,7 @@ from typing import Any
 import pytest
 from asgiref.sync import async_to_sync
 from django.contrib.auth.models import User
+from django.core.management import call_command
 from rest_framework.test import APIClient
 
 from broadcast.models import Stream
@@ -223,3 +224,12 @@ def test_the_streams_api_reads_and_sets_record(
     assert Stream.objects.get(slug=slug).record is True
     bad = client.patch(f"{API}/streams/{slug}/", {"record": "sometimes"}, format="json")
     assert_error(bad, 400, "invalid")
+
+
+def test_the_schema_has_the_recordings_api_and_no_warnings(tmp_path: Path) -> None:
+    schema = tmp_path / "schema.yml"
+    call_command("spectacular", "--validate", "--fail-on-warn", "--file", str(schema))
+    text = schema.read_text()
+    assert "/api/v1/streams/{slug}/recordings/:" in text
+    assert "/api/v1/recordings/{recording_id}/download/:" in text
+    assert "RecordingStateEnum" in text
