@@ -23,7 +23,8 @@ daphne writes each piece of a response body to twisted as the application sends 
 twisted keeps whatever the client has not taken yet in memory, without limit: a slow client
 of a large file (a recording, ``onair.ranged_response``) made the server read all of it
 ahead of the client. Here the application's next ``send`` of a streamed body waits while
-the connection's send buffer is full.
+the connection's send buffer is full, and a connection that takes nothing for
+``STALLED_RESPONSE_SECONDS`` is dropped.
 
 On SIGTERM or SIGINT it stops in a few seconds, telling its clients: no new connections;
 the viewers of every broadcast it holds hear that the publisher is reconnecting; every
@@ -78,6 +79,10 @@ STATUS_DELIVERY_SECONDS = 0.2
 SOCKETS_CLOSE_SECONDS = 1.0
 ROUTERS_CLOSE_SECONDS = 1.5
 STOP_DEADLINE_SECONDS = 4.5
+# A streamed response whose client takes nothing for this long is dropped: it holds an open
+# file and a task meanwhile. A media player paused that long asks again (with a Range) when it
+# plays on.
+STALLED_RESPONSE_SECONDS = 60.0
 
 logger = logging.getLogger("onair.serve")  # also when run as __main__
 
@@ -171,9 +176,18 @@ class BoundedRequest(WebRequest):
 
     async def drained(self) -> None:
         """Returns once the connection can take more of the response (at once, unless
-        twisted paused it)."""
-        if self.flow is not None and not self.finished and self.channel is not None:
-            await self.flow.writable.wait()
+        twisted paused it), or has been dropped for taking nothing for
+        ``STALLED_RESPONSE_SECONDS``."""
+        if self.flow is None or self.finished or self.channel is None:
+            return
+        try:
+            await asyncio.wait_for(self.flow.writable.wait(), STALLED_RESPONSE_SECONDS)
+        except TimeoutError:
+            logger.info(
+                "response dropped: its client took nothing for %g s", STALLED_RESPONSE_SECONDS
+            )
+            if self.channel is not None:
+                self.channel.transport.abortConnection()
 
     def refuse(self) -> None:
         """Answer ``413`` and close, as twisted answers a malformed request: the application

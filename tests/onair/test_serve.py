@@ -378,6 +378,47 @@ def _connection(onair: OnAirServer) -> tuple[http.HTTPChannel, StringTransport]:
     return protocol, transport
 
 
+async def test_a_response_its_client_stops_taking_waits_then_is_dropped(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    """While the connection's send buffer is full the application's send waits; past
+    STALLED_RESPONSE_SECONDS of it the connection is aborted."""
+    monkeypatch.setattr("onair.serve.STALLED_RESPONSE_SECONDS", 0.2)
+    server = OnAirServer(application=None, endpoints=["tcp:port=0"])
+    server.connections = {}
+    server.http_factory = HTTPFactory(server)
+    protocol, transport = _connection(server)
+    channel = protocol._channel
+    request = channel.requestFactory(channel)
+    assert isinstance(request, BoundedRequest)
+    request.handle_reply({"type": "http.response.start", "status": 200, "headers": []})
+    request.handle_reply({"type": "http.response.body", "body": b"x" * 10, "more_body": True})
+
+    await request.drained()  # not paused: at once
+    channel.pauseProducing()  # what the transport does when its buffer is full
+    waiting = asyncio.create_task(request.drained())
+    await asyncio.sleep(0.05)
+    assert not waiting.done()
+    channel.resumeProducing()  # drained
+    await asyncio.wait_for(waiting, 1)
+    assert not transport.disconnecting
+
+    channel.pauseProducing()
+    await asyncio.wait_for(request.drained(), 5)  # gives up after 0.2 s
+    assert transport.disconnected  # aborted
+
+    # the last piece unregisters the producer (twisted's finish would complain)
+    other = _connection(server)[0]._channel
+    finished = other.requestFactory(other)
+    other.requests.append(finished)  # as the channel does for a request it reads
+    finished.handle_reply({"type": "http.response.start", "status": 200, "headers": []})
+    finished.handle_reply({"type": "http.response.body", "body": b"x", "more_body": True})
+    assert finished.producer is not None
+    finished.handle_reply({"type": "http.response.body", "body": b"y"})
+    assert finished.producer is None
+    assert finished.finished
+
+
 def test_the_daphne_and_twisted_internals_it_relies_on() -> None:
     """If this fails, daphne or twisted changed how a request is built or fed its body:
     onair/serve.py must follow."""
