@@ -26,8 +26,11 @@ logger = logging.getLogger(__name__)
 _EBML_SEGMENT = b"\x18\x53\x80\x67"
 _EBML_UNKNOWN_SIZE = b"\x01\xff\xff\xff\xff\xff\xff\xff"
 _MP4_FASTSTART = {"movflags": "+faststart"}
-# Demuxing reads what the file says; probing its packets is not needed to copy them.
-_PROBE = {"probesize": "65536", "analyzeduration": "0"}
+# Demuxing reads what the file says. FFmpeg's stream probing (avformat_find_stream_info)
+# would open a decoder for each stream and decode a first frame to learn its pixel format,
+# which copying packets does not need: no codec is allowed (its header parsers still read
+# the picture size), so none is ever opened.
+_PROBE = {"probesize": "65536", "analyzeduration": "0", "codec_whitelist": "none"}
 
 
 class RecordingFileError(Exception):

@@ -13,6 +13,8 @@ import time
 from dataclasses import dataclass
 from pathlib import Path
 
+import av
+import av.logging
 import pytest
 
 from sfu import RecordingFileError, finalize
@@ -61,7 +63,16 @@ def killed(request: pytest.FixtureRequest, tmp_path_factory: pytest.TempPathFact
 
 
 def test_a_killed_recording_is_finalized_playable_to_within_a_fragment(killed: Killed) -> None:
-    info = finalize(killed.path)
+    av.logging.set_level(av.logging.VERBOSE)
+    try:
+        with av.logging.Capture() as logs:
+            info = finalize(killed.path)
+    finally:
+        av.logging.set_level(None)
+    # no decoder opened: FFmpeg's probing was refused each one, and decoded nothing
+    said = [message for _, _, message in logs]
+    assert any("not on whitelist" in message for message in said)
+    assert not any("get_format" in message for message in said)
     assert info.path == killed.path
     assert info.container == killed.path.suffix[1:]
     decoded = decode(killed.path)  # every frame decodes, or this raises
