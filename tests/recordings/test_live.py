@@ -1,7 +1,9 @@
 """Recording live broadcasts through the real ASGI app, the in-process SFU and real aiortc
-peers: a broadcast becomes a ``ready`` recording whose file decodes (one recording across a
-publisher reconnect), the studio hears it, limits and the free-disk guard stop it with their
-reason while the viewers play on, and a file a crash left open is finished at start."""
+peers: a broadcast becomes a ``ready`` recording whose file decodes (WebM from the studio,
+one recording across a publisher reconnect; MP4 from an H.264 WHIP encoder), the studio
+and the watch page hear it, turning ``record`` off and on acts at once, limits and the
+free-disk guard stop it with their reason while the viewers play on, a server stopping
+keeps it as ``interrupted``, and a file a crash left open is finished at start."""
 
 from __future__ import annotations
 
@@ -15,6 +17,7 @@ import av
 import pytest
 from channels.db import database_sync_to_async
 from django.contrib.auth.models import User
+from django.test import AsyncClient
 from django.utils import timezone
 from pytest_django.fixtures import Settings
 from rest_framework.test import APIClient
@@ -25,7 +28,8 @@ from recordings.models import Recording
 from recordings.services import recording_begin
 from signaling.gateway import gateway, recordings_repair
 from signaling.gateway.embedded import EmbeddedGateway
-from testpeers import TestPublisher, matches_pattern, wait_until, wait_until_awaited
+from testpeers import TestPublisher, TestViewer, matches_pattern, wait_until, wait_until_awaited
+from tests.signaling.http_clients import WhipClient
 from tests.signaling.test_consumers import Socket, go_live, watch
 
 pytestmark = [pytest.mark.django_db(transaction=True), pytest.mark.timeout(120)]
@@ -316,3 +320,35 @@ async def test_a_server_stopping_keeps_its_recordings_as_interrupted(
     assert "restart" in recording.detail
     assert decoded(recording_dirs["storage"] / recording.file.name)["video"] > 0
     await publisher.close()
+
+
+async def test_an_h264_whip_broadcast_is_recorded_into_an_mp4_that_plays(
+    owner: User, recording_dirs: dict[str, Path]
+) -> None:
+    """As OBS or FFmpeg publish: H.264 + Opus over WHIP, ended by the client's DELETE."""
+    stream, key = await database_sync_to_async(stream_create)(owner=owner, title="Encoder")
+    client = WhipClient(AsyncClient(), stream.slug, key.secret, codec="h264")
+    assert (await client.publish()).status_code == 201
+    viewer = TestViewer()
+    watched = await gateway.subscribe(
+        stream_id=str(stream.pk), offer_sdp=await viewer.create_offer()
+    )
+    await viewer.accept_answer(watched.sdp)
+    assert await viewer.wait_for_frames(video=45, within=30)
+
+    assert (await client.delete()).status_code == 200
+    recording = await finished(stream)
+    assert (recording.state, recording.stop_reason) == ("ready", "ended")
+    assert (recording.container, recording.video_codec, recording.audio_codec) == (
+        "mp4",
+        "h264",
+        "opus",
+    )
+    assert recording.file.name.endswith(".mp4")
+    played = decoded(recording_dirs["storage"] / recording.file.name)
+    assert played["video"] == recording.video_frames > 0
+    assert played["first_matches"] is True
+    assert played["audio"] > 0
+    await client.close()
+    await viewer.close()
+    await gateway.close_all()
