@@ -85,16 +85,12 @@ def recording_may_start(*, stream: Stream) -> bool:
     ).exists()
 
 
-def recording_list_unfinished(
-    *, host: str | None = None, worker: str | None = None
-) -> QuerySet[Recording]:
-    """Recordings still marked ``recording`` (of ``host``'s or ``worker``'s making, when
-    given): left by a process that died, unless their router still runs."""
+def recording_list_unfinished(*, host: str | None = None) -> QuerySet[Recording]:
+    """Recordings still marked ``recording`` (written on ``host``, when given): left by a
+    process that died, unless their router still runs."""
     recordings = Recording.objects.filter(state=Recording.State.RECORDING)
     if host is not None:
         recordings = recordings.filter(host=host)
-    if worker is not None:
-        recordings = recordings.filter(worker=worker)
     return recordings
 
 

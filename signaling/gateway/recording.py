@@ -184,7 +184,7 @@ def _spool_path(recording: Recording) -> Path | None:
 
 async def _finish_left(recording: Recording) -> None:
     logger.info("finishing recording %s, left by a process that died", recording.pk)
-    path = _spool_path(recording)
+    path = await asyncio.to_thread(_spool_path, recording)
     await recording_complete(
         recording_id=str(recording.pk),
         path=path,

@@ -16,6 +16,7 @@ from signaling.gateway.contract import (
     IceCandidate,
     IceCredentials,
     PublishResult,
+    RecordingProgress,
     ViewResult,
 )
 from signaling.gateway.embedded import EmbeddedGateway
@@ -29,6 +30,7 @@ def test_the_verbs_know_which_values_to_rebuild() -> None:
     assert VERBS["subscribe"].result is ViewResult
     assert VERBS["publish"].result is PublishResult
     assert VERBS["publisher_active"].result is None
+    assert VERBS["recording_status"].result is RecordingProgress
 
 
 def test_a_call_survives_the_trip_through_json() -> None:
