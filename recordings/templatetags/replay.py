@@ -10,6 +10,7 @@ from django.utils.html import json_script
 from django.utils.safestring import SafeString
 
 from broadcast.models import Stream
+from broadcast.selectors import stream_is_managed_by
 from recordings import selectors
 from recordings.models import Recording
 from recordings.views import PAST_BROADCASTS_SHOWN, playable
@@ -44,10 +45,12 @@ _EXPECTED_STOPS = {Recording.StopReason.ENDED, Recording.StopReason.STOPPED}
 def studio_recording(context: RequestContext, stream: Stream) -> SafeString:
     """The studio's server recording: whether the stream records, the recording running now
     (the studio shows "● REC" and its time from the start), the stop reasons' wording, and
-    why this live broadcast's recording stopped early, if it did."""
-    active = selectors.recording_active(stream=stream)
+    why this live broadcast's recording stopped early, if it did. Someone broadcasting with the
+    stream's key learns them from the signaling once their key is accepted."""
+    manages = stream_is_managed_by(stream=stream, user=context["request"].user)
+    active = selectors.recording_active(stream=stream) if manages else None
     stopped = None
-    if active is None and stream.state == Stream.State.LIVE and stream.started_at:
+    if manages and active is None and stream.state == Stream.State.LIVE and stream.started_at:
         last = (
             selectors.recording_list(stream=stream, user=context["request"].user)
             .filter(started_at__gte=stream.started_at)
@@ -58,7 +61,7 @@ def studio_recording(context: RequestContext, stream: Stream) -> SafeString:
         ):
             stopped = {"state": last.state, "reason": last.stop_reason, "detail": last.detail}
     config = {
-        "record": stream.record,
+        "record": stream.record if manages else None,
         "active": {"id": str(active.pk), "started_at": active.started_at.isoformat()}
         if active
         else None,

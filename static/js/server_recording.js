@@ -22,16 +22,15 @@ function sentence(text) {
 }
 
 export function setupServerRecording(signaling, $) {
-  const element = document.getElementById("onair-recording");
-  if (!element) return null; // not the owner's studio
-  const config = JSON.parse(element.textContent);
+  const config = JSON.parse(document.getElementById("onair-recording").textContent);
   const state = { startedAt: config.active ? Date.parse(config.active.started_at) : null };
 
   function render() {
     const recording = state.startedAt !== null;
     $("rec-indicator").hidden = !recording;
     if (recording) $("rec-elapsed").textContent = clock((Date.now() - state.startedAt) / 1000);
-    $("server-recording").textContent = recording ? "recording" : config.record ? "on" : "off";
+    const known = config.record === null ? "–" : config.record ? "on" : "off"; // null: not the owner
+    $("server-recording").textContent = recording ? "recording" : known;
     document.body.dataset.serverRecording = recording ? "recording" : "";
   }
 

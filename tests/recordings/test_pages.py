@@ -260,3 +260,17 @@ def test_studio_says_why_this_broadcasts_recording_stopped_early(
 
     make_recording(stream, started_at=timezone.now(), stop_reason=Recording.StopReason.STOPPED)
     assert _studio_config(owner, stream)["stopped"] is None  # turned off by the owner
+
+
+def test_a_key_holders_studio_learns_the_recording_only_from_the_signaling(
+    stranger: Client, make_stream: Callable[..., Any], make_recording: RecordingFactory
+) -> None:
+    stream, _ = make_stream(visibility=Stream.Visibility.PUBLIC)
+    stream_go_live(stream=stream)
+    make_recording(stream, state=Recording.State.RECORDING)
+
+    config = _studio_config(stranger, stream)
+
+    assert config["active"] is None
+    assert config["record"] is None
+    assert config["stopped"] is None
