@@ -46,6 +46,8 @@ from aiortc.rtp import (
     AnyRtcpPacket,
     RtcpPsfbPacket,
     RtcpRtpfbPacket,
+    RtcpSenderInfo,
+    RtcpSrPacket,
     RtpPacket,
     pack_remb_fci,
     unpack_remb_fci,
@@ -489,6 +491,40 @@ def sender_rtt(sender: RTCRtpSender) -> float | None:
     from the receiver reports answering its sender reports; None before the first."""
     rtt: float | None = sender._RTCRtpSender__rtt  # type: ignore[attr-defined]
     return rtt
+
+
+def send_sender_report(sender: RTCRtpSender) -> tuple[int, float] | None:
+    """Send ``sender``'s RTCP sender report now, as its own loop does every 0.5 to 1.5 s
+    (same counters and NTP/RTP timestamp pair; aiortc reads the RTT of the answers to this
+    one as to its own). Its ``lsr`` (what a receiver report block answering it echoes) and
+    ``time.time()`` when sent; None when there is nothing new to report (no RTP since the
+    last report: an answer could not be told from one to the last) or the sender has not
+    started."""
+    if not sender._RTCRtpSender__started:  # type: ignore[attr-defined]
+        return None
+    ntp: int = sender._RTCRtpSender__ntp_timestamp  # type: ignore[attr-defined]
+    lsr = (ntp >> 16) & 0xFFFFFFFF
+    if not ntp or lsr == sender._RTCRtpSender__lsr:  # type: ignore[attr-defined]
+        return None
+    packet = RtcpSrPacket(
+        ssrc=sender._ssrc,
+        sender_info=RtcpSenderInfo(
+            ntp_timestamp=ntp,
+            rtp_timestamp=sender._RTCRtpSender__rtp_timestamp,  # type: ignore[attr-defined]
+            packet_count=sender._RTCRtpSender__packet_count & 0xFFFFFFFF,  # type: ignore[attr-defined]
+            octet_count=sender._RTCRtpSender__octet_count & 0xFFFFFFFF,  # type: ignore[attr-defined]
+        ),
+    )
+    sent_at = time.time()
+    sender._RTCRtpSender__lsr = lsr  # type: ignore[attr-defined]
+    sender._RTCRtpSender__lsr_time = sent_at  # type: ignore[attr-defined]
+    task = asyncio.ensure_future(sender._send_rtcp([packet]))
+    _reports_sending.add(task)  # held until sent (the loop keeps only weak references)
+    task.add_done_callback(_reports_sending.discard)
+    return lsr, sent_at
+
+
+_reports_sending: set[asyncio.Future[None]] = set()
 
 
 def on_sender_started(

@@ -30,7 +30,10 @@ The rules:
   link: Chromium never announces more than 1.5 * what it receives plus 10 kbit/s and raises
   it by only about 8 %/s, and aiortc's receivers start low and climb as slowly, so it
   follows what the SFU sends; taken as a bound it would keep a viewer on its layer
-  forever, or pause it for nothing.
+  forever, or pause it for nothing. As Chromium's REMB after an overuse is 85 % of the
+  throughput it measured, the link carried that throughput: ``carried`` says so, and a
+  viewer is not stepped down off a layer it carried (``sfu.layers``) for a delay spike
+  alone (a keyframe burst through a link that takes the layer's steady rate).
 
 ``sent`` is the viewer's measured send rate (media, retransmissions and probes together),
 given by ``sent``. Times are ``time.monotonic()`` seconds; rates bits per second.
@@ -56,12 +59,15 @@ class EstimatorSettings:
     growth_ceiling: float = 1.5
     remb_follows: float = 0.95
     remb_drop: float = 0.03
+    remb_overuse_factor: float = 0.85
     decrease_interval_seconds: float = 0.3
     loss_window_seconds: float = 1.0
     loss_window_packets: int = 50
     loss_burst: float = 0.5
     loss_burst_packets: int = 20
     loss_burst_quiet_seconds: float = 2.0
+    probe_loss_ignored_seconds: float = 1.5
+    probe_delay_seconds: float = 0.02
 
 
 class BandwidthEstimator:
@@ -84,6 +90,7 @@ class BandwidthEstimator:
         self.last_loss_window_at = -math.inf  # when the last loss window was read
         self.last_remb_at = -math.inf
         self.last_probe_overflow_at = -math.inf
+        self.last_probe_delay_at = -math.inf  # when a probe's queueing delay was learnt
         self._burst_hold_until = -math.inf
         self._loss_ignored_until = -math.inf
         self.heavy_loss_windows = 0  # consecutive windows losing more than loss_high
@@ -93,9 +100,18 @@ class BandwidthEstimator:
         self._window_lost = 0
         self.remb: float | None = None
         self.loss = 0.0
+        self._from_remb = False  # the estimate is a falling REMB's (nothing changed it since)
 
     @property
     def estimate(self) -> float:
+        return self._estimate
+
+    @property
+    def carried(self) -> float:
+        """What the link is known to carry: the estimate, or, while the estimate is a
+        falling REMB's, the throughput the viewer measured (see the module's docstring)."""
+        if self._from_remb:
+            return self._estimate / self.settings.remb_overuse_factor
         return self._estimate
 
     @property
@@ -127,6 +143,7 @@ class BandwidthEstimator:
             self.last_remb_fall_at = now
         if falling and bps < self._estimate and bps < settings.remb_follows * self._sent:
             self._decrease(bps, now)
+            self._from_remb = True
 
     def on_report(self, ssrc: int, highest_sequence: int, packets_lost: int, now: float) -> None:
         """A receiver report block about one of the viewer's streams (``ssrc``): its
@@ -190,6 +207,7 @@ class BandwidthEstimator:
         """The viewer took ``bps`` for a probe's length without complaining."""
         if bps > self._estimate:
             self._estimate = bps
+            self._from_remb = False
         self._grown_at = now
 
     def probe_overflowed(self, now: float) -> None:
@@ -197,11 +215,24 @@ class BandwidthEstimator:
         link (a complaint, see ``last_complaint_at``)."""
         self.last_probe_overflow_at = now
 
+    def on_probe_delay(self, queued: float, now: float) -> None:
+        """How much longer (seconds) than the path's own the round trip of a sender report
+        sent at a probe's end took: the queue the probe built at the link's bottleneck (a
+        probe of ``probe_seconds`` 20 % above what the link takes builds 60 ms). More
+        than ``probe_delay_seconds`` overflowed the link (a complaint): what it sent did not
+        get through as fast, even if nothing was lost yet (its queue absorbed it)."""
+        self.last_probe_delay_at = now
+        if queued > self.settings.probe_delay_seconds:
+            self.probe_overflowed(now)
+
     def probe_failed(self, bps: float, now: float) -> None:
         """A probe made the viewer complain: the cut it caused is undone, back to ``bps``
-        (the estimate before the probe), as the complaint was about the probe's excess."""
+        (the estimate before the probe), as the complaint was about the probe's excess; so
+        are the losses its excess causes, reported over the next moments (they would
+        otherwise count toward a pause of a viewer whose link takes its layer)."""
         self._estimate = max(self._estimate, bps)
         self._grown_at = now
+        self.ignore_loss(now + self.settings.probe_loss_ignored_seconds)
 
     def ignore_loss(self, until: float) -> None:
         """Take no loss from reports before ``until``: a video that resumes after a pause
@@ -219,6 +250,7 @@ class BandwidthEstimator:
             return
         grown = self._estimate * (1 + self.settings.growth_per_second) ** elapsed
         self._estimate = min(grown, ceiling)
+        self._from_remb = False
 
     def _decrease(self, bps: float, now: float) -> None:
         if bps < 0.5 * (min(self._estimate, self._sent) if self._sent > 0 else self._estimate):
@@ -226,5 +258,6 @@ class BandwidthEstimator:
             # was sent before it, and would cut again for losses it already answered
             self._burst_hold_until = now + self.settings.loss_burst_quiet_seconds
         self._estimate = max(bps, self.settings.min_bps)
+        self._from_remb = False
         self.last_decrease_at = now
         self._grown_at = now

@@ -5,12 +5,21 @@ Given the layers' measured bitrates (lowest quality first), the viewer's bandwid
 selector names the layer to send, or none (video paused: audio goes on), and when to probe.
 
 - Down, fast: on the first estimate below what the current layer needs (its bitrate plus
-  the audio's), the highest layer that fits is chosen. If none does, the video pauses,
-  provided the link also lost more than the estimator's ``loss_high`` in
-  ``pause_loss_windows`` loss windows in a row, the last within ``pause_loss_seconds``: a
-  link that takes less than the lowest layer drops what does not fit, whereas a
-  delay-based complaint alone (a REMB), or one unlucky window, can be passing; the lowest
-  layer is sent meanwhile.
+  the audio's; after a falling REMB, below what the link is known to carry: ``sfu.
+  bandwidth``), the highest layer the estimate fits is chosen. If none does, the lowest is; the
+  video pauses only from the lowest layer, once the link also lost more than the
+  estimator's ``loss_high`` in ``pause_loss_windows`` loss windows in a row, the last
+  within ``pause_loss_seconds``: a link that takes less than the lowest layer drops what
+  does not fit, whereas a delay-based complaint alone (a REMB), one unlucky window, or the
+  losses of a higher layer's last packets (``sfu.quality`` has the estimator ignore the
+  loss reported just after a step down) can be passing.
+- A layer stepped down from after ``fall_hold_after_seconds`` on it is not probed again
+  for ``fall_hold_seconds`` (a step down sooner is about the step before it: the burst
+  of a layer the link did not take, not this one's own rate): a link that
+  carries a layer only just (a keyframe burst, or the next probe through its queue, tips
+  it over) would otherwise have the viewer switch back and forth, each switch a wait for
+  a keyframe. The layers below it are probed as usual (a paused viewer too, toward the
+  lowest).
 - Up, slowly and only after a probe: a viewer's REMB does not rise much above what it
   receives, so an estimate above the next layer's needs is only learnt by sending that
   much. Once the estimate has been steady (no decrease for ``steady_seconds``) the selector
@@ -18,13 +27,18 @@ selector names the layer to send, or none (video paused: audio goes on), and whe
   (extra packets sent to the viewer, see ``sfu.quality``) for ``probe_seconds``, but never
   more than
   ``probe_ratio`` times the estimate, so that a probe the link cannot take overflows it
-  briefly and by little; if no feedback complained during it and ``probe_settle_seconds``
-  after (a loss window that cut the estimate, or a falling REMB: the viewer saw its delay
-  grow), the probe succeeded and the estimate is raised to its
-  rate: the layer steps up if that is enough, else the next probe, higher, follows at
-  once. A failed probe doubles the wait before the next, from ``probe_backoff_seconds`` up
-  to ``probe_backoff_max_seconds``; a paused viewer is probed this way toward the lowest
-  layer, the first time ``paused_probe_seconds`` after it paused.
+  briefly and by little. The probe failed if the queue it built at the link's bottleneck
+  delayed the sender report sent at its end by more than the estimator's
+  ``probe_delay_seconds`` (a link's queue takes a probe it cannot carry without a loss for
+  a while), or if feedback complained during it and ``probe_settle_seconds`` after (a loss
+  window that cut the estimate, a falling REMB, a NACK); else it succeeded and the
+  estimate is raised to its rate: the layer steps up if that is enough, else the next
+  probe, higher, follows at once. A failed probe doubles the wait before the next, from
+  ``probe_backoff_seconds`` up to ``probe_backoff_max_seconds``; a paused viewer is probed
+  toward the lowest layer, at once to what it needs (no picture to freeze, and verdicts
+  that come slowly: its receiver reports come with its audio's), judged by loss and REMB
+  alone (with no video, no sender report is sent), the first time
+  ``paused_probe_seconds`` after it paused.
 - A fixed choice is sent whatever the estimate (the viewer asked for it); a fixed layer
   that is not sent by the publisher (inactive) falls back to the nearest active one below,
   else above.
@@ -42,20 +56,26 @@ from sfu.bandwidth import BandwidthEstimator
 class SelectorSettings:
     """See the module's docstring."""
 
-    up_margin: float = 0.25
+    up_margin: float = 0.15
     # a probe goes this much (of the need) above what a step up asks for: layers' bitrates
     # vary, and a probe that only just reached the step's need would leave it just short
-    probe_over: float = 0.1
+    probe_over: float = 0.05
     steady_seconds: float = 2.0
-    probe_seconds: float = 1.0
+    probe_seconds: float = 0.5
     probe_settle_seconds: float = 0.6
+    # how long a probe's verdict waits for its queueing delay (``BandwidthEstimator.
+    # on_probe_delay``: the answer to a sender report sent at its end; a receiver reports
+    # about once a second) before it is judged by loss and REMB alone
+    probe_delay_wait_seconds: float = 1.5
     # how long a probe's verdict may wait for feedback: a paused viewer's receiver reports
     # come with its audio's, which Chromium sends every 5 s
     probe_feedback_seconds: float = 6.0
-    probe_ratio: float = 2.0
+    probe_ratio: float = 1.5
     probe_backoff_seconds: float = 1.0
-    probe_backoff_max_seconds: float = 6.0
+    probe_backoff_max_seconds: float = 4.0
     paused_probe_seconds: float = 3.0
+    fall_hold_seconds: float = 20.0
+    fall_hold_after_seconds: float = 2.0
     pause_loss_seconds: float = 2.0
     pause_loss_windows: int = 2
 
@@ -102,6 +122,8 @@ class LayerSelector:
         self._probe: Probe | None = None
         self._next_probe_at = now
         self._backoff = settings.probe_backoff_seconds
+        self._held_from: tuple[int, float] | None = None  # a layer stepped down from, until
+        self._sent_since: tuple[int | None, float] = (None, now)  # the layer sent, since
 
     @property
     def probe(self) -> Probe | None:
@@ -122,7 +144,7 @@ class LayerSelector:
             return Selection(self.layer, None)
         if manual is not None:
             self._probe = None
-            self.layer = _nearest_active(manual, active)
+            self._choose(_nearest_active(manual, active), now)
             self.started = True
             return Selection(self.layer, None)
 
@@ -132,10 +154,12 @@ class LayerSelector:
         estimate = estimator.estimate
         if not self.started:
             self.started = True
-            self.layer = self._fitting(now, estimator, active, need)
+            self._choose(self._fitting(now, estimator, active, need, None), now)
             self._next_probe_at = now + self._probe_wait()
             return Selection(self.layer, None)
         current = self.layer
+        if current != self._sent_since[0]:
+            self._sent_since = (current, now)
         probe = self._probe
         if probe is not None and estimator.last_complaint_at >= probe.started:
             # the probe's own excess caused the complaint: back to where it started (a
@@ -144,17 +168,40 @@ class LayerSelector:
             self._fail_probe(now)
             probe = None
             estimate = estimator.estimate
-        if current is not None and (current not in active or need(current) > estimate):
-            # step down at once (or off an inactive layer to what fits)
-            self.layer = self._fitting(now, estimator, active, need)
+        chosen = current
+        if current is not None and (current not in active or need(current) > estimator.carried):
+            # step down at once (or off an inactive layer to what fits); on the lowest
+            # already, it stays there (or pauses) and goes on probing
+            chosen = self._fitting(now, estimator, active, need, current)
+        if chosen != current:
+            if (
+                current in active
+                and chosen is not None
+                and current is not None
+                and chosen < current
+                and now - self._sent_since[1] >= self.settings.fall_hold_after_seconds
+            ):
+                self._held_from = (current, now + self.settings.fall_hold_seconds)
+            self._choose(chosen, now)
             self._fail_probe(now)
             return Selection(self.layer, None)
         if probe is not None:
             settle = probe.until + self.settings.probe_settle_seconds
             if now < settle:
                 return Selection(self.layer, probe if now < probe.until else None)
-            if estimator.last_feedback_at < probe.until or (
-                estimator.last_remb_at < probe.until and estimator.last_loss_window_at < probe.until
+            delay_known = estimator.last_probe_delay_at >= probe.until
+            if (
+                not delay_known
+                and current is not None
+                and now < probe.until + self.settings.probe_delay_wait_seconds
+            ):
+                return Selection(self.layer, None)  # waits for the probe's delay
+            if not delay_known and (
+                estimator.last_feedback_at < probe.until
+                or (
+                    estimator.last_remb_at < probe.until
+                    and estimator.last_loss_window_at < probe.until
+                )
             ):
                 # no verdict yet: a REMB, or a loss window that holds the probe's end (its
                 # padding is counted in the retransmission stream's reports)
@@ -169,21 +216,26 @@ class LayerSelector:
             self._next_probe_at = now
             estimate = estimator.estimate
         upper = [i for i in active if current is None or i > current]
+        held = self._held_from
+        if held is not None and now < held[1]:
+            upper = [i for i in upper if i < held[0]]
         if not upper:
             return Selection(self.layer, None)
         target = upper[0]
         margin = 1 + self.settings.up_margin
         if need(target) * margin <= estimate:
             # the estimate says so already (a probe raised it, or feedback grew it)
-            self.layer = max(i for i in upper if need(i) * margin <= estimate)
+            self._choose(max(i for i in upper if need(i) * margin <= estimate), now)
             return Selection(self.layer, None)
         steady = now - estimator.last_decrease_at >= self.settings.steady_seconds
         if now >= self._next_probe_at and (steady or current is None) and estimate > 0:
+            rate = need(target) * (margin + self.settings.probe_over)
+            if current is not None:
+                # (a paused viewer's probe goes straight to the lowest layer's need: it has
+                # no picture a probe could freeze, and its verdicts come slowly)
+                rate = min(rate, self.settings.probe_ratio * estimate)
             self._probe = Probe(
-                rate=min(
-                    need(target) * (margin + self.settings.probe_over),
-                    self.settings.probe_ratio * estimate,
-                ),
+                rate=rate,
                 started=now,
                 until=now + self.settings.probe_seconds,
                 layer=target,
@@ -198,19 +250,26 @@ class LayerSelector:
         estimator: BandwidthEstimator,
         active: list[int],
         need: Callable[[int], float],
+        current: int | None,
     ) -> int | None:
-        """The highest active layer the estimate fits; if none: None (pause) when the link
-        keeps losing packets, else the lowest."""
+        """The highest active layer the estimate fits; if none: None (pause) when the
+        lowest is sent (``current``) and the link keeps losing packets, else the lowest."""
         fitting = [i for i in active if need(i) <= estimator.estimate]
         if fitting:
             return fitting[-1]
         settings = self.settings
         if (
-            estimator.heavy_loss_windows >= settings.pause_loss_windows
+            current == active[0]
+            and estimator.heavy_loss_windows >= settings.pause_loss_windows
             and now - estimator.last_heavy_loss_at <= settings.pause_loss_seconds
         ):
             return None
         return active[0]
+
+    def _choose(self, layer: int | None, now: float) -> None:
+        if layer != self.layer:
+            self._sent_since = (layer, now)
+        self.layer = layer
 
     def _probe_wait(self) -> float:
         return self.settings.paused_probe_seconds if self.layer is None else self._backoff

@@ -10,7 +10,9 @@ What it does is reported as ``ViewerQualityChanged``.
 
 A probe sends padding on the video track's retransmission stream (``DownTrack.
 send_probe``) every ``PROBE_TICK_SECONDS``, so that the viewer receives the probe's rate in
-all; its REMB and loss while it does tell the selector whether the next layer fits. A
+all; a sender report sent at its end (``aiortc_adapter.send_sender_report``) comes back
+late by the queue the probe built at the link's bottleneck, which, with the viewer's REMB
+and loss, tells the selector whether the next layer fits. A
 probe stops at its first NACK (it overflows the link's queue: every packet more is dropped,
 media too; it fails) and as soon as the selector has failed it.
 """
@@ -40,9 +42,17 @@ logger = logging.getLogger(__name__)
 PROBE_TICK_SECONDS = 0.02
 # What the viewer's send rate is measured over.
 RATE_WINDOW_SECONDS = 1.0
+# What a layer's bitrate, as the selector weighs it, is measured over: long enough that the
+# keyframes every layer sends at once when any viewer asks one layer for a keyframe (a
+# simulcast publisher answers a PLI on every layer) do not read as the layer's rate, and
+# step down viewers who can take its steady rate.
+LAYER_RATE_WINDOW_SECONDS = 3.0
 # How long after a resume receiver reports' losses are not taken (``BandwidthEstimator.
 # ignore_loss``): about one report interval (Chromium's and aiortc's: 0.5 to 1.5 s).
 RESUME_LOSS_IGNORED_SECONDS = 1.5
+# How long a round trip counts toward the path's own (``ViewerQuality._base_rtt``): a path
+# whose round trip grew for good (a new route) is taken as it is after this long.
+BASE_RTT_SECONDS = 30.0
 # A layer with no packet for this long is not sent by the publisher (it turned it off).
 LAYER_ACTIVE_SECONDS = 1.0
 
@@ -66,15 +76,21 @@ class LayeredTrack(Protocol):
 
 
 class _Rate:
-    """Bits per second of a growing byte counter, over the last ``RATE_WINDOW_SECONDS``."""
+    """Bits per second of a growing byte counter, over the last ``window`` seconds."""
 
-    def __init__(self) -> None:
+    def __init__(self, window: float = RATE_WINDOW_SECONDS) -> None:
+        self._window = window
         self._samples: deque[tuple[float, int]] = deque()
+
+    @property
+    def span(self) -> float:
+        """How many seconds the rate is measured over (less than ``window`` at first)."""
+        return self._samples[-1][0] - self._samples[0][0] if self._samples else 0.0
 
     def update(self, now: float, total_bytes: int) -> float:
         samples = self._samples
         samples.append((now, total_bytes))
-        while len(samples) > 2 and now - samples[1][0] >= RATE_WINDOW_SECONDS:
+        while len(samples) > 2 and now - samples[1][0] >= self._window:
             samples.popleft()
         first_at, first_bytes = samples[0]
         elapsed = now - first_at
@@ -107,12 +123,18 @@ class ViewerQuality:
         self._sent = _Rate()
         self._audio = _Rate()
         self._audio_bps = 0.0
+        self._layer_rates: dict[Producer, tuple[_Rate, float]] = {}  # see ``_layer_bitrate``
         self._timer: asyncio.TimerHandle | None = None
         self._probe_timer: asyncio.TimerHandle | None = None
         self._last_remb: AnyRtcpPacket | None = None
         self._reported: ViewerQualityChanged | None = None
         self._switch: asyncio.Task[None] | None = None
         self._probing: Probe | None = None  # the probe whose padding is (or was) sent
+        # round trips measured, (time.monotonic(), seconds), over the last
+        # ``BASE_RTT_SECONDS``: the shortest is the path's own (see ``_base_rtt``)
+        self._rtts: deque[tuple[float, float]] = deque()
+        # the sender report sent at its end: (its lsr, time.time() when sent)
+        self._probe_report: tuple[int, float] | None = None
         self.closed = False
 
     def start(self) -> None:
@@ -158,8 +180,36 @@ class ViewerQuality:
                     estimator.on_report(
                         report.ssrc, report.highest_sequence, report.packets_lost, now
                     )
+                    if self._probe_delay(report.ssrc, report.lsr, report.dlsr, now):
+                        self._decide(now)  # the probe's verdict
         if estimator.last_decrease_at != before:
             self._decide(now)  # step down now, not at the next turn
+
+    def _probe_delay(self, ssrc: int, lsr: int, dlsr: int, now: float) -> bool:
+        """Whether a report block (``ssrc``, ``lsr``, ``dlsr``) answers the sender report
+        sent at a probe's end, whose round trip, less the one before the probe, is the
+        probe's queueing delay (``BandwidthEstimator.on_probe_delay``)."""
+        sent = self._probe_report
+        base = self._base_rtt(now)
+        if sent is None or lsr != sent[0] or not dlsr or base is None:
+            return False
+        video = self._video()
+        if video is None or ssrc != aiortc_adapter.sender_ssrcs(video[0].sender)[0]:
+            return False
+        self._probe_report = None
+        rtt = time.time() - sent[1] - dlsr / 65536
+        self.estimator.on_probe_delay(rtt - base, now)
+        self._rtts.append((now, rtt))
+        return True
+
+    def _base_rtt(self, now: float) -> float | None:
+        """The shortest round trip of the last ``BASE_RTT_SECONDS`` (aiortc's, smoothed, at
+        each probe's start, and those of the probes' sender reports): the path's own, with
+        no queue at the link's bottleneck; None before any."""
+        rtts = self._rtts
+        while rtts and now - rtts[0][0] > BASE_RTT_SECONDS:
+            rtts.popleft()
+        return min(rtt for _, rtt in rtts) if rtts else None
 
     def _turn(self) -> None:
         self._timer = None
@@ -173,6 +223,7 @@ class ViewerQuality:
             if down_track.kind == "audio":
                 self._audio_bps = self._audio.update(now, sent)
         self.estimator.sent(self._sent.update(now, total))
+        self._measure_layers(now)
         self._decide(now)
         self._timer = asyncio.get_running_loop().call_later(
             self.options.interval_seconds, self._turn
@@ -187,13 +238,33 @@ class ViewerQuality:
             return None
         return video, track.layers_at(time.monotonic())
 
+    def _measure_layers(self, now: float) -> None:
+        found = self._video()
+        layers = found[1] if found is not None else ()
+        rates = self._layer_rates
+        for gone in [layer for layer in rates if layer not in layers]:
+            del rates[gone]
+        for layer in layers:
+            rate = rates[layer][0] if layer in rates else _Rate(LAYER_RATE_WINDOW_SECONDS)
+            rates[layer] = (rate, rate.update(now, layer.bytes_received))
+
+    def _layer_bitrate(self, layer: Producer, now: float) -> float:
+        """``layer``'s bitrate over ``LAYER_RATE_WINDOW_SECONDS``; over its last second
+        while there is not a second of it yet."""
+        measured = self._layer_rates.get(layer)
+        if measured is None or measured[0].span < 1.0:
+            return layer.bitrate(now)
+        return measured[1]
+
     def _decide(self, now: float) -> None:
         found = self._video()
         if found is None:
             return
         video, layers = found
         states = [
-            LayerState(layer.bitrate(now), layer.active(now, within=LAYER_ACTIVE_SECONDS))
+            LayerState(
+                self._layer_bitrate(layer, now), layer.active(now, within=LAYER_ACTIVE_SECONDS)
+            )
             for layer in layers
         ]
         if not any(state.active for state in states):
@@ -214,12 +285,18 @@ class ViewerQuality:
             if current is not None and not video.paused:
                 video.pause()
         elif selection.layer != current:
-            if video.paused:
+            if current is None or selection.layer < current:
+                # the next reports are about what was sent before: a resume's, about the
+                # losses that paused it; a step down's, about the layer that did not fit
                 self.estimator.ignore_loss(now + RESUME_LOSS_IGNORED_SECONDS)
             self._switch_to(video, layers[selection.layer])
         probe = selection.probe
         if probe is not None and self._probe_timer is None and self._probing is not probe:
             self._probing = probe
+            self._probe_report = None
+            rtt = aiortc_adapter.sender_rtt(video.sender)
+            if rtt is not None:
+                self._rtts.append((now, rtt))
             extra = probe.rate - self.estimator.sent_bps  # on top of what it is sent now
             self._probe_tick(video, extra, probe.until, video.nacks_received)
         self._report(selection.layer, layers, video)
@@ -235,10 +312,16 @@ class ViewerQuality:
         overflows its link's queue, and every packet more would be dropped, media too."""
         self._probe_timer = None
         now = time.monotonic()
-        if self.closed or now >= until or video.closed or extra <= 0:
+        if self.closed or video.closed or extra <= 0:
             return
         if self.selector.probe is not self._probing:
             return  # the probe failed already (its verdict came early): not one packet more
+        if now >= until:
+            # its last packets are queued behind the rest: a report's round trip now tells
+            # how long that queue is
+            if self._rtts and not video.paused:
+                self._probe_report = aiortc_adapter.send_sender_report(video.sender)
+            return
         if video.nacks_received > nacks and not video.paused:
             self.estimator.probe_overflowed(now)
             self._decide(now)

@@ -56,24 +56,6 @@ VIEWER_STATS = """async () => {
   return out;
 }"""
 
-# Until the studio sends simulcast itself: three encodings, as a browser publisher with
-# ``sendEncodings`` sends them (¼, ½ and full resolution), for a video transceiver added
-# without encodings of its own.
-SIMULCAST_STUDIO = """(() => {
-  const add = RTCPeerConnection.prototype.addTransceiver;
-  RTCPeerConnection.prototype.addTransceiver = function (trackOrKind, init) {
-    const kind = typeof trackOrKind === "string" ? trackOrKind : trackOrKind.kind;
-    if (kind === "video" && !(init && init.sendEncodings)) {
-      init = {...(init || {}), sendEncodings: [
-        {rid: "q", scaleResolutionDownBy: 4, maxBitrate: 150000},
-        {rid: "h", scaleResolutionDownBy: 2, maxBitrate: 500000},
-        {rid: "f", maxBitrate: 1200000},
-      ]};
-    }
-    return add.call(this, trackOrKind, init);
-  };
-})();"""
-
 PUBLISHER_STATS = """async () => {
   const pc = window.onairStudio && window.onairStudio.state.pc;
   const out = {bytesSent: 0, frameHeight: 0, framesSent: 0, layers: 0};
@@ -339,8 +321,6 @@ def _studio(
     browser: Browser, server: OnAirServer, resolution: str, framerate: str, simulcast: bool
 ) -> Page:
     context = browser.new_context(base_url=server.base_url)
-    if simulcast:
-        context.add_init_script(SIMULCAST_STUDIO)
     context.set_default_timeout(20_000)
     page = context.new_page()
     page.goto("/accounts/login/")
@@ -348,7 +328,8 @@ def _studio(
     page.fill("#id_password", server.demo_password)
     page.click("button[type=submit]")
     page.wait_for_url("**/streams/")
-    page.goto(f"/studio/{server.demo_slug}/")
+    # the studio sends simulcast unless told not to
+    page.goto(f"/studio/{server.demo_slug}/" + ("" if simulcast else "?simulcast=0"))
     expect(page.locator("#camera option").first).to_be_attached(timeout=20_000)
     page.select_option("#resolution", resolution)
     page.select_option("#framerate", framerate)

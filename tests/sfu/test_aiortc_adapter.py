@@ -1694,3 +1694,53 @@ async def test_decoder_threads_are_daemons() -> None:
 
 def decoder_thread_of(producer: Producer) -> threading.Thread | None:
     return aiortc_hooks.decoder_thread(producer.receiver)
+
+
+async def test_send_sender_report_sends_what_aiortc_would_and_aiortc_times_its_answer(
+    pc: RTCPeerConnection,
+) -> None:
+    sender: RTCRtpSender = pc.addTransceiver("video").sender
+    assert aiortc_adapter.send_sender_report(sender) is None  # not started
+    sent: list[list[AnyRtcpPacket]] = []
+
+    async def send_rtcp(packets: list[AnyRtcpPacket]) -> None:
+        sent.append(packets)
+
+    sender._send_rtcp = send_rtcp  # type: ignore[method-assign]
+    sender._RTCRtpSender__started = True  # type: ignore[attr-defined]
+    try:
+        await _send_a_sender_report_and_answer_it(sender, sent)
+    finally:  # (a started sender's stop waits for its RTP and RTCP tasks)
+        sender._RTCRtpSender__started = False  # type: ignore[attr-defined]
+
+
+async def _send_a_sender_report_and_answer_it(
+    sender: RTCRtpSender, sent: list[list[AnyRtcpPacket]]
+) -> None:
+    assert aiortc_adapter.send_sender_report(sender) is None  # no RTP sent yet
+    aiortc_adapter.count_sender_report(sender, 0x1234_5678_9ABC_DEF0, 90_000, 1200, 3)
+    reported = aiortc_adapter.send_sender_report(sender)
+    assert reported is not None
+    lsr, sent_at = reported
+    assert lsr == 0x5678_9ABC
+    assert aiortc_adapter.send_sender_report(sender) is None  # nothing new since
+    await asyncio.sleep(0)
+    [[packet]] = sent
+    assert isinstance(packet, RtcpSrPacket)
+    assert packet.ssrc == sender._ssrc
+    assert (packet.sender_info.rtp_timestamp, packet.sender_info.packet_count) == (90_000, 3)
+    assert packet.sender_info.octet_count == 1200
+    # aiortc reads the RTT of the answer to it as to its own
+    report = RtcpReceiverInfo(
+        ssrc=sender._ssrc,
+        fraction_lost=0,
+        packets_lost=0,
+        highest_sequence=0,
+        jitter=0,
+        lsr=lsr,
+        dlsr=65536 // 100,
+    )
+    await sender._handle_rtcp_packet(RtcpRrPacket(ssrc=1, reports=[report]))
+    rtt = aiortc_adapter.sender_rtt(sender)
+    assert rtt is not None
+    assert rtt <= time.time() - sent_at
