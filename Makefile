@@ -95,7 +95,8 @@ pytest: $(VENV)/.dev native browser nat-deps
 ## pytest-postgres: the model/API suite again on the real PostgreSQL (skipped, saying why, if it is down)
 TEST_DATABASE_URL ?= postgres://postgres@127.0.0.1:5432/test
 pytest-postgres: $(VENV)/.dev
-	DATABASE_URL=$(TEST_DATABASE_URL) $(BIN)/python -m pytest -p no:cacheprovider tests/broadcast tests/viewers
+	DATABASE_URL=$(TEST_DATABASE_URL) $(BIN)/python -m pytest -p no:cacheprovider tests/broadcast tests/viewers \
+		tests/recordings/test_services.py tests/recordings/test_apis.py tests/recordings/test_admin.py
 
 ## test: everything CI runs
 test: lint typecheck imports pytest
