@@ -142,6 +142,13 @@ def recording_finish(
     return recording
 
 
+def recording_discard(*, recording_id: str | uuid.UUID) -> None:
+    """Forget a recording that never started (its broadcast had no media server to record
+    it yet): nothing was written, so nothing is kept."""
+    with transaction.atomic():
+        Recording.objects.filter(pk=recording_id, state=Recording.State.RECORDING).delete()
+
+
 def _check_manages(*, recording: Recording, user: AnyUser) -> None:
     if not recording_is_managed_by(recording=recording, user=user):
         raise PermissionDeniedError("Only the stream's owner can change its recordings.")

@@ -24,8 +24,8 @@ from broadcast.services import stream_begin, stream_end
 from onair.exceptions import ApplicationError, ConflictError
 from recordings.models import Recording
 from recordings.selectors import recording_may_start
-from recordings.services import recording_begin, recording_finish
-from signaling.gateway import PublishResult, gateway, offer_validate
+from recordings.services import recording_begin, recording_discard, recording_finish
+from signaling.gateway import NO_BROADCAST, PublishResult, gateway, offer_validate
 
 logger = logging.getLogger(__name__)
 
@@ -108,6 +108,11 @@ async def recording_ensure(*, stream: Stream, switched_on: bool = False) -> None
     try:
         await gateway.recording_start(stream_id=stream_id, recording_id=str(recording.pk))
     except ApplicationError as exc:
+        if exc.code == NO_BROADCAST:
+            # Turned on while no router holds the broadcast (its publisher has not come
+            # back since a restart): its next publish records it.
+            await database_sync_to_async(recording_discard)(recording_id=recording.pk)
+            return
         logger.warning("recording %s could not start: %s", recording.pk, exc.message)
         await database_sync_to_async(recording_finish)(
             recording_id=recording.pk, reason=Recording.StopReason.FAILED, detail=exc.message

@@ -20,6 +20,7 @@ from onair.conf import cluster_mode
 from sfu.heap import freeze_startup_objects
 from signaling.gateway.cluster import ClusterGateway
 from signaling.gateway.contract import (
+    NO_BROADCAST,
     ConnectNotice,
     Gateway,
     IceCandidate,
@@ -38,6 +39,7 @@ from signaling.gateway.embedded import EmbeddedGateway, offer_validate
 from signaling.gateway.recording import recordings_repair
 
 __all__ = [
+    "NO_BROADCAST",
     "ConnectNotice",
     "Gateway",
     "IceCandidate",

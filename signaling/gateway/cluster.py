@@ -33,6 +33,7 @@ from onair.exceptions import (
 )
 from sfu.tasks import TaskSet
 from signaling.gateway.contract import (
+    NO_BROADCAST,
     VERBS,
     ConnectNotice,
     IceCandidate,
@@ -323,7 +324,7 @@ class ClusterGateway:
     async def recording_start(self, *, stream_id: str, recording_id: str) -> None:
         worker = await self._current_origin(stream_id)
         if worker is None:
-            raise SfuUnavailableError("The broadcast's media server is gone.")
+            raise ConflictError("No media server holds the broadcast.", code=NO_BROADCAST)
         await self._call(worker, "recording_start", stream_id=stream_id, recording_id=recording_id)
 
     async def recording_stop(self, *, stream_id: str) -> None:

@@ -296,6 +296,9 @@ def _verb(name: str, **routing: Any) -> Verb:
     return Verb(name, dataclass_params=params, result=dataclass_of(returned), **routing)
 
 
+# The code of a recording call for a stream whose broadcast no router holds.
+NO_BROADCAST = "no_broadcast"
+
 OVER_PUBLISHING = "This publishing session is over."
 OVER_VIEWING = "This viewing session is over."
 OVER_VIEWING_ANSWER = "This viewing session is over; ask for a new one."

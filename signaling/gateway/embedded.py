@@ -45,6 +45,7 @@ from sfu.sdp_validation import validate_description
 from sfu.tasks import TaskSet, log_failure
 from signaling.gateway import reactions
 from signaling.gateway.contract import (
+    NO_BROADCAST,
     OVER_PUBLISHING,
     OVER_VIEWING,
     OVER_VIEWING_ANSWER,
@@ -355,7 +356,7 @@ class EmbeddedGateway:
     async def recording_start(self, *, stream_id: str, recording_id: str) -> None:
         router = self.router(stream_id)
         if router is None:
-            raise ConflictError("The broadcast is not on this media server.", code="no_broadcast")
+            raise ConflictError("The broadcast is not on this media server.", code=NO_BROADCAST)
         try:
             router.start_recording(recording_spec(recording_id))
         except OSError as exc:  # the spool directory cannot be written

@@ -23,7 +23,7 @@ from pytest_django.fixtures import Settings
 from rest_framework.test import APIClient
 
 from broadcast.models import Stream
-from broadcast.services import IssuedKey, stream_create
+from broadcast.services import IssuedKey, stream_create, stream_go_live
 from recordings.models import Recording
 from recordings.services import recording_begin
 from signaling.gateway import gateway, recordings_repair
@@ -352,3 +352,23 @@ async def test_an_h264_whip_broadcast_is_recorded_into_an_mp4_that_plays(
     await client.close()
     await viewer.close()
     await gateway.close_all()
+
+
+async def test_recording_turned_on_with_no_media_server_holding_the_broadcast(
+    owner: User, stream: Stream
+) -> None:
+    """Live in the database, no router (its publisher not back since a restart): nothing
+    is recorded yet, and no failed recording is left; its next publish records it."""
+    await database_sync_to_async(stream_go_live)(stream=stream)
+    api = APIClient()
+    await database_sync_to_async(api.force_login)(owner)
+    path = f"/api/v1/streams/{stream.slug}/"
+
+    await database_sync_to_async(api.patch)(path, {"record": False}, format="json")
+    await database_sync_to_async(api.patch)(path, {"record": True}, format="json")
+
+    assert await rows(stream) == []
+    studio, publisher = await go_live(stream, owner)
+    assert (await studio.expect("recording"))["state"] == "recording"
+    await publisher.close()
+    await studio.close()
