@@ -44,6 +44,10 @@ export class SignalingClient extends EventTarget {
     });
   }
 
+  get open() {
+    return this.socket !== null && this.socket.readyState === WebSocket.OPEN;
+  }
+
   send(type, fields = {}) {
     if (!this.socket || this.socket.readyState !== WebSocket.OPEN) return false;
     this.socket.send(JSON.stringify({ type, ...fields }));

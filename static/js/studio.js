@@ -28,6 +28,7 @@ const state = {
   screen: null,        // MediaStream from getDisplayMedia, while sharing
   source: "camera",
   pc: null,
+  welcomed: false,     // the server's welcome came on the signaling connection open now
   live: false,
   startedAt: null,
   lastStats: null,
@@ -280,7 +281,13 @@ async function goLive() {
   }
   const offer = await pc.createOffer();
   await pc.setLocalDescription(offer);
-  signaling.send("offer", { sdp: pc.localDescription.sdp });
+  if (!signaling.send("offer", { sdp: pc.localDescription.sdp })) {
+    // the connection to the server went meanwhile: nothing was sent
+    closePeer();
+    setStatus("offline");
+    showError("Not connected to the server: Go live again once it is back.");
+    renderGoLive();
+  }
 }
 
 function restartPublishing() {
@@ -325,7 +332,8 @@ function renderGoLive() {
   const button = $("go-live");
   const liveElsewhere = stream?.state === "live" && !state.live && state.publisher === "connected";
   button.textContent = liveElsewhere ? "Take over" : stream?.state === "ended" ? "Go live again" : "Go live";
-  if (!state.live && state.pc === null) button.disabled = false;
+  // an offer needs the server's welcome (its ICE servers) on an open connection first
+  button.disabled = !(state.welcomed && signaling.open && !state.live && state.pc === null);
   if (liveElsewhere && $("studio-notice").dataset.kind !== "replaced") {
     showNotice("Live from another tab or device: Take over to broadcast from here.");
     $("studio-notice").dataset.kind = "elsewhere";
@@ -340,6 +348,7 @@ function setStatus(status) {
 }
 
 signaling.on("welcome", (msg) => {
+  state.welcomed = true;
   $("key-form").hidden = msg.authorized;
   if (!msg.authorized && state.key) signaling.send("auth", { key: state.key });
   // Fresh per-session ICE servers (short-lived TURN credentials) replace the page's.
@@ -347,6 +356,7 @@ signaling.on("welcome", (msg) => {
   config.ice_transport_policy = msg.ice_transport_policy;
   if (msg.publisher) state.publisher = msg.publisher;
   renderStream(msg.stream);
+  renderGoLive();
   // After a signaling reconnect while live, publish again: the SFU keeps viewers
   // attached for a grace period, so they resume without renegotiating. Unless someone
   // else went live meanwhile (this page's own publisher went with its socket): taking
@@ -403,12 +413,16 @@ signaling.on("error", (msg) => {
   }
   if (["not_live", "forbidden", "bad_sdp", "sfu_error", "closing"].includes(msg.code) && !state.live) {
     closePeer();
-    $("go-live").disabled = false;
     setStatus("idle");
+    renderGoLive();
   }
 });
 signaling.addEventListener("close", () => setStatus(state.live ? "reconnecting" : "offline"));
-signaling.addEventListener("close", () => { if (state.live) closePeer(); });
+signaling.addEventListener("close", () => {
+  state.welcomed = false;
+  if (state.live) closePeer();
+  renderGoLive();
+});
 
 function renderStream(stream) {
   if (!stream || !stream.state) return; // strangers learn nothing before their key is accepted

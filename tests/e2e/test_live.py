@@ -15,7 +15,7 @@ from pathlib import Path
 from typing import Any
 
 import av
-from playwright.sync_api import Browser, BrowserContext, Page, expect
+from playwright.sync_api import Browser, BrowserContext, Page, WebSocketRoute, expect
 
 from tests.e2e.conftest import OnAirServer
 
@@ -252,3 +252,22 @@ def test_strangers_cannot_publish(
     anonymous = _new_page(browser, server, contexts)
     anonymous.goto(f"/studio/{server.demo_slug}/")
     expect(anonymous).to_have_url(re.compile(r"/accounts/login/"))
+
+
+def test_go_live_waits_for_the_servers_welcome(
+    logged_in_page: Page, onair_server: OnAirServer
+) -> None:
+    # Clicked before the signaling connection had its welcome, Go live made an offer that
+    # went nowhere (the socket not open yet): the studio stayed "connecting" for good.
+    page = logged_in_page
+    held: list[WebSocketRoute] = []
+    page.route_web_socket(re.compile(r".*/ws/studio/.*"), lambda route: held.append(route))
+    page.goto(f"/studio/{onair_server.demo_slug}/")
+    expect(page.locator("#camera option").first).to_be_attached(timeout=20_000)
+    expect(page.locator("#go-live")).to_be_disabled()
+    page.wait_for_timeout(300)  # (a welcome would have come by now)
+    expect(page.locator("#go-live")).to_be_disabled()
+    assert len(held) == 1
+    held[0].connect_to_server()
+    expect(page.locator("#go-live")).to_be_enabled()
+    expect(page.locator("#stream-state")).not_to_have_text("")
