@@ -28,6 +28,7 @@ const state = {
   screen: null,        // MediaStream from getDisplayMedia, while sharing
   source: "camera",
   pc: null,
+  starting: false,     // goLive is making its peer connection and offer
   welcomed: false,     // the server's welcome came on the signaling connection open now
   live: false,
   startedAt: null,
@@ -139,7 +140,7 @@ async function openCamera() {
 }
 
 async function replaceOutgoingTracks() {
-  if (!state.pc) return;
+  if (!state.pc || state.starting) return; // goLive sends what is chosen once its offer is out
   const sending = state.pc.getTransceivers().map((t) => t.sender.track?.kind || t.receiver.track?.kind);
   const added = [currentVideoTrack(), currentAudioTrack()].some((t) => t && !sending.includes(t.kind));
   if (added) {
@@ -256,6 +257,23 @@ async function goLive() {
   if (!state.camera) return;
   $("go-live").disabled = true;
   setStatus("connecting");
+  state.starting = true;
+  try {
+    await publish();
+  } catch (error) {
+    closePeer();
+    setStatus("idle");
+    showError(`Could not go live: ${error.message}`);
+  } finally {
+    state.starting = false;
+    renderGoLive();
+  }
+  // a camera or microphone changed while the offer was made: send what is chosen now
+  await replaceOutgoingTracks();
+}
+
+// A peer connection sending the current tracks, and its offer to the server.
+async function publish() {
   const pc = new RTCPeerConnection({
     iceServers: config.ice_servers,
     iceTransportPolicy: config.ice_transport_policy || "all",
@@ -282,11 +300,7 @@ async function goLive() {
   const offer = await pc.createOffer();
   await pc.setLocalDescription(offer);
   if (!signaling.send("offer", { sdp: pc.localDescription.sdp })) {
-    // the connection to the server went meanwhile: nothing was sent
-    closePeer();
-    setStatus("offline");
-    showError("Not connected to the server: Go live again once it is back.");
-    renderGoLive();
+    throw new Error("not connected to the server; try again once it is back");
   }
 }
 
@@ -333,7 +347,7 @@ function renderGoLive() {
   const liveElsewhere = stream?.state === "live" && !state.live && state.publisher === "connected";
   button.textContent = liveElsewhere ? "Take over" : stream?.state === "ended" ? "Go live again" : "Go live";
   // an offer needs the server's welcome (its ICE servers) on an open connection first
-  button.disabled = !(state.welcomed && signaling.open && !state.live && state.pc === null);
+  button.disabled = !(state.welcomed && signaling.open && !state.live && state.pc === null && !state.starting);
   if (liveElsewhere && $("studio-notice").dataset.kind !== "replaced") {
     showNotice("Live from another tab or device: Take over to broadcast from here.");
     $("studio-notice").dataset.kind = "elsewhere";

@@ -271,3 +271,36 @@ def test_go_live_waits_for_the_servers_welcome(
     held[0].connect_to_server()
     expect(page.locator("#go-live")).to_be_enabled()
     expect(page.locator("#stream-state")).not_to_have_text("")
+
+
+SLOW_SET_PARAMETERS = """(() => {
+  const set = RTCRtpSender.prototype.setParameters;
+  RTCRtpSender.prototype.setParameters = function (...args) {
+    return new Promise((resolve) => setTimeout(resolve, 1500)).then(() => set.apply(this, args));
+  };
+})();"""
+
+
+def test_a_camera_change_while_going_live_is_sent_once_live(
+    logged_in_page: Page, onair_server: OnAirServer
+) -> None:
+    # A resolution picked while Go live was setting up its peer connection re-opened the
+    # camera, whose new tracks made the studio publish again: that closed the connection
+    # Go live was still adding tracks to, and the studio stayed "connecting" for good.
+    _restart_demo_stream(onair_server)
+    page = logged_in_page
+    errors: list[str] = []
+    page.on("pageerror", lambda error: errors.append(str(error)))
+    page.add_init_script(SLOW_SET_PARAMETERS)  # holds Go live inside its setup for 1.5 s
+    page.goto(f"/studio/{onair_server.demo_slug}/")
+    expect(page.locator("#camera option").first).to_be_attached(timeout=20_000)
+    page.select_option("#resolution", "720p")
+    expect(page.locator("#go-live")).to_be_enabled()
+    page.click("#go-live")
+    expect(page.locator("#connection-state")).to_have_text("connecting")
+    page.select_option("#resolution", "360p")
+    expect(page.locator("#stream-state")).to_have_text("live", timeout=20_000)
+    sent_height = """() => window.onairStudio.state.pc.getSenders()
+        .find((s) => s.track && s.track.kind === "video").track.getSettings().height"""
+    assert page.evaluate(sent_height) == 360  # the camera as picked last
+    assert errors == []
