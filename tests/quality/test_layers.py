@@ -20,6 +20,10 @@ SETTLE_SECONDS = 5
 RECOVER_SECONDS = 10
 # one sample a second: a change is seen up to a second late
 SAMPLING = 1
+# what the frame rate and freezes are measured over once settled: "under 2 s of freeze per
+# minute" read off 10 s would fail on one keyframe's worth (≈ 0.3 s at 300 kbit/s: a
+# simulcast publisher answers any viewer's keyframe request on every layer)
+MEASURED_SECONDS = 20
 
 
 @pytest.fixture(scope="module")
@@ -43,10 +47,12 @@ def _settled_at(series: list[Sample]) -> tuple[int, int]:
 
 
 @pytest.mark.xfail(
-    reason="not met yet (two runs on the first layer-switching main): the 300 kbit/s viewer"
-    " settled on the 180p layer after 3 and 14 s but froze 1.6 and 7.8 s in 10 s there"
-    " (17.3, 6.2 fps); the 1 Mbit/s one dropped to 360p and was back on 720p after 8 and"
-    " 12 s; 10 s after the lift the lifted one was on 360p. Remove this mark when it passes",
+    reason="passes about half the runs (on an otherwise idle machine 5 of 7 at the last"
+    " change): the unconstrained viewer keeps 720p and the 1 Mbit/s one settles on 360p or"
+    " 720p within 3 s every time; the 300 kbit/s one settles on 180p within 2 s but in some"
+    " runs freezes 0.3-3.7 s in 20 s there (a keyframe of every layer takes ~0.3 s through"
+    " its link), and after the lift its top layer came back after 10 s in one run."
+    " Remove this mark when it passes",
     strict=False,
 )
 def test_viewers_settle_on_layers_that_fit_and_recover_when_lifted(simulcast: Broadcast) -> None:
@@ -59,9 +65,11 @@ def test_viewers_settle_on_layers_that_fit_and_recover_when_lifted(simulcast: Br
 
     mid.link.set_rate(1_000_000)
     low.link.set_rate(300_000)
-    series = broadcast.sample(SETTLE_SECONDS + SAMPLING + 10)
+    series = broadcast.sample(SETTLE_SECONDS + SAMPLING + MEASURED_SECONDS)
     settled = {name: _settled_at(taken) for name, taken in series.items()}
-    windows = {name: Window.over(taken[-11:]) for name, taken in series.items()}
+    windows = {
+        name: Window.over(taken[-(MEASURED_SECONDS + 1) :]) for name, taken in series.items()
+    }
     report = {
         name: (settled[name], f"{w.fps:.1f} fps", f"{w.freeze_seconds:.2f} s frozen")
         for name, w in windows.items()
@@ -79,6 +87,7 @@ def test_viewers_settle_on_layers_that_fit_and_recover_when_lifted(simulcast: Br
     low.link.set_rate(None)
     recovered = broadcast.sample(RECOVER_SECONDS + SAMPLING, [low])["low"]
     heights = [_height(sample) for sample in recovered]
+    print("after the lift:", heights)
     assert top in heights, f"after the lift: {heights}"
     for viewer in (free, mid, low):
         broadcast.remove_viewer(viewer)
