@@ -61,26 +61,7 @@ class RecordingAdmin(admin.ModelAdmin):
         "host",
         "worker",
     ]
-    readonly_fields = [
-        "stream_link",
-        "state",
-        "started_at",
-        "ended_at",
-        "shown_duration",
-        "shown_size",
-        "container",
-        "video_codec",
-        "audio_codec",
-        "resolution",
-        "video_frames",
-        "stop_reason",
-        "detail",
-        "download_link",
-        "file",
-        "spool_path",
-        "host",
-        "worker",
-    ]
+    readonly_fields = [name for name in fields if name != "published"]  # the one to edit
     actions = ["delete_with_files", "publish", "unpublish"]
 
     def has_add_permission(self, request: HttpRequest) -> bool:
