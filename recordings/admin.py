@@ -15,6 +15,29 @@ from django.utils.html import format_html
 from recordings.models import Recording
 from recordings.services import recording_set_published
 
+# what a recording's page in the admin shows
+SHOWN: tuple[str, ...] = (
+    "stream_link",
+    "state",
+    "published",
+    "started_at",
+    "ended_at",
+    "shown_duration",
+    "shown_size",
+    "container",
+    "video_codec",
+    "audio_codec",
+    "resolution",
+    "video_frames",
+    "stop_reason",
+    "detail",
+    "download_link",
+    "file",
+    "spool_path",
+    "host",
+    "worker",
+)
+
 
 @admin.register(Recording)
 class RecordingAdmin(admin.ModelAdmin):
@@ -40,28 +63,8 @@ class RecordingAdmin(admin.ModelAdmin):
     search_fields = ["stream__title", "stream__slug", "stream__owner__username"]
     list_select_related = ["stream"]
     date_hierarchy = "started_at"
-    fields = [
-        "stream_link",
-        "state",
-        "published",
-        "started_at",
-        "ended_at",
-        "shown_duration",
-        "shown_size",
-        "container",
-        "video_codec",
-        "audio_codec",
-        "resolution",
-        "video_frames",
-        "stop_reason",
-        "detail",
-        "download_link",
-        "file",
-        "spool_path",
-        "host",
-        "worker",
-    ]
-    readonly_fields = [name for name in fields if name != "published"]  # the one to edit
+    fields = SHOWN
+    readonly_fields = tuple(name for name in SHOWN if name != "published")  # the one to edit
     actions = ["delete_with_files", "publish", "unpublish"]
 
     def has_add_permission(self, request: HttpRequest) -> bool:
