@@ -344,7 +344,9 @@ function stopPublishing(status) {
 function renderGoLive() {
   const stream = state.stream;
   const button = $("go-live");
-  const liveElsewhere = stream?.state === "live" && !state.live && state.publisher === "connected";
+  // (not while this page is going live itself: its publisher is the one to come)
+  const goingLive = state.pc !== null || state.starting;
+  const liveElsewhere = stream?.state === "live" && !state.live && !goingLive && state.publisher === "connected";
   button.textContent = liveElsewhere ? "Take over" : stream?.state === "ended" ? "Go live again" : "Go live";
   // an offer needs the server's welcome (its ICE servers) on an open connection first
   button.disabled = !(state.welcomed && signaling.open && !state.live && state.pc === null && !state.starting);
