@@ -5,6 +5,7 @@ python -m bench --quick         # ≈ 3 minutes, same report with fewer, shorter
 python -m bench --cluster       # the multi-core sweep instead: 1 vs 2 SFU workers (bench.cluster)
 python -m bench --nack          # only the NACK-flood step (bench.nack; part of the full run)
 python -m bench --simulcast     # only the simulcast step (bench.simulcast; part of the full run)
+python -m bench --recording     # only the recording step (bench.recording; part of the full run)
 """
 
 from __future__ import annotations
@@ -115,6 +116,15 @@ def main(argv: list[str] | None = None) -> int:
         help="only the simulcast step: viewers/core with a 3-layer source, layer switch time",
     )
     parser.add_argument("--no-simulcast", action="store_true", help="skip the simulcast step")
+    parser.add_argument(
+        "--recording",
+        action="store_true",
+        help="only the recording step: a recording's CPU and bytes/s beside forwarding's",
+    )
+    parser.add_argument("--no-recording", action="store_true", help="skip the recording step")
+    parser.add_argument(
+        "--repetitions", type=int, help="the recording step: recordings measured per codec"
+    )
     args = parser.parse_args(argv)
     command = "python -m bench " + " ".join(argv if argv is not None else sys.argv[1:])
     if args.cluster:
@@ -153,6 +163,20 @@ def main(argv: list[str] | None = None) -> int:
             json_path=args.json,
             viewers=[int(n) for n in args.viewers.split(",")] if args.viewers else None,
             window=args.window,
+        )
+
+    if args.recording:
+        from bench import recording
+
+        return recording.main(
+            args.quick,
+            _progress,
+            command.strip(),
+            report=not args.no_report,
+            json_path=args.json,
+            viewers=max(int(n) for n in args.viewers.split(",")) if args.viewers else None,
+            window=args.window,
+            repetitions=args.repetitions,
         )
 
     plans = QUICK if args.quick else FULL
@@ -214,11 +238,19 @@ def main(argv: list[str] | None = None) -> int:
         simulcast_failed = bool(
             simulcast.main(args.quick, _progress, command.strip(), report=not args.no_report)
         )
+    recording_failed = False
+    if not args.no_recording and "onair" in args.servers.split(",") and _onair_version():
+        from bench import recording
+
+        recording_failed = bool(
+            recording.main(args.quick, _progress, command.strip(), report=not args.no_report)
+        )
     _progress(f"done in {time.monotonic() - started:.0f} s")
     ok = (
         all(r.error in (None, "not available") for r in results)
         and not nack_failed
         and not simulcast_failed
+        and not recording_failed
     )
     return 0 if ok else 1
 

@@ -9,8 +9,8 @@ are bench-only. For Janus (``--rtp-to``) the packets go on as plain RTP to its m
 Either way every packet passes here, and its send time is logged by the packet's last
 bytes, which no forwarder changes: the other end of the forwarding-latency measurement.
 Prints the ports to send RTP to as JSON, then answers ``{"op": "sent"}`` (the send log) and
-``{"op": "count"}`` (packets sent so far: the rate the viewers' rates are compared with) on
-stdin.
+``{"op": "count"}`` (packets sent so far: the rate the viewers' rates are compared with; with
+``--url`` also the video frames, by their last packets) on stdin.
 
 A replayed file cannot answer a keyframe request, and browsers and OBS do. With ``--live``
 (and ``--url``) the publisher is such a peer instead: a synthetic 640x480 30 fps picture (the
@@ -28,6 +28,7 @@ top layer: what a viewer of the top layer is sent) and ``{"op": "layers"}`` (eac
 packets and bytes sent, keyframes and keyframe requests, and whether it is sending).
 
     python -m bench.publisher --url http://127.0.0.1:PORT
+    python -m bench.publisher --url http://127.0.0.1:PORT --h264     # an H.264 source's RTP
     python -m bench.publisher --url http://127.0.0.1:PORT --live
     python -m bench.publisher --url http://127.0.0.1:PORT --simulcast
     python -m bench.publisher --rtp-to VIDEO_PORT,AUDIO_PORT
@@ -169,6 +170,7 @@ class SendLog:
         self._sent: OrderedDict[bytes, float] = OrderedDict()
         self._ambiguous: set[bytes] = set()
         self.packets = 0
+        self.video_frames = 0  # counted where the frame's packets come in (``--url`` only)
 
     def add(self, packet: bytes) -> None:
         self.packets += 1
@@ -191,9 +193,12 @@ class _WebRtcForwarder(asyncio.DatagramProtocol):
         self._payload_type = payload_type
         self._ssrc: int = sender._ssrc
         self._log = log
+        self._video = sender.kind == "video"
         self._sending: set[asyncio.Future[None]] = set()
 
     def datagram_received(self, data: bytes, addr: tuple[str | Any, int]) -> None:
+        if self._video and len(data) > 1 and data[1] & 0x80:  # a frame's last packet
+            self._log.video_frames += 1
         packet = bytearray(data)
         packet[1] = (packet[1] & 0x80) | self._payload_type
         struct.pack_into("!I", packet, 8, self._ssrc)
@@ -246,7 +251,11 @@ async def _serve_send_log(log: SendLog, ports: dict[str, int]) -> None:
         {"video_port": ports["video"], "audio_port": ports["audio"]},
         {
             "sent": lambda: {"sent": log.dump()},
-            "count": lambda: {"at": time.monotonic(), "packets": log.packets},
+            "count": lambda: {
+                "at": time.monotonic(),
+                "packets": log.packets,
+                "video_frames": log.video_frames,
+            },
         },
     )
 
@@ -264,13 +273,14 @@ async def relay(video_port: int, audio_port: int) -> None:
 
 
 async def _connect(
-    url: str, video_track: MediaStreamTrack
+    url: str, video_track: MediaStreamTrack, video_mime_type: str = "video/VP8"
 ) -> tuple[RTCPeerConnection, RTCRtpTransceiver, RTCRtpTransceiver]:
-    """Publish VP8 video and idle Opus audio by WHIP-style signaling; return once connected."""
+    """Publish video (VP8 unless told) and idle Opus audio by WHIP-style signaling; return
+    once connected."""
     pc = new_peer_connection()
     video = pc.addTransceiver(video_track, direction="sendonly")
     audio = pc.addTransceiver(_IdleTrack("audio"), direction="sendonly")
-    _prefer(video, "video/VP8")
+    _prefer(video, video_mime_type)
     _prefer(audio, "audio/opus")
     await pc.setLocalDescription(await pc.createOffer())
     response = await http.request(
@@ -286,9 +296,9 @@ async def _connect(
     return pc, video, audio
 
 
-async def publish(url: str) -> None:
+async def publish(url: str, video_mime_type: str = "video/VP8") -> None:
     log = SendLog()
-    pc, video, audio = await _connect(url, _IdleTrack("video"))
+    pc, video, audio = await _connect(url, _IdleTrack("video"), video_mime_type)
     answer = SessionDescription.parse(pc.remoteDescription.sdp)
     loop = asyncio.get_running_loop()
     ports = {}
@@ -411,6 +421,11 @@ def main() -> None:
     parser.add_argument(
         "--simulcast", action="store_true", help="with --url: three-layer RID simulcast instead"
     )
+    parser.add_argument(
+        "--h264",
+        action="store_true",
+        help="with --url: negotiate H.264 for the replayed video (a source encoded in H.264)",
+    )
     args = parser.parse_args()
     if (args.live or args.simulcast) and not args.url:
         parser.error("--live and --simulcast need --url")
@@ -420,7 +435,7 @@ def main() -> None:
     elif args.live:
         asyncio.run(publish_live(args.url))
     elif args.url:
-        asyncio.run(publish(args.url))
+        asyncio.run(publish(args.url, "video/H264" if args.h264 else "video/VP8"))
     else:
         video_port, audio_port = (int(port) for port in args.rtp_to.split(","))
         asyncio.run(relay(video_port, audio_port))

@@ -168,6 +168,10 @@ class _Publisher(_Child):
         reply = self._ask({"op": "count"}, timeout=30)
         return float(reply["at"]), int(reply["packets"])
 
+    def video_frames(self) -> int:
+        """Video frames sent so far (a WebRTC publisher's only)."""
+        return int(self._ask({"op": "count"}, timeout=30)["video_frames"])
+
 
 class _LivePublisher(_Child):
     """``bench.publisher --live``: says hello once connected to the server."""

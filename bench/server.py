@@ -3,7 +3,8 @@
 ``POST /whip`` (publisher's SDP offer) and ``POST /whep`` (a viewer's recvonly offer)
 each return ``201`` with the SDP answer; ``POST /fanout`` returns, for OnAir, how long each
 forwarding of a batch to every viewer and each garbage collection took (see ``FanoutLog``),
-and ``POST /stats`` every viewer track's counters (``sfu.DownTrackStats``).
+``POST /stats`` every viewer track's counters (``sfu.DownTrackStats``), and ``POST /record``
+(OnAir) starts or stops recording the stream (``bench.recording``).
 Backends:
 
 - ``mediarelay``: the naive aiortc SFU: the publisher's tracks are decoded once, and
@@ -26,6 +27,7 @@ import logging
 import sys
 import time
 from collections.abc import Callable
+from pathlib import Path
 from typing import Any, Protocol
 
 from aiortc import MediaStreamTrack, RTCSessionDescription
@@ -41,6 +43,7 @@ class Backend(Protocol):
     async def subscribe(self, offer: str) -> str: ...
 
 
+RECORD_TIMEOUT = 8.0  # seconds a recording may take to open (a keyframe) or to close
 FANOUT_LOG_SIZE = 20_000  # flushes: ≈ 4 minutes of audio and video
 
 
@@ -169,6 +172,34 @@ class OnAirBackend:
             raise RuntimeError("the router did not answer the viewer's offer")
         return viewer.answer_sdp
 
+    async def record(self, command: dict[str, Any]) -> dict[str, Any]:
+        """``{"op": "start", "directory": ...}``: start a recording, answered once its file is
+        open (the first keyframe came); ``{"op": "stop"}``: stop it, answered with its
+        ``RecordingStopped`` once the file is closed."""
+        import sfu
+
+        loop = asyncio.get_running_loop()
+        kind = sfu.RecordingStarted if command["op"] == "start" else sfu.RecordingStopped
+        reported: asyncio.Future[sfu.SfuEvent] = loop.create_future()
+
+        def on_event(event: sfu.SfuEvent) -> None:
+            if not reported.done():
+                reported.set_result(event)
+
+        self._router.events.on(kind, on_event)
+        try:
+            if command["op"] == "start":
+                spec = sfu.RecordingSpec(
+                    recording_id=f"bench-{time.time_ns()}", directory=Path(command["directory"])
+                )
+                self._router.start_recording(spec)
+            else:
+                self._router.stop_recording()
+            event = await asyncio.wait_for(reported, RECORD_TIMEOUT)
+        finally:
+            self._router.events.off(on_event)
+        return dataclasses.asdict(event)
+
     def down_track_stats(self) -> list[dict[str, Any]]:
         return [
             dataclasses.asdict(track.stats())
@@ -201,6 +232,9 @@ async def serve(backend_name: str, port: int, *, unlimited_retransmission: bool 
             return http.Response(200, json.dumps(fanout.since(since)).encode())
         elif path == "/stats" and isinstance(backend, OnAirBackend):
             return http.Response(200, json.dumps(backend.down_track_stats()).encode())
+        elif path == "/record" and isinstance(backend, OnAirBackend):
+            reported = await backend.record(json.loads(body))
+            return http.Response(200, json.dumps(reported).encode())
         else:
             return http.Response(404, b"")
         return http.Response(201, answer.encode(), {"Content-Type": "application/sdp"})

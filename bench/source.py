@@ -1,4 +1,4 @@
-"""The one encoded source: a 720p30 test pattern in VP8 + an Opus sine, as plain RTP.
+"""The one encoded source: a 720p30 test pattern in VP8 (or H.264) + an Opus sine, as plain RTP.
 
 The pattern is encoded once into a WebM file (cached), then replayed in real time with
 ``-c copy`` for every server under test: every server receives the same bytes, and the
@@ -30,23 +30,43 @@ class SourceSpec:
     audio_kbps: int = 64
     keyframe_seconds: int = 2
     seconds: int = 30
+    # "h264": libx264 constrained baseline (what aiortc offers), in MPEG-TS so that every
+    # keyframe carries its SPS and PPS in band, as WebRTC senders send them
+    video_codec: str = "vp8"
+
+    @property
+    def suffix(self) -> str:
+        return ".ts" if self.video_codec == "h264" else ".webm"
 
     @property
     def encode_args(self) -> list[str]:
+        kbps, gop = f"{self.video_kbps}k", str(self.fps * self.keyframe_seconds)
+        if self.video_codec == "h264":
+            video = [
+                "-c:v", "libx264", "-b:v", kbps, "-minrate", kbps, "-maxrate", kbps,
+                "-bufsize", kbps, "-g", gop, "-profile:v", "baseline", "-level", "3.1",
+                "-preset", "veryfast", "-tune", "zerolatency", "-pix_fmt", "yuv420p",
+            ]  # fmt: skip
+        else:
+            video = [
+                "-c:v", "libvpx", "-b:v", kbps, "-minrate", kbps,
+                "-maxrate", kbps, "-deadline", "realtime", "-cpu-used", "8",
+                "-g", gop, "-auto-alt-ref", "0",
+                "-lag-in-frames", "0", "-error-resilient", "1",
+            ]  # fmt: skip
         return [
             "-f", "lavfi", "-i", f"testsrc2=size={self.width}x{self.height}:rate={self.fps}",
             "-f", "lavfi", "-i", "sine=frequency=440:sample_rate=48000",
             "-t", str(self.seconds),
-            "-c:v", "libvpx", "-b:v", f"{self.video_kbps}k", "-minrate", f"{self.video_kbps}k",
-            "-maxrate", f"{self.video_kbps}k", "-deadline", "realtime", "-cpu-used", "8",
-            "-g", str(self.fps * self.keyframe_seconds), "-auto-alt-ref", "0",
-            "-lag-in-frames", "0", "-error-resilient", "1",
+            *video,
             "-c:a", "libopus", "-b:a", f"{self.audio_kbps}k", "-ac", "2",
         ]  # fmt: skip
 
     def describe(self) -> str:
+        encoder = "libx264 baseline" if self.video_codec == "h264" else "libvpx"
         return (
-            f"testsrc2 {self.width}x{self.height}@{self.fps} VP8 (libvpx, CBR "
+            f"testsrc2 {self.width}x{self.height}@{self.fps} {self.video_codec.upper()} "
+            f"({encoder}, CBR "
             f"{self.video_kbps} kbit/s, keyframe every {self.keyframe_seconds} s) + Opus sine "
             f"{self.audio_kbps} kbit/s, {self.seconds} s looped"
         )
@@ -64,10 +84,10 @@ def cache_dir() -> Path:
 def encoded_file(spec: SourceSpec) -> Path:
     """The encoded source, made on first use (a few seconds of one core)."""
     key = hashlib.sha256(repr(spec.encode_args).encode()).hexdigest()[:12]
-    path = cache_dir() / f"source-{key}.webm"
+    path = cache_dir() / f"source-{key}{spec.suffix}"
     if not path.exists():
         path.parent.mkdir(parents=True, exist_ok=True)
-        partial = path.with_suffix(".partial.webm")
+        partial = path.with_suffix(f".partial{spec.suffix}")
         subprocess.run(
             [ffmpeg(), "-hide_banner", "-loglevel", "error", "-y", *spec.encode_args, str(partial)],
             check=True,
