@@ -35,10 +35,9 @@ selector names the layer to send, or none (video paused: audio goes on), and whe
   estimate is raised to its rate: the layer steps up if that is enough, else the next
   probe, higher, follows at once. A failed probe doubles the wait before the next, from
   ``probe_backoff_seconds`` up to ``probe_backoff_max_seconds``; a paused viewer is probed
-  toward the lowest layer, at once to what it needs (no picture to freeze, and verdicts
-  that come slowly: its receiver reports come with its audio's), judged by loss and REMB
-  alone (with no video, no sender report is sent), the first time
-  ``paused_probe_seconds`` after it paused.
+  toward the lowest layer (its audio goes through the same link: a probe far above it
+  would drop the audio), judged by loss and REMB alone (with no video, no sender report is
+  sent), the first time ``paused_probe_seconds`` after it paused.
 - A fixed choice is sent whatever the estimate (the viewer asked for it); a fixed layer
   that is not sent by the publisher (inactive) falls back to the nearest active one below,
   else above.
@@ -229,13 +228,11 @@ class LayerSelector:
             return Selection(self.layer, None)
         steady = now - estimator.last_decrease_at >= self.settings.steady_seconds
         if now >= self._next_probe_at and (steady or current is None) and estimate > 0:
-            rate = need(target) * (margin + self.settings.probe_over)
-            if current is not None:
-                # (a paused viewer's probe goes straight to the lowest layer's need: it has
-                # no picture a probe could freeze, and its verdicts come slowly)
-                rate = min(rate, self.settings.probe_ratio * estimate)
             self._probe = Probe(
-                rate=rate,
+                rate=min(
+                    need(target) * (margin + self.settings.probe_over),
+                    self.settings.probe_ratio * estimate,
+                ),
                 started=now,
                 until=now + self.settings.probe_seconds,
                 layer=target,

@@ -213,8 +213,10 @@ class Thumbnailer:
                 # Waited for ``interval`` at most, then the layers (and the track) are
                 # chosen again: the publisher may have stopped some, or been replaced.
                 self._arrived.clear()
+                # (asyncio.timeout, not wait_for: no task of its own while it waits)
                 with contextlib.suppress(TimeoutError):
-                    await asyncio.wait_for(self._arrived.wait(), self.interval)
+                    async with asyncio.timeout(self.interval):
+                        await self._arrived.wait()
                 continue
             await self._take(*keyframe)
             await asyncio.sleep(self.interval)

@@ -304,3 +304,4 @@ def test_a_camera_change_while_going_live_is_sent_once_live(
         .find((s) => s.track && s.track.kind === "video").track.getSettings().height"""
     assert page.evaluate(sent_height) == 360  # the camera as picked last
     assert errors == []
+    _restart_demo_stream(onair_server)  # the next tests find it idle

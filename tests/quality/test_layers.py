@@ -9,6 +9,7 @@ transceiver gets ``sendEncodings``), as a browser publisher with simulcast sends
 
 from __future__ import annotations
 
+import os
 from collections.abc import Iterator
 
 import pytest
@@ -46,6 +47,11 @@ def _settled_at(series: list[Sample]) -> tuple[int, int]:
     return index, heights[-1]
 
 
+@pytest.mark.skipif(
+    not os.environ.get("ONAIR_LAYER_ACCEPTANCE"),
+    reason="a minute of four Chromiums for an acceptance not met yet: run it with"
+    " ONAIR_LAYER_ACCEPTANCE=1 (or python -m tests.quality.measure --simulcast)",
+)
 @pytest.mark.xfail(
     reason="passes about half the runs (on an otherwise idle machine 5 of 7 at the last"
     " change): the unconstrained viewer keeps 720p and the 1 Mbit/s one settles on 360p or"
