@@ -190,8 +190,10 @@ class ViewerQuality:
         sent at a probe's end, whose round trip, less the one before the probe, is the
         probe's queueing delay (``BandwidthEstimator.on_probe_delay``)."""
         sent = self._probe_report
+        if sent is None or lsr != sent[0] or not dlsr:
+            return False
         base = self._base_rtt(now)
-        if sent is None or lsr != sent[0] or not dlsr or base is None:
+        if base is None:
             return False
         video = self._video()
         if video is None or ssrc != aiortc_adapter.sender_ssrcs(video[0].sender)[0]:
@@ -223,8 +225,9 @@ class ViewerQuality:
             if down_track.kind == "audio":
                 self._audio_bps = self._audio.update(now, sent)
         self.estimator.sent(self._sent.update(now, total))
-        self._measure_layers(now)
-        self._decide(now)
+        found = self._video()
+        self._measure_layers(now, found[1] if found is not None else ())
+        self._decide(now, found)
         self._timer = asyncio.get_running_loop().call_later(
             self.options.interval_seconds, self._turn
         )
@@ -238,9 +241,7 @@ class ViewerQuality:
             return None
         return video, track.layers_at(time.monotonic())
 
-    def _measure_layers(self, now: float) -> None:
-        found = self._video()
-        layers = found[1] if found is not None else ()
+    def _measure_layers(self, now: float, layers: tuple[Producer, ...]) -> None:
         rates = self._layer_rates
         for gone in [layer for layer in rates if layer not in layers]:
             del rates[gone]
@@ -256,8 +257,12 @@ class ViewerQuality:
             return layer.bitrate(now)
         return measured[1]
 
-    def _decide(self, now: float) -> None:
-        found = self._video()
+    def _decide(
+        self, now: float, found: tuple[DownTrack, tuple[Producer, ...]] | None = None
+    ) -> None:
+        """Choose again; ``found``: ``_video()`` if the caller has it already."""
+        if found is None:
+            found = self._video()
         if found is None:
             return
         video, layers = found
