@@ -150,8 +150,8 @@ class RecordingStopped(SfuEvent):
     codecs were never known). ``reason``: ``"ended"`` (the router closed), ``"stopped"``
     (asked to, or the publisher's codec changed), ``"size_limit"``, ``"duration_limit"``,
     ``"disk_full"`` or ``"failed"``; ``detail`` says it for a person. ``size`` 0: nothing
-    was recorded (no file). ``duration`` in seconds; ``width``/``height``: the file's header's
-    (its first keyframe's)."""
+    was recorded (no file). ``duration`` in seconds; ``width``/``height``: its largest
+    picture (a simulcast file may begin on a lower layer, a camera be switched)."""
 
     type: ClassVar[str] = "recording_stopped"
     recording_id: str

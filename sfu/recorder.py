@@ -28,6 +28,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import dataclasses
 import errno
 import io
 import logging
@@ -396,6 +397,9 @@ class Recorder:
         self._packet(track, frame.data, seconds, frame.keyframe or frame.kind == "audio")
         if frame.kind == "video":
             track.frames += 1
+            size = frame.size
+            if frame.keyframe and size and size[0] * size[1] > self._size[0] * self._size[1]:
+                self._size = size  # what the recording is reported as: its largest picture
 
     def _fill_silence(self, track: _Track, previous: float, until: float) -> None:
         """Opus silence from the frame at ``previous`` to the one at ``until``, so that the
@@ -551,7 +555,10 @@ class Recorder:
         assert self.path is not None
         assert self.container_name is not None
         if self.container_name == "mp4":
-            self._info = finalize(self.path)
+            info = finalize(self.path)  # (its header gives the first keyframe's size)
+            if info.width is not None:
+                info = dataclasses.replace(info, width=self._size[0], height=self._size[1])
+            self._info = info
             return
         video = self._tracks.get("video")
         audio = self._tracks.get("audio")

@@ -89,8 +89,8 @@ async def test_vp8_opus_across_a_reconnect_and_a_switch_decodes_end_to_end(
     assert decoded.video_codec == "vp8"
     assert decoded.audio_codec == "opus"
     assert (stopped.video_codec, stopped.audio_codec) == ("vp8", "opus")
-    assert (stopped.width, stopped.height) == (320, 240)
     assert decoded.sizes == {(320, 240), (640, 360)}
+    assert (stopped.width, stopped.height) == (640, 360)  # the largest it holds
     assert stopped.video_frames == len(decoded.video)
     # the broadcast's own timeline: the reconnect's second is in the file, not cut out
     broadcast = ended - began
@@ -295,6 +295,7 @@ async def test_simulcast_records_the_top_layer(router: Router, tmp_path: Path) -
     # the layers' order is learned from their keyframes: the file may begin on a lower one
     assert (decoded.video[-1][1].width, decoded.video[-1][1].height) == top
     assert sum(1 for _, f in decoded.video if (f.width, f.height) == top) >= 15
+    assert (stopped.width, stopped.height) == top  # not the lower layer it may begin on
 
 
 class _BrokenTap:
