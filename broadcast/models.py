@@ -70,6 +70,11 @@ class Stream(models.Model):
     # "thumbnails" storage, and when it was taken (also its version in the poster's URL).
     poster = models.CharField(max_length=255, blank=True)
     poster_taken_at = models.DateTimeField(null=True, blank=True)
+    # What the live broadcast's publisher says it sends (the studio's Mute mic and Turn camera
+    # off): viewers show it over the video. Each publish sets them afresh (a WHIP client:
+    # both false).
+    mic_muted = models.BooleanField(default=False)
+    camera_off = models.BooleanField(default=False)
 
     class Meta:
         ordering = ["-created_at", "-id"]

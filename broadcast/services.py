@@ -230,12 +230,19 @@ def stream_restart(*, stream: Stream) -> Stream:
 
 
 @transaction.atomic
-def stream_begin(*, stream: Stream, key_id: int | None = None) -> Stream:
+def stream_begin(
+    *,
+    stream: Stream,
+    key_id: int | None = None,
+    mic_muted: bool = False,
+    camera_off: bool = False,
+) -> Stream:
     """A publisher started sending: idle → live, or ended → live as a new broadcast (what a
     broadcaster pressing "Start streaming" in OBS again expects). Already live: unchanged.
 
     ``key_id``: the key that let the publisher in (``None``: the owner's login). Revoking
     that key ends the broadcast; a key revoked meanwhile is refused (``key_revoked``).
+    ``mic_muted``, ``camera_off``: what the new publisher says it sends (``stream_media_set``).
     """
     locked = _stream_locked(stream)
     if (
@@ -243,8 +250,11 @@ def stream_begin(*, stream: Stream, key_id: int | None = None) -> Stream:
         and not StreamKey.objects.filter(pk=key_id, stream=stream, revoked_at__isnull=True).exists()
     ):
         raise NotAuthenticatedError(_KEY_REVOKED_MESSAGE, code="key_revoked")
-    Stream.objects.filter(pk=stream.pk).update(publisher_key_id=key_id)
+    Stream.objects.filter(pk=stream.pk).update(
+        publisher_key_id=key_id, mic_muted=mic_muted, camera_off=camera_off
+    )
     stream.publisher_key_id = key_id
+    stream.mic_muted, stream.camera_off = mic_muted, camera_off
     if locked.state == Stream.State.LIVE:
         return stream
     return stream_go_live(stream=stream)
@@ -305,6 +315,20 @@ def stream_key_match(*, stream: Stream, secret: str) -> StreamKey | None:
 def stream_key_verify(*, stream: Stream, secret: str) -> bool:
     """Whether ``secret`` is the stream's active key (constant-time comparison)."""
     return stream_key_match(stream=stream, secret=secret) is not None
+
+
+def stream_media_set(*, stream: Stream, mic_muted: bool, camera_off: bool) -> bool:
+    """Keep what the live broadcast's publisher says it sends (its microphone muted, its
+    camera off), which its viewers show over the video; whether that changed. A stream not
+    live is refused (``not_live``)."""
+    rows = Stream.objects.filter(pk=stream.pk, state=Stream.State.LIVE)
+    if not rows.exists():
+        raise ConflictError("The stream is not live, so it sends nothing.", code="not_live")
+    changed = rows.exclude(mic_muted=mic_muted, camera_off=camera_off).update(
+        mic_muted=mic_muted, camera_off=camera_off
+    )
+    stream.mic_muted, stream.camera_off = mic_muted, camera_off
+    return changed > 0
 
 
 def stream_viewer_count_change(*, stream: Stream, delta: int) -> Stream:

@@ -24,7 +24,7 @@ from django.contrib.auth.models import AnonymousUser, User
 
 from broadcast.models import Stream
 from broadcast.selectors import stream_get_visible, stream_is_managed_by
-from broadcast.services import stream_end, stream_key_match
+from broadcast.services import stream_end, stream_key_match, stream_media_set
 from onair.conf import onair_settings
 from onair.exceptions import (
     ApplicationError,
@@ -44,7 +44,13 @@ from signaling.gateway import (
     publisher_status,
     session_worker,
 )
-from signaling.groups import announce_viewers, recording_payload, stream_group, stream_payload
+from signaling.groups import (
+    announce_media,
+    announce_viewers,
+    recording_payload,
+    stream_group,
+    stream_payload,
+)
 from signaling.ice import PeerRole, client_ice_fields
 from signaling.messages import (
     STUDIO_TYPES,
@@ -53,6 +59,7 @@ from signaling.messages import (
     Auth,
     Candidate,
     End,
+    Media,
     Message,
     MessageError,
     Offer,
@@ -277,6 +284,9 @@ class _StreamConsumer(AsyncWebsocketConsumer):
     async def recording_state(self, event: dict[str, Any]) -> None:
         pass
 
+    async def stream_media(self, event: dict[str, Any]) -> None:
+        pass
+
 
 class StudioConsumer(_StreamConsumer):
     """``/ws/studio/<slug>/``: the broadcaster. The owner (or staff) is authorized by
@@ -362,7 +372,7 @@ class StudioConsumer(_StreamConsumer):
             )
             return
         if isinstance(message, Offer):
-            await self.publish(message.sdp)
+            await self.publish(message.sdp, message.media)
         elif isinstance(message, Candidate):
             if self.publisher_session_id is not None:
                 await gateway.publisher_candidate(
@@ -372,8 +382,10 @@ class StudioConsumer(_StreamConsumer):
                 )
         elif isinstance(message, End):
             await self.end()
+        elif isinstance(message, Media):
+            await self.media(message)
 
-    async def publish(self, offer_sdp: str) -> None:
+    async def publish(self, offer_sdp: str, media: Media | None) -> None:
         """Go live (``signaling.publishing.go_live``); going live again after an end starts
         a new broadcast."""
         assert self.stream is not None
@@ -391,8 +403,25 @@ class StudioConsumer(_StreamConsumer):
             client=self.client_address,
             hold=hold,
             release=release,
+            media=media,
         )
         await self.send_json("answer", sdp=publication.answer_sdp)
+
+    async def media(self, media: Media) -> None:
+        """The broadcaster muted or unmuted its microphone, or turned its camera off or on:
+        kept on the stream (a viewer who joins later learns it) and told to its viewers."""
+        assert self.stream is not None
+        if self.publisher_session_id is None:
+            await self.send_error(
+                "not_publishing",
+                "Only the page that is broadcasting can say whether its microphone or camera "
+                "is on; go live first.",
+            )
+            return
+        if await database_sync_to_async(stream_media_set)(
+            stream=self.stream, mic_muted=media.mic_muted, camera_off=media.camera_off
+        ):
+            await announce_media(self.stream)
 
     async def stream_key_revoked(self, event: dict[str, Any]) -> None:
         """A key was revoked or replaced: a client it let in is let go, at once. (The
@@ -596,6 +625,10 @@ class WatchConsumer(_StreamConsumer):
 
     async def publisher_status(self, event: dict[str, Any]) -> None:
         await self.send_json("publisher", status=event["status"])
+
+    async def stream_media(self, event: dict[str, Any]) -> None:
+        """The broadcaster's microphone or camera went off or on: the page shows it."""
+        await self.send_json("media", **event["media"])
 
     async def recording_state(self, event: dict[str, Any]) -> None:
         """Viewers learn only the state a recording of the stream went to (a ``ready`` one

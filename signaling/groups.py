@@ -37,7 +37,17 @@ def stream_payload(stream: Stream) -> dict[str, Any]:
         "started_at": stream.started_at.isoformat() if stream.started_at else None,
         "ended_at": stream.ended_at.isoformat() if stream.ended_at else None,
         "end_reason": stream.end_reason,
+        "media": media_payload(stream),
     }
+
+
+def media_payload(stream: Stream) -> dict[str, bool]:
+    """What the broadcaster sends (the ``media`` message, and the ``stream`` object's)."""
+    return {"mic_muted": stream.mic_muted, "camera_off": stream.camera_off}
+
+
+async def announce_media(stream: Stream) -> None:
+    await group_send(stream.pk, "stream.media", media=media_payload(stream))
 
 
 async def announce_state(stream: Stream) -> None:

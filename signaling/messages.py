@@ -26,8 +26,21 @@ class MessageError(Exception):
 
 
 @dataclass(frozen=True, slots=True)
+class Media:
+    """What the broadcaster sends of its media: the studio's "Mute mic" and "Turn camera
+    off" (a muted track still sends, silence or black), for the viewers' overlays."""
+
+    mic_muted: bool = False
+    camera_off: bool = False
+
+
+@dataclass(frozen=True, slots=True)
 class Offer:
+    """An offer; the studio's may say how its media starts (``media``), so a publish
+    never shows its viewers a mute state it does not have."""
+
     sdp: str
+    media: Media | None = None
 
 
 @dataclass(frozen=True, slots=True)
@@ -80,9 +93,9 @@ class Quality:
 # A simulcast source has a handful of layers; an index above this is no layer of any.
 MAX_LAYER_INDEX: Final = 15
 
-Message = Offer | Answer | Candidate | Auth | End | Restart | Watch | Ping | Quality
+Message = Offer | Answer | Candidate | Auth | End | Restart | Watch | Ping | Quality | Media
 
-STUDIO_TYPES: Final = frozenset({"auth", "offer", "candidate", "end", "ping"})
+STUDIO_TYPES: Final = frozenset({"auth", "offer", "candidate", "end", "ping", "media"})
 WATCH_TYPES: Final = frozenset(
     {"watch", "offer", "answer", "candidate", "restart", "ping", "quality"}
 )
@@ -141,6 +154,22 @@ def _sdp(data: dict[str, Any]) -> str:
     return sdp
 
 
+def _offer(data: dict[str, Any]) -> Offer:
+    sdp, media = _sdp(data), data.get("media")
+    if media is None:
+        return Offer(sdp=sdp)
+    return Offer(sdp=sdp, media=_media(media if isinstance(media, dict) else {}, '"offer.media"'))
+
+
+def _media(data: dict[str, Any], what: str = '"media"') -> Media:
+    mic_muted, camera_off = data.get("mic_muted"), data.get("camera_off")
+    if not isinstance(mic_muted, bool) or not isinstance(camera_off, bool):
+        raise MessageError(
+            "bad_message", f'{what} needs booleans "mic_muted" and "camera_off" (true or false).'
+        )
+    return Media(mic_muted=mic_muted, camera_off=camera_off)
+
+
 def _candidate(data: dict[str, Any]) -> Candidate:
     value = data.get("candidate")
     if value is None:
@@ -182,7 +211,7 @@ def _quality(data: dict[str, Any]) -> Quality:
 
 
 _PARSERS: Final[dict[str, Callable[[dict[str, Any]], Message]]] = {
-    "offer": lambda data: Offer(sdp=_sdp(data)),
+    "offer": _offer,
     "answer": lambda data: Answer(sdp=_sdp(data)),
     "candidate": _candidate,
     "auth": _auth,
@@ -191,4 +220,5 @@ _PARSERS: Final[dict[str, Callable[[dict[str, Any]], Message]]] = {
     "watch": lambda data: Watch(),
     "ping": lambda data: Ping(),
     "quality": _quality,
+    "media": _media,
 }

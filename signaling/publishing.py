@@ -26,6 +26,8 @@ from recordings.models import Recording
 from recordings.selectors import recording_may_start
 from recordings.services import recording_begin, recording_discard, recording_finish
 from signaling.gateway import NO_BROADCAST, PublishResult, gateway, offer_validate
+from signaling.groups import announce_media
+from signaling.messages import Media
 
 logger = logging.getLogger(__name__)
 
@@ -51,6 +53,7 @@ async def go_live(
     client: str | None,
     hold: Callable[[PublishResult], Awaitable[None]],
     release: Callable[[str], Awaitable[None]],
+    media: Media | None = None,
 ) -> Publication:
     """Publish ``offer_sdp`` into the stream's router, then begin its broadcast.
 
@@ -60,7 +63,8 @@ async def go_live(
     publisher id) before anything else can happen to it, so news of its end finds it.
     ``release(session_id)`` forgets it again when the broadcast cannot begin (the key was
     revoked meanwhile): the session is then stopped by ``publisher_end`` and the
-    ``ApplicationError`` raised.
+    ``ApplicationError`` raised. ``media``: what the publisher says it sends (the studio's
+    offer; a WHIP client sends both unmuted), told to the viewers when it changes.
 
     A publisher already there (WHIP or studio) is replaced and its viewers carried over:
     at once if it is lost, stalled or not connected, else once the new one is connected
@@ -75,8 +79,15 @@ async def go_live(
             # Replaced before it was held (by a publish through another process) or its
             # router closed: it must not begin the broadcast, nor claim it with its key.
             return Publication(result.session_id, result.answer_sdp, replaced=True)
+        media = media or Media()
+        before = (stream.mic_muted, stream.camera_off)
         try:
-            await database_sync_to_async(stream_begin)(stream=stream, key_id=key_id)
+            await database_sync_to_async(stream_begin)(
+                stream=stream,
+                key_id=key_id,
+                mic_muted=media.mic_muted,
+                camera_off=media.camera_off,
+            )
         except ApplicationError:
             # The key was revoked while the offer was being answered: no broadcast with it.
             await release(result.session_id)
@@ -84,6 +95,8 @@ async def go_live(
                 stream=stream, session_id=result.session_id, reason=Stream.EndReason.KEY_REVOKED
             )
             raise
+        if (stream.mic_muted, stream.camera_off) != before:
+            await announce_media(stream)
         await recording_ensure(stream=stream)
     return Publication(result.session_id, result.answer_sdp, replaced=False)
 

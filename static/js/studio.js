@@ -170,6 +170,7 @@ async function shareScreen() {
   updateSourceButtons();
   showPreview();
   await replaceOutgoingTracks();
+  sendMedia();
 }
 
 async function useCamera() {
@@ -179,6 +180,7 @@ async function useCamera() {
   updateSourceButtons();
   showPreview();
   await replaceOutgoingTracks();
+  sendMedia();
 }
 
 function updateSourceButtons() {
@@ -199,6 +201,21 @@ function toggle(button) {
   button.setAttribute("aria-pressed", String(!pressed));
   button.textContent = button.dataset[pressed ? "off" : "on"];
   applyMutes();
+  sendMedia();
+}
+
+// What viewers are told of this page's media (docs/SIGNALING.md, `media`): a muted track
+// still sends (silence, black), so without it they would see plain black. A shared screen
+// goes out whatever the camera's switch says.
+function mediaState() {
+  return {
+    mic_muted: $("mute-mic").getAttribute("aria-pressed") === "true",
+    camera_off: $("mute-camera").getAttribute("aria-pressed") === "true" && state.source === "camera",
+  };
+}
+
+function sendMedia() {
+  if (state.live && state.pc) signaling.send("media", mediaState());
 }
 
 // --- Going live ---------------------------------------------------------
@@ -299,7 +316,7 @@ async function publish() {
   }
   const offer = await pc.createOffer();
   await pc.setLocalDescription(offer);
-  if (!signaling.send("offer", { sdp: pc.localDescription.sdp })) {
+  if (!signaling.send("offer", { sdp: pc.localDescription.sdp, media: mediaState() })) {
     throw new Error("not connected to the server; try again once it is back");
   }
 }
@@ -388,6 +405,7 @@ signaling.on("answer", async (msg) => {
   await pc.setRemoteDescription({ type: "answer", sdp: msg.sdp });
   fitEncodingsToAnswer(pc).catch((error) => console.warn("could not resize the encoding", error));
   state.live = true;
+  sendMedia(); // a switch flipped while the offer was out (the server ignores no news)
   state.startedAt ??= Date.now();
   $("end-broadcast").disabled = false;
   $("studio-notice").dataset.kind = "";

@@ -10,6 +10,7 @@ from signaling.messages import (
     Auth,
     Candidate,
     End,
+    Media,
     MessageError,
     Offer,
     Quality,
@@ -94,4 +95,29 @@ def test_a_viewer_chooses_a_layer_by_index_or_auto_with_null() -> None:
         assert caught.value.code == "bad_message"
     with pytest.raises(MessageError) as caught:
         parse({"type": "quality", "layer": 0})  # not a studio message
+    assert caught.value.code == "unknown_type"
+
+
+def test_media_is_two_booleans_and_an_offer_may_carry_it() -> None:
+    assert parse({"type": "media", "mic_muted": True, "camera_off": False}) == Media(
+        mic_muted=True, camera_off=False
+    )
+    sdp = "v=0\r\n"
+    assert parse({"type": "offer", "sdp": sdp}) == Offer(sdp=sdp, media=None)
+    assert parse(
+        {"type": "offer", "sdp": sdp, "media": {"mic_muted": False, "camera_off": True}}
+    ) == Offer(sdp=sdp, media=Media(mic_muted=False, camera_off=True))
+    for bad in (
+        {"type": "media"},
+        {"type": "media", "mic_muted": 1, "camera_off": False},
+        {"type": "media", "mic_muted": True, "camera_off": "off"},
+        {"type": "offer", "sdp": sdp, "media": "muted"},
+        {"type": "offer", "sdp": sdp, "media": {"mic_muted": True}},
+    ):
+        with pytest.raises(MessageError) as caught:
+            parse(bad)
+        assert caught.value.code == "bad_message"
+        assert '"mic_muted" and "camera_off"' in caught.value.message
+    with pytest.raises(MessageError) as caught:
+        parse({"type": "media", "mic_muted": True, "camera_off": True}, WATCH_TYPES)
     assert caught.value.code == "unknown_type"
