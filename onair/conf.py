@@ -277,6 +277,43 @@ class RecordingSettings:
 
 
 @dataclass(frozen=True)
+class ChatSettings:
+    """Live chat on the watch page and the studio (docs/SIGNALING.md, Chat). Each stream's
+    owner turns its chat on or off, sets slow mode and lets guests post, in the studio."""
+
+    max_chars: int = setting(
+        500,
+        POSITIVE,
+        "The longest chat message, in characters; longer ones are refused.",
+        key="CHAT_MAX_CHARS",
+    )
+    history: int = setting(
+        50,
+        INTEGER,
+        "Messages of the current broadcast a page gets when it joins the chat.",
+        key="CHAT_HISTORY",
+    )
+    rate_messages: int = setting(
+        5,
+        INTEGER,
+        "Chat messages one account (or one guest address) may post within "
+        "`CHAT_RATE_SECONDS`, on all streams; past it `chat_rate_limited` with the seconds to "
+        "wait. `0`: no limit.",
+        key="CHAT_RATE_MESSAGES",
+    )
+    rate_seconds: float = setting(
+        10.0, SECONDS, "The window `CHAT_RATE_MESSAGES` counts over.", key="CHAT_RATE_SECONDS"
+    )
+    guest_messages_per_stream: int = setting(
+        60,
+        INTEGER,
+        "Guest (no account) messages one stream's chat takes per minute, from everyone "
+        "together, where its owner allows guests; past it `chat_busy`. `0`: no cap.",
+        key="CHAT_GUEST_MESSAGES_PER_MINUTE",
+    )
+
+
+@dataclass(frozen=True)
 class OnAirSettings:
     """The ``ONAIR`` settings, typed, with their defaults."""
 
@@ -425,6 +462,7 @@ class OnAirSettings:
         "Staff have no quota; `0`: none for anyone.",
     )
     recording: RecordingSettings = group(RecordingSettings)
+    chat: ChatSettings = group(ChatSettings)
 
 
 @dataclass(frozen=True)

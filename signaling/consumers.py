@@ -34,6 +34,7 @@ from onair.exceptions import (
     TooManyRequestsError,
 )
 from recordings.selectors import recording_active
+from signaling.chat import ChatSession
 from signaling.gateway import (
     ConnectNotice,
     IceCandidate,
@@ -58,6 +59,12 @@ from signaling.messages import (
     Answer,
     Auth,
     Candidate,
+    ChatConfigure,
+    ChatDelete,
+    ChatJoin,
+    ChatMessageError,
+    ChatModerate,
+    ChatPost,
     End,
     Media,
     Message,
@@ -115,6 +122,7 @@ class _StreamConsumer(AsyncWebsocketConsumer):
     role: PeerRole
     allowed_types: frozenset[str]
     stream: Stream | None = None
+    chat: ChatSession | None = None
 
     async def connect(self) -> None:
         self.group = ""
@@ -154,6 +162,9 @@ class _StreamConsumer(AsyncWebsocketConsumer):
             await self.close(code=CLOSE_NOT_FOUND)
             return
         self.group = stream_group(self.stream.pk)
+        self.chat = ChatSession(
+            stream=self.stream, user=self.user, address=self.client_address, send=self.send_json
+        )
         await self.channel_layer.group_add(self.group, self.channel_name)
         await self.send_json(
             "welcome",
@@ -184,12 +195,18 @@ class _StreamConsumer(AsyncWebsocketConsumer):
             message = parse_message(text_data, bytes_data, allowed=self.allowed_types)
             if isinstance(message, Ping):
                 await self.send_json("pong")
+            elif isinstance(
+                message, ChatJoin | ChatPost | ChatDelete | ChatModerate | ChatConfigure
+            ):
+                await self.chat_request(message)
             else:
                 await self.handle(message)
         except SfuUnavailableError as exc:  # the media server, not a cap: keep the socket
             await self.send_error(exc.code, exc.message)
         except (TooManyRequestsError, ServiceUnavailableError) as exc:
             await self.refuse(exc)
+        except ChatMessageError as exc:
+            await self.send_json("chat_error", code=exc.code, message=exc.message)
         except (MessageError, ApplicationError) as exc:
             await self.send_error(exc.code, exc.message)
         except Exception:
@@ -256,7 +273,35 @@ class _StreamConsumer(AsyncWebsocketConsumer):
             sdp_mline_index=message.sdp_mline_index,
         )
 
+    async def chat_request(
+        self, message: ChatJoin | ChatPost | ChatDelete | ChatModerate | ChatConfigure
+    ) -> None:
+        assert self.chat is not None
+        if not self.may_follow():
+            await self.send_json(
+                "chat_error",
+                code="chat_forbidden",
+                message="Enter the stream key first to use the chat here.",
+            )
+            return
+        await self.chat.handle(message)
+
     # --- group messages (channel layer) ----------------------------------------------
+
+    def follows_chat(self) -> bool:
+        return self.chat is not None and self.chat.joined and self.may_follow()
+
+    async def chat_message(self, event: dict[str, Any]) -> None:
+        if self.follows_chat():
+            await self.send_json("chat_message", message=event["message"])
+
+    async def chat_deleted(self, event: dict[str, Any]) -> None:
+        if self.follows_chat():
+            await self.send_json("chat_deleted", id=event["id"])
+
+    async def chat_settings(self, event: dict[str, Any]) -> None:
+        if self.follows_chat():
+            await self.send_json("chat_settings", settings=event["settings"])
 
     def may_follow(self) -> bool:
         return True

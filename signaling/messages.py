@@ -93,11 +93,58 @@ class Quality:
 # A simulcast source has a handful of layers; an index above this is no layer of any.
 MAX_LAYER_INDEX: Final = 15
 
-Message = Offer | Answer | Candidate | Auth | End | Restart | Watch | Ping | Quality | Media
 
-STUDIO_TYPES: Final = frozenset({"auth", "offer", "candidate", "end", "ping", "media"})
-WATCH_TYPES: Final = frozenset(
-    {"watch", "offer", "answer", "candidate", "restart", "ping", "quality"}
+class ChatMessageError(MessageError):
+    """A chat request that cannot be accepted: answered with ``chat_error``, not ``error``."""
+
+
+@dataclass(frozen=True, slots=True)
+class ChatJoin:
+    """The page shows the chat: send its history, then its messages as they come."""
+
+
+@dataclass(frozen=True, slots=True)
+class ChatPost:
+    text: str
+    name: str  # a guest's name; "" for an account
+
+
+@dataclass(frozen=True, slots=True)
+class ChatDelete:
+    id: int
+
+
+@dataclass(frozen=True, slots=True)
+class ChatModerate:
+    """Ban, time out (``seconds``) or let back in (``lift``) the author of message ``id``."""
+
+    action: str
+    id: int
+    seconds: int | None
+
+
+@dataclass(frozen=True, slots=True)
+class ChatConfigure:
+    enabled: bool | None
+    slow_mode_seconds: int | None
+    guests_allowed: bool | None
+
+
+ChatRequest = ChatJoin | ChatPost | ChatDelete | ChatModerate | ChatConfigure
+CHAT_TYPES: Final = frozenset(
+    {"chat_join", "chat", "chat_delete", "chat_moderate", "chat_settings"}
+)
+# Far above any setting's limit: what the service measures against the setting.
+MAX_CHAT_TEXT_CHARS: Final = 10_000
+MAX_CHAT_NAME_CHARS: Final = 200
+
+Message = (
+    Offer | Answer | Candidate | Auth | End | Restart | Watch | Ping | Quality | Media | ChatRequest
+)
+
+STUDIO_TYPES: Final = frozenset({"auth", "offer", "candidate", "end", "ping", "media"}) | CHAT_TYPES
+WATCH_TYPES: Final = (
+    frozenset({"watch", "offer", "answer", "candidate", "restart", "ping", "quality"}) | CHAT_TYPES
 )
 
 
@@ -210,6 +257,59 @@ def _quality(data: dict[str, Any]) -> Quality:
     return Quality(layer=layer)
 
 
+def _chat_id(data: dict[str, Any]) -> int:
+    value = data.get("id")
+    if not isinstance(value, int) or isinstance(value, bool) or value <= 0:
+        raise ChatMessageError(
+            "chat_invalid", f'"{data["type"]}" needs the message\'s "id" (a number).'
+        )
+    return value
+
+
+def _chat_post(data: dict[str, Any]) -> ChatPost:
+    text = data.get("text")
+    name = data.get("name", "")
+    if not isinstance(text, str):
+        raise ChatMessageError("chat_invalid", '"chat" needs the message as a string "text".')
+    if len(text) > MAX_CHAT_TEXT_CHARS:
+        raise ChatMessageError("chat_too_long", "That chat message is far too long.")
+    if name is None:
+        name = ""
+    if not isinstance(name, str) or len(name) > MAX_CHAT_NAME_CHARS:
+        raise ChatMessageError("chat_bad_name", '"name" (a guest\'s name) must be a short string.')
+    return ChatPost(text=text, name=name)
+
+
+def _chat_moderate(data: dict[str, Any]) -> ChatModerate:
+    action = data.get("action")
+    if action not in ("ban", "timeout", "lift"):
+        raise ChatMessageError(
+            "chat_invalid", '"chat_moderate" needs "action": "ban", "timeout" or "lift".'
+        )
+    seconds = data.get("seconds")
+    if action == "timeout" and (
+        not isinstance(seconds, int) or isinstance(seconds, bool) or seconds <= 0
+    ):
+        raise ChatMessageError("chat_invalid", 'A time-out needs "seconds" (a positive number).')
+    return ChatModerate(
+        action=action, id=_chat_id(data), seconds=seconds if action == "timeout" else None
+    )
+
+
+def _chat_settings(data: dict[str, Any]) -> ChatConfigure:
+    enabled = data.get("enabled")
+    guests = data.get("guests_allowed")
+    slow = data.get("slow_mode_seconds")
+    for key, value in (("enabled", enabled), ("guests_allowed", guests)):
+        if value is not None and not isinstance(value, bool):
+            raise ChatMessageError("chat_invalid", f'"{key}" must be true or false.')
+    if slow is not None and (not isinstance(slow, int) or isinstance(slow, bool) or slow < 0):
+        raise ChatMessageError(
+            "chat_invalid", '"slow_mode_seconds" must be a number of seconds, 0 for off.'
+        )
+    return ChatConfigure(enabled=enabled, slow_mode_seconds=slow, guests_allowed=guests)
+
+
 _PARSERS: Final[dict[str, Callable[[dict[str, Any]], Message]]] = {
     "offer": _offer,
     "answer": lambda data: Answer(sdp=_sdp(data)),
@@ -221,4 +321,9 @@ _PARSERS: Final[dict[str, Callable[[dict[str, Any]], Message]]] = {
     "ping": lambda data: Ping(),
     "quality": _quality,
     "media": _media,
+    "chat_join": lambda data: ChatJoin(),
+    "chat": _chat_post,
+    "chat_delete": lambda data: ChatDelete(id=_chat_id(data)),
+    "chat_moderate": _chat_moderate,
+    "chat_settings": _chat_settings,
 }

@@ -12,7 +12,17 @@ from pathlib import Path
 import pytest
 
 ROOT = Path(__file__).resolve().parent.parent
-PACKAGES = ("sfu", "signaling", "broadcast", "viewers", "recordings", "onair", "testpeers", "bench")
+PACKAGES = (
+    "sfu",
+    "signaling",
+    "broadcast",
+    "viewers",
+    "recordings",
+    "chat",
+    "onair",
+    "testpeers",
+    "bench",
+)
 LINT_IMPORTS = Path(sys.executable).with_name("lint-imports")
 
 

@@ -39,6 +39,7 @@ INSTALLED_APPS = [
     "viewers",
     "signaling",
     "recordings",
+    "chat",
 ]
 
 MIDDLEWARE = [
