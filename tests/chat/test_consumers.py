@@ -215,7 +215,8 @@ async def test_the_owner_deletes_a_message_for_everyone(
     for page in (studio, alice, reader):
         assert (await page.expect("chat_deleted"))["id"] == said["id"]
     stored = await database_sync_to_async(ChatMessage.objects.get)(pk=said["id"])
-    assert stored.deleted_at is not None and stored.deleted_by_id == owner.pk
+    assert stored.deleted_at is not None
+    assert stored.deleted_by_id == owner.pk
 
 
 async def test_a_banned_user_is_refused_clearly_until_let_back_in(
