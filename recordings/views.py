@@ -18,6 +18,7 @@ from django.views.decorators.http import require_GET, require_http_methods, requ
 
 from broadcast.models import Stream
 from broadcast.selectors import AnyUser, stream_get_visible
+from chat.selectors import chat_replay
 from onair.exceptions import ApplicationError
 from recordings import selectors, services
 from recordings.models import Recording
@@ -57,6 +58,7 @@ def replay(request: HttpRequest, recording_id: uuid.UUID) -> HttpResponse:
             "stream": recording.stream,
             "manages": selectors.recording_is_managed_by(recording=recording, user=request.user),
             "others": others[:PAST_BROADCASTS_SHOWN],
+            "chat": chat_replay(recording=recording) if recording.is_ready else [],
         },
     )
 

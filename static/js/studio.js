@@ -1,6 +1,7 @@
 // OnAir studio: pick devices, preview, go live over WebRTC, switch sources with
 // replaceTrack (viewers never renegotiate), watch live stats, record locally.
 "use strict";
+import { setupChat } from "./chat.js";
 import { setupPastBroadcasts } from "./past_broadcasts.js";
 import { setupServerRecording } from "./server_recording.js";
 import { SignalingClient, formatBitrate, formatDuration, trickle } from "./signaling.js";
@@ -266,6 +267,7 @@ async function fitEncodingsToAnswer(pc) {
 }
 
 const signaling = new SignalingClient(config.ws_path);
+setupChat(signaling);
 
 async function goLive() {
   showError("");

@@ -2,6 +2,7 @@
 // tracks), the page answers; it starts by itself when the broadcast goes live, resumes
 // after reconnects and shows when the broadcast has ended.
 "use strict";
+import { setupChat } from "./chat.js";
 import { setupPastBroadcasts } from "./past_broadcasts.js";
 import { setupQuality } from "./quality.js";
 import { SignalingClient, formatBitrate, trickle } from "./signaling.js";
@@ -125,6 +126,7 @@ async function play() {
 }
 
 const signaling = new SignalingClient(config.ws_path);
+setupChat(signaling);
 const quality = setupQuality(signaling, $);
 const pastBroadcasts = setupPastBroadcasts(signaling, $);
 
