@@ -6,4 +6,5 @@ app_name = "viewers"
 
 urlpatterns = [
     path("watch/<slug:slug>/", views.watch, name="watch"),
+    path("embed/<slug:slug>/", views.embed, name="embed"),
 ]

@@ -1,9 +1,10 @@
-// OnAir watch page: plays a broadcast from the SFU. The server offers (it knows the
-// tracks), the page answers; it starts by itself when the broadcast goes live, resumes
-// after reconnects and shows when the broadcast has ended.
+// OnAir watch and embed pages: plays a broadcast from the SFU. The server offers (it knows
+// the tracks), the page answers; it starts by itself when the broadcast goes live, resumes
+// after reconnects, shows when the broadcast has ended and what the broadcaster turned off.
 "use strict";
 import { setupChat } from "./chat.js";
 import { setupPastBroadcasts } from "./past_broadcasts.js";
+import { setupPlayer } from "./player.js";
 import { setupQuality } from "./quality.js";
 import { SignalingClient, formatBitrate, trickle } from "./signaling.js";
 
@@ -18,6 +19,7 @@ const state = {
   lastStats: null,
   makingAnswer: false,
   signalingUp: false, // a page cut off from the server (restarting, network gone) claims no LIVE
+  media: { mic_muted: false, camera_off: false }, // what the broadcaster sends (`media`)
 };
 
 function setText(id, text) {
@@ -29,6 +31,23 @@ function showStatus(kind, text) {
   document.body.dataset.playback = kind;
   setText("playback-status", text);
   $("playback-overlay").hidden = kind === "playing";
+  renderMedia();
+}
+
+// Over the playing video: "camera off" (the broadcaster's black frames), "microphone muted".
+function renderMedia() {
+  const playing = state.streamState === "live" && !broadcasterAway();
+  $("camera-off").hidden = !(playing && state.media.camera_off);
+  $("mic-muted").hidden = !(playing && state.media.mic_muted);
+  document.body.dataset.cameraOff = String(playing && state.media.camera_off);
+  document.body.dataset.micMuted = String(playing && state.media.mic_muted);
+  player.setLive(playing);
+}
+
+function setMedia(media) {
+  if (!media) return;
+  state.media = { mic_muted: media.mic_muted === true, camera_off: media.camera_off === true };
+  renderMedia();
 }
 
 // The broadcast is live but its broadcaster is away (closed the tab, lost the network):
@@ -40,6 +59,7 @@ function broadcasterAway() {
 function renderLiveBadge() {
   const down = !state.signalingUp && signaling.socket !== null; // not before the first connect
   $("live-badge").hidden = state.streamState !== "live" || broadcasterAway() || down;
+  renderMedia();
 }
 
 function renderPublisher(status) {
@@ -53,6 +73,7 @@ function renderStream(stream) {
   if (!stream) return;
   if (stream.state !== "live") state.publisher = null; // a new broadcast starts afresh
   state.streamState = stream.state;
+  setMedia(stream.media);
   setText("viewer-count", String(stream.viewers));
   setText("stream-title", stream.title);
   renderLiveBadge();
@@ -111,7 +132,7 @@ function newPeer() {
 }
 
 async function play() {
-  video.muted = $("unmute").hidden === false; // stay muted until the viewer unmutes
+  video.muted = !player.wantsSound; // muted until the viewer unmutes
   try {
     await video.play();
   } catch (error) {
@@ -126,9 +147,11 @@ async function play() {
 }
 
 const signaling = new SignalingClient(config.ws_path);
-setupChat(signaling);
+setupChat(signaling); // (none on the embed page)
+const player = setupPlayer($);
 const quality = setupQuality(signaling, $);
-const pastBroadcasts = setupPastBroadcasts(signaling, $);
+// (the embed page has no list of past broadcasts)
+const pastBroadcasts = $("past-broadcasts") ? setupPastBroadcasts(signaling, $) : { render() {} };
 
 signaling.on("welcome", (msg) => {
   state.signalingUp = true;
@@ -142,6 +165,7 @@ signaling.on("welcome", (msg) => {
 });
 signaling.on("state", (msg) => renderStream(msg.stream));
 signaling.on("viewers", (msg) => setText("viewer-count", String(msg.count)));
+signaling.on("media", setMedia);
 signaling.on("offer", async (msg) => {
   // Perfect negotiation: the page is the polite side. A fresh offer with a new
   // session replaces the peer connection; an offer on the current one renegotiates.
@@ -176,13 +200,15 @@ signaling.addEventListener("close", (event) => {
 video.addEventListener("playing", () => {
   if (state.streamState === "live" && !broadcasterAway()) showStatus("playing", "");
 });
-$("playback-overlay").addEventListener("click", play);
-$("unmute").addEventListener("click", () => {
-  video.muted = false;
-  $("unmute").hidden = true;
-  video.play();
+video.addEventListener("pause", () => {
+  // The viewer paused (a live broadcast goes on without them): a click plays it again.
+  if (state.streamState === "live" && !broadcasterAway() && state.pc) showStatus("paused", "Paused — click to play");
 });
-$("stats-toggle").addEventListener("click", () => { $("stats").hidden = !$("stats").hidden; });
+$("playback-overlay").addEventListener("click", play);
+$("stats-toggle").addEventListener("click", () => {
+  $("stats").hidden = !$("stats").hidden;
+  $("stats-toggle").setAttribute("aria-expanded", String(!$("stats").hidden));
+});
 
 async function pollStats() {
   const pc = state.pc;

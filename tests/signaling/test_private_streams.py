@@ -86,6 +86,8 @@ HTTP_CASES = [
     ("PATCH", "/whep/{slug}/" + "A" * 43, "none"),
     ("GET", "/watch/{slug}/", "none"),
     ("GET", "/watch/{slug}/", "login"),
+    ("GET", "/embed/{slug}/", "none"),
+    ("GET", "/embed/{slug}/", "login"),
     ("GET", "/studio/{slug}/", "none"),
     ("GET", "/studio/{slug}/", "login"),
     ("GET", "/whep/{slug}/player/", "none"),
