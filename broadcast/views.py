@@ -8,6 +8,7 @@ from django.contrib import messages
 from django.contrib.auth.decorators import login_required
 from django.http import Http404, HttpRequest, HttpResponse
 from django.shortcuts import redirect, render
+from django.urls import reverse
 from django.utils.cache import get_conditional_response, patch_cache_control
 from django.views.decorators.http import require_POST, require_safe
 
@@ -30,6 +31,11 @@ def _remember_new_key(request: HttpRequest, *, stream: Stream, issued: IssuedKey
         "title": stream.title,
         "secret": issued.secret,
     }
+
+
+def whip_url(request: HttpRequest, slug: str) -> str:
+    """The stream's WHIP endpoint as an encoder reaches this site (OBS's "Server")."""
+    return request.build_absolute_uri(reverse("signaling:whip", args=[slug]))
 
 
 def home(request: HttpRequest) -> HttpResponse:
@@ -83,13 +89,16 @@ def my_streams(request: HttpRequest) -> HttpResponse:
             return redirect("broadcast:my-streams")
     # Staff see their own streams here too; the admin lists everyone's.
     streams = selectors.stream_list(user=request.user, owned_only=True)
+    new_key = request.session.pop(_NEW_KEY_SESSION, None)
+    if new_key is not None:  # what OBS (or any WHIP client) needs beside the key
+        new_key["whip_url"] = whip_url(request, new_key["slug"])
     return render(
         request,
         "broadcast/my_streams.html",
         {
             "form": form,
             "streams": streams,
-            "new_key": request.session.pop(_NEW_KEY_SESSION, None),
+            "new_key": new_key,
             "states": Stream.State,
         },
         status=400 if form.errors else 200,
@@ -200,5 +209,10 @@ def studio(request: HttpRequest, slug: str) -> HttpResponse:
     return render(
         request,
         "broadcast/studio.html",
-        {"stream": stream, "owner": owner, "client_config": client_config},
+        {
+            "stream": stream,
+            "owner": owner,
+            "client_config": client_config,
+            "whip_url": whip_url(request, stream.slug),
+        },
     )

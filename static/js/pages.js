@@ -25,7 +25,7 @@ async function copyText(source) {
 }
 
 for (const button of document.querySelectorAll("[data-copy]")) {
-  const label = button.textContent;
+  const label = button.innerHTML;
   let restore = null;
   button.addEventListener("click", async () => {
     const source = document.querySelector(button.dataset.copy);
@@ -35,7 +35,7 @@ for (const button of document.querySelectorAll("[data-copy]")) {
     button.dataset.copyState = copied ? "copied" : "selected";
     announce(copied ? button.dataset.copied || "Copied" : "Selected: press Ctrl+C to copy");
     clearTimeout(restore);
-    restore = setTimeout(() => { button.textContent = label; button.dataset.copyState = ""; }, 2500);
+    restore = setTimeout(() => { button.innerHTML = label; button.dataset.copyState = ""; }, 2500);
   });
 }
 

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import logging
 from collections.abc import Callable
 from typing import Any
 
@@ -233,3 +234,24 @@ def test_studio_and_watch_pages_carry_the_ice_servers(
         assert "turn:turn.example.org:3478" in page
         assert '"credential": "' in page
         assert "coturn-static-auth-secret" not in page
+
+
+def test_the_key_panel_shows_the_whip_server_and_the_obs_setup(
+    alice: Client, user: User, make_stream: Callable, caplog: pytest.LogCaptureFixture
+) -> None:
+    caplog.set_level(logging.DEBUG)
+    html = alice.post("/streams/", {"title": "Encoder", "visibility": "public"}, follow=True)
+    page = html.content.decode()
+    secret = _secret_on(page)
+    stream = Stream.objects.get(title="Encoder")
+    whip = f"http://testserver/whip/{stream.slug}"
+    assert f'<code id="new-key-whip">{whip}</code>' in page
+    assert (
+        f'<code id="new-key-obs">Service: WHIP, Server: {whip}, Bearer Token: {secret}</code>'
+        in page
+    )
+    assert all(secret not in record.getMessage() for record in caplog.records)
+    # The studio shows its owner the server (the key is shown once, on My streams).
+    studio = alice.get(f"/studio/{stream.slug}/").content.decode()
+    assert f'<code id="whip-url">{whip}</code>' in studio
+    assert secret not in studio

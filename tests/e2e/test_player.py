@@ -246,3 +246,31 @@ def test_the_embed_plays_in_an_iframe_on_another_origin_and_the_watch_page_does_
     page.click("#end-broadcast")
     expect(page.locator("#stream-state")).to_have_text("ended")
     _restart_demo_stream(server)
+
+
+def test_the_key_panel_gives_obs_its_whip_server(
+    browser: Browser,
+    onair_server: OnAirServer,
+    contexts: list[BrowserContext],
+    login: Callable[[Page, str, str], None],
+) -> None:
+    context = browser.new_context(base_url=onair_server.base_url)
+    contexts.append(context)
+    context.grant_permissions(["clipboard-read", "clipboard-write"])
+    page = context.new_page()
+    onair_server.create_user("obs-user", "a-long-obs-pass-phrase")
+    login(page, "obs-user", "a-long-obs-pass-phrase")
+    page.fill("#id_title", "From OBS")
+    page.click("text=Create stream")
+    secret = page.locator("#new-key-secret").inner_text()
+    slug = page.locator("tr", has_text="From OBS").get_attribute("data-slug")
+    whip = onair_server.url(f"/whip/{slug}")
+    expect(page.locator("#new-key-whip")).to_have_text(whip)
+    page.get_by_role("button", name="Copy the WHIP server").click()
+    expect(page.get_by_role("status").filter(has_text="WHIP server copied")).to_be_attached()
+    assert page.evaluate("navigator.clipboard.readText()") == whip
+    page.get_by_role("button", name="Copy the OBS setup").click()
+    obs = f"Service: WHIP, Server: {whip}, Bearer Token: {secret}"
+    assert page.evaluate("navigator.clipboard.readText()") == obs
+    _shot(page, "my-streams-key-panel")
+    assert secret not in onair_server.log()  # the key is never logged
