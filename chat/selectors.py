@@ -69,11 +69,15 @@ def chat_restriction_active(
 ) -> ChatRestriction | None:
     """The ban, or else the time-out not yet over, that keeps ``sender`` out of the stream's
     chat."""
-    restrictions = ChatRestriction.objects.filter(stream=stream, sender=sender).filter(
-        Q(expires_at__isnull=True) | Q(expires_at__gt=now)
+    active = list(
+        ChatRestriction.objects.filter(stream=stream, sender=sender).filter(
+            Q(expires_at__isnull=True) | Q(expires_at__gt=now)
+        )
     )
-    ban = restrictions.filter(expires_at__isnull=True).first()
-    return ban if ban is not None else restrictions.order_by("-expires_at").first()
+    ban = next((r for r in active if r.expires_at is None), None)
+    if ban is not None:
+        return ban
+    return max(active, key=lambda r: r.expires_at or now, default=None)
 
 
 def chat_replay(*, recording: Recording) -> list[dict[str, Any]]:

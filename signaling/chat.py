@@ -9,6 +9,7 @@ the page is not disturbed by it.
 
 from __future__ import annotations
 
+import json
 from collections.abc import Awaitable, Callable
 from typing import Any
 
@@ -132,4 +133,5 @@ class ChatSession:
             text=request.text,
             guest_name=request.name,
         )
-        await group_send(self.stream.pk, "chat.message", message=chat_message_payload(message))
+        frame = json.dumps({"type": "chat_message", "message": chat_message_payload(message)})
+        await group_send(self.stream.pk, "chat.message", frame=frame)

@@ -18,6 +18,7 @@ from collections import Counter
 from typing import Any
 
 from autobahn.exception import Disconnected
+from channels.consumer import get_handler_name
 from channels.db import database_sync_to_async
 from channels.generic.websocket import AsyncWebsocketConsumer
 from django.contrib.auth.models import AnonymousUser, User
@@ -95,6 +96,10 @@ _open_sockets: Counter[str] = Counter()
 _all_sockets: set[str] = set()  # channel names
 _RATE_PER_SECOND = 20.0
 _RATE_BURST = 60.0
+# Group messages whose handlers touch no database: dispatched without Channels' own
+# close_old_connections before each (a thread hop per page and message, which was most of
+# what fanning a chat message out to every page cost).
+_NO_DATABASE_EVENTS = frozenset({"chat.message", "chat.deleted", "chat.settings"})
 
 
 class _TokenBucket:
@@ -236,9 +241,19 @@ class _StreamConsumer(AsyncWebsocketConsumer):
         user = self.scope.get("user")
         return user if user is not None else AnonymousUser()
 
+    async def dispatch(self, message: dict[str, Any]) -> None:
+        if message.get("type") in _NO_DATABASE_EVENTS:
+            await getattr(self, get_handler_name(message))(message)
+        else:
+            await super().dispatch(message)
+
     async def send_json(self, kind: str, **fields: Any) -> None:
+        await self.send_frame(json.dumps({"type": kind, **fields}), kind)
+
+    async def send_frame(self, text: str, kind: str) -> None:
+        """Send one JSON text frame already serialized."""
         try:
-            await self.send(text_data=json.dumps({"type": kind, **fields}))
+            await self.send(text_data=text)
         except (Disconnected, OSError):
             # The client closed while we answered (daphne raises autobahn's Disconnected;
             # ASGI servers may raise OSError): nobody to tell, and no error of ours.
@@ -292,8 +307,9 @@ class _StreamConsumer(AsyncWebsocketConsumer):
         return self.chat is not None and self.chat.joined and self.may_follow()
 
     async def chat_message(self, event: dict[str, Any]) -> None:
+        # Serialized once by the poster's process, for every page.
         if self.follows_chat():
-            await self.send_json("chat_message", message=event["message"])
+            await self.send_frame(event["frame"], "chat_message")
 
     async def chat_deleted(self, event: dict[str, Any]) -> None:
         if self.follows_chat():
