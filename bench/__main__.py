@@ -6,6 +6,7 @@ python -m bench --cluster       # the multi-core sweep instead: 1 vs 2 SFU worke
 python -m bench --nack          # only the NACK-flood step (bench.nack; part of the full run)
 python -m bench --simulcast     # only the simulcast step (bench.simulcast; part of the full run)
 python -m bench --recording     # only the recording step (bench.recording; part of the full run)
+python -m bench --chat          # only the chat fan-out step (bench.chat; part of the full run)
 """
 
 from __future__ import annotations
@@ -123,6 +124,12 @@ def main(argv: list[str] | None = None) -> int:
     )
     parser.add_argument("--no-recording", action="store_true", help="skip the recording step")
     parser.add_argument(
+        "--chat",
+        action="store_true",
+        help="only the chat step: messages/s one daphne fans out to N viewers, latency",
+    )
+    parser.add_argument("--no-chat", action="store_true", help="skip the chat step")
+    parser.add_argument(
         "--repetitions", type=int, help="the recording step: recordings measured per codec"
     )
     args = parser.parse_args(argv)
@@ -177,6 +184,19 @@ def main(argv: list[str] | None = None) -> int:
             viewers=max(int(n) for n in args.viewers.split(",")) if args.viewers else None,
             window=args.window,
             repetitions=args.repetitions,
+        )
+
+    if args.chat:
+        from bench import chat
+
+        return chat.main(
+            args.quick,
+            _progress,
+            command.strip(),
+            report=not args.no_report,
+            json_path=args.json,
+            viewers=[int(n) for n in args.viewers.split(",")] if args.viewers else None,
+            window=args.window,
         )
 
     plans = QUICK if args.quick else FULL
@@ -245,12 +265,20 @@ def main(argv: list[str] | None = None) -> int:
         recording_failed = bool(
             recording.main(args.quick, _progress, command.strip(), report=not args.no_report)
         )
+    chat_failed = False
+    if not args.no_chat:
+        from bench import chat
+
+        chat_failed = bool(
+            chat.main(args.quick, _progress, command.strip(), report=not args.no_report)
+        )
     _progress(f"done in {time.monotonic() - started:.0f} s")
     ok = (
         all(r.error in (None, "not available") for r in results)
         and not nack_failed
         and not simulcast_failed
         and not recording_failed
+        and not chat_failed
     )
     return 0 if ok else 1
 

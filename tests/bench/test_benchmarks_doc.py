@@ -16,6 +16,7 @@ def test_the_benchmarks_doc_is_short_reference() -> None:
         "nack-flood:begin",
         "simulcast:begin",
         "recording:begin",
+        "chat:begin",
     ):
         assert text.count(marker) == 1
     assert not re.search(r"\bStep \d", text)  # narratives of how it was built
