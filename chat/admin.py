@@ -12,7 +12,7 @@ from django.http import HttpRequest
 
 from chat.models import ChatMessage, ChatRestriction, ChatSettings
 from chat.services import chat_message_delete
-from signaling.groups import group_send
+from signaling.chat import chat_announce
 
 
 @admin.register(ChatMessage)
@@ -48,7 +48,7 @@ class ChatMessageAdmin(admin.ModelAdmin):
         hidden = 0
         for message in queryset.filter(deleted_at__isnull=True):
             if chat_message_delete(message=message, by=by):
-                async_to_sync(group_send)(message.stream_id, "chat.deleted", id=message.pk)
+                async_to_sync(chat_announce)(message.stream_id, "chat_deleted", id=message.pk)
                 hidden += 1
         self.message_user(request, f"{hidden} message(s) deleted from the chat.", messages.SUCCESS)
 

@@ -18,7 +18,6 @@ from collections import Counter
 from typing import Any
 
 from autobahn.exception import Disconnected
-from channels.consumer import get_handler_name
 from channels.db import database_sync_to_async
 from channels.generic.websocket import AsyncWebsocketConsumer
 from django.contrib.auth.models import AnonymousUser, User
@@ -96,10 +95,6 @@ _open_sockets: Counter[str] = Counter()
 _all_sockets: set[str] = set()  # channel names
 _RATE_PER_SECOND = 20.0
 _RATE_BURST = 60.0
-# Group messages whose handlers touch no database: dispatched without Channels' own
-# close_old_connections before each (a thread hop per page and message, which was most of
-# what fanning a chat message out to every page cost).
-_NO_DATABASE_EVENTS = frozenset({"chat.message", "chat.deleted", "chat.settings"})
 
 
 class _TokenBucket:
@@ -168,7 +163,12 @@ class _StreamConsumer(AsyncWebsocketConsumer):
             return
         self.group = stream_group(self.stream.pk)
         self.chat = ChatSession(
-            stream=self.stream, user=self.user, address=self.client_address, send=self.send_json
+            stream=self.stream,
+            user=self.user,
+            address=self.client_address,
+            send=self.send_json,
+            send_frame=self.send_frame,
+            may_follow=self.may_follow,
         )
         await self.channel_layer.group_add(self.group, self.channel_name)
         await self.send_json(
@@ -182,6 +182,8 @@ class _StreamConsumer(AsyncWebsocketConsumer):
 
     async def disconnect(self, code: int) -> None:
         _all_sockets.discard(self.channel_name)
+        if self.chat is not None:
+            await self.chat.leave()
         if self.group:
             await self.channel_layer.group_discard(self.group, self.channel_name)
         address, self.counted_address = self.counted_address, None
@@ -241,12 +243,6 @@ class _StreamConsumer(AsyncWebsocketConsumer):
         user = self.scope.get("user")
         return user if user is not None else AnonymousUser()
 
-    async def dispatch(self, message: dict[str, Any]) -> None:
-        if message.get("type") in _NO_DATABASE_EVENTS:
-            await getattr(self, get_handler_name(message))(message)
-        else:
-            await super().dispatch(message)
-
     async def send_json(self, kind: str, **fields: Any) -> None:
         await self.send_frame(json.dumps({"type": kind, **fields}), kind)
 
@@ -302,22 +298,6 @@ class _StreamConsumer(AsyncWebsocketConsumer):
         await self.chat.handle(message)
 
     # --- group messages (channel layer) ----------------------------------------------
-
-    def follows_chat(self) -> bool:
-        return self.chat is not None and self.chat.joined and self.may_follow()
-
-    async def chat_message(self, event: dict[str, Any]) -> None:
-        # Serialized once by the poster's process, for every page.
-        if self.follows_chat():
-            await self.send_frame(event["frame"], "chat_message")
-
-    async def chat_deleted(self, event: dict[str, Any]) -> None:
-        if self.follows_chat():
-            await self.send_json("chat_deleted", id=event["id"])
-
-    async def chat_settings(self, event: dict[str, Any]) -> None:
-        if self.follows_chat():
-            await self.send_json("chat_settings", settings=event["settings"])
 
     def may_follow(self) -> bool:
         return True

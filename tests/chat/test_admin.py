@@ -13,7 +13,7 @@ from django.contrib.auth.models import User
 from django.test import Client
 
 from chat.models import ChatMessage, ChatRestriction
-from signaling.groups import stream_group
+from signaling.chat import chat_group
 
 pytestmark = pytest.mark.django_db
 
@@ -34,7 +34,7 @@ def test_deleting_from_the_admin_hides_the_message_on_every_page(
     ChatMessage.objects.create(stream=other, author=user, sender="user:1", text="elsewhere")
     layer = get_channel_layer()
     page = async_to_sync(layer.new_channel)()
-    async_to_sync(layer.group_add)(stream_group(stream.pk), page)
+    async_to_sync(layer.group_add)(chat_group(stream.pk), page)
 
     listed = admin.get(f"/admin/chat/chatmessage/?stream__id__exact={stream.pk}")
     assert listed.status_code == 200
@@ -50,7 +50,7 @@ def test_deleting_from_the_admin_hides_the_message_on_every_page(
     spam.refresh_from_db()
     assert spam.deleted_at is not None
     assert spam.deleted_by == superuser
-    assert async_to_sync(layer.receive)(page) == {"type": "chat.deleted", "id": spam.pk}
+    assert async_to_sync(layer.receive)(page) == {"type": "chat_deleted", "id": spam.pk}
 
 
 def test_bans_are_listed_with_who_they_keep_out(

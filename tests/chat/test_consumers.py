@@ -11,12 +11,14 @@ from typing import Any
 
 import pytest
 from channels.db import database_sync_to_async
+from channels.layers import get_channel_layer
 from django.contrib.auth.models import AnonymousUser, User
 from django.utils import timezone
 
 from broadcast.models import Stream
 from broadcast.services import IssuedKey
 from chat.models import ChatMessage, ChatRestriction
+from signaling.chat import chat_group
 from tests.signaling.test_consumers import Socket
 
 pytestmark = [pytest.mark.django_db(transaction=True), pytest.mark.timeout(60)]
@@ -363,3 +365,19 @@ async def test_bad_chat_requests_are_answered_clearly(
     assert refused["message"]
     # The socket carries on.
     await studio.said("still here")
+
+
+async def test_a_process_takes_each_chat_event_once_for_all_its_pages(
+    stream: Stream, chatters: Any
+) -> None:
+    layer = get_channel_layer()
+    group = chat_group(stream.pk)
+    pages = [await chatters(stream) for _ in range(3)]
+    assert len(layer.groups[group]) == 1  # one relay channel, not one per page
+    bob = await chatters(stream, await make_user("bob"))
+    said = await bob.said("to all")
+    for page in pages:
+        assert (await page.expect("chat_message"))["message"]["id"] == said["id"]
+    for page in [*pages, bob]:
+        await page.close()
+    assert not layer.groups.get(group)  # the last page out takes the relay with it
