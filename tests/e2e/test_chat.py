@@ -2,17 +2,20 @@
 viewers on the watch page (plus an anonymous reader). Order is the same everywhere, a
 message the broadcaster deletes disappears for everyone, a banned viewer's post is refused
 with a message the page shows, the rate limit is answered clearly, and HTML in a message is
-shown as text, never run."""
+shown as text, never run. A recording's replay shows its broadcast's chat as the video
+reaches each message."""
 
 from __future__ import annotations
 
 import uuid
 from collections.abc import Callable
+from pathlib import Path
 
 from playwright.sync_api import Browser, BrowserContext, Page, expect
 
 from tests.e2e.conftest import OnAirServer
 from tests.e2e.test_live import _new_page
+from tests.e2e.test_replay import delete_recording, store_recording, write_recording
 
 TEXTS = "#chat-messages li .chat-text"
 
@@ -122,3 +125,53 @@ def test_the_chat_fits_a_360_pixel_screen(onair_server: OnAirServer, page: Page)
     assert box["x"] >= 0
     assert box["x"] + box["width"] <= 360
     assert page.evaluate("() => document.getElementById('chat').scrollWidth") <= box["width"]
+
+
+PLAY = "() => { const v = document.getElementById('replay'); v.muted = true; v.play(); }"
+SEEK_TO = "(to) => { const v = document.getElementById('replay'); v.pause(); v.currentTime = to; }"
+# Chat messages of the recorded broadcast, at these seconds into the recording.
+REPLAYED = ((1.0, "early in the show"), (3.5, '<b onmouseover="x()">later</b>'))
+
+
+def test_a_replay_shows_each_chat_message_as_the_video_reaches_it(
+    onair_server: OnAirServer, page: Page, tmp_path: Path
+) -> None:
+    server = onair_server
+    path = tmp_path / "recording.webm"
+    write_recording(path, "webm")
+    recording_id = store_recording(server, path, "webm")
+    said = ", ".join(f"({seconds}, {text!r})" for seconds, text in REPLAYED)
+    server.manage(
+        "shell",
+        "-c",
+        f"""
+from datetime import timedelta
+from django.contrib.auth.models import User
+from chat.models import ChatMessage
+from recordings.models import Recording
+recording = Recording.objects.get(pk={recording_id!r})
+user = User.objects.get(username={server.demo_username!r})
+for seconds, text in [{said}]:
+    ChatMessage.objects.create(
+        stream=recording.stream, broadcast_started_at=recording.started_at, author=user,
+        sender=f"user:{{user.pk}}", text=text,
+        created_at=recording.started_at + timedelta(seconds=seconds),
+    )
+""",
+    )
+    try:
+        page.goto(f"/recordings/{recording_id}/")
+        texts = page.locator(TEXTS)
+        expect(page.locator("#chat-heading")).to_have_text("Chat replay")
+        expect(texts).to_have_count(0)  # nothing before the video reaches it
+        page.evaluate(PLAY)
+        expect(texts.first).to_have_text(REPLAYED[0][1], timeout=10_000)
+        expect(texts).to_have_count(2, timeout=10_000)  # each as playback passed it
+        expect(texts.last).to_have_text(REPLAYED[1][1])  # as text, never markup
+        assert page.locator("#chat-messages b").count() == 0
+        # Seeking shows the chat up to that moment.
+        for to, shown in ((2.0, 1), (0.0, 0), (4.0, 2), (1.5, 1)):
+            page.evaluate(SEEK_TO, to)
+            expect(texts).to_have_count(shown)
+    finally:
+        delete_recording(server, recording_id)
