@@ -10,6 +10,8 @@ from django.contrib import admin, messages
 from django.db.models import QuerySet
 from django.forms import ModelForm
 from django.http import HttpRequest
+from django.urls import reverse
+from django.utils.html import format_html
 
 from broadcast import services
 from broadcast.models import Stream, StreamKey
@@ -17,19 +19,17 @@ from onair.exceptions import ApplicationError
 
 
 class StreamKeyInline(admin.TabularInline):
+    # Each row is titled with the key itself (``StreamKey.__str__``: the masked key), so the
+    # masked key is not a column as well.
     model = StreamKey
-    fields = ["masked", "created_at", "revoked_at"]
-    readonly_fields = ["masked", "created_at", "revoked_at"]
+    fields = ["created_at", "revoked_at"]
+    readonly_fields = ["created_at", "revoked_at"]
     extra = 0
     can_delete = False
     ordering = ["-created_at"]
 
     def has_add_permission(self, request: HttpRequest, obj: Any = None) -> bool:
         return False
-
-    @admin.display(description="key")
-    def masked(self, key: StreamKey) -> str:
-        return key.masked
 
 
 @admin.register(Stream)
@@ -43,12 +43,14 @@ class StreamAdmin(admin.ModelAdmin):
         "viewer_count",
         "peak_viewer_count",
         "started_at",
+        "pages",
     ]
     list_filter = ["state", "visibility", "record"]
     search_fields = ["title", "slug", "description", "owner__username", "owner__email"]
     list_select_related = ["owner"]
     date_hierarchy = "created_at"
     readonly_fields = [
+        "pages",
         "state",
         "viewer_count",
         "peak_viewer_count",
@@ -57,14 +59,28 @@ class StreamAdmin(admin.ModelAdmin):
         "started_at",
         "ended_at",
         "end_reason",
+        # set by the services as broadcasts go: never edited by hand
+        "publisher_key",
+        "poster",
+        "poster_taken_at",
     ]
     inlines = [StreamKeyInline]
     actions = ["end_broadcast", "rotate_key"]
 
     def get_readonly_fields(self, request: HttpRequest, obj: Stream | None = None) -> list[str]:
-        # The address and the owner are chosen once, at creation.
-        fixed = ["slug", "owner"] if obj is not None else []
-        return [*fixed, *self.readonly_fields]
+        # The address and the owner are chosen once, at creation; a new stream has no pages.
+        if obj is None:
+            return [field for field in self.readonly_fields if field != "pages"]
+        return ["slug", "owner", *self.readonly_fields]
+
+    @admin.display(description="pages")
+    def pages(self, stream: Stream) -> str:
+        """Links to the stream's watch page and studio (the site's, outside the admin)."""
+        return format_html(
+            '<a href="{}">Watch</a> · <a href="{}">Studio</a>',
+            reverse("viewers:watch", kwargs={"slug": stream.slug}),
+            reverse("broadcast:studio", kwargs={"slug": stream.slug}),
+        )
 
     def save_model(self, request: HttpRequest, obj: Stream, form: ModelForm, change: bool) -> None:
         if change:

@@ -14,13 +14,22 @@ from typing import Any
 
 from django.conf import settings
 from django.core.exceptions import PermissionDenied, RequestDataTooBig
-from django.http import Http404, HttpRequest, HttpResponse, JsonResponse
+from django.http import (
+    Http404,
+    HttpRequest,
+    HttpResponse,
+    HttpResponseBadRequest,
+    HttpResponseServerError,
+    JsonResponse,
+)
+from django.template import loader
 from django.views import defaults
 from rest_framework import exceptions as drf_exceptions
 from rest_framework import status
 from rest_framework.response import Response
 from rest_framework.views import exception_handler as drf_exception_handler
 
+from onair.conf import onair_settings
 from onair.exceptions import (
     ApplicationError,
     ConflictError,
@@ -162,10 +171,21 @@ def page_not_found(request: HttpRequest, exception: Exception) -> HttpResponse:
 
 
 def server_error(request: HttpRequest) -> HttpResponse:
-    """``handler500``: JSON under /api/, the HTML page elsewhere."""
+    """``handler500``: JSON under /api/, the site's page elsewhere."""
     if request.path.startswith(API_PREFIX):
         return JsonResponse(
             error_body(status_code=500, code="server_error", message="Internal server error."),
             status=500,
         )
-    return defaults.server_error(request)
+    return HttpResponseServerError(_error_page("500.html"))
+
+
+def bad_request(request: HttpRequest, exception: Exception) -> HttpResponse:
+    """``handler400`` (a Host not in ALLOWED_HOSTS, a malformed request): the site's page."""
+    return HttpResponseBadRequest(_error_page("400.html"))
+
+
+def _error_page(template: str) -> str:
+    # Without the request's context processors (as Django's own handlers): the failure may
+    # be in what they read (the session, the database), or the request may be unsafe to use.
+    return loader.render_to_string(template, {"onair": onair_settings()})

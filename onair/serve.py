@@ -9,10 +9,6 @@ daphne's access log writes each request's path as received, and a WHIP/WHEP sess
 (``/whip/<slug>/<token>``) is the capability to control that session. This writes the same
 log with ``onair.logging.redact`` applied to every path.
 
-Serving anywhere but on loopback, it sets ``DJANGO_DEBUG=0`` unless the environment sets it:
-the local settings (``make run``) turn DEBUG on by default, and Django's debug pages show
-anyone who can reach the server its settings, tracebacks and URLs.
-
 daphne puts every WebSocket message it receives on the application's queue, without limit:
 a client sending faster than its consumer handles messages made the server hold them all
 (hundreds of MB) and work through them long after it left. This closes a socket with
@@ -44,12 +40,11 @@ import json
 import logging
 import os
 import threading
-from argparse import Namespace
 from collections import deque
 from collections.abc import Callable
 from typing import Any
 
-from daphne.cli import DEFAULT_HOST, CommandLineInterface
+from daphne.cli import CommandLineInterface
 from daphne.http_protocol import HTTPFactory, WebRequest
 from daphne.server import Server
 from daphne.ws_protocol import WebSocketFactory, WebSocketProtocol
@@ -59,7 +54,6 @@ from zope.interface import implementer
 
 from onair.conf import onair_settings
 from onair.logging import redact
-from onair.network import host_is_loopback
 from signaling.messages import MAX_FRAME_BYTES
 
 # Twice the largest message OnAir takes: one a little over it still gets the consumer's
@@ -407,22 +401,8 @@ def _exit_now() -> None:
     os._exit(1)
 
 
-def binds_loopback_only(args: Namespace) -> bool:
-    """Whether daphne, given ``args``, listens on loopback only (a UNIX socket, a file
-    descriptor or an endpoint string may be reachable from anywhere)."""
-    if args.unix_socket or args.file_descriptor is not None or args.socket_strings:
-        return False
-    return host_is_loopback(args.host or DEFAULT_HOST)
-
-
 class OnAirCommandLine(CommandLineInterface):
     server_class = OnAirServer
-
-    def run(self, args: list[str]) -> None:
-        # Before daphne imports the application, and with it the settings.
-        if not binds_loopback_only(self.parser.parse_args(args)):
-            os.environ.setdefault("DJANGO_DEBUG", "0")
-        super().run(args)
 
 
 if __name__ == "__main__":

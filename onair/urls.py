@@ -16,6 +16,7 @@ admin.site.site_header = "OnAir administration"
 admin.site.site_title = "OnAir admin"
 admin.site.index_title = "Streams, viewers and accounts"
 
+handler400 = "onair.exception_handler.bad_request"
 handler404 = "onair.exception_handler.page_not_found"
 handler500 = "onair.exception_handler.server_error"
 

@@ -37,6 +37,7 @@ const state = {
   recorder: null,
   recordedChunks: [],
   key: "",             // a stream key typed by a non-owner, re-sent after reconnects
+  cameraAsked: null,   // the camera's width, height and frameRate last asked for
   stream: null,        // the stream as the server last described it
   publisher: "none",   // "connected" while someone publishes (here or elsewhere)
 };
@@ -114,12 +115,37 @@ function showPreview() {
     const s = video.getSettings();
     setText("capture-settings", `${s.width || "?"}×${s.height || "?"} @ ${Math.round(s.frameRate || 0)} fps`);
   }
+  renderCaptureNote();
+}
+
+// The camera's constraints are "ideal" ones: a camera that cannot deliver the resolution or
+// frame rate picked opens with less, which the studio says rather than ignores.
+function captureShortfall(track, { width, height, frameRate }) {
+  const s = track.getSettings();
+  const fps = Math.round(s.frameRate || 0);
+  const short = (s.width && s.height && s.width * s.height < width * height) || (fps && fps < frameRate);
+  if (!short) return "";
+  return `Camera delivers ${s.width}×${s.height} at ${fps} fps (asked ${width}×${height} at ${frameRate} fps).`;
+}
+
+function renderCaptureNote() {
+  const video = currentVideoTrack();
+  const asked = state.cameraAsked;
+  const note = state.source === "camera" && video && asked ? captureShortfall(video, asked) : "";
+  const box = $("capture-note");
+  box.textContent = note;
+  box.hidden = !note;
 }
 
 async function openCamera() {
   showError("");
   const previous = state.camera;
   const wanted = constraints();
+  state.cameraAsked = {
+    width: wanted.video.width.ideal,
+    height: wanted.video.height.ideal,
+    frameRate: wanted.video.frameRate.ideal,
+  };
   try {
     state.camera = await navigator.mediaDevices.getUserMedia(wanted);
   } catch (error) {
@@ -185,8 +211,8 @@ async function useCamera() {
 }
 
 function updateSourceButtons() {
-  $("source-camera").classList.toggle("active", state.source === "camera");
-  $("source-screen").classList.toggle("active", state.source === "screen");
+  $("source-camera").setAttribute("aria-pressed", String(state.source === "camera"));
+  $("source-screen").setAttribute("aria-pressed", String(state.source === "screen"));
   setText("source-label", state.source === "screen" ? "Screen" : "Camera");
 }
 
@@ -351,6 +377,7 @@ function stopPublishing(status) {
   state.source = "camera";
   updateSourceButtons();
   $("preview").srcObject = null;
+  renderCaptureNote();
   state.lastStats = null;
   for (const id of ["ice-state", "candidate-type", "rtt", "out-bitrate", "out-layers", "out-fps", "out-resolution", "frames-sent", "capture-settings"]) {
     setText(id, "–");
@@ -369,6 +396,9 @@ function renderGoLive() {
   button.textContent = liveElsewhere ? "Take over" : stream?.state === "ended" ? "Go live again" : "Go live";
   // an offer needs the server's welcome (its ICE servers) on an open connection first
   button.disabled = !(state.welcomed && signaling.open && !state.live && state.pc === null && !state.starting);
+  // While this page broadcasts, End is the one thing to do; while nobody does, Go live.
+  button.hidden = state.live;
+  $("end-broadcast").hidden = stream?.state !== "live";
   if (liveElsewhere && $("studio-notice").dataset.kind !== "replaced") {
     showNotice("Live from another tab or device: Take over to broadcast from here.");
     $("studio-notice").dataset.kind = "elsewhere";
@@ -409,7 +439,6 @@ signaling.on("answer", async (msg) => {
   state.live = true;
   sendMedia(); // a switch flipped while the offer was out (the server ignores no news)
   state.startedAt ??= Date.now();
-  $("end-broadcast").disabled = false;
   $("studio-notice").dataset.kind = "";
   renderGoLive();
 });
@@ -437,6 +466,7 @@ signaling.on("state", (msg) => {
 });
 signaling.on("viewers", (msg) => {
   setText("viewer-count", String(msg.count));
+  setText("stage-viewer-count", String(msg.count));
   setText("peak-viewers", String(msg.peak));
 });
 signaling.on("error", (msg) => {
@@ -465,10 +495,10 @@ function renderStream(stream) {
   state.stream = stream;
   setText("stream-state", stream.state);
   setText("viewer-count", String(stream.viewers));
+  setText("stage-viewer-count", String(stream.viewers));
   setText("peak-viewers", String(stream.peak_viewers));
   document.body.dataset.streamState = stream.state;
   if (stream.state === "live" && stream.started_at) state.startedAt = Date.parse(stream.started_at);
-  $("end-broadcast").disabled = stream.state !== "live";
   if (stream.state === "ended") {
     state.startedAt = null;
     if (state.live || state.pc) stopPublishing("ended");
@@ -488,9 +518,16 @@ function endedText(stream) {
   return `${reason}${at}.`;
 }
 
+// On the preview: LIVE and the time since the broadcast began (the server's start, so a
+// reload or another tab shows the same), and how many watch; "Preview" while not live.
 function renderElapsed() {
-  const live = state.stream?.state === "live" && state.startedAt;
-  setText("elapsed", live ? formatDuration((Date.now() - state.startedAt) / 1000) : "00:00:00");
+  const live = state.stream?.state === "live";
+  const elapsed = live && state.startedAt ? formatDuration((Date.now() - state.startedAt) / 1000) : "00:00:00";
+  setText("elapsed", elapsed);
+  setText("live-elapsed", elapsed);
+  $("live-pill").hidden = !live;
+  $("stage-viewers").hidden = !live;
+  $("preview-pill").hidden = live;
 }
 
 // --- Live stats -----------------------------------------------------------

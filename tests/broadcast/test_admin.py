@@ -73,9 +73,26 @@ def test_change_page_shows_keys_masked_only(admin_client: Client, make_stream: C
 
     html = _rows(admin_client.get(f"{CHANGELIST}{stream.pk}/change/"))
 
-    assert issued.key.masked in html
+    # Once: the key list's row (not its title and a column too); the publisher's key is
+    # shown, not chosen from every stream's keys.
+    assert html.count(issued.key.masked) == 1
+    assert 'name="publisher_key"' not in html
     assert issued.secret not in html
     assert issued.key.digest not in html
+
+
+def test_changelist_and_change_page_link_to_the_streams_pages(
+    admin_client: Client, make_stream: Callable
+) -> None:
+    stream, _ = make_stream()
+    pages = (f'href="/watch/{stream.slug}/"', f'href="/studio/{stream.slug}/"')
+
+    changelist = _rows(admin_client.get(CHANGELIST))
+    change = _rows(admin_client.get(f"{CHANGELIST}{stream.pk}/change/"))
+
+    assert all(link in changelist for link in pages)
+    assert all(link in change for link in pages)
+    assert admin_client.get(f"{CHANGELIST}add/").status_code == 200
 
 
 def test_end_broadcast_action(admin_client: Client, make_stream: Callable) -> None:

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import logging
+import re
 from collections.abc import Callable
 from typing import Any
 
@@ -123,6 +124,20 @@ def test_revoke_end_go_live_again_delete(alice: Client, make_stream: Callable) -
     html = alice.post(f"/streams/{stream.slug}/delete/", follow=True).content.decode()
     assert "“Busy” was deleted." in html
     assert not Stream.objects.exists()
+
+
+def test_every_destructive_action_asks_first(alice: Client, make_stream: Callable) -> None:
+    live, _ = make_stream(title="On now")
+    stream_go_live(stream=live)
+    make_stream(title="Later")
+
+    html = alice.get("/streams/").content.decode()
+
+    forms = re.findall(r"<form [^>]*action=\"/streams/[\w-]+/([\w/]+)/\"([^>]*)>", html)
+    actions = {action for action, _ in forms}
+    assert {"key/rotate", "key/revoke", "end", "delete"} <= actions
+    assert all("data-confirm=" in attributes for _, attributes in forms)
+    assert "The broadcast stops for every viewer." in html
 
 
 def test_actions_refuse_other_peoples_streams(

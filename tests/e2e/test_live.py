@@ -172,8 +172,15 @@ def test_broadcast_to_three_viewers(
     # Screen share while live: viewers get the screen's resolution on the same connection.
     for viewer in viewers:
         viewer.evaluate("window.__pc = window.onairWatch.state.pc")
+    expect(studio.locator("#source-camera")).to_have_attribute("aria-pressed", "true")
     studio.click("#source-screen")
     expect(studio.locator("#source-label")).to_have_text("Screen")
+    # The toggle says which source is on to assistive technology too, not by its style only.
+    expect(studio.locator("#source-screen")).to_have_attribute("aria-pressed", "true")
+    expect(studio.locator("#source-camera")).to_have_attribute("aria-pressed", "false")
+    # The preview says the broadcast is live, for how long, and to how many.
+    expect(studio.locator("#live-pill")).to_be_visible()
+    expect(studio.locator("#stage-viewer-count")).to_have_text("3")
     # The screen is 1280 wide, and Chrome keeps a screen's resolution under load.
     for viewer in viewers:
         _wait_for_width_above(viewer, 640)

@@ -99,8 +99,18 @@ def test_create_stream_and_see_the_key_once(
     assert secret not in page.content()
     expect(page.locator("tr", has_text="Eve's first show")).to_be_visible()
 
-    # A new key: shown once too, and different.
-    page.locator("tr", has_text="Eve's first show").get_by_role("button", name="New key").click()
+    # A new key asks first: declined, nothing changes.
+    new_key = page.locator("tr", has_text="Eve's first show").get_by_role("button", name="New key")
+    asked: list[str] = []
+    page.once("dialog", lambda dialog: (asked.append(dialog.message), dialog.dismiss()))
+    new_key.click()
+    expect(page.locator("#new-key")).to_have_count(0)
+    assert asked
+    assert "stops working at once" in asked[0]
+
+    # Accepted: shown once too, and different.
+    page.once("dialog", lambda dialog: dialog.accept())
+    new_key.click()
     rotated = page.locator("#new-key-secret").inner_text()
     assert rotated != secret
     expect(page.locator(".message.success")).to_contain_text("the old one no longer works")

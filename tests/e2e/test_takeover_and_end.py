@@ -132,6 +132,7 @@ def test_a_studio_back_from_a_network_drop_leaves_a_takeover_alone(
 def _end_from_my_streams(server: OnAirServer, page: Page) -> None:
     page.goto("/streams/")
     row = page.locator(f'tr[data-slug="{server.demo_slug}"]')
+    page.once("dialog", lambda dialog: dialog.accept())  # "… stops for every viewer"
     row.get_by_role("button", name="End").click()
     expect(page.locator(".messages")).to_contain_text("has ended")
     # The end's reason wraps in its cell (the longest, "the broadcaster's connection was

@@ -29,9 +29,7 @@ from onair.serve import (
     BoundedHTTPFactory,
     BoundedRequest,
     BoundedWebSocketProtocol,
-    OnAirCommandLine,
     OnAirServer,
-    binds_loopback_only,
 )
 from testpeers import TestPublisher, TestViewer, wait_until
 from tests.daphne import manage
@@ -478,23 +476,3 @@ def test_the_daphne_and_twisted_internals_it_relies_on() -> None:
     assert request.content.closed
     # The end of the body came with the piece past the limit: the request was not run.
     assert request.method == b"(no method yet)"
-
-
-@pytest.mark.parametrize(
-    ("args", "loopback"),
-    [
-        ([], True),
-        (["-b", "127.0.0.1", "-p", "8000"], True),
-        (["-b", "::1"], True),
-        (["-b", "localhost"], True),
-        (["-b", "0.0.0.0", "-p", "8000"], False),
-        (["-b", "192.0.2.10"], False),
-        (["-u", "/run/onair.sock"], False),
-        (["--fd", "3"], False),
-        (["-e", "tcp:port=8000:interface=127.0.0.1"], False),
-        (["-b", "127.0.0.1", "-e", "tcp:port=8001"], False),
-    ],
-)
-def test_debug_stays_possible_on_loopback_only(args: list[str], loopback: bool) -> None:
-    parsed = OnAirCommandLine().parser.parse_args([*args, "onair.asgi:application"])
-    assert binds_loopback_only(parsed) is loopback

@@ -53,7 +53,8 @@ def test_local_is_the_default_embedded_setup() -> None:
     assert loaded["db"] == "django.db.backends.sqlite3"
     assert loaded["name"].endswith("var/db.sqlite3")
     assert loaded["layer"] == "channels.layers.InMemoryChannelLayer"
-    assert loaded["debug"] is True
+    assert loaded["debug"] is False  # the site's error pages, not Django's debug ones
+    assert _settings(None, DJANGO_DEBUG="1")["debug"] is True
     assert loaded["static"] is True
 
 

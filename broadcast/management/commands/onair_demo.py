@@ -63,10 +63,9 @@ class Command(BaseCommand):
             "",
         ]
         if exposed:
-            # onair.serve turns DEBUG off off loopback; Django then answers only these hosts.
+            # Without DEBUG, Django answers only these hosts.
             lines += [
-                "  Off loopback   DEBUG off (unless DJANGO_DEBUG=1); the host names answered: "
-                + ", ".join(settings.ALLOWED_HOSTS),
+                "  Off loopback   the host names answered: " + ", ".join(settings.ALLOWED_HOSTS),
                 "                 add this machine's: ALLOWED_HOSTS=<name or address>,localhost",
                 "",
             ]
