@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import re
 import threading
+import time
 from collections.abc import Callable, Iterator
 from contextlib import contextmanager
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
@@ -112,11 +113,15 @@ def test_player_controls_and_the_broadcasters_overlays(
     # The broadcaster turns the camera off, then mutes the microphone: the viewer sees each
     # within 2 s.
     expect(viewer.locator("#camera-off")).to_be_hidden()
+    clicked = time.monotonic()
     studio.click("#mute-camera")
     expect(viewer.locator("#camera-off")).to_be_visible(timeout=OVERLAY_WITHIN_MS)
+    camera_off_after = time.monotonic() - clicked
     expect(viewer.locator("#camera-off")).to_contain_text("camera off")
+    clicked = time.monotonic()
     studio.click("#mute-mic")
     expect(viewer.locator("#mic-muted")).to_be_visible(timeout=OVERLAY_WITHIN_MS)
+    mic_muted_after = time.monotonic() - clicked
     _shot(viewer, "watch-camera-off-mic-muted")
 
     # Someone who arrives now sees both at once (the welcome carries them).
@@ -139,6 +144,7 @@ def test_player_controls_and_the_broadcasters_overlays(
     expect(late.locator("#play-toggle")).to_be_hidden()
     assert errors == []
     _restart_demo_stream(server)
+    print(f"overlays seen {camera_off_after:.2f} s (camera) and {mic_muted_after:.2f} s (mic)")
 
 
 def test_copy_link_and_embed_code(

@@ -469,6 +469,35 @@ async def test_a_studio_on_another_daphne_takes_over_and_the_first_is_told(
             await page.close()
 
 
+async def test_the_broadcasters_media_state_reaches_the_viewers_of_another_daphne(
+    cluster: Cluster,
+) -> None:
+    """A studio on one daphne mutes its microphone and turns its camera off: a watch page on
+    the other hears it (the channel layer), and one that connects there later is told in
+    its welcome (the database)."""
+    daphne_a, daphne_b = cluster.daphne
+    slug, _, key = cluster.new_stream("Cluster media")
+    studio = Studio(daphne_a, slug)
+    watcher = Watcher(daphne_b, slug)
+    try:
+        await studio.go_live(key)
+        await watcher.open()
+        assert (await watcher.expect("welcome"))["stream"]["media"] == {
+            "mic_muted": False,
+            "camera_off": False,
+        }
+        await studio.send("media", mic_muted=True, camera_off=True)
+        media = await watcher.expect("media", within=2.0)
+        assert (media["mic_muted"], media["camera_off"]) == (True, True)
+        assert (await _welcome(daphne_b, slug))["stream"]["media"] == {
+            "mic_muted": True,
+            "camera_off": True,
+        }
+    finally:
+        for page in (studio, watcher):
+            await page.close()
+
+
 async def test_a_closed_studio_is_reconnecting_at_once_on_every_daphne_and_resumes_on_another(
     cluster: Cluster,
 ) -> None:
