@@ -18,6 +18,8 @@ import asyncio
 import collections
 import json
 import logging
+import math
+import time
 from collections.abc import Awaitable, Callable
 from typing import Any
 
@@ -70,6 +72,10 @@ async def chat_announce(stream_id: int | str, kind: str, **fields: Any) -> None:
     if layer is not None:
         await layer.group_send(chat_group(stream_id), {"type": kind, **fields})
 
+
+# A page joins (reads the history) at most this often: a new socket or a new broadcast
+# needs one join, and each costs a database query.
+JOIN_INTERVAL_SECONDS = 2.0
 
 # Chat events one relay holds for its pages at most; past it, the oldest are dropped (the
 # channel layer's own channels hold 100, and would drop the newest).
@@ -182,6 +188,7 @@ class ChatSession:
         self.send_frame = send_frame
         self.may_follow = may_follow
         self.joined = False
+        self.joined_at: float | None = None  # monotonic
         # While joining: events that came before the history was sent (then passed on if
         # the history does not hold them already); None once joined.
         self.early: list[dict[str, Any]] | None = None
@@ -251,6 +258,14 @@ class ChatSession:
         await self.send("chat_error", **fields)
 
     async def join(self) -> None:
+        now = time.monotonic()
+        if self.joined_at is not None and now - self.joined_at < JOIN_INTERVAL_SECONDS:
+            raise ChatRefusedError(
+                "This page joined the chat a moment ago; it already has the history.",
+                code="chat_rate_limited",
+                retry_after=math.ceil(JOIN_INTERVAL_SECONDS),
+            )
+        self.joined_at = now
         # In the relay before the history is read, so no message falls between the two.
         self.early = []
         try:

@@ -19,6 +19,7 @@ export function setupChat(signaling) {
     settings: null,
     startedAt: undefined, // the broadcast the chat shown belongs to
     waitForAuth: false,
+    joining: false,
   };
   nameInput.value = localStorage.getItem("onair-chat-name") || "";
 
@@ -112,7 +113,8 @@ export function setupChat(signaling) {
   }
 
   function join() {
-    if (signaling.send("chat_join")) setStatus("Loading the chat…");
+    chat.joining = signaling.send("chat_join");
+    if (chat.joining) setStatus("Loading the chat…");
   }
 
   signaling.on("welcome", (msg) => {
@@ -134,6 +136,7 @@ export function setupChat(signaling) {
   });
   signaling.on("chat_history", (msg) => {
     chat.joined = true;
+    chat.joining = false;
     chat.you = msg.you;
     chat.settings = msg.settings;
     input.maxLength = msg.max_chars;
@@ -155,9 +158,17 @@ export function setupChat(signaling) {
     const done = { ban: "Banned.", timeout: "Timed out for 5 minutes.", lift: "Let back in." };
     $("chat-announcer").textContent = done[msg.action] || "";
   });
-  signaling.on("chat_error", (msg) => showError(msg.message));
+  signaling.on("chat_error", (msg) => {
+    // A join right after another (a broadcast starting as the page opened): join again.
+    if (chat.joining && msg.code === "chat_rate_limited") {
+      setTimeout(join, (msg.retry_after || 2) * 1000);
+      return;
+    }
+    showError(msg.message);
+  });
   signaling.addEventListener("close", () => {
     chat.joined = false;
+    chat.joining = false;
     setStatus("Reconnecting to the chat…");
   });
 

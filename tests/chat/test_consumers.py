@@ -381,3 +381,10 @@ async def test_a_process_takes_each_chat_event_once_for_all_its_pages(
     for page in [*pages, bob]:
         await page.close()
     assert not layer.groups.get(group)  # the last page out takes the relay with it
+
+
+async def test_a_page_joins_at_most_every_two_seconds(stream: Stream, chatters: Any) -> None:
+    page = await chatters(stream)
+    await page.socket.send({"type": "chat_join"})
+    refused = await page.expect("chat_error")
+    assert (refused["code"], refused["retry_after"]) == ("chat_rate_limited", 2)
