@@ -19,6 +19,7 @@ from django.http import (
     HttpRequest,
     HttpResponse,
     HttpResponseBadRequest,
+    HttpResponseForbidden,
     HttpResponseServerError,
     JsonResponse,
 )
@@ -183,6 +184,12 @@ def server_error(request: HttpRequest) -> HttpResponse:
 def bad_request(request: HttpRequest, exception: Exception) -> HttpResponse:
     """``handler400`` (a Host not in ALLOWED_HOSTS, a malformed request): the site's page."""
     return HttpResponseBadRequest(_error_page("400.html"))
+
+
+def csrf_failure(request: HttpRequest, reason: str = "") -> HttpResponse:
+    """``CSRF_FAILURE_VIEW``: a form sent without its token (a page left open past its
+    session, cookies off) gets the site's page saying what to do, not Django's."""
+    return HttpResponseForbidden(_error_page("403_csrf.html"))
 
 
 def _error_page(template: str) -> str:

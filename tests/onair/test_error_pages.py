@@ -62,3 +62,14 @@ def test_a_refusal_gets_the_sites_403() -> None:
 
     assert response.status_code == 403
     _looks_like_the_site(response.content.decode())
+
+
+def test_a_form_without_its_csrf_token_gets_the_sites_page() -> None:
+    client = Client(enforce_csrf_checks=True)
+
+    response = client.post("/accounts/login/", {"username": "a", "password": "b"})
+
+    assert response.status_code == 403
+    html = response.content.decode()
+    _looks_like_the_site(html)
+    assert "This form has expired." in html
