@@ -83,13 +83,17 @@ format: $(VENV)/.dev
 ## packet taps: recording): the second pass would run them unchanged.
 SFU_LOOP_INDEPENDENT := test_native.py test_munger.py test_heap.py test_keyframe.py \
 	test_retransmission.py test_simulcast.py test_simulcast_ingest.py test_track.py test_frames.py \
-	test_recorder.py test_recording_files.py
+	test_recorder.py test_recording_files.py test_bandwidth.py test_layers.py \
+	test_simulcast_publisher.py test_cluster_node.py
+## Tests that choose their loop themselves, each loop a case of its own: the first pass runs both.
+SFU_BOTH_LOOPS := test_feedback.py::test_a_nack_flood_is_answered_within_the_budget_and_other_viewers_are_untouched
 
 pytest: $(VENV)/.dev native browser nat-deps
 	$(BIN)/python -m pytest $(PYTEST_ARGS)
 	@echo "the SFU's tests again with the C forwarding loop off (the Python loop forwards)"
 	ONAIR_NATIVE_FORWARDING=0 $(BIN)/python -m pytest -p no:cacheprovider tests/sfu \
-		$(foreach test,$(SFU_LOOP_INDEPENDENT),--ignore=tests/sfu/$(test))
+		$(foreach test,$(SFU_LOOP_INDEPENDENT),--ignore=tests/sfu/$(test)) \
+		$(foreach test,$(SFU_BOTH_LOOPS),--deselect=tests/sfu/$(test))
 	$(MAKE) --no-print-directory pytest-postgres
 
 ## pytest-postgres: the model/API suite again on the real PostgreSQL (skipped, saying why, if it is down)
