@@ -88,10 +88,19 @@ SFU_LOOP_INDEPENDENT := test_native.py test_munger.py test_heap.py test_keyframe
 ## Tests that choose their loop themselves, each loop a case of its own: the first pass runs both.
 SFU_BOTH_LOOPS := test_feedback.py::test_a_nack_flood_is_answered_within_the_budget_and_other_viewers_are_untouched
 
+## Two pytest-xdist workers (one per core: most tests wait on real time, a browser or a
+## server); tests/conftest.py keeps a module's tests, and the NAT rig's, on one worker. The
+## benchmarks' smoke tests and the shaped-link rig measure CPU and rates (a bench run on a
+## crowded machine leaves its points out): they run after them, alone (exit status 5:
+## PYTEST_ARGS chose none of their tests).
+XDIST := -n 2 --dist loadgroup
+ALONE := tests/bench tests/quality
+
 pytest: $(VENV)/.dev native browser nat-deps
-	$(BIN)/python -m pytest $(PYTEST_ARGS)
+	$(BIN)/python -m pytest $(XDIST) $(foreach path,$(ALONE),--ignore=$(path)) $(PYTEST_ARGS)
+	$(BIN)/python -m pytest -p no:cacheprovider $(ALONE) $(PYTEST_ARGS) || [ $$? = 5 ]
 	@echo "the SFU's tests again with the C forwarding loop off (the Python loop forwards)"
-	ONAIR_NATIVE_FORWARDING=0 $(BIN)/python -m pytest -p no:cacheprovider tests/sfu \
+	ONAIR_NATIVE_FORWARDING=0 $(BIN)/python -m pytest $(XDIST) -p no:cacheprovider tests/sfu \
 		$(foreach test,$(SFU_LOOP_INDEPENDENT),--ignore=tests/sfu/$(test)) \
 		$(foreach test,$(SFU_BOTH_LOOPS),--deselect=tests/sfu/$(test))
 	$(MAKE) --no-print-directory pytest-postgres

@@ -8,6 +8,7 @@ are skipped with the reason, instead of erroring.
 from __future__ import annotations
 
 from collections.abc import Callable, Iterator
+from pathlib import Path
 from typing import Any
 
 import psycopg
@@ -42,7 +43,24 @@ def _postgres_unreachable() -> str | None:
     return None
 
 
+# Under pytest-xdist (make test runs ``-n 2 --dist loadgroup``), the tests of a directory here
+# run on one worker, one at a time: the NAT rig's namespaces and coturn, the shaped-link rig's,
+# the benchmarks' smoke tests (make test runs these last two alone, after the others).
+SERIAL_DIRECTORIES = {"nat": "nat", "quality": "quality", "bench": "bench"}
+TESTS = Path(__file__).parent
+
+
+def _xdist_group(item: pytest.Item) -> str:
+    """A module's tests go to one worker (its module-scoped servers, browsers and clusters
+    start once), and so do the directories of ``SERIAL_DIRECTORIES``."""
+    path = Path(str(item.fspath)).relative_to(TESTS)
+    return SERIAL_DIRECTORIES.get(path.parts[0], path.as_posix())
+
+
 def pytest_collection_modifyitems(config: pytest.Config, items: list[pytest.Item]) -> None:
+    for item in items:
+        if item.get_closest_marker("xdist_group") is None:
+            item.add_marker(pytest.mark.xdist_group(_xdist_group(item)))
     reason = _postgres_unreachable()
     if reason is None:
         return
