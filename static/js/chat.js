@@ -46,7 +46,11 @@ export function setupChat(signaling) {
     return button;
   }
 
+  const authors = new Map(); // message id → its author, for the moderation note
+
   function render(message) {
+    authors.set(message.id, message.author);
+    if (authors.size > MAX_SHOWN * 2) authors.delete(authors.keys().next().value);
     const item = document.createElement("li");
     item.className = "chat-message";
     item.dataset.id = String(message.id);
@@ -156,6 +160,10 @@ export function setupChat(signaling) {
   });
   signaling.on("chat_moderated", (msg) => {
     const done = { ban: "Banned.", timeout: "Timed out for 5 minutes.", lift: "Let back in." };
+    const author = authors.get(msg.id);
+    const note = $("chat-note");
+    note.textContent = `${author ? `${author}: ` : ""}${done[msg.action] || ""}`;
+    note.hidden = false;
     $("chat-announcer").textContent = done[msg.action] || "";
   });
   signaling.on("chat_error", (msg) => {

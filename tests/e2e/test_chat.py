@@ -99,6 +99,7 @@ def test_chat_between_a_broadcaster_and_two_viewers(
     studio.wait_for_function(
         "() => document.getElementById('chat-announcer').textContent === 'Banned.'"
     )
+    expect(studio.locator("#chat-note")).to_have_text(f"{bob}: Banned.")
     _say(viewers[bob], f"{tag} am I banned?")
     expect(viewers[bob].locator("#chat-error")).to_contain_text("banned")
     _say(viewers[alice], f"{tag} after the ban")
