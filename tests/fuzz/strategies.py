@@ -279,7 +279,9 @@ REST_BODIES = st.one_of(
 
 
 _WS_TYPES = st.one_of(
-    st.sampled_from(["watch", "offer", "answer", "candidate", "auth", "end", "ping", "restart"]),
+    st.sampled_from(
+        ["watch", "offer", "answer", "candidate", "auth", "end", "ping", "restart", "media"]
+    ),
     NASTY_TEXT,
 )
 _WS_CANDIDATES = st.one_of(
@@ -294,6 +296,7 @@ _WS_CANDIDATES = st.one_of(
         },
     ),
 )
+_WS_FLAG = st.one_of(st.booleans(), JSON_VALUES)  # the media message's booleans, or not
 _WS_TEMPLATES = st.sampled_from(['{"type": "auth", "key": %s}', '{"type": "ping", "x": %s}', "%s"])
 
 
@@ -315,6 +318,15 @@ def ws_frame(offer_base: str, answer_base: str) -> st.SearchStrategy[str | bytes
             st.one_of(NASTY_TEXT, JSON_VALUES, st.just("sk_" + "A" * 43)),
         ),
         st.builds(_message, _WS_TYPES, st.dictionaries(NASTY_TEXT, JSON_VALUES, max_size=3)),
+        st.builds(
+            lambda v: _message("media", v),
+            st.fixed_dictionaries({}, optional={"mic_muted": _WS_FLAG, "camera_off": _WS_FLAG}),
+        ),
+        st.builds(
+            lambda v, media: _message("offer", {"sdp": v, "media": media}),
+            sdp,
+            st.one_of(JSON_VALUES, st.fixed_dictionaries({"mic_muted": _WS_FLAG})),
+        ),
     )
     frames: st.SearchStrategy[str | bytes] = st.one_of(
         *[messages] * 4,
