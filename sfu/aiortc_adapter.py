@@ -777,3 +777,62 @@ def _take_exception(task: asyncio.Task[Any]) -> None:
         logger.debug(
             "aiortc's connect task of a closed peer connection failed: %r", task.exception()
         )
+
+
+# The SFU's first DTLS flight again after 100, 200 and 400 ms without an answer, before
+# OpenSSL's own timer (1 s): a WHIP encoder that reads its socket for ICE only until its
+# DTLS is set up (FFmpeg's muxer) drops a ClientHello that arrives earlier.
+DTLS_EARLY_RESENDS = (0.1, 0.2, 0.4)
+_DTLS_FIRST_BYTES = range(20, 64)
+
+
+def hasten_dtls_handshake(dtls: RTCDtlsTransport) -> None:
+    """Re-send the transport's last DTLS flight on a short timer while the handshake waits
+    for the peer, instead of OpenSSL's 1 s initial retransmission timeout (aiortc's
+    pyOpenSSL cannot set DTLS_set_timer_cb). Both hooks remove themselves once the
+    handshake is over, so the media path runs aioice's own methods."""
+    ice = dtls.transport
+    recv = ice._recv
+    send = ice._send
+    flight: list[bytes] = []
+    answered = [True]
+    resends = list(DTLS_EARLY_RESENDS)
+
+    def handshaking() -> bool:
+        if dtls._state in (_DtlsState.NEW, _DtlsState.CONNECTING):
+            return True
+        ice._recv, ice._send = recv, send
+        return False
+
+    async def send_recording(data: bytes) -> None:
+        if handshaking() and data and data[0] in _DTLS_FIRST_BYTES:
+            if answered[0]:
+                flight.clear()
+                answered[0] = False
+            flight.append(data)
+        await send(data)
+
+    async def recv_resending() -> bytes:
+        while handshaking() and flight and not answered[0] and resends:
+            try:
+                data = await asyncio.wait_for(recv(), timeout=resends[0])
+            except TimeoutError:
+                resends.pop(0)
+                for datagram in list(flight):
+                    await send(datagram)
+                continue
+            answered[0] = True
+            return data
+        answered[0] = True
+        return await recv()
+
+    ice._send = send_recording
+    ice._recv = recv_resending
+
+
+def hasten_dtls_handshakes(pc: RTCPeerConnection) -> None:
+    """``hasten_dtls_handshake`` for each DTLS transport of ``pc`` not yet started."""
+    for dtls in getattr(pc, _PC_DTLS_TRANSPORTS_ATTR):
+        if dtls._state == _DtlsState.NEW and not getattr(dtls, "_onair_hastened", False):
+            dtls._onair_hastened = True
+            hasten_dtls_handshake(dtls)

@@ -98,6 +98,7 @@ class Peer:
     async def _set_local_description(self, description: RTCSessionDescription) -> None:
         # aiortc gathers candidates here: bind them as the host network says first
         configure_ice(self._pc, self._network)
+        aiortc_adapter.hasten_dtls_handshakes(self._pc)
         await self._pc.setLocalDescription(description)
 
     def _arm_connect_deadline(self, seconds: float) -> None:

@@ -1744,3 +1744,48 @@ async def _send_a_sender_report_and_answer_it(
     rtt = aiortc_adapter.sender_rtt(sender)
     assert rtt is not None
     assert rtt <= time.time() - sent_at
+
+
+async def test_a_first_dtls_flight_the_peer_dropped_is_sent_again_before_openssls_timer(
+    caplog: pytest.LogCaptureFixture,
+) -> None:
+    """FFmpeg's WHIP muxer (DTLS server) reads its socket for ICE only until its DTLS is set
+    up, and drops a ClientHello that arrives earlier: with OpenSSL's 1 s initial
+    retransmission timer its handshake took 1,000 ms. The SFU (DTLS client, as in the
+    answer to FFmpeg's ``a=setup:passive``) sends its flight again itself: the handshake
+    completes without one expiry of OpenSSL's timer."""
+    encoder = RTCPeerConnection(client_configuration())
+    sfu = RTCPeerConnection(client_configuration())
+    dropped: list[bytes] = []
+    try:
+        encoder.addTransceiver("video", direction="sendonly")
+        ice = encoder.getTransceivers()[0].receiver.transport.transport
+        recv = ice._recv
+
+        async def drop_the_first_dtls_datagram() -> bytes:
+            while True:
+                data = await recv()
+                if dropped or not 19 < data[0] < 64:
+                    return data
+                dropped.append(data)
+
+        ice._recv = drop_the_first_dtls_datagram
+        await encoder.setLocalDescription(await encoder.createOffer())
+        await sfu.setRemoteDescription(encoder.localDescription)
+        aiortc_adapter.hasten_dtls_handshakes(sfu)
+        with caplog.at_level("DEBUG", logger="aiortc.rtcdtlstransport"):
+            await sfu.setLocalDescription(await sfu.createAnswer())
+            await encoder.setRemoteDescription(sfu.localDescription)
+            assert await _until(
+                lambda: encoder.connectionState == sfu.connectionState == "connected"
+            )
+        assert len(dropped) == 1
+        timer_expiries = [r for r in caplog.records if "DTLS handling timeout" in r.getMessage()]
+        assert timer_expiries == []
+        # the hooks are gone once connected: the media path calls aioice directly
+        sfu_ice = sfu.getTransceivers()[0].receiver.transport.transport
+        assert sfu_ice._recv == sfu_ice._connection.recv
+        assert sfu_ice._send == sfu_ice._connection.send
+    finally:
+        await encoder.close()
+        await sfu.close()
