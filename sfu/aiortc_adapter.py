@@ -32,6 +32,7 @@ from aiortc import (
     RTCPeerConnection,
     RTCRtpReceiver,
     RTCRtpSender,
+    clock,
 )
 from aiortc.rtcdtlstransport import State as _DtlsState
 from aiortc.rtcrtpparameters import (
@@ -493,24 +494,42 @@ def sender_rtt(sender: RTCRtpSender) -> float | None:
     return rtt
 
 
-def send_sender_report(sender: RTCRtpSender) -> tuple[int, float] | None:
+def send_sender_report(
+    sender: RTCRtpSender, *, clock_rate: int | None = None
+) -> tuple[int, float] | None:
     """Send ``sender``'s RTCP sender report now, as its own loop does every 0.5 to 1.5 s
-    (same counters and NTP/RTP timestamp pair; aiortc reads the RTT of the answers to this
-    one as to its own). Its ``lsr`` (what a receiver report block answering it echoes) and
-    ``time.time()`` when sent; None when there is nothing new to report (no RTP since the
-    last report: an answer could not be told from one to the last) or the sender has not
-    started."""
+    (same counters; aiortc reads the RTT of the answers to this one as to its own). Its
+    ``lsr`` (what a receiver report block answering it echoes) and ``time.time()`` when
+    sent; None when the sender has not started or sent no RTP yet.
+
+    Without ``clock_rate`` it tells the last packet's NTP/RTP timestamp pair, as aiortc's
+    own loop does, and None is returned when no RTP was sent since the last report (an
+    answer could not be told from one to the last). With ``clock_rate`` (the RTP clock's,
+    Hz) it tells the present: the NTP time now and the RTP timestamp extrapolated from the
+    last packet's at that clock (RFC 3550, 6.4.1), so that an answer to it is told from
+    any other even when the sender is idle (a paused video), and the sender's loop goes on
+    from that pair: a report of an older one, arriving after it, would have the receiver
+    answer that instead. While the sender stays idle its loop repeats the pair (the same
+    ``lsr``): ``sender_report_sent_at`` tells when it last did."""
     if not sender._RTCRtpSender__started:  # type: ignore[attr-defined]
         return None
     ntp: int = sender._RTCRtpSender__ntp_timestamp  # type: ignore[attr-defined]
-    lsr = (ntp >> 16) & 0xFFFFFFFF
-    if not ntp or lsr == sender._RTCRtpSender__lsr:  # type: ignore[attr-defined]
+    rtp_timestamp: int = sender._RTCRtpSender__rtp_timestamp  # type: ignore[attr-defined]
+    if not ntp:
         return None
+    if clock_rate is not None:
+        now = clock.current_ntp_time()
+        rtp_timestamp = (rtp_timestamp + round((now - ntp) / (1 << 32) * clock_rate)) & 0xFFFFFFFF
+        ntp = now
+        count_sender_report(sender, ntp, rtp_timestamp, 0, 0)
+    elif (ntp >> 16) & 0xFFFFFFFF == sender._RTCRtpSender__lsr:  # type: ignore[attr-defined]
+        return None
+    lsr = (ntp >> 16) & 0xFFFFFFFF
     packet = RtcpSrPacket(
         ssrc=sender._ssrc,
         sender_info=RtcpSenderInfo(
             ntp_timestamp=ntp,
-            rtp_timestamp=sender._RTCRtpSender__rtp_timestamp,  # type: ignore[attr-defined]
+            rtp_timestamp=rtp_timestamp,
             packet_count=sender._RTCRtpSender__packet_count & 0xFFFFFFFF,  # type: ignore[attr-defined]
             octet_count=sender._RTCRtpSender__octet_count & 0xFFFFFFFF,  # type: ignore[attr-defined]
         ),
@@ -567,6 +586,15 @@ def remb_bitrate(packet: AnyRtcpPacket) -> int | None:
         return unpack_remb_fci(packet.fci)[0]
     except ValueError:  # an application-layer feedback that is not a REMB
         return None
+
+
+def sender_report_sent_at(sender: RTCRtpSender, lsr: int) -> float | None:
+    """When (``time.time()``) ``sender`` last sent a report of ``lsr`` (its loop repeats
+    an idle sender's last one; ``send_sender_report``), if it is still its last."""
+    if lsr != sender._RTCRtpSender__lsr:  # type: ignore[attr-defined]
+        return None
+    sent_at: float = sender._RTCRtpSender__lsr_time  # type: ignore[attr-defined]
+    return sent_at
 
 
 def sender_ssrcs(sender: RTCRtpSender) -> tuple[int, int]:

@@ -23,21 +23,22 @@ selector names the layer to send, or none (video paused: audio goes on), and whe
 - Up, slowly and only after a probe: a viewer's REMB does not rise much above what it
   receives, so an estimate above the next layer's needs is only learnt by sending that
   much. Once the estimate has been steady (no decrease for ``steady_seconds``) the selector
-  asks for a probe toward the next layer's rate plus ``up_margin`` and ``probe_over``
-  (extra packets sent to the viewer, see ``sfu.quality``) for ``probe_seconds``, but never
-  more than
-  ``probe_ratio`` times the estimate, so that a probe the link cannot take overflows it
-  briefly and by little. The probe failed if the queue it built at the link's bottleneck
+  asks for a probe (extra packets sent to the viewer, see ``sfu.quality``) for
+  ``probe_seconds`` toward the highest layer it may step up to (its rate plus
+  ``up_margin`` and ``probe_over``), but never more than ``probe_ratio`` times the
+  estimate, so that a probe the link cannot take overflows it briefly and by little (and
+  long enough that a link's burst allowance does not hide it). The probe failed if the
+  queue it built at the link's bottleneck
   delayed the sender report sent at its end by more than the estimator's
   ``probe_delay_seconds`` (a link's queue takes a probe it cannot carry without a loss for
   a while), or if feedback complained during it and ``probe_settle_seconds`` after (a loss
   window that cut the estimate, a falling REMB, a NACK); else it succeeded and the
-  estimate is raised to its rate: the layer steps up if that is enough, else the next
-  probe, higher, follows at once. A failed probe doubles the wait before the next, from
-  ``probe_backoff_seconds`` up to ``probe_backoff_max_seconds``; a paused viewer is probed
-  toward the lowest layer (its audio goes through the same link: a probe far above it
-  would drop the audio), judged by loss and REMB alone (with no video, no sender report is
-  sent), the first time ``paused_probe_seconds`` after it paused.
+  estimate is raised to its rate: the layer steps up as far as that is enough, and the
+  next probe, higher, follows at once. A failed probe doubles the wait before the next,
+  from ``probe_backoff_seconds`` up to ``probe_backoff_max_seconds``; a paused viewer is
+  probed toward the lowest layer only (its audio goes through the same link: a probe far
+  above it would drop the audio), the first time ``paused_probe_seconds`` after it paused,
+  and its sender report, as no video is sent, tells the present (``sfu.quality``).
 - A fixed choice is sent whatever the estimate (the viewer asked for it); a fixed layer
   that is not sent by the publisher (inactive) falls back to the nearest active one below,
   else above.
@@ -189,11 +190,7 @@ class LayerSelector:
             if now < settle:
                 return Selection(self.layer, probe if now < probe.until else None)
             delay_known = estimator.last_probe_delay_at >= probe.until
-            if (
-                not delay_known
-                and current is not None
-                and now < probe.until + self.settings.probe_delay_wait_seconds
-            ):
+            if not delay_known and now < probe.until + self.settings.probe_delay_wait_seconds:
                 return Selection(self.layer, None)  # waits for the probe's delay
             if not delay_known and (
                 estimator.last_feedback_at < probe.until
@@ -220,12 +217,15 @@ class LayerSelector:
             upper = [i for i in upper if i < held[0]]
         if not upper:
             return Selection(self.layer, None)
-        target = upper[0]
         margin = 1 + self.settings.up_margin
-        if need(target) * margin <= estimate:
+        if need(upper[0]) * margin <= estimate:
             # the estimate says so already (a probe raised it, or feedback grew it)
             self._choose(max(i for i in upper if need(i) * margin <= estimate), now)
             return Selection(self.layer, None)
+        # toward the highest layer it may go to, as far as ``probe_ratio`` lets it: a link
+        # that recovered is found in as few probes as it takes, not one per layer (a paused
+        # viewer: toward the lowest, see the module's docstring)
+        target = upper[0] if current is None else upper[-1]
         steady = now - estimator.last_decrease_at >= self.settings.steady_seconds
         if now >= self._next_probe_at and (steady or current is None) and estimate > 0:
             self._probe = Probe(

@@ -10,9 +10,10 @@ What it does is reported as ``ViewerQualityChanged``.
 
 A probe sends padding on the video track's retransmission stream (``DownTrack.
 send_probe``) every ``PROBE_TICK_SECONDS``, so that the viewer receives the probe's rate in
-all; a sender report sent at its end (``aiortc_adapter.send_sender_report``) comes back
-late by the queue the probe built at the link's bottleneck, which, with the viewer's REMB
-and loss, tells the selector whether the next layer fits. A
+all; a sender report sent at its end (``aiortc_adapter.send_sender_report``; while the
+video is paused, one telling the present) comes back late by the queue the probe built
+at the link's bottleneck, which, with the viewer's REMB and loss, tells the selector whether
+the next layer fits. A
 probe stops at its first NACK (it overflows the link's queue: every packet more is dropped,
 media too; it fails) and as soon as the selector has failed it.
 """
@@ -53,6 +54,9 @@ RESUME_LOSS_IGNORED_SECONDS = 1.5
 # How long a round trip counts toward the path's own (``ViewerQuality._base_rtt``): a path
 # whose round trip grew for good (a new route) is taken as it is after this long.
 BASE_RTT_SECONDS = 30.0
+# Every video codec's RTP clock (RFC 3551): a paused video's probe sender report tells the
+# present at it (``aiortc_adapter.send_sender_report``).
+VIDEO_CLOCK_RATE = 90_000
 # A layer with no packet for this long is not sent by the publisher (it turned it off).
 LAYER_ACTIVE_SECONDS = 1.0
 
@@ -196,10 +200,22 @@ class ViewerQuality:
         if base is None:
             return False
         video = self._video()
-        if video is None or ssrc != aiortc_adapter.sender_ssrcs(video[0].sender)[0]:
+        # (libwebrtc echoes the one ``lsr`` in the block of every stream it reports on: the
+        # retransmission stream's, that the probe's padding went on, is there while the
+        # video is paused too)
+        if video is None or ssrc not in aiortc_adapter.sender_ssrcs(video[0].sender):
             return False
         self._probe_report = None
-        rtt = time.time() - sent[1] - dlsr / 65536
+        # the viewer answers the last report it got: the sender's own loop repeats the
+        # probe's while the video is paused (``aiortc_adapter.sender_report_sent_at``), and
+        # a repeat sent before the viewer got its last report (it answers with the time
+        # since) is the one answered
+        answered_by = time.time() - dlsr / 65536
+        sent_at = sent[1]
+        again = aiortc_adapter.sender_report_sent_at(video[0].sender, lsr)
+        if again is not None and sent_at < again <= answered_by:
+            sent_at = again
+        rtt = answered_by - sent_at
         self.estimator.on_probe_delay(rtt - base, now)
         self._rtts.append((now, rtt))
         return True
@@ -299,9 +315,15 @@ class ViewerQuality:
         if probe is not None and self._probe_timer is None and self._probing is not probe:
             self._probing = probe
             self._probe_report = None
-            rtt = aiortc_adapter.sender_rtt(video.sender)
-            if rtt is not None:
-                self._rtts.append((now, rtt))
+            for down_track in self._down_tracks():
+                # the audio's too; not a paused video's: its sender reports repeat one
+                # (``aiortc_adapter.send_sender_report``), which aiortc times from the last
+                # repeat even when the answer is to an earlier one
+                if down_track.kind == "video" and down_track.paused:
+                    continue
+                rtt = aiortc_adapter.sender_rtt(down_track.sender)
+                if rtt is not None and rtt > 0:
+                    self._rtts.append((now, rtt))
             extra = probe.rate - self.estimator.sent_bps  # on top of what it is sent now
             self._probe_tick(video, extra, probe.until, video.nacks_received)
         self._report(selection.layer, layers, video)
@@ -324,8 +346,12 @@ class ViewerQuality:
         if now >= until:
             # its last packets are queued behind the rest: a report's round trip now tells
             # how long that queue is
-            if self._rtts and not video.paused:
-                self._probe_report = aiortc_adapter.send_sender_report(video.sender)
+            if self._rtts:
+                # a paused video's tells the present (its last packet's was answered long
+                # ago); a flowing one's, its last packet's, as aiortc's own do
+                self._probe_report = aiortc_adapter.send_sender_report(
+                    video.sender, clock_rate=VIDEO_CLOCK_RATE if video.paused else None
+                )
             return
         if video.nacks_received > nacks and not video.paused:
             self.estimator.probe_overflowed(now)

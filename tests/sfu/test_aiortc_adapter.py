@@ -23,6 +23,7 @@ from aiortc import (
     RTCRtpReceiver,
     RTCRtpSender,
     RTCRtpTransceiver,
+    clock,
 )
 from aiortc.codecs import CODECS
 from aiortc.rate import RemoteBitrateEstimator
@@ -1789,3 +1790,43 @@ async def test_a_first_dtls_flight_the_peer_dropped_is_sent_again_before_openssl
     finally:
         await encoder.close()
         await sfu.close()
+
+
+async def test_an_idle_sender_reports_the_present_at_its_clock(pc: RTCPeerConnection) -> None:
+    sender: RTCRtpSender = pc.addTransceiver("video").sender
+    sent: list[list[AnyRtcpPacket]] = []
+
+    async def send_rtcp(packets: list[AnyRtcpPacket]) -> None:
+        sent.append(packets)
+
+    sender._send_rtcp = send_rtcp  # type: ignore[method-assign]
+    sender._RTCRtpSender__started = True  # type: ignore[attr-defined]
+    try:
+        last_packet = clock.current_ntp_time() - (1 << 32)  # a second ago
+        aiortc_adapter.count_sender_report(sender, last_packet, 0xFFFF_FFF0, 1200, 3)
+        assert aiortc_adapter.send_sender_report(sender) is not None
+        assert aiortc_adapter.send_sender_report(sender) is None  # nothing new since ...
+        # ... but the present, at the RTP clock: a second later (modulo 2^32), each time
+        reported = aiortc_adapter.send_sender_report(sender, clock_rate=90_000)
+        await asyncio.sleep(0.001)  # (an lsr counts 1/65536 s)
+        again = aiortc_adapter.send_sender_report(sender, clock_rate=90_000)
+        assert reported is not None
+        assert again is not None
+        assert again[0] != reported[0]
+        await asyncio.sleep(0)
+        first, present, _ = (packets[0] for packets in sent)
+        assert isinstance(first, RtcpSrPacket)
+        assert isinstance(present, RtcpSrPacket)
+        elapsed = (present.sender_info.ntp_timestamp - last_packet) / (1 << 32)
+        assert 1.0 <= elapsed < 2.0
+        expected = (0xFFFF_FFF0 + round(elapsed * 90_000)) & 0xFFFF_FFFF
+        assert present.sender_info.rtp_timestamp == expected
+        assert reported[0] == (present.sender_info.ntp_timestamp >> 16) & 0xFFFF_FFFF
+        assert present.sender_info.packet_count == 3
+        # aiortc's own loop goes on from the present: an idle sender repeats it, and when it
+        # last did is known
+        assert sender._RTCRtpSender__rtp_timestamp != 0xFFFF_FFF0  # type: ignore[attr-defined]
+        assert aiortc_adapter.sender_report_sent_at(sender, reported[0]) is None
+        assert aiortc_adapter.sender_report_sent_at(sender, again[0]) == again[1]
+    finally:
+        sender._RTCRtpSender__started = False  # type: ignore[attr-defined]

@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 from sfu.bandwidth import BandwidthEstimator, EstimatorSettings
-from sfu.layers import LayerSelector, LayerState, SelectorSettings
+from sfu.layers import LayerSelector, LayerState, Selection, SelectorSettings
 
 # 180p, 360p, 720p
 LAYERS = [LayerState(150_000, True), LayerState(500_000, True), LayerState(1_500_000, True)]
@@ -68,13 +68,57 @@ def test_pauses_when_not_even_the_lowest_layer_fits_and_resumes_after_a_probe() 
         assert selection.probe.layer == 0
         assert selection.probe.rate <= SETTINGS.probe_ratio * est.estimate
         rates.append(selection.probe.rate)
-        # paused, it has no sender report to time: judged by loss and REMB
+        # paused too, the sender report sent at its end came back on time: no queue
         now = selection.probe.until + SETTINGS.probe_settle_seconds
-        est.on_loss(0.0, now - 0.1)
+        est.on_probe_delay(0.0, now - 0.1)
         selection = sel.select(now, est, LAYERS, AUDIO)
         assert len(rates) < 8
     assert rates[-1] >= (LAYERS[0].bitrate + AUDIO) * (1 + SETTINGS.up_margin)
     assert selection.layer == 0
+
+
+def _paused(est: BandwidthEstimator, sel: LayerSelector) -> float:
+    """Pause the viewer (as above); the time its first probe is due."""
+    sel.select(0.0, est, LAYERS, AUDIO)
+    est.sent(1_540_000)
+    est.on_remb(2_000_000, now=0.5)
+    est.on_remb(120_000, now=1.0)
+    start = 1.0 + est.settings.loss_burst_quiet_seconds
+    est.on_loss(0.6, now=start)
+    assert sel.select(start, est, LAYERS, AUDIO).layer == 0
+    est.on_loss(0.6, now=start + 1)
+    assert sel.select(start + 1, est, LAYERS, AUDIO).layer is None
+    est.sent(AUDIO)
+    return start + 1 + SETTINGS.paused_probe_seconds
+
+
+def test_a_paused_probe_that_queues_at_the_link_fails() -> None:
+    est, sel = viewer()
+    now = _paused(est, sel)
+    probe = sel.select(now, est, LAYERS, AUDIO).probe
+    assert probe is not None
+    before = est.estimate
+    est.on_probe_delay(0.08, probe.until + 0.3)  # its sender report came back late
+    selection = sel.select(probe.until + SETTINGS.probe_settle_seconds, est, LAYERS, AUDIO)
+    assert (selection.layer, selection.probe, sel.probe) == (None, None, None)
+    assert est.estimate == before
+
+
+def test_a_paused_probe_without_its_delay_is_judged_by_loss_once_it_waited() -> None:
+    est, sel = viewer()
+    now = _paused(est, sel)
+    probe = sel.select(now, est, LAYERS, AUDIO).probe
+    assert probe is not None
+    est.on_loss(0.0, probe.until + 0.2)
+    # the answer to its sender report is waited for ...
+    waiting = probe.until + SETTINGS.probe_settle_seconds
+    assert sel.select(waiting, est, LAYERS, AUDIO) == Selection(None, None)
+    assert sel.probe is probe
+    # ... then loss and REMB decide: nothing lost, taken (and the next, higher, follows)
+    later = sel.select(probe.until + SETTINGS.probe_delay_wait_seconds, est, LAYERS, AUDIO)
+    assert est.estimate == probe.rate
+    assert later.probe is not None
+    assert later.probe.rate > probe.rate
 
 
 def test_a_probe_that_meets_loss_fails_and_the_next_waits_longer() -> None:
