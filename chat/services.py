@@ -295,3 +295,17 @@ def chat_settings_update(
         settings.guests_allowed = guests_allowed
     settings.save()
     return settings
+
+
+def chat_expire(*, now: datetime | None = None) -> tuple[int, int]:
+    """Delete the messages older than ``ONAIR_CHAT_RETENTION_DAYS`` (none when it is 0) and
+    the time-outs that have run out; how many of each."""
+    now = now or timezone.now()
+    days = onair_settings().chat.retention_days
+    messages = 0
+    if days:
+        messages, _ = ChatMessage.objects.filter(created_at__lt=now - timedelta(days=days)).delete()
+    timeouts, _ = ChatRestriction.objects.filter(
+        kind=ChatRestriction.Kind.TIMEOUT, expires_at__lte=now
+    ).delete()
+    return messages, timeouts

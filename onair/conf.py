@@ -311,6 +311,14 @@ class ChatSettings:
         "together, where its owner allows guests; past it `chat_busy`. `0`: no cap.",
         key="CHAT_GUEST_MESSAGES_PER_MINUTE",
     )
+    retention_days: float = setting(
+        30.0,
+        DAYS,
+        "Chat messages older than this many days are deleted (hourly, by each running "
+        "server), and so is a time-out once it has run out. `0`: messages kept until "
+        "deleted.",
+        key="CHAT_RETENTION_DAYS",
+    )
 
 
 @dataclass(frozen=True)

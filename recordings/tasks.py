@@ -1,4 +1,5 @@
-"""What a running server does for recordings on its own: retention, every hour."""
+"""What a running server does on its own, every hour: the retention of recordings and of
+the chat."""
 
 from __future__ import annotations
 
@@ -7,6 +8,7 @@ import logging
 
 from channels.db import database_sync_to_async
 
+from chat.services import chat_expire
 from recordings.services import recordings_expire
 
 logger = logging.getLogger("onair.recordings")
@@ -15,10 +17,15 @@ EXPIRE_EVERY_SECONDS = 3600.0
 
 
 async def expire_periodically(*, every: float = EXPIRE_EVERY_SECONDS) -> None:
-    """``recordings_expire`` now and every ``every`` seconds, until cancelled."""
+    """``recordings_expire`` and ``chat_expire`` now and every ``every`` seconds, until
+    cancelled."""
     while True:
         try:
             await database_sync_to_async(recordings_expire)()
         except Exception:  # the next round tries again; the server carries on
             logger.exception("recordings retention failed")
+        try:
+            await database_sync_to_async(chat_expire)()
+        except Exception:
+            logger.exception("chat retention failed")
         await asyncio.sleep(every)
