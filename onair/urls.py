@@ -28,6 +28,7 @@ urlpatterns = [
     path("accounts/logout/", auth_views.LogoutView.as_view(), name="logout"),
     path("accounts/signup/", views.signup, name="signup"),
     path("admin/", admin.site.urls),
+    path("api/v1/", views.ApiRootApi.as_view(), name="api-root"),
     path("api/v1/", include("broadcast.api_urls")),
     path("api/v1/", include("recordings.api_urls")),
     path("", include("recordings.urls")),

@@ -9,6 +9,13 @@ from django.db import connection
 from django.http import Http404, HttpRequest, HttpResponse, JsonResponse
 from django.shortcuts import redirect, render
 from django.views.decorators.cache import never_cache
+from drf_spectacular.types import OpenApiTypes
+from drf_spectacular.utils import extend_schema
+from rest_framework.permissions import AllowAny
+from rest_framework.request import Request
+from rest_framework.response import Response
+from rest_framework.reverse import reverse as api_reverse
+from rest_framework.views import APIView
 
 from onair.conf import onair_settings
 
@@ -34,3 +41,28 @@ def health(request: HttpRequest) -> JsonResponse:
     with connection.cursor() as cursor:
         cursor.execute("SELECT 1")
     return JsonResponse({"status": "ok"})
+
+
+class ApiRootApi(APIView):
+    """``GET /api/v1/``: where the API's resources are (the start banner points here)."""
+
+    permission_classes = [AllowAny]
+
+    @extend_schema(
+        tags=["api"],
+        summary="The API's resources",
+        responses={200: OpenApiTypes.OBJECT},
+    )
+    def get(self, request: Request) -> Response:
+        def at(name: str) -> str:
+            return str(api_reverse(name, request=request))
+
+        return Response(
+            {
+                "streams": at("broadcast-api:stream-list"),
+                "live": at("broadcast-api:live-list"),
+                "token": at("api-token"),
+                "schema": at("api-schema"),
+                "docs": at("api-docs"),
+            }
+        )

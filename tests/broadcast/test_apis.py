@@ -541,3 +541,13 @@ def test_the_stream_quota_has_a_default(client_for: ClientFor, user: User) -> No
         for i in range(21)
     ]
     assert statuses == [201] * 20 + [403]
+
+
+def test_the_api_root_lists_where_its_resources_are(api_client: APIClient) -> None:
+    answer = api_client.get("/api/v1/")
+    assert answer.status_code == 200
+    links = answer.json()
+    assert set(links) == {"streams", "live", "token", "schema", "docs"}
+    for link in links.values():
+        assert link.startswith("http://testserver/api/")
+    assert api_client.get(links["live"]).status_code == 200
