@@ -31,7 +31,8 @@ selector names the layer to send, or none (video paused: audio goes on), and whe
   queue it built at the link's bottleneck
   delayed the sender report sent at its end by more than the estimator's
   ``probe_delay_seconds`` (a link's queue takes a probe it cannot carry without a loss for
-  a while), or if feedback complained during it and ``probe_settle_seconds`` after (a loss
+  a while: a probe of a flowing video whose report went unanswered is no verdict, and is
+  tried again), or if feedback complained during it and ``probe_settle_seconds`` after (a loss
   window that cut the estimate, a falling REMB, a NACK); else it succeeded and the
   estimate is raised to its rate: the layer steps up as far as that is enough, and the
   next probe, higher, follows at once. A failed probe doubles the wait before the next,
@@ -192,6 +193,14 @@ class LayerSelector:
             delay_known = estimator.last_probe_delay_at >= probe.until
             if not delay_known and now < probe.until + self.settings.probe_delay_wait_seconds:
                 return Selection(self.layer, None)  # waits for the probe's delay
+            if not delay_known and current is not None:
+                # a flowing video's probe is judged by its queueing delay: a link's queue
+                # takes a probe it cannot carry without a loss for a while, so no loss says
+                # nothing; no answer (aiortc's own report, sent meanwhile, was answered
+                # instead) is no verdict: another probe, after the same wait
+                self._probe = None
+                self._next_probe_at = now + self._backoff
+                return Selection(self.layer, None)
             if not delay_known and (
                 estimator.last_feedback_at < probe.until
                 or (

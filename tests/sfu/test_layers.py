@@ -152,6 +152,8 @@ def test_a_remb_that_follows_what_is_sent_neither_steps_down_nor_up_without_a_pr
         now = tenth / 10
         est.on_remb(est.sent_bps * 1.5 + 10_000, now)
         est.on_loss(0.0, now)
+        if sel.probe is not None and now > sel.probe.until:
+            est.on_probe_delay(0.0, now)  # its sender report came back on time
         selection = sel.select(now, est, LAYERS, AUDIO)
         if selection.probe is not None:
             probed = True
@@ -232,18 +234,26 @@ def test_a_probe_whose_sender_report_came_back_in_time_succeeds_at_once() -> Non
     assert sel.probe.estimate_before == probe.rate
 
 
-def test_a_probe_waits_for_its_delay_before_it_is_judged_by_loss_alone() -> None:
+def test_a_flowing_videos_probe_without_its_delay_is_no_verdict_and_is_tried_again() -> None:
     est, sel = viewer(initial=600_000)
     sel.select(0.0, est, LAYERS, AUDIO)
     est.sent(540_000)
     probe = sel.select(SETTINGS.probe_backoff_seconds, est, LAYERS, AUDIO).probe
     assert probe is not None
-    est.on_loss(0.0, probe.until + 0.1)
+    est.on_loss(0.0, probe.until + 0.1)  # nothing lost: a queue may have taken it all
     sel.select(probe.until + SETTINGS.probe_settle_seconds, est, LAYERS, AUDIO)
-    assert sel.probe is probe  # no verdict yet
-    sel.select(probe.until + SETTINGS.probe_delay_wait_seconds, est, LAYERS, AUDIO)
-    assert sel.probe is not probe
-    assert est.estimate == probe.rate
+    assert sel.probe is probe  # waits for its delay
+    given_up = probe.until + SETTINGS.probe_delay_wait_seconds
+    assert sel.select(given_up, est, LAYERS, AUDIO) == Selection(1, None)
+    assert est.estimate < probe.rate  # not raised to it
+    # the next one after the same wait, not a longer one
+    assert (
+        sel.select(given_up + SETTINGS.probe_backoff_seconds - 0.01, est, LAYERS, AUDIO).probe
+        is None
+    )
+    again = sel.select(given_up + SETTINGS.probe_backoff_seconds, est, LAYERS, AUDIO).probe
+    assert again is not None
+    assert again.layer == probe.layer
 
 
 def test_a_layer_stepped_down_from_is_not_probed_again_until_the_hold_is_over() -> None:
