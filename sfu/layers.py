@@ -191,28 +191,26 @@ class LayerSelector:
             if now < settle:
                 return Selection(self.layer, probe if now < probe.until else None)
             delay_known = estimator.last_probe_delay_at >= probe.until
-            if not delay_known and now < probe.until + self.settings.probe_delay_wait_seconds:
-                return Selection(self.layer, None)  # waits for the probe's delay
-            if not delay_known and current is not None:
-                # a flowing video's probe is judged by its queueing delay: a link's queue
-                # takes a probe it cannot carry without a loss for a while, so no loss says
-                # nothing; no answer (aiortc's own report, sent meanwhile, was answered
-                # instead) is no verdict: another probe, after the same wait
-                self._probe = None
-                self._next_probe_at = now + self._backoff
-                return Selection(self.layer, None)
-            if not delay_known and (
-                estimator.last_feedback_at < probe.until
-                or (
+            if not delay_known:
+                if now < probe.until + self.settings.probe_delay_wait_seconds:
+                    return Selection(self.layer, None)  # waits for the probe's delay
+                if current is not None:
+                    # a flowing video's probe is judged by its queueing delay: a link's
+                    # queue takes a probe it cannot carry without a loss for a while, so no
+                    # loss says nothing; no answer (aiortc's own report, sent meanwhile, was
+                    # answered instead) is no verdict: another probe, after the same wait
+                    self._probe = None
+                    self._next_probe_at = now + self._backoff
+                    return Selection(self.layer, None)
+                if estimator.last_feedback_at < probe.until or (
                     estimator.last_remb_at < probe.until
                     and estimator.last_loss_window_at < probe.until
-                )
-            ):
-                # no verdict yet: a REMB, or a loss window that holds the probe's end (its
-                # padding is counted in the retransmission stream's reports)
-                if now >= probe.until + self.settings.probe_feedback_seconds:
-                    self._fail_probe(now)  # no feedback: nothing learnt
-                return Selection(self.layer, None)
+                ):
+                    # no verdict yet: a REMB, or a loss window that holds the probe's end
+                    # (its padding is counted in the retransmission stream's reports)
+                    if now >= probe.until + self.settings.probe_feedback_seconds:
+                        self._fail_probe(now)  # no feedback: nothing learnt
+                    return Selection(self.layer, None)
             # the viewer took it: the estimate is raised, and the layer steps up if that is
             # enough, else the next probe, higher, may follow at once
             self._probe = None
