@@ -1,5 +1,5 @@
 """What a running server does on its own, every hour: the retention of recordings and of
-the chat."""
+the chat (each app's ``*_expire`` service; ``onair.serve`` runs it)."""
 
 from __future__ import annotations
 
@@ -11,7 +11,7 @@ from channels.db import database_sync_to_async
 from chat.services import chat_expire
 from recordings.services import recordings_expire
 
-logger = logging.getLogger("onair.recordings")
+logger = logging.getLogger("onair.retention")
 
 EXPIRE_EVERY_SECONDS = 3600.0
 

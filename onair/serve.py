@@ -292,7 +292,7 @@ class OnAirServer(Server):
             given = getattr(self, size) or WEBSOCKET_MAX_MESSAGE_BYTES
             setattr(self, size, min(given, WEBSOCKET_MAX_MESSAGE_BYTES))
 
-    retention: asyncio.Task[None] | None = None  # recordings.tasks, from start to stop
+    retention: asyncio.Task[None] | None = None  # onair.retention, from start to stop
 
     async def handle_reply(self, protocol: Any, message: dict[str, Any]) -> None:
         await super().handle_reply(protocol, message)
@@ -310,7 +310,7 @@ class OnAirServer(Server):
 
     def started(self) -> None:
         # Imported once Django is set up (daphne imports the application before run()).
-        from recordings.tasks import expire_periodically
+        from onair.retention import expire_periodically
         from signaling.lifecycle import embedded_sfu_started
 
         task = asyncio.ensure_future(embedded_sfu_started())

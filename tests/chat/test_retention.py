@@ -16,7 +16,7 @@ from pytest_django.fixtures import Settings
 
 from chat.models import ChatMessage, ChatRestriction
 from chat.services import chat_expire
-from recordings.tasks import expire_periodically
+from onair.retention import expire_periodically
 
 pytestmark = pytest.mark.django_db(transaction=True)
 

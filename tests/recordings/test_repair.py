@@ -12,9 +12,9 @@ from channels.db import database_sync_to_async
 from django.utils import timezone
 from pytest_django.fixtures import Settings
 
+from onair.retention import expire_periodically
 from recordings.models import Recording
 from recordings.services import recording_assigned, recording_begin
-from recordings.tasks import expire_periodically
 from signaling.gateway.recording import recordings_repair_workers, this_host
 from tests.recordings.conftest import RecordingFactory
 

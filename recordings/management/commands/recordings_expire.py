@@ -1,6 +1,6 @@
 """``manage.py recordings_expire``: delete the recordings older than
 ``ONAIR_RECORDING_RETENTION_DAYS``, with their files (each running server also does it
-hourly: ``recordings.tasks``)."""
+hourly: ``onair.retention``)."""
 
 from __future__ import annotations
 
