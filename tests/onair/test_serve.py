@@ -318,9 +318,12 @@ async def _flood(served: Server, frame: str, most: int) -> tuple[int, int | None
         while sent < most:
             await ws.send(frame)
             sent += 1
+            if sent % 50 == 0:
+                # let the reader answer the server's close in time (on a loaded machine,
+                # 200 sends between reads outlasted its close handshake: 1006, no reason)
+                await asyncio.sleep(0)
             if sent % 200 == 0:
                 peak = max(peak, _rss_kib(served.pid))
-                await asyncio.sleep(0)  # let the reader and the close handshake run
     except websockets.ConnectionClosed:
         pass
     await ws.close()  # if the server did not
