@@ -150,6 +150,16 @@ MODE = Kind("`embedded` or `cluster`", _as_is, lambda key, value: SfuMode(value)
 PORTS = Kind("`LOW-HIGH`", _as_is, _port_range, lambda value: "(any port)")
 
 
+def _port(key: str, value: Any) -> int:
+    number = int(value)
+    if number and not 1024 <= number <= 65535:
+        raise ValueError("must be 0 (off) or a port in 1024-65535")
+    return number
+
+
+PORT = Kind("port, `0`: off", lambda name, text: int(text), _port, _shown)
+
+
 class SettingError(ValueError):
     """A setting with a value OnAir cannot use: the message names its variable."""
 
@@ -210,6 +220,13 @@ class IceSettings:
         "The UDP ports the SFU binds its ICE sockets to (and the firewall opens), e.g. "
         "`50000-50999`.",
     )
+    udp_mux_port: int = setting(
+        0,
+        PORT,
+        "Every ICE connection of an SFU process on one UDP socket at this port (IPv4), instead "
+        "of sockets of their own in `UDP_PORT_RANGE`; `runsfu --workers N` gives worker *i* "
+        "this port + *i* (docs/NAT.md, firewall).",
+    )
 
     def __repr__(self) -> str:
         # Settings objects end up in logs and tracebacks: never print the shared secret.
@@ -218,7 +235,7 @@ class IceSettings:
             f"IceSettings(stun_urls={self.stun_urls!r}, turn_urls={self.turn_urls!r}, "
             f"turn_secret={secret!r}, turn_ttl_seconds={self.turn_ttl_seconds}, "
             f"viewer_policy={self.viewer_policy.value!r}, public_ip={self.public_ip!r}, "
-            f"udp_port_range={self.udp_port_range!r})"
+            f"udp_port_range={self.udp_port_range!r}, udp_mux_port={self.udp_mux_port})"
         )
 
 

@@ -20,7 +20,7 @@ import threading
 import time
 import weakref
 from collections.abc import Awaitable, Callable, Sequence
-from typing import Any
+from typing import Any, Protocol
 
 import aiortc.rtcrtpreceiver as _receiver_module
 from aioice import Connection
@@ -388,6 +388,8 @@ def enlarge_receive_buffers(transport: RTCDtlsTransport, size: int) -> None:
     packets.
     """
     for protocol in transport.transport._connection._protocols:
+        if isinstance(protocol, MuxedStunProtocol):  # the shared socket's are set already
+            continue
         datagrams = getattr(protocol, "transport", None)  # set once the socket is open
         sock = datagrams.get_extra_info("socket") if datagrams is not None else None
         if sock is not None:
@@ -411,7 +413,11 @@ def drain_datagrams(transport: RTCDtlsTransport, limit: int = INGEST_READ_BATCH)
     """
     for protocol in transport.transport._connection._protocols:
         datagrams = getattr(protocol, "transport", None)
-        if isinstance(datagrams, _ASYNCIO_DATAGRAM_TRANSPORT) and protocol not in _DRAINED:
+        if (
+            isinstance(datagrams, _ASYNCIO_DATAGRAM_TRANSPORT)
+            and not isinstance(protocol, MuxedStunProtocol)  # the shared socket reads its own
+            and protocol not in _DRAINED
+        ):
             _DRAINED.add(protocol)
             _read_in_batches(protocol, datagrams._sock, limit)
 
@@ -688,7 +694,7 @@ def forget_consent_task(connection: Connection) -> None:
     connection._query_consent_task = None
 
 
-def add_ice_protocols(connection: Connection, protocols: list[StunProtocol]) -> None:
+def add_ice_protocols(connection: Connection, protocols: Sequence[StunProtocol]) -> None:
     """Have ``connection`` check, answer on and close sockets bound outside aioice."""
     connection._protocols += protocols
 
@@ -697,12 +703,90 @@ def renew_ice_credentials(
     transport: RTCIceTransport, *, local: tuple[str, str], remote: tuple[str, str]
 ) -> None:
     """Give an ICE transport new local and remote credentials (ufrag, pwd) and have it
-    accept remote candidates again: what an ICE restart changes, aiortc having none."""
+    accept remote candidates again: what an ICE restart changes, aiortc having none. A
+    shared socket's dispatcher learns the new local ufrag (``MuxedStunProtocol``)."""
     connection: Connection = transport._connection
     connection._local_username, connection._local_password = local
     connection.remote_username, connection.remote_password = remote
     connection._remote_candidates_end = False
     transport.iceGatherer._remote_candidates_end = False
+    for protocol in connection._protocols:
+        if isinstance(protocol, MuxedStunProtocol):
+            protocol.mux.rekey(protocol)
+
+
+def muxed(protocol: StunProtocol) -> bool:
+    """Whether ``protocol`` sends on the process's shared socket (``sfu.ice_mux``)."""
+    return isinstance(protocol, MuxedStunProtocol)
+
+
+class IceMux(Protocol):
+    """What a ``MuxedStunProtocol`` tells the dispatcher of its shared socket
+    (``sfu.ice_mux.UdpMux``)."""
+
+    def expect(self, transaction_id: bytes, protocol: MuxedStunProtocol) -> None: ...
+
+    def unexpect(self, transaction_id: bytes) -> None: ...
+
+    def rekey(self, protocol: MuxedStunProtocol) -> None: ...
+
+    def detach(self, protocol: MuxedStunProtocol) -> None: ...
+
+
+class MuxedStunProtocol(StunProtocol):
+    """aioice's protocol (one local candidate's socket, to a ``Connection``) for one
+    connection on a UDP socket every connection of the process shares (``sfu.ice_mux``).
+
+    The dispatcher of the shared socket hands it what is this connection's:
+    ``datagram_received`` as aioice's own socket would, or, for what is not STUN,
+    ``deliver`` (aioice's ``data_received`` without its STUN parse). Sends go out on the
+    shared transport with the destination address, as aioice's always do. What changes:
+    each STUN request it sends tells the dispatcher its transaction id, so that the
+    response comes back here from any address (a STUN server, a candidate that never
+    sent a check); and closing it leaves the shared socket open and takes the
+    connection's ufrag and addresses off the dispatcher."""
+
+    def __init__(
+        self,
+        connection: Connection,
+        mux: IceMux,
+        transport: asyncio.DatagramTransport,
+        local_candidate: Any,
+    ) -> None:
+        super().__init__(connection)
+        self.mux = mux
+        self.transport = transport
+        self.local_candidate = local_candidate
+        # the local ufrag the dispatcher knows it by (renewed by an ICE restart)
+        self.ufrag: str = connection.local_username
+
+    @property
+    def password(self) -> bytes:
+        """The connection's local ICE password: what a check addressed to it is signed with."""
+        password: str = self.receiver.local_password
+        return password.encode("utf8")
+
+    def deliver(self, data: bytes) -> None:
+        """Hand the connection a datagram that is not STUN (DTLS, SRTP, SRTCP)."""
+        self.receiver.data_received(data, self.local_candidate.component)
+
+    async def request(
+        self,
+        request: Any,
+        addr: tuple[str, int],
+        integrity_key: bytes | None = None,
+        retransmissions: int | None = None,
+    ) -> Any:
+        transaction_id: bytes = request.transaction_id
+        self.mux.expect(transaction_id, self)
+        try:
+            return await super().request(request, addr, integrity_key, retransmissions)
+        finally:
+            self.mux.unexpect(transaction_id)
+
+    async def close(self) -> None:
+        self.mux.detach(self)
+        self.connection_lost(None)
 
 
 def drop_bitrate_estimator(receiver: RTCRtpReceiver) -> None:

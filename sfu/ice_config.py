@@ -1,11 +1,13 @@
-"""Where the SFU's ICE sockets live (a UDP port range, a public address behind a 1:1 NAT),
-how long a silent peer keeps its consent, and ICE restart.
+"""Where the SFU's ICE sockets live (one shared UDP port, a UDP port range, a public address
+behind a 1:1 NAT), how long a silent peer keeps its consent, and ICE restart.
 
 aioice 0.13 has no option for either: ``Connection.get_component_candidates`` binds every
 host socket to port 0 and only knows the addresses of local interfaces. So, per peer
 connection and before it gathers, this module replaces that method on each aioice
 ``Connection`` with one that
 
+* serves the connection on the process's one shared socket at ``udp_mux_port``
+  (``sfu.ice_mux``: a firewall then opens that one port), or else
 * binds the host sockets inside ``port_range`` (a firewall then opens only that range), and
 * adds, for each IPv4 host candidate, a server-reflexive candidate with the public address
   and the same port: a 1:1 NAT (a cloud VM's "elastic" address) maps ``public:port`` to
@@ -37,7 +39,7 @@ from aioice.stun import TransactionError
 from aioice.turn import UDP_SOCKET_BUFFER_SIZE
 from aiortc import RTCPeerConnection
 
-from sfu import aiortc_adapter
+from sfu import aiortc_adapter, ice_mux
 from sfu.errors import NegotiationError
 
 logger = logging.getLogger(__name__)
@@ -54,10 +56,13 @@ _Gather = Callable[[int, list[str], int], Coroutine[Any, Any, list[Candidate]]]
 @dataclass(frozen=True)
 class HostNetwork:
     """``public_ip``: ``"203.0.113.7"``, or ``"203.0.113.7/10.0.0.5"`` to map only the
-    private address ``10.0.0.5``. ``port_range``: inclusive ``(low, high)``."""
+    private address ``10.0.0.5``. ``port_range``: inclusive ``(low, high)``.
+    ``udp_mux_port``: every connection on one UDP socket at this port (``sfu.ice_mux``);
+    the port range is then unused."""
 
     public_ip: str = ""
     port_range: tuple[int, int] | None = None
+    udp_mux_port: int | None = None
 
     def __post_init__(self) -> None:
         if self.public_ip:
@@ -72,10 +77,12 @@ class HostNetwork:
             low, high = self.port_range
             if not 1 <= low <= high <= 65535:
                 raise ValueError(f"invalid UDP port range {self.port_range}")
+        if self.udp_mux_port is not None and not 1 <= self.udp_mux_port <= 65535:
+            raise ValueError(f"invalid UDP port {self.udp_mux_port}")
 
     @property
     def is_default(self) -> bool:
-        return not self.public_ip and self.port_range is None
+        return not self.public_ip and self.port_range is None and self.udp_mux_port is None
 
 
 def configure_ice(pc: RTCPeerConnection, network: HostNetwork) -> None:
@@ -162,7 +169,11 @@ def _gatherer(connection: Connection, original: _Gather, network: HostNetwork) -
         addresses: list[str],
         timeout: int = 5,  # noqa: ASYNC109 - aioice's signature
     ) -> list[Candidate]:
-        if network.port_range is None:
+        if network.udp_mux_port is not None:
+            candidates = await _gather_on_mux(
+                connection, original, component, addresses, timeout, network.udp_mux_port
+            )
+        elif network.port_range is None:
             candidates = await original(component, addresses, timeout)
         else:
             candidates = await _gather_in_range(
@@ -204,7 +215,34 @@ async def _gather_in_range(
         protocols.append(protocol)
     aiortc_adapter.add_ice_protocols(connection, protocols)
     candidates = [protocol.local_candidate for protocol in protocols]
+    return candidates + await _reflexive_and_relayed(
+        connection, original, component, protocols, timeout
+    )
 
+
+async def _gather_on_mux(
+    connection: Connection,
+    original: _Gather,
+    component: int,
+    addresses: list[str],
+    timeout: int,  # noqa: ASYNC109 - passed on to aioice
+    port: int,
+) -> list[Candidate]:
+    mux = await ice_mux.udp_mux(port)
+    candidates, protocols = mux.attach(connection, component, ice_mux.ipv4_hosts(addresses))
+    return candidates + await _reflexive_and_relayed(
+        connection, original, component, list(protocols), timeout
+    )
+
+
+async def _reflexive_and_relayed(
+    connection: Connection,
+    original: _Gather,
+    component: int,
+    protocols: list[StunProtocol],
+    timeout: int,  # noqa: ASYNC109 - passed on to aioice
+) -> list[Candidate]:
+    """The server-reflexive candidates of ``protocols``' sockets and the relayed ones."""
     # Without addresses aioice only asks the TURN server; STUN is asked here, per socket.
     lookups = [
         server_reflexive_candidate(protocol, connection.stun_server)
@@ -218,8 +256,7 @@ async def _gather_in_range(
             *(asyncio.wait_for(lookup, timeout) for lookup in lookups), return_exceptions=True
         ),
     )
-    candidates += [result[0] for result in reflexive if isinstance(result, tuple)]
-    return candidates + relayed
+    return [result[0] for result in reflexive if isinstance(result, tuple)] + relayed
 
 
 def _bind_in_range(address: str, port_range: tuple[int, int]) -> socket.socket | None:

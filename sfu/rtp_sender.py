@@ -113,6 +113,7 @@ class DirectRtpSender:
         "_pair",
         "_sender",
         "_session",
+        "_shared",
         "_socket",
         "_srtp",
         "_target",
@@ -126,6 +127,7 @@ class DirectRtpSender:
         self._dtls = dtls
         self._sender = sender
         self._socket: socket.socket | None = None
+        self._shared = False  # the socket is the process's shared one (sfu.ice_mux)
         self._nominated: dict[int, CandidatePair] = aiortc_adapter.nominated_pairs(dtls)
         self._pair: CandidatePair | None = None
         self._session: Session | None = None
@@ -260,6 +262,8 @@ class DirectRtpSender:
         The target owns what the C loop reads through it: it sends on a duplicate of the
         socket's descriptor, closed with the target (a socket closed while the target is in
         use leaves it writing to a socket no one reads, not to whatever reuses the number),
+        except the process's shared ICE socket (``sfu.ice_mux``), which stays open while
+        the process serves: a descriptor per viewer is what the shared socket saves,
         and it holds its SRTP session and send hook until it is freed, which is when nothing
         holds it any more, the C loop's ``TargetSet`` included; so does ``mapping``. Its
         counters are taken with ``take_native_counters``. None while pacing: the pacer is
@@ -571,6 +575,7 @@ class DirectRtpSender:
         # asyncio's own datagram transport: send on its socket and leave the transport
         # only what it would queue (uvloop's and aioice's TURN transports: sendto as is)
         self._socket = aiortc_adapter.datagram_socket(self._transport)
+        self._shared = aiortc_adapter.muxed(pair.protocol)
         self._addr = pair.remote_addr
         self._session = session
         self._srtp = aiortc_adapter.srtp_context(session)
@@ -584,11 +589,12 @@ class DirectRtpSender:
         if address is None:
             return None
         ffi = native.ffi
-        descriptor = os.dup(self._socket.fileno())
+        descriptor = self._socket.fileno() if self._shared else os.dup(self._socket.fileno())
         hook = self.native_send_hook
         owned = (self._session, hook, mapping)  # what the target points into
         target = ffi.gc(
-            ffi.new("struct onair_target *"), functools.partial(_free_target, descriptor, owned)
+            ffi.new("struct onair_target *"),
+            functools.partial(_free_target, None if self._shared else descriptor, owned),
         )
         target.fd = descriptor
         target.gso = self._gso
@@ -611,10 +617,11 @@ def _payload_offset(packet: bytes) -> int:
     return min(offset, len(packet))
 
 
-def _free_target(descriptor: int, owned: tuple[Any, ...], target: Any) -> None:
-    """A ``struct onair_target``'s destructor (``ffi.gc``): its descriptor closes, and what
-    it pointed into (``owned``, held by the partial until now) may go."""
-    os.close(descriptor)
+def _free_target(descriptor: int | None, owned: tuple[Any, ...], target: Any) -> None:
+    """A ``struct onair_target``'s destructor (``ffi.gc``): its own descriptor closes, and
+    what it pointed into (``owned``, held by the partial until now) may go."""
+    if descriptor is not None:
+        os.close(descriptor)
 
 
 def protect_with(target: Any, session: Session) -> None:

@@ -13,8 +13,9 @@ cluster mode) admits each one before negotiating, so refusals cost no sockets:
 
 The two defaults split the process's file descriptors (``RLIMIT_NOFILE`` less
 ``RESERVED_FDS``) so that both caps full at once still leave the reserve: each session
-place holds a UDP socket per host address the SFU gathers on (plus one per TURN server)
-and its client's TCP connection, and comes paired with one WebSocket place.
+place holds a UDP socket per host address the SFU gathers on (none with ``UDP_MUX_PORT``:
+the process's one shared socket is in the reserve), plus one per TURN server, and its
+client's TCP connection, and comes paired with one WebSocket place.
 """
 
 from __future__ import annotations
@@ -41,6 +42,8 @@ RETRY_AFTER_SECONDS = 30
 def fds_per_session(*, turn_servers: int = 0) -> int:
     """File descriptors one peer session costs: its ICE sockets and its client's TCP
     connection (the WebSocket, or the WHEP/WHIP requests' keep-alive)."""
+    if onair_settings().ice.udp_mux_port:
+        return turn_servers + 1
     return len(get_host_addresses(use_ipv4=True, use_ipv6=True)) + turn_servers + 1
 
 

@@ -40,6 +40,7 @@ from sfu import (
 from sfu.bandwidth import EstimatorSettings
 from sfu.events import RecordingStarted, RecordingStopped
 from sfu.ice_config import HostNetwork, restart_ice
+from sfu.ice_mux import udp_mux
 from sfu.quality import QualityOptions
 from sfu.sdp_validation import validate_description
 from sfu.tasks import TaskSet, log_failure
@@ -89,10 +90,13 @@ class EmbeddedGateway:
     """This process's routers, and their events turned into gateway events.
 
     ``worker_id``: the cluster worker serving with it (its sessions' ids carry it, see
-    ``signaling.gateway.reactions``); ``None`` in embedded mode."""
+    ``signaling.gateway.reactions``); ``None`` in embedded mode. ``worker_index``: its
+    place among the workers of one ``runsfu --workers N``, which moves its shared ICE port
+    (``UDP_MUX_PORT`` + index)."""
 
-    def __init__(self, *, worker_id: str | None = None) -> None:
+    def __init__(self, *, worker_id: str | None = None, worker_index: int = 0) -> None:
         self.worker_id = worker_id
+        self.worker_index = worker_index
         self._registry: RouterRegistry | None = None
         self._limits: SessionLimits | None = None
         self._loop: asyncio.AbstractEventLoop | None = None
@@ -110,12 +114,23 @@ class EmbeddedGateway:
         if self._registry is None or self._loop is not loop:
             # A new event loop (tests, a restarted server) starts with no routers: the old
             # loop's peer connections cannot be driven from this one.
-            self._registry = RouterRegistry(self._router_options(), on_event=self._on_event)
+            self._registry = RouterRegistry(
+                self._router_options(self.worker_index), on_event=self._on_event
+            )
             self._limits = SessionLimits(
                 SessionCaps.from_settings(turn_servers=turn_servers_configured())
             )
             self._loop = loop
         return self._registry
+
+    async def open_ice_port(self) -> int | None:
+        """Bind the process's shared ICE port (``UDP_MUX_PORT``) now rather than at the
+        first session, so that a port taken stops a starting worker; the port, if any.
+        Raises ``OSError`` if it is taken."""
+        port = self.routers().options.host_network.udp_mux_port
+        if port is None:
+            return None
+        return (await udp_mux(port)).port
 
     def limits(self) -> SessionLimits:
         """The caps on this process's peer sessions, and what they hold now."""
@@ -124,15 +139,18 @@ class EmbeddedGateway:
         return self._limits
 
     @staticmethod
-    def _router_options() -> RouterOptions:
+    def _router_options(worker_index: int = 0) -> RouterOptions:
         conf = onair_settings()
+        mux_port = conf.ice.udp_mux_port + worker_index if conf.ice.udp_mux_port else None
         return RouterOptions(
             ice_servers=tuple(
                 SfuIceServer(urls=s.urls, username=s.username, credential=s.credential)
                 for s in ice_servers(user=PeerRole.SFU.value)
             ),
             host_network=HostNetwork(
-                public_ip=conf.ice.public_ip, port_range=conf.ice.udp_port_range
+                public_ip=conf.ice.public_ip,
+                port_range=conf.ice.udp_port_range,
+                udp_mux_port=mux_port,
             ),
             publisher_grace_seconds=conf.publisher_grace_seconds,
             connect_timeout_seconds=conf.connect_timeout_seconds,

@@ -65,13 +65,13 @@ def max_viewers_per_worker() -> int:
 class SfuWorker:
     """Serves cluster requests until cancelled; see the module docstring."""
 
-    def __init__(self, *, host: str, max_viewers: int | None = None) -> None:
+    def __init__(self, *, host: str, max_viewers: int | None = None, worker_index: int = 0) -> None:
         self.id = f"w{secrets.token_hex(4)}"
         self.host = host
         self.channel = ""
         self.max_viewers = max_viewers if max_viewers is not None else max_viewers_per_worker()
         # Its events set off the same reactions as in embedded mode, for its sessions' ids.
-        self.local = EmbeddedGateway(worker_id=self.id)
+        self.local = EmbeddedGateway(worker_id=self.id, worker_index=worker_index)
         self.directory = WorkerDirectory.from_settings()
         self._layer: BaseChannelLayer | None = None
         self._pending_viewers = 0
@@ -112,6 +112,7 @@ class SfuWorker:
         if layer is None:
             raise SfuUnavailableError("Cluster mode needs the Redis channel layer.")
         self._layer = layer
+        await self.local.open_ice_port()
         self.channel = await layer.new_channel()
         await self.directory.heartbeat(self.info())
         if ready is not None:

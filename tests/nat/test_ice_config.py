@@ -112,6 +112,8 @@ async def test_a_gathered_connection_is_left_alone(pc: RTCPeerConnection) -> Non
 def test_host_network_validation(public_ip: str, port_range: tuple[int, int] | None) -> None:
     with pytest.raises(ValueError, match=r"IPv4|port range"):
         HostNetwork(public_ip=public_ip, port_range=port_range)
+    with pytest.raises(ValueError, match="invalid UDP port"):
+        HostNetwork(udp_mux_port=70000)
 
 
 async def test_ice_restart_swaps_both_sides_credentials(pc: RTCPeerConnection) -> None:

@@ -96,6 +96,7 @@ def test_a_malformed_variable_is_refused(variable: str, value: str, message: str
         ({"TURN_TTL_SECONDS": -1}, "positive"),
         ({"ICE_TRANSPORT_POLICY": "none"}, "is not a valid IcePolicy"),
         ({"UDP_PORT_RANGE": "80-90"}, "UDP_PORT_RANGE"),
+        ({"UDP_MUX_PORT": 80}, "ONAIR_UDP_MUX_PORT=80 is invalid: must be 0 .off. or a port"),
         ({"SFU_MODE": "clustered"}, "ONAIR_SFU_MODE='clustered' is invalid: .* SfuMode"),
         ({"ICE_TRANSPORT_POLICY": "bogus"}, "^ONAIR_ICE_TRANSPORT_POLICY='bogus' is invalid"),
         ({"MAX_SESSIONS": -3}, "ONAIR_MAX_SESSIONS=-3 is invalid: must be 0 or more"),

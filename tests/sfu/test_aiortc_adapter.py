@@ -17,6 +17,8 @@ from pathlib import Path
 from typing import Any
 
 import pytest
+from aioice import Connection
+from aioice.ice import StunProtocol
 from aiortc import (
     RTCDtlsTransport,
     RTCPeerConnection,
@@ -49,13 +51,14 @@ from aiortc.rtp import (
 )
 from pylibsrtp import SRTP_MAX_TRAILER_LEN
 
-from sfu import aiortc_adapter, native, rtp_sender
+from sfu import aiortc_adapter, ice_mux, native, rtp_sender
 from sfu import producer as producer_module
 from sfu.downtrack import DownTrack
 from sfu.munger import RtpMunger
 from sfu.producer import Producer
 from sfu.router import Router
 from testpeers import TestClients, aiortc_hooks, client_configuration, wait_until
+from tests.daphne import free_port
 from tests.sfu.forwarding_loop import NATIVE_FORWARDING, needs_c_loop, options
 
 VP8 = next(c for c in CODECS["video"] if c.mimeType == "video/VP8")
@@ -1830,3 +1833,60 @@ async def test_an_idle_sender_reports_the_present_at_its_clock(pc: RTCPeerConnec
         assert aiortc_adapter.sender_report_sent_at(sender, again[0]) == again[1]
     finally:
         sender._RTCRtpSender__started = False  # type: ignore[attr-defined]
+
+
+async def test_a_muxed_stun_protocol_serves_an_aioice_connection_on_the_shared_socket() -> None:
+    """What ``MuxedStunProtocol`` relies on in aioice (``StunProtocol``'s constructor,
+    ``request``, ``datagram_received``, ``connection_lost``, the connection's
+    ``data_received``, ``protocol_lost`` and ``close``): two real aioice connections check,
+    connect and exchange data, the SFU's side on the shared socket; closing it leaves the
+    socket open and the mux empty."""
+    assert list(inspect.signature(StunProtocol.request).parameters) == [
+        "self",
+        "request",
+        "addr",
+        "integrity_key",
+        "retransmissions",
+    ]
+    port = free_port("0.0.0.0")
+    try:
+        mux = await ice_mux.udp_mux(port)
+        server = Connection(ice_controlling=False, use_ipv6=False)
+        client = Connection(ice_controlling=True, use_ipv6=False)
+
+        async def gather(component: int, addresses: list[str], timeout: int = 5) -> list[Any]:  # noqa: ASYNC109
+            return mux.attach(server, component, ice_mux.ipv4_hosts(addresses))[0]
+
+        server.get_component_candidates = gather  # type: ignore[method-assign]
+        await asyncio.gather(server.gather_candidates(), client.gather_candidates())
+        assert {c.port for c in server.local_candidates} == {port}
+        assert [type(p) for p in server._protocols] == [aiortc_adapter.MuxedStunProtocol]
+        for local, remote in ((server, client), (client, server)):
+            local.remote_username = remote.local_username
+            local.remote_password = remote.local_password
+            for candidate in remote.local_candidates:
+                await local.add_remote_candidate(candidate)
+            await local.add_remote_candidate(None)
+        await asyncio.wait_for(asyncio.gather(server.connect(), client.connect()), 10)
+        assert mux.addresses >= 1  # learned from the client's signed checks
+        await client.send(b"\x80 from the client")
+        assert await asyncio.wait_for(server.recv(), 5) == b"\x80 from the client"
+        await server.send(b"\x80 from the server")
+        assert await asyncio.wait_for(client.recv(), 5) == b"\x80 from the server"
+        # a request of the server's own (a consent check) gets its answer by transaction
+        pair = next(iter(server._nominated.values()))
+        await pair.protocol.request(
+            server.build_request(pair, nominate=False),
+            pair.remote_addr,
+            integrity_key=client.local_password.encode("utf8"),
+        )
+        assert not mux._transactions
+        await server.close()
+        assert mux.connections == 0
+        assert mux.addresses == 0
+        assert not mux.closed
+        assert mux.transport is not None
+        assert not mux.transport.is_closing()
+        await client.close()
+    finally:
+        ice_mux.close_udp_muxes()

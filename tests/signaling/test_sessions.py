@@ -10,8 +10,9 @@ from typing import Any
 
 import pytest
 from channels.db import database_sync_to_async
+from django.conf import settings
 from django.contrib.auth.models import AnonymousUser, User
-from django.test import AsyncClient
+from django.test import AsyncClient, override_settings
 
 from broadcast.models import Stream
 from broadcast.services import stream_create
@@ -279,3 +280,9 @@ def test_the_default_process_cap_leaves_room_for_file_descriptors() -> None:
         assert max_sessions_default(turn_servers=1) == (1024 - RESERVED_FDS) // (per_session + 2)
     finally:
         resource.setrlimit(resource.RLIMIT_NOFILE, (soft, hard))
+
+
+def test_with_the_shared_ice_port_a_session_costs_only_its_clients_connection() -> None:
+    with override_settings(ONAIR={**settings.ONAIR, "UDP_MUX_PORT": 40000}):
+        assert fds_per_session() == 1
+        assert fds_per_session(turn_servers=1) == 2

@@ -40,6 +40,13 @@ def test_router_options_follow_settings() -> None:
     assert turn.credential != "s3cret"
 
 
+def test_each_worker_of_a_runsfu_gets_its_own_shared_ice_port() -> None:
+    with override_settings(ONAIR={**settings.ONAIR, "UDP_MUX_PORT": 40000}):
+        assert EmbeddedGateway._router_options().host_network.udp_mux_port == 40000
+        assert EmbeddedGateway._router_options(2).host_network.udp_mux_port == 40002
+    assert EmbeddedGateway._router_options(2).host_network.udp_mux_port is None
+
+
 def test_default_options_keep_traffic_on_this_machine() -> None:
     options = EmbeddedGateway._router_options()
     assert options.ice_servers == ()

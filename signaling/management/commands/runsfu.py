@@ -2,6 +2,9 @@
 
 One worker uses one core; run one per core. With ``--workers N`` this process supervises N
 worker processes and starts a new one when one exits; stop it with SIGTERM or Ctrl-C.
+Worker *i* (``--worker-index``, which the supervisor passes) serves its ICE on
+``UDP_MUX_PORT`` + *i* when that setting is on: workers started one by one (a service per
+worker) each need their own index.
 Needs ``ONAIR_SFU_MODE=cluster`` and ``REDIS_URL`` (and ``DATABASE_URL`` shared with daphne).
 """
 
@@ -32,22 +35,33 @@ class Command(BaseCommand):
 
     def add_arguments(self, parser: CommandParser) -> None:
         parser.add_argument("--workers", type=int, default=1, help="worker processes (one/core)")
+        parser.add_argument(
+            "--worker-index",
+            type=int,
+            default=0,
+            help="this worker's place (0, 1, ...): its shared ICE port is UDP_MUX_PORT + it",
+        )
 
-    def handle(self, *args: Any, workers: int, **options: Any) -> None:
+    def handle(self, *args: Any, workers: int, worker_index: int, **options: Any) -> None:
         if not cluster_mode():
             raise CommandError("runsfu serves cluster mode only: set ONAIR_SFU_MODE=cluster.")
         if "redis" not in settings.CHANNEL_LAYERS["default"]["BACKEND"].lower():
             raise CommandError("runsfu needs the Redis channel layer: set REDIS_URL.")
         if workers < 1:
             raise CommandError("--workers must be at least 1.")
+        if worker_index < 0:
+            raise CommandError("--worker-index must be 0 or more.")
+        mux_port = onair_settings().ice.udp_mux_port
+        if mux_port and mux_port + worker_index + workers - 1 > 65535:
+            raise CommandError("UDP_MUX_PORT + the worker index is past port 65535.")
         if workers == 1:
-            self._run_worker()
+            self._run_worker(worker_index)
         else:
-            self._supervise(workers)
+            self._supervise(workers, worker_index)
 
-    def _run_worker(self) -> None:
+    def _run_worker(self, index: int) -> None:
         host = onair_settings().sfu_pipe_host
-        worker = SfuWorker(host=host)
+        worker = SfuWorker(host=host, worker_index=index)
         freeze_startup_objects()
 
         def ready(info: WorkerInfo) -> None:
@@ -81,9 +95,14 @@ class Command(BaseCommand):
         asyncio.run(main())
         self.stdout.write(f"sfu worker {worker.id} stopped")
 
-    def _supervise(self, count: int) -> None:
-        command = [sys.executable, sys.argv[0], "runsfu", "--workers", "1"]
-        children = [subprocess.Popen(command) for _ in range(count)]
+    def _supervise(self, count: int, first_index: int) -> None:
+        def command(index: int) -> list[str]:
+            return [
+                *(sys.executable, sys.argv[0], "runsfu", "--workers", "1"),
+                *("--worker-index", str(first_index + index)),
+            ]
+
+        children = [subprocess.Popen(command(index)) for index in range(count)]
         self.stdout.write(f"runsfu: supervising {count} workers (pids {[c.pid for c in children]})")
         stopping = False
 
@@ -99,7 +118,7 @@ class Command(BaseCommand):
                 if child.poll() is not None and not stopping:
                     self.stderr.write(f"runsfu: worker pid {child.pid} exited; starting another")
                     time.sleep(_RESTART_DELAY_SECONDS)
-                    children[index] = subprocess.Popen(command)
+                    children[index] = subprocess.Popen(command(index))
         for child in children:
             child.terminate()
         for child in children:
