@@ -72,7 +72,10 @@ def _onair_version() -> str | None:
 
     # the server inherits this environment
     loop = "C" if native.available() and bench.native_forwarding() else "Python"
-    return f"OnAir sfu (this tree, {loop} forwarding loop)" if hasattr(sfu, "Router") else None
+    ice = "one UDP port" if bench.udp_mux_port() else "a UDP socket per viewer"
+    if not hasattr(sfu, "Router"):
+        return None
+    return f"OnAir sfu (this tree, {loop} forwarding loop, {ice})"
 
 
 def _version(name: str) -> str | None:

@@ -28,7 +28,8 @@ import sys
 from typing import Any
 
 import sfu
-from bench import http, native_forwarding
+from bench import http, native_forwarding, udp_mux_port
+from sfu.ice_config import HostNetwork
 from sfu.pipe import (
     EdgePipe,
     EdgeRouter,
@@ -52,14 +53,19 @@ def _json(message: dict[str, Any]) -> http.Response:
     return http.Response(200, json.dumps(message).encode(), {"Content-Type": "application/json"})
 
 
-def _options() -> sfu.RouterOptions:
-    return sfu.RouterOptions(native_forwarding=native_forwarding())
+def _options(worker_index: int) -> sfu.RouterOptions:
+    """As ``runsfu --workers 2`` configures its workers (the origin 0, the edge 1)."""
+    mux_port = udp_mux_port()
+    return sfu.RouterOptions(
+        native_forwarding=native_forwarding(),
+        host_network=HostNetwork(udp_mux_port=mux_port + worker_index if mux_port else None),
+    )
 
 
 class _Edge:
     def __init__(self, pipe: EdgePipe) -> None:
         self.pipe = pipe
-        self.router = EdgeRouter(_options(), router_id=ROUTER_ID, pipe=pipe)
+        self.router = EdgeRouter(_options(1), router_id=ROUTER_ID, pipe=pipe)
 
     async def handle(self, path: str, body: bytes) -> http.Response:
         if path == "/whep":
@@ -84,7 +90,7 @@ class _Edge:
 
 class _Origin:
     def __init__(self, edge_url: str | None) -> None:
-        self.router = sfu.Router(_options())
+        self.router = sfu.Router(_options(0))
         self.pipe: OriginPipe | None = None
         self.edge_url = edge_url
         self.origin_viewers = 0

@@ -33,7 +33,7 @@ from typing import Any, Protocol
 from aiortc import MediaStreamTrack, RTCSessionDescription
 from aiortc.contrib.media import MediaBlackhole, MediaRelay
 
-from bench import http, native_forwarding
+from bench import http, native_forwarding, udp_mux_port
 from bench.viewer import new_peer_connection
 
 
@@ -138,9 +138,13 @@ class OnAirBackend:
     def __init__(self, *, unlimited_retransmission: bool = False) -> None:
         import sfu
         from sfu.heap import freeze_startup_objects
+        from sfu.ice_config import HostNetwork
         from sfu.producer import Producer
 
-        options = sfu.RouterOptions(native_forwarding=native_forwarding())
+        options = sfu.RouterOptions(
+            native_forwarding=native_forwarding(),
+            host_network=HostNetwork(udp_mux_port=udp_mux_port()),
+        )
         if unlimited_retransmission:
             endless = 10**9
             options = dataclasses.replace(

@@ -715,6 +715,12 @@ def renew_ice_credentials(
             protocol.mux.rekey(protocol)
 
 
+def set_local_ufrag(connection: Connection, ufrag: str) -> None:
+    """Give ``connection`` another local ufrag, before its local description is written
+    (aiortc reads it again from the connection after gathering)."""
+    connection._local_username = ufrag
+
+
 def muxed(protocol: StunProtocol) -> bool:
     """Whether ``protocol`` sends on the process's shared socket (``sfu.ice_mux``)."""
     return isinstance(protocol, MuxedStunProtocol)

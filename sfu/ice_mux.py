@@ -13,7 +13,8 @@ What arrives on the socket goes to its connection by
   another connection's, a NAT having reused the port): its local ufrag names the
   connection, and the address becomes the connection's once the request's
   MESSAGE-INTEGRITY checks with that connection's password, so a forged check
-  redirects nothing;
+  redirects nothing (a connection's ufrag is made unique in the process as it attaches,
+  before its description is written);
 * the transaction id of a STUN response: a connection's checks, consent checks and STUN
   server lookups tell the mux theirs as they send them, whichever address answers.
 
@@ -36,6 +37,7 @@ from __future__ import annotations
 import asyncio
 import ipaddress
 import logging
+import secrets
 import socket
 from dataclasses import dataclass
 from typing import cast
@@ -111,6 +113,9 @@ class UdpMux(asyncio.DatagramProtocol):
         ]
         if not candidates:
             return [], []
+        # aioice's ufrags have 24 bits: among thousands of connections some would collide
+        while connection.local_username in self._by_ufrag:
+            aiortc_adapter.set_local_ufrag(connection, secrets.token_hex(4))
         protocol = MuxedStunProtocol(connection, self, self.transport, candidates[0])
         self._by_ufrag[protocol.ufrag] = protocol
         self._addresses[protocol] = {}

@@ -11,13 +11,15 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-from onair.conf import IcePolicy, IceSettings
+from onair.conf import IcePolicy, IceSettings, environment_overrides, settings_from
 from sfu.ice import IceServer
 from signaling.ice import ice_servers
 from tests.nat.rig import CLIENT_SITES, SERVER_SITES, TURN_IP, TURN_PORT, Rig, Site
 
 SESSION_TIMEOUT = 120.0
 CLOUD_PORT_RANGE = "40000-40199"
+# the SFUs' one shared ICE port, as the servers' setting has it (ONAIR_UDP_MUX_PORT; 0: off)
+MUX_PORT = str(settings_from(environment_overrides()).ice.udp_mux_port)
 TABLE_BEGIN = "<!-- nat-matrix:begin -->"
 TABLE_END = "<!-- nat-matrix:end -->"
 REPO = Path(__file__).resolve().parents[2]
@@ -127,10 +129,12 @@ async def run_session(rig: Rig, clients: Sequence[ClientSpec]) -> SessionResult:
     sfu_servers = {
         "cloud": await _spawn(rig, "cloud", [
             sys.executable, "-m", "tests.nat.server", "--ice-servers", "[]",
-            "--public-ip", SERVER_SITES[0].wan_ip, "--port-range", CLOUD_PORT_RANGE]),
+            "--public-ip", SERVER_SITES[0].wan_ip, "--port-range", CLOUD_PORT_RANGE,
+            "--udp-mux-port", MUX_PORT]),
         "home": await _spawn(rig, "home", [
             sys.executable, "-m", "tests.nat.server", "--ice-servers",
-            servers_json(ice_servers(user="sfu-home", config=turn_settings(rig)))]),
+            servers_json(ice_servers(user="sfu-home", config=turn_settings(rig))),
+            "--udp-mux-port", MUX_PORT]),
     }  # fmt: skip
     processes = {spec.key: await _spawn(rig, spec.site.name, spec.argv()) for spec in clients}
     result = SessionResult()

@@ -1,7 +1,7 @@
 """The OnAir SFU on the server side of the NAT matrix, run inside a rig namespace.
 
     ip netns exec <ns> .venv/bin/python -m tests.nat.server --ice-servers JSON \\
-        [--public-ip IP] [--port-range LOW-HIGH]
+        [--public-ip IP] [--port-range LOW-HIGH] [--udp-mux-port PORT]
 
 JSON lines on stdin: ``{"type": "publish"|"view", "id", "stream", "sdp"}``; on stdout:
 ``{"type": "answer", "id", "sdp"}`` or ``{"type": "reject", "id", "reason"}``. One
@@ -102,13 +102,18 @@ def main() -> None:
     parser.add_argument("--ice-servers", required=True, help="JSON list of RTCIceServer dicts")
     parser.add_argument("--public-ip", default="")
     parser.add_argument("--port-range", default="")
+    parser.add_argument("--udp-mux-port", type=int, default=0, help="0: a socket per peer")
     args = parser.parse_args()
     servers = tuple(
         IceServer(urls=tuple(s["urls"]), username=s.get("username"), credential=s.get("credential"))
         for s in json.loads(args.ice_servers)
     )
     apply_host_network(
-        HostNetwork(public_ip=args.public_ip, port_range=parse_port_range(args.port_range))
+        HostNetwork(
+            public_ip=args.public_ip,
+            port_range=parse_port_range(args.port_range),
+            udp_mux_port=args.udp_mux_port or None,
+        )
     )
     asyncio.run(serve(SfuServer(servers)))
 

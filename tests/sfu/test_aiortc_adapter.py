@@ -1890,3 +1890,23 @@ async def test_a_muxed_stun_protocol_serves_an_aioice_connection_on_the_shared_s
         await client.close()
     finally:
         ice_mux.close_udp_muxes()
+
+
+async def test_a_ufrag_changed_while_gathering_is_the_one_the_description_tells(
+    pc: RTCPeerConnection,
+) -> None:
+    """``sfu.ice_mux`` makes a colliding ufrag unique as the connection gathers: aiortc
+    must write the description from the connection afterwards."""
+    pc.addTransceiver("video")
+    connection = aiortc_adapter.gatherer_connection(
+        pc.getTransceivers()[0].sender.transport.transport.iceGatherer
+    )
+    gather = connection.get_component_candidates
+
+    async def renaming(component: int, addresses: list[str], timeout: int = 5) -> list[Any]:  # noqa: ASYNC109
+        aiortc_adapter.set_local_ufrag(connection, "renamed")
+        return await gather(component, addresses, timeout)
+
+    connection.get_component_candidates = renaming  # type: ignore[method-assign]
+    await pc.setLocalDescription(await pc.createOffer())
+    assert "a=ice-ufrag:renamed" in pc.localDescription.sdp

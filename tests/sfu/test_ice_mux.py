@@ -12,7 +12,7 @@ import socket
 from collections.abc import AsyncIterator, Iterator
 
 import pytest
-from aioice import stun
+from aioice import Connection, stun
 
 from sfu import Router, ice_mux
 from sfu.ice_config import HostNetwork
@@ -183,3 +183,17 @@ def _binding_request(username: str, key: bytes | None = None) -> stun.Message:
     if key is not None:
         request.add_message_integrity(key)
     return request
+
+
+async def test_connections_with_the_same_ufrag_get_their_own(mux_port: int) -> None:
+    mux = await ice_mux.udp_mux(mux_port)
+    first = Connection(ice_controlling=False, local_username="same")
+    second = Connection(ice_controlling=False, local_username="same")
+    for connection in (first, second):
+        mux.attach(connection, 1, ["192.0.2.1"])
+    assert first.local_username == "same"
+    assert second.local_username != "same"
+    assert {p.ufrag for p in mux._by_ufrag.values()} == {"same", second.local_username}
+    for connection in (first, second):
+        await connection.close()
+    assert mux.connections == 0
