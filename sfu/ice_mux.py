@@ -54,6 +54,9 @@ logger = logging.getLogger(__name__)
 # ≈ 3 s of a 10 Mbit/s ingest in the kernel's accounting (capped at net.core.rmem_max): the
 # one socket takes every publisher's media and every viewer's feedback
 RECEIVE_BUFFER = 2**23
+# what a keyframe to a few hundred viewers holds until the device sends it (capped at
+# net.core.wmem_max): past it sends wait in asyncio's transport, in order, for everyone
+SEND_BUFFER = 2**23
 # datagrams read per readiness of the socket, the first included (see drain_datagrams)
 READ_BATCH = 64
 # remote addresses one connection may be known by: each takes a check signed with its
@@ -305,6 +308,7 @@ def _bind(port: int) -> socket.socket:
     try:
         sock.bind(("0.0.0.0", port))  # every interface's candidates lead here
         sock.setsockopt(socket.SOL_SOCKET, socket.SO_RCVBUF, RECEIVE_BUFFER)
+        sock.setsockopt(socket.SOL_SOCKET, socket.SO_SNDBUF, SEND_BUFFER)
         sock.setblocking(False)
     except OSError:
         sock.close()

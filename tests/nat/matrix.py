@@ -93,6 +93,8 @@ async def _spawn(rig: Rig, node: str, argv: list[str]) -> _Process:
 class SessionResult:
     peers: dict[tuple[str, str], dict[str, Any]] = field(default_factory=dict)
     seconds: float = 0.0
+    # the ports of the host candidates in the SFUs' answers, by SFU placement
+    host_ports: dict[str, set[int]] = field(default_factory=dict)
 
 
 def matrix_clients(rig: Rig) -> list[ClientSpec]:
@@ -154,13 +156,16 @@ async def run_session(rig: Rig, clients: Sequence[ClientSpec]) -> SessionResult:
                 if len(done) == len(clients):
                     all_done.set()
 
-    async def pump_server(server: _Process) -> None:
+    async def pump_server(name: str, server: _Process) -> None:
         async for message in server.messages():
             key, _, peer_id = message["id"].partition("|")
+            for line in str(message.get("sdp", "")).splitlines():
+                if line.startswith("a=candidate:") and " typ host" in line:
+                    result.host_ports.setdefault(name, set()).add(int(line.split()[5]))
             await processes[key].send({**message, "id": peer_id})
 
     pumps = [asyncio.create_task(pump_client(spec)) for spec in clients]
-    pumps += [asyncio.create_task(pump_server(server)) for server in sfu_servers.values()]
+    pumps += [asyncio.create_task(pump_server(*item)) for item in sfu_servers.items()]
     try:
         await asyncio.wait_for(all_done.wait(), SESSION_TIMEOUT)
     finally:

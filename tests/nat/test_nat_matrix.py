@@ -16,6 +16,8 @@ from collections.abc import Iterator
 import pytest
 
 from tests.nat.matrix import (
+    CLOUD_PORT_RANGE,
+    MUX_PORT,
     REPO,
     Row,
     SessionResult,
@@ -73,6 +75,17 @@ def test_an_sfu_behind_1to1_nat_is_reached_at_its_public_ip(rows: list[Row]) -> 
         if row.server == "cloud":
             assert row.publisher_path.endswith("srflx"), row
             assert row.viewer_path.endswith("srflx"), row
+
+
+def test_the_sfus_offer_their_host_candidates_where_the_settings_say(
+    session: SessionResult,
+) -> None:
+    if MUX_PORT != "0":  # ONAIR_UDP_MUX_PORT: one port for every peer of each SFU
+        assert session.host_ports == {"cloud": {int(MUX_PORT)}, "home": {int(MUX_PORT)}}
+    else:
+        low, high = map(int, CLOUD_PORT_RANGE.split("-"))
+        assert all(low <= port <= high for port in session.host_ports["cloud"])
+        assert len(session.host_ports["home"]) > 1
 
 
 def test_a_relay_only_viewer_connects_through_turn(session: SessionResult) -> None:

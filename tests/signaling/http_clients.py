@@ -191,10 +191,16 @@ def ice_connection(pc: RTCPeerConnection) -> Any:
 
 
 async def stun_check(
-    address: tuple[str, int], *, remote_ufrag: str, remote_pwd: str, local_ufrag: str
-) -> stun.Message:
+    address: tuple[str, int],
+    *,
+    remote_ufrag: str,
+    remote_pwd: str,
+    local_ufrag: str,
+    within: float = 5.0,
+) -> stun.Message | None:
     """One ICE connectivity check to ``address`` from a fresh socket, as the controlling
-    peer ``local_ufrag`` with these credentials of the remote agent; returns its answer."""
+    peer ``local_ufrag`` with these credentials of the remote agent; returns its answer,
+    None if none came ``within`` seconds."""
     request = stun.Message(message_method=stun.Method.BINDING, message_class=stun.Class.REQUEST)
     request.attributes["USERNAME"] = f"{remote_ufrag}:{local_ufrag}"
     request.attributes["PRIORITY"] = 1
@@ -206,7 +212,10 @@ async def stun_check(
         sock.setblocking(False)
         sock.bind((address[0], 0))
         await loop.sock_sendto(sock, bytes(request), address)
-        data = await asyncio.wait_for(loop.sock_recv(sock, 2048), 5)
+        try:
+            data = await asyncio.wait_for(loop.sock_recv(sock, 2048), within)
+        except TimeoutError:
+            return None
     return stun.parse_message(data)
 
 
