@@ -14,7 +14,7 @@ for _required in ("DJANGO_SECRET_KEY", "DATABASE_URL", "REDIS_URL", "ALLOWED_HOS
         raise ImproperlyConfigured(f"{_required} must be set in production")
 
 DEBUG = False
-CHANNEL_LAYERS = channel_layers(env_str("REDIS_URL"))
+CHANNEL_LAYERS = channel_layers(env_str("REDIS_URL"), prefix=env_str("ONAIR_REDIS_PREFIX", "onair"))
 # No static files from daphne unless ONAIR_SERVE_STATIC says so: a proxy serves them.
 ONAIR = {"SERVE_STATIC": False, **ONAIR}
 

@@ -19,6 +19,7 @@ PROBE = (
     "print(json.dumps({'db': s.DATABASES['default']['ENGINE'], "
     "'name': str(s.DATABASES['default']['NAME']), "
     "'layer': s.CHANNEL_LAYERS['default']['BACKEND'], 'debug': s.DEBUG, "
+    "'prefix': s.CHANNEL_LAYERS['default'].get('CONFIG', {}).get('prefix'), "
     "'hosts': s.ALLOWED_HOSTS, 'static': onair_settings().serve_static}))"
 )
 _CLEARED = ("DATABASE_URL", "REDIS_URL", "DJANGO_SECRET_KEY", "ALLOWED_HOSTS", "DJANGO_DEBUG")
@@ -72,6 +73,21 @@ def test_production_reads_services_from_the_environment() -> None:
     assert loaded["debug"] is False
     assert loaded["static"] is False
     assert loaded["hosts"] == ["live.example.com", "www.example.com"]
+    assert loaded["prefix"] == "onair"
+
+
+def test_production_channel_layer_takes_the_redis_prefix() -> None:
+    """Deployments sharing one Redis keep their channel layers apart, as their caches and
+    SFU registries are (docs/SETTINGS.md, ``ONAIR_REDIS_PREFIX``)."""
+    loaded = _settings(
+        "onair.settings.production",
+        DJANGO_SECRET_KEY="s" * 50,
+        DATABASE_URL="postgres://onair@db/onair",
+        REDIS_URL="redis://cache:6379/0",
+        ALLOWED_HOSTS="live.example.com",
+        ONAIR_REDIS_PREFIX="onair-staging",
+    )
+    assert loaded["prefix"] == "onair-staging"
 
 
 @pytest.mark.parametrize("missing", ["DJANGO_SECRET_KEY", "DATABASE_URL", "REDIS_URL"])
