@@ -5,7 +5,7 @@ BIN := $(VENV)/bin
 HOST ?= 127.0.0.1
 PORT ?= 8000
 
-.PHONY: run run-cluster test lint imports format typecheck pytest pytest-postgres browser bench clean native nat-table nat-deps
+.PHONY: run run-cluster test lint imports format typecheck pytest pytest-postgres browser bench clean native nat-table nat-deps deploy-deps
 
 $(BIN)/python:
 	$(PYTHON) -m venv $(VENV)
@@ -62,6 +62,13 @@ nat-deps:
 	@command -v turnserver >/dev/null && command -v iptables >/dev/null || [ "$$(id -u)" != 0 ] || \
 		(apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq coturn iptables)
 
+## deploy-deps: nginx and coturn for the deployment recipe's tests (tests/deploy, docs/DEPLOY.md);
+## needs root, as CI has. The tests run their own nginx: one the package started is stopped.
+deploy-deps:
+	@command -v nginx >/dev/null && command -v turnserver >/dev/null || [ "$$(id -u)" != 0 ] || \
+		(apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq nginx coturn \
+		&& (nginx -s quit 2>/dev/null || true))
+
 lint: $(VENV)/.dev
 	$(BIN)/ruff check .
 	$(BIN)/ruff format --check .
@@ -96,7 +103,7 @@ SFU_BOTH_LOOPS := test_feedback.py::test_a_nack_flood_is_answered_within_the_bud
 XDIST := -n 2 --dist loadgroup
 ALONE := tests/bench tests/quality
 
-pytest: $(VENV)/.dev native browser nat-deps
+pytest: $(VENV)/.dev native browser nat-deps deploy-deps
 	$(BIN)/python -m pytest $(XDIST) $(foreach path,$(ALONE),--ignore=$(path)) $(PYTEST_ARGS)
 	$(BIN)/python -m pytest -p no:cacheprovider $(ALONE) $(PYTEST_ARGS) || [ $$? = 5 ]
 	@echo "the SFU's tests again with the C forwarding loop off (the Python loop forwards)"
