@@ -117,7 +117,8 @@ TEST_DATABASE_URL ?= postgres://postgres@127.0.0.1:5432/test
 pytest-postgres: $(VENV)/.dev
 	DATABASE_URL=$(TEST_DATABASE_URL) $(BIN)/python -m pytest -p no:cacheprovider tests/broadcast tests/viewers \
 		tests/recordings/test_services.py tests/recordings/test_apis.py tests/recordings/test_admin.py \
-		tests/chat/test_consumers.py tests/chat/test_replay.py tests/chat/test_admin.py
+		tests/chat/test_consumers.py tests/chat/test_replay.py tests/chat/test_admin.py \
+		tests/webhooks/test_services.py tests/webhooks/test_apis.py
 
 ## test: everything CI runs
 test: lint typecheck imports pytest

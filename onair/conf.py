@@ -339,6 +339,79 @@ class ChatSettings:
 
 
 @dataclass(frozen=True)
+class WebhookSettings:
+    """Webhooks: HTTP POSTs to each account's endpoints when its broadcasts go live, end,
+    reconnect, are recorded or reach a new viewer peak (docs/WEBHOOKS.md). Every delivery is
+    a row in the database (the outbox), retried with a doubling delay until it succeeds or
+    ``WEBHOOK_GIVE_UP_SECONDS`` have passed since its event."""
+
+    max_endpoints_per_user: int = setting(
+        10,
+        INTEGER,
+        "Webhook endpoints one account may have; past it, adding one answers `403` "
+        "`webhook_quota`. `0`: no cap.",
+        key="WEBHOOK_MAX_ENDPOINTS_PER_USER",
+    )
+    allow_private: bool = setting(
+        False,
+        FLAG,
+        "Deliver to loopback, private, link-local and other non-public addresses. Off, a "
+        "webhook URL whose host resolves to any such address is refused when it is saved and "
+        "at every delivery (the address is resolved each time, and the connection goes to the "
+        "address checked). Turn on only where every account is trusted (tests, a LAN).",
+        key="WEBHOOK_ALLOW_PRIVATE",
+    )
+    timeout_seconds: float = setting(
+        5.0,
+        SECONDS,
+        "How long one delivery attempt may take (connecting, sending, the response's status "
+        "and its first 64 KiB); longer is a failed attempt.",
+        key="WEBHOOK_TIMEOUT_SECONDS",
+    )
+    retry_first_seconds: float = setting(
+        10.0,
+        SECONDS,
+        "The wait after a delivery's first failed attempt; each next wait doubles, up to "
+        "`WEBHOOK_RETRY_MAX_SECONDS`.",
+        key="WEBHOOK_RETRY_FIRST_SECONDS",
+    )
+    retry_max_seconds: float = setting(
+        3600.0,
+        SECONDS,
+        "The longest wait between two attempts of one delivery.",
+        key="WEBHOOK_RETRY_MAX_SECONDS",
+    )
+    give_up_seconds: float = setting(
+        86400.0,
+        SECONDS,
+        "A delivery not accepted this long after its event is `failed` and tried no more.",
+        key="WEBHOOK_GIVE_UP_SECONDS",
+    )
+    poll_seconds: float = setting(
+        5.0,
+        SECONDS,
+        "How often each server process looks for deliveries due (events of its own process "
+        "are sent at once; another process's within this time).",
+        key="WEBHOOK_POLL_SECONDS",
+    )
+    peak_seconds: float = setting(
+        30.0,
+        SECONDS,
+        "`viewer.peak` is sent this long after a broadcast's viewer count first passes its "
+        "peak, with the peak reached by then: at most one per broadcast and endpoint in each "
+        "such window.",
+        key="WEBHOOK_PEAK_SECONDS",
+    )
+    retention_days: float = setting(
+        30.0,
+        DAYS,
+        "Finished deliveries (delivered or failed) older than this many days are deleted "
+        "from the delivery log (hourly, by each running server). `0`: kept.",
+        key="WEBHOOK_RETENTION_DAYS",
+    )
+
+
+@dataclass(frozen=True)
 class OnAirSettings:
     """The ``ONAIR`` settings, typed, with their defaults."""
 
@@ -488,6 +561,7 @@ class OnAirSettings:
     )
     recording: RecordingSettings = group(RecordingSettings)
     chat: ChatSettings = group(ChatSettings)
+    webhooks: WebhookSettings = group(WebhookSettings)
 
 
 @dataclass(frozen=True)

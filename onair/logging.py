@@ -27,16 +27,18 @@ class KeyValueFormatter(logging.Formatter):
 
 
 # What must never reach a log: WHIP/WHEP session tokens (the capability in a session URL),
-# stream keys, and bearer/API tokens.
+# stream keys, webhook signing secrets, and bearer/API tokens.
 _SECRETS = (
     (re.compile(r"(/(?:whip|whep)/[^/\s?#'\"]+/)[^/\s?#'\">]+"), r"\1<token>"),
     (re.compile(r"\bsk_[A-Za-z0-9_-]{8,}"), "sk_<redacted>"),
+    (re.compile(r"\bwhsec_[A-Za-z0-9_-]{8,}"), "whsec_<redacted>"),
     (re.compile(r"\b(Bearer|Token)\s+[A-Za-z0-9._~+/=-]{8,}", re.IGNORECASE), r"\1 <redacted>"),
 )
 
 
 def redact(text: str) -> str:
-    """``text`` with every session token, stream key and bearer token replaced."""
+    """``text`` with every session token, stream key, webhook secret and bearer token
+    replaced."""
     for pattern, replacement in _SECRETS:
         text = pattern.sub(replacement, text)
     turn_secret = _turn_secret()

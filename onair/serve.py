@@ -293,6 +293,7 @@ class OnAirServer(Server):
             setattr(self, size, min(given, WEBSOCKET_MAX_MESSAGE_BYTES))
 
     retention: asyncio.Task[None] | None = None  # onair.retention, from start to stop
+    webhooks: asyncio.Task[None] | None = None  # webhooks.delivery, from start to stop
 
     async def handle_reply(self, protocol: Any, message: dict[str, Any]) -> None:
         await super().handle_reply(protocol, message)
@@ -312,11 +313,14 @@ class OnAirServer(Server):
         # Imported once Django is set up (daphne imports the application before run()).
         from onair.retention import expire_periodically
         from signaling.lifecycle import embedded_sfu_started
+        from webhooks.delivery import deliver_forever
 
         task = asyncio.ensure_future(embedded_sfu_started())
         task.add_done_callback(_log_failure)
         self.retention = asyncio.ensure_future(expire_periodically())
         self.retention.add_done_callback(_log_failure)
+        self.webhooks = asyncio.ensure_future(deliver_forever())
+        self.webhooks.add_done_callback(_log_failure)
 
     def kill_all_applications(self) -> defer.Deferred[None]:
         """daphne's step before the reactor stops (SIGTERM, SIGINT): ours first."""
@@ -329,8 +333,9 @@ class OnAirServer(Server):
         deadline.daemon = True
         deadline.start()
         logger.info("stopping")
-        if self.retention is not None:
-            self.retention.cancel()
+        for task in (self.retention, self.webhooks):
+            if task is not None:
+                task.cancel()
         for port in self.ports:
             port.stopListening()
         await sfu_stopping()

@@ -31,6 +31,7 @@ urlpatterns = [
     path("api/v1/", views.ApiRootApi.as_view(), name="api-root"),
     path("api/v1/", include("broadcast.api_urls")),
     path("api/v1/", include("recordings.api_urls")),
+    path("api/v1/", include("webhooks.api_urls")),
     path("", include("recordings.urls")),
     path("api/v1/auth/token/", TokenApi.as_view(), name="api-token"),
     path("api/schema/", SpectacularAPIView.as_view(), name="api-schema"),

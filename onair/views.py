@@ -61,6 +61,7 @@ class ApiRootApi(APIView):
             {
                 "streams": at("broadcast-api:stream-list"),
                 "live": at("broadcast-api:live-list"),
+                "webhooks": at("webhooks-api:endpoint-list"),
                 "token": at("api-token"),
                 "schema": at("api-schema"),
                 "docs": at("api-docs"),

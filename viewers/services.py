@@ -10,6 +10,7 @@ from broadcast.models import Stream
 from broadcast.services import stream_viewer_count_change
 from onair.exceptions import ConflictError
 from viewers.models import ViewerSession
+from viewers.signals import viewer_peak_raised
 
 
 @transaction.atomic
@@ -30,6 +31,12 @@ def viewer_join(
         user=user if user is not None and user.is_authenticated else None,
     )
     stream_viewer_count_change(stream=stream, delta=1)
+    if stream.peak_viewer_count > locked.peak_viewer_count:
+        locked.viewer_count, locked.peak_viewer_count = (
+            stream.viewer_count,
+            stream.peak_viewer_count,
+        )
+        viewer_peak_raised.send(sender=Stream, stream=locked)
     return session
 
 

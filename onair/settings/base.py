@@ -41,6 +41,7 @@ INSTALLED_APPS = [
     "signaling",
     "recordings",
     "chat",
+    "webhooks",
 ]
 
 MIDDLEWARE = [

@@ -11,6 +11,8 @@ gateway events (``contract.GatewayEvent``) and runs what ``react`` returns for e
   layer it is sent, or that its video is paused);
 - a broadcast whose publisher did not come back within its grace period ends
   (``broadcast.services``, reason ``publisher_lost``);
+- a publisher that dropped is a ``stream.reconnecting`` webhook (``webhooks.events``; the
+  other webhooks are enqueued by the state changes themselves);
 - a thumbnail of a live stream's video becomes its poster (``stream_poster_set``);
 - a recording the SFU opened is noted where it is written; one it stopped is finalized,
   stored and finished (``signaling.gateway.recording``);
@@ -56,6 +58,7 @@ from signaling.groups import announce_viewers, group_send
 from signaling.http_session_store import HttpSession, SessionKind, session_store
 from viewers.models import ViewerSession as ViewerRecord
 from viewers.services import viewer_join, viewer_leave
+from webhooks.events import webhook_stream_reconnecting
 
 logger = logging.getLogger(__name__)
 
@@ -90,6 +93,7 @@ def react(event: GatewayEvent, *, worker_id: str | None = None) -> list[Work]:
         work.append(group_send(event.stream_id, "publisher.status", status="connected"))
     elif isinstance(event, PublisherDown):
         work.append(group_send(event.stream_id, "publisher.status", status="reconnecting"))
+        work.append(_webhook_reconnecting(event.stream_id))
     elif isinstance(event, PublisherEnded):
         work.append(_peer_gone(kind=SessionKind.WHIP, sfu_id=_sfu_id(event.session_id, worker_id)))
         if event.reason == "replaced":
@@ -142,10 +146,15 @@ async def end_abandoned_broadcast(stream_id: str) -> None:
     await _end_stream(stream_id)
 
 
+async def _webhook_reconnecting(stream_id: str) -> None:
+    await database_sync_to_async(webhook_stream_reconnecting)(stream_id=int(stream_id))
+
+
 async def origin_lost(stream_id: str) -> None:
     """Cluster mode: the worker holding the stream's publisher died; its viewers hear that
     the publisher is reconnecting."""
     await group_send(stream_id, "publisher.status", status="reconnecting")
+    await _webhook_reconnecting(stream_id)
 
 
 async def worker_gone(stream_id: str, *, worker_id: str, origin: bool) -> None:

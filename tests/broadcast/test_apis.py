@@ -547,7 +547,7 @@ def test_the_api_root_lists_where_its_resources_are(api_client: APIClient) -> No
     answer = api_client.get("/api/v1/")
     assert answer.status_code == 200
     links = answer.json()
-    assert set(links) == {"streams", "live", "token", "schema", "docs"}
+    assert set(links) == {"streams", "live", "webhooks", "token", "schema", "docs"}
     for link in links.values():
         assert link.startswith("http://testserver/api/")
     assert api_client.get(links["live"]).status_code == 200
