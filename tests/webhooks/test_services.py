@@ -3,6 +3,7 @@ the retry schedule and giving up, the checks on URLs, caps, retention."""
 
 from __future__ import annotations
 
+import asyncio
 import threading
 import time
 from datetime import timedelta
@@ -17,6 +18,7 @@ from broadcast.models import Stream
 from broadcast.services import stream_end, stream_go_live
 from onair.exceptions import ConflictError, InvalidInputError, PermissionDeniedError
 from onair.logging import redact
+from onair.retention import expire_periodically
 from recordings.services import RecordingFile, recording_begin, recording_finish
 from signaling.gateway.contract import PublisherDown
 from signaling.gateway.reactions import react
@@ -30,6 +32,7 @@ from webhooks.services import (
     retry_delay,
     webhook_deliveries_claim,
     webhook_deliveries_expire,
+    webhook_deliveries_retry,
     webhook_delivery_record,
     webhook_endpoint_create,
     webhook_endpoint_test,
@@ -333,3 +336,35 @@ def test_a_delivery_another_process_is_claiming_is_skipped_not_waited_for(
         holder.join()
     assert [item.id for item in claimed] == [other.pk]
     assert [item.id for item in webhook_deliveries_claim(limit=5).deliveries] == [first.pk]
+
+
+@pytest.mark.django_db(transaction=True)
+async def test_the_servers_hourly_task_expires_the_delivery_log(endpoint: IssuedEndpoint) -> None:
+    old = await database_sync_to_async(webhook_endpoint_test)(endpoint=endpoint.endpoint)
+    await database_sync_to_async(WebhookDelivery.objects.filter(pk=old.pk).update)(
+        status=WebhookDelivery.Status.DELIVERED, created_at=timezone.now() - timedelta(days=31)
+    )
+    gone = database_sync_to_async(lambda: not WebhookDelivery.objects.filter(pk=old.pk).exists())
+    task = asyncio.ensure_future(expire_periodically(every=0.05))
+    try:
+        for _ in range(100):
+            if await gone():
+                break
+            await asyncio.sleep(0.05)
+    finally:
+        task.cancel()
+    await asyncio.gather(task, return_exceptions=True)
+    assert await gone()
+
+
+def test_retry_now_sends_failed_deliveries_again(endpoint: IssuedEndpoint) -> None:
+    delivery = webhook_endpoint_test(endpoint=endpoint.endpoint)
+    webhook_endpoint_test(endpoint=endpoint.endpoint)  # gives up the first
+    delivered = webhook_endpoint_test(endpoint=endpoint.endpoint)
+    WebhookDelivery.objects.filter(pk=delivered.pk).update(status=WebhookDelivery.Status.DELIVERED)
+    now = timezone.now()
+    assert webhook_deliveries_retry(deliveries=WebhookDelivery.objects.all(), now=now) == 2
+    delivery.refresh_from_db()
+    assert (delivery.status, delivery.next_attempt_at) == ("pending", now)
+    delivered.refresh_from_db()
+    assert delivered.status == "delivered"
