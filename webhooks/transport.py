@@ -171,7 +171,8 @@ def post(
         return Outcome(False, None, f"refused: {exc}")
     except TimeoutError:
         return Outcome(False, None, f"no answer within {timeout:g} s")
-    except (OSError, http.client.HTTPException) as exc:
+    except (OSError, ValueError, http.client.HTTPException) as exc:
+        # ValueError: what the URL's parts may still hold that http.client refuses to send.
         return Outcome(False, None, _error_text(exc))
 
 
