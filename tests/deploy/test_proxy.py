@@ -4,7 +4,8 @@ over TLS (a self-signed certificate) in front of daphne started with the command
 (production settings, on PostgreSQL and Redis), and coturn with
 ``deploy/coturn/turnserver.conf`` as OnAir's TURN server. Only ports, paths, the certificate
 and the secrets are substituted. Every request goes through the proxy: pages, static files,
-a watch page's WebSocket, WHIP from FFmpeg, WHEP from aiortc, CORS preflights.
+a watch page's WebSocket, WHIP from FFmpeg, WHEP from aiortc, CORS preflights; and cluster
+mode with the SFU unit's ``runsfu`` behind two web processes.
 
 nginx and coturn come from Debian (``make deploy-deps``); without nginx, PostgreSQL or Redis
 the tests are skipped saying why, and fail under CI. Without coturn only its test is."""
@@ -24,6 +25,7 @@ import subprocess
 import sys
 import time
 from collections.abc import Iterator
+from contextlib import contextmanager
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -36,7 +38,7 @@ from aioice.turn import create_turn_endpoint
 
 from onair.environment import app_environment
 from signaling.ice import turn_credential
-from testpeers import TestViewer, wait_until
+from testpeers import TestPublisher, TestViewer, wait_until
 from tests.daphne import ROOT, free_port, log_errors, manage, stop
 from tests.deploy.files import (
     DEPLOY,
@@ -72,14 +74,22 @@ class Reply:
 class Stack:
     https_port: int
     http_port: int
-    daphne_port: int
+    daphne_ports: list[int]  # nginx's upstream servers
     tls: ssl.SSLContext
     tls_ca: str  # the certificate nginx and coturn present, as a CA file
     static_root: Path
-    daphne_log: Path
+    workdir: Path
     slug: str
     stream_key: str
-    turn_port: int | None  # coturn's, when it is installed
+    turn_port: int | None  # coturn's, when it runs
+
+    @property
+    def daphne_port(self) -> int:
+        return self.daphne_ports[0]
+
+    def daphne_log(self, port: int | None = None) -> str:
+        path = self.workdir / f"daphne-{port or self.daphne_port}.log"
+        return path.read_text(errors="replace")
 
     @property
     def origin(self) -> str:
@@ -138,12 +148,17 @@ def _free_ports(count: int) -> list[int]:
     return sorted(ports)
 
 
-def _web_command(port: int) -> list[str]:
-    """The web unit's ``ExecStart``, for this checkout's Python and ``port``."""
-    unit = (DEPLOY / "systemd" / "onair-web@.service").read_text()
-    command = re.search(r"^ExecStart=(.+)$", unit, re.MULTILINE)
+def _unit_command(unit: str, replacements: dict[str, str]) -> list[str]:
+    """A unit's ``ExecStart`` as systemd runs it (``%i``, ``${VARIABLE}``: ``replacements``),
+    with this checkout's Python."""
+    text = (DEPLOY / "systemd" / unit).read_text()
+    command = re.search(r"^ExecStart=(.+)$", text, re.MULTILINE)
     assert command is not None
-    argv = shlex.split(command.group(1).replace("%i", str(port)))
+    line = command.group(1)
+    for name, value in replacements.items():
+        assert name in line, (name, line)
+        line = line.replace(name, value)
+    argv = shlex.split(line)
     assert argv[0] == "/srv/onair/.venv/bin/python", argv
     return [sys.executable, *argv[1:]]
 
@@ -154,7 +169,9 @@ def _nginx_config(work: Path, stack: Stack, cert: Path, key: Path) -> Path:
     site = render(
         DEPLOY / "nginx" / "onair.conf",
         {
-            "server 127.0.0.1:8000;": f"server 127.0.0.1:{stack.daphne_port};",
+            "server 127.0.0.1:8000;": "\n    ".join(
+                f"server 127.0.0.1:{port};" for port in stack.daphne_ports
+            ),
             "listen 80;": f"listen 127.0.0.1:{stack.http_port};",
             "listen [::]:80;": f"listen [::1]:{stack.http_port};",
             "listen 443 ssl http2;": f"listen 127.0.0.1:{stack.https_port} ssl http2;",
@@ -224,40 +241,46 @@ def _coturn_config(
     return path
 
 
-@pytest.fixture(scope="module")
-def stack(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Stack]:
+@contextmanager
+def _running(work: Path, *, cluster: bool) -> Iterator[Stack]:
+    """nginx in front of daphne with the recipe's environment: embedded mode with coturn (if
+    installed) as its TURN server, or cluster mode with the SFU unit's ``runsfu`` and two
+    web processes."""
     nginx = program("nginx", "make deploy-deps, or apt-get install nginx")
     down = _services_down()
     if down is not None:
         unavailable(down)
-    turnserver = find_program("turnserver")
-    work = tmp_path_factory.mktemp("deploy")
+    turnserver = None if cluster else find_program("turnserver")
     cert, key = self_signed_certificate(work)
-    https_port, http_port, daphne_port, turn_port, turn_tls_port = _free_ports(5)
-    turn_secret = secrets.token_urlsafe(24)
+    https_port, http_port, turn_port, turn_tls_port, *daphne_ports = _free_ports(
+        6 if cluster else 5
+    )
     processes: list[subprocess.Popen[bytes]] = []
     database = f"onair_deploy_{secrets.token_hex(4)}"
     database_url = POSTGRES_URL.rsplit("/", 1)[0] + f"/{database}"
     prefix = f"onair-deploy-{secrets.token_hex(4)}"  # this run's Redis keys, deleted after
+    store = redis.Redis.from_url(REDIS_URL)
     with psycopg.connect(POSTGRES_URL, autocommit=True) as connection:
         connection.execute(f'CREATE DATABASE "{database}"')
+
+    def spawn(name: str, command: list[str], env: dict[str, str] | None = None) -> None:
+        with (work / f"{name}.log").open("wb") as log:
+            processes.append(
+                subprocess.Popen(command, cwd=ROOT, env=env, stdout=log, stderr=subprocess.STDOUT)
+            )
+
     try:
         turn: dict[str, str] = {"ONAIR_STUN_URLS": "", "ONAIR_TURN_URLS": ""}
         if turnserver is not None:
-            config = _coturn_config(work, turn_port, turn_tls_port, cert, key, turn_secret)
-            processes.append(
-                subprocess.Popen(
-                    [turnserver, "-c", str(config)],
-                    stdout=subprocess.DEVNULL,
-                    stderr=subprocess.DEVNULL,
-                )
-            )
+            secret = secrets.token_urlsafe(24)
+            config = _coturn_config(work, turn_port, turn_tls_port, cert, key, secret)
+            spawn("turnserver.stdout", [turnserver, "-c", str(config)])
             _wait_for_port(turn_port, processes[-1], work / "turnserver.log")
             turn = {
                 "ONAIR_STUN_URLS": f"stun:127.0.0.1:{turn_port}",
                 "ONAIR_TURN_URLS": f"turn:127.0.0.1:{turn_port}?transport=udp,"
                 f"turns:{HOST}:{turn_tls_port}?transport=tcp",
-                "ONAIR_TURN_SECRET": turn_secret,
+                "ONAIR_TURN_SECRET": secret,
             }
         env = app_environment(
             database_url=database_url,
@@ -273,6 +296,7 @@ def stack(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Stack]:
                 "THUMBNAILS_ROOT": str(work / "var" / "thumbnails"),
                 "ONAIR_RECORDING_SPOOL_DIR": str(work / "var" / "recording-spool"),
                 **turn,
+                **({"ONAIR_SFU_MODE": "cluster"} if cluster else {}),
             },
         )
         assert env["DJANGO_SETTINGS_MODULE"] == "onair.settings.production"
@@ -287,27 +311,26 @@ def stack(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Stack]:
         )
         slug, stream_key = manage(env, "shell", "-c", code).split()[-2:]
 
-        daphne_log = work / "daphne.log"
-        with daphne_log.open("wb") as log:
-            processes.append(
-                subprocess.Popen(
-                    _web_command(daphne_port),
-                    cwd=ROOT,
-                    env=env,
-                    stdout=log,
-                    stderr=subprocess.STDOUT,
-                )
-            )
-        _wait_for_port(daphne_port, processes[-1], daphne_log)
+        if cluster:
+            workers = env["RUNSFU_WORKERS"]
+            spawn("runsfu", _unit_command("onair-sfu.service", {"${RUNSFU_WORKERS}": workers}), env)
+            deadline = time.monotonic() + STARTUP_SECONDS
+            while store.scard(f"{prefix}:sfu:workers") < int(workers):
+                assert processes[-1].poll() is None, (work / "runsfu.log").read_text()
+                assert time.monotonic() < deadline, (work / "runsfu.log").read_text()
+                time.sleep(0.1)
+        for port in daphne_ports:
+            spawn(f"daphne-{port}", _unit_command("onair-web@.service", {"%i": str(port)}), env)
+            _wait_for_port(port, processes[-1], work / f"daphne-{port}.log")
 
         stack = Stack(
             https_port=https_port,
             http_port=http_port,
-            daphne_port=daphne_port,
+            daphne_ports=daphne_ports,
             tls=ssl.create_default_context(cafile=str(cert)),
             tls_ca=str(cert),
             static_root=work / "staticfiles",
-            daphne_log=daphne_log,
+            workdir=work,
             slug=slug,
             stream_key=stream_key,
             turn_port=turn_port if turnserver is not None else None,
@@ -317,13 +340,9 @@ def stack(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Stack]:
             [nginx, "-t", "-p", str(work), "-c", str(nginx_config)], capture_output=True, text=True
         )
         assert checked.returncode == 0, checked.stderr
-        with (work / "nginx.stderr").open("wb") as stderr:
-            processes.append(
-                subprocess.Popen(
-                    [nginx, "-p", str(work), "-c", str(nginx_config), "-g", "daemon off;"],
-                    stderr=stderr,
-                )
-            )
+        spawn(
+            "nginx.stdout", [nginx, "-p", str(work), "-c", str(nginx_config), "-g", "daemon off;"]
+        )
         _wait_for_port(https_port, processes[-1], work / "error.log")
         yield stack
     finally:
@@ -331,15 +350,28 @@ def stack(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Stack]:
             stop(process)
         with psycopg.connect(POSTGRES_URL, autocommit=True) as connection:
             connection.execute(f'DROP DATABASE IF EXISTS "{database}" WITH (FORCE)')
-        store = redis.Redis.from_url(REDIS_URL)
         for name in store.scan_iter(f"{prefix}*"):
             store.delete(name)
-    log = (work / "daphne.log").read_text(errors="replace")
-    assert log_errors(log) == [], log[-4000:]
+    for log in sorted(work.glob("*.log")):
+        if log.name.startswith(("daphne-", "runsfu")):
+            text = log.read_text(errors="replace")
+            assert log_errors(text) == [], f"{log.name}:\n{text[-4000:]}"
     proxy_log = (work / "error.log").read_text(errors="replace")
     problems = re.findall(r"^.*\[(?:error|crit|alert|emerg)\].*$", proxy_log, re.MULTILINE)
     # what the body-size test asks for
     assert [p for p in problems if "client intended to send too large body" not in p] == []
+
+
+@pytest.fixture(scope="module")
+def stack(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Stack]:
+    with _running(tmp_path_factory.mktemp("deploy"), cluster=False) as running:
+        yield running
+
+
+@pytest.fixture(scope="module")
+def cluster_stack(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Stack]:
+    with _running(tmp_path_factory.mktemp("deploy-cluster"), cluster=True) as running:
+        yield running
 
 
 def test_pages_and_static_files_are_served_over_tls(stack: Stack) -> None:
@@ -369,7 +401,7 @@ def test_the_client_address_is_nginx_s_peer_whatever_the_client_forwards(stack: 
     path = f"/healthz?probe={secrets.token_hex(6)}"
     reply = stack.request("GET", path, headers={"X-Forwarded-For": "203.0.113.9"})
     assert reply.status == 200
-    lines = [line for line in stack.daphne_log.read_text().splitlines() if path in line]
+    lines = [line for line in stack.daphne_log().splitlines() if path in line]
     assert len(lines) == 1, lines
     assert lines[0].startswith("127.0.0.1:"), lines
     assert "203.0.113.9" not in lines[0]
@@ -493,7 +525,7 @@ async def test_ffmpeg_publishes_and_a_watch_page_and_a_whep_player_watch_through
         output = (await asyncio.wait_for(encoder.communicate(), 60))[0]
         assert encoder.returncode == 0, output.decode(errors="replace")
         assert await wait_until(lambda: state() == "ended", 10)
-        log = stack.daphne_log.read_text()
+        log = stack.daphne_log()
         assert re.search(rf'"DELETE /whip/{stack.slug}/\S+" 200', log), log[-3000:]
     finally:
         if encoder.returncode is None:
@@ -547,3 +579,64 @@ async def test_coturn_takes_the_credentials_onair_hands_out_and_no_others(stack:
     with pytest.raises(TransactionFailed) as refused:
         await _allocate(urls[0], other.username, other.password, stack.tls)
     assert refused.value.response.attributes["ERROR-CODE"][0] == 401
+
+
+async def test_the_cluster_recipe_behind_the_proxy(cluster_stack: Stack) -> None:
+    """Cluster mode as docs/DEPLOY.md runs it: the SFU unit's ``runsfu --workers``, two web
+    processes in nginx's upstream. A WHIP publisher, a watch page and a WHEP player through
+    the proxy, whose requests nginx spreads over both daphne processes: a session's
+    ``PATCH``, ``OPTIONS`` and ``DELETE`` reach whichever it picks."""
+    stack = cluster_stack
+    publisher, watcher, player = TestPublisher(), TestViewer(), TestViewer()
+    key = {"Authorization": f"Bearer {stack.stream_key}"}
+    try:
+        offer = (await publisher.create_offer()).encode()
+        published = await asyncio.to_thread(
+            stack.request, "POST", f"/whip/{stack.slug}", offer, {"Content-Type": SDP, **key}
+        )
+        assert published.status == 201, published.body
+        await publisher.accept_answer(published.body.decode())
+
+        async with websockets.connect(
+            f"wss://{HOST}:{stack.https_port}/ws/watch/{stack.slug}/",
+            origin=stack.origin,  # type: ignore[arg-type]
+            ssl=stack.tls,
+        ) as page:
+            await page.send(json.dumps({"type": "watch"}))
+            while (message := json.loads(await page.recv()))["type"] != "offer":
+                pass
+            answer = await watcher.answer(message["sdp"])
+            await page.send(json.dumps({"type": "answer", "sdp": answer}))
+            assert await watcher.wait_for_frames(video=30, audio=10), watcher.video
+
+        offer = (await player.create_offer()).encode()
+        posted = await asyncio.to_thread(
+            stack.request, "POST", f"/whep/{stack.slug}", offer, {"Content-Type": SDP}
+        )
+        assert posted.status == 201, posted.body
+        await player.accept_answer(posted.body.decode())
+        assert await player.wait_for_frames(video=30, audio=10), player.video
+        session = posted.header("Location")
+        fragment = b"a=ice-ufrag:abcd\r\na=ice-pwd:abcdefghijklmnopqrstuvwx\r\n"
+        patched = stack.request(
+            "PATCH",
+            session,
+            fragment,
+            {"Content-Type": "application/trickle-ice-sdpfrag", "If-Match": '"other"'},
+        )
+        assert patched.status == 412, patched.body
+        assert stack.request("OPTIONS", session).status == 204
+        assert stack.request("DELETE", session).status == 200
+        # (the access log shows session paths without their token)
+        session_requests = re.compile(rf'"(?:PATCH|OPTIONS|DELETE) /whep/{stack.slug}/')
+        served = [len(session_requests.findall(stack.daphne_log(p))) for p in stack.daphne_ports]
+        assert sum(served) == 3, served
+        assert 0 not in served, f"nginx sent the session's requests to one process: {served}"
+
+        ended = stack.request("DELETE", published.header("Location"), headers=key)
+        assert ended.status == 200, ended.body
+        state = json.loads(stack.request("GET", f"/whep/{stack.slug}/state").body)
+        assert state["state"] == "ended", state
+    finally:
+        for peer in (publisher, watcher, player):
+            await peer.close()
