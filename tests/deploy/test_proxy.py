@@ -395,6 +395,43 @@ def test_pages_and_static_files_are_served_over_tls(stack: Stack) -> None:
     assert redirected.header("Location") == f"https://{HOST}/watch/{stack.slug}/"
 
 
+async def _offer() -> str:
+    viewer = TestViewer()
+    try:
+        return await viewer.create_offer()
+    finally:
+        await viewer.close()
+
+
+def test_http2_clients_get_pages_and_whep_answers(stack: Stack) -> None:
+    """Browsers speak HTTP/2 to nginx (which speaks HTTP/1.1 to daphne): a page, and a WHEP
+    offer reaching OnAir whole (a valid offer, for a stream not live yet: its 409)."""
+    curl = find_program("curl")
+    if curl is None:
+        pytest.skip("curl is not installed")
+    command = [
+        curl, "--silent", "--http2", "--cacert", stack.tls_ca,
+        "--write-out", "\n%{http_version} %{http_code}",
+    ]  # fmt: skip
+    page = subprocess.run(
+        [*command, f"{stack.origin}/watch/{stack.slug}/"], capture_output=True, text=True
+    )
+    body, _, status = page.stdout.rpartition("\n")
+    assert status == "2 200", page.stdout[-500:] + page.stderr
+    assert "Through the proxy" in body
+    offer = subprocess.run(
+        [
+            *command, "--header", f"Content-Type: {SDP}", "--data-binary", asyncio.run(_offer()),
+            f"{stack.origin}/whep/{stack.slug}",
+        ],
+        capture_output=True,
+        text=True,
+    )  # fmt: skip
+    body, _, status = offer.stdout.rpartition("\n")
+    assert status == "2 409", offer.stdout[-500:] + offer.stderr
+    assert json.loads(body)["error"]["code"] == "not_live"
+
+
 def test_the_client_address_is_nginx_s_peer_whatever_the_client_forwards(stack: Stack) -> None:
     """The per-address caps count by it: a client naming another address in its own
     X-Forwarded-For must not get a fresh allowance."""
