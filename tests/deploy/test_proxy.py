@@ -180,6 +180,7 @@ def _nginx_config(work: Path, stack: Stack, cert: Path, key: Path) -> Path:
             "/etc/letsencrypt/live/live.example.com/privkey.pem": str(key),
             "/srv/onair/staticfiles/": f"{stack.static_root}/",
             "/var/www/html": str(work / "acme"),
+            "/var/log/nginx/onair.access.log": str(work / "access.log"),
         },
     )
     (work / "onair.conf").write_text(site)
@@ -356,6 +357,9 @@ def _running(work: Path, *, cluster: bool) -> Iterator[Stack]:
         if log.name.startswith(("daphne-", "runsfu")):
             text = log.read_text(errors="replace")
             assert log_errors(text) == [], f"{log.name}:\n{text[-4000:]}"
+    # No session token in nginx's access log (a session URL's 43 characters).
+    access = (work / "access.log").read_text(errors="replace")
+    assert re.findall(r"/wh[ie]p/[^/ ]+/[A-Za-z0-9_-]{43}", access) == []
     proxy_log = (work / "error.log").read_text(errors="replace")
     problems = re.findall(r"^.*\[(?:error|crit|alert|emerg)\].*$", proxy_log, re.MULTILINE)
     # what the body-size test asks for
@@ -558,6 +562,8 @@ async def test_ffmpeg_publishes_and_a_watch_page_and_a_whep_player_watch_through
         assert preflight.status == 204
         assert preflight.header("Accept-Patch") == "application/trickle-ice-sdpfrag"
         assert stack.request("DELETE", location).status == 200
+        access = (stack.workdir / "access.log").read_text()
+        assert f'"DELETE /whep/{stack.slug}/<token> HTTP/1.1" 200' in access, access[-2000:]
 
         output = (await asyncio.wait_for(encoder.communicate(), 60))[0]
         assert encoder.returncode == 0, output.decode(errors="replace")
