@@ -165,7 +165,14 @@ def _unit_command(unit: str, replacements: dict[str, str]) -> list[str]:
 
 def _nginx_config(work: Path, stack: Stack, cert: Path, key: Path) -> Path:
     """deploy/nginx/onair.conf on this run's ports, paths and certificate, inside a main
-    configuration like Debian's (gzip on, mime.types) that keeps its files in ``work``."""
+    configuration like Debian's (gzip on, mime.types) that keeps its files in ``work``. The
+    IPv6 addresses listened on are loopback's, unless the machine has no IPv6."""
+    try:
+        with socket.socket(socket.AF_INET6, socket.SOCK_STREAM) as probe:
+            probe.bind(("::1", 0))
+        ipv6 = True
+    except OSError:
+        ipv6 = False
     site = render(
         DEPLOY / "nginx" / "onair.conf",
         {
@@ -173,9 +180,11 @@ def _nginx_config(work: Path, stack: Stack, cert: Path, key: Path) -> Path:
                 f"server 127.0.0.1:{port};" for port in stack.daphne_ports
             ),
             "listen 80;": f"listen 127.0.0.1:{stack.http_port};",
-            "listen [::]:80;": f"listen [::1]:{stack.http_port};",
+            "listen [::]:80;": f"listen [::1]:{stack.http_port};" if ipv6 else "",
             "listen 443 ssl http2;": f"listen 127.0.0.1:{stack.https_port} ssl http2;",
-            "listen [::]:443 ssl http2;": f"listen [::1]:{stack.https_port} ssl http2;",
+            "listen [::]:443 ssl http2;": (
+                f"listen [::1]:{stack.https_port} ssl http2;" if ipv6 else ""
+            ),
             "/etc/letsencrypt/live/live.example.com/fullchain.pem": str(cert),
             "/etc/letsencrypt/live/live.example.com/privkey.pem": str(key),
             "/srv/onair/staticfiles/": f"{stack.static_root}/",
