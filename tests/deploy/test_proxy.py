@@ -394,10 +394,14 @@ def test_pages_and_static_files_are_served_over_tls(stack: Stack) -> None:
     assert page.header("Strict-Transport-Security") == "max-age=31536000"
 
     # From STATIC_ROOT by nginx: daphne itself does not serve them in production.
-    served = stack.request("GET", "/static/css/onair.css")
-    assert served.status == 200
-    assert served.header("Content-Type") == "text/css"
-    assert served.body == (stack.static_root / "css" / "onair.css").read_bytes()
+    for path, content_type in (
+        ("css/onair.css", "text/css"),
+        ("js/chat.js", "application/javascript"),  # a browser runs no script typed otherwise
+    ):
+        served = stack.request("GET", f"/static/{path}")
+        assert served.status == 200, path
+        assert served.header("Content-Type") == content_type
+        assert served.body == (stack.static_root / path).read_bytes()
     direct = http.client.HTTPConnection("127.0.0.1", stack.daphne_port, timeout=20)
     direct.request("GET", "/static/css/onair.css", headers={"Host": HOST})
     assert direct.getresponse().status == 404
