@@ -13,6 +13,7 @@ rewrites it, and tests/onair/test_conf.py fails when the two differ.
 from __future__ import annotations
 
 import functools
+import ipaddress
 import math
 import os
 from collections.abc import Callable, Iterator, Mapping
@@ -158,6 +159,17 @@ def _port(key: str, value: Any) -> int:
 
 
 PORT = Kind("port, `0`: off", lambda name, text: int(text), _port, _shown)
+
+
+def _networks(key: str, value: Any) -> tuple[str, ...]:
+    items = value.split(",") if isinstance(value, str) else value
+    networks = tuple(item.strip() for item in items if item.strip())
+    for network in networks:
+        ipaddress.ip_network(network, strict=False)  # ValueError names the bad one
+    return networks
+
+
+NETWORKS = Kind("comma-separated addresses or networks", _comma_list, _networks, lambda v: "(none)")
 
 
 class SettingError(ValueError):
@@ -412,6 +424,51 @@ class WebhookSettings:
 
 
 @dataclass(frozen=True)
+class MetricsSettings:
+    """Prometheus metrics (docs/METRICS.md): `/metrics` on every daphne process, and on each
+    `runsfu` worker's own port. Closed unless a token or addresses are set."""
+
+    token: str = setting(
+        "",
+        TEXT,
+        "A request with `Authorization: Bearer <token>` may read `/metrics` (daphne and the "
+        "`runsfu` workers' ports); without it, `401`. Never logged.",
+        key="METRICS_TOKEN",
+    )
+    allowed_addresses: tuple[str, ...] = setting(
+        (),
+        NETWORKS,
+        "Client addresses or networks that may read `/metrics` without the token, e.g. "
+        "`127.0.0.1,10.0.0.0/8` (the address daphne sees: behind a proxy, its own unless "
+        "`--proxy-headers`; prefer the token there). With neither this nor `METRICS_TOKEN`, "
+        "`/metrics` answers `404` to everyone.",
+        key="METRICS_ALLOWED_ADDRESSES",
+    )
+    sfu_port: int = setting(
+        0,
+        PORT,
+        "Each `runsfu` worker serves its own `/metrics` over HTTP on this port plus its "
+        "worker index (`--worker-index I`; `--workers N`: this port and the next N - 1), as "
+        "`UDP_MUX_PORT` is shared out. `0`: no listener.",
+        key="METRICS_SFU_PORT",
+    )
+    sfu_host: str = setting(
+        "127.0.0.1",
+        TEXT,
+        "The address `runsfu` workers' metrics listeners bind to.",
+        key="METRICS_SFU_HOST",
+    )
+
+    def __repr__(self) -> str:
+        # Settings objects end up in logs and tracebacks: never print the token.
+        return (
+            f"MetricsSettings(token={'***' if self.token else ''!r}, "
+            f"allowed_addresses={self.allowed_addresses!r}, sfu_port={self.sfu_port}, "
+            f"sfu_host={self.sfu_host!r})"
+        )
+
+
+@dataclass(frozen=True)
 class OnAirSettings:
     """The ``ONAIR`` settings, typed, with their defaults."""
 
@@ -562,6 +619,7 @@ class OnAirSettings:
     recording: RecordingSettings = group(RecordingSettings)
     chat: ChatSettings = group(ChatSettings)
     webhooks: WebhookSettings = group(WebhookSettings)
+    metrics: MetricsSettings = group(MetricsSettings)
 
 
 @dataclass(frozen=True)

@@ -311,9 +311,12 @@ class OnAirServer(Server):
 
     def started(self) -> None:
         # Imported once Django is set up (daphne imports the application before run()).
+        from onair.metrics import loop_lag_watch
         from onair.retention import expire_periodically
         from signaling.lifecycle import embedded_sfu_started
         from webhooks.delivery import deliver_forever
+
+        loop_lag_watch()
 
         task = asyncio.ensure_future(embedded_sfu_started())
         task.add_done_callback(_log_failure)

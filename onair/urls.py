@@ -10,6 +10,7 @@ from django.urls import include, path
 from drf_spectacular.views import SpectacularAPIView, SpectacularSwaggerView
 
 from onair import views
+from onair.metrics import metrics_view
 from onair.throttling import LoginView, TokenApi
 
 admin.site.site_header = "OnAir administration"
@@ -37,4 +38,5 @@ urlpatterns = [
     path("api/schema/", SpectacularAPIView.as_view(), name="api-schema"),
     path("api/docs/", SpectacularSwaggerView.as_view(url_name="api-schema"), name="api-docs"),
     path("healthz", views.health, name="health"),
+    path("metrics", metrics_view, name="metrics"),
 ]

@@ -31,7 +31,7 @@ from aiortc.rtp import (
     wrap_rtx,
 )
 
-from sfu import aiortc_adapter, native, rtp_sender
+from sfu import aiortc_adapter, counters, native, rtp_sender
 from sfu.events import DownTrackClosed, DownTrackStats, SfuEvent
 from sfu.forwarding import Batch, ForwardGroup, NativeForwarder
 from sfu.munger import RtpMunger
@@ -178,6 +178,7 @@ class DownTrack(TrackForwarder):
         emit: Callable[[SfuEvent], None],
         on_close: Callable[[DownTrack], None],
         retransmission: RetransmissionLimits | None = None,
+        on_first_frame: Callable[[], None] | None = None,
     ) -> None:
         ssrc, self._rtx_ssrc = aiortc_adapter.sender_ssrcs(sender)
         super().__init__(producer, munger, ssrc)
@@ -189,6 +190,8 @@ class DownTrack(TrackForwarder):
         self._sender = sender
         self._emit = emit
         self._on_close = on_close
+        # called once, when its first keyframe has gone out (a video track's)
+        self._on_first_frame = on_first_frame
         self._parameters: RTCRtpSendParameters | None = None
         self._group: ForwardGroup | None = None
         self._rtx_payload_type: int | None = None
@@ -197,6 +200,12 @@ class DownTrack(TrackForwarder):
         self._native: Any = None  # the C loop's struct onair_target, while it forwards
         self._packets_sent = 0
         self._bytes_sent = 0
+        # of those, what the C loop sent; how often it handed the track back to Python
+        # (its socket would block), and the datagrams it dropped then (spill buffer full)
+        self.native_packets_sent = 0
+        self.native_bytes_sent = 0
+        self.native_handoffs = 0
+        self.socket_dropped_packets = 0
         self.nacks_received = 0
         self.retransmitted_packets = 0
         self.nack_misses = 0
@@ -392,12 +401,32 @@ class DownTrack(TrackForwarder):
             packets_dropped_waiting_keyframe=self.packets_dropped_waiting_keyframe,
         )
 
+    def totals(self) -> counters.KindTotals:
+        """Its counts, for the process's totals (``sfu.counters``)."""
+        rtp = self._rtp
+        return counters.KindTotals(
+            packets_sent=self.packets_sent,
+            bytes_sent=self.bytes_sent,
+            nacks_received=self.nacks_received,
+            retransmitted_packets=self.retransmitted_packets,
+            nack_misses=self.nack_misses,
+            nacks_refused=self._budget.refused,
+            keyframe_requests_received=self.keyframe_requests_received,
+            dropped_keyframe_gate=self.packets_dropped_waiting_keyframe,
+            dropped_pacer=rtp.paced_dropped_packets if rtp is not None else 0,
+            dropped_socket=self.socket_dropped_packets,
+            native_packets_sent=self.native_packets_sent,
+            native_bytes_sent=self.native_bytes_sent,
+            native_handoffs=self.native_handoffs,
+        )
+
     def close(self, reason: str) -> None:
         if self.closed:
             return
         self.closed = True
         self._cancel_switch()
         self._unbind()
+        counters.retire(self.kind, self.totals())
         if self._rtp is not None:
             self._rtp.close()
         self._rtp = None
@@ -447,7 +476,11 @@ class DownTrack(TrackForwarder):
         forwarding to the C loop once the stream has started, where it can."""
         if self._rtp is None:
             return
+        waiting = self._waiting_keyframe
         super().forward(templates, batch, now, ntp)
+        if waiting and not self._waiting_keyframe and self._on_first_frame is not None:
+            first_frame, self._on_first_frame = self._on_first_frame, None
+            first_frame()
         group = self._group
         if (
             group is not None
@@ -469,7 +502,9 @@ class DownTrack(TrackForwarder):
         """The C loop stopped forwarding to this viewer because its socket would block:
         queue what the socket did not take, and forward the rest of the batch from here
         (queued behind it), until the transport has drained."""
+        self.native_handoffs += 1
         if self._native is not None and self._native.spill_dropped:
+            self.socket_dropped_packets += self._native.spill_dropped
             logger.warning(
                 "a viewer's socket refused more than the SFU holds for it: datagrams lost",
                 extra={"router_id": self.router_id, "viewer_id": self.viewer_id},
@@ -540,6 +575,8 @@ class DownTrack(TrackForwarder):
             packets, rtp_bytes = self._rtp.take_native_counters(target)
             self._packets_sent += packets
             self._bytes_sent += rtp_bytes
+            self.native_packets_sent += packets
+            self.native_bytes_sent += rtp_bytes
 
     async def handle_rtcp(self, packet: AnyRtcpPacket) -> bool:
         """Feedback from the viewer; True when consumed here."""

@@ -102,10 +102,22 @@ class ViewerJoined(SfuEvent):
 
 @dataclass(frozen=True)
 class ViewerConnected(SfuEvent):
-    """The viewer's connection is up (ICE and DTLS): from now on it can be counted."""
+    """The viewer's connection is up (ICE and DTLS): from now on it can be counted.
+    ``seconds``: since its session was made (``Router.subscribe``)."""
 
     type: ClassVar[str] = "viewer_connected"
     viewer_id: str
+    seconds: float = 0.0
+
+
+@dataclass(frozen=True)
+class ViewerFirstFrame(SfuEvent):
+    """The viewer's first video keyframe went out to it, ``seconds`` after its session was
+    made (a viewer who joined before the broadcaster's video counts the wait for it)."""
+
+    type: ClassVar[str] = "viewer_first_frame"
+    viewer_id: str
+    seconds: float
 
 
 @dataclass(frozen=True)

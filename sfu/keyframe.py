@@ -252,11 +252,13 @@ class KeyframeRequester:
         self._retry: asyncio.TimerHandle | None = None
         self._retry_after = KEYFRAME_RETRY_SECONDS
         self.requests = 0
+        self.join_requests = 0  # of ``requests``, those of a joining viewer
         self.sent = 0
         self.retries = 0
 
     async def request(self, *, join: bool = False) -> None:
         self.requests += 1
+        self.join_requests += join
         due = self._last_sent + (self._join_window if join else self._min_interval)
         if self._deferred is not None:
             if self._deferred_due <= due:

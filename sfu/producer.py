@@ -12,7 +12,7 @@ from typing import Any
 from aiortc import RTCRtpCodecParameters, RTCRtpReceiver, clock
 from aiortc.rtp import HeaderExtensionsMap, RtpPacket
 
-from sfu import aiortc_adapter, native
+from sfu import aiortc_adapter, counters, native
 from sfu.events import ProducerClosed, ProducerStats, SfuEvent
 from sfu.forwarding import (
     Attached,
@@ -187,10 +187,23 @@ class Producer:
             duplicates_received=self.duplicates_received,
         )
 
+    def totals(self) -> counters.KindTotals:
+        """Its counts, for the process's totals (``sfu.counters``)."""
+        return counters.KindTotals(
+            packets_received=self.packets_received,
+            bytes_received=self.bytes_received,
+            duplicates_received=self.duplicates_received,
+            keyframes_received=self.keyframes_received,
+            keyframe_requests=self._keyframes.requests,
+            keyframe_join_requests=self._keyframes.join_requests,
+            keyframe_requests_sent=self._keyframes.sent,
+        )
+
     def close(self, reason: str) -> None:
         if self.closed:
             return
         self.closed = True
+        counters.retire(self.kind, self.totals())
         self._keyframes.close()
         self._batch = Batch()
         if self._hold_timer is not None:

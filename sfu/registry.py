@@ -40,6 +40,13 @@ class RouterRegistry:
     def routers(self) -> tuple[Router, ...]:
         return tuple(self._routers.values())
 
+    @property
+    def routers_and_closing(self) -> tuple[Router, ...]:
+        """The routers, and those whose ``close`` is under way (their peers are still
+        closing: ``sfu.counters.totals`` counts them)."""
+        closing = [r for r in self._closing.values() if r not in self._routers.values()]
+        return (*self._routers.values(), *closing)
+
     def get_or_create(self, broadcast_id: str) -> Router:
         router = self._routers.get(broadcast_id)
         if router is None:

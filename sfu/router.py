@@ -435,6 +435,7 @@ class Router:
             emit=self.events.emit,
             on_close=slot.detach,
             retransmission=self.options.retransmission,
+            on_first_frame=viewer._first_frame,
         )
         self.events.emit(
             DownTrackAdded(

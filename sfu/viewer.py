@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import asyncio
 import logging
+import time
 from collections.abc import Callable
 
 from aiortc import MediaStreamTrack, RTCConfiguration, RTCRtpTransceiver
@@ -14,7 +15,7 @@ from av.frame import Frame
 from sfu import aiortc_adapter
 from sfu.downtrack import DownTrack
 from sfu.errors import NegotiationError
-from sfu.events import SfuEvent, ViewerConnected, ViewerLeft
+from sfu.events import SfuEvent, ViewerConnected, ViewerFirstFrame, ViewerLeft
 from sfu.ice_config import HostNetwork
 from sfu.munger import RtpMunger
 from sfu.negotiation import MEDIA_KINDS, CodecLike, OfferedMedia, codec_preferences
@@ -122,6 +123,8 @@ class ViewerPeer(Peer):
         self.offer_sdp: str | None = None
         self.closed = False
         self.slots: list[SendSlot] = []
+        self._made_at = time.monotonic()
+        self._first_frame_sent = False
         self._emit = emit
         self._on_closed = on_closed
         self.quality = ViewerQuality(
@@ -197,9 +200,28 @@ class ViewerPeer(Peer):
         self._emit(ViewerLeft(router_id=self.router_id, viewer_id=self.id, reason=reason))
         self._on_closed(self)
 
+    def _first_frame(self) -> None:
+        """A down track of it sent its first keyframe: the viewer's first, once."""
+        if self._first_frame_sent or self.closed:
+            return
+        self._first_frame_sent = True
+        self._emit(
+            ViewerFirstFrame(
+                router_id=self.router_id,
+                viewer_id=self.id,
+                seconds=time.monotonic() - self._made_at,
+            )
+        )
+
     def _on_connection_state_change(self) -> None:
         already_connected = self.connected.is_set()
         super()._on_connection_state_change()
         if self.connected.is_set() and not already_connected and not self.closed:
-            self._emit(ViewerConnected(router_id=self.router_id, viewer_id=self.id))
+            self._emit(
+                ViewerConnected(
+                    router_id=self.router_id,
+                    viewer_id=self.id,
+                    seconds=time.monotonic() - self._made_at,
+                )
+            )
             self.quality.start()

@@ -33,6 +33,7 @@ from onair.exceptions import (
     ServiceUnavailableError,
     TooManyRequestsError,
 )
+from onair.metrics import signaling_errors, signaling_messages
 from recordings.selectors import recording_active
 from signaling.chat import ChatSession
 from signaling.gateway import (
@@ -74,6 +75,7 @@ from signaling.messages import (
     Quality,
     Restart,
     Watch,
+    message_type,
     parse_message,
 )
 from signaling.publishing import go_live
@@ -120,6 +122,7 @@ class _StreamConsumer(AsyncWebsocketConsumer):
     """What both endpoints share: the stream, its group, framing, errors, rate limit."""
 
     role: PeerRole
+    endpoint: str  # the metrics' label: studio, watch
     allowed_types: frozenset[str]
     stream: Stream | None = None
     chat: ChatSession | None = None
@@ -198,8 +201,10 @@ class _StreamConsumer(AsyncWebsocketConsumer):
         if not self.bucket.take():
             await self.send_error("rate_limited", "Too many messages; slow down.")
             return
+        kind = "invalid"
         try:
             message = parse_message(text_data, bytes_data, allowed=self.allowed_types)
+            kind = message_type(message)
             if isinstance(message, Ping):
                 await self.send_json("pong")
             elif isinstance(
@@ -220,6 +225,8 @@ class _StreamConsumer(AsyncWebsocketConsumer):
             # The boundary: a bug must cost this client one request, not its connection.
             logger.exception("signaling request failed", extra={"slug": self.stream.slug})
             await self.send_error("internal", "The server could not handle that; try again.")
+        finally:
+            signaling_messages.labels(self.endpoint, kind).inc()
 
     # --- for subclasses ------------------------------------------------------------
 
@@ -244,6 +251,8 @@ class _StreamConsumer(AsyncWebsocketConsumer):
         return user if user is not None else AnonymousUser()
 
     async def send_json(self, kind: str, **fields: Any) -> None:
+        if kind in ("error", "chat_error"):
+            signaling_errors.labels(self.endpoint, fields.get("code", "")).inc()
         await self.send_frame(json.dumps({"type": kind, **fields}), kind)
 
     async def send_frame(self, text: str, kind: str) -> None:
@@ -334,6 +343,7 @@ class StudioConsumer(_StreamConsumer):
     their session; anyone else must send the stream key in an ``auth`` message."""
 
     role = PeerRole.PUBLISHER
+    endpoint = "studio"
     allowed_types = STUDIO_TYPES
     publisher_session_id: str | None = None
 
@@ -524,6 +534,7 @@ class WatchConsumer(_StreamConsumer):
     connection is up (``viewer.connected`` from the gateway)."""
 
     role = PeerRole.VIEWER
+    endpoint = "watch"
     allowed_types = WATCH_TYPES
 
     async def load_stream(self, slug: str) -> Stream:

@@ -327,3 +327,26 @@ _PARSERS: Final[dict[str, Callable[[dict[str, Any]], Message]]] = {
     "chat_moderate": _chat_moderate,
     "chat_settings": _chat_settings,
 }
+
+_TYPE_NAMES: Final[dict[type, str]] = {
+    Offer: "offer",
+    Answer: "answer",
+    Candidate: "candidate",
+    Auth: "auth",
+    End: "end",
+    Restart: "restart",
+    Watch: "watch",
+    Ping: "ping",
+    Quality: "quality",
+    Media: "media",
+    ChatJoin: "chat_join",
+    ChatPost: "chat",
+    ChatDelete: "chat_delete",
+    ChatModerate: "chat_moderate",
+    ChatConfigure: "chat_settings",
+}
+
+
+def message_type(message: Message) -> str:
+    """The ``type`` a parsed message had on the wire."""
+    return _TYPE_NAMES[type(message)]

@@ -28,6 +28,7 @@ from onair.exceptions import (
     ServiceUnavailableError,
     UnsupportedMediaTypeError,
 )
+from onair.metrics import http_session_requests
 from signaling.groups import stream_payload
 from signaling.http_session_store import HttpSession, SessionKind
 from signaling.http_sessions import (
@@ -70,7 +71,9 @@ async def whip_endpoint(request: HttpRequest, slug: str) -> HttpResponse:
         )
         return _created(session)
 
-    return await _dispatch(request, ENDPOINT_METHODS, {"POST": post}, accept_post=True)
+    return await _dispatch(
+        request, SessionKind.WHIP, ENDPOINT_METHODS, {"POST": post}, accept_post=True
+    )
 
 
 @csrf_exempt
@@ -84,7 +87,9 @@ async def whep_endpoint(request: HttpRequest, slug: str) -> HttpResponse:
         )
         return _created(session)
 
-    return await _dispatch(request, ENDPOINT_METHODS, {"POST": post}, accept_post=True)
+    return await _dispatch(
+        request, SessionKind.WHEP, ENDPOINT_METHODS, {"POST": post}, accept_post=True
+    )
 
 
 @csrf_exempt
@@ -109,7 +114,7 @@ async def whep_state(request: HttpRequest, slug: str) -> HttpResponse:
         payload = stream_payload(stream)
         return JsonResponse({field: payload[field] for field in _STATE_FIELDS})
 
-    return await _dispatch(request, STATE_METHODS, {"GET": get})
+    return await _dispatch(request, SessionKind.WHEP, STATE_METHODS, {"GET": get})
 
 
 _STATE_FIELDS = ("slug", "state", "started_at", "ended_at", "end_reason")
@@ -144,11 +149,12 @@ async def _session(request: HttpRequest, kind: SessionKind, slug: str, token: st
         await http_session_end(session=session)
         return HttpResponse(status=200)
 
-    return await _dispatch(request, SESSION_METHODS, {"PATCH": patch, "DELETE": delete})
+    return await _dispatch(request, kind, SESSION_METHODS, {"PATCH": patch, "DELETE": delete})
 
 
 async def _dispatch(
     request: HttpRequest,
+    kind: SessionKind,
     allowed: tuple[str, ...],
     handlers: dict[str, Handler],
     *,
@@ -192,6 +198,9 @@ async def _dispatch(
                 response["WWW-Authenticate"] = 'Bearer realm="OnAir"'
     response["Allow"] = ", ".join(allowed)
     _set_headers(response, CORS_HEADERS)
+    http_session_requests.labels(
+        kind.value, method if method in allowed else "other", str(response.status_code)
+    ).inc()
     return response
 
 

@@ -44,7 +44,7 @@ from sfu.ice_mux import udp_mux
 from sfu.quality import QualityOptions
 from sfu.sdp_validation import validate_description
 from sfu.tasks import TaskSet, log_failure
-from signaling.gateway import reactions
+from signaling.gateway import metrics, reactions
 from signaling.gateway.contract import (
     NO_BROADCAST,
     OVER_PUBLISHING,
@@ -105,6 +105,7 @@ class EmbeddedGateway:
         self._notices: dict[str, ConnectNotice] = {}  # by viewer id
         self._expected: set[asyncio.Task[None]] = set()  # see expect_publisher
         self._stopping = False
+        metrics.gateway_serves(self)
 
     # --- lifecycle ---------------------------------------------------------------------
 
@@ -131,6 +132,11 @@ class EmbeddedGateway:
         if port is None:
             return None
         return (await udp_mux(port)).port
+
+    @property
+    def registry(self) -> RouterRegistry | None:
+        """Its routers as they are, without making any (``routers`` makes the registry)."""
+        return self._registry
 
     def limits(self) -> SessionLimits:
         """The caps on this process's peer sessions, and what they hold now."""
@@ -400,6 +406,7 @@ class EmbeddedGateway:
     def _on_event(self, event: SfuEvent) -> None:
         """The SFU's event as the gateway's, to the reactions and the listeners; and the
         session caps released with the peer that held a place."""
+        metrics.sfu_event(event)
         for gateway_event in self._translate(event):
             for work in reactions.react(gateway_event, worker_id=self.worker_id):
                 self._tasks.spawn(work)

@@ -22,6 +22,7 @@ from django.conf import settings
 from django.core.management.base import BaseCommand, CommandError, CommandParser
 
 from onair.conf import cluster_mode, onair_settings
+from onair.metrics import MetricsListener
 from signaling.gateway import freeze_startup_objects
 from signaling.gateway.directory import WorkerInfo
 from signaling.gateway.worker import SfuWorker
@@ -39,7 +40,8 @@ class Command(BaseCommand):
             "--worker-index",
             type=int,
             default=0,
-            help="this worker's place (0, 1, ...): its shared ICE port is UDP_MUX_PORT + it",
+            help="this worker's place (0, 1, ...): its shared ICE port is UDP_MUX_PORT + it, "
+            "its metrics port METRICS_SFU_PORT + it",
         )
 
     def handle(self, *args: Any, workers: int, worker_index: int, **options: Any) -> None:
@@ -54,6 +56,9 @@ class Command(BaseCommand):
         mux_port = onair_settings().ice.udp_mux_port
         if mux_port and mux_port + worker_index + workers - 1 > 65535:
             raise CommandError("UDP_MUX_PORT + the worker index is past port 65535.")
+        metrics_port = onair_settings().metrics.sfu_port
+        if metrics_port and metrics_port + worker_index + workers - 1 > 65535:
+            raise CommandError("METRICS_SFU_PORT + the worker index is past port 65535.")
         if workers == 1:
             self._run_worker(worker_index)
         else:
@@ -62,6 +67,9 @@ class Command(BaseCommand):
     def _run_worker(self, index: int) -> None:
         host = onair_settings().sfu_pipe_host
         worker = SfuWorker(host=host, worker_index=index)
+        metrics = MetricsListener()
+        base_port = onair_settings().metrics.sfu_port
+        metrics_port = base_port + index if base_port else 0
         freeze_startup_objects()
 
         def ready(info: WorkerInfo) -> None:
@@ -72,6 +80,10 @@ class Command(BaseCommand):
             self.stdout.flush()
 
         async def main() -> None:
+            if metrics_port:
+                metrics_host = onair_settings().metrics.sfu_host
+                bound = await metrics.start(metrics_host, metrics_port)
+                self.stdout.write(f"sfu worker metrics on http://{bound[0]}:{bound[1]}/metrics")
             task = asyncio.ensure_future(worker.run(ready))
             loop = asyncio.get_running_loop()
             stopping: list[asyncio.Task[None]] = []  # the one stop, held until it is done
@@ -84,6 +96,7 @@ class Command(BaseCommand):
                 loop.add_signal_handler(signum, stop)
             with contextlib.suppress(asyncio.CancelledError):
                 await task
+            await metrics.close()
             await _drain(within=_DRAIN_SECONDS)
             # The loop closes its signal wake-up pipe before it lets go of the handlers: a
             # second SIGTERM in between would be reported as an error ("Bad file
