@@ -36,6 +36,7 @@ from tests.daphne import (
 POSTGRES_URL = os.environ.get("TEST_POSTGRES_URL", "postgres://postgres@127.0.0.1:5432/postgres")
 REDIS_URL = os.environ.get("TEST_CLUSTER_REDIS_URL", "redis://127.0.0.1:6379/9")
 MAX_VIEWERS_PER_WORKER = 2
+METRICS_TOKEN = secrets.token_urlsafe(16)
 STARTUP_SECONDS = 30
 
 
@@ -84,6 +85,7 @@ class Cluster:
     prefix: str = field(default_factory=lambda: f"onair-test-{secrets.token_hex(4)}")
     processes: list[subprocess.Popen[bytes]] = field(default_factory=list)
     redis: redis.Redis = field(default_factory=lambda: redis.Redis.from_url(REDIS_URL))
+    metrics: dict[int, str] = field(default_factory=dict)  # a worker's pid → its /metrics
 
     def manage(self, *args: str) -> str:
         return manage(self.env, *args)
@@ -111,7 +113,10 @@ class Cluster:
     def start_worker(self, **settings: str) -> None:
         before = len(self.workers())
         name = f"runsfu-{len(self.processes)}"
-        self.spawn(name, sys.executable, "manage.py", "runsfu", settings=settings)
+        port = free_port()
+        settings = {"ONAIR_METRICS_SFU_PORT": str(port), **settings}
+        process = self.spawn(name, sys.executable, "manage.py", "runsfu", settings=settings)
+        self.metrics[process.pid] = f"http://127.0.0.1:{port}/metrics"
         deadline = time.monotonic() + STARTUP_SECONDS
         while len(self.workers()) <= before:
             assert time.monotonic() < deadline, self.logs()
@@ -163,6 +168,7 @@ def cluster_fixture(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Cluste
         # posters, taken by the origin worker and served by any daphne
         THUMBNAILS_ROOT=str(workdir / "thumbnails"),
         ONAIR_THUMBNAIL_SECONDS="10",
+        ONAIR_METRICS_TOKEN=METRICS_TOKEN,
     )
     cluster = Cluster(env=env, workdir=workdir)
     env["ONAIR_REDIS_PREFIX"] = cluster.prefix  # this run's keys only: others may share Redis

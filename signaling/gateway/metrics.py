@@ -34,11 +34,13 @@ viewer_join_seconds = Histogram(
     "onair_sfu_viewer_join_seconds",
     "From a viewer's session being made to its connection being up (ICE and DTLS).",
     buckets=VIEWER_BUCKETS,
+    registry=None,  # collected with the SFU's other metrics (SfuCollector)
 )
 viewer_first_frame_seconds = Histogram(
     "onair_sfu_viewer_first_frame_seconds",
     "From a viewer's session being made to the first video keyframe sent to it.",
     buckets=VIEWER_BUCKETS,
+    registry=None,
 )
 
 PEER_STATES = ("new", "connecting", "connected", "disconnected", "failed", "closed")
@@ -175,6 +177,8 @@ class SfuCollector(Collector):
         ]
         yield from _gauges(routers)
         yield from _counters(counters.totals(routers))
+        yield from viewer_join_seconds.collect()
+        yield from viewer_first_frame_seconds.collect()
 
     def describe(self) -> Iterator[Metric]:
         return iter(())  # collected on demand only: never at registration

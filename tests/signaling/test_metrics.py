@@ -1,12 +1,16 @@
 """``/metrics`` during a real broadcast: an aiortc publisher through the studio socket, one
 viewer on the watch page's socket and one over WHEP, both aiortc, through the in-process
 SFU. The scrape parses with prometheus-client's own parser, and its values move as the
-broadcast does; without the token it is refused, without any setting it is not there."""
+broadcast does; every metric the Grafana dashboard (docs/grafana-dashboard.json) queries is
+in it; without the token it is refused, without any setting it is not there."""
 
 from __future__ import annotations
 
+import json
 import logging
+import re
 from collections.abc import AsyncIterator
+from pathlib import Path
 from typing import Any
 
 import pytest
@@ -24,6 +28,7 @@ from tests.signaling.test_consumers import Socket, go_live, watch
 pytestmark = [pytest.mark.django_db(transaction=True), pytest.mark.timeout(90)]
 
 TOKEN = "metrics-token-for-tests"
+DASHBOARD = Path(__file__).resolve().parents[2] / "docs" / "grafana-dashboard.json"
 
 Samples = dict[tuple[str, frozenset[tuple[str, str]]], float]
 
@@ -57,6 +62,32 @@ async def scrape(http: AsyncClient) -> Samples:
 
 def value(samples: Samples, name: str, **labels: str) -> float:
     return samples.get((name, frozenset(labels.items())), 0.0)
+
+
+def dashboard_queries() -> list[str]:
+    dashboard = json.loads(DASHBOARD.read_text())
+    return [
+        target["expr"]
+        for panel in dashboard["panels"]
+        if panel["type"] != "row"
+        for target in panel["targets"]
+    ]
+
+
+def test_the_dashboard_is_a_grafana_dashboard_of_prometheus_queries() -> None:
+    dashboard = json.loads(DASHBOARD.read_text())
+    assert dashboard["uid"] == "onair-overview"
+    assert dashboard["schemaVersion"] >= 36
+    assert [v["type"] for v in dashboard["templating"]["list"]] == ["datasource"]
+    ids = [panel["id"] for panel in dashboard["panels"]]
+    assert len(ids) == len(set(ids))
+    for panel in dashboard["panels"]:
+        if panel["type"] == "row":
+            continue
+        assert panel["datasource"] == {"type": "prometheus", "uid": "${datasource}"}
+        assert panel["targets"], panel["title"]
+        assert {"x", "y", "w", "h"} <= set(panel["gridPos"])
+    assert len(dashboard_queries()) >= 20
 
 
 async def test_metrics_follow_a_broadcast_with_two_viewers(
@@ -113,6 +144,8 @@ async def test_metrics_follow_a_broadcast_with_two_viewers(
     )
     assert whep_posts == 1
     assert value(two, "onair_signaling_messages_total", endpoint="watch", type="answer") >= 1
+    await page.send({"type": "shout"})
+    assert (await page.expect("error"))["code"] == "unknown_type"
 
     # Packets keep flowing: the counters keep growing between scrapes.
     await page_viewer.wait_for_frames(video=page_viewer.video.frames + 10, within=10)
@@ -130,7 +163,18 @@ async def test_metrics_follow_a_broadcast_with_two_viewers(
     after = await scrape(http)
     # A closed viewer's packets stay counted: counters never go back.
     assert value(after, forwarded, kind="video") >= value(later, forwarded, kind="video")
-    assert value(after, "onair_event_loop_lag_seconds_count") >= 0
+    assert value(after, "onair_signaling_messages_total", endpoint="watch", type="invalid") >= 1
+    assert value(after, "onair_signaling_errors_total", endpoint="watch", code="unknown_type") >= 1
+
+    # Every metric the dashboard's queries name is in the scrape of a real broadcast.
+    scraped = {name for name, _ in after}
+    queried = {
+        name
+        for query in dashboard_queries()
+        for name in re.findall(r"\b(?:onair|process)_[a-z_]+\b", query)
+    }
+    assert len(queried) >= 25
+    assert queried <= scraped, queried - scraped
     assert not [r for r in caplog.records if r.levelno >= logging.ERROR]
 
 

@@ -15,12 +15,14 @@ from typing import Any
 
 import pytest
 import websockets
+from prometheus_client.parser import text_string_to_metric_families
 
 from signaling.gateway.directory import WorkerInfo
 from testpeers import TestPublisher, TestViewer, wait_until, wait_until_awaited
 from tests.cluster import (
     CLUSTER_SKIP,
     MAX_VIEWERS_PER_WORKER,
+    METRICS_TOKEN,
     Cluster,
     cluster_fixture,  # noqa: F401 (provides the "cluster" fixture)
     http,
@@ -209,6 +211,64 @@ async def test_viewers_fill_both_workers_and_the_edge_gets_each_packet_once(
             ),
             3,
         )
+    finally:
+        for watcher in watchers:
+            await watcher.close()
+        await studio.close()
+
+
+async def _scrape(url: str) -> dict[tuple[str, frozenset[tuple[str, str]]], float]:
+    response = await http("GET", url, headers={"Authorization": f"Bearer {METRICS_TOKEN}"})
+    assert response.status == 200, response
+    return {
+        (sample.name, frozenset(sample.labels.items())): sample.value
+        for family in text_string_to_metric_families(response.body)
+        for sample in family.samples
+    }
+
+
+async def test_each_worker_and_each_daphne_serve_their_own_metrics(cluster: Cluster) -> None:
+    """docs/METRICS.md: every process is a scrape target; the SFU's metrics are the
+    workers', a stream's viewers the sum of its origin's and its edge's."""
+    daphne_a, daphne_b = cluster.daphne
+    slug, stream_id, key = cluster.new_stream("Cluster metrics")
+    studio = Studio(daphne_a, slug)
+    watchers: list[Watcher] = []
+    try:
+        await studio.go_live(key)
+        watchers = await _watchers([daphne_b] * 3, slug)
+        for watcher in watchers:
+            assert watcher.viewer is not None
+            assert await watcher.viewer.wait_for_frames(video=20, within=15)
+        origin, edge = _placement(cluster, stream_id)
+        urls = {"origin": cluster.metrics[origin.pid], "edge": cluster.metrics[edge.pid]}
+        first = {process: await _scrape(url) for process, url in urls.items()}
+        await asyncio.sleep(1)
+        then = {process: await _scrape(url) for process, url in urls.items()}
+
+        def value(process: str, name: str, **labels: str) -> float:
+            return then[process].get((name, frozenset(labels.items())), 0.0)
+
+        assert value("origin", "onair_sfu_live_streams") >= 1
+        assert value("origin", "onair_sfu_streams", role="origin") >= 1
+        assert value("edge", "onair_sfu_streams", role="edge") >= 1
+        assert value("origin", "onair_sfu_viewers", stream=stream_id) == MAX_VIEWERS_PER_WORKER
+        assert value("edge", "onair_sfu_viewers", stream=stream_id) == 3 - MAX_VIEWERS_PER_WORKER
+        forwarded = ("onair_sfu_forwarded_packets_total", frozenset({("kind", "video")}))
+        for process in urls:
+            assert then[process][forwarded] > first[process][forwarded] > 0, process
+        # The workers' listeners are closed without the token, and serve /metrics only.
+        refused = await http("GET", urls["edge"])
+        assert refused.status == 401
+        assert refused.headers["WWW-Authenticate"] == 'Bearer realm="metrics"'
+        assert (await http("GET", urls["edge"].replace("/metrics", "/"))).status == 404
+
+        # daphne in cluster mode: its signaling, no SFU of its own.
+        web = await _scrape(f"{daphne_b}/metrics")
+        watch_key = frozenset({("endpoint", "watch"), ("type", "watch")})
+        assert web[("onair_signaling_messages_total", watch_key)] >= 3
+        assert not [name for name, _ in web if name.startswith("onair_sfu_")]
+        assert (await http("GET", f"{daphne_b}/metrics")).status == 401
     finally:
         for watcher in watchers:
             await watcher.close()
