@@ -113,7 +113,7 @@ class TrackForwarder:
             sequence_number=mapped[0],
             timestamp=mapped[1],
             ssrc=self._ssrc,
-            payload=cached.payload,
+            payload=munger.map_vp8(cached.payload, 0),
         )
         return packet, cached
 
@@ -531,12 +531,17 @@ class DownTrack(TrackForwarder):
         out_templates: list[bytes] = []
         out_headers: list[tuple[int, int]] = []
         payload_bytes = 0
-        map_header = self._munger.map
+        munger = self._munger
+        map_header = munger.map
+        vp8 = munger.mapping.vp8
         for index in range(first, len(packets)):
             packet = packets[index]
             mapped = map_header(packet.sequence_number, packet.timestamp, now)
             if mapped is not None:
-                out_templates.append(templates[index])
+                template = templates[index]
+                if vp8:
+                    template = munger.map_vp8(template, len(template) - len(packet.payload))
+                out_templates.append(template)
                 out_headers.append(mapped)
                 payload_bytes += len(packet.payload)
         sent = rtp.send(out_templates, out_headers, self._ssrc, ntp, payload_bytes)

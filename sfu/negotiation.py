@@ -76,6 +76,10 @@ def is_rtx(codec: CodecLike) -> bool:
     return codec.mimeType.lower() == _RTX
 
 
+def is_vp8(codec: CodecLike) -> bool:
+    return codec.mimeType.lower() == "video/vp8"
+
+
 def _supported_capabilities(kind: str) -> list[RTCRtpCodecCapability]:
     capabilities = RTCRtpSender.getCapabilities(kind).codecs
     ordered: list[RTCRtpCodecCapability] = []

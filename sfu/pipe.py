@@ -50,6 +50,7 @@ from sfu.downtrack import TrackForwarder
 from sfu.events import ProducerAdded, RouterClosed
 from sfu.forwarding import Batch
 from sfu.munger import RtpMunger
+from sfu.negotiation import is_vp8
 from sfu.producer import Producer
 from sfu.router import Router, RouterOptions
 from sfu.tasks import TaskSet
@@ -166,7 +167,8 @@ class _PipeForwarder(TrackForwarder):
     """
 
     def __init__(self, pipe: OriginPipe, producer: Producer) -> None:
-        super().__init__(producer, RtpMunger(producer.codec.clockRate), random.getrandbits(32))
+        munger = RtpMunger(producer.codec.clockRate, vp8=is_vp8(producer.codec))
+        super().__init__(producer, munger, random.getrandbits(32))
         self.kind = producer.kind
         self.rid = producer.rid
         self.packets = 0
@@ -212,7 +214,9 @@ class _PipeForwarder(TrackForwarder):
             mapped = self._munger.map(packet.sequence_number, packet.timestamp, now)
             if mapped is None:
                 continue
-            data = bytearray(templates[index])
+            template = templates[index]
+            template = self._munger.map_vp8(template, len(template) - len(packet.payload))
+            data = bytearray(template)
             _HEADER.pack_into(data, 2, mapped[0], mapped[1], self._ssrc)
             self._pipe._send(data)
             self.packets += 1

@@ -431,7 +431,7 @@ class Router:
             viewer_id=viewer.id,
             producer=producer,
             sender=slot.sender,
-            munger=slot.munger(producer.codec.clockRate),
+            munger=slot.munger(producer.codec),
             emit=self.events.emit,
             on_close=slot.detach,
             retransmission=self.options.retransmission,

@@ -8,7 +8,7 @@ import time
 from collections.abc import Callable
 
 from aiortc import MediaStreamTrack, RTCConfiguration, RTCRtpTransceiver
-from aiortc.rtcrtpparameters import RTCRtpSendParameters
+from aiortc.rtcrtpparameters import RTCRtpCodecParameters, RTCRtpSendParameters
 from aiortc.rtp import AnyRtcpPacket, RtcpPsfbPacket, RtcpRrPacket, RtcpSrPacket
 from av.frame import Frame
 
@@ -18,7 +18,7 @@ from sfu.errors import NegotiationError
 from sfu.events import SfuEvent, ViewerConnected, ViewerFirstFrame, ViewerLeft
 from sfu.ice_config import HostNetwork
 from sfu.munger import RtpMunger
-from sfu.negotiation import MEDIA_KINDS, CodecLike, OfferedMedia, codec_preferences
+from sfu.negotiation import MEDIA_KINDS, CodecLike, OfferedMedia, codec_preferences, is_vp8
 from sfu.peer import Peer
 from sfu.producer import Producer
 from sfu.quality import LayeredTrack, QualityOptions, ViewerQuality
@@ -70,11 +70,13 @@ class SendSlot:
         aiortc_adapter.on_sender_started(self.sender, self._started)
         aiortc_adapter.intercept_sender_rtcp(self.sender, self._handle_rtcp)
 
-    def munger(self, clock_rate: int) -> RtpMunger:
+    def munger(self, codec: RTCRtpCodecParameters) -> RtpMunger:
         """The sequence-number and timestamp state of this outgoing stream (kept where the C
-        loop reads it, where it may forward)."""
+        loop reads it, where it may forward), for the producer's ``codec``."""
         if self._munger is None:
-            self._munger = RtpMunger(clock_rate, native=self._native_forwarding)
+            self._munger = RtpMunger(
+                codec.clockRate, native=self._native_forwarding, vp8=is_vp8(codec)
+            )
         return self._munger
 
     async def attach(self, down_track: DownTrack) -> None:

@@ -38,6 +38,10 @@ _Static_assert(sizeof(((struct onair_handoff *)0)->spill_sizes) ==
 #define SEQ_MASK 0xFFFFu
 #define SEQ_HALF 0x8000u
 #define SEQ_WINDOW 0x4000u
+#define PICTURE_ID_MASK 0x7FFFu
+#define PICTURE_ID_HALF 0x4000u
+#define TL0_MASK 0xFFu
+#define TL0_HALF 0x80u
 
 static __thread unsigned char scratch[ONAIR_SCRATCH_BYTES + ONAIR_TRAILER_BYTES];
 static __thread unsigned char spill[ONAIR_SPILL_BYTES];
@@ -52,6 +56,48 @@ static void put32(unsigned char *p, uint32_t v) {
     p[1] = (unsigned char)(v >> 16);
     p[2] = (unsigned char)(v >> 8);
     p[3] = (unsigned char)v;
+}
+
+/* The twin of RtpMunger.map_vp8 (sfu/munger.py) past a re-base: map the picture ID and
+ * TL0PICIDX of a VP8 payload descriptor (RFC 7741) in place. */
+static void map_vp8(struct onair_mapping *mapping, unsigned char *payload, int size) {
+    int pos = 2, picture_pos = -1, tl0_pos = -1, wide = 0;
+    unsigned char extension;
+    if (size < 3 || !(payload[0] & 0x80))
+        return;
+    extension = payload[1];
+    if (extension & 0x80) {
+        picture_pos = pos;
+        wide = payload[pos] & 0x80;
+        pos += wide ? 2 : 1;
+    }
+    if (extension & 0x40) {
+        tl0_pos = pos;
+        pos += 1;
+    }
+    if (pos > size)
+        return;
+    if (picture_pos >= 0) {
+        uint32_t picture_id = wide ? ((uint32_t)(payload[picture_pos] & 0x7F) << 8) |
+                                         payload[picture_pos + 1]
+                                   : (uint32_t)(payload[picture_pos] & 0x7F);
+        uint32_t out_id = (picture_id + mapping->picture_id_offset) & PICTURE_ID_MASK;
+        if (wide) {
+            payload[picture_pos] = (unsigned char)(0x80 | (out_id >> 8));
+            payload[picture_pos + 1] = (unsigned char)out_id;
+        } else {
+            out_id &= 0x7F;
+            payload[picture_pos] = (unsigned char)out_id;
+        }
+        if (((out_id - mapping->last_out_picture_id) & PICTURE_ID_MASK) < PICTURE_ID_HALF)
+            mapping->last_out_picture_id = out_id;
+    }
+    if (tl0_pos >= 0) {
+        uint32_t out_tl0 = (payload[tl0_pos] + mapping->tl0_offset) & TL0_MASK;
+        payload[tl0_pos] = (unsigned char)out_tl0;
+        if (((out_tl0 - mapping->last_out_tl0) & TL0_MASK) < TL0_HALF)
+            mapping->last_out_tl0 = out_tl0;
+    }
 }
 
 /* One send: `length` bytes from `data`, cut into `segment`-byte datagrams (0: one
@@ -208,6 +254,9 @@ static int forward_one(struct onair_target *target, const struct onair_batch *ba
         put16(packet + 2, out_seq);
         put32(packet + 4, out_ts);
         put32(packet + 8, target->ssrc);
+        if (mapping->vp8 && batch->payload_lengths[index] <= length)
+            map_vp8(mapping, packet + length - batch->payload_lengths[index],
+                    batch->payload_lengths[index]);
         protected_length = length;
         if (target->protect(target->session, packet, &protected_length) != 0 ||
             protected_length < length || protected_length - length > ONAIR_TRAILER_BYTES)

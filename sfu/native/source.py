@@ -23,6 +23,11 @@ struct onair_mapping {
     uint32_t last_out_seq;
     uint32_t last_out_ts;
     double last_out_time;
+    int vp8;
+    uint32_t picture_id_offset;
+    uint32_t tl0_offset;
+    uint32_t last_out_picture_id;
+    uint32_t last_out_tl0;
 };
 
 struct onair_target {

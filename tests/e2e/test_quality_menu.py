@@ -1,6 +1,7 @@
 """The watch page's quality menu with a simulcast studio (issue #20): Auto and each layer by
-height, a chosen layer is what the page decodes, Auto brings the top layer back, and the
-menu goes away with the broadcast."""
+height, a chosen layer is what the page decodes, switching between any two layers never
+makes the viewer wait for a keyframe, Auto brings the top layer back, and the menu goes
+away with the broadcast."""
 
 from __future__ import annotations
 
@@ -19,6 +20,17 @@ FRAME_HEIGHT = """async () => {
     if (s.type === "inbound-rtp" && s.kind === "video") height = s.frameHeight || 0;
   });
   return height;
+}"""
+
+
+VIDEO_STATS = """async () => {
+  const pc = window.onairWatch.state.pc;
+  let found = {};
+  if (pc) (await pc.getStats()).forEach((s) => {
+    if (s.type === "inbound-rtp" && s.kind === "video") found = s;
+  });
+  return {pli: found.pliCount || 0, decoded: found.framesDecoded || 0,
+          freezes: found.freezeCount || 0};
 }"""
 
 
@@ -62,6 +74,27 @@ def test_a_viewer_chooses_a_layer_and_goes_back_to_auto(
     menu.select_option(label="180p")
     _wait_for_height(viewer, lambda height: 0 < height <= 180)
     expect(viewer.locator("#quality-current")).to_have_text("180p")
+
+    # Every layer numbers its VP8 pictures on its own; the SFU makes the numbers continue
+    # across a switch. Where they jumped back, or repeated, Chromium dropped the new layer's
+    # frames and asked for a keyframe (PLI) after 1-3 s of frozen picture.
+    before = viewer.evaluate(VIDEO_STATS)
+    for label, wanted in [
+        ("360p", lambda height: 180 < height <= 360),
+        ("720p", lambda height: height == top),
+        ("360p", lambda height: 180 < height <= 360),
+        ("180p", lambda height: 0 < height <= 180),
+        ("720p", lambda height: height == top),
+        ("180p", lambda height: 0 < height <= 180),
+    ] * 2:
+        menu.select_option(label=label)
+        _wait_for_height(viewer, wanted)
+        decoded = viewer.evaluate(VIDEO_STATS)["decoded"]
+        viewer.wait_for_function(
+            f"async () => (await ({VIDEO_STATS})()).decoded >= {decoded + 10}", timeout=10_000
+        )
+    after = viewer.evaluate(VIDEO_STATS)
+    assert after["pli"] == before["pli"], (before, after)
 
     menu.select_option(label="Auto")
     _wait_for_height(viewer, lambda height: height == top)

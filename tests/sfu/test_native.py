@@ -384,3 +384,58 @@ def test_what_overflows_the_spill_buffer_is_dropped_and_counted() -> None:
     for handoff in handed[fits:]:
         assert handoff.datagrams == []
         assert viewers[handoff.owner].target.spill_dropped == len(packets)
+
+
+def test_the_c_loop_maps_vp8_picture_ids_and_tl0picidx_as_the_munger_does() -> None:
+    """After a switch to a layer whose numbers are elsewhere (Python re-bases), the C loop
+    goes on mapping picture IDs and TL0PICIDX in the munger's state, round their wrap, as
+    ``RtpMunger.map_vp8`` does."""
+
+    def vp8_packets(numbers: list[int]) -> list[RtpPacket]:
+        return [
+            RtpPacket(
+                payload_type=96,
+                sequence_number=n & 0xFFFF,
+                timestamp=(n * 3000) & 0xFFFFFFFF,
+                payload=bytes(
+                    [0x90, 0xE0, 0x80 | (n >> 8) & 0x7F, n & 0xFF, (n // 3) & 0xFF, 0x40, n % 251]
+                ),
+            )
+            for n in numbers
+        ]
+
+    def munged(first: list[RtpPacket], *, native: bool) -> RtpMunger:
+        munger = RtpMunger(90000, native=native, vp8=True)
+        for p in first:
+            assert munger.map(p.sequence_number, p.timestamp, now=0.0) is not None
+            munger.map_vp8(p.payload, 0)
+        munger.switch_source()
+        return munger
+
+    before = vp8_packets([31000, 31001])
+    numbers = list(range(5000, 5000 + 40_000))  # picture IDs wrap at 32768, TL0 at 256
+    numbers[300:302] = [numbers[301], numbers[300]]  # reordered
+    packets = vp8_packets(numbers)
+    python = munged(before, native=False)
+    c = munged(before, native=True)
+    for munger in (python, c):  # the re-base is Python's
+        assert munger.map(packets[0].sequence_number, packets[0].timestamp, now=0.0)
+    expected = [python.map_vp8(packets[0].payload, 0)]
+    c_first = c.map_vp8(packets[0].payload, 0)
+    assert c_first == expected[0]
+    viewer = _viewer(c)
+    targets: native.TargetSet[str] = native.TargetSet()
+    targets.add("viewer", viewer.target)
+    for batch in _batches(list(range(1, len(packets))), 40):
+        chunk = [packets[i] for i in batch]
+        for p in chunk:
+            assert python.map(p.sequence_number, p.timestamp, now=0.0) is not None
+            expected.append(python.map_vp8(p.payload, 0))
+        assert _forward(targets, chunk) == []
+    receiving = _session(pylibsrtp.Policy.SSRC_ANY_INBOUND)
+    sent = [RtpPacket.parse(receiving.unprotect(d)).payload for d in viewer.datagrams]
+    assert [c_first, *sent] == expected
+    assert (c.mapping.last_out_picture_id, c.mapping.last_out_tl0) == (
+        python.mapping.last_out_picture_id,
+        python.mapping.last_out_tl0,
+    )
