@@ -35,6 +35,7 @@ import redis
 import websockets
 from aioice.stun import TransactionFailed
 from aioice.turn import create_turn_endpoint
+from prometheus_client.parser import text_string_to_metric_families
 
 from onair.environment import app_environment
 from signaling.ice import turn_credential
@@ -58,6 +59,7 @@ REDIS_URL = os.environ.get("TEST_CLUSTER_REDIS_URL", "redis://127.0.0.1:6379/9")
 HOST = "localhost"
 STARTUP_SECONDS = 60
 SDP = "application/sdp"
+METRICS_TOKEN = secrets.token_urlsafe(24)
 
 
 @dataclass
@@ -305,6 +307,7 @@ def _running(work: Path, *, cluster: bool) -> Iterator[Stack]:
                 "RECORDINGS_ROOT": str(work / "var" / "recordings"),
                 "THUMBNAILS_ROOT": str(work / "var" / "thumbnails"),
                 "ONAIR_RECORDING_SPOOL_DIR": str(work / "var" / "recording-spool"),
+                "ONAIR_METRICS_TOKEN": METRICS_TOKEN,
                 **turn,
                 **({"ONAIR_SFU_MODE": "cluster"} if cluster else {}),
             },
@@ -447,6 +450,16 @@ def test_http2_clients_get_pages_and_whep_answers(stack: Stack) -> None:
     body, _, status = offer.stdout.rpartition("\n")
     assert status == "2 409", offer.stdout[-500:] + offer.stderr
     assert json.loads(body)["error"]["code"] == "not_live"
+
+
+def test_metrics_through_the_proxy_need_the_token(stack: Stack) -> None:
+    """docs/DEPLOY.md, Monitoring: a Prometheus elsewhere scrapes the one daphne of embedded
+    mode through nginx, with the token."""
+    assert stack.request("GET", "/metrics").status == 401
+    scraped = stack.request("GET", "/metrics", headers={"Authorization": f"Bearer {METRICS_TOKEN}"})
+    assert scraped.status == 200
+    families = {family.name for family in text_string_to_metric_families(scraped.body.decode())}
+    assert {"onair_http_session_requests", "onair_event_loop_lag_seconds"} <= families, families
 
 
 def test_the_client_address_is_nginx_s_peer_whatever_the_client_forwards(stack: Stack) -> None:
