@@ -31,7 +31,8 @@ run: $(VENV)/.runtime native
 	$(BIN)/python -m onair.serve -b $(HOST) -p $(PORT) onair.asgi:application
 
 ## run-cluster: cluster mode on this machine (docs/SCALING.md): PostgreSQL and Redis (started
-## if installed and down), `runsfu --workers 2`, daphne on PORT and PORT+1. Ctrl-C stops all.
+## if installed and down), `runsfu --workers 2`, daphne on PORT and PORT+1. Ctrl-C (SIGINT) or
+## SIGTERM stops all; a clean stop exits 0 (make, if signalled itself, says nothing more).
 CLUSTER_DATABASE ?= onair
 CLUSTER_ENV := DATABASE_URL=postgres://postgres@127.0.0.1:5432/$(CLUSTER_DATABASE) \
 	REDIS_URL=redis://127.0.0.1:6379/0 ONAIR_SFU_MODE=cluster
@@ -42,7 +43,8 @@ run-cluster: $(VENV)/.runtime native
 	$(CLUSTER_ENV) $(BIN)/python manage.py migrate --noinput
 	$(CLUSTER_ENV) $(BIN)/python manage.py onair_demo --host $(HOST) --port $(PORT)
 	@export $(CLUSTER_ENV); pids=""; \
-	trap 'kill $$pids 2>/dev/null; wait' EXIT INT TERM; \
+	stop() { kill $$pids 2>/dev/null; status=0; for pid in $$pids; do wait $$pid || status=$$?; done; exit $$status; }; \
+	trap 'kill $$pids 2>/dev/null' EXIT; trap stop INT TERM; \
 	$(BIN)/python manage.py runsfu --workers 2 & pids="$$pids $$!"; \
 	$(BIN)/python -m onair.serve -b $(HOST) -p $$(($(PORT) + 1)) onair.asgi:application & pids="$$pids $$!"; \
 	$(BIN)/python -m onair.serve -b $(HOST) -p $(PORT) onair.asgi:application & pids="$$pids $$!"; \

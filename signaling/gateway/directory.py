@@ -9,6 +9,14 @@ Keys (all under ``<prefix>:sfu:``, the channel layer's prefix, ``onair`` by defa
     worker:<id>:streams     set     ids of the streams it has routers for (origin or edge)
     origin:<stream id>      string  the id of the worker holding the stream's publisher
     gone:<id>               string  claimed by the one worker that announces <id>'s death
+                                    (or by <id> itself, stopping with no live worker left)
+    left                    set     workers that stopped with no live worker to announce
+                                    them, holding streams: the next one to start moves
+                                    their pages (their ``streams`` and ``origins`` sets)
+    worker:<id>:origins     set     of a left worker: the streams it was the origin of
+
+A clean stop of the whole cluster leaves no worker in ``workers`` and no ``origin:`` key;
+a worker that held no stream leaves nothing (``gone:`` expires).
 
 WHIP/WHEP session resources are under the same prefix (``signaling.http_session_store``);
 stream state and viewer counts are not in Redis: they are in the database.
@@ -118,6 +126,10 @@ class WorkerDirectory(RedisKeys):
         )
         return bool(claimed)
 
+    async def gone_claimed(self, worker_id: str) -> bool:
+        """Whether a worker has claimed ``worker_id``'s announcement."""
+        return bool(await self._redis.exists(f"{self._prefix}gone:{worker_id}"))
+
     async def forget(self, worker_id: str) -> list[str]:
         """Drop a dead worker; returns the streams it had routers for."""
         key = f"{self._prefix}worker:{worker_id}:streams"
@@ -127,6 +139,36 @@ class WorkerDirectory(RedisKeys):
             pipe.srem(f"{self._prefix}workers", worker_id)
             await pipe.execute()
         return streams
+
+    async def leave(self, worker_id: str) -> list[str]:
+        """A worker stopping with no live worker left to announce it: out of ``workers``,
+        its origins cleared; listed in ``left`` if it held streams. Returns them."""
+        streams_key = f"{self._prefix}worker:{worker_id}:streams"
+        streams = await self._members(streams_key)
+        origins = [s for s in streams if await self.origin(s) == worker_id]
+        async with self._redis.pipeline(transaction=False) as pipe:
+            pipe.srem(f"{self._prefix}workers", worker_id)
+            for stream_id in origins:
+                pipe.delete(f"{self._prefix}origin:{stream_id}")
+            if origins:
+                pipe.sadd(f"{self._prefix}worker:{worker_id}:origins", *origins)
+            if streams:
+                pipe.sadd(f"{self._prefix}left", worker_id)
+            await pipe.execute()
+        return streams
+
+    async def take_left(self) -> list[tuple[str, list[str], set[str]]]:
+        """The left workers this caller claims (each once in the cluster), forgotten:
+        each one's id, streams and the streams it was the origin of."""
+        taken = []
+        for worker_id in await self._members(f"{self._prefix}left"):
+            if not await self._redis.srem(f"{self._prefix}left", worker_id):
+                continue  # another worker took it
+            origins_key = f"{self._prefix}worker:{worker_id}:origins"
+            origins = set(await self._members(origins_key))
+            await self._redis.delete(origins_key)
+            taken.append((worker_id, await self.forget(worker_id), origins))
+        return taken
 
     async def add_stream(self, worker_id: str, stream_id: str) -> None:
         await self._redis.sadd(f"{self._prefix}worker:{worker_id}:streams", stream_id)

@@ -56,6 +56,9 @@ EDGE_IDLE_SECONDS = 10.0
 STOP_CLOSE_SECONDS = 2.0  # for the work a stopping worker's routers set off
 SLOW_REQUEST_SECONDS = 2.0
 SESSION_REFRESH_SECONDS = SESSION_TTL_SECONDS / 3
+# How long a stopping worker waits for a live one to announce it before it does itself:
+# a few heartbeats, in which every live worker looks for departed ones.
+LEAVE_ANNOUNCE_SECONDS = 3 * HEARTBEAT_SECONDS
 
 
 def max_viewers_per_worker() -> int:
@@ -144,10 +147,27 @@ class SfuWorker:
         if self._beating is not None:
             self._beating.cancel()  # before leaving the registry: a beat would rejoin it
         await self.directory.deregister(self.id)
+        deregistered = time.monotonic()
         await self.local.stopping()
         self.node.close_pipes()
         await self.local.close_all(wait_seconds=STOP_CLOSE_SECONDS)
+        await self._leave_directory(since=deregistered)
         await self._tasks.cancel()
+
+    async def _leave_directory(self, *, since: float) -> None:
+        """A live worker announces this one's departure (and moves its pages); with none
+        left (the whole cluster stopping) this one leaves the directory itself, so that no
+        start announces it as dead: its broadcasts' origins are cleared, and what it held
+        is listed as left for the next worker to move the pages of."""
+        while not await self.directory.gone_claimed(self.id):
+            alone = all(worker.id == self.id for worker in await self.directory.workers())
+            if alone or time.monotonic() - since > LEAVE_ANNOUNCE_SECONDS:
+                if await self.directory.claim_gone(self.id):
+                    streams = await self.directory.leave(self.id)
+                    await reactions.sessions_end_for_worker(worker_id=self.id)
+                    logger.info("sfu worker %s left (streams %s)", self.id, streams)
+                return
+            await asyncio.sleep(HEARTBEAT_SECONDS / 5)
 
     async def _reconcile(self) -> None:
         """A worker starting: a broadcast live in the database that no worker publishes
@@ -155,6 +175,13 @@ class SfuWorker:
         period, then ends unless its publisher came back somewhere."""
         for stream_id in await database_sync_to_async(stream_ids_live)():
             self._tasks.spawn(self._end_unless_republished(str(stream_id)))
+        # Workers that stopped with no other to announce them: their pages move here.
+        for worker_id, streams, origins in await self.directory.take_left():
+            logger.info("sfu worker %s had stopped; moving its pages (%s)", worker_id, streams)
+            for stream_id in streams:
+                await reactions.worker_gone(
+                    stream_id, worker_id=worker_id, origin=stream_id in origins
+                )
         # Recordings a dead worker of this machine left open (its death announced from
         # another machine, or the whole cluster restarted): finished from their files.
         alive = {worker.id for worker in await self.directory.workers()}
@@ -224,6 +251,14 @@ class SfuWorker:
             await self._close_router(stream_id=stream_id)
         if not await self.directory.claim_gone(worker_id):
             return
+        await self._announce_gone(worker_id)
+        # The recordings it was writing on this machine are finished from their files.
+        self._tasks.spawn(
+            recordings_repair_workers(dead=lambda w: w == worker_id, claimant=self.id)
+        )
+
+    async def _announce_gone(self, worker_id: str) -> None:
+        """Forget a dead worker and tell the pages of its streams (the one claimant)."""
         streams = await self.directory.forget(worker_id)
         logger.warning(
             "sfu worker %s gone (streams %s); announced by %s", worker_id, streams, self.id
@@ -238,10 +273,6 @@ class SfuWorker:
         # Its WHIP/WHEP peers are gone with it: its WHEP viewers are uncounted now (its
         # watch pages stay counted: they move), and the sessions kept as ended.
         await reactions.sessions_end_for_worker(worker_id=worker_id)
-        # The recordings it was writing on this machine are finished from their files.
-        self._tasks.spawn(
-            recordings_repair_workers(dead=lambda w: w == worker_id, claimant=self.id)
-        )
 
     async def _end_unless_republished(self, stream_id: str) -> None:
         """The grace period the dead origin was keeping for its publisher, kept here: a
