@@ -39,4 +39,5 @@ urlpatterns = [
     path("api/docs/", SpectacularSwaggerView.as_view(url_name="api-schema"), name="api-docs"),
     path("healthz", views.health, name="health"),
     path("metrics", metrics_view, name="metrics"),
+    path("readyz", views.ready, name="ready"),
 ]

@@ -1,4 +1,4 @@
-"""Site-wide pages that belong to no single app: sign-up and the health check."""
+"""Site-wide pages that belong to no single app: sign-up, the health and readiness checks."""
 
 from __future__ import annotations
 
@@ -18,6 +18,7 @@ from rest_framework.reverse import reverse as api_reverse
 from rest_framework.views import APIView
 
 from onair.conf import onair_settings
+from onair.readiness import readiness_check
 
 
 def signup(request: HttpRequest) -> HttpResponse:
@@ -41,6 +42,24 @@ def health(request: HttpRequest) -> JsonResponse:
     with connection.cursor() as cursor:
         cursor.execute("SELECT 1")
     return JsonResponse({"status": "ok"})
+
+
+@never_cache
+async def ready(request: HttpRequest) -> JsonResponse:
+    """For load balancers and orchestrators: 200 when this process can serve (its database,
+    its channel layer and, in cluster mode, a live SFU worker answer), else 503 naming what
+    failed (``onair.readiness``)."""
+    readiness = await readiness_check()
+    body: dict[str, object] = {
+        "status": "ready" if readiness.ready else "unready",
+        "checks": readiness.checks,
+    }
+    if not readiness.ready:
+        body["failed"] = readiness.failed
+    response = JsonResponse(body, status=200 if readiness.ready else 503)
+    # Django logs every 5xx as an ERROR; readiness logs its own changes, once each.
+    response._has_been_logged = True  # type: ignore[attr-defined]
+    return response
 
 
 class ApiRootApi(APIView):
