@@ -81,7 +81,9 @@ async def _channel_layer() -> None:
     layer = get_channel_layer()
     if layer is None:
         raise RuntimeError("no channel layer")
-    channel = await layer.new_channel(prefix="readiness")
+    # The default prefix, as the consumers' channels: channels-redis reads a process's
+    # channels through one list per prefix, and another prefix waits behind their reads.
+    channel = await layer.new_channel()
     await layer.send(channel, {"type": "readiness.ping"})
     message = await layer.receive(channel)
     if message.get("type") != "readiness.ping":
