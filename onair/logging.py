@@ -1,9 +1,13 @@
-"""Structured logs: a line per event, with the ``extra={...}`` fields as ``key=value``."""
+"""Structured logs: a line per event, with the ``extra={...}`` fields (and the log context's
+ids, ``onair.logcontext``) as ``key=value``, or, with ``LOG_FORMAT=json``, one JSON object
+per line."""
 
 from __future__ import annotations
 
+import json
 import logging
 import re
+from datetime import UTC, datetime
 
 from django.core.exceptions import ImproperlyConfigured
 
@@ -24,6 +28,34 @@ class KeyValueFormatter(logging.Formatter):
         if not fields:
             return line
         return line + " " + " ".join(f"{key}={value}" for key, value in sorted(fields.items()))
+
+
+class JsonFormatter(logging.Formatter):
+    """``{"time": "2026-11-25T22:30:00.000+00:00", "level": "INFO", "logger": "sfu.router",
+    "message": "viewer joined", "router_id": "7", "session": "whep-…", …}``: the fields of
+    ``KeyValueFormatter``'s line, the traceback as ``exc``."""
+
+    def format(self, record: logging.LogRecord) -> str:
+        entry: dict[str, object] = {
+            "time": datetime.fromtimestamp(record.created, UTC).isoformat(timespec="milliseconds"),
+            "level": record.levelname,
+            "logger": record.name,
+            "message": record.getMessage(),
+        }
+        for key, value in sorted(vars(record).items()):
+            if key not in _STANDARD and key not in entry:
+                plain = isinstance(value, str | int | float | bool | type(None))
+                entry[key] = value if plain else str(value)
+        if record.exc_info and not record.exc_text:
+            record.exc_text = self.formatException(record.exc_info)
+        if record.exc_text:
+            entry["exc"] = record.exc_text
+        if record.stack_info:
+            entry["stack"] = self.formatStack(record.stack_info)
+        return json.dumps(entry, ensure_ascii=False)
+
+
+LOG_FORMATS = ("plain", "json")
 
 
 # What must never reach a log: WHIP/WHEP session tokens (the capability in a session URL),

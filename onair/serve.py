@@ -48,6 +48,7 @@ from daphne.cli import CommandLineInterface
 from daphne.http_protocol import HTTPFactory, WebRequest
 from daphne.server import Server
 from daphne.ws_protocol import WebSocketFactory, WebSocketProtocol
+from django.conf import settings as django_settings
 from twisted.internet import defer, reactor
 from twisted.internet.interfaces import IPushProducer
 from zope.interface import implementer
@@ -81,6 +82,28 @@ STALLED_RESPONSE_SECONDS = 60.0
 logger = logging.getLogger("onair.serve")  # also when run as __main__
 
 ActionLogger = Callable[[str, str, dict[str, Any]], None]
+
+
+_access = logging.getLogger("onair.access")
+_WEBSOCKET_ACTIONS = {
+    "connecting": "WSCONNECTING",
+    "rejected": "WSREJECT",
+    "connected": "WSCONNECT",
+    "disconnected": "WSDISCONNECT",
+}
+
+
+def access_records(protocol: str, action: str, details: dict[str, Any]) -> None:
+    """daphne's access log as log records of ``onair.access`` (``LOG_FORMAT=json``: one
+    JSON line per request like every other event, rather than daphne's NCSA lines)."""
+    if protocol == "http" and action == "complete":
+        request = f"{details['method']} {details['path']}"
+        fields = {"status": details["status"], "size": details["size"]}
+    elif protocol == "websocket" and action in _WEBSOCKET_ACTIONS:
+        request, fields = f"{_WEBSOCKET_ACTIONS[action]} {details['path']}", {}
+    else:
+        return
+    _access.info(request, extra={"client": details.get("client"), **fields})
 
 
 def redacting(logger: ActionLogger) -> ActionLogger:
@@ -280,6 +303,8 @@ class OnAirServer(Server):
     def __init__(
         self, *args: Any, action_logger: ActionLogger | None = None, **kwargs: Any
     ) -> None:
+        if action_logger is not None and django_settings.LOG_FORMAT == "json":
+            action_logger = access_records
         super().__init__(
             *args, action_logger=redacting(action_logger) if action_logger else None, **kwargs
         )

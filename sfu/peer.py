@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import asyncio
+import logging
 import uuid
 from collections.abc import Callable
 
@@ -18,6 +19,8 @@ from sfu import aiortc_adapter
 from sfu.errors import NegotiationError
 from sfu.ice import IceCandidate, parse_ice_candidate
 from sfu.ice_config import HostNetwork, configure_ice
+
+logger = logging.getLogger(__name__)
 
 _LOST_STATES = ("failed", "closed")
 
@@ -136,5 +139,6 @@ class Peer:
         if state == "connected":
             self._cancel_deadline()
             self.connected.set()
+            logger.info("peer connected", extra={"peer": type(self).__name__, "peer_id": self.id})
         elif state in _LOST_STATES and not self._closing:
             self._lose("disconnected")

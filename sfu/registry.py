@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import contextvars
 from collections.abc import Callable
 
 from sfu.events import RouterClosed, SfuEvent
@@ -50,7 +51,9 @@ class RouterRegistry:
     def get_or_create(self, broadcast_id: str) -> Router:
         router = self._routers.get(broadcast_id)
         if router is None:
-            router = Router(self.options, router_id=broadcast_id)
+            # In a context of its own: the tasks it starts for itself outlive the request
+            # that made it, and must not carry that request's context (its log ids).
+            router = contextvars.Context().run(Router, self.options, router_id=broadcast_id)
             self.add(router)
         return router
 

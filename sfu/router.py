@@ -285,6 +285,7 @@ class Router:
             raise
         viewer._arm_connect_deadline(self.options.connect_timeout_seconds)
         self._viewers[viewer.id] = viewer
+        logger.info("viewer joined", extra={"router_id": self.id, "viewer_id": viewer.id})
         self.events.emit(ViewerJoined(router_id=self.id, viewer_id=viewer.id))
         for track in self.tracks:
             await self._consume_track(viewer, track)

@@ -33,6 +33,7 @@ from onair.exceptions import (
     ServiceUnavailableError,
     TooManyRequestsError,
 )
+from onair.logcontext import log_context_set, public_session_id
 from onair.metrics import signaling_errors, signaling_messages
 from recordings.selectors import recording_active
 from signaling.chat import ChatSession
@@ -133,6 +134,8 @@ class _StreamConsumer(AsyncWebsocketConsumer):
         self.bucket = _TokenBucket(_RATE_PER_SECOND, _RATE_BURST)
         self.counted_address: str | None = None
         slug = self.scope["url_route"]["kwargs"]["slug"]
+        # This socket's lines, and those of the SFU work it sets off (onair.logcontext).
+        log_context_set(stream=slug, session=public_session_id(f"ws-{self.role.value}"))
         await self.accept()
         if len(_all_sockets) >= max_websockets():
             await self.refuse(
@@ -617,6 +620,7 @@ class WatchConsumer(_StreamConsumer):
             return
         self.viewer_id = result.viewer_id
         self.offer_pending = True
+        logger.info("viewer offered", extra={"viewer_id": result.viewer_id})
         await self.send_json("offer", sdp=result.sdp, renegotiate=False)
 
     async def viewer_offer(self, offer_sdp: str) -> None:

@@ -28,6 +28,7 @@ from onair.exceptions import (
     ServiceUnavailableError,
     UnsupportedMediaTypeError,
 )
+from onair.logcontext import log_context_set, public_session_id
 from onair.metrics import http_session_requests
 from signaling.groups import stream_payload
 from signaling.http_session_store import HttpSession, SessionKind
@@ -65,6 +66,7 @@ Handler = Callable[[], Awaitable[HttpResponse]]
 @csrf_exempt
 async def whip_endpoint(request: HttpRequest, slug: str) -> HttpResponse:
     async def post() -> HttpResponse:
+        log_context_set(stream=slug, session=public_session_id("whip"))
         stream, key_id = await whip_stream_get(slug=slug, bearer=_bearer(request))
         session = await whip_session_start(
             stream=stream, offer_sdp=_body(request, SDP), key_id=key_id, client=_client(request)
@@ -79,6 +81,7 @@ async def whip_endpoint(request: HttpRequest, slug: str) -> HttpResponse:
 @csrf_exempt
 async def whep_endpoint(request: HttpRequest, slug: str) -> HttpResponse:
     async def post() -> HttpResponse:
+        log_context_set(stream=slug, session=public_session_id("whep"))
         user = await request.auser()
         stream, key_id = await whep_stream_get(slug=slug, user=user, bearer=_bearer(request))
         offer = _body(request, SDP)

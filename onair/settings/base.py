@@ -5,7 +5,10 @@ from __future__ import annotations
 from pathlib import Path
 from typing import Any
 
+from django.core.exceptions import ImproperlyConfigured
+
 from onair.conf import environment_overrides
+from onair.logging import LOG_FORMATS
 from onair.settings.env import (
     caches,
     channel_layers,
@@ -155,6 +158,11 @@ SPECTACULAR_SETTINGS = {
     },
 }
 
+# ``plain``: a key=value line per event; ``json``: one JSON object per line (onair/logging.py).
+LOG_FORMAT = env_str("LOG_FORMAT", "plain")
+if LOG_FORMAT not in LOG_FORMATS:
+    raise ImproperlyConfigured(f"LOG_FORMAT must be one of {', '.join(LOG_FORMATS)}.")
+
 LOGGING: dict[str, Any] = {
     "version": 1,
     "disable_existing_loggers": False,
@@ -162,17 +170,19 @@ LOGGING: dict[str, Any] = {
         "plain": {
             "()": "onair.logging.KeyValueFormatter",
             "format": "%(asctime)s %(levelname)s %(name)s %(message)s",
-        }
+        },
+        "json": {"()": "onair.logging.JsonFormatter"},
     },
     "filters": {
+        "context": {"()": "onair.logcontext.LogContext"},
         "redact": {"()": "onair.logging.RedactSecrets"},
         "suspicious_as_warnings": {"()": "onair.logging.SuspiciousRequestsAsWarnings"},
     },
     "handlers": {
         "console": {
             "class": "logging.StreamHandler",
-            "formatter": "plain",
-            "filters": ["redact", "suspicious_as_warnings"],
+            "formatter": LOG_FORMAT,
+            "filters": ["context", "redact", "suspicious_as_warnings"],
         }
     },
     "root": {"handlers": ["console"], "level": env_str("LOG_LEVEL", "WARNING")},

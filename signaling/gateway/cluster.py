@@ -31,6 +31,7 @@ from onair.exceptions import (
     ServiceUnavailableError,
     TooManyRequestsError,
 )
+from onair.logcontext import log_context
 from sfu.tasks import TaskSet
 from signaling.gateway.contract import (
     NO_BROADCAST,
@@ -109,7 +110,13 @@ async def tell(
     **params: Any,
 ) -> None:
     """Send a request without waiting for (or, without ``reply_to``, wanting) an answer."""
-    message = {"type": REQUEST_TYPE, "method": method, "params": params, "reply_to": reply_to}
+    message = {
+        "type": REQUEST_TYPE,
+        "method": method,
+        "params": params,
+        "reply_to": reply_to,
+        "log": log_context(),  # the worker's lines for this request carry the same ids
+    }
     try:
         await layer.send(channel, message)
     except ChannelFull as exc:

@@ -32,6 +32,7 @@ from channels.layers import BaseChannelLayer, get_channel_layer
 from broadcast.selectors import stream_ids_live
 from onair.conf import onair_settings
 from onair.exceptions import ApplicationError
+from onair.logcontext import log_context_set
 from sfu.cluster import ClusterNode, EncodedTracks
 from sfu.tasks import TaskSet
 from signaling.gateway import reactions
@@ -115,6 +116,7 @@ class SfuWorker:
         if layer is None:
             raise SfuUnavailableError("Cluster mode needs the Redis channel layer.")
         self._layer = layer
+        log_context_set(worker=self.id)  # on every line of this task and those it starts
         await self.local.open_ice_port()
         self.channel = await layer.new_channel()
         await self.directory.heartbeat(self.info())
@@ -296,6 +298,13 @@ class SfuWorker:
     # --- requests --------------------------------------------------------------------------
 
     async def _serve(self, message: dict[str, Any]) -> None:
+        # This request's lines, and the SFU's for the peers it makes, carry the ids of the
+        # request that sent it (onair.logcontext); its task has a context of its own.
+        log = message.get("log") or {}
+        log_context_set(
+            worker=self.id,
+            **{name: str(log[name]) for name in ("stream", "session") if name in log},
+        )
         method = str(message.get("method", ""))
         reply_to = message.get("reply_to")
         response: dict[str, Any]
