@@ -39,6 +39,7 @@ import asyncio
 import json
 import logging
 import os
+import re
 import threading
 from collections import deque
 from collections.abc import Callable
@@ -146,6 +147,15 @@ def too_large_response(limit: int) -> bytes:
 # message on the application's asyncio.Queue.
 
 
+# FFmpeg's WHIP muxer (libavformat/whip.c, FFmpeg 8 and 9) opens its session DELETE as an
+# upload and never reads the response's head: it parses the status line as a chunk size
+# ("HTTP/1.1 200 OK" reads as 0, the last chunk), then fails on any response with "Failed to
+# read response from DELETE … ret=-5"; only a connection closed with no response reads as
+# its end. A session DELETE from FFmpeg that succeeded is closed that way.
+_FFMPEG_AGENT = b"Lavf/"
+_SESSION_PATH = re.compile(rb"^/(?:whip|whep)/[-\w]+/[A-Za-z0-9_-]{43}$")
+
+
 class BoundedRequest(WebRequest):
     """daphne's request, refusing a body over its server's ``max_request_bytes`` (``0``: no
     limit) as it arrives."""
@@ -153,6 +163,7 @@ class BoundedRequest(WebRequest):
     received = 0
     refused = False
     flow: ResponseFlow | None = None
+    unanswered = False  # an FFmpeg session DELETE: closed without its (2xx) response
 
     def gotLength(self, length: int | None) -> None:
         limit = self.server.max_request_bytes
@@ -181,8 +192,20 @@ class BoundedRequest(WebRequest):
     def handle_reply(self, message: dict[str, Any]) -> None:
         """daphne's, with a streamed body's flow control (``ResponseFlow``): registered
         before its first piece is written, unregistered before its last (twisted's
-        ``finish`` complains of a producer left registered)."""
-        if message.get("type") == "http.response.body" and not self.finished and self.channel:
+        ``finish`` complains of a producer left registered); and FFmpeg's session DELETE
+        answered as it reads it (``_FFMPEG_AGENT``)."""
+        if self.finished or self.channel is None:
+            return
+        if message.get("type") == "http.response.start" and self._ffmpeg_session_end(message):
+            self.unanswered = True
+            self.setResponseCode(message["status"])  # for the access log
+            return
+        if self.unanswered:
+            if not message.get("more_body", False):
+                self.channel.loseConnection()
+                self._log_complete(self.code, 0)
+            return
+        if message.get("type") == "http.response.body":
             streaming = message.get("more_body", False)
             if streaming and self.flow is None:
                 self.flow = ResponseFlow()
@@ -190,6 +213,35 @@ class BoundedRequest(WebRequest):
             elif not streaming and self.producer is not None:
                 self.unregisterProducer()
         super().handle_reply(message)
+
+    def _ffmpeg_session_end(self, message: dict[str, Any]) -> bool:
+        agent = self.getHeader(b"user-agent") or b""
+        return (
+            self.method == b"DELETE"
+            and agent.startswith(_FFMPEG_AGENT)
+            and 200 <= int(message.get("status", 0)) < 300
+            and _SESSION_PATH.match(self.path) is not None
+        )
+
+    def _log_complete(self, status: int, size: int) -> None:
+        """The access log's line of a response daphne did not write."""
+        channel = self.channel
+        parsed = self.path is not None  # a refused request was not: its channel has its line
+        path: bytes = self.path if parsed else getattr(channel, "_path", b"")
+        method: bytes = self.method if parsed else getattr(channel, "_command", b"")
+        client = self.getClientAddress()
+        self.server.log_action(
+            "http",
+            "complete",
+            {
+                "path": path.decode("ascii", "replace"),
+                "status": status,
+                "method": method.decode("ascii", "replace"),
+                "client": f"{getattr(client, 'host', '')}:{getattr(client, 'port', '')}",
+                "time_taken": 0.0,
+                "size": size,
+            },
+        )
 
     async def drained(self) -> None:
         """Returns once the connection can take more of the response (at once, unless
@@ -214,19 +266,7 @@ class BoundedRequest(WebRequest):
         channel = self.channel
         channel.transport.write(response)
         channel.loseConnection()
-        client = self.getClientAddress()
-        self.server.log_action(
-            "http",
-            "complete",
-            {
-                "path": getattr(channel, "_path", b"").decode("ascii", "replace"),
-                "status": 413,
-                "method": getattr(channel, "_command", b"").decode("ascii", "replace"),
-                "client": f"{getattr(client, 'host', '')}:{getattr(client, 'port', '')}",
-                "time_taken": 0.0,
-                "size": len(response),
-            },
-        )
+        self._log_complete(413, len(response))
 
 
 @implementer(IPushProducer)

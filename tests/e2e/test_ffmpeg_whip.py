@@ -13,9 +13,11 @@ expiry three times over, as a minute did at the 5 s interval."""
 from __future__ import annotations
 
 import itertools
+import json
 import os
 import subprocess
 import time
+import urllib.request
 from collections.abc import Iterator
 
 import pytest
@@ -154,3 +156,26 @@ def test_a_killed_encoder_restarted_takes_over_and_viewers_resume(
             if encoder.poll() is None:
                 encoder.terminate()
                 encoder.wait(10)
+
+
+def test_ffmpeg_ends_its_broadcast_and_reads_the_answer(onair_server: OnAirServer) -> None:
+    """FFmpeg's DELETE at the end of its input ends the broadcast, and FFmpeg reads the
+    answer cleanly: it printed "Failed to read response from DELETE … ret=-5" for any HTTP
+    response (onair/serve.py, ``_FFMPEG_AGENT``); other clients' DELETEs get their 200
+    (tests/signaling/test_whip.py)."""
+    server = onair_server
+    _restart_demo_stream(server)
+    command = ffmpeg_whip_command(
+        server.url(f"/whip/{server.demo_slug}"), server.demo_stream_key, 3
+    )
+    command[command.index("warning")] = "info"  # its "Dispose resource … ok" too
+    ended = subprocess.run(command, capture_output=True, text=True, timeout=60)
+    assert ended.returncode == 0, ended.stderr
+    assert "Failed to read response from DELETE" not in ended.stderr, ended.stderr
+    assert "Failed to dispose resource" not in ended.stderr, ended.stderr
+    assert "Dispose resource" in ended.stderr, ended.stderr
+    with urllib.request.urlopen(server.url(f"/whep/{server.demo_slug}/state"), timeout=10) as r:
+        state = json.load(r)
+    assert (state["state"], state["end_reason"]) == ("ended", "publisher"), state
+    # The access log has the DELETE, answered 200 by the application, its token redacted.
+    assert f'"DELETE /whip/{server.demo_slug}/<token>" 200' in server.log(), server.log()[-2000:]
