@@ -151,7 +151,9 @@ def too_large_response(limit: int) -> bytes:
 # upload and never reads the response's head: it parses the status line as a chunk size
 # ("HTTP/1.1 200 OK" reads as 0, the last chunk), then fails on any response with "Failed to
 # read response from DELETE … ret=-5"; only a connection closed with no response reads as
-# its end. A session DELETE from FFmpeg that succeeded is closed that way.
+# its end. A session DELETE from FFmpeg that succeeded is closed that way, when FFmpeg is the
+# server's own client: a reverse proxy (``--proxy-headers``, or a forwarded request) would
+# answer FFmpeg the closed connection with its own 502 and log an error with the session URL.
 _FFMPEG_AGENT = b"Lavf/"
 _SESSION_PATH = re.compile(rb"^/(?:whip|whep)/[-\w]+/[A-Za-z0-9_-]{43}$")
 
@@ -216,9 +218,13 @@ class BoundedRequest(WebRequest):
 
     def _ffmpeg_session_end(self, message: dict[str, Any]) -> bool:
         agent = self.getHeader(b"user-agent") or b""
+        proxied = bool(self.server.proxy_forwarded_address_header) or self.requestHeaders.hasHeader(
+            b"x-forwarded-for"
+        )
         return (
             self.method == b"DELETE"
             and agent.startswith(_FFMPEG_AGENT)
+            and not proxied
             and 200 <= int(message.get("status", 0)) < 300
             and _SESSION_PATH.match(self.path) is not None
         )

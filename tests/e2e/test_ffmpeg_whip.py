@@ -12,6 +12,8 @@ expiry three times over, as a minute did at the 5 s interval."""
 
 from __future__ import annotations
 
+import asyncio
+import http.client
 import itertools
 import json
 import os
@@ -23,11 +25,13 @@ from collections.abc import Iterator
 import pytest
 from playwright.sync_api import Page
 
-from tests.daphne import log_errors
+from testpeers import TestPublisher
+from tests.daphne import http_request, log_errors
 from tests.e2e.conftest import OnAirServer, running_server
 from tests.e2e.fast_consent_asgi import CONSENT_INTERVAL_SECONDS
 from tests.e2e.test_live import _restart_demo_stream, _wait_for_frames
 from tests.e2e.test_whip_whep import ThreadedPeer
+from tests.signaling.http_clients import SDP
 
 imageio_ffmpeg = pytest.importorskip("imageio_ffmpeg")
 
@@ -179,3 +183,39 @@ def test_ffmpeg_ends_its_broadcast_and_reads_the_answer(onair_server: OnAirServe
     assert (state["state"], state["end_reason"]) == ("ended", "publisher"), state
     # The access log has the DELETE, answered 200 by the application, its token redacted.
     assert f'"DELETE /whip/{server.demo_slug}/<token>" 200' in server.log(), server.log()[-2000:]
+
+
+async def test_through_a_proxy_ffmpegs_delete_gets_its_200(onair_server: OnAirServer) -> None:
+    """A forwarded request (a reverse proxy's): FFmpeg's DELETE is answered, as anyone's, since
+    a proxy would turn the closed connection into its own 502 and an error line naming the
+    session URL. Without the proxy's header, the same DELETE gets no response."""
+    server = onair_server
+    await asyncio.to_thread(_restart_demo_stream, server)
+    ffmpeg = {"User-Agent": "Lavf/62.3.100", "Authorization": f"Bearer {server.demo_stream_key}"}
+    publishers = [TestPublisher(), TestPublisher()]
+    try:
+        sessions = []
+        for publisher in publishers:
+            created = await asyncio.to_thread(
+                http_request,
+                "POST",
+                server.url(f"/whip/{server.demo_slug}"),
+                await publisher.create_offer(),
+                {"Authorization": f"Bearer {server.demo_stream_key}", "Content-Type": SDP},
+                timeout=30,
+            )
+            assert created.status == 201, created
+            sessions.append(server.url(created.headers["Location"]))
+        proxied = await asyncio.to_thread(
+            http_request,
+            "DELETE",
+            sessions[0],
+            headers={**ffmpeg, "X-Forwarded-For": "192.0.2.7"},
+            timeout=10,
+        )
+        assert proxied.status == 200
+        with pytest.raises(http.client.RemoteDisconnected):
+            await asyncio.to_thread(http_request, "DELETE", sessions[1], headers=ffmpeg, timeout=10)
+    finally:
+        for publisher in publishers:
+            await publisher.close()
