@@ -19,10 +19,11 @@ import psycopg
 import pytest
 
 from onair.environment import app_environment
-from testpeers import TestPublisher, TestViewer
+from testpeers import TestPublisher, TestViewer, wait_until
 from tests.cluster import CLUSTER_SKIP, POSTGRES_URL, REDIS_URL, Cluster, http, stop
 from tests.daphne import ROOT, log_errors
 from tests.e2e.conftest import running_server
+from tests.signaling.test_sfu_cluster import Watcher
 
 pytestmark = pytest.mark.slow
 
@@ -33,9 +34,11 @@ def _records(text: str) -> list[dict[str, Any]]:
     return [json.loads(line) for line in text.splitlines() if line.startswith("{")]
 
 
-async def _broadcast_and_watch(base_url: str, slug: str, key: str) -> str:
-    """A WHIP publisher and a WHEP viewer decoding it; the viewer's session URL."""
+async def _broadcast_and_watch(base_url: str, slug: str, key: str, watch_page: bool = False) -> str:
+    """A WHIP publisher and a WHEP viewer decoding it (and a watch page's, over its
+    WebSocket, with ``watch_page``); the WHEP viewer's session URL."""
     publisher, viewer = TestPublisher(), TestViewer()
+    watcher = Watcher(base_url, slug)
     try:
         published = await http(
             "POST",
@@ -54,8 +57,14 @@ async def _broadcast_and_watch(base_url: str, slug: str, key: str) -> str:
         assert watched.status == 201, watched
         await viewer.accept_answer(watched.body)
         assert await viewer.wait_for_frames(video=10, within=15)
+        if watch_page:
+            await watcher.open()
+            await watcher.send("watch")
+            await watcher.expect("offer")
+            assert await wait_until(lambda: watcher.frames >= 10, 15)
         return watched.headers["Location"]
     finally:
+        await watcher.close()
         await viewer.close()
         await publisher.close()
         await asyncio.sleep(0.5)  # their ends logged
@@ -138,7 +147,7 @@ def test_in_cluster_mode_the_workers_lines_carry_the_viewers_session(
 ) -> None:
     cluster = json_cluster
     slug, _, key = cluster.new_stream("JSON logs")
-    asyncio.run(_broadcast_and_watch(cluster.daphne[0], slug, key))
+    asyncio.run(_broadcast_and_watch(cluster.daphne[0], slug, key, watch_page=True))
     for process in cluster.processes:
         stop(process)
     daphne_log = next(cluster.workdir.glob("daphne-*.log")).read_text()
@@ -155,6 +164,17 @@ def test_in_cluster_mode_the_workers_lines_carry_the_viewers_session(
     worker_ids = {r.get("worker") for r in in_worker}
     assert len(worker_ids) == 1
     assert next(iter(worker_ids), "").startswith("w")
+    # The watch page's viewer, from its WebSocket's lines to the worker's.
+    offered = [r for r in daphne_records if r["message"] == "viewer offered"]
+    assert len(offered) == 1, offered
+    page_session = offered[0]["session"]
+    assert page_session.startswith("ws-viewer-")
+    page_lines = [r for r in worker_records if r.get("session") == page_session]
+    joined = [r for r in page_lines if r["message"] == "viewer joined"]
+    assert len(joined) == 1, page_lines
+    # the session id the page's gateway holds: the worker's id and the SFU's viewer's
+    assert offered[0]["viewer_id"] == f"{joined[0]['worker']}.{joined[0]['viewer_id']}"
+    assert any(r["message"] == "peer connected" for r in page_lines), page_lines
 
 
 def test_an_unknown_log_format_stops_the_server_as_it_starts(tmp_path: Path) -> None:
