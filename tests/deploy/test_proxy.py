@@ -410,6 +410,10 @@ def test_pages_and_static_files_are_served_over_tls(stack: Stack) -> None:
     assert direct.getresponse().status == 404
     direct.close()
 
+    ready = stack.request("GET", "/readyz")
+    assert ready.status == 200, ready.body
+    assert json.loads(ready.body)["status"] == "ready"
+
     redirected = stack.request("GET", f"/watch/{stack.slug}/", port=stack.http_port)
     assert redirected.status == 301
     assert redirected.header("Location") == f"https://{HOST}/watch/{stack.slug}/"
@@ -658,6 +662,10 @@ async def test_the_cluster_recipe_behind_the_proxy(cluster_stack: Stack) -> None
     stack = cluster_stack
     publisher, watcher, player = TestPublisher(), TestViewer(), TestViewer()
     key = {"Authorization": f"Bearer {stack.stream_key}"}
+    for _ in stack.daphne_ports:  # each process, as nginx takes turns
+        ready = stack.request("GET", "/readyz")
+        assert ready.status == 200, ready.body
+        assert "sfu_workers" in json.loads(ready.body)["checks"], ready.body
     try:
         offer = (await publisher.create_offer()).encode()
         published = await asyncio.to_thread(
