@@ -387,8 +387,8 @@ class OnAirServer(Server):
         from signaling.lifecycle import embedded_sfu_started
         from webhooks.delivery import deliver_forever
 
-        loop_lag_watch()
-
+        # the reactor calls this before its loop runs: the watch starts on its first turn
+        asyncio.get_event_loop().call_soon(loop_lag_watch)
         task = asyncio.ensure_future(embedded_sfu_started())
         task.add_done_callback(_log_failure)
         self.retention = asyncio.ensure_future(expire_periodically())

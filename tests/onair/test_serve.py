@@ -81,7 +81,10 @@ def server(tmp_path_factory: pytest.TempPathFactory) -> Iterator[tuple[Server, s
     session, no connection, nothing spooled), started once instead of once a test; without
     TURN, which these tests do not need and whose unanswered allocations slow every peer."""
     with make_run_server(
-        tmp_path_factory.mktemp("serve"), ONAIR_TURN_URLS="", ONAIR_TURN_SECRET=""
+        tmp_path_factory.mktemp("serve"),
+        ONAIR_TURN_URLS="",
+        ONAIR_TURN_SECRET="",
+        ONAIR_METRICS_ALLOWED_ADDRESSES="127.0.0.1",
     ) as served:
         yield served
 
@@ -153,6 +156,21 @@ async def test_a_chunked_body_is_cut_off_once_past_the_limit(
     assert body == TOO_LARGE
     # ...and let go of it.
     assert await wait_until(lambda: not _deleted_files(served.pid), 10), _deleted_files(served.pid)
+    _assert_no_error_logged(served)
+
+
+def test_metrics_measure_the_event_loop_from_the_start(server: tuple[Server, str]) -> None:
+    """The lag watch starts with the server, not with the first scrape (docs/METRICS.md)."""
+    served, _ = server
+    time.sleep(0.6)  # at least one of the watch's 0.5 s intervals since the server started
+    status, headers, body = served.request("GET", "/metrics")
+    assert status == 200
+    assert headers["Content-Type"].startswith("text/plain; version=")
+    lag = next(
+        line for line in body.splitlines() if line.startswith("onair_event_loop_lag_seconds_count")
+    )
+    assert float(lag.split()[1]) >= 1
+    assert "onair_sfu_native_available 1.0" in body
     _assert_no_error_logged(served)
 
 
