@@ -7,6 +7,8 @@ are skipped with the reason, instead of erroring.
 
 from __future__ import annotations
 
+import logging
+import os
 from collections.abc import Callable, Iterator
 from pathlib import Path
 from typing import Any
@@ -21,6 +23,8 @@ from rest_framework.test import APIClient
 
 from broadcast.models import Stream
 from broadcast.services import IssuedKey, stream_create
+from onair.logging import RedactSecrets
+from tests.secret_watch import SECRETS_FILE_ENV, SecretWatch, WatchLines, record_generated_secrets
 
 PASSWORD = "correct-horse-battery"
 
@@ -67,6 +71,41 @@ def pytest_collection_modifyitems(config: pytest.Config, items: list[pytest.Item
     for item in items:
         if item.get_closest_marker("django_db") or "db" in getattr(item, "fixturenames", ()):
             item.add_marker(pytest.mark.skip(reason=reason))
+
+
+_secrets = SecretWatch()
+record_generated_secrets(_secrets.add)  # before any test makes a key or a session
+
+
+@pytest.fixture(scope="session", autouse=True)
+def _no_secret_in_any_log(tmp_path_factory: pytest.TempPathFactory) -> Iterator[None]:
+    """No log line of the run holds a stream key or a session token (tests/secret_watch.py):
+    each line this process's log handler writes is checked as it is written; the processes
+    the suite starts record the tokens they make, and every ``*.log`` under the run's
+    temporary directory is checked at the end. A leak fails the run's last test."""
+    base = tmp_path_factory.getbasetemp()
+    made_elsewhere = base / "generated-secrets.txt"
+    os.environ[SECRETS_FILE_ENV] = str(made_elsewhere)
+    os.environ["PYTHONPATH"] = os.pathsep.join(
+        filter(None, (str(TESTS / "secret_hook"), os.environ.get("PYTHONPATH")))
+    )
+    watchers = [
+        WatchLines(_secrets, handler)
+        for handler in logging.getLogger().handlers
+        if any(isinstance(f, RedactSecrets) for f in handler.filters)
+    ]
+    assert watchers, "no log handler of OnAir's to watch"
+    for watcher in watchers:
+        watcher.handler.addFilter(watcher)
+    yield
+    for watcher in watchers:
+        watcher.handler.removeFilter(watcher)
+    _secrets.load(made_elsewhere)
+    # OnAir's processes' logs; coturn's (the NAT rig's, tests/nat) are not OnAir's to keep clean.
+    logs = [path for path in base.rglob("*.log") if not path.name.startswith("turnserver")]
+    _secrets.check_files(sorted(logs))
+    if _secrets.leaks:
+        pytest.fail("secrets in the logs:\n" + "\n".join(_secrets.leaks[:50]), pytrace=False)
 
 
 @pytest.fixture(scope="session", autouse=True)

@@ -43,7 +43,8 @@ def _free_port_pair() -> int:
 class MakeRunCluster:
     def __init__(self, workdir: Path, database: str, prefix: str) -> None:
         self.port = _free_port_pair()
-        self.log_path = workdir / f"make-{self.port}.log"
+        # Not a .log: its start banner shows the demo stream key, as it does for the operator.
+        self.log_path = workdir / f"make-{self.port}.out"
         env = {
             k: v
             for k, v in os.environ.items()
