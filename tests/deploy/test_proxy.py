@@ -532,9 +532,10 @@ async def test_ffmpeg_publishes_and_a_watch_page_and_a_whep_player_watch_through
     """FFmpeg's WHIP over TLS (it verifies the certificate), a watch page's signaling over
     ``wss://`` (and a foreign page's WebSocket refused), an aiortc WHEP player with its session's
     PATCH, OPTIONS and DELETE: all through nginx; the media itself goes to the SFU directly.
-    FFmpeg's own DELETE at its end ends the broadcast."""
+    FFmpeg stopped as a user stops it (``q``) sends its DELETE, which ends the broadcast."""
     encoder = await asyncio.create_subprocess_exec(
-        *ffmpeg_whip_command(f"{stack.origin}/whip/{stack.slug}", stack.stream_key, 15),
+        *ffmpeg_whip_command(f"{stack.origin}/whip/{stack.slug}", stack.stream_key, 120),
+        stdin=subprocess.PIPE,
         stdout=subprocess.PIPE,
         stderr=subprocess.STDOUT,
         env={**os.environ, "SSL_CERT_FILE": stack.tls_ca},
@@ -595,7 +596,7 @@ async def test_ffmpeg_publishes_and_a_watch_page_and_a_whep_player_watch_through
         access = (stack.workdir / "access.log").read_text()
         assert f'"DELETE /whep/{stack.slug}/<token> HTTP/1.1" 200' in access, access[-2000:]
 
-        output = (await asyncio.wait_for(encoder.communicate(), 60))[0]
+        output = (await asyncio.wait_for(encoder.communicate(b"q"), 30))[0]
         assert encoder.returncode == 0, output.decode(errors="replace")
         assert await wait_until(lambda: state() == "ended", 10)
         log = stack.daphne_log()
