@@ -12,7 +12,6 @@ from __future__ import annotations
 import asyncio
 import hmac
 import ipaddress
-import logging
 import weakref
 from collections.abc import Callable
 
@@ -29,8 +28,6 @@ from onair.exceptions import (
     NotFoundError,
     PermissionDeniedError,
 )
-
-logger = logging.getLogger(__name__)
 
 # A ``_created`` series beside every counter and histogram doubles what is stored for a
 # start time Prometheus does not need (it sees resets).
@@ -198,6 +195,10 @@ class MetricsListener:
             await _respond(writer, status, body, content_type)
         except ConnectionError:
             pass  # the scraper went away: nothing to answer
+        except asyncio.CancelledError:
+            # the process stops (its loop cancels what runs): the connection just closes, and
+            # asyncio's stream callback (3.11) would report a cancelled handler as an error
+            pass
         finally:
             self._open -= 1
             writer.close()
