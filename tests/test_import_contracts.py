@@ -19,6 +19,7 @@ PACKAGES = (
     "viewers",
     "recordings",
     "chat",
+    "webhooks",
     "onair",
     "testpeers",
     "bench",
