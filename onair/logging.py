@@ -61,7 +61,8 @@ LOG_FORMATS = ("plain", "json")
 # What must never reach a log: WHIP/WHEP session tokens (the capability in a session URL),
 # stream keys, webhook signing secrets, and bearer/API tokens.
 _SECRETS = (
-    (re.compile(r"(/(?:whip|whep)/[^/\s?#'\"]+/)[^/\s?#'\">]+"), r"\1<token>"),
+    # (not "<token>" again: redacting twice, a message and its field, changes nothing)
+    (re.compile(r"(/(?:whip|whep)/[^/\s?#'\"]+/)[^/\s?#'\"<>]+"), r"\1<token>"),
     (re.compile(r"\bsk_[A-Za-z0-9_-]{8,}"), "sk_<redacted>"),
     (re.compile(r"\bwhsec_[A-Za-z0-9_-]{8,}"), "whsec_<redacted>"),
     (re.compile(r"\b(Bearer|Token)\s+[A-Za-z0-9._~+/=-]{8,}", re.IGNORECASE), r"\1 <redacted>"),

@@ -5,7 +5,7 @@ from django.conf import settings
 from django.test import override_settings
 from django.utils.log import configure_logging
 
-from onair.logging import KeyValueFormatter, RedactSecrets, SuspiciousRequestsAsWarnings
+from onair.logging import KeyValueFormatter, RedactSecrets, SuspiciousRequestsAsWarnings, redact
 
 
 def _record(**extra: object) -> logging.LogRecord:
@@ -43,6 +43,14 @@ def test_the_redacting_filter_takes_secrets_out_of_every_part_of_a_record() -> N
 
     malformed = logging.LogRecord("x", logging.INFO, __file__, 1, "%s %s", ("one",), None)
     assert RedactSecrets().filter(malformed)  # left for logging to report
+
+
+def test_redacting_twice_changes_nothing() -> None:
+    """An access log record is redacted twice (its path, then the record): still one
+    ``<token>``, not ``<token>>``."""
+    once = redact("DELETE /whep/demo/" + "T" * 43 + " 200")
+    assert once == "DELETE /whep/demo/<token> 200"
+    assert redact(once) == once
 
 
 def test_suspicious_requests_are_warnings_without_a_traceback() -> None:
