@@ -28,6 +28,7 @@ import json
 import time
 from collections import OrderedDict
 from dataclasses import asdict, dataclass, replace
+from dataclasses import fields as dataclass_fields
 from enum import StrEnum
 from typing import Protocol
 
@@ -83,6 +84,7 @@ class HttpSession:
     user_id: int | None = None  # who watches (a logged-in WHEP viewer), for its ViewerSession
     key_id: int | None = None  # the stream key a WHIP publisher was let in with
     ended: bool = False  # its peer is gone: kept a while only to answer a late DELETE
+    log_id: str = ""  # its public id in the logs (onair.logcontext), never its token
 
     @property
     def path(self) -> str:
@@ -102,8 +104,11 @@ class HttpSession:
 
     @classmethod
     def from_json(cls, raw: str) -> HttpSession:
-        fields = json.loads(raw)
-        return cls(**{**fields, "kind": SessionKind(fields["kind"])})
+        """A record another version may have written: fields it has that this one has not
+        are left out, and this one's missing there take their defaults."""
+        known = {f.name for f in dataclass_fields(cls)}
+        stored = {name: value for name, value in json.loads(raw).items() if name in known}
+        return cls(**{**stored, "kind": SessionKind(stored["kind"])})
 
 
 def peer_key(kind: SessionKind, sfu_id: str) -> str:

@@ -47,6 +47,7 @@ from onair.exceptions import (
     PreconditionFailedError,
     UnprocessableError,
 )
+from onair.logcontext import log_context
 from signaling.gateway import (
     IceCandidate,
     IceCredentials,
@@ -197,6 +198,8 @@ async def _register(
         remote_ufrag=_ice_ufrag(offer_sdp),
         user_id=user_id,
         key_id=key_id,
+        # the id its POST's lines carry, for its later requests' (signaling.views)
+        log_id=log_context().get("session", ""),
     )
     await session_store.put(session)
     logger.info("%s session started", kind.value, extra={"stream": stream.slug})

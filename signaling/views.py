@@ -136,7 +136,7 @@ def whep_player(request: HttpRequest, slug: str) -> HttpResponse:
 
 async def _session(request: HttpRequest, kind: SessionKind, slug: str, token: str) -> HttpResponse:
     async def patch() -> HttpResponse:
-        session = await http_session_get(kind=kind, slug=slug, token=token)
+        session = await _session_get(kind, slug, token)
         fragment = parse_fragment(_body(request, SDPFRAG))
         restart = await http_session_patch(
             session=session, fragment=fragment, if_match=request.headers.get("If-Match")
@@ -148,11 +148,18 @@ async def _session(request: HttpRequest, kind: SessionKind, slug: str, token: st
         return response
 
     async def delete() -> HttpResponse:
-        session = await http_session_get(kind=kind, slug=slug, token=token)
+        session = await _session_get(kind, slug, token)
         await http_session_end(session=session)
         return HttpResponse(status=200)
 
     return await _dispatch(request, kind, SESSION_METHODS, {"PATCH": patch, "DELETE": delete})
+
+
+async def _session_get(kind: SessionKind, slug: str, token: str) -> HttpSession:
+    """The session of a request to its URL; the request's log lines carry its public id."""
+    session = await http_session_get(kind=kind, slug=slug, token=token)
+    log_context_set(stream=slug, session=session.log_id or None)
+    return session
 
 
 async def _dispatch(

@@ -62,6 +62,8 @@ async def _broadcast_and_watch(base_url: str, slug: str, key: str, watch_page: b
             await watcher.send("watch")
             await watcher.expect("offer")
             assert await wait_until(lambda: watcher.frames >= 10, 15)
+        ended = await http("DELETE", base_url + watched.headers["Location"])
+        assert ended.status == 200, ended
         return watched.headers["Location"]
     finally:
         await watcher.close()
@@ -102,8 +104,9 @@ def test_one_viewers_join_is_followed_by_its_session_id(tmp_path: Path) -> None:
     connected = next(r for r in viewer if r["message"] == "peer connected")
     assert connected["peer_id"] == joined["viewer_id"]
     assert connected["peer"] == "ViewerPeer"
-    # The access log's line of the POST too, its path redacted where it holds a token.
-    assert any(r["logger"] == "onair.access" and r["message"] == "POST /whep/demo" for r in records)
+    # The access log's lines of its POST and of its DELETE (the session's own URL, redacted)
+    access = {r["message"] for r in viewer if r["logger"] == "onair.access"}
+    assert access == {"POST /whep/demo", "DELETE /whep/demo/<token>"}, viewer
     token = session_url.rsplit("/", 1)[1]
     assert token not in log
     assert viewer[0]["session"] not in session_url
