@@ -18,7 +18,7 @@ from django.urls import get_resolver  # noqa: E402
 
 from onair.conf import onair_settings  # noqa: E402
 from onair.origin import SameOriginValidator  # noqa: E402
-from signaling.gateway import freeze_startup_objects  # noqa: E402
+from signaling.gateway import freeze_startup_objects, reserve_ice_port  # noqa: E402
 from signaling.routing import websocket_urlpatterns  # noqa: E402
 
 http_app = ASGIStaticFilesHandler(django_asgi_app) if onair_settings().serve_static else None
@@ -33,4 +33,5 @@ application = ProtocolTypeRouter(
 # Load every view now rather than on the first request, then keep what the process holds for
 # its whole life out of the garbage collector's full collections (see sfu.heap).
 get_resolver().url_patterns  # noqa: B018
+reserve_ice_port()
 freeze_startup_objects()

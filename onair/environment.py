@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import os
 import secrets
+import socket
 
 # Inherited values that would point a child at the developer's own database or settings.
 _NOT_INHERITED = frozenset({"DATABASE_URL", "REDIS_URL", "DJANGO_SETTINGS_MODULE"})
@@ -29,4 +30,18 @@ def app_environment(*, database_url: str, **settings: str) -> dict[str, str]:
         ONAIR_THUMBNAIL_SECONDS="0",
     )
     env.update(settings)
-    return env
+    return own_ice_port(env)
+
+
+def own_ice_port(env: dict[str, str]) -> dict[str, str]:
+    """``env`` for one more SFU process on this machine: with the shared ICE port on
+    (``ONAIR_UDP_MUX_PORT``, or its default), a free port of its own, as two processes
+    cannot share one (tests and the bench run several servers at once, and so may others
+    on the machine)."""
+    from onair.conf import environment_overrides, settings_from
+
+    if not settings_from(environment_overrides(env)).ice.udp_mux_port:
+        return env
+    with socket.socket(socket.AF_INET, socket.SOCK_DGRAM) as sock:
+        sock.bind(("0.0.0.0", 0))
+        return {**env, "ONAIR_UDP_MUX_PORT": str(sock.getsockname()[1])}

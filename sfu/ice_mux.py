@@ -270,6 +270,15 @@ def _signed_for(data: bytes, protocol: MuxedStunProtocol) -> bool:
 
 _muxes: dict[int, UdpMux] = {}
 _opening: dict[int, asyncio.Future[UdpMux]] = {}
+_reserved: dict[int, socket.socket] = {}
+
+
+def udp_mux_reserve(port: int) -> None:
+    """Bind the shared socket of ``port`` now, before any event loop runs (a server
+    starting), for ``udp_mux`` to serve on later: a port taken stops the start with
+    ``OSError`` rather than failing the first session."""
+    if port not in _reserved and port not in _muxes:
+        _reserved[port] = _bind(port)
 
 
 async def udp_mux(port: int) -> UdpMux:
@@ -289,7 +298,8 @@ async def udp_mux(port: int) -> UdpMux:
     future: asyncio.Future[UdpMux] = loop.create_future()
     _opening[port] = future
     try:
-        mux = UdpMux(_bind(port), loop)
+        sock = _reserved.pop(port, None) or _bind(port)
+        mux = UdpMux(sock, loop)
         await loop.create_datagram_endpoint(lambda: mux, sock=mux.sock)
     except BaseException as exc:
         future.set_exception(exc)
@@ -328,3 +338,6 @@ def close_udp_muxes() -> None:
     for mux in _muxes.values():
         mux.close()
     _muxes.clear()
+    for sock in _reserved.values():
+        sock.close()
+    _reserved.clear()

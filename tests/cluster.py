@@ -21,7 +21,7 @@ import psycopg
 import pytest
 import redis
 
-from onair.environment import app_environment
+from onair.environment import app_environment, own_ice_port
 from signaling.gateway.directory import WorkerInfo
 from tests.daphne import (
     ROOT,
@@ -114,7 +114,8 @@ class Cluster:
         before = len(self.workers())
         name = f"runsfu-{len(self.processes)}"
         port = free_port()
-        settings = {"ONAIR_METRICS_SFU_PORT": str(port), **settings}
+        # each worker its own metrics port, and its own shared ICE port when that is on
+        settings = own_ice_port({**self.env, "ONAIR_METRICS_SFU_PORT": str(port), **settings})
         process = self.spawn(name, sys.executable, "manage.py", "runsfu", settings=settings)
         self.metrics[process.pid] = f"http://127.0.0.1:{port}/metrics"
         deadline = time.monotonic() + STARTUP_SECONDS

@@ -16,8 +16,9 @@ imports ``sfu`` (checked by import-linter, ``make imports``):
 
 from __future__ import annotations
 
-from onair.conf import cluster_mode
+from onair.conf import cluster_mode, onair_settings
 from sfu.heap import freeze_startup_objects
+from sfu.ice_mux import udp_mux_reserve
 from signaling.gateway.cluster import ClusterGateway
 from signaling.gateway.contract import (
     NO_BROADCAST,
@@ -56,6 +57,7 @@ __all__ = [
     "offer_validate",
     "publisher_status",
     "recordings_repair",
+    "reserve_ice_port",
     "session_worker",
 ]
 
@@ -66,3 +68,12 @@ def _process_gateway() -> Gateway:
 
 
 gateway: Gateway = _process_gateway()
+
+
+def reserve_ice_port() -> None:
+    """Bind this process's shared ICE port (``UDP_MUX_PORT``) as the server starts, in
+    embedded mode (the SFU is in this process; a ``runsfu`` worker binds its own). Raises
+    ``OSError`` if the port is taken: two daphne processes on one machine need a port each."""
+    port = onair_settings().ice.udp_mux_port
+    if port and not cluster_mode():
+        udp_mux_reserve(port)

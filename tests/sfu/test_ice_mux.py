@@ -197,3 +197,15 @@ async def test_connections_with_the_same_ufrag_get_their_own(mux_port: int) -> N
     for connection in (first, second):
         await connection.close()
     assert mux.connections == 0
+
+
+async def test_a_port_reserved_as_the_server_starts_is_the_one_served(mux_port: int) -> None:
+    ice_mux.udp_mux_reserve(mux_port)
+    with (
+        socket.socket(socket.AF_INET, socket.SOCK_DGRAM) as other,
+        pytest.raises(OSError, match="in use"),
+    ):
+        other.bind(("0.0.0.0", mux_port))  # taken from the start
+    mux = await ice_mux.udp_mux(mux_port)
+    assert mux.port == mux_port
+    assert not ice_mux._reserved
