@@ -35,6 +35,7 @@ address, GSO included.
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import ipaddress
 import logging
 import secrets
@@ -226,13 +227,17 @@ class UdpMux(asyncio.DatagramProtocol):
         if self._closed:
             return
         self._closed = True
-        try:
-            if self.transport is not None:
+        if self.transport is not None:
+            with contextlib.suppress(RuntimeError):  # its event loop is closed already
                 self.transport.close()
-                return
-        except RuntimeError:  # its event loop is closed already
-            pass
-        self.sock.close()
+        try:
+            running = asyncio.get_running_loop()
+        except RuntimeError:
+            running = None
+        if self.transport is None or running is not self.loop:
+            # the transport would close the socket on its own loop's next turn: that loop
+            # is not running (a new one takes the port), so the socket closes now
+            self.sock.close()
 
     @property
     def closed(self) -> bool:

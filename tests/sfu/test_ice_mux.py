@@ -209,3 +209,19 @@ async def test_a_port_reserved_as_the_server_starts_is_the_one_served(mux_port: 
     mux = await ice_mux.udp_mux(mux_port)
     assert mux.port == mux_port
     assert not ice_mux._reserved
+
+
+def test_a_new_event_loop_takes_the_port_over(mux_port: int) -> None:
+    """Tests, and a restarted server, run one event loop after another; the last one's
+    shared socket is closed whether that loop was closed or only stopped."""
+
+    async def serve() -> int:
+        return (await ice_mux.udp_mux(mux_port)).port
+
+    stopped = asyncio.new_event_loop()
+    try:
+        assert stopped.run_until_complete(serve()) == mux_port
+        assert asyncio.run(serve()) == mux_port  # the stopped loop's socket let go
+        assert asyncio.run(serve()) == mux_port  # and a closed one's
+    finally:
+        stopped.close()
