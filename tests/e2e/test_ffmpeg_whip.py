@@ -13,6 +13,7 @@ expiry three times over, as a minute did at the 5 s interval."""
 from __future__ import annotations
 
 import asyncio
+import concurrent.futures
 import http.client
 import itertools
 import json
@@ -185,12 +186,20 @@ def test_ffmpeg_ends_its_broadcast_and_reads_the_answer(onair_server: OnAirServe
     assert f'"DELETE /whip/{server.demo_slug}/<token>" 200' in server.log(), server.log()[-2000:]
 
 
-async def test_through_a_proxy_ffmpegs_delete_gets_its_200(onair_server: OnAirServer) -> None:
+def test_through_a_proxy_ffmpegs_delete_gets_its_200(onair_server: OnAirServer) -> None:
     """A forwarded request (a reverse proxy's): FFmpeg's DELETE is answered, as anyone's, since
     a proxy would turn the closed connection into its own 502 and an error line naming the
-    session URL. Without the proxy's header, the same DELETE gets no response."""
+    session URL. Without the proxy's header, the same DELETE gets no response.
+
+    The aiortc publishers run on an event loop of their own thread: this module's browser
+    tests leave Playwright's loop current in the test thread."""
     server = onair_server
-    await asyncio.to_thread(_restart_demo_stream, server)
+    _restart_demo_stream(server)
+    with concurrent.futures.ThreadPoolExecutor(1) as thread:
+        thread.submit(asyncio.run, _publish_twice_and_delete(server)).result(timeout=120)
+
+
+async def _publish_twice_and_delete(server: OnAirServer) -> None:
     ffmpeg = {"User-Agent": "Lavf/62.3.100", "Authorization": f"Bearer {server.demo_stream_key}"}
     publishers = [TestPublisher(), TestPublisher()]
     try:

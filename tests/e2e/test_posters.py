@@ -65,11 +65,12 @@ def test_the_home_page_card_and_the_watch_page_show_the_live_poster(
     expect(studio.locator("#stream-state")).to_have_text("ended")
 
 
-def _poster(server: OnAirServer) -> bytes | None:
+def _poster(server: OnAirServer) -> tuple[str, bytes] | None:
+    """The demo stream's poster: its version (ETag) and its JPEG."""
     try:
         with urllib.request.urlopen(server.url(f"/streams/{server.demo_slug}/poster.jpg")) as r:
             body: bytes = r.read()
-            return body
+            return r.headers["ETag"], body
     except urllib.error.HTTPError as error:
         if error.code != 404:
             raise
@@ -82,8 +83,9 @@ def test_an_ffmpeg_h264_broadcast_gets_a_poster(onair_server: OnAirServer) -> No
 
     server = onair_server
     _restart_demo_stream(server)
-    # The poster an earlier broadcast of the demo stream left (a studio's is 640x360 too):
-    # this broadcast's must replace it.
+    # The poster an earlier broadcast of the demo stream left (a studio's is 640x360 too;
+    # another FFmpeg broadcast's is the same picture, byte for byte): this broadcast's must
+    # replace it, which its version tells.
     before = _poster(server)
     ffmpeg = subprocess.Popen(
         ffmpeg_whip_command(server.url(f"/whip/{server.demo_slug}"), server.demo_stream_key, 8),
@@ -92,13 +94,14 @@ def test_an_ffmpeg_h264_broadcast_gets_a_poster(onair_server: OnAirServer) -> No
     )
     try:
         deadline = time.monotonic() + 15
-        while (jpeg := _poster(server)) in (None, before) and time.monotonic() < deadline:
+        while (poster := _poster(server)) in (None, before) and time.monotonic() < deadline:
             time.sleep(0.5)
     finally:
         ffmpeg.terminate()
         ffmpeg.wait(10)
-    assert jpeg is not None
-    assert jpeg != before, "no new poster within 15 s"
+    assert poster is not None
+    assert poster != before, "no new poster within 15 s"
+    jpeg = poster[1]
     decoder = av.CodecContext.create("mjpeg", "r")
     (picture,) = [*decoder.decode(av.Packet(jpeg)), *decoder.decode(None)]
     assert (picture.width, picture.height) == (640, 360)
