@@ -72,6 +72,13 @@ def loop_lag_watch() -> None:
         _lag_monitors[loop] = loop.create_task(_watch_lag(loop.time))
 
 
+def loop_lag_unwatch() -> None:
+    """Stop measuring the running event loop's lag (the process stops)."""
+    task = _lag_monitors.pop(asyncio.get_running_loop(), None)
+    if task is not None:
+        task.cancel()
+
+
 async def _watch_lag(clock: Callable[[], float]) -> None:
     while True:
         due = clock() + LAG_INTERVAL_SECONDS

@@ -401,6 +401,7 @@ class OnAirServer(Server):
         return defer.Deferred.fromFuture(asyncio.ensure_future(self.stop_gracefully()))
 
     async def stop_gracefully(self) -> None:
+        from onair.metrics import loop_lag_unwatch
         from signaling.lifecycle import sfu_stop, sfu_stopping
 
         deadline = threading.Timer(STOP_DEADLINE_SECONDS, _exit_now)
@@ -410,6 +411,7 @@ class OnAirServer(Server):
         for task in (self.retention, self.webhooks):
             if task is not None:
                 task.cancel()
+        loop_lag_unwatch()
         for port in self.ports:
             port.stopListening()
         await sfu_stopping()

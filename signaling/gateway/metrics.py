@@ -175,13 +175,18 @@ class SfuCollector(Collector):
             if (registry := gateway.registry) is not None
             for router in registry.routers_and_closing
         ]
-        yield from _gauges(routers)
-        yield from _counters(counters.totals(routers))
-        yield from viewer_join_seconds.collect()
-        yield from viewer_first_frame_seconds.collect()
+        yield from sfu_families(routers)
 
     def describe(self) -> Iterator[Metric]:
         return iter(())  # collected on demand only: never at registration
+
+
+def sfu_families(routers: list[Router]) -> Iterator[Metric]:
+    """Every SFU metric of ``routers`` and of what this process's SFU closed."""
+    yield from _gauges(routers)
+    yield from _counters(counters.totals(routers))
+    yield from viewer_join_seconds.collect()
+    yield from viewer_first_frame_seconds.collect()
 
 
 def _gauges(routers: list[Router]) -> Iterator[Metric]:
