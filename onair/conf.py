@@ -233,11 +233,11 @@ class IceSettings:
         "`50000-50999`.",
     )
     udp_mux_port: int = setting(
-        0,
+        10000,
         PORT,
-        "Every ICE connection of an SFU process on one UDP socket at this port (IPv4), instead "
-        "of sockets of their own in `UDP_PORT_RANGE`; `runsfu --workers N` gives worker *i* "
-        "this port + *i* (docs/NAT.md, firewall).",
+        "Every ICE connection of an SFU process on one UDP socket at this port (IPv4); "
+        "`runsfu --workers N` gives worker *i* this port + *i* (docs/NAT.md, firewall). `0`: "
+        "a socket per connection instead, in `UDP_PORT_RANGE`.",
     )
 
     def __repr__(self) -> str:

@@ -42,6 +42,11 @@ def own_ice_port(env: dict[str, str]) -> dict[str, str]:
 
     if not settings_from(environment_overrides(env)).ice.udp_mux_port:
         return env
+    return {**env, "ONAIR_UDP_MUX_PORT": str(free_udp_port())}
+
+
+def free_udp_port() -> int:
+    """A UDP port nothing is bound to (now)."""
     with socket.socket(socket.AF_INET, socket.SOCK_DGRAM) as sock:
         sock.bind(("0.0.0.0", 0))
-        return {**env, "ONAIR_UDP_MUX_PORT": str(sock.getsockname()[1])}
+        return int(sock.getsockname()[1])

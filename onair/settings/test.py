@@ -3,6 +3,8 @@
 import tempfile
 from pathlib import Path
 
+from onair.conf import settings_from
+from onair.environment import free_udp_port
 from onair.settings.base import *  # noqa: F403
 from onair.settings.base import ONAIR, STORAGES
 from onair.settings.env import database_from_url, env_str
@@ -16,6 +18,10 @@ PASSWORD_HASHERS = ["django.contrib.auth.hashers.MD5PasswordHasher"]
 # No posters unless a test asks for them (each decodes a keyframe: a test that counts
 # decoders would count those).
 ONAIR = {**ONAIR, "ALLOW_SIGNUP": True, "SERVE_STATIC": True, "THUMBNAIL_SECONDS": 0}
+# The SFU's shared ICE port (on by default): a free one for this process, as several test
+# runs may be going on at once on the machine.
+if settings_from(ONAIR).ice.udp_mux_port:
+    ONAIR["UDP_MUX_PORT"] = free_udp_port()
 # Posters a test takes stay out of var/ (a test that reads them sets its own place).
 STORAGES = {
     **STORAGES,

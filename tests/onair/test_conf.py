@@ -89,6 +89,11 @@ def test_a_malformed_variable_is_refused(variable: str, value: str, message: str
         environment_overrides({variable: value})
 
 
+def test_the_sfu_serves_on_one_udp_port_by_default() -> None:
+    assert settings_from({}).ice.udp_mux_port == 10000
+    assert settings_from({"UDP_MUX_PORT": "0"}).ice.udp_mux_port == 0
+
+
 @pytest.mark.parametrize(
     ("raw", "message"),
     [

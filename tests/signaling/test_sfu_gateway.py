@@ -10,7 +10,9 @@ from typing import Any
 from django.conf import settings
 from django.test import override_settings
 
+from onair.conf import onair_settings
 from sfu import IceServer
+from sfu.ice_config import HostNetwork
 from signaling.gateway.contract import BroadcastClosed, GatewayEvent
 from signaling.gateway.embedded import EmbeddedGateway
 
@@ -44,13 +46,14 @@ def test_each_worker_of_a_runsfu_gets_its_own_shared_ice_port() -> None:
     with override_settings(ONAIR={**settings.ONAIR, "UDP_MUX_PORT": 40000}):
         assert EmbeddedGateway._router_options().host_network.udp_mux_port == 40000
         assert EmbeddedGateway._router_options(2).host_network.udp_mux_port == 40002
-    assert EmbeddedGateway._router_options(2).host_network.udp_mux_port is None
+    with override_settings(ONAIR={**settings.ONAIR, "UDP_MUX_PORT": 0}):
+        assert EmbeddedGateway._router_options(2).host_network.is_default
 
 
 def test_default_options_keep_traffic_on_this_machine() -> None:
     options = EmbeddedGateway._router_options()
     assert options.ice_servers == ()
-    assert options.host_network.is_default
+    assert options.host_network == HostNetwork(udp_mux_port=onair_settings().ice.udp_mux_port)
 
 
 async def test_closing_everything_waits_for_what_the_listeners_set_off() -> None:
