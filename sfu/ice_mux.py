@@ -1,7 +1,8 @@
 """One UDP port for every peer connection of a process: ICE multiplexing.
 
 aioice gives each peer connection its own UDP socket per local address. With
-``HostNetwork.udp_mux_port`` every connection of the process instead shares one socket
+``HostNetwork.udp_mux_port`` (``UDP_MUX_PORT``, on by default) every connection of the
+process instead shares one socket
 (``UdpMux``), bound to ``0.0.0.0:port``, as mediasoup's WebRtcServer and Pion's UDP mux
 do: a firewall opens one port per process, and a viewer costs no socket of its own.
 
