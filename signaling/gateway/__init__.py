@@ -76,4 +76,11 @@ def reserve_ice_port() -> None:
     ``OSError`` if the port is taken: two daphne processes on one machine need a port each."""
     port = onair_settings().ice.udp_mux_port
     if port and not cluster_mode():
-        udp_mux_reserve(port)
+        try:
+            udp_mux_reserve(port)
+        except OSError as exc:
+            raise OSError(
+                exc.errno,
+                f"UDP port {port} (ONAIR_UDP_MUX_PORT) is taken: another OnAir process on "
+                f"this machine needs its own ({exc.strerror})",
+            ) from exc

@@ -4,15 +4,18 @@ and closing it waits for the work its listeners were given."""
 from __future__ import annotations
 
 import asyncio
+import socket
 from collections.abc import Coroutine
 from typing import Any
 
+import pytest
 from django.conf import settings
 from django.test import override_settings
 
 from onair.conf import onair_settings
 from sfu import IceServer
 from sfu.ice_config import HostNetwork
+from signaling.gateway import reserve_ice_port
 from signaling.gateway.contract import BroadcastClosed, GatewayEvent
 from signaling.gateway.embedded import EmbeddedGateway
 
@@ -87,3 +90,12 @@ async def test_closing_everything_gives_up_on_work_that_does_not_finish() -> Non
     await asyncio.wait_for(gateway.close_all(wait_seconds=0.1), timeout=5)
     never.set()  # let the stuck task end with the test
     await asyncio.sleep(0)
+
+
+def test_a_taken_shared_ice_port_stops_the_server_as_it_starts() -> None:
+    with socket.socket(socket.AF_INET, socket.SOCK_DGRAM) as taken:
+        taken.bind(("0.0.0.0", 0))
+        port = taken.getsockname()[1]
+        onair = {**settings.ONAIR, "UDP_MUX_PORT": port}
+        with override_settings(ONAIR=onair), pytest.raises(OSError, match="ONAIR_UDP_MUX_PORT"):
+            reserve_ice_port()
