@@ -80,6 +80,9 @@ class BandwidthEstimator:
     def __init__(self, settings: EstimatorSettings, now: float) -> None:
         self.settings = settings
         self._estimate = settings.initial_bps
+        self._probe_sent: tuple[float, float] | None = None
+        # the link's rate as the last overflowing probe measured it (``on_probe_delay``)
+        self._capacity: float | None = None
         self._sent = 0.0
         self._rtt = 0.0
         self._grown_at = now
@@ -205,6 +208,7 @@ class BandwidthEstimator:
 
     def probe_succeeded(self, bps: float, now: float) -> None:
         """The viewer took ``bps`` for a probe's length without complaining."""
+        self._capacity = None
         if bps > self._estimate:
             self._estimate = bps
             self._from_remb = False
@@ -215,6 +219,17 @@ class BandwidthEstimator:
         link (a complaint, see ``last_complaint_at``)."""
         self.last_probe_overflow_at = now
 
+    @property
+    def capacity(self) -> float | None:
+        """The link's rate as the last probe measured it, until one succeeds: it
+        overflowed (``on_probe_delay``)."""
+        return self._capacity
+
+    def probe_sent(self, bps: float, seconds: float) -> None:
+        """A probe sent ``bps`` (media and padding) for ``seconds``: a queueing delay
+        reported for it next (``on_probe_delay``) measures the link's rate."""
+        self._probe_sent = (bps, seconds)
+
     def on_probe_delay(self, queued: float, now: float) -> None:
         """How much longer (seconds) than the path's own the round trip of a sender report
         sent at a probe's end took: the queue the probe built at the link's bottleneck (a
@@ -224,6 +239,14 @@ class BandwidthEstimator:
         self.last_probe_delay_at = now
         if queued > self.settings.probe_delay_seconds:
             self.probe_overflowed(now)
+            if self._probe_sent is not None:
+                # what the probe sent went through in its length and its queue: the link's
+                # rate, at most (what its queue dropped, or let through in a burst, would
+                # make it less); the estimate is not left above it, whatever REMB says
+                bps, seconds = self._probe_sent
+                self._capacity = bps * seconds / (seconds + queued)
+                self._estimate = min(self._estimate, self._capacity)
+        self._probe_sent = None
 
     def probe_failed(self, bps: float, now: float) -> None:
         """A probe made the viewer complain: the cut it caused is undone, back to ``bps``
@@ -231,6 +254,8 @@ class BandwidthEstimator:
         are the losses its excess causes, reported over the next moments (they would
         otherwise count toward a pause of a viewer whose link takes its layer)."""
         self._estimate = max(self._estimate, bps)
+        if self._capacity is not None:
+            self._estimate = min(self._estimate, self._capacity)
         self._grown_at = now
         self.ignore_loss(now + self.settings.probe_loss_ignored_seconds)
 

@@ -26,8 +26,10 @@ selector names the layer to send, or none (video paused: audio goes on), and whe
   asks for a probe (extra packets sent to the viewer, see ``sfu.quality``) for
   ``probe_seconds`` toward the highest layer it may step up to (its rate plus
   ``up_margin`` and ``probe_over``), but never more than ``probe_ratio`` times the
-  estimate, so that a probe the link cannot take overflows it briefly and by little (and
-  long enough that a link's burst allowance does not hide it). The probe failed if the
+  estimate (``probe_ratio_measured`` while the last failed probe's queue measured the
+  link's rate, ``probe_ratio_after_success`` right after one succeeded), so that a probe
+  the link cannot take overflows it briefly and by little (and long enough that a link's
+  burst allowance does not hide it). The probe failed if the
   queue it built at the link's bottleneck
   delayed the sender report sent at its end by more than the estimator's
   ``probe_delay_seconds`` (a link's queue takes a probe it cannot carry without a loss for
@@ -71,7 +73,13 @@ class SelectorSettings:
     # how long a probe's verdict may wait for feedback: a paused viewer's receiver reports
     # come with its audio's, which Chromium sends every 5 s
     probe_feedback_seconds: float = 6.0
+    # how far above the estimate a probe goes: its queue at a link that cannot take it
+    # grows by (ratio - 1) times ``probe_seconds``; less where the last probe measured the
+    # link's rate (it overflowed: the next had better not drop media), more right after a
+    # probe succeeded (as GCC's probing doubles), so a recovered link is found in few probes
     probe_ratio: float = 1.5
+    probe_ratio_measured: float = 1.3
+    probe_ratio_after_success: float = 2.0
     probe_backoff_seconds: float = 1.0
     probe_backoff_max_seconds: float = 4.0
     paused_probe_seconds: float = 3.0
@@ -125,6 +133,7 @@ class LayerSelector:
         self._backoff = settings.probe_backoff_seconds
         self._held_from: tuple[int, float] | None = None  # a layer stepped down from, until
         self._sent_since: tuple[int | None, float] = (None, now)  # the layer sent, since
+        self._succeeded = False  # the last probe succeeded
 
     @property
     def probe(self) -> Probe | None:
@@ -215,6 +224,7 @@ class LayerSelector:
             # enough, else the next probe, higher, may follow at once
             self._probe = None
             estimator.probe_succeeded(probe.rate, now)
+            self._succeeded = True
             self._backoff = self.settings.probe_backoff_seconds
             self._next_probe_at = now
             estimate = estimator.estimate
@@ -235,11 +245,15 @@ class LayerSelector:
         target = upper[0] if current is None else upper[-1]
         steady = now - estimator.last_decrease_at >= self.settings.steady_seconds
         if now >= self._next_probe_at and (steady or current is None) and estimate > 0:
+            settings = self.settings
+            if self._succeeded:
+                ratio = settings.probe_ratio_after_success
+            elif estimator.capacity is not None:
+                ratio = settings.probe_ratio_measured
+            else:
+                ratio = settings.probe_ratio
             self._probe = Probe(
-                rate=min(
-                    need(target) * (margin + self.settings.probe_over),
-                    self.settings.probe_ratio * estimate,
-                ),
+                rate=min(need(target) * (margin + settings.probe_over), ratio * estimate),
                 started=now,
                 until=now + self.settings.probe_seconds,
                 layer=target,
@@ -279,6 +293,7 @@ class LayerSelector:
         return self.settings.paused_probe_seconds if self.layer is None else self._backoff
 
     def _fail_probe(self, now: float) -> None:
+        self._succeeded = False
         if self._probe is not None:
             self._probe = None
             self._backoff = min(self._backoff * 2, self.settings.probe_backoff_max_seconds)

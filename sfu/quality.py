@@ -344,22 +344,29 @@ class ViewerQuality:
         if self.selector.probe is not self._probing:
             return  # the probe failed already (its verdict came early): not one packet more
         if now >= until:
-            # its last packets are queued behind the rest: a report's round trip now tells
-            # how long that queue is
-            if self._rtts:
-                # a paused video's tells the present (its last packet's was answered long
-                # ago); a flowing one's, its last packet's, as aiortc's own do
-                self._probe_report = aiortc_adapter.send_sender_report(
-                    video.sender, clock_rate=VIDEO_CLOCK_RATE if video.paused else None
-                )
+            self._probe_ended(video, now)
             return
         if video.nacks_received > nacks and not video.paused:
+            self._probe_ended(video, now)
             self.estimator.probe_overflowed(now)
             self._decide(now)
             return
         video.send_probe(int(extra * PROBE_TICK_SECONDS / 8))
         self._probe_timer = asyncio.get_running_loop().call_later(
             PROBE_TICK_SECONDS, self._probe_tick, video, extra, until, nacks
+        )
+
+    def _probe_ended(self, video: DownTrack, now: float) -> None:
+        """The probe's padding stops: its last packets are queued behind the rest, and a
+        report's round trip now tells how long that queue is, and so the link's rate."""
+        probe = self._probing
+        if not self._rtts or probe is None:
+            return
+        self.estimator.probe_sent(probe.rate, now - probe.started)
+        # a paused video's tells the present (its last packet's was answered long ago); a
+        # flowing one's, its last packet's, as aiortc's own do
+        self._probe_report = aiortc_adapter.send_sender_report(
+            video.sender, clock_rate=VIDEO_CLOCK_RATE if video.paused else None
         )
 
     def _report(self, layer: int | None, layers: Sequence[Producer], video: DownTrack) -> None:

@@ -133,3 +133,32 @@ def test_reports_after_a_deep_cut_are_not_taken_for_a_while() -> None:
     assert est.heavy_loss_windows == 1
     est.on_loss(0.8, now=3.5)  # the link still drops most of it: cut again
     assert est.estimate < 200_000
+
+
+def test_an_overflowing_probes_queue_measures_the_links_rate_whatever_remb_says() -> None:
+    """A 450 kbit/s probe of 0.5 s that queued 250 ms went through at 300 kbit/s: the
+    estimate goes no higher, even where the viewer's REMB had it above, and the failed
+    probe's undoing does not lift it back; a probe that succeeds later forgets it."""
+    est = estimator(sent=150_000)
+    est.on_remb(367_000, now=0.5)
+    before = est.estimate
+    assert before > 300_000
+    est.probe_sent(450_000, 0.5)
+    est.on_probe_delay(0.25, now=1.5)
+    assert est.last_probe_overflow_at == 1.5
+    assert est.capacity == pytest.approx(300_000)
+    assert est.estimate == pytest.approx(300_000)
+    est.probe_failed(before, now=1.6)
+    assert est.estimate == pytest.approx(300_000)
+    est.probe_succeeded(390_000, now=10.0)
+    assert est.capacity is None
+    assert est.estimate == 390_000
+
+
+def test_a_probe_that_queued_nothing_measures_nothing() -> None:
+    est = estimator(sent=150_000)
+    est.probe_sent(450_000, 0.5)
+    est.on_probe_delay(0.005, now=1.5)
+    assert est.capacity is None
+    est.on_probe_delay(0.3, now=3.0)  # a delay without a probe sent just before
+    assert est.capacity is None

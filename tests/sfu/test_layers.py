@@ -58,15 +58,16 @@ def test_pauses_when_not_even_the_lowest_layer_fits_and_resumes_after_a_probe() 
     # no probe before paused_probe_seconds
     assert sel.select(start + 2, est, LAYERS, AUDIO).probe is None
     now = start + 1 + SETTINGS.paused_probe_seconds
-    # the link recovered: each probe, no more than 1.5 times the estimate (the audio goes
-    # through the same link), is taken without loss; the next one follows at once, until
-    # the lowest layer fits
+    # the link recovered: the first probe, no more than 1.5 times the estimate (the audio
+    # goes through the same link), is taken without loss; the next ones follow at once, each
+    # up to twice the last, until the lowest layer fits
     rates = []
     selection = sel.select(now, est, LAYERS, AUDIO)
     while selection.layer is None:
         assert selection.probe is not None
         assert selection.probe.layer == 0
-        assert selection.probe.rate <= SETTINGS.probe_ratio * est.estimate
+        ratio = SETTINGS.probe_ratio_after_success if rates else SETTINGS.probe_ratio
+        assert selection.probe.rate <= ratio * est.estimate
         rates.append(selection.probe.rate)
         # paused too, the sender report sent at its end came back on time: no queue
         now = selection.probe.until + SETTINGS.probe_settle_seconds
@@ -324,3 +325,36 @@ def test_a_remb_falling_to_85_percent_of_what_the_layer_needs_does_not_step_down
     assert sel.select(1.0, est, LAYERS, AUDIO).layer == 2
     est.on_remb(0.8 * need, now=1.5)
     assert sel.select(1.5, est, LAYERS, AUDIO).layer == 1
+
+
+def test_after_a_probe_measured_the_link_the_next_goes_less_far_and_after_a_success_further() -> (
+    None
+):
+    """A probe the link could not take, whose queue measured its rate, is followed by one
+    at 1.3 x the estimate (its queue at that link: 0.15 s, not 0.25 s); a success by one at
+    2 x, so a recovered link is found in few probes."""
+    est, sel = viewer(initial=300_000)
+    assert sel.select(0.0, est, LAYERS, AUDIO).layer == 0
+    est.sent(190_000)
+    now = SETTINGS.probe_backoff_seconds
+    probe = sel.select(now, est, LAYERS, AUDIO).probe
+    assert probe is not None
+    assert probe.rate == SETTINGS.probe_ratio * 300_000
+    est.probe_sent(probe.rate, SETTINGS.probe_seconds)
+    est.on_probe_delay(0.25, probe.until + 0.3)
+    now = probe.until + 0.3
+    assert sel.select(now, est, LAYERS, AUDIO) == Selection(0, None)
+    assert est.estimate == est.capacity == 300_000
+    now += SETTINGS.probe_backoff_seconds * 2
+    measured = sel.select(now, est, LAYERS, AUDIO).probe
+    assert measured is not None
+    assert measured.rate == SETTINGS.probe_ratio_measured * 300_000
+    # the link recovered: this one passes, and the next goes twice as far
+    est.on_probe_delay(0.01, measured.until + 0.2)
+    sel.select(measured.until + SETTINGS.probe_settle_seconds, est, LAYERS, AUDIO)
+    assert est.estimate == measured.rate
+    assert sel.probe is not None
+    assert sel.probe.rate == min(
+        SETTINGS.probe_ratio_after_success * measured.rate,
+        (LAYERS[2].bitrate + AUDIO) * (1 + SETTINGS.up_margin + SETTINGS.probe_over),
+    )
