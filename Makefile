@@ -106,7 +106,7 @@ XDIST := -n 2 --dist loadgroup
 ALONE := tests/bench tests/quality
 
 pytest: $(VENV)/.dev native browser nat-deps deploy-deps
-	$(BIN)/python -m pytest $(XDIST) $(foreach path,$(ALONE),--ignore=$(path)) $(PYTEST_ARGS)
+	$(BIN)/python -m pytest $(XDIST) --durations=20 $(foreach path,$(ALONE),--ignore=$(path)) $(PYTEST_ARGS)
 	$(BIN)/python -m pytest -p no:cacheprovider $(ALONE) $(PYTEST_ARGS) || [ $$? = 5 ]
 	@echo "the SFU's tests again with the C forwarding loop off (the Python loop forwards)"
 	ONAIR_NATIVE_FORWARDING=0 $(BIN)/python -m pytest $(XDIST) -p no:cacheprovider tests/sfu \
