@@ -40,7 +40,8 @@ METRICS_TOKEN = secrets.token_urlsafe(16)
 STARTUP_SECONDS = 30
 
 
-def _unreachable() -> str | None:
+def services_unreachable() -> str | None:
+    """Why the cluster's PostgreSQL or Redis cannot be reached, or None."""
     for name, address in (("PostgreSQL", ("127.0.0.1", 5432)), ("Redis", ("127.0.0.1", 6379))):
         try:
             socket.create_connection(address, timeout=2).close()
@@ -49,7 +50,9 @@ def _unreachable() -> str | None:
     return None
 
 
-CLUSTER_SKIP = pytest.mark.skipif(_unreachable() is not None, reason=str(_unreachable()))
+CLUSTER_SKIP = pytest.mark.skipif(
+    services_unreachable() is not None, reason=str(services_unreachable())
+)
 
 
 @dataclass

@@ -40,6 +40,7 @@ from prometheus_client.parser import text_string_to_metric_families
 from onair.environment import app_environment
 from signaling.ice import turn_credential
 from testpeers import TestPublisher, TestViewer, wait_until
+from tests.cluster import services_unreachable
 from tests.daphne import ROOT, free_port, log_errors, manage, stop
 from tests.deploy.files import (
     DEPLOY,
@@ -120,15 +121,6 @@ class Stack:
             return Reply(response.status, response.headers, response.read())
         finally:
             connection.close()
-
-
-def _services_down() -> str | None:
-    for name, address in (("PostgreSQL", ("127.0.0.1", 5432)), ("Redis", ("127.0.0.1", 6379))):
-        try:
-            socket.create_connection(address, timeout=2).close()
-        except OSError as error:
-            return f"{name} at {address[0]}:{address[1]} is unreachable: {error}"
-    return None
 
 
 def _wait_for_port(port: int, process: subprocess.Popen[bytes], log: Path) -> None:
@@ -259,7 +251,7 @@ def _running(work: Path, *, cluster: bool) -> Iterator[Stack]:
     installed) as its TURN server, or cluster mode with the SFU unit's ``runsfu`` and two
     web processes."""
     nginx = program("nginx", "make deploy-deps, or apt-get install nginx")
-    down = _services_down()
+    down = services_unreachable()
     if down is not None:
         unavailable(down)
     turnserver = None if cluster else find_program("turnserver")
