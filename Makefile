@@ -105,6 +105,11 @@ SFU_BOTH_LOOPS := test_feedback.py::test_a_nack_flood_is_answered_within_the_bud
 XDIST := -n 2 --dist loadgroup
 ALONE := tests/bench tests/quality
 
+## The fuzzing's budget in make test (tests/fuzz: ONAIR_FUZZ_SCALE=1 is its whole budget, ≈ 2 min
+## of one core; 10 for a longer hunt): half, for the suite's 15 minutes.
+ONAIR_FUZZ_SCALE ?= 0.5
+export ONAIR_FUZZ_SCALE
+
 pytest: $(VENV)/.dev native browser nat-deps deploy-deps
 	$(BIN)/python -m pytest $(XDIST) --durations=20 $(foreach path,$(ALONE),--ignore=$(path)) $(PYTEST_ARGS)
 	$(BIN)/python -m pytest -p no:cacheprovider $(ALONE) $(PYTEST_ARGS) || [ $$? = 5 ]
@@ -117,7 +122,7 @@ pytest: $(VENV)/.dev native browser nat-deps deploy-deps
 ## pytest-postgres: the model/API suite again on the real PostgreSQL (skipped, saying why, if it is down)
 TEST_DATABASE_URL ?= postgres://postgres@127.0.0.1:5432/test
 pytest-postgres: $(VENV)/.dev
-	DATABASE_URL=$(TEST_DATABASE_URL) $(BIN)/python -m pytest -p no:cacheprovider tests/broadcast tests/viewers \
+	DATABASE_URL=$(TEST_DATABASE_URL) $(BIN)/python -m pytest $(XDIST) -p no:cacheprovider tests/broadcast tests/viewers \
 		tests/recordings/test_services.py tests/recordings/test_apis.py tests/recordings/test_admin.py \
 		tests/chat/test_consumers.py tests/chat/test_replay.py tests/chat/test_admin.py \
 		tests/webhooks/test_services.py tests/webhooks/test_apis.py
