@@ -23,7 +23,7 @@ from collections.abc import Awaitable, Callable, Sequence
 from typing import Any, Protocol
 
 import aiortc.rtcrtpreceiver as _receiver_module
-from aioice import Connection
+from aioice import Connection, ConnectionClosed
 from aioice.ice import CandidatePair, StunProtocol
 from aiortc import (
     RTCDtlsTransport,
@@ -842,6 +842,23 @@ class _DaemonThreading:
 
 
 setattr(_receiver_module, "threading", _DaemonThreading())  # noqa: B010 (a module's global)
+
+
+# aioice's ``Connection.get_event`` returns None at once for a closed connection, and
+# aiortc's ``RTCIceTransport._monitor`` loops on it until it sees ``ConnectionClosed``: a
+# connection closed before its monitor first waited (a client that drops a session as it
+# connects) made that loop spin forever without yielding, and the whole server hung at
+# 100 % CPU (found by tests/fuzz under load). A closed connection's next event is
+# ``ConnectionClosed`` here, always.
+AIOICE_GET_EVENT = Connection.get_event
+
+
+async def _get_event_or_closed(self: Connection) -> Any:
+    event = await AIOICE_GET_EVENT(self)
+    return ConnectionClosed() if event is None else event
+
+
+Connection.get_event = _get_event_or_closed  # type: ignore[method-assign]
 
 
 async def close_peer_connection(pc: RTCPeerConnection) -> None:

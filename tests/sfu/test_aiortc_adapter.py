@@ -1910,3 +1910,39 @@ async def test_a_ufrag_changed_while_gathering_is_the_one_the_description_tells(
     connection.get_component_candidates = renaming  # type: ignore[method-assign]
     await pc.setLocalDescription(await pc.createOffer())
     assert "a=ice-ufrag:renamed" in pc.localDescription.sdp
+
+
+async def test_a_closed_ice_connections_next_event_is_connection_closed() -> None:
+    """aioice answers ``get_event`` of a closed connection with None, at once (what the
+    adapter's wrapper is for); through the adapter it is ``ConnectionClosed``."""
+    from aioice import ConnectionClosed
+
+    connection = Connection(ice_controlling=False, stun_server=None)
+    await connection.close()
+    assert await aiortc_adapter.AIOICE_GET_EVENT(connection) is None
+    assert isinstance(await connection.get_event(), ConnectionClosed)
+
+
+async def test_an_ice_transports_monitor_ends_when_its_connection_closed_before_it_began() -> None:
+    """aiortc's ``RTCIceTransport._monitor`` waits for ``ConnectionClosed``; for a connection
+    closed before it first waited it spun without yielding, and the server hung at 100 %
+    CPU (tests/fuzz, under load). Run in a thread of its own: before the fix, this test's
+    own loop would never get the time to fail it."""
+    from aiortc import RTCIceGatherer, RTCIceTransport
+
+    def monitor_a_closed_connection() -> bool:
+        async def run() -> bool:
+            transport = RTCIceTransport(RTCIceGatherer())
+            await transport.iceGatherer._connection.close()
+            await asyncio.wait_for(transport._monitor(), 5)
+            return True
+
+        return asyncio.run(run())
+
+    thread_result: list[bool] = []
+    thread = threading.Thread(
+        target=lambda: thread_result.append(monitor_a_closed_connection()), daemon=True
+    )
+    thread.start()
+    thread.join(10)
+    assert thread_result == [True], "the monitor of a closed connection never ended"
