@@ -20,6 +20,7 @@ from collections.abc import Callable
 from datetime import datetime
 
 from channels.db import database_sync_to_async
+from django.db import Error as DatabaseError
 from django.utils import timezone
 
 from onair.conf import onair_settings
@@ -44,15 +45,27 @@ async def deliver_forever() -> None:
     loop = asyncio.get_running_loop()
     wake = asyncio.Event()
     undo = enqueued_listen(lambda: _wake(loop, wake))
+    database_down = False
     try:
         while True:
             wake.clear()
             try:
                 next_due = await deliver_due()
-            except Exception:  # the database is away: the rows wait, the server carries on
+            except DatabaseError as error:
+                # the database is away (readiness says so too): the rows wait, the server
+                # carries on; one warning per outage
+                if not database_down:
+                    logger.warning("webhook deliveries wait for the database: %s", error)
+                database_down = True
+                await asyncio.sleep(ERROR_PAUSE_SECONDS)
+                continue
+            except Exception:
                 logger.exception("webhook delivery round failed")
                 await asyncio.sleep(ERROR_PAUSE_SECONDS)
                 continue
+            if database_down:
+                logger.warning("webhook deliveries resumed: the database answers")
+                database_down = False
             if next_due is None:
                 continue  # a full batch: claim the next one at once
             with contextlib.suppress(TimeoutError):
