@@ -566,6 +566,25 @@ class OnAirSettings:
         "session; past it `server_full`, close `4503`. `0`: `MAX_SESSIONS`' derived default "
         "(the two split the file descriptors).",
     )
+    join_concurrency: int = setting(
+        8,
+        INTEGER,
+        "Viewer joins (watch page, WHEP) one daphne process sets up at once, each from its "
+        "offer until its connection is up or gone (at most 5 s); the others wait in order "
+        "(`signaling.admission`, docs/SECURITY.md). `0`: no queue.",
+    )
+    join_queue_max: int = setting(
+        1000,
+        INTEGER,
+        "Joins waiting for their turn in one daphne process; past it `503` "
+        "`join_queue_full` with `Retry-After` / close `4503`.",
+    )
+    join_queue_seconds: float = setting(
+        20.0,
+        SECONDS,
+        "The longest a join waits for its turn; then `503` `join_queue_timeout` with "
+        "`Retry-After` / close `4503`. `0`: no deadline.",
+    )
     max_request_bytes: int = setting(
         1_048_576,
         INTEGER,

@@ -9,6 +9,7 @@ other sessions.
 
 from __future__ import annotations
 
+import asyncio
 import contextlib
 import json
 import logging
@@ -36,6 +37,7 @@ from onair.exceptions import (
 from onair.logcontext import log_context_set, public_session_id
 from onair.metrics import signaling_errors, signaling_messages
 from recordings.selectors import recording_active
+from signaling.admission import JoinTicket, join_admission
 from signaling.chat import ChatSession
 from signaling.gateway import (
     ConnectNotice,
@@ -546,6 +548,8 @@ class WatchConsumer(_StreamConsumer):
         self.viewer_tag = ""  # names the current viewer in the gateway's notices
         self.offer_pending = False
         self.viewer_record: ViewerSession | None = None
+        self.join_ticket: JoinTicket | None = None  # this socket's join in progress, if any
+        self.queued: asyncio.Task[None] | None = None  # waiting for its turn to join
         return await database_sync_to_async(stream_get_visible)(slug=slug, user=self.user)
 
     async def welcome_fields(self) -> dict[str, Any]:
@@ -605,8 +609,19 @@ class WatchConsumer(_StreamConsumer):
         return ConnectNotice(channel=self.channel_name, tag=self.viewer_tag)
 
     async def start_viewing(self) -> None:
+        """Offer the broadcast to this page, in its turn (``signaling.admission``): when
+        others are joining before it, the page hears ``queued`` and the offer follows once
+        a place is free; the socket serves its other messages meanwhile."""
         assert self.stream is not None
         self.watching = True
+        if self.queued is not None:
+            return  # already waiting for its turn
+        if self.join_ticket is None or not self.join_ticket.held:
+            self.join_ticket = join_admission().try_enter(address=self.client_address)
+            if self.join_ticket is None:
+                self.queued = asyncio.ensure_future(self.wait_turn())
+                return
+        ticket = self.join_ticket
         try:
             result = await gateway.subscribe(
                 stream_id=str(self.stream.pk),
@@ -614,14 +629,54 @@ class WatchConsumer(_StreamConsumer):
                 client=self.client_address,
             )
         except SfuUnavailableError:
+            self.release_join()
             raise  # the media server, not a cap: an error message, the socket stays
         except (TooManyRequestsError, ServiceUnavailableError) as exc:
+            self.release_join()
             await self.refuse(exc)  # also when called on a group message, not a request
             return
+        except BaseException:
+            self.release_join()
+            raise
+        ticket.bind(result.viewer_id)
         self.viewer_id = result.viewer_id
         self.offer_pending = True
         logger.info("viewer offered", extra={"viewer_id": result.viewer_id})
         await self.send_json("offer", sdp=result.sdp, renegotiate=False)
+
+    async def wait_turn(self) -> None:
+        """Wait for a place to join, then start (as a message to this consumer, so that the
+        join runs in order with the socket's other messages)."""
+        try:
+            self.join_ticket = await join_admission().enter(
+                address=self.client_address,
+                queued=lambda position: self.send_json("queued", position=position),
+            )
+        except ServiceUnavailableError as exc:
+            self.queued = None
+            await self.refuse(exc)
+            return
+        await self.channel_layer.send(self.channel_name, {"type": "join.admitted"})
+
+    async def join_admitted(self, event: dict[str, Any]) -> None:
+        """This page's turn to join came (``wait_turn``)."""
+        self.queued = None
+        assert self.stream is not None
+        stream = await self.refresh_stream()
+        if self.watching and self.viewer_id is None and stream.state == Stream.State.LIVE:
+            await self.start_viewing()
+        else:
+            self.release_join()
+
+    def release_join(self) -> None:
+        """Give this socket's join place back (its viewer is up, gone or never made), or
+        leave the queue."""
+        ticket, self.join_ticket = self.join_ticket, None
+        if ticket is not None:
+            ticket.release()
+        queued, self.queued = self.queued, None
+        if queued is not None:
+            queued.cancel()
 
     async def viewer_offer(self, offer_sdp: str) -> None:
         """The page offers (e.g. to restart its connection). Perfect negotiation: the server
@@ -636,12 +691,19 @@ class WatchConsumer(_StreamConsumer):
             return
         await self.close_viewer()
         self.watching = True
-        result = await gateway.subscribe(
-            stream_id=str(stream.pk),
-            offer_sdp=offer_sdp,
-            notice=self.connect_notice(),
-            client=self.client_address,
-        )
+        # The page's offer waits for its answer: its turn is awaited here (bounded).
+        ticket = await join_admission().enter(address=self.client_address)
+        try:
+            result = await gateway.subscribe(
+                stream_id=str(stream.pk),
+                offer_sdp=offer_sdp,
+                notice=self.connect_notice(),
+                client=self.client_address,
+            )
+        except BaseException:
+            ticket.release()
+            raise
+        ticket.bind(result.viewer_id)
         self.viewer_id = result.viewer_id
         await self.send_json("answer", sdp=result.sdp)
 
@@ -655,6 +717,7 @@ class WatchConsumer(_StreamConsumer):
 
     async def close_viewer(self) -> None:
         self.offer_pending = False
+        self.release_join()
         if self.viewer_id is not None and self.stream is not None:
             viewer_id, self.viewer_id = self.viewer_id, None
             await gateway.viewer_close(stream_id=str(self.stream.pk), viewer_id=viewer_id)
@@ -675,6 +738,7 @@ class WatchConsumer(_StreamConsumer):
         elif state == Stream.State.ENDED:
             # The router is closed with the broadcast; the session record was ended by the
             # viewers app. Forget both without counting the viewer out a second time.
+            self.release_join()
             self.viewer_id = None
             self.offer_pending = False
             self.viewer_record = None

@@ -48,6 +48,7 @@ from onair.exceptions import (
     UnprocessableError,
 )
 from onair.logcontext import log_context
+from signaling.admission import join_admission
 from signaling.gateway import (
     IceCandidate,
     IceCredentials,
@@ -160,12 +161,21 @@ async def whep_session_start(
     """Add a viewer to a live stream. It is counted like a watch page, as a WHEP viewer,
     once its connection is up (``ViewerConnected``): a client that never connects is
     never counted, and is closed at the connect deadline. ``client``: its address, for the
-    session caps."""
+    session caps. The request waits for its turn among the joins (``signaling.admission``:
+    ``503`` with ``Retry-After`` when the queue is full or the wait too long)."""
     offer_validate(offer_sdp=offer_sdp)
-    await database_sync_to_async(stream.refresh_from_db)()
-    if not stream.is_live:
-        raise ConflictError("The broadcast is not live right now.", code="not_live")
-    result = await gateway.subscribe(stream_id=str(stream.pk), offer_sdp=offer_sdp, client=client)
+    ticket = await join_admission().enter(address=client)
+    try:
+        await database_sync_to_async(stream.refresh_from_db)()
+        if not stream.is_live:
+            raise ConflictError("The broadcast is not live right now.", code="not_live")
+        result = await gateway.subscribe(
+            stream_id=str(stream.pk), offer_sdp=offer_sdp, client=client
+        )
+    except BaseException:
+        ticket.release()
+        raise
+    ticket.bind(result.viewer_id)
     return await _register(
         SessionKind.WHEP,
         stream,

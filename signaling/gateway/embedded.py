@@ -44,6 +44,7 @@ from sfu.ice_mux import udp_mux
 from sfu.quality import QualityOptions
 from sfu.sdp_validation import validate_description
 from sfu.tasks import TaskSet, log_failure
+from signaling.admission import join_admission
 from signaling.gateway import metrics, reactions
 from signaling.gateway.contract import (
     NO_BROADCAST,
@@ -405,7 +406,8 @@ class EmbeddedGateway:
 
     def _on_event(self, event: SfuEvent) -> None:
         """The SFU's event as the gateway's, to the reactions and the listeners; and the
-        session caps released with the peer that held a place."""
+        session caps released with the peer that held a place, a join's place in the
+        admission (``signaling.admission``) once its viewer is up or gone."""
         metrics.sfu_event(event)
         for gateway_event in self._translate(event):
             for work in reactions.react(gateway_event, worker_id=self.worker_id):
@@ -422,9 +424,11 @@ class EmbeddedGateway:
     def _translate(self, event: SfuEvent) -> list[GatewayEvent]:
         stream_id = event.router_id
         if isinstance(event, ViewerConnected):
+            join_admission().settle(event.viewer_id)
             return [ViewerUp(stream_id, event.viewer_id, self._notices.get(event.viewer_id))]
         if isinstance(event, ViewerLeft):
             self.limits().release(event.viewer_id)
+            join_admission().settle(event.viewer_id)
             notice = self._notices.pop(event.viewer_id, None)
             return [ViewerEnded(stream_id, event.viewer_id, event.reason, notice)]
         if isinstance(event, ViewerQualityChanged):
