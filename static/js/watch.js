@@ -180,6 +180,10 @@ signaling.on("offer", async (msg) => {
   }
   if (!broadcasterAway()) showStatus("starting", "Starting video…");
 });
+// Many viewers are joining at once: this page waits its turn, and its offer follows.
+signaling.on("queued", () => {
+  if (!broadcasterAway()) showStatus("joining", "Joining…");
+});
 signaling.on("publisher", (msg) => {
   renderPublisher(msg.status);
   if (msg.status === "connected" && video.srcObject) play();
