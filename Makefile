@@ -93,7 +93,7 @@ format: $(VENV)/.dev
 SFU_LOOP_INDEPENDENT := test_native.py test_munger.py test_heap.py test_keyframe.py \
 	test_retransmission.py test_simulcast.py test_simulcast_ingest.py test_track.py test_frames.py \
 	test_recorder.py test_recording_files.py test_bandwidth.py test_layers.py \
-	test_simulcast_publisher.py test_cluster_node.py
+	test_simulcast_publisher.py test_cluster_node.py test_ffmpeg_handshake.py
 ## Tests that choose their loop themselves, each loop a case of its own: the first pass runs both.
 SFU_BOTH_LOOPS := test_feedback.py::test_a_nack_flood_is_answered_within_the_budget_and_other_viewers_are_untouched
 

@@ -914,24 +914,35 @@ def _take_exception(task: asyncio.Task[Any]) -> None:
         )
 
 
-# The SFU's first DTLS flight again after 100, 200 and 400 ms without an answer, before
-# OpenSSL's own timer (1 s): a WHIP encoder that reads its socket for ICE only until its
-# DTLS is set up (FFmpeg's muxer) drops a ClientHello that arrives earlier.
+# The SFU's last DTLS flight again after 100, 200 and 400 ms without an answer, before
+# OpenSSL's own timer (1 s): a flight lost, or dropped by a peer not reading DTLS yet, costs
+# a tenth of the time.
 DTLS_EARLY_RESENDS = (0.1, 0.2, 0.4)
 _DTLS_FIRST_BYTES = range(20, 64)
 
 
 def hasten_dtls_handshake(dtls: RTCDtlsTransport) -> None:
-    """Re-send the transport's last DTLS flight on a short timer while the handshake waits
-    for the peer, instead of OpenSSL's 1 s initial retransmission timeout (aiortc's
-    pyOpenSSL cannot set DTLS_set_timer_cb). Both hooks remove themselves once the
-    handshake is over, so the media path runs aioice's own methods."""
+    """Shorten the transport's DTLS handshake where a peer would leave it waiting on a timer.
+
+    As DTLS client (the SFU answering an offer: WHIP publishers, WHEP viewers) it sends its
+    ClientHello twice at once. FFmpeg's WHIP muxer (DTLS server, ``a=setup:passive``) reads
+    its socket for ICE until a DTLS datagram arrives, then hands the handshake to OpenSSL,
+    which reads the socket again: the datagram that woke it, the ClientHello, is lost, and
+    the handshake waited for a re-send (OpenSSL's 1 s timer, or the early re-sends below).
+    With the copy beside it, OpenSSL reads the copy. Any other server drops the copy as a
+    replayed record (the same epoch and sequence number, RFC 6347 4.1.2.6).
+
+    While the handshake waits for the peer it re-sends the last flight on a short timer
+    (``DTLS_EARLY_RESENDS``) instead of OpenSSL's 1 s initial retransmission timeout
+    (aiortc's pyOpenSSL cannot set DTLS_set_timer_cb). Both hooks remove themselves once
+    the handshake is over, so the media path runs aioice's own methods."""
     ice = dtls.transport
     recv = ice._recv
     send = ice._send
     flight: list[bytes] = []
     answered = [True]
     resends = list(DTLS_EARLY_RESENDS)
+    first_datagram = [True]
 
     def handshaking() -> bool:
         if dtls._state in (_DtlsState.NEW, _DtlsState.CONNECTING):
@@ -940,19 +951,24 @@ def hasten_dtls_handshake(dtls: RTCDtlsTransport) -> None:
         return False
 
     async def send_recording(data: bytes) -> None:
-        if handshaking() and data and data[0] in _DTLS_FIRST_BYTES:
-            if answered[0]:
-                flight.clear()
-                answered[0] = False
-            flight.append(data)
+        if not (handshaking() and data and data[0] in _DTLS_FIRST_BYTES):
+            await send(data)
+            return
+        if answered[0]:
+            flight.clear()
+            answered[0] = False
+        flight.append(data)
         await send(data)
+        if first_datagram[0] and dtls._role == "client":
+            await send(data)
+        first_datagram[0] = False
 
     async def recv_resending() -> bytes:
         while handshaking() and flight and not answered[0] and resends:
             try:
                 data = await asyncio.wait_for(recv(), timeout=resends[0])
             except TimeoutError:
-                resends.pop(0)
+                logger.debug("DTLS flight sent again: no answer within %.1f s", resends.pop(0))
                 for datagram in list(flight):
                     await send(datagram)
                 continue

@@ -1750,14 +1750,14 @@ async def _send_a_sender_report_and_answer_it(
     assert rtt <= time.time() - sent_at
 
 
-async def test_a_first_dtls_flight_the_peer_dropped_is_sent_again_before_openssls_timer(
+async def test_the_client_hello_goes_out_twice_and_a_lost_flight_again_before_openssls_timer(
     caplog: pytest.LogCaptureFixture,
 ) -> None:
-    """FFmpeg's WHIP muxer (DTLS server) reads its socket for ICE only until its DTLS is set
-    up, and drops a ClientHello that arrives earlier: with OpenSSL's 1 s initial
-    retransmission timer its handshake took 1,000 ms. The SFU (DTLS client, as in the
-    answer to FFmpeg's ``a=setup:passive``) sends its flight again itself: the handshake
-    completes without one expiry of OpenSSL's timer."""
+    """The SFU as DTLS client (its answer to an encoder's ``a=setup:passive``) sends its
+    ClientHello twice at once: FFmpeg's WHIP muxer loses the first (tests/sfu/
+    test_ffmpeg_handshake.py). Both lost, the SFU sends the flight again itself after
+    ``DTLS_EARLY_RESENDS[0]``: the handshake completes without one expiry of OpenSSL's
+    1 s timer."""
     encoder = RTCPeerConnection(client_configuration())
     sfu = RTCPeerConnection(client_configuration())
     dropped: list[bytes] = []
@@ -1766,32 +1766,70 @@ async def test_a_first_dtls_flight_the_peer_dropped_is_sent_again_before_openssl
         ice = encoder.getTransceivers()[0].receiver.transport.transport
         recv = ice._recv
 
-        async def drop_the_first_dtls_datagram() -> bytes:
+        async def drop_the_first_two_dtls_datagrams() -> bytes:
             while True:
                 data = await recv()
-                if dropped or not 19 < data[0] < 64:
+                if len(dropped) == 2 or not 19 < data[0] < 64:
                     return data
                 dropped.append(data)
 
-        ice._recv = drop_the_first_dtls_datagram
+        ice._recv = drop_the_first_two_dtls_datagrams
         await encoder.setLocalDescription(await encoder.createOffer())
         await sfu.setRemoteDescription(encoder.localDescription)
         aiortc_adapter.hasten_dtls_handshakes(sfu)
-        with caplog.at_level("DEBUG", logger="aiortc.rtcdtlstransport"):
+        with (
+            caplog.at_level("DEBUG", logger="aiortc.rtcdtlstransport"),
+            caplog.at_level("DEBUG", logger="sfu.aiortc_adapter"),
+        ):
             await sfu.setLocalDescription(await sfu.createAnswer())
             await encoder.setRemoteDescription(sfu.localDescription)
             assert await _until(
                 lambda: encoder.connectionState == sfu.connectionState == "connected"
             )
-        assert len(dropped) == 1
-        timer_expiries = [r for r in caplog.records if "DTLS handling timeout" in r.getMessage()]
-        assert timer_expiries == []
+        assert len(dropped) == 2
+        assert dropped[0] == dropped[1]  # the ClientHello and its copy
+        messages = [r.getMessage() for r in caplog.records]
+        assert [m for m in messages if "DTLS flight sent again" in m] == [
+            "DTLS flight sent again: no answer within 0.1 s"
+        ]
+        assert [m for m in messages if "DTLS handling timeout" in m] == []
         # the hooks are gone once connected: the media path calls aioice directly
         sfu_ice = sfu.getTransceivers()[0].receiver.transport.transport
         assert sfu_ice._recv == sfu_ice._connection.recv
         assert sfu_ice._send == sfu_ice._connection.send
     finally:
         await encoder.close()
+        await sfu.close()
+
+
+async def test_as_dtls_server_the_sfu_sends_its_first_flight_once() -> None:
+    """The copy is the client's alone: a server's first flight answers a ClientHello the
+    client has read."""
+    sfu = RTCPeerConnection(client_configuration())
+    viewer = RTCPeerConnection(client_configuration())
+    received: list[bytes] = []
+    try:
+        sfu.addTransceiver("video", direction="sendonly")
+        aiortc_adapter.hasten_dtls_handshakes(sfu)
+        await sfu.setLocalDescription(await sfu.createOffer())
+        await viewer.setRemoteDescription(sfu.localDescription)
+        await viewer.setLocalDescription(await viewer.createAnswer())
+        ice = viewer.getTransceivers()[0].receiver.transport.transport
+        recv = ice._recv
+
+        async def record() -> bytes:
+            data = await recv()
+            if 19 < data[0] < 64:
+                received.append(data)
+            return data
+
+        ice._recv = record
+        await sfu.setRemoteDescription(viewer.localDescription)
+        assert await _until(lambda: viewer.connectionState == sfu.connectionState == "connected")
+        assert sfu.getTransceivers()[0].receiver.transport._role == "server"
+        assert len(received) == len(set(received))
+    finally:
+        await viewer.close()
         await sfu.close()
 
 
