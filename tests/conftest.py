@@ -54,17 +54,29 @@ SERIAL_DIRECTORIES = {"nat": "nat", "quality": "quality", "bench": "bench"}
 TESTS = Path(__file__).parent
 
 
-def _xdist_group(item: pytest.Item) -> str:
+def _xdist_group(rootpath: Path, nodeid: str) -> str:
     """A module's tests go to one worker (its module-scoped servers, browsers and clusters
     start once), and so do the directories of ``SERIAL_DIRECTORIES``."""
-    path = Path(str(item.fspath)).relative_to(TESTS)
+    path = (rootpath / nodeid.split("::", 1)[0]).relative_to(TESTS)
     return SERIAL_DIRECTORIES.get(path.parts[0], path.as_posix())
 
 
+def pytest_xdist_make_scheduler(config: pytest.Config, log: Any) -> Any:
+    """``--dist loadgroup`` by ``_xdist_group``. Not by ``xdist_group`` marks: pytest-xdist
+    3.8 groups them by renaming each test (``item._nodeid``), which pytest 9 no longer reads,
+    so every test went to whichever worker was free."""
+    if config.getvalue("dist") != "loadgroup":
+        return None
+    from xdist.scheduler import LoadScopeScheduling
+
+    class _Grouped(LoadScopeScheduling):
+        def _split_scope(self, nodeid: str) -> str:
+            return _xdist_group(config.rootpath, nodeid)
+
+    return _Grouped(config, log)
+
+
 def pytest_collection_modifyitems(config: pytest.Config, items: list[pytest.Item]) -> None:
-    for item in items:
-        if item.get_closest_marker("xdist_group") is None:
-            item.add_marker(pytest.mark.xdist_group(_xdist_group(item)))
     reason = _postgres_unreachable()
     if reason is None:
         return
