@@ -243,7 +243,7 @@ class _Sweep:
         """A steady window at N viewers; measured again while other processes crowd a core or
         the viewers were short of packets (a burst of someone else's work on a pinned core)."""
         self.load.grow(n)
-        time.sleep(runner.SETTLE_SECONDS)
+        time.sleep(runner.settle_seconds(window))
         best = self._window(workers, round_, n, window)
         for _ in range(CONTENDED_RETRIES):
             if not (best.contended or best.starved):

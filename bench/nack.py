@@ -134,7 +134,7 @@ def _window(
     load: runner._LoadGenerator,
     publisher: runner._Publisher,
 ) -> Window:
-    time.sleep(runner.SETTLE_SECONDS)
+    time.sleep(runner.settle_seconds(plan.window))
     cpu0, stats0, snap0, sent0 = (
         host.sample(pid),
         _down_tracks(url),

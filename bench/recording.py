@@ -139,7 +139,7 @@ def _window(
     load: runner._LoadGenerator,
     publisher: runner._Publisher,
 ) -> Window:
-    time.sleep(runner.SETTLE_SECONDS)
+    time.sleep(runner.settle_seconds(seconds))
     cpu0, snap0, sent0 = host.sample(pid), load.snapshot(), publisher.count()
     time.sleep(seconds)
     cpu1, snap1, sent1 = host.sample(pid), load.snapshot(), publisher.count()
