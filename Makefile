@@ -100,8 +100,10 @@ SFU_BOTH_LOOPS := test_feedback.py::test_a_nack_flood_is_answered_within_the_bud
 ## Two pytest-xdist workers (one per core: most tests wait on real time, a browser or a
 ## server); tests/conftest.py keeps a module's tests, and the NAT rig's, on one worker. The
 ## benchmarks' smoke tests and the shaped-link rig measure CPU and rates (a bench run on a
-## crowded machine leaves its points out): they run after them, alone (exit status 5:
-## PYTEST_ARGS chose none of their tests).
+## crowded machine leaves its points out): they run after them, one at a time on each of the
+## two workers (the bench's on one, the rig's on the other: two viewers cost the bench's
+## pinned server a few percent of its core, and the rig compares windows of one run) (exit
+## status 5: PYTEST_ARGS chose none of their tests).
 XDIST := -n 2 --dist loadgroup
 ALONE := tests/bench tests/quality
 
@@ -112,7 +114,7 @@ export ONAIR_FUZZ_SCALE
 
 pytest: $(VENV)/.dev native browser nat-deps deploy-deps
 	$(BIN)/python -m pytest $(XDIST) --durations=20 $(foreach path,$(ALONE),--ignore=$(path)) $(PYTEST_ARGS)
-	$(BIN)/python -m pytest -p no:cacheprovider $(ALONE) $(PYTEST_ARGS) || [ $$? = 5 ]
+	$(BIN)/python -m pytest $(XDIST) -p no:cacheprovider $(ALONE) $(PYTEST_ARGS) || [ $$? = 5 ]
 	@echo "the SFU's tests again with the C forwarding loop off (the Python loop forwards)"
 	ONAIR_NATIVE_FORWARDING=0 $(BIN)/python -m pytest $(XDIST) -p no:cacheprovider tests/sfu \
 		$(foreach test,$(SFU_LOOP_INDEPENDENT),--ignore=tests/sfu/$(test)) \
