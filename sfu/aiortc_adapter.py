@@ -13,6 +13,7 @@ from __future__ import annotations
 
 import asyncio.selector_events
 import contextlib
+import datetime
 import logging
 import socket
 import struct
@@ -22,18 +23,24 @@ import weakref
 from collections.abc import Awaitable, Callable, Sequence
 from typing import Any, Protocol
 
+import aioice.ice as _aioice_ice
+import aiortc.rtcpeerconnection as _pc_module
 import aiortc.rtcrtpreceiver as _receiver_module
 from aioice import Connection, ConnectionClosed
 from aioice.ice import CandidatePair, StunProtocol
 from aiortc import (
+    MediaStreamTrack,
+    RTCConfiguration,
     RTCDtlsTransport,
     RTCIceGatherer,
     RTCIceTransport,
     RTCPeerConnection,
     RTCRtpReceiver,
     RTCRtpSender,
+    RTCRtpTransceiver,
     clock,
 )
+from aiortc.rtcdtlstransport import RTCCertificate, RTCDtlsFingerprint
 from aiortc.rtcdtlstransport import State as _DtlsState
 from aiortc.rtcrtpparameters import (
     RTCRtpHeaderExtensionParameters,
@@ -987,3 +994,95 @@ def hasten_dtls_handshakes(pc: RTCPeerConnection) -> None:
         if dtls._state == _DtlsState.NEW and not getattr(dtls, "_onair_hastened", False):
             dtls._onair_hastened = True
             hasten_dtls_handshake(dtls)
+
+
+# --- what a join costs ---------------------------------------------------------------------
+# aiortc makes a new ECDSA key and a self-signed certificate for every RTCPeerConnection, in
+# its constructor, and hashes the certificate three ways whenever it writes a description:
+# a third of a millisecond of CPU per viewer joining. A server's certificate identifies the
+# server, not the session (mediasoup and Janus use one per process): every peer connection
+# made here shares one, renewed a day before it expires (aiortc's last 30 days).
+
+CERTIFICATE_RENEW_BEFORE = datetime.timedelta(days=1)
+
+
+class _SharedCertificate(RTCCertificate):
+    """A certificate whose fingerprints are computed once."""
+
+    _fingerprints: list[RTCDtlsFingerprint] | None = None
+
+    def getFingerprints(self) -> list[RTCDtlsFingerprint]:
+        if self._fingerprints is None:
+            self._fingerprints = super().getFingerprints()
+        return list(self._fingerprints)
+
+
+_shared_certificate: _SharedCertificate | None = None
+
+
+def shared_certificate() -> RTCCertificate:
+    """The process's DTLS certificate (made on first use, renewed before it expires)."""
+    global _shared_certificate
+    now = datetime.datetime.now(datetime.UTC)
+    if _shared_certificate is None or _shared_certificate.expires - now < CERTIFICATE_RENEW_BEFORE:
+        _shared_certificate = _SharedCertificate.generateCertificate()
+    return _shared_certificate
+
+
+class _GivenCertificate:
+    """``RTCCertificate`` as aiortc's peer connection module sees it while one is made:
+    ``generateCertificate`` hands out the shared certificate."""
+
+    def __init__(self, certificate: RTCCertificate) -> None:
+        self._certificate = certificate
+
+    def generateCertificate(self) -> RTCCertificate:
+        return self._certificate
+
+
+def new_peer_connection(configuration: RTCConfiguration) -> RTCPeerConnection:
+    """An ``RTCPeerConnection`` with the process's shared DTLS certificate."""
+    given = _GivenCertificate(shared_certificate())
+    setattr(_pc_module, "RTCCertificate", given)  # noqa: B010 (a module's global)
+    try:  # the constructor is synchronous: no other code runs while the name is swapped
+        return RTCPeerConnection(configuration)
+    finally:
+        setattr(_pc_module, "RTCCertificate", RTCCertificate)  # noqa: B010
+
+
+def _no_estimator() -> None:
+    return None
+
+
+def add_send_transceiver(pc: RTCPeerConnection, track: MediaStreamTrack) -> RTCRtpTransceiver:
+    """``pc.addTransceiver(track, direction="sendonly")`` whose receiver never gets the
+    remote bitrate estimator ``drop_bitrate_estimator`` would take away: building its 1,000
+    buckets was a tenth of a viewer's join."""
+    setattr(_receiver_module, "RemoteBitrateEstimator", _no_estimator)  # noqa: B010
+    try:  # synchronous, as above
+        return pc.addTransceiver(track, direction="sendonly")
+    finally:
+        setattr(_receiver_module, "RemoteBitrateEstimator", _REMOTE_BITRATE_ESTIMATOR)  # noqa: B010
+
+
+_REMOTE_BITRATE_ESTIMATOR = _receiver_module.RemoteBitrateEstimator
+
+# aioice lists the host's network interfaces (ifaddr: a netlink dump) for every connection it
+# gathers candidates for; a join's second-largest cost after the certificate. The list is
+# kept for HOST_ADDRESSES_SECONDS: an address added or removed is seen by the connections
+# gathered after that.
+HOST_ADDRESSES_SECONDS = 5.0
+AIOICE_GET_HOST_ADDRESSES = _aioice_ice.get_host_addresses
+_host_addresses: dict[tuple[bool, bool], tuple[float, list[str]]] = {}
+
+
+def _cached_host_addresses(use_ipv4: bool, use_ipv6: bool) -> list[str]:
+    now = time.monotonic()
+    cached = _host_addresses.get((use_ipv4, use_ipv6))
+    if cached is None or now - cached[0] > HOST_ADDRESSES_SECONDS:
+        cached = (now, AIOICE_GET_HOST_ADDRESSES(use_ipv4=use_ipv4, use_ipv6=use_ipv6))
+        _host_addresses[(use_ipv4, use_ipv6)] = cached
+    return list(cached[1])
+
+
+setattr(_aioice_ice, "get_host_addresses", _cached_host_addresses)  # noqa: B010

@@ -56,7 +56,7 @@ class Peer:
         on_lost: Callable[[Peer], None],
     ) -> None:
         self.id = str(uuid.uuid4())
-        self._pc = RTCPeerConnection(configuration)
+        self._pc = aiortc_adapter.new_peer_connection(configuration)
         self._network = network
         self._on_lost = on_lost
         self._closing = False

@@ -6,10 +6,15 @@ number make it raise ``AttributeError``, ``ValueError`` or worse halfway through
 ``setRemoteDescription``, leaving a peer connection it can no longer close. Everything
 here runs before a peer connection exists and raises ``InvalidSdpError`` naming the
 problem, so a malformed description costs one parse and never reaches aiortc.
+
+A description checked once is not parsed again: the last few are kept, since an offer is
+checked where it arrives (``signaling.gateway.offer_validate``) and again by the SFU,
+which in the embedded default is the same process.
 """
 
 from __future__ import annotations
 
+import functools
 import re
 from typing import Final
 
@@ -49,8 +54,14 @@ def validate_description(sdp: str, *, sdp_type: str = "offer") -> SessionDescrip
     missing direction, missing ``a=ice-ufrag``/``a=ice-pwd``, no ``a=fingerprint``, no
     ``a=rtcp-mux``, no ``a=rtpmap``; a malformed ``c=``, ``a=setup`` or
     ``a=fingerprint``; a candidate's port out of range; and a ``BUNDLE`` group naming an
-    unknown mid.
+    unknown mid. The result is shared with the next check of the same text: read it,
+    do not change it.
     """
+    return _validated(sdp, sdp_type)
+
+
+@functools.lru_cache(maxsize=16)
+def _validated(sdp: str, sdp_type: str) -> SessionDescription:
     _check_text(sdp)
     lines = [line for line in sdp.splitlines() if line]
     if not lines or lines[0].strip() != "v=0":

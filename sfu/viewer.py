@@ -174,7 +174,7 @@ class ViewerPeer(Peer):
             if not kinds:
                 raise NegotiationError("viewer offers to receive neither audio nor video")
         for kind in kinds:
-            transceiver = self._pc.addTransceiver(_IdleTrack(kind), direction="sendonly")
+            transceiver = aiortc_adapter.add_send_transceiver(self._pc, _IdleTrack(kind))
             transceiver.setCodecPreferences(codec_preferences(kind, codecs.get(kind)))
             self.slots.append(
                 SendSlot(

@@ -2,6 +2,7 @@
 first, and name what moved."""
 
 import asyncio
+import datetime
 import errno
 import importlib.metadata
 import inspect
@@ -20,16 +21,18 @@ import pytest
 from aioice import Connection
 from aioice.ice import StunProtocol
 from aiortc import (
+    AudioStreamTrack,
     RTCDtlsTransport,
     RTCPeerConnection,
     RTCRtpReceiver,
     RTCRtpSender,
     RTCRtpTransceiver,
+    VideoStreamTrack,
     clock,
 )
 from aiortc.codecs import CODECS
 from aiortc.rate import RemoteBitrateEstimator
-from aiortc.rtcdtlstransport import RtpRouter
+from aiortc.rtcdtlstransport import RTCCertificate, RtpRouter
 from aiortc.rtcrtpparameters import RTCRtpCodecParameters, RTCRtpSendParameters
 from aiortc.rtcrtpreceiver import NackGenerator
 from aiortc.rtp import (
@@ -1984,3 +1987,85 @@ async def test_an_ice_transports_monitor_ends_when_its_connection_closed_before_
     thread.start()
     thread.join(10)
     assert thread_result == [True], "the monitor of a closed connection never ended"
+
+
+# --- what a join costs ---------------------------------------------------------------------
+
+
+def _certificate(pc: RTCPeerConnection) -> Any:
+    (certificate,) = pc._RTCPeerConnection__certificates
+    return certificate
+
+
+async def test_peer_connections_made_here_share_one_certificate() -> None:
+    import aiortc.rtcpeerconnection
+
+    first = aiortc_adapter.new_peer_connection(client_configuration())
+    second = aiortc_adapter.new_peer_connection(client_configuration())
+    other = RTCPeerConnection(client_configuration())
+    try:
+        assert _certificate(first) is _certificate(second) is aiortc_adapter.shared_certificate()
+        assert _certificate(other) is not _certificate(first)  # aiortc's own is left alone
+        assert aiortc.rtcpeerconnection.RTCCertificate is RTCCertificate
+        # what a description carries: the same fingerprints, computed once
+        fingerprints = _certificate(first).getFingerprints()
+        assert fingerprints == RTCCertificate.getFingerprints(_certificate(first))
+        first.addTransceiver("audio", direction="sendonly")
+        await first.setLocalDescription(await first.createOffer())
+        sha256 = next(f.value for f in fingerprints if f.algorithm == "sha-256")
+        assert f"a=fingerprint:sha-256 {sha256}" in first.localDescription.sdp
+    finally:
+        for pc in (first, second, other):
+            await pc.close()
+
+
+def test_the_shared_certificate_is_renewed_before_it_expires(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    current = aiortc_adapter.shared_certificate()
+    assert aiortc_adapter.shared_certificate() is current
+    remaining = current.expires - datetime.datetime.now(datetime.UTC)
+    monkeypatch.setattr(aiortc_adapter, "CERTIFICATE_RENEW_BEFORE", remaining)
+    renewed = aiortc_adapter.shared_certificate()
+    assert renewed is not current
+    assert renewed.expires >= current.expires
+
+
+async def test_a_send_transceiver_added_here_gets_no_bitrate_estimator() -> None:
+    import aiortc.rtcrtpreceiver
+
+    pc = aiortc_adapter.new_peer_connection(client_configuration())
+    try:
+        track = AudioStreamTrack()
+        transceiver = aiortc_adapter.add_send_transceiver(pc, VideoStreamTrack())
+        assert transceiver.direction == "sendonly"
+        assert transceiver.receiver._RTCRtpReceiver__remote_bitrate_estimator is None
+        assert aiortc.rtcrtpreceiver.RemoteBitrateEstimator is RemoteBitrateEstimator
+        assert aiortc_adapter.add_send_transceiver(pc, track).kind == "audio"
+        # aiortc's own transceivers still get theirs (a client's REMB comes from it)
+        plain = pc.addTransceiver("video")
+        assert isinstance(
+            plain.receiver._RTCRtpReceiver__remote_bitrate_estimator, RemoteBitrateEstimator
+        )
+    finally:
+        await pc.close()
+
+
+def test_host_addresses_are_listed_once_per_interval(monkeypatch: pytest.MonkeyPatch) -> None:
+    import aioice.ice
+
+    listed: list[tuple[bool, bool]] = []
+
+    def listing(use_ipv4: bool, use_ipv6: bool) -> list[str]:
+        listed.append((use_ipv4, use_ipv6))
+        return ["192.0.2.1"]
+
+    monkeypatch.setattr(aiortc_adapter, "AIOICE_GET_HOST_ADDRESSES", listing)
+    monkeypatch.setattr(aiortc_adapter, "_host_addresses", {})
+    # what aioice's gathering calls
+    assert aioice.ice.get_host_addresses(use_ipv4=True, use_ipv6=False) == ["192.0.2.1"]
+    assert aioice.ice.get_host_addresses(use_ipv4=True, use_ipv6=False) == ["192.0.2.1"]
+    assert listed == [(True, False)]
+    monkeypatch.setattr(aiortc_adapter, "HOST_ADDRESSES_SECONDS", 0.0)
+    aioice.ice.get_host_addresses(use_ipv4=True, use_ipv6=False)
+    assert listed == [(True, False), (True, False)]

@@ -176,3 +176,24 @@ async def test_closing_a_session_leaves_no_aiortc_task_behind(
     assert tasks
     await session.close()
     assert [task.done() for task in tasks] == [True] * len(tasks)
+
+
+async def test_an_offer_checked_again_is_not_parsed_again(monkeypatch: pytest.MonkeyPatch) -> None:
+    """Where it arrives and in the SFU (one process in the embedded default): one parse."""
+    from aiortc.sdp import SessionDescription
+
+    offer = await _viewer_offer()
+    parsed: list[str] = []
+    original = SessionDescription.parse
+
+    def spy(sdp: str) -> SessionDescription:
+        parsed.append(sdp)
+        return original(sdp)
+
+    monkeypatch.setattr(SessionDescription, "parse", staticmethod(spy))
+    first = validate_description(offer)
+    assert validate_description(offer) is first
+    assert len(parsed) == 1
+    # another client's offer (its own ICE credentials) is its own parse
+    validate_description(offer.replace("a=ice-ufrag:", "a=ice-ufrag:x"))
+    assert len(parsed) == 2
