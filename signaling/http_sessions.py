@@ -162,11 +162,18 @@ async def whep_session_start(
     once its connection is up (``ViewerConnected``): a client that never connects is
     never counted, and is closed at the connect deadline. ``client``: its address, for the
     session caps. The request waits for its turn among the joins (``signaling.admission``:
-    ``503`` with ``Retry-After`` when the queue is full or the wait too long)."""
+    ``503`` with ``Retry-After`` when the queue is full or the wait too long). ``stream``: as
+    ``whep_stream_get`` loaded it for this request; read again only after a wait (not a
+    query per join)."""
     offer_validate(offer_sdp=offer_sdp)
-    ticket = await join_admission().enter(address=client)
+    admission = join_admission()
+    ticket = admission.try_enter(address=client)
+    waited = ticket is None
+    if ticket is None:
+        ticket = await admission.enter(address=client)
     try:
-        await database_sync_to_async(stream.refresh_from_db)()
+        if waited:  # the broadcast may have ended meanwhile
+            await database_sync_to_async(stream.refresh_from_db)()
         if not stream.is_live:
             raise ConflictError("The broadcast is not live right now.", code="not_live")
         result = await gateway.subscribe(
