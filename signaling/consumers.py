@@ -19,6 +19,7 @@ from collections import Counter
 from typing import Any
 
 from autobahn.exception import Disconnected
+from channels.consumer import get_handler_name
 from channels.db import database_sync_to_async
 from channels.generic.websocket import AsyncWebsocketConsumer
 from django.contrib.auth.models import AnonymousUser, User
@@ -129,6 +130,16 @@ class _StreamConsumer(AsyncWebsocketConsumer):
     allowed_types: frozenset[str]
     stream: Stream | None = None
     chat: ChatSession | None = None
+
+    async def dispatch(self, message: dict[str, Any]) -> None:
+        """Channels' dispatch without the ``aclose_old_connections`` it runs before every
+        handler: a trip to the database thread per message (three per viewer joining, one
+        per chat message fanned out), for nothing: every database call here goes through
+        ``database_sync_to_async``, which closes the connection it used."""
+        handler = getattr(self, get_handler_name(message), None)
+        if handler is None:
+            raise ValueError(f"No handler for message type {message['type']}")
+        await handler(message)
 
     async def connect(self) -> None:
         self.group = ""
