@@ -7,6 +7,7 @@ python -m bench --nack          # only the NACK-flood step (bench.nack; part of 
 python -m bench --simulcast     # only the simulcast step (bench.simulcast; part of the full run)
 python -m bench --recording     # only the recording step (bench.recording; part of the full run)
 python -m bench --chat          # only the chat fan-out step (bench.chat; part of the full run)
+python -m bench --signaling     # only the join-rate step (bench.signaling; part of the full run)
 """
 
 from __future__ import annotations
@@ -103,8 +104,11 @@ def main(argv: list[str] | None = None) -> int:
         "--no-report", action="store_true", help="skip docs/BENCHMARKS.md and plots"
     )
     parser.add_argument(
-        "--no-signaling", action="store_true", help="skip the daphne signaling-rate measurement"
+        "--signaling",
+        action="store_true",
+        help="only the join-rate step: WebSocket and WHEP joins per core-second of daphne",
     )
+    parser.add_argument("--no-signaling", action="store_true", help="skip the join-rate step")
     parser.add_argument(
         "--cluster", action="store_true", help="the 1 vs 2 SFU workers sweep (bench.cluster)"
     )
@@ -189,6 +193,18 @@ def main(argv: list[str] | None = None) -> int:
             repetitions=args.repetitions,
         )
 
+    if args.signaling:
+        from bench import signaling
+
+        return signaling.main(
+            args.quick,
+            _progress,
+            command.strip(),
+            report=not args.no_report,
+            json_path=args.json,
+            window=args.window,
+        )
+
     if args.chat:
         from bench import chat
 
@@ -225,27 +241,13 @@ def main(argv: list[str] | None = None) -> int:
         _progress(f"[{name}] {version}: N = {plan.viewers}, {plan.window:.0f} s windows")
         results.append(runner.run_server(name, version, plan, spec, _progress))
 
-    rate = None
-    if not args.no_signaling:
-        from bench import signaling
-
-        clients, seconds = (4, 4.0) if args.quick else (8, 15.0)
-        try:
-            rate = signaling.measure(clients, seconds, _progress)
-            _progress(
-                f"[signaling] {rate.joins_per_second:.1f} joins/s with {rate.failures} failures, "
-                f"daphne {rate.server_cpu:.0%} CPU, join p50 {rate.join_ms_p50 or 0:.0f} ms"
-            )
-        except Exception as exc:
-            _progress(f"[signaling] failed: {type(exc).__name__}: {exc}")
-
     from bench import report
 
     when = datetime.datetime.now(datetime.UTC)
-    path = report.write_json(results, spec, when, command, args.json, rate)
+    path = report.write_json(results, spec, when, command, args.json)
     _progress(f"results: {path}")
     if not args.no_report:
-        for written in report.write_docs(results, spec, when, command.strip(), rate):
+        for written in report.write_docs(results, spec, when, command.strip()):
             _progress(f"wrote {written}")
     nack_failed = False
     if not args.no_nack and "onair" in args.servers.split(",") and _onair_version():
@@ -268,6 +270,13 @@ def main(argv: list[str] | None = None) -> int:
         recording_failed = bool(
             recording.main(args.quick, _progress, command.strip(), report=not args.no_report)
         )
+    signaling_failed = False
+    if not args.no_signaling:
+        from bench import signaling
+
+        signaling_failed = bool(
+            signaling.main(args.quick, _progress, command.strip(), report=not args.no_report)
+        )
     chat_failed = False
     if not args.no_chat:
         from bench import chat
@@ -281,6 +290,7 @@ def main(argv: list[str] | None = None) -> int:
         and not nack_failed
         and not simulcast_failed
         and not recording_failed
+        and not signaling_failed
         and not chat_failed
     )
     return 0 if ok else 1

@@ -247,24 +247,3 @@ class ServerResult:
             "live_joins_failed": sum(1 for ms in self.live_join_ms if ms is None),
             "live_keyframe_answer_ms_p50": percentile(self.live_keyframe_answer_ms, 50),
         }
-
-
-@dataclass(frozen=True)
-class SignalingResult:
-    """WebSocket connect + join to a live stream, in a loop, against one daphne process."""
-
-    clients: int
-    seconds: float
-    joins: int
-    failures: int
-    server_cpu: float  # share of one core
-    join_ms_p50: float | None
-    join_ms_p95: float | None
-
-    @property
-    def joins_per_second(self) -> float:
-        return self.joins / self.seconds
-
-    @property
-    def joins_per_core_second(self) -> float | None:
-        return self.joins_per_second / self.server_cpu if self.server_cpu else None

@@ -13,7 +13,7 @@ from typing import Any
 import aiortc
 
 from bench import host, source
-from bench.measure import ServerResult, SignalingResult
+from bench.measure import ServerResult
 
 REPO = Path(__file__).resolve().parent.parent
 RESULTS = REPO / "bench" / "results"
@@ -59,7 +59,6 @@ def write_json(
     when: datetime.datetime,
     command: str,
     path: Path | None = None,
-    signaling: SignalingResult | None = None,
 ) -> Path:
     path = path or RESULTS / f"{when:%Y%m%dT%H%M%SZ}.json"
     path.parent.mkdir(parents=True, exist_ok=True)
@@ -68,13 +67,6 @@ def write_json(
         "servers": [
             {**dataclasses.asdict(result), "summary": result.summary()} for result in results
         ],
-        "signaling": None
-        if signaling is None
-        else {
-            **dataclasses.asdict(signaling),
-            "joins_per_second": signaling.joins_per_second,
-            "joins_per_core_second": signaling.joins_per_core_second,
-        },
     }
     path.write_text(json.dumps(document, indent=1) + "\n")
     return path
@@ -213,7 +205,6 @@ def _live_join_lines(results: list[ServerResult]) -> list[str]:
 def render(
     results: list[ServerResult],
     environment: dict[str, Any],
-    signaling: SignalingResult | None = None,
 ) -> str:
     machine = environment["machine"]
     lines = [
@@ -301,18 +292,6 @@ def render(
             ]
             if pauses:
                 lines += ["", " ".join(pauses)]
-    if signaling is not None:
-        per_core = signaling.joins_per_core_second
-        lines += [
-            "",
-            f"Signaling: one daphne process sustained **{signaling.joins_per_second:.1f} "
-            f"WebSocket connect + join per second** ({signaling.clients} clients joining in a "
-            f"loop for {signaling.seconds:.0f} s, {signaling.joins} joins, "
-            f"{signaling.failures} failed) at {signaling.server_cpu:.0%} of its core"
-            + (f" (≈ {per_core:.0f} per core-second)" if per_core else "")
-            + f"; join → server's offer p50 {number(signaling.join_ms_p50, '.0f')} ms, "
-            f"p95 {number(signaling.join_ms_p95, '.0f')} ms.",
-        ]
     lines += [
         "",
         "![Server CPU against viewers](img/bench-cpu.png)",
@@ -329,7 +308,6 @@ def write_docs(
     spec: source.SourceSpec,
     when: datetime.datetime,
     command: str,
-    signaling: SignalingResult | None = None,
 ) -> list[Path]:
     measured = _measured(results)
     IMAGES.mkdir(parents=True, exist_ok=True)
@@ -340,7 +318,7 @@ def write_docs(
         _plot_viewers_per_core(measured, IMAGES / "bench-viewers-per-core.png")
         written += [IMAGES / name for name in ("bench-cpu.png", "bench-rss.png")]
         written.append(IMAGES / "bench-viewers-per-core.png")
-    table = render(results, _environment(spec, when, command), signaling)
+    table = render(results, _environment(spec, when, command))
     text = DOC.read_text() if DOC.exists() else f"# Benchmarks\n\n{START}\n{END}\n"
     head, _, rest = text.partition(START)
     _, _, tail = rest.partition(END)

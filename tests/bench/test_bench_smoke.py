@@ -2,9 +2,9 @@
 
 The bench is never imported here; it runs as ``python -m bench`` exactly as ``make bench``
 does, with two viewers and one-second windows (and, for OnAir, the quick plan's few decoding
-viewers joining a live encoder). The NACK-flood, simulcast, recording and chat steps each
-have a smoke test of their own (here, test_recording_bench.py and test_chat_bench.py), so the
-servers' point runs without them.
+viewers joining a live encoder). The NACK-flood, simulcast, recording, chat and join-rate
+steps each have a smoke test of their own (here, test_recording_bench.py, test_chat_bench.py
+and test_signaling_bench.py), so the servers' point runs without them.
 """
 
 import json
@@ -33,6 +33,7 @@ def test_quick_point_measures_every_available_server(tmp_path: Path) -> None:
         "--no-simulcast",
         "--no-recording",
         "--no-chat",
+        "--no-signaling",
         "--json",
         str(results),
         timeout=240,

@@ -17,6 +17,7 @@ def test_the_benchmarks_doc_is_short_reference() -> None:
         "simulcast:begin",
         "recording:begin",
         "chat:begin",
+        "signaling:begin",
     ):
         assert text.count(marker) == 1
     assert not re.search(r"\bStep \d", text)  # narratives of how it was built
