@@ -47,14 +47,15 @@ INSTALLED_APPS = [
     "webhooks",
 ]
 
+# Django's, those whose hooks do no I/O in onair.middleware: run inline for async views.
 MIDDLEWARE = [
-    "django.middleware.security.SecurityMiddleware",
+    "onair.middleware.SecurityMiddleware",
     "django.contrib.sessions.middleware.SessionMiddleware",
-    "django.middleware.common.CommonMiddleware",
+    "onair.middleware.CommonMiddleware",
     "django.middleware.csrf.CsrfViewMiddleware",
-    "django.contrib.auth.middleware.AuthenticationMiddleware",
+    "onair.middleware.AuthenticationMiddleware",
     "django.contrib.messages.middleware.MessageMiddleware",
-    "django.middleware.clickjacking.XFrameOptionsMiddleware",
+    "onair.middleware.XFrameOptionsMiddleware",
 ]
 
 ROOT_URLCONF = "onair.urls"
