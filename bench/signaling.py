@@ -19,7 +19,10 @@ bench measures forwarding). Each client loops one join after the other:
   the server sees a distinct client's offer every time and has nothing to reuse from the
   last one, while the load core is spared a certificate and a peer connection per join.
 
-A join that the server refuses or that takes over 20 s is a failure. After a short warm-up
+Each client joins from a loopback address of its own (127.0.0.2, .3, ...), as a crowd's viewers
+each come from theirs, and there are no more clients than ``JOIN_CONCURRENCY``: no join waits
+in the join queue (``signaling.admission``; the flash-crowd run measures the queue). A join
+that the server refuses or that takes over 20 s is a failure. After a short warm-up
 round, the rate is completed joins per second over a window, with daphne's CPU (user +
 system) in the same window; joins per core-second = joins per second ÷ that CPU share. A
 viewer is counted (a database row) only once connected, which these never are; leaving
@@ -135,7 +138,7 @@ class SignalingRun:
 # --- clients ---------------------------------------------------------------------------------
 
 
-async def _websocket_join(base: str, offer: str) -> float:
+async def _websocket_join(base: str, offer: str, source: str) -> float:
     import websockets
     from websockets.typing import Origin
 
@@ -143,7 +146,9 @@ async def _websocket_join(base: str, offer: str) -> float:
     # Channels checks the Origin of a browser's WebSocket against ALLOWED_HOSTS.
     url = f"ws://{base}/ws/watch/{SLUG}/"
     origin = Origin(f"http://{base}")
-    async with websockets.connect(url, origin=origin, open_timeout=20, close_timeout=2) as socket:
+    async with websockets.connect(
+        url, origin=origin, open_timeout=20, close_timeout=2, local_addr=(source, 0)
+    ) as socket:
         while True:
             message = json.loads(await asyncio.wait_for(socket.recv(), JOIN_TIMEOUT))
             if message.get("type") == "welcome":
@@ -179,10 +184,10 @@ async def _request(
     return status, headers, content
 
 
-async def _whep_join(base: str, offer: str) -> float:
+async def _whep_join(base: str, offer: str, source: str) -> float:
     host_name, _, port = base.rpartition(":")
     started = time.monotonic()
-    reader, writer = await asyncio.open_connection(host_name, int(port))
+    reader, writer = await asyncio.open_connection(host_name, int(port), local_addr=(source, 0))
     try:
         status, headers, _ = await asyncio.wait_for(
             _request(
@@ -244,6 +249,12 @@ async def _recvonly_offer() -> str:
 _JOINS = {"websocket": _websocket_join, "whep": _whep_join}
 
 
+def _source(client: int) -> str:
+    """Client ``client``'s own loopback address (127.0.0.2, .3, ...), as a crowd's viewers
+    each have theirs: the join queue's cap per address never binds."""
+    return f"127.0.0.{2 + client}"
+
+
 async def _clients(
     path: str, base: str, offer: str, plan: Plan, pid: int
 ) -> tuple[list[float], int, float, float]:
@@ -252,22 +263,22 @@ async def _clients(
     times: list[float] = []
     failures = 0
 
-    async def client(until: float) -> None:
+    async def client(until: float, source: str) -> None:
         nonlocal failures
         while time.monotonic() < until:
             try:
-                times.append(await join(base, offer))
+                times.append(await join(base, offer, source))
             except Exception:
                 failures += 1
                 await asyncio.sleep(0.1)
 
     warm_up_until = time.monotonic() + plan.warm_up
-    await asyncio.gather(*(client(warm_up_until) for _ in range(plan.clients)))
+    await asyncio.gather(*(client(warm_up_until, _source(n)) for n in range(plan.clients)))
     times.clear()
     failures = 0
     before = host.sample(pid)
     started = time.monotonic()
-    await asyncio.gather(*(client(started + plan.window) for _ in range(plan.clients)))
+    await asyncio.gather(*(client(started + plan.window, _source(n)) for n in range(plan.clients)))
     elapsed = time.monotonic() - started
     return times, failures, elapsed, host.cpu_fraction(before, host.sample(pid))
 
