@@ -33,7 +33,11 @@ The rules:
   forever, or pause it for nothing. As Chromium's REMB after an overuse is 85 % of the
   throughput it measured, the link carried that throughput: ``carried`` says so, and a
   viewer is not stepped down off a layer it carried (``sfu.layers``) for a delay spike
-  alone (a keyframe burst through a link that takes the layer's steady rate).
+  alone (a keyframe burst through a link that takes the layer's steady rate);
+- ``background_loss``, the mean loss of the last ``background_loss_windows`` windows, tells
+  a link that drops packets whatever it is sent (radio, a lossy hop): at ``loss_low`` or
+  more, a NACK during a probe is no sign that the probe overflowed the link (``sfu.
+  quality``), the probe's queueing delay is.
 
 ``sent`` is the viewer's measured send rate (media, retransmissions and probes together),
 given by ``sent``. Times are ``time.monotonic()`` seconds; rates bits per second.
@@ -42,6 +46,7 @@ given by ``sent``. Times are ``time.monotonic()`` seconds; rates bits per second
 from __future__ import annotations
 
 import math
+from collections import deque
 from dataclasses import dataclass
 
 
@@ -68,6 +73,7 @@ class EstimatorSettings:
     loss_burst_quiet_seconds: float = 2.0
     probe_loss_ignored_seconds: float = 1.5
     probe_delay_seconds: float = 0.02
+    background_loss_windows: int = 5
 
 
 class BandwidthEstimator:
@@ -103,6 +109,7 @@ class BandwidthEstimator:
         self._window_lost = 0
         self.remb: float | None = None
         self.loss = 0.0
+        self._losses: deque[float] = deque(maxlen=settings.background_loss_windows)
         self._from_remb = False  # the estimate is a falling REMB's (nothing changed it since)
 
     @property
@@ -122,6 +129,12 @@ class BandwidthEstimator:
         """When the viewer last said its link took less than it was sent: a decrease, or
         a REMB that fell."""
         return max(self.last_decrease_at, self.last_remb_fall_at, self.last_probe_overflow_at)
+
+    @property
+    def background_loss(self) -> float:
+        """The mean loss fraction of the last few loss windows (see the module's
+        docstring)."""
+        return sum(self._losses) / len(self._losses) if self._losses else 0.0
 
     @property
     def sent_bps(self) -> float:
@@ -183,6 +196,7 @@ class BandwidthEstimator:
         self.last_loss_window_at = now
         if now < self._loss_ignored_until:
             return
+        self._losses.append(fraction_lost)
         if fraction_lost > settings.loss_high:
             if now < self._burst_hold_until:
                 # within the hold after a deep cut: about what was sent before it

@@ -15,7 +15,8 @@ video is paused, one telling the present) comes back late by the queue the probe
 at the link's bottleneck, which, with the viewer's REMB and loss, tells the selector whether
 the next layer fits. A
 probe stops at its first NACK (it overflows the link's queue: every packet more is dropped,
-media too; it fails) and as soon as the selector has failed it.
+media too; it fails), unless the link loses packets anyway (``BandwidthEstimator.
+background_loss``), and as soon as the selector has failed it.
 """
 
 from __future__ import annotations
@@ -336,7 +337,9 @@ class ViewerQuality:
     def _probe_tick(self, video: DownTrack, extra: float, until: float, nacks: int) -> None:
         """Send ``extra`` bits/s of padding until ``until``, unless the viewer asks for a
         retransmission meanwhile (``nacks``: its count when the probe began): the probe
-        overflows its link's queue, and every packet more would be dropped, media too."""
+        overflows its link's queue, and every packet more would be dropped, media too. On
+        a link that loses packets anyway (``BandwidthEstimator.background_loss``) a NACK
+        says nothing of the probe, and it runs its length: its queueing delay judges it."""
         self._probe_timer = None
         now = time.monotonic()
         if self.closed or video.closed or extra <= 0:
@@ -346,7 +349,11 @@ class ViewerQuality:
         if now >= until:
             self._probe_ended(video, now)
             return
-        if video.nacks_received > nacks and not video.paused:
+        if (
+            video.nacks_received > nacks
+            and not video.paused
+            and self.estimator.background_loss < self.estimator.settings.loss_low
+        ):
             self._probe_ended(video, now)
             self.estimator.probe_overflowed(now)
             self._decide(now)

@@ -162,3 +162,14 @@ def test_a_probe_that_queued_nothing_measures_nothing() -> None:
     assert est.capacity is None
     est.on_probe_delay(0.3, now=3.0)  # a delay without a probe sent just before
     assert est.capacity is None
+
+
+def test_background_loss_is_the_mean_of_the_last_windows_taken() -> None:
+    est = estimator()
+    assert est.background_loss == 0.0
+    for second, loss in enumerate([0.2, 0.05, 0.05, 0.05, 0.05, 0.05], start=1):
+        est.on_loss(loss, now=float(second))
+    assert est.background_loss == pytest.approx(0.05)  # the first window is out of the last 5
+    est.ignore_loss(until=20.0)
+    est.on_loss(0.5, now=10.0)  # ignored: not counted either
+    assert est.background_loss == pytest.approx(0.05)
