@@ -35,7 +35,11 @@ The rules:
   viewer is not stepped down off a layer it carried (``sfu.layers``) for a delay spike
   alone (a keyframe burst through a link that takes the layer's steady rate);
 - ``background_loss``, the mean loss of the last ``background_loss_windows`` windows, tells
-  a link that drops packets whatever it is sent (radio, a lossy hop): at ``loss_low`` or
+  a link that drops packets whatever it is sent (radio, a lossy hop), as libwebrtc's
+  loss-based estimator models a link's inherent loss: a window cuts the estimate only when it
+  loses more than ``loss_high`` above it (the background counted up to ``loss_high``), so
+  that 5 % random loss, whose one-second windows read 2 to 12 %, does not step the viewer
+  down every few seconds for losses a lower layer would have as well; and at ``loss_low`` or
   more, a NACK during a probe is no sign that the probe overflowed the link (``sfu.
   quality``), the probe's queueing delay is.
 
@@ -196,8 +200,9 @@ class BandwidthEstimator:
         self.last_loss_window_at = now
         if now < self._loss_ignored_until:
             return
+        heavy = settings.loss_high + min(self.background_loss, settings.loss_high)
         self._losses.append(fraction_lost)
-        if fraction_lost > settings.loss_high:
+        if fraction_lost > heavy:
             if now < self._burst_hold_until:
                 # within the hold after a deep cut: about what was sent before it
                 self._grown_at = now

@@ -173,3 +173,17 @@ def test_background_loss_is_the_mean_of_the_last_windows_taken() -> None:
     est.ignore_loss(until=20.0)
     est.on_loss(0.5, now=10.0)  # ignored: not counted either
     assert est.background_loss == pytest.approx(0.05)
+
+
+def test_a_window_cuts_only_when_it_loses_well_above_what_the_link_loses_anyway() -> None:
+    clean, lossy = estimator(), estimator()
+    for second in range(1, 6):
+        lossy.on_loss(0.05, now=float(second))  # 5 % whatever it is sent
+        clean.on_loss(0.0, now=float(second))
+    before = lossy.estimate
+    lossy.on_loss(0.12, now=6.0)  # a window of random loss, 7 points above the background
+    assert lossy.estimate == before
+    clean.on_loss(0.12, now=6.0)
+    assert clean.last_decrease_at == 6.0
+    lossy.on_loss(0.4, now=7.0)  # congestion on top of it
+    assert lossy.last_decrease_at == 7.0
