@@ -28,9 +28,9 @@ system) in the same window; joins per core-second = joins per second ÷ that CPU
 viewer is counted (a database row) only once connected, which these never are; leaving
 (close, ``DELETE``) is in the server's CPU too.
 
-The full run measures the tree before the per-join work of issue #23 (``BASELINE``, taken
-from git; skipped when the clone lacks it) the same way, first, so before and after come
-from one run on one machine.
+The full run measures the tree before the per-join work (``BASELINE``, taken from git;
+skipped when the clone lacks it) the same way, first, so before and after come from one
+run on one machine.
 """
 
 from __future__ import annotations
@@ -69,7 +69,7 @@ GO_LIVE = (
 )
 PATHS = ("websocket", "whep")
 LABELS = {"websocket": "WebSocket", "whep": "WHEP"}
-# The tree before the per-join work of issue #23: the "before" of the full run.
+# The tree before the per-join work (issue 23): the "before" of the full run.
 BASELINE = "2fc90cec166fc44d19b63fbef01f0fefab226e0c"
 JOIN_TIMEOUT = 20.0
 BEGIN = "<!-- signaling:begin -->"
@@ -431,8 +431,8 @@ def markdown(run: SignalingRun, when: datetime.datetime, command: str) -> str:
     )
     if run.get("before", "websocket") or run.get("before", "whep"):
         text += (
-            "; before the per-join work of issue #23 (that tree from git, measured first in "
-            "the same run): " + _figures(run, "before")
+            "; before the per-join work (the tree of `bench.signaling.BASELINE`, from git, "
+            "measured first in the same run): " + _figures(run, "before")
         )
     errors = "".join(f" Error: {error}." for error in run.errors)
     return "\n".join([BEGIN, text + "." + errors + END])
