@@ -8,6 +8,7 @@ python -m bench --simulcast     # only the simulcast step (bench.simulcast; part
 python -m bench --recording     # only the recording step (bench.recording; part of the full run)
 python -m bench --chat          # only the chat fan-out step (bench.chat; part of the full run)
 python -m bench --signaling     # only the join-rate step (bench.signaling; part of the full run)
+python -m bench --flash-crowd   # only the flash-crowd step (bench.flash_crowd; in the full run)
 """
 
 from __future__ import annotations
@@ -137,6 +138,12 @@ def main(argv: list[str] | None = None) -> int:
     )
     parser.add_argument("--no-chat", action="store_true", help="skip the chat step")
     parser.add_argument(
+        "--flash-crowd",
+        action="store_true",
+        help="only the flash-crowd step: 1,000 viewers joining within 5 s, while 20 watch",
+    )
+    parser.add_argument("--no-flash-crowd", action="store_true", help="skip the flash-crowd step")
+    parser.add_argument(
         "--repetitions", type=int, help="the recording step: recordings measured per codec"
     )
     args = parser.parse_args(argv)
@@ -218,6 +225,18 @@ def main(argv: list[str] | None = None) -> int:
             window=args.window,
         )
 
+    if args.flash_crowd:
+        from bench import flash_crowd
+
+        return flash_crowd.main(
+            args.quick,
+            _progress,
+            command.strip(),
+            report=not args.no_report,
+            json_path=args.json,
+            viewers=int(args.viewers) if args.viewers else None,
+        )
+
     plans = QUICK if args.quick else FULL
     spec = source.SourceSpec()
     started = time.monotonic()
@@ -284,6 +303,13 @@ def main(argv: list[str] | None = None) -> int:
         chat_failed = bool(
             chat.main(args.quick, _progress, command.strip(), report=not args.no_report)
         )
+    crowd_failed = False
+    if not args.no_flash_crowd and "onair" in args.servers.split(",") and _onair_version():
+        from bench import flash_crowd
+
+        crowd_failed = bool(
+            flash_crowd.main(args.quick, _progress, command.strip(), report=not args.no_report)
+        )
     _progress(f"done in {time.monotonic() - started:.0f} s")
     ok = (
         all(r.error in (None, "not available") for r in results)
@@ -292,6 +318,7 @@ def main(argv: list[str] | None = None) -> int:
         and not recording_failed
         and not signaling_failed
         and not chat_failed
+        and not crowd_failed
     )
     return 0 if ok else 1
 

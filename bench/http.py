@@ -56,30 +56,35 @@ async def request(
     body: bytes = b"",
     content_type: str = "application/json",
     deadline: float = 70.0,
+    headers: dict[str, str] | None = None,
+    source: str | None = None,
 ) -> Response:
+    """One request; ``source``: the local address to send it from (a client of its own)."""
     parts = urlsplit(url)
+    extra = "".join(f"{name}: {value}\r\n" for name, value in (headers or {}).items())
     host, port = parts.hostname or "127.0.0.1", parts.port or 80
     path = parts.path + (f"?{parts.query}" if parts.query else "")
 
     async def exchange() -> Response:
-        reader, writer = await asyncio.open_connection(host, port)
+        local = (source, 0) if source else None
+        reader, writer = await asyncio.open_connection(host, port, local_addr=local)
         try:
             writer.write(
                 (
                     f"{method} {path} HTTP/1.1\r\nHost: {host}:{port}\r\nConnection: close\r\n"
-                    f"Content-Type: {content_type}\r\nContent-Length: {len(body)}\r\n\r\n"
+                    f"Content-Type: {content_type}\r\nContent-Length: {len(body)}\r\n{extra}\r\n"
                 ).encode()
                 + body
             )
             await writer.drain()
-            status_line, headers = await _read_head(reader)
-            if "content-length" in headers:
-                payload = await reader.readexactly(int(headers["content-length"]))
-            elif headers.get("transfer-encoding") == "chunked":
+            status_line, answered = await _read_head(reader)
+            if "content-length" in answered:
+                payload = await reader.readexactly(int(answered["content-length"]))
+            elif answered.get("transfer-encoding") == "chunked":
                 payload = await _read_chunked(reader)
             else:
                 payload = await reader.read()
-            return Response(int(status_line.split()[1]), payload, headers)
+            return Response(int(status_line.split()[1]), payload, answered)
         finally:
             writer.close()
 

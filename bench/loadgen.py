@@ -11,9 +11,15 @@ runner computes rates over its steady window;
 ``{"op": "flood", "count": F, "per_second": R, "packets": P}`` has F more viewers join (not
 in the snapshots) and each NACK its last P video packets R times a second until
 ``{"op": "stop_flood"}``, which has them leave and returns how many NACKs each sent;
+``{"op": "prepare", "n": N, "block": B}`` makes N more viewers' offers (peer connections, candidates
+gathered) without sending them, and ``{"op": "crowd", "at": [T, ...], "within": W}`` has the
+prepared viewers send them (WHEP), the i-th at ``time.monotonic()`` T[i], and reports when
+each was requested, answered and got its first keyframe (within W seconds): a flash crowd
+(``bench.flash_crowd``), apart from the viewers above;
 ``{"op": "quit"}`` closes everything.
 
     python -m bench.loadgen --target whep --url http://127.0.0.1:PORT
+    python -m bench.loadgen --target whep --url http://127.0.0.1:PORT --slug demo  # OnAir's
     python -m bench.loadgen --target janus --url http://127.0.0.1:PORT/janus
 """
 
@@ -21,6 +27,7 @@ from __future__ import annotations
 
 import argparse
 import asyncio
+import functools
 import json
 import logging
 import random
@@ -37,9 +44,12 @@ JOIN_TIMEOUT = 15.0
 
 
 class LoadGenerator:
-    def __init__(self, target: str, url: str) -> None:
+    def __init__(self, target: str, url: str, slug: str | None = None) -> None:
         self._target = target
         self._url = url
+        self._whep_url = f"{url}/whep" + (f"/{slug}" if slug else "")
+        self._crowd: list[Viewer] = []
+        self._block = 0
         self._janus = JanusClient(url) if target == "janus" else None
         self.viewers: list[Viewer] = []
         self._flooders: list[tuple[Viewer, list[int]]] = []
@@ -63,9 +73,9 @@ class LoadGenerator:
         join_ms = (first - viewer.started_at) * 1000 if connected and first else None
         return {"index": viewer.index, "connected": connected, "join_ms": join_ms}
 
-    async def _whep(self, offer: str) -> str:
+    async def _whep(self, offer: str, source: str | None = None) -> str:
         response = await http.request(
-            "POST", f"{self._url}/whep", offer.encode(), content_type="application/sdp"
+            "POST", self._whep_url, offer.encode(), content_type="application/sdp", source=source
         )
         if response.status != 201:
             raise RuntimeError(f"WHEP: HTTP {response.status}: {response.body[:200]!r}")
@@ -86,6 +96,51 @@ class LoadGenerator:
             "joins": joins,
             "errors": sorted({v.error for v in self.viewers if v.error}),
         }
+
+    async def prepare(self, n: int, block: int) -> dict[str, Any]:
+        """``n`` more crowd viewers, their offers made and not sent. Each will request from
+        an address of its own, 127.<1 + block>.x.y, as a crowd comes from many clients."""
+        self._block = block
+        gate = asyncio.Semaphore(JOIN_CONCURRENCY)
+
+        async def prepare_one() -> None:
+            async with gate:
+                viewer = Viewer(len(self._crowd))
+                self._crowd.append(viewer)
+                await viewer.prepare_offer()
+
+        await asyncio.gather(*(prepare_one() for _ in range(n)))
+        return {"prepared": len(self._crowd)}
+
+    async def crowd(self, at: list[float], within: float) -> dict[str, Any]:
+        """The prepared viewers request, the i-th at monotonic time ``at[i]``; each one's
+        request, answer and first keyframe times (None: not within ``within`` s)."""
+
+        async def join(viewer: Viewer, when: float) -> dict[str, Any]:
+            await asyncio.sleep(max(0.0, when - time.monotonic()))
+            requested = time.monotonic()
+            answered = None
+            try:
+                third, fourth = divmod(viewer.index, 250)
+                source = f"127.{1 + self._block}.{third}.{fourth + 1}"
+                await viewer.request(functools.partial(self._whep, source=source))
+                answered = time.monotonic()
+                deadline = requested + within
+                while viewer.counters.first_keyframe_at is None and time.monotonic() < deadline:
+                    if viewer.pc.connectionState in ("failed", "closed"):
+                        raise RuntimeError(f"connection {viewer.pc.connectionState}")
+                    await asyncio.sleep(0.05)
+            except Exception as exc:
+                viewer.error = str(exc)[:200]
+            return {
+                "requested": requested,
+                "answered": answered,
+                "keyframe": viewer.counters.first_keyframe_at,
+                "error": viewer.error,
+            }
+
+        joins = await asyncio.gather(*(join(v, t) for v, t in zip(self._crowd, at, strict=False)))
+        return {"joins": joins}
 
     async def join_decoded(self, count: int, spacing: float) -> dict[str, Any]:
         """Join → first decoded frame of ``count`` decoding viewers, one at a time."""
@@ -151,7 +206,9 @@ class LoadGenerator:
 
     async def close(self) -> None:
         await self.stop_flood()
-        await asyncio.gather(*(v.close() for v in self.viewers), return_exceptions=True)
+        await asyncio.gather(
+            *(v.close() for v in (*self.viewers, *self._crowd)), return_exceptions=True
+        )
         if self._janus is not None:
             await self._janus.close()
 
@@ -168,8 +225,8 @@ async def _flood(viewer: Viewer, per_second: float, packets: int, sent: list[int
         await asyncio.sleep(max(0.0, next_at - time.monotonic()))
 
 
-async def serve(target: str, url: str) -> None:
-    load = LoadGenerator(target, url)
+async def serve(target: str, url: str, slug: str | None = None) -> None:
+    load = LoadGenerator(target, url, slug)
     await load.start()
     reader = asyncio.StreamReader()
     loop = asyncio.get_running_loop()
@@ -192,6 +249,10 @@ async def serve(target: str, url: str) -> None:
             reply(await load.flood(command["count"], command["per_second"], command["packets"]))
         elif command["op"] == "stop_flood":
             reply(await load.stop_flood())
+        elif command["op"] == "prepare":
+            reply(await load.prepare(command["n"], command["block"]))
+        elif command["op"] == "crowd":
+            reply(await load.crowd(command["at"], command["within"]))
         elif command["op"] == "snapshot":
             reply(load.snapshot())
         elif command["op"] == "quit":
@@ -204,6 +265,7 @@ def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--target", choices=["janus", "whep"], required=True)
     parser.add_argument("--url", required=True)
+    parser.add_argument("--slug", help="whep: OnAir's own endpoint, /whep/SLUG")
     args = parser.parse_args()
     logging.basicConfig(level=logging.WARNING)
     # uvloop roughly halves the viewers' per-datagram cost, which keeps the load core
@@ -211,9 +273,9 @@ def main() -> None:
     try:
         import uvloop
 
-        uvloop.run(serve(args.target, args.url))
+        uvloop.run(serve(args.target, args.url, args.slug))
     except ImportError:
-        asyncio.run(serve(args.target, args.url))
+        asyncio.run(serve(args.target, args.url, args.slug))
 
 
 if __name__ == "__main__":

@@ -31,6 +31,7 @@ packets and bytes sent, keyframes and keyframe requests, and whether it is sendi
     python -m bench.publisher --url http://127.0.0.1:PORT --h264     # an H.264 source's RTP
     python -m bench.publisher --url http://127.0.0.1:PORT --live
     python -m bench.publisher --url http://127.0.0.1:PORT --simulcast
+    python -m bench.publisher --url http://127.0.0.1:PORT --slug demo --key sk_… --video-only
     python -m bench.publisher --rtp-to VIDEO_PORT,AUDIO_PORT
 """
 
@@ -272,11 +273,30 @@ async def relay(video_port: int, audio_port: int) -> None:
     await _serve_send_log(log, ports)
 
 
+@dataclasses.dataclass(frozen=True)
+class Whip:
+    """Where to publish: ``url``/whip (the bench's servers), or OnAir's own
+    ``url``/whip/<slug> with the stream key as a bearer token."""
+
+    url: str
+    slug: str | None = None
+    key: str | None = None
+
+    @property
+    def endpoint(self) -> str:
+        return f"{self.url}/whip" + (f"/{self.slug}" if self.slug else "")
+
+    @property
+    def headers(self) -> dict[str, str]:
+        return {"Authorization": f"Bearer {self.key}"} if self.key else {}
+
+
 async def _connect(
-    url: str, video_track: MediaStreamTrack, video_mime_type: str = "video/VP8"
+    url: str | Whip, video_track: MediaStreamTrack, video_mime_type: str = "video/VP8"
 ) -> tuple[RTCPeerConnection, RTCRtpTransceiver, RTCRtpTransceiver]:
     """Publish video (VP8 unless told) and idle Opus audio by WHIP-style signaling; return
     once connected."""
+    whip = url if isinstance(url, Whip) else Whip(url)
     pc = new_peer_connection()
     video = pc.addTransceiver(video_track, direction="sendonly")
     audio = pc.addTransceiver(_IdleTrack("audio"), direction="sendonly")
@@ -284,7 +304,11 @@ async def _connect(
     _prefer(audio, "audio/opus")
     await pc.setLocalDescription(await pc.createOffer())
     response = await http.request(
-        "POST", f"{url}/whip", pc.localDescription.sdp.encode(), content_type="application/sdp"
+        "POST",
+        whip.endpoint,
+        pc.localDescription.sdp.encode(),
+        content_type="application/sdp",
+        headers=whip.headers,
     )
     if response.status != 201:
         raise RuntimeError(f"WHIP: HTTP {response.status}: {response.body[:200]!r}")
@@ -296,7 +320,11 @@ async def _connect(
     return pc, video, audio
 
 
-async def publish(url: str, video_mime_type: str = "video/VP8") -> None:
+async def publish(
+    url: str | Whip, video_mime_type: str = "video/VP8", *, video_only: bool = False
+) -> None:
+    """Forward the replay's RTP; ``video_only``: its audio is dropped here (a source of few
+    packets per viewer, for the flash crowd)."""
     log = SendLog()
     pc, video, audio = await _connect(url, _IdleTrack("video"), video_mime_type)
     answer = SessionDescription.parse(pc.remoteDescription.sdp)
@@ -305,9 +333,13 @@ async def publish(url: str, video_mime_type: str = "video/VP8") -> None:
     for transceiver, media in zip((video, audio), answer.media, strict=True):
         payload_type = media.rtp.codecs[0].payloadType
         assert payload_type is not None
+        protocol: Callable[[], asyncio.DatagramProtocol] = partial(
+            _WebRtcForwarder, transceiver.sender, payload_type, log
+        )
+        if video_only and transceiver.kind == "audio":
+            protocol = asyncio.DatagramProtocol
         socket_transport, _ = await loop.create_datagram_endpoint(
-            partial(_WebRtcForwarder, transceiver.sender, payload_type, log),
-            local_addr=("127.0.0.1", 0),
+            protocol, local_addr=("127.0.0.1", 0)
         )
         ports[transceiver.kind] = socket_transport.get_extra_info("sockname")[1]
     try:
@@ -421,6 +453,11 @@ def main() -> None:
     parser.add_argument(
         "--simulcast", action="store_true", help="with --url: three-layer RID simulcast instead"
     )
+    parser.add_argument("--slug", help="with --url: OnAir's own WHIP endpoint, /whip/SLUG")
+    parser.add_argument("--key", help="with --slug: the stream key (a bearer token)")
+    parser.add_argument(
+        "--video-only", action="store_true", help="with --url: drop the replay's audio"
+    )
     parser.add_argument(
         "--h264",
         action="store_true",
@@ -435,7 +472,9 @@ def main() -> None:
     elif args.live:
         asyncio.run(publish_live(args.url))
     elif args.url:
-        asyncio.run(publish(args.url, "video/H264" if args.h264 else "video/VP8"))
+        whip = Whip(args.url, args.slug, args.key)
+        mime_type = "video/H264" if args.h264 else "video/VP8"
+        asyncio.run(publish(whip, mime_type, video_only=args.video_only))
     else:
         video_port, audio_port = (int(port) for port in args.rtp_to.split(","))
         asyncio.run(relay(video_port, audio_port))

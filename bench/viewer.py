@@ -31,6 +31,7 @@ from aiortc import (
 )
 from aiortc.sdp import SessionDescription, candidate_from_sdp
 
+from sfu.keyframe import is_vp8_keyframe_start
 from testpeers.aiortc_hooks import send_nack
 
 TRACE_KEY_BYTES = 8
@@ -49,6 +50,9 @@ class Counters:
     octets: int = 0
     srtp_errors: int = 0
     first_packet_at: float | None = None
+    # The first packet of the first VP8 keyframe (the answer's video payload type, once known).
+    first_keyframe_at: float | None = None
+    keyframe_pt: int | None = None
     # While tracing: arrival time by trace_key, for the forwarding-latency measurement.
     arrivals: dict[bytes, float] | None = None
     # For a NACK-flooding viewer: the last sequence number received, by SSRC.
@@ -66,6 +70,14 @@ _SIOCGSTAMPNS = 0x8907
 _TIMESPEC = struct.Struct("@qq")
 _SEQUENCE_NUMBER = struct.Struct("!H")
 _SSRC = struct.Struct("!I")
+
+
+def _rtp_payload(packet: bytes) -> bytes:
+    """The payload of a (decrypted) RTP packet: after its CSRCs and header extension."""
+    start = 12 + 4 * (packet[0] & 0x0F)
+    if packet[0] & 0x10 and len(packet) >= start + 4:
+        start += 4 + 4 * int.from_bytes(packet[start + 2 : start + 4], "big")
+    return packet[start:]
 
 
 def _kernel_arrival(sock: socket.socket) -> float | None:
@@ -107,6 +119,12 @@ def _count_at_socket(dtls: RTCDtlsTransport, counters: Counters) -> None:
                 return
             if counters.first_packet_at is None:
                 counters.first_packet_at = arrived
+            if (
+                counters.first_keyframe_at is None
+                and packet[1] & 0x7F == counters.keyframe_pt
+                and is_vp8_keyframe_start(_rtp_payload(packet))
+            ):
+                counters.first_keyframe_at = arrived
             counters.packets += 1
             counters.octets += len(packet)
             if counters.arrivals is not None and (key := trace_key(packet)) is not None:
@@ -116,6 +134,14 @@ def _count_at_socket(dtls: RTCDtlsTransport, counters: Counters) -> None:
                 (counters.sequence_numbers[ssrc],) = _SEQUENCE_NUMBER.unpack_from(packet, 2)
 
         protocol.datagram_received = datagram_received  # type: ignore[method-assign,assignment]
+
+
+def _vp8_payload_type(sdp: str) -> int | None:
+    for media in SessionDescription.parse(sdp).media:
+        for codec in media.rtp.codecs if media.kind == "video" else ():
+            if codec.mimeType.lower() == "video/vp8":
+                return codec.payloadType
+    return None
 
 
 def new_peer_connection() -> RTCPeerConnection:
@@ -172,12 +198,21 @@ class Viewer:
 
     async def watch_by_offer(self, exchange: OfferExchange) -> None:
         """WHEP-style: the viewer offers recvonly audio and video, the server answers."""
+        await self.prepare_offer()
+        await self.request(exchange)
+
+    async def prepare_offer(self) -> None:
+        """The viewer's recvonly offer, candidates gathered, not sent yet."""
         self.pc.addTransceiver("video", direction="recvonly")
         self.pc.addTransceiver("audio", direction="recvonly")
         await self.pc.setLocalDescription(await self.pc.createOffer())
         self._count()
+
+    async def request(self, exchange: OfferExchange) -> None:
+        """Send the prepared offer; ICE and DTLS start with the answer."""
         answer = await exchange(self.pc.localDescription.sdp)
         await self.pc.setRemoteDescription(RTCSessionDescription(sdp=answer, type="answer"))
+        self.counters.keyframe_pt = _vp8_payload_type(answer)
 
     async def answer(self, offer: str) -> str:
         """Janus-style: the server offers, the viewer answers."""

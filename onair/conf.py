@@ -567,7 +567,7 @@ class OnAirSettings:
         "(the two split the file descriptors).",
     )
     join_concurrency: int = setting(
-        8,
+        16,
         INTEGER,
         "Viewer joins (watch page, WHEP) one daphne process sets up at once, each from its "
         "offer until its connection is up or gone (at most 5 s); the others wait in order "
@@ -580,7 +580,7 @@ class OnAirSettings:
         "`join_queue_full` with `Retry-After` / close `4503`.",
     )
     join_queue_seconds: float = setting(
-        20.0,
+        60.0,
         SECONDS,
         "The longest a join waits for its turn; then `503` `join_queue_timeout` with "
         "`Retry-After` / close `4503`. `0`: no deadline.",

@@ -18,6 +18,7 @@ def test_the_benchmarks_doc_is_short_reference() -> None:
         "recording:begin",
         "chat:begin",
         "signaling:begin",
+        "flash-crowd:begin",
     ):
         assert text.count(marker) == 1
     assert not re.search(r"\bStep \d", text)  # narratives of how it was built
