@@ -354,14 +354,15 @@ def _run(plan: CrowdPlan, folder: Path, progress: Progress, concurrency: int) ->
         samples = [host.sample(pid) for pid in (daphne.pid, *loads)]
         metrics = _scrape(url)
         snapshot, count = watchers.snapshot(), publisher.count()
-        trace_seconds = plan.spread + plan.within
-        watchers.post({"op": "trace", "seconds": trace_seconds})
+        watchers.post({"op": "trace_begin"})
+        watchers.answer(30)
         joins = [j for load in crowd for j in load.answer(plan.within + 120)["joins"]]
         pids = (daphne.pid, *loads)
         cpu = [host.cpu_fraction(a, host.sample(pid)) for a, pid in zip(samples, pids, strict=True)]
         result.server_cpu, result.load_cpu = cpu[0], sum(cpu[1:])
         _server_view(result, metrics, _scrape(url))
-        arrivals = watchers.answer(trace_seconds + 60)["arrivals"]
+        watchers.post({"op": "trace_end"})
+        arrivals = watchers.answer(30)["arrivals"]
         sent = publisher.sent()
 
         requested = [j["requested"] for j in joins]

@@ -2,7 +2,8 @@
 
 Commands and replies are JSON lines. ``{"op": "grow", "n": N}`` adds viewers until there
 are N (joining a few at a time) and reports who connected and how fast;
-``{"op": "trace", "seconds": S}`` returns every viewer's packet arrival times for S seconds;
+``{"op": "trace", "seconds": S}`` returns every viewer's packet arrival times for S seconds
+(``trace_begin``, then ``trace_end``: over the time between);
 ``{"op": "join_decoded", "count": K, "spacing": S}`` has K decoding viewers join one after
 another, a random 0-S seconds apart, and returns each one's time from its start to its first decoded
 frame (it then leaves);
@@ -165,9 +166,17 @@ class LoadGenerator:
 
     async def trace(self, seconds: float) -> dict[str, Any]:
         """Every viewer's arrival time of every packet for ``seconds``."""
+        self.trace_begin()
+        await asyncio.sleep(seconds)
+        return self.trace_end()
+
+    def trace_begin(self) -> dict[str, Any]:
         for viewer in self.viewers:
             viewer.counters.arrivals = {}
-        await asyncio.sleep(seconds)
+        return {"tracing": True}
+
+    def trace_end(self) -> dict[str, Any]:
+        """Every viewer's arrival time of every packet since ``trace_begin``."""
         arrivals = []
         for viewer in self.viewers:
             arrivals.append({key.hex(): at for key, at in (viewer.counters.arrivals or {}).items()})
@@ -245,6 +254,10 @@ async def serve(target: str, url: str, slug: str | None = None) -> None:
             reply(await load.join_decoded(command["count"], command["spacing"]))
         elif command["op"] == "trace":
             reply(await load.trace(command["seconds"]))
+        elif command["op"] == "trace_begin":
+            reply(load.trace_begin())
+        elif command["op"] == "trace_end":
+            reply(load.trace_end())
         elif command["op"] == "flood":
             reply(await load.flood(command["count"], command["per_second"], command["packets"]))
         elif command["op"] == "stop_flood":
