@@ -504,7 +504,10 @@ def markdown(result: FlashCrowd, when: datetime.datetime, command: str) -> str:
         f"**Flash crowd** (`{command}`, {when:%Y-%m-%d %H:%M} UTC; `bench/flash_crowd.py` has "
         f"the method): **{plan.crowd:,} WHEP viewers** requested within "
         f"{queued.requested_seconds:.1f} s ({plan.processes} load generators) of one daphne "
-        f"process, with its join queue (`ONAIR_JOIN_CONCURRENCY={queued.join_concurrency}`): "
+        f"process, the source small (VP8 {SOURCE.width}x{SOURCE.height}, {SOURCE.fps} fps, "
+        f"{SOURCE.video_kbps} kbit/s, a keyframe every {SOURCE.keyframe_seconds} s, no audio: "
+        f"one core forwards to all), with its join queue "
+        f"(`ONAIR_JOIN_CONCURRENCY={queued.join_concurrency}`): "
         + _crowd(queued)
         + "; "
         + _watched(queued)
