@@ -43,6 +43,9 @@ def server(tmp_path: Path) -> Iterator[Server]:
     env = app_environment(
         database_url=f"sqlite:///{tmp_path / 'db.sqlite3'}",
         ONAIR_CONNECT_TIMEOUT_SECONDS="300",  # the flood stays for the whole test
+        # the caps and descriptors, not the join queue (tests/signaling/test_admission.py):
+        # each join that never connects would hold its place in the queue for seconds
+        ONAIR_JOIN_CONCURRENCY="0",
     )
     manage(env, "migrate", "--noinput", "-v0")
     with daphne_process(env, tmp_path / "daphne.log", preexec_fn=_low_nofile) as daphne:
