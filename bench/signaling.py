@@ -69,7 +69,8 @@ GO_LIVE = (
 )
 PATHS = ("websocket", "whep")
 LABELS = {"websocket": "WebSocket", "whep": "WHEP"}
-# The tree before the per-join work (issue 23): the "before" of the full run.
+# The tree before the per-join work (a shared DTLS certificate, no per-join bitrate estimator,
+# fewer database and thread trips): the "before" of the full run.
 BASELINE = "2fc90cec166fc44d19b63fbef01f0fefab226e0c"
 JOIN_TIMEOUT = 20.0
 BEGIN = "<!-- signaling:begin -->"
