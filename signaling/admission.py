@@ -10,8 +10,9 @@ earlier ones finish: the rate follows what the process sustains, and the share o
 joins take stays bounded.
 
 An admitted join holds its place until its viewer's connection is up or gone (``settle``,
-from the gateway's events) or ``HOLD_SECONDS`` after its admission, whichever comes
-first: a client that never answers cannot keep a place. In cluster mode the peers are in
+from the gateway's events), ``HOLD_SECONDS`` after its admission or
+``ANSWERED_HOLD_SECONDS`` after its offer/answer exchange, whichever comes first: a client
+that never answers or never connects cannot keep a place. In cluster mode the peers are in
 the ``runsfu`` workers, so a daphne process's join is only its signaling: the place is
 given back once the viewer is made.
 
@@ -34,6 +35,10 @@ from onair.conf import cluster_mode, onair_settings
 from onair.exceptions import ServiceUnavailableError
 
 HOLD_SECONDS = 5.0  # an admitted join's place, at most (a local join is up in < 0.5 s)
+# ... and from its offer/answer exchange on (``JoinTicket.bind``): what is left is the
+# client's ICE and DTLS, little of the process's CPU, and a client that made its offer or
+# got one and never connects (a flood from a few addresses) must not keep places for long
+ANSWERED_HOLD_SECONDS = 1.0
 RETRY_AFTER_SECONDS = 5
 
 Queued = Callable[[int], Awaitable[None]]
@@ -65,6 +70,12 @@ class JoinTicket:
             return
         self._viewer_id = viewer_id
         admission._bound[viewer_id] = self
+        timer = self._timer
+        loop = asyncio.get_running_loop()
+        if timer is None or timer.when() > loop.time() + ANSWERED_HOLD_SECONDS:
+            if timer is not None:
+                timer.cancel()
+            self._timer = loop.call_later(ANSWERED_HOLD_SECONDS, self.release)
 
     def release(self) -> None:
         admission, self._admission = self._admission, None

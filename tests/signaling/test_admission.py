@@ -122,6 +122,20 @@ async def test_a_place_is_held_at_most_hold_seconds(
     assert (await asyncio.wait_for(queue.enter(), 5)).held
 
 
+async def test_a_join_past_its_offer_and_answer_holds_its_place_briefly(
+    one_at_a_time: None, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """A client that got its answer (or the server's offer) and never connects: its place
+    goes to the next join after ANSWERED_HOLD_SECONDS, not HOLD_SECONDS."""
+    monkeypatch.setattr(admission, "HOLD_SECONDS", 60.0)
+    monkeypatch.setattr(admission, "ANSWERED_HOLD_SECONDS", 0.05)
+    queue = JoinAdmission()
+    ticket = queue.try_enter()
+    assert ticket is not None
+    ticket.bind("viewer-that-never-connects")
+    assert (await asyncio.wait_for(queue.enter(), 5)).held
+
+
 DB = pytest.mark.django_db(transaction=True)
 
 
