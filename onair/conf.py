@@ -570,8 +570,9 @@ class OnAirSettings:
         16,
         INTEGER,
         "Viewer joins (watch page, WHEP) one daphne process sets up at once, each from its "
-        "offer until its connection is up or gone (at most 5 s); the others wait in order "
-        "(`signaling.admission`, docs/SECURITY.md). `0`: no queue.",
+        "admission until its connection is up or gone (at most 5 s, and 1 s past its "
+        "offer/answer exchange); the others wait in order (`signaling.admission`, "
+        "docs/SECURITY.md). `0`: no queue.",
     )
     join_queue_max: int = setting(
         1000,

@@ -24,8 +24,11 @@ pytestmark = pytest.mark.timeout(90)
 
 
 @pytest.fixture
-def one_at_a_time(settings: Any) -> None:
+def one_at_a_time(settings: Any, monkeypatch: pytest.MonkeyPatch) -> None:
+    """One place; a join past its offer/answer keeps it until its viewer is up or gone
+    (not a second: what these tests do meanwhile takes longer on a loaded machine)."""
     caps(settings, JOIN_CONCURRENCY=1)
+    monkeypatch.setattr(admission, "ANSWERED_HOLD_SECONDS", 60.0)
 
 
 async def _waiting(queue: JoinAdmission, address: str | None = None) -> asyncio.Task[JoinTicket]:
@@ -179,9 +182,10 @@ async def test_a_watch_page_waits_for_its_turn_and_joins(
 
 @DB
 async def test_whep_waits_for_its_turn_then_503_when_the_queue_is_full(
-    settings: Any, live_stream: Stream
+    settings: Any, live_stream: Stream, monkeypatch: pytest.MonkeyPatch
 ) -> None:
     caps(settings, JOIN_CONCURRENCY=1, JOIN_QUEUE_MAX=1)
+    monkeypatch.setattr(admission, "ANSWERED_HOLD_SECONDS", 60.0)  # the holder keeps it
     stream = live_stream
     holder = await post_silent(AsyncClient(), stream)  # never does ICE: holds the place
     assert holder.status_code == 201
@@ -199,8 +203,11 @@ async def test_whep_waits_for_its_turn_then_503_when_the_queue_is_full(
 
 
 @DB
-async def test_whep_past_the_queue_deadline_is_503(settings: Any, live_stream: Stream) -> None:
+async def test_whep_past_the_queue_deadline_is_503(
+    settings: Any, live_stream: Stream, monkeypatch: pytest.MonkeyPatch
+) -> None:
     caps(settings, JOIN_CONCURRENCY=1, JOIN_QUEUE_SECONDS=0.2)
+    monkeypatch.setattr(admission, "ANSWERED_HOLD_SECONDS", 60.0)  # the holder keeps it
     stream = live_stream
     http = AsyncClient()
     holder = await http.post(f"/whep/{stream.slug}", data=silent_offer(), content_type=SDP)
